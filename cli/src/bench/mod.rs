@@ -1,0 +1,151 @@
+//! `knpu bench <suite> [--json]`: the one benchmark entry point.
+//!
+//! Each suite measures a set of cases and emits one [`Record`] per measurement. With `--json`
+//! records print as JSON Lines (`{"bench", "case", "runs", "median_s", <rate>}`, DESIGN.md
+//! "Performance method"); without it, as a table. Times are medians of several runs.
+
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// One measurement: the suite, the case's parameters, the run count, the median time and the
+/// derived rates (named by unit: `gflops`, `gops`, `gbps`, `us`, `tok_s`, ...).
+pub struct Record {
+    /// The suite name, e.g. `"gemm"`.
+    pub bench: &'static str,
+    /// The case's parameters as a JSON object.
+    pub case: Map<String, Value>,
+    /// How many timed runs the median is over.
+    pub runs: usize,
+    /// The median time of one run, in seconds.
+    pub median_s: f64,
+    /// Derived rates, in order, each named by its unit.
+    pub rates: Vec<(&'static str, f64)>,
+}
+
+impl Record {
+    /// The record as one JSON object.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("bench".into(), Value::from(self.bench));
+        m.insert("case".into(), Value::Object(self.case.clone()));
+        m.insert("runs".into(), Value::from(self.runs));
+        m.insert("median_s".into(), Value::from(self.median_s));
+        for (name, v) in &self.rates {
+            m.insert((*name).into(), Value::from(round_sig(*v)));
+        }
+        Value::Object(m)
+    }
+}
+
+fn round_sig(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let digits = 4 - v.abs().log10().ceil() as i32;
+    let scale = 10f64.powi(digits.clamp(-10, 10));
+    (v * scale).round() / scale
+}
+
+/// Builds a case object from `(name, value)` pairs.
+#[macro_export]
+macro_rules! case {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        let mut m = serde_json::Map::new();
+        $( m.insert(String::from($k), serde_json::Value::from($v)); )*
+        m
+    }};
+}
+
+/// Times `f` after one warm-up call: at least `min_runs` runs and until `min_time` has passed
+/// (at most `max_runs`). Returns the run count and the median seconds per run.
+pub fn time_median(
+    min_runs: usize,
+    max_runs: usize,
+    min_time: Duration,
+    mut f: impl FnMut(),
+) -> (usize, f64) {
+    f();
+    let start = Instant::now();
+    let mut times = Vec::with_capacity(min_runs);
+    while times.len() < min_runs || (start.elapsed() < min_time && times.len() < max_runs) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    (times.len(), median(&mut times))
+}
+
+/// Times `iters` back-to-back calls of `f` as one sample, `samples` times; returns the median
+/// seconds per call. For operations far shorter than a clock read.
+pub fn time_batched(samples: usize, iters: usize, mut f: impl FnMut()) -> (usize, f64) {
+    for _ in 0..iters.min(1000) {
+        f();
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        times.push(t.elapsed().as_secs_f64() / iters as f64);
+    }
+    (samples, median(&mut times))
+}
+
+/// The median of `v` (sorted in place).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Where records go: JSON Lines or a table, printed as they come.
+pub struct Sink {
+    json: bool,
+}
+
+impl Sink {
+    /// A sink printing JSON Lines when `json`, a table otherwise.
+    pub fn new(json: bool) -> Sink {
+        Sink { json }
+    }
+
+    /// Prints one record.
+    pub fn emit(&mut self, r: Record) {
+        if self.json {
+            println!("{}", r.to_json());
+        } else {
+            let case: Vec<String> = r.case.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let rates: Vec<String> = r
+                .rates
+                .iter()
+                .map(|(k, v)| format!("{k}={:.4}", round_sig(*v)))
+                .collect();
+            println!(
+                "{:<10} {:<60} runs={:<4} median={:>12.3}us  {}",
+                r.bench,
+                case.join(" "),
+                r.runs,
+                r.median_s * 1e6,
+                rates.join(" ")
+            );
+        }
+    }
+}
+
+/// The suites `knpu bench` knows, with a line each for `--help`.
+pub const SUITES: &[(&str, &str)] = &[];
+
+/// Runs suite `name`; `args` are the suite's own options after the name.
+pub fn run(name: &str, _args: &[String], _sink: &mut Sink) -> Result<(), String> {
+    Err(format!(
+        "unknown benchmark suite `{name}`; suites: {}",
+        SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+    ))
+}
