@@ -1,0 +1,369 @@
+/*
+ * knpu_driver.h — the knpu driver ABI.
+ *
+ * The contract between the knpu runtime and every NPU driver, the built-in software NPU
+ * included. A driver is a shared library (or a statically linked object) that exports one
+ * symbol, `knpu_driver_get_api`, returning a table of C function pointers.
+ *
+ * Versioning
+ *   - KNPU_DRIVER_ABI_MAJOR changes only when an existing field or meaning changes; the
+ *     runtime refuses a driver whose major differs from its own.
+ *   - KNPU_DRIVER_ABI_MINOR grows when fields are appended. Fields are only ever appended to
+ *     KnpuDriverApi and to every struct that starts with `struct_size`; a reader checks
+ *     `struct_size` before it touches a field (see KNPU_STRUCT_HAS_FIELD) and treats a
+ *     missing field as absent (NULL function, zero value).
+ *
+ * Threading: every function may be called from any thread at any time, concurrently.
+ *
+ * Errors: every function returns a KnpuStatus. Failures of asynchronous work are carried by
+ * timeline semaphores: a failed submission sets each of its signal semaphores to
+ * KNPU_SEMAPHORE_FAILED and records a status and message that `semaphore_get_error` returns.
+ *
+ * Memory: device memory lives in the device's own address space, named by 64-bit device
+ * addresses (KnpuDeviceAddress), never host pointers. Host data reaches device memory only
+ * through copy commands on a queue.
+ */
+#ifndef KNPU_DRIVER_H
+#define KNPU_DRIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KNPU_DRIVER_ABI_MAJOR 1
+#define KNPU_DRIVER_ABI_MINOR 0
+
+/* The name of the one symbol a driver library exports. */
+#define KNPU_DRIVER_ENTRY_SYMBOL "knpu_driver_get_api"
+
+/* The semaphore value that marks failed work. Values only grow, so it is final. */
+#define KNPU_SEMAPHORE_FAILED UINT64_MAX
+
+/* A timeout that never expires. */
+#define KNPU_TIMEOUT_INFINITE UINT64_MAX
+
+/* Status codes. Numbering is stable; new codes are appended. */
+typedef enum KnpuStatus {
+  KNPU_STATUS_SUCCESS = 0,
+  /* An argument is out of range, null where it must not be, or inconsistent. */
+  KNPU_STATUS_INVALID_VALUE = 1,
+  /* A handle is null, unknown, or already destroyed. */
+  KNPU_STATUS_INVALID_HANDLE = 2,
+  /* Device memory (or a host resource the driver needs) is exhausted. */
+  KNPU_STATUS_OUT_OF_MEMORY = 3,
+  /* The driver does not implement this function, kernel, dtype or option. */
+  KNPU_STATUS_NOT_SUPPORTED = 4,
+  /* A command addressed device memory outside every live allocation. */
+  KNPU_STATUS_ILLEGAL_ADDRESS = 5,
+  /* A kernel failed while it ran (bad parameters found on the device, injected fault). */
+  KNPU_STATUS_KERNEL_FAULT = 6,
+  /* The device is gone; every later call on it fails with this status. */
+  KNPU_STATUS_DEVICE_LOST = 7,
+  /* A wait ended at its timeout before the value was reached. */
+  KNPU_STATUS_TIMEOUT = 8,
+  /* The loader's and the driver's ABI majors differ. */
+  KNPU_STATUS_ABI_MISMATCH = 9,
+  /* A bug or broken invariant inside the driver. */
+  KNPU_STATUS_INTERNAL = 10,
+  /* The work waited on a semaphore that had failed, so it did not run. */
+  KNPU_STATUS_DEPENDENCY_FAILED = 11,
+} KnpuStatus;
+
+/* A device memory address, in the device's own address space. 0 is never a valid address. */
+typedef uint64_t KnpuDeviceAddress;
+
+/* Opaque objects. Each is created and destroyed through the API table. */
+typedef struct KnpuDriverDevice_T *KnpuDriverDevice;
+typedef struct KnpuQueue_T *KnpuQueue;
+typedef struct KnpuSemaphore_T *KnpuSemaphore;
+
+/* Element types named by kernels and capability queries. Numbering is stable. */
+typedef enum KnpuDtype {
+  KNPU_DTYPE_F32 = 0,
+  KNPU_DTYPE_F16 = 1,
+  KNPU_DTYPE_BF16 = 2,
+  KNPU_DTYPE_F64 = 3,
+  KNPU_DTYPE_I8 = 4,
+  KNPU_DTYPE_U8 = 5,
+  KNPU_DTYPE_I32 = 6,
+  KNPU_DTYPE_U32 = 7,
+  KNPU_DTYPE_I64 = 8,
+} KnpuDtype;
+
+/* Device attributes, read one at a time with device_get_attribute. Numbering is stable;
+ * a driver answers KNPU_STATUS_NOT_SUPPORTED for an attribute it does not know. */
+typedef enum KnpuDeviceAttribute {
+  /* Bytes of device memory. */
+  KNPU_ATTR_TOTAL_MEMORY = 0,
+  /* Compute cores (for the software NPU: compute pool threads). */
+  KNPU_ATTR_COMPUTE_CORES = 1,
+  /* Alignment of every allocation, in bytes. */
+  KNPU_ATTR_ALLOCATION_ALIGNMENT = 2,
+  /* Most queues the device can create at once. */
+  KNPU_ATTR_MAX_QUEUES = 3,
+  /* Modeled peak f32 rate, MFLOP/s. */
+  KNPU_ATTR_PEAK_F32_MFLOPS = 4,
+  /* Modeled peak f16/bf16 rate, MFLOP/s. */
+  KNPU_ATTR_PEAK_F16_MFLOPS = 5,
+  /* Modeled peak int8 rate, MOP/s. */
+  KNPU_ATTR_PEAK_INT8_MOPS = 6,
+  /* Modeled device memory bandwidth, MB/s. */
+  KNPU_ATTR_MEMORY_BANDWIDTH_MBPS = 7,
+  /* Modeled host<->device (DMA) bandwidth, MB/s. */
+  KNPU_ATTR_DMA_BANDWIDTH_MBPS = 8,
+  /* 1 when the device can copy to and from another device of the same driver directly. */
+  KNPU_ATTR_PEER_COPY = 9,
+  /* 1 when device_inject_fault works on this device. */
+  KNPU_ATTR_FAULT_INJECTION = 10,
+} KnpuDeviceAttribute;
+
+/* Queue priorities: a higher priority queue's work is preferred by the compute pool. */
+typedef enum KnpuQueuePriority {
+  KNPU_QUEUE_PRIORITY_LOW = -1,
+  KNPU_QUEUE_PRIORITY_NORMAL = 0,
+  KNPU_QUEUE_PRIORITY_HIGH = 1,
+} KnpuQueuePriority;
+
+/* Kernel ids. Ranges are reserved per family; numbering is stable. */
+typedef enum KnpuKernelId {
+  /* Elementwise: params KnpuElementwiseParams. */
+  KNPU_KERNEL_ELEMENTWISE = 1,
+} KnpuKernelId;
+
+/* Elementwise operations of KNPU_KERNEL_ELEMENTWISE. */
+typedef enum KnpuElementwiseOp {
+  /* out = a + b */
+  KNPU_ELEMENTWISE_ADD = 0,
+  /* out = a * b */
+  KNPU_ELEMENTWISE_MUL = 1,
+  /* out = a - b */
+  KNPU_ELEMENTWISE_SUB = 2,
+  /* out = alpha * a + b */
+  KNPU_ELEMENTWISE_AXPY = 3,
+  /* out = alpha * a (b unused) */
+  KNPU_ELEMENTWISE_SCALE = 4,
+} KnpuElementwiseOp;
+
+/* Parameters of KNPU_KERNEL_ELEMENTWISE over `count` contiguous elements of `dtype`
+ * (F32, F16 or BF16; computed in f32). */
+typedef struct KnpuElementwiseParams {
+  size_t struct_size;
+  uint32_t op;    /* KnpuElementwiseOp */
+  uint32_t dtype; /* KnpuDtype */
+  uint64_t count;
+  KnpuDeviceAddress a;
+  KnpuDeviceAddress b; /* 0 when the op takes one input */
+  KnpuDeviceAddress out;
+  float alpha;
+} KnpuElementwiseParams;
+
+/* Command kinds. */
+typedef enum KnpuCommandType {
+  /* Copy `size` bytes from host memory `host_src` to device address `dst`. */
+  KNPU_COMMAND_COPY_HOST_TO_DEVICE = 0,
+  /* Copy `size` bytes from device address `src` to host memory `host_dst`. */
+  KNPU_COMMAND_COPY_DEVICE_TO_HOST = 1,
+  /* Copy `size` bytes between device addresses of the queue's device. Overlap is allowed and
+   * behaves as memmove. */
+  KNPU_COMMAND_COPY_DEVICE_TO_DEVICE = 2,
+  /* Copy `size` bytes from `src` on `peer_device` to `dst` on the queue's device. */
+  KNPU_COMMAND_COPY_PEER = 3,
+  /* Fill `size` bytes at `dst` with the `pattern_size`-byte pattern (1, 2, 4 or 8). */
+  KNPU_COMMAND_FILL = 4,
+  /* Run kernel `kernel_id` with the parameter struct at `params` (`params_size` bytes). */
+  KNPU_COMMAND_KERNEL = 5,
+  /* Call `fn(user_data, status)` on a driver thread when all earlier work on the queue is
+   * done. Called exactly once: with KNPU_STATUS_SUCCESS normally, or with the failure status
+   * when the submission failed or was abandoned, so the callee can always release user_data.
+   * The callback must not block on work submitted after it to the same queue. */
+  KNPU_COMMAND_HOST_FUNCTION = 6,
+  /* Write the device clock (nanoseconds, same clock as command timestamps) to host memory
+   * `host_dst` (8 bytes, 8-aligned) when all earlier work on the queue is done. */
+  KNPU_COMMAND_TIMESTAMP = 7,
+} KnpuCommandType;
+
+typedef void (*KnpuHostFunction)(void *user_data, KnpuStatus status);
+
+typedef struct KnpuCopyCommand {
+  KnpuDeviceAddress src;
+  KnpuDeviceAddress dst;
+  const void *host_src;
+  void *host_dst;
+  uint64_t size;
+  KnpuDriverDevice peer_device;
+} KnpuCopyCommand;
+
+typedef struct KnpuFillCommand {
+  KnpuDeviceAddress dst;
+  uint64_t size;
+  uint64_t pattern;
+  uint32_t pattern_size;
+} KnpuFillCommand;
+
+typedef struct KnpuKernelCommand {
+  uint32_t kernel_id;
+  const void *params;
+  size_t params_size;
+} KnpuKernelCommand;
+
+typedef struct KnpuHostFunctionCommand {
+  KnpuHostFunction fn;
+  void *user_data;
+} KnpuHostFunctionCommand;
+
+typedef struct KnpuTimestampCommand {
+  uint64_t *host_dst;
+} KnpuTimestampCommand;
+
+/* One command. The driver copies the command and its kernel parameter struct during
+ * queue_submit, so both may be freed as soon as queue_submit returns. Host memory named by
+ * a copy or timestamp command must stay valid until the submission completes. */
+typedef struct KnpuCommand {
+  size_t struct_size;
+  uint32_t type; /* KnpuCommandType */
+  uint32_t flags; /* reserved, 0 */
+  union {
+    KnpuCopyCommand copy;
+    KnpuFillCommand fill;
+    KnpuKernelCommand kernel;
+    KnpuHostFunctionCommand host_function;
+    KnpuTimestampCommand timestamp;
+  } u;
+} KnpuCommand;
+
+/* One submission: wait until every wait semaphore reaches its value, run the commands in
+ * order, then set every signal semaphore to its value. If any wait semaphore has failed,
+ * the commands do not run and the submission fails with KNPU_STATUS_DEPENDENCY_FAILED. If a
+ * command fails, the remaining commands do not run. A failed submission sets every signal
+ * semaphore to KNPU_SEMAPHORE_FAILED and records the status and a message naming the
+ * command (its index and kind) and, for an address fault, the device address. */
+typedef struct KnpuSubmitInfo {
+  size_t struct_size;
+  uint32_t wait_count;
+  const KnpuSemaphore *wait_semaphores;
+  const uint64_t *wait_values;
+  uint32_t command_count;
+  const KnpuCommand *commands;
+  uint32_t signal_count;
+  const KnpuSemaphore *signal_semaphores;
+  const uint64_t *signal_values;
+} KnpuSubmitInfo;
+
+/* Kinds of injected fault (testing). */
+typedef enum KnpuFaultKind {
+  /* Clear every armed fault. */
+  KNPU_FAULT_NONE = 0,
+  /* The `count`-th mem_alloc from now (1 = the next one) fails with OUT_OF_MEMORY. */
+  KNPU_FAULT_FAIL_ALLOC = 1,
+  /* The `count`-th kernel command from now faults with KERNEL_FAULT (if `kernel_id` is not 0,
+   * counting only launches of that kernel). */
+  KNPU_FAULT_KERNEL = 2,
+  /* The device is lost now: pending and future work fails with DEVICE_LOST. */
+  KNPU_FAULT_LOSE_DEVICE = 3,
+} KnpuFaultKind;
+
+typedef struct KnpuFaultInjection {
+  size_t struct_size;
+  uint32_t kind; /* KnpuFaultKind */
+  uint32_t kernel_id;
+  uint64_t count;
+} KnpuFaultInjection;
+
+/* One executed command, as the profiler records it. */
+typedef struct KnpuCommandRecord {
+  size_t struct_size;
+  uint32_t queue_id;      /* small integer naming the queue, unique per device */
+  uint32_t type;          /* KnpuCommandType */
+  uint32_t kernel_id;     /* for KNPU_COMMAND_KERNEL, else 0 */
+  KnpuStatus status;
+  uint64_t bytes;         /* bytes moved by copies and fills, else 0 */
+  uint64_t start_ns;      /* device clock, nanoseconds */
+  uint64_t end_ns;
+  uint64_t modeled_ns;    /* duration the device's timing model predicts (0: no model) */
+} KnpuCommandRecord;
+
+/* The function table. Every function returns a KnpuStatus. Appended fields only. */
+typedef struct KnpuDriverApi {
+  size_t struct_size;
+  uint32_t abi_major;
+  uint32_t abi_minor;
+  /* A short, stable driver name such as "sim"; static storage. */
+  const char *driver_name;
+  /* The driver's own version string; static storage. */
+  const char *driver_version;
+
+  /* Devices ------------------------------------------------------------------------------ */
+  KnpuStatus (*device_count)(uint32_t *count);
+  /* Opens device `index` (< device_count). Opening the same index twice gives the same
+   * handle; devices live until the library is unloaded. */
+  KnpuStatus (*device_get)(uint32_t index, KnpuDriverDevice *device);
+  /* Copies the device's name, NUL-terminated and truncated to `capacity` bytes. */
+  KnpuStatus (*device_get_name)(KnpuDriverDevice device, char *name, size_t capacity);
+  KnpuStatus (*device_get_attribute)(KnpuDriverDevice device, uint32_t attribute, int64_t *value);
+  /* Sets *supported to 1 when the device runs `kernel_id` with element type `dtype`. */
+  KnpuStatus (*device_supports_kernel)(KnpuDriverDevice device, uint32_t kernel_id, uint32_t dtype,
+                                       int32_t *supported);
+  KnpuStatus (*device_memory_info)(KnpuDriverDevice device, uint64_t *free_bytes, uint64_t *total_bytes);
+  /* Arms a fault (testing). NOT_SUPPORTED where KNPU_ATTR_FAULT_INJECTION is 0. */
+  KnpuStatus (*device_inject_fault)(KnpuDriverDevice device, const KnpuFaultInjection *fault);
+
+  /* Memory ------------------------------------------------------------------------------- */
+  /* Allocates `size` (> 0) bytes aligned to KNPU_ATTR_ALLOCATION_ALIGNMENT. Contents are
+   * unspecified. */
+  KnpuStatus (*mem_alloc)(KnpuDriverDevice device, uint64_t size, KnpuDeviceAddress *address);
+  /* Frees an allocation by its base address. The caller guarantees no pending work uses it. */
+  KnpuStatus (*mem_free)(KnpuDriverDevice device, KnpuDeviceAddress address);
+
+  /* Queues ------------------------------------------------------------------------------- */
+  /* A queue runs its submissions in order, one after another. */
+  KnpuStatus (*queue_create)(KnpuDriverDevice device, int32_t priority, KnpuQueue *queue);
+  /* Waits for the queue's submitted work to finish, then destroys it. */
+  KnpuStatus (*queue_destroy)(KnpuQueue queue);
+  /* Enqueues one submission and returns without waiting for it. */
+  KnpuStatus (*queue_submit)(KnpuQueue queue, const KnpuSubmitInfo *submit);
+
+  /* Timeline semaphores ------------------------------------------------------------------ */
+  KnpuStatus (*semaphore_create)(KnpuDriverDevice device, uint64_t initial_value, KnpuSemaphore *semaphore);
+  /* The caller guarantees no pending submission names the semaphore. */
+  KnpuStatus (*semaphore_destroy)(KnpuSemaphore semaphore);
+  /* Reads the current value (KNPU_SEMAPHORE_FAILED after a failure). */
+  KnpuStatus (*semaphore_query)(KnpuSemaphore semaphore, uint64_t *value);
+  /* Waits until the value is >= `value`. Returns SUCCESS when reached; the failure status
+   * (see semaphore_get_error) when the semaphore has failed; TIMEOUT after `timeout_ns`. */
+  KnpuStatus (*semaphore_wait)(KnpuSemaphore semaphore, uint64_t value, uint64_t timeout_ns);
+  /* Sets the value from the host. It must not go down. */
+  KnpuStatus (*semaphore_signal)(KnpuSemaphore semaphore, uint64_t value);
+  /* For a failed semaphore: the failure status and a NUL-terminated message (truncated to
+   * `capacity`). For a healthy one: *status = SUCCESS and an empty message. */
+  KnpuStatus (*semaphore_get_error)(KnpuSemaphore semaphore, KnpuStatus *status, char *message,
+                                    size_t capacity);
+
+  /* Profiling ---------------------------------------------------------------------------- */
+  /* Starts (enable != 0) or stops recording a KnpuCommandRecord per executed command. */
+  KnpuStatus (*device_set_profiling)(KnpuDriverDevice device, int32_t enable);
+  /* Moves up to `capacity` recorded commands, oldest first, into `records` (each record's
+   * struct_size must be set by the caller) and sets *count. */
+  KnpuStatus (*device_read_profile)(KnpuDriverDevice device, KnpuCommandRecord *records, size_t capacity,
+                                    size_t *count);
+  /* The device clock now, nanoseconds (the clock of timestamps and records). */
+  KnpuStatus (*device_get_clock)(KnpuDriverDevice device, uint64_t *ns);
+} KnpuDriverApi;
+
+/* True when a struct whose first field is `struct_size` has field `field`. */
+#define KNPU_STRUCT_HAS_FIELD(ptr, type, field) \
+  ((ptr)->struct_size >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+/* The entry point. `loader_abi_major`/`loader_abi_minor` are the loader's version; a driver
+ * may return NULL when it cannot serve that major. The table has static storage. */
+typedef const KnpuDriverApi *(*KnpuDriverGetApiFn)(uint32_t loader_abi_major, uint32_t loader_abi_minor);
+
+const KnpuDriverApi *knpu_driver_get_api(uint32_t loader_abi_major, uint32_t loader_abi_minor);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KNPU_DRIVER_H */
