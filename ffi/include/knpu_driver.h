@@ -322,7 +322,9 @@ typedef struct KnpuDriverApi {
   KnpuStatus (*queue_create)(KnpuDriverDevice device, int32_t priority, KnpuQueue *queue);
   /* Waits for the queue's submitted work to finish, then destroys it. */
   KnpuStatus (*queue_destroy)(KnpuQueue queue);
-  /* Enqueues one submission and returns without waiting for it. */
+  /* Enqueues one submission and returns without waiting for it. When it returns an error,
+   * nothing was enqueued: no command runs, no semaphore is signalled and no host function
+   * is called. */
   KnpuStatus (*queue_submit)(KnpuQueue queue, const KnpuSubmitInfo *submit);
 
   /* Timeline semaphores ------------------------------------------------------------------ */

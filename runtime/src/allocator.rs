@@ -1,0 +1,444 @@
+//! The caching device allocator, in the spirit of PyTorch's CUDA caching allocator.
+//!
+//! Device memory comes from the driver in segments; buffers are blocks carved out of them.
+//! A freed block goes back to a cache, not to the driver, so the next allocation of a
+//! similar size costs a few hundred nanoseconds of bookkeeping instead of a driver call.
+//!
+//! - Sizes round up to 512 bytes. Requests up to 1 MiB come from 2 MiB "small" segments;
+//!   larger ones from 20 MiB segments (up to 10 MiB) or from a segment of their own size
+//!   rounded to 2 MiB. Blocks split when the rest is worth keeping and coalesce with free
+//!   neighbours of the same segment when freed.
+//! - Stream-ordered reuse: a block freed while its stream still has work queued may be
+//!   reused at once by that same stream (its queue is in order), but by another stream only
+//!   after the freeing stream's work up to the free — and every other stream that used the
+//!   block — has finished. The allocator never waits for that on the hot path; it skips
+//!   blocks that are not ready yet.
+//! - On exhaustion it releases every cached segment it can and retries once, then reports
+//!   what was requested and what is allocated, reserved and free.
+//!
+//! It never touches memory contents: device memory is not host-addressable.
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::semaphore::Semaphore;
+use knpu_driver_abi as abi;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+const ROUND: u64 = 512;
+const SMALL_REQUEST: u64 = 1 << 20;
+const SMALL_SEGMENT: u64 = 2 << 20;
+const MEDIUM_REQUEST: u64 = 10 << 20;
+const MEDIUM_SEGMENT: u64 = 20 << 20;
+const LARGE_ROUND: u64 = 2 << 20;
+/// A large-pool block splits only when the rest is at least this big.
+const LARGE_MIN_SPLIT: u64 = 1 << 20;
+/// How many free candidates an allocation examines before making a new segment.
+const SCAN_LIMIT: usize = 32;
+
+/// Work that must finish before a freed block may be reused by another stream.
+#[derive(Clone)]
+pub(crate) struct Pending {
+    pub(crate) stream: u64,
+    pub(crate) sem: Arc<Semaphore>,
+    pub(crate) value: u64,
+}
+
+/// What the caller of [`Allocator::alloc`] gets: a block's address and rounded size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Allocation {
+    pub(crate) addr: u64,
+    pub(crate) size: u64,
+}
+
+struct Block {
+    size: u64,
+    requested: u64,
+    segment: u64,
+    small: bool,
+    free: bool,
+    /// The stream that last owned the block.
+    stream: u64,
+    /// For a free block: work other streams must see finished before reusing it.
+    pending: Vec<Pending>,
+}
+
+/// Allocator statistics, like PyTorch's `torch.cuda.memory_stats()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes in live buffers (rounded block sizes).
+    pub allocated_bytes: u64,
+    /// Highest `allocated_bytes` since the last peak reset.
+    pub peak_allocated_bytes: u64,
+    /// Bytes asked for by live buffers (before rounding).
+    pub requested_bytes: u64,
+    /// Bytes held from the driver: live plus cached.
+    pub reserved_bytes: u64,
+    /// Highest `reserved_bytes` since the last peak reset.
+    pub peak_reserved_bytes: u64,
+    /// Live buffers.
+    pub active_blocks: u64,
+    /// Free blocks held in the cache.
+    pub cached_blocks: u64,
+    /// Segments obtained from the driver and still held.
+    pub segments: u64,
+    /// Allocations served so far.
+    pub num_allocs: u64,
+    /// Frees so far.
+    pub num_frees: u64,
+    /// Driver allocations made (segments created).
+    pub num_segment_allocs: u64,
+    /// Segments returned to the driver.
+    pub num_segment_frees: u64,
+    /// Times the cache was released to retry an allocation the driver refused.
+    pub num_alloc_retries: u64,
+    /// Allocations that failed for lack of memory after the retry.
+    pub num_ooms: u64,
+}
+
+impl MemoryStats {
+    /// Bytes cached: reserved but not allocated.
+    pub fn cached_bytes(&self) -> u64 {
+        self.reserved_bytes - self.allocated_bytes
+    }
+}
+
+struct State {
+    blocks: BTreeMap<u64, Block>,
+    free_small: BTreeSet<(u64, u64)>,
+    free_large: BTreeSet<(u64, u64)>,
+    segments: BTreeMap<u64, u64>,
+    stats: MemoryStats,
+}
+
+/// The caching allocator of one device.
+pub(crate) struct Allocator {
+    driver: Arc<Driver>,
+    device: abi::KnpuDriverDevice,
+    ordinal: usize,
+    state: Mutex<State>,
+}
+
+// SAFETY: the raw device handle may be used from any thread (driver ABI); all mutable state
+// is behind the mutex.
+unsafe impl Send for Allocator {}
+// SAFETY: as above.
+unsafe impl Sync for Allocator {}
+
+fn round_up(v: u64, to: u64) -> u64 {
+    v.div_ceil(to) * to
+}
+
+impl State {
+    fn free_set(&mut self, small: bool) -> &mut BTreeSet<(u64, u64)> {
+        if small {
+            &mut self.free_small
+        } else {
+            &mut self.free_large
+        }
+    }
+
+    /// Finds a free block of at least `size` in the pool that `stream` may use now.
+    fn find(&mut self, size: u64, small: bool, stream: u64) -> Option<u64> {
+        let set = if small {
+            &self.free_small
+        } else {
+            &self.free_large
+        };
+        let mut found = None;
+        for &(_, addr) in set.range((size, 0)..).take(SCAN_LIMIT) {
+            let b = self
+                .blocks
+                .get_mut(&addr)
+                .expect("free set names a live block");
+            // Work that finished no longer matters; work of the allocating stream itself is
+            // ordered before anything it queues next.
+            if !b.pending.iter().all(|p| p.stream == stream) {
+                b.pending.retain(|p| !p.sem.reached(p.value));
+            }
+            if b.pending.iter().all(|p| p.stream == stream) {
+                found = Some(addr);
+                break;
+            }
+        }
+        found
+    }
+
+    /// Takes free block `addr` for a `size`-byte allocation, splitting off the rest.
+    fn take(&mut self, addr: u64, size: u64, requested: u64, stream: u64) {
+        let (bsize, small) = {
+            let b = &self.blocks[&addr];
+            (b.size, b.small)
+        };
+        self.free_set(small).remove(&(bsize, addr));
+        let rest = bsize - size;
+        let min_split = if small { ROUND } else { LARGE_MIN_SPLIT };
+        let b = self.blocks.get_mut(&addr).expect("block exists");
+        let keep = if rest >= min_split { size } else { bsize };
+        b.size = keep;
+        b.free = false;
+        b.requested = requested;
+        b.stream = stream;
+        let pending = std::mem::take(&mut b.pending);
+        let segment = b.segment;
+        if keep < bsize {
+            let raddr = addr + keep;
+            self.blocks.insert(
+                raddr,
+                Block {
+                    size: rest,
+                    requested: 0,
+                    segment,
+                    small,
+                    free: true,
+                    stream,
+                    pending,
+                },
+            );
+            self.free_set(small).insert((rest, raddr));
+        }
+        let s = &mut self.stats;
+        s.allocated_bytes += keep;
+        s.peak_allocated_bytes = s.peak_allocated_bytes.max(s.allocated_bytes);
+        s.requested_bytes += requested;
+        s.active_blocks += 1;
+        s.num_allocs += 1;
+        s.cached_blocks = (self.free_small.len() + self.free_large.len()) as u64;
+    }
+
+    /// Returns a block to the cache and merges it with free neighbours of its segment.
+    fn release(&mut self, addr: u64, pending: Vec<Pending>) {
+        let b = self
+            .blocks
+            .get_mut(&addr)
+            .expect("freeing a block the allocator owns");
+        debug_assert!(!b.free, "double free of block {addr:#x}");
+        b.free = true;
+        b.pending = pending;
+        let (mut start, mut size, segment, small, stream) =
+            (addr, b.size, b.segment, b.small, b.stream);
+        self.stats.allocated_bytes -= size;
+        self.stats.requested_bytes -= b.requested;
+        self.stats.active_blocks -= 1;
+        self.stats.num_frees += 1;
+
+        // Merge the next block into this one.
+        let next_addr = start + size;
+        if let Some(n) = self.blocks.get(&next_addr) {
+            if n.free && n.segment == segment && n.stream == stream {
+                let n = self.blocks.remove(&next_addr).expect("present");
+                self.free_set(small).remove(&(n.size, next_addr));
+                size += n.size;
+                let b = self.blocks.get_mut(&start).expect("present");
+                b.size = size;
+                merge_pending(&mut b.pending, n.pending);
+            }
+        }
+        // Merge this block into the previous one.
+        let prev = self.blocks.range(..start).next_back().map(|(&a, p)| {
+            (
+                a,
+                p.size,
+                p.free && p.segment == segment && a + p.size == start && p.stream == stream,
+            )
+        });
+        if let Some((paddr, psize, mergeable)) = prev {
+            if mergeable {
+                let me = self.blocks.remove(&start).expect("present");
+                self.free_set(small).remove(&(psize, paddr));
+                let p = self.blocks.get_mut(&paddr).expect("present");
+                p.size += me.size;
+                merge_pending(&mut p.pending, me.pending);
+                start = paddr;
+                size = p.size;
+            }
+        }
+        self.free_set(small).insert((size, start));
+        self.stats.cached_blocks = (self.free_small.len() + self.free_large.len()) as u64;
+    }
+}
+
+fn merge_pending(into: &mut Vec<Pending>, from: Vec<Pending>) {
+    for p in from {
+        match into.iter_mut().find(|q| Arc::ptr_eq(&q.sem, &p.sem)) {
+            Some(q) => q.value = q.value.max(p.value),
+            None => into.push(p),
+        }
+    }
+}
+
+impl Allocator {
+    pub(crate) fn new(
+        driver: Arc<Driver>,
+        device: abi::KnpuDriverDevice,
+        ordinal: usize,
+    ) -> Allocator {
+        Allocator {
+            driver,
+            device,
+            ordinal,
+            state: Mutex::new(State {
+                blocks: BTreeMap::new(),
+                free_small: BTreeSet::new(),
+                free_large: BTreeSet::new(),
+                segments: BTreeMap::new(),
+                stats: MemoryStats::default(),
+            }),
+        }
+    }
+
+    /// Allocates at least `bytes` (> 0) for use on `stream`.
+    pub(crate) fn alloc(&self, bytes: u64, stream: u64) -> Result<Allocation> {
+        debug_assert!(bytes > 0);
+        let size = round_up(bytes, ROUND);
+        let small = size <= SMALL_REQUEST;
+        let mut st = self.state.lock();
+        if let Some(addr) = st.find(size, small, stream) {
+            st.take(addr, size, bytes, stream);
+            let size = st.blocks[&addr].size;
+            return Ok(Allocation { addr, size });
+        }
+        let segment_size = if small {
+            SMALL_SEGMENT
+        } else if size <= MEDIUM_REQUEST {
+            MEDIUM_SEGMENT
+        } else {
+            round_up(size, LARGE_ROUND)
+        };
+        let base = match self.driver.mem_alloc(self.device, segment_size) {
+            Ok(a) => a,
+            Err((status, _)) if status == abi::KNPU_STATUS_OUT_OF_MEMORY => {
+                st.stats.num_alloc_retries += 1;
+                self.release_cached(&mut st, true);
+                // Retry the segment, then the bare request: a big segment may not fit where
+                // the request itself would.
+                match self.driver.mem_alloc(self.device, segment_size) {
+                    Ok(a) => a,
+                    Err(_) if segment_size > round_up(size, ROUND) => {
+                        match self.driver.mem_alloc(self.device, size) {
+                            Ok(a) => {
+                                return Ok(
+                                    self.add_segment(&mut st, a, size, small, size, bytes, stream)
+                                )
+                            }
+                            Err((s, e)) => return Err(self.oom_or(&mut st, s, e, bytes)),
+                        }
+                    }
+                    Err((s, e)) => return Err(self.oom_or(&mut st, s, e, bytes)),
+                }
+            }
+            Err((_, e)) => return Err(e),
+        };
+        Ok(self.add_segment(&mut st, base, segment_size, small, size, bytes, stream))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_segment(
+        &self,
+        st: &mut State,
+        base: u64,
+        segment_size: u64,
+        small: bool,
+        size: u64,
+        requested: u64,
+        stream: u64,
+    ) -> Allocation {
+        st.segments.insert(base, segment_size);
+        st.stats.reserved_bytes += segment_size;
+        st.stats.peak_reserved_bytes = st.stats.peak_reserved_bytes.max(st.stats.reserved_bytes);
+        st.stats.segments += 1;
+        st.stats.num_segment_allocs += 1;
+        st.blocks.insert(
+            base,
+            Block {
+                size: segment_size,
+                requested: 0,
+                segment: base,
+                small,
+                free: true,
+                stream,
+                pending: Vec::new(),
+            },
+        );
+        st.free_set(small).insert((segment_size, base));
+        st.take(base, size, requested, stream);
+        Allocation {
+            addr: base,
+            size: st.blocks[&base].size,
+        }
+    }
+
+    fn oom_or(&self, st: &mut State, status: abi::KnpuStatus, e: Error, requested: u64) -> Error {
+        if status != abi::KNPU_STATUS_OUT_OF_MEMORY {
+            return e;
+        }
+        st.stats.num_ooms += 1;
+        let (free, total) = self.driver.memory_info(self.device).unwrap_or((0, 0));
+        Error::OutOfMemory {
+            device: self.ordinal,
+            requested,
+            allocated: st.stats.allocated_bytes,
+            reserved: st.stats.reserved_bytes,
+            free,
+            total,
+        }
+    }
+
+    /// Returns a block to the cache. `pending` is the work that must finish before another
+    /// stream reuses it.
+    pub(crate) fn free(&self, addr: u64, pending: Vec<Pending>) {
+        self.state.lock().release(addr, pending);
+    }
+
+    /// Returns every wholly free segment to the driver, waiting for pending work on them.
+    pub(crate) fn empty_cache(&self) {
+        let mut st = self.state.lock();
+        self.release_cached(&mut st, true);
+    }
+
+    fn release_cached(&self, st: &mut State, wait: bool) {
+        let whole: Vec<(u64, u64)> = st
+            .segments
+            .iter()
+            .filter(|(&base, &size)| {
+                st.blocks
+                    .get(&base)
+                    .is_some_and(|b| b.free && b.size == size)
+            })
+            .map(|(&b, &s)| (b, s))
+            .collect();
+        for (base, size) in whole {
+            let b = st.blocks.get_mut(&base).expect("present");
+            if wait {
+                for p in b.pending.drain(..) {
+                    // A failed wait means the work is over (and was reported to its owner).
+                    let _ = p.sem.wait(p.value);
+                }
+            } else if !b.pending.iter().all(|p| p.sem.reached(p.value)) {
+                continue;
+            }
+            if self.driver.mem_free(self.device, base).is_err() {
+                continue;
+            }
+            let small = b.small;
+            st.blocks.remove(&base);
+            st.free_set(small).remove(&(size, base));
+            st.segments.remove(&base);
+            st.stats.reserved_bytes -= size;
+            st.stats.segments -= 1;
+            st.stats.num_segment_frees += 1;
+        }
+        st.stats.cached_blocks = (st.free_small.len() + st.free_large.len()) as u64;
+    }
+
+    pub(crate) fn stats(&self) -> MemoryStats {
+        self.state.lock().stats
+    }
+
+    pub(crate) fn reset_peak_stats(&self) {
+        let mut st = self.state.lock();
+        st.stats.peak_allocated_bytes = st.stats.allocated_bytes;
+        st.stats.peak_reserved_bytes = st.stats.reserved_bytes;
+    }
+}

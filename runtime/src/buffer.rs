@@ -1,0 +1,297 @@
+//! Typed device buffers and views of them.
+//!
+//! A [`DeviceBuffer<T>`] owns `len` elements of device memory from the caching allocator.
+//! Dropping it is always safe, even with work pending: the block goes back to the cache
+//! tagged with the work that may still use it, and is handed out again only when that work
+//! is done (or, on the buffer's own stream, right away, since the stream is in order).
+//!
+//! [`DeviceSlice`] and [`DeviceSliceMut`] are bounds-checked views; every copy and op takes
+//! them through [`AsDeviceSlice`] and [`AsDeviceSliceMut`], so a buffer and a view work alike.
+
+use crate::allocator::{Allocation, Pending};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::stream::Stream;
+use parking_lot::Mutex;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+/// `len` elements of `T` in device memory.
+pub struct DeviceBuffer<T> {
+    alloc: Option<Allocation>,
+    len: usize,
+    stream: Stream,
+    /// Work on streams other than `stream` that used this buffer.
+    uses: Mutex<Vec<Pending>>,
+    _t: PhantomData<T>,
+}
+
+impl<T> std::fmt::Debug for DeviceBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("addr", &format_args!("{:#x}", self.device_address()))
+            .field("len", &self.len)
+            .field("elem", &std::any::type_name::<T>())
+            .field("device", &self.stream.device().ordinal())
+            .finish()
+    }
+}
+
+impl<T: bytemuck::Pod> DeviceBuffer<T> {
+    pub(crate) fn new(stream: &Stream, len: usize) -> Result<DeviceBuffer<T>> {
+        let device = stream.device();
+        device.check_lost()?;
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+            Error::invalid(format!(
+                "{len} elements of {} bytes overflow the address space",
+                std::mem::size_of::<T>()
+            ))
+        })? as u64;
+        let alloc = if bytes == 0 {
+            None
+        } else {
+            Some(
+                device
+                    .inner
+                    .allocator
+                    .alloc(bytes, stream.id())
+                    .map_err(|e| device.note(e))?,
+            )
+        };
+        Ok(DeviceBuffer {
+            alloc,
+            len,
+            stream: stream.clone(),
+            uses: Mutex::new(Vec::new()),
+            _t: PhantomData,
+        })
+    }
+
+    /// Copies `src` into the buffer on its stream and waits.
+    pub fn copy_from_host(&mut self, src: &[T]) -> Result<()> {
+        let s = self.stream.clone();
+        s.memcpy_htod(self, src)
+    }
+
+    /// Copies the buffer into `dst` on its stream and waits.
+    pub fn copy_to_host(&self, dst: &mut [T]) -> Result<()> {
+        self.stream.memcpy_dtoh(dst, self)
+    }
+
+    /// The buffer's contents, copied to a new vector (waits for the stream).
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut v = vec![T::zeroed(); self.len];
+        self.copy_to_host(&mut v)?;
+        Ok(v)
+    }
+
+    /// A view of `range` (in elements).
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<DeviceSlice<'_, T>> {
+        let (offset, len) = resolve(range, self.len)?;
+        Ok(DeviceSlice {
+            buf: self,
+            offset,
+            len,
+        })
+    }
+
+    /// A mutable view of `range` (in elements).
+    pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> Result<DeviceSliceMut<'_, T>> {
+        let (offset, len) = resolve(range, self.len)?;
+        Ok(DeviceSliceMut {
+            buf: self,
+            offset,
+            len,
+        })
+    }
+}
+
+impl<T> DeviceBuffer<T> {
+    /// Elements in the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of the buffer's elements.
+    pub fn size_bytes(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+
+    /// The device the buffer lives on.
+    pub fn device(&self) -> &Device {
+        self.stream.device()
+    }
+
+    /// The stream the buffer was allocated on; its free is ordered on it.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The device address of element 0 (0 for an empty buffer).
+    pub fn device_address(&self) -> u64 {
+        self.alloc.map_or(0, |a| a.addr)
+    }
+
+    /// Notes that `stream` queued work up to `value` that uses this buffer.
+    pub(crate) fn note_use(&self, stream: &Stream, value: u64) {
+        if stream.id() == self.stream.id() || self.alloc.is_none() {
+            return;
+        }
+        let mut uses = self.uses.lock();
+        match uses.iter_mut().find(|p| p.stream == stream.id()) {
+            Some(p) => p.value = p.value.max(value),
+            None => {
+                let (sem, _) = stream.position();
+                uses.push(Pending {
+                    stream: stream.id(),
+                    sem,
+                    value,
+                });
+            }
+        }
+    }
+}
+
+impl<T> Drop for DeviceBuffer<T> {
+    fn drop(&mut self) {
+        let Some(a) = self.alloc.take() else {
+            return;
+        };
+        let mut pending = std::mem::take(self.uses.get_mut());
+        pending.push(self.stream.pending_marker());
+        self.stream.device().inner.allocator.free(a.addr, pending);
+    }
+}
+
+fn resolve(range: impl RangeBounds<usize>, len: usize) -> Result<(usize, usize)> {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => len,
+    };
+    if start > end || end > len {
+        return Err(Error::invalid(format!(
+            "range {start}..{end} is out of bounds for a buffer of {len} elements"
+        )));
+    }
+    Ok((start, end - start))
+}
+
+/// A read-only view of part of a [`DeviceBuffer`].
+pub struct DeviceSlice<'a, T> {
+    buf: &'a DeviceBuffer<T>,
+    offset: usize,
+    len: usize,
+}
+
+impl<T> Clone for DeviceSlice<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for DeviceSlice<'_, T> {}
+
+/// A mutable view of part of a [`DeviceBuffer`].
+pub struct DeviceSliceMut<'a, T> {
+    buf: &'a mut DeviceBuffer<T>,
+    offset: usize,
+    len: usize,
+}
+
+impl<'a, T> DeviceSlice<'a, T> {
+    /// Elements in the view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The device address of the view's first element.
+    pub fn addr(&self) -> u64 {
+        self.buf.device_address() + (self.offset * std::mem::size_of::<T>()) as u64
+    }
+
+    /// The device the view's buffer lives on.
+    pub fn device(&self) -> &'a Device {
+        self.buf.device()
+    }
+
+    pub(crate) fn buffer_stream(&self) -> &'a Stream {
+        &self.buf.stream
+    }
+
+    pub(crate) fn note_use(&self, stream: &Stream, value: u64) {
+        self.buf.note_use(stream, value)
+    }
+}
+
+/// Things that can be read as a device slice: buffers and views.
+pub trait AsDeviceSlice<T> {
+    /// The whole thing as a read-only view.
+    fn as_device_slice(&self) -> DeviceSlice<'_, T>;
+}
+
+/// Things that can be written as a device slice: buffers and mutable views.
+pub trait AsDeviceSliceMut<T>: AsDeviceSlice<T> {
+    /// The whole thing as a view that work may write through.
+    fn as_device_slice_mut(&mut self) -> DeviceSlice<'_, T>;
+}
+
+impl<T> AsDeviceSlice<T> for DeviceBuffer<T> {
+    fn as_device_slice(&self) -> DeviceSlice<'_, T> {
+        DeviceSlice {
+            buf: self,
+            offset: 0,
+            len: self.len,
+        }
+    }
+}
+
+impl<T> AsDeviceSliceMut<T> for DeviceBuffer<T> {
+    fn as_device_slice_mut(&mut self) -> DeviceSlice<'_, T> {
+        DeviceSlice {
+            buf: self,
+            offset: 0,
+            len: self.len,
+        }
+    }
+}
+
+impl<T> AsDeviceSlice<T> for DeviceSlice<'_, T> {
+    fn as_device_slice(&self) -> DeviceSlice<'_, T> {
+        *self
+    }
+}
+
+impl<T> AsDeviceSlice<T> for DeviceSliceMut<'_, T> {
+    fn as_device_slice(&self) -> DeviceSlice<'_, T> {
+        DeviceSlice {
+            buf: self.buf,
+            offset: self.offset,
+            len: self.len,
+        }
+    }
+}
+
+impl<T> AsDeviceSliceMut<T> for DeviceSliceMut<'_, T> {
+    fn as_device_slice_mut(&mut self) -> DeviceSlice<'_, T> {
+        DeviceSlice {
+            buf: self.buf,
+            offset: self.offset,
+            len: self.len,
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Typed launchers of device kernels.
+//!
+//! Each launcher validates every operand — device, length or shape, dtype, and whether the
+//! device runs the kernel — before anything is queued, so a mistake is an error at the call
+//! and never a device fault or a silent fallback. Launchers return once the kernel is queued.
+
+mod elementwise;
+
+pub use elementwise::{add, axpy, elementwise, mul, scale, sub, ElementwiseOp};
+
+use crate::buffer::DeviceSlice;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::stream::Stream;
+
+/// Checks that an operand lives on the stream's device.
+pub(crate) fn same_device<T>(
+    stream: &Stream,
+    operand: &'static str,
+    s: &DeviceSlice<'_, T>,
+) -> Result<()> {
+    if s.device() != stream.device() {
+        return Err(Error::DeviceMismatch {
+            operand,
+            expected: stream.device().ordinal(),
+            actual: s.device().ordinal(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the stream's device runs `kernel` on `T`.
+pub(crate) fn supported<T: DType>(stream: &Stream, kernel: u32, what: &str) -> Result<()> {
+    if !stream.device().supports_kernel(kernel, T::ABI)? {
+        return Err(Error::NotSupported {
+            detail: format!(
+                "device {} ({}) has no {what} kernel for {}",
+                stream.device().ordinal(),
+                stream.device().name(),
+                T::NAME
+            ),
+        });
+    }
+    Ok(())
+}

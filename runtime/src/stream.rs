@@ -1,0 +1,762 @@
+//! Streams: in-order asynchronous queues of work on one device.
+//!
+//! A stream owns a driver queue and a timeline semaphore. Every submission signals the next
+//! value of that semaphore, so "has the stream reached submission N?" is one query, events
+//! are `(semaphore, value)` pairs, and the allocator can tell when freed memory is safe to
+//! hand to another stream.
+//!
+//! Launches return once the work is queued. Faults of queued work surface at the next
+//! `synchronize` or `query` of the stream (or an event after the work). After reporting a
+//! fault the stream starts a fresh semaphore and stays usable: errors are not sticky unless
+//! the device was lost.
+
+use crate::allocator::Pending;
+use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::semaphore::Semaphore;
+use knpu_driver_abi as abi;
+use parking_lot::Mutex;
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A stream's scheduling priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Below normal.
+    Low,
+    /// The default.
+    Normal,
+    /// Preferred by the device's scheduler.
+    High,
+}
+
+impl Priority {
+    fn raw(self) -> i32 {
+        match self {
+            Priority::Low => abi::KNPU_QUEUE_PRIORITY_LOW,
+            Priority::Normal => abi::KNPU_QUEUE_PRIORITY_NORMAL,
+            Priority::High => abi::KNPU_QUEUE_PRIORITY_HIGH,
+        }
+    }
+}
+
+static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) struct StreamState {
+    pub(crate) sem: Arc<Semaphore>,
+    /// The value the last submission signals.
+    pub(crate) last: u64,
+    /// Things queued work refers to, released once the stream passes the value.
+    keep: VecDeque<(u64, Box<dyn Any + Send>)>,
+}
+
+pub(crate) struct StreamInner {
+    pub(crate) device: Device,
+    pub(crate) id: u64,
+    queue: abi::KnpuQueue,
+    priority: Priority,
+    pub(crate) state: Mutex<StreamState>,
+}
+
+// SAFETY: the queue handle may be used from any thread (driver ABI); the rest is Send + Sync
+// or behind the mutex.
+unsafe impl Send for StreamInner {}
+// SAFETY: as above.
+unsafe impl Sync for StreamInner {}
+
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        // Destroying a stream with pending work waits for that work (its buffers and
+        // callbacks must not be released early). Errors have no one left to go to.
+        let st = self.state.get_mut();
+        let _ = st.sem.wait(st.last);
+        let _ = self.device.inner.driver.queue_destroy(self.queue);
+        st.keep.clear();
+    }
+}
+
+/// An in-order queue of work on one device. Clones name the same stream.
+#[derive(Clone)]
+pub struct Stream {
+    pub(crate) inner: Arc<StreamInner>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.inner.id)
+            .field("device", &self.inner.device.ordinal())
+            .field("priority", &self.inner.priority)
+            .finish()
+    }
+}
+
+/// One submission's extra parts.
+#[derive(Default)]
+pub(crate) struct Submit<'a> {
+    pub(crate) waits: &'a [(Arc<Semaphore>, u64)],
+    pub(crate) keep: Option<Box<dyn Any + Send>>,
+}
+
+struct HostFn(Box<dyn FnOnce() + Send>);
+
+unsafe extern "C" fn host_fn_trampoline(user: *mut std::os::raw::c_void, status: abi::KnpuStatus) {
+    // SAFETY: `user` is the Box<HostFn> leaked by `launch_host_func`; the driver calls this
+    // exactly once, so ownership comes back exactly once.
+    let f = unsafe { Box::from_raw(user as *mut HostFn) };
+    if status == abi::KNPU_STATUS_SUCCESS {
+        // A panic must not unwind into the driver; the callback's panic is its own failure.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f.0));
+    }
+}
+
+impl Stream {
+    /// A new stream of normal priority on `device`.
+    pub fn new(device: &Device) -> Result<Stream> {
+        Stream::with_priority(device, Priority::Normal)
+    }
+
+    /// A new stream with the given priority.
+    pub fn with_priority(device: &Device, priority: Priority) -> Result<Stream> {
+        device.check_lost()?;
+        let d = &device.inner;
+        let sem = Semaphore::new(&d.driver, d.raw, 0).map_err(|e| device.note(e))?;
+        let queue = d
+            .driver
+            .queue_create(d.raw, priority.raw())
+            .map_err(|e| device.note(e))?;
+        let inner = Arc::new(StreamInner {
+            device: device.clone(),
+            id: NEXT_STREAM_ID.fetch_add(1, Ordering::Relaxed),
+            queue,
+            priority,
+            state: Mutex::new(StreamState {
+                sem,
+                last: 0,
+                keep: VecDeque::new(),
+            }),
+        });
+        d.streams.lock().push(Arc::downgrade(&inner));
+        Ok(Stream { inner })
+    }
+
+    pub(crate) fn from_inner(inner: Arc<StreamInner>) -> Stream {
+        Stream { inner }
+    }
+
+    /// The device the stream runs on.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// A process-unique id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The stream's priority.
+    pub fn priority(&self) -> Priority {
+        self.inner.priority
+    }
+
+    /// Queues commands; returns the semaphore value their completion signals.
+    ///
+    /// # Safety
+    /// - Host memory named by the commands stays valid until that value is reached (or
+    ///   `keep` owns it).
+    /// - Device addresses are checked by the driver, so they carry no obligation.
+    pub(crate) unsafe fn submit(
+        &self,
+        commands: &[abi::KnpuCommand],
+        extra: Submit<'_>,
+    ) -> Result<u64> {
+        let dev = &self.inner.device;
+        let mut st = self.inner.state.lock();
+        let value = st.last + 1;
+        let sem_raw = st.sem.raw;
+        let wait_raw: Vec<abi::KnpuSemaphore>;
+        let wait_values: Vec<u64>;
+        // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
+        let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+        if !extra.waits.is_empty() {
+            wait_raw = extra.waits.iter().map(|(s, _)| s.raw).collect();
+            wait_values = extra.waits.iter().map(|(_, v)| *v).collect();
+            info.wait_count = wait_raw.len() as u32;
+            info.wait_semaphores = wait_raw.as_ptr();
+            info.wait_values = wait_values.as_ptr();
+        }
+        info.command_count = commands.len() as u32;
+        info.commands = commands.as_ptr();
+        info.signal_count = 1;
+        info.signal_semaphores = &sem_raw;
+        info.signal_values = &value;
+        // SAFETY: the arrays live until the call returns (the driver copies them); the
+        // caller keeps host memory valid; waited semaphores are kept alive below.
+        unsafe { dev.inner.driver.queue_submit(self.inner.queue, &info) }
+            .map_err(|e| dev.note(e))?;
+        st.last = value;
+        for (s, _) in extra.waits {
+            st.keep.push_back((value, Box::new(s.clone())));
+        }
+        if let Some(k) = extra.keep {
+            st.keep.push_back((value, k));
+        }
+        if st.keep.len() > 64 {
+            Self::purge(&mut st);
+        }
+        Ok(value)
+    }
+
+    fn purge(st: &mut StreamState) {
+        if st.keep.is_empty() {
+            return;
+        }
+        let done = st.sem.value().unwrap_or(u64::MAX);
+        while st.keep.front().is_some_and(|(v, _)| *v <= done) {
+            st.keep.pop_front();
+        }
+    }
+
+    /// The stream's semaphore and the value of its last submission.
+    pub(crate) fn position(&self) -> (Arc<Semaphore>, u64) {
+        let st = self.inner.state.lock();
+        (st.sem.clone(), st.last)
+    }
+
+    pub(crate) fn pending_marker(&self) -> Pending {
+        let (sem, value) = self.position();
+        Pending {
+            stream: self.inner.id,
+            sem,
+            value,
+        }
+    }
+
+    /// Waits until all work queued so far has finished. Reports the first fault of that
+    /// work; the stream is usable again afterwards unless the device was lost.
+    pub fn synchronize(&self) -> Result<()> {
+        let (sem, last) = self.position();
+        self.wait_value(&sem, last)
+    }
+
+    /// Waits for one value of this stream's semaphore, with fault recovery.
+    pub(crate) fn wait_value(&self, sem: &Arc<Semaphore>, value: u64) -> Result<()> {
+        match sem.wait(value) {
+            Ok(()) => {
+                let mut st = self.inner.state.lock();
+                Self::purge(&mut st);
+                crate::trace::collect(&self.inner.device);
+                Ok(())
+            }
+            Err(e) => Err(self.recover(sem, e)),
+        }
+    }
+
+    /// After a fault: drain the queue onto a fresh semaphore so the stream can go on.
+    fn recover(&self, failed: &Arc<Semaphore>, e: Error) -> Error {
+        let dev = &self.inner.device;
+        let e = dev.note(e);
+        if e.is_device_lost() {
+            return e;
+        }
+        let fresh = {
+            let mut st = self.inner.state.lock();
+            if !Arc::ptr_eq(&st.sem, failed) {
+                return e;
+            }
+            let sem = match Semaphore::new(&dev.inner.driver, dev.inner.raw, 0) {
+                Ok(s) => s,
+                Err(e2) => return dev.note(e2),
+            };
+            let raw = sem.raw;
+            let one = 1u64;
+            // SAFETY: see `submit`; an empty submission only signals the fresh semaphore once
+            // everything queued before it is over.
+            let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+            info.signal_count = 1;
+            info.signal_semaphores = &raw;
+            info.signal_values = &one;
+            // SAFETY: the arrays outlive the call.
+            if let Err(e2) = unsafe { dev.inner.driver.queue_submit(self.inner.queue, &info) } {
+                return dev.note(e2);
+            }
+            st.sem = sem.clone();
+            st.last = 1;
+            st.keep.clear();
+            sem
+        };
+        if let Err(e2) = fresh.wait(1) {
+            return dev.note(e2);
+        }
+        e
+    }
+
+    /// Whether all queued work has finished (`Ok(false)`: still running). A fault of that
+    /// work is returned as an error, as `synchronize` would.
+    pub fn query(&self) -> Result<bool> {
+        let (sem, last) = self.position();
+        let v = sem.value().map_err(|e| self.inner.device.note(e))?;
+        if v == abi::SEMAPHORE_FAILED {
+            let e = sem.error().unwrap_or_else(|| Error::Internal {
+                detail: "semaphore failed without a reason".into(),
+            });
+            return Err(self.recover(&sem, e));
+        }
+        Ok(v >= last)
+    }
+
+    /// Makes later work on this stream wait until `event`'s recorded work has finished. An
+    /// event never recorded imposes no wait (as in CUDA).
+    pub fn wait_event(&self, event: &crate::Event) -> Result<()> {
+        let Some((sem, value)) = event.position() else {
+            return Ok(());
+        };
+        if Arc::ptr_eq(&sem, &self.position().0) {
+            return Ok(());
+        }
+        let waits = [(sem, value)];
+        // SAFETY: no commands, so no host memory; the waited semaphore is kept alive.
+        unsafe {
+            self.submit(
+                &[],
+                Submit {
+                    waits: &waits,
+                    keep: None,
+                },
+            )
+        }?;
+        Ok(())
+    }
+
+    /// Queues `f` to run on a driver thread once all earlier work on the stream is done;
+    /// later work waits for it. If earlier work fails, `f` is dropped without running.
+    /// A panic inside `f` is caught and ignored.
+    pub fn launch_host_func(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let user = Box::into_raw(Box::new(HostFn(Box::new(f))));
+        // SAFETY: KnpuCommand starts with struct_size and holds integers, pointers and
+        // nullable function pointers.
+        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        cmd.type_ = abi::KNPU_COMMAND_HOST_FUNCTION;
+        cmd.u.host_function = abi::KnpuHostFunctionCommand {
+            fn_: Some(host_fn_trampoline),
+            user_data: user as *mut std::os::raw::c_void,
+        };
+        // SAFETY: no host memory besides `user`, whose ownership passes to the driver.
+        match unsafe { self.submit(&[cmd], Submit::default()) } {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // SAFETY: the submission failed, so the driver never saw `user`.
+                drop(unsafe { Box::from_raw(user) });
+                Err(e)
+            }
+        }
+    }
+
+    /// Allocates `len` elements of device memory, ordered on this stream: memory freed on
+    /// this stream is reused at once, memory freed on others once their work is done.
+    /// Contents are unspecified. `len == 0` gives an empty buffer without device memory.
+    pub fn alloc<T: bytemuck::Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        DeviceBuffer::new(self, len)
+    }
+
+    /// Allocates `len` zeroed elements (the zeroing is queued on this stream).
+    pub fn alloc_zeroed<T: bytemuck::Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        let mut b = DeviceBuffer::new(self, len)?;
+        self.memset_bytes(&mut b, 0u8)?;
+        Ok(b)
+    }
+
+    /// Allocates a buffer and copies `src` into it; returns once the copy is done.
+    pub fn from_slice<T: bytemuck::Pod>(&self, src: &[T]) -> Result<DeviceBuffer<T>> {
+        let mut b = DeviceBuffer::new(self, src.len())?;
+        self.memcpy_htod(&mut b, src)?;
+        Ok(b)
+    }
+
+    fn copy_command(
+        kind: u32,
+        src: u64,
+        dst: u64,
+        host_src: *const u8,
+        host_dst: *mut u8,
+        size: u64,
+    ) -> abi::KnpuCommand {
+        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
+        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        cmd.type_ = kind;
+        cmd.u.copy = abi::KnpuCopyCommand {
+            src,
+            dst,
+            host_src: host_src as *const std::os::raw::c_void,
+            host_dst: host_dst as *mut std::os::raw::c_void,
+            size,
+            peer_device: std::ptr::null_mut(),
+        };
+        cmd
+    }
+
+    fn check_device(&self, operand: &'static str, d: &Device) -> Result<()> {
+        if d != &self.inner.device {
+            return Err(Error::DeviceMismatch {
+                operand,
+                expected: self.inner.device.ordinal(),
+                actual: d.ordinal(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_len(operand: &'static str, expected: usize, actual: usize) -> Result<()> {
+        if expected != actual {
+            return Err(Error::Shape {
+                operand,
+                expected: format!("[{expected}]"),
+                actual: format!("[{actual}]"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a host-to-device copy and waits for it: `src` is free to reuse on return.
+    pub fn memcpy_htod<T: bytemuck::Pod>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        src: &[T],
+    ) -> Result<()> {
+        // SAFETY: we wait for the copy before returning, so `src` outlives it.
+        let v = unsafe { self.memcpy_htod_async(dst, src) }?;
+        self.wait_own(v)
+    }
+
+    /// Queues a device-to-host copy and waits for it.
+    pub fn memcpy_dtoh<T: bytemuck::Pod>(
+        &self,
+        dst: &mut [T],
+        src: &impl AsDeviceSlice<T>,
+    ) -> Result<()> {
+        // SAFETY: we wait for the copy before returning, so `dst` outlives it.
+        let v = unsafe { self.memcpy_dtoh_async(dst, src) }?;
+        self.wait_own(v)
+    }
+
+    fn wait_own(&self, value: u64) -> Result<()> {
+        let sem = self.inner.state.lock().sem.clone();
+        self.wait_value(&sem, value)
+    }
+
+    /// Queues a host-to-device copy and returns at once.
+    ///
+    /// # Safety
+    /// - `src` must stay valid and unmodified until the copy has finished (synchronize the
+    ///   stream or an event recorded after it).
+    pub unsafe fn memcpy_htod_async<T: bytemuck::Pod>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        src: &[T],
+    ) -> Result<u64> {
+        let d = dst.as_device_slice_mut();
+        self.check_device("dst", d.device())?;
+        Self::check_len("src", d.len(), src.len())?;
+        if src.is_empty() {
+            return Ok(self.position().1);
+        }
+        let cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
+            0,
+            d.addr(),
+            src.as_ptr() as *const u8,
+            std::ptr::null_mut(),
+            std::mem::size_of_val(src) as u64,
+        );
+        // SAFETY: the caller keeps `src` valid until the copy is done.
+        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        d.note_use(self, v);
+        Ok(v)
+    }
+
+    /// Queues a device-to-host copy and returns at once.
+    ///
+    /// # Safety
+    /// - `dst` must stay valid, and must not be read or written, until the copy has finished.
+    pub unsafe fn memcpy_dtoh_async<T: bytemuck::Pod>(
+        &self,
+        dst: &mut [T],
+        src: &impl AsDeviceSlice<T>,
+    ) -> Result<u64> {
+        let s = src.as_device_slice();
+        self.check_device("src", s.device())?;
+        Self::check_len("dst", s.len(), dst.len())?;
+        if dst.is_empty() {
+            return Ok(self.position().1);
+        }
+        let cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_DEVICE_TO_HOST,
+            s.addr(),
+            0,
+            std::ptr::null(),
+            dst.as_mut_ptr() as *mut u8,
+            std::mem::size_of_val(dst) as u64,
+        );
+        // SAFETY: the caller keeps `dst` valid until the copy is done.
+        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        s.note_use(self, v);
+        Ok(v)
+    }
+
+    /// Queues a copy of an owned host vector to the device; the stream keeps the vector
+    /// alive until the copy is done. Returns at once.
+    pub fn memcpy_htod_owned<T: bytemuck::Pod + Send>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        src: Vec<T>,
+    ) -> Result<()> {
+        // SAFETY: `src` moves into the stream's keep-alive list below, so it outlives the
+        // copy; the heap block does not move when the Vec is moved.
+        let v = unsafe { self.memcpy_htod_async(dst, &src) }?;
+        self.inner.state.lock().keep.push_back((v, Box::new(src)));
+        Ok(())
+    }
+
+    /// Queues a device-to-device copy (`dst` and `src` may be on this stream's device only).
+    pub fn memcpy_dtod<T: bytemuck::Pod>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        src: &impl AsDeviceSlice<T>,
+    ) -> Result<()> {
+        let s = src.as_device_slice();
+        let d = dst.as_device_slice_mut();
+        self.check_device("src", s.device())?;
+        self.check_device("dst", d.device())?;
+        Self::check_len("src", d.len(), s.len())?;
+        if s.is_empty() {
+            return Ok(());
+        }
+        let cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_DEVICE_TO_DEVICE,
+            s.addr(),
+            d.addr(),
+            std::ptr::null(),
+            std::ptr::null_mut(),
+            (s.len() * std::mem::size_of::<T>()) as u64,
+        );
+        // SAFETY: no host memory.
+        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        s.note_use(self, v);
+        d.note_use(self, v);
+        Ok(())
+    }
+
+    /// Queues a copy within one buffer: `count` elements from `src_offset` to `dst_offset`.
+    /// The ranges may overlap (memmove semantics).
+    pub fn copy_within<T: bytemuck::Pod>(
+        &self,
+        buf: &mut DeviceBuffer<T>,
+        src_offset: usize,
+        dst_offset: usize,
+        count: usize,
+    ) -> Result<()> {
+        self.check_device("buf", buf.device())?;
+        for (what, off) in [("source", src_offset), ("destination", dst_offset)] {
+            if off.checked_add(count).is_none_or(|end| end > buf.len()) {
+                return Err(Error::invalid(format!(
+                    "copy_within {what} range {off}..{} is past the buffer's {} elements",
+                    off.saturating_add(count),
+                    buf.len()
+                )));
+            }
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let es = std::mem::size_of::<T>() as u64;
+        let base = buf.device_address();
+        let cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_DEVICE_TO_DEVICE,
+            base + src_offset as u64 * es,
+            base + dst_offset as u64 * es,
+            std::ptr::null(),
+            std::ptr::null_mut(),
+            count as u64 * es,
+        );
+        // SAFETY: no host memory.
+        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        buf.as_device_slice().note_use(self, v);
+        Ok(())
+    }
+
+    /// Queues a copy from a buffer on another device of the same driver into `dst`.
+    pub fn memcpy_peer<T: bytemuck::Pod>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        src: &impl AsDeviceSlice<T>,
+    ) -> Result<()> {
+        let s = src.as_device_slice();
+        let d = dst.as_device_slice_mut();
+        self.check_device("dst", d.device())?;
+        Self::check_len("src", d.len(), s.len())?;
+        if !Arc::ptr_eq(&s.device().inner.driver, &self.inner.device.inner.driver) {
+            return Err(Error::NotSupported {
+                detail:
+                    "peer copies between devices of different drivers; copy through host memory"
+                        .into(),
+            });
+        }
+        if s.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_PEER,
+            s.addr(),
+            d.addr(),
+            std::ptr::null(),
+            std::ptr::null_mut(),
+            (s.len() * std::mem::size_of::<T>()) as u64,
+        );
+        cmd.u.copy.peer_device = s.device().inner.raw;
+        // The source's own stream must be done with it first.
+        let src_stream = s.buffer_stream();
+        let waits = [(src_stream.position().0, src_stream.position().1)];
+        // SAFETY: no host memory; the waited semaphore is kept alive by `submit`.
+        let v = unsafe {
+            self.submit(
+                &[cmd],
+                Submit {
+                    waits: &waits,
+                    keep: None,
+                },
+            )
+        }?;
+        s.note_use(self, v);
+        d.note_use(self, v);
+        Ok(())
+    }
+
+    /// Queues a fill of every element of `dst` with `value` (elements of 1, 2, 4 or 8 bytes).
+    pub fn memset<T: bytemuck::Pod>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        value: T,
+    ) -> Result<()> {
+        let size = std::mem::size_of::<T>();
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return Err(Error::NotSupported {
+                detail: format!("fill with {size}-byte elements (1, 2, 4 or 8 only)"),
+            });
+        }
+        let mut pattern = [0u8; 8];
+        pattern[..size].copy_from_slice(bytemuck::bytes_of(&value));
+        self.fill(dst, u64::from_le_bytes(pattern), size as u32)
+    }
+
+    /// Queues a fill of every byte of `dst` with `byte` (like `cudaMemsetAsync`).
+    pub fn memset_bytes<T: bytemuck::Pod>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        byte: u8,
+    ) -> Result<()> {
+        self.fill(dst, byte as u64, 1)
+    }
+
+    fn fill<T: bytemuck::Pod>(
+        &self,
+        dst: &mut impl AsDeviceSliceMut<T>,
+        pattern: u64,
+        pattern_size: u32,
+    ) -> Result<()> {
+        let d = dst.as_device_slice_mut();
+        self.check_device("dst", d.device())?;
+        if d.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
+        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        cmd.type_ = abi::KNPU_COMMAND_FILL;
+        cmd.u.fill = abi::KnpuFillCommand {
+            dst: d.addr(),
+            size: (d.len() * std::mem::size_of::<T>()) as u64,
+            pattern,
+            pattern_size,
+        };
+        // SAFETY: no host memory.
+        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        d.note_use(self, v);
+        Ok(())
+    }
+
+    /// Copies `dst.len()` bytes from a raw device address and waits. For diagnostics and
+    /// tests of device faults: the driver checks the address, so a bad one is an
+    /// `IllegalAddress` error, never a crash.
+    pub fn memcpy_dtoh_raw(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_DEVICE_TO_HOST,
+            src,
+            0,
+            std::ptr::null(),
+            dst.as_mut_ptr(),
+            dst.len() as u64,
+        );
+        // SAFETY: we wait before returning, so `dst` outlives the copy.
+        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        self.wait_own(v)
+    }
+
+    /// Copies `src` to a raw device address and waits; see [`Stream::memcpy_dtoh_raw`].
+    pub fn memcpy_htod_raw(&self, dst: u64, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        let cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
+            0,
+            dst,
+            src.as_ptr(),
+            std::ptr::null_mut(),
+            src.len() as u64,
+        );
+        // SAFETY: we wait before returning, so `src` outlives the copy.
+        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        self.wait_own(v)
+    }
+
+    /// Queues a kernel launch. `P` is the kernel's parameter struct of the driver ABI; the
+    /// driver copies it during the call.
+    pub(crate) fn launch_kernel<P>(&self, kernel_id: u32, params: &P) -> Result<u64> {
+        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
+        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        cmd.type_ = abi::KNPU_COMMAND_KERNEL;
+        cmd.u.kernel = abi::KnpuKernelCommand {
+            kernel_id,
+            params: params as *const P as *const std::os::raw::c_void,
+            params_size: std::mem::size_of::<P>(),
+        };
+        // SAFETY: the parameter struct is copied by the driver during the call and names
+        // device memory only.
+        unsafe { self.submit(&[cmd], Submit::default()) }
+    }
+
+    /// Queues a timestamp write into `slot`, which the stream keeps alive.
+    pub(crate) fn timestamp(&self, slot: Arc<AtomicU64>) -> Result<u64> {
+        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
+        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        cmd.type_ = abi::KNPU_COMMAND_TIMESTAMP;
+        cmd.u.timestamp = abi::KnpuTimestampCommand {
+            host_dst: slot.as_ptr(),
+        };
+        // SAFETY: `slot` is kept alive by the stream until the command has run.
+        unsafe {
+            self.submit(
+                &[cmd],
+                Submit {
+                    waits: &[],
+                    keep: Some(Box::new(slot)),
+                },
+            )
+        }
+    }
+}
