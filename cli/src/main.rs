@@ -4,6 +4,7 @@
 //! benchmark suite (see [`bench`]).
 
 mod bench;
+mod devices;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("devices") => match devices::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("knpu devices: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("-h") | Some("--help") | Some("help") => {
             print!("{}", usage());
             ExitCode::SUCCESS

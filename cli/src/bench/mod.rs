@@ -139,13 +139,21 @@ impl Sink {
     }
 }
 
+pub mod runtime;
+
 /// The suites `knpu bench` knows, with a line each for `--help`.
-pub const SUITES: &[(&str, &str)] = &[];
+pub const SUITES: &[(&str, &str)] = &[(
+    "runtime",
+    "launch cost, round trip, event record, cached alloc+free, copy bandwidth (--quick)",
+)];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
-pub fn run(name: &str, _args: &[String], _sink: &mut Sink) -> Result<(), String> {
-    Err(format!(
-        "unknown benchmark suite `{name}`; suites: {}",
-        SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
-    ))
+pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
+    match name {
+        "runtime" => runtime::run(args, sink),
+        _ => Err(format!(
+            "unknown benchmark suite `{name}`; suites: {}",
+            SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        )),
+    }
 }

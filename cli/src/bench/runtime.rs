@@ -1,0 +1,124 @@
+//! `knpu bench runtime`: the costs every launch pays, and copy bandwidth.
+//!
+//! - `launch_async`: host time to queue one tiny kernel (the queue is drained outside the
+//!   timed region);
+//! - `launch_sync`: queue one tiny kernel and wait for it (a full round trip);
+//! - `event_record`: record an event without timing, and with timing;
+//! - `alloc_free`: a cached allocation and its free;
+//! - `copy_h2d` / `copy_d2h`: blocking copies of 1 MiB to 256 MiB, beside `host_memcpy`, a
+//!   single-threaded copy between two host buffers of the same size, in the same run.
+
+use super::{time_batched, time_median, Record, Sink};
+use std::time::Duration;
+
+fn err(e: knpu::Error) -> String {
+    e.to_string()
+}
+
+/// Runs the suite.
+pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let dev = knpu::device(0).map_err(err)?;
+    let s = knpu::Stream::new(&dev).map_err(err)?;
+    let a = s.from_slice(&[1.0f32; 16]).map_err(err)?;
+    let b = s.from_slice(&[2.0f32; 16]).map_err(err)?;
+    let mut o = s.alloc::<f32>(16).map_err(err)?;
+    let samples = if quick { 5 } else { 15 };
+
+    // Async launch: time a batch of launches, then drain outside the timed region.
+    let batch = 200;
+    let mut times = Vec::new();
+    for _ in 0..samples + 2 {
+        s.synchronize().map_err(err)?;
+        let t = std::time::Instant::now();
+        for _ in 0..batch {
+            knpu::ops::add(&s, &a, &b, &mut o).map_err(err)?;
+        }
+        times.push(t.elapsed().as_secs_f64() / batch as f64);
+    }
+    s.synchronize().map_err(err)?;
+    let med = super::median(&mut times[2..]);
+    sink.emit(Record { bench: "runtime", case: case! {"op" => "launch_async"}, runs: samples, median_s: med, rates: vec![("us", med * 1e6)] });
+
+    let mut failure = None;
+    let (runs, med) = time_batched(samples, 200, || {
+        if let Err(e) = knpu::ops::add(&s, &a, &b, &mut o).and_then(|_| s.synchronize()) {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(err(e));
+    }
+    sink.emit(Record { bench: "runtime", case: case! {"op" => "launch_sync"}, runs, median_s: med, rates: vec![("us", med * 1e6)] });
+
+    for timing in [false, true] {
+        let e = knpu::Event::with_timing(&dev, timing);
+        let (runs, med) = time_batched(samples, 200, || {
+            let _ = e.record(&s);
+        });
+        s.synchronize().map_err(err)?;
+        sink.emit(Record {
+            bench: "runtime",
+            case: case! {"op" => "event_record", "timing" => timing},
+            runs,
+            median_s: med,
+            rates: vec![("us", med * 1e6)],
+        });
+    }
+
+    let (runs, med) = time_batched(samples, 10_000, || {
+        drop(std::hint::black_box(s.alloc::<f32>(1024)));
+    });
+    sink.emit(Record {
+        bench: "runtime",
+        case: case! {"op" => "alloc_free", "bytes" => 4096},
+        runs,
+        median_s: med,
+        rates: vec![("us", med * 1e6)],
+    });
+
+    let sizes: &[usize] = if quick { &[1 << 20, 16 << 20] } else { &[1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20] };
+    for &bytes in sizes {
+        let n = bytes / 4;
+        let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let mut host = vec![0f32; n];
+        let mut devbuf = s.alloc::<f32>(n).map_err(err)?;
+        let runs = if bytes >= 64 << 20 { 5 } else { 9 };
+        let (r, memcpy_s) = time_median(runs, 50, Duration::from_millis(200), || {
+            host.copy_from_slice(std::hint::black_box(&src));
+        });
+        let memcpy_gbps = bytes as f64 / memcpy_s / 1e9;
+        sink.emit(Record {
+            bench: "runtime",
+            case: case! {"op" => "host_memcpy", "bytes" => bytes},
+            runs: r,
+            median_s: memcpy_s,
+            rates: vec![("gbps", memcpy_gbps)],
+        });
+        let mut failure = None;
+        let (r, h2d) = time_median(runs, 50, Duration::from_millis(200), || {
+            if let Err(e) = s.memcpy_htod(&mut devbuf, &src) {
+                failure = Some(e);
+            }
+        });
+        let (r2, d2h) = time_median(runs, 50, Duration::from_millis(200), || {
+            if let Err(e) = s.memcpy_dtoh(&mut host, &devbuf) {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure {
+            return Err(err(e));
+        }
+        for (op, runs, t) in [("copy_h2d", r, h2d), ("copy_d2h", r2, d2h)] {
+            let gbps = bytes as f64 / t / 1e9;
+            sink.emit(Record {
+                bench: "runtime",
+                case: case! {"op" => op, "bytes" => bytes},
+                runs,
+                median_s: t,
+                rates: vec![("gbps", gbps), ("vs_memcpy", gbps / memcpy_gbps)],
+            });
+        }
+    }
+    Ok(())
+}
