@@ -11,6 +11,7 @@
 //! submission on the queue runs normally. A lost device fails every submission the worker
 //! sees from then on without running it.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, Thread};
@@ -244,7 +245,10 @@ impl Worker {
                 continue;
             }
             let start = self.driver.clock.now_ns();
-            let result = execute(&ctx, cmd);
+            // A panic is a driver bug; it fails this submission (INTERNAL) instead of killing
+            // the worker and leaving every later submission of the queue hanging.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(&ctx, cmd)))
+                .unwrap_or_else(|p| Err(Fault::new(KNPU_STATUS_INTERNAL, panic_message(&p))));
             let status = result
                 .as_ref()
                 .map_or_else(|f| f.status, |_| KNPU_STATUS_SUCCESS);
@@ -285,4 +289,14 @@ impl Worker {
             modeled_ns: outcome.modeled_ns,
         });
     }
+}
+
+/// The text of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    format!("internal driver error: {text}")
 }

@@ -27,6 +27,7 @@ conformance_tests!(sim;
     queue_limit_and_priorities,
     concurrent_queues,
     latency_report,
+    bandwidth_report,
 );
 
 #[test]

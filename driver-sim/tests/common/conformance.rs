@@ -1030,3 +1030,53 @@ pub fn latency_report(sim: Sim) {
     sim.destroy_semaphore(s);
     sim.destroy_queue(q);
 }
+
+/// Prints host<->device copy bandwidth next to a host memcpy of the same size measured in
+/// the same run (information for the reader; no assertion on time).
+pub fn bandwidth_report(sim: Sim) {
+    let d = sim.device(0);
+    let q = sim.queue(d);
+    let s = sim.semaphore(d, 0);
+    let mut v = 0;
+    for &n in &[1usize << 20, 16 << 20, 64 << 20] {
+        let src = pattern_bytes(n, 5);
+        let mut dst = vec![0u8; n];
+        let a = sim.alloc(d, n as u64);
+        let reps = (256 << 20) / n;
+        let median = |f: &mut dyn FnMut()| {
+            let mut t: Vec<Duration> = (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..reps {
+                        f();
+                    }
+                    start.elapsed() / reps as u32
+                })
+                .collect();
+            t.sort();
+            t[2]
+        };
+        let gbps = |t: Duration| n as f64 / t.as_secs_f64() / 1e9;
+        let memcpy = median(&mut || {
+            dst.copy_from_slice(std::hint::black_box(&src));
+        });
+        let h2d_t = median(&mut || {
+            v += 1;
+            assert_eq!(sim.run(q, s, v, &[h2d(a, &src)]), KNPU_STATUS_SUCCESS);
+        });
+        let d2h_t = median(&mut || {
+            v += 1;
+            assert_eq!(sim.run(q, s, v, &[d2h_raw(dst.as_mut_ptr(), a, n as u64)]), KNPU_STATUS_SUCCESS);
+        });
+        eprintln!(
+            "bandwidth {} MiB: host memcpy {:.1} GB/s, h2d {:.1} GB/s, d2h {:.1} GB/s",
+            n >> 20,
+            gbps(memcpy),
+            gbps(h2d_t),
+            gbps(d2h_t)
+        );
+        sim.free(d, a);
+    }
+    sim.destroy_semaphore(s);
+    sim.destroy_queue(q);
+}
