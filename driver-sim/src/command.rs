@@ -1,0 +1,389 @@
+//! Validation of submitted commands and their owned, driver-side form.
+//!
+//! `queue_submit` turns the caller's `KnpuSubmitInfo` into a [`Submission`] before it
+//! returns: every handle is looked up, every malformed command is refused with
+//! `INVALID_VALUE` (an unknown kernel with `NOT_SUPPORTED`, an unknown handle with
+//! `INVALID_HANDLE`), and kernel parameter structs are copied, so the caller may free all of
+//! it at once. Device addresses are not checked here: the allocation table may change before
+//! the command runs, so they are resolved when it executes.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use knpu_driver_abi::*;
+
+use crate::device::Device;
+use crate::driver::Driver;
+use crate::kernels::{self, KernelDef};
+use crate::semaphore::Semaphore;
+
+/// A host address named by a command.
+#[derive(Debug, Clone, Copy)]
+pub struct HostPtr(pub *mut u8);
+
+/// Kernel parameter bytes, copied at submit; small structs are kept inline so a launch
+/// does not allocate for them.
+pub enum ParamBytes {
+    /// Up to [`INLINE_PARAMS`] bytes.
+    Inline {
+        /// Bytes used.
+        len: usize,
+        /// The bytes, 8-byte aligned.
+        words: [u64; INLINE_PARAMS / 8],
+    },
+    /// Larger parameter structs.
+    Heap(Box<[u8]>),
+}
+
+/// Parameter structs up to this size are stored without a heap allocation.
+pub const INLINE_PARAMS: usize = 192;
+
+impl ParamBytes {
+    fn copy_from(bytes: &[u8]) -> ParamBytes {
+        if bytes.len() <= INLINE_PARAMS {
+            let mut words = [0u64; INLINE_PARAMS / 8];
+            bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+            ParamBytes::Inline {
+                len: bytes.len(),
+                words,
+            }
+        } else {
+            ParamBytes::Heap(bytes.into())
+        }
+    }
+
+    /// The parameter bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            ParamBytes::Inline { len, words } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+            ParamBytes::Heap(b) => b,
+        }
+    }
+}
+
+/// One validated command.
+pub enum Command {
+    /// Host to device.
+    CopyHostToDevice {
+        /// Host source.
+        src: HostPtr,
+        /// Device destination.
+        dst: u64,
+        /// Bytes.
+        size: u64,
+    },
+    /// Device to host.
+    CopyDeviceToHost {
+        /// Device source.
+        src: u64,
+        /// Host destination.
+        dst: HostPtr,
+        /// Bytes.
+        size: u64,
+    },
+    /// Device to device on the queue's device (memmove semantics).
+    CopyDeviceToDevice {
+        /// Device source.
+        src: u64,
+        /// Device destination.
+        dst: u64,
+        /// Bytes.
+        size: u64,
+    },
+    /// From another device of this driver to the queue's device.
+    CopyPeer {
+        /// The source device.
+        peer: Arc<Device>,
+        /// Source address on `peer`.
+        src: u64,
+        /// Destination on the queue's device.
+        dst: u64,
+        /// Bytes.
+        size: u64,
+    },
+    /// Pattern fill.
+    Fill {
+        /// Device destination.
+        dst: u64,
+        /// Bytes, a multiple of `pattern_size`.
+        size: u64,
+        /// The pattern in its low `pattern_size` bytes, stored little-endian.
+        pattern: u64,
+        /// 1, 2, 4 or 8.
+        pattern_size: u32,
+    },
+    /// A kernel launch.
+    Kernel {
+        /// The kernel.
+        kernel: &'static KernelDef,
+        /// Its parameter struct.
+        params: ParamBytes,
+    },
+    /// A host callback.
+    HostFunction {
+        /// The function.
+        func: unsafe extern "C" fn(*mut c_void, KnpuStatus),
+        /// Its argument.
+        user_data: *mut c_void,
+    },
+    /// Device clock to host memory.
+    Timestamp {
+        /// 8-aligned host destination.
+        dst: *mut u64,
+    },
+}
+
+impl Command {
+    /// The `KnpuCommandType` of the command.
+    pub fn type_id(&self) -> u32 {
+        match self {
+            Command::CopyHostToDevice { .. } => KNPU_COMMAND_COPY_HOST_TO_DEVICE,
+            Command::CopyDeviceToHost { .. } => KNPU_COMMAND_COPY_DEVICE_TO_HOST,
+            Command::CopyDeviceToDevice { .. } => KNPU_COMMAND_COPY_DEVICE_TO_DEVICE,
+            Command::CopyPeer { .. } => KNPU_COMMAND_COPY_PEER,
+            Command::Fill { .. } => KNPU_COMMAND_FILL,
+            Command::Kernel { .. } => KNPU_COMMAND_KERNEL,
+            Command::HostFunction { .. } => KNPU_COMMAND_HOST_FUNCTION,
+            Command::Timestamp { .. } => KNPU_COMMAND_TIMESTAMP,
+        }
+    }
+
+    /// A short description for messages, e.g. `copy host to device`, `kernel elementwise`.
+    pub fn kind(&self) -> String {
+        match self {
+            Command::CopyHostToDevice { .. } => "copy host to device".into(),
+            Command::CopyDeviceToHost { .. } => "copy device to host".into(),
+            Command::CopyDeviceToDevice { .. } => "copy device to device".into(),
+            Command::CopyPeer { .. } => "copy peer".into(),
+            Command::Fill { .. } => "fill".into(),
+            Command::Kernel { kernel, .. } => format!("kernel {}", kernel.name),
+            Command::HostFunction { .. } => "host function".into(),
+            Command::Timestamp { .. } => "timestamp".into(),
+        }
+    }
+}
+
+/// A validated submission, owned by the queue until it completes.
+pub struct Submission {
+    /// Semaphores to wait on, then semaphores to signal, with their values.
+    pub semaphores: Vec<(Arc<Semaphore>, u64)>,
+    /// How many of `semaphores` are waits.
+    pub wait_count: usize,
+    /// The commands, in order.
+    pub commands: Vec<Command>,
+}
+
+// SAFETY: a Submission moves to the queue's worker thread. Its raw pointers are host memory
+// and callback arguments that the submitter handed to the driver under the ABI's contract
+// (valid until the submission completes, callbacks run on a driver thread); the driver only
+// uses them on that one worker thread.
+unsafe impl Send for Submission {}
+
+impl Submission {
+    /// The wait semaphores.
+    pub fn waits(&self) -> &[(Arc<Semaphore>, u64)] {
+        &self.semaphores[..self.wait_count]
+    }
+
+    /// The signal semaphores.
+    pub fn signals(&self) -> &[(Arc<Semaphore>, u64)] {
+        &self.semaphores[self.wait_count..]
+    }
+}
+
+/// Reads `count` items of `T` at `ptr`; `INVALID_VALUE` when a non-empty array is null.
+///
+/// # Safety
+/// - When `count > 0` and `ptr` is non-null, `ptr` must point to `count` readable `T`.
+unsafe fn array<'a, T>(ptr: *const T, count: u32) -> Result<&'a [T], KnpuStatus> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    // SAFETY: non-null and, by the caller's guarantee, `count` readable items.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count as usize) })
+}
+
+/// Validates `info` and builds the owned submission.
+///
+/// # Safety
+/// - `info` must be null or point to a readable `KnpuSubmitInfo` of at least
+///   `info.struct_size` bytes whose arrays hold the counts it states, each command at least
+///   `struct_size` bytes, and each kernel's `params` pointing to `params_size` readable bytes.
+pub unsafe fn build(
+    driver: &Driver,
+    info: *const KnpuSubmitInfo,
+) -> Result<Submission, KnpuStatus> {
+    if info.is_null() {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    // SAFETY: non-null; the caller guarantees at least struct_size readable bytes, and the
+    // first field is read before the rest is trusted.
+    let struct_size = unsafe { std::ptr::addr_of!((*info).struct_size).read_unaligned() };
+    if !has_field(struct_size, field_end!(KnpuSubmitInfo, signal_values)) {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    // SAFETY: the struct is at least as large as this version's KnpuSubmitInfo.
+    let info = unsafe { info.read_unaligned() };
+    // SAFETY: the caller guarantees the arrays hold the counts stated.
+    let (wait_sems, wait_values, signal_sems, signal_values) = unsafe {
+        (
+            array(info.wait_semaphores, info.wait_count)?,
+            array(info.wait_values, info.wait_count)?,
+            array(info.signal_semaphores, info.signal_count)?,
+            array(info.signal_values, info.signal_count)?,
+        )
+    };
+    let mut semaphores = Vec::with_capacity(wait_sems.len() + signal_sems.len());
+    for (&s, &v) in wait_sems
+        .iter()
+        .zip(wait_values)
+        .chain(signal_sems.iter().zip(signal_values))
+    {
+        let sem = driver
+            .semaphores
+            .get(s as usize)
+            .ok_or(KNPU_STATUS_INVALID_HANDLE)?;
+        semaphores.push((sem, v));
+    }
+    if signal_values.contains(&SEMAPHORE_FAILED) {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    let mut commands = Vec::with_capacity(info.command_count as usize);
+    if info.command_count > 0 {
+        if info.commands.is_null() {
+            return Err(KNPU_STATUS_INVALID_VALUE);
+        }
+        // The array's stride is the caller's sizeof(KnpuCommand), which its struct_size
+        // states; a later ABI minor may have appended fields this driver does not read.
+        // SAFETY: non-null, and the caller guarantees at least one command.
+        let stride = unsafe { std::ptr::addr_of!((*info.commands).struct_size).read_unaligned() };
+        if stride < std::mem::size_of::<KnpuCommand>() {
+            return Err(KNPU_STATUS_INVALID_VALUE);
+        }
+        let base = info.commands as *const u8;
+        for i in 0..info.command_count as usize {
+            // SAFETY: the caller guarantees command_count commands of struct_size bytes each;
+            // each is read as this version's prefix, without assuming alignment.
+            let raw = unsafe { (base.add(i * stride) as *const KnpuCommand).read_unaligned() };
+            if raw.struct_size != stride {
+                return Err(KNPU_STATUS_INVALID_VALUE);
+            }
+            // SAFETY: forwarded from the caller's guarantee about kernel params.
+            commands.push(unsafe { command(driver, &raw) }?);
+        }
+    }
+    Ok(Submission {
+        semaphores,
+        wait_count: wait_sems.len(),
+        commands,
+    })
+}
+
+/// Validates one command.
+///
+/// # Safety
+/// - For a kernel command, `params` must point to `params_size` readable bytes.
+unsafe fn command(driver: &Driver, raw: &KnpuCommand) -> Result<Command, KnpuStatus> {
+    const INVALID: KnpuStatus = KNPU_STATUS_INVALID_VALUE;
+    if raw.flags != 0 {
+        return Err(INVALID);
+    }
+    let host_needed = |null: bool, size: u64| {
+        if size > 0 && null {
+            Err(INVALID)
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY (for every union read below): the union is plain data, and `type_` names the
+    // member the caller filled; any bit pattern is a valid value of each member.
+    Ok(match raw.type_ {
+        KNPU_COMMAND_COPY_HOST_TO_DEVICE => {
+            // SAFETY: see above.
+            let c = unsafe { raw.u.copy };
+            host_needed(c.host_src.is_null(), c.size)?;
+            Command::CopyHostToDevice {
+                src: HostPtr(c.host_src as *mut u8),
+                dst: c.dst,
+                size: c.size,
+            }
+        }
+        KNPU_COMMAND_COPY_DEVICE_TO_HOST => {
+            // SAFETY: see above.
+            let c = unsafe { raw.u.copy };
+            host_needed(c.host_dst.is_null(), c.size)?;
+            Command::CopyDeviceToHost {
+                src: c.src,
+                dst: HostPtr(c.host_dst as *mut u8),
+                size: c.size,
+            }
+        }
+        KNPU_COMMAND_COPY_DEVICE_TO_DEVICE => {
+            // SAFETY: see above.
+            let c = unsafe { raw.u.copy };
+            Command::CopyDeviceToDevice {
+                src: c.src,
+                dst: c.dst,
+                size: c.size,
+            }
+        }
+        KNPU_COMMAND_COPY_PEER => {
+            // SAFETY: see above.
+            let c = unsafe { raw.u.copy };
+            Command::CopyPeer {
+                peer: driver.device(c.peer_device as usize)?.clone(),
+                src: c.src,
+                dst: c.dst,
+                size: c.size,
+            }
+        }
+        KNPU_COMMAND_FILL => {
+            // SAFETY: see above.
+            let f = unsafe { raw.u.fill };
+            if !matches!(f.pattern_size, 1 | 2 | 4 | 8) || f.size % f.pattern_size as u64 != 0 {
+                return Err(INVALID);
+            }
+            Command::Fill {
+                dst: f.dst,
+                size: f.size,
+                pattern: f.pattern,
+                pattern_size: f.pattern_size,
+            }
+        }
+        KNPU_COMMAND_KERNEL => {
+            // SAFETY: see above.
+            let k = unsafe { raw.u.kernel };
+            let kernel = kernels::find(k.kernel_id).ok_or(KNPU_STATUS_NOT_SUPPORTED)?;
+            if k.params.is_null() || k.params_size == 0 {
+                return Err(INVALID);
+            }
+            // SAFETY: non-null and, by the caller's guarantee, params_size readable bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(k.params as *const u8, k.params_size) };
+            (kernel.validate)(bytes)?;
+            Command::Kernel {
+                kernel,
+                params: ParamBytes::copy_from(bytes),
+            }
+        }
+        KNPU_COMMAND_HOST_FUNCTION => {
+            // SAFETY: see above.
+            let h = unsafe { raw.u.host_function };
+            Command::HostFunction {
+                func: h.fn_.ok_or(INVALID)?,
+                user_data: h.user_data,
+            }
+        }
+        KNPU_COMMAND_TIMESTAMP => {
+            // SAFETY: see above.
+            let t = unsafe { raw.u.timestamp };
+            if t.host_dst.is_null() || !t.host_dst.is_aligned() {
+                return Err(INVALID);
+            }
+            Command::Timestamp { dst: t.host_dst }
+        }
+        _ => return Err(INVALID),
+    })
+}
