@@ -209,8 +209,6 @@ impl Driver {
                 runtime_minor: abi::KNPU_DRIVER_ABI_MINOR,
             });
         }
-        // Required by the ABI, though the runtime signals only through submissions.
-        let _ = required!(head, semaphore_signal, label);
         let t = Table {
             device_count: required!(head, device_count, label),
             device_get: required!(head, device_get, label),
@@ -233,6 +231,8 @@ impl Driver {
             device_read_profile: optional!(head, device_read_profile),
             device_get_clock: optional!(head, device_get_clock),
         };
+        // Required by the ABI, though the runtime signals only through submissions.
+        let _ = required!(head, semaphore_signal, label);
         let (name, version) = if head.struct_size >= field_end!(abi::KnpuDriverApi, driver_version)
         {
             // SAFETY: the ABI gives both strings static storage (or null).
