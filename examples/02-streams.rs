@@ -29,7 +29,10 @@ fn main() -> knpu::Result<()> {
     let got = c.to_vec()?;
     assert!(got.iter().enumerate().all(|(i, &v)| v == 3.0 * i as f32));
     println!("c = a + 2a checked over {n} elements");
-    println!("scale kernel took {:.3} ms of device time", Event::elapsed_ms(&start, &produced)?);
+    println!(
+        "scale kernel took {:.3} ms of device time",
+        Event::elapsed_ms(&start, &produced)?
+    );
 
     // A device fault is reported where the work is waited for, and the stream goes on.
     let mut junk = [0u8; 16];
@@ -38,7 +41,10 @@ fn main() -> knpu::Result<()> {
         Ok(()) => println!("unexpected: address 0x40 was readable"),
     }
     let again = consumer.from_slice(&[1.0f32, 2.0])?;
-    println!("the stream still works after the fault: {:?}", again.to_vec()?);
+    println!(
+        "the stream still works after the fault: {:?}",
+        again.to_vec()?
+    );
 
     // The caching allocator keeps freed blocks for reuse.
     drop((a, b, c, again));

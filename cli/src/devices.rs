@@ -12,8 +12,15 @@ pub fn run() -> Result<(), String> {
     for e in knpu::driver_load_errors() {
         eprintln!("warning: {e}");
     }
-    println!("knpu {} — {} device(s)", env!("CARGO_PKG_VERSION"), devices.len());
-    println!("{:<4} {:<24} {:<26} {:>24} {:>6}", "#", "name", "driver (ABI)", "memory used / total", "cores");
+    println!(
+        "knpu {} — {} device(s)",
+        env!("CARGO_PKG_VERSION"),
+        devices.len()
+    );
+    println!(
+        "{:<4} {:<24} {:<26} {:>24} {:>6}",
+        "#", "name", "driver (ABI)", "memory used / total", "cores"
+    );
     for d in &devices {
         let drv = d.driver();
         let (maj, min) = drv.abi_version();
@@ -22,7 +29,9 @@ pub fn run() -> Result<(), String> {
             DriverSource::Library(p) => p.clone(),
         };
         let (free, total) = d.memory_info().map_err(|e| e.to_string())?;
-        let cores = d.attribute(Attribute::ComputeCores).map_err(|e| e.to_string())?;
+        let cores = d
+            .attribute(Attribute::ComputeCores)
+            .map_err(|e| e.to_string())?;
         println!(
             "{:<4} {:<24} {:<26} {:>24} {:>6}",
             d.ordinal(),

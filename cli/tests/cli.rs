@@ -4,7 +4,9 @@ use std::process::Command;
 
 fn knpu(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_knpu"));
-    c.args(args).env_remove("KNPU_DRIVER_PATH").env_remove("KNPU_SIM_DEVICES");
+    c.args(args)
+        .env_remove("KNPU_DRIVER_PATH")
+        .env_remove("KNPU_SIM_DEVICES");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -38,9 +40,15 @@ fn devices_lists_two_with_two_configured() {
 
 #[test]
 fn bad_driver_path_is_a_warning_not_a_failure() {
-    let (ok, out, err) = knpu(&["devices"], &[("KNPU_DRIVER_PATH", "/nonexistent/libx.so")]);
+    let (ok, out, err) = knpu(
+        &["devices"],
+        &[("KNPU_DRIVER_PATH", "/nonexistent/libx.so")],
+    );
     assert!(ok, "{err}");
-    assert!(err.contains("/nonexistent/libx.so") && err.contains("no such file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/libx.so") && err.contains("no such file"),
+        "{err}"
+    );
     assert_eq!(device_rows(&out), 1);
 }
 
@@ -60,15 +68,27 @@ fn bench_runtime_prints_json_lines_records() {
     assert!(ok, "{err}");
     let mut ops = std::collections::BTreeSet::new();
     for line in out.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert_eq!(v["bench"], "runtime");
         assert!(v["case"].is_object());
         assert!(v["runs"].as_u64().unwrap() > 0);
         assert!(v["median_s"].as_f64().unwrap() > 0.0);
-        assert!(v.get("us").or(v.get("gbps")).is_some(), "a rate named by its unit: {line}");
+        assert!(
+            v.get("us").or(v.get("gbps")).is_some(),
+            "a rate named by its unit: {line}"
+        );
         ops.insert(v["case"]["op"].as_str().unwrap().to_string());
     }
-    for op in ["launch_async", "launch_sync", "event_record", "alloc_free", "copy_h2d", "copy_d2h", "host_memcpy"] {
+    for op in [
+        "launch_async",
+        "launch_sync",
+        "event_record",
+        "alloc_free",
+        "copy_h2d",
+        "copy_d2h",
+        "host_memcpy",
+    ] {
         assert!(ops.contains(op), "missing {op} in {ops:?}");
     }
 }

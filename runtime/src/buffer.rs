@@ -23,6 +23,8 @@ pub struct DeviceBuffer<T> {
     stream: Stream,
     /// Work on streams other than `stream` that used this buffer.
     uses: Mutex<Vec<Pending>>,
+    /// Set when the buffer was allocated during a capture: the graph owns the memory.
+    graph: Option<crate::graph::Graph>,
     _t: PhantomData<T>,
 }
 
@@ -47,6 +49,11 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
                 std::mem::size_of::<T>()
             ))
         })? as u64;
+        if bytes > 0 {
+            if let Some(b) = crate::graph::capture::alloc_node(stream, bytes, len)? {
+                return Ok(b);
+            }
+        }
         let alloc = if bytes == 0 {
             None
         } else {
@@ -63,8 +70,26 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
             len,
             stream: stream.clone(),
             uses: Mutex::new(Vec::new()),
+            graph: None,
             _t: PhantomData,
         })
+    }
+
+    /// A buffer over memory a graph owns (allocated by a captured allocation node).
+    pub(crate) fn graph_owned(
+        stream: &Stream,
+        alloc: Allocation,
+        len: usize,
+        graph: crate::graph::Graph,
+    ) -> Self {
+        DeviceBuffer {
+            alloc: Some(alloc),
+            len,
+            stream: stream.clone(),
+            uses: Mutex::new(Vec::new()),
+            graph: Some(graph),
+            _t: PhantomData,
+        }
     }
 
     /// Copies `src` into the buffer on its stream and waits.
@@ -162,6 +187,10 @@ impl<T> Drop for DeviceBuffer<T> {
         let Some(a) = self.alloc.take() else {
             return;
         };
+        if let Some(g) = self.graph.take() {
+            crate::graph::capture::free_node(&self.stream, &g, a.addr);
+            return;
+        }
         let mut pending = std::mem::take(self.uses.get_mut());
         pending.push(self.stream.pending_marker());
         self.stream.device().inner.allocator.free(a.addr, pending);

@@ -59,6 +59,27 @@ impl Attribute {
     }
 }
 
+/// One command the device ran, as its profiler recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// The queue that ran it (a small integer, unique per device).
+    pub queue: u32,
+    /// The `KnpuCommandType`.
+    pub command_type: u32,
+    /// The kernel id, for kernel commands.
+    pub kernel_id: u32,
+    /// The command's `KnpuStatus`.
+    pub status: u32,
+    /// Bytes moved by copies and fills.
+    pub bytes: u64,
+    /// Start on the device clock, ns.
+    pub start_ns: u64,
+    /// End on the device clock, ns.
+    pub end_ns: u64,
+    /// The duration the device's timing model predicts (0: none), ns.
+    pub modeled_ns: u64,
+}
+
 /// A fault to inject into a device, for testing error paths (drivers that support it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -181,9 +202,43 @@ impl Device {
     }
 
     /// Returns every cached, wholly free segment to the driver. Waits for work that may
-    /// still use those blocks.
-    pub fn empty_cache(&self) {
-        self.inner.allocator.empty_cache()
+    /// still use those blocks. Refused during a strict-mode stream capture.
+    pub fn empty_cache(&self) -> Result<()> {
+        crate::graph::check_unsafe_call("empty_cache")?;
+        self.inner.allocator.empty_cache();
+        Ok(())
+    }
+
+    /// Allocates `len` elements on the default stream. Unlike [`Stream::alloc`] this is not
+    /// ordered with other streams' work, so (as `cudaMalloc`) it is refused during a
+    /// strict-mode stream capture.
+    pub fn alloc<T: bytemuck::Pod>(&self, len: usize) -> Result<crate::DeviceBuffer<T>> {
+        crate::graph::check_unsafe_call("a non-stream-ordered allocation (Device::alloc)")?;
+        self.default_stream()?.alloc(len)
+    }
+
+    /// Starts or stops recording a [`CommandRecord`] for every command the device runs.
+    pub fn set_profiling(&self, on: bool) -> Result<()> {
+        self.inner.driver.set_profiling(self.inner.raw, on)
+    }
+
+    /// Takes the command records collected since the last call, oldest first.
+    pub fn read_profile(&self) -> Result<Vec<CommandRecord>> {
+        let mut raw = Vec::new();
+        self.inner.driver.read_profile(self.inner.raw, &mut raw)?;
+        Ok(raw
+            .into_iter()
+            .map(|r| CommandRecord {
+                queue: r.queue_id,
+                command_type: r.type_,
+                kernel_id: r.kernel_id,
+                status: r.status,
+                bytes: r.bytes,
+                start_ns: r.start_ns,
+                end_ns: r.end_ns,
+                modeled_ns: r.modeled_ns,
+            })
+            .collect())
     }
 
     /// The device's default stream, created on first use.
@@ -198,6 +253,7 @@ impl Device {
     /// Waits for the work of every stream of this device. Returns the first error found,
     /// after waiting for all of them.
     pub fn synchronize(&self) -> Result<()> {
+        crate::graph::check_unsafe_call("device synchronize")?;
         let streams: Vec<Arc<StreamInner>> = {
             let mut list = self.inner.streams.lock();
             list.retain(|w| w.strong_count() > 0);

@@ -135,6 +135,22 @@ pub enum Error {
         /// What was passed.
         actual: String,
     },
+    /// An operation is not allowed during a stream capture, or the capture failed.
+    #[error("stream capture: {detail}")]
+    Capture {
+        /// What happened.
+        detail: String,
+    },
+    /// A whole-graph update could not be applied; the instance is unchanged.
+    #[error("graph update failed ({result:?}{}): {detail}", node.map(|n| format!(" at node {n}")).unwrap_or_default())]
+    GraphUpdate {
+        /// CUDA's update result code for what differed.
+        result: crate::graph::GraphUpdateResult,
+        /// The first node that differed, if one did.
+        node: Option<usize>,
+        /// What differed.
+        detail: String,
+    },
     /// Operands live on different devices.
     #[error("operand `{operand}` is on device {actual}, but the work runs on device {expected}")]
     DeviceMismatch {
@@ -167,6 +183,8 @@ impl Error {
             Error::Shape { .. } => 14,
             Error::Dtype { .. } => 15,
             Error::DeviceMismatch { .. } => 16,
+            Error::Capture { .. } => 17,
+            Error::GraphUpdate { .. } => 18,
         }
     }
 
@@ -189,6 +207,8 @@ impl Error {
             Error::Shape { .. } => "Shape",
             Error::Dtype { .. } => "Dtype",
             Error::DeviceMismatch { .. } => "DeviceMismatch",
+            Error::Capture { .. } => "Capture",
+            Error::GraphUpdate { .. } => "GraphUpdate",
         }
     }
 

@@ -30,6 +30,7 @@ pub mod driver;
 mod dtype;
 mod error;
 mod event;
+pub mod graph;
 pub mod ops;
 mod semaphore;
 mod stream;
@@ -37,11 +38,12 @@ pub mod trace;
 
 pub use allocator::MemoryStats;
 pub use buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer, DeviceSlice};
-pub use device::{Attribute, Device, Fault};
+pub use device::{Attribute, CommandRecord, Device, Fault};
 pub use driver::{Driver, DriverSource};
 pub use dtype::{dtype_name, DType};
 pub use error::{Error, Result};
 pub use event::Event;
+pub use graph::{CaptureMode, Graph, GraphExec, GraphUpdateResult, NodeId};
 pub use knpu_driver_abi as abi;
 pub use stream::{Priority, Stream};
 

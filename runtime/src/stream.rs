@@ -14,7 +14,9 @@ use crate::allocator::Pending;
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::graph::{self, CaptureLink, CaptureMode, Graph, NodeId};
 use crate::semaphore::Semaphore;
+
 use knpu_driver_abi as abi;
 use parking_lot::Mutex;
 use std::any::Any;
@@ -46,6 +48,8 @@ impl Priority {
 static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct StreamState {
+    /// The capture this stream records into, if it is capturing.
+    pub(crate) capture: Option<CaptureLink>,
     pub(crate) sem: Arc<Semaphore>,
     /// The value the last submission signals.
     pub(crate) last: u64,
@@ -56,6 +60,7 @@ pub(crate) struct StreamState {
 pub(crate) struct StreamInner {
     pub(crate) device: Device,
     pub(crate) id: u64,
+    /// Null for a recording stream, which only ever captures.
     queue: abi::KnpuQueue,
     priority: Priority,
     pub(crate) state: Mutex<StreamState>,
@@ -72,8 +77,13 @@ impl Drop for StreamInner {
         // Destroying a stream with pending work waits for that work (its buffers and
         // callbacks must not be released early). Errors have no one left to go to.
         let st = self.state.get_mut();
+        if let Some(link) = st.capture.take() {
+            link.cap.invalidate("a capturing stream was destroyed");
+        }
         let _ = st.sem.wait(st.last);
-        let _ = self.device.inner.driver.queue_destroy(self.queue);
+        if !self.queue.is_null() {
+            let _ = self.device.inner.driver.queue_destroy(self.queue);
+        }
         st.keep.clear();
     }
 }
@@ -98,6 +108,8 @@ impl std::fmt::Debug for Stream {
 #[derive(Default)]
 pub(crate) struct Submit<'a> {
     pub(crate) waits: &'a [(Arc<Semaphore>, u64)],
+    /// Semaphores to signal besides the stream's own.
+    pub(crate) signals: &'a [(Arc<Semaphore>, u64)],
     pub(crate) keep: Option<Box<dyn Any + Send>>,
 }
 
@@ -134,6 +146,7 @@ impl Stream {
             queue,
             priority,
             state: Mutex::new(StreamState {
+                capture: None,
                 sem,
                 last: 0,
                 keep: VecDeque::new(),
@@ -141,6 +154,157 @@ impl Stream {
         });
         d.streams.lock().push(Arc::downgrade(&inner));
         Ok(Stream { inner })
+    }
+
+    /// A stream without a device queue that records everything into `graph` after `deps`:
+    /// the explicit graph builder's way of reusing every launcher.
+    pub(crate) fn recorder(device: &Device, graph: Graph, deps: &[NodeId]) -> Result<Stream> {
+        let d = &device.inner;
+        let sem = Semaphore::new(&d.driver, d.raw, 0).map_err(|e| device.note(e))?;
+        let id = NEXT_STREAM_ID.fetch_add(1, Ordering::Relaxed);
+        let link = CaptureLink {
+            cap: graph::Capture::recorder(graph, id),
+            tails: deps.to_vec(),
+            recorded: 0,
+        };
+        Ok(Stream {
+            inner: Arc::new(StreamInner {
+                device: device.clone(),
+                id,
+                queue: std::ptr::null_mut(),
+                priority: Priority::Normal,
+                state: Mutex::new(StreamState {
+                    capture: Some(link),
+                    sem,
+                    last: 0,
+                    keep: VecDeque::new(),
+                }),
+            }),
+        })
+    }
+
+    /// Ends a recording stream: the nodes that end what it recorded (empty if nothing).
+    pub(crate) fn finish_recording(&self) -> Result<Vec<NodeId>> {
+        let link = self
+            .inner
+            .state
+            .lock()
+            .capture
+            .take()
+            .ok_or_else(|| Error::Internal {
+                detail: "recording stream lost its capture".into(),
+            })?;
+        link.cap.check_valid()?;
+        Ok(if link.recorded == 0 {
+            Vec::new()
+        } else {
+            link.tails
+        })
+    }
+
+    /// Starts capturing: work queued on this stream from now on becomes nodes of a graph
+    /// that [`Stream::end_capture`] returns, instead of running.
+    pub fn begin_capture(&self, mode: CaptureMode) -> Result<()> {
+        let mut st = self.inner.state.lock();
+        if st.capture.is_some() {
+            return Err(Error::Capture {
+                detail: "the stream is already capturing".into(),
+            });
+        }
+        let cap = graph::Capture::begin(Graph::new(&self.inner.device), mode, self.inner.id);
+        cap.members.lock().push(Arc::downgrade(&self.inner));
+        st.capture = Some(CaptureLink {
+            cap,
+            tails: Vec::new(),
+            recorded: 0,
+        });
+        Ok(())
+    }
+
+    /// Ends the capture this stream began and returns its graph. Fails if the capture was
+    /// invalidated, or if a stream that joined it was not joined back; either way every
+    /// stream involved stops capturing and stays usable.
+    pub fn end_capture(&self) -> Result<Graph> {
+        let link = {
+            let mut st = self.inner.state.lock();
+            match &st.capture {
+                None => {
+                    return Err(Error::Capture {
+                        detail: "the stream is not capturing".into(),
+                    })
+                }
+                Some(l) if l.cap.origin != self.inner.id => {
+                    return Err(Error::Capture {
+                        detail: "end_capture must be called on the stream that began the capture"
+                            .into(),
+                    })
+                }
+                Some(_) => st.capture.take().expect("checked"),
+            }
+        };
+        let cap = link.cap.clone();
+        cap.end();
+        let members: Vec<Arc<StreamInner>> = cap
+            .members
+            .lock()
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let reached = graph::capture::ancestors(&cap.graph, &link.tails);
+        let mut unjoined = 0;
+        for m in &members {
+            if m.id == self.inner.id {
+                continue;
+            }
+            let mut st = m.state.lock();
+            let is_ours = st
+                .capture
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(&l.cap, &cap));
+            if is_ours {
+                let l = st.capture.take().expect("checked");
+                if l.tails
+                    .iter()
+                    .any(|t| !reached.get(t.0).copied().unwrap_or(false))
+                {
+                    unjoined += 1;
+                }
+            }
+        }
+        cap.check_valid()?;
+        if unjoined > 0 {
+            return Err(Error::Capture {
+                detail: format!(
+                    "{unjoined} stream(s) that joined the capture were not joined back into the origin stream"
+                ),
+            });
+        }
+        Ok(cap.graph.clone())
+    }
+
+    /// Whether the stream is capturing.
+    pub fn is_capturing(&self) -> bool {
+        self.inner.state.lock().capture.is_some()
+    }
+
+    /// Fails (and invalidates the capture) when the stream is capturing: for operations that
+    /// need the work to run now.
+    pub(crate) fn check_not_capturing(&self, what: &str) -> Result<()> {
+        let st = self.inner.state.lock();
+        match &st.capture {
+            None => Ok(()),
+            Some(link) => Err(graph::capture::not_capturable(link, what)),
+        }
+    }
+
+    /// The capture and tails of a capturing stream (for events recorded during capture).
+    pub(crate) fn capture_point(&self) -> Option<(Arc<graph::Capture>, Vec<NodeId>)> {
+        self.inner
+            .state
+            .lock()
+            .capture
+            .as_ref()
+            .map(|l| (l.cap.clone(), l.tails.clone()))
     }
 
     pub(crate) fn from_inner(inner: Arc<StreamInner>) -> Stream {
@@ -175,10 +339,24 @@ impl Stream {
     ) -> Result<u64> {
         let dev = &self.inner.device;
         let mut st = self.inner.state.lock();
+        if let Some(link) = st.capture.as_mut() {
+            graph::capture::record(link, commands, !extra.waits.is_empty(), extra.keep)?;
+            return Ok(st.last);
+        }
         let value = st.last + 1;
-        let sem_raw = st.sem.raw;
         let wait_raw: Vec<abi::KnpuSemaphore>;
         let wait_values: Vec<u64>;
+        if extra.signals.len() > 3 {
+            return Err(Error::Internal {
+                detail: "more than three extra signals".into(),
+            });
+        }
+        let mut signal_raw: [abi::KnpuSemaphore; 4] = [st.sem.raw; 4];
+        let mut signal_values = [value; 4];
+        for (i, (s, v)) in extra.signals.iter().enumerate() {
+            signal_raw[i + 1] = s.raw;
+            signal_values[i + 1] = *v;
+        }
         // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
         let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
         if !extra.waits.is_empty() {
@@ -190,15 +368,15 @@ impl Stream {
         }
         info.command_count = commands.len() as u32;
         info.commands = commands.as_ptr();
-        info.signal_count = 1;
-        info.signal_semaphores = &sem_raw;
-        info.signal_values = &value;
+        info.signal_count = 1 + extra.signals.len() as u32;
+        info.signal_semaphores = signal_raw.as_ptr();
+        info.signal_values = signal_values.as_ptr();
         // SAFETY: the arrays live until the call returns (the driver copies them); the
         // caller keeps host memory valid; waited semaphores are kept alive below.
         unsafe { dev.inner.driver.queue_submit(self.inner.queue, &info) }
             .map_err(|e| dev.note(e))?;
         st.last = value;
-        for (s, _) in extra.waits {
+        for (s, _) in extra.waits.iter().chain(extra.signals) {
             st.keep.push_back((value, Box::new(s.clone())));
         }
         if let Some(k) = extra.keep {
@@ -238,6 +416,7 @@ impl Stream {
     /// Waits until all work queued so far has finished. Reports the first fault of that
     /// work; the stream is usable again afterwards unless the device was lost.
     pub fn synchronize(&self) -> Result<()> {
+        self.check_not_capturing("stream synchronize")?;
         let (sem, last) = self.position();
         self.wait_value(&sem, last)
     }
@@ -297,6 +476,7 @@ impl Stream {
     /// Whether all queued work has finished (`Ok(false)`: still running). A fault of that
     /// work is returned as an error, as `synchronize` would.
     pub fn query(&self) -> Result<bool> {
+        self.check_not_capturing("stream query")?;
         let (sem, last) = self.position();
         let v = sem.value().map_err(|e| self.inner.device.note(e))?;
         if v == abi::SEMAPHORE_FAILED {
@@ -311,6 +491,17 @@ impl Stream {
     /// Makes later work on this stream wait until `event`'s recorded work has finished. An
     /// event never recorded imposes no wait (as in CUDA).
     pub fn wait_event(&self, event: &crate::Event) -> Result<()> {
+        if let Some((cap, tails)) = event.capture_point() {
+            return self.join_capture(cap, tails);
+        }
+        if let Some(link) = self.inner.state.lock().capture.as_ref() {
+            if event.position().is_some() {
+                return Err(graph::capture::not_capturable(
+                    link,
+                    "a wait on an event recorded outside the capture",
+                ));
+            }
+        }
         let Some((sem, value)) = event.position() else {
             return Ok(());
         };
@@ -324,17 +515,68 @@ impl Stream {
                 &[],
                 Submit {
                     waits: &waits,
-                    keep: None,
+                    ..Default::default()
                 },
             )
         }?;
         Ok(())
     }
 
+    /// Waits on an event recorded during a capture: joins that capture (a fork) or, when
+    /// already in it, adds the event's point as a dependency (a join).
+    fn join_capture(&self, cap: Arc<graph::Capture>, tails: Vec<NodeId>) -> Result<()> {
+        cap.check_valid()?;
+        if cap.ended.load(Ordering::Acquire) {
+            return Err(Error::Capture {
+                detail: "the event was recorded in a capture that has ended".into(),
+            });
+        }
+        let mut st = self.inner.state.lock();
+        match st.capture.as_mut() {
+            Some(link) if Arc::ptr_eq(&link.cap, &cap) => {
+                for t in tails {
+                    if !link.tails.contains(&t) {
+                        link.tails.push(t);
+                    }
+                }
+                Ok(())
+            }
+            Some(link) => Err(graph::capture::not_capturable(
+                link,
+                "a wait on an event of another capture",
+            )),
+            None => {
+                cap.members.lock().push(Arc::downgrade(&self.inner));
+                st.capture = Some(CaptureLink {
+                    cap,
+                    tails,
+                    recorded: 0,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues `f` to run on a driver thread once all earlier work is done, like
+    /// [`Stream::launch_host_func`], but `f` may run many times: this is the form a capture
+    /// records as a host node, called on every launch of the graph.
+    pub fn launch_host_fn(&self, f: impl Fn() + Send + Sync + 'static) -> Result<()> {
+        {
+            let mut st = self.inner.state.lock();
+            if let Some(link) = st.capture.as_mut() {
+                link.cap.check_valid()?;
+                graph::capture::push(link, graph::NodeKind::HostFn(Arc::new(f)))?;
+                return Ok(());
+            }
+        }
+        self.launch_host_func(f)
+    }
+
     /// Queues `f` to run on a driver thread once all earlier work on the stream is done;
     /// later work waits for it. If earlier work fails, `f` is dropped without running.
     /// A panic inside `f` is caught and ignored.
     pub fn launch_host_func(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        self.check_not_capturing("a one-shot host callback (use launch_host_fn)")?;
         let user = Box::into_raw(Box::new(HostFn(Box::new(f))));
         // SAFETY: KnpuCommand starts with struct_size and holds integers, pointers and
         // nullable function pointers.
@@ -426,6 +668,8 @@ impl Stream {
         dst: &mut impl AsDeviceSliceMut<T>,
         src: &[T],
     ) -> Result<()> {
+        self.check_not_capturing("a blocking copy")?;
+        graph::check_unsafe_call("a blocking copy")?;
         // SAFETY: we wait for the copy before returning, so `src` outlives it.
         let v = unsafe { self.memcpy_htod_async(dst, src) }?;
         self.wait_own(v)
@@ -437,6 +681,8 @@ impl Stream {
         dst: &mut [T],
         src: &impl AsDeviceSlice<T>,
     ) -> Result<()> {
+        self.check_not_capturing("a blocking copy")?;
+        graph::check_unsafe_call("a blocking copy")?;
         // SAFETY: we wait for the copy before returning, so `dst` outlives it.
         let v = unsafe { self.memcpy_dtoh_async(dst, src) }?;
         self.wait_own(v)
@@ -513,10 +759,32 @@ impl Stream {
         dst: &mut impl AsDeviceSliceMut<T>,
         src: Vec<T>,
     ) -> Result<()> {
-        // SAFETY: `src` moves into the stream's keep-alive list below, so it outlives the
-        // copy; the heap block does not move when the Vec is moved.
-        let v = unsafe { self.memcpy_htod_async(dst, &src) }?;
-        self.inner.state.lock().keep.push_back((v, Box::new(src)));
+        let d = dst.as_device_slice_mut();
+        self.check_device("dst", d.device())?;
+        Self::check_len("src", d.len(), src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        let cmd = Self::copy_command(
+            abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
+            0,
+            d.addr(),
+            src.as_ptr() as *const u8,
+            std::ptr::null_mut(),
+            std::mem::size_of_val(src.as_slice()) as u64,
+        );
+        // SAFETY: `src` moves into the submission's keep-alive (the stream's list, or the
+        // graph when capturing), so it outlives the copy; its heap block does not move.
+        let v = unsafe {
+            self.submit(
+                &[cmd],
+                Submit {
+                    keep: Some(Box::new(src)),
+                    ..Default::default()
+                },
+            )
+        }?;
+        d.note_use(self, v);
         Ok(())
     }
 
@@ -625,7 +893,7 @@ impl Stream {
                 &[cmd],
                 Submit {
                     waits: &waits,
-                    keep: None,
+                    ..Default::default()
                 },
             )
         }?;
@@ -690,6 +958,7 @@ impl Stream {
     /// tests of device faults: the driver checks the address, so a bad one is an
     /// `IllegalAddress` error, never a crash.
     pub fn memcpy_dtoh_raw(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        self.check_not_capturing("a blocking copy")?;
         if dst.is_empty() {
             return Ok(());
         }
@@ -708,6 +977,7 @@ impl Stream {
 
     /// Copies `src` to a raw device address and waits; see [`Stream::memcpy_dtoh_raw`].
     pub fn memcpy_htod_raw(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.check_not_capturing("a blocking copy")?;
         if src.is_empty() {
             return Ok(());
         }
@@ -753,8 +1023,8 @@ impl Stream {
             self.submit(
                 &[cmd],
                 Submit {
-                    waits: &[],
                     keep: Some(Box::new(slot)),
+                    ..Default::default()
                 },
             )
         }

@@ -10,13 +10,25 @@ fn trace_file_lists_every_command() {
         .env("KNPU_TRACE", &path)
         .output()
         .expect("run the traced child");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&path).expect("the trace file is written at exit");
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let events = v["traceEvents"].as_array().unwrap();
     let complete: Vec<_> = events.iter().filter(|e| e["ph"] == "X").collect();
-    let names: Vec<&str> = complete.iter().map(|e| e["name"].as_str().unwrap()).collect();
-    for want in ["copy host to device", "kernel 1", "fill", "copy device to host"] {
+    let names: Vec<&str> = complete
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "copy host to device",
+        "kernel 1",
+        "fill",
+        "copy device to host",
+    ] {
         assert!(names.contains(&want), "missing {want} in {names:?}");
     }
     for e in &complete {

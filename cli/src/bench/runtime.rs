@@ -38,7 +38,13 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     }
     s.synchronize().map_err(err)?;
     let med = super::median(&mut times[2..]);
-    sink.emit(Record { bench: "runtime", case: case! {"op" => "launch_async"}, runs: samples, median_s: med, rates: vec![("us", med * 1e6)] });
+    sink.emit(Record {
+        bench: "runtime",
+        case: case! {"op" => "launch_async"},
+        runs: samples,
+        median_s: med,
+        rates: vec![("us", med * 1e6)],
+    });
 
     let mut failure = None;
     let (runs, med) = time_batched(samples, 200, || {
@@ -49,7 +55,13 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     if let Some(e) = failure {
         return Err(err(e));
     }
-    sink.emit(Record { bench: "runtime", case: case! {"op" => "launch_sync"}, runs, median_s: med, rates: vec![("us", med * 1e6)] });
+    sink.emit(Record {
+        bench: "runtime",
+        case: case! {"op" => "launch_sync"},
+        runs,
+        median_s: med,
+        rates: vec![("us", med * 1e6)],
+    });
 
     for timing in [false, true] {
         let e = knpu::Event::with_timing(&dev, timing);
@@ -77,7 +89,11 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
         rates: vec![("us", med * 1e6)],
     });
 
-    let sizes: &[usize] = if quick { &[1 << 20, 16 << 20] } else { &[1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20] };
+    let sizes: &[usize] = if quick {
+        &[1 << 20, 16 << 20]
+    } else {
+        &[1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20]
+    };
     for &bytes in sizes {
         let n = bytes / 4;
         let src: Vec<f32> = (0..n).map(|i| i as f32).collect();

@@ -1066,7 +1066,10 @@ pub fn bandwidth_report(sim: Sim) {
         });
         let d2h_t = median(&mut || {
             v += 1;
-            assert_eq!(sim.run(q, s, v, &[d2h_raw(dst.as_mut_ptr(), a, n as u64)]), KNPU_STATUS_SUCCESS);
+            assert_eq!(
+                sim.run(q, s, v, &[d2h_raw(dst.as_mut_ptr(), a, n as u64)]),
+                KNPU_STATUS_SUCCESS
+            );
         });
         eprintln!(
             "bandwidth {} MiB: host memcpy {:.1} GB/s, h2d {:.1} GB/s, d2h {:.1} GB/s",

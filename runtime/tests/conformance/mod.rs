@@ -241,7 +241,7 @@ pub fn use_after_free_is_a_device_fault(dev: &Device) {
     let addr = b.device_address();
     s.synchronize().unwrap();
     drop(b);
-    dev.empty_cache();
+    dev.empty_cache().unwrap();
     let mut host = vec![0u8; 16];
     let e = s.memcpy_dtoh_raw(&mut host, addr).unwrap_err();
     assert_fault_names_address(&e, addr);
@@ -488,7 +488,7 @@ pub fn dropping_buffer_with_pending_work_is_safe(dev: &Device) {
 pub fn allocator_statistics(dev: &Device) {
     let s = Stream::new(dev).unwrap();
     s.synchronize().unwrap();
-    dev.empty_cache();
+    dev.empty_cache().unwrap();
     dev.reset_peak_memory_stats();
     let before = dev.memory_stats();
     let a = s.alloc::<u8>(1000).unwrap();
@@ -514,7 +514,7 @@ pub fn allocator_statistics(dev: &Device) {
     assert!(st3.peak_allocated_bytes >= before.allocated_bytes + 1024 + (3 << 20));
     assert!(st3.cached_bytes() > 0, "freed blocks stay cached");
     s.synchronize().unwrap();
-    dev.empty_cache();
+    dev.empty_cache().unwrap();
     let st4 = dev.memory_stats();
     assert!(
         st4.reserved_bytes < st3.reserved_bytes,
