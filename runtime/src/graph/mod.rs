@@ -36,6 +36,11 @@ impl NodeId {
     pub fn index(self) -> usize {
         self.0
     }
+
+    /// The node with this index (creation order).
+    pub fn from_index(index: usize) -> NodeId {
+        NodeId(index)
+    }
 }
 
 /// What a node does.
