@@ -163,10 +163,38 @@ impl Command {
     }
 }
 
+/// Semaphores named by a submission, with their values. The first few are stored inline, so
+/// a typical launch (one wait, one signal) allocates nothing for them.
+#[derive(Default)]
+pub struct SemaphoreList {
+    inline: [Option<(Arc<Semaphore>, u64)>; INLINE_SEMAPHORES],
+    more: Vec<(Arc<Semaphore>, u64)>,
+    len: usize,
+}
+
+/// Semaphores per submission stored without a heap allocation.
+pub const INLINE_SEMAPHORES: usize = 4;
+
+impl SemaphoreList {
+    /// Appends a semaphore and its value.
+    pub fn push(&mut self, item: (Arc<Semaphore>, u64)) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = Some(item),
+            None => self.more.push(item),
+        }
+        self.len += 1;
+    }
+
+    /// The semaphores in the order they were pushed.
+    pub fn iter(&self) -> impl Iterator<Item = &(Arc<Semaphore>, u64)> {
+        self.inline.iter().flatten().chain(&self.more)
+    }
+}
+
 /// A validated submission, owned by the queue until it completes.
 pub struct Submission {
     /// Semaphores to wait on, then semaphores to signal, with their values.
-    pub semaphores: Vec<(Arc<Semaphore>, u64)>,
+    pub semaphores: SemaphoreList,
     /// How many of `semaphores` are waits.
     pub wait_count: usize,
     /// The commands, in order.
@@ -181,13 +209,13 @@ unsafe impl Send for Submission {}
 
 impl Submission {
     /// The wait semaphores.
-    pub fn waits(&self) -> &[(Arc<Semaphore>, u64)] {
-        &self.semaphores[..self.wait_count]
+    pub fn waits(&self) -> impl Iterator<Item = &(Arc<Semaphore>, u64)> {
+        self.semaphores.iter().take(self.wait_count)
     }
 
     /// The signal semaphores.
-    pub fn signals(&self) -> &[(Arc<Semaphore>, u64)] {
-        &self.semaphores[self.wait_count..]
+    pub fn signals(&self) -> impl Iterator<Item = &(Arc<Semaphore>, u64)> {
+        self.semaphores.iter().skip(self.wait_count)
     }
 }
 
@@ -236,7 +264,7 @@ pub unsafe fn build(
             array(info.signal_values, info.signal_count)?,
         )
     };
-    let mut semaphores = Vec::with_capacity(wait_sems.len() + signal_sems.len());
+    let mut semaphores = SemaphoreList::default();
     for (&s, &v) in wait_sems
         .iter()
         .zip(wait_values)

@@ -8,6 +8,46 @@
 //! (static linking) or through the exported `knpu_driver_get_api` (as a plugin), the same
 //! table either way.
 //!
+//! # Semantics where the header leaves a choice
+//!
+//! - Configuration (read once, at first use): `KNPU_SIM_DEVICES` (default 1, at most 64),
+//!   `KNPU_SIM_MEMORY` per device (default 4G; suffixes K/M/G/T; backed lazily, so the
+//!   default costs nothing), `KNPU_SIM_CORES` (compute pool threads, default the host's),
+//!   `KNPU_SIM_FAIL_ALLOC=N` (the N-th allocation of each device fails), and the timing
+//!   profile `KNPU_SIM_PEAK_F32_MFLOPS`, `KNPU_SIM_PEAK_F16_MFLOPS`, `KNPU_SIM_PEAK_INT8_MOPS`,
+//!   `KNPU_SIM_MEMORY_BANDWIDTH_MBPS`, `KNPU_SIM_DMA_BANDWIDTH_MBPS`. A bad value is reported
+//!   on stderr and replaced by its default.
+//! - Addresses: device `i` allocates upward from `(i + 1) << 44`, 256-byte aligned, with a
+//!   64 KiB unmapped gap after each allocation; addresses are not reused until that range is
+//!   exhausted, so a stale address faults (and the message says "freed" for the last 4096
+//!   frees).
+//! - Limits: 64 queues per device (`queue_create` beyond that: OUT_OF_MEMORY, the header's
+//!   "host resource exhausted"); kernel parameter structs up to 192 bytes are copied without
+//!   a heap allocation (larger ones are copied to the heap).
+//! - Priority: a LOW queue's kernels use at most half of the compute pool, so NORMAL and HIGH
+//!   queues always find free cores; NORMAL and HIGH behave alike (the pool is shared FIFO,
+//!   nothing is preempted).
+//! - Aliasing in kernels: an operand at the same address as the output is an in-place
+//!   update; an operand that partially overlaps the output is copied first, so results are as
+//!   if all inputs were read before any output was written.
+//! - Submit-time validation: malformed commands (unknown type, non-zero flags, null host
+//!   pointer with a non-zero size, bad fill pattern size or a size that is not a multiple of
+//!   it, misaligned timestamp destination, bad kernel parameters) make `queue_submit` return
+//!   INVALID_VALUE, an unknown kernel id or unsupported dtype NOT_SUPPORTED, an unknown
+//!   semaphore or peer device INVALID_HANDLE; nothing of a refused submission runs and its
+//!   host functions are not called. Device addresses are checked when the command runs.
+//!   The command array's stride is the first command's `struct_size` (all must agree), so a
+//!   caller built against a later minor with a larger `KnpuCommand` is read correctly.
+//! - Device loss: every call that creates work or objects on the device (alloc, submit,
+//!   queue and semaphore creation, memory info, fault injection, host signal) returns
+//!   DEVICE_LOST; its semaphores fail at once with DEVICE_LOST; queued submissions fail
+//!   without running (a queue blocked on a wait notices within a few milliseconds). Releasing
+//!   calls (`mem_free`, `queue_destroy`, `semaphore_destroy`) and queries (name, attributes,
+//!   clock, profile) keep working, so callers can clean up.
+//! - Profiling keeps at most 2^20 records per device; older ones are dropped first.
+//!   `modeled_ns` comes from the timing profile: copies and fills by bytes over the DMA or
+//!   memory bandwidth, kernels by the larger of their memory and compute time.
+//!
 //! This file holds the table and its `extern "C"` functions: each validates its handles and
 //! pointers, catches panics (a panic never crosses the C boundary; it becomes
 //! `KNPU_STATUS_INTERNAL`) and forwards to the module that owns the concept.

@@ -207,7 +207,7 @@ impl Worker {
         }
         if failure.is_none() {
             let lost = || self.device.is_lost();
-            for (i, (sem, value)) in s.waits().iter().enumerate() {
+            for (i, (sem, value)) in s.waits().enumerate() {
                 let status = sem.wait(*value, u64::MAX, &lost);
                 if status == KNPU_STATUS_SUCCESS {
                     continue;
@@ -261,10 +261,9 @@ impl Worker {
             }
         }
         match failure {
-            None => s.signals().iter().for_each(|(sem, v)| sem.signal(*v)),
+            None => s.signals().for_each(|(sem, v)| sem.signal(*v)),
             Some(f) => s
                 .signals()
-                .iter()
                 .for_each(|(sem, _)| sem.fail(f.status, &f.message)),
         }
     }

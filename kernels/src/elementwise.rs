@@ -2,8 +2,9 @@
 //!
 //! Every element type is widened to f32, computed in f32 and narrowed back (round to nearest
 //! even for f16 and bf16), one tile of [`TILE`] elements at a time so the widened operands stay
-//! in L1. The work is memory-bound: a tile loop the compiler vectorises reaches the same
-//! bandwidth as hand-written SIMD, so there is no per-ISA path here.
+//! in L1. The work is memory-bound, so there are no intrinsics: the one tile loop is
+//! compiled twice, portable and with AVX2/FMA/F16C enabled, and [`elementwise_with_isa`]
+//! picks one.
 //!
 //! Aliasing: the output is the only `&mut` slice. An operand that is the output itself (an
 //! in-place update such as `x = x + y` or `x = alpha * x`) is passed as [`Input::Out`], which
@@ -15,7 +16,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::{KernelError, Parallelism};
+use crate::{isa, Isa, KernelError, Parallelism};
 
 /// Elements converted and computed per step; three f32 tiles of this size fit in L1.
 pub const TILE: usize = 512;
@@ -120,13 +121,27 @@ impl<'a, T> Input<'a, T> {
     }
 }
 
-/// Computes `out[i] = op(a[i], b[i])` for every `i < out.len()`, in f32.
+/// Computes `out[i] = op(a[i], b[i])` for every `i < out.len()`, in f32, on the
+/// [`isa::active`] path.
 ///
 /// `b` is required unless `op` is [`ElementwiseOp::Scale`] (where it is ignored). Operand
 /// slices may be longer than `out`; only the first `out.len()` elements are read.
 /// With `Parallelism::Rayon`, large vectors are split into contiguous ranges across the
 /// current rayon pool; the result does not depend on the split.
 pub fn elementwise<T: Element>(
+    op: ElementwiseOp,
+    alpha: f32,
+    a: Input<'_, T>,
+    b: Option<Input<'_, T>>,
+    out: &mut [T],
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    elementwise_with_isa(isa::active(), op, alpha, a, b, out, par)
+}
+
+/// [`elementwise`] on a chosen path; `Unsupported` when the host cannot run `isa`.
+pub fn elementwise_with_isa<T: Element>(
+    isa: Isa,
     op: ElementwiseOp,
     alpha: f32,
     a: Input<'_, T>,
@@ -145,9 +160,14 @@ pub fn elementwise<T: Element>(
     } else {
         None
     };
+    if !isa.is_supported() {
+        return Err(KernelError::Unsupported {
+            detail: format!("the host cannot run the {} path", isa.name()),
+        });
+    }
     let tasks = par.threads().min(n / MIN_ELEMENTS_PER_TASK).max(1);
     if tasks == 1 {
-        run_range(op, alpha, a, b, out);
+        run_range_with_isa(isa, op, alpha, a, b, out);
         return Ok(());
     }
     let chunk = n.div_ceil(tasks).div_ceil(TILE) * TILE;
@@ -156,7 +176,8 @@ pub fn elementwise<T: Element>(
         .for_each(|(i, out_chunk)| {
             let start = i * chunk;
             let len = out_chunk.len();
-            run_range(
+            run_range_with_isa(
+                isa,
                 op,
                 alpha,
                 a.offset(start, len),
@@ -167,7 +188,44 @@ pub fn elementwise<T: Element>(
     Ok(())
 }
 
+/// The serial loop on `isa`, which the host supports.
+fn run_range_with_isa<T: Element>(
+    isa: Isa,
+    op: ElementwiseOp,
+    alpha: f32,
+    a: Input<'_, T>,
+    b: Option<Input<'_, T>>,
+    out: &mut [T],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => {
+            // SAFETY: the caller checked that the host supports `isa`, and both x86 paths
+            // include AVX2, FMA and F16C (isa.rs).
+            unsafe { run_range_avx2(op, alpha, a, b, out) }
+        }
+        _ => run_range(op, alpha, a, b, out),
+    }
+}
+
+/// [`run_range`] compiled with AVX2, FMA and F16C.
+///
+/// # Safety
+/// - The host must support AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_range_avx2<T: Element>(
+    op: ElementwiseOp,
+    alpha: f32,
+    a: Input<'_, T>,
+    b: Option<Input<'_, T>>,
+    out: &mut [T],
+) {
+    run_range(op, alpha, a, b, out)
+}
+
 /// The serial loop over one contiguous range; operands are already sliced to `out`'s range.
+#[inline(always)]
 fn run_range<T: Element>(
     op: ElementwiseOp,
     alpha: f32,
@@ -199,7 +257,7 @@ fn run_range<T: Element>(
 }
 
 /// Computes into `a` in place; `b` is ignored by `Scale`.
-#[inline]
+#[inline(always)]
 fn compute(op: ElementwiseOp, alpha: f32, a: &mut [f32], b: &[f32]) {
     match op {
         ElementwiseOp::Add => a.iter_mut().zip(b).for_each(|(x, y)| *x += *y),
@@ -247,14 +305,19 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        for &n in &[0usize, 1, 7, TILE - 1, TILE, TILE + 1, 100_003] {
+        for (isa, &n) in isa::supported().into_iter().flat_map(|isa| {
+            [0usize, 1, 7, TILE - 1, TILE, TILE + 1, 100_003]
+                .iter()
+                .map(move |n| (isa, n))
+        }) {
             for op in OPS {
                 let a: Vec<T> = values(n, 1).into_iter().map(from).collect();
                 let b: Vec<T> = values(n, 7).into_iter().map(from).collect();
                 let mut out: Vec<T> = vec![from(0.0); n];
                 let alpha = 1.5f32;
                 pool.install(|| {
-                    elementwise(
+                    elementwise_with_isa(
+                        isa,
                         op,
                         alpha,
                         Input::Slice(&a),
@@ -269,7 +332,7 @@ mod tests {
                     let got = to(out[i]) as f64;
                     assert!(
                         (got - want).abs() <= tol * (1.0 + want.abs()),
-                        "{op:?} n={n} i={i}: got {got}, want {want}"
+                        "{isa:?} {op:?} n={n} i={i}: got {got}, want {want}"
                     );
                 }
             }
@@ -348,6 +411,22 @@ mod tests {
     fn bad_arguments_are_errors() {
         let a = [1.0f32; 4];
         let mut out = [0.0f32; 5];
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            if !isa.is_supported() {
+                assert!(matches!(
+                    elementwise_with_isa(
+                        isa,
+                        ElementwiseOp::Scale,
+                        1.0,
+                        Input::Slice(&a),
+                        None,
+                        &mut out[..4],
+                        Parallelism::None
+                    ),
+                    Err(KernelError::Unsupported { .. })
+                ));
+            }
+        }
         assert!(matches!(
             elementwise(
                 ElementwiseOp::Scale,

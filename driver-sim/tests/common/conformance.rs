@@ -598,14 +598,16 @@ pub fn semaphores(sim: Sim) {
 }
 
 pub fn invalid_handles_are_refused(sim: Sim) {
+    // Values no live object can have (other tests run concurrently, so a small well-formed
+    // value could name their live queue).
     let garbage = [
         null_mut::<std::ffi::c_void>(),
         2 as *mut _,
         0xdead_beef as *mut _,
         usize::MAX as *mut _,
         0x4e00_0000_0000_0999 as *mut _,
-        0x5100_0000_0000_0001 as *mut _,
-        0x5300_0000_0000_0001 as *mut _,
+        0x5100_00ff_ffff_fff0 as *mut _,
+        0x5300_00ff_ffff_fff0 as *mut _,
     ];
     let d = sim.device(0);
     let mut v = 0u64;
@@ -973,10 +975,18 @@ pub fn concurrent_queues(sim: Sim) {
                 let a = sim.alloc(d, n as u64);
                 let b = sim.alloc(d, n as u64);
                 let mut out = vec![0u8; n];
-                for i in 1..=200u64 {
-                    let cmds = [h2d(a, &data), d2d(b, a, n as u64), d2h(&mut out, b)];
+                // One raw pointer for all copies: the host must not re-borrow `out` while
+                // earlier copies into it may still run.
+                let out_ptr = out.as_mut_ptr();
+                let rounds = if cfg!(miri) { 20 } else { 200u64 };
+                for i in 1..=rounds {
+                    let cmds = [
+                        h2d(a, &data),
+                        d2d(b, a, n as u64),
+                        d2h_raw(out_ptr, b, n as u64),
+                    ];
                     assert_eq!(sim.submit(q, &[], &cmds, &[(s, i)]), KNPU_STATUS_SUCCESS);
-                    if i % 50 == 0 {
+                    if i % 10 == 0 {
                         assert_eq!(call!(sim, semaphore_wait(s, i, WAIT)), KNPU_STATUS_SUCCESS);
                         assert_eq!(out, data);
                     }
@@ -1042,7 +1052,7 @@ pub fn bandwidth_report(sim: Sim) {
         let src = pattern_bytes(n, 5);
         let mut dst = vec![0u8; n];
         let a = sim.alloc(d, n as u64);
-        let reps = (256 << 20) / n;
+        let reps = ((64 << 20) / n).max(1);
         let median = |f: &mut dyn FnMut()| {
             let mut t: Vec<Duration> = (0..5)
                 .map(|_| {

@@ -36,7 +36,8 @@ unsafe impl Send for Sim {}
 // SAFETY: as above.
 unsafe impl Sync for Sim {}
 
-pub const WAIT: u64 = 10_000_000_000;
+/// Timeout of waits that must succeed (Miri runs far slower, so it waits as long as needed).
+pub const WAIT: u64 = if cfg!(miri) { u64::MAX } else { 10_000_000_000 };
 
 impl Sim {
     /// The table (a method, so closures capture the whole `Sim`, which is `Send`).
