@@ -1,7 +1,7 @@
 //! The `knpu` command.
 //!
 //! `knpu devices` lists devices like an smi tool; `knpu bench <suite> [--json]` runs a
-//! benchmark suite (see [`bench`]).
+//! benchmark suite (see `bench`).
 
 mod bench;
 mod devices;

@@ -71,6 +71,7 @@ fn captured_replay_equals_eager_with_fork_and_join() {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn eager(
     s1: &Stream,
     s2: &Stream,

@@ -61,7 +61,10 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
             case: crate::case! {"mode" => "graph", "nodes" => n},
             runs: samples,
             median_s: graph_s * n as f64,
-            rates: vec![("us", graph_s * 1e6), ("speedup_vs_eager", eager_s / graph_s)],
+            rates: vec![
+                ("us", graph_s * 1e6),
+                ("speedup_vs_eager", eager_s / graph_s),
+            ],
         });
     }
     Ok(())

@@ -143,15 +143,21 @@ pub mod graph;
 pub mod runtime;
 
 /// The suites `knpu bench` knows, with a line each for `--help`.
-pub const SUITES: &[(&str, &str)] = &[(
-    "runtime",
+pub const SUITES: &[(&str, &str)] = &[
+    (
+        "runtime",
         "launch cost, round trip, event record, cached alloc+free, copy bandwidth (--quick)",
-), ("graph", "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)")];
+    ),
+    (
+        "graph",
+        "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)",
+    ),
+];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
 pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
     match name {
-                "runtime" => runtime::run(args, sink),
+        "runtime" => runtime::run(args, sink),
         "graph" => graph::run(args, sink),
         _ => Err(format!(
             "unknown benchmark suite `{name}`; suites: {}",

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 fn generate() -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let header = root.join("../include/knpu_driver.h");
-    if let Err(e) = std::panic::catch_unwind(|| clang_probe()) {
+    if let Err(e) = std::panic::catch_unwind(clang_probe) {
         panic!(
             "bindgen could not load libclang ({e:?}). Install it (Debian: `apt-get install \
              libclang-dev`, or set LIBCLANG_PATH) and run this test again."

@@ -297,10 +297,8 @@ impl Driver {
     pub(crate) fn device_name(&self, d: abi::KnpuDriverDevice) -> Result<String> {
         let mut buf = [0 as std::os::raw::c_char; 256];
         // SAFETY: buffer and its capacity match; the driver NUL-terminates within it.
-        check(
-            unsafe { (self.t.device_get_name)(d, buf.as_mut_ptr(), buf.len()) },
-            "device_get_name",
-        )?;
+        let status = unsafe { (self.t.device_get_name)(d, buf.as_mut_ptr(), buf.len()) };
+        check(status, "device_get_name")?;
         *buf.last_mut().expect("non-empty") = 0;
         // SAFETY: NUL-terminated: the last byte was just set to 0.
         Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
@@ -311,10 +309,8 @@ impl Driver {
     pub(crate) fn attribute(&self, d: abi::KnpuDriverDevice, attr: u32) -> Result<i64> {
         let mut v = 0i64;
         // SAFETY: valid out-pointer.
-        check(
-            unsafe { (self.t.device_get_attribute)(d, attr, &mut v) },
-            "device_get_attribute",
-        )?;
+        let status = unsafe { (self.t.device_get_attribute)(d, attr, &mut v) };
+        check(status, "device_get_attribute")?;
         Ok(v)
     }
 
@@ -326,20 +322,16 @@ impl Driver {
     ) -> Result<bool> {
         let mut v = 0i32;
         // SAFETY: valid out-pointer.
-        check(
-            unsafe { (self.t.device_supports_kernel)(d, kernel, dtype, &mut v) },
-            "device_supports_kernel",
-        )?;
+        let status = unsafe { (self.t.device_supports_kernel)(d, kernel, dtype, &mut v) };
+        check(status, "device_supports_kernel")?;
         Ok(v != 0)
     }
 
     pub(crate) fn memory_info(&self, d: abi::KnpuDriverDevice) -> Result<(u64, u64)> {
         let (mut free, mut total) = (0u64, 0u64);
         // SAFETY: valid out-pointers.
-        check(
-            unsafe { (self.t.device_memory_info)(d, &mut free, &mut total) },
-            "device_memory_info",
-        )?;
+        let status = unsafe { (self.t.device_memory_info)(d, &mut free, &mut total) };
+        check(status, "device_memory_info")?;
         Ok((free, total))
     }
 
@@ -387,10 +379,8 @@ impl Driver {
     ) -> Result<abi::KnpuQueue> {
         let mut q: abi::KnpuQueue = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        check(
-            unsafe { (self.t.queue_create)(d, priority, &mut q) },
-            "queue_create",
-        )?;
+        let status = unsafe { (self.t.queue_create)(d, priority, &mut q) };
+        check(status, "queue_create")?;
         Ok(q)
     }
 
@@ -421,29 +411,23 @@ impl Driver {
     ) -> Result<abi::KnpuSemaphore> {
         let mut s: abi::KnpuSemaphore = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        check(
-            unsafe { (self.t.semaphore_create)(d, initial, &mut s) },
-            "semaphore_create",
-        )?;
+        let status = unsafe { (self.t.semaphore_create)(d, initial, &mut s) };
+        check(status, "semaphore_create")?;
         Ok(s)
     }
 
     pub(crate) fn semaphore_destroy(&self, s: abi::KnpuSemaphore) -> Result<()> {
         // SAFETY: `s` came from semaphore_create and its owner destroys it once.
-        check(
-            unsafe { (self.t.semaphore_destroy)(s) },
-            "semaphore_destroy",
-        )
+        let status = unsafe { (self.t.semaphore_destroy)(s) };
+        check(status, "semaphore_destroy")
     }
 
     #[inline]
     pub(crate) fn semaphore_query(&self, s: abi::KnpuSemaphore) -> Result<u64> {
         let mut v = 0u64;
         // SAFETY: valid out-pointer; `s` is alive while its owner holds it.
-        check(
-            unsafe { (self.t.semaphore_query)(s, &mut v) },
-            "semaphore_query",
-        )?;
+        let status = unsafe { (self.t.semaphore_query)(s, &mut v) };
+        check(status, "semaphore_query")?;
         Ok(v)
     }
 
@@ -503,10 +487,8 @@ impl Driver {
             let mut chunk = vec![blank; 4096];
             let mut n = 0usize;
             // SAFETY: `chunk` has room for its length, every record's struct_size is set.
-            check(
-                unsafe { f(d, chunk.as_mut_ptr(), chunk.len(), &mut n) },
-                "device_read_profile",
-            )?;
+            let status = unsafe { f(d, chunk.as_mut_ptr(), chunk.len(), &mut n) };
+            check(status, "device_read_profile")?;
             let n = n.min(chunk.len());
             out.extend_from_slice(&chunk[..n]);
             if n < chunk.len() {

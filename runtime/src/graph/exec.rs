@@ -180,6 +180,14 @@ struct Plan {
     deps: Vec<Vec<NodeId>>,
 }
 
+/// A host node's function, boxed so its address stays put while launches point to it.
+/// (A `Box<Arc<dyn Fn>>` because the driver's `user_data` is a thin pointer.)
+#[allow(clippy::vec_box)]
+type HostFnBox = Box<Arc<dyn Fn() + Send + Sync>>;
+
+/// An event recorded by a launch: the event, where, and its timestamp slot.
+type EventRecordAt = (Arc<EventInner>, Arc<Semaphore>, u64, Option<Arc<AtomicU64>>);
+
 struct Launches {
     count: u64,
     last_done: Option<(Arc<Semaphore>, u64)>,
@@ -193,7 +201,7 @@ struct ExecInner {
     signals_per_launch: Vec<u64>,
     plan: Mutex<Plan>,
     launches: Mutex<Launches>,
-    host_fns: Mutex<Vec<Box<Arc<dyn Fn() + Send + Sync>>>>,
+    host_fns: Mutex<Vec<HostFnBox>>,
     _keep: Arc<Mutex<Vec<Box<dyn std::any::Any + Send>>>>,
     _memory: Arc<GraphMemory>,
     mem_instances: Option<Arc<AtomicUsize>>,
@@ -245,7 +253,7 @@ unsafe extern "C" fn graph_host_fn(user: *mut std::os::raw::c_void, status: abi:
 
 fn encode_command(
     kind: &NodeKind,
-    host_fns: &mut Vec<Box<Arc<dyn Fn() + Send + Sync>>>,
+    host_fns: &mut Vec<HostFnBox>,
 ) -> Option<(abi::KnpuCommand, Option<Arc<[u64]>>)> {
     match kind {
         NodeKind::Command {
@@ -482,8 +490,7 @@ impl GraphExec {
             .map(|(s, v)| (s.clone(), *v));
         let mut entered = vec![false; inner.sems.len()];
         let mut finals: Vec<Option<u64>> = vec![None; inner.sems.len()];
-        let mut recorded: Vec<(Arc<EventInner>, Arc<Semaphore>, u64, Option<Arc<AtomicU64>>)> =
-            Vec::new();
+        let mut recorded: Vec<EventRecordAt> = Vec::new();
         for seg in &plan.segments {
             let q = seg.queue;
             let mut waits: Vec<(Arc<Semaphore>, u64)> = Vec::new();
