@@ -343,6 +343,24 @@ fn every_epilogue_on_every_path() {
 }
 
 #[test]
+fn gemv_split_over_k_on_two_threads() {
+    // Large enough that the GEMV path splits B's rows between threads and adds partials.
+    let mut rng = Rng(31337);
+    for isa in isa::supported() {
+        for m in 1..=4 {
+            let mut case = dense_case(&mut rng, m, 700, 600, 1);
+            case.desc = GemmDesc::new(m, 700, 600).with_scale(0.5, 0.75);
+            case.par = Parallelism::Rayon(2);
+            case.bias = true;
+            case.act = Activation::Silu;
+            case.residual = m % 2 == 0;
+            check::<f32, f32, f32>(isa, case, 17);
+            check::<bf16, bf16, f16>(isa, case, 18);
+        }
+    }
+}
+
+#[test]
 fn k_zero_scales_c_and_applies_epilogue() {
     for isa in isa::supported() {
         let d = GemmDesc::new(3, 5, 0).with_scale(2.0, 0.5);

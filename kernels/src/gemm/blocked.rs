@@ -213,17 +213,46 @@ pub(crate) unsafe fn run_task<S: Simd, TA: Element, TB: Element, TC: Element>(
     job: &Job<TA, TB, TC>,
     t: &Task,
 ) {
-    let result = BUFFERS.try_with(|cell| match cell.try_borrow_mut() {
-        // SAFETY: forwarded caller contract.
-        Ok(mut bufs) => unsafe { run_task_in::<S, TA, TB, TC>(job, t, &mut bufs) },
-        // Re-entered on this thread (a caller's own task ran inside ours): use fresh buffers.
-        // SAFETY: forwarded caller contract.
-        Err(_) => unsafe { run_task_in::<S, TA, TB, TC>(job, t, &mut Buffers::default()) },
-    });
-    if result.is_err() {
-        // Thread-local storage is being torn down: fresh buffers still give the right answer.
-        // SAFETY: forwarded caller contract.
-        unsafe { run_task_in::<S, TA, TB, TC>(job, t, &mut Buffers::default()) }
+    // Take this thread's buffers for the task and give them back after. No closure wraps the
+    // work: a closure would not inherit the caller's target features. A task that runs
+    // inside another on the same thread finds the slot empty and allocates its own.
+    let mut bufs = BUFFERS.try_with(RefCell::take).unwrap_or_default();
+    // SAFETY: forwarded caller contract.
+    unsafe { run_task_in::<S, TA, TB, TC>(job, t, &mut bufs) };
+    let _ = BUFFERS.try_with(|cell| cell.replace(bufs));
+}
+
+/// The epilogue pieces for row `i`, from column `j` on.
+#[inline(always)]
+unsafe fn row_epi<TC>(
+    bias: *const f32,
+    act: Activation,
+    residual: *const TC,
+    ld_residual: usize,
+    i: usize,
+    j: usize,
+) -> RowEpi<TC> {
+    // SAFETY: the caller passes a row and column inside the validated bias and residual.
+    unsafe {
+        RowEpi {
+            bias: if bias.is_null() { bias } else { bias.add(j) },
+            act,
+            residual: if residual.is_null() {
+                residual
+            } else {
+                residual.add(i * ld_residual + j)
+            },
+        }
+    }
+}
+
+/// What comes before the first k-block: `beta * C`, or nothing when `beta == 0`.
+#[inline(always)]
+fn first_prev<TC>(beta: f32, crow: *const TC) -> Prev<TC> {
+    if beta == 0.0 {
+        Prev::Zero
+    } else {
+        Prev::Out { p: crow, beta }
     }
 }
 
@@ -244,30 +273,6 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
         } else {
             job.residual.add(t.batch * job.stride_residual)
         };
-        let row_epi = |i: usize, j: usize| RowEpi {
-            bias: if job.bias.is_null() {
-                job.bias
-            } else {
-                job.bias.add(j)
-            },
-            act: job.act,
-            residual: if residual.is_null() {
-                residual
-            } else {
-                residual.add(i * job.ld_residual + j)
-            },
-        };
-        let first_prev = |crow: *const TC| {
-            if job.beta == 0.0 {
-                Prev::Zero
-            } else {
-                Prev::Out {
-                    p: crow,
-                    beta: job.beta,
-                }
-            }
-        };
-
         if job.k == 0 || job.alpha == 0.0 {
             // No product: C = act(beta * C + bias) + residual, A and B are not read.
             for i in t.r0..t.r1 {
@@ -276,9 +281,9 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                     t.c1 - t.c0,
                     core::ptr::null(),
                     job.alpha,
-                    first_prev(crow),
+                    first_prev(job.beta, crow),
                     Dest::Out(crow),
-                    &row_epi(i, t.c0),
+                    &row_epi(job.bias, job.act, residual, job.ld_residual, i, t.c0),
                 );
             }
             return;
@@ -339,7 +344,7 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                                     crow as *mut f32
                                 };
                                 let prev = if first {
-                                    first_prev(crow)
+                                    first_prev(job.beta, crow)
                                 } else {
                                     Prev::Acc(accrow)
                                 };
@@ -354,7 +359,7 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                                     job.alpha,
                                     prev,
                                     dest,
-                                    &row_epi(i, j),
+                                    &row_epi(job.bias, job.act, residual, job.ld_residual, i, j),
                                 );
                             }
                             ir += mr;

@@ -1,10 +1,16 @@
 //! GEMV and small-m GEMM (decode): `m <= GEMV_MAX_M` rows of A against all of B.
 //!
 //! These problems are bound by reading B, so B is streamed exactly once, straight from its
-//! storage, never packed: for B stored k x n, register blocks of `GEMV_NB` columns accumulate
-//! `axpy`-style down the rows of B; for B stored n x k (weights as `[out, in]`), groups of
-//! four stored rows are dotted with the rows of A. A is tiny and is widened to a contiguous
-//! f32 copy by the safe layer first. The epilogue runs on each finished register block.
+//! storage, never packed, in long contiguous runs:
+//!
+//! - B stored k x n: rows of B are folded `axpy`-style into f32 accumulator rows that stay in
+//!   cache. With several threads each takes a contiguous range of B's rows (a slab of memory
+//!   read front to back) into its own partial sums, and a short finishing pass adds the
+//!   partials and applies the epilogue.
+//! - B stored n x k (weights as `[out, in]`): each thread takes a range of stored rows and
+//!   dots groups of four with the rows of A.
+//!
+//! A is tiny and is widened to a contiguous f32 copy by the safe layer first.
 
 use super::element::Element;
 use super::epilogue::{self, Dest, Prev, RowEpi};
@@ -37,6 +43,23 @@ pub(crate) struct GemvJob<TB, TC> {
     pub residual: *const TC,
     pub ld_residual: usize,
     pub stride_residual: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// Partial sums of `Partial` tasks: `parts x m x n` floats, or null when k is not split.
+    pub partials: *mut f32,
+    /// How many `Partial` tasks there are.
+    pub parts: usize,
+}
+
+/// One piece of a GEMV-shaped problem.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GemvTask {
+    /// Columns `c0..c1` of batch `batch`, all of k, epilogue included.
+    Columns { batch: usize, c0: usize, c1: usize },
+    /// Batch 0, rows `p0..p1` of B stored k x n, all columns, into partial sums `part`.
+    Partial { part: usize, p0: usize, p1: usize },
+    /// Batch 0, columns `c0..c1`: add the partial sums and apply the epilogue.
+    Finish { c0: usize, c1: usize },
 }
 
 // SAFETY: built only by the safe layer from slices that outlive the call; tasks write
@@ -45,30 +68,92 @@ unsafe impl<TB, TC> Sync for GemvJob<TB, TC> {}
 // SAFETY: as for `Sync`.
 unsafe impl<TB, TC> Send for GemvJob<TB, TC> {}
 
-/// Output register block: up to `GEMV_MAX_M` rows of the widest `GEMV_NB` (64).
-#[repr(align(64))]
-struct Block([f32; GEMV_MAX_M * 64]);
+/// Columns of C one pass down B accumulates when B is stored k x n (8 KiB of f32 per row).
+const AXPY_CHUNK: usize = 2048;
 
-/// Computes columns `c0..c1` of every row of C in batch `batch`.
+/// Runs one task.
 ///
 /// # Safety
 /// - The host supports `S`'s instructions.
-/// - `job` was validated; `1 <= m <= GEMV_MAX_M`, `k >= 1`; `c1 <= n`.
-/// - No other running task writes these columns of this batch.
+/// - `job` was validated; `1 <= m <= GEMV_MAX_M`, `k >= 1`; column and row ranges are inside
+///   C and B; `partials` holds `parts x m x n` floats when a task uses it.
+/// - No other running task writes the same columns of C or the same partial sums, and every
+///   `Partial` task has finished before any `Finish` task starts.
 #[inline(always)]
 pub(crate) unsafe fn run_task<S: Simd, TB: Element, TC: Element>(
     job: &GemvJob<TB, TC>,
-    batch: usize,
-    c0: usize,
-    c1: usize,
+    t: &GemvTask,
 ) {
     // SAFETY: forwarded caller contract.
     unsafe {
-        match job.m {
-            1 => task_rows::<S, TB, TC, 1>(job, batch, c0, c1),
-            2 => task_rows::<S, TB, TC, 2>(job, batch, c0, c1),
-            3 => task_rows::<S, TB, TC, 3>(job, batch, c0, c1),
-            _ => task_rows::<S, TB, TC, 4>(job, batch, c0, c1),
+        match *t {
+            GemvTask::Columns { batch, c0, c1 } => match job.m {
+                1 => task_rows::<S, TB, TC, 1>(job, batch, c0, c1),
+                2 => task_rows::<S, TB, TC, 2>(job, batch, c0, c1),
+                3 => task_rows::<S, TB, TC, 3>(job, batch, c0, c1),
+                _ => task_rows::<S, TB, TC, 4>(job, batch, c0, c1),
+            },
+            GemvTask::Partial { part, p0, p1 } => {
+                let out = job.partials.add(part * job.m * job.n);
+                let a = job.a.add(p0);
+                let b = job.b.add(p0 * job.ldb);
+                let (k, ldb, n) = (p1 - p0, job.ldb, job.n);
+                match job.m {
+                    1 => axpy_chunk::<S, TB, 1>(a, job.k, k, b, ldb, 0, n, out, n),
+                    2 => axpy_chunk::<S, TB, 2>(a, job.k, k, b, ldb, 0, n, out, n),
+                    3 => axpy_chunk::<S, TB, 3>(a, job.k, k, b, ldb, 0, n, out, n),
+                    _ => axpy_chunk::<S, TB, 4>(a, job.k, k, b, ldb, 0, n, out, n),
+                }
+            }
+            GemvTask::Finish { c0, c1 } => finish::<S, TB, TC>(job, c0, c1),
+        }
+    }
+}
+
+/// Adds the partial sums of columns `c0..c1` into part 0 and stores them through the
+/// epilogue.
+#[inline(always)]
+unsafe fn finish<S: Simd, TB: Element, TC: Element>(job: &GemvJob<TB, TC>, c0: usize, c1: usize) {
+    let (m, n, lanes) = (job.m, job.n, S::LANES);
+    // SAFETY: see `run_task`; all indices are rows `< m` and columns `c0..c1 <= n`.
+    unsafe {
+        for r in 0..m {
+            let dst = job.partials.add(r * n);
+            for part in 1..job.parts {
+                let src = job.partials.add((part * m + r) * n);
+                let mut j = c0;
+                while j + lanes <= c1 {
+                    S::store(dst.add(j), S::add(S::load(dst.add(j)), S::load(src.add(j))));
+                    j += lanes;
+                }
+                while j < c1 {
+                    *dst.add(j) += *src.add(j);
+                    j += 1;
+                }
+            }
+            let crow = job.c.add(r * job.ldc + c0);
+            let prev = if job.beta == 0.0 {
+                Prev::Zero
+            } else {
+                Prev::Out {
+                    p: crow as *const TC,
+                    beta: job.beta,
+                }
+            };
+            let epi = RowEpi {
+                bias: if job.bias.is_null() {
+                    job.bias
+                } else {
+                    job.bias.add(c0)
+                },
+                act: job.act,
+                residual: if job.residual.is_null() {
+                    job.residual
+                } else {
+                    job.residual.add(r * job.ld_residual + c0)
+                },
+            };
+            epilogue::row::<S, TC>(c1 - c0, dst.add(c0), job.alpha, prev, Dest::Out(crow), &epi);
         }
     }
 }
@@ -83,7 +168,7 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element, const RM: usize>(
     let nb = S::GEMV_NB;
     debug_assert!(nb <= 64 && nb == 4 * S::LANES);
     // SAFETY: every pointer stays inside the validated operands: rows of A `< RM`, steps
-    // `< k`, columns `< c1 <= n`; the block buffer holds `RM x nb` floats.
+    // `< k`, columns `< c1 <= n`; the block buffer holds `RM x width` floats.
     unsafe {
         let a = job.a.add(batch * job.m * job.k);
         let b = job.b.add(batch * job.stride_b);
@@ -93,15 +178,18 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element, const RM: usize>(
         } else {
             job.residual.add(batch * job.stride_residual)
         };
-        let mut block = Block([0.0; GEMV_MAX_M * 64]);
-        let out = block.0.as_mut_ptr();
+        // Dot products finish a few columns at a time; axpy rows accumulate a wide chunk of
+        // columns in L1 so every stored row of B is read in long contiguous runs.
+        let width = if job.trans_b { nb } else { AXPY_CHUNK };
+        let mut block = vec![0.0f32; RM * width];
+        let out = block.as_mut_ptr();
         let mut j0 = c0;
         while j0 < c1 {
-            let cols = nb.min(c1 - j0);
+            let cols = width.min(c1 - j0);
             if job.trans_b {
-                dot_block::<S, TB, RM>(a, job.k, b, job.ldb, j0, cols, out, nb);
+                dot_block::<S, TB, RM>(a, job.k, b, job.ldb, j0, cols, out, width);
             } else {
-                axpy_block::<S, TB, RM>(a, job.k, b, job.ldb, j0, cols, out, nb);
+                axpy_chunk::<S, TB, RM>(a, job.k, job.k, b, job.ldb, j0, cols, out, width);
             }
             for r in 0..RM {
                 let crow = c.add(r * job.ldc + j0);
@@ -128,7 +216,7 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element, const RM: usize>(
                 };
                 epilogue::row::<S, TC>(
                     cols,
-                    out.add(r * nb),
+                    out.add(r * width),
                     job.alpha,
                     prev,
                     Dest::Out(crow),
@@ -140,62 +228,75 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element, const RM: usize>(
     }
 }
 
-/// `out[r][0..cols] = sum_p a[r][p] * B[p][j0 + ..]` for B stored k x n.
+/// `out[r][0..cols] = sum_p a[r * lda + p] * B[p][j0 + ..]`, `p < k`, for B stored k x n.
+///
+/// Four stored rows of B at a time are folded into the accumulator rows, which stay in L1:
+/// per vector of columns, four loads of B, `RM` loads and stores of the accumulators and
+/// `4 RM` fused multiply-adds.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the loop's extents, kept as plain values
-unsafe fn axpy_block<S: Simd, TB: Element, const RM: usize>(
+unsafe fn axpy_chunk<S: Simd, TB: Element, const RM: usize>(
     a: *const f32,
+    lda: usize,
     k: usize,
     b: *const TB,
     ldb: usize,
     j0: usize,
     cols: usize,
     out: *mut f32,
-    nb: usize,
+    width: usize,
 ) {
-    const NV: usize = 4;
+    const STEP: usize = 4;
     let lanes = S::LANES;
-    // SAFETY: see `task_rows`; partial loads read only the `cols` valid columns.
+    let full = cols / lanes * lanes;
+    // SAFETY: see `task_rows`: rows `p < k` of B, columns `j0 .. j0 + cols`; accumulator
+    // rows `r < RM` of `width >= cols` floats.
     unsafe {
-        let mut acc = [[S::zero(); NV]; RM];
-        let mut brow = b.add(j0);
-        if cols == nb {
-            for p in 0..k {
-                let mut bv = [S::zero(); NV];
-                for (v, slot) in bv.iter_mut().enumerate() {
-                    *slot = S::load_elem::<TB>(brow.add(v * lanes));
-                }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let av = S::splat(*a.add(r * k + p));
-                    for (v, slot) in row.iter_mut().enumerate() {
-                        *slot = S::fma(av, bv[v], *slot);
-                    }
-                }
-                brow = brow.add(ldb);
-            }
-        } else {
-            for p in 0..k {
-                let mut bv = [S::zero(); NV];
-                for (v, slot) in bv.iter_mut().enumerate() {
-                    let start = v * lanes;
-                    if start < cols {
-                        *slot =
-                            S::load_elem_partial::<TB>(brow.add(start), lanes.min(cols - start));
-                    }
-                }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let av = S::splat(*a.add(r * k + p));
-                    for (v, slot) in row.iter_mut().enumerate() {
-                        *slot = S::fma(av, bv[v], *slot);
-                    }
-                }
-                brow = brow.add(ldb);
-            }
+        for r in 0..RM {
+            core::ptr::write_bytes(out.add(r * width), 0, cols);
         }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, slot) in row.iter().enumerate() {
-                S::store(out.add(r * nb + v * lanes), *slot);
+        let mut p = 0;
+        while p < k {
+            let steps = STEP.min(k - p);
+            let mut rows = [b; STEP];
+            let mut av = [[S::zero(); STEP]; RM];
+            let mut ascalar = [[0.0f32; STEP]; RM];
+            for q in 0..STEP {
+                // Steps past k repeat the last row with a zero weight: same result, no branch.
+                let pq = p + q.min(steps - 1);
+                rows[q] = b.add(pq * ldb + j0);
+                for r in 0..RM {
+                    let w = if q < steps { *a.add(r * lda + pq) } else { 0.0 };
+                    ascalar[r][q] = w;
+                    av[r][q] = S::splat(w);
+                }
             }
+            let mut j = 0;
+            while j < full {
+                let mut bv = [S::zero(); STEP];
+                for (q, slot) in bv.iter_mut().enumerate() {
+                    *slot = S::load_elem::<TB>(rows[q].add(j));
+                }
+                for r in 0..RM {
+                    let o = out.add(r * width + j);
+                    let mut x = S::load(o);
+                    for q in 0..STEP {
+                        x = S::fma(av[r][q], bv[q], x);
+                    }
+                    S::store(o, x);
+                }
+                j += lanes;
+            }
+            while j < cols {
+                for r in 0..RM {
+                    let o = out.add(r * width + j);
+                    for q in 0..STEP {
+                        *o += ascalar[r][q] * (*rows[q].add(j)).to_f32();
+                    }
+                }
+                j += 1;
+            }
+            p += STEP;
         }
     }
 }

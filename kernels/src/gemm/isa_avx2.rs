@@ -9,7 +9,7 @@ use core::arch::x86_64::*;
 
 use super::blocked::{self, Job, Task};
 use super::element::{Dtype, Element};
-use super::gemv::{self, GemvJob};
+use super::gemv::{self, GemvJob, GemvTask};
 use super::microkernel;
 use super::simd::Simd;
 
@@ -133,14 +133,9 @@ unsafe impl Simd for Avx2 {
     }
 
     #[inline(always)]
-    unsafe fn gemv_task<TB: Element, TC: Element>(
-        job: &GemvJob<TB, TC>,
-        batch: usize,
-        c0: usize,
-        c1: usize,
-    ) {
+    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
         // SAFETY: forwarded caller contract; the host has AVX2, FMA, F16C (trait contract).
-        unsafe { gemv_task_avx2(job, batch, c0, c1) }
+        unsafe { gemv_task_avx2(job, t) }
     }
 }
 
@@ -163,12 +158,7 @@ unsafe fn gemm_task_avx2<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB
 /// # Safety
 /// As [`Simd::gemv_task`]; the host has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemv_task_avx2<TB: Element, TC: Element>(
-    job: &GemvJob<TB, TC>,
-    batch: usize,
-    c0: usize,
-    c1: usize,
-) {
+unsafe fn gemv_task_avx2<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
     // SAFETY: forwarded caller contract.
-    unsafe { gemv::run_task::<Avx2, TB, TC>(job, batch, c0, c1) }
+    unsafe { gemv::run_task::<Avx2, TB, TC>(job, t) }
 }

@@ -8,7 +8,7 @@ use core::arch::x86_64::*;
 
 use super::blocked::{self, Job, Task};
 use super::element::{Dtype, Element};
-use super::gemv::{self, GemvJob};
+use super::gemv::{self, GemvJob, GemvTask};
 use super::microkernel;
 use super::simd::Simd;
 
@@ -124,14 +124,9 @@ unsafe impl Simd for Avx512 {
     }
 
     #[inline(always)]
-    unsafe fn gemv_task<TB: Element, TC: Element>(
-        job: &GemvJob<TB, TC>,
-        batch: usize,
-        c0: usize,
-        c1: usize,
-    ) {
+    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
         // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
-        unsafe { gemv_task_avx512(job, batch, c0, c1) }
+        unsafe { gemv_task_avx512(job, t) }
     }
 }
 
@@ -154,12 +149,7 @@ unsafe fn gemm_task_avx512<TA: Element, TB: Element, TC: Element>(job: &Job<TA, 
 /// # Safety
 /// As [`Simd::gemv_task`]; the host has AVX-512F/BW/DQ/VL, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-unsafe fn gemv_task_avx512<TB: Element, TC: Element>(
-    job: &GemvJob<TB, TC>,
-    batch: usize,
-    c0: usize,
-    c1: usize,
-) {
+unsafe fn gemv_task_avx512<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
     // SAFETY: forwarded caller contract.
-    unsafe { gemv::run_task::<Avx512, TB, TC>(job, batch, c0, c1) }
+    unsafe { gemv::run_task::<Avx512, TB, TC>(job, t) }
 }

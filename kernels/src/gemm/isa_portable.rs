@@ -4,7 +4,7 @@
 
 use super::blocked::{self, Job, Task};
 use super::element::Element;
-use super::gemv::{self, GemvJob};
+use super::gemv::{self, GemvJob, GemvTask};
 use super::microkernel;
 use super::simd::Simd;
 
@@ -88,13 +88,8 @@ unsafe impl Simd for Portable {
     }
 
     #[inline(always)]
-    unsafe fn gemv_task<TB: Element, TC: Element>(
-        job: &GemvJob<TB, TC>,
-        batch: usize,
-        c0: usize,
-        c1: usize,
-    ) {
+    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
         // SAFETY: forwarded caller contract.
-        unsafe { gemv::run_task::<Portable, TB, TC>(job, batch, c0, c1) }
+        unsafe { gemv::run_task::<Portable, TB, TC>(job, t) }
     }
 }

@@ -56,7 +56,7 @@ use crate::par::Parallelism;
 pub use element::{Dtype, Element};
 
 use blocked::Job;
-use gemv::{GemvJob, GEMV_MAX_M};
+use gemv::{GemvJob, GemvTask, GEMV_MAX_M};
 use simd::Simd;
 
 /// Whether an operand is used as stored or transposed.
@@ -487,7 +487,45 @@ fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
         residual,
         ld_residual,
         stride_residual,
+        n: d.n,
+        partials: core::ptr::null_mut(),
+        parts: 0,
     };
+    if !job.trans_b && d.batch == 1 && threads > 1 && k >= 16 * threads {
+        // Each thread streams a contiguous slab of B's rows into its own partial sums.
+        let mut partials = vec![0.0f32; threads * m * d.n];
+        let job = GemvJob {
+            partials: partials.as_mut_ptr(),
+            parts: threads,
+            ..job
+        };
+        let rows_per = k.div_ceil(threads);
+        let parts: Vec<GemvTask> = (0..threads)
+            .map(|part| GemvTask::Partial {
+                part,
+                p0: part * rows_per,
+                p1: ((part + 1) * rows_per).min(k),
+            })
+            .filter(|t| matches!(t, GemvTask::Partial { p0, p1, .. } if p0 < p1))
+            .collect();
+        let job = GemvJob {
+            parts: parts.len(),
+            ..job
+        };
+        // SAFETY: as in `run`; each task writes its own partial sums.
+        for_each(&parts, threads, |t| unsafe { S::gemv_task(&job, t) });
+        let chunk = d.n.div_ceil(threads).div_ceil(S::LANES) * S::LANES;
+        let finish: Vec<GemvTask> = (0..d.n)
+            .step_by(chunk)
+            .map(|c0| GemvTask::Finish {
+                c0,
+                c1: (c0 + chunk).min(d.n),
+            })
+            .collect();
+        // SAFETY: every partial sum is complete; tasks cover disjoint column ranges of C.
+        for_each(&finish, threads, |t| unsafe { S::gemv_task(&job, t) });
+        return;
+    }
     let mut tasks = Vec::new();
     let per_batch = if d.batch >= threads {
         1
@@ -495,17 +533,19 @@ fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
         threads / d.batch
     };
     let chunk = d.n.div_ceil(per_batch).div_ceil(S::GEMV_NB) * S::GEMV_NB;
-    for bi in 0..d.batch {
+    for batch in 0..d.batch {
         let mut c0 = 0;
         while c0 < d.n {
-            tasks.push((bi, c0, (c0 + chunk).min(d.n)));
+            tasks.push(GemvTask::Columns {
+                batch,
+                c0,
+                c1: (c0 + chunk).min(d.n),
+            });
             c0 += chunk;
         }
     }
     // SAFETY: as in `run`; tasks cover disjoint column ranges of C.
-    for_each(&tasks, threads, |&(bi, c0, c1)| unsafe {
-        S::gemv_task(&job, bi, c0, c1)
-    });
+    for_each(&tasks, threads, |t| unsafe { S::gemv_task(&job, t) });
 }
 
 /// Runs `f` on every task, on up to `threads` threads of the current rayon pool.

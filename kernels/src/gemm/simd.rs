@@ -9,7 +9,7 @@
 
 use super::blocked::{Job, Task};
 use super::element::Element;
-use super::gemv::GemvJob;
+use super::gemv::{GemvJob, GemvTask};
 
 /// One instruction set's vector type, operations and GEMM blocking.
 ///
@@ -70,16 +70,11 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     /// of C.
     unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task);
 
-    /// Runs one column range of a GEMV-shaped problem (see `gemv.rs`).
+    /// Runs one task of a GEMV-shaped problem (see `gemv.rs`).
     ///
     /// # Safety
     /// As for [`Simd::gemm_task`].
-    unsafe fn gemv_task<TB: Element, TC: Element>(
-        job: &GemvJob<TB, TC>,
-        batch: usize,
-        c0: usize,
-        c1: usize,
-    );
+    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask);
 
     /// Loads `n <= LANES` elements of `T`, zero in the other lanes.
     #[inline(always)]
