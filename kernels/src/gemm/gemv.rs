@@ -277,21 +277,21 @@ unsafe fn axpy_chunk<S: Simd, TB: Element, const RM: usize>(
                 for (q, slot) in bv.iter_mut().enumerate() {
                     *slot = S::load_elem::<TB>(rows[q].add(j));
                 }
-                for r in 0..RM {
+                for (r, weights) in av.iter().enumerate() {
                     let o = out.add(r * width + j);
                     let mut x = S::load(o);
-                    for q in 0..STEP {
-                        x = S::fma(av[r][q], bv[q], x);
+                    for (w, bq) in weights.iter().zip(bv.iter()) {
+                        x = S::fma(*w, *bq, x);
                     }
                     S::store(o, x);
                 }
                 j += lanes;
             }
             while j < cols {
-                for r in 0..RM {
+                for (r, weights) in ascalar.iter().enumerate() {
                     let o = out.add(r * width + j);
-                    for q in 0..STEP {
-                        *o += ascalar[r][q] * (*rows[q].add(j)).to_f32();
+                    for (w, row) in weights.iter().zip(rows.iter()) {
+                        *o += *w * (*row.add(j)).to_f32();
                     }
                 }
                 j += 1;
