@@ -139,6 +139,7 @@ impl Sink {
     }
 }
 
+pub mod gemm;
 pub mod graph;
 pub mod runtime;
 
@@ -152,6 +153,10 @@ pub const SUITES: &[(&str, &str)] = &[
         "graph",
         "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)",
     ),
+    (
+        "gemm",
+        "GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe",
+    ),
 ];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
@@ -159,6 +164,7 @@ pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
     match name {
         "runtime" => runtime::run(args, sink),
         "graph" => graph::run(args, sink),
+        "gemm" => gemm::run(args, sink),
         _ => Err(format!(
             "unknown benchmark suite `{name}`; suites: {}",
             SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")

@@ -1,0 +1,214 @@
+//! `knpu bench gemm`: GEMM and GEMV throughput, plus a read-bandwidth probe.
+//!
+//! Cases: square f32 GEMM at n = 64 .. 4096 (2 threads, and 1 thread for a few), the LLM
+//! shapes m in {1, 16, 128, 512} x (k, n) in {(576, 1536), (1536, 576), (4096, 4096)}, f16 and
+//! bf16 inputs (f32 output) at n >= 1024, and a few cases on a forced lower instruction set
+//! (`path` in the case). All operands are row-major and untransposed, as `numpy.matmul` takes
+//! them, so `cli/bench/gemm_vs_numpy.py` can run the same shapes. The probe record
+//! (`{"probe": "read_bandwidth"}`) measures how fast the same threads can read memory, the
+//! bound for GEMV.
+//!
+//! Options: `--quick` (fewer, smaller cases), `--threads N` (default 2), `--isa NAME` (force
+//! every case onto one path).
+
+use std::time::Duration;
+
+use half::{bf16, f16};
+use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc};
+use knpu_kernels::{isa, Isa, Parallelism};
+
+use super::{time_median, Record, Sink};
+use crate::case;
+
+struct Options {
+    quick: bool,
+    threads: usize,
+    isa: Option<Isa>,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        quick: false,
+        threads: 2,
+        isa: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--threads" => {
+                let v = it.next().ok_or("--threads needs a value")?;
+                o.threads = v.parse().map_err(|_| format!("bad thread count `{v}`"))?;
+            }
+            "--isa" => {
+                let v = it.next().ok_or("--isa needs a value")?;
+                let isa =
+                    Isa::from_name(v).ok_or_else(|| format!("unknown instruction set `{v}`"))?;
+                if !isa.is_supported() {
+                    return Err(format!(
+                        "instruction set `{v}` is not available on this host"
+                    ));
+                }
+                o.isa = Some(isa);
+            }
+            other => return Err(format!("unknown option `{other}` for the gemm suite")),
+        }
+    }
+    Ok(o)
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| format!("cannot build a {threads}-thread pool: {e}"))
+}
+
+/// Runs the suite.
+pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
+    let o = parse(args)?;
+    let best = isa::active();
+    probe_read_bandwidth(o.threads, if o.quick { 64 } else { 256 }, sink)?;
+
+    let squares: &[usize] = if o.quick {
+        &[64, 256, 1024]
+    } else {
+        &[64, 128, 256, 512, 1024, 2048, 4096]
+    };
+    for &n in squares {
+        bench::<f32, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
+    }
+    for &n in if o.quick {
+        &[64usize][..]
+    } else {
+        &[64, 256, 1024][..]
+    } {
+        bench::<f32, f32>(&o, o.isa, n, n, n, 1, sink)?;
+    }
+    let ms: &[usize] = if o.quick {
+        &[1, 128]
+    } else {
+        &[1, 16, 128, 512]
+    };
+    for &m in ms {
+        for (k, n) in [(576, 1536), (1536, 576), (4096, 4096)] {
+            bench::<f32, f32>(&o, o.isa, m, n, k, o.threads, sink)?;
+        }
+    }
+    let halves: &[usize] = if o.quick { &[1024] } else { &[1024, 2048] };
+    for &n in halves {
+        bench::<f16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
+        bench::<bf16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
+    }
+    for (k, n) in [(4096, 4096)] {
+        bench::<f16, f32>(&o, o.isa, 1, n, k, o.threads, sink)?;
+        bench::<bf16, f32>(&o, o.isa, 1, n, k, o.threads, sink)?;
+    }
+    if o.isa.is_none() {
+        // The lower paths, forced, so their speed is on record too.
+        for lower in isa::supported().into_iter().filter(|&i| i < best) {
+            let n = if lower == Isa::Portable { 256 } else { 1024 };
+            bench::<f32, f32>(&o, Some(lower), n, n, n, o.threads, sink)?;
+        }
+    }
+    Ok(())
+}
+
+fn bench<T: Element, TC: Element>(
+    o: &Options,
+    forced: Option<Isa>,
+    m: usize,
+    n: usize,
+    k: usize,
+    threads: usize,
+    sink: &mut Sink,
+) -> Result<(), String> {
+    let isa = forced.unwrap_or_else(isa::active);
+    let a: Vec<T> = (0..m * k)
+        .map(|i| T::from_f32(((i * 7 % 13) as f32 - 6.0) / 8.0))
+        .collect();
+    let b: Vec<T> = (0..k * n)
+        .map(|i| T::from_f32(((i * 5 % 11) as f32 - 5.0) / 8.0))
+        .collect();
+    let mut c = vec![TC::from_f32(0.0); m * n];
+    let desc = GemmDesc::new(m, n, k);
+    let epi = Epilogue::none();
+    let pool = pool(threads)?;
+    let par = Parallelism::Rayon(threads);
+    let mut err = None;
+    let min_time = Duration::from_millis(if o.quick { 100 } else { 400 });
+    let (runs, median_s) = pool.install(|| {
+        time_median(5, 200, min_time, || {
+            if let Err(e) = gemm_with_isa(isa, &desc, &a, &b, &mut c, &epi, par) {
+                err = Some(e);
+            }
+        })
+    });
+    if let Some(e) = err {
+        return Err(format!("gemm {m}x{n}x{k}: {e}"));
+    }
+    let mut case = case! {
+        "dtype" => T::DTYPE.name(),
+        "m" => m,
+        "n" => n,
+        "k" => k,
+        "threads" => threads,
+    };
+    if TC::DTYPE != T::DTYPE {
+        case.insert("out".into(), TC::DTYPE.name().into());
+    }
+    if forced.is_some() {
+        case.insert("path".into(), isa.name().into());
+    }
+    let mut rates = vec![("gflops", desc.flops() / median_s / 1e9)];
+    if m <= 4 {
+        // GEMV is bound by reading B: report the rate it streams B at.
+        let bytes = (k * n * core::mem::size_of::<T>()) as f64;
+        rates.push(("gbps", bytes / median_s / 1e9));
+    }
+    sink.emit(Record {
+        bench: "gemm",
+        case,
+        runs,
+        median_s,
+        rates,
+    });
+    Ok(())
+}
+
+/// Sums `mib` MiB of floats with `threads` threads, each reading its own half, and reports
+/// the read rate: the bound a GEMV that streams its matrix once can reach.
+fn probe_read_bandwidth(threads: usize, mib: usize, sink: &mut Sink) -> Result<(), String> {
+    use rayon::prelude::*;
+    let data: Vec<f32> = (0..mib << 18).map(|i| (i % 7) as f32).collect();
+    let pool = pool(threads)?;
+    let chunk = data.len().div_ceil(threads);
+    let mut total = 0.0f32;
+    let (runs, median_s) = pool.install(|| {
+        time_median(5, 50, Duration::from_millis(400), || {
+            total += data.par_chunks(chunk).map(sum_lanes).sum::<f32>();
+        })
+    });
+    std::hint::black_box(total);
+    let bytes = (data.len() * 4) as f64;
+    sink.emit(Record {
+        bench: "gemm",
+        case: case! { "probe" => "read_bandwidth", "threads" => threads, "mib" => mib },
+        runs,
+        median_s,
+        rates: vec![("gbps", bytes / median_s / 1e9)],
+    });
+    Ok(())
+}
+
+/// A sum the compiler vectorises: 16 independent partial sums.
+fn sum_lanes(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}

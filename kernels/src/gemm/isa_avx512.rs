@@ -1,0 +1,155 @@
+//! The AVX-512 path: 16-lane vectors, a 12 x 32 register tile (24 of the 32 zmm registers
+//! accumulate), F16C-style `vcvtph2ps` widening for f16 and a shift for bf16.
+//!
+//! Everything here runs only after the safe layer has checked that the host has AVX-512
+//! F/BW/DQ/VL, FMA and F16C.
+
+use core::arch::x86_64::*;
+
+use super::blocked::{self, Job, Task};
+use super::element::{Dtype, Element};
+use super::gemv::{self, GemvJob, GemvTask};
+use super::microkernel;
+use super::simd::Simd;
+
+/// The AVX-512 instruction set.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512;
+
+// SAFETY: every method uses AVX-512F/BW/DQ/VL, FMA or F16C instructions only; the trait's
+// contract makes callers check the host first.
+unsafe impl Simd for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+    const MR: usize = 12;
+    const NR: usize = 32;
+    const KC: usize = 384;
+    const MC: usize = 96;
+    const NC: usize = 3072;
+    const GEMV_NB: usize = 64;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable floats at `p`.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees 16 writable floats at `p`.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn hsum(v: __m512) -> f32 {
+        // SAFETY: AVX-512F is present (trait contract).
+        unsafe { _mm512_reduce_add_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn load_elem<T: Element>(p: *const T) -> __m512 {
+        // SAFETY: `T::DTYPE` names `T` exactly (sealed trait), so the casts read 16 elements
+        // of the right width, which the caller guarantees are readable.
+        unsafe {
+            match T::DTYPE {
+                Dtype::F32 => _mm512_loadu_ps(p as *const f32),
+                Dtype::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+                Dtype::Bf16 => {
+                    let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
+                }
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_elem<T: Element>(p: *mut T, v: __m512) {
+        // SAFETY: as in `load_elem`, with 16 writable elements at `p`.
+        unsafe {
+            match T::DTYPE {
+                Dtype::F32 => _mm512_storeu_ps(p as *mut f32, v),
+                Dtype::F16 => _mm256_storeu_si256(
+                    p as *mut __m256i,
+                    _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v),
+                ),
+                Dtype::Bf16 => {
+                    let bits = _mm512_castps_si512(v);
+                    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+                    let rounded =
+                        _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+                    let rounded = _mm512_srli_epi32::<16>(rounded);
+                    // A NaN keeps its sign and top payload bits and is made quiet, so
+                    // rounding can never turn it into an infinity.
+                    let quiet =
+                        _mm512_or_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(0x40));
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                    let out = _mm512_mask_blend_epi32(nan, rounded, quiet);
+                    _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtepi32_epi16(out));
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
+        unsafe { microkernel_avx512(kc, a, b, tile) }
+    }
+
+    #[inline(always)]
+    unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
+        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
+        unsafe { gemm_task_avx512(job, t) }
+    }
+
+    #[inline(always)]
+    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
+        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
+        unsafe { gemv_task_avx512(job, t) }
+    }
+}
+
+/// # Safety
+/// As [`Simd::microkernel`]; the host has AVX-512F and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn microkernel_avx512(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    // SAFETY: forwarded caller contract.
+    unsafe { microkernel::tile::<Avx512, 12, 2>(kc, a, b, tile) }
+}
+
+/// # Safety
+/// As [`Simd::gemm_task`]; the host has AVX-512F/BW/DQ/VL, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn gemm_task_avx512<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
+    // SAFETY: forwarded caller contract.
+    unsafe { blocked::run_task::<Avx512, TA, TB, TC>(job, t) }
+}
+
+/// # Safety
+/// As [`Simd::gemv_task`]; the host has AVX-512F/BW/DQ/VL, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn gemv_task_avx512<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
+    // SAFETY: forwarded caller contract.
+    unsafe { gemv::run_task::<Avx512, TB, TC>(job, t) }
+}

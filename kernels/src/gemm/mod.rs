@@ -1,0 +1,558 @@
+//! GEMM: `C = act(alpha * op(A) op(B) + beta * C + bias) + residual`, batched and strided,
+//! for f32, f16 and bf16, on every instruction set path.
+//!
+//! # Layout
+//!
+//! Matrices are row-major: element `(i, j)` of a stored matrix with leading dimension `ld`
+//! is at `i * ld + j`. `op(A)` is `m x k`: with [`Transpose::No`] A is stored `m x k`
+//! (`lda >= k`); with [`Transpose::Yes`] A is stored `k x m` (`lda >= m`). Likewise `op(B)`
+//! is `k x n`, stored `k x n` (`ldb >= n`) or `n x k` (`ldb >= k`; weights laid out
+//! `[out, in]` are this case). C is `m x n` with `ldc >= n`. Batch `i` of an operand starts
+//! `i * stride` elements into its slice; a stride of 0 reuses one A or B for every batch,
+//! but batches of C may not overlap.
+//!
+//! # Semantics
+//!
+//! - Products accumulate in f32; f16 and bf16 inputs are widened to f32 exactly while they are
+//!   packed, and an f16 or bf16 C is rounded (to nearest even) once, at the end.
+//! - The epilogue is fused: `D = act(alpha * op(A) op(B) + beta * C + bias) + residual`, with
+//!   bias per output column, applied while each tile is in registers or L1.
+//! - `beta == 0` overwrites C without reading it, as BLAS does: NaN or infinity already in C
+//!   does not propagate then. Otherwise NaN and infinity propagate as IEEE arithmetic says.
+//! - `k == 0` or `alpha == 0` is still a full call: `C = act(beta * C + bias) + residual`,
+//!   and A and B are not read (as in BLAS, a NaN in A or B then does not propagate).
+//!   `m == 0`, `n == 0` or `batch == 0` does nothing.
+//! - Leading dimensions below the minimum, batch strides that make batches of C overlap,
+//!   short slices and bias or residual of the wrong size are errors, reported before any
+//!   work. C cannot overlap A, B or the residual: safe Rust cannot hand out a `&mut` slice
+//!   that aliases a `&` slice, so that check is the borrow checker's.
+//!
+//! # Paths
+//!
+//! `m <= 4` takes the GEMV path (`gemv.rs`), which streams B once without packing it. Larger
+//! problems take the BLIS-structured blocked path (`blocked.rs`, `pack.rs`,
+//! `microkernel.rs`). Both run on the instruction set [`crate::isa::active`] picks, or the one
+//! given to [`gemm_with_isa`].
+
+mod blocked;
+mod element;
+mod epilogue;
+mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod isa_avx2;
+#[cfg(target_arch = "x86_64")]
+mod isa_avx512;
+mod isa_portable;
+mod microkernel;
+mod pack;
+mod simd;
+
+use rayon::prelude::*;
+
+use crate::error::KernelError;
+use crate::isa::{self, Isa};
+use crate::par::Parallelism;
+
+pub use element::{Dtype, Element};
+
+use blocked::Job;
+use gemv::{GemvJob, GemvTask, GEMV_MAX_M};
+use simd::Simd;
+
+/// Whether an operand is used as stored or transposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transpose {
+    /// `op(X) = X`.
+    #[default]
+    No,
+    /// `op(X) = X^T`.
+    Yes,
+}
+
+/// The activation of the fused epilogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    None,
+    /// `max(x, 0)`; NaN stays NaN.
+    Relu,
+    /// `0.5 x (1 + erf(x / sqrt 2))`.
+    GeluErf,
+    /// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
+    GeluTanh,
+    /// `x * sigmoid(x)`.
+    Silu,
+}
+
+/// Shapes, scalars, transposes, leading dimensions and batch strides of a GEMM (all counts
+/// in elements). Build it with [`GemmDesc::new`] and the `with_*` methods, or set the fields.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmDesc {
+    /// Rows of op(A) and C.
+    pub m: usize,
+    /// Columns of op(B) and C.
+    pub n: usize,
+    /// Columns of op(A), rows of op(B).
+    pub k: usize,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the incoming C (0: C is not read).
+    pub beta: f32,
+    /// Whether A is stored transposed (`k x m`).
+    pub trans_a: Transpose,
+    /// Whether B is stored transposed (`n x k`).
+    pub trans_b: Transpose,
+    /// Leading dimension of A as stored.
+    pub lda: usize,
+    /// Leading dimension of B as stored.
+    pub ldb: usize,
+    /// Leading dimension of C.
+    pub ldc: usize,
+    /// Number of independent products.
+    pub batch: usize,
+    /// Elements between consecutive batches of A (0: one A for all).
+    pub stride_a: usize,
+    /// Elements between consecutive batches of B (0: one B for all).
+    pub stride_b: usize,
+    /// Elements between consecutive batches of C.
+    pub stride_c: usize,
+}
+
+impl GemmDesc {
+    /// `C = op(A) op(B)`, one batch, nothing transposed, dense leading dimensions,
+    /// `alpha = 1`, `beta = 0`.
+    pub fn new(m: usize, n: usize, k: usize) -> GemmDesc {
+        GemmDesc {
+            m,
+            n,
+            k,
+            alpha: 1.0,
+            beta: 0.0,
+            trans_a: Transpose::No,
+            trans_b: Transpose::No,
+            lda: k,
+            ldb: n,
+            ldc: n,
+            batch: 1,
+            stride_a: m * k,
+            stride_b: k * n,
+            stride_c: m * n,
+        }
+    }
+
+    /// Sets the transposes and the dense leading dimensions that go with them.
+    pub fn with_transpose(mut self, trans_a: Transpose, trans_b: Transpose) -> GemmDesc {
+        self.trans_a = trans_a;
+        self.trans_b = trans_b;
+        self.lda = if trans_a == Transpose::Yes {
+            self.m
+        } else {
+            self.k
+        };
+        self.ldb = if trans_b == Transpose::Yes {
+            self.k
+        } else {
+            self.n
+        };
+        self
+    }
+
+    /// Sets `alpha` and `beta`.
+    pub fn with_scale(mut self, alpha: f32, beta: f32) -> GemmDesc {
+        self.alpha = alpha;
+        self.beta = beta;
+        self
+    }
+
+    /// Sets the leading dimensions.
+    pub fn with_ld(mut self, lda: usize, ldb: usize, ldc: usize) -> GemmDesc {
+        self.lda = lda;
+        self.ldb = ldb;
+        self.ldc = ldc;
+        self
+    }
+
+    /// Sets the batch count and strides.
+    pub fn with_batch(
+        mut self,
+        batch: usize,
+        stride_a: usize,
+        stride_b: usize,
+        stride_c: usize,
+    ) -> GemmDesc {
+        self.batch = batch;
+        self.stride_a = stride_a;
+        self.stride_b = stride_b;
+        self.stride_c = stride_c;
+        self
+    }
+
+    /// Floating-point operations of the product (`2 m n k` per batch).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64 * self.batch as f64
+    }
+}
+
+/// A residual added after the activation: `m x n` per batch, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Residual<'a, T> {
+    /// The values.
+    pub data: &'a [T],
+    /// Leading dimension (`>= n`).
+    pub ld: usize,
+    /// Elements between batches (0: one residual for all).
+    pub batch_stride: usize,
+}
+
+/// The fused epilogue: `D = act(alpha * op(A) op(B) + beta * C + bias) + residual`.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a, TC> {
+    /// Bias per output column (`n` values), shared by all rows and batches.
+    pub bias: Option<&'a [f32]>,
+    /// The activation.
+    pub activation: Activation,
+    /// The residual.
+    pub residual: Option<Residual<'a, TC>>,
+}
+
+impl<TC> Epilogue<'_, TC> {
+    /// No bias, no activation, no residual.
+    pub fn none() -> Self {
+        Epilogue {
+            bias: None,
+            activation: Activation::None,
+            residual: None,
+        }
+    }
+}
+
+impl<TC> Default for Epilogue<'_, TC> {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+/// Runs GEMM on the instruction set [`isa::active`] picks. See the module documentation.
+pub fn gemm<TA: Element, TB: Element, TC: Element>(
+    desc: &GemmDesc,
+    a: &[TA],
+    b: &[TB],
+    c: &mut [TC],
+    epilogue: &Epilogue<'_, TC>,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    gemm_with_isa(isa::active(), desc, a, b, c, epilogue, par)
+}
+
+/// Runs GEMM on instruction set `isa`; [`KernelError::Unsupported`] if the host lacks it.
+pub fn gemm_with_isa<TA: Element, TB: Element, TC: Element>(
+    isa: Isa,
+    desc: &GemmDesc,
+    a: &[TA],
+    b: &[TB],
+    c: &mut [TC],
+    epilogue: &Epilogue<'_, TC>,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    validate(desc, a.len(), b.len(), c.len(), epilogue)?;
+    if !isa.is_supported() {
+        return Err(KernelError::Unsupported {
+            detail: format!(
+                "instruction set `{}` is not available on this host",
+                isa.name()
+            ),
+        });
+    }
+    match isa {
+        Isa::Portable => run::<isa_portable::Portable, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => run::<isa_avx2::Avx2, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => run::<isa_avx512::Avx512, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("is_supported() is false for x86 paths on other targets"),
+    }
+    Ok(())
+}
+
+/// Elements a `rows x cols` matrix with leading dimension `ld`, repeated `batch` times
+/// `stride` apart, addresses; `None` on overflow.
+fn span(rows: usize, cols: usize, ld: usize, batch: usize, stride: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 || batch == 0 {
+        return Some(0);
+    }
+    (batch - 1)
+        .checked_mul(stride)?
+        .checked_add((rows - 1).checked_mul(ld)?)?
+        .checked_add(cols)
+}
+
+fn check_operand(
+    operand: &'static str,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    batch: usize,
+    stride: usize,
+    len: usize,
+) -> Result<(), KernelError> {
+    if ld < cols {
+        return Err(KernelError::BadStride {
+            operand,
+            detail: format!("leading dimension {ld} is below the {cols} stored columns"),
+        });
+    }
+    let required = span(rows, cols, ld, batch, stride).ok_or_else(|| KernelError::BadShape {
+        detail: format!("operand `{operand}` addresses more elements than fit in usize"),
+    })?;
+    if len < required {
+        return Err(KernelError::SliceTooShort {
+            operand,
+            required,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+fn validate<TC>(
+    d: &GemmDesc,
+    a: usize,
+    b: usize,
+    c: usize,
+    epi: &Epilogue<'_, TC>,
+) -> Result<(), KernelError> {
+    let (ar, ac) = match d.trans_a {
+        Transpose::No => (d.m, d.k),
+        Transpose::Yes => (d.k, d.m),
+    };
+    let (br, bc) = match d.trans_b {
+        Transpose::No => (d.k, d.n),
+        Transpose::Yes => (d.n, d.k),
+    };
+    check_operand("a", ar, ac, d.lda, d.batch, d.stride_a, a)?;
+    check_operand("b", br, bc, d.ldb, d.batch, d.stride_b, b)?;
+    check_operand("c", d.m, d.n, d.ldc, d.batch, d.stride_c, c)?;
+    if d.batch > 1 && d.m > 0 && d.n > 0 {
+        let one = (d.m - 1) * d.ldc + d.n;
+        if d.stride_c < one {
+            return Err(KernelError::BadStride {
+                operand: "c",
+                detail: format!(
+                    "batch stride {} makes batches of C overlap (each spans {one})",
+                    d.stride_c
+                ),
+            });
+        }
+    }
+    if let Some(bias) = epi.bias {
+        if bias.len() < d.n {
+            return Err(KernelError::SliceTooShort {
+                operand: "bias",
+                required: d.n,
+                actual: bias.len(),
+            });
+        }
+    }
+    if let Some(r) = &epi.residual {
+        check_operand(
+            "residual",
+            d.m,
+            d.n,
+            r.ld,
+            d.batch,
+            r.batch_stride,
+            r.data.len(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Smallest product, in flops, worth a second thread: below it, waking the pool costs more
+/// than the work.
+const MIN_FLOPS_PER_THREAD: f64 = 6.0e6;
+/// Smallest GEMV, in bytes of B, worth a second thread.
+const MIN_GEMV_BYTES_PER_THREAD: usize = 256 << 10;
+
+fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
+    d: &GemmDesc,
+    a: &[TA],
+    b: &[TB],
+    c: &mut [TC],
+    epi: &Epilogue<'_, TC>,
+    par: Parallelism,
+) {
+    if d.m == 0 || d.n == 0 || d.batch == 0 {
+        return;
+    }
+    let bias = epi.bias.map_or(core::ptr::null(), |s| s.as_ptr());
+    let (residual, ld_residual, stride_residual) =
+        epi.residual.map_or((core::ptr::null(), 0, 0), |r| {
+            (r.data.as_ptr(), r.ld, r.batch_stride)
+        });
+    let product = d.k > 0 && d.alpha != 0.0;
+    if product && d.m <= GEMV_MAX_M {
+        run_gemv::<S, TA, TB, TC>(
+            d,
+            a,
+            b,
+            c,
+            bias,
+            epi.activation,
+            (residual, ld_residual, stride_residual),
+            par,
+        );
+        return;
+    }
+    let work_threads = (d.flops() / MIN_FLOPS_PER_THREAD) as usize;
+    let threads = par.threads().min(work_threads.max(1));
+    let tasks = blocked::plan(d.batch, d.m, d.n, S::MR, S::NR, threads);
+    let rows_per_task = tasks.iter().map(|t| t.r1 - t.r0).max().unwrap_or(d.m);
+    let (kc, mc, nc) = blocked::blocking::<S>(d.m, d.n, d.k, rows_per_task, TC::DTYPE);
+    let job = Job {
+        a: a.as_ptr(),
+        b: b.as_ptr(),
+        c: c.as_mut_ptr(),
+        k: d.k,
+        lda: d.lda,
+        ldb: d.ldb,
+        ldc: d.ldc,
+        trans_a: d.trans_a == Transpose::Yes,
+        trans_b: d.trans_b == Transpose::Yes,
+        alpha: d.alpha,
+        beta: d.beta,
+        stride_a: d.stride_a,
+        stride_b: d.stride_b,
+        stride_c: d.stride_c,
+        bias,
+        act: epi.activation,
+        residual,
+        ld_residual,
+        stride_residual,
+        kc,
+        mc,
+        nc,
+    };
+    // SAFETY: `validate` checked every operand against its shape, strides and batch; the
+    // ISA was checked by the caller; `plan` gives tasks over disjoint rectangles of C.
+    for_each(&tasks, threads, |t| unsafe { S::gemm_task(&job, t) });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
+    d: &GemmDesc,
+    a: &[TA],
+    b: &[TB],
+    c: &mut [TC],
+    bias: *const f32,
+    act: Activation,
+    (residual, ld_residual, stride_residual): (*const TC, usize, usize),
+    par: Parallelism,
+) {
+    // op(A) is at most 4 x k per batch: widen it to a contiguous f32 copy once.
+    let (m, k) = (d.m, d.k);
+    let mut wide = Vec::with_capacity(d.batch * m * k);
+    for bi in 0..d.batch {
+        let base = &a[bi * d.stride_a..];
+        for i in 0..m {
+            for p in 0..k {
+                let idx = match d.trans_a {
+                    Transpose::No => i * d.lda + p,
+                    Transpose::Yes => p * d.lda + i,
+                };
+                wide.push(base[idx].to_f32());
+            }
+        }
+    }
+    let bytes = d.n * d.k * core::mem::size_of::<TB>() * d.batch;
+    let threads = par
+        .threads()
+        .min((bytes / MIN_GEMV_BYTES_PER_THREAD).max(1));
+    let job = GemvJob {
+        a: wide.as_ptr(),
+        b: b.as_ptr(),
+        c: c.as_mut_ptr(),
+        m,
+        k,
+        ldb: d.ldb,
+        trans_b: d.trans_b == Transpose::Yes,
+        ldc: d.ldc,
+        stride_b: d.stride_b,
+        stride_c: d.stride_c,
+        alpha: d.alpha,
+        beta: d.beta,
+        bias,
+        act,
+        residual,
+        ld_residual,
+        stride_residual,
+        n: d.n,
+        partials: core::ptr::null_mut(),
+        parts: 0,
+    };
+    if !job.trans_b && d.batch == 1 && threads > 1 && k >= 16 * threads {
+        // Each thread streams a contiguous slab of B's rows into its own partial sums.
+        let mut partials = vec![0.0f32; threads * m * d.n];
+        let job = GemvJob {
+            partials: partials.as_mut_ptr(),
+            parts: threads,
+            ..job
+        };
+        let rows_per = k.div_ceil(threads);
+        let parts: Vec<GemvTask> = (0..threads)
+            .map(|part| GemvTask::Partial {
+                part,
+                p0: part * rows_per,
+                p1: ((part + 1) * rows_per).min(k),
+            })
+            .filter(|t| matches!(t, GemvTask::Partial { p0, p1, .. } if p0 < p1))
+            .collect();
+        let job = GemvJob {
+            parts: parts.len(),
+            ..job
+        };
+        // SAFETY: as in `run`; each task writes its own partial sums.
+        for_each(&parts, threads, |t| unsafe { S::gemv_task(&job, t) });
+        let chunk = d.n.div_ceil(threads).div_ceil(S::LANES) * S::LANES;
+        let finish: Vec<GemvTask> = (0..d.n)
+            .step_by(chunk)
+            .map(|c0| GemvTask::Finish {
+                c0,
+                c1: (c0 + chunk).min(d.n),
+            })
+            .collect();
+        // SAFETY: every partial sum is complete; tasks cover disjoint column ranges of C.
+        for_each(&finish, threads, |t| unsafe { S::gemv_task(&job, t) });
+        return;
+    }
+    let mut tasks = Vec::new();
+    let per_batch = if d.batch >= threads {
+        1
+    } else {
+        threads / d.batch
+    };
+    let chunk = d.n.div_ceil(per_batch).div_ceil(S::GEMV_NB) * S::GEMV_NB;
+    for batch in 0..d.batch {
+        let mut c0 = 0;
+        while c0 < d.n {
+            tasks.push(GemvTask::Columns {
+                batch,
+                c0,
+                c1: (c0 + chunk).min(d.n),
+            });
+            c0 += chunk;
+        }
+    }
+    // SAFETY: as in `run`; tasks cover disjoint column ranges of C.
+    for_each(&tasks, threads, |t| unsafe { S::gemv_task(&job, t) });
+}
+
+/// Runs `f` on every task, on up to `threads` threads of the current rayon pool.
+fn for_each<T: Sync>(tasks: &[T], threads: usize, f: impl Fn(&T) + Sync) {
+    if threads <= 1 || tasks.len() <= 1 {
+        tasks.iter().for_each(f);
+    } else {
+        tasks.par_iter().with_max_len(1).for_each(&f);
+    }
+}
