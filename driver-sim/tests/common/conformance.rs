@@ -1029,13 +1029,21 @@ pub fn latency_report(sim: Sim) {
     }
     let submit = t.elapsed() / n as u32;
     assert_eq!(call!(sim, semaphore_wait(s, v, WAIT)), KNPU_STATUS_SUCCESS);
-    let t = Instant::now();
-    for _ in 0..n {
-        v += 1;
-        assert_eq!(sim.run(q, s, v, &k), KNPU_STATUS_SUCCESS);
-    }
-    let round_trip = t.elapsed() / n as u32;
-    eprintln!("latency: async launch {submit:?} per submit, launch+wait {round_trip:?}");
+    let mut trips: Vec<Duration> = (0..n)
+        .map(|_| {
+            v += 1;
+            let t = Instant::now();
+            assert_eq!(sim.run(q, s, v, &k), KNPU_STATUS_SUCCESS);
+            t.elapsed()
+        })
+        .collect();
+    trips.sort();
+    eprintln!(
+        "latency: async launch {submit:?} per submit; launch+wait p50 {:?} p90 {:?} p99 {:?}",
+        trips[n / 2],
+        trips[n * 9 / 10],
+        trips[n * 99 / 100]
+    );
     sim.free(d, a);
     sim.destroy_semaphore(s);
     sim.destroy_queue(q);
