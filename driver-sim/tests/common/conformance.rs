@@ -1056,7 +1056,7 @@ pub fn bandwidth_report(sim: Sim) {
     let q = sim.queue(d);
     let s = sim.semaphore(d, 0);
     let mut v = 0;
-    for &n in &[1usize << 20, 16 << 20, 64 << 20] {
+    for &n in &[1usize << 20, 2 << 20, 4 << 20, 16 << 20, 64 << 20] {
         let src = pattern_bytes(n, 5);
         let mut dst = vec![0u8; n];
         let a = sim.alloc(d, n as u64);
