@@ -221,6 +221,28 @@ pub fn fill_patterns(sim: Sim) {
             assert_eq!(*b, p[i % ps as usize], "pattern size {ps} byte {i}");
         }
     }
+    // Small and odd sizes (below one 64-byte block, and past a block edge).
+    for size in [8u64, 24, 200, 4096 + 8] {
+        for (ps, pattern) in [(2u32, 0xa1b2u64), (4, 0x01020304), (8, 0x1122334455667788)] {
+            v += 1;
+            let cmds = [
+                fill(a, 8, 0, 8),
+                fill(a + 8, size, pattern, ps),
+                fill(a + 8 + size, 8, 0, 8),
+            ];
+            assert_eq!(sim.run(q, s, v, &cmds), KNPU_STATUS_SUCCESS);
+            let got = sim.download(d, q, a, size as usize + 16);
+            let p = pattern.to_le_bytes();
+            for (i, b) in got.iter().enumerate() {
+                let want = if i < 8 || i >= 8 + size as usize {
+                    0
+                } else {
+                    p[(i - 8) % ps as usize]
+                };
+                assert_eq!(*b, want, "size {size} pattern size {ps} byte {i}");
+            }
+        }
+    }
     // Size not a multiple of the pattern, bad pattern sizes: refused at submit.
     assert_eq!(
         sim.submit(q, &[], &[fill(a, 6, 1, 4)], &[]),
