@@ -1123,3 +1123,21 @@ pub fn bandwidth_report(sim: Sim) {
     sim.destroy_semaphore(s);
     sim.destroy_queue(q);
 }
+
+/// Creates queues on device `index` until the limit (needs a device no other test uses).
+pub fn queue_limit(sim: Sim, index: u32) {
+    let d = sim.device(index);
+    let max = sim.attribute(d, KNPU_ATTR_MAX_QUEUES) as usize;
+    let queues: Vec<KnpuQueue> = (0..max).map(|_| sim.queue(d)).collect();
+    let mut q = null_mut();
+    assert_eq!(
+        call!(sim, queue_create(d, KNPU_QUEUE_PRIORITY_NORMAL, &mut q)),
+        KNPU_STATUS_OUT_OF_MEMORY
+    );
+    sim.destroy_queue(queues[0]);
+    let again = sim.queue(d);
+    sim.destroy_queue(again);
+    for q in &queues[1..] {
+        sim.destroy_queue(*q);
+    }
+}
