@@ -20,6 +20,9 @@ use crate::profile::transfer_ns;
 /// Copies and fills of at least this many bytes are split across the compute pool.
 pub const PARALLEL_BYTES: u64 = 1 << 20;
 
+/// Largest chunk a fill copies from its own filled prefix at once (stays in cache).
+const FILL_CHUNK: usize = 256 * 1024;
+
 /// A command that failed while it ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
@@ -222,13 +225,18 @@ pub fn execute(ctx: &ExecContext<'_>, cmd: &Command) -> Result<Outcome, Fault> {
                         unsafe { std::ptr::write_bytes(piece, bytes[0], len) };
                         return;
                     }
-                    let mut done = 0;
+                    // Seed one block, then copy the filled prefix onto the rest in doubling
+                    // (capped) chunks: each chunk starts at a multiple of 64 bytes from the
+                    // piece, so it continues the pattern, and the copies are large memcpys.
+                    let seed = len.min(64);
+                    // SAFETY: `seed` <= len bytes at `piece`; `block` is a separate buffer.
+                    unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), piece, seed) };
+                    let mut done = seed;
                     while done < len {
-                        let n = 64.min(len - done);
-                        // SAFETY: `n` bytes at piece + done stay within the piece.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(block.as_ptr(), piece.add(done), n)
-                        };
+                        let n = done.min(len - done).min(FILL_CHUNK);
+                        // SAFETY: [0, n) and [done, done + n) lie in the piece and do not
+                        // overlap (n <= done).
+                        unsafe { std::ptr::copy_nonoverlapping(piece, piece.add(done), n) };
                         done += n;
                     }
                 });

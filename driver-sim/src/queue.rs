@@ -159,7 +159,7 @@ impl Worker {
     fn next(&self) -> Option<Message> {
         let spin_start = Instant::now();
         loop {
-            for _ in 0..64 {
+            for _ in 0..16 {
                 match self.receiver.try_recv() {
                     Ok(m) => return Some(m),
                     Err(TryRecvError::Disconnected) => return None,
@@ -169,6 +169,9 @@ impl Worker {
             if spin_start.elapsed() >= IDLE_SPIN {
                 break;
             }
+            // When the submitter shares this core (the machine is busy), spinning without
+            // yielding would keep it from running until the spin ends.
+            std::thread::yield_now();
         }
         loop {
             self.sleeping.store(true, Ordering::SeqCst);

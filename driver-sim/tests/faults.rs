@@ -20,6 +20,7 @@ fn faults_and_device_loss() {
         conformance::injected_kernel_fault(sim);
         conformance::injected_alloc_failure(sim);
         conformance::peer_copies_between_devices(sim);
+        conformance::queue_limit(sim, 1);
         conformance::device_loss(sim, 1);
     }
 }

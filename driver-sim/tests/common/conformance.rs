@@ -221,6 +221,28 @@ pub fn fill_patterns(sim: Sim) {
             assert_eq!(*b, p[i % ps as usize], "pattern size {ps} byte {i}");
         }
     }
+    // Small and odd sizes (below one 64-byte block, and past a block edge).
+    for size in [8u64, 24, 200, 4096 + 8] {
+        for (ps, pattern) in [(2u32, 0xa1b2u64), (4, 0x01020304), (8, 0x1122334455667788)] {
+            v += 1;
+            let cmds = [
+                fill(a, 8, 0, 8),
+                fill(a + 8, size, pattern, ps),
+                fill(a + 8 + size, 8, 0, 8),
+            ];
+            assert_eq!(sim.run(q, s, v, &cmds), KNPU_STATUS_SUCCESS);
+            let got = sim.download(d, q, a, size as usize + 16);
+            let p = pattern.to_le_bytes();
+            for (i, b) in got.iter().enumerate() {
+                let want = if i < 8 || i >= 8 + size as usize {
+                    0
+                } else {
+                    p[(i - 8) % ps as usize]
+                };
+                assert_eq!(*b, want, "size {size} pattern size {ps} byte {i}");
+            }
+        }
+    }
     // Size not a multiple of the pattern, bad pattern sizes: refused at submit.
     assert_eq!(
         sim.submit(q, &[], &[fill(a, 6, 1, 4)], &[]),
@@ -1029,13 +1051,21 @@ pub fn latency_report(sim: Sim) {
     }
     let submit = t.elapsed() / n as u32;
     assert_eq!(call!(sim, semaphore_wait(s, v, WAIT)), KNPU_STATUS_SUCCESS);
-    let t = Instant::now();
-    for _ in 0..n {
-        v += 1;
-        assert_eq!(sim.run(q, s, v, &k), KNPU_STATUS_SUCCESS);
-    }
-    let round_trip = t.elapsed() / n as u32;
-    eprintln!("latency: async launch {submit:?} per submit, launch+wait {round_trip:?}");
+    let mut trips: Vec<Duration> = (0..n)
+        .map(|_| {
+            v += 1;
+            let t = Instant::now();
+            assert_eq!(sim.run(q, s, v, &k), KNPU_STATUS_SUCCESS);
+            t.elapsed()
+        })
+        .collect();
+    trips.sort();
+    eprintln!(
+        "latency: async launch {submit:?} per submit; launch+wait p50 {:?} p90 {:?} p99 {:?}",
+        trips[n / 2],
+        trips[n * 9 / 10],
+        trips[n * 99 / 100]
+    );
     sim.free(d, a);
     sim.destroy_semaphore(s);
     sim.destroy_queue(q);
@@ -1048,7 +1078,7 @@ pub fn bandwidth_report(sim: Sim) {
     let q = sim.queue(d);
     let s = sim.semaphore(d, 0);
     let mut v = 0;
-    for &n in &[1usize << 20, 16 << 20, 64 << 20] {
+    for &n in &[1usize << 20, 2 << 20, 4 << 20, 16 << 20, 64 << 20] {
         let src = pattern_bytes(n, 5);
         let mut dst = vec![0u8; n];
         let a = sim.alloc(d, n as u64);
@@ -1092,4 +1122,22 @@ pub fn bandwidth_report(sim: Sim) {
     }
     sim.destroy_semaphore(s);
     sim.destroy_queue(q);
+}
+
+/// Creates queues on device `index` until the limit (needs a device no other test uses).
+pub fn queue_limit(sim: Sim, index: u32) {
+    let d = sim.device(index);
+    let max = sim.attribute(d, KNPU_ATTR_MAX_QUEUES) as usize;
+    let queues: Vec<KnpuQueue> = (0..max).map(|_| sim.queue(d)).collect();
+    let mut q = null_mut();
+    assert_eq!(
+        call!(sim, queue_create(d, KNPU_QUEUE_PRIORITY_NORMAL, &mut q)),
+        KNPU_STATUS_OUT_OF_MEMORY
+    );
+    sim.destroy_queue(queues[0]);
+    let again = sim.queue(d);
+    sim.destroy_queue(again);
+    for q in &queues[1..] {
+        sim.destroy_queue(*q);
+    }
 }
