@@ -39,7 +39,8 @@ extern "C" {
 /* The name of the one symbol a driver library exports. */
 #define KNPU_DRIVER_ENTRY_SYMBOL "knpu_driver_get_api"
 
-/* The semaphore value that marks failed work. Values only grow, so it is final. */
+/* The semaphore value that marks failed work. Values only grow, so it is final; it is never
+ * a value to wait for or to signal. */
 #define KNPU_SEMAPHORE_FAILED UINT64_MAX
 
 /* A timeout that never expires. */
@@ -60,7 +61,9 @@ typedef enum KnpuStatus {
   KNPU_STATUS_ILLEGAL_ADDRESS = 5,
   /* A kernel failed while it ran (bad parameters found on the device, injected fault). */
   KNPU_STATUS_KERNEL_FAULT = 6,
-  /* The device is gone; every later call on it fails with this status. */
+  /* The device is gone: every later call that creates work or objects on it fails with this
+   * status; calls that release objects or only read (free, destroy, queries) still work, so
+   * a caller can clean up. */
   KNPU_STATUS_DEVICE_LOST = 7,
   /* A wait ended at its timeout before the value was reached. */
   KNPU_STATUS_TIMEOUT = 8,
@@ -242,6 +245,8 @@ typedef struct KnpuCommand {
  * command (its index and kind) and, for an address fault, the device address. */
 typedef struct KnpuSubmitInfo {
   size_t struct_size;
+  /* `commands` is an array whose elements are `commands[0].struct_size` bytes apart; every
+   * command states the same struct_size. */
   uint32_t wait_count;
   const KnpuSemaphore *wait_semaphores;
   const uint64_t *wait_values;
@@ -347,7 +352,9 @@ typedef struct KnpuDriverApi {
   /* Starts (enable != 0) or stops recording a KnpuCommandRecord per executed command. */
   KnpuStatus (*device_set_profiling)(KnpuDriverDevice device, int32_t enable);
   /* Moves up to `capacity` recorded commands, oldest first, into `records` (each record's
-   * struct_size must be set by the caller) and sets *count. */
+   * struct_size must be set by the caller, and records are `records[0].struct_size` bytes
+   * apart) and sets *count. A driver keeps a bounded number of records and drops the oldest
+   * beyond that. */
   KnpuStatus (*device_read_profile)(KnpuDriverDevice device, KnpuCommandRecord *records, size_t capacity,
                                     size_t *count);
   /* The device clock now, nanoseconds (the clock of timestamps and records). */

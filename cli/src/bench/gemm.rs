@@ -18,7 +18,6 @@ use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc};
 use knpu_kernels::{isa, Isa, Parallelism};
 
 use super::{time_median, Record, Sink};
-use crate::case;
 
 struct Options {
     quick: bool,
