@@ -23,6 +23,7 @@ pub struct HostPtr(pub *mut u8);
 
 /// Kernel parameter bytes, copied at submit; small structs are kept inline so a launch
 /// does not allocate for them.
+#[derive(Clone)]
 pub enum ParamBytes {
     /// Up to [`INLINE_PARAMS`] bytes.
     Inline {
@@ -62,6 +63,7 @@ impl ParamBytes {
 }
 
 /// One validated command.
+#[derive(Clone)]
 pub enum Command {
     /// Host to device.
     CopyHostToDevice {
@@ -199,6 +201,66 @@ pub struct Submission {
     pub wait_count: usize,
     /// The commands, in order.
     pub commands: Vec<Command>,
+    /// A command list's commands (as they were at submit), run after `commands`.
+    pub list: Option<Arc<ListBody>>,
+    /// The device the command list belongs to.
+    pub list_device: Option<u32>,
+}
+
+/// The validated commands of a command list, shared by the list and its pending submissions.
+pub struct ListBody(pub Vec<Command>);
+
+// SAFETY: a list's raw pointers are host memory and callback arguments that the submitter
+// keeps valid while submissions of the list are pending (ABI contract); the driver reads them
+// only on the worker thread that runs a submission.
+unsafe impl Send for ListBody {}
+// SAFETY: as above: shared between the list and its submissions, never mutated in place.
+unsafe impl Sync for ListBody {}
+
+/// A command list object: which device it belongs to and its current commands.
+pub struct CommandList {
+    /// The device index.
+    pub device: u32,
+    /// The commands; an update swaps in a new body, so pending submissions keep theirs.
+    pub body: parking_lot::Mutex<Arc<ListBody>>,
+}
+
+/// Validates `count` commands laid out `commands[0].struct_size` bytes apart.
+///
+/// # Safety
+/// - `commands` must be null (with `count` 0) or point to `count` commands of the stated
+///   size, whose kernel parameter pointers are readable for their sizes.
+pub unsafe fn commands_from(
+    driver: &Driver,
+    commands: *const KnpuCommand,
+    count: u32,
+) -> Result<Vec<Command>, KnpuStatus> {
+    let mut out = Vec::with_capacity(count as usize);
+    if count == 0 {
+        return Ok(out);
+    }
+    if commands.is_null() {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    // The array's stride is the caller's sizeof(KnpuCommand), which its struct_size states; a
+    // later ABI minor may have appended fields this driver does not read.
+    // SAFETY: non-null, and the caller guarantees at least one command.
+    let stride = unsafe { std::ptr::addr_of!((*commands).struct_size).read_unaligned() };
+    if stride < std::mem::size_of::<KnpuCommand>() {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    let base = commands as *const u8;
+    for i in 0..count as usize {
+        // SAFETY: the caller guarantees count commands of struct_size bytes each; each is read
+        // as this version's prefix, without assuming alignment.
+        let raw = unsafe { (base.add(i * stride) as *const KnpuCommand).read_unaligned() };
+        if raw.struct_size != stride {
+            return Err(KNPU_STATUS_INVALID_VALUE);
+        }
+        // SAFETY: forwarded from the caller's guarantee about kernel params.
+        out.push(unsafe { command(driver, &raw) }?);
+    }
+    Ok(out)
 }
 
 // SAFETY: a Submission moves to the queue's worker thread. Its raw pointers are host memory
@@ -279,34 +341,26 @@ pub unsafe fn build(
     if signal_values.contains(&SEMAPHORE_FAILED) {
         return Err(KNPU_STATUS_INVALID_VALUE);
     }
-    let mut commands = Vec::with_capacity(info.command_count as usize);
-    if info.command_count > 0 {
-        if info.commands.is_null() {
-            return Err(KNPU_STATUS_INVALID_VALUE);
-        }
-        // The array's stride is the caller's sizeof(KnpuCommand), which its struct_size
-        // states; a later ABI minor may have appended fields this driver does not read.
-        // SAFETY: non-null, and the caller guarantees at least one command.
-        let stride = unsafe { std::ptr::addr_of!((*info.commands).struct_size).read_unaligned() };
-        if stride < std::mem::size_of::<KnpuCommand>() {
-            return Err(KNPU_STATUS_INVALID_VALUE);
-        }
-        let base = info.commands as *const u8;
-        for i in 0..info.command_count as usize {
-            // SAFETY: the caller guarantees command_count commands of struct_size bytes each;
-            // each is read as this version's prefix, without assuming alignment.
-            let raw = unsafe { (base.add(i * stride) as *const KnpuCommand).read_unaligned() };
-            if raw.struct_size != stride {
-                return Err(KNPU_STATUS_INVALID_VALUE);
-            }
-            // SAFETY: forwarded from the caller's guarantee about kernel params.
-            commands.push(unsafe { command(driver, &raw) }?);
-        }
-    }
+    // SAFETY: the caller guarantees the array holds command_count commands.
+    let commands = unsafe { commands_from(driver, info.commands, info.command_count) }?;
+    let list = if has_field(struct_size, field_end!(KnpuSubmitInfo, command_list))
+        && !info.command_list.is_null()
+    {
+        let l = driver
+            .command_lists
+            .get(info.command_list as usize)
+            .ok_or(KNPU_STATUS_INVALID_HANDLE)?;
+        let body = l.body.lock().clone();
+        Some((l.device, body))
+    } else {
+        None
+    };
     Ok(Submission {
         semaphores,
         wait_count: wait_sems.len(),
         commands,
+        list_device: list.as_ref().map(|(d, _)| *d),
+        list: list.map(|(_, b)| b),
     })
 }
 

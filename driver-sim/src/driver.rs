@@ -28,6 +28,8 @@ pub struct Driver {
     pub queues: Registry<Queue>,
     /// Live semaphores.
     pub semaphores: Registry<Semaphore>,
+    /// Live command lists.
+    pub command_lists: Registry<crate::command::CommandList>,
     pool: OnceLock<ThreadPool>,
 }
 
@@ -50,6 +52,7 @@ impl Driver {
             clock: Clock::new(),
             queues: Registry::new(QUEUE_TAG),
             semaphores: Registry::new(SEMAPHORE_TAG),
+            command_lists: Registry::new(crate::handle::COMMAND_LIST_TAG),
             pool: OnceLock::new(),
         }
     }

@@ -26,6 +26,8 @@ pub const DEVICE_TAG: u8 = 0x4e;
 pub const QUEUE_TAG: u8 = 0x51;
 /// The kind tag of semaphore handles.
 pub const SEMAPHORE_TAG: u8 = 0x53;
+/// The kind tag of command list handles.
+pub const COMMAND_LIST_TAG: u8 = 0x4c;
 
 /// Encodes a handle value.
 pub fn encode(tag: u8, generation: u32, index: u32) -> usize {

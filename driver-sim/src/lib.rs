@@ -114,6 +114,9 @@ static API: Table = Table(KnpuDriverApi {
     device_set_profiling: Some(device_set_profiling),
     device_read_profile: Some(device_read_profile),
     device_get_clock: Some(device_get_clock),
+    command_list_create: Some(command_list_create),
+    command_list_update: Some(command_list_update),
+    command_list_destroy: Some(command_list_destroy),
 });
 
 /// The driver's API table, for a runtime that links the simulator statically.
@@ -376,7 +379,70 @@ unsafe extern "C" fn queue_submit(queue: KnpuQueue, submit: *const KnpuSubmitInf
         // SAFETY: `submit` is null or a valid KnpuSubmitInfo with its arrays (table
         // contract); `build` validates everything it can.
         let s = unsafe { command::build(driver(), submit) }?;
+        if s.list_device.is_some_and(|d| d != q.device.index) {
+            return Err(KNPU_STATUS_INVALID_VALUE);
+        }
         q.submit(s)
+    })
+}
+
+unsafe extern "C" fn command_list_create(
+    device: KnpuDriverDevice,
+    commands: *const KnpuCommand,
+    count: u32,
+    list: *mut KnpuCommandList,
+) -> KnpuStatus {
+    guard(|| {
+        let d = device_of(device)?;
+        d.check_alive()?;
+        if list.is_null() {
+            return Err(KNPU_STATUS_INVALID_VALUE);
+        }
+        // SAFETY: the caller passes `count` commands (table contract); they are validated.
+        let cmds = unsafe { command::commands_from(driver(), commands, count) }?;
+        let h = driver()
+            .command_lists
+            .insert(Arc::new(command::CommandList {
+                device: d.index,
+                body: parking_lot::Mutex::new(Arc::new(command::ListBody(cmds))),
+            }));
+        // SAFETY: non-null and writable (table contract).
+        unsafe { put(list, h as KnpuCommandList) }
+    })
+}
+
+unsafe extern "C" fn command_list_update(
+    list: KnpuCommandList,
+    index: u32,
+    command: *const KnpuCommand,
+) -> KnpuStatus {
+    guard(|| {
+        let l = driver()
+            .command_lists
+            .get(list as usize)
+            .ok_or(KNPU_STATUS_INVALID_HANDLE)?;
+        // SAFETY: the caller passes one command (table contract); it is validated.
+        let mut new = unsafe { command::commands_from(driver(), command, 1) }?;
+        let mut body = l.body.lock();
+        let slot = index as usize;
+        if slot >= body.0.len() {
+            return Err(KNPU_STATUS_INVALID_VALUE);
+        }
+        // Copy on write: pending submissions keep the body they were given.
+        let mut cmds = body.0.clone();
+        cmds[slot] = new.pop().ok_or(KNPU_STATUS_INVALID_VALUE)?;
+        *body = Arc::new(command::ListBody(cmds));
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn command_list_destroy(list: KnpuCommandList) -> KnpuStatus {
+    guard(|| {
+        driver()
+            .command_lists
+            .remove(list as usize)
+            .map(drop)
+            .ok_or(KNPU_STATUS_INVALID_HANDLE)
     })
 }
 

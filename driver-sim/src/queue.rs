@@ -229,7 +229,8 @@ impl Worker {
                 break;
             }
         }
-        for (i, cmd) in s.commands.iter().enumerate() {
+        let listed = s.list.as_ref().map_or(&[][..], |l| &l.0[..]);
+        for (i, cmd) in s.commands.iter().chain(listed).enumerate() {
             if let Command::HostFunction { func, user_data } = *cmd {
                 let status = failure.as_ref().map_or(KNPU_STATUS_SUCCESS, |f| f.status);
                 let start = self.driver.clock.now_ns();

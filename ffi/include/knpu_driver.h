@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 #define KNPU_DRIVER_ABI_MAJOR 1
-#define KNPU_DRIVER_ABI_MINOR 0
+#define KNPU_DRIVER_ABI_MINOR 1
 
 /* The name of the one symbol a driver library exports. */
 #define KNPU_DRIVER_ENTRY_SYMBOL "knpu_driver_get_api"
@@ -82,6 +82,8 @@ typedef uint64_t KnpuDeviceAddress;
 typedef struct KnpuDriverDevice_T *KnpuDriverDevice;
 typedef struct KnpuQueue_T *KnpuQueue;
 typedef struct KnpuSemaphore_T *KnpuSemaphore;
+/* Since ABI 1.1: commands validated and stored by the driver once, run by many submissions. */
+typedef struct KnpuCommandList_T *KnpuCommandList;
 
 /* Element types named by kernels and capability queries. Numbering is stable. */
 typedef enum KnpuDtype {
@@ -255,6 +257,10 @@ typedef struct KnpuSubmitInfo {
   uint32_t signal_count;
   const KnpuSemaphore *signal_semaphores;
   const uint64_t *signal_values;
+  /* Since ABI 1.1: a command list of the queue's device (or NULL) whose commands run after
+   * `commands`, as part of this submission. The submission runs the list as it is when
+   * queue_submit is called; a later command_list_update does not affect it. */
+  KnpuCommandList command_list;
 } KnpuSubmitInfo;
 
 /* Kinds of injected fault (testing). */
@@ -359,6 +365,19 @@ typedef struct KnpuDriverApi {
                                     size_t *count);
   /* The device clock now, nanoseconds (the clock of timestamps and records). */
   KnpuStatus (*device_get_clock)(KnpuDriverDevice device, uint64_t *ns);
+
+  /* Command lists (since ABI 1.1) --------------------------------------------------------- */
+  /* Validates `count` commands (elements `commands[0].struct_size` bytes apart) and stores
+   * them, kernel parameter structs included, so the caller may free its copies. Host memory
+   * and host functions named by the commands must stay valid while any submission of the
+   * list is pending. A list with no commands is valid. */
+  KnpuStatus (*command_list_create)(KnpuDriverDevice device, const KnpuCommand *commands, uint32_t count,
+                                    KnpuCommandList *list);
+  /* Replaces command `index` of the list (validated as in command_list_create). Submissions
+   * already made keep the commands they were given. */
+  KnpuStatus (*command_list_update)(KnpuCommandList list, uint32_t index, const KnpuCommand *command);
+  /* Destroys the list; pending submissions that use it are not affected. */
+  KnpuStatus (*command_list_destroy)(KnpuCommandList list);
 } KnpuDriverApi;
 
 /* True when a struct whose first field is `struct_size` has field `field`. */

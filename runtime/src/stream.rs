@@ -110,6 +110,8 @@ pub(crate) struct Submit<'a> {
     pub(crate) waits: &'a [(Arc<Semaphore>, u64)],
     /// Semaphores to signal besides the stream's own.
     pub(crate) signals: &'a [(Arc<Semaphore>, u64)],
+    /// A driver command list to run after the commands (graph launches).
+    pub(crate) list: Option<abi::KnpuCommandList>,
     pub(crate) keep: Option<Box<dyn Any + Send>>,
 }
 
@@ -368,6 +370,7 @@ impl Stream {
         }
         info.command_count = commands.len() as u32;
         info.commands = commands.as_ptr();
+        info.command_list = extra.list.unwrap_or(std::ptr::null_mut());
         info.signal_count = 1 + extra.signals.len() as u32;
         info.signal_semaphores = signal_raw.as_ptr();
         info.signal_values = signal_values.as_ptr();

@@ -112,6 +112,30 @@ impl Sim {
             signal_count: ss.len() as u32,
             signal_semaphores: ss.as_ptr(),
             signal_values: sv.as_ptr(),
+            command_list: null_mut(),
+        };
+        call!(self, queue_submit(q, &info))
+    }
+
+    /// Submits a command list (and no inline commands) signalling `sem` to `value`.
+    pub fn submit_list(
+        &self,
+        q: KnpuQueue,
+        list: KnpuCommandList,
+        sem: KnpuSemaphore,
+        value: u64,
+    ) -> KnpuStatus {
+        let info = KnpuSubmitInfo {
+            struct_size: std::mem::size_of::<KnpuSubmitInfo>(),
+            wait_count: 0,
+            wait_semaphores: std::ptr::null(),
+            wait_values: std::ptr::null(),
+            command_count: 0,
+            commands: std::ptr::null(),
+            signal_count: 1,
+            signal_semaphores: &sem,
+            signal_values: &value,
+            command_list: list,
         };
         call!(self, queue_submit(q, &info))
     }

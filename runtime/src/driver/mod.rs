@@ -121,6 +121,18 @@ pub(crate) struct Table {
             *mut usize,
         ) -> abi::KnpuStatus,
     >,
+    pub command_list_create: Option<
+        unsafe extern "C" fn(
+            abi::KnpuDriverDevice,
+            *const abi::KnpuCommand,
+            u32,
+            *mut abi::KnpuCommandList,
+        ) -> abi::KnpuStatus,
+    >,
+    pub command_list_update: Option<
+        unsafe extern "C" fn(abi::KnpuCommandList, u32, *const abi::KnpuCommand) -> abi::KnpuStatus,
+    >,
+    pub command_list_destroy: Option<unsafe extern "C" fn(abi::KnpuCommandList) -> abi::KnpuStatus>,
     pub device_get_clock:
         Option<unsafe extern "C" fn(abi::KnpuDriverDevice, *mut u64) -> abi::KnpuStatus>,
 }
@@ -230,6 +242,9 @@ impl Driver {
             device_set_profiling: optional!(head, device_set_profiling),
             device_read_profile: optional!(head, device_read_profile),
             device_get_clock: optional!(head, device_get_clock),
+            command_list_create: optional!(head, command_list_create),
+            command_list_update: optional!(head, command_list_update),
+            command_list_destroy: optional!(head, command_list_destroy),
         };
         // Required by the ABI, though the runtime signals only through submissions.
         let _ = required!(head, semaphore_signal, label);
@@ -495,6 +510,64 @@ impl Driver {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the driver stores command lists (ABI 1.1).
+    pub(crate) fn has_command_lists(&self) -> bool {
+        self.t.command_list_create.is_some()
+            && self.t.command_list_update.is_some()
+            && self.t.command_list_destroy.is_some()
+    }
+
+    /// Creates a command list; `None` when the driver has none (ABI 1.0).
+    pub(crate) fn command_list_create(
+        &self,
+        d: abi::KnpuDriverDevice,
+        cmds: &[abi::KnpuCommand],
+    ) -> Result<Option<abi::KnpuCommandList>> {
+        let Some(f) = self
+            .t
+            .command_list_create
+            .filter(|_| self.has_command_lists())
+        else {
+            return Ok(None);
+        };
+        let mut list: abi::KnpuCommandList = std::ptr::null_mut();
+        // SAFETY: `cmds` is a valid array of its length; the driver copies it.
+        let status = unsafe { f(d, cmds.as_ptr(), cmds.len() as u32, &mut list) };
+        check(status, "command_list_create")?;
+        Ok(Some(list))
+    }
+
+    /// Replaces one command of a list.
+    pub(crate) fn command_list_update(
+        &self,
+        list: abi::KnpuCommandList,
+        index: usize,
+        cmd: &abi::KnpuCommand,
+    ) -> Result<()> {
+        let f = self
+            .t
+            .command_list_update
+            .ok_or_else(|| Error::NotSupported {
+                detail: "command lists".into(),
+            })?;
+        // SAFETY: `cmd` is one valid command; the driver copies it.
+        let status = unsafe { f(list, index as u32, cmd) };
+        check(status, "command_list_update")
+    }
+
+    /// Destroys a list.
+    pub(crate) fn command_list_destroy(&self, list: abi::KnpuCommandList) -> Result<()> {
+        let f = self
+            .t
+            .command_list_destroy
+            .ok_or_else(|| Error::NotSupported {
+                detail: "command lists".into(),
+            })?;
+        // SAFETY: `list` came from command_list_create and is destroyed once by its owner.
+        let status = unsafe { f(list) };
+        check(status, "command_list_destroy")
     }
 
     pub(crate) fn clock_ns(&self, d: abi::KnpuDriverDevice) -> Result<u64> {

@@ -170,6 +170,9 @@ struct Segment {
     signal: Option<u64>,
     /// Events recorded at the end of this segment, with their timestamp slots.
     records: Vec<(Arc<EventInner>, Option<Arc<AtomicU64>>)>,
+    /// The commands stored in the driver, when it has command lists: a launch then names
+    /// the list instead of passing every command.
+    list: Option<abi::KnpuCommandList>,
 }
 
 struct Plan {
@@ -219,6 +222,11 @@ impl Drop for ExecInner {
         // the instance alive until then), so destroying the queues does not wait long.
         for q in self.queues.drain(..) {
             let _ = self.device.inner.driver.queue_destroy(q);
+        }
+        for seg in &self.plan.get_mut().segments {
+            if let Some(l) = seg.list {
+                let _ = self.device.inner.driver.command_list_destroy(l);
+            }
         }
         if let Some(m) = &self.mem_instances {
             m.fetch_sub(1, Ordering::AcqRel);
@@ -374,6 +382,7 @@ impl GraphExec {
                     params: Vec::new(),
                     signal: None,
                     records: Vec::new(),
+                    list: None,
                 });
                 open[q] = Some(segments.len() - 1);
             }
@@ -419,6 +428,14 @@ impl GraphExec {
         }
 
         let d = &device.inner;
+        for seg in &mut segments {
+            if !seg.cmds.is_empty() {
+                seg.list = d
+                    .driver
+                    .command_list_create(d.raw, &seg.cmds)
+                    .map_err(|e| device.note(e))?;
+            }
+        }
         let mut queues = Vec::new();
         for _ in 1..nq {
             queues.push(
@@ -520,13 +537,18 @@ impl GraphExec {
                 let signals: Vec<(Arc<Semaphore>, u64)> = signal.iter().cloned().collect();
                 // SAFETY: host pointers in the plan are the recorder's obligation (valid for
                 // every launch); parameter buffers live in the plan, which the driver copies.
+                let (cmds, list) = match seg.list {
+                    Some(l) => (&[][..], Some(l)),
+                    None => (&seg.cmds[..], None),
+                };
                 unsafe {
                     stream.submit(
-                        &seg.cmds,
+                        cmds,
                         Submit {
                             waits: &waits,
                             signals: &signals,
                             keep: None,
+                            list,
                         },
                     )
                 }?;
@@ -541,8 +563,13 @@ impl GraphExec {
                 info.wait_count = wait_raw.len() as u32;
                 info.wait_semaphores = wait_raw.as_ptr();
                 info.wait_values = wait_vals.as_ptr();
-                info.command_count = seg.cmds.len() as u32;
-                info.commands = seg.cmds.as_ptr();
+                match seg.list {
+                    Some(l) => info.command_list = l,
+                    None => {
+                        info.command_count = seg.cmds.len() as u32;
+                        info.commands = seg.cmds.as_ptr();
+                    }
+                }
                 info.signal_count = sig_raw.len() as u32;
                 info.signal_semaphores = sig_raw.as_ptr();
                 info.signal_values = sig_vals.as_ptr();
@@ -571,8 +598,8 @@ impl GraphExec {
                 &[],
                 Submit {
                     waits: &joins,
-                    signals: &[],
                     keep: Some(keep),
+                    ..Default::default()
                 },
             )
         }?;
@@ -632,6 +659,13 @@ impl GraphExec {
         plan.segments[s].cmds[c].u.kernel.params = p.as_ptr() as *const std::os::raw::c_void;
         plan.segments[s].cmds[c].u.kernel.params_size = *params_len;
         plan.segments[s].params[c] = Some(p.clone());
+        if let Some(l) = plan.segments[s].list {
+            self.inner
+                .device
+                .inner
+                .driver
+                .command_list_update(l, c, &plan.segments[s].cmds[c])?;
+        }
         plan.kinds[node.0] = kind;
         Ok(())
     }
@@ -747,6 +781,14 @@ impl GraphExec {
                 if let Some((cmd, params)) = encode_command(&n.kind, &mut host_fns) {
                     plan.segments[s].cmds[c] = cmd;
                     plan.segments[s].params[c] = params;
+                    if let Some(l) = plan.segments[s].list {
+                        let cmd = plan.segments[s].cmds[c];
+                        self.inner
+                            .device
+                            .inner
+                            .driver
+                            .command_list_update(l, c, &cmd)?;
+                    }
                 }
             }
             plan.kinds[i] = n.kind.clone();
