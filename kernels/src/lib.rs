@@ -11,6 +11,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod error;
 pub mod isa;
 pub mod par;

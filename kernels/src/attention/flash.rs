@@ -1,0 +1,484 @@
+//! The tile engine: blocks of query rows (all query heads of one key/value head together)
+//! stream over tiles of keys with an online softmax.
+//!
+//! Work is cut into units `(sequence, kv head, query block)`; when there are too few units to
+//! keep every thread busy (decode), each unit's key range is split into parts whose partial
+//! results `decode.rs` merges. Tasks are handed out dynamically, longest first, to at most
+//! `threads` workers on the current rayon pool, each with its own scratch tiles.
+
+use super::decode;
+use super::simd::{TileKernels, LANES};
+use super::{AttnElement, KvSource, Problem};
+use crate::isa::Isa;
+use crate::par::Parallelism;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Keys per tile.
+pub(crate) const BC: usize = 64;
+/// Query rows (over all heads of a group) a block aims for.
+const ROWS_TARGET: usize = 128;
+
+/// How a problem is cut into tasks, and the tile sizes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// Query heads per kv head.
+    pub group: usize,
+    /// Query positions per block.
+    pub nb: usize,
+    /// Query blocks per (sequence, kv head).
+    pub q_blocks: usize,
+    /// `batch * kv_heads * q_blocks`.
+    pub units: usize,
+    /// Parts each unit's key range is split into (1: no split).
+    pub splits: usize,
+    /// Padded rows of a block (`group * nb` rounded up to [`LANES`]).
+    pub rp: usize,
+    /// Padded head dimension of the output accumulator.
+    pub dp: usize,
+    /// Head dimension.
+    pub d: usize,
+}
+
+impl Plan {
+    /// Plans a problem; `kv_len` is the longest key range a unit may see.
+    pub fn new(
+        batch: usize,
+        group: usize,
+        kv_heads: usize,
+        d: usize,
+        q_len: usize,
+        kv_len: usize,
+        threads: usize,
+    ) -> Plan {
+        let nb_max = (ROWS_TARGET / group.max(1)).max(1);
+        let q_blocks = q_len.div_ceil(nb_max).max(1);
+        let nb = q_len.div_ceil(q_blocks).max(1);
+        let units = batch * kv_heads * q_blocks;
+        let splits = split_count(units, threads, kv_len);
+        Plan {
+            group,
+            nb,
+            q_blocks,
+            units,
+            splits,
+            rp: (group * nb).div_ceil(LANES) * LANES,
+            dp: d.div_ceil(LANES).max(1) * LANES,
+            d,
+        }
+    }
+
+    /// Floats of one worker's scratch.
+    fn worker_floats(&self) -> usize {
+        let (rp, d, dp) = (self.rp, self.d, self.dp);
+        d * rp + BC * rp + rp * dp + 3 * rp + 2 * BC * d
+    }
+
+    /// Floats of one split-KV partial result.
+    pub fn partial_floats(&self) -> usize {
+        self.rp * self.dp + 2 * self.rp
+    }
+
+    /// Bytes of working memory with `threads` workers.
+    pub fn scratch_bytes(&self, threads: usize) -> usize {
+        let partials = if self.splits > 1 {
+            self.units * self.splits * self.partial_floats()
+        } else {
+            0
+        };
+        4 * (threads.min(self.units * self.splits).max(1) * self.worker_floats() + partials)
+    }
+}
+
+/// Splits each unit's keys when units alone cannot fill `threads`: enough parts for about two
+/// tasks per thread, a multiple of `threads` in total when possible, each part at least two
+/// tiles long.
+fn split_count(units: usize, threads: usize, kv_len: usize) -> usize {
+    if threads <= 1 || units == 0 || units >= 2 * threads {
+        return 1;
+    }
+    let max_by_len = (kv_len / (2 * BC)).max(1);
+    let want = (2 * threads).div_ceil(units);
+    let mut s = want;
+    while s < want + threads && (units * s) % threads != 0 {
+        s += 1;
+    }
+    if (units * s) % threads != 0 {
+        s = want;
+    }
+    s.min(max_by_len).max(1)
+}
+
+/// A raw view of an output slice that parallel tasks write at disjoint indices.
+pub(crate) struct SharedOut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: `SharedOut` is only a pointer and a length; writes through it go to indices that
+// the engine hands to exactly one task (disjoint rows of a validated, non-overlapping layout).
+unsafe impl<T: Send> Send for SharedOut<T> {}
+// SAFETY: as above; no two tasks write the same index and nothing reads through it.
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// Views `s` for the duration of its borrow.
+    pub fn new(s: &mut [T]) -> SharedOut<T> {
+        SharedOut {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+        }
+    }
+
+    /// Writes `v` at `i`.
+    ///
+    /// # Safety
+    /// - The slice this was made from must still be mutably borrowed by the caller.
+    /// - No other thread may access index `i` during the write.
+    pub unsafe fn write(&self, i: usize, v: T) {
+        assert!(i < self.len, "output index {i} out of bounds {}", self.len);
+        // SAFETY: `i` is in bounds (checked above) and exclusive to this task (caller).
+        unsafe { self.ptr.add(i).write(v) }
+    }
+
+    /// A mutable view of `range`.
+    ///
+    /// # Safety
+    /// - The slice this was made from must still be mutably borrowed by the caller.
+    /// - No other thread may access `range` while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len, "output range out of bounds");
+        // SAFETY: in bounds (checked above) and exclusive to this task (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// One worker's tiles.
+pub(crate) struct Scratch {
+    qt: Vec<f32>,
+    st: Vec<f32>,
+    pub o: Vec<f32>,
+    pub m: Vec<f32>,
+    pub l: Vec<f32>,
+    alpha: Vec<f32>,
+    kbuf: Vec<f32>,
+    vbuf: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan) -> Scratch {
+        let (rp, d, dp) = (plan.rp, plan.d, plan.dp);
+        Scratch {
+            qt: vec![0.0; d * rp],
+            st: vec![0.0; BC * rp],
+            o: vec![0.0; rp * dp],
+            m: vec![0.0; rp],
+            l: vec![0.0; rp],
+            alpha: vec![0.0; rp],
+            kbuf: vec![0.0; BC * d],
+            vbuf: vec![0.0; BC * d],
+        }
+    }
+}
+
+/// Runs `f(task, scratch)` for every task in `0..n` on at most `threads` workers of the
+/// current rayon pool, tasks taken in order by whichever worker is free.
+fn for_each_task<S>(
+    n: usize,
+    threads: usize,
+    make: impl Fn() -> S + Sync,
+    f: impl Fn(usize, &mut S) + Sync,
+) {
+    let workers = threads.min(n);
+    if workers <= 1 {
+        let mut s = make();
+        for t in 0..n {
+            f(t, &mut s);
+        }
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    rayon::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| {
+                let mut s = make();
+                loop {
+                    let t = next.fetch_add(1, Ordering::Relaxed);
+                    if t >= n {
+                        break;
+                    }
+                    f(t, &mut s);
+                }
+            });
+        }
+    });
+}
+
+/// The query position of row `i` of sequence `b`: `kv_len - q_len + i` (may be negative).
+fn position(kv_len: usize, q_len: usize, i: usize) -> i64 {
+    kv_len as i64 - q_len as i64 + i as i64
+}
+
+/// Whether a query at `pos` sees key `j` (of a sequence with at least `j + 1` keys).
+fn visible(p: &Problem, pos: i64, j: usize) -> bool {
+    let j = j as i64;
+    if p.causal && j > pos {
+        return false;
+    }
+    if let Some(w) = p.window {
+        let w = w as i64;
+        if j <= pos - w || (!p.causal && j >= pos + w) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The keys `[lo, hi)` any row with positions `pos_min..=pos_max` may see.
+fn key_range(p: &Problem, kv_len: usize, pos_min: i64, pos_max: i64) -> (usize, usize) {
+    let mut lo = 0i64;
+    let mut hi = kv_len as i64;
+    if p.causal {
+        hi = hi.min(pos_max + 1);
+    }
+    if let Some(w) = p.window {
+        let w = w as i64;
+        lo = lo.max(pos_min - w + 1);
+        if !p.causal {
+            hi = hi.min(pos_max + w);
+        }
+    }
+    let lo = lo.clamp(0, kv_len as i64) as usize;
+    let hi = hi.clamp(0, kv_len as i64) as usize;
+    (lo, hi.max(lo))
+}
+
+/// Where rows of keys (or values) start for `(b, kv head, j)`: offset, row stride, and how
+/// many rows follow at that stride.
+fn rows_at(src: &KvSource, is_v: bool, b: usize, h: usize, j: usize) -> (usize, usize, usize) {
+    match src {
+        KvSource::Contiguous { k, v } => {
+            let t = if is_v { v } else { k };
+            (t.offset(b, j, h), t.seq_stride, usize::MAX)
+        }
+        KvSource::Paged {
+            cache,
+            table,
+            max_blocks,
+        } => {
+            let blk = table[b * max_blocks + j / cache.block_size] as usize;
+            let slot = j % cache.block_size;
+            (
+                blk * cache.block_stride + slot * cache.slot_stride + h * cache.head_stride,
+                cache.slot_stride,
+                cache.block_size - slot,
+            )
+        }
+    }
+}
+
+/// A tile of `nk` rows of `src` as f32: in place when `T` is f32, else widened into `buf`.
+fn tile_f32<'a, T: AttnElement>(
+    src: &'a [T],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    buf: &'a mut [f32],
+) -> (&'a [f32], usize, usize) {
+    if let Some(f) = T::as_f32(src) {
+        return (f, off, stride);
+    }
+    for j in 0..nk {
+        let s = off + j * stride;
+        T::widen(&src[s..s + d], &mut buf[j * d..(j + 1) * d]);
+    }
+    (buf, 0, d)
+}
+
+/// Runs the problem; arguments were validated by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<T: AttnElement>(
+    isa: Isa,
+    p: &Problem,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [T],
+    mut lse: Option<&mut [f32]>,
+    par: Parallelism,
+) {
+    if p.batch == 0 || p.q_len == 0 || p.q_heads == 0 {
+        return;
+    }
+    let threads = par.threads();
+    let max_kv = (0..p.batch).map(|b| p.kv_len(b)).max().unwrap_or(0);
+    let plan = Plan::new(
+        p.batch,
+        p.group(),
+        p.kv_heads,
+        p.head_dim,
+        p.q_len,
+        max_kv,
+        threads,
+    );
+    let kern = TileKernels::for_isa(isa);
+    let out_w = SharedOut::new(out);
+    let lse_w = lse.as_deref_mut().map(SharedOut::new);
+    let n_tasks = plan.units * plan.splits;
+    let mut partials = if plan.splits > 1 {
+        vec![0.0f32; n_tasks * plan.partial_floats()]
+    } else {
+        Vec::new()
+    };
+    let part_w = SharedOut::new(&mut partials);
+    for_each_task(
+        n_tasks,
+        threads,
+        || Scratch::new(&plan),
+        |t, s| {
+            // Longest units (last query blocks under a causal mask) first.
+            let unit = plan.units - 1 - t / plan.splits;
+            let split = t % plan.splits;
+            let qb = unit % plan.q_blocks;
+            let bh = unit / plan.q_blocks;
+            let (b, kvh) = (bh / p.kv_heads, bh % p.kv_heads);
+            let rows = run_unit(&kern, p, &plan, b, kvh, qb, split, q, k, v, s);
+            if plan.splits == 1 {
+                // SAFETY: unit `(b, kvh, qb)` is this task's alone, and `out`/`lse` are
+                // mutably borrowed for the whole of `run`.
+                unsafe { write_rows(p, &plan, b, kvh, qb, rows, &s.o, &s.m, &s.l, &out_w, &lse_w) };
+            } else {
+                let pf = plan.partial_floats();
+                // SAFETY: slot `unit * splits + split` belongs to this task alone, and
+                // `partials` lives until after `for_each_task` returns.
+                let slot = unsafe { part_w.slice((unit * plan.splits + split) * pf, pf) };
+                decode::store_partial(&plan, slot, &s.o, &s.m, &s.l);
+            }
+        },
+    );
+    if plan.splits > 1 {
+        decode::merge(p, &plan, &partials, &out_w, &lse_w);
+    }
+}
+
+/// Computes one part of one unit into `s.o`, `s.m`, `s.l` (unnormalised output, running max
+/// and sum per padded row). Returns the number of query positions in the block.
+#[allow(clippy::too_many_arguments)]
+fn run_unit<T: AttnElement>(
+    kern: &TileKernels,
+    p: &Problem,
+    plan: &Plan,
+    b: usize,
+    kvh: usize,
+    qb: usize,
+    split: usize,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &mut Scratch,
+) -> usize {
+    let (d, rp, dp, g) = (p.head_dim, plan.rp, plan.dp, plan.group);
+    let i0 = qb * plan.nb;
+    let n = plan.nb.min(p.q_len - i0);
+    let nr = g * n;
+    let kv_len = p.kv_len(b);
+
+    // Transposed, scaled query block: qt[c * rp + (gi * n + il)].
+    s.qt.fill(0.0);
+    for gi in 0..g {
+        for il in 0..n {
+            let off = p.q.offset(b, i0 + il, kvh * g + gi);
+            let r = gi * n + il;
+            for (c, &x) in q[off..off + d].iter().enumerate() {
+                s.qt[c * rp + r] = x.to_f32() * p.scale;
+            }
+        }
+    }
+    s.o.fill(0.0);
+    s.m.fill(f32::NEG_INFINITY);
+    s.l.fill(0.0);
+
+    let pos_min = position(kv_len, p.q_len, i0);
+    let pos_max = position(kv_len, p.q_len, i0 + n - 1);
+    let (lo, hi) = key_range(p, kv_len, pos_min, pos_max);
+    let part = (hi - lo).div_ceil(plan.splits).div_ceil(BC) * BC;
+    let start = (lo + split * part).min(hi);
+    let end = (start + part).min(hi);
+
+    let mut j = start;
+    while j < end {
+        let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
+        let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
+        let nk = BC.min(end - j).min(krun).min(vrun);
+        let (kf, koff, ks) = tile_f32(k, koff, ks, nk, d, &mut s.kbuf);
+        let (vf, voff, vs) = tile_f32(v, voff, vs, nk, d, &mut s.vbuf);
+        kern.qk(&s.qt, rp, d, kf, koff, ks, nk, &mut s.st);
+        let j_last = (j + nk - 1) as i64;
+        let needs_mask = (p.causal && j_last > pos_min)
+            || p.window.is_some_and(|w| {
+                let w = w as i64;
+                (j as i64) <= pos_max - w || (!p.causal && j_last >= pos_min + w)
+            });
+        if needs_mask {
+            for jj in 0..nk {
+                for il in 0..n {
+                    if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
+                        for gi in 0..g {
+                            s.st[jj * rp + gi * n + il] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+        }
+        kern.softmax(&mut s.st, rp, nk, &mut s.m, &mut s.l, &mut s.alpha);
+        kern.pv(&s.st, rp, nr, nk, vf, voff, vs, d, &mut s.o, dp, &s.alpha);
+        j += nk;
+    }
+    n
+}
+
+/// Normalises a block's rows and writes them (and their log-sum-exp) to the outputs.
+///
+/// # Safety
+/// - `out` and `lse` must view slices that stay mutably borrowed during the call.
+/// - No other thread may write the rows of unit `(b, kvh, qb)` meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn write_rows<T: AttnElement>(
+    p: &Problem,
+    plan: &Plan,
+    b: usize,
+    kvh: usize,
+    qb: usize,
+    n: usize,
+    o: &[f32],
+    m: &[f32],
+    l: &[f32],
+    out: &SharedOut<T>,
+    lse: &Option<SharedOut<f32>>,
+) {
+    let (g, d, dp) = (plan.group, p.head_dim, plan.dp);
+    let i0 = qb * plan.nb;
+    for gi in 0..g {
+        let h = kvh * g + gi;
+        for il in 0..n {
+            let r = gi * n + il;
+            let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+            let off = p.out.offset(b, i0 + il, h);
+            for c in 0..d {
+                // SAFETY: row `(b, i0 + il, h)` belongs to this unit alone (caller), and the
+                // validated layout maps it to distinct in-bounds elements.
+                unsafe { out.write(off + c, T::from_f32(o[r * dp + c] * inv)) };
+            }
+            if let Some(lw) = lse {
+                let val = if l[r] > 0.0 {
+                    m[r] + l[r].ln()
+                } else {
+                    f32::NEG_INFINITY
+                };
+                // SAFETY: as above; the lse array is `[batch, q_heads, q_len]`.
+                unsafe { lw.write((b * p.q_heads + h) * p.q_len + i0 + il, val) };
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The three tile operations of flash attention, one implementation per instruction set.
+//!
+//! Scores are kept transposed: a tile `st` holds `nk` key rows of `rp` query lanes
+//! (`st[j * rp + r]`), so the online softmax runs down whole vectors of query rows and the
+//! `P V` product broadcasts one probability per (key, row). `rp` is always a multiple of
+//! [`LANES`]; rows past the real ones are zero queries whose results are never read.
+//!
+//! The safe methods of [`TileKernels`] check every bound the unsafe per-ISA code relies on, so
+//! a wrong tile size from the engine is a panic with a message, never an out-of-bounds access.
+
+mod portable;
+
+use crate::isa::Isa;
+
+/// Query rows per vector group: tiles pad their row count to a multiple of this.
+pub(crate) const LANES: usize = 16;
+
+type QkFn = unsafe fn(&[f32], usize, usize, &[f32], usize, usize, usize, &mut [f32]);
+type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, &mut [f32], &mut [f32], &mut [f32]);
+type PvFn =
+    unsafe fn(&[f32], usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize, &[f32]);
+
+/// The tile operations of one instruction-set path.
+pub(crate) struct TileKernels {
+    qk: QkFn,
+    softmax: SoftmaxFn,
+    pv: PvFn,
+}
+
+impl TileKernels {
+    /// The kernels for `isa`, which the caller has checked the host supports.
+    pub fn for_isa(isa: Isa) -> TileKernels {
+        match isa {
+            _ => TileKernels {
+                qk: portable::qk,
+                softmax: portable::softmax,
+                pv: portable::pv,
+            },
+        }
+    }
+
+    /// Scores: `st[j * rp + r] = sum_{p < d} qt[p * rp + r] * k[koff + j * ks + p]` for
+    /// `j < nk`, `r < rp` (`qt` is the transposed, pre-scaled query block).
+    #[allow(clippy::too_many_arguments)]
+    pub fn qk(
+        &self,
+        qt: &[f32],
+        rp: usize,
+        d: usize,
+        k: &[f32],
+        koff: usize,
+        ks: usize,
+        nk: usize,
+        st: &mut [f32],
+    ) {
+        assert!(rp % LANES == 0 && qt.len() >= d * rp && st.len() >= nk * rp);
+        if nk > 0 {
+            assert!(
+                koff + (nk - 1) * ks + d <= k.len(),
+                "key rows out of bounds"
+            );
+        }
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { (self.qk)(qt, rp, d, k, koff, ks, nk, st) }
+    }
+
+    /// Online-softmax step: takes the score tile `st` (`nk x rp`), updates each row's running
+    /// maximum `m` and sum `l`, writes the factor `alpha` that rescales the row's earlier
+    /// output, and turns `st` into probabilities `exp(s - m_new)`. Rows that have seen only
+    /// masked keys (`-inf`) keep `m = -inf`, `l = 0` and get probabilities 0.
+    pub fn softmax(
+        &self,
+        st: &mut [f32],
+        rp: usize,
+        nk: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        assert!(rp % LANES == 0 && st.len() >= nk * rp);
+        assert!(m.len() >= rp && l.len() >= rp && alpha.len() >= rp);
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { (self.softmax)(st, rp, nk, m, l, alpha) }
+    }
+
+    /// Output update: `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} pt[j * rp + r]
+    /// * v[voff + j * vs + c]` for `r < nr`, `c < d`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pv(
+        &self,
+        pt: &[f32],
+        rp: usize,
+        nr: usize,
+        nk: usize,
+        v: &[f32],
+        voff: usize,
+        vs: usize,
+        d: usize,
+        o: &mut [f32],
+        dp: usize,
+        alpha: &[f32],
+    ) {
+        assert!(rp % LANES == 0 && nr <= rp && pt.len() >= nk * rp);
+        assert!(dp >= d && dp % LANES == 0 && o.len() >= rp * dp && alpha.len() >= rp);
+        if nk > 0 {
+            assert!(
+                voff + (nk - 1) * vs + d <= v.len(),
+                "value rows out of bounds"
+            );
+        }
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { (self.pv)(pt, rp, nr, nk, v, voff, vs, d, o, dp, alpha) }
+    }
+}

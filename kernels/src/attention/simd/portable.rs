@@ -1,0 +1,92 @@
+//! Plain-Rust tile operations: the reference path every target has.
+//!
+//! These are safe functions; they have the `unsafe fn` signature only to share the function
+//! pointer type with the SIMD paths, and index with bounds checks.
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn qk(
+    qt: &[f32],
+    rp: usize,
+    d: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    st: &mut [f32],
+) {
+    for j in 0..nk {
+        let row = &mut st[j * rp..(j + 1) * rp];
+        row.fill(0.0);
+        let key = &k[koff + j * ks..koff + j * ks + d];
+        for (p, &kv) in key.iter().enumerate() {
+            let qrow = &qt[p * rp..(p + 1) * rp];
+            for (s, &q) in row.iter_mut().zip(qrow) {
+                *s += q * kv;
+            }
+        }
+    }
+}
+
+pub(super) fn softmax(
+    st: &mut [f32],
+    rp: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    for r in 0..rp {
+        let mut m_new = m[r];
+        for j in 0..nk {
+            m_new = m_new.max(st[j * rp + r]);
+        }
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let a = (m[r] - m_use).exp();
+        let mut sum = 0.0f32;
+        for j in 0..nk {
+            let p = (st[j * rp + r] - m_use).exp();
+            st[j * rp + r] = p;
+            sum += p;
+        }
+        l[r] = l[r] * a + sum;
+        m[r] = m_new;
+        alpha[r] = a;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pv(
+    pt: &[f32],
+    rp: usize,
+    nr: usize,
+    nk: usize,
+    v: &[f32],
+    voff: usize,
+    vs: usize,
+    d: usize,
+    o: &mut [f32],
+    dp: usize,
+    alpha: &[f32],
+) {
+    for r in 0..nr {
+        let orow = &mut o[r * dp..r * dp + d];
+        let a = alpha[r];
+        for x in orow.iter_mut() {
+            *x *= a;
+        }
+        for j in 0..nk {
+            let p = pt[j * rp + r];
+            if p == 0.0 {
+                continue;
+            }
+            let vrow = &v[voff + j * vs..voff + j * vs + d];
+            for (x, &vv) in orow.iter_mut().zip(vrow) {
+                *x += p * vv;
+            }
+        }
+    }
+}
