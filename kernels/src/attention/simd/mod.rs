@@ -10,6 +10,11 @@
 
 mod portable;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use crate::isa::Isa;
 
 /// Query rows per vector group: tiles pad their row count to a multiple of this.
@@ -31,6 +36,18 @@ impl TileKernels {
     /// The kernels for `isa`, which the caller has checked the host supports.
     pub fn for_isa(isa: Isa) -> TileKernels {
         match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => TileKernels {
+                qk: avx512::qk,
+                softmax: avx512::softmax,
+                pv: avx512::pv,
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => TileKernels {
+                qk: avx2::qk,
+                softmax: avx2::softmax,
+                pv: avx2::pv,
+            },
             _ => TileKernels {
                 qk: portable::qk,
                 softmax: portable::softmax,

@@ -1,0 +1,306 @@
+//! AVX-512 tile operations: register-blocked `Q K^T` (query rows in lanes, a key broadcast per
+//! FMA), a vectorised online softmax with a polynomial `exp`, and a register-blocked `P V`.
+//!
+//! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
+//! each function's `# Safety` section, and only after `isa::detected()` reported AVX-512.
+
+use std::arch::x86_64::*;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Below this, `exp` is flushed to an exact 0 (so masked scores add nothing at all).
+const EXP_MIN: f32 = -87.0;
+const EXP_MAX: f32 = 88.37;
+
+/// `exp(x)` for 16 lanes with about 2 ulp error; `-inf` and anything below [`EXP_MIN`] give 0.
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(EXP_MIN));
+    let x = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)),
+        _mm512_set1_ps(EXP_MAX),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut y = _mm512_set1_ps(1.987_569_1e-4);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.398_2e-3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.333_452e-3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.166_579_6e-2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.666_666_5e-1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.000_000_1e-1));
+    let r2 = _mm512_mul_ps(r, r);
+    y = _mm512_fmadd_ps(y, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(y, n))
+}
+
+/// One block of scores: `MK` keys by `NV` vectors of query rows.
+///
+/// # Safety
+/// - `q` must be readable at `p * rp + 16 * NV` floats for every `p < d`.
+/// - `k` must be readable at `m * ks + p` for `m < MK`, `p < d`.
+/// - `s` must be writable at `m * rp + 16 * NV` floats for `m < MK`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn qk_block<const NV: usize, const MK: usize>(
+    q: *const f32,
+    rp: usize,
+    d: usize,
+    k: *const f32,
+    ks: usize,
+    s: *mut f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MK];
+    for p in 0..d {
+        let mut qv = [_mm512_setzero_ps(); NV];
+        for v in 0..NV {
+            // SAFETY: `p < d` and `v < NV`, inside what the caller made readable.
+            qv[v] = unsafe { _mm512_loadu_ps(q.add(p * rp + 16 * v)) };
+        }
+        for m in 0..MK {
+            // SAFETY: `m < MK`, `p < d`: a key element the caller made readable.
+            let kb = _mm512_set1_ps(unsafe { *k.add(m * ks + p) });
+            for v in 0..NV {
+                acc[m][v] = _mm512_fmadd_ps(kb, qv[v], acc[m][v]);
+            }
+        }
+    }
+    for m in 0..MK {
+        for v in 0..NV {
+            // SAFETY: within the `MK x 16 NV` block the caller made writable.
+            unsafe { _mm512_storeu_ps(s.add(m * rp + 16 * v), acc[m][v]) };
+        }
+    }
+}
+
+/// Scores for `nk` keys, every key against every padded query row.
+///
+/// # Safety
+/// - `rp % 16 == 0`, `qt.len() >= d * rp`, `st.len() >= nk * rp`.
+/// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn qk(
+    qt: &[f32],
+    rp: usize,
+    d: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    st: &mut [f32],
+) {
+    let (qp, sp) = (qt.as_ptr(), st.as_mut_ptr());
+    // SAFETY: `koff` is within `k` when `nk > 0` (caller); with `nk == 0` nothing is read.
+    let kp = unsafe { k.as_ptr().add(if nk > 0 { koff } else { 0 }) };
+    let mut r0 = 0;
+    while r0 < rp {
+        let nv = ((rp - r0) / 16).min(4);
+        let nv = if nv == 3 { 2 } else { nv };
+        let mut j = 0;
+        // SAFETY (all calls below): rows `r0..r0 + 16 nv <= rp` of `qt` and `st`, keys
+        // `j..j + mk <= nk` of `k`, which the caller's bounds cover.
+        unsafe {
+            while j < nk {
+                let (q, kk, s) = (qp.add(r0), kp.add(j * ks), sp.add(j * rp + r0));
+                let left = nk - j;
+                let mk = match nv {
+                    4 if left >= 6 => {
+                        qk_block::<4, 6>(q, rp, d, kk, ks, s);
+                        6
+                    }
+                    4 => {
+                        qk_block::<4, 1>(q, rp, d, kk, ks, s);
+                        1
+                    }
+                    2 if left >= 8 => {
+                        qk_block::<2, 8>(q, rp, d, kk, ks, s);
+                        8
+                    }
+                    2 => {
+                        qk_block::<2, 1>(q, rp, d, kk, ks, s);
+                        1
+                    }
+                    _ if left >= 12 => {
+                        qk_block::<1, 12>(q, rp, d, kk, ks, s);
+                        12
+                    }
+                    _ => {
+                        qk_block::<1, 1>(q, rp, d, kk, ks, s);
+                        1
+                    }
+                };
+                j += mk;
+            }
+        }
+        r0 += 16 * nv;
+    }
+}
+
+/// The online-softmax step over a score tile (see [`super::TileKernels::softmax`]).
+///
+/// # Safety
+/// - `rp % 16 == 0`, `st.len() >= nk * rp`, and `m`, `l`, `alpha` hold at least `rp` floats.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn softmax(
+    st: &mut [f32],
+    rp: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let sp = st.as_mut_ptr();
+    let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+    for c in (0..rp).step_by(16) {
+        // SAFETY: `c + 16 <= rp` floats of `m`, `l`, `alpha`, and rows `j < nk` of `st`, all
+        // within the caller's bounds.
+        unsafe {
+            let m_old = _mm512_loadu_ps(m.as_ptr().add(c));
+            let mut mx = m_old;
+            for j in 0..nk {
+                mx = _mm512_max_ps(mx, _mm512_loadu_ps(sp.add(j * rp + c)));
+            }
+            let none = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mx, neg_inf);
+            let m_use = _mm512_maskz_mov_ps(!none, mx);
+            let a = exp16(_mm512_sub_ps(m_old, m_use));
+            let mut sum = _mm512_setzero_ps();
+            for j in 0..nk {
+                let ptr = sp.add(j * rp + c);
+                let p = exp16(_mm512_sub_ps(_mm512_loadu_ps(ptr), m_use));
+                _mm512_storeu_ps(ptr, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+            let l_old = _mm512_loadu_ps(l.as_ptr().add(c));
+            _mm512_storeu_ps(l.as_mut_ptr().add(c), _mm512_fmadd_ps(l_old, a, sum));
+            _mm512_storeu_ps(m.as_mut_ptr().add(c), mx);
+            _mm512_storeu_ps(alpha.as_mut_ptr().add(c), a);
+        }
+    }
+}
+
+/// One block of the output update: `MR` rows by `NV` vectors of columns; the last vector's
+/// value loads use `tail` (lanes past the head dimension read as 0).
+///
+/// # Safety
+/// - `p` must be readable at `j * rp + r` for `j < nk`, `r < MR`.
+/// - `v` must be readable at `j * vs + c` for `j < nk` and every column `c` whose lane is set
+///   (all lanes of the first `NV - 1` vectors, the `tail` lanes of the last).
+/// - `o` must be readable and writable at `r * dp + 16 * NV` floats for `r < MR`; `a` at `MR`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn pv_block<const MR: usize, const NV: usize>(
+    p: *const f32,
+    rp: usize,
+    nk: usize,
+    v: *const f32,
+    vs: usize,
+    o: *mut f32,
+    dp: usize,
+    a: *const f32,
+    tail: __mmask16,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    for r in 0..MR {
+        // SAFETY: `r < MR`: an alpha and an output row the caller made accessible.
+        unsafe {
+            let ar = _mm512_set1_ps(*a.add(r));
+            for c in 0..NV {
+                acc[r][c] = _mm512_mul_ps(ar, _mm512_loadu_ps(o.add(r * dp + 16 * c)));
+            }
+        }
+    }
+    for j in 0..nk {
+        let mut vv = [_mm512_setzero_ps(); NV];
+        // SAFETY: value row `j < nk`, full vectors then the masked tail (caller's bounds).
+        unsafe {
+            let row = v.add(j * vs);
+            for c in 0..NV - 1 {
+                vv[c] = _mm512_loadu_ps(row.add(16 * c));
+            }
+            vv[NV - 1] = _mm512_maskz_loadu_ps(tail, row.add(16 * (NV - 1)));
+        }
+        for r in 0..MR {
+            // SAFETY: probability `(j, r)` with `j < nk`, `r < MR` (caller's bounds).
+            let pb = _mm512_set1_ps(unsafe { *p.add(j * rp + r) });
+            for c in 0..NV {
+                acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
+            }
+        }
+    }
+    for r in 0..MR {
+        for c in 0..NV {
+            // SAFETY: output row `r < MR`, within the block the caller made writable.
+            unsafe { _mm512_storeu_ps(o.add(r * dp + 16 * c), acc[r][c]) };
+        }
+    }
+}
+
+/// The output update over a probability tile (see [`super::TileKernels::pv`]).
+///
+/// # Safety
+/// - `rp % 16 == 0`, `nr <= rp`, `pt.len() >= nk * rp`, `alpha.len() >= rp`.
+/// - `dp >= d`, `dp % 16 == 0`, `o.len() >= rp * dp`.
+/// - When `nk > 0`: `voff + (nk - 1) * vs + d <= v.len()`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn pv(
+    pt: &[f32],
+    rp: usize,
+    nr: usize,
+    nk: usize,
+    v: &[f32],
+    voff: usize,
+    vs: usize,
+    d: usize,
+    o: &mut [f32],
+    dp: usize,
+    alpha: &[f32],
+) {
+    let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
+    // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
+    let vp = unsafe { v.as_ptr().add(if nk > 0 { voff } else { 0 }) };
+    let mut r0 = 0;
+    while r0 < nr {
+        let mr = match nr - r0 {
+            x if x >= 6 => 6,
+            x if x >= 3 => 3,
+            _ => 1,
+        };
+        let mut c0 = 0;
+        while c0 < d {
+            let nv = (d - c0).div_ceil(16).min(4);
+            let last = (d - c0 - 16 * (nv - 1)).min(16);
+            let tail: __mmask16 = if last == 16 { !0 } else { (1u16 << last) - 1 };
+            // SAFETY: rows `r0..r0 + mr <= nr <= rp` of `pt`, `o` and `alpha`; columns
+            // `c0..c0 + 16 nv <= dp` of `o`; value columns below `d` only (the tail mask);
+            // value rows `j < nk`. All within the caller's bounds.
+            unsafe {
+                let (p, vv, oo, a) = (pp.add(r0), vp.add(c0), op.add(r0 * dp + c0), ap.add(r0));
+                macro_rules! go {
+                    ($($pat:pat => $mr:literal),*) => {
+                        match (mr, nv) {
+                            $(
+                                ($pat, 1) => pv_block::<$mr, 1>(p, rp, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 2) => pv_block::<$mr, 2>(p, rp, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 3) => pv_block::<$mr, 3>(p, rp, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, _) => pv_block::<$mr, 4>(p, rp, nk, vv, vs, oo, dp, a, tail),
+                            )*
+                        }
+                    };
+                }
+                go!(6 => 6, 3 => 3, _ => 1);
+            }
+            c0 += 16 * nv;
+        }
+        r0 += mr;
+    }
+}
