@@ -1,13 +1,16 @@
 //! The tile engine: blocks of query rows (all query heads of one key/value head together)
 //! stream over tiles of keys with an online softmax.
 //!
-//! Work is cut into units `(sequence, kv head, query block)`; when there are too few units to
+//! Work is cut into units `(sequence, kv heads, query block)`: one kv head per unit when a
+//! block has many query rows; all kv heads of a sequence together when it has a few (decode),
+//! so a task streams through whole positions of the cache instead of one head's slice of
+//! each. When there are too few units to
 //! keep every thread busy (decode), each unit's key range is split into parts whose partial
 //! results `decode.rs` merges. Tasks are handed out dynamically, longest first, to at most
 //! `threads` workers on the current rayon pool, each with its own scratch tiles.
 
 use super::decode;
-use super::simd::{TileKernels, LANES};
+use super::simd::{prefetch_rows, TileKernels, LANES};
 use super::{AttnElement, KvSource, Problem};
 use crate::isa::Isa;
 use crate::par::Parallelism;
@@ -27,7 +30,11 @@ pub(crate) struct Plan {
     pub nb: usize,
     /// Query blocks per (sequence, kv head).
     pub q_blocks: usize,
-    /// `batch * kv_heads * q_blocks`.
+    /// Kv heads one unit processes (1, or all of them for few-row blocks).
+    pub heads: usize,
+    /// Kv-head groups per sequence (`kv_heads / heads`).
+    pub head_groups: usize,
+    /// `batch * head_groups * q_blocks`.
     pub units: usize,
     /// Parts each unit's key range is split into (1: no split).
     pub splits: usize,
@@ -53,29 +60,45 @@ impl Plan {
         let nb_max = (ROWS_TARGET / group.max(1)).max(1);
         let q_blocks = q_len.div_ceil(nb_max).max(1);
         let nb = q_len.div_ceil(q_blocks).max(1);
-        let units = batch * kv_heads * q_blocks;
+        let rp = (group * nb).div_ceil(LANES) * LANES;
+        let heads = if rp == LANES { kv_heads.max(1) } else { 1 };
+        let head_groups = kv_heads / heads;
+        let units = batch * head_groups * q_blocks;
         let splits = split_count(units, threads, kv_len);
         Plan {
             group,
             nb,
             q_blocks,
+            heads,
+            head_groups,
             units,
             splits,
-            rp: (group * nb).div_ceil(LANES) * LANES,
+            rp,
             dp: d.div_ceil(LANES).max(1) * LANES,
             d,
         }
     }
 
+    /// The sequence, first kv head and query block of `unit`.
+    pub fn unit(&self, unit: usize) -> (usize, usize, usize) {
+        let qb = unit % self.q_blocks;
+        let bh = unit / self.q_blocks;
+        (
+            bh / self.head_groups,
+            (bh % self.head_groups) * self.heads,
+            qb,
+        )
+    }
+
     /// Floats of one worker's scratch.
     fn worker_floats(&self) -> usize {
         let (rp, d, dp) = (self.rp, self.d, self.dp);
-        d * rp + BC * rp + rp * dp + 3 * rp + 2 * BC * d
+        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp) + BC * rp + rp + 2 * BC * d
     }
 
     /// Floats of one split-KV partial result.
     pub fn partial_floats(&self) -> usize {
-        self.rp * self.dp + 2 * self.rp
+        self.heads * (self.rp * self.dp + 2 * self.rp)
     }
 
     /// Bytes of working memory with `threads` workers.
@@ -167,13 +190,13 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     fn new(plan: &Plan) -> Scratch {
-        let (rp, d, dp) = (plan.rp, plan.d, plan.dp);
+        let (rp, d, dp, h) = (plan.rp, plan.d, plan.dp, plan.heads);
         Scratch {
-            qt: vec![0.0; d * rp],
+            qt: vec![0.0; h * rp * dp.max(d)],
             st: vec![0.0; BC * rp],
-            o: vec![0.0; rp * dp],
-            m: vec![0.0; rp],
-            l: vec![0.0; rp],
+            o: vec![0.0; h * rp * dp],
+            m: vec![0.0; h * rp],
+            l: vec![0.0; h * rp],
             alpha: vec![0.0; rp],
             kbuf: vec![0.0; BC * d],
             vbuf: vec![0.0; BC * d],
@@ -296,6 +319,35 @@ fn tile_f32<'a, T: AttnElement>(
     (buf, 0, d)
 }
 
+/// How far ahead of the tile being computed its keys and values are prefetched.
+const PREFETCH_AHEAD: usize = 4 * BC;
+
+/// Prefetches the key and value rows of positions `from..to` of `(b, kv head)`.
+#[allow(clippy::too_many_arguments)]
+fn prefetch_keys<T>(
+    p: &Problem,
+    b: usize,
+    heads: std::ops::Range<usize>,
+    k: &[T],
+    v: &[T],
+    from: usize,
+    to: usize,
+) {
+    let row_bytes = p.head_dim * std::mem::size_of::<T>();
+    let mut j = from;
+    while j < to {
+        let mut n = to - j;
+        for kvh in heads.clone() {
+            let (ko, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
+            let (vo, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
+            n = n.min(krun).min(vrun);
+            prefetch_rows(k, ko, ks, n, row_bytes);
+            prefetch_rows(v, vo, vs, n, row_bytes);
+        }
+        j += n;
+    }
+}
+
 /// Runs the problem; arguments were validated by the caller.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run<T: AttnElement>(
@@ -340,14 +392,22 @@ pub(crate) fn run<T: AttnElement>(
             // Longest units (last query blocks under a causal mask) first.
             let unit = plan.units - 1 - t / plan.splits;
             let split = t % plan.splits;
-            let qb = unit % plan.q_blocks;
-            let bh = unit / plan.q_blocks;
-            let (b, kvh) = (bh / p.kv_heads, bh % p.kv_heads);
-            let rows = run_unit(&kern, p, &plan, b, kvh, qb, split, q, k, v, s);
+            let (b, kvh0, qb) = plan.unit(unit);
+            let rows = run_unit(&kern, p, &plan, b, kvh0, qb, split, q, k, v, s);
             if plan.splits == 1 {
-                // SAFETY: unit `(b, kvh, qb)` is this task's alone, and `out`/`lse` are
-                // mutably borrowed for the whole of `run`.
-                unsafe { write_rows(p, &plan, b, kvh, qb, rows, &s.o, &s.m, &s.l, &out_w, &lse_w) };
+                let (od, rp) = (plan.rp * plan.dp, plan.rp);
+                for hi in 0..plan.heads {
+                    let (o, m, l) = (
+                        &s.o[hi * od..(hi + 1) * od],
+                        &s.m[hi * rp..(hi + 1) * rp],
+                        &s.l[hi * rp..(hi + 1) * rp],
+                    );
+                    // SAFETY: unit `(b, kvh0.., qb)` is this task's alone, and `out`/`lse`
+                    // are mutably borrowed for the whole of `run`.
+                    unsafe {
+                        write_rows(p, &plan, b, kvh0 + hi, qb, rows, o, m, l, &out_w, &lse_w)
+                    };
+                }
             } else {
                 let pf = plan.partial_floats();
                 // SAFETY: slot `unit * splits + split` belongs to this task alone, and
@@ -370,7 +430,7 @@ fn run_unit<T: AttnElement>(
     p: &Problem,
     plan: &Plan,
     b: usize,
-    kvh: usize,
+    kvh0: usize,
     qb: usize,
     split: usize,
     q: &[T],
@@ -378,20 +438,27 @@ fn run_unit<T: AttnElement>(
     v: &[T],
     s: &mut Scratch,
 ) -> usize {
-    let (d, rp, dp, g) = (p.head_dim, plan.rp, plan.dp, plan.group);
+    let (d, rp, dp, g, hp) = (p.head_dim, plan.rp, plan.dp, plan.group, plan.heads);
     let i0 = qb * plan.nb;
     let n = plan.nb.min(p.q_len - i0);
     let nr = g * n;
     let kv_len = p.kv_len(b);
+    let (qsz, od) = (rp * dp.max(d), rp * dp);
 
-    // Transposed, scaled query block: qt[c * rp + (gi * n + il)].
+    // The scaled query block of each head: row-major (`qt[r * dp + c]`) for the dot-product
+    // form that serves a few rows (decode), else transposed (`qt[c * rp + r]`); r = gi * n + il.
+    let dot = rp == LANES;
     s.qt.fill(0.0);
-    for gi in 0..g {
-        for il in 0..n {
-            let off = p.q.offset(b, i0 + il, kvh * g + gi);
-            let r = gi * n + il;
-            for (c, &x) in q[off..off + d].iter().enumerate() {
-                s.qt[c * rp + r] = x.to_f32() * p.scale;
+    for hi in 0..hp {
+        let qt = &mut s.qt[hi * qsz..(hi + 1) * qsz];
+        for gi in 0..g {
+            for il in 0..n {
+                let off = p.q.offset(b, i0 + il, (kvh0 + hi) * g + gi);
+                let r = gi * n + il;
+                for (c, &x) in q[off..off + d].iter().enumerate() {
+                    let at = if dot { r * dp + c } else { c * rp + r };
+                    qt[at] = x.to_f32() * p.scale;
+                }
             }
         }
     }
@@ -405,34 +472,77 @@ fn run_unit<T: AttnElement>(
     let part = (hi - lo).div_ceil(plan.splits).div_ceil(BC) * BC;
     let start = (lo + split * part).min(hi);
     let end = (start + part).min(hi);
+    let heads = kvh0..kvh0 + hp;
 
     let mut j = start;
     while j < end {
-        let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
-        let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
-        let nk = BC.min(end - j).min(krun).min(vrun);
-        let (kf, koff, ks) = tile_f32(k, koff, ks, nk, d, &mut s.kbuf);
-        let (vf, voff, vs) = tile_f32(v, voff, vs, nk, d, &mut s.vbuf);
-        kern.qk(&s.qt, rp, d, kf, koff, ks, nk, &mut s.st);
+        let mut nk = BC.min(end - j);
+        for kvh in heads.clone() {
+            nk = nk.min(rows_at(&p.kv, false, b, kvh, j).2);
+            nk = nk.min(rows_at(&p.kv, true, b, kvh, j).2);
+        }
+        if j == start {
+            prefetch_keys(
+                p,
+                b,
+                heads.clone(),
+                k,
+                v,
+                j + nk,
+                (j + PREFETCH_AHEAD).min(end),
+            );
+        }
+        prefetch_keys(
+            p,
+            b,
+            heads.clone(),
+            k,
+            v,
+            (j + PREFETCH_AHEAD).min(end),
+            (j + nk + PREFETCH_AHEAD).min(end),
+        );
         let j_last = (j + nk - 1) as i64;
         let needs_mask = (p.causal && j_last > pos_min)
             || p.window.is_some_and(|w| {
                 let w = w as i64;
                 (j as i64) <= pos_max - w || (!p.causal && j_last >= pos_min + w)
             });
-        if needs_mask {
-            for jj in 0..nk {
-                for il in 0..n {
-                    if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
-                        for gi in 0..g {
-                            s.st[jj * rp + gi * n + il] = f32::NEG_INFINITY;
+        for hi in 0..hp {
+            let kvh = kvh0 + hi;
+            let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
+            let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
+            let (kf, koff, ks) = tile_f32(k, koff, ks, nk, d, &mut s.kbuf);
+            let (vf, voff, vs) = tile_f32(v, voff, vs, nk, d, &mut s.vbuf);
+            let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
+            let o = &mut s.o[hi * od..(hi + 1) * od];
+            let m = &mut s.m[hi * rp..(hi + 1) * rp];
+            let l = &mut s.l[hi * rp..(hi + 1) * rp];
+            if dot {
+                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, &mut s.st, BC);
+            } else {
+                kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
+            }
+            if needs_mask {
+                for jj in 0..nk {
+                    for il in 0..n {
+                        if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
+                            for gi in 0..g {
+                                let r = gi * n + il;
+                                let at = if dot { r * BC + jj } else { jj * rp + r };
+                                s.st[at] = f32::NEG_INFINITY;
+                            }
                         }
                     }
                 }
             }
+            if dot {
+                kern.softmax_rows(&mut s.st, BC, nr, nk, m, l, &mut s.alpha);
+                kern.pv(&s.st, 1, BC, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
+            } else {
+                kern.softmax(&mut s.st, rp, nk, m, l, &mut s.alpha);
+                kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
+            }
         }
-        kern.softmax(&mut s.st, rp, nk, &mut s.m, &mut s.l, &mut s.alpha);
-        kern.pv(&s.st, rp, nr, nk, vf, voff, vs, d, &mut s.o, dp, &s.alpha);
         j += nk;
     }
     n

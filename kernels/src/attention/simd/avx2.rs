@@ -169,7 +169,7 @@ pub(super) unsafe fn softmax(
 /// value loads use `tail` (lanes whose mask is clear read as 0).
 ///
 /// # Safety
-/// - `p` must be readable at `j * rp + r` for `j < nk`, `r < MR`.
+/// - `p` must be readable at `j * pj + r * pr` for `j < nk`, `r < MR`.
 /// - `v` must be readable at `j * vs + c` for `j < nk` and every column `c` whose lane is set
 ///   (all lanes of the first `NV - 1` vectors, the `tail` lanes of the last).
 /// - `o` must be readable and writable at `r * dp + 8 * NV` floats for `r < MR`; `a` at `MR`.
@@ -178,7 +178,8 @@ pub(super) unsafe fn softmax(
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn pv_block<const MR: usize, const NV: usize>(
     p: *const f32,
-    rp: usize,
+    pj: usize,
+    pr: usize,
     nk: usize,
     v: *const f32,
     vs: usize,
@@ -209,7 +210,7 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
         }
         for r in 0..MR {
             // SAFETY: probability `(j, r)` with `j < nk`, `r < MR` (caller's bounds).
-            let pb = _mm256_set1_ps(unsafe { *p.add(j * rp + r) });
+            let pb = _mm256_set1_ps(unsafe { *p.add(j * pj + r * pr) });
             for c in 0..NV {
                 acc[r][c] = _mm256_fmadd_ps(pb, vv[c], acc[r][c]);
             }
@@ -226,15 +227,16 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
 /// The output update over a probability tile (see [`super::TileKernels::pv`]).
 ///
 /// # Safety
-/// - `rp % 16 == 0`, `nr <= rp`, `pt.len() >= nk * rp`, `alpha.len() >= rp`.
-/// - `dp >= d`, `dp % 16 == 0`, `o.len() >= rp * dp`.
+/// - `pt` readable at `j * pj + r * pr` for `j < nk`, `r < nr`; `alpha.len() >= nr`.
+/// - `dp >= d`, `dp % 16 == 0`, `o.len() >= nr * dp`.
 /// - When `nk > 0`: `voff + (nk - 1) * vs + d <= v.len()`.
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn pv(
     pt: &[f32],
-    rp: usize,
+    pj: usize,
+    pr: usize,
     nr: usize,
     nk: usize,
     v: &[f32],
@@ -257,22 +259,167 @@ pub(super) unsafe fn pv(
             let nv = (d - c0).div_ceil(8).min(3);
             let last = (d - c0 - 8 * (nv - 1)).min(8) as i32;
             let tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), lane);
-            // SAFETY: rows `r0..r0 + mr <= nr <= rp` of `pt`, `o` and `alpha`; columns
+            // SAFETY: rows `r0..r0 + mr <= nr` of `pt`, `o` and `alpha`; columns
             // `c0..c0 + 8 nv <= dp` of `o`; value columns below `d` only (the tail mask);
             // value rows `j < nk`. All within the caller's bounds.
             unsafe {
-                let (p, vv, oo, a) = (pp.add(r0), vp.add(c0), op.add(r0 * dp + c0), ap.add(r0));
+                let (p, vv, oo, a) = (
+                    pp.add(r0 * pr),
+                    vp.add(c0),
+                    op.add(r0 * dp + c0),
+                    ap.add(r0),
+                );
                 match (mr, nv) {
-                    (4, 1) => pv_block::<4, 1>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                    (4, 2) => pv_block::<4, 2>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                    (4, _) => pv_block::<4, 3>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                    (_, 1) => pv_block::<1, 1>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                    (_, 2) => pv_block::<1, 2>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                    (_, _) => pv_block::<1, 3>(p, rp, nk, vv, vs, oo, dp, a, tail),
+                    (4, 1) => pv_block::<4, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                    (4, 2) => pv_block::<4, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                    (4, _) => pv_block::<4, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                    (_, 1) => pv_block::<1, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                    (_, 2) => pv_block::<1, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                    (_, _) => pv_block::<1, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
                 }
             }
             c0 += 8 * nv;
         }
         r0 += mr;
+    }
+}
+
+/// Lane `i` of the result is the sum of the 8 lanes of `a[i]`.
+#[target_feature(enable = "avx2,fma")]
+fn sum8x8(a: &[__m256; 8]) -> __m256 {
+    let t0 = _mm256_hadd_ps(a[0], a[1]);
+    let t1 = _mm256_hadd_ps(a[2], a[3]);
+    let t2 = _mm256_hadd_ps(a[4], a[5]);
+    let t3 = _mm256_hadd_ps(a[6], a[7]);
+    let u0 = _mm256_hadd_ps(t0, t1);
+    let u1 = _mm256_hadd_ps(t2, t3);
+    let lo = _mm256_permute2f128_ps::<0x20>(u0, u1);
+    let hi = _mm256_permute2f128_ps::<0x31>(u0, u1);
+    _mm256_add_ps(lo, hi)
+}
+
+/// A load mask for the first `n` (at most 8) lanes.
+#[target_feature(enable = "avx2,fma")]
+fn lanes(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n.min(8) as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Dot-form scores for up to 16 rows (see [`super::TileKernels::qk_dot`]).
+///
+/// # Safety
+/// - `dp >= d`, `dp % 16 == 0`, `q.len() >= nr * dp`, `nk <= ss`,
+///   `s.len() >= (nr - 1) * ss + nk` when `nr > 0`.
+/// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
+/// - The host must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+pub(super) unsafe fn qk_dot(
+    q: &[f32],
+    nr: usize,
+    d: usize,
+    dp: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    s: &mut [f32],
+    ss: usize,
+) {
+    if nk == 0 {
+        return;
+    }
+    let chunks = d.div_ceil(8);
+    let tail = lanes(d - 8 * (chunks - 1));
+    let all = lanes(8);
+    let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
+    // SAFETY: `koff` is within `k` since `nk > 0` (caller).
+    let kp = unsafe { k.as_ptr().add(koff) };
+    for j0 in (0..nk).step_by(8) {
+        let kn = (nk - j0).min(8);
+        // Rows past the tile repeat its last key; their sums are never stored.
+        let mut rows = [kp; 8];
+        for (i, row) in rows.iter_mut().enumerate() {
+            // SAFETY: key `min(j0 + i, nk - 1) < nk` is a row the caller made readable.
+            *row = unsafe { kp.add((j0 + i).min(nk - 1) * ks) };
+        }
+        for r in 0..nr {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for c in 0..chunks {
+                let m = if c + 1 == chunks { tail } else { all };
+                // SAFETY: query row `r < nr`, column block `8 c < dp` (caller's bounds); key
+                // columns `< d` only, through the mask.
+                unsafe {
+                    let qv = _mm256_loadu_ps(qp.add(r * dp + 8 * c));
+                    for i in 0..8 {
+                        let kv = _mm256_maskload_ps(rows[i].add(8 * c), m);
+                        acc[i] = _mm256_fmadd_ps(qv, kv, acc[i]);
+                    }
+                }
+            }
+            let sums = sum8x8(&acc);
+            // SAFETY: `r * ss + j0 + kn <= (nr - 1) * ss + nk` (caller's bounds).
+            unsafe { _mm256_maskstore_ps(sp.add(r * ss + j0), lanes(kn), sums) };
+        }
+    }
+}
+
+/// Online softmax over row-major scores (see [`super::TileKernels::softmax_rows`]).
+///
+/// # Safety
+/// - `nk <= ss`, `s.len() >= (nr - 1) * ss + nk` when `nr > 0`; `m`, `l`, `alpha` hold `nr`.
+/// - The host must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn softmax_rows(
+    s: &mut [f32],
+    ss: usize,
+    nr: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let sp = s.as_mut_ptr();
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    for r in 0..nr {
+        let mut mx = _mm256_set1_ps(m[r]);
+        // SAFETY (both loops): columns `j < nk` of row `r < nr`, through the masks.
+        unsafe {
+            for j in (0..nk).step_by(8) {
+                let keep = lanes(nk - j);
+                let x = _mm256_maskload_ps(sp.add(r * ss + j), keep);
+                mx = _mm256_max_ps(mx, _mm256_blendv_ps(neg_inf, x, _mm256_castsi256_ps(keep)));
+            }
+        }
+        let mut lanes_out = [0.0f32; 8];
+        // SAFETY: 8 floats into an 8-float array.
+        unsafe { _mm256_storeu_ps(lanes_out.as_mut_ptr(), mx) };
+        let m_new = lanes_out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let mu = _mm256_set1_ps(m_use);
+        let mut sum = _mm256_setzero_ps();
+        // SAFETY: as above.
+        unsafe {
+            for j in (0..nk).step_by(8) {
+                let keep = lanes(nk - j);
+                let ptr = sp.add(r * ss + j);
+                let x = _mm256_maskload_ps(ptr, keep);
+                let p = _mm256_and_ps(exp8(_mm256_sub_ps(x, mu)), _mm256_castsi256_ps(keep));
+                _mm256_maskstore_ps(ptr, keep, p);
+                sum = _mm256_add_ps(sum, p);
+            }
+        }
+        // SAFETY: 8 floats into an 8-float array.
+        unsafe { _mm256_storeu_ps(lanes_out.as_mut_ptr(), sum) };
+        let a = (m[r] - m_use).exp();
+        l[r] = l[r] * a + lanes_out.iter().sum::<f32>();
+        m[r] = m_new;
+        alpha[r] = a;
     }
 }

@@ -189,7 +189,7 @@ pub(super) unsafe fn softmax(
 /// value loads use `tail` (lanes past the head dimension read as 0).
 ///
 /// # Safety
-/// - `p` must be readable at `j * rp + r` for `j < nk`, `r < MR`.
+/// - `p` must be readable at `j * pj + r * pr` for `j < nk`, `r < MR`.
 /// - `v` must be readable at `j * vs + c` for `j < nk` and every column `c` whose lane is set
 ///   (all lanes of the first `NV - 1` vectors, the `tail` lanes of the last).
 /// - `o` must be readable and writable at `r * dp + 16 * NV` floats for `r < MR`; `a` at `MR`.
@@ -198,7 +198,8 @@ pub(super) unsafe fn softmax(
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn pv_block<const MR: usize, const NV: usize>(
     p: *const f32,
-    rp: usize,
+    pj: usize,
+    pr: usize,
     nk: usize,
     v: *const f32,
     vs: usize,
@@ -229,7 +230,7 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
         }
         for r in 0..MR {
             // SAFETY: probability `(j, r)` with `j < nk`, `r < MR` (caller's bounds).
-            let pb = _mm512_set1_ps(unsafe { *p.add(j * rp + r) });
+            let pb = _mm512_set1_ps(unsafe { *p.add(j * pj + r * pr) });
             for c in 0..NV {
                 acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
             }
@@ -246,15 +247,16 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
 /// The output update over a probability tile (see [`super::TileKernels::pv`]).
 ///
 /// # Safety
-/// - `rp % 16 == 0`, `nr <= rp`, `pt.len() >= nk * rp`, `alpha.len() >= rp`.
-/// - `dp >= d`, `dp % 16 == 0`, `o.len() >= rp * dp`.
+/// - `pt` readable at `j * pj + r * pr` for `j < nk`, `r < nr`; `alpha.len() >= nr`.
+/// - `dp >= d`, `dp % 16 == 0`, `o.len() >= nr * dp`.
 /// - When `nk > 0`: `voff + (nk - 1) * vs + d <= v.len()`.
 /// - The host must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn pv(
     pt: &[f32],
-    rp: usize,
+    pj: usize,
+    pr: usize,
     nr: usize,
     nk: usize,
     v: &[f32],
@@ -280,19 +282,24 @@ pub(super) unsafe fn pv(
             let nv = (d - c0).div_ceil(16).min(4);
             let last = (d - c0 - 16 * (nv - 1)).min(16);
             let tail: __mmask16 = if last == 16 { !0 } else { (1u16 << last) - 1 };
-            // SAFETY: rows `r0..r0 + mr <= nr <= rp` of `pt`, `o` and `alpha`; columns
+            // SAFETY: rows `r0..r0 + mr <= nr` of `pt`, `o` and `alpha`; columns
             // `c0..c0 + 16 nv <= dp` of `o`; value columns below `d` only (the tail mask);
             // value rows `j < nk`. All within the caller's bounds.
             unsafe {
-                let (p, vv, oo, a) = (pp.add(r0), vp.add(c0), op.add(r0 * dp + c0), ap.add(r0));
+                let (p, vv, oo, a) = (
+                    pp.add(r0 * pr),
+                    vp.add(c0),
+                    op.add(r0 * dp + c0),
+                    ap.add(r0),
+                );
                 macro_rules! go {
                     ($($pat:pat => $mr:literal),*) => {
                         match (mr, nv) {
                             $(
-                                ($pat, 1) => pv_block::<$mr, 1>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                                ($pat, 2) => pv_block::<$mr, 2>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                                ($pat, 3) => pv_block::<$mr, 3>(p, rp, nk, vv, vs, oo, dp, a, tail),
-                                ($pat, _) => pv_block::<$mr, 4>(p, rp, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 1) => pv_block::<$mr, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 2) => pv_block::<$mr, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 3) => pv_block::<$mr, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, _) => pv_block::<$mr, 4>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
                             )*
                         }
                     };
@@ -302,5 +309,159 @@ pub(super) unsafe fn pv(
             c0 += 16 * nv;
         }
         r0 += mr;
+    }
+}
+
+/// Lane `i` of the result is the sum of the 16 lanes of `a[i]`.
+#[target_feature(enable = "avx512f")]
+fn sum16x16(a: &[__m512; 16]) -> __m512 {
+    // Halve the partial sums per key at each step while packing two keys' halves together.
+    let mut b = [_mm512_setzero_ps(); 8];
+    for i in 0..8 {
+        let lo = _mm512_shuffle_f32x4::<0x44>(a[2 * i], a[2 * i + 1]);
+        let hi = _mm512_shuffle_f32x4::<0xEE>(a[2 * i], a[2 * i + 1]);
+        b[i] = _mm512_add_ps(lo, hi);
+    }
+    let mut c = [_mm512_setzero_ps(); 4];
+    for i in 0..4 {
+        let lo = _mm512_shuffle_f32x4::<0x88>(b[2 * i], b[2 * i + 1]);
+        let hi = _mm512_shuffle_f32x4::<0xDD>(b[2 * i], b[2 * i + 1]);
+        c[i] = _mm512_add_ps(lo, hi);
+    }
+    let mut d = [_mm512_setzero_ps(); 2];
+    for i in 0..2 {
+        let lo = _mm512_shuffle_ps::<0x44>(c[2 * i], c[2 * i + 1]);
+        let hi = _mm512_shuffle_ps::<0xEE>(c[2 * i], c[2 * i + 1]);
+        d[i] = _mm512_add_ps(lo, hi);
+    }
+    let lo = _mm512_shuffle_ps::<0x88>(d[0], d[1]);
+    let hi = _mm512_shuffle_ps::<0xDD>(d[0], d[1]);
+    // Lane 4k + t now holds key 4t + k.
+    let e = _mm512_add_ps(lo, hi);
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(idx, e)
+}
+
+/// Dot-form scores for up to 16 rows (see [`super::TileKernels::qk_dot`]).
+///
+/// # Safety
+/// - `dp >= d`, `dp % 16 == 0`, `q.len() >= nr * dp`, `nk <= ss`,
+///   `s.len() >= (nr - 1) * ss + nk` when `nr > 0`.
+/// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+pub(super) unsafe fn qk_dot(
+    q: &[f32],
+    nr: usize,
+    d: usize,
+    dp: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    s: &mut [f32],
+    ss: usize,
+) {
+    if nk == 0 {
+        return;
+    }
+    let chunks = d.div_ceil(16);
+    let last = d - 16 * (chunks - 1);
+    let tail: __mmask16 = if last == 16 { !0 } else { (1u16 << last) - 1 };
+    let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
+    // SAFETY: `koff` is within `k` since `nk > 0` (caller).
+    let kp = unsafe { k.as_ptr().add(koff) };
+    for j0 in (0..nk).step_by(16) {
+        let kn = (nk - j0).min(16);
+        // Rows past the tile repeat its last key; their sums are never stored.
+        let mut rows = [kp; 16];
+        for (i, row) in rows.iter_mut().enumerate() {
+            // SAFETY: key `min(j0 + i, nk - 1) < nk` is a row the caller made readable.
+            *row = unsafe { kp.add((j0 + i).min(nk - 1) * ks) };
+        }
+        for r in 0..nr {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for c in 0..chunks {
+                let m = if c + 1 == chunks { tail } else { !0 };
+                // SAFETY: query row `r < nr`, column block `16 c < dp` (caller's bounds); key
+                // columns `< d` only, through the mask.
+                unsafe {
+                    let qv = _mm512_loadu_ps(qp.add(r * dp + 16 * c));
+                    for i in 0..16 {
+                        let kv = _mm512_maskz_loadu_ps(m, rows[i].add(16 * c));
+                        acc[i] = _mm512_fmadd_ps(qv, kv, acc[i]);
+                    }
+                }
+            }
+            let sums = sum16x16(&acc);
+            let keep: __mmask16 = if kn == 16 { !0 } else { (1u16 << kn) - 1 };
+            // SAFETY: `r * ss + j0 + kn <= (nr - 1) * ss + nk` (caller's bounds).
+            unsafe { _mm512_mask_storeu_ps(sp.add(r * ss + j0), keep, sums) };
+        }
+    }
+}
+
+/// Online softmax over row-major scores (see [`super::TileKernels::softmax_rows`]).
+///
+/// # Safety
+/// - `nk <= ss`, `s.len() >= (nr - 1) * ss + nk` when `nr > 0`; `m`, `l`, `alpha` hold `nr`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn softmax_rows(
+    s: &mut [f32],
+    ss: usize,
+    nr: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let sp = s.as_mut_ptr();
+    for r in 0..nr {
+        let mut mx = _mm512_set1_ps(m[r]);
+        // SAFETY (both loops): columns `j < nk` of row `r < nr`, through the masks.
+        unsafe {
+            for j in (0..nk).step_by(16) {
+                let keep: __mmask16 = if nk - j >= 16 {
+                    !0
+                } else {
+                    (1u16 << (nk - j)) - 1
+                };
+                let x = _mm512_mask_loadu_ps(
+                    _mm512_set1_ps(f32::NEG_INFINITY),
+                    keep,
+                    sp.add(r * ss + j),
+                );
+                mx = _mm512_max_ps(mx, x);
+            }
+        }
+        let m_new = _mm512_reduce_max_ps(mx);
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let mu = _mm512_set1_ps(m_use);
+        let mut sum = _mm512_setzero_ps();
+        // SAFETY: as above.
+        unsafe {
+            for j in (0..nk).step_by(16) {
+                let keep: __mmask16 = if nk - j >= 16 {
+                    !0
+                } else {
+                    (1u16 << (nk - j)) - 1
+                };
+                let ptr = sp.add(r * ss + j);
+                let x = _mm512_maskz_loadu_ps(keep, ptr);
+                let p = _mm512_maskz_mov_ps(keep, exp16(_mm512_sub_ps(x, mu)));
+                _mm512_mask_storeu_ps(ptr, keep, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+        }
+        let a = (m[r] - m_use).exp();
+        l[r] = l[r] * a + _mm512_reduce_add_ps(sum);
+        m[r] = m_new;
+        alpha[r] = a;
     }
 }

@@ -22,13 +22,30 @@ pub(crate) const LANES: usize = 16;
 
 type QkFn = unsafe fn(&[f32], usize, usize, &[f32], usize, usize, usize, &mut [f32]);
 type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, &mut [f32], &mut [f32], &mut [f32]);
-type PvFn =
-    unsafe fn(&[f32], usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize, &[f32]);
+type QkDotFn =
+    unsafe fn(&[f32], usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize);
+type SoftmaxRowsFn = unsafe fn(&mut [f32], usize, usize, usize, &mut [f32], &mut [f32], &mut [f32]);
+type PvFn = unsafe fn(
+    &[f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    &[f32],
+    usize,
+    usize,
+    usize,
+    &mut [f32],
+    usize,
+    &[f32],
+);
 
 /// The tile operations of one instruction-set path.
 pub(crate) struct TileKernels {
     qk: QkFn,
     softmax: SoftmaxFn,
+    qk_dot: QkDotFn,
+    softmax_rows: SoftmaxRowsFn,
     pv: PvFn,
 }
 
@@ -40,17 +57,23 @@ impl TileKernels {
             Isa::Avx512 => TileKernels {
                 qk: avx512::qk,
                 softmax: avx512::softmax,
+                qk_dot: avx512::qk_dot,
+                softmax_rows: avx512::softmax_rows,
                 pv: avx512::pv,
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => TileKernels {
                 qk: avx2::qk,
                 softmax: avx2::softmax,
+                qk_dot: avx2::qk_dot,
+                softmax_rows: avx2::softmax_rows,
                 pv: avx2::pv,
             },
             _ => TileKernels {
                 qk: portable::qk,
                 softmax: portable::softmax,
+                qk_dot: portable::qk_dot,
+                softmax_rows: portable::softmax_rows,
                 pv: portable::pv,
             },
         }
@@ -100,13 +123,61 @@ impl TileKernels {
         unsafe { (self.softmax)(st, rp, nk, m, l, alpha) }
     }
 
-    /// Output update: `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} pt[j * rp + r]
-    /// * v[voff + j * vs + c]` for `r < nr`, `c < d`.
+    /// Scores in dot-product form for a few query rows (decode): `s[r * ss + j] = sum_{c < d}
+    /// q[r * dp + c] * k[koff + j * ks + c]` for `r < nr`, `j < nk`. `q` is row-major, scaled
+    /// and zero from `d` to `dp`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qk_dot(
+        &self,
+        q: &[f32],
+        nr: usize,
+        d: usize,
+        dp: usize,
+        k: &[f32],
+        koff: usize,
+        ks: usize,
+        nk: usize,
+        s: &mut [f32],
+        ss: usize,
+    ) {
+        assert!(dp >= d && dp % LANES == 0 && q.len() >= nr * dp && nk <= ss);
+        assert!(nr == 0 || s.len() >= (nr - 1) * ss + nk);
+        if nk > 0 {
+            assert!(
+                koff + (nk - 1) * ks + d <= k.len(),
+                "key rows out of bounds"
+            );
+        }
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { (self.qk_dot)(q, nr, d, dp, k, koff, ks, nk, s, ss) }
+    }
+
+    /// [`TileKernels::softmax`] for row-major scores `s[r * ss + j]`, `r < nr`, `j < nk`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn softmax_rows(
+        &self,
+        s: &mut [f32],
+        ss: usize,
+        nr: usize,
+        nk: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        assert!(nk <= ss && (nr == 0 || s.len() >= (nr - 1) * ss + nk));
+        assert!(m.len() >= nr && l.len() >= nr && alpha.len() >= nr);
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { (self.softmax_rows)(s, ss, nr, nk, m, l, alpha) }
+    }
+
+    /// Output update: `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} p[j * pj + r * pr]
+    /// * v[voff + j * vs + c]` for `r < nr`, `c < d` (`o` holds `rows_o` rows).
     #[allow(clippy::too_many_arguments)]
     pub fn pv(
         &self,
         pt: &[f32],
-        rp: usize,
+        pj: usize,
+        pr: usize,
         nr: usize,
         nk: usize,
         v: &[f32],
@@ -117,15 +188,40 @@ impl TileKernels {
         dp: usize,
         alpha: &[f32],
     ) {
-        assert!(rp % LANES == 0 && nr <= rp && pt.len() >= nk * rp);
-        assert!(dp >= d && dp % LANES == 0 && o.len() >= rp * dp && alpha.len() >= rp);
-        if nk > 0 {
+        if nk > 0 && nr > 0 {
+            assert!(
+                (nk - 1) * pj + (nr - 1) * pr < pt.len(),
+                "probabilities out of bounds"
+            );
             assert!(
                 voff + (nk - 1) * vs + d <= v.len(),
                 "value rows out of bounds"
             );
         }
+        assert!(dp >= d && dp % LANES == 0 && o.len() >= nr * dp && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.pv)(pt, rp, nr, nk, v, voff, vs, d, o, dp, alpha) }
+        unsafe { (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha) }
+    }
+}
+
+/// Asks the cache to fetch `rows` rows of `bytes` bytes each, starting at element `off` of
+/// `data` and `stride` elements apart: the engine calls it for the next key/value tile so
+/// memory streams while the current tile computes. A hint only; it never faults.
+pub(crate) fn prefetch_rows<T>(data: &[T], off: usize, stride: usize, rows: usize, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let base = data.as_ptr();
+        for r in 0..rows {
+            let row = base.wrapping_add(off + r * stride) as *const i8;
+            for line in (0..bytes).step_by(64) {
+                // SAFETY: a prefetch is a hint that never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(line)) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, off, stride, rows, bytes);
     }
 }

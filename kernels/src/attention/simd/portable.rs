@@ -61,7 +61,8 @@ pub(super) fn softmax(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pv(
     pt: &[f32],
-    rp: usize,
+    pj: usize,
+    pr: usize,
     nr: usize,
     nk: usize,
     v: &[f32],
@@ -79,7 +80,7 @@ pub(super) fn pv(
             *x *= a;
         }
         for j in 0..nk {
-            let p = pt[j * rp + r];
+            let p = pt[j * pj + r * pr];
             if p == 0.0 {
                 continue;
             }
@@ -88,5 +89,56 @@ pub(super) fn pv(
                 *x += p * vv;
             }
         }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn qk_dot(
+    q: &[f32],
+    nr: usize,
+    d: usize,
+    dp: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    s: &mut [f32],
+    ss: usize,
+) {
+    for r in 0..nr {
+        let qrow = &q[r * dp..r * dp + d];
+        for j in 0..nk {
+            let key = &k[koff + j * ks..koff + j * ks + d];
+            s[r * ss + j] = qrow.iter().zip(key).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+pub(super) fn softmax_rows(
+    s: &mut [f32],
+    ss: usize,
+    nr: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    for r in 0..nr {
+        let row = &mut s[r * ss..r * ss + nk];
+        let m_new = row.iter().copied().fold(m[r], f32::max);
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let a = (m[r] - m_use).exp();
+        let mut sum = 0.0f32;
+        for x in row.iter_mut() {
+            *x = (*x - m_use).exp();
+            sum += *x;
+        }
+        l[r] = l[r] * a + sum;
+        m[r] = m_new;
+        alpha[r] = a;
     }
 }
