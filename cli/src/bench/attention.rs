@@ -16,7 +16,7 @@
 //! so it measures the kernel on cache-resident data), `--layout bshd|bhsd` (the decode cache's
 //! memory order, default bshd).
 
-use super::{time_median, Record, Sink};
+use super::{time_batched, time_median, Record, Sink};
 use crate::case;
 use half::{bf16, f16};
 use knpu_kernels::attention::{
@@ -211,7 +211,8 @@ fn decode<T: AttnElement>(
     let par = Parallelism::Rayon(threads);
     let mut i = 0usize;
     let mut err = None;
-    let (runs, t) = time_median(50, 20000, Duration::from_millis(800), || {
+    // Steps are short: time batches of 20 back-to-back steps, median over 15 batches.
+    let (samples, t) = time_batched(15, 20, || {
         let c = i % copies;
         i += 1;
         if let Err(e) = attention(&p, &q, &ks[c], &vs[c], &mut out, None, None, par) {
@@ -227,9 +228,9 @@ fn decode<T: AttnElement>(
             "phase" => "decode", "batch" => 1, "q_heads" => Q_HEADS, "kv_heads" => KV_HEADS,
             "head_dim" => HEAD_DIM, "kv_len" => kv_len, "dtype" => T::NAME,
             "layout" => if o.head_major { "bhsd" } else { "bshd" },
-            "threads" => threads, "cache_copies" => copies
+            "threads" => threads, "cache_copies" => copies, "steps_per_sample" => 20
         ),
-        runs,
+        runs: samples,
         median_s: t,
         rates: vec![("us", t * 1e6), ("gbps", step_bytes as f64 / t / 1e9)],
     });

@@ -122,10 +122,10 @@ fn split_count(units: usize, threads: usize, kv_len: usize) -> usize {
     let max_by_len = (kv_len / (2 * BC)).max(1);
     let want = (2 * threads).div_ceil(units);
     let mut s = want;
-    while s < want + threads && (units * s) % threads != 0 {
+    while s < want + threads && !(units * s).is_multiple_of(threads) {
         s += 1;
     }
-    if (units * s) % threads != 0 {
+    if !(units * s).is_multiple_of(threads) {
         s = want;
     }
     s.min(max_by_len).max(1)
@@ -357,7 +357,7 @@ pub(crate) fn run<T: AttnElement>(
     k: &[T],
     v: &[T],
     out: &mut [T],
-    mut lse: Option<&mut [f32]>,
+    lse: Option<&mut [f32]>,
     par: Parallelism,
 ) {
     if p.batch == 0 || p.q_len == 0 || p.q_heads == 0 {
@@ -376,7 +376,7 @@ pub(crate) fn run<T: AttnElement>(
     );
     let kern = TileKernels::for_isa(isa);
     let out_w = SharedOut::new(out);
-    let lse_w = lse.as_deref_mut().map(SharedOut::new);
+    let lse_w = lse.map(SharedOut::new);
     let n_tasks = plan.units * plan.splits;
     let mut partials = if plan.splits > 1 {
         vec![0.0f32; n_tasks * plan.partial_floats()]
@@ -481,26 +481,16 @@ fn run_unit<T: AttnElement>(
             nk = nk.min(rows_at(&p.kv, false, b, kvh, j).2);
             nk = nk.min(rows_at(&p.kv, true, b, kvh, j).2);
         }
-        if j == start {
-            prefetch_keys(
-                p,
-                b,
-                heads.clone(),
-                k,
-                v,
-                j + nk,
-                (j + PREFETCH_AHEAD).min(end),
-            );
+        // Few-row blocks stream K and V once from memory: fetch ahead. Many-row blocks
+        // reuse each tile enough for the hardware prefetchers to keep up.
+        if dot {
+            let ahead = (j + PREFETCH_AHEAD).min(end);
+            if j == start {
+                prefetch_keys(p, b, heads.clone(), k, v, j + nk, ahead);
+            }
+            let upto = (j + nk + PREFETCH_AHEAD).min(end);
+            prefetch_keys(p, b, heads.clone(), k, v, ahead, upto);
         }
-        prefetch_keys(
-            p,
-            b,
-            heads.clone(),
-            k,
-            v,
-            (j + PREFETCH_AHEAD).min(end),
-            (j + nk + PREFETCH_AHEAD).min(end),
-        );
         let j_last = (j + nk - 1) as i64;
         let needs_mask = (p.causal && j_last > pos_min)
             || p.window.is_some_and(|w| {

@@ -104,8 +104,8 @@ pub fn kv_append<T: AttnElement>(
         }
     }
     let d = cache.head_dim;
-    for b in 0..new.batch {
-        let base = seq_lens[b] as usize;
+    for (b, &len) in seq_lens[..new.batch].iter().enumerate() {
+        let base = len as usize;
         for t in 0..new.seq {
             for h in 0..new.heads {
                 let at = cache.offset(b, base + t, h);

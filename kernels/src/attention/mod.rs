@@ -449,7 +449,7 @@ fn check_heads(q_heads: usize, kv_heads: usize) -> Result<(), KernelError> {
     if kv_heads == 0 && q_heads > 0 {
         return Err(bad_shape("kv_heads is 0 but q_heads is not".into()));
     }
-    if kv_heads > 0 && q_heads % kv_heads != 0 {
+    if kv_heads > 0 && !q_heads.is_multiple_of(kv_heads) {
         return Err(bad_shape(format!(
             "kv_heads ({kv_heads}) must divide q_heads ({q_heads}) for grouped-query attention"
         )));
@@ -715,7 +715,7 @@ pub fn attention_scratch_bytes(
     kv_len: usize,
     threads: usize,
 ) -> usize {
-    if kv_heads == 0 || q_heads % kv_heads != 0 {
+    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
         return 0;
     }
     let plan = flash::Plan::new(

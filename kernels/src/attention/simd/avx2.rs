@@ -32,7 +32,7 @@ fn exp8(x: __m256) -> __m256 {
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.333_452e-3));
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.166_579_6e-2));
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.666_666_5e-1));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.000_000_1e-1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(0.5));
     let r2 = _mm256_mul_ps(r, r);
     y = _mm256_fmadd_ps(y, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
     // n is in [-126, 127] after the clamp, so 2^n is a normal float built from its exponent.
@@ -385,7 +385,7 @@ pub(super) unsafe fn softmax_rows(
     let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
     for r in 0..nr {
         let mut mx = _mm256_set1_ps(m[r]);
-        // SAFETY (both loops): columns `j < nk` of row `r < nr`, through the masks.
+        // SAFETY: (both loops) columns `j < nk` of row `r < nr`, through the masks.
         unsafe {
             for j in (0..nk).step_by(8) {
                 let keep = lanes(nk - j);

@@ -31,7 +31,7 @@ fn exp16(x: __m512) -> __m512 {
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.333_452e-3));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.166_579_6e-2));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.666_666_5e-1));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.000_000_1e-1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5));
     let r2 = _mm512_mul_ps(r, r);
     y = _mm512_fmadd_ps(y, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
     _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(y, n))
@@ -103,7 +103,7 @@ pub(super) unsafe fn qk(
         let nv = ((rp - r0) / 16).min(4);
         let nv = if nv == 3 { 2 } else { nv };
         let mut j = 0;
-        // SAFETY (all calls below): rows `r0..r0 + 16 nv <= rp` of `qt` and `st`, keys
+        // SAFETY: (all calls below) rows `r0..r0 + 16 nv <= rp` of `qt` and `st`, keys
         // `j..j + mk <= nk` of `k`, which the caller's bounds cover.
         unsafe {
             while j < nk {
@@ -420,7 +420,7 @@ pub(super) unsafe fn softmax_rows(
     let sp = s.as_mut_ptr();
     for r in 0..nr {
         let mut mx = _mm512_set1_ps(m[r]);
-        // SAFETY (both loops): columns `j < nk` of row `r < nr`, through the masks.
+        // SAFETY: (both loops) columns `j < nk` of row `r < nr`, through the masks.
         unsafe {
             for j in (0..nk).step_by(16) {
                 let keep: __mmask16 = if nk - j >= 16 {

@@ -93,7 +93,7 @@ impl TileKernels {
         nk: usize,
         st: &mut [f32],
     ) {
-        assert!(rp % LANES == 0 && qt.len() >= d * rp && st.len() >= nk * rp);
+        assert!(rp.is_multiple_of(LANES) && qt.len() >= d * rp && st.len() >= nk * rp);
         if nk > 0 {
             assert!(
                 koff + (nk - 1) * ks + d <= k.len(),
@@ -117,7 +117,7 @@ impl TileKernels {
         l: &mut [f32],
         alpha: &mut [f32],
     ) {
-        assert!(rp % LANES == 0 && st.len() >= nk * rp);
+        assert!(rp.is_multiple_of(LANES) && st.len() >= nk * rp);
         assert!(m.len() >= rp && l.len() >= rp && alpha.len() >= rp);
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe { (self.softmax)(st, rp, nk, m, l, alpha) }
@@ -140,7 +140,7 @@ impl TileKernels {
         s: &mut [f32],
         ss: usize,
     ) {
-        assert!(dp >= d && dp % LANES == 0 && q.len() >= nr * dp && nk <= ss);
+        assert!(dp >= d && dp.is_multiple_of(LANES) && q.len() >= nr * dp && nk <= ss);
         assert!(nr == 0 || s.len() >= (nr - 1) * ss + nk);
         if nk > 0 {
             assert!(
@@ -198,7 +198,7 @@ impl TileKernels {
                 "value rows out of bounds"
             );
         }
-        assert!(dp >= d && dp % LANES == 0 && o.len() >= nr * dp && alpha.len() >= nr);
+        assert!(dp >= d && dp.is_multiple_of(LANES) && o.len() >= nr * dp && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe { (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha) }
     }
