@@ -649,3 +649,17 @@ impl OffsetForTest for AttnTensor {
         b * self.batch_stride + s * self.seq_stride + h * self.head_stride
     }
 }
+
+#[test]
+fn scratch_does_not_grow_with_sequence_length() {
+    use knpu_kernels::attention::attention_scratch_bytes;
+    // Prefill: tiles only, whatever the length.
+    let small = attention_scratch_bytes(1, 9, 3, 64, 4096, 4096, 2);
+    let large = attention_scratch_bytes(1, 9, 3, 64, 16384, 16384, 2);
+    assert_eq!(small, large);
+    assert!(large < 1 << 20, "{large} bytes of scratch");
+    // Decode splits the keys, but the number of parts is bounded by the thread count.
+    let d1 = attention_scratch_bytes(1, 9, 3, 64, 1, 4096, 2);
+    let d2 = attention_scratch_bytes(1, 9, 3, 64, 1, 1 << 20, 2);
+    assert_eq!(d1, d2);
+}

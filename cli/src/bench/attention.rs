@@ -278,7 +278,9 @@ fn memory(threads: usize, sink: &mut Sink) -> Result<(), String> {
         let q: Vec<f32> = fill(p.q.required_len().map_err(|e| e.to_string())?, 1);
         let k: Vec<f32> = fill(p.k.required_len().map_err(|e| e.to_string())?, 2);
         let v: Vec<f32> = fill(p.v.required_len().map_err(|e| e.to_string())?, 3);
-        let mut out = vec![0.0f32; q.len()];
+        // Non-zero fill touches every page now, so the peak-RSS growth below is the kernel's
+        // own memory, not the output's first-touch page faults.
+        let mut out = vec![1.0f32; q.len()];
         let io_bytes = 4 * (q.len() + k.len() + v.len() + out.len());
         // Writing 5 to clear_refs resets the high-water mark to the current RSS.
         let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
