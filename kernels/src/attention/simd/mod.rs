@@ -204,19 +204,19 @@ impl TileKernels {
     }
 }
 
-/// Asks the cache to fetch `rows` rows of `bytes` bytes each, starting at element `off` of
+/// Asks the L2 cache to fetch `rows` rows of `bytes` bytes each, starting at element `off` of
 /// `data` and `stride` elements apart: the engine calls it for the next key/value tile so
 /// memory streams while the current tile computes. A hint only; it never faults.
 pub(crate) fn prefetch_rows<T>(data: &[T], off: usize, stride: usize, rows: usize, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         let base = data.as_ptr();
         for r in 0..rows {
             let row = base.wrapping_add(off + r * stride) as *const i8;
             for line in (0..bytes).step_by(64) {
                 // SAFETY: a prefetch is a hint that never faults, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(line)) };
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(line)) };
             }
         }
     }
