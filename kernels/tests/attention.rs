@@ -533,6 +533,9 @@ fn bad_inputs_are_clear_errors() {
     let mut bad = p;
     bad.out.seq_stride = 4;
     expect_shape_err(run(&bad, &mut out, None), "overlap");
+    // A zero head_dim.
+    let bad = AttentionParams::bshd(1, 4, 4, 4, 4, 0, CAUSAL);
+    expect_shape_err(run(&bad, &mut out, None), "head_dim is 0");
     // A zero window.
     let mut bad = p;
     bad.mask.window = Some(0);
@@ -662,4 +665,101 @@ fn scratch_does_not_grow_with_sequence_length() {
     let d1 = attention_scratch_bytes(1, 9, 3, 64, 1, 4096, 2);
     let d2 = attention_scratch_bytes(1, 9, 3, 64, 1, 1 << 20, 2);
     assert_eq!(d1, d2);
+}
+
+#[test]
+fn empty_problems_and_the_default_entry_point() {
+    use knpu_kernels::attention::attention;
+    let z = vec![0.0f32; 64];
+    let mut out = vec![0.0f32; 64];
+    for (b, sq, skv) in [(0usize, 3usize, 3usize), (1, 0, 3), (1, 3, 0)] {
+        let p = AttentionParams::bshd(b, sq, skv, 2, 1, 8, CAUSAL);
+        attention(&p, &z, &z, &z, &mut out, None, None, Parallelism::Rayon(2)).unwrap();
+    }
+    // No keys at all: zeros.
+    assert!(out.iter().all(|&x| x == 0.0));
+    let p = AttentionParams::bshd(1, 2, 5, 2, 1, 8, FULL);
+    let mut rng = Rng(5);
+    let q: Vec<f32> = rng.vec(32, 1.0);
+    let k: Vec<f32> = rng.vec(40, 1.0);
+    let mut lse = vec![0.0f32; 4];
+    attention(
+        &p,
+        &q,
+        &k,
+        &k,
+        &mut out,
+        Some(&mut lse),
+        None,
+        Parallelism::None,
+    )
+    .unwrap();
+    check_against_reference("default entry", &p, &q, &k, &k, &out, &lse, None);
+}
+
+#[test]
+fn head_major_cache_append_then_attend() {
+    // A [batch, heads, capacity, d] cache filled by two appends equals one built at once.
+    let (batch, hk, hq, d, cap) = (2usize, 2usize, 4usize, 32usize, 20usize);
+    let cache = AttnTensor::bhsd(batch, cap, hk, d);
+    let mut kc = vec![0.0f32; cache.required_len().unwrap()];
+    let mut vc = kc.clone();
+    let mut rng = Rng(8);
+    let first = AttnTensor::bshd(batch, 9, hk, d);
+    let (k1, v1): (Vec<f32>, Vec<f32>) = (
+        rng.vec(first.required_len().unwrap(), 1.0),
+        rng.vec(first.required_len().unwrap(), 1.0),
+    );
+    kv_append(&cache, &mut kc, &mut vc, &first, &k1, &v1, &[0, 0]).unwrap();
+    let second = AttnTensor::bshd(batch, 1, hk, d);
+    let (k2, v2): (Vec<f32>, Vec<f32>) = (
+        rng.vec(second.required_len().unwrap(), 1.0),
+        rng.vec(second.required_len().unwrap(), 1.0),
+    );
+    kv_append(&cache, &mut kc, &mut vc, &second, &k2, &v2, &[9, 9]).unwrap();
+    for b in 0..batch {
+        for h in 0..hk {
+            for c in 0..d {
+                assert_eq!(
+                    kc[cache.offset_for_test(b, 3, h) + c],
+                    k1[first.offset_for_test(b, 3, h) + c]
+                );
+                assert_eq!(
+                    vc[cache.offset_for_test(b, 9, h) + c],
+                    v2[second.offset_for_test(b, 0, h) + c]
+                );
+            }
+        }
+    }
+    let q_t = AttnTensor::bshd(batch, 1, hq, d);
+    let p = AttentionParams {
+        q: q_t,
+        k: cache,
+        v: cache,
+        out: q_t,
+        mask: CAUSAL,
+    };
+    run_case_with(&p, &kc, &vc, Some(&[10, 10]));
+}
+
+fn run_case_with(p: &AttentionParams, k: &[f32], v: &[f32], kv_lens: Option<&[u32]>) {
+    let mut rng = Rng(9);
+    let q: Vec<f32> = rng.vec(p.q.required_len().unwrap(), 1.0);
+    for isa in isa::supported() {
+        let mut out = vec![f32::NAN; p.out.required_len().unwrap()];
+        let mut lse = vec![f32::NAN; p.q.batch * p.q.heads * p.q.seq];
+        attention_with_isa(
+            isa,
+            p,
+            &q,
+            k,
+            v,
+            &mut out,
+            Some(&mut lse),
+            kv_lens,
+            Parallelism::Rayon(2),
+        )
+        .unwrap();
+        check_against_reference(isa.name(), p, &q, k, v, &out, &lse, kv_lens);
+    }
 }

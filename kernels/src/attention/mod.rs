@@ -213,10 +213,10 @@ pub(crate) fn no_overlap(
     dims: &[(usize, usize)],
     operand: &'static str,
 ) -> Result<(), KernelError> {
-    let mut axes: Vec<(usize, usize)> = dims.iter().copied().filter(|&(n, _)| n > 1).collect();
-    if axes.iter().any(|&(n, _)| n == 0) {
+    if dims.iter().any(|&(n, _)| n == 0) {
         return Ok(());
     }
+    let mut axes: Vec<(usize, usize)> = dims.iter().copied().filter(|&(n, _)| n > 1).collect();
     axes.sort_by_key(|&(_, s)| s);
     let mut covered = 1usize;
     for (n, s) in axes {
@@ -436,6 +436,9 @@ fn check_mask(mask: &AttnMask) -> Result<(), KernelError> {
 }
 
 fn check_q_out(q: &AttnTensor, out: &AttnTensor) -> Result<(), KernelError> {
+    if q.head_dim == 0 {
+        return Err(bad_shape("head_dim is 0".into()));
+    }
     if (q.batch, q.seq, q.heads, q.head_dim) != (out.batch, out.seq, out.heads, out.head_dim) {
         return Err(bad_shape(format!(
             "out shape [{}, {}, {}, {}] differs from q shape [{}, {}, {}, {}]",
