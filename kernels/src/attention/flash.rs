@@ -11,7 +11,7 @@
 
 use super::decode;
 use super::simd::{prefetch_rows, TileKernels, LANES};
-use super::{AttnElement, KvSource, Problem};
+use super::{AttnElement, ElemSlice, KvSource, Problem};
 use crate::isa::Isa;
 use crate::par::Parallelism;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -301,7 +301,9 @@ fn rows_at(src: &KvSource, is_v: bool, b: usize, h: usize, j: usize) -> (usize, 
 }
 
 /// A tile of `nk` rows of `src` as f32: in place when `T` is f32, else widened into `buf`.
+#[allow(clippy::too_many_arguments)]
 fn tile_f32<'a, T: AttnElement>(
+    kern: &TileKernels,
     src: &'a [T],
     off: usize,
     stride: usize,
@@ -309,14 +311,17 @@ fn tile_f32<'a, T: AttnElement>(
     d: usize,
     buf: &'a mut [f32],
 ) -> (&'a [f32], usize, usize) {
-    if let Some(f) = T::as_f32(src) {
-        return (f, off, stride);
+    match T::view(src) {
+        ElemSlice::F32(f) => (f, off, stride),
+        ElemSlice::F16(bits) => {
+            kern.widen_f16(bits, off, stride, nk, d, buf);
+            (buf, 0, d)
+        }
+        ElemSlice::Bf16(bits) => {
+            kern.widen_bf16(bits, off, stride, nk, d, buf);
+            (buf, 0, d)
+        }
     }
-    for j in 0..nk {
-        let s = off + j * stride;
-        T::widen(&src[s..s + d], &mut buf[j * d..(j + 1) * d]);
-    }
-    (buf, 0, d)
 }
 
 /// How far ahead of the tile being computed its keys and values are prefetched.
@@ -501,8 +506,8 @@ fn run_unit<T: AttnElement>(
             let kvh = kvh0 + hi;
             let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
             let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
-            let (kf, koff, ks) = tile_f32(k, koff, ks, nk, d, &mut s.kbuf);
-            let (vf, voff, vs) = tile_f32(v, voff, vs, nk, d, &mut s.vbuf);
+            let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
+            let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
             let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
             let o = &mut s.o[hi * od..(hi + 1) * od];
             let m = &mut s.m[hi * rp..(hi + 1) * rp];

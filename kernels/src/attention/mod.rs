@@ -45,10 +45,20 @@ pub trait AttnElement: Copy + Send + Sync + 'static + private::Sealed {
     fn to_f32(self) -> f32;
     /// Rounds an `f32` to this type (round to nearest even).
     fn from_f32(v: f32) -> Self;
-    /// Widens a run of values into `dst` (same length).
-    fn widen(src: &[Self], dst: &mut [f32]);
-    /// The slice itself when the type is `f32`, so tiles can be read in place.
-    fn as_f32(src: &[Self]) -> Option<&[f32]>;
+    /// The slice as its storage format, so tiles are read in place (f32) or widened by the
+    /// instruction-set path's converter (f16, bf16 bits).
+    fn view(src: &[Self]) -> ElemSlice<'_>;
+}
+
+/// A slice of attention elements by storage format.
+#[derive(Debug, Clone, Copy)]
+pub enum ElemSlice<'a> {
+    /// IEEE single precision.
+    F32(&'a [f32]),
+    /// IEEE half precision, as bits.
+    F16(&'a [u16]),
+    /// bfloat16, as bits.
+    Bf16(&'a [u16]),
 }
 
 mod private {
@@ -66,11 +76,8 @@ impl AttnElement for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
-    fn as_f32(src: &[Self]) -> Option<&[f32]> {
-        Some(src)
+    fn view(src: &[Self]) -> ElemSlice<'_> {
+        ElemSlice::F32(src)
     }
 }
 
@@ -82,11 +89,8 @@ impl AttnElement for f16 {
     fn from_f32(v: f32) -> Self {
         f16::from_f32(v)
     }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
+    fn view(src: &[Self]) -> ElemSlice<'_> {
+        ElemSlice::F16(src.reinterpret_cast())
     }
 }
 
@@ -98,11 +102,8 @@ impl AttnElement for bf16 {
     fn from_f32(v: f32) -> Self {
         bf16::from_f32(v)
     }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
+    fn view(src: &[Self]) -> ElemSlice<'_> {
+        ElemSlice::Bf16(src.reinterpret_cast())
     }
 }
 

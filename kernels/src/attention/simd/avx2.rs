@@ -423,3 +423,81 @@ pub(super) unsafe fn softmax_rows(
         alpha[r] = a;
     }
 }
+
+/// Widens rows of 16-bit values (bf16 when `BF16`, else f16), 8 lanes at a time; the last
+/// `d % 8` values of a row go through the portable converter.
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_rows<const BF16: bool>(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    let full = d / 8 * 8;
+    let (bp, dp) = (bits.as_ptr(), dst.as_mut_ptr());
+    for j in 0..nk {
+        for c in (0..full).step_by(8) {
+            // SAFETY: elements `c..c + 8 <= d` of source row `j < nk` and destination row `j`
+            // (caller's bounds).
+            unsafe {
+                let h = _mm_loadu_si128(bp.add(off + j * stride + c) as *const __m128i);
+                let f = if BF16 {
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+                } else {
+                    _mm256_cvtph_ps(h)
+                };
+                _mm256_storeu_ps(dp.add(j * d + c), f);
+            }
+        }
+        for c in full..d {
+            let b = bits[off + j * stride + c];
+            dst[j * d + c] = if BF16 {
+                f32::from_bits((b as u32) << 16)
+            } else {
+                half::f16::from_bits(b).to_f32()
+            };
+        }
+    }
+}
+
+/// f16 bits to f32, row by row (see [`super::TileKernels::widen_f16`]).
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn widen_f16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    // SAFETY: the same obligations, forwarded from the caller.
+    unsafe { widen_rows::<false>(bits, off, stride, nk, d, dst) }
+}
+
+/// bf16 bits to f32, row by row (see [`super::TileKernels::widen_bf16`]).
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn widen_bf16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    // SAFETY: the same obligations, forwarded from the caller.
+    unsafe { widen_rows::<true>(bits, off, stride, nk, d, dst) }
+}

@@ -465,3 +465,77 @@ pub(super) unsafe fn softmax_rows(
         alpha[r] = a;
     }
 }
+
+/// Widens rows of 16-bit values (bf16 when `BF16`, else f16), 16 lanes at a time with the
+/// tail masked.
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn widen_rows<const BF16: bool>(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    let (bp, dp) = (bits.as_ptr(), dst.as_mut_ptr());
+    for j in 0..nk {
+        for c in (0..d).step_by(16) {
+            let keep: __mmask16 = if d - c >= 16 {
+                !0
+            } else {
+                (1u16 << (d - c)) - 1
+            };
+            // SAFETY: elements `c..min(c + 16, d)` of source row `j < nk` and of destination
+            // row `j`, through the mask (caller's bounds).
+            unsafe {
+                let h = _mm256_maskz_loadu_epi16(keep, bp.add(off + j * stride + c) as *const _);
+                let f = if BF16 {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                } else {
+                    _mm512_cvtph_ps(h)
+                };
+                _mm512_mask_storeu_ps(dp.add(j * d + c), keep, f);
+            }
+        }
+    }
+}
+
+/// f16 bits to f32, row by row (see [`super::TileKernels::widen_f16`]).
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn widen_f16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    // SAFETY: the same obligations, forwarded from the caller.
+    unsafe { widen_rows::<false>(bits, off, stride, nk, d, dst) }
+}
+
+/// bf16 bits to f32, row by row (see [`super::TileKernels::widen_bf16`]).
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn widen_bf16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    // SAFETY: the same obligations, forwarded from the caller.
+    unsafe { widen_rows::<true>(bits, off, stride, nk, d, dst) }
+}

@@ -25,6 +25,7 @@ type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, &mut [f32], &mut [f32], &mu
 type QkDotFn =
     unsafe fn(&[f32], usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize);
 type SoftmaxRowsFn = unsafe fn(&mut [f32], usize, usize, usize, &mut [f32], &mut [f32], &mut [f32]);
+type WidenFn = unsafe fn(&[u16], usize, usize, usize, usize, &mut [f32]);
 type PvFn = unsafe fn(
     &[f32],
     usize,
@@ -47,6 +48,8 @@ pub(crate) struct TileKernels {
     qk_dot: QkDotFn,
     softmax_rows: SoftmaxRowsFn,
     pv: PvFn,
+    widen_f16: WidenFn,
+    widen_bf16: WidenFn,
 }
 
 impl TileKernels {
@@ -60,6 +63,8 @@ impl TileKernels {
                 qk_dot: avx512::qk_dot,
                 softmax_rows: avx512::softmax_rows,
                 pv: avx512::pv,
+                widen_f16: avx512::widen_f16,
+                widen_bf16: avx512::widen_bf16,
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => TileKernels {
@@ -68,6 +73,8 @@ impl TileKernels {
                 qk_dot: avx2::qk_dot,
                 softmax_rows: avx2::softmax_rows,
                 pv: avx2::pv,
+                widen_f16: avx2::widen_f16,
+                widen_bf16: avx2::widen_bf16,
             },
             _ => TileKernels {
                 qk: portable::qk,
@@ -75,6 +82,8 @@ impl TileKernels {
                 qk_dot: portable::qk_dot,
                 softmax_rows: portable::softmax_rows,
                 pv: portable::pv,
+                widen_f16: portable::widen_f16,
+                widen_bf16: portable::widen_bf16,
             },
         }
     }
@@ -201,6 +210,47 @@ impl TileKernels {
         assert!(dp >= d && dp.is_multiple_of(LANES) && o.len() >= nr * dp && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe { (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha) }
+    }
+
+    /// Widens `nk` rows of `d` half-precision values (bits; row `j` at `off + j * stride`)
+    /// into `dst[j * d..]`.
+    pub fn widen_f16(
+        &self,
+        bits: &[u16],
+        off: usize,
+        stride: usize,
+        nk: usize,
+        d: usize,
+        dst: &mut [f32],
+    ) {
+        check_widen(bits, off, stride, nk, d, dst);
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { (self.widen_f16)(bits, off, stride, nk, d, dst) }
+    }
+
+    /// [`TileKernels::widen_f16`] for bfloat16 bits.
+    pub fn widen_bf16(
+        &self,
+        bits: &[u16],
+        off: usize,
+        stride: usize,
+        nk: usize,
+        d: usize,
+        dst: &mut [f32],
+    ) {
+        check_widen(bits, off, stride, nk, d, dst);
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { (self.widen_bf16)(bits, off, stride, nk, d, dst) }
+    }
+}
+
+fn check_widen(bits: &[u16], off: usize, stride: usize, nk: usize, d: usize, dst: &[f32]) {
+    assert!(dst.len() >= nk * d, "widened tile out of bounds");
+    if nk > 0 {
+        assert!(
+            off + (nk - 1) * stride + d <= bits.len(),
+            "rows to widen out of bounds"
+        );
     }
 }
 

@@ -142,3 +142,35 @@ pub(super) fn softmax_rows(
         alpha[r] = a;
     }
 }
+
+pub(super) fn widen_f16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    for j in 0..nk {
+        let row = &bits[off + j * stride..off + j * stride + d];
+        for (x, &b) in dst[j * d..(j + 1) * d].iter_mut().zip(row) {
+            *x = half::f16::from_bits(b).to_f32();
+        }
+    }
+}
+
+pub(super) fn widen_bf16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    for j in 0..nk {
+        let row = &bits[off + j * stride..off + j * stride + d];
+        for (x, &b) in dst[j * d..(j + 1) * d].iter_mut().zip(row) {
+            *x = f32::from_bits((b as u32) << 16);
+        }
+    }
+}
