@@ -11,8 +11,7 @@
 //! - memory: causal prefill at seq 4096, 8192 and 16384 with the kernel's scratch bytes and
 //!   the process's peak-RSS growth during the call (Linux), to show memory grows linearly.
 //!
-//! Options: `--threads N` (default 2), `--phase prefill,decode,probe,memory` (default all but
-//! memory), `--dtype f32|f16|bf16|all` (default f32), `--hot` (decode re-reads one cache copy,
+//! Options: `--threads N` (default 2), `--phase prefill,decode,probe,memory` (default all), `--dtype f32|f16|bf16|all` (default f32), `--hot` (decode re-reads one cache copy,
 //! so it measures the kernel on cache-resident data), `--layout bshd|bhsd` (the decode cache's
 //! memory order, default bshd).
 
@@ -41,7 +40,12 @@ struct Opts {
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         threads: 2,
-        phases: vec!["probe".into(), "prefill".into(), "decode".into()],
+        phases: vec![
+            "probe".into(),
+            "prefill".into(),
+            "decode".into(),
+            "memory".into(),
+        ],
         dtypes: vec!["f32"],
         hot: false,
         head_major: false,

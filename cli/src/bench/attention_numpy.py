@@ -121,7 +121,8 @@ def check_numpy_matches_definition():
 def main():
     check_numpy_matches_definition()
     ours = subprocess.run(
-        [args.knpu, "bench", "attention", "--json", "--threads", str(args.threads)],
+        [args.knpu, "bench", "attention", "--json", "--threads", str(args.threads),
+         "--phase", "probe,prefill,decode"],
         check=True,
         capture_output=True,
         text=True,
