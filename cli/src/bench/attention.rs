@@ -11,8 +11,9 @@
 //! - memory: causal prefill at seq 4096, 8192 and 16384 with the kernel's scratch bytes and
 //!   the process's peak-RSS growth during the call (Linux), to show memory grows linearly.
 //!
-//! Options: `--threads N` (default 2), `--phase prefill,decode,probe,memory` (default all), `--dtype f32|f16|bf16|all` (default f32), `--hot` (decode re-reads one cache copy,
-//! so it measures the kernel on cache-resident data), `--layout bshd|bhsd` (the decode cache's
+//! Options: `--threads N` (default 2); `--phase prefill,decode,probe,memory` (default all);
+//! `--dtype f32|f16|bf16|all` (default f32); `--hot` (decode re-reads one cache copy, so it
+//! measures the kernel on cache-resident data); `--layout bshd|bhsd` (the decode cache's
 //! memory order, default bshd).
 
 use super::{time_batched, time_median, Record, Sink};
