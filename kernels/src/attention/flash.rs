@@ -488,13 +488,10 @@ fn run_unit<T: AttnElement>(
         }
         // Few-row blocks stream K and V once from memory: fetch ahead. Many-row blocks
         // reuse each tile enough for the hardware prefetchers to keep up.
-        if dot {
-            let ahead = (j + PREFETCH_AHEAD).min(end);
-            if j == start {
-                prefetch_keys(p, b, heads.clone(), k, v, j + nk, ahead);
-            }
-            let upto = (j + nk + PREFETCH_AHEAD).min(end);
-            prefetch_keys(p, b, heads.clone(), k, v, ahead, upto);
+        let ahead = (j + PREFETCH_AHEAD).min(end);
+        let upto = (j + nk + PREFETCH_AHEAD).min(end);
+        if dot && j == start {
+            prefetch_keys(p, b, heads.clone(), k, v, j + nk, ahead);
         }
         let j_last = (j + nk - 1) as i64;
         let needs_mask = (p.causal && j_last > pos_min)
@@ -504,6 +501,10 @@ fn run_unit<T: AttnElement>(
             });
         for hi in 0..hp {
             let kvh = kvh0 + hi;
+            if dot {
+                // One head at a time, so the requests spread over the tile's work.
+                prefetch_keys(p, b, kvh..kvh + 1, k, v, ahead, upto);
+            }
             let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
             let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
             let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
