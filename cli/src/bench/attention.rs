@@ -11,6 +11,10 @@
 //! - memory: causal prefill at seq 4096, 8192 and 16384 with the kernel's scratch bytes and
 //!   the process's peak-RSS growth during the call (Linux), to show memory grows linearly.
 //!
+//! Beside each wall-clock rate, `cpu_ms` is the mean CPU time per call summed over all threads
+//! and `*_per_core` the rate per CPU-second: on a shared machine the wall clock also counts
+//! time the threads waited for a core, the CPU time does not.
+//!
 //! Options: `--threads N` (default 2); `--phase prefill,decode,probe,memory` (default all);
 //! `--dtype f32|f16|bf16|all` (default f32); `--hot` (decode re-reads one cache copy, so it
 //! measures the kernel on cache-resident data); `--layout bshd|bhsd` (the decode cache's
@@ -160,11 +164,15 @@ fn prefill<T: AttnElement>(seq: usize, threads: usize, sink: &mut Sink) -> Resul
     let mut out = vec![T::from_f32(0.0); q.len()];
     let par = Parallelism::Rayon(threads);
     let mut err = None;
+    let cpu = CpuMeter::start();
+    let mut calls = 0usize;
     let (runs, t) = time_median(5, 50, Duration::from_millis(600), || {
+        calls += 1;
         if let Err(e) = attention(&p, &q, &k, &v, &mut out, None, None, par) {
             err = Some(e);
         }
     });
+    let cpu_s = cpu.per_call(calls);
     if let Some(e) = err {
         return Err(e.to_string());
     }
@@ -178,12 +186,58 @@ fn prefill<T: AttnElement>(seq: usize, threads: usize, sink: &mut Sink) -> Resul
         ),
         runs,
         median_s: t,
-        rates: vec![
-            ("gflops", causal_flops(seq) / t / 1e9),
-            ("scratch_bytes", scratch as f64),
-        ],
+        rates: with_cpu(
+            vec![
+                ("gflops", causal_flops(seq) / t / 1e9),
+                ("scratch_bytes", scratch as f64),
+            ],
+            cpu_s,
+            ("gflops_per_core", causal_flops(seq) / 1e9),
+        ),
     });
     Ok(())
+}
+
+/// Measures the CPU time all threads of this process use (Linux: the `schedstat` run time of
+/// each thread), so a rate per CPU-second can be quoted beside the wall-clock rate: on a
+/// machine shared with other work the wall clock also counts time the threads waited to run.
+struct CpuMeter(Option<f64>);
+
+impl CpuMeter {
+    fn start() -> CpuMeter {
+        CpuMeter(process_cpu_s())
+    }
+
+    /// Mean CPU-seconds per call over `calls` calls since `start`.
+    fn per_call(&self, calls: usize) -> Option<f64> {
+        let (a, b) = (self.0?, process_cpu_s()?);
+        (calls > 0 && b > a).then(|| (b - a) / calls as f64)
+    }
+}
+
+fn process_cpu_s() -> Option<f64> {
+    let mut ns = 0u64;
+    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread may exit between listing and reading; it then adds nothing.
+        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+            ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(ns as f64 * 1e-9)
+}
+
+/// Appends `cpu_ms` (mean CPU time per call, all threads) and `name = amount / cpu_s` when
+/// the CPU time is known.
+fn with_cpu(
+    mut rates: Vec<(&'static str, f64)>,
+    cpu_s: Option<f64>,
+    (name, amount): (&'static str, f64),
+) -> Vec<(&'static str, f64)> {
+    if let Some(c) = cpu_s {
+        rates.push(("cpu_ms", c * 1e3));
+        rates.push((name, amount / c));
+    }
+    rates
 }
 
 fn decode<T: AttnElement>(
@@ -217,6 +271,7 @@ fn decode<T: AttnElement>(
     let mut i = 0usize;
     let mut err = None;
     // Steps are short: time batches of 20 back-to-back steps, median over 15 batches.
+    let cpu = CpuMeter::start();
     let (samples, t) = time_batched(15, 20, || {
         let c = i % copies;
         i += 1;
@@ -224,6 +279,7 @@ fn decode<T: AttnElement>(
             err = Some(e);
         }
     });
+    let cpu_s = cpu.per_call(i);
     if let Some(e) = err {
         return Err(e.to_string());
     }
@@ -237,7 +293,11 @@ fn decode<T: AttnElement>(
         ),
         runs: samples,
         median_s: t,
-        rates: vec![("us", t * 1e6), ("gbps", step_bytes as f64 / t / 1e9)],
+        rates: with_cpu(
+            vec![("us", t * 1e6), ("gbps", step_bytes as f64 / t / 1e9)],
+            cpu_s,
+            ("gbps_per_core", step_bytes as f64 / 1e9),
+        ),
     });
     Ok(())
 }
@@ -248,20 +308,28 @@ fn probe(threads: usize, sink: &mut Sink) {
     let buf: Vec<u64> = (0..words as u64).collect();
     let chunk = words.div_ceil(threads.max(1));
     let mut sink_sum = 0u64;
+    let cpu = CpuMeter::start();
+    let mut calls = 0usize;
     let (runs, t) = time_median(5, 30, Duration::from_millis(600), || {
+        calls += 1;
         sink_sum = sink_sum.wrapping_add(
             buf.par_chunks(chunk)
                 .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
                 .reduce(|| 0, u64::wrapping_add),
         );
     });
+    let cpu_s = cpu.per_call(calls);
     std::hint::black_box(sink_sum);
     sink.emit(Record {
         bench: "attention",
         case: case!("probe" => "read_bandwidth", "bytes" => words * 8, "threads" => threads),
         runs,
         median_s: t,
-        rates: vec![("gbps", (words * 8) as f64 / t / 1e9)],
+        rates: with_cpu(
+            vec![("gbps", (words * 8) as f64 / t / 1e9)],
+            cpu_s,
+            ("gbps_per_core", (words * 8) as f64 / 1e9),
+        ),
     });
 }
 
