@@ -16,8 +16,11 @@ use crate::isa::Isa;
 use crate::par::Parallelism;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Keys per tile.
+/// Keys per tile of a many-row block (prefill): enough work per tile to amortise the softmax.
 pub(crate) const BC: usize = 64;
+/// Keys per tile of a few-row block (decode): small tiles spread the prefetches of K and V
+/// evenly over the work instead of in bursts that stall the load queue.
+const BC_FEW_ROWS: usize = 16;
 /// Query rows (over all heads of a group) a block aims for.
 const ROWS_TARGET: usize = 128;
 
@@ -44,6 +47,8 @@ pub(crate) struct Plan {
     pub dp: usize,
     /// Head dimension.
     pub d: usize,
+    /// Keys per tile ([`BC`] or, for few-row blocks, `BC_FEW_ROWS`).
+    pub bc: usize,
 }
 
 impl Plan {
@@ -76,6 +81,7 @@ impl Plan {
             rp,
             dp: d.div_ceil(LANES).max(1) * LANES,
             d,
+            bc: if rp == LANES { BC_FEW_ROWS } else { BC },
         }
     }
 
@@ -324,8 +330,8 @@ fn tile_f32<'a, T: AttnElement>(
     }
 }
 
-/// How far ahead of the tile being computed its keys and values are prefetched.
-const PREFETCH_AHEAD: usize = 4 * BC;
+/// How far ahead of the tile being computed its keys and values are prefetched (positions).
+const PREFETCH_AHEAD: usize = 256;
 
 /// Prefetches the key and value rows of positions `from..to` of `(b, kv head)`.
 #[allow(clippy::too_many_arguments)]
@@ -474,14 +480,15 @@ fn run_unit<T: AttnElement>(
     let pos_min = position(kv_len, p.q_len, i0);
     let pos_max = position(kv_len, p.q_len, i0 + n - 1);
     let (lo, hi) = key_range(p, kv_len, pos_min, pos_max);
-    let part = (hi - lo).div_ceil(plan.splits).div_ceil(BC) * BC;
+    let bc = plan.bc;
+    let part = (hi - lo).div_ceil(plan.splits).div_ceil(bc) * bc;
     let start = (lo + split * part).min(hi);
     let end = (start + part).min(hi);
     let heads = kvh0..kvh0 + hp;
 
     let mut j = start;
     while j < end {
-        let mut nk = BC.min(end - j);
+        let mut nk = bc.min(end - j);
         for kvh in heads.clone() {
             nk = nk.min(rows_at(&p.kv, false, b, kvh, j).2);
             nk = nk.min(rows_at(&p.kv, true, b, kvh, j).2);
@@ -514,7 +521,7 @@ fn run_unit<T: AttnElement>(
             let m = &mut s.m[hi * rp..(hi + 1) * rp];
             let l = &mut s.l[hi * rp..(hi + 1) * rp];
             if dot {
-                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, &mut s.st, BC);
+                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, &mut s.st, bc);
             } else {
                 kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
             }
@@ -524,7 +531,7 @@ fn run_unit<T: AttnElement>(
                         if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
                             for gi in 0..g {
                                 let r = gi * n + il;
-                                let at = if dot { r * BC + jj } else { jj * rp + r };
+                                let at = if dot { r * bc + jj } else { jj * rp + r };
                                 s.st[at] = f32::NEG_INFINITY;
                             }
                         }
@@ -532,8 +539,8 @@ fn run_unit<T: AttnElement>(
                 }
             }
             if dot {
-                kern.softmax_rows(&mut s.st, BC, nr, nk, m, l, &mut s.alpha);
-                kern.pv(&s.st, 1, BC, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
+                kern.softmax_rows(&mut s.st, bc, nr, nk, m, l, &mut s.alpha);
+                kern.pv(&s.st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
             } else {
                 kern.softmax(&mut s.st, rp, nk, m, l, &mut s.alpha);
                 kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
