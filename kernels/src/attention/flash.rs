@@ -331,7 +331,7 @@ fn tile_f32<'a, T: AttnElement>(
 }
 
 /// How far ahead of the tile being computed its keys and values are prefetched (positions).
-const PREFETCH_AHEAD: usize = 256;
+const PREFETCH_AHEAD: usize = 64;
 
 /// Prefetches the key and value rows of positions `from..to` of `(b, kv head)`.
 #[allow(clippy::too_many_arguments)]
