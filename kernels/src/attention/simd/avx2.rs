@@ -417,7 +417,12 @@ pub(super) unsafe fn softmax_rows(
         }
         // SAFETY: 8 floats into an 8-float array.
         unsafe { _mm256_storeu_ps(lanes_out.as_mut_ptr(), sum) };
-        let a = (m[r] - m_use).exp();
+        // The running maximum rarely moves after the first tiles: skip the scalar exp then.
+        let a = if m[r] == m_use {
+            1.0
+        } else {
+            (m[r] - m_use).exp()
+        };
         l[r] = l[r] * a + lanes_out.iter().sum::<f32>();
         m[r] = m_new;
         alpha[r] = a;

@@ -459,7 +459,12 @@ pub(super) unsafe fn softmax_rows(
                 sum = _mm512_add_ps(sum, p);
             }
         }
-        let a = (m[r] - m_use).exp();
+        // The running maximum rarely moves after the first tiles: skip the scalar exp then.
+        let a = if m[r] == m_use {
+            1.0
+        } else {
+            (m[r] - m_use).exp()
+        };
         l[r] = l[r] * a + _mm512_reduce_add_ps(sum);
         m[r] = m_new;
         alpha[r] = a;
