@@ -4,10 +4,10 @@
 //! Work is cut into units `(sequence, kv heads, query block)`: one kv head per unit when a
 //! block has many query rows; all kv heads of a sequence together when it has a few (decode),
 //! so a task streams through whole positions of the cache instead of one head's slice of
-//! each. When there are too few units to
-//! keep every thread busy (decode), each unit's key range is split into parts whose partial
-//! results `decode.rs` merges. Tasks are handed out dynamically, longest first, to at most
-//! `threads` workers on the current rayon pool, each with its own scratch tiles.
+//! each. When there are too few units to keep every thread busy (decode), each unit's key
+//! range is split into parts whose partial results `decode.rs` merges. Tasks are handed out
+//! dynamically, longest first, to at most `threads` workers on the current rayon pool, each
+//! with its own scratch tiles.
 
 use super::decode;
 use super::simd::{prefetch_rows, TileKernels, LANES};
