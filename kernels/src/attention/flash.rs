@@ -333,14 +333,15 @@ fn tile_f32<'a, T: AttnElement>(
 /// How far ahead of the tile being computed its keys and values are prefetched (positions).
 const PREFETCH_AHEAD: usize = 64;
 
-/// Prefetches the key and value rows of positions `from..to` of `(b, kv head)`.
+/// Prefetches the rows of positions `from..to` of `(b, kv head)` of the keys (`is_v`
+/// false, `data` = K) or the values (`is_v` true, `data` = V).
 #[allow(clippy::too_many_arguments)]
 fn prefetch_keys<T>(
     p: &Problem,
     b: usize,
     heads: std::ops::Range<usize>,
-    k: &[T],
-    v: &[T],
+    is_v: bool,
+    data: &[T],
     from: usize,
     to: usize,
 ) {
@@ -349,11 +350,9 @@ fn prefetch_keys<T>(
     while j < to {
         let mut n = to - j;
         for kvh in heads.clone() {
-            let (ko, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
-            let (vo, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
-            n = n.min(krun).min(vrun);
-            prefetch_rows(k, ko, ks, n, row_bytes);
-            prefetch_rows(v, vo, vs, n, row_bytes);
+            let (off, stride, run) = rows_at(&p.kv, is_v, b, kvh, j);
+            n = n.min(run);
+            prefetch_rows(data, off, stride, n, row_bytes);
         }
         j += n;
     }
@@ -498,7 +497,8 @@ fn run_unit<T: AttnElement>(
         let ahead = (j + PREFETCH_AHEAD).min(end);
         let upto = (j + nk + PREFETCH_AHEAD).min(end);
         if dot && j == start {
-            prefetch_keys(p, b, heads.clone(), k, v, j + nk, ahead);
+            prefetch_keys(p, b, heads.clone(), false, k, j + nk, ahead);
+            prefetch_keys(p, b, heads.clone(), true, v, j + nk, ahead);
         }
         let j_last = (j + nk - 1) as i64;
         let needs_mask = (p.causal && j_last > pos_min)
@@ -508,9 +508,9 @@ fn run_unit<T: AttnElement>(
             });
         for hi in 0..hp {
             let kvh = kvh0 + hi;
+            // One head and one operand at a time, so the requests spread over the work.
             if dot {
-                // One head at a time, so the requests spread over the tile's work.
-                prefetch_keys(p, b, kvh..kvh + 1, k, v, ahead, upto);
+                prefetch_keys(p, b, kvh..kvh + 1, false, k, ahead, upto);
             }
             let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
             let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
@@ -539,6 +539,7 @@ fn run_unit<T: AttnElement>(
                 }
             }
             if dot {
+                prefetch_keys(p, b, kvh..kvh + 1, true, v, ahead, upto);
                 kern.softmax_rows(&mut s.st, bc, nr, nk, m, l, &mut s.alpha);
                 kern.pv(&s.st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
             } else {
