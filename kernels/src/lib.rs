@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod elementwise;
+pub mod attention;
 pub mod error;
 pub mod gemm;
 pub mod isa;

@@ -4,6 +4,8 @@
 //! records print as JSON Lines (`{"bench", "case", "runs", "median_s", <rate>}`, DESIGN.md
 //! "Performance method"); without it, as a table. Times are medians of several runs.
 
+pub mod attention;
+
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -145,18 +147,10 @@ pub mod runtime;
 
 /// The suites `knpu bench` knows, with a line each for `--help`.
 pub const SUITES: &[(&str, &str)] = &[
-    (
-        "runtime",
-        "launch cost, round trip, event record, cached alloc+free, copy bandwidth (--quick)",
-    ),
-    (
-        "graph",
-        "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)",
-    ),
-    (
-        "gemm",
-        "GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe",
-    ),
+    ("runtime", "launch cost, round trip, event record, cached alloc+free, copy bandwidth (--quick)"),
+    ("graph", "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)"),
+    ("gemm", "GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe"),
+    ("attention", "fused attention: causal prefill GFLOP/s, decode time and bytes/s, read-bandwidth probe"),
 ];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
@@ -165,6 +159,7 @@ pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
         "runtime" => runtime::run(args, sink),
         "graph" => graph::run(args, sink),
         "gemm" => gemm::run(args, sink),
+        "attention" => attention::run(args, sink),
         _ => Err(format!(
             "unknown benchmark suite `{name}`; suites: {}",
             SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")

@@ -1,0 +1,397 @@
+//! `knpu bench attention`: fused attention, prefill and decode.
+//!
+//! - prefill: batch 1, 9 query heads over 3 kv heads, head_dim 64, causal, seq 512 and 2048;
+//!   rate `gflops` counting `4 b h sq skv d` halved for the causal mask.
+//! - decode: one query position over a cache of 512 and 4096 positions; `us` per step and
+//!   `gbps`, the K and V bytes a step must read over its time. Each step reads a different
+//!   copy of the cache from a set larger than the last-level cache, as a model's layers
+//!   would, so the figure is memory bandwidth rather than cache bandwidth.
+//! - probe: `{"probe": "read_bandwidth"}`, summing a 256 MiB buffer on every thread: the
+//!   bandwidth decode is held against.
+//! - memory: causal prefill at seq 4096, 8192 and 16384 with the kernel's scratch bytes and
+//!   the process's peak-RSS growth during the call (Linux), to show memory grows linearly.
+//!
+//! Beside each wall-clock rate, `cpu_ms` is the mean CPU time per call summed over all threads
+//! and `*_per_core` the rate per CPU-second: on a shared machine the wall clock also counts
+//! time the threads waited for a core, the CPU time does not.
+//!
+//! Options: `--threads N` (default 2); `--phase prefill,decode,probe,memory` (default all);
+//! `--dtype f32|f16|bf16|all` (default f32); `--hot` (decode re-reads one cache copy, so it
+//! measures the kernel on cache-resident data); `--layout bshd|bhsd` (the decode cache's
+//! memory order, default bshd).
+
+use super::{time_batched, time_median, Record, Sink};
+use crate::case;
+use half::{bf16, f16};
+use knpu_kernels::attention::{
+    attention, attention_scratch_bytes, AttentionParams, AttnElement, AttnMask, AttnTensor,
+};
+use knpu_kernels::Parallelism;
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+const Q_HEADS: usize = 9;
+const KV_HEADS: usize = 3;
+const HEAD_DIM: usize = 64;
+
+struct Opts {
+    threads: usize,
+    phases: Vec<String>,
+    dtypes: Vec<&'static str>,
+    hot: bool,
+    head_major: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        threads: 2,
+        phases: vec![
+            "probe".into(),
+            "prefill".into(),
+            "decode".into(),
+            "memory".into(),
+        ],
+        dtypes: vec!["f32"],
+        hot: false,
+        head_major: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--threads" => {
+                o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?;
+            }
+            "--hot" => o.hot = true,
+            "--layout" => {
+                o.head_major = match val()?.as_str() {
+                    "bshd" => false,
+                    "bhsd" => true,
+                    l => return Err(format!("unknown layout `{l}` (bshd, bhsd)")),
+                }
+            }
+            "--phase" => o.phases = val()?.split(',').map(str::to_string).collect(),
+            "--dtype" => {
+                o.dtypes = match val()?.as_str() {
+                    "f32" => vec!["f32"],
+                    "f16" => vec!["f16"],
+                    "bf16" => vec!["bf16"],
+                    "all" => vec!["f32", "f16", "bf16"],
+                    d => return Err(format!("unknown dtype `{d}` (f32, f16, bf16, all)")),
+                }
+            }
+            _ => return Err(format!("unknown option `{a}`")),
+        }
+    }
+    for p in &o.phases {
+        if !["prefill", "decode", "probe", "memory"].contains(&p.as_str()) {
+            return Err(format!(
+                "unknown phase `{p}` (prefill, decode, probe, memory)"
+            ));
+        }
+    }
+    Ok(o)
+}
+
+/// Runs the suite.
+pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
+    let o = parse(args)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(o.threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    pool.install(|| {
+        for phase in &o.phases {
+            match phase.as_str() {
+                "probe" => probe(o.threads, sink),
+                "memory" => memory(o.threads, sink)?,
+                _ => {
+                    for &dt in &o.dtypes {
+                        match dt {
+                            "f16" => run_phase::<f16>(phase, &o, sink)?,
+                            "bf16" => run_phase::<bf16>(phase, &o, sink)?,
+                            _ => run_phase::<f32>(phase, &o, sink)?,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn run_phase<T: AttnElement>(phase: &str, o: &Opts, sink: &mut Sink) -> Result<(), String> {
+    let threads = o.threads;
+    if phase == "prefill" {
+        for seq in [512usize, 2048] {
+            prefill::<T>(seq, threads, sink)?;
+        }
+    } else {
+        for kv_len in [512usize, 4096] {
+            decode::<T>(kv_len, threads, o, sink)?;
+        }
+    }
+    Ok(())
+}
+
+fn fill<T: AttnElement>(n: usize, seed: u64) -> Vec<T> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            T::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+const CAUSAL: AttnMask = AttnMask {
+    causal: true,
+    window: None,
+    scale: None,
+};
+
+fn causal_flops(seq: usize) -> f64 {
+    4.0 * (Q_HEADS * seq * seq * HEAD_DIM) as f64 / 2.0
+}
+
+fn prefill<T: AttnElement>(seq: usize, threads: usize, sink: &mut Sink) -> Result<(), String> {
+    let p = AttentionParams::bshd(1, seq, seq, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
+    let q: Vec<T> = fill(p.q.required_len().map_err(|e| e.to_string())?, 1);
+    let k: Vec<T> = fill(p.k.required_len().map_err(|e| e.to_string())?, 2);
+    let v: Vec<T> = fill(p.v.required_len().map_err(|e| e.to_string())?, 3);
+    let mut out = vec![T::from_f32(0.0); q.len()];
+    let par = Parallelism::Rayon(threads);
+    let mut err = None;
+    let cpu = CpuMeter::start();
+    let mut calls = 0usize;
+    let (runs, t) = time_median(5, 50, Duration::from_millis(600), || {
+        calls += 1;
+        if let Err(e) = attention(&p, &q, &k, &v, &mut out, None, None, par) {
+            err = Some(e);
+        }
+    });
+    let cpu_s = cpu.per_call(calls);
+    if let Some(e) = err {
+        return Err(e.to_string());
+    }
+    let scratch = attention_scratch_bytes(1, Q_HEADS, KV_HEADS, HEAD_DIM, seq, seq, threads);
+    sink.emit(Record {
+        bench: "attention",
+        case: case!(
+            "phase" => "prefill", "batch" => 1, "q_heads" => Q_HEADS, "kv_heads" => KV_HEADS,
+            "head_dim" => HEAD_DIM, "seq" => seq, "causal" => true, "dtype" => T::NAME,
+            "threads" => threads
+        ),
+        runs,
+        median_s: t,
+        rates: with_cpu(
+            vec![
+                ("gflops", causal_flops(seq) / t / 1e9),
+                ("scratch_bytes", scratch as f64),
+            ],
+            cpu_s,
+            ("gflops_per_core", causal_flops(seq) / 1e9),
+        ),
+    });
+    Ok(())
+}
+
+/// Measures the CPU time all threads of this process use (Linux: the `schedstat` run time of
+/// each thread), so a rate per CPU-second can be quoted beside the wall-clock rate: on a
+/// machine shared with other work the wall clock also counts time the threads waited to run.
+struct CpuMeter(Option<f64>);
+
+impl CpuMeter {
+    fn start() -> CpuMeter {
+        CpuMeter(process_cpu_s())
+    }
+
+    /// Mean CPU-seconds per call over `calls` calls since `start`.
+    fn per_call(&self, calls: usize) -> Option<f64> {
+        let (a, b) = (self.0?, process_cpu_s()?);
+        (calls > 0 && b > a).then(|| (b - a) / calls as f64)
+    }
+}
+
+fn process_cpu_s() -> Option<f64> {
+    let mut ns = 0u64;
+    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread may exit between listing and reading; it then adds nothing.
+        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+            ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(ns as f64 * 1e-9)
+}
+
+/// Appends `cpu_ms` (mean CPU time per call, all threads) and `name = amount / cpu_s` when
+/// the CPU time is known.
+fn with_cpu(
+    mut rates: Vec<(&'static str, f64)>,
+    cpu_s: Option<f64>,
+    (name, amount): (&'static str, f64),
+) -> Vec<(&'static str, f64)> {
+    if let Some(c) = cpu_s {
+        rates.push(("cpu_ms", c * 1e3));
+        rates.push((name, amount / c));
+    }
+    rates
+}
+
+fn decode<T: AttnElement>(
+    kv_len: usize,
+    threads: usize,
+    o: &Opts,
+    sink: &mut Sink,
+) -> Result<(), String> {
+    let mut p = AttentionParams::bshd(1, 1, kv_len, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
+    if o.head_major {
+        p.k = AttnTensor::bhsd(1, kv_len, KV_HEADS, HEAD_DIM);
+        p.v = p.k;
+    }
+    let cache_len = p.k.required_len().map_err(|e| e.to_string())?;
+    let step_bytes = 2 * cache_len * std::mem::size_of::<T>();
+    // Enough copies of K and V to overflow the last-level cache several times.
+    let copies = if o.hot {
+        1
+    } else {
+        (256usize << 20).div_ceil(step_bytes).max(2)
+    };
+    let ks: Vec<Vec<T>> = (0..copies)
+        .map(|c| fill(cache_len, 10 + c as u64))
+        .collect();
+    let vs: Vec<Vec<T>> = (0..copies)
+        .map(|c| fill(cache_len, 900 + c as u64))
+        .collect();
+    let q: Vec<T> = fill(p.q.required_len().map_err(|e| e.to_string())?, 4);
+    let mut out = vec![T::from_f32(0.0); q.len()];
+    let par = Parallelism::Rayon(threads);
+    let mut i = 0usize;
+    let mut err = None;
+    // Steps are short: time batches of 20 back-to-back steps, median over 15 batches.
+    let cpu = CpuMeter::start();
+    let (samples, t) = time_batched(15, 20, || {
+        let c = i % copies;
+        i += 1;
+        if let Err(e) = attention(&p, &q, &ks[c], &vs[c], &mut out, None, None, par) {
+            err = Some(e);
+        }
+    });
+    let cpu_s = cpu.per_call(i);
+    if let Some(e) = err {
+        return Err(e.to_string());
+    }
+    sink.emit(Record {
+        bench: "attention",
+        case: case!(
+            "phase" => "decode", "batch" => 1, "q_heads" => Q_HEADS, "kv_heads" => KV_HEADS,
+            "head_dim" => HEAD_DIM, "kv_len" => kv_len, "dtype" => T::NAME,
+            "layout" => if o.head_major { "bhsd" } else { "bshd" },
+            "threads" => threads, "cache_copies" => copies, "steps_per_sample" => 20
+        ),
+        runs: samples,
+        median_s: t,
+        rates: with_cpu(
+            vec![("us", t * 1e6), ("gbps", step_bytes as f64 / t / 1e9)],
+            cpu_s,
+            ("gbps_per_core", step_bytes as f64 / 1e9),
+        ),
+    });
+    Ok(())
+}
+
+/// Reads a 256 MiB buffer with `threads` tasks (wrapping integer sums vectorise fully).
+fn probe(threads: usize, sink: &mut Sink) {
+    let words = (256usize << 20) / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let chunk = words.div_ceil(threads.max(1));
+    let mut sink_sum = 0u64;
+    let cpu = CpuMeter::start();
+    let mut calls = 0usize;
+    let (runs, t) = time_median(5, 30, Duration::from_millis(600), || {
+        calls += 1;
+        sink_sum = sink_sum.wrapping_add(
+            buf.par_chunks(chunk)
+                .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+                .reduce(|| 0, u64::wrapping_add),
+        );
+    });
+    let cpu_s = cpu.per_call(calls);
+    std::hint::black_box(sink_sum);
+    sink.emit(Record {
+        bench: "attention",
+        case: case!("probe" => "read_bandwidth", "bytes" => words * 8, "threads" => threads),
+        runs,
+        median_s: t,
+        rates: with_cpu(
+            vec![("gbps", (words * 8) as f64 / t / 1e9)],
+            cpu_s,
+            ("gbps_per_core", (words * 8) as f64 / 1e9),
+        ),
+    });
+}
+
+/// The process's resident-set high-water mark and current size, in bytes (Linux only).
+fn rss() -> Option<(usize, usize)> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<usize> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Causal prefill at growing lengths: scratch bytes and peak-RSS growth during the call.
+fn memory(threads: usize, sink: &mut Sink) -> Result<(), String> {
+    for seq in [4096usize, 8192, 16384] {
+        let p = AttentionParams::bshd(1, seq, seq, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
+        let q: Vec<f32> = fill(p.q.required_len().map_err(|e| e.to_string())?, 1);
+        let k: Vec<f32> = fill(p.k.required_len().map_err(|e| e.to_string())?, 2);
+        let v: Vec<f32> = fill(p.v.required_len().map_err(|e| e.to_string())?, 3);
+        // Non-zero fill touches every page now, so the peak-RSS growth below is the kernel's
+        // own memory, not the output's first-touch page faults.
+        let mut out = vec![1.0f32; q.len()];
+        let io_bytes = 4 * (q.len() + k.len() + v.len() + out.len());
+        // Writing 5 to clear_refs resets the high-water mark to the current RSS.
+        let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let before = rss();
+        let start = Instant::now();
+        attention(
+            &p,
+            &q,
+            &k,
+            &v,
+            &mut out,
+            None,
+            None,
+            Parallelism::Rayon(threads),
+        )
+        .map_err(|e| e.to_string())?;
+        let t = start.elapsed().as_secs_f64();
+        let after = rss();
+        let scratch = attention_scratch_bytes(1, Q_HEADS, KV_HEADS, HEAD_DIM, seq, seq, threads);
+        let mut rates = vec![
+            ("gflops", causal_flops(seq) / t / 1e9),
+            ("scratch_bytes", scratch as f64),
+            ("io_bytes", io_bytes as f64),
+        ];
+        if let (true, Some((_, rss0)), Some((hwm, _))) = (reset, before, after) {
+            rates.push(("peak_rss_delta_bytes", hwm.saturating_sub(rss0) as f64));
+        }
+        sink.emit(Record {
+            bench: "attention",
+            case: case!(
+                "phase" => "memory", "batch" => 1, "q_heads" => Q_HEADS,
+                "kv_heads" => KV_HEADS, "head_dim" => HEAD_DIM, "seq" => seq,
+                "causal" => true, "dtype" => "f32", "threads" => threads
+            ),
+            runs: 1,
+            median_s: t,
+            rates,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,598 @@
+//! The tile engine: blocks of query rows (all query heads of one key/value head together)
+//! stream over tiles of keys with an online softmax.
+//!
+//! Work is cut into units `(sequence, kv heads, query block)`: one kv head per unit when a
+//! block has many query rows; all kv heads of a sequence together when it has a few (decode),
+//! so a task streams through whole positions of the cache instead of one head's slice of
+//! each. When there are too few units to keep every thread busy (decode), each unit's key
+//! range is split into parts whose partial results `decode.rs` merges. Tasks are handed out
+//! dynamically, longest first, to at most `threads` workers on the current rayon pool, each
+//! with its own scratch tiles.
+
+use super::decode;
+use super::simd::{prefetch_rows, TileKernels, LANES};
+use super::{AttnElement, ElemSlice, KvSource, Problem};
+use crate::isa::Isa;
+use crate::par::Parallelism;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Keys per tile of a many-row block (prefill): enough work per tile to amortise the softmax.
+pub(crate) const BC: usize = 64;
+/// Keys per tile of a few-row block (decode): small tiles spread the prefetches of K and V
+/// evenly over the work instead of in bursts that stall the load queue.
+const BC_FEW_ROWS: usize = 16;
+/// Query rows (over all heads of a group) a block aims for.
+const ROWS_TARGET: usize = 128;
+
+/// How a problem is cut into tasks, and the tile sizes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// Query heads per kv head.
+    pub group: usize,
+    /// Query positions per block.
+    pub nb: usize,
+    /// Query blocks per (sequence, kv head).
+    pub q_blocks: usize,
+    /// Kv heads one unit processes (1, or all of them for few-row blocks).
+    pub heads: usize,
+    /// Kv-head groups per sequence (`kv_heads / heads`).
+    pub head_groups: usize,
+    /// `batch * head_groups * q_blocks`.
+    pub units: usize,
+    /// Parts each unit's key range is split into (1: no split).
+    pub splits: usize,
+    /// Padded rows of a block (`group * nb` rounded up to [`LANES`]).
+    pub rp: usize,
+    /// Padded head dimension of the output accumulator.
+    pub dp: usize,
+    /// Head dimension.
+    pub d: usize,
+    /// Keys per tile ([`BC`] or, for few-row blocks, `BC_FEW_ROWS`).
+    pub bc: usize,
+}
+
+impl Plan {
+    /// Plans a problem; `kv_len` is the longest key range a unit may see.
+    pub fn new(
+        batch: usize,
+        group: usize,
+        kv_heads: usize,
+        d: usize,
+        q_len: usize,
+        kv_len: usize,
+        threads: usize,
+    ) -> Plan {
+        let nb_max = (ROWS_TARGET / group.max(1)).max(1);
+        let q_blocks = q_len.div_ceil(nb_max).max(1);
+        let nb = q_len.div_ceil(q_blocks).max(1);
+        let rp = (group * nb).div_ceil(LANES) * LANES;
+        let heads = if rp == LANES { kv_heads.max(1) } else { 1 };
+        let head_groups = kv_heads / heads;
+        let units = batch * head_groups * q_blocks;
+        let splits = split_count(units, threads, kv_len);
+        Plan {
+            group,
+            nb,
+            q_blocks,
+            heads,
+            head_groups,
+            units,
+            splits,
+            rp,
+            dp: d.div_ceil(LANES).max(1) * LANES,
+            d,
+            bc: if rp == LANES { BC_FEW_ROWS } else { BC },
+        }
+    }
+
+    /// The sequence, first kv head and query block of `unit`.
+    pub fn unit(&self, unit: usize) -> (usize, usize, usize) {
+        let qb = unit % self.q_blocks;
+        let bh = unit / self.q_blocks;
+        (
+            bh / self.head_groups,
+            (bh % self.head_groups) * self.heads,
+            qb,
+        )
+    }
+
+    /// Floats of one worker's scratch.
+    fn worker_floats(&self) -> usize {
+        let (rp, d, dp) = (self.rp, self.d, self.dp);
+        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp) + BC * rp + rp + 2 * BC * d
+    }
+
+    /// Floats of one split-KV partial result.
+    pub fn partial_floats(&self) -> usize {
+        self.heads * (self.rp * self.dp + 2 * self.rp)
+    }
+
+    /// Bytes of working memory with `threads` workers.
+    pub fn scratch_bytes(&self, threads: usize) -> usize {
+        let partials = if self.splits > 1 {
+            self.units * self.splits * self.partial_floats()
+        } else {
+            0
+        };
+        4 * (threads.min(self.units * self.splits).max(1) * self.worker_floats() + partials)
+    }
+}
+
+/// Splits each unit's keys when units alone cannot fill `threads`: enough parts for about two
+/// tasks per thread, a multiple of `threads` in total when possible, each part at least two
+/// tiles long.
+fn split_count(units: usize, threads: usize, kv_len: usize) -> usize {
+    if threads <= 1 || units == 0 || units >= 2 * threads {
+        return 1;
+    }
+    let max_by_len = (kv_len / (2 * BC)).max(1);
+    let want = (2 * threads).div_ceil(units);
+    let mut s = want;
+    while s < want + threads && !(units * s).is_multiple_of(threads) {
+        s += 1;
+    }
+    if !(units * s).is_multiple_of(threads) {
+        s = want;
+    }
+    s.min(max_by_len).max(1)
+}
+
+/// A raw view of an output slice that parallel tasks write at disjoint indices.
+pub(crate) struct SharedOut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: `SharedOut` is only a pointer and a length; writes through it go to indices that
+// the engine hands to exactly one task (disjoint rows of a validated, non-overlapping layout).
+unsafe impl<T: Send> Send for SharedOut<T> {}
+// SAFETY: as above; no two tasks write the same index and nothing reads through it.
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// Views `s` for the duration of its borrow.
+    pub fn new(s: &mut [T]) -> SharedOut<T> {
+        SharedOut {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+        }
+    }
+
+    /// Writes `v` at `i`.
+    ///
+    /// # Safety
+    /// - The slice this was made from must still be mutably borrowed by the caller.
+    /// - No other thread may access index `i` during the write.
+    pub unsafe fn write(&self, i: usize, v: T) {
+        assert!(i < self.len, "output index {i} out of bounds {}", self.len);
+        // SAFETY: `i` is in bounds (checked above) and exclusive to this task (caller).
+        unsafe { self.ptr.add(i).write(v) }
+    }
+
+    /// A mutable view of `range`.
+    ///
+    /// # Safety
+    /// - The slice this was made from must still be mutably borrowed by the caller.
+    /// - No other thread may access `range` while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len, "output range out of bounds");
+        // SAFETY: in bounds (checked above) and exclusive to this task (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// One worker's tiles.
+pub(crate) struct Scratch {
+    qt: Vec<f32>,
+    st: Vec<f32>,
+    pub o: Vec<f32>,
+    pub m: Vec<f32>,
+    pub l: Vec<f32>,
+    alpha: Vec<f32>,
+    kbuf: Vec<f32>,
+    vbuf: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan) -> Scratch {
+        let (rp, d, dp, h) = (plan.rp, plan.d, plan.dp, plan.heads);
+        Scratch {
+            qt: vec![0.0; h * rp * dp.max(d)],
+            st: vec![0.0; BC * rp],
+            o: vec![0.0; h * rp * dp],
+            m: vec![0.0; h * rp],
+            l: vec![0.0; h * rp],
+            alpha: vec![0.0; rp],
+            kbuf: vec![0.0; BC * d],
+            vbuf: vec![0.0; BC * d],
+        }
+    }
+}
+
+/// Runs `f(task, scratch)` for every task in `0..n` on at most `threads` workers of the
+/// current rayon pool, tasks taken in order by whichever worker is free.
+fn for_each_task<S>(
+    n: usize,
+    threads: usize,
+    make: impl Fn() -> S + Sync,
+    f: impl Fn(usize, &mut S) + Sync,
+) {
+    let workers = threads.min(n);
+    if workers <= 1 {
+        let mut s = make();
+        for t in 0..n {
+            f(t, &mut s);
+        }
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    rayon::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| {
+                let mut s = make();
+                loop {
+                    let t = next.fetch_add(1, Ordering::Relaxed);
+                    if t >= n {
+                        break;
+                    }
+                    f(t, &mut s);
+                }
+            });
+        }
+    });
+}
+
+/// The query position of row `i` of sequence `b`: `kv_len - q_len + i` (may be negative).
+fn position(kv_len: usize, q_len: usize, i: usize) -> i64 {
+    kv_len as i64 - q_len as i64 + i as i64
+}
+
+/// Whether a query at `pos` sees key `j` (of a sequence with at least `j + 1` keys).
+fn visible(p: &Problem, pos: i64, j: usize) -> bool {
+    let j = j as i64;
+    if p.causal && j > pos {
+        return false;
+    }
+    if let Some(w) = p.window {
+        let w = w as i64;
+        if j <= pos - w || (!p.causal && j >= pos + w) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The keys `[lo, hi)` any row with positions `pos_min..=pos_max` may see.
+fn key_range(p: &Problem, kv_len: usize, pos_min: i64, pos_max: i64) -> (usize, usize) {
+    let mut lo = 0i64;
+    let mut hi = kv_len as i64;
+    if p.causal {
+        hi = hi.min(pos_max + 1);
+    }
+    if let Some(w) = p.window {
+        let w = w as i64;
+        lo = lo.max(pos_min - w + 1);
+        if !p.causal {
+            hi = hi.min(pos_max + w);
+        }
+    }
+    let lo = lo.clamp(0, kv_len as i64) as usize;
+    let hi = hi.clamp(0, kv_len as i64) as usize;
+    (lo, hi.max(lo))
+}
+
+/// Where rows of keys (or values) start for `(b, kv head, j)`: offset, row stride, and how
+/// many rows follow at that stride.
+fn rows_at(src: &KvSource, is_v: bool, b: usize, h: usize, j: usize) -> (usize, usize, usize) {
+    match src {
+        KvSource::Contiguous { k, v } => {
+            let t = if is_v { v } else { k };
+            (t.offset(b, j, h), t.seq_stride, usize::MAX)
+        }
+        KvSource::Paged {
+            cache,
+            table,
+            max_blocks,
+        } => {
+            let blk = table[b * max_blocks + j / cache.block_size] as usize;
+            let slot = j % cache.block_size;
+            (
+                blk * cache.block_stride + slot * cache.slot_stride + h * cache.head_stride,
+                cache.slot_stride,
+                cache.block_size - slot,
+            )
+        }
+    }
+}
+
+/// A tile of `nk` rows of `src` as f32: in place when `T` is f32, else widened into `buf`.
+#[allow(clippy::too_many_arguments)]
+fn tile_f32<'a, T: AttnElement>(
+    kern: &TileKernels,
+    src: &'a [T],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    buf: &'a mut [f32],
+) -> (&'a [f32], usize, usize) {
+    match T::view(src) {
+        ElemSlice::F32(f) => (f, off, stride),
+        ElemSlice::F16(bits) => {
+            kern.widen_f16(bits, off, stride, nk, d, buf);
+            (buf, 0, d)
+        }
+        ElemSlice::Bf16(bits) => {
+            kern.widen_bf16(bits, off, stride, nk, d, buf);
+            (buf, 0, d)
+        }
+    }
+}
+
+/// How far ahead of the tile being computed its keys and values are prefetched (positions).
+const PREFETCH_AHEAD: usize = 64;
+
+/// Prefetches the rows of positions `from..to` of `(b, kv head)` of the keys (`is_v`
+/// false, `data` = K) or the values (`is_v` true, `data` = V).
+#[allow(clippy::too_many_arguments)]
+fn prefetch_keys<T>(
+    p: &Problem,
+    b: usize,
+    heads: std::ops::Range<usize>,
+    is_v: bool,
+    data: &[T],
+    from: usize,
+    to: usize,
+) {
+    let row_bytes = p.head_dim * std::mem::size_of::<T>();
+    let mut j = from;
+    while j < to {
+        let mut n = to - j;
+        for kvh in heads.clone() {
+            let (off, stride, run) = rows_at(&p.kv, is_v, b, kvh, j);
+            n = n.min(run);
+            prefetch_rows(data, off, stride, n, row_bytes);
+        }
+        j += n;
+    }
+}
+
+/// Runs the problem; arguments were validated by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<T: AttnElement>(
+    isa: Isa,
+    p: &Problem,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [T],
+    lse: Option<&mut [f32]>,
+    par: Parallelism,
+) {
+    if p.batch == 0 || p.q_len == 0 || p.q_heads == 0 {
+        return;
+    }
+    let threads = par.threads();
+    let max_kv = (0..p.batch).map(|b| p.kv_len(b)).max().unwrap_or(0);
+    let plan = Plan::new(
+        p.batch,
+        p.group(),
+        p.kv_heads,
+        p.head_dim,
+        p.q_len,
+        max_kv,
+        threads,
+    );
+    let kern = TileKernels::for_isa(isa);
+    let out_w = SharedOut::new(out);
+    let lse_w = lse.map(SharedOut::new);
+    let n_tasks = plan.units * plan.splits;
+    let mut partials = if plan.splits > 1 {
+        vec![0.0f32; n_tasks * plan.partial_floats()]
+    } else {
+        Vec::new()
+    };
+    let part_w = SharedOut::new(&mut partials);
+    for_each_task(
+        n_tasks,
+        threads,
+        || Scratch::new(&plan),
+        |t, s| {
+            // Longest units (last query blocks under a causal mask) first.
+            let unit = plan.units - 1 - t / plan.splits;
+            let split = t % plan.splits;
+            let (b, kvh0, qb) = plan.unit(unit);
+            let rows = run_unit(&kern, p, &plan, b, kvh0, qb, split, q, k, v, s);
+            if plan.splits == 1 {
+                let (od, rp) = (plan.rp * plan.dp, plan.rp);
+                for hi in 0..plan.heads {
+                    let (o, m, l) = (
+                        &s.o[hi * od..(hi + 1) * od],
+                        &s.m[hi * rp..(hi + 1) * rp],
+                        &s.l[hi * rp..(hi + 1) * rp],
+                    );
+                    // SAFETY: unit `(b, kvh0.., qb)` is this task's alone, and `out`/`lse`
+                    // are mutably borrowed for the whole of `run`.
+                    unsafe {
+                        write_rows(p, &plan, b, kvh0 + hi, qb, rows, o, m, l, &out_w, &lse_w)
+                    };
+                }
+            } else {
+                let pf = plan.partial_floats();
+                // SAFETY: slot `unit * splits + split` belongs to this task alone, and
+                // `partials` lives until after `for_each_task` returns.
+                let slot = unsafe { part_w.slice((unit * plan.splits + split) * pf, pf) };
+                decode::store_partial(&plan, slot, &s.o, &s.m, &s.l);
+            }
+        },
+    );
+    if plan.splits > 1 {
+        decode::merge(p, &plan, &partials, &out_w, &lse_w);
+    }
+}
+
+/// Computes one part of one unit into `s.o`, `s.m`, `s.l` (unnormalised output, running max
+/// and sum per padded row). Returns the number of query positions in the block.
+#[allow(clippy::too_many_arguments)]
+fn run_unit<T: AttnElement>(
+    kern: &TileKernels,
+    p: &Problem,
+    plan: &Plan,
+    b: usize,
+    kvh0: usize,
+    qb: usize,
+    split: usize,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &mut Scratch,
+) -> usize {
+    let (d, rp, dp, g, hp) = (p.head_dim, plan.rp, plan.dp, plan.group, plan.heads);
+    let i0 = qb * plan.nb;
+    let n = plan.nb.min(p.q_len - i0);
+    let nr = g * n;
+    let kv_len = p.kv_len(b);
+    let (qsz, od) = (rp * dp.max(d), rp * dp);
+
+    // The scaled query block of each head: row-major (`qt[r * dp + c]`) for the dot-product
+    // form that serves a few rows (decode), else transposed (`qt[c * rp + r]`); r = gi * n + il.
+    let dot = rp == LANES;
+    s.qt.fill(0.0);
+    for hi in 0..hp {
+        let qt = &mut s.qt[hi * qsz..(hi + 1) * qsz];
+        for gi in 0..g {
+            for il in 0..n {
+                let off = p.q.offset(b, i0 + il, (kvh0 + hi) * g + gi);
+                let r = gi * n + il;
+                for (c, &x) in q[off..off + d].iter().enumerate() {
+                    let at = if dot { r * dp + c } else { c * rp + r };
+                    qt[at] = x.to_f32() * p.scale;
+                }
+            }
+        }
+    }
+    s.o.fill(0.0);
+    s.m.fill(f32::NEG_INFINITY);
+    s.l.fill(0.0);
+
+    let pos_min = position(kv_len, p.q_len, i0);
+    let pos_max = position(kv_len, p.q_len, i0 + n - 1);
+    let (lo, hi) = key_range(p, kv_len, pos_min, pos_max);
+    let bc = plan.bc;
+    let part = (hi - lo).div_ceil(plan.splits).div_ceil(bc) * bc;
+    let start = (lo + split * part).min(hi);
+    let end = (start + part).min(hi);
+    let heads = kvh0..kvh0 + hp;
+
+    let mut j = start;
+    while j < end {
+        let mut nk = bc.min(end - j);
+        for kvh in heads.clone() {
+            nk = nk.min(rows_at(&p.kv, false, b, kvh, j).2);
+            nk = nk.min(rows_at(&p.kv, true, b, kvh, j).2);
+        }
+        // Few-row blocks stream K and V once from memory: fetch ahead. Many-row blocks
+        // reuse each tile enough for the hardware prefetchers to keep up.
+        let ahead = (j + PREFETCH_AHEAD).min(end);
+        let upto = (j + nk + PREFETCH_AHEAD).min(end);
+        if dot && j == start {
+            prefetch_keys(p, b, heads.clone(), false, k, j + nk, ahead);
+            prefetch_keys(p, b, heads.clone(), true, v, j + nk, ahead);
+        }
+        let j_last = (j + nk - 1) as i64;
+        let needs_mask = (p.causal && j_last > pos_min)
+            || p.window.is_some_and(|w| {
+                let w = w as i64;
+                (j as i64) <= pos_max - w || (!p.causal && j_last >= pos_min + w)
+            });
+        for hi in 0..hp {
+            let kvh = kvh0 + hi;
+            // One head and one operand at a time, so the requests spread over the work.
+            if dot {
+                prefetch_keys(p, b, kvh..kvh + 1, false, k, ahead, upto);
+            }
+            let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
+            let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
+            let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
+            let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
+            let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
+            let o = &mut s.o[hi * od..(hi + 1) * od];
+            let m = &mut s.m[hi * rp..(hi + 1) * rp];
+            let l = &mut s.l[hi * rp..(hi + 1) * rp];
+            if dot {
+                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, &mut s.st, bc);
+            } else {
+                kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
+            }
+            if needs_mask {
+                for jj in 0..nk {
+                    for il in 0..n {
+                        if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
+                            for gi in 0..g {
+                                let r = gi * n + il;
+                                let at = if dot { r * bc + jj } else { jj * rp + r };
+                                s.st[at] = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                }
+            }
+            if dot {
+                prefetch_keys(p, b, kvh..kvh + 1, true, v, ahead, upto);
+                kern.softmax_rows(&mut s.st, bc, nr, nk, m, l, &mut s.alpha);
+                kern.pv(&s.st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
+            } else {
+                kern.softmax(&mut s.st, rp, nk, m, l, &mut s.alpha);
+                kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
+            }
+        }
+        j += nk;
+    }
+    n
+}
+
+/// Normalises a block's rows and writes them (and their log-sum-exp) to the outputs.
+///
+/// # Safety
+/// - `out` and `lse` must view slices that stay mutably borrowed during the call.
+/// - No other thread may write the rows of unit `(b, kvh, qb)` meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn write_rows<T: AttnElement>(
+    p: &Problem,
+    plan: &Plan,
+    b: usize,
+    kvh: usize,
+    qb: usize,
+    n: usize,
+    o: &[f32],
+    m: &[f32],
+    l: &[f32],
+    out: &SharedOut<T>,
+    lse: &Option<SharedOut<f32>>,
+) {
+    let (g, d, dp) = (plan.group, p.head_dim, plan.dp);
+    let i0 = qb * plan.nb;
+    for gi in 0..g {
+        let h = kvh * g + gi;
+        for il in 0..n {
+            let r = gi * n + il;
+            let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+            let off = p.out.offset(b, i0 + il, h);
+            for c in 0..d {
+                // SAFETY: row `(b, i0 + il, h)` belongs to this unit alone (caller), and the
+                // validated layout maps it to distinct in-bounds elements.
+                unsafe { out.write(off + c, T::from_f32(o[r * dp + c] * inv)) };
+            }
+            if let Some(lw) = lse {
+                let val = if l[r] > 0.0 {
+                    m[r] + l[r].ln()
+                } else {
+                    f32::NEG_INFINITY
+                };
+                // SAFETY: as above; the lse array is `[batch, q_heads, q_len]`.
+                unsafe { lw.write((b * p.q_heads + h) * p.q_len + i0 + il, val) };
+            }
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! AVX-512 tile operations: register-blocked `Q K^T` (query rows in lanes, a key broadcast per
+//! FMA), a vectorised online softmax with a polynomial `exp`, and a register-blocked `P V`.
+//!
+//! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
+//! each function's `# Safety` section, and only after `isa::detected()` reported AVX-512.
+
+use std::arch::x86_64::*;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Below this, `exp` is flushed to an exact 0 (so masked scores add nothing at all).
+const EXP_MIN: f32 = -87.0;
+const EXP_MAX: f32 = 88.37;
+
+/// `exp(x)` for 16 lanes with about 2 ulp error; `-inf` and anything below [`EXP_MIN`] give 0.
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(EXP_MIN));
+    let x = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)),
+        _mm512_set1_ps(EXP_MAX),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut y = _mm512_set1_ps(1.987_569_1e-4);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.398_2e-3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.333_452e-3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.166_579_6e-2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.666_666_5e-1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5));
+    let r2 = _mm512_mul_ps(r, r);
+    y = _mm512_fmadd_ps(y, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(y, n))
+}
+
+/// One block of scores: `MK` keys by `NV` vectors of query rows.
+///
+/// # Safety
+/// - `q` must be readable at `p * rp + 16 * NV` floats for every `p < d`.
+/// - `k` must be readable at `m * ks + p` for `m < MK`, `p < d`.
+/// - `s` must be writable at `m * rp + 16 * NV` floats for `m < MK`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn qk_block<const NV: usize, const MK: usize>(
+    q: *const f32,
+    rp: usize,
+    d: usize,
+    k: *const f32,
+    ks: usize,
+    s: *mut f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MK];
+    for p in 0..d {
+        let mut qv = [_mm512_setzero_ps(); NV];
+        for v in 0..NV {
+            // SAFETY: `p < d` and `v < NV`, inside what the caller made readable.
+            qv[v] = unsafe { _mm512_loadu_ps(q.add(p * rp + 16 * v)) };
+        }
+        for m in 0..MK {
+            // SAFETY: `m < MK`, `p < d`: a key element the caller made readable.
+            let kb = _mm512_set1_ps(unsafe { *k.add(m * ks + p) });
+            for v in 0..NV {
+                acc[m][v] = _mm512_fmadd_ps(kb, qv[v], acc[m][v]);
+            }
+        }
+    }
+    for m in 0..MK {
+        for v in 0..NV {
+            // SAFETY: within the `MK x 16 NV` block the caller made writable.
+            unsafe { _mm512_storeu_ps(s.add(m * rp + 16 * v), acc[m][v]) };
+        }
+    }
+}
+
+/// Scores for `nk` keys, every key against every padded query row.
+///
+/// # Safety
+/// - `rp % 16 == 0`, `qt.len() >= d * rp`, `st.len() >= nk * rp`.
+/// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn qk(
+    qt: &[f32],
+    rp: usize,
+    d: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    st: &mut [f32],
+) {
+    let (qp, sp) = (qt.as_ptr(), st.as_mut_ptr());
+    // SAFETY: `koff` is within `k` when `nk > 0` (caller); with `nk == 0` nothing is read.
+    let kp = unsafe { k.as_ptr().add(if nk > 0 { koff } else { 0 }) };
+    let mut r0 = 0;
+    while r0 < rp {
+        let nv = ((rp - r0) / 16).min(4);
+        let nv = if nv == 3 { 2 } else { nv };
+        let mut j = 0;
+        // SAFETY: (all calls below) rows `r0..r0 + 16 nv <= rp` of `qt` and `st`, keys
+        // `j..j + mk <= nk` of `k`, which the caller's bounds cover.
+        unsafe {
+            while j < nk {
+                let (q, kk, s) = (qp.add(r0), kp.add(j * ks), sp.add(j * rp + r0));
+                let left = nk - j;
+                let mk = match nv {
+                    4 if left >= 6 => {
+                        qk_block::<4, 6>(q, rp, d, kk, ks, s);
+                        6
+                    }
+                    4 => {
+                        qk_block::<4, 1>(q, rp, d, kk, ks, s);
+                        1
+                    }
+                    2 if left >= 8 => {
+                        qk_block::<2, 8>(q, rp, d, kk, ks, s);
+                        8
+                    }
+                    2 => {
+                        qk_block::<2, 1>(q, rp, d, kk, ks, s);
+                        1
+                    }
+                    _ if left >= 12 => {
+                        qk_block::<1, 12>(q, rp, d, kk, ks, s);
+                        12
+                    }
+                    _ => {
+                        qk_block::<1, 1>(q, rp, d, kk, ks, s);
+                        1
+                    }
+                };
+                j += mk;
+            }
+        }
+        r0 += 16 * nv;
+    }
+}
+
+/// The online-softmax step over a score tile (see [`super::TileKernels::softmax`]).
+///
+/// # Safety
+/// - `rp % 16 == 0`, `st.len() >= nk * rp`, and `m`, `l`, `alpha` hold at least `rp` floats.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn softmax(
+    st: &mut [f32],
+    rp: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let sp = st.as_mut_ptr();
+    let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+    for c in (0..rp).step_by(16) {
+        // SAFETY: `c + 16 <= rp` floats of `m`, `l`, `alpha`, and rows `j < nk` of `st`, all
+        // within the caller's bounds.
+        unsafe {
+            let m_old = _mm512_loadu_ps(m.as_ptr().add(c));
+            let mut mx = m_old;
+            for j in 0..nk {
+                mx = _mm512_max_ps(mx, _mm512_loadu_ps(sp.add(j * rp + c)));
+            }
+            let none = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(mx, neg_inf);
+            let m_use = _mm512_maskz_mov_ps(!none, mx);
+            let a = exp16(_mm512_sub_ps(m_old, m_use));
+            let mut sum = _mm512_setzero_ps();
+            for j in 0..nk {
+                let ptr = sp.add(j * rp + c);
+                let p = exp16(_mm512_sub_ps(_mm512_loadu_ps(ptr), m_use));
+                _mm512_storeu_ps(ptr, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+            let l_old = _mm512_loadu_ps(l.as_ptr().add(c));
+            _mm512_storeu_ps(l.as_mut_ptr().add(c), _mm512_fmadd_ps(l_old, a, sum));
+            _mm512_storeu_ps(m.as_mut_ptr().add(c), mx);
+            _mm512_storeu_ps(alpha.as_mut_ptr().add(c), a);
+        }
+    }
+}
+
+/// One block of the output update: `MR` rows by `NV` vectors of columns; the last vector's
+/// value loads use `tail` (lanes past the head dimension read as 0).
+///
+/// # Safety
+/// - `p` must be readable at `j * pj + r * pr` for `j < nk`, `r < MR`.
+/// - `v` must be readable at `j * vs + c` for `j < nk` and every column `c` whose lane is set
+///   (all lanes of the first `NV - 1` vectors, the `tail` lanes of the last).
+/// - `o` must be readable and writable at `r * dp + 16 * NV` floats for `r < MR`; `a` at `MR`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn pv_block<const MR: usize, const NV: usize>(
+    p: *const f32,
+    pj: usize,
+    pr: usize,
+    nk: usize,
+    v: *const f32,
+    vs: usize,
+    o: *mut f32,
+    dp: usize,
+    a: *const f32,
+    tail: __mmask16,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    for r in 0..MR {
+        // SAFETY: `r < MR`: an alpha and an output row the caller made accessible.
+        unsafe {
+            let ar = _mm512_set1_ps(*a.add(r));
+            for c in 0..NV {
+                acc[r][c] = _mm512_mul_ps(ar, _mm512_loadu_ps(o.add(r * dp + 16 * c)));
+            }
+        }
+    }
+    for j in 0..nk {
+        let mut vv = [_mm512_setzero_ps(); NV];
+        // SAFETY: value row `j < nk`, full vectors then the masked tail (caller's bounds).
+        unsafe {
+            let row = v.add(j * vs);
+            for c in 0..NV - 1 {
+                vv[c] = _mm512_loadu_ps(row.add(16 * c));
+            }
+            vv[NV - 1] = _mm512_maskz_loadu_ps(tail, row.add(16 * (NV - 1)));
+        }
+        for r in 0..MR {
+            // SAFETY: probability `(j, r)` with `j < nk`, `r < MR` (caller's bounds).
+            let pb = _mm512_set1_ps(unsafe { *p.add(j * pj + r * pr) });
+            for c in 0..NV {
+                acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
+            }
+        }
+    }
+    for r in 0..MR {
+        for c in 0..NV {
+            // SAFETY: output row `r < MR`, within the block the caller made writable.
+            unsafe { _mm512_storeu_ps(o.add(r * dp + 16 * c), acc[r][c]) };
+        }
+    }
+}
+
+/// The output update over a probability tile (see [`super::TileKernels::pv`]).
+///
+/// # Safety
+/// - `pt` readable at `j * pj + r * pr` for `j < nk`, `r < nr`; `alpha.len() >= nr`.
+/// - `dp >= d`, `dp % 16 == 0`, `o.len() >= nr * dp`.
+/// - When `nk > 0`: `voff + (nk - 1) * vs + d <= v.len()`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn pv(
+    pt: &[f32],
+    pj: usize,
+    pr: usize,
+    nr: usize,
+    nk: usize,
+    v: &[f32],
+    voff: usize,
+    vs: usize,
+    d: usize,
+    o: &mut [f32],
+    dp: usize,
+    alpha: &[f32],
+) {
+    let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
+    // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
+    let vp = unsafe { v.as_ptr().add(if nk > 0 { voff } else { 0 }) };
+    let mut r0 = 0;
+    while r0 < nr {
+        let mr = match nr - r0 {
+            x if x >= 6 => 6,
+            x if x >= 3 => 3,
+            _ => 1,
+        };
+        let mut c0 = 0;
+        while c0 < d {
+            let nv = (d - c0).div_ceil(16).min(4);
+            let last = (d - c0 - 16 * (nv - 1)).min(16);
+            let tail: __mmask16 = if last == 16 { !0 } else { (1u16 << last) - 1 };
+            // SAFETY: rows `r0..r0 + mr <= nr` of `pt`, `o` and `alpha`; columns
+            // `c0..c0 + 16 nv <= dp` of `o`; value columns below `d` only (the tail mask);
+            // value rows `j < nk`. All within the caller's bounds.
+            unsafe {
+                let (p, vv, oo, a) = (
+                    pp.add(r0 * pr),
+                    vp.add(c0),
+                    op.add(r0 * dp + c0),
+                    ap.add(r0),
+                );
+                macro_rules! go {
+                    ($($pat:pat => $mr:literal),*) => {
+                        match (mr, nv) {
+                            $(
+                                ($pat, 1) => pv_block::<$mr, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 2) => pv_block::<$mr, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 3) => pv_block::<$mr, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, _) => pv_block::<$mr, 4>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                            )*
+                        }
+                    };
+                }
+                go!(6 => 6, 3 => 3, _ => 1);
+            }
+            c0 += 16 * nv;
+        }
+        r0 += mr;
+    }
+}
+
+/// Lane `i` of the result is the sum of the 16 lanes of `a[i]`.
+#[target_feature(enable = "avx512f")]
+fn sum16x16(a: &[__m512; 16]) -> __m512 {
+    // Halve the partial sums per key at each step while packing two keys' halves together.
+    let mut b = [_mm512_setzero_ps(); 8];
+    for i in 0..8 {
+        let lo = _mm512_shuffle_f32x4::<0x44>(a[2 * i], a[2 * i + 1]);
+        let hi = _mm512_shuffle_f32x4::<0xEE>(a[2 * i], a[2 * i + 1]);
+        b[i] = _mm512_add_ps(lo, hi);
+    }
+    let mut c = [_mm512_setzero_ps(); 4];
+    for i in 0..4 {
+        let lo = _mm512_shuffle_f32x4::<0x88>(b[2 * i], b[2 * i + 1]);
+        let hi = _mm512_shuffle_f32x4::<0xDD>(b[2 * i], b[2 * i + 1]);
+        c[i] = _mm512_add_ps(lo, hi);
+    }
+    let mut d = [_mm512_setzero_ps(); 2];
+    for i in 0..2 {
+        let lo = _mm512_shuffle_ps::<0x44>(c[2 * i], c[2 * i + 1]);
+        let hi = _mm512_shuffle_ps::<0xEE>(c[2 * i], c[2 * i + 1]);
+        d[i] = _mm512_add_ps(lo, hi);
+    }
+    let lo = _mm512_shuffle_ps::<0x88>(d[0], d[1]);
+    let hi = _mm512_shuffle_ps::<0xDD>(d[0], d[1]);
+    // Lane 4k + t now holds key 4t + k.
+    let e = _mm512_add_ps(lo, hi);
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(idx, e)
+}
+
+/// Dot-form scores for up to 16 rows (see [`super::TileKernels::qk_dot`]).
+///
+/// # Safety
+/// - `dp >= d`, `dp % 16 == 0`, `q.len() >= nr * dp`, `nk <= ss`,
+///   `s.len() >= (nr - 1) * ss + nk` when `nr > 0`.
+/// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+pub(super) unsafe fn qk_dot(
+    q: &[f32],
+    nr: usize,
+    d: usize,
+    dp: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    s: &mut [f32],
+    ss: usize,
+) {
+    if nk == 0 {
+        return;
+    }
+    let chunks = d.div_ceil(16);
+    let last = d - 16 * (chunks - 1);
+    let tail: __mmask16 = if last == 16 { !0 } else { (1u16 << last) - 1 };
+    let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
+    // SAFETY: `koff` is within `k` since `nk > 0` (caller).
+    let kp = unsafe { k.as_ptr().add(koff) };
+    for j0 in (0..nk).step_by(16) {
+        let kn = (nk - j0).min(16);
+        // Rows past the tile repeat its last key; their sums are never stored.
+        let mut rows = [kp; 16];
+        for (i, row) in rows.iter_mut().enumerate() {
+            // SAFETY: key `min(j0 + i, nk - 1) < nk` is a row the caller made readable.
+            *row = unsafe { kp.add((j0 + i).min(nk - 1) * ks) };
+        }
+        for r in 0..nr {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for c in 0..chunks {
+                let m = if c + 1 == chunks { tail } else { !0 };
+                // SAFETY: query row `r < nr`, column block `16 c < dp` (caller's bounds); key
+                // columns `< d` only, through the mask.
+                unsafe {
+                    let qv = _mm512_loadu_ps(qp.add(r * dp + 16 * c));
+                    for i in 0..16 {
+                        let kv = _mm512_maskz_loadu_ps(m, rows[i].add(16 * c));
+                        acc[i] = _mm512_fmadd_ps(qv, kv, acc[i]);
+                    }
+                }
+            }
+            let sums = sum16x16(&acc);
+            let keep: __mmask16 = if kn == 16 { !0 } else { (1u16 << kn) - 1 };
+            // SAFETY: `r * ss + j0 + kn <= (nr - 1) * ss + nk` (caller's bounds).
+            unsafe { _mm512_mask_storeu_ps(sp.add(r * ss + j0), keep, sums) };
+        }
+    }
+}
+
+/// Online softmax over row-major scores (see [`super::TileKernels::softmax_rows`]).
+///
+/// # Safety
+/// - `nk <= ss`, `s.len() >= (nr - 1) * ss + nk` when `nr > 0`; `m`, `l`, `alpha` hold `nr`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn softmax_rows(
+    s: &mut [f32],
+    ss: usize,
+    nr: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let sp = s.as_mut_ptr();
+    for r in 0..nr {
+        let mut mx = _mm512_set1_ps(m[r]);
+        // SAFETY: (both loops) columns `j < nk` of row `r < nr`, through the masks.
+        unsafe {
+            for j in (0..nk).step_by(16) {
+                let keep: __mmask16 = if nk - j >= 16 {
+                    !0
+                } else {
+                    (1u16 << (nk - j)) - 1
+                };
+                let x = _mm512_mask_loadu_ps(
+                    _mm512_set1_ps(f32::NEG_INFINITY),
+                    keep,
+                    sp.add(r * ss + j),
+                );
+                mx = _mm512_max_ps(mx, x);
+            }
+        }
+        let m_new = _mm512_reduce_max_ps(mx);
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let mu = _mm512_set1_ps(m_use);
+        let mut sum = _mm512_setzero_ps();
+        // SAFETY: as above.
+        unsafe {
+            for j in (0..nk).step_by(16) {
+                let keep: __mmask16 = if nk - j >= 16 {
+                    !0
+                } else {
+                    (1u16 << (nk - j)) - 1
+                };
+                let ptr = sp.add(r * ss + j);
+                let x = _mm512_maskz_loadu_ps(keep, ptr);
+                let p = _mm512_maskz_mov_ps(keep, exp16(_mm512_sub_ps(x, mu)));
+                _mm512_mask_storeu_ps(ptr, keep, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+        }
+        // The running maximum rarely moves after the first tiles: skip the scalar exp then.
+        let a = if m[r] == m_use {
+            1.0
+        } else {
+            (m[r] - m_use).exp()
+        };
+        l[r] = l[r] * a + _mm512_reduce_add_ps(sum);
+        m[r] = m_new;
+        alpha[r] = a;
+    }
+}
+
+/// Widens rows of 16-bit values (bf16 when `BF16`, else f16), 16 lanes at a time with the
+/// tail masked.
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn widen_rows<const BF16: bool>(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    let (bp, dp) = (bits.as_ptr(), dst.as_mut_ptr());
+    for j in 0..nk {
+        for c in (0..d).step_by(16) {
+            let keep: __mmask16 = if d - c >= 16 {
+                !0
+            } else {
+                (1u16 << (d - c)) - 1
+            };
+            // SAFETY: elements `c..min(c + 16, d)` of source row `j < nk` and of destination
+            // row `j`, through the mask (caller's bounds).
+            unsafe {
+                let h = _mm256_maskz_loadu_epi16(keep, bp.add(off + j * stride + c) as *const _);
+                let f = if BF16 {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                } else {
+                    _mm512_cvtph_ps(h)
+                };
+                _mm512_mask_storeu_ps(dp.add(j * d + c), keep, f);
+            }
+        }
+    }
+}
+
+/// f16 bits to f32, row by row (see [`super::TileKernels::widen_f16`]).
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn widen_f16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    // SAFETY: the same obligations, forwarded from the caller.
+    unsafe { widen_rows::<false>(bits, off, stride, nk, d, dst) }
+}
+
+/// bf16 bits to f32, row by row (see [`super::TileKernels::widen_bf16`]).
+///
+/// # Safety
+/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn widen_bf16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    // SAFETY: the same obligations, forwarded from the caller.
+    unsafe { widen_rows::<true>(bits, off, stride, nk, d, dst) }
+}

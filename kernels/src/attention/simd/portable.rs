@@ -1,0 +1,176 @@
+//! Plain-Rust tile operations: the reference path every target has.
+//!
+//! These are safe functions; they have the `unsafe fn` signature only to share the function
+//! pointer type with the SIMD paths, and index with bounds checks.
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn qk(
+    qt: &[f32],
+    rp: usize,
+    d: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    st: &mut [f32],
+) {
+    for j in 0..nk {
+        let row = &mut st[j * rp..(j + 1) * rp];
+        row.fill(0.0);
+        let key = &k[koff + j * ks..koff + j * ks + d];
+        for (p, &kv) in key.iter().enumerate() {
+            let qrow = &qt[p * rp..(p + 1) * rp];
+            for (s, &q) in row.iter_mut().zip(qrow) {
+                *s += q * kv;
+            }
+        }
+    }
+}
+
+pub(super) fn softmax(
+    st: &mut [f32],
+    rp: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    for r in 0..rp {
+        let mut m_new = m[r];
+        for j in 0..nk {
+            m_new = m_new.max(st[j * rp + r]);
+        }
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let a = (m[r] - m_use).exp();
+        let mut sum = 0.0f32;
+        for j in 0..nk {
+            let p = (st[j * rp + r] - m_use).exp();
+            st[j * rp + r] = p;
+            sum += p;
+        }
+        l[r] = l[r] * a + sum;
+        m[r] = m_new;
+        alpha[r] = a;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pv(
+    pt: &[f32],
+    pj: usize,
+    pr: usize,
+    nr: usize,
+    nk: usize,
+    v: &[f32],
+    voff: usize,
+    vs: usize,
+    d: usize,
+    o: &mut [f32],
+    dp: usize,
+    alpha: &[f32],
+) {
+    for r in 0..nr {
+        let orow = &mut o[r * dp..r * dp + d];
+        let a = alpha[r];
+        for x in orow.iter_mut() {
+            *x *= a;
+        }
+        for j in 0..nk {
+            let p = pt[j * pj + r * pr];
+            if p == 0.0 {
+                continue;
+            }
+            let vrow = &v[voff + j * vs..voff + j * vs + d];
+            for (x, &vv) in orow.iter_mut().zip(vrow) {
+                *x += p * vv;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn qk_dot(
+    q: &[f32],
+    nr: usize,
+    d: usize,
+    dp: usize,
+    k: &[f32],
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    s: &mut [f32],
+    ss: usize,
+) {
+    for r in 0..nr {
+        let qrow = &q[r * dp..r * dp + d];
+        for j in 0..nk {
+            let key = &k[koff + j * ks..koff + j * ks + d];
+            s[r * ss + j] = qrow.iter().zip(key).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+pub(super) fn softmax_rows(
+    s: &mut [f32],
+    ss: usize,
+    nr: usize,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    for r in 0..nr {
+        let row = &mut s[r * ss..r * ss + nk];
+        let m_new = row.iter().copied().fold(m[r], f32::max);
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let a = (m[r] - m_use).exp();
+        let mut sum = 0.0f32;
+        for x in row.iter_mut() {
+            *x = (*x - m_use).exp();
+            sum += *x;
+        }
+        l[r] = l[r] * a + sum;
+        m[r] = m_new;
+        alpha[r] = a;
+    }
+}
+
+pub(super) fn widen_f16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    for j in 0..nk {
+        let row = &bits[off + j * stride..off + j * stride + d];
+        for (x, &b) in dst[j * d..(j + 1) * d].iter_mut().zip(row) {
+            *x = half::f16::from_bits(b).to_f32();
+        }
+    }
+}
+
+pub(super) fn widen_bf16(
+    bits: &[u16],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    dst: &mut [f32],
+) {
+    for j in 0..nk {
+        let row = &bits[off + j * stride..off + j * stride + d];
+        for (x, &b) in dst[j * d..(j + 1) * d].iter_mut().zip(row) {
+            *x = f32::from_bits((b as u32) << 16);
+        }
+    }
+}
