@@ -14,6 +14,7 @@
 pub mod error;
 pub mod isa;
 pub mod par;
+pub mod quant;
 
 pub use error::KernelError;
 pub use isa::Isa;
