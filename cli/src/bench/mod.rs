@@ -4,6 +4,8 @@
 //! records print as JSON Lines (`{"bench", "case", "runs", "median_s", <rate>}`, DESIGN.md
 //! "Performance method"); without it, as a table. Times are medians of several runs.
 
+pub mod quant;
+
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -140,10 +142,16 @@ impl Sink {
 }
 
 /// The suites `knpu bench` knows, with a line each for `--help`.
-pub const SUITES: &[(&str, &str)] = &[];
+pub const SUITES: &[(&str, &str)] = &[(
+    "quant",
+    "quantised GEMV/GEMM (Q4_0, Q4_1, Q8_0, Q4_K), W8A8 GEMM, read-bandwidth probe",
+)];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
-pub fn run(name: &str, _args: &[String], _sink: &mut Sink) -> Result<(), String> {
+pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
+    if name == "quant" {
+        return quant::run(args, sink);
+    }
     Err(format!(
         "unknown benchmark suite `{name}`; suites: {}",
         SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
