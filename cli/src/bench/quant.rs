@@ -37,9 +37,11 @@ fn probe(bytes: usize, threads: usize) -> (usize, f64) {
     r
 }
 
-/// Runs the suite. Options: `--threads N` (default 2).
+/// Runs the suite. Options: `--threads N` (default 2), `--only probe|gemv|w8a8|gemm` (repeatable;
+/// default all).
 pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     let mut threads = 2usize;
+    let mut only: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -50,6 +52,10 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
                     .filter(|&t| t > 0)
                     .ok_or("--threads needs a positive number")?
             }
+            "--only" => match it.next().map(String::as_str) {
+                Some(v @ ("probe" | "gemv" | "w8a8" | "gemm")) => only.push(v.to_string()),
+                _ => return Err("--only takes probe, gemv, w8a8 or gemm".into()),
+            },
             other => return Err(format!("unknown option `{other}` for `bench quant`")),
         }
     }
@@ -57,23 +63,29 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
         .num_threads(threads)
         .build()
         .map_err(|e| e.to_string())?;
-    pool.install(|| run_cases(threads, sink))
+    let want = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    pool.install(|| run_cases(threads, &want, sink))
 }
 
-fn run_cases(threads: usize, sink: &mut Sink) -> Result<(), String> {
+fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Result<(), String> {
     let par = Parallelism::Rayon(threads);
     let isa = knpu_kernels::isa::active().name();
     let (runs, t) = probe(256 << 20, threads);
     let probe_gbps = (256u64 << 20) as f64 / t / 1e9;
-    sink.emit(Record {
+    if want("probe") || want("gemv") {
+        sink.emit(Record {
         bench: "quant",
         case: case!("probe" => "read_bandwidth", "bytes" => 256u64 << 20, "threads" => threads),
         runs,
         median_s: t,
         rates: vec![("gbps", probe_gbps)],
-    });
+        });
+    }
     let mut rng = Lcg(7);
     for (k, n) in [(576usize, 1536usize), (1536, 576), (4096, 4096)] {
+        if !want("gemv") {
+            break;
+        }
         for fmt in [QuantFormat::Q4_1, QuantFormat::Q4_0, QuantFormat::Q8_0, QuantFormat::Q4_K] {
             let Ok(rb) = quant::row_bytes(fmt, k) else {
                 // GGUF k-quants need rows that are whole 256-value super-blocks.
@@ -101,7 +113,16 @@ fn run_cases(threads: usize, sink: &mut Sink) -> Result<(), String> {
             });
         }
     }
-    // W8A8 GEMM, 1024^3.
+    if want("w8a8") {
+        w8a8_case(threads, par, isa, &mut rng, sink);
+    }
+    if want("gemm") {
+        gemm_case(threads, par, isa, &mut rng, sink)?;
+    }
+    Ok(())
+}
+
+fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &mut Sink) {
     let s = 1024usize;
     let xq: Vec<i8> = (0..s * s).map(|_| (rng.f() * 127.0) as i8).collect();
     let wq: Vec<i8> = (0..s * s).map(|_| (rng.f() * 127.0) as i8).collect();
@@ -120,7 +141,10 @@ fn run_cases(threads: usize, sink: &mut Sink) -> Result<(), String> {
         median_s: t,
         rates: vec![("gops", 2.0 * (s * s * s) as f64 / t / 1e9)],
     });
-    // Q4_1 prefill GEMM against f32 on the dequantised weights.
+}
+
+/// Q4_1 prefill GEMM against f32 on the dequantised weights.
+fn gemm_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &mut Sink) -> Result<(), String> {
     let (m, k, n) = (512usize, 576usize, 1536usize);
     let fmt = QuantFormat::Q4_1;
     let src = rng.vec(n * k);

@@ -146,27 +146,37 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     let mp = m.div_ceil(MR);
     let np = n.div_ceil(NR);
     // A panels: [panel][k4][MR][4] bytes of x + 128 (padding: 128, i.e. x = 0).
-    let mut a = vec![0x80u8; mp * k4 * MR * 4];
-    for i in 0..m {
-        let (pi, r) = (i / MR, i % MR);
-        let base = pi * k4 * MR * 4;
-        for (kk, &v) in xq[i * k..(i + 1) * k].iter().enumerate() {
-            a[base + (kk / 4) * MR * 4 + r * 4 + kk % 4] = (v as u8) ^ 0x80;
+    let mut a_buf = Scratch::take(&SCRATCH_A, mp * k4 * MR * 4, 0x80);
+    let a = &mut a_buf.buf[..];
+    let pack_a = |(pi, panel): (usize, &mut [u8])| {
+        for r in 0..(m - pi * MR).min(MR) {
+            let i = pi * MR + r;
+            pack_row(&xq[i * k..(i + 1) * k], panel, r, MR, 0x80);
         }
-    }
+    };
     // B panels: [panel][k4][NR][4] weight bytes (padding 0), and column sums.
-    let mut b = vec![0i8; np * k4 * NR * 4];
-    let mut colsum = vec![0i32; np * NR];
-    for j in 0..n {
-        let (pj, c) = (j / NR, j % NR);
-        let base = pj * k4 * NR * 4;
-        let mut s = 0i32;
-        for (kk, &v) in wq[j * k..(j + 1) * k].iter().enumerate() {
-            b[base + (kk / 4) * NR * 4 + c * 4 + kk % 4] = v;
-            s += v as i32;
-        }
-        colsum[j] = s;
+    let mut b_buf = Scratch::take(&SCRATCH_B, np * k4 * NR * 4, 0);
+    let b = &mut b_buf.buf[..];
+    let mut colsum = vec![0i32; n];
+    for (j, s) in colsum.iter_mut().enumerate() {
+        *s = wq[j * k..(j + 1) * k].iter().map(|&v| v as i32).sum();
     }
+    let pack_b = |(pj, panel): (usize, &mut [u8])| {
+        for c in 0..(n - pj * NR).min(NR) {
+            let j = pj * NR + c;
+            pack_row(&wq[j * k..(j + 1) * k], panel, c, NR, 0);
+        }
+    };
+    if par.threads() > 1 {
+        use rayon::prelude::*;
+        a.par_chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
+        b.par_chunks_mut(k4 * NR * 4).enumerate().for_each(pack_b);
+    } else {
+        a.chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
+        b.chunks_mut(k4 * NR * 4).enumerate().for_each(pack_b);
+    }
+    let a: &[u8] = a;
+    let b: &[i8] = bytemuck::cast_slice(b);
     let vnni = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && crate::isa::has_avx512_vnni();
     let avx2 = cfg!(target_arch = "x86_64") && isa >= Isa::Avx2;
     let yptr = YPtr(y.as_mut_ptr());
@@ -207,6 +217,53 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
         });
     }
     Ok(())
+}
+
+/// Writes one row of codes into lane `slot` of a panel laid out `[k4][width][4]`; `flip` is
+/// XORed into every byte (0x80 turns `i8` into `u8 + 128`). The tail of a row whose length is
+/// not a multiple of 4 keeps the panel's padding.
+fn pack_row(src: &[i8], panel: &mut [u8], slot: usize, width: usize, flip: u8) {
+    let src: &[u8] = bytemuck::cast_slice(src);
+    let stride = width * 4;
+    let mut chunks = src.chunks_exact(4);
+    for (t, c) in (&mut chunks).enumerate() {
+        let o = t * stride + slot * 4;
+        let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ u32::from_le_bytes([flip; 4]);
+        panel[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let rem = chunks.remainder();
+    let o = (src.len() / 4) * stride + slot * 4;
+    for (q, &v) in rem.iter().enumerate() {
+        panel[o + q] = v ^ flip;
+    }
+}
+
+thread_local! {
+    static SCRATCH_A: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_B: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A packing buffer kept per thread between calls (a fresh one costs page faults every call);
+/// taken out of its slot while in use, so a nested call on the same thread simply allocates.
+struct Scratch {
+    buf: Vec<u8>,
+    slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>,
+}
+
+impl Scratch {
+    fn take(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, len: usize, fill: u8) -> Scratch {
+        let mut buf = slot.with(|c| c.take());
+        buf.clear();
+        buf.resize(len, fill);
+        Scratch { buf, slot }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.slot.with(|c| c.set(buf));
+    }
 }
 
 struct YPtr<T>(*mut T);
