@@ -176,7 +176,7 @@ fn gemm_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
     sink.emit(Record {
         bench: "quant",
         case: case!("op" => "gemm", "format" => "f32_dequantised",
-                    "baseline" => "bench-local f32 dot-product GEMM (4x4 register tile, no packing)",
+                    "baseline" => "bench-local f32 GEMM: 4x4 tile of 16-wide FMA dot products, no packing",
                     "m" => m, "k" => k, "n" => n, "threads" => threads),
         runs,
         median_s: t,
@@ -185,39 +185,100 @@ fn gemm_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
     Ok(())
 }
 
-/// `y = x w^T` in f32: 4 rows of x by 4 rows of w per step, 8-wide partial sums the compiler
-/// vectorises; the baseline until the blocked f32 GEMM lands.
+/// `y = x w^T` in f32, rows of `y` split over the pool: 4 rows of `x` by 4 rows of `w` per
+/// step with 16-wide partial sums (AVX-512 + FMA when the host has them); the baseline until
+/// the blocked f32 GEMM lands.
 fn f32_gemm_nt(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, threads: usize) {
     let rows_per = m.div_ceil(threads).div_ceil(4) * 4;
     y.par_chunks_mut(rows_per * n).enumerate().for_each(|(c, yc)| {
-        let i0 = c * rows_per;
-        let mr = yc.len() / n;
-        for ib in (0..mr).step_by(4) {
-            let ie = (ib + 4).min(mr);
-            for j in (0..n).step_by(4) {
-                let je = (j + 4).min(n);
-                let mut acc = [[[0.0f32; 8]; 4]; 4];
-                for t in (0..k - k % 8).step_by(8) {
-                    for (a, i) in (ib..ie).enumerate() {
-                        let xv = &x[(i0 + i) * k + t..(i0 + i) * k + t + 8];
-                        for (b, jj) in (j..je).enumerate() {
-                            let wv = &w[jj * k + t..jj * k + t + 8];
-                            for l in 0..8 {
-                                acc[a][b][l] += xv[l] * wv[l];
+        let xs = &x[c * rows_per * k..];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected.
+            unsafe { gemm_rows_avx512(xs, w, yc, n, k) };
+            return;
+        }
+        gemm_rows::<false>(xs, w, yc, n, k);
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+/// # Safety
+/// - the host supports AVX-512 F and FMA.
+unsafe fn gemm_rows_avx512(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k: usize) {
+    use std::arch::x86_64::*;
+    let mr = y.len() / n;
+    if mr % 4 != 0 || n % 4 != 0 || k % 16 != 0 {
+        return gemm_rows::<true>(x, w, y, n, k);
+    }
+    assert!(x.len() >= mr * k && w.len() >= n * k);
+    for ib in (0..mr).step_by(4) {
+        for jb in (0..n).step_by(4) {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for t in (0..k).step_by(16) {
+                // SAFETY: rows ib..ib+4 of x and jb..jb+4 of w have k values (asserted above),
+                // and t + 16 <= k.
+                unsafe {
+                    let xv: [__m512; 4] = std::array::from_fn(|a| _mm512_loadu_ps(x.as_ptr().add((ib + a) * k + t)));
+                    let wv: [__m512; 4] = std::array::from_fn(|b| _mm512_loadu_ps(w.as_ptr().add((jb + b) * k + t)));
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            acc[4 * a + b] = _mm512_fmadd_ps(xv[a], wv[b], acc[4 * a + b]);
+                        }
+                    }
+                }
+            }
+            for a in 0..4 {
+                for b in 0..4 {
+                    y[(ib + a) * n + jb + b] = _mm512_reduce_add_ps(acc[4 * a + b]);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn gemm_rows<const FUSED: bool>(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k: usize) {
+    let mr = y.len() / n;
+    let k16 = k - k % 16;
+    for ib in (0..mr).step_by(4) {
+        let ie = (ib + 4).min(mr);
+        for jb in (0..n).step_by(4) {
+            let je = (jb + 4).min(n);
+            if ie - ib == 4 && je - jb == 4 {
+                let mut acc = [[[0.0f32; 16]; 4]; 4];
+                for t in (0..k16).step_by(16) {
+                    let xv: [&[f32]; 4] = std::array::from_fn(|a| &x[(ib + a) * k + t..(ib + a) * k + t + 16]);
+                    let wv: [&[f32]; 4] = std::array::from_fn(|b| &w[(jb + b) * k + t..(jb + b) * k + t + 16]);
+                    for a in 0..4 {
+                        for b in 0..4 {
+                            for l in 0..16 {
+                                acc[a][b][l] = if FUSED {
+                                    xv[a][l].mul_add(wv[b][l], acc[a][b][l])
+                                } else {
+                                    acc[a][b][l] + xv[a][l] * wv[b][l]
+                                };
                             }
                         }
                     }
                 }
-                for (a, i) in (ib..ie).enumerate() {
-                    for (b, jj) in (j..je).enumerate() {
+                for a in 0..4 {
+                    for b in 0..4 {
                         let mut s: f32 = acc[a][b].iter().sum();
-                        for t in k - k % 8..k {
-                            s += x[(i0 + i) * k + t] * w[jj * k + t];
+                        for t in k16..k {
+                            s += x[(ib + a) * k + t] * w[(jb + b) * k + t];
                         }
-                        yc[i * n + jj] = s;
+                        y[(ib + a) * n + jb + b] = s;
+                    }
+                }
+            } else {
+                for i in ib..ie {
+                    for j in jb..je {
+                        y[i * n + j] = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
                     }
                 }
             }
         }
-    });
+    }
 }

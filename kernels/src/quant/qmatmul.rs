@@ -15,7 +15,7 @@
 //! Error bounds: the float path is the dequantised product up to f32 summation error; the
 //! integer path adds the activation rounding, at most `max|x_block| / 254` per value.
 
-use super::xprep::{XPrep, GROUP, LANES};
+use super::xprep::{Layout, XPrep, GROUP, LANES};
 use super::{
     act::store_row, check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem,
     Activation, QuantFormat,
@@ -181,9 +181,11 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
         k,
         bias,
         act: params.activation,
+        isa,
     };
     if use_int {
-        let xp = XPrep::new(w.format, x, m, k);
+        let kernel = IntKernel::choose(isa);
+        let xp = XPrep::new(w.format, kernel.layout(), x, m, k, par);
         let kernel = IntKernel::choose(isa);
         run_parallel(n, m, par, |n0, n1| job.int_range(&xp, kernel, n0, n1, &out));
     } else {
@@ -249,6 +251,7 @@ struct Job<'a> {
     k: usize,
     bias: Option<&'a [f32]>,
     act: Activation,
+    isa: Isa,
 }
 
 /// Weight rows per cache tile on the prefill path.
@@ -303,7 +306,7 @@ impl Job<'_> {
                 &mut wrow,
             );
             for i in 0..self.m {
-                acc[i * nr + (r - n0)] = dot_f32(&wrow, &xf[i * k..(i + 1) * k]);
+                acc[i * nr + (r - n0)] = dot_f32(self.isa, &wrow, &xf[i * k..(i + 1) * k]);
             }
         }
         for i in 0..self.m {
@@ -313,15 +316,17 @@ impl Job<'_> {
     }
 }
 
-/// An f32 dot product with 16 independent partial sums (the compiler vectorises it).
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+/// An f32 dot product with 16 independent partial sums; `FUSED` uses `mul_add` (only where
+/// the caller enabled FMA, else it would be a library call).
+#[inline(always)]
+fn dot_f32_generic<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
     let mut s = [0.0f32; 16];
     let ca = a.chunks_exact(16);
     let cb = b.chunks_exact(16);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for j in 0..16 {
-            s[j] += x[j] * y[j];
+            s[j] = if FUSED { x[j].mul_add(y[j], s[j]) } else { s[j] + x[j] * y[j] };
         }
     }
     let mut t: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
@@ -329,6 +334,34 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         t += v;
     }
     t
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+/// # Safety
+/// - the host supports AVX-512 F and FMA.
+unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_generic::<true>(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+/// # Safety
+/// - the host supports AVX2 and FMA.
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_generic::<true>(a, b)
+}
+
+fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` was checked to be supported by the host at entry.
+        Isa::Avx512 => unsafe { dot_f32_avx512(a, b) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; AVX2 implies FMA in `Isa::Avx2`.
+        Isa::Avx2 => unsafe { dot_f32_avx2(a, b) },
+        _ => dot_f32_generic::<false>(a, b),
+    }
 }
 
 /// One kernel call: `nrows` weight rows against `mr` (<= 8) activation rows starting at `x0`.
@@ -366,6 +399,14 @@ impl IntKernel {
             Isa::Avx2 | Isa::Avx512 => IntKernel::Avx2,
             #[cfg(not(target_arch = "x86_64"))]
             _ => IntKernel::Portable,
+        }
+    }
+
+    fn layout(self) -> Layout {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            IntKernel::Avx512Vnni => Layout::Quad,
+            _ => Layout::Pair,
         }
     }
 

@@ -96,6 +96,43 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
         let rscale = a.wscale.map_or(1.0, |s| s[r]);
         let mut acc = [zero; MR];
         let mut g0 = 0;
+        if matches!(F, F_Q4_0 | F_Q4_1) {
+            // Whole quads of blocks first (Layout::Quad): two code vectors per 128 values whose
+            // integer dot products add before the one scaling step.
+            let nq = a.k / 128;
+            for q in 0..nq {
+                // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
+                let (wa, wb, sl, ml) = unsafe {
+                    if F == F_Q4_1 {
+                        dec_q4_quad::<true>(row, q)
+                    } else {
+                        dec_q4_quad::<false>(row, q)
+                    }
+                };
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let xi = a.x0 + i;
+                    let lb = xi * lanes_row + 32 * q;
+                    // SAFETY: positions 128q..128q + 128 and slots 32q..32q + 16 of row `xi`
+                    // are within its padded length.
+                    unsafe {
+                        let xq = xp.qx.as_ptr().add(xi * xp.kp + 128 * q);
+                        let start = if corr {
+                            _mm512_loadu_si512(xp.corr.as_ptr().add(lb).cast())
+                        } else {
+                            _mm512_setzero_si512()
+                        };
+                        let dot = _mm512_dpbusd_epi32(start, wa, _mm512_loadu_si512(xq.cast()));
+                        let dot = _mm512_dpbusd_epi32(dot, wb, _mm512_loadu_si512(xq.add(64).cast()));
+                        let f = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_loadu_ps(xp.dx.as_ptr().add(lb)));
+                        *acc = _mm512_fmadd_ps(f, sl, *acc);
+                        if mins {
+                            *acc = _mm512_fmadd_ps(ml, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                        }
+                    }
+                }
+            }
+            g0 = 2 * nq;
+        }
         while g0 < ng {
             // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
             // which exist since the row holds `k` values (a multiple of the block size).
@@ -229,6 +266,49 @@ unsafe fn dec_q4<const Q4_1: bool>(row: *const u8, g: usize, k: usize) -> Group 
             let ml = if Q4_1 { halves(f16_one(b0.add(2)), 0.0) } else { _mm512_setzero_ps() };
             (_mm512_zextsi256_si512(y), halves(f16_one(b0), 0.0), ml)
         }
+    }
+}
+
+/// Four f16 values (little-endian, `stride` bytes apart from `p`) widened, in lanes 0..4.
+///
+/// # Safety
+/// - two bytes at `p + i * stride` are readable for `i < 4`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,f16c")]
+unsafe fn f16_quad(p: *const u8, stride: usize) -> __m128 {
+    // SAFETY: per the contract.
+    let h = |i: usize| unsafe { p.add(i * stride).cast::<u16>().read_unaligned() } as u64;
+    let bits = h(0) | (h(1) << 16) | (h(2) << 32) | (h(3) << 48);
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// Decodes quad `q` (blocks `4q..4q + 4`) of a Q4_0/Q4_1 row: low-nibble codes, high-nibble
+/// codes, lane scales and lane minimums (lane `L` belongs to block `4q + L / 4` in both).
+///
+/// # Safety
+/// - the four blocks are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
+unsafe fn dec_q4_quad<const Q4_1: bool>(row: *const u8, q: usize) -> (__m512i, __m512i, __m512, __m512) {
+    let (bs, qo) = if Q4_1 { (20, 4) } else { (18, 2) };
+    // SAFETY: all reads lie within the quad's 4 * bs bytes.
+    unsafe {
+        let b = row.add(4 * bs * q);
+        let ld = |i: usize| _mm_loadu_si128(b.add(i * bs + qo).cast());
+        let y01 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(0)), ld(1));
+        let y23 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(2)), ld(3));
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y01), y23);
+        let nib = _mm512_set1_epi8(0x0F);
+        let wa = _mm512_and_si512(z, nib);
+        let wb = _mm512_and_si512(_mm512_srli_epi16::<4>(z), nib);
+        let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        let sl = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f16_quad(b, bs)));
+        let ml = if Q4_1 {
+            _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f16_quad(b.add(2), bs)))
+        } else {
+            _mm512_setzero_ps()
+        };
+        (wa, wb, sl, ml)
     }
 }
 

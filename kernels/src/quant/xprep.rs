@@ -44,8 +44,33 @@ pub(crate) fn has_mins(format: QuantFormat) -> bool {
     matches!(format, QuantFormat::Q4_1 | QuantFormat::Q4_K)
 }
 
+/// How activations are ordered against the weight decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Groups of 64 values, one 4-byte lane per slot (every path).
+    Pair,
+    /// As `Pair`, except that Q4_0/Q4_1 rows start with quads of blocks: 128 values in two
+    /// vectors (low nibbles, then high nibbles, of 4 blocks) whose lane `L` both belong to block
+    /// `L / 4`, so their dot products add in the integer domain and share one lane of scales
+    /// (slots `32q..32q + 16` of quad `q`). The AVX-512 path.
+    Quad,
+}
+
+/// Whole quads of Q4 blocks at the start of a row in [`Layout::Quad`].
+pub(crate) fn quads(format: QuantFormat, layout: Layout, k: usize) -> usize {
+    match (layout, format) {
+        (Layout::Quad, QuantFormat::Q4_0 | QuantFormat::Q4_1) => k / 128,
+        _ => 0,
+    }
+}
+
 /// The natural index (within a row) of the value at position `p` of the weight order.
-fn natural_index(format: QuantFormat, k: usize, p: usize) -> usize {
+fn natural_index(format: QuantFormat, layout: Layout, k: usize, p: usize) -> usize {
+    if p < 128 * quads(format, layout, k) {
+        let (q, r) = (p / 128, p % 128);
+        let (half, blk, e) = (r / 64, (r % 64) / 16, r % 16);
+        return 128 * q + 32 * blk + 16 * half + e;
+    }
     match format {
         QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
             // Pairs of blocks: [b0 lo, b1 lo, b0 hi, b1 hi]; a lone last block stays natural.
@@ -75,59 +100,151 @@ fn natural_index(format: QuantFormat, k: usize, p: usize) -> usize {
     }
 }
 
+/// Rounds to nearest, ties to even, for |v| < 2^22 (here |v| <= 127): adding and removing
+/// 1.5 * 2^23 leaves the integer part in the mantissa. Plain arithmetic, so it vectorises
+/// (`f32::round` is a library call on baseline x86-64).
+#[inline(always)]
+fn round_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
+}
+
+/// Quantises one row of `k` values into natural-order codes and per-block scales.
+fn quantize_row<TX: ActElem>(row: &[TX], xf: &mut [f32], q: &mut [i8], d_out: &mut [f32]) {
+    for (f, &v) in xf.iter_mut().zip(row) {
+        *f = v.to_f32();
+    }
+    for ((blk, qb), d_o) in xf.chunks_exact(32).zip(q.chunks_exact_mut(32)).zip(d_out) {
+        // A non-finite activation cannot be coded: its block's scale becomes NaN, so every
+        // output it touches is NaN rather than silently finite.
+        let mut amax = 0.0f32;
+        let mut finite = true;
+        for &v in blk {
+            amax = amax.max(v.abs());
+            finite &= v.is_finite();
+        }
+        let d = amax / 127.0;
+        let id = if d == 0.0 || !finite { 0.0 } else { 1.0 / d };
+        *d_o = if finite { d } else { f32::NAN };
+        for (o, &v) in qb.iter_mut().zip(blk) {
+            *o = round_small(v * id).clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
+/// Copies natural-order codes into the weight order of `format`.
+fn permute(format: QuantFormat, layout: Layout, k: usize, nat: &[i8], dst: &mut [i8]) {
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+            let nq = quads(format, layout, k);
+            for q in 0..nq {
+                for half in 0..2 {
+                    for blk in 0..4 {
+                        let o = 128 * q + 64 * half + 16 * blk;
+                        let i = 128 * q + 32 * blk + 16 * half;
+                        dst[o..o + 16].copy_from_slice(&nat[i..i + 16]);
+                    }
+                }
+            }
+            let pairs = k / 64;
+            for p in 2 * nq..pairs {
+                let (s, o) = (&nat[64 * p..64 * p + 64], &mut dst[64 * p..64 * p + 64]);
+                o[..16].copy_from_slice(&s[..16]);
+                o[16..32].copy_from_slice(&s[32..48]);
+                o[32..48].copy_from_slice(&s[16..32]);
+                o[48..].copy_from_slice(&s[48..]);
+            }
+            dst[64 * pairs..k].copy_from_slice(&nat[64 * pairs..k]);
+        }
+        QuantFormat::Q4_K => {
+            for sb in 0..k / 256 {
+                for gi in 0..4 {
+                    for half in 0..2 {
+                        let sub = (gi / 2) * 4 + gi % 2 + 2 * half;
+                        let o = 256 * sb + 64 * gi + 32 * half;
+                        dst[o..o + 32].copy_from_slice(&nat[256 * sb + 32 * sub..256 * sb + 32 * sub + 32]);
+                    }
+                }
+            }
+        }
+        _ => dst[..k].copy_from_slice(&nat[..k]),
+    }
+}
+
 impl XPrep {
-    /// Quantises `m` rows of `x` (row length `k`, a multiple of 32) for `format`'s weights.
-    pub(crate) fn new<TX: ActElem>(format: QuantFormat, x: &[TX], m: usize, k: usize) -> XPrep {
+    /// Quantises `m` rows of `x` (row length `k`, a multiple of 32) for `format`'s weights,
+    /// splitting rows over the granted threads when there are many.
+    pub(crate) fn new<TX: ActElem>(
+        format: QuantFormat,
+        layout: Layout,
+        x: &[TX],
+        m: usize,
+        k: usize,
+        par: crate::Parallelism,
+    ) -> XPrep {
         debug_assert!(k % 32 == 0);
         let kp = k.div_ceil(GROUP) * GROUP;
         let lanes = kp / 4;
-        let mut qx = vec![0i8; m * kp];
-        let mut dx = vec![0.0f32; m * lanes];
-        let mut corr = vec![0i32; m * lanes];
-        let mut msum = vec![0.0f32; m * lanes];
+        let mut xp = XPrep {
+            kp,
+            qx: vec![0i8; m * kp],
+            dx: vec![0.0f32; m * lanes],
+            corr: vec![0i32; m * lanes],
+            msum: vec![0.0f32; m * lanes],
+        };
         let offset = code_offset(format);
         let mins = has_mins(format);
-        let perm: Vec<usize> = (0..k).map(|p| natural_index(format, k, p)).collect();
-        let mut nat_q = vec![0i8; k];
-        let mut nat_d = vec![0.0f32; k / 32];
-        let mut xf = vec![0.0f32; 32];
-        for i in 0..m {
-            let row = &x[i * k..(i + 1) * k];
-            for (b, chunk) in row.chunks_exact(32).enumerate() {
-                for (f, &v) in xf.iter_mut().zip(chunk) {
-                    *f = v.to_f32();
-                }
-                // A non-finite activation cannot be coded: its block's scale becomes NaN, so
-                // every output it touches is NaN rather than silently finite.
-                let finite = xf.iter().all(|v| v.is_finite());
-                let amax = xf.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d == 0.0 || !finite { 0.0 } else { 1.0 / d };
-                nat_d[b] = if finite { d } else { f32::NAN };
-                for (q, &v) in nat_q[32 * b..32 * b + 32].iter_mut().zip(&xf) {
-                    *q = (v * id).round().clamp(-127.0, 127.0) as i8;
-                }
+        // The natural block each lane of the weight order belongs to (same for every row).
+        // Which 4-byte runs of codes each lane slot sums, and the block they belong to (the
+        // same for every row).
+        let nq = quads(format, layout, k);
+        let mut slots: Vec<(u32, u32, u32, Option<u32>)> = Vec::with_capacity(k / 4);
+        for q in 0..nq {
+            for l in 0..16 {
+                let p = (128 * q + 4 * l) as u32;
+                slots.push(((32 * q + l) as u32, (4 * q + l / 4) as u32, p, Some(p + 64)));
             }
-            let qrow = &mut qx[i * kp..i * kp + k];
-            for (q, &src) in qrow.iter_mut().zip(&perm) {
-                *q = nat_q[src];
-            }
-            for l in 0..k / 4 {
-                let s: i32 = qrow[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum();
-                let d = nat_d[perm[4 * l] / 32];
-                dx[i * lanes + l] = d;
-                corr[i * lanes + l] = -offset * s;
+        }
+        for l in 32 * nq..k / 4 {
+            let b = natural_index(format, layout, k, 4 * l) / 32;
+            slots.push((l as u32, b as u32, 4 * l as u32, None));
+        }
+        let one_row = |i: usize, qrow: &mut [i8], dx: &mut [f32], corr: &mut [i32], msum: &mut [f32], scratch: &mut (Vec<f32>, Vec<i8>, Vec<f32>)| {
+            let (xf, nat_q, nat_d) = scratch;
+            quantize_row(&x[i * k..(i + 1) * k], xf, nat_q, nat_d);
+            permute(format, layout, k, nat_q, qrow);
+            let run = |p: u32| -> i32 { qrow[p as usize..p as usize + 4].iter().map(|&v| v as i32).sum() };
+            for &(l, b, p0, p1) in &slots {
+                let l = l as usize;
+                let s = run(p0) + p1.map_or(0, run);
+                let d = nat_d[b as usize];
+                dx[l] = d;
+                corr[l] = -offset * s;
                 if mins {
-                    msum[i * lanes + l] = d * s as f32;
+                    msum[l] = d * s as f32;
                 }
             }
+        };
+        let scratch = || (vec![0.0f32; k], vec![0i8; k], vec![0.0f32; k / 32]);
+        let rows = xp
+            .qx
+            .chunks_mut(kp)
+            .zip(xp.dx.chunks_mut(lanes))
+            .zip(xp.corr.chunks_mut(lanes))
+            .zip(xp.msum.chunks_mut(lanes))
+            .enumerate();
+        if par.threads() > 1 && m > super::qmatmul::GEMV_MAX_M {
+            use rayon::prelude::*;
+            let rows: Vec<_> = rows.collect();
+            rows.into_par_iter()
+                .with_min_len(16)
+                .for_each_init(scratch, |sc, (i, (((q, d), c), ms))| one_row(i, q, d, c, ms, sc));
+        } else {
+            let mut sc = scratch();
+            for (i, (((q, d), c), ms)) in rows {
+                one_row(i, q, d, c, ms, &mut sc);
+            }
         }
-        XPrep {
-            kp,
-            qx,
-            dx,
-            corr,
-            msum,
-        }
+        xp
     }
 }
