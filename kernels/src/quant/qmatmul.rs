@@ -405,7 +405,7 @@ impl IntKernel {
     fn layout(self) -> Layout {
         match self {
             #[cfg(target_arch = "x86_64")]
-            IntKernel::Avx512Vnni => Layout::Quad,
+            IntKernel::Avx512Vnni => Layout::Wide,
             _ => Layout::Pair,
         }
     }

@@ -87,7 +87,7 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
     let ng = groups(a.k);
     let corr = matches!(F, F_Q8_0 | F_Q4_0 | F_Q6_K | F_I8);
     let mins = matches!(F, F_Q4_1 | F_Q4_K);
-    let per_unit = if matches!(F, F_Q4_K | F_Q6_K) { 4 } else { 1 };
+    let per_unit = if F == F_Q6_K { 4 } else { 1 };
     let zero = _mm512_setzero_ps();
     let mut gs: [Group; 4] = [(_mm512_setzero_si512(), zero, zero); 4];
     for r in 0..a.nrows {
@@ -133,6 +133,37 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
             }
             g0 = 2 * nq;
         }
+        if F == F_Q4_K {
+            // One activation scale per super-block (Layout::Wide): sub-block scales multiply
+            // the integer lane sums (`vpmaddwd` against (scale, 0) pairs; a lane sum of four
+            // 4-bit by 8-bit products fits 16 bits), one conversion per super-block.
+            for sb in 0..a.k / 256 {
+                // SAFETY: super-block `sb` lies within the row.
+                let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(row.add(144 * sb)) };
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let xi = a.x0 + i;
+                    let lb = xi * lanes_row + 64 * sb;
+                    // SAFETY: positions 256sb..256sb + 256 and slots 64sb..64sb + 16 of row `xi`
+                    // are within its padded length.
+                    unsafe {
+                        let xq = xp.qx.as_ptr().add(xi * xp.kp + 256 * sb);
+                        let mut isum = _mm512_setzero_si512();
+                        for gi in 0..4 {
+                            let dot = _mm512_dpbusd_epi32(
+                                _mm512_setzero_si512(),
+                                ws[gi],
+                                _mm512_loadu_si512(xq.add(64 * gi).cast()),
+                            );
+                            isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dot, scl[gi]));
+                        }
+                        let s = _mm512_set1_ps(d * *xp.dx.as_ptr().add(lb));
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
+                        *acc = _mm512_fnmadd_ps(mf, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                    }
+                }
+            }
+            g0 = ng;
+        }
         while g0 < ng {
             // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
             // which exist since the row holds `k` values (a multiple of the block size).
@@ -141,8 +172,8 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                     F_Q8_0 => gs[0] = dec_q8_0(row, g0, a.k),
                     F_Q4_0 => gs[0] = dec_q4::<false>(row, g0, a.k),
                     F_Q4_1 => gs[0] = dec_q4::<true>(row, g0, a.k),
-                    F_Q4_K => dec_q4_k(row.add(144 * (g0 / 4)), &mut gs),
                     F_Q6_K => dec_q6_k(row.add(210 * (g0 / 4)), &mut gs),
+                    // Q4_K rows were consumed whole by the super-block loop above.
                     _ => gs[0] = dec_i8(row, g0, a.k, rscale),
                 }
             }
@@ -312,33 +343,39 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(row: *const u8, q: usize) -> (__m512i, _
     }
 }
 
+/// Decodes a Q4_K super-block for the wide path: the four code vectors (groups of
+/// [`XPrep`](super::xprep::XPrep)'s order), their sub-block scales as 16-bit (scale, 0) pairs
+/// per lane, `d`, and `dmin * m[j]` in lanes `j < 8` (zero above).
+///
 /// # Safety
 /// - the 144 bytes of the Q4_K super-block at `b` are readable.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
-unsafe fn dec_q4_k(b: *const u8, gs: &mut [Group; 4]) {
+unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m512) {
     // SAFETY: reads lie within the super-block's 144 bytes.
     unsafe {
         let dd = f16_pair(b, b.add(2));
         let d = _mm_cvtss_f32(dd);
         let dmin = _mm_cvtss_f32(_mm_shuffle_ps::<1>(dd, dd));
-        let s = &*(b.add(4) as *const [u8; 12]);
-        let (sc, mn) = super::kquants::q4_k_scales(s);
+        let (sc, mn) = super::kquants::q4_k_scales(&*(b.add(4) as *const [u8; 12]));
+        let scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().cast()));
+        let mnv = _mm512_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().cast()));
+        let keep8 = 0x00FFu16;
+        let mf = _mm512_maskz_mul_ps(keep8, _mm512_cvtepi32_ps(mnv), _mm512_set1_ps(dmin));
         let nib = _mm512_set1_epi8(0x0F);
-        for p in 0..2 {
-            let z = _mm512_loadu_si512(b.add(16 + 64 * p).cast());
-            let lo = _mm512_and_si512(z, nib);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(z), nib);
-            for (part, w) in [(0, lo), (1, hi)] {
-                let sa = 4 * p + part;
-                let sb = sa + 2;
-                gs[2 * p + part] = (
-                    w,
-                    halves(d * sc[sa] as f32, d * sc[sb] as f32),
-                    halves(-(dmin * mn[sa] as f32), -(dmin * mn[sb] as f32)),
-                );
-            }
-        }
+        let z0 = _mm512_loadu_si512(b.add(16).cast());
+        let z1 = _mm512_loadu_si512(b.add(80).cast());
+        let ws = [
+            _mm512_and_si512(z0, nib),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(z0), nib),
+            _mm512_and_si512(z1, nib),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(z1), nib),
+        ];
+        let pick = |a: i32, c: i32| {
+            _mm512_permutexvar_epi32(_mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c), scv)
+        };
+        let scl = [pick(0, 2), pick(1, 3), pick(4, 6), pick(5, 7)];
+        (ws, scl, d, mf)
     }
 }
 

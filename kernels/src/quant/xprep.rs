@@ -53,13 +53,13 @@ pub(crate) enum Layout {
     /// vectors (low nibbles, then high nibbles, of 4 blocks) whose lane `L` both belong to block
     /// `L / 4`, so their dot products add in the integer domain and share one lane of scales
     /// (slots `32q..32q + 16` of quad `q`). The AVX-512 path.
-    Quad,
+    Wide,
 }
 
-/// Whole quads of Q4 blocks at the start of a row in [`Layout::Quad`].
+/// Whole quads of Q4 blocks at the start of a row in [`Layout::Wide`].
 pub(crate) fn quads(format: QuantFormat, layout: Layout, k: usize) -> usize {
     match (layout, format) {
-        (Layout::Quad, QuantFormat::Q4_0 | QuantFormat::Q4_1) => k / 128,
+        (Layout::Wide, QuantFormat::Q4_0 | QuantFormat::Q4_1) => k / 128,
         _ => 0,
     }
 }
@@ -110,11 +110,11 @@ fn round_small(v: f32) -> f32 {
 }
 
 /// Quantises one row of `k` values into natural-order codes and per-block scales.
-fn quantize_row<TX: ActElem>(row: &[TX], xf: &mut [f32], q: &mut [i8], d_out: &mut [f32]) {
+fn quantize_row<TX: ActElem>(row: &[TX], block: usize, xf: &mut [f32], q: &mut [i8], d_out: &mut [f32]) {
     for (f, &v) in xf.iter_mut().zip(row) {
         *f = v.to_f32();
     }
-    for ((blk, qb), d_o) in xf.chunks_exact(32).zip(q.chunks_exact_mut(32)).zip(d_out) {
+    for ((blk, qb), d_o) in xf.chunks_exact(block).zip(q.chunks_exact_mut(block)).zip(d_out) {
         // A non-finite activation cannot be coded: its block's scale becomes NaN, so every
         // output it touches is NaN rather than silently finite.
         let mut amax = 0.0f32;
@@ -194,7 +194,11 @@ impl XPrep {
         };
         let offset = code_offset(format);
         let mins = has_mins(format);
-        // The natural block each lane of the weight order belongs to (same for every row).
+        // Q4_K on the wide path takes one activation scale per 256-value super-block (as
+        // ggml's Q8_K), so the sub-block scales apply to integer sums; the super-block's slots
+        // hold its scale (first slot) and `dx * sum(q)` of each 32-value sub-block (8 slots).
+        let per_superblock = layout == Layout::Wide && format == QuantFormat::Q4_K;
+        let block = if per_superblock { 256 } else { 32 };
         // Which 4-byte runs of codes each lane slot sums, and the block they belong to (the
         // same for every row).
         let nq = quads(format, layout, k);
@@ -211,8 +215,18 @@ impl XPrep {
         }
         let one_row = |i: usize, qrow: &mut [i8], dx: &mut [f32], corr: &mut [i32], msum: &mut [f32], scratch: &mut (Vec<f32>, Vec<i8>, Vec<f32>)| {
             let (xf, nat_q, nat_d) = scratch;
-            quantize_row(&x[i * k..(i + 1) * k], xf, nat_q, nat_d);
+            quantize_row(&x[i * k..(i + 1) * k], block, xf, nat_q, nat_d);
             permute(format, layout, k, nat_q, qrow);
+            if per_superblock {
+                for (sb, &d) in nat_d.iter().enumerate().take(k / 256) {
+                    dx[64 * sb] = d;
+                    for j in 0..8 {
+                        let s: i32 = nat_q[256 * sb + 32 * j..256 * sb + 32 * j + 32].iter().map(|&v| v as i32).sum();
+                        msum[64 * sb + j] = d * s as f32;
+                    }
+                }
+                return;
+            }
             let run = |p: u32| -> i32 { qrow[p as usize..p as usize + 4].iter().map(|&v| v as i32).sum() };
             for &(l, b, p0, p1) in &slots {
                 let l = l as usize;
