@@ -17,6 +17,7 @@ pub mod error;
 pub mod gemm;
 pub mod isa;
 pub mod par;
+pub mod quant;
 
 pub use error::KernelError;
 pub use isa::Isa;

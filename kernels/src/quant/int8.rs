@@ -1,0 +1,321 @@
+//! int8 weights with one f32 scale per output channel, and the W8A8 GEMM
+//! `y = act((xq * sx) (wq * sw)^T + bias)` with one activation scale per token (row of `x`).
+//!
+//! The GEMM packs `x` as unsigned bytes (`x + 128`) in panels of 8 rows and the weights in
+//! panels of 32 columns, four `k` values per 32-bit lane, so the AVX-512 VNNI microkernel
+//! issues 16 `vpdpbusd` per 10 loads; the `+128` is taken back with the weight column sums.
+//! Integer sums are exact (i32) for `k < 2^17`; the scales are applied once, in f32.
+
+use super::act::store_row;
+use super::{mul_checked, need, Activation};
+use crate::{Isa, KernelError, Parallelism};
+
+/// Quantises one row to `i8` codes stored as bytes; returns the scale `max|x| / 127`
+/// (codes round half away from zero; a zero row has scale 0).
+pub(crate) fn quantize_row(src: &[f32], dst: &mut [u8]) -> f32 {
+    let (s, id) = row_scale(src);
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = code(v, id) as u8;
+    }
+    s
+}
+
+/// As [`quantize_row`] into `i8`.
+pub(crate) fn quantize_row_i8(src: &[f32], dst: &mut [i8]) -> f32 {
+    let (s, id) = row_scale(src);
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = code(v, id);
+    }
+    s
+}
+
+fn row_scale(src: &[f32]) -> (f32, f32) {
+    let finite = src.iter().all(|v| v.is_finite());
+    let amax = src.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let s = if finite { amax / 127.0 } else { f32::NAN };
+    let id = if s == 0.0 || !finite { 0.0 } else { 1.0 / s };
+    (s, id)
+}
+
+#[inline]
+fn code(v: f32, id: f32) -> i8 {
+    (v * id).round().clamp(-127.0, 127.0) as i8
+}
+
+/// Quantises an `rows x k` matrix to `i8` with one scale per row (per output channel for
+/// weights, per token for activations). Non-finite rows get a NaN scale and zero codes.
+pub fn quantize_per_row(
+    rows: usize,
+    k: usize,
+    src: &[f32],
+    dst: &mut [i8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    need("src", mul_checked(rows, k, "src")?, src.len())?;
+    need("dst", rows * k, dst.len())?;
+    need("scales", rows, scales.len())?;
+    if k == 0 {
+        scales[..rows].fill(0.0);
+        return Ok(());
+    }
+    for ((row, out), s) in src.chunks_exact(k).zip(dst.chunks_exact_mut(k)).zip(scales).take(rows) {
+        *s = quantize_row_i8(row, out);
+    }
+    Ok(())
+}
+
+/// Shape and epilogue of a W8A8 GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct W8A8Params {
+    /// Rows of `x` and `y`.
+    pub m: usize,
+    /// Rows of `w` (outputs).
+    pub n: usize,
+    /// The reduction length (at most 2^17, so i32 sums cannot overflow).
+    pub k: usize,
+    /// Activation after the bias.
+    pub activation: Activation,
+}
+
+/// W8A8 GEMM on the host's best path; see [`w8a8_gemm_with_isa`].
+#[allow(clippy::too_many_arguments)]
+pub fn w8a8_gemm<TY: super::ActElem>(
+    p: &W8A8Params,
+    xq: &[i8],
+    x_scales: &[f32],
+    wq: &[i8],
+    w_scales: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [TY],
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    w8a8_gemm_with_isa(crate::isa::active(), p, xq, x_scales, wq, w_scales, bias, y, par)
+}
+
+const MR: usize = 8;
+const NR: usize = 32;
+
+/// `y[i][j] = act(x_scales[i] * w_scales[j] * sum_k xq[i][k] wq[j][k] + bias[j])`.
+///
+/// `xq` is `m x k`, `wq` is `n x k` (both row-major), `x_scales` has `m` entries and `w_scales`
+/// and `bias` `n`; `y` is `m x n`. Codes of -128 are accepted (the sums stay exact).
+#[allow(clippy::too_many_arguments)]
+pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
+    isa: Isa,
+    p: &W8A8Params,
+    xq: &[i8],
+    x_scales: &[f32],
+    wq: &[i8],
+    w_scales: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [TY],
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    if !isa.is_supported() {
+        return Err(KernelError::Unsupported {
+            detail: format!("instruction set {} is not available on this host", isa.name()),
+        });
+    }
+    let (m, n, k) = (p.m, p.n, p.k);
+    if k > 1 << 17 {
+        return Err(KernelError::Unsupported {
+            detail: format!("W8A8 GEMM needs k <= 131072 for exact i32 sums, got {k}"),
+        });
+    }
+    need("xq", mul_checked(m, k, "xq")?, xq.len())?;
+    need("wq", mul_checked(n, k, "wq")?, wq.len())?;
+    need("y", mul_checked(m, n, "y")?, y.len())?;
+    for (what, len, want) in [("x_scales", x_scales.len(), m), ("w_scales", w_scales.len(), n)] {
+        if len != want {
+            return Err(KernelError::BadShape {
+                detail: format!("{what} has {len} entries, expected {want}"),
+            });
+        }
+    }
+    if let Some(b) = bias {
+        if b.len() != n {
+            return Err(KernelError::BadShape {
+                detail: format!("bias has {} entries for {n} outputs", b.len()),
+            });
+        }
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let k4 = k.div_ceil(4);
+    let mp = m.div_ceil(MR);
+    let np = n.div_ceil(NR);
+    // A panels: [panel][k4][MR][4] bytes of x + 128 (padding: 128, i.e. x = 0).
+    let mut a_buf = Scratch::take(&SCRATCH_A, mp * k4 * MR * 4, 0x80);
+    let a = &mut a_buf.buf[..];
+    let pack_a = |(pi, panel): (usize, &mut [u8])| {
+        for r in 0..(m - pi * MR).min(MR) {
+            let i = pi * MR + r;
+            pack_row(&xq[i * k..(i + 1) * k], panel, r, MR, 0x80);
+        }
+    };
+    // B panels: [panel][k4][NR][4] weight bytes (padding 0), and column sums.
+    let mut b_buf = Scratch::take(&SCRATCH_B, np * k4 * NR * 4, 0);
+    let b = &mut b_buf.buf[..];
+    let mut colsum = vec![0i32; n];
+    for (j, s) in colsum.iter_mut().enumerate() {
+        *s = wq[j * k..(j + 1) * k].iter().map(|&v| v as i32).sum();
+    }
+    let pack_b = |(pj, panel): (usize, &mut [u8])| {
+        for c in 0..(n - pj * NR).min(NR) {
+            let j = pj * NR + c;
+            pack_row(&wq[j * k..(j + 1) * k], panel, c, NR, 0);
+        }
+    };
+    if par.threads() > 1 {
+        use rayon::prelude::*;
+        a.par_chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
+        b.par_chunks_mut(k4 * NR * 4).enumerate().for_each(pack_b);
+    } else {
+        a.chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
+        b.chunks_mut(k4 * NR * 4).enumerate().for_each(pack_b);
+    }
+    let a: &[u8] = a;
+    let b: &[i8] = bytemuck::cast_slice(b);
+    let vnni = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && crate::isa::has_avx512_vnni();
+    let avx2 = cfg!(target_arch = "x86_64") && isa >= Isa::Avx2;
+    let yptr = YPtr(y.as_mut_ptr());
+    let panel = |pj: usize| {
+        let bp = &b[pj * k4 * NR * 4..(pj + 1) * k4 * NR * 4];
+        let mut tile = [0i32; MR * NR];
+        let mut row = [0.0f32; NR];
+        let j0 = pj * NR;
+        let nc = (n - j0).min(NR);
+        for pi in 0..mp {
+            let ap = &a[pi * k4 * MR * 4..(pi + 1) * k4 * MR * 4];
+            micro(vnni, avx2, k4, ap, bp, &mut tile);
+            let i0 = pi * MR;
+            for r in 0..(m - i0).min(MR) {
+                let sx = x_scales[i0 + r];
+                for c in 0..nc {
+                    let dot = tile[r * NR + c] - 128 * colsum[j0 + c];
+                    row[c] = dot as f32 * sx * w_scales[j0 + c];
+                }
+                // SAFETY: row i0 + r < m and columns j0..j0 + nc < n; this panel's columns are
+                // written by this task only, and `y` outlives the scope.
+                let out = unsafe { std::slice::from_raw_parts_mut(yptr.at((i0 + r) * n + j0), nc) };
+                store_row(&row[..nc], bias.map(|b| &b[j0..j0 + nc]), p.activation, out);
+            }
+        }
+    };
+    let tasks = par.threads().min(np).max(1);
+    if tasks == 1 {
+        (0..np).for_each(panel);
+    } else {
+        let per = np.div_ceil(tasks);
+        rayon::scope(|s| {
+            let panel = &panel;
+            for t in 0..tasks {
+                let (p0, p1) = ((t * per).min(np), ((t + 1) * per).min(np));
+                s.spawn(move |_| (p0..p1).for_each(panel));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Writes one row of codes into lane `slot` of a panel laid out `[k4][width][4]`; `flip` is
+/// XORed into every byte (0x80 turns `i8` into `u8 + 128`). The tail of a row whose length is
+/// not a multiple of 4 keeps the panel's padding.
+fn pack_row(src: &[i8], panel: &mut [u8], slot: usize, width: usize, flip: u8) {
+    let src: &[u8] = bytemuck::cast_slice(src);
+    let stride = width * 4;
+    let mut chunks = src.chunks_exact(4);
+    for (t, c) in (&mut chunks).enumerate() {
+        let o = t * stride + slot * 4;
+        let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ u32::from_le_bytes([flip; 4]);
+        panel[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let rem = chunks.remainder();
+    let o = (src.len() / 4) * stride + slot * 4;
+    for (q, &v) in rem.iter().enumerate() {
+        panel[o + q] = v ^ flip;
+    }
+}
+
+thread_local! {
+    static SCRATCH_A: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_B: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A packing buffer kept per thread between calls (a fresh one costs page faults every call);
+/// taken out of its slot while in use, so a nested call on the same thread simply allocates.
+struct Scratch {
+    buf: Vec<u8>,
+    slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>,
+}
+
+impl Scratch {
+    fn take(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, len: usize, fill: u8) -> Scratch {
+        let mut buf = slot.with(|c| c.take());
+        buf.clear();
+        buf.resize(len, fill);
+        Scratch { buf, slot }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.slot.with(|c| c.set(buf));
+    }
+}
+
+struct YPtr<T>(*mut T);
+// SAFETY: tasks write disjoint column panels of `y` through it, inside a scope the borrow
+// outlives.
+unsafe impl<T: Send> Sync for YPtr<T> {}
+impl<T> YPtr<T> {
+    fn at(&self, off: usize) -> *mut T {
+        self.0.wrapping_add(off)
+    }
+}
+
+fn micro(vnni: bool, avx2: bool, k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR]) {
+    debug_assert!(a.len() == k4 * MR * 4 && b.len() == k4 * NR * 4);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if vnni {
+            // SAFETY: VNNI presence checked by the caller; slice lengths as asserted above.
+            return unsafe { super::simd_avx512::w8a8_micro(k4, a, b, tile) };
+        }
+        if avx2 {
+            // SAFETY: AVX2 checked by the caller (isa >= Avx2 and supported).
+            return unsafe { micro_avx2(k4, a, b, tile) };
+        }
+    }
+    let _ = (vnni, avx2);
+    micro_portable(k4, a, b, tile)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+/// # Safety
+/// - the host supports AVX2.
+unsafe fn micro_avx2(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR]) {
+    micro_portable(k4, a, b, tile)
+}
+
+#[inline(always)]
+fn micro_portable(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR]) {
+    *tile = [0; MR * NR];
+    for (ak, bk) in a.chunks_exact(MR * 4).zip(b.chunks_exact(NR * 4)).take(k4) {
+        for r in 0..MR {
+            let av = &ak[4 * r..4 * r + 4];
+            let t = &mut tile[r * NR..(r + 1) * NR];
+            for (c, tc) in t.iter_mut().enumerate() {
+                let bv = &bk[4 * c..4 * c + 4];
+                let mut s = 0i32;
+                for q in 0..4 {
+                    s += av[q] as i32 * bv[q] as i32;
+                }
+                *tc += s;
+            }
+        }
+    }
+}

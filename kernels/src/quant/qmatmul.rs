@@ -1,0 +1,574 @@
+//! Quantised matmul `y = act(x W^T + bias)`: `x` is `m x k` (f32, f16 or bf16), `W` is
+//! `n x k` in any [`QuantFormat`], `y` is `m x n`.
+//!
+//! Two ways to the answer:
+//! - integer: `x` is quantised on the fly to 8-bit blocks of 32 (ggml's Q8_0 rule) and each
+//!   weight vector meets it in `vpdpbusd` (AVX-512 VNNI), `vpmaddubsw` (AVX2) or plain integer
+//!   arithmetic (portable); block scales are applied per 4-byte lane in f32. Decode (`m <= 8`)
+//!   walks every weight row once for all `m` rows of `x`, so each weight byte is read once;
+//!   prefill (`m > 8`) tiles the weight rows so a tile stays in cache while chunks of 8 rows of
+//!   `x` pass over it. `I8` weights with `m > 8` go to [`w8a8_gemm`](super::w8a8_gemm) with
+//!   per-token activation scales.
+//! - float: each weight row is dequantised once into f32 and dotted with every row of `x` in
+//!   f32. FP8 weights always take it; others on request ([`ActQuant::Float`]).
+//!
+//! Error bounds: the float path is the dequantised product up to f32 summation error; the
+//! integer path adds the activation rounding, at most `max|x_block| / 254` per value.
+
+use super::xprep::{Layout, XPrep, GROUP, LANES};
+use super::{
+    act::store_row, check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem,
+    Activation, QuantFormat,
+};
+use crate::{Isa, KernelError, Parallelism};
+
+/// A quantised weight matrix of `n` rows (output channels) by `k` columns, as stored.
+#[derive(Debug, Clone, Copy)]
+pub struct QWeights<'a> {
+    /// Storage format.
+    pub format: QuantFormat,
+    /// `n * row_bytes(format, k)` bytes, row after row.
+    pub data: &'a [u8],
+    /// Per-row scales (see [`QuantFormat::row_scales`]).
+    pub scales: Option<&'a [f32]>,
+    /// Rows (outputs).
+    pub n: usize,
+    /// Columns (the reduction length).
+    pub k: usize,
+}
+
+/// How activations meet the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActQuant {
+    /// Integer dot products where the format has them, float otherwise.
+    #[default]
+    Auto,
+    /// Integer dot products over activations quantised to 8-bit blocks; an error for FP8.
+    Int8,
+    /// Dequantise weights to f32 and multiply in f32.
+    Float,
+}
+
+/// Shape and options of a quantised matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QMatmulParams {
+    /// Rows of `x` and `y` (tokens).
+    pub m: usize,
+    /// Activation applied after the bias.
+    pub activation: Activation,
+    /// Integer or float arithmetic.
+    pub act_quant: ActQuant,
+}
+
+/// The rows of `x` one weight pass serves; up to this many rows are "decode".
+pub const GEMV_MAX_M: usize = 8;
+
+/// `y = act(x W^T + bias)` on the host's best path. See [`qmatmul_with_isa`].
+pub fn qmatmul<TX: ActElem, TY: ActElem>(
+    params: &QMatmulParams,
+    x: &[TX],
+    w: &QWeights<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [TY],
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    qmatmul_with_isa(crate::isa::active(), params, x, w, bias, y, par)
+}
+
+/// `y = act(x W^T + bias)` on instruction-set path `isa`.
+///
+/// `x` is `m x k` row-major, `y` is `m x n` row-major, `bias` has `n` entries. `isa` must be
+/// supported by the host ([`Isa::is_supported`]); the AVX-512 integer path needs VNNI and uses
+/// the AVX2 kernels without it.
+pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
+    isa: Isa,
+    params: &QMatmulParams,
+    x: &[TX],
+    w: &QWeights<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [TY],
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    if !isa.is_supported() {
+        return Err(KernelError::Unsupported {
+            detail: format!("instruction set {} is not available on this host", isa.name()),
+        });
+    }
+    let (m, n, k) = (params.m, w.n, w.k);
+    let rb = row_bytes(w.format, k)?;
+    need("w", mul_checked(n, rb, "w")?, w.data.len())?;
+    need("x", mul_checked(m, k, "x")?, x.len())?;
+    need("y", mul_checked(m, n, "y")?, y.len())?;
+    let scales = check_row_scales(w.format, w.scales, n)?;
+    if let Some(b) = bias {
+        if b.len() != n {
+            return Err(KernelError::BadShape {
+                detail: format!("bias has {} entries for {n} outputs", b.len()),
+            });
+        }
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let int_capable = match w.format {
+        QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => false,
+        QuantFormat::I8 => k % 32 == 0,
+        _ => true,
+    };
+    let use_int = match params.act_quant {
+        ActQuant::Float => false,
+        ActQuant::Auto => int_capable,
+        ActQuant::Int8 => {
+            if !int_capable {
+                return Err(KernelError::Unsupported {
+                    detail: format!(
+                        "{} weights with k = {k} have no integer dot-product path",
+                        w.format.name()
+                    ),
+                });
+            }
+            true
+        }
+    };
+    let w_data = &w.data[..n * rb];
+    let y = &mut y[..m * n];
+    if k == 0 {
+        let zeros = vec![0.0f32; n];
+        for row in y.chunks_exact_mut(n) {
+            store_row(&zeros, bias, params.activation, row);
+        }
+        return Ok(());
+    }
+    if use_int && w.format == QuantFormat::I8 && m > GEMV_MAX_M {
+        let mut xf = vec![0.0f32; m * k];
+        for (d, s) in xf.iter_mut().zip(&x[..m * k]) {
+            *d = s.to_f32();
+        }
+        let mut xq = vec![0i8; m * k];
+        let mut xs = vec![0.0f32; m];
+        for ((row, out), s) in xf.chunks_exact(k).zip(xq.chunks_exact_mut(k)).zip(&mut xs) {
+            *s = super::int8::quantize_row_i8(row, out);
+        }
+        let wq: &[i8] = bytemuck::cast_slice(w_data);
+        let p = super::int8::W8A8Params {
+            m,
+            n,
+            k,
+            activation: params.activation,
+        };
+        return super::int8::w8a8_gemm_with_isa(
+            isa,
+            &p,
+            &xq,
+            &xs,
+            wq,
+            scales.expect("checked: I8 requires scales"),
+            bias,
+            y,
+            par,
+        );
+    }
+    let out = OutPtr {
+        ptr: y.as_mut_ptr(),
+        n,
+    };
+    let job = Job {
+        format: w.format,
+        w: w_data,
+        rb,
+        scales,
+        m,
+        k,
+        bias,
+        act: params.activation,
+        isa,
+    };
+    if use_int {
+        let kernel = IntKernel::choose(isa);
+        let xp = XPrep::new(w.format, kernel.layout(), x, m, k, par);
+        let kernel = IntKernel::choose(isa);
+        run_parallel(n, m, par, |n0, n1| job.int_range(&xp, kernel, n0, n1, &out));
+    } else {
+        let mut xf = vec![0.0f32; m * k];
+        for (d, s) in xf.iter_mut().zip(&x[..m * k]) {
+            *d = s.to_f32();
+        }
+        run_parallel(n, m, par, |n0, n1| job.float_range(&xf, n0, n1, &out));
+    }
+    Ok(())
+}
+
+/// Splits output rows `0..n` into contiguous ranges over the granted threads.
+fn run_parallel(n: usize, m: usize, par: Parallelism, f: impl Fn(usize, usize) + Sync) {
+    let tasks = par.threads().min(n.div_ceil(16)).max(1);
+    if tasks == 1 || m * n < 256 {
+        f(0, n);
+        return;
+    }
+    let per = n.div_ceil(tasks).div_ceil(4) * 4;
+    rayon::scope(|s| {
+        let f = &f;
+        for t in 0..tasks {
+            let n0 = (t * per).min(n);
+            let n1 = ((t + 1) * per).min(n);
+            if n0 < n1 {
+                s.spawn(move |_| f(n0, n1));
+            }
+        }
+    });
+}
+
+/// Where tasks write: `y` (`m x n`), each task its own columns.
+struct OutPtr<TY> {
+    ptr: *mut TY,
+    n: usize,
+}
+
+// SAFETY: tasks write disjoint column ranges of `y` through this pointer (see `store`), and the
+// `&mut y` it comes from outlives the scope the tasks run in.
+unsafe impl<TY: Send> Sync for OutPtr<TY> {}
+
+impl<TY: ActElem> OutPtr<TY> {
+    /// Writes `vals` to row `i`, columns `n0..n0 + vals.len()`, through the epilogue.
+    ///
+    /// # Safety
+    /// - `i < m` and `n0 + vals.len() <= n` for the `y` this was made from;
+    /// - no other task writes these elements concurrently.
+    unsafe fn store(&self, i: usize, n0: usize, vals: &[f32], bias: Option<&[f32]>, act: Activation) {
+        // SAFETY: in bounds and exclusive by this function's contract.
+        let row = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.n + n0), vals.len()) };
+        store_row(vals, bias.map(|b| &b[n0..n0 + vals.len()]), act, row);
+    }
+}
+
+/// The validated problem, shared by the tasks.
+struct Job<'a> {
+    format: QuantFormat,
+    w: &'a [u8],
+    rb: usize,
+    scales: Option<&'a [f32]>,
+    m: usize,
+    k: usize,
+    bias: Option<&'a [f32]>,
+    act: Activation,
+    isa: Isa,
+}
+
+/// Weight rows per cache tile on the prefill path.
+const N_TILE: usize = 32;
+
+impl Job<'_> {
+    fn int_range<TY: ActElem>(&self, xp: &XPrep, kernel: IntKernel, n0: usize, n1: usize, out: &OutPtr<TY>) {
+        let tile = if self.m <= GEMV_MAX_M { n1 - n0 } else { N_TILE };
+        let mut acc = vec![0.0f32; GEMV_MAX_M * tile];
+        let mut t0 = n0;
+        while t0 < n1 {
+            let t1 = (t0 + tile).min(n1);
+            let nr = t1 - t0;
+            let w = &self.w[t0 * self.rb..t1 * self.rb];
+            let ws = self.scales.map(|s| &s[t0..t1]);
+            let mut i0 = 0;
+            while i0 < self.m {
+                let mr = (self.m - i0).min(GEMV_MAX_M);
+                let a = KernelArgs {
+                    format: self.format,
+                    w,
+                    rb: self.rb,
+                    nrows: nr,
+                    k: self.k,
+                    wscale: ws,
+                    xp,
+                    x0: i0,
+                    mr,
+                };
+                kernel.run(&a, &mut acc[..mr * nr]);
+                for i in 0..mr {
+                    // SAFETY: row i0 + i < m; columns t0..t1 lie in this task's range n0..n1,
+                    // which no other task writes.
+                    unsafe { out.store(i0 + i, t0, &acc[i * nr..(i + 1) * nr], self.bias, self.act) };
+                }
+                i0 += mr;
+            }
+            t0 = t1;
+        }
+    }
+
+    fn float_range<TY: ActElem>(&self, xf: &[f32], n0: usize, n1: usize, out: &OutPtr<TY>) {
+        let k = self.k;
+        let mut wrow = vec![0.0f32; k];
+        let mut acc = vec![0.0f32; self.m * (n1 - n0)];
+        let nr = n1 - n0;
+        for r in n0..n1 {
+            dequantize_row(
+                self.format,
+                &self.w[r * self.rb..(r + 1) * self.rb],
+                self.scales.map(|s| s[r]),
+                &mut wrow,
+            );
+            for i in 0..self.m {
+                acc[i * nr + (r - n0)] = dot_f32(self.isa, &wrow, &xf[i * k..(i + 1) * k]);
+            }
+        }
+        for i in 0..self.m {
+            // SAFETY: row i < m, columns n0..n1 belong to this task alone.
+            unsafe { out.store(i, n0, &acc[i * nr..(i + 1) * nr], self.bias, self.act) };
+        }
+    }
+}
+
+/// An f32 dot product with 16 independent partial sums; `FUSED` uses `mul_add` (only where
+/// the caller enabled FMA, else it would be a library call).
+#[inline(always)]
+fn dot_f32_generic<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut s = [0.0f32; 16];
+    let ca = a.chunks_exact(16);
+    let cb = b.chunks_exact(16);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..16 {
+            s[j] = if FUSED { x[j].mul_add(y[j], s[j]) } else { s[j] + x[j] * y[j] };
+        }
+    }
+    let mut t: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    for v in s {
+        t += v;
+    }
+    t
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+/// # Safety
+/// - the host supports AVX-512 F and FMA.
+unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_generic::<true>(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+/// # Safety
+/// - the host supports AVX2 and FMA.
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_generic::<true>(a, b)
+}
+
+fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` was checked to be supported by the host at entry.
+        Isa::Avx512 => unsafe { dot_f32_avx512(a, b) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; AVX2 implies FMA in `Isa::Avx2`.
+        Isa::Avx2 => unsafe { dot_f32_avx2(a, b) },
+        _ => dot_f32_generic::<false>(a, b),
+    }
+}
+
+/// One kernel call: `nrows` weight rows against `mr` (<= 8) activation rows starting at `x0`.
+/// Writes `out[i * nrows + r]` = dot of x row `x0 + i` with weight row `r`, before epilogue.
+pub(crate) struct KernelArgs<'a> {
+    pub format: QuantFormat,
+    /// Exactly `nrows * rb` bytes.
+    pub w: &'a [u8],
+    pub rb: usize,
+    pub nrows: usize,
+    pub k: usize,
+    /// `nrows` per-row scales (I8).
+    pub wscale: Option<&'a [f32]>,
+    pub xp: &'a XPrep,
+    pub x0: usize,
+    pub mr: usize,
+}
+
+#[derive(Clone, Copy)]
+enum IntKernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+}
+
+impl IntKernel {
+    fn choose(isa: Isa) -> IntKernel {
+        match isa {
+            Isa::Portable => IntKernel::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if crate::isa::has_avx512_vnni() => IntKernel::Avx512Vnni,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => IntKernel::Avx2,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => IntKernel::Portable,
+        }
+    }
+
+    fn layout(self) -> Layout {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            IntKernel::Avx512Vnni => Layout::Wide,
+            _ => Layout::Pair,
+        }
+    }
+
+    fn run(self, a: &KernelArgs<'_>, out: &mut [f32]) {
+        debug_assert!(a.w.len() == a.nrows * a.rb && out.len() >= a.mr * a.nrows);
+        debug_assert!(a.x0 + a.mr <= a.xp.qx.len() / a.xp.kp);
+        match self {
+            IntKernel::Portable => portable_kernel(a, out),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: chosen only when the host has AVX2+FMA+F16C (Isa::Avx2 or above is
+            // supported, checked at entry); the arguments were validated by the caller.
+            IntKernel::Avx2 => unsafe { super::simd_avx2::kernel(a, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: chosen only when AVX-512 F/BW/VL and VNNI are present.
+            IntKernel::Avx512Vnni => unsafe { super::simd_avx512::kernel(a, out) },
+        }
+    }
+}
+
+/// The groups of 64 values one weight row holds.
+pub(crate) fn groups(k: usize) -> usize {
+    k.div_ceil(GROUP)
+}
+
+/// Decodes group `g` of a weight row into signed codes (offset removed), per-lane scales and
+/// per-lane minimum terms, in the order [`XPrep`] lays out activations.
+fn decode_group(
+    format: QuantFormat,
+    row: &[u8],
+    k: usize,
+    g: usize,
+    rscale: f32,
+    w: &mut [i8; GROUP],
+    sl: &mut [f32; LANES],
+    ml: &mut [f32; LANES],
+) {
+    use super::f16_at;
+    use super::kquants::{q4_k_scales, q6_k_code};
+    *w = [0; GROUP];
+    *sl = [0.0; LANES];
+    *ml = [0.0; LANES];
+    match format {
+        QuantFormat::Q8_0 => {
+            for b in 0..2 {
+                let blk = 2 * g + b;
+                if 32 * blk >= k {
+                    break;
+                }
+                let bb = &row[34 * blk..34 * blk + 34];
+                let d = f16_at(bb, 0);
+                for j in 0..32 {
+                    w[32 * b + j] = bb[2 + j] as i8;
+                }
+                sl[8 * b..8 * b + 8].fill(d);
+            }
+        }
+        QuantFormat::I8 => {
+            let end = (64 * g + 64).min(k);
+            for (o, &v) in w.iter_mut().zip(&row[64 * g..end]) {
+                *o = v as i8;
+            }
+            sl[..(end - 64 * g) / 4].fill(rscale);
+        }
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+            let (bytes, qoff, sub) = if format == QuantFormat::Q4_0 { (18, 2, 8) } else { (20, 4, 0) };
+            let pair = 64 * g + 64 <= k;
+            let nb = if pair { 2 } else { 1 };
+            for b in 0..nb {
+                let bb = &row[bytes * (2 * g + b)..bytes * (2 * g + b + 1)];
+                let d = f16_at(bb, 0);
+                let mn = if format == QuantFormat::Q4_1 { f16_at(bb, 2) } else { 0.0 };
+                for j in 0..16 {
+                    let lo = (bb[qoff + j] & 0x0F) as i8 - sub;
+                    let hi = (bb[qoff + j] >> 4) as i8 - sub;
+                    if pair {
+                        w[16 * b + j] = lo;
+                        w[32 + 16 * b + j] = hi;
+                    } else {
+                        w[j] = lo;
+                        w[16 + j] = hi;
+                    }
+                }
+                if pair {
+                    for half in 0..2 {
+                        let l0 = 8 * half + 4 * b;
+                        sl[l0..l0 + 4].fill(d);
+                        ml[l0..l0 + 4].fill(mn);
+                    }
+                } else {
+                    sl[..8].fill(d);
+                    ml[..8].fill(mn);
+                }
+            }
+        }
+        QuantFormat::Q4_K => {
+            let (sb, gi) = (g / 4, g % 4);
+            let bb = &row[144 * sb..144 * sb + 144];
+            let d = f16_at(bb, 0);
+            let dmin = f16_at(bb, 2);
+            let (sc, mn) = q4_k_scales(&bb[4..16]);
+            let z = &bb[16 + 64 * (gi / 2)..16 + 64 * (gi / 2) + 64];
+            for j in 0..64 {
+                w[j] = if gi % 2 == 0 { z[j] & 0x0F } else { z[j] >> 4 } as i8;
+            }
+            for half in 0..2 {
+                let sub = (gi / 2) * 4 + gi % 2 + 2 * half;
+                sl[8 * half..8 * half + 8].fill(d * sc[sub] as f32);
+                ml[8 * half..8 * half + 8].fill(-(dmin * mn[sub] as f32));
+            }
+        }
+        QuantFormat::Q6_K => {
+            let (sb, gi) = (g / 4, g % 4);
+            let bb = &row[210 * sb..210 * sb + 210];
+            let (ql, rest) = bb.split_at(128);
+            let (qh, rest) = rest.split_at(64);
+            let d = f16_at(rest, 16);
+            let (h, part) = (gi / 2, gi % 2);
+            for j in 0..64 {
+                w[j] = q6_k_code(ql, qh, h, 2 * part + j / 32, j % 32) as i8 - 32;
+            }
+            for (lane, s) in sl.iter_mut().enumerate() {
+                *s = d * rest[8 * h + 4 * part + lane / 4] as i8 as f32;
+            }
+        }
+        QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => unreachable!("FP8 has no integer path"),
+    }
+}
+
+fn portable_kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
+    let xp = a.xp;
+    let lanes_row = xp.kp / 4;
+    let mins = super::xprep::has_mins(a.format);
+    let mut w = [0i8; GROUP];
+    let mut sl = [0.0f32; LANES];
+    let mut ml = [0.0f32; LANES];
+    let mut acc = [[0.0f32; LANES]; GEMV_MAX_M];
+    for r in 0..a.nrows {
+        let row = &a.w[r * a.rb..(r + 1) * a.rb];
+        let rscale = a.wscale.map_or(1.0, |s| s[r]);
+        for lane in acc.iter_mut().take(a.mr) {
+            *lane = [0.0; LANES];
+        }
+        for g in 0..groups(a.k) {
+            decode_group(a.format, row, a.k, g, rscale, &mut w, &mut sl, &mut ml);
+            for (i, acc) in acc.iter_mut().enumerate().take(a.mr) {
+                let xi = a.x0 + i;
+                let qx = &xp.qx[xi * xp.kp + GROUP * g..xi * xp.kp + GROUP * (g + 1)];
+                let lb = xi * lanes_row + LANES * g;
+                for l in 0..LANES {
+                    let mut dot = 0i32;
+                    for t in 0..4 {
+                        dot += w[4 * l + t] as i32 * qx[4 * l + t] as i32;
+                    }
+                    acc[l] += dot as f32 * xp.dx[lb + l] * sl[l];
+                    if mins {
+                        acc[l] += ml[l] * xp.msum[lb + l];
+                    }
+                }
+            }
+        }
+        for i in 0..a.mr {
+            out[i * a.nrows + r] = acc[i].iter().sum();
+        }
+    }
+}

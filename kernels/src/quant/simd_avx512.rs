@@ -1,0 +1,446 @@
+//! AVX-512 VNNI kernels: the integer quantised-matmul row kernel and the W8A8 microkernel.
+//!
+//! Weight bytes are decoded to one 512-bit vector per 64 values, in the order
+//! [`XPrep`](super::xprep::XPrep) lays out activations; `vpdpbusd` (unsigned weight codes by
+//! signed activations) sums each 4-byte lane, starting from the lane's offset correction, and
+//! lane sums are scaled in f32 by the activation block scale and the weight scale.
+#![cfg(target_arch = "x86_64")]
+
+use super::qmatmul::{groups, KernelArgs};
+use super::QuantFormat;
+use std::arch::x86_64::*;
+
+const F_Q8_0: u8 = 0;
+const F_Q4_0: u8 = 1;
+const F_Q4_1: u8 = 2;
+const F_Q4_K: u8 = 3;
+const F_Q6_K: u8 = 4;
+const F_I8: u8 = 5;
+
+/// Runs the integer row kernel (see [`KernelArgs`]).
+///
+/// # Safety
+/// - the host supports AVX-512 F/BW/VL, AVX-512 VNNI, FMA and F16C;
+/// - `a` was validated: `a.w` holds `nrows` rows of `rb` bytes of a `k`-long row in
+///   `a.format` (an integer format), `a.wscale` (if any) has `nrows` entries, rows
+///   `x0..x0 + mr` (`mr <= 8`) exist in `a.xp`, and `out` has `mr * nrows` entries.
+pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
+    macro_rules! by_mr {
+        ($f:expr) => {
+            match a.mr {
+                1 => rows::<$f, 1>(a, out),
+                2 => rows::<$f, 2>(a, out),
+                3 => rows::<$f, 3>(a, out),
+                4 => rows::<$f, 4>(a, out),
+                5 => rows::<$f, 5>(a, out),
+                6 => rows::<$f, 6>(a, out),
+                7 => rows::<$f, 7>(a, out),
+                _ => rows::<$f, 8>(a, out),
+            }
+        };
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match a.format {
+            QuantFormat::Q8_0 => by_mr!(F_Q8_0),
+            QuantFormat::Q4_0 => by_mr!(F_Q4_0),
+            QuantFormat::Q4_1 => by_mr!(F_Q4_1),
+            QuantFormat::Q4_K => by_mr!(F_Q4_K),
+            QuantFormat::Q6_K => by_mr!(F_Q6_K),
+            QuantFormat::I8 => by_mr!(F_I8),
+            QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => unreachable!("no integer FP8 path"),
+        }
+    }
+}
+
+/// Two f16 values (little-endian bytes at `p` and `q`) widened, in lanes 0 and 1.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,f16c")]
+unsafe fn f16_pair(p: *const u8, q: *const u8) -> __m128 {
+    // SAFETY: the caller guarantees two readable bytes at each pointer.
+    let (a, b) = unsafe { (p.cast::<u16>().read_unaligned(), q.cast::<u16>().read_unaligned()) };
+    _mm_cvtph_ps(_mm_cvtsi32_si128((a as u32 | ((b as u32) << 16)) as i32))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,f16c")]
+unsafe fn f16_one(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes at `p`.
+    let a = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(a as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn halves(lo: f32, hi: f32) -> __m512 {
+    _mm512_insertf32x8::<1>(_mm512_set1_ps(lo), _mm256_set1_ps(hi))
+}
+
+/// One decoded group: weight codes, per-lane weight scales, per-lane minimum terms.
+type Group = (__m512i, __m512, __m512);
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]) {
+    let xp = a.xp;
+    let lanes_row = xp.kp / 4;
+    let ng = groups(a.k);
+    let corr = matches!(F, F_Q8_0 | F_Q4_0 | F_Q6_K | F_I8);
+    let mins = matches!(F, F_Q4_1 | F_Q4_K);
+    let per_unit = if F == F_Q6_K { 4 } else { 1 };
+    let zero = _mm512_setzero_ps();
+    let mut gs: [Group; 4] = [(_mm512_setzero_si512(), zero, zero); 4];
+    for r in 0..a.nrows {
+        // SAFETY: `r < nrows`, so the row's `rb` bytes lie in `a.w`.
+        let row = unsafe { a.w.as_ptr().add(r * a.rb) };
+        let rscale = a.wscale.map_or(1.0, |s| s[r]);
+        let mut acc = [zero; MR];
+        let mut g0 = 0;
+        if matches!(F, F_Q4_0 | F_Q4_1) {
+            // Whole quads of blocks first (Layout::Quad): two code vectors per 128 values whose
+            // integer dot products add before the one scaling step.
+            let nq = a.k / 128;
+            for q in 0..nq {
+                // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
+                let (wa, wb, sl, ml) = unsafe {
+                    if F == F_Q4_1 {
+                        dec_q4_quad::<true>(row, q)
+                    } else {
+                        dec_q4_quad::<false>(row, q)
+                    }
+                };
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let xi = a.x0 + i;
+                    let lb = xi * lanes_row + 32 * q;
+                    // SAFETY: positions 128q..128q + 128 and slots 32q..32q + 16 of row `xi`
+                    // are within its padded length.
+                    unsafe {
+                        let xq = xp.qx.as_ptr().add(xi * xp.kp + 128 * q);
+                        let start = if corr {
+                            _mm512_loadu_si512(xp.corr.as_ptr().add(lb).cast())
+                        } else {
+                            _mm512_setzero_si512()
+                        };
+                        let dot = _mm512_dpbusd_epi32(start, wa, _mm512_loadu_si512(xq.cast()));
+                        let dot = _mm512_dpbusd_epi32(dot, wb, _mm512_loadu_si512(xq.add(64).cast()));
+                        let f = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_loadu_ps(xp.dx.as_ptr().add(lb)));
+                        *acc = _mm512_fmadd_ps(f, sl, *acc);
+                        if mins {
+                            *acc = _mm512_fmadd_ps(ml, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                        }
+                    }
+                }
+            }
+            g0 = 2 * nq;
+        }
+        if F == F_Q4_K {
+            // One activation scale per super-block (Layout::Wide): sub-block scales multiply
+            // the integer lane sums (`vpmaddwd` against (scale, 0) pairs; a lane sum of four
+            // 4-bit by 8-bit products fits 16 bits), one conversion per super-block.
+            for sb in 0..a.k / 256 {
+                // SAFETY: super-block `sb` lies within the row.
+                let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(row.add(144 * sb)) };
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let xi = a.x0 + i;
+                    let lb = xi * lanes_row + 64 * sb;
+                    // SAFETY: positions 256sb..256sb + 256 and slots 64sb..64sb + 16 of row `xi`
+                    // are within its padded length.
+                    unsafe {
+                        let xq = xp.qx.as_ptr().add(xi * xp.kp + 256 * sb);
+                        let mut isum = _mm512_setzero_si512();
+                        for gi in 0..4 {
+                            let dot = _mm512_dpbusd_epi32(
+                                _mm512_setzero_si512(),
+                                ws[gi],
+                                _mm512_loadu_si512(xq.add(64 * gi).cast()),
+                            );
+                            isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dot, scl[gi]));
+                        }
+                        let s = _mm512_set1_ps(d * *xp.dx.as_ptr().add(lb));
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
+                        *acc = _mm512_fnmadd_ps(mf, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                    }
+                }
+            }
+            g0 = ng;
+        }
+        while g0 < ng {
+            // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
+            // which exist since the row holds `k` values (a multiple of the block size).
+            unsafe {
+                match F {
+                    F_Q8_0 => gs[0] = dec_q8_0(row, g0, a.k),
+                    F_Q4_0 => gs[0] = dec_q4::<false>(row, g0, a.k),
+                    F_Q4_1 => gs[0] = dec_q4::<true>(row, g0, a.k),
+                    F_Q6_K => dec_q6_k(row.add(210 * (g0 / 4)), &mut gs),
+                    // Q4_K rows were consumed whole by the super-block loop above.
+                    _ => gs[0] = dec_i8(row, g0, a.k, rscale),
+                }
+            }
+            for (u, &(w, sl, ml)) in gs.iter().enumerate().take(per_unit) {
+                let g = g0 + u;
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let xi = a.x0 + i;
+                    let lb = xi * lanes_row + 16 * g;
+                    // SAFETY: row `xi` of the activations has `kp >= 64 * ng` bytes and
+                    // `kp / 4` lanes in each lane array, so group `g < ng` is in bounds.
+                    unsafe {
+                        let xv = _mm512_loadu_si512(xp.qx.as_ptr().add(xi * xp.kp + 64 * g).cast());
+                        let start = if corr {
+                            _mm512_loadu_si512(xp.corr.as_ptr().add(lb).cast())
+                        } else {
+                            _mm512_setzero_si512()
+                        };
+                        let dot = _mm512_dpbusd_epi32(start, w, xv);
+                        let f = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_loadu_ps(xp.dx.as_ptr().add(lb)));
+                        *acc = _mm512_fmadd_ps(f, sl, *acc);
+                        if mins {
+                            *acc = _mm512_fmadd_ps(ml, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                        }
+                    }
+                }
+            }
+            g0 += per_unit;
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            out[i * a.nrows + r] = _mm512_reduce_add_ps(*acc);
+        }
+    }
+}
+
+/// # Safety
+/// - blocks `2g` (and `2g + 1` when `64g + 64 <= k`) of the Q8_0 row at `row` are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
+unsafe fn dec_q8_0(row: *const u8, g: usize, k: usize) -> Group {
+    // SAFETY: per the contract, only bytes of the present blocks are read.
+    unsafe {
+        let b0 = row.add(68 * g);
+        let flip = _mm512_set1_epi8(0x80u8 as i8);
+        if 64 * g + 64 <= k {
+            let b1 = b0.add(34);
+            let w = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(2).cast())),
+                _mm256_loadu_si256(b1.add(2).cast()),
+            );
+            let d = f16_pair(b0, b1);
+            let sl = _mm512_permutexvar_ps(
+                _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                _mm512_castps128_ps512(d),
+            );
+            (_mm512_xor_si512(w, flip), sl, _mm512_setzero_ps())
+        } else {
+            let w = _mm512_zextsi256_si512(_mm256_xor_si256(
+                _mm256_loadu_si256(b0.add(2).cast()),
+                _mm256_set1_epi8(0x80u8 as i8),
+            ));
+            (w, halves(f16_one(b0), 0.0), _mm512_setzero_ps())
+        }
+    }
+}
+
+/// # Safety
+/// - the 64 values of group `g` (or 32 at the row's end) of the I8 row at `row` are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+unsafe fn dec_i8(row: *const u8, g: usize, k: usize, s: f32) -> Group {
+    // SAFETY: per the contract.
+    unsafe {
+        let p = row.add(64 * g);
+        if 64 * g + 64 <= k {
+            let w = _mm512_xor_si512(_mm512_loadu_si512(p.cast()), _mm512_set1_epi8(0x80u8 as i8));
+            (w, _mm512_set1_ps(s), _mm512_setzero_ps())
+        } else {
+            let w = _mm256_xor_si256(_mm256_loadu_si256(p.cast()), _mm256_set1_epi8(0x80u8 as i8));
+            (_mm512_zextsi256_si512(w), halves(s, 0.0), _mm512_setzero_ps())
+        }
+    }
+}
+
+/// # Safety
+/// - blocks `2g` (and `2g + 1` when `64g + 64 <= k`) of the Q4_0/Q4_1 row at `row` are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
+unsafe fn dec_q4<const Q4_1: bool>(row: *const u8, g: usize, k: usize) -> Group {
+    let (bs, qo) = if Q4_1 { (20, 4) } else { (18, 2) };
+    let nib = _mm_set1_epi8(0x0F);
+    // SAFETY: per the contract, only bytes of the present blocks are read.
+    unsafe {
+        let b0 = row.add(2 * bs * g);
+        if 64 * g + 64 <= k {
+            let b1 = b0.add(bs);
+            let y = _mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm_loadu_si128(b0.add(qo).cast())),
+                _mm_loadu_si128(b1.add(qo).cast()),
+            );
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y), y);
+            let z = _mm512_and_si512(
+                _mm512_srlv_epi64(z, _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4)),
+                _mm512_set1_epi8(0x0F),
+            );
+            let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+            let d = f16_pair(b0, b1);
+            let sl = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d));
+            let ml = if Q4_1 {
+                let m = f16_pair(b0.add(2), b1.add(2));
+                _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(m))
+            } else {
+                _mm512_setzero_ps()
+            };
+            (z, sl, ml)
+        } else {
+            let q = _mm_loadu_si128(b0.add(qo).cast());
+            let y = _mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm_and_si128(q, nib)),
+                _mm_and_si128(_mm_srli_epi16::<4>(q), nib),
+            );
+            let ml = if Q4_1 { halves(f16_one(b0.add(2)), 0.0) } else { _mm512_setzero_ps() };
+            (_mm512_zextsi256_si512(y), halves(f16_one(b0), 0.0), ml)
+        }
+    }
+}
+
+/// Four f16 values (little-endian, `stride` bytes apart from `p`) widened, in lanes 0..4.
+///
+/// # Safety
+/// - two bytes at `p + i * stride` are readable for `i < 4`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,f16c")]
+unsafe fn f16_quad(p: *const u8, stride: usize) -> __m128 {
+    // SAFETY: per the contract.
+    let h = |i: usize| unsafe { p.add(i * stride).cast::<u16>().read_unaligned() } as u64;
+    let bits = h(0) | (h(1) << 16) | (h(2) << 32) | (h(3) << 48);
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// Decodes quad `q` (blocks `4q..4q + 4`) of a Q4_0/Q4_1 row: low-nibble codes, high-nibble
+/// codes, lane scales and lane minimums (lane `L` belongs to block `4q + L / 4` in both).
+///
+/// # Safety
+/// - the four blocks are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
+unsafe fn dec_q4_quad<const Q4_1: bool>(row: *const u8, q: usize) -> (__m512i, __m512i, __m512, __m512) {
+    let (bs, qo) = if Q4_1 { (20, 4) } else { (18, 2) };
+    // SAFETY: all reads lie within the quad's 4 * bs bytes.
+    unsafe {
+        let b = row.add(4 * bs * q);
+        let ld = |i: usize| _mm_loadu_si128(b.add(i * bs + qo).cast());
+        let y01 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(0)), ld(1));
+        let y23 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(2)), ld(3));
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y01), y23);
+        let nib = _mm512_set1_epi8(0x0F);
+        let wa = _mm512_and_si512(z, nib);
+        let wb = _mm512_and_si512(_mm512_srli_epi16::<4>(z), nib);
+        let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        let sl = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f16_quad(b, bs)));
+        let ml = if Q4_1 {
+            _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f16_quad(b.add(2), bs)))
+        } else {
+            _mm512_setzero_ps()
+        };
+        (wa, wb, sl, ml)
+    }
+}
+
+/// Decodes a Q4_K super-block for the wide path: the four code vectors (groups of
+/// [`XPrep`](super::xprep::XPrep)'s order), their sub-block scales as 16-bit (scale, 0) pairs
+/// per lane, `d`, and `dmin * m[j]` in lanes `j < 8` (zero above).
+///
+/// # Safety
+/// - the 144 bytes of the Q4_K super-block at `b` are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
+unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m512) {
+    // SAFETY: reads lie within the super-block's 144 bytes.
+    unsafe {
+        let dd = f16_pair(b, b.add(2));
+        let d = _mm_cvtss_f32(dd);
+        let dmin = _mm_cvtss_f32(_mm_shuffle_ps::<1>(dd, dd));
+        let (sc, mn) = super::kquants::q4_k_scales(&*(b.add(4) as *const [u8; 12]));
+        let scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().cast()));
+        let mnv = _mm512_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().cast()));
+        let keep8 = 0x00FFu16;
+        let mf = _mm512_maskz_mul_ps(keep8, _mm512_cvtepi32_ps(mnv), _mm512_set1_ps(dmin));
+        let nib = _mm512_set1_epi8(0x0F);
+        let z0 = _mm512_loadu_si512(b.add(16).cast());
+        let z1 = _mm512_loadu_si512(b.add(80).cast());
+        let ws = [
+            _mm512_and_si512(z0, nib),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(z0), nib),
+            _mm512_and_si512(z1, nib),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(z1), nib),
+        ];
+        let pick = |a: i32, c: i32| {
+            _mm512_permutexvar_epi32(_mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c), scv)
+        };
+        let scl = [pick(0, 2), pick(1, 3), pick(4, 6), pick(5, 7)];
+        (ws, scl, d, mf)
+    }
+}
+
+/// # Safety
+/// - the 210 bytes of the Q6_K super-block at `b` are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
+unsafe fn dec_q6_k(b: *const u8, gs: &mut [Group; 4]) {
+    // SAFETY: reads lie within the super-block's 210 bytes.
+    unsafe {
+        let d = f16_one(b.add(208));
+        let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(192).cast())));
+        let ds = _mm512_mul_ps(_mm512_set1_ps(d), sc);
+        let nib = _mm512_set1_epi8(0x0F);
+        let top = _mm512_set1_epi8(0x30);
+        let lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        for h in 0..2 {
+            let ql = _mm512_loadu_si512(b.add(64 * h).cast());
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(128 + 32 * h).cast()));
+            let lo = _mm512_or_si512(
+                _mm512_and_si512(ql, nib),
+                _mm512_and_si512(_mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), top),
+            );
+            let hi = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
+                _mm512_and_si512(_mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), top),
+            );
+            for (part, w) in [(0, lo), (1, hi)] {
+                let base = _mm512_set1_epi32((8 * h + 4 * part) as i32);
+                let sl = _mm512_permutexvar_ps(_mm512_add_epi32(lane, base), ds);
+                gs[2 * h + part] = (w, sl, _mm512_setzero_ps());
+            }
+        }
+    }
+}
+
+/// The W8A8 microkernel: an 8 x 32 i32 tile over `k4` steps of 4 bytes.
+///
+/// # Safety
+/// - the host supports AVX-512 F and VNNI;
+/// - `a` holds `k4 * 32` bytes (8 rows x 4 per step), `b` holds `k4 * 128`.
+#[target_feature(enable = "avx512f,avx512dq,avx512vnni")]
+pub(crate) unsafe fn w8a8_micro(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; 256]) {
+    let mut c = [[_mm512_setzero_si512(); 2]; 8];
+    let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
+    for _ in 0..k4 {
+        // SAFETY: step `s < k4` reads a[32s..32s+32] and b[128s..128s+128], in bounds by the
+        // contract.
+        unsafe {
+            let b0 = _mm512_loadu_si512(bp.cast());
+            let b1 = _mm512_loadu_si512(bp.add(64).cast());
+            for (r, cr) in c.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(ap.add(4 * r).cast::<i32>().read_unaligned());
+                cr[0] = _mm512_dpbusd_epi32(cr[0], av, b0);
+                cr[1] = _mm512_dpbusd_epi32(cr[1], av, b1);
+            }
+            ap = ap.add(32);
+            bp = bp.add(128);
+        }
+    }
+    for (r, cr) in c.iter().enumerate() {
+        // SAFETY: tile has 8 rows of 32 i32; row r's two halves are in bounds.
+        unsafe {
+            _mm512_storeu_si512(tile.as_mut_ptr().add(32 * r).cast(), cr[0]);
+            _mm512_storeu_si512(tile.as_mut_ptr().add(32 * r + 16).cast(), cr[1]);
+        }
+    }
+}

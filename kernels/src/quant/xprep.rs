@@ -1,0 +1,264 @@
+//! Activations quantised on the fly for the integer dot-product paths.
+//!
+//! Each row of `x` is quantised to 8-bit blocks of 32 (`d = max|x| / 127`,
+//! `q = round(x / d)`, as ggml's Q8_0), then laid out in the order the weight decoder
+//! produces bytes, so one 64-byte load of activations meets one 64-byte vector of weights.
+//! Beside the bytes, per 4-byte lane (the unit `vpdpbusd` sums): the block scale `dx`, the
+//! integer correction `-offset * sum(q)` for formats whose codes are stored with an offset
+//! (Q4_0: 8, Q6_K: 32, Q8_0/I8 on the AVX-512 path: 128), and `dx * sum(q)` for formats
+//! with a per-block minimum (Q4_1, Q4_K). Rows are padded with zeros to a multiple of 64.
+
+use super::{ActElem, QuantFormat};
+
+/// Values per group: one 512-bit vector of weight bytes.
+pub(crate) const GROUP: usize = 64;
+/// 4-byte lanes per group.
+pub(crate) const LANES: usize = 16;
+
+/// Quantised activations for `m` rows of length `k`, in the weight format's order.
+pub(crate) struct XPrep {
+    /// Padded row length (a multiple of [`GROUP`]).
+    pub kp: usize,
+    /// `m x kp` bytes.
+    pub qx: Vec<i8>,
+    /// `m x kp/4` block scales per lane.
+    pub dx: Vec<f32>,
+    /// `m x kp/4`: `-offset * lane sum` (offset formats) or unused.
+    pub corr: Vec<i32>,
+    /// `m x kp/4`: `dx * lane sum` (formats with a minimum) or unused.
+    pub msum: Vec<f32>,
+}
+
+/// The stored-code offset the AVX-512 path corrects for (codes are fed to `vpdpbusd` as
+/// unsigned bytes).
+pub(crate) fn code_offset(format: QuantFormat) -> i32 {
+    match format {
+        QuantFormat::Q4_0 => 8,
+        QuantFormat::Q6_K => 32,
+        QuantFormat::Q8_0 | QuantFormat::I8 => 128,
+        _ => 0,
+    }
+}
+
+pub(crate) fn has_mins(format: QuantFormat) -> bool {
+    matches!(format, QuantFormat::Q4_1 | QuantFormat::Q4_K)
+}
+
+/// How activations are ordered against the weight decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Groups of 64 values, one 4-byte lane per slot (every path).
+    Pair,
+    /// As `Pair`, except that Q4_0/Q4_1 rows start with quads of blocks: 128 values in two
+    /// vectors (low nibbles, then high nibbles, of 4 blocks) whose lane `L` both belong to block
+    /// `L / 4`, so their dot products add in the integer domain and share one lane of scales
+    /// (slots `32q..32q + 16` of quad `q`). The AVX-512 path.
+    Wide,
+}
+
+/// Whole quads of Q4 blocks at the start of a row in [`Layout::Wide`].
+pub(crate) fn quads(format: QuantFormat, layout: Layout, k: usize) -> usize {
+    match (layout, format) {
+        (Layout::Wide, QuantFormat::Q4_0 | QuantFormat::Q4_1) => k / 128,
+        _ => 0,
+    }
+}
+
+/// The natural index (within a row) of the value at position `p` of the weight order.
+fn natural_index(format: QuantFormat, layout: Layout, k: usize, p: usize) -> usize {
+    if p < 128 * quads(format, layout, k) {
+        let (q, r) = (p / 128, p % 128);
+        let (half, blk, e) = (r / 64, (r % 64) / 16, r % 16);
+        return 128 * q + 32 * blk + 16 * half + e;
+    }
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+            // Pairs of blocks: [b0 lo, b1 lo, b0 hi, b1 hi]; a lone last block stays natural.
+            let pair = p / 64;
+            if 64 * pair + 64 > k {
+                return p;
+            }
+            let r = p % 64;
+            let (blk, e) = match r / 16 {
+                0 => (0, r),
+                1 => (1, r - 16),
+                2 => (0, r - 16),
+                _ => (1, r - 32),
+            };
+            64 * pair + 32 * blk + e
+        }
+        QuantFormat::Q4_K => {
+            // Groups of 64 pair sub-blocks (0,2), (1,3), (4,6), (5,7) of each super-block.
+            let sb = p / 256;
+            let r = p % 256;
+            let gi = r / 64;
+            let half = (r % 64) / 32;
+            let sub = (gi / 2) * 4 + (gi % 2) + 2 * half;
+            256 * sb + 32 * sub + r % 32
+        }
+        _ => p,
+    }
+}
+
+/// Rounds to nearest, ties to even, for |v| < 2^22 (here |v| <= 127): adding and removing
+/// 1.5 * 2^23 leaves the integer part in the mantissa. Plain arithmetic, so it vectorises
+/// (`f32::round` is a library call on baseline x86-64).
+#[inline(always)]
+fn round_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
+}
+
+/// Quantises one row of `k` values into natural-order codes and per-block scales.
+fn quantize_row<TX: ActElem>(row: &[TX], block: usize, xf: &mut [f32], q: &mut [i8], d_out: &mut [f32]) {
+    for (f, &v) in xf.iter_mut().zip(row) {
+        *f = v.to_f32();
+    }
+    for ((blk, qb), d_o) in xf.chunks_exact(block).zip(q.chunks_exact_mut(block)).zip(d_out) {
+        // A non-finite activation cannot be coded: its block's scale becomes NaN, so every
+        // output it touches is NaN rather than silently finite.
+        let mut amax = 0.0f32;
+        let mut finite = true;
+        for &v in blk {
+            amax = amax.max(v.abs());
+            finite &= v.is_finite();
+        }
+        let d = amax / 127.0;
+        let id = if d == 0.0 || !finite { 0.0 } else { 1.0 / d };
+        *d_o = if finite { d } else { f32::NAN };
+        for (o, &v) in qb.iter_mut().zip(blk) {
+            *o = round_small(v * id).clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
+/// Copies natural-order codes into the weight order of `format`.
+fn permute(format: QuantFormat, layout: Layout, k: usize, nat: &[i8], dst: &mut [i8]) {
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+            let nq = quads(format, layout, k);
+            for q in 0..nq {
+                for half in 0..2 {
+                    for blk in 0..4 {
+                        let o = 128 * q + 64 * half + 16 * blk;
+                        let i = 128 * q + 32 * blk + 16 * half;
+                        dst[o..o + 16].copy_from_slice(&nat[i..i + 16]);
+                    }
+                }
+            }
+            let pairs = k / 64;
+            for p in 2 * nq..pairs {
+                let (s, o) = (&nat[64 * p..64 * p + 64], &mut dst[64 * p..64 * p + 64]);
+                o[..16].copy_from_slice(&s[..16]);
+                o[16..32].copy_from_slice(&s[32..48]);
+                o[32..48].copy_from_slice(&s[16..32]);
+                o[48..].copy_from_slice(&s[48..]);
+            }
+            dst[64 * pairs..k].copy_from_slice(&nat[64 * pairs..k]);
+        }
+        QuantFormat::Q4_K => {
+            for sb in 0..k / 256 {
+                for gi in 0..4 {
+                    for half in 0..2 {
+                        let sub = (gi / 2) * 4 + gi % 2 + 2 * half;
+                        let o = 256 * sb + 64 * gi + 32 * half;
+                        dst[o..o + 32].copy_from_slice(&nat[256 * sb + 32 * sub..256 * sb + 32 * sub + 32]);
+                    }
+                }
+            }
+        }
+        _ => dst[..k].copy_from_slice(&nat[..k]),
+    }
+}
+
+impl XPrep {
+    /// Quantises `m` rows of `x` (row length `k`, a multiple of 32) for `format`'s weights,
+    /// splitting rows over the granted threads when there are many.
+    pub(crate) fn new<TX: ActElem>(
+        format: QuantFormat,
+        layout: Layout,
+        x: &[TX],
+        m: usize,
+        k: usize,
+        par: crate::Parallelism,
+    ) -> XPrep {
+        debug_assert!(k % 32 == 0);
+        let kp = k.div_ceil(GROUP) * GROUP;
+        let lanes = kp / 4;
+        let mut xp = XPrep {
+            kp,
+            qx: vec![0i8; m * kp],
+            dx: vec![0.0f32; m * lanes],
+            corr: vec![0i32; m * lanes],
+            msum: vec![0.0f32; m * lanes],
+        };
+        let offset = code_offset(format);
+        let mins = has_mins(format);
+        // Q4_K on the wide path takes one activation scale per 256-value super-block (as
+        // ggml's Q8_K), so the sub-block scales apply to integer sums; the super-block's slots
+        // hold its scale (first slot) and `dx * sum(q)` of each 32-value sub-block (8 slots).
+        let per_superblock = layout == Layout::Wide && format == QuantFormat::Q4_K;
+        let block = if per_superblock { 256 } else { 32 };
+        // Which 4-byte runs of codes each lane slot sums, and the block they belong to (the
+        // same for every row).
+        let nq = quads(format, layout, k);
+        let mut slots: Vec<(u32, u32, u32, Option<u32>)> = Vec::with_capacity(k / 4);
+        for q in 0..nq {
+            for l in 0..16 {
+                let p = (128 * q + 4 * l) as u32;
+                slots.push(((32 * q + l) as u32, (4 * q + l / 4) as u32, p, Some(p + 64)));
+            }
+        }
+        for l in 32 * nq..k / 4 {
+            let b = natural_index(format, layout, k, 4 * l) / 32;
+            slots.push((l as u32, b as u32, 4 * l as u32, None));
+        }
+        let one_row = |i: usize, qrow: &mut [i8], dx: &mut [f32], corr: &mut [i32], msum: &mut [f32], scratch: &mut (Vec<f32>, Vec<i8>, Vec<f32>)| {
+            let (xf, nat_q, nat_d) = scratch;
+            quantize_row(&x[i * k..(i + 1) * k], block, xf, nat_q, nat_d);
+            permute(format, layout, k, nat_q, qrow);
+            if per_superblock {
+                for (sb, &d) in nat_d.iter().enumerate().take(k / 256) {
+                    dx[64 * sb] = d;
+                    for j in 0..8 {
+                        let s: i32 = nat_q[256 * sb + 32 * j..256 * sb + 32 * j + 32].iter().map(|&v| v as i32).sum();
+                        msum[64 * sb + j] = d * s as f32;
+                    }
+                }
+                return;
+            }
+            let run = |p: u32| -> i32 { qrow[p as usize..p as usize + 4].iter().map(|&v| v as i32).sum() };
+            for &(l, b, p0, p1) in &slots {
+                let l = l as usize;
+                let s = run(p0) + p1.map_or(0, run);
+                let d = nat_d[b as usize];
+                dx[l] = d;
+                corr[l] = -offset * s;
+                if mins {
+                    msum[l] = d * s as f32;
+                }
+            }
+        };
+        let scratch = || (vec![0.0f32; k], vec![0i8; k], vec![0.0f32; k / 32]);
+        let rows = xp
+            .qx
+            .chunks_mut(kp)
+            .zip(xp.dx.chunks_mut(lanes))
+            .zip(xp.corr.chunks_mut(lanes))
+            .zip(xp.msum.chunks_mut(lanes))
+            .enumerate();
+        if par.threads() > 1 && m > super::qmatmul::GEMV_MAX_M {
+            use rayon::prelude::*;
+            let rows: Vec<_> = rows.collect();
+            rows.into_par_iter()
+                .with_min_len(16)
+                .for_each_init(scratch, |sc, (i, (((q, d), c), ms))| one_row(i, q, d, c, ms, sc));
+        } else {
+            let mut sc = scratch();
+            for (i, (((q, d), c), ms)) in rows {
+                one_row(i, q, d, c, ms, &mut sc);
+            }
+        }
+        xp
+    }
+}
