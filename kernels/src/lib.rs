@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod isa;
+pub mod llm;
 pub mod par;
 
 pub use error::KernelError;
