@@ -4,6 +4,8 @@
 //! records print as JSON Lines (`{"bench", "case", "runs", "median_s", <rate>}`, DESIGN.md
 //! "Performance method"); without it, as a table. Times are medians of several runs.
 
+pub mod ops;
+
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -140,12 +142,18 @@ impl Sink {
 }
 
 /// The suites `knpu bench` knows, with a line each for `--help`.
-pub const SUITES: &[(&str, &str)] = &[];
+pub const SUITES: &[(&str, &str)] = &[(
+    "ops",
+    "LLM ops (RMSNorm, softmax, SwiGLU, RoPE) in GB/s per ISA path",
+)];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
-pub fn run(name: &str, _args: &[String], _sink: &mut Sink) -> Result<(), String> {
-    Err(format!(
-        "unknown benchmark suite `{name}`; suites: {}",
-        SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
-    ))
+pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
+    match name {
+        "ops" => ops::run(args, sink),
+        _ => Err(format!(
+            "unknown benchmark suite `{name}`; suites: {}",
+            SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        )),
+    }
 }

@@ -7,8 +7,8 @@
 //! IEEE arithmetic as PyTorch does (SiLU and GELU of -inf are NaN).
 
 use super::math;
-use super::simd::{dispatch, Simd};
-use super::{check_isa, check_len, f32_row, for_flat_blocks, with_f32_out, Element, Scratch};
+use super::simd::{map2, simd_entry, with_f32_out, Simd};
+use super::{check_isa, check_len, f32_row, for_flat_blocks, Element, Scratch};
 use crate::{Isa, KernelError, Parallelism};
 
 /// Which form of GELU to compute.
@@ -109,10 +109,7 @@ fn run<T: Element>(
     check_len("out", out.len(), len)?;
     for_flat_blocks(par, &mut out[..len], |start, block| {
         let end = start + block.len();
-        dispatch!(
-            isa,
-            act_block(isa, act, &x[start..end], y.map(|y| &y[start..end]), block)
-        );
+        act_entry(isa, act, &x[start..end], y.map(|y| &y[start..end]), block);
     });
     Ok(())
 }
@@ -121,58 +118,33 @@ fn run<T: Element>(
 const CHUNK: usize = 2048;
 
 #[inline(always)]
-fn act_block<S: Simd, T: Element>(
-    s: S,
-    isa: Isa,
-    act: Act,
-    x: &[T],
-    y: Option<&[T]>,
-    out: &mut [T],
-) {
+fn act_block<S: Simd, T: Element>(s: S, act: Act, x: &[T], y: Option<&[T]>, out: &mut [T]) {
+    let isa = s.isa();
     let mut sc = Scratch::default();
     for (c, oc) in out.chunks_mut(CHUNK).enumerate() {
         let r = c * CHUNK..c * CHUNK + oc.len();
         let xc = f32_row(isa, &x[r.clone()], &mut sc.a);
         let yc = y.map(|y| f32_row(isa, &y[r], &mut sc.b));
-        with_f32_out(isa, oc, &mut sc.out, |o| match (act, yc) {
+        with_f32_out!(isa, oc, &mut sc.out, |o| match (act, yc) {
             (Act::SwiGlu, Some(u)) => {
-                map2(s, xc, u, o, |g, u| math::mul_sigmoid(s, s.mul(g, u), g))
+                map2!(s, xc, u, o, |g, u| math::mul_sigmoid(s, s.mul(g, u), g))
             }
-            (Act::Silu, _) => map2(s, xc, xc, o, |v, _| math::mul_sigmoid(s, v, v)),
+            (Act::Silu, _) => map2!(s, xc, xc, o, |v, _v| math::mul_sigmoid(s, v, v)),
             (Act::Gelu(GeluApprox::Erf), _) => {
-                map2(s, xc, xc, o, |v, _| s.mul(v, math::gelu_erf_phi(s, v)))
+                map2!(s, xc, xc, o, |v, _v| s.mul(v, math::gelu_erf_phi(s, v)))
             }
-            (Act::Gelu(GeluApprox::Tanh), _) => map2(s, xc, xc, o, |v, _| {
-                // 0.5·x·(1 + tanh(y)) = x·σ(2y), 2y = 2·√(2/π)·x·(1 + 0.044715·x²).
-                let two_y = s.mul(
+            // 0.5·x·(1 + tanh(y)) = x·σ(2y), 2y = 2·√(2/π)·x·(1 + 0.044715·x²).
+            (Act::Gelu(GeluApprox::Tanh), _) => map2!(s, xc, xc, o, |v, _v| math::mul_sigmoid(
+                s,
+                v,
+                s.mul(
                     s.mul(v, s.splat(2.0 * 0.797_884_6)),
                     s.fma(s.mul(v, v), s.splat(0.044_715), s.splat(1.0)),
-                );
-                math::mul_sigmoid(s, v, two_y)
-            }),
+                ),
+            )),
             (Act::SwiGlu, None) => unreachable!("swiglu always has `up`"),
         });
     }
 }
 
-/// `out[i] = f(a[i], b[i])` lane-wise (`a`, `b`, `out` of one length).
-#[inline(always)]
-pub(crate) fn map2<S: Simd>(
-    s: S,
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    f: impl Fn(S::V, S::V) -> S::V,
-) {
-    let l = S::LANES;
-    let n = out.len();
-    let mut i = 0;
-    while i + l <= n {
-        s.store(f(s.load(&a[i..]), s.load(&b[i..])), &mut out[i..]);
-        i += l;
-    }
-    if i < n {
-        let v = f(s.load_part(&a[i..n], 0.0), s.load_part(&b[i..n], 0.0));
-        s.store_part(v, &mut out[i..n]);
-    }
-}
+simd_entry!(fn act_entry = act_block<T: Element>(act: Act, x: &[T], y: Option<&[T]>, out: &mut [T]));

@@ -1,11 +1,9 @@
 //! Elementwise add and multiply of two `[rows, cols]` tensors, or of a `[rows, cols]` tensor
 //! and a `[cols]` row vector broadcast over every row (a bias, a scale).
 
-use super::activation::map2;
-use super::simd::{dispatch, Simd};
+use super::simd::{map2, simd_entry, with_f32_out, Simd};
 use super::{
-    check_isa, check_len, elements, f32_row, for_flat_blocks, for_row_blocks, with_f32_out,
-    Element, Scratch,
+    check_isa, check_len, elements, f32_row, for_flat_blocks, for_row_blocks, Element, Scratch,
 };
 use crate::{Isa, KernelError, Parallelism};
 
@@ -101,7 +99,7 @@ fn binary<T: Element>(
         // Same shape: one flat array, split evenly whatever the row count.
         Broadcast::None => for_flat_blocks(par, &mut out[..n], |start, block| {
             let r = start..start + block.len();
-            dispatch!(isa, flat_block(isa, op, &a[r.clone()], &b[r], block));
+            flat_entry(isa, op, &a[r.clone()], &b[r], block);
         }),
         Broadcast::Row => {
             if cols == 0 {
@@ -109,7 +107,7 @@ fn binary<T: Element>(
             }
             for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
                 let xs = &a[first * cols..first * cols + block.len()];
-                dispatch!(isa, row_block(isa, op, xs, &b[..cols], block, cols));
+                row_entry(isa, op, xs, &b[..cols], block, cols);
             })
         }
     }
@@ -119,8 +117,8 @@ fn binary<T: Element>(
 #[inline(always)]
 fn apply<S: Simd>(s: S, op: BinOp, a: &[f32], b: &[f32], out: &mut [f32]) {
     match op {
-        BinOp::Add => map2(s, a, b, out, |x, y| s.add(x, y)),
-        BinOp::Mul => map2(s, a, b, out, |x, y| s.mul(x, y)),
+        BinOp::Add => map2!(s, a, b, out, |x, y| s.add(x, y)),
+        BinOp::Mul => map2!(s, a, b, out, |x, y| s.mul(x, y)),
     }
 }
 
@@ -128,30 +126,27 @@ fn apply<S: Simd>(s: S, op: BinOp, a: &[f32], b: &[f32], out: &mut [f32]) {
 const CHUNK: usize = 2048;
 
 #[inline(always)]
-fn flat_block<S: Simd, T: Element>(s: S, isa: Isa, op: BinOp, a: &[T], b: &[T], out: &mut [T]) {
+fn flat_block<S: Simd, T: Element>(s: S, op: BinOp, a: &[T], b: &[T], out: &mut [T]) {
+    let isa = s.isa();
     let mut sc = Scratch::default();
     for (c, oc) in out.chunks_mut(CHUNK).enumerate() {
         let r = c * CHUNK..c * CHUNK + oc.len();
         let ac = f32_row(isa, &a[r.clone()], &mut sc.a);
         let bc = f32_row(isa, &b[r], &mut sc.b);
-        with_f32_out(isa, oc, &mut sc.out, |o| apply(s, op, ac, bc, o));
+        with_f32_out!(isa, oc, &mut sc.out, |o| apply(s, op, ac, bc, o));
     }
 }
 
 #[inline(always)]
-fn row_block<S: Simd, T: Element>(
-    s: S,
-    isa: Isa,
-    op: BinOp,
-    a: &[T],
-    b: &[T],
-    out: &mut [T],
-    cols: usize,
-) {
+fn row_block<S: Simd, T: Element>(s: S, op: BinOp, a: &[T], b: &[T], out: &mut [T], cols: usize) {
+    let isa = s.isa();
     let mut sc = Scratch::default();
     let bw = f32_row(isa, b, &mut sc.b);
     for (ar, or) in a.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let ar = f32_row(isa, ar, &mut sc.a);
-        with_f32_out(isa, or, &mut sc.out, |o| apply(s, op, ar, bw, o));
+        with_f32_out!(isa, or, &mut sc.out, |o| apply(s, op, ar, bw, o));
     }
 }
+
+simd_entry!(fn flat_entry = flat_block<T: Element>(op: BinOp, a: &[T], b: &[T], out: &mut [T]));
+simd_entry!(fn row_entry = row_block<T: Element>(op: BinOp, a: &[T], b: &[T], out: &mut [T], cols: usize));

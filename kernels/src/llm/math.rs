@@ -96,7 +96,7 @@ const ERFC_P: [f32; 11] = [
 
 /// Taylor coefficients of erf(z)/z in powers of z²: (2/√π)·(-1)^k / (k!·(2k + 1)).
 const ERF_T: [f32; 8] = [
-    1.128_379_2,
+    std::f32::consts::FRAC_2_SQRT_PI,
     -0.376_126_4,
     0.112_837_92,
     -0.026_866_17,
@@ -107,7 +107,7 @@ const ERF_T: [f32; 8] = [
 ];
 
 /// Below this |x| (z = |x|/√2 < 0.5) Φ uses the erf Taylor series, above it the erfc tail.
-const PHI_SPLIT: f32 = 0.707_106_8;
+const PHI_SPLIT: f32 = std::f32::consts::FRAC_1_SQRT_2;
 
 /// Φ(x) = (1 + erf(x/√2)) / 2, the standard normal CDF, per lane (GELU's erf form is x·Φ(x)).
 #[inline(always)]
@@ -152,31 +152,21 @@ pub(crate) fn mul_sigmoid<S: Simd>(s: S, y: S::V, x: S::V) -> S::V {
 
 #[cfg(test)]
 mod tests {
-    use super::super::simd::{dispatch, Simd};
+    use super::super::simd::{map2, simd_entry, Simd};
     use crate::isa;
 
     #[inline(always)]
-    fn map<S: Simd>(s: S, f: fn(S, S::V) -> S::V, x: &[f32], out: &mut [f32]) {
-        let n = S::LANES;
-        let mut i = 0;
-        while i + n <= x.len() {
-            s.store(f(s, s.load(&x[i..])), &mut out[i..]);
-            i += n;
-        }
-        if i < x.len() {
-            s.store_part(f(s, s.load_part(&x[i..], 0.0)), &mut out[i..]);
-        }
-    }
-
-    #[inline(always)]
     fn exp_map<S: Simd>(s: S, x: &[f32], out: &mut [f32]) {
-        map(s, super::exp, x, out)
+        map2!(s, x, x, out, |v, _v| super::exp(s, v))
     }
 
     #[inline(always)]
     fn phi_map<S: Simd>(s: S, x: &[f32], out: &mut [f32]) {
-        map(s, super::gelu_erf_phi, x, out)
+        map2!(s, x, x, out, |v, _v| super::gelu_erf_phi(s, v))
     }
+
+    simd_entry!(fn exp_entry = exp_map<>(x: &[f32], out: &mut [f32]));
+    simd_entry!(fn phi_entry = phi_map<>(x: &[f32], out: &mut [f32]));
 
     /// erfc in f64 to ~1e-14: series below 3, continued fraction above.
     pub(crate) fn erfc64(x: f64) -> f64 {
@@ -218,7 +208,7 @@ mod tests {
         let x = grid();
         for isa in isa::supported() {
             let mut out = vec![0.0; x.len()];
-            dispatch!(isa, exp_map(&x, &mut out));
+            exp_entry(isa, &x, &mut out);
             for (&xi, &yi) in x.iter().zip(&out) {
                 let r = (xi as f64).exp();
                 if r > f32::MAX as f64 {
@@ -237,10 +227,7 @@ mod tests {
                 }
             }
             let mut o = [0.0f32; 3];
-            dispatch!(
-                isa,
-                exp_map(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY], &mut o)
-            );
+            exp_entry(isa, &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY], &mut o);
             assert!(
                 o[0].is_nan() && o[1] == f32::INFINITY && o[2] == 0.0,
                 "{isa:?} {o:?}"
@@ -251,10 +238,12 @@ mod tests {
     #[test]
     fn phi_matches_f64() {
         let mut x: Vec<f32> = (-14000..14000).map(|i| i as f32 * 0.001).collect();
-        x.extend([0.7071067, 0.7071068, -0.7071068, 1e-30, -1e-20, 30.0, -30.0]);
+        let split = std::f32::consts::FRAC_1_SQRT_2;
+        let below = f32::from_bits(split.to_bits() - 1);
+        x.extend([below, split, -split, 1e-30, -1e-20, 30.0, -30.0]);
         for isa in isa::supported() {
             let mut out = vec![0.0; x.len()];
-            dispatch!(isa, phi_map(&x, &mut out));
+            phi_entry(isa, &x, &mut out);
             for (&xi, &yi) in x.iter().zip(&out) {
                 let r = 0.5 * erfc64(-(xi as f64) / std::f64::consts::SQRT_2);
                 if r < f32::MIN_POSITIVE as f64 {
@@ -271,10 +260,7 @@ mod tests {
                 );
             }
             let mut o = [0.0f32; 3];
-            dispatch!(
-                isa,
-                phi_map(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY], &mut o)
-            );
+            phi_entry(isa, &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY], &mut o);
             assert!(o[0].is_nan() && o[1] == 1.0 && o[2] == 0.0, "{isa:?} {o:?}");
         }
     }

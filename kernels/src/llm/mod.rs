@@ -223,6 +223,7 @@ pub(crate) fn check_len(
 }
 
 /// A row of `T` seen as f32: the row itself for f32, else widened into `scratch`.
+#[inline(always)]
 pub(crate) fn f32_row<'a, T: Element>(
     isa: Isa,
     row: &'a [T],
@@ -238,23 +239,10 @@ pub(crate) fn f32_row<'a, T: Element>(
     }
 }
 
-/// Runs `f` on an f32 view of output row `out`: the row itself for f32, else a scratch row
-/// that is narrowed into `out` afterwards.
-pub(crate) fn with_f32_out<T: Element>(
-    isa: Isa,
-    out: &mut [T],
-    scratch: &mut Vec<f32>,
-    f: impl FnOnce(&mut [f32]),
-) {
-    match T::as_f32_mut(out) {
-        Some(o) => f(o),
-        None => {
-            scratch.resize(out.len(), 0.0);
-            let s = &mut scratch[..out.len()];
-            f(s);
-            T::narrow(isa, s, out);
-        }
-    }
+/// Whether a row of `T` is f32 (and so needs no scratch row).
+#[inline(always)]
+pub(crate) fn is_f32<T: Element>(_: &[T]) -> bool {
+    T::DTYPE == DType::F32
 }
 
 /// Per-task scratch rows for widened inputs and outputs.

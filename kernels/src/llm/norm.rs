@@ -3,10 +3,8 @@
 //! Both reduce a row in f32 with several independent vector accumulators, then make a second
 //! pass (LayerNorm: a second and third) over the row while it is still in cache.
 
-use super::simd::{dispatch, Simd};
-use super::{
-    check_isa, check_len, elements, f32_row, for_row_blocks, with_f32_out, Element, Scratch,
-};
+use super::simd::{map2, map3, row_sum, simd_entry, with_f32_out, Simd};
+use super::{check_isa, check_len, elements, f32_row, for_row_blocks, Element, Scratch};
 use crate::{Isa, KernelError, Parallelism};
 
 /// RMSNorm: `out[r, c] = x[r, c] / sqrt(mean_c(x[r, c]²) + eps) * weight[c]`.
@@ -45,7 +43,7 @@ pub fn rms_norm_with_isa<T: Element>(
     let w = widen_vec(isa, &weight[..cols]);
     for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
         let xs = &x[first * cols..first * cols + block.len()];
-        dispatch!(isa, rms_block(isa, xs, &w, block, cols, eps));
+        rms_entry(isa, xs, &w, block, cols, eps);
     });
     Ok(())
 }
@@ -105,7 +103,7 @@ pub fn layer_norm_with_isa<T: Element>(
     let b = b.as_deref();
     for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
         let xs = &x[first * cols..first * cols + block.len()];
-        dispatch!(isa, layer_block(isa, xs, &w, b, block, cols, eps));
+        layer_entry(isa, xs, &w, b, block, cols, eps);
     });
     Ok(())
 }
@@ -117,86 +115,25 @@ pub(crate) fn widen_vec<T: Element>(isa: Isa, src: &[T]) -> Vec<f32> {
     v
 }
 
-/// Sum of `f(x)` over a row with four accumulators; `fill` pads the tail (f(fill) must be 0).
 #[inline(always)]
-pub(crate) fn row_sum<S: Simd>(s: S, x: &[f32], fill: f32, f: impl Fn(S::V, S::V) -> S::V) -> f32 {
-    let l = S::LANES;
-    let n = x.len();
-    let mut acc = [s.splat(0.0); 4];
-    let mut i = 0;
-    while i + 4 * l <= n {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a = f(s.load(&x[i + k * l..]), *a);
-        }
-        i += 4 * l;
-    }
-    while i + l <= n {
-        acc[0] = f(s.load(&x[i..]), acc[0]);
-        i += l;
-    }
-    if i < n {
-        acc[1] = f(s.load_part(&x[i..], fill), acc[1]);
-    }
-    s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3])))
-}
-
-/// Applies `f(x, w, b)` lane-wise over a row into `out` (`w`, `b` as long as `x`).
-#[inline(always)]
-pub(crate) fn row_map3<S: Simd>(
-    s: S,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    f: impl Fn(S::V, S::V, S::V) -> S::V,
-) {
-    let l = S::LANES;
-    let n = x.len();
-    let mut i = 0;
-    while i + l <= n {
-        s.store(
-            f(s.load(&x[i..]), s.load(&w[i..]), s.load(&b[i..])),
-            &mut out[i..],
-        );
-        i += l;
-    }
-    if i < n {
-        let v = f(
-            s.load_part(&x[i..], 0.0),
-            s.load_part(&w[i..], 0.0),
-            s.load_part(&b[i..], 0.0),
-        );
-        s.store_part(v, &mut out[i..n]);
-    }
-}
-
-#[inline(always)]
-fn rms_block<S: Simd, T: Element>(
-    s: S,
-    isa: Isa,
-    x: &[T],
-    w: &[f32],
-    out: &mut [T],
-    cols: usize,
-    eps: f32,
-) {
+fn rms_block<S: Simd, T: Element>(s: S, x: &[T], w: &[f32], out: &mut [T], cols: usize, eps: f32) {
+    let isa = s.isa();
     let mut sc = Scratch::default();
     for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let xr = f32_row(isa, xr, &mut sc.a);
-        with_f32_out(isa, or, &mut sc.out, |o| {
-            let ss = row_sum(s, xr, 0.0, |v, a| s.fma(v, v, a));
+        with_f32_out!(isa, or, &mut sc.out, |o| {
+            let ss = row_sum!(s, xr, 0.0, |v, a| s.fma(v, v, a));
             let inv = 1.0 / (ss / cols as f32 + eps).sqrt();
             let vi = s.splat(inv);
-            // `w` stands in for the unused third operand.
-            row_map3(s, xr, w, w, o, |v, wv, _| s.mul(s.mul(v, vi), wv));
+            map2!(s, xr, w, o, |v, wv| s.mul(s.mul(v, vi), wv));
         });
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn layer_block<S: Simd, T: Element>(
     s: S,
-    isa: Isa,
     x: &[T],
     w: &[f32],
     b: Option<&[f32]>,
@@ -204,26 +141,35 @@ fn layer_block<S: Simd, T: Element>(
     cols: usize,
     eps: f32,
 ) {
+    let isa = s.isa();
     let mut sc = Scratch::default();
     for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let xr = f32_row(isa, xr, &mut sc.a);
-        with_f32_out(isa, or, &mut sc.out, |o| {
-            let mean = row_sum(s, xr, 0.0, |v, a| s.add(v, a)) / cols as f32;
+        with_f32_out!(isa, or, &mut sc.out, |o| {
+            let mean = row_sum!(s, xr, 0.0, |v, a| s.add(v, a)) / cols as f32;
             let vm = s.splat(mean);
             // Pad with the mean so the tail lanes add nothing.
-            let var = row_sum(s, xr, mean, |v, a| {
+            let var = row_sum!(s, xr, mean, |v, a| {
                 let d = s.sub(v, vm);
                 s.fma(d, d, a)
             }) / cols as f32;
             let vi = s.splat(1.0 / (var + eps).sqrt());
             match b {
-                Some(b) => row_map3(s, xr, w, b, o, |v, wv, bv| {
+                Some(b) => map3!(s, xr, w, b, o, |v, wv, bv| {
                     s.fma(s.mul(s.sub(v, vm), vi), wv, bv)
                 }),
-                None => row_map3(s, xr, w, w, o, |v, wv, _| {
-                    s.mul(s.mul(s.sub(v, vm), vi), wv)
-                }),
+                None => map2!(s, xr, w, o, |v, wv| s.mul(s.mul(s.sub(v, vm), vi), wv)),
             }
         });
     }
 }
+
+simd_entry!(fn rms_entry = rms_block<T: Element>(x: &[T], w: &[f32], out: &mut [T], cols: usize, eps: f32));
+simd_entry!(fn layer_entry = layer_block<T: Element>(
+    x: &[T],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [T],
+    cols: usize,
+    eps: f32,
+));

@@ -6,7 +6,7 @@
 //! and cosines are computed in f64 once per row and shared by its heads, so large positions
 //! lose no precision; the rotation itself is f32.
 
-use super::simd::{dispatch, Simd};
+use super::simd::{simd_entry, Simd};
 use super::{check_isa, check_len, elements, for_row_blocks, Element};
 use crate::{Isa, KernelError, Parallelism};
 
@@ -79,6 +79,7 @@ pub fn rope_inplace_with_isa<T: Element>(
     check_len("x", x.len(), n)?;
     run(
         isa,
+        None,
         &mut x[..n],
         rows,
         heads,
@@ -133,9 +134,9 @@ pub fn rope_with_isa<T: Element>(
     let n = elements(rows, cols)?;
     check_len("x", x.len(), n)?;
     check_len("out", out.len(), n)?;
-    out[..n].copy_from_slice(&x[..n]);
     run(
         isa,
+        Some(&x[..n]),
         &mut out[..n],
         rows,
         heads,
@@ -156,7 +157,7 @@ fn validate(
     positions: RopePositions<'_>,
 ) -> Result<usize, KernelError> {
     check_isa(isa)?;
-    if params.rotary_dim % 2 != 0 || params.rotary_dim > head_dim {
+    if !params.rotary_dim.is_multiple_of(2) || params.rotary_dim > head_dim {
         return Err(KernelError::BadShape {
             detail: format!(
                 "rotary_dim {} must be even and at most head_dim {head_dim}",
@@ -178,6 +179,7 @@ fn validate(
 #[allow(clippy::too_many_arguments)]
 fn run<T: Element>(
     isa: Isa,
+    src: Option<&[T]>,
     x: &mut [T],
     rows: usize,
     heads: usize,
@@ -188,32 +190,45 @@ fn run<T: Element>(
 ) {
     let cols = heads * head_dim;
     if params.rotary_dim == 0 || cols == 0 {
+        if let Some(src) = src {
+            x.copy_from_slice(src);
+        }
         return;
     }
     let half = params.rotary_dim / 2;
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| (params.base as f64).powf(-2.0 * i as f64 / params.rotary_dim as f64))
+    // θ_i = base^(-2i / rotary_dim) as powers of one ratio: one `powf` per call, and the
+    // repeated products stay within i·1e-16 of the exact powers.
+    let ratio = (params.base as f64).powf(-2.0 / params.rotary_dim as f64);
+    let inv_freq: Vec<f64> = std::iter::successors(Some(1.0f64), |f| Some(f * ratio))
+        .take(half)
         .collect();
     for_row_blocks(par, rows, cols, x, |first, block| {
-        let mut tables = Tables::default();
+        let mut tables = Tables::new(&inv_freq);
         let mut row32 = Vec::new();
         for (r, xr) in block.chunks_exact_mut(cols).enumerate() {
+            let row = first + r;
+            if let Some(src) = src {
+                // Copy row by row so the rotation reads it from cache.
+                xr.copy_from_slice(&src[row * cols..(row + 1) * cols]);
+            }
             let pos = match positions {
-                RopePositions::Start(s) => s as f64 + (first + r) as f64,
-                RopePositions::PerRow(p) => f64::from(p[first + r]),
+                RopePositions::Start(s) => s + row as u64,
+                RopePositions::PerRow(p) => u64::from(p[row]),
             };
-            tables.fill(params.style, &inv_freq, pos);
+            tables.fill(params.style, pos);
             match T::as_f32_mut(xr) {
-                Some(xr) => dispatch!(
-                    isa,
-                    rotate_row(xr, &tables, params.style, heads, head_dim, half)
-                ),
+                Some(xr) => rotate_entry(isa, xr, &tables, params.style, heads, head_dim, half),
                 None => {
                     row32.resize(cols, 0.0);
                     T::widen(isa, xr, &mut row32);
-                    dispatch!(
+                    rotate_entry(
                         isa,
-                        rotate_row(&mut row32, &tables, params.style, heads, head_dim, half)
+                        &mut row32,
+                        &tables,
+                        params.style,
+                        heads,
+                        head_dim,
+                        half,
                     );
                     T::narrow(isa, &row32, xr);
                 }
@@ -223,20 +238,67 @@ fn run<T: Element>(
 }
 
 /// Per-row cos/sin tables in the layout the rotation reads.
-#[derive(Default)]
-struct Tables {
+///
+/// Consecutive positions (the common case: a prompt, or `Start`) step the f64 angles by
+/// rotation, cos((p+1)θ) = cos(pθ)cos θ - sin(pθ)sin θ, instead of calling `sin_cos` for every
+/// pair of every row; the angles are recomputed exactly every [`RESEED`] rows, so the
+/// recurrence's error (about 1e-16 per step) never reaches f32 precision.
+struct Tables<'a> {
+    inv_freq: &'a [f64],
+    /// cos and sin of one step of each frequency (computed when first needed).
+    step: Vec<(f64, f64)>,
+    /// cos and sin of the current position's angles.
+    cur: Vec<(f64, f64)>,
+    /// The position `cur` holds, and steps taken since it was computed exactly.
+    pos: Option<(u64, usize)>,
     /// NeoX: `cos_i` (`half` entries). Interleaved: `cos_i` twice per pair.
     cos: Vec<f32>,
     /// NeoX: `sin_i`. Interleaved: `-sin_i, +sin_i` per pair.
     sin: Vec<f32>,
 }
 
-impl Tables {
-    fn fill(&mut self, style: RopeStyle, inv_freq: &[f64], pos: f64) {
+/// Rows between exact recomputations of the angles.
+const RESEED: usize = 32;
+
+impl<'a> Tables<'a> {
+    fn new(inv_freq: &'a [f64]) -> Tables<'a> {
+        Tables {
+            inv_freq,
+            step: Vec::new(),
+            cur: Vec::with_capacity(inv_freq.len()),
+            pos: None,
+            cos: Vec::new(),
+            sin: Vec::new(),
+        }
+    }
+
+    fn fill(&mut self, style: RopeStyle, pos: u64) {
+        match self.pos {
+            Some((p, n)) if p + 1 == pos && n < RESEED => {
+                if self.step.is_empty() {
+                    self.step.extend(self.inv_freq.iter().map(|f| {
+                        let (s, c) = f.sin_cos();
+                        (c, s)
+                    }));
+                }
+                for (c, st) in self.cur.iter_mut().zip(&self.step) {
+                    *c = (c.0 * st.0 - c.1 * st.1, c.1 * st.0 + c.0 * st.1);
+                }
+                self.pos = Some((pos, n + 1));
+            }
+            Some((p, _)) if p == pos => {}
+            _ => {
+                self.cur.clear();
+                self.cur.extend(self.inv_freq.iter().map(|&f| {
+                    let (s, c) = (pos as f64 * f).sin_cos();
+                    (c, s)
+                }));
+                self.pos = Some((pos, 0));
+            }
+        }
         self.cos.clear();
         self.sin.clear();
-        for &f in inv_freq {
-            let (s, c) = (pos * f).sin_cos();
+        for &(c, s) in &self.cur {
             match style {
                 RopeStyle::NeoX => {
                     self.cos.push(c as f32);
@@ -255,7 +317,7 @@ impl Tables {
 fn rotate_row<S: Simd>(
     s: S,
     x: &mut [f32],
-    t: &Tables,
+    t: &Tables<'_>,
     style: RopeStyle,
     heads: usize,
     head_dim: usize,
@@ -290,34 +352,45 @@ fn rotate_row<S: Simd>(
             RopeStyle::NeoX => {
                 let (a, b) = h[..2 * half].split_at_mut(half);
                 let mut i = 0;
-                let rot = |x1: S::V, x2: S::V, c: S::V, sn: S::V| {
-                    (
-                        s.sub(s.mul(x1, c), s.mul(x2, sn)),
-                        s.fma(x1, sn, s.mul(x2, c)),
-                    )
-                };
-                while i + l <= half {
-                    let (r1, r2) = rot(
-                        s.load(&a[i..]),
-                        s.load(&b[i..]),
-                        s.load(&t.cos[i..]),
-                        s.load(&t.sin[i..]),
-                    );
-                    s.store(r1, &mut a[i..]);
-                    s.store(r2, &mut b[i..]);
+                while i < half {
+                    // Full vectors, then one partial vector for the tail.
+                    let m = (half - i).min(l);
+                    let (x1, x2, c, sn) = if m == l {
+                        (
+                            s.load(&a[i..]),
+                            s.load(&b[i..]),
+                            s.load(&t.cos[i..]),
+                            s.load(&t.sin[i..]),
+                        )
+                    } else {
+                        (
+                            s.load_part(&a[i..half], 0.0),
+                            s.load_part(&b[i..half], 0.0),
+                            s.load_part(&t.cos[i..half], 0.0),
+                            s.load_part(&t.sin[i..half], 0.0),
+                        )
+                    };
+                    let r1 = s.sub(s.mul(x1, c), s.mul(x2, sn));
+                    let r2 = s.fma(x1, sn, s.mul(x2, c));
+                    if m == l {
+                        s.store(r1, &mut a[i..]);
+                        s.store(r2, &mut b[i..]);
+                    } else {
+                        s.store_part(r1, &mut a[i..half]);
+                        s.store_part(r2, &mut b[i..half]);
+                    }
                     i += l;
-                }
-                if i < half {
-                    let (r1, r2) = rot(
-                        s.load_part(&a[i..], 0.0),
-                        s.load_part(&b[i..], 0.0),
-                        s.load_part(&t.cos[i..], 0.0),
-                        s.load_part(&t.sin[i..], 0.0),
-                    );
-                    s.store_part(r1, &mut a[i..]);
-                    s.store_part(r2, &mut b[i..]);
                 }
             }
         }
     }
 }
+
+simd_entry!(fn rotate_entry = rotate_row<>(
+    x: &mut [f32],
+    t: &Tables<'_>,
+    style: RopeStyle,
+    heads: usize,
+    head_dim: usize,
+    half: usize,
+));

@@ -2,11 +2,13 @@
 //! implementations: [`Portable`] (eight `f32` lanes in an array, plain Rust any compiler can
 //! vectorise), [`Avx2`] (`__m256`) and [`Avx512`] (`__m512`).
 //!
-//! The x86 tokens can only be made by `enter_avx2` / `enter_avx512` on a host that supports their instructions, so
+//! The x86 tokens can only be made unsafely, inside functions compiled for their path on a host that supports their instructions, so
 //! their methods are safe to call: holding a token is the proof. Every method is
 //! `#[inline(always)]` and every kernel written against [`Simd`] is too, so the whole kernel
-//! is inlined into the `#[target_feature]` function `dispatch!` enters and compiles with that
+//! is inlined into the `#[target_feature]` function `simd_entry!` defines and compiles with that
 //! path's instructions.
+
+use crate::Isa;
 
 /// One SIMD path: a vector of `LANES` f32 lanes and the operations the LLM ops need.
 ///
@@ -43,7 +45,7 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn min(self, a: Self::V, b: Self::V) -> Self::V;
     /// `|a|`.
     fn abs(self, a: Self::V) -> Self::V;
-    /// Rounds to the nearest integer, ties to even.
+    /// Rounds to the nearest integer, ties to even (for |a| < 2^22, all the kernels need).
     fn round(self, a: Self::V) -> Self::V;
     /// `p * 2^n` for integral `n` in [-252, 254], correct into the subnormal and overflow
     /// ranges.
@@ -60,33 +62,184 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn eq_mask(self, a: Self::V, b: Self::V) -> u32;
     /// Swaps lanes `2i` and `2i + 1`.
     fn swap_pairs(self, a: Self::V) -> Self::V;
+    /// The instruction-set path this token stands for.
+    fn isa(self) -> Isa;
 }
 
-/// Calls `$kernel($token, args...)` on path `$isa`: the generic kernel is inlined into a
-/// function compiled for that path.
+/// Defines `fn $name(isa, args...)`, which runs `$kernel($token, args...)` on path `isa`.
 ///
-/// # Panics
-/// If the path is not supported on this host; entry points check with `check_isa` first.
-macro_rules! dispatch {
-    ($isa:expr, $kernel:ident ( $($arg:expr),* $(,)? )) => {{
-        let isa: $crate::Isa = $isa;
-        assert!(isa.is_supported(), "{} is not supported here", isa.name());
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            $crate::Isa::Avx2 => {
-                // SAFETY: the host supports AVX2, FMA and F16C (asserted above).
-                unsafe { $crate::llm::simd::enter_avx2(|s| $kernel(s, $($arg),*)) }
+/// For each x86 path it defines a `#[target_feature]` function that calls the generic,
+/// `#[inline(always)]` kernel directly, so the kernel (and every closure inside it, which
+/// inherits the features) compiles with that path's instructions.
+///
+/// The generated function panics if the path is not supported on this host; entry points
+/// check with `check_isa` first.
+macro_rules! simd_entry {
+    (fn $name:ident = $kernel:ident <$($g:ident : $b:path),*> ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        fn $name<$($g: $b),*>(isa: $crate::Isa, $($arg: $ty),*) $(-> $ret)? {
+            assert!(isa.is_supported(), "{} is not supported here", isa.name());
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                $crate::Isa::Avx2 => {
+                    /// # Safety
+                    /// - The host must support AVX2, FMA and F16C.
+                    #[target_feature(enable = "avx2,fma,f16c")]
+                    unsafe fn avx2<$($g: $b),*>($($arg: $ty),*) $(-> $ret)? {
+                        // SAFETY: this function only runs where AVX2, FMA and F16C exist.
+                        let s = unsafe { $crate::llm::simd::Avx2::new_unchecked() };
+                        $kernel(s, $($arg),*)
+                    }
+                    // SAFETY: the host supports AVX2, FMA and F16C (asserted above).
+                    unsafe { avx2($($arg),*) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                $crate::Isa::Avx512 => {
+                    /// # Safety
+                    /// - The host must support AVX-512 F/BW/DQ/VL, AVX2, FMA and F16C.
+                    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+                    unsafe fn avx512<$($g: $b),*>($($arg: $ty),*) $(-> $ret)? {
+                        // SAFETY: this function only runs where AVX-512 F/BW/DQ/VL exist.
+                        let s = unsafe { $crate::llm::simd::Avx512::new_unchecked() };
+                        $kernel(s, $($arg),*)
+                    }
+                    // SAFETY: the host supports AVX-512 F/BW/DQ/VL, FMA and F16C (asserted).
+                    unsafe { avx512($($arg),*) }
+                }
+                _ => $kernel($crate::llm::simd::Portable, $($arg),*),
             }
-            #[cfg(target_arch = "x86_64")]
-            $crate::Isa::Avx512 => {
-                // SAFETY: the host supports AVX-512 F/BW/DQ/VL, FMA and F16C (asserted above).
-                unsafe { $crate::llm::simd::enter_avx512(|s| $kernel(s, $($arg),*)) }
+        }
+    };
+}
+pub(crate) use simd_entry;
+
+// Row helpers are macros rather than functions taking closures: a closure is compiled as its
+// own function with the target features of the function that defines it, which here has
+// none, so its intrinsics would become calls. Macros put the body in the kernel itself.
+
+/// Sum over a row `$x` of `$body` with `$v` bound to each vector of `$x` and `$a` to the
+/// running accumulator (four of them); `$fill` pads the tail and must contribute nothing.
+macro_rules! row_sum {
+    ($s:expr, $x:expr, $fill:expr, |$v:ident, $a:ident| $body:expr) => {{
+        let s = $s;
+        let x: &[f32] = $x;
+        let l = <_ as $crate::llm::simd::SimdLanes>::lanes(&s);
+        let n = x.len();
+        let mut acc = [s.splat(0.0); 4];
+        let mut i = 0;
+        while i + 4 * l <= n {
+            for (k, acc_k) in acc.iter_mut().enumerate() {
+                let $v = s.load(&x[i + k * l..]);
+                let $a = *acc_k;
+                *acc_k = $body;
             }
-            _ => $kernel($crate::llm::simd::Portable, $($arg),*),
+            i += 4 * l;
+        }
+        while i + l <= n {
+            let $v = s.load(&x[i..]);
+            let $a = acc[0];
+            acc[0] = $body;
+            i += l;
+        }
+        if i < n {
+            let $v = s.load_part(&x[i..], $fill);
+            let $a = acc[1];
+            acc[1] = $body;
+        }
+        s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3])))
+    }};
+}
+pub(crate) use row_sum;
+
+/// `$out[i] = $body` lane-wise with `$p` bound to vectors of `$a` and `$q` to vectors of `$b`
+/// (`$a`, `$b` at least as long as `$out`).
+macro_rules! map2 {
+    ($s:expr, $a:expr, $b:expr, $out:expr, |$p:ident, $q:ident| $body:expr) => {{
+        let s = $s;
+        let a: &[f32] = $a;
+        let b: &[f32] = $b;
+        let out: &mut [f32] = $out;
+        let l = <_ as $crate::llm::simd::SimdLanes>::lanes(&s);
+        let n = out.len();
+        let mut i = 0;
+        while i + l <= n {
+            let $p = s.load(&a[i..]);
+            let $q = s.load(&b[i..]);
+            s.store($body, &mut out[i..]);
+            i += l;
+        }
+        if i < n {
+            let $p = s.load_part(&a[i..n], 0.0);
+            let $q = s.load_part(&b[i..n], 0.0);
+            s.store_part($body, &mut out[i..n]);
         }
     }};
 }
-pub(crate) use dispatch;
+pub(crate) use map2;
+
+/// Like [`map2`] with a third input `$c` bound to `$r`.
+macro_rules! map3 {
+    ($s:expr, $a:expr, $b:expr, $c:expr, $out:expr, |$p:ident, $q:ident, $r:ident| $body:expr) => {{
+        let s = $s;
+        let a: &[f32] = $a;
+        let b: &[f32] = $b;
+        let c: &[f32] = $c;
+        let out: &mut [f32] = $out;
+        let l = <_ as $crate::llm::simd::SimdLanes>::lanes(&s);
+        let n = out.len();
+        let mut i = 0;
+        while i + l <= n {
+            let $p = s.load(&a[i..]);
+            let $q = s.load(&b[i..]);
+            let $r = s.load(&c[i..]);
+            s.store($body, &mut out[i..]);
+            i += l;
+        }
+        if i < n {
+            let $p = s.load_part(&a[i..n], 0.0);
+            let $q = s.load_part(&b[i..n], 0.0);
+            let $r = s.load_part(&c[i..n], 0.0);
+            s.store_part($body, &mut out[i..n]);
+        }
+    }};
+}
+pub(crate) use map3;
+
+/// Runs `$body` with `$o` bound to an f32 view of output row `$out` (of `T`): the row itself
+/// for f32, else `$scratch`, narrowed into `$out` afterwards.
+macro_rules! with_f32_out {
+    ($isa:expr, $out:expr, $scratch:expr, |$o:ident| $body:expr) => {{
+        let out = $out;
+        let len = out.len();
+        let scratch: &mut Vec<f32> = $scratch;
+        let direct = $crate::llm::is_f32(&*out);
+        if !direct {
+            scratch.resize(len, 0.0);
+        }
+        {
+            let $o: &mut [f32] = match $crate::llm::Element::as_f32_mut(&mut *out) {
+                Some(o) => o,
+                None => &mut scratch[..len],
+            };
+            $body;
+        }
+        if !direct {
+            $crate::llm::Element::narrow($isa, &scratch[..len], out);
+        }
+    }};
+}
+pub(crate) use with_f32_out;
+
+/// The lane count of a token, for the macros above.
+pub(crate) trait SimdLanes {
+    fn lanes(&self) -> usize;
+}
+
+impl<S: Simd> SimdLanes for S {
+    #[inline(always)]
+    fn lanes(&self) -> usize {
+        S::LANES
+    }
+}
 
 /// The portable path: eight lanes in an array.
 #[derive(Clone, Copy)]
@@ -97,6 +250,10 @@ const PL: usize = 8;
 impl Simd for Portable {
     const LANES: usize = PL;
     type V = [f32; PL];
+    #[inline(always)]
+    fn isa(self) -> Isa {
+        Isa::Portable
+    }
     #[inline(always)]
     fn splat(self, x: f32) -> [f32; PL] {
         [x; PL]
@@ -158,12 +315,16 @@ impl Simd for Portable {
     }
     #[inline(always)]
     fn round(self, a: [f32; PL]) -> [f32; PL] {
-        std::array::from_fn(|i| a[i].round_ties_even())
+        // Adding and subtracting 1.5·2^23 rounds to an integer (ties to even) for |a| < 2^22,
+        // which covers every use here, without the library call `round_ties_even` becomes on
+        // targets lacking a rounding instruction.
+        const MAGIC: f32 = 12_582_912.0;
+        std::array::from_fn(|i| (a[i] + MAGIC) - MAGIC)
     }
     #[inline(always)]
     fn ldexp(self, p: [f32; PL], n: [f32; PL]) -> [f32; PL] {
         std::array::from_fn(|i| {
-            let n1 = (n[i] * 0.5).round_ties_even();
+            let n1 = (n[i] * 0.5 + 12_582_912.0) - 12_582_912.0;
             let n2 = n[i] - n1;
             p[i] * pow2i_scalar(n1) * pow2i_scalar(n2)
         })
@@ -202,46 +363,54 @@ fn pow2i_scalar(n: f32) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{enter_avx2, enter_avx512};
+pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Simd;
     use std::arch::x86_64::*;
 
-    /// The AVX2 + FMA + F16C path. Only [`enter_avx2`] makes one.
+    /// The AVX2 + FMA + F16C path. Only `new_unchecked` makes one.
     #[derive(Clone, Copy)]
     pub(crate) struct Avx2(());
 
-    /// The AVX-512 F/BW/DQ/VL path. Only [`enter_avx512`] makes one.
+    /// The AVX-512 F/BW/DQ/VL path. Only `new_unchecked` makes one.
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512(());
 
-    /// Runs `f` compiled for AVX2.
-    ///
-    /// # Safety
-    /// - The host must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn enter_avx2<R>(f: impl FnOnce(Avx2) -> R) -> R {
-        f(Avx2(()))
+    impl Avx2 {
+        /// The AVX2 token.
+        ///
+        /// # Safety
+        /// - The host must support AVX2, FMA and F16C.
+        #[inline(always)]
+        pub(crate) unsafe fn new_unchecked() -> Avx2 {
+            Avx2(())
+        }
     }
 
-    /// Runs `f` compiled for AVX-512.
-    ///
-    /// # Safety
-    /// - The host must support AVX-512 F/BW/DQ/VL, AVX2, FMA and F16C.
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-    pub(crate) unsafe fn enter_avx512<R>(f: impl FnOnce(Avx512) -> R) -> R {
-        f(Avx512(()))
+    impl Avx512 {
+        /// The AVX-512 token.
+        ///
+        /// # Safety
+        /// - The host must support AVX-512 F/BW/DQ/VL, AVX2, FMA and F16C.
+        #[inline(always)]
+        pub(crate) unsafe fn new_unchecked() -> Avx512 {
+            Avx512(())
+        }
     }
 
-    // The methods below are safe to call because a token exists only inside the matching
-    // `enter_*` function, on a host that supports its instructions; loads and stores check
+    // The methods below are safe to call because a token exists only inside a function
+    // compiled for its path, on a host that supports its instructions; loads and stores check
     // their slice lengths first.
 
     impl Simd for Avx2 {
         const LANES: usize = 8;
         type V = __m256;
+        #[inline(always)]
+        fn isa(self) -> crate::Isa {
+            crate::Isa::Avx2
+        }
         #[inline(always)]
         fn splat(self, x: f32) -> __m256 {
             // SAFETY: AVX is present (token).
@@ -326,13 +495,15 @@ mod x86 {
                 let n1 = self.round(_mm256_mul_ps(n, half));
                 let n2 = _mm256_sub_ps(n, n1);
                 let bias = _mm256_set1_epi32(127);
-                let pow = |k: __m256| {
-                    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-                        _mm256_cvtps_epi32(k),
-                        bias,
-                    )))
-                };
-                _mm256_mul_ps(_mm256_mul_ps(p, pow(n1)), pow(n2))
+                let p1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    _mm256_cvtps_epi32(n1),
+                    bias,
+                )));
+                let p2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    _mm256_cvtps_epi32(n2),
+                    bias,
+                )));
+                _mm256_mul_ps(_mm256_mul_ps(p, p1), p2)
             }
         }
         #[inline(always)]
@@ -377,6 +548,10 @@ mod x86 {
     impl Simd for Avx512 {
         const LANES: usize = 16;
         type V = __m512;
+        #[inline(always)]
+        fn isa(self) -> crate::Isa {
+            crate::Isa::Avx512
+        }
         #[inline(always)]
         fn splat(self, x: f32) -> __m512 {
             // SAFETY: AVX-512F is present (token).

@@ -1,10 +1,8 @@
 //! Numerically stable softmax over the last axis: `out = exp(s·x - max(s·x)) / sum(...)`.
 
 use super::math;
-use super::simd::{dispatch, Simd};
-use super::{
-    check_isa, check_len, elements, f32_row, for_row_blocks, with_f32_out, Element, Scratch,
-};
+use super::simd::{simd_entry, with_f32_out, Simd};
+use super::{check_isa, check_len, elements, f32_row, for_row_blocks, Element, Scratch};
 use crate::{Isa, KernelError, Parallelism};
 
 /// Softmax over each row of `x` (`[rows, cols]` row-major) into `out`, of `scale * x`
@@ -41,24 +39,18 @@ pub fn softmax_with_isa<T: Element>(
     check_len("out", out.len(), n)?;
     for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
         let xs = &x[first * cols..first * cols + block.len()];
-        dispatch!(isa, softmax_block(isa, xs, block, cols, scale));
+        softmax_entry(isa, xs, block, cols, scale);
     });
     Ok(())
 }
 
 #[inline(always)]
-fn softmax_block<S: Simd, T: Element>(
-    s: S,
-    isa: Isa,
-    x: &[T],
-    out: &mut [T],
-    cols: usize,
-    scale: f32,
-) {
+fn softmax_block<S: Simd, T: Element>(s: S, x: &[T], out: &mut [T], cols: usize, scale: f32) {
+    let isa = s.isa();
     let mut sc = Scratch::default();
     for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let xr = f32_row(isa, xr, &mut sc.a);
-        with_f32_out(isa, or, &mut sc.out, |o| softmax_row(s, xr, o, scale));
+        with_f32_out!(isa, or, &mut sc.out, |o| softmax_row(s, xr, o, scale));
     }
 }
 
@@ -136,3 +128,5 @@ pub(crate) fn softmax_row<S: Simd>(s: S, x: &[f32], out: &mut [f32], scale: f32)
         s.store_part(v, &mut out[i..n]);
     }
 }
+
+simd_entry!(fn softmax_entry = softmax_block<T: Element>(x: &[T], out: &mut [T], cols: usize, scale: f32));

@@ -5,7 +5,7 @@
 //! So argmax returns the first NaN of a row that has one (as numpy and PyTorch do), and top-k
 //! lists NaNs first.
 
-use super::simd::{dispatch, Simd};
+use super::simd::{simd_entry, Simd};
 use super::{check_isa, check_len, elements, f32_row, for_row_blocks_work, Element, Scratch};
 use crate::{Isa, KernelError, Parallelism};
 
@@ -42,7 +42,7 @@ pub fn argmax_with_isa<T: Element>(
     }
     for_row_blocks_work(par, rows, 1, n, &mut out[..rows], |first, block| {
         let xs = &x[first * cols..(first + block.len()) * cols];
-        dispatch!(isa, argmax_block(isa, xs, block, cols));
+        argmax_entry(isa, xs, block, cols);
     });
     Ok(())
 }
@@ -100,7 +100,7 @@ pub fn top_k_with_isa<T: Element>(
             let xr = &xs[r * cols..(r + 1) * cols];
             if k == 1 {
                 let row = f32_row(isa, xr, &mut sc.a);
-                idx[0] = dispatch!(isa, argmax_row(row)) as u32;
+                idx[0] = argmax_row_entry(isa, row) as u32;
             } else {
                 top_k_row(isa, xr, k, &mut sc.a, &mut best, idx);
             }
@@ -134,7 +134,8 @@ fn check_index_range(rows: usize, cols: usize) -> Result<(), KernelError> {
 }
 
 #[inline(always)]
-fn argmax_block<S: Simd, T: Element>(s: S, isa: Isa, x: &[T], out: &mut [u32], cols: usize) {
+fn argmax_block<S: Simd, T: Element>(s: S, x: &[T], out: &mut [u32], cols: usize) {
+    let isa = s.isa();
     let mut sc = Scratch::default();
     for (xr, o) in x.chunks_exact(cols).zip(out.iter_mut()) {
         let xr = f32_row(isa, xr, &mut sc.a);
@@ -252,3 +253,6 @@ fn top_k_row<T: Element>(
         *o = key_index(key);
     }
 }
+
+simd_entry!(fn argmax_entry = argmax_block<T: Element>(x: &[T], out: &mut [u32], cols: usize));
+simd_entry!(fn argmax_row_entry = argmax_row<>(x: &[f32]) -> usize);

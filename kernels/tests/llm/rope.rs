@@ -53,7 +53,12 @@ fn run<T: Element>() {
     for &rows in &[0usize, 1, 7, 17, 65] {
         for &(heads, hd, rot) in dims {
             for style in [RopeStyle::Interleaved, RopeStyle::NeoX] {
-                for (pi, base) in [(0u64, 10000.0f32), (1, 500000.0), (2, 10000.0)].into_iter() {
+                for (pi, base) in [
+                    (0u64, 10000.0f32),
+                    (1, 500000.0),
+                    (2, 10000.0),
+                    (3, 10000.0),
+                ] {
                     let n = rows * heads * hd;
                     let x: Vec<T> = random(&mut rng, n, -4.0, 4.0);
                     let p = RopeParams {
@@ -61,7 +66,15 @@ fn run<T: Element>() {
                         rotary_dim: rot,
                         base,
                     };
-                    let per_row: Vec<u32> = (0..rows).map(|_| rng.below(1 << 20) as u32).collect();
+                    // pi 2: random positions; pi 3: runs of consecutive positions with
+                    // repeats and jumps (the stepped-angle path and its restarts).
+                    let per_row: Vec<u32> = if pi == 2 {
+                        (0..rows).map(|_| rng.below(1 << 20) as u32).collect()
+                    } else {
+                        (0..rows as u32)
+                            .map(|r| 70_000 + r - r / 10 + (r / 40) * 1000)
+                            .collect()
+                    };
                     let (positions, pos): (RopePositions, Vec<f64>) = match pi {
                         0 => (
                             RopePositions::Start(0),

@@ -25,7 +25,7 @@ fn data<T: Element>(rng: &mut Rng, n: usize, nan_rows: bool, cols: usize) -> Vec
                 0..=9 => rng.below(5) as f32 - 2.0,
                 10 => -0.0,
                 11 => f32::NEG_INFINITY,
-                12 if nan_rows && (i / cols.max(1)) % 3 == 0 => f32::NAN,
+                12 if nan_rows && (i / cols.max(1)).is_multiple_of(3) => f32::NAN,
                 13 => f32::INFINITY,
                 _ => rng.uniform(-10.0, 10.0),
             };
