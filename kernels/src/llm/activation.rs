@@ -3,7 +3,7 @@
 //!
 //! Accuracy (f32 storage, finite inputs): SiLU and SwiGLU within 1e-6 relative, GELU within
 //! 2e-6 relative of an f64 reference, including the far negative tail, which is computed
-//! without cancellation (see [`math`](super::math)). Infinite inputs follow the formula's
+//! without cancellation (see the crate-internal `math` module). Infinite inputs follow the formula's
 //! IEEE arithmetic as PyTorch does (SiLU and GELU of -inf are NaN).
 
 use super::math;

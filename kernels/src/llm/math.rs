@@ -1,16 +1,16 @@
-//! Vectorised transcendental functions for the LLM ops, written once against the [`Simd`]
+//! Vectorised transcendental functions for the LLM ops, written once against the `Simd`
 //! abstraction so each instruction-set path gets the same algorithm.
 //!
 //! Accuracy on f32 (measured against f64 in this module's tests):
-//! - [`exp`]: relative error below 3e-7 wherever the result is a normal f32; results that
+//! - `exp`: relative error below 3e-7 wherever the result is a normal f32; results that
 //!   underflow (x < -87.3) round gradually to subnormals and zero, x > 88.72 gives +inf,
 //!   NaN stays NaN.
-//! - [`gelu_erf_phi`] (the normal CDF Φ(x) = (1 + erf(x/√2)) / 2 as GELU needs it): relative
+//! - `gelu_erf_phi` (the normal CDF Φ(x) = (1 + erf(x/√2)) / 2 as GELU needs it): relative
 //!   error below 1e-6 for every x where Φ(x) is a normal f32, including the far left tail,
 //!   where Φ is computed as erfc/2 directly rather than as 1 + erf (which would cancel).
 //!
 //! GELU's tanh form needs no tanh: 0.5·x·(1 + tanh(y)) = x / (1 + e^(-2y)) exactly, which
-//! has no cancellation for negative x, so [`exp`] serves both SiLU and tanh-GELU.
+//! has no cancellation for negative x, so `exp` serves both SiLU and tanh-GELU.
 //!
 //! `exp` uses Cody–Waite range reduction x = n·ln2 + r, |r| <= ln2/2, a degree-7 Taylor
 //! polynomial for e^r and a scale by 2^n. The erfc tail uses the form

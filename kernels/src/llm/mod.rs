@@ -24,7 +24,7 @@ pub mod activation;
 pub mod cast;
 pub mod elementwise;
 pub mod embedding;
-pub mod math;
+mod math;
 pub mod norm;
 pub mod rope;
 pub mod softmax;

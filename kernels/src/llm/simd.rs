@@ -357,9 +357,14 @@ impl Simd for Portable {
 }
 
 /// `2^n` for integral `n` in [-126, 127].
+///
+/// Integer arithmetic on the bits of `n + 1.5·2^23` (whose low bits hold `n`) instead of
+/// `n as i32`, whose saturating semantics do not vectorise.
 #[inline(always)]
 fn pow2i_scalar(n: f32) -> f32 {
-    f32::from_bits(((n as i32 + 127) as u32) << 23)
+    const MAGIC: f32 = 12_582_912.0;
+    let k = (n + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
+    f32::from_bits(k.wrapping_add(127) << 23)
 }
 
 #[cfg(target_arch = "x86_64")]
