@@ -16,6 +16,7 @@ pub mod attention;
 pub mod error;
 pub mod gemm;
 pub mod isa;
+pub mod llm;
 pub mod par;
 pub mod quant;
 

@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod quant;
+pub mod ops;
 
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
@@ -142,16 +143,12 @@ impl Sink {
     }
 }
 
-pub mod gemm;
-pub mod graph;
-pub mod runtime;
-
-/// The suites `knpu bench` knows, with a line each for `--help`.
 pub const SUITES: &[(&str, &str)] = &[
     ("runtime", "launch cost, round trip, event record, cached alloc+free, copy bandwidth (--quick)"),
     ("graph", "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)"),
     ("gemm", "GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe"),
     ("attention", "fused attention: causal prefill GFLOP/s, decode time and bytes/s, read-bandwidth probe"),
     ("quant", "quantised GEMV/GEMM (Q4_0, Q4_1, Q8_0, Q4_K), W8A8 GEMM, read-bandwidth probe"),
+    ("ops", "LLM ops (RMSNorm, softmax, SwiGLU, RoPE) in GB/s per ISA path"),
 ];
 }

@@ -1,0 +1,137 @@
+//! `knpu bench ops`: the LLM ops (RMSNorm, softmax, SwiGLU, RoPE) over a `[512, 4096]` f32
+//! activation, on every ISA path the host runs, on one thread and on two.
+//!
+//! These ops are bound by memory bandwidth, so the rate is `gbps`: bytes each op must read
+//! and write once (inputs plus outputs) per second. A second set of records times one row
+//! (`rows = 1`, a decode step) on the active path, where call overhead matters, in `us`.
+
+use super::{time_batched, time_median, Record, Sink};
+use crate::case;
+use knpu_kernels::llm::{self, RopeParams, RopePositions, RopeStyle};
+use knpu_kernels::{isa, Parallelism};
+use std::time::Duration;
+
+const ROWS: usize = 512;
+const COLS: usize = 4096;
+const HEAD_DIM: usize = 128;
+
+/// Runs the suite; `args` may hold `--rows N` and `--cols N`.
+pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
+    let mut rows = ROWS;
+    let mut cols = COLS;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || -> Result<usize, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{a} needs a number"))
+        };
+        match a.as_str() {
+            "--rows" => rows = value()?,
+            "--cols" => cols = value()?,
+            other => return Err(format!("unknown option `{other}` for the ops suite")),
+        }
+    }
+    if !cols.is_multiple_of(HEAD_DIM) {
+        return Err(format!(
+            "--cols must be a multiple of the head size {HEAD_DIM}"
+        ));
+    }
+    let n = rows * cols;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 * 0.004 - 2.0)
+        .collect();
+    let up: Vec<f32> = (0..n)
+        .map(|i| ((i * 104_729) % 1000) as f32 * 0.002 - 1.0)
+        .collect();
+    let w: Vec<f32> = (0..cols).map(|i| 1.0 + (i % 17) as f32 * 0.01).collect();
+    let mut out = vec![0.0f32; n];
+    let rope = RopeParams {
+        style: RopeStyle::NeoX,
+        rotary_dim: HEAD_DIM,
+        base: 10000.0,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bytes4 = |arrays: usize| (arrays * n * 4) as f64;
+    for isa in isa::supported() {
+        for threads in [1usize, 2] {
+            let par = if threads == 1 {
+                Parallelism::None
+            } else {
+                Parallelism::Rayon(threads)
+            };
+            let mut measure =
+                |op: &'static str, bytes: f64, f: &mut (dyn FnMut(&mut [f32]) + Send)| {
+                    let (runs, median_s) = pool.install(|| {
+                        time_median(5, 200, Duration::from_millis(300), || f(&mut out))
+                    });
+                    sink.emit(Record {
+                        bench: "ops",
+                        case: case! {
+                            "op" => op, "dtype" => "f32", "rows" => rows, "cols" => cols,
+                            "isa" => isa.name(), "threads" => threads,
+                        },
+                        runs,
+                        median_s,
+                        rates: vec![("gbps", bytes / median_s / 1e9)],
+                    });
+                };
+            measure("rms_norm", bytes4(2), &mut |o| {
+                llm::rms_norm_with_isa(isa, &x, &w, o, rows, cols, 1e-5, par).unwrap()
+            });
+            measure("softmax", bytes4(2), &mut |o| {
+                llm::softmax_with_isa(isa, &x, o, rows, cols, 1.0, par).unwrap()
+            });
+            measure("swiglu", bytes4(3), &mut |o| {
+                llm::swiglu_with_isa(isa, &x, &up, o, n, par).unwrap()
+            });
+            measure("rope_neox", bytes4(2), &mut |o| {
+                let p = RopePositions::Start(0);
+                let heads = cols / HEAD_DIM;
+                llm::rope_with_isa(isa, &x, o, rows, heads, HEAD_DIM, &rope, p, par).unwrap()
+            });
+        }
+    }
+    decode(cols, &x, &up, &w, &rope, sink);
+    Ok(())
+}
+
+/// One row of each op on the active path and the caller's thread, timed in batches.
+fn decode(cols: usize, x: &[f32], up: &[f32], w: &[f32], rope: &RopeParams, sink: &mut Sink) {
+    let isa = isa::active();
+    let par = Parallelism::None;
+    let mut out = vec![0.0f32; cols];
+    let (x, up) = (&x[..cols], &up[..cols]);
+    let mut measure = |op: &'static str, arrays: usize, f: &mut dyn FnMut(&mut [f32])| {
+        let (runs, median_s) = time_batched(7, 2000, || f(&mut out));
+        sink.emit(Record {
+            bench: "ops",
+            case: case! {
+                "op" => op, "dtype" => "f32", "rows" => 1, "cols" => cols,
+                "isa" => isa.name(), "threads" => 1,
+            },
+            runs,
+            median_s,
+            rates: vec![
+                ("us", median_s * 1e6),
+                ("gbps", (arrays * cols * 4) as f64 / median_s / 1e9),
+            ],
+        });
+    };
+    measure("rms_norm", 2, &mut |o| {
+        llm::rms_norm_with_isa(isa, x, w, o, 1, cols, 1e-5, par).unwrap()
+    });
+    measure("softmax", 2, &mut |o| {
+        llm::softmax_with_isa(isa, x, o, 1, cols, 1.0, par).unwrap()
+    });
+    measure("swiglu", 3, &mut |o| {
+        llm::swiglu_with_isa(isa, x, up, o, cols, par).unwrap()
+    });
+    measure("rope_neox", 2, &mut |o| {
+        let p = RopePositions::Start(1000);
+        llm::rope_with_isa(isa, x, o, 1, cols / HEAD_DIM, HEAD_DIM, rope, p, par).unwrap()
+    });
+}

@@ -1,0 +1,152 @@
+//! Elementwise add and multiply of two `[rows, cols]` tensors, or of a `[rows, cols]` tensor
+//! and a `[cols]` row vector broadcast over every row (a bias, a scale).
+
+use super::simd::{map2, simd_entry, with_f32_out, Simd};
+use super::{
+    check_isa, check_len, elements, f32_row, for_flat_blocks, for_row_blocks, Element, Scratch,
+};
+use crate::{Isa, KernelError, Parallelism};
+
+/// How the second operand `b` is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broadcast {
+    /// `b` has the shape of `a`: `[rows, cols]`.
+    None,
+    /// `b` is one row `[cols]`, applied to every row of `a`.
+    Row,
+}
+
+#[derive(Clone, Copy)]
+enum BinOp {
+    Add,
+    Mul,
+}
+
+/// `out = a + b` over `[rows, cols]`, with `b` laid out as `bcast` says.
+pub fn add<T: Element>(
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    add_with_isa(crate::isa::active(), a, b, out, rows, cols, bcast, par)
+}
+
+/// [`add`] on a given instruction-set path.
+#[allow(clippy::too_many_arguments)]
+pub fn add_with_isa<T: Element>(
+    isa: Isa,
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    binary(isa, BinOp::Add, a, b, out, rows, cols, bcast, par)
+}
+
+/// `out = a * b` over `[rows, cols]`, with `b` laid out as `bcast` says.
+pub fn mul<T: Element>(
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    mul_with_isa(crate::isa::active(), a, b, out, rows, cols, bcast, par)
+}
+
+/// [`mul`] on a given instruction-set path.
+#[allow(clippy::too_many_arguments)]
+pub fn mul_with_isa<T: Element>(
+    isa: Isa,
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    binary(isa, BinOp::Mul, a, b, out, rows, cols, bcast, par)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn binary<T: Element>(
+    isa: Isa,
+    op: BinOp,
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    check_isa(isa)?;
+    let n = elements(rows, cols)?;
+    check_len("a", a.len(), n)?;
+    check_len("b", b.len(), if bcast == Broadcast::Row { cols } else { n })?;
+    check_len("out", out.len(), n)?;
+    match bcast {
+        // Same shape: one flat array, split evenly whatever the row count.
+        Broadcast::None => for_flat_blocks(par, &mut out[..n], |start, block| {
+            let r = start..start + block.len();
+            flat_entry(isa, op, &a[r.clone()], &b[r], block);
+        }),
+        Broadcast::Row => {
+            if cols == 0 {
+                return Ok(());
+            }
+            for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
+                let xs = &a[first * cols..first * cols + block.len()];
+                row_entry(isa, op, xs, &b[..cols], block, cols);
+            })
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn apply<S: Simd>(s: S, op: BinOp, a: &[f32], b: &[f32], out: &mut [f32]) {
+    match op {
+        BinOp::Add => map2!(s, a, b, out, |x, y| s.add(x, y)),
+        BinOp::Mul => map2!(s, a, b, out, |x, y| s.mul(x, y)),
+    }
+}
+
+/// Elements converted per step for f16/bf16.
+const CHUNK: usize = 2048;
+
+#[inline(always)]
+fn flat_block<S: Simd, T: Element>(s: S, op: BinOp, a: &[T], b: &[T], out: &mut [T]) {
+    let isa = s.isa();
+    let mut sc = Scratch::default();
+    for (c, oc) in out.chunks_mut(CHUNK).enumerate() {
+        let r = c * CHUNK..c * CHUNK + oc.len();
+        let ac = f32_row(isa, &a[r.clone()], &mut sc.a);
+        let bc = f32_row(isa, &b[r], &mut sc.b);
+        with_f32_out!(isa, oc, &mut sc.out, |o| apply(s, op, ac, bc, o));
+    }
+}
+
+#[inline(always)]
+fn row_block<S: Simd, T: Element>(s: S, op: BinOp, a: &[T], b: &[T], out: &mut [T], cols: usize) {
+    let isa = s.isa();
+    let mut sc = Scratch::default();
+    let bw = f32_row(isa, b, &mut sc.b);
+    for (ar, or) in a.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let ar = f32_row(isa, ar, &mut sc.a);
+        with_f32_out!(isa, or, &mut sc.out, |o| apply(s, op, ar, bw, o));
+    }
+}
+
+simd_entry!(fn flat_entry = flat_block<T: Element>(op: BinOp, a: &[T], b: &[T], out: &mut [T]));
+simd_entry!(fn row_entry = row_block<T: Element>(op: BinOp, a: &[T], b: &[T], out: &mut [T], cols: usize));

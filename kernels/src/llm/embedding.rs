@@ -1,0 +1,66 @@
+//! Embedding lookup: gathers rows of an f32/f16/bf16 table by token id, converting to the
+//! output type on the way. (Quantised tables are looked up by the quantised-format kernels.)
+
+use super::cast::convert_row;
+use super::{check_isa, check_len, elements, for_row_blocks, Element};
+use crate::{Isa, KernelError, Parallelism};
+
+/// `out[t, :] = table[ids[t], :]` for `t < tokens`: `table` is `[vocab, dim]` row-major,
+/// `out` is `[tokens, dim]`, converted from `T` to `O` (round to nearest even when narrowing).
+///
+/// Every id is checked before anything is written: an id `>= vocab` is a
+/// [`KernelError::BadShape`] naming the id and its position.
+pub fn embedding<T: Element, O: Element>(
+    table: &[T],
+    vocab: usize,
+    dim: usize,
+    ids: &[u32],
+    tokens: usize,
+    out: &mut [O],
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    embedding_with_isa(
+        crate::isa::active(),
+        table,
+        vocab,
+        dim,
+        ids,
+        tokens,
+        out,
+        par,
+    )
+}
+
+/// [`embedding`] on a given instruction-set path.
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_with_isa<T: Element, O: Element>(
+    isa: Isa,
+    table: &[T],
+    vocab: usize,
+    dim: usize,
+    ids: &[u32],
+    tokens: usize,
+    out: &mut [O],
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    check_isa(isa)?;
+    check_len("table", table.len(), elements(vocab, dim)?)?;
+    check_len("ids", ids.len(), tokens)?;
+    let n = elements(tokens, dim)?;
+    check_len("out", out.len(), n)?;
+    let ids = &ids[..tokens];
+    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        return Err(KernelError::BadShape {
+            detail: format!(
+                "token id {id} at position {pos} is out of range for a vocabulary of {vocab}"
+            ),
+        });
+    }
+    for_row_blocks(par, tokens, dim, &mut out[..n], |first, block| {
+        for (t, o) in block.chunks_exact_mut(dim).enumerate() {
+            let row = ids[first + t] as usize * dim;
+            convert_row(isa, &table[row..row + dim], o);
+        }
+    });
+    Ok(())
+}

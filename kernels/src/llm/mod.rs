@@ -1,0 +1,316 @@
+//! The small operations a transformer runs around its matmuls: normalisation, rotary
+//! position embedding, activations, softmax, elementwise add/mul, embedding lookup, dtype
+//! casts, argmax and top-k.
+//!
+//! Every op is generic over its element type ([`Element`]: `f32`, `f16`, `bf16`) and computes
+//! in f32 whatever the storage type. Each has a plain entry that runs the path
+//! [`isa::active`](crate::isa::active) picks and a `*_with_isa` entry that runs a given path
+//! (tests force every path in [`isa::supported`](crate::isa::supported)). Shapes are explicit;
+//! slices may be longer than a shape needs but never shorter. Arguments are validated before
+//! any element is written, so a bad call returns a [`KernelError`] and leaves outputs
+//! untouched.
+//!
+//! These ops are bound by memory bandwidth, so the SIMD paths aim at one pass over memory per
+//! input and output: a row is brought into cache once and reused by the passes a reduction
+//! needs. f16 and bf16 rows are widened to f32 in a per-task scratch row, computed, and
+//! narrowed once. With [`Parallelism::Rayon`] rows (or blocks of elements) are split across the
+//! current rayon pool when the problem has more than [`PAR_MIN_ELEMENTS`] elements; smaller
+//! problems run on the caller's thread, where waking a pool would cost more than it saves.
+//!
+//! This module never allocates device memory and knows nothing of devices: it works on host
+//! slices only.
+
+pub mod activation;
+pub mod cast;
+pub mod elementwise;
+pub mod embedding;
+mod math;
+pub mod norm;
+pub mod rope;
+pub mod softmax;
+pub mod topk;
+
+mod simd;
+
+pub use activation::{
+    gelu, gelu_with_isa, silu, silu_with_isa, swiglu, swiglu_with_isa, GeluApprox,
+};
+pub use cast::{cast, cast_with_isa, f32_to_i32, i32_to_f32};
+pub use elementwise::{add, add_with_isa, mul, mul_with_isa, Broadcast};
+pub use embedding::{embedding, embedding_with_isa};
+pub use norm::{layer_norm, layer_norm_with_isa, rms_norm, rms_norm_with_isa};
+pub use rope::{
+    rope, rope_inplace, rope_inplace_with_isa, rope_with_isa, RopeParams, RopePositions, RopeStyle,
+};
+pub use softmax::{softmax, softmax_with_isa};
+pub use topk::{argmax, argmax_with_isa, top_k, top_k_with_isa};
+
+use crate::{Isa, KernelError, Parallelism};
+use half::{bf16, f16};
+
+/// Problems with more elements than this are split across the rayon pool when the caller
+/// grants [`Parallelism::Rayon`]; smaller ones run on the caller's thread.
+pub const PAR_MIN_ELEMENTS: usize = 64 * 1024;
+
+/// The storage type of an op's elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16.
+    F16,
+    /// bfloat16: the top half of an f32.
+    Bf16,
+}
+
+impl DType {
+    /// The lower-case name used in benchmark records and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::Bf16 => 2,
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// An element type the LLM ops store: `f32`, `f16` or `bf16` (sealed).
+///
+/// Ops compute in f32: rows are widened with [`Element::widen`] and narrowed with
+/// [`Element::narrow`] (round to nearest even), both vectorised on the given path.
+pub trait Element:
+    sealed::Sealed + bytemuck::Pod + Send + Sync + std::fmt::Debug + 'static
+{
+    /// This type's tag.
+    const DTYPE: DType;
+    /// Converts one value to f32 (exact).
+    fn to_f32(self) -> f32;
+    /// Converts one f32 to this type, rounding to nearest even (NaN stays NaN).
+    fn from_f32(v: f32) -> Self;
+    /// Widens `src` into `dst[..src.len()]` on path `isa`.
+    ///
+    /// # Panics
+    /// If `dst` is shorter than `src` (callers validate first).
+    fn widen(isa: Isa, src: &[Self], dst: &mut [f32]);
+    /// Narrows `src` into `dst[..src.len()]` on path `isa`, rounding to nearest even.
+    ///
+    /// # Panics
+    /// If `dst` is shorter than `src` (callers validate first).
+    fn narrow(isa: Isa, src: &[f32], dst: &mut [Self]);
+    /// `s` itself when this type is f32: lets f32 ops skip the scratch row.
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    /// `s` itself when this type is f32.
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn widen(_isa: Isa, src: &[f32], dst: &mut [f32]) {
+        dst[..src.len()].copy_from_slice(src);
+    }
+    fn narrow(_isa: Isa, src: &[f32], dst: &mut [f32]) {
+        dst[..src.len()].copy_from_slice(src);
+    }
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+}
+
+impl Element for f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+    fn widen(isa: Isa, src: &[f16], dst: &mut [f32]) {
+        cast::f16_to_f32(isa, src, &mut dst[..src.len()]);
+    }
+    fn narrow(isa: Isa, src: &[f32], dst: &mut [f16]) {
+        cast::f32_to_f16(isa, src, &mut dst[..src.len()]);
+    }
+    fn as_f32(_: &[f16]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [f16]) -> Option<&mut [f32]> {
+        None
+    }
+}
+
+impl Element for bf16 {
+    const DTYPE: DType = DType::Bf16;
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+    fn widen(isa: Isa, src: &[bf16], dst: &mut [f32]) {
+        cast::bf16_to_f32(isa, src, &mut dst[..src.len()]);
+    }
+    fn narrow(isa: Isa, src: &[f32], dst: &mut [bf16]) {
+        cast::f32_to_bf16(isa, src, &mut dst[..src.len()]);
+    }
+    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [bf16]) -> Option<&mut [f32]> {
+        None
+    }
+}
+
+/// Checks that `isa` can run on this host.
+pub(crate) fn check_isa(isa: Isa) -> Result<(), KernelError> {
+    if isa.is_supported() {
+        Ok(())
+    } else {
+        Err(KernelError::Unsupported {
+            detail: format!(
+                "instruction set {} is not available on this host",
+                isa.name()
+            ),
+        })
+    }
+}
+
+/// `rows * cols`, or an error if it overflows.
+pub(crate) fn elements(rows: usize, cols: usize) -> Result<usize, KernelError> {
+    rows.checked_mul(cols).ok_or_else(|| KernelError::BadShape {
+        detail: format!("{rows} x {cols} elements overflow usize"),
+    })
+}
+
+/// Checks that `operand` has at least `required` elements.
+pub(crate) fn check_len(
+    operand: &'static str,
+    actual: usize,
+    required: usize,
+) -> Result<(), KernelError> {
+    if actual < required {
+        Err(KernelError::SliceTooShort {
+            operand,
+            required,
+            actual,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// A row of `T` seen as f32: the row itself for f32, else widened into `scratch`.
+#[inline(always)]
+pub(crate) fn f32_row<'a, T: Element>(
+    isa: Isa,
+    row: &'a [T],
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    match T::as_f32(row) {
+        Some(r) => r,
+        None => {
+            scratch.resize(row.len(), 0.0);
+            T::widen(isa, row, scratch);
+            &scratch[..row.len()]
+        }
+    }
+}
+
+/// Whether a row of `T` is f32 (and so needs no scratch row).
+#[inline(always)]
+pub(crate) fn is_f32<T: Element>(_: &[T]) -> bool {
+    T::DTYPE == DType::F32
+}
+
+/// Per-task scratch rows for widened inputs and outputs.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub out: Vec<f32>,
+}
+
+/// Calls `f(first_row, out_rows)` over `out`, `cols` elements per row: on the caller's thread,
+/// or split into up to `par.threads()` row blocks on the current rayon pool when the problem
+/// is big enough. `out` holds exactly `rows * cols` elements.
+pub(crate) fn for_row_blocks<T: Send>(
+    par: Parallelism,
+    rows: usize,
+    cols: usize,
+    out: &mut [T],
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    for_row_blocks_work(par, rows, cols, rows * cols, out, f)
+}
+
+/// [`for_row_blocks`] for ops whose work is not the output size (argmax reads `work`
+/// elements to write `rows`): the split depends on `work`.
+pub(crate) fn for_row_blocks_work<T: Send>(
+    par: Parallelism,
+    rows: usize,
+    cols: usize,
+    work: usize,
+    out: &mut [T],
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    debug_assert_eq!(out.len(), rows * cols);
+    let tasks = par.threads().min(rows);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    if tasks <= 1 || work <= PAR_MIN_ELEMENTS {
+        f(0, out);
+        return;
+    }
+    use rayon::prelude::*;
+    let block_rows = rows.div_ceil(tasks);
+    out.par_chunks_mut(block_rows * cols)
+        .enumerate()
+        .for_each(|(i, block)| f(i * block_rows, block));
+}
+
+/// Calls `f(first_index, out_block)` over a flat `out`: on the caller's thread, or split into
+/// up to `par.threads()` blocks (multiples of 64 elements) when `out` is big enough.
+pub(crate) fn for_flat_blocks<T: Send>(
+    par: Parallelism,
+    out: &mut [T],
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let n = out.len();
+    let tasks = par.threads();
+    if n == 0 {
+        return;
+    }
+    if tasks <= 1 || n <= PAR_MIN_ELEMENTS {
+        f(0, out);
+        return;
+    }
+    use rayon::prelude::*;
+    let block = n.div_ceil(tasks).div_ceil(64) * 64;
+    out.par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(i, b)| f(i * block, b));
+}

@@ -1,0 +1,175 @@
+//! RMSNorm and LayerNorm over the last axis of a `[rows, cols]` row-major tensor.
+//!
+//! Both reduce a row in f32 with several independent vector accumulators, then make a second
+//! pass (LayerNorm: a second and third) over the row while it is still in cache.
+
+use super::simd::{map2, map3, row_sum, simd_entry, with_f32_out, Simd};
+use super::{check_isa, check_len, elements, f32_row, for_row_blocks, Element, Scratch};
+use crate::{Isa, KernelError, Parallelism};
+
+/// RMSNorm: `out[r, c] = x[r, c] / sqrt(mean_c(x[r, c]²) + eps) * weight[c]`.
+///
+/// `x` and `out` are `[rows, cols]` row-major, `weight` is `[cols]`. Computed in f32 whatever
+/// `T` is; runs on the path [`isa::active`](crate::isa::active) picks.
+pub fn rms_norm<T: Element>(
+    x: &[T],
+    weight: &[T],
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    rms_norm_with_isa(crate::isa::active(), x, weight, out, rows, cols, eps, par)
+}
+
+/// [`rms_norm`] on a given instruction-set path.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_with_isa<T: Element>(
+    isa: Isa,
+    x: &[T],
+    weight: &[T],
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    check_isa(isa)?;
+    let n = elements(rows, cols)?;
+    check_len("x", x.len(), n)?;
+    check_len("weight", weight.len(), cols)?;
+    check_len("out", out.len(), n)?;
+    let w = widen_vec(isa, &weight[..cols]);
+    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
+        let xs = &x[first * cols..first * cols + block.len()];
+        rms_entry(isa, xs, &w, block, cols, eps);
+    });
+    Ok(())
+}
+
+/// LayerNorm: `out[r, c] = (x[r, c] - mean_r) / sqrt(var_r + eps) * weight[c] + bias[c]`,
+/// with the mean and (biased) variance of row `r`; no bias when `bias` is `None`.
+///
+/// `x` and `out` are `[rows, cols]` row-major, `weight` and `bias` are `[cols]`. The variance
+/// is computed in a second pass over the centred row, so large means do not cancel.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm<T: Element>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    layer_norm_with_isa(
+        crate::isa::active(),
+        x,
+        weight,
+        bias,
+        out,
+        rows,
+        cols,
+        eps,
+        par,
+    )
+}
+
+/// [`layer_norm`] on a given instruction-set path.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_with_isa<T: Element>(
+    isa: Isa,
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    check_isa(isa)?;
+    let n = elements(rows, cols)?;
+    check_len("x", x.len(), n)?;
+    check_len("weight", weight.len(), cols)?;
+    if let Some(b) = bias {
+        check_len("bias", b.len(), cols)?;
+    }
+    check_len("out", out.len(), n)?;
+    let w = widen_vec(isa, &weight[..cols]);
+    let b = bias.map(|b| widen_vec(isa, &b[..cols]));
+    let b = b.as_deref();
+    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
+        let xs = &x[first * cols..first * cols + block.len()];
+        layer_entry(isa, xs, &w, b, block, cols, eps);
+    });
+    Ok(())
+}
+
+/// `src` widened to an owned f32 vector.
+pub(crate) fn widen_vec<T: Element>(isa: Isa, src: &[T]) -> Vec<f32> {
+    let mut v = vec![0.0; src.len()];
+    T::widen(isa, src, &mut v);
+    v
+}
+
+#[inline(always)]
+fn rms_block<S: Simd, T: Element>(s: S, x: &[T], w: &[f32], out: &mut [T], cols: usize, eps: f32) {
+    let isa = s.isa();
+    let mut sc = Scratch::default();
+    for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let xr = f32_row(isa, xr, &mut sc.a);
+        with_f32_out!(isa, or, &mut sc.out, |o| {
+            let ss = row_sum!(s, xr, 0.0, |v, a| s.fma(v, v, a));
+            let inv = 1.0 / (ss / cols as f32 + eps).sqrt();
+            let vi = s.splat(inv);
+            map2!(s, xr, w, o, |v, wv| s.mul(s.mul(v, vi), wv));
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn layer_block<S: Simd, T: Element>(
+    s: S,
+    x: &[T],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [T],
+    cols: usize,
+    eps: f32,
+) {
+    let isa = s.isa();
+    let mut sc = Scratch::default();
+    for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        let xr = f32_row(isa, xr, &mut sc.a);
+        with_f32_out!(isa, or, &mut sc.out, |o| {
+            let mean = row_sum!(s, xr, 0.0, |v, a| s.add(v, a)) / cols as f32;
+            let vm = s.splat(mean);
+            // Pad with the mean so the tail lanes add nothing.
+            let var = row_sum!(s, xr, mean, |v, a| {
+                let d = s.sub(v, vm);
+                s.fma(d, d, a)
+            }) / cols as f32;
+            let vi = s.splat(1.0 / (var + eps).sqrt());
+            match b {
+                Some(b) => map3!(s, xr, w, b, o, |v, wv, bv| {
+                    s.fma(s.mul(s.sub(v, vm), vi), wv, bv)
+                }),
+                None => map2!(s, xr, w, o, |v, wv| s.mul(s.mul(s.sub(v, vm), vi), wv)),
+            }
+        });
+    }
+}
+
+simd_entry!(fn rms_entry = rms_block<T: Element>(x: &[T], w: &[f32], out: &mut [T], cols: usize, eps: f32));
+simd_entry!(fn layer_entry = layer_block<T: Element>(
+    x: &[T],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [T],
+    cols: usize,
+    eps: f32,
+));

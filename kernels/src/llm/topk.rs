@@ -1,0 +1,258 @@
+//! Argmax and top-k over the last axis, so sampling can run where the logits are.
+//!
+//! Order: values compare as numbers, except that NaN counts as larger than +inf (every NaN
+//! equal to every other) and -0.0 equals +0.0. Equal values are ranked by lower index first.
+//! So argmax returns the first NaN of a row that has one (as numpy and PyTorch do), and top-k
+//! lists NaNs first.
+
+use super::simd::{simd_entry, Simd};
+use super::{check_isa, check_len, elements, f32_row, for_row_blocks_work, Element, Scratch};
+use crate::{Isa, KernelError, Parallelism};
+
+/// `out[r]` = the index of the largest value in row `r` of `x` (`[rows, cols]` row-major),
+/// the lowest such index on ties; see the module docs for NaN.
+///
+/// `cols` must be at least 1 when `rows > 0` and fit a `u32` index.
+pub fn argmax<T: Element>(
+    x: &[T],
+    out: &mut [u32],
+    rows: usize,
+    cols: usize,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    argmax_with_isa(crate::isa::active(), x, out, rows, cols, par)
+}
+
+/// [`argmax`] on a given instruction-set path.
+pub fn argmax_with_isa<T: Element>(
+    isa: Isa,
+    x: &[T],
+    out: &mut [u32],
+    rows: usize,
+    cols: usize,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    check_isa(isa)?;
+    let n = elements(rows, cols)?;
+    check_len("x", x.len(), n)?;
+    check_len("out", out.len(), rows)?;
+    check_index_range(rows, cols)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    for_row_blocks_work(par, rows, 1, n, &mut out[..rows], |first, block| {
+        let xs = &x[first * cols..(first + block.len()) * cols];
+        argmax_entry(isa, xs, block, cols);
+    });
+    Ok(())
+}
+
+/// The `k` largest values of each row of `x` (`[rows, cols]`) in descending order, into
+/// `values` and `indices` (`[rows, k]` each); ties go to the lower index, see the module docs
+/// for NaN. `k` may be 0 (nothing is written) but not larger than `cols`.
+#[allow(clippy::too_many_arguments)]
+pub fn top_k<T: Element>(
+    x: &[T],
+    values: &mut [T],
+    indices: &mut [u32],
+    rows: usize,
+    cols: usize,
+    k: usize,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    top_k_with_isa(crate::isa::active(), x, values, indices, rows, cols, k, par)
+}
+
+/// [`top_k`] on a given instruction-set path (the path widens f16/bf16 rows and runs the
+/// `k = 1` case; the selection itself is scalar).
+#[allow(clippy::too_many_arguments)]
+pub fn top_k_with_isa<T: Element>(
+    isa: Isa,
+    x: &[T],
+    values: &mut [T],
+    indices: &mut [u32],
+    rows: usize,
+    cols: usize,
+    k: usize,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    check_isa(isa)?;
+    if k > cols {
+        return Err(KernelError::BadShape {
+            detail: format!("top-k with k = {k} over rows of {cols} elements"),
+        });
+    }
+    let n = elements(rows, cols)?;
+    let nk = elements(rows, k)?;
+    check_len("x", x.len(), n)?;
+    check_len("values", values.len(), nk)?;
+    check_len("indices", indices.len(), nk)?;
+    check_index_range(rows, cols)?;
+    if rows == 0 || k == 0 {
+        return Ok(());
+    }
+    let values = &mut values[..nk];
+    for_row_blocks_work(par, rows, k, n, &mut indices[..nk], |first, block| {
+        let xs = &x[first * cols..(first + block.len() / k) * cols];
+        let mut sc = Scratch::default();
+        let mut best = Vec::with_capacity(k);
+        for (r, idx) in block.chunks_exact_mut(k).enumerate() {
+            let xr = &xs[r * cols..(r + 1) * cols];
+            if k == 1 {
+                let row = f32_row(isa, xr, &mut sc.a);
+                idx[0] = argmax_row_entry(isa, row) as u32;
+            } else {
+                top_k_row(isa, xr, k, &mut sc.a, &mut best, idx);
+            }
+        }
+    });
+    // Gather the values after the (possibly parallel) index pass: a copy of rows * k.
+    for (r, (v, i)) in values
+        .chunks_exact_mut(k)
+        .zip(indices.chunks_exact(k))
+        .enumerate()
+    {
+        for (v, &i) in v.iter_mut().zip(i) {
+            *v = x[r * cols + i as usize];
+        }
+    }
+    Ok(())
+}
+
+fn check_index_range(rows: usize, cols: usize) -> Result<(), KernelError> {
+    if rows > 0 && cols == 0 {
+        return Err(KernelError::BadShape {
+            detail: format!("argmax/top-k over {rows} empty rows"),
+        });
+    }
+    if cols > u32::MAX as usize + 1 {
+        return Err(KernelError::Unsupported {
+            detail: format!("rows of {cols} elements: indices are u32"),
+        });
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn argmax_block<S: Simd, T: Element>(s: S, x: &[T], out: &mut [u32], cols: usize) {
+    let isa = s.isa();
+    let mut sc = Scratch::default();
+    for (xr, o) in x.chunks_exact(cols).zip(out.iter_mut()) {
+        let xr = f32_row(isa, xr, &mut sc.a);
+        *o = argmax_row(s, xr) as u32;
+    }
+}
+
+/// The argmax of a non-empty row: pass 1 finds the maximum (and whether a NaN exists), pass 2
+/// the first index holding it.
+#[inline(always)]
+fn argmax_row<S: Simd>(s: S, x: &[f32]) -> usize {
+    let l = S::LANES;
+    let n = x.len();
+    let ninf = s.splat(f32::NEG_INFINITY);
+    let mut m = [ninf; 4];
+    let mut nan = 0u32;
+    let mut i = 0;
+    while i + 4 * l <= n {
+        for (k, a) in m.iter_mut().enumerate() {
+            let v = s.load(&x[i + k * l..]);
+            nan |= s.nan_mask(v);
+            *a = s.max(v, *a);
+        }
+        if nan != 0 {
+            break;
+        }
+        i += 4 * l;
+    }
+    if nan == 0 {
+        while i + l <= n {
+            let v = s.load(&x[i..]);
+            nan |= s.nan_mask(v);
+            m[0] = s.max(v, m[0]);
+            i += l;
+        }
+        if i < n {
+            let v = s.load_part(&x[i..], f32::NEG_INFINITY);
+            nan |= s.nan_mask(v);
+            m[1] = s.max(v, m[1]);
+        }
+    }
+    if nan != 0 {
+        // The first NaN wins.
+        return x.iter().position(|v| v.is_nan()).unwrap_or(0);
+    }
+    let mx = s.reduce_max(s.max(s.max(m[0], m[1]), s.max(m[2], m[3])));
+    let vm = s.splat(mx);
+    let mut i = 0;
+    while i + l <= n {
+        let e = s.eq_mask(s.load(&x[i..]), vm);
+        if e != 0 {
+            return i + e.trailing_zeros() as usize;
+        }
+        i += l;
+    }
+    x[i..].iter().position(|&v| v == mx).map_or(0, |p| i + p)
+}
+
+/// A key that orders (value, index) pairs as this module ranks them: larger is better.
+#[inline(always)]
+fn rank_key(v: f32, i: usize) -> u64 {
+    let ord = if v.is_nan() {
+        u32::MAX
+    } else {
+        // +0.0 for -0.0, then the usual sign-magnitude to unsigned order map.
+        let b = (v + 0.0).to_bits();
+        if b & 0x8000_0000 != 0 {
+            !b
+        } else {
+            b | 0x8000_0000
+        }
+    };
+    (u64::from(ord) << 32) | u64::from(u32::MAX - i as u32)
+}
+
+#[inline(always)]
+fn key_index(key: u64) -> u32 {
+    u32::MAX - key as u32
+}
+
+/// Top-k of one row into `idx` (length k >= 2).
+fn top_k_row<T: Element>(
+    isa: Isa,
+    xr: &[T],
+    k: usize,
+    scratch: &mut Vec<f32>,
+    best: &mut Vec<u64>,
+    idx: &mut [u32],
+) {
+    let row = f32_row(isa, xr, scratch);
+    best.clear();
+    if k * 8 >= row.len() {
+        // Large k: rank everything.
+        best.extend(row.iter().enumerate().map(|(i, &v)| rank_key(v, i)));
+        best.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        best.truncate(k);
+    } else {
+        // Small k: keep the k best seen so far, sorted descending; most elements fail the
+        // comparison with the current k-th and cost one compare.
+        best.extend(row[..k].iter().enumerate().map(|(i, &v)| rank_key(v, i)));
+        best.sort_unstable_by(|a, b| b.cmp(a));
+        let mut worst = best[k - 1];
+        for (i, &v) in row.iter().enumerate().skip(k) {
+            let key = rank_key(v, i);
+            if key > worst {
+                let pos = best.partition_point(|&b| b > key);
+                best.pop();
+                best.insert(pos, key);
+                worst = best[k - 1];
+            }
+        }
+    }
+    best.sort_unstable_by(|a, b| b.cmp(a));
+    for (o, &key) in idx.iter_mut().zip(best.iter()) {
+        *o = key_index(key);
+    }
+}
+
+simd_entry!(fn argmax_entry = argmax_block<T: Element>(x: &[T], out: &mut [u32], cols: usize));
+simd_entry!(fn argmax_row_entry = argmax_row<>(x: &[f32]) -> usize);

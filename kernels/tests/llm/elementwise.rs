@@ -1,0 +1,46 @@
+use crate::common::*;
+use knpu_kernels::isa;
+use knpu_kernels::llm::{add_with_isa, mul_with_isa, Broadcast, Element};
+
+fn run<T: Element>() {
+    let mut rng = Rng::new(6);
+    for (rows, cols) in shapes() {
+        let n = rows * cols;
+        let a: Vec<T> = random(&mut rng, n, -100.0, 100.0);
+        let b: Vec<T> = random(&mut rng, n.max(cols), -100.0, 100.0);
+        let (af, bf) = (to_f64(&a), to_f64(&b));
+        for bcast in [Broadcast::None, Broadcast::Row] {
+            let bi = |i: usize| {
+                if bcast == Broadcast::Row {
+                    bf[i % cols.max(1)]
+                } else {
+                    bf[i]
+                }
+            };
+            let bsl = if bcast == Broadcast::Row {
+                &b[..cols]
+            } else {
+                &b[..]
+            };
+            for isa in isa::supported() {
+                let ctx =
+                    |op: &str| format!("{op} {} {isa:?} {rows}x{cols} {bcast:?}", name::<T>());
+                let mut out = vec![T::from_f32(f32::NAN); n];
+                add_with_isa(isa, &a, bsl, &mut out, rows, cols, bcast, par_for(n)).unwrap();
+                let want: Vec<f64> = (0..n).map(|i| af[i] + bi(i)).collect();
+                let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
+                // One f32 rounding.
+                check(&out, &want, &s, 6e-8, &ctx("add"));
+                mul_with_isa(isa, &a, bsl, &mut out, rows, cols, bcast, par_for(n)).unwrap();
+                let want: Vec<f64> = (0..n).map(|i| af[i] * bi(i)).collect();
+                let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
+                check(&out, &want, &s, 6e-8, &ctx("mul"));
+            }
+        }
+    }
+}
+
+#[test]
+fn add_mul_match_f64() {
+    for_dtypes!(run);
+}

@@ -1,0 +1,103 @@
+use crate::common::*;
+use knpu_kernels::isa;
+use knpu_kernels::llm::{argmax_with_isa, top_k_with_isa, Element};
+use std::cmp::Ordering;
+
+/// The documented order, written out plainly: NaN above everything, -0 == +0, then lower
+/// index first.
+fn better(a: (f32, usize), b: (f32, usize)) -> Ordering {
+    let (va, ia) = a;
+    let (vb, ib) = b;
+    let by_value = match (va.is_nan(), vb.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        _ => vb.partial_cmp(&va).unwrap(),
+    };
+    by_value.then(ia.cmp(&ib))
+}
+
+fn data<T: Element>(rng: &mut Rng, n: usize, nan_rows: bool, cols: usize) -> Vec<T> {
+    (0..n)
+        .map(|i| {
+            let v = match rng.below(20) {
+                // Few distinct values: many ties.
+                0..=9 => rng.below(5) as f32 - 2.0,
+                10 => -0.0,
+                11 => f32::NEG_INFINITY,
+                12 if nan_rows && (i / cols.max(1)).is_multiple_of(3) => f32::NAN,
+                13 => f32::INFINITY,
+                _ => rng.uniform(-10.0, 10.0),
+            };
+            T::from_f32(v)
+        })
+        .collect()
+}
+
+fn run<T: Element>() {
+    let mut rng = Rng::new(9);
+    for (rows, cols) in shapes() {
+        if cols == 0 {
+            continue;
+        }
+        for nan_rows in [false, true] {
+            let x: Vec<T> = data(&mut rng, rows * cols, nan_rows, cols);
+            let mut order: Vec<Vec<usize>> = Vec::new();
+            for r in 0..rows {
+                let row: Vec<f32> = x[r * cols..(r + 1) * cols]
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect();
+                let mut idx: Vec<usize> = (0..cols).collect();
+                idx.sort_by(|&a, &b| better((row[a], a), (row[b], b)));
+                order.push(idx);
+            }
+            for isa in isa::supported() {
+                let ctx = format!("{} {isa:?} {rows}x{cols} nan {nan_rows}", name::<T>());
+                let mut am = vec![u32::MAX; rows];
+                argmax_with_isa(isa, &x, &mut am, rows, cols, par_for(rows * cols)).unwrap();
+                for r in 0..rows {
+                    assert_eq!(am[r] as usize, order[r][0], "argmax {ctx} row {r}");
+                }
+                for k in [1usize, 2, 5, 64, cols / 2, cols] {
+                    if k > cols {
+                        continue;
+                    }
+                    let mut vals = vec![T::from_f32(1234.0); rows * k];
+                    let mut idx = vec![u32::MAX; rows * k];
+                    top_k_with_isa(
+                        isa,
+                        &x,
+                        &mut vals,
+                        &mut idx,
+                        rows,
+                        cols,
+                        k,
+                        par_for(rows * cols),
+                    )
+                    .unwrap();
+                    for r in 0..rows {
+                        for j in 0..k {
+                            let want = order[r][j];
+                            assert_eq!(
+                                idx[r * k + j] as usize,
+                                want,
+                                "top-{k} {ctx} row {r} rank {j}"
+                            );
+                            assert_eq!(
+                                bytemuck::bytes_of(&vals[r * k + j]),
+                                bytemuck::bytes_of(&x[r * cols + want]),
+                                "top-{k} value {ctx} row {r} rank {j}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn argmax_and_top_k_match_a_full_sort() {
+    for_dtypes!(run);
+}
