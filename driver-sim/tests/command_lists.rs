@@ -36,7 +36,7 @@ fn a_list_runs_on_every_submission_and_updates_apply_to_later_ones() {
     let p2 = scale(2.0);
     let (status, list) = create(&s, d, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p2)]);
     assert_eq!(status, KNPU_STATUS_SUCCESS);
-    drop(p2);
+
     for v in 1..=3 {
         assert_eq!(s.submit_list(q, list, sem, v), KNPU_STATUS_SUCCESS);
         assert_eq!(call_wait(&s, sem, v), KNPU_STATUS_SUCCESS);

@@ -11,8 +11,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
-pub mod elementwise;
 pub mod attention;
+pub mod elementwise;
 pub mod error;
 pub mod gemm;
 pub mod isa;

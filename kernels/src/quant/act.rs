@@ -160,7 +160,12 @@ pub(crate) fn store_row<TY: ActElem>(
 }
 
 #[inline(always)]
-fn store_with<TY: ActElem>(acc: &[f32], bias: Option<&[f32]>, out: &mut [TY], f: impl Fn(f32) -> f32) {
+fn store_with<TY: ActElem>(
+    acc: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [TY],
+    f: impl Fn(f32) -> f32,
+) {
     match bias {
         Some(b) => {
             for ((o, &a), &bv) in out.iter_mut().zip(acc).zip(b) {

@@ -160,7 +160,11 @@ pub(crate) fn mul_checked(a: usize, b: usize, what: &str) -> Result<usize, Kerne
     })
 }
 
-pub(crate) fn need(operand: &'static str, required: usize, actual: usize) -> Result<(), KernelError> {
+pub(crate) fn need(
+    operand: &'static str,
+    required: usize,
+    actual: usize,
+) -> Result<(), KernelError> {
     if actual < required {
         Err(KernelError::SliceTooShort {
             operand,
