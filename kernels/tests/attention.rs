@@ -286,11 +286,15 @@ fn decode_split_kv_matches_reference() {
         Parallelism::Rayon(2),
         Parallelism::Rayon(4),
     ] {
-        let p = AttentionParams::bshd(1, 1, 1000, 8, 1, 128, CAUSAL);
+        // The caches are over 1 MiB, so the work is split rather than run on one thread.
+        let p = AttentionParams::bshd(1, 1, 2500, 8, 1, 128, CAUSAL);
         run_case::<f32>(21, &p, None, par, 1.0);
-        let p = AttentionParams::bshd(2, 2, 300, 6, 2, 80, CAUSAL);
-        run_case::<f16>(22, &p, Some(&[300, 131]), par, 1.0);
+        let p = AttentionParams::bshd(2, 2, 3000, 6, 2, 80, CAUSAL);
+        run_case::<f16>(22, &p, Some(&[3000, 1310]), par, 1.0);
     }
+    // A short cache runs on the calling thread whatever the grant.
+    let p = AttentionParams::bshd(2, 1, 300, 6, 2, 80, CAUSAL);
+    run_case::<f32>(23, &p, Some(&[300, 131]), Parallelism::Rayon(2), 1.0);
 }
 
 #[test]
@@ -761,5 +765,70 @@ fn run_case_with(p: &AttentionParams, k: &[f32], v: &[f32], kv_lens: Option<&[u3
         )
         .unwrap();
         check_against_reference(isa.name(), p, &q, k, v, &out, &lse, kv_lens);
+    }
+}
+
+#[test]
+fn long_paged_decode_splits_inside_blocks() {
+    // 3000 positions in 16-position blocks, read through a reversed block table: the split
+    // parts start in the middle of blocks.
+    let (hk, hq, d, len, bs) = (1usize, 8usize, 128usize, 3000usize, 16usize);
+    let max_blocks = len.div_ceil(bs);
+    let cache = PagedKvCache::dense(max_blocks + 2, bs, hk, d);
+    let table: Vec<u32> = (0..max_blocks as u32).rev().map(|b| b + 2).collect();
+    let contiguous = AttnTensor::bshd(1, len, hk, d);
+    let mut rng = Rng(61);
+    let kn: Vec<f32> = rng.vec(contiguous.required_len().unwrap(), 1.0);
+    let vn: Vec<f32> = rng.vec(contiguous.required_len().unwrap(), 1.0);
+    let mut kp = vec![0.0f32; cache.required_len().unwrap()];
+    let mut vp = kp.clone();
+    paged_kv_append(
+        &cache,
+        &mut kp,
+        &mut vp,
+        &contiguous,
+        &kn,
+        &vn,
+        &table,
+        max_blocks,
+        &[0],
+    )
+    .unwrap();
+    let q_t = AttnTensor::bshd(1, 1, hq, d);
+    let q: Vec<f32> = rng.vec(q_t.required_len().unwrap(), 1.0);
+    let cp = AttentionParams {
+        q: q_t,
+        k: contiguous,
+        v: contiguous,
+        out: q_t,
+        mask: CAUSAL,
+    };
+    let pp = PagedAttentionParams {
+        q: q_t,
+        out: q_t,
+        cache,
+        max_blocks_per_seq: max_blocks,
+        mask: CAUSAL,
+    };
+    for isa in isa::supported() {
+        for par in [Parallelism::Rayon(2), Parallelism::Rayon(3)] {
+            let mut out = vec![f32::NAN; hq * d];
+            let mut lse = vec![f32::NAN; hq];
+            paged_attention_with_isa(
+                isa,
+                &pp,
+                &q,
+                &kp,
+                &vp,
+                &table,
+                &[len as u32],
+                &mut out,
+                Some(&mut lse),
+                par,
+            )
+            .unwrap();
+            let what = format!("long paged {} {par:?}", isa.name());
+            check_against_reference(&what, &cp, &q, &kn, &vn, &out, &lse, None);
+        }
     }
 }

@@ -23,6 +23,8 @@ pub(crate) const BC: usize = 64;
 const BC_FEW_ROWS: usize = 16;
 /// Query rows (over all heads of a group) a block aims for.
 const ROWS_TARGET: usize = 128;
+/// Few-row problems reading less K/V than this run on one thread.
+const SERIAL_BELOW_BYTES: usize = 1 << 20;
 
 /// How a problem is cut into tasks, and the tile sizes.
 #[derive(Debug, Clone, Copy)]
@@ -373,8 +375,16 @@ pub(crate) fn run<T: AttnElement>(
     if p.batch == 0 || p.q_len == 0 || p.q_heads == 0 {
         return;
     }
-    let threads = par.threads();
     let max_kv = (0..p.batch).map(|b| p.kv_len(b)).max().unwrap_or(0);
+    // A few query rows over a short cache is a step of tens of microseconds, less than
+    // waking a second thread costs: run it on the calling thread.
+    let kv_bytes = 2 * p.batch * p.kv_heads * max_kv * p.head_dim * std::mem::size_of::<T>();
+    let few_rows = p.group() * p.q_len.min(ROWS_TARGET) <= LANES;
+    let threads = if few_rows && kv_bytes < SERIAL_BELOW_BYTES {
+        1
+    } else {
+        par.threads()
+    };
     let plan = Plan::new(
         p.batch,
         p.group(),
