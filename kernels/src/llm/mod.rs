@@ -336,3 +336,41 @@ pub(crate) fn for_flat_blocks<T: Send>(
         .enumerate()
         .for_each(|(i, b)| f(i * block, b));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn blocks(par: Parallelism, rows: usize, cols: usize) -> (usize, Vec<usize>) {
+        let calls = AtomicUsize::new(0);
+        let mut out = vec![0u8; rows * cols];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for_row_blocks(par, rows, cols, &mut out, |first, block| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                for (r, row) in block.chunks_exact_mut(cols).enumerate() {
+                    row.fill(((first + r) % 251) as u8);
+                }
+            })
+        });
+        // Every row was written once, with its own index.
+        let rows_seen = out.chunks_exact(cols).map(|r| r[0] as usize).collect();
+        (calls.into_inner(), rows_seen)
+    }
+
+    #[test]
+    fn large_problems_split_rows_small_ones_do_not() {
+        let want: Vec<usize> = (0..512).map(|r| r % 251).collect();
+        assert_eq!(blocks(Parallelism::Rayon(2), 512, 4096), (2, want.clone()));
+        assert_eq!(blocks(Parallelism::Rayon(0), 512, 4096), (2, want.clone()));
+        assert_eq!(blocks(Parallelism::None, 512, 4096), (1, want));
+        // At or below the threshold: the caller's thread only.
+        assert_eq!(blocks(Parallelism::Rayon(2), 16, 4096).0, 1);
+        // Never more blocks than rows.
+        assert_eq!(blocks(Parallelism::Rayon(8), 3, 100_000).0, 3);
+    }
+}
