@@ -2,11 +2,11 @@
 //! implementations: [`Portable`] (eight `f32` lanes in an array, plain Rust any compiler can
 //! vectorise), [`Avx2`] (`__m256`) and [`Avx512`] (`__m512`).
 //!
-//! The x86 tokens can only be made unsafely, inside functions compiled for their path on a host that supports their instructions, so
-//! their methods are safe to call: holding a token is the proof. Every method is
-//! `#[inline(always)]` and every kernel written against [`Simd`] is too, so the whole kernel
-//! is inlined into the `#[target_feature]` function `simd_entry!` defines and compiles with that
-//! path's instructions.
+//! The x86 tokens can only be made unsafely, inside functions compiled for their path on a
+//! host that supports their instructions, so their methods are safe to call: holding a token
+//! is the proof. Every method is `#[inline(always)]` and every kernel written against
+//! [`Simd`] is too, so the whole kernel is inlined into the `#[target_feature]` function that
+//! `simd_entry!` defines, and compiles with that path's instructions.
 
 use crate::Isa;
 
