@@ -134,4 +134,53 @@ fn decode(cols: usize, x: &[f32], up: &[f32], w: &[f32], rope: &RopeParams, sink
         let p = RopePositions::Start(1000);
         llm::rope_with_isa(isa, x, o, 1, cols / HEAD_DIM, HEAD_DIM, rope, p, par).unwrap()
     });
+    sampling(isa, sink);
+}
+
+/// Argmax and top-40 over one row of logits the size of a large vocabulary (151936).
+fn sampling(isa: knpu_kernels::Isa, sink: &mut Sink) {
+    const VOCAB: usize = 151_936;
+    const K: usize = 40;
+    // A smooth random-looking row: a cheap hash to [-8, 8).
+    let logits: Vec<f32> = (0..VOCAB as u64)
+        .map(|i| {
+            ((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32) * 16.0
+                - 8.0
+        })
+        .collect();
+    let mut idx = vec![0u32; K];
+    let mut vals = vec![0.0f32; K];
+    let mut emit = |op: &'static str, k: usize, runs: usize, median_s: f64| {
+        sink.emit(Record {
+            bench: "ops",
+            case: case! {
+                "op" => op, "dtype" => "f32", "rows" => 1, "cols" => VOCAB, "k" => k,
+                "isa" => isa.name(), "threads" => 1,
+            },
+            runs,
+            median_s,
+            rates: vec![
+                ("us", median_s * 1e6),
+                ("gbps", (VOCAB * 4) as f64 / median_s / 1e9),
+            ],
+        });
+    };
+    let (runs, t) = time_batched(7, 200, || {
+        llm::argmax_with_isa(isa, &logits, &mut idx[..1], 1, VOCAB, Parallelism::None).unwrap()
+    });
+    emit("argmax", 1, runs, t);
+    let (runs, t) = time_batched(7, 50, || {
+        llm::top_k_with_isa(
+            isa,
+            &logits,
+            &mut vals,
+            &mut idx,
+            1,
+            VOCAB,
+            K,
+            Parallelism::None,
+        )
+        .unwrap()
+    });
+    emit("top_k", K, runs, t);
 }
