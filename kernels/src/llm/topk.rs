@@ -63,8 +63,8 @@ pub fn top_k<T: Element>(
     top_k_with_isa(crate::isa::active(), x, values, indices, rows, cols, k, par)
 }
 
-/// [`top_k`] on a given instruction-set path (the path widens f16/bf16 rows and runs the
-/// `k = 1` case; the selection itself is scalar).
+/// [`top_k`] on a given instruction-set path (the path runs the widening of f16/bf16 rows
+/// and the vector compare that skips elements below the current k-th).
 #[allow(clippy::too_many_arguments)]
 pub fn top_k_with_isa<T: Element>(
     isa: Isa,
