@@ -7,7 +7,7 @@
 
 use super::{time_batched, time_median, Record, Sink};
 use crate::case;
-use knpu_kernels::llm::{self, RopeParams, RopePositions, RopeStyle};
+use knpu_kernels::llm::{self, Element, RopeParams, RopePositions, RopeStyle};
 use knpu_kernels::{isa, Parallelism};
 use std::time::Duration;
 
@@ -15,12 +15,18 @@ const ROWS: usize = 512;
 const COLS: usize = 4096;
 const HEAD_DIM: usize = 128;
 
-/// Runs the suite; `args` may hold `--rows N` and `--cols N`.
+/// Runs the suite; `args` may hold `--rows N`, `--cols N` and `--dtype f32|f16|bf16` (the
+/// one-row and sampling cases run for f32 only).
 pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     let mut rows = ROWS;
     let mut cols = COLS;
+    let mut dtype = "f32".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--dtype" {
+            dtype = it.next().cloned().ok_or("--dtype needs f32, f16 or bf16")?;
+            continue;
+        }
         let mut value = || -> Result<usize, String> {
             it.next()
                 .and_then(|v| v.parse().ok())
@@ -37,15 +43,26 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
             "--cols must be a multiple of the head size {HEAD_DIM}"
         ));
     }
+    match dtype.as_str() {
+        "f32" => run_typed::<f32>(rows, cols, sink),
+        "f16" => run_typed::<half::f16>(rows, cols, sink),
+        "bf16" => run_typed::<half::bf16>(rows, cols, sink),
+        other => Err(format!("--dtype {other}: use f32, f16 or bf16")),
+    }
+}
+
+fn run_typed<T: Element>(rows: usize, cols: usize, sink: &mut Sink) -> Result<(), String> {
     let n = rows * cols;
-    let x: Vec<f32> = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 * 0.004 - 2.0)
+    let x: Vec<T> = (0..n)
+        .map(|i| T::from_f32(((i * 7919) % 1000) as f32 * 0.004 - 2.0))
         .collect();
-    let up: Vec<f32> = (0..n)
-        .map(|i| ((i * 104_729) % 1000) as f32 * 0.002 - 1.0)
+    let up: Vec<T> = (0..n)
+        .map(|i| T::from_f32(((i * 104_729) % 1000) as f32 * 0.002 - 1.0))
         .collect();
-    let w: Vec<f32> = (0..cols).map(|i| 1.0 + (i % 17) as f32 * 0.01).collect();
-    let mut out = vec![0.0f32; n];
+    let w: Vec<T> = (0..cols)
+        .map(|i| T::from_f32(1.0 + (i % 17) as f32 * 0.01))
+        .collect();
+    let mut out = vec![T::from_f32(0.0); n];
     let rope = RopeParams {
         style: RopeStyle::NeoX,
         rotary_dim: HEAD_DIM,
@@ -55,7 +72,7 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
         .num_threads(2)
         .build()
         .map_err(|e| e.to_string())?;
-    let bytes4 = |arrays: usize| (arrays * n * 4) as f64;
+    let bytes4 = |arrays: usize| (arrays * n * T::DTYPE.size()) as f64;
     for isa in isa::supported() {
         for threads in [1usize, 2] {
             let par = if threads == 1 {
@@ -63,22 +80,22 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
             } else {
                 Parallelism::Rayon(threads)
             };
-            let mut measure =
-                |op: &'static str, bytes: f64, f: &mut (dyn FnMut(&mut [f32]) + Send)| {
-                    let (runs, median_s) = pool.install(|| {
-                        time_median(5, 200, Duration::from_millis(300), || f(&mut out))
-                    });
-                    sink.emit(Record {
-                        bench: "ops",
-                        case: case! {
-                            "op" => op, "dtype" => "f32", "rows" => rows, "cols" => cols,
-                            "isa" => isa.name(), "threads" => threads,
-                        },
-                        runs,
-                        median_s,
-                        rates: vec![("gbps", bytes / median_s / 1e9)],
-                    });
-                };
+            let mut measure = |op: &'static str,
+                               bytes: f64,
+                               f: &mut (dyn FnMut(&mut [T]) + Send)| {
+                let (runs, median_s) = pool
+                    .install(|| time_median(5, 200, Duration::from_millis(300), || f(&mut out)));
+                sink.emit(Record {
+                    bench: "ops",
+                    case: case! {
+                        "op" => op, "dtype" => T::DTYPE.name(), "rows" => rows, "cols" => cols,
+                        "isa" => isa.name(), "threads" => threads,
+                    },
+                    runs,
+                    median_s,
+                    rates: vec![("gbps", bytes / median_s / 1e9)],
+                });
+            };
             measure("rms_norm", bytes4(2), &mut |o| {
                 llm::rms_norm_with_isa(isa, &x, &w, o, rows, cols, 1e-5, par).unwrap()
             });
@@ -95,7 +112,9 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
             });
         }
     }
-    decode(cols, &x, &up, &w, &rope, sink);
+    if let (Some(x), Some(up), Some(w)) = (T::as_f32(&x), T::as_f32(&up), T::as_f32(&w)) {
+        decode(cols, x, up, w, &rope, sink);
+    }
     Ok(())
 }
 
@@ -134,4 +153,53 @@ fn decode(cols: usize, x: &[f32], up: &[f32], w: &[f32], rope: &RopeParams, sink
         let p = RopePositions::Start(1000);
         llm::rope_with_isa(isa, x, o, 1, cols / HEAD_DIM, HEAD_DIM, rope, p, par).unwrap()
     });
+    sampling(isa, sink);
+}
+
+/// Argmax and top-40 over one row of logits the size of a large vocabulary (151936).
+fn sampling(isa: knpu_kernels::Isa, sink: &mut Sink) {
+    const VOCAB: usize = 151_936;
+    const K: usize = 40;
+    // A smooth random-looking row: a cheap hash to [-8, 8).
+    let logits: Vec<f32> = (0..VOCAB as u64)
+        .map(|i| {
+            ((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32) * 16.0
+                - 8.0
+        })
+        .collect();
+    let mut idx = vec![0u32; K];
+    let mut vals = vec![0.0f32; K];
+    let mut emit = |op: &'static str, k: usize, runs: usize, median_s: f64| {
+        sink.emit(Record {
+            bench: "ops",
+            case: case! {
+                "op" => op, "dtype" => "f32", "rows" => 1, "cols" => VOCAB, "k" => k,
+                "isa" => isa.name(), "threads" => 1,
+            },
+            runs,
+            median_s,
+            rates: vec![
+                ("us", median_s * 1e6),
+                ("gbps", (VOCAB * 4) as f64 / median_s / 1e9),
+            ],
+        });
+    };
+    let (runs, t) = time_batched(7, 200, || {
+        llm::argmax_with_isa(isa, &logits, &mut idx[..1], 1, VOCAB, Parallelism::None).unwrap()
+    });
+    emit("argmax", 1, runs, t);
+    let (runs, t) = time_batched(7, 50, || {
+        llm::top_k_with_isa(
+            isa,
+            &logits,
+            &mut vals,
+            &mut idx,
+            1,
+            VOCAB,
+            K,
+            Parallelism::None,
+        )
+        .unwrap()
+    });
+    emit("top_k", K, runs, t);
 }

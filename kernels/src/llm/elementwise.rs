@@ -47,7 +47,7 @@ pub fn add_with_isa<T: Element>(
     bcast: Broadcast,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    binary(isa, BinOp::Add, a, b, out, rows, cols, bcast, par)
+    binary(isa, BinOp::Add, Some(a), b, out, rows, cols, bcast, par)
 }
 
 /// `out = a * b` over `[rows, cols]`, with `b` laid out as `bcast` says.
@@ -75,14 +75,65 @@ pub fn mul_with_isa<T: Element>(
     bcast: Broadcast,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    binary(isa, BinOp::Mul, a, b, out, rows, cols, bcast, par)
+    binary(isa, BinOp::Mul, Some(a), b, out, rows, cols, bcast, par)
 }
 
+/// `x += b` in place over `[rows, cols]` (a residual add), with `b` laid out as `bcast` says.
+pub fn add_inplace<T: Element>(
+    x: &mut [T],
+    b: &[T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    add_inplace_with_isa(crate::isa::active(), x, b, rows, cols, bcast, par)
+}
+
+/// [`add_inplace`] on a given instruction-set path.
+pub fn add_inplace_with_isa<T: Element>(
+    isa: Isa,
+    x: &mut [T],
+    b: &[T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    binary(isa, BinOp::Add, None, b, x, rows, cols, bcast, par)
+}
+
+/// `x *= b` in place over `[rows, cols]`, with `b` laid out as `bcast` says.
+pub fn mul_inplace<T: Element>(
+    x: &mut [T],
+    b: &[T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    mul_inplace_with_isa(crate::isa::active(), x, b, rows, cols, bcast, par)
+}
+
+/// [`mul_inplace`] on a given instruction-set path.
+pub fn mul_inplace_with_isa<T: Element>(
+    isa: Isa,
+    x: &mut [T],
+    b: &[T],
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    binary(isa, BinOp::Mul, None, b, x, rows, cols, bcast, par)
+}
+
+/// `out = a op b`; `a = None` means in place (`out` is also the first operand).
 #[allow(clippy::too_many_arguments)]
 fn binary<T: Element>(
     isa: Isa,
     op: BinOp,
-    a: &[T],
+    a: Option<&[T]>,
     b: &[T],
     out: &mut [T],
     rows: usize,
@@ -92,21 +143,23 @@ fn binary<T: Element>(
 ) -> Result<(), KernelError> {
     check_isa(isa)?;
     let n = elements(rows, cols)?;
-    check_len("a", a.len(), n)?;
+    if let Some(a) = a {
+        check_len("a", a.len(), n)?;
+    }
     check_len("b", b.len(), if bcast == Broadcast::Row { cols } else { n })?;
-    check_len("out", out.len(), n)?;
+    check_len(if a.is_some() { "out" } else { "x" }, out.len(), n)?;
     match bcast {
         // Same shape: one flat array, split evenly whatever the row count.
         Broadcast::None => for_flat_blocks(par, &mut out[..n], |start, block| {
             let r = start..start + block.len();
-            flat_entry(isa, op, &a[r.clone()], &b[r], block);
+            flat_entry(isa, op, a.map(|a| &a[r.clone()]), &b[r], block);
         }),
         Broadcast::Row => {
             if cols == 0 {
                 return Ok(());
             }
             for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
-                let xs = &a[first * cols..first * cols + block.len()];
+                let xs = a.map(|a| &a[first * cols..first * cols + block.len()]);
                 row_entry(isa, op, xs, &b[..cols], block, cols);
             })
         }
@@ -126,27 +179,55 @@ fn apply<S: Simd>(s: S, op: BinOp, a: &[f32], b: &[f32], out: &mut [f32]) {
 const CHUNK: usize = 2048;
 
 #[inline(always)]
-fn flat_block<S: Simd, T: Element>(s: S, op: BinOp, a: &[T], b: &[T], out: &mut [T]) {
+fn flat_block<S: Simd, T: Element>(s: S, op: BinOp, a: Option<&[T]>, b: &[T], out: &mut [T]) {
     let isa = s.isa();
     let mut sc = Scratch::default();
     for (c, oc) in out.chunks_mut(CHUNK).enumerate() {
         let r = c * CHUNK..c * CHUNK + oc.len();
-        let ac = f32_row(isa, &a[r.clone()], &mut sc.a);
+        let ac = match a {
+            Some(a) => f32_row(isa, &a[r.clone()], &mut sc.a),
+            None => widen_copy(isa, oc, &mut sc.a),
+        };
         let bc = f32_row(isa, &b[r], &mut sc.b);
         with_f32_out!(isa, oc, &mut sc.out, |o| apply(s, op, ac, bc, o));
     }
 }
 
 #[inline(always)]
-fn row_block<S: Simd, T: Element>(s: S, op: BinOp, a: &[T], b: &[T], out: &mut [T], cols: usize) {
+fn row_block<S: Simd, T: Element>(
+    s: S,
+    op: BinOp,
+    a: Option<&[T]>,
+    b: &[T],
+    out: &mut [T],
+    cols: usize,
+) {
     let isa = s.isa();
     let mut sc = Scratch::default();
     let bw = f32_row(isa, b, &mut sc.b);
-    for (ar, or) in a.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let ar = f32_row(isa, ar, &mut sc.a);
+    for (r, or) in out.chunks_exact_mut(cols).enumerate() {
+        let ar = match a {
+            Some(a) => f32_row(isa, &a[r * cols..(r + 1) * cols], &mut sc.a),
+            None => widen_copy(isa, or, &mut sc.a),
+        };
         with_f32_out!(isa, or, &mut sc.out, |o| apply(s, op, ar, bw, o));
     }
 }
 
-simd_entry!(fn flat_entry = flat_block<T: Element>(op: BinOp, a: &[T], b: &[T], out: &mut [T]));
-simd_entry!(fn row_entry = row_block<T: Element>(op: BinOp, a: &[T], b: &[T], out: &mut [T], cols: usize));
+/// A copy of `x` as f32 in `scratch`: the in-place ops read their first operand from it, since
+/// the output row is the same memory.
+#[inline(always)]
+fn widen_copy<'a, T: Element>(isa: Isa, x: &[T], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    scratch.resize(x.len(), 0.0);
+    T::widen(isa, x, scratch);
+    &scratch[..x.len()]
+}
+
+simd_entry!(fn flat_entry = flat_block<T: Element>(op: BinOp, a: Option<&[T]>, b: &[T], out: &mut [T]));
+simd_entry!(fn row_entry = row_block<T: Element>(
+    op: BinOp,
+    a: Option<&[T]>,
+    b: &[T],
+    out: &mut [T],
+    cols: usize,
+));

@@ -170,8 +170,15 @@ fn validate(
             detail: format!("rope base {} must be finite and positive", params.base),
         });
     }
-    if let RopePositions::PerRow(p) = positions {
-        check_len("positions", p.len(), rows)?;
+    match positions {
+        RopePositions::PerRow(p) => check_len("positions", p.len(), rows)?,
+        RopePositions::Start(start) => {
+            if start.checked_add(rows as u64).is_none() {
+                return Err(KernelError::BadShape {
+                    detail: format!("positions {start} + {rows} rows overflow u64"),
+                });
+            }
+        }
     }
     elements(heads, head_dim)
 }
@@ -274,7 +281,7 @@ impl<'a> Tables<'a> {
 
     fn fill(&mut self, style: RopeStyle, pos: u64) {
         match self.pos {
-            Some((p, n)) if p + 1 == pos && n < RESEED => {
+            Some((p, n)) if p.checked_add(1) == Some(pos) && n < RESEED => {
                 if self.step.is_empty() {
                     self.step.extend(self.inv_freq.iter().map(|f| {
                         let (s, c) = f.sin_cos();

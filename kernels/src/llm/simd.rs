@@ -2,11 +2,11 @@
 //! implementations: [`Portable`] (eight `f32` lanes in an array, plain Rust any compiler can
 //! vectorise), [`Avx2`] (`__m256`) and [`Avx512`] (`__m512`).
 //!
-//! The x86 tokens can only be made unsafely, inside functions compiled for their path on a host that supports their instructions, so
-//! their methods are safe to call: holding a token is the proof. Every method is
-//! `#[inline(always)]` and every kernel written against [`Simd`] is too, so the whole kernel
-//! is inlined into the `#[target_feature]` function `simd_entry!` defines and compiles with that
-//! path's instructions.
+//! The x86 tokens can only be made unsafely, inside functions compiled for their path on a
+//! host that supports their instructions, so their methods are safe to call: holding a token
+//! is the proof. Every method is `#[inline(always)]` and every kernel written against
+//! [`Simd`] is too, so the whole kernel is inlined into the `#[target_feature]` function that
+//! `simd_entry!` defines, and compiles with that path's instructions.
 
 use crate::Isa;
 
@@ -56,10 +56,8 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn reduce_add(self, a: Self::V) -> f32;
     /// Maximum of the lanes (NaN lanes are ignored unless all are NaN).
     fn reduce_max(self, a: Self::V) -> f32;
-    /// Bit `i` set where lane `i` is NaN.
-    fn nan_mask(self, a: Self::V) -> u32;
-    /// Bit `i` set where lane `i` of `a` equals lane `i` of `b`.
-    fn eq_mask(self, a: Self::V, b: Self::V) -> u32;
+    /// Bit `i` set where `!(a[i] <= b[i])`: `a` greater, or either NaN.
+    fn not_le_mask(self, a: Self::V, b: Self::V) -> u32;
     /// Swaps lanes `2i` and `2i + 1`.
     fn swap_pairs(self, a: Self::V) -> Self::V;
     /// The instruction-set path this token stands for.
@@ -343,12 +341,10 @@ impl Simd for Portable {
             .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
     }
     #[inline(always)]
-    fn nan_mask(self, a: [f32; PL]) -> u32 {
-        (0..PL).fold(0, |m, i| m | (u32::from(a[i].is_nan()) << i))
-    }
-    #[inline(always)]
-    fn eq_mask(self, a: [f32; PL], b: [f32; PL]) -> u32 {
-        (0..PL).fold(0, |m, i| m | (u32::from(a[i] == b[i]) << i))
+    fn not_le_mask(self, a: [f32; PL], b: [f32; PL]) -> u32 {
+        (0..PL).fold(0, |m, i| {
+            m | (u32::from(a[i] > b[i] || a[i].is_nan() || b[i].is_nan()) << i)
+        })
     }
     #[inline(always)]
     fn swap_pairs(self, a: [f32; PL]) -> [f32; PL] {
@@ -534,14 +530,9 @@ mod x86 {
                 .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
         }
         #[inline(always)]
-        fn nan_mask(self, a: __m256) -> u32 {
+        fn not_le_mask(self, a: __m256, b: __m256) -> u32 {
             // SAFETY: AVX is present (token).
-            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(a, a)) as u32 }
-        }
-        #[inline(always)]
-        fn eq_mask(self, a: __m256, b: __m256) -> u32 {
-            // SAFETY: AVX is present (token).
-            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, b)) as u32 }
+            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLE_UQ>(a, b)) as u32 }
         }
         #[inline(always)]
         fn swap_pairs(self, a: __m256) -> __m256 {
@@ -659,14 +650,9 @@ mod x86 {
                 .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
         }
         #[inline(always)]
-        fn nan_mask(self, a: __m512) -> u32 {
+        fn not_le_mask(self, a: __m512, b: __m512) -> u32 {
             // SAFETY: AVX-512F is present (token).
-            unsafe { u32::from(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a)) }
-        }
-        #[inline(always)]
-        fn eq_mask(self, a: __m512, b: __m512) -> u32 {
-            // SAFETY: AVX-512F is present (token).
-            unsafe { u32::from(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b)) }
+            unsafe { u32::from(_mm512_cmp_ps_mask::<_CMP_NLE_UQ>(a, b)) }
         }
         #[inline(always)]
         fn swap_pairs(self, a: __m512) -> __m512 {

@@ -63,8 +63,8 @@ pub fn top_k<T: Element>(
     top_k_with_isa(crate::isa::active(), x, values, indices, rows, cols, k, par)
 }
 
-/// [`top_k`] on a given instruction-set path (the path widens f16/bf16 rows and runs the
-/// `k = 1` case; the selection itself is scalar).
+/// [`top_k`] on a given instruction-set path (the path runs the widening of f16/bf16 rows
+/// and the vector compare that skips elements below the current k-th).
 #[allow(clippy::too_many_arguments)]
 pub fn top_k_with_isa<T: Element>(
     isa: Isa,
@@ -143,55 +143,48 @@ fn argmax_block<S: Simd, T: Element>(s: S, x: &[T], out: &mut [u32], cols: usize
     }
 }
 
-/// The argmax of a non-empty row: pass 1 finds the maximum (and whether a NaN exists), pass 2
-/// the first index holding it.
+/// The argmax of a non-empty row in one pass: a vector compare against the best value so far
+/// skips every vector that cannot hold a better one (greater, or NaN); candidates are checked
+/// in index order, so ties keep the lowest index and the first NaN ends the search.
 #[inline(always)]
 fn argmax_row<S: Simd>(s: S, x: &[f32]) -> usize {
     let l = S::LANES;
     let n = x.len();
-    let ninf = s.splat(f32::NEG_INFINITY);
-    let mut m = [ninf; 4];
-    let mut nan = 0u32;
-    let mut i = 0;
-    while i + 4 * l <= n {
-        for (k, a) in m.iter_mut().enumerate() {
-            let v = s.load(&x[i + k * l..]);
-            nan |= s.nan_mask(v);
-            *a = s.max(v, *a);
-        }
-        if nan != 0 {
-            break;
-        }
-        i += 4 * l;
+    let mut best = 0;
+    let mut bv = x[0];
+    if bv.is_nan() {
+        return 0;
     }
-    if nan == 0 {
-        while i + l <= n {
-            let v = s.load(&x[i..]);
-            nan |= s.nan_mask(v);
-            m[0] = s.max(v, m[0]);
-            i += l;
-        }
-        if i < n {
-            let v = s.load_part(&x[i..], f32::NEG_INFINITY);
-            nan |= s.nan_mask(v);
-            m[1] = s.max(v, m[1]);
-        }
-    }
-    if nan != 0 {
-        // The first NaN wins.
-        return x.iter().position(|v| v.is_nan()).unwrap_or(0);
-    }
-    let mx = s.reduce_max(s.max(s.max(m[0], m[1]), s.max(m[2], m[3])));
-    let vm = s.splat(mx);
-    let mut i = 0;
+    let mut vb = s.splat(bv);
+    let mut i = 1;
     while i + l <= n {
-        let e = s.eq_mask(s.load(&x[i..]), vm);
-        if e != 0 {
-            return i + e.trailing_zeros() as usize;
+        let mut bits = s.not_le_mask(s.load(&x[i..]), vb);
+        if bits != 0 {
+            while bits != 0 {
+                let j = i + bits.trailing_zeros() as usize;
+                if x[j].is_nan() {
+                    return j;
+                }
+                if x[j] > bv {
+                    bv = x[j];
+                    best = j;
+                }
+                bits &= bits - 1;
+            }
+            vb = s.splat(bv);
         }
         i += l;
     }
-    x[i..].iter().position(|&v| v == mx).map_or(0, |p| i + p)
+    for (j, &v) in x.iter().enumerate().skip(i) {
+        if v.is_nan() {
+            return j;
+        }
+        if v > bv {
+            bv = v;
+            best = j;
+        }
+    }
+    best
 }
 
 /// A key that orders (value, index) pairs as this module ranks them: larger is better.
@@ -237,16 +230,7 @@ fn top_k_row<T: Element>(
         // comparison with the current k-th and cost one compare.
         best.extend(row[..k].iter().enumerate().map(|(i, &v)| rank_key(v, i)));
         best.sort_unstable_by(|a, b| b.cmp(a));
-        let mut worst = best[k - 1];
-        for (i, &v) in row.iter().enumerate().skip(k) {
-            let key = rank_key(v, i);
-            if key > worst {
-                let pos = best.partition_point(|&b| b > key);
-                best.pop();
-                best.insert(pos, key);
-                worst = best[k - 1];
-            }
-        }
+        top_k_scan_entry(isa, row, k, best);
     }
     best.sort_unstable_by(|a, b| b.cmp(a));
     for (o, &key) in idx.iter_mut().zip(best.iter()) {
@@ -254,5 +238,43 @@ fn top_k_row<T: Element>(
     }
 }
 
+/// Offers `row[i]`, `i >= k`, to `best` (the k best so far, sorted descending).
+///
+/// A vector compare against the current k-th value skips every vector with no candidate:
+/// a later element can only enter if it is greater than that value, or NaN (an equal value
+/// has a higher index, so ranks lower). Candidates are then ranked exactly.
+#[inline(always)]
+fn top_k_scan<S: Simd>(s: S, row: &[f32], k: usize, best: &mut Vec<u64>) {
+    let l = S::LANES;
+    let n = row.len();
+    let mut worst = best[k - 1];
+    let mut wv = s.splat(row[key_index(worst) as usize]);
+    let mut offer = |j: usize, worst: &mut u64| {
+        let key = rank_key(row[j], j);
+        if key > *worst {
+            let pos = best.partition_point(|&b| b > key);
+            best.pop();
+            best.insert(pos, key);
+            *worst = best[k - 1];
+        }
+    };
+    let mut i = k;
+    while i + l <= n {
+        let mut bits = s.not_le_mask(s.load(&row[i..]), wv);
+        if bits != 0 {
+            while bits != 0 {
+                offer(i + bits.trailing_zeros() as usize, &mut worst);
+                bits &= bits - 1;
+            }
+            wv = s.splat(row[key_index(worst) as usize]);
+        }
+        i += l;
+    }
+    for j in i..n {
+        offer(j, &mut worst);
+    }
+}
+
+simd_entry!(fn top_k_scan_entry = top_k_scan<>(row: &[f32], k: usize, best: &mut Vec<u64>));
 simd_entry!(fn argmax_entry = argmax_block<T: Element>(x: &[T], out: &mut [u32], cols: usize));
 simd_entry!(fn argmax_row_entry = argmax_row<>(x: &[f32]) -> usize);

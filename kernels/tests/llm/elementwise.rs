@@ -1,6 +1,8 @@
 use crate::common::*;
 use knpu_kernels::isa;
-use knpu_kernels::llm::{add_with_isa, mul_with_isa, Broadcast, Element};
+use knpu_kernels::llm::{
+    add_inplace_with_isa, add_with_isa, mul_inplace_with_isa, mul_with_isa, Broadcast, Element,
+};
 
 fn run<T: Element>() {
     let mut rng = Rng::new(6);
@@ -31,10 +33,16 @@ fn run<T: Element>() {
                 let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
                 // One f32 rounding.
                 check(&out, &want, &s, 6e-8, &ctx("add"));
+                let mut x = a.clone();
+                add_inplace_with_isa(isa, &mut x, bsl, rows, cols, bcast, par_for(n)).unwrap();
+                assert_eq!(bytes(&x), bytes(&out), "{}", ctx("add in place"));
                 mul_with_isa(isa, &a, bsl, &mut out, rows, cols, bcast, par_for(n)).unwrap();
                 let want: Vec<f64> = (0..n).map(|i| af[i] * bi(i)).collect();
                 let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
                 check(&out, &want, &s, 6e-8, &ctx("mul"));
+                let mut x = a.clone();
+                mul_inplace_with_isa(isa, &mut x, bsl, rows, cols, bcast, par_for(n)).unwrap();
+                assert_eq!(bytes(&x), bytes(&out), "{}", ctx("mul in place"));
             }
         }
     }
@@ -43,4 +51,8 @@ fn run<T: Element>() {
 #[test]
 fn add_mul_match_f64() {
     for_dtypes!(run);
+}
+
+fn bytes<T: Element>(v: &[T]) -> &[u8] {
+    bytemuck::cast_slice(v)
 }

@@ -36,6 +36,10 @@ fn short_slices_are_rejected() {
     too_short(swiglu(&x, &x[..2], &mut out, 3, P), "up");
     too_short(add(&x, &x[..3], &mut out, 3, 4, Broadcast::Row, P), "b");
     too_short(mul(&x, &x[..11], &mut out, 3, 4, Broadcast::None, P), "b");
+    too_short(
+        add_inplace(&mut out[..11], &x, 3, 4, Broadcast::None, P),
+        "x",
+    );
     too_short(cast(&x, &mut out[..2], 3, P), "dst");
     let mut idx = [0u32; 4];
     too_short(argmax(&x, &mut idx[..2], 3, 4, P), "out");
@@ -98,6 +102,20 @@ fn bad_shapes_and_values_are_rejected() {
         };
         bad_shape(rope_inplace(&mut out, 2, 2, 4, &p, pos, P));
     }
+    let p = RopeParams {
+        style: RopeStyle::NeoX,
+        rotary_dim: 4,
+        base: 10000.0,
+    };
+    bad_shape(rope_inplace(
+        &mut out,
+        2,
+        2,
+        4,
+        &p,
+        RopePositions::Start(u64::MAX - 1),
+        P,
+    ));
     // Overflowing shapes.
     bad_shape(softmax(&x, &mut out, usize::MAX, 2, 1.0, P));
     assert!(out.iter().all(|&v| v == 0.0), "an output was written");

@@ -101,3 +101,35 @@ fn run<T: Element>() {
 fn argmax_and_top_k_match_a_full_sort() {
     for_dtypes!(run);
 }
+
+#[test]
+fn argmax_and_top_k_on_monotonic_rows() {
+    // Ascending rows make every element a new candidate; descending rows make none.
+    let n = 1000;
+    let up: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 100.0).collect();
+    let down: Vec<f32> = up.iter().rev().copied().collect();
+    let x: Vec<f32> = up.iter().chain(&down).copied().collect();
+    for isa in isa::supported() {
+        let mut am = [0u32; 2];
+        argmax_with_isa(isa, &x, &mut am, 2, n, knpu_kernels::Parallelism::None).unwrap();
+        assert_eq!(am, [n as u32 - 1, 0], "{isa:?}");
+        let k = 7;
+        let mut vals = vec![0.0f32; 2 * k];
+        let mut idx = vec![0u32; 2 * k];
+        top_k_with_isa(
+            isa,
+            &x,
+            &mut vals,
+            &mut idx,
+            2,
+            n,
+            k,
+            knpu_kernels::Parallelism::None,
+        )
+        .unwrap();
+        let want_up: Vec<u32> = (0..k as u32).map(|j| n as u32 - 1 - j).collect();
+        let want_down: Vec<u32> = (0..k as u32).collect();
+        assert_eq!(&idx[..k], &want_up[..], "{isa:?}");
+        assert_eq!(&idx[k..], &want_down[..], "{isa:?}");
+    }
+}
