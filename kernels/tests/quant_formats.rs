@@ -54,7 +54,9 @@ fn gguf_dequantize_is_bit_identical_to_reference() {
             assert!(same(*g, *w), "{name} value {i}: got {g:e}, reference {w:e}");
         }
         // The last two blocks carry NaN and +Inf scales: IEEE propagation, as the reference.
-        assert!(got[k - 2 * fmt.block_elems()..k - fmt.block_elems()].iter().any(|v| v.is_nan()));
+        assert!(got[k - 2 * fmt.block_elems()..k - fmt.block_elems()]
+            .iter()
+            .any(|v| v.is_nan()));
     }
 }
 
@@ -69,7 +71,10 @@ fn gguf_quantize_matches_reference_quantizer() {
         let k = e["quant_k"].as_u64().unwrap() as usize;
         let mut got = vec![0u8; rows * quant::row_bytes(*fmt, k).unwrap()];
         quant::quantize(*fmt, rows, k, &src, &mut got, None).unwrap();
-        assert_eq!(got, want, "{name} quantised bytes differ from the reference");
+        assert_eq!(
+            got, want,
+            "{name} quantised bytes differ from the reference"
+        );
     }
 }
 
@@ -97,10 +102,17 @@ fn every_format_round_trips_within_its_resolution() {
             QuantFormat::F8E5M2 => 1.0 / 8.0,
         };
         for r in 0..rows {
-            let amax = src[r * k..(r + 1) * k].iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let amax = src[r * k..(r + 1) * k]
+                .iter()
+                .fold(0.0f32, |a, v| a.max(v.abs()));
             for i in r * k..(r + 1) * k {
                 let err = (back[i] - src[i]).abs();
-                assert!(err <= rel * amax * 1.01, "{fmt:?} [{i}]: {} -> {} (amax {amax})", src[i], back[i]);
+                assert!(
+                    err <= rel * amax * 1.01,
+                    "{fmt:?} [{i}]: {} -> {} (amax {amax})",
+                    src[i],
+                    back[i]
+                );
             }
         }
     }
@@ -111,9 +123,14 @@ fn fp8_decode_matches_ml_dtypes_for_all_codes() {
     let m = manifest();
     for (name, kind) in [("e4m3fn", Fp8Kind::E4M3), ("e5m2", Fp8Kind::E5M2)] {
         let want = f32s(&m["fp8"][name]["decode"]);
-        for c in 0..256usize {
+        assert_eq!(want.len(), 256);
+        for (c, w) in want.iter().enumerate() {
             let got = fp8::decode(kind, c as u8);
-            assert_eq!(got.to_bits(), want[c].to_bits(), "{name} code {c:#04x}: {got:e} vs {:e}", want[c]);
+            assert_eq!(
+                got.to_bits(),
+                w.to_bits(),
+                "{name} code {c:#04x}: {got:e} vs {w:e}"
+            );
         }
     }
 }
@@ -123,12 +140,20 @@ fn fp8_encode_matches_ml_dtypes_with_and_without_saturation() {
     let m = manifest();
     let values = f32s(&m["fp8"]["values"]);
     for (name, kind) in [("e4m3fn", Fp8Kind::E4M3), ("e5m2", Fp8Kind::E5M2)] {
-        for (mode, key) in [(Overflow::Ieee, "encode"), (Overflow::Saturate, "encode_sat")] {
+        for (mode, key) in [
+            (Overflow::Ieee, "encode"),
+            (Overflow::Saturate, "encode_sat"),
+        ] {
             let want = bytes(&m["fp8"][name][key]);
             let mut got = vec![0u8; values.len()];
             fp8::encode_slice(kind, mode, &values, &mut got).unwrap();
             for (i, v) in values.iter().enumerate() {
-                assert_eq!(got[i], want[i], "{name} {mode:?}: {v:e} ({:#010x})", v.to_bits());
+                assert_eq!(
+                    got[i],
+                    want[i],
+                    "{name} {mode:?}: {v:e} ({:#010x})",
+                    v.to_bits()
+                );
             }
         }
         // Every code that is not NaN survives decode then encode.
@@ -151,7 +176,10 @@ fn bad_shapes_and_short_slices_are_errors() {
     assert!(e.to_string().contains("256"), "{e}");
     let mut out = vec![0.0f32; 256];
     let e = quant::dequantize(QuantFormat::Q6_K, 1, 256, &dst, None, &mut out).unwrap_err();
-    assert!(matches!(e, KernelError::SliceTooShort { operand: "src", .. }), "{e}");
+    assert!(
+        matches!(e, KernelError::SliceTooShort { operand: "src", .. }),
+        "{e}"
+    );
     let e = quant::dequantize(QuantFormat::Q8_0, 1, 32, &dst, Some(&[1.0]), &mut out).unwrap_err();
     assert!(e.to_string().contains("own scales"), "{e}");
     let e = quant::dequantize(QuantFormat::I8, 2, 32, &dst, Some(&[1.0]), &mut out).unwrap_err();
@@ -165,7 +193,9 @@ fn bad_shapes_and_short_slices_are_errors() {
 #[test]
 fn embedding_gathers_dequantised_rows() {
     let (vocab, dim) = (7, 96);
-    let table_f: Vec<f32> = (0..vocab * dim).map(|i| ((i * 31 % 97) as f32 - 48.0) / 13.0).collect();
+    let table_f: Vec<f32> = (0..vocab * dim)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 13.0)
+        .collect();
     for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
         let rb = quant::row_bytes(fmt, dim).unwrap();
         let mut table = vec![0u8; vocab * rb];
@@ -177,16 +207,30 @@ fn embedding_gathers_dequantised_rows() {
             let mut out = vec![0.0f32; ids.len() * dim];
             quant::embedding_with_isa(isa, fmt, &table, None, vocab, dim, &ids, &mut out).unwrap();
             for (p, &id) in ids.iter().enumerate() {
-                assert_eq!(&out[p * dim..(p + 1) * dim], &full[id as usize * dim..(id as usize + 1) * dim]);
+                assert_eq!(
+                    &out[p * dim..(p + 1) * dim],
+                    &full[id as usize * dim..(id as usize + 1) * dim]
+                );
             }
             let mut out16 = vec![half::f16::ZERO; dim];
-            quant::embedding_with_isa(isa, fmt, &table, None, vocab, dim, &[5], &mut out16).unwrap();
+            quant::embedding_with_isa(isa, fmt, &table, None, vocab, dim, &[5], &mut out16)
+                .unwrap();
             assert_eq!(out16[7], half::f16::from_f32(full[5 * dim + 7]));
         }
         let mut out = vec![0.0f32; dim];
         let e = quant::embedding(fmt, &table, None, vocab, dim, &[7], &mut out).unwrap_err();
         assert!(e.to_string().contains("outside the vocabulary"), "{e}");
-        let e = quant::embedding(fmt, &table[..rb * 6], None, vocab, dim, &[1], &mut out).unwrap_err();
-        assert!(matches!(e, KernelError::SliceTooShort { operand: "table", .. }), "{e}");
+        let e =
+            quant::embedding(fmt, &table[..rb * 6], None, vocab, dim, &[1], &mut out).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KernelError::SliceTooShort {
+                    operand: "table",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! `knpu bench quant`: quantised GEMV/GEMM, W8A8 GEMM, and a read-bandwidth probe measured
 //! in the same run (the ceiling a decode GEMV is judged against).
 
-use super::{time_median, Record, Sink};
+use super::{time_batched, time_median, Record, Sink};
 use crate::case;
-use knpu_kernels::quant::{self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params};
+use knpu_kernels::quant::{
+    self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
+};
 use knpu_kernels::Parallelism;
 use rayon::prelude::*;
 use std::time::Duration;
@@ -11,7 +13,10 @@ use std::time::Duration;
 struct Lcg(u64);
 impl Lcg {
     fn f(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
@@ -74,11 +79,11 @@ fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Re
     let probe_gbps = (256u64 << 20) as f64 / t / 1e9;
     if want("probe") || want("gemv") {
         sink.emit(Record {
-        bench: "quant",
-        case: case!("probe" => "read_bandwidth", "bytes" => 256u64 << 20, "threads" => threads),
-        runs,
-        median_s: t,
-        rates: vec![("gbps", probe_gbps)],
+            bench: "quant",
+            case: case!("probe" => "read_bandwidth", "bytes" => 256u64 << 20, "threads" => threads),
+            runs,
+            median_s: t,
+            rates: vec![("gbps", probe_gbps)],
         });
     }
     let mut rng = Lcg(7);
@@ -86,10 +91,19 @@ fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Re
         if !want("gemv") {
             break;
         }
-        for fmt in [QuantFormat::Q4_1, QuantFormat::Q4_0, QuantFormat::Q8_0, QuantFormat::Q4_K] {
+        for fmt in [
+            QuantFormat::Q4_1,
+            QuantFormat::Q4_0,
+            QuantFormat::Q8_0,
+            QuantFormat::Q4_K,
+        ] {
             let Ok(rb) = quant::row_bytes(fmt, k) else {
                 // GGUF k-quants need rows that are whole 256-value super-blocks.
-                eprintln!("bench quant: skipping {} gemv at k = {k}: not a multiple of {}", fmt.name(), fmt.block_elems());
+                eprintln!(
+                    "bench quant: skipping {} gemv at k = {k}: not a multiple of {}",
+                    fmt.name(),
+                    fmt.block_elems()
+                );
                 continue;
             };
             let src = rng.vec(n * k);
@@ -97,11 +111,24 @@ fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Re
             quant::quantize(fmt, n, k, &src, &mut w, None).map_err(|e| e.to_string())?;
             let x = rng.vec(k);
             let mut y = vec![0.0f32; n];
-            let qw = QWeights { format: fmt, data: &w, scales: None, n, k };
-            let p = QMatmulParams { m: 1, ..Default::default() };
-            let (runs, t) = time_median(20, 2000, Duration::from_millis(400), || {
-                quant::qmatmul(&p, &x, &qw, None, &mut y, par).expect("valid arguments");
-            });
+            let qw = QWeights {
+                format: fmt,
+                data: &w,
+                scales: None,
+                n,
+                k,
+            };
+            let p = QMatmulParams {
+                m: 1,
+                ..Default::default()
+            };
+            let mut call =
+                || quant::qmatmul(&p, &x, &qw, None, &mut y, par).expect("valid arguments");
+            // Calls of tens of microseconds are timed in batches of ~2 ms per sample.
+            let (_, once) = time_median(3, 3, Duration::ZERO, &mut call);
+            let iters = ((2e-3 / once) as usize).clamp(1, 1000);
+            let (samples, t) = time_batched(15, iters, &mut call);
+            let runs = samples * iters;
             let gbps = (n * rb) as f64 / t / 1e9;
             sink.emit(Record {
                 bench: "quant",
@@ -129,7 +156,12 @@ fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
     let xs = vec![0.01f32; s];
     let ws = vec![0.02f32; s];
     let mut y = vec![0.0f32; s * s];
-    let p = W8A8Params { m: s, n: s, k: s, activation: Activation::None };
+    let p = W8A8Params {
+        m: s,
+        n: s,
+        k: s,
+        activation: Activation::None,
+    };
     let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
         quant::w8a8_gemm(&p, &xq, &xs, &wq, &ws, None, &mut y, par).expect("valid arguments");
     });
@@ -144,7 +176,13 @@ fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
 }
 
 /// Q4_1 prefill GEMM against f32 on the dequantised weights.
-fn gemm_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &mut Sink) -> Result<(), String> {
+fn gemm_case(
+    threads: usize,
+    par: Parallelism,
+    isa: &str,
+    rng: &mut Lcg,
+    sink: &mut Sink,
+) -> Result<(), String> {
     let (m, k, n) = (512usize, 576usize, 1536usize);
     let fmt = QuantFormat::Q4_1;
     let src = rng.vec(n * k);
@@ -154,10 +192,23 @@ fn gemm_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
     quant::dequantize(fmt, n, k, &w, None, &mut wf).map_err(|e| e.to_string())?;
     let x = rng.vec(m * k);
     let mut y = vec![0.0f32; m * n];
-    let qw = QWeights { format: fmt, data: &w, scales: None, n, k };
+    let qw = QWeights {
+        format: fmt,
+        data: &w,
+        scales: None,
+        n,
+        k,
+    };
     let gop = 2.0 * (m * n * k) as f64 / 1e9;
-    for (label, aq) in [("q4_1", ActQuant::Auto), ("q4_1_float_path", ActQuant::Float)] {
-        let p = QMatmulParams { m, act_quant: aq, ..Default::default() };
+    for (label, aq) in [
+        ("q4_1", ActQuant::Auto),
+        ("q4_1_float_path", ActQuant::Float),
+    ] {
+        let p = QMatmulParams {
+            m,
+            act_quant: aq,
+            ..Default::default()
+        };
         let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
             quant::qmatmul(&p, &x, &qw, None, &mut y, par).expect("valid arguments");
         });
@@ -190,16 +241,18 @@ fn gemm_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
 /// the blocked f32 GEMM lands.
 fn f32_gemm_nt(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, threads: usize) {
     let rows_per = m.div_ceil(threads).div_ceil(4) * 4;
-    y.par_chunks_mut(rows_per * n).enumerate().for_each(|(c, yc)| {
-        let xs = &x[c * rows_per * k..];
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            unsafe { gemm_rows_avx512(xs, w, yc, n, k) };
-            return;
-        }
-        gemm_rows::<false>(xs, w, yc, n, k);
-    });
+    y.par_chunks_mut(rows_per * n)
+        .enumerate()
+        .for_each(|(c, yc)| {
+            let xs = &x[c * rows_per * k..];
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                // SAFETY: the features were just detected.
+                unsafe { gemm_rows_avx512(xs, w, yc, n, k) };
+                return;
+            }
+            gemm_rows::<false>(xs, w, yc, n, k);
+        });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -209,7 +262,7 @@ fn f32_gemm_nt(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize
 unsafe fn gemm_rows_avx512(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k: usize) {
     use std::arch::x86_64::*;
     let mr = y.len() / n;
-    if mr % 4 != 0 || n % 4 != 0 || k % 16 != 0 {
+    if !(mr.is_multiple_of(4) && n.is_multiple_of(4) && k.is_multiple_of(16)) {
         return gemm_rows::<true>(x, w, y, n, k);
     }
     assert!(x.len() >= mr * k && w.len() >= n * k);
@@ -220,8 +273,10 @@ unsafe fn gemm_rows_avx512(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k: usi
                 // SAFETY: rows ib..ib+4 of x and jb..jb+4 of w have k values (asserted above),
                 // and t + 16 <= k.
                 unsafe {
-                    let xv: [__m512; 4] = std::array::from_fn(|a| _mm512_loadu_ps(x.as_ptr().add((ib + a) * k + t)));
-                    let wv: [__m512; 4] = std::array::from_fn(|b| _mm512_loadu_ps(w.as_ptr().add((jb + b) * k + t)));
+                    let xv: [__m512; 4] =
+                        std::array::from_fn(|a| _mm512_loadu_ps(x.as_ptr().add((ib + a) * k + t)));
+                    let wv: [__m512; 4] =
+                        std::array::from_fn(|b| _mm512_loadu_ps(w.as_ptr().add((jb + b) * k + t)));
                     for a in 0..4 {
                         for b in 0..4 {
                             acc[4 * a + b] = _mm512_fmadd_ps(xv[a], wv[b], acc[4 * a + b]);
@@ -249,8 +304,10 @@ fn gemm_rows<const FUSED: bool>(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k
             if ie - ib == 4 && je - jb == 4 {
                 let mut acc = [[[0.0f32; 16]; 4]; 4];
                 for t in (0..k16).step_by(16) {
-                    let xv: [&[f32]; 4] = std::array::from_fn(|a| &x[(ib + a) * k + t..(ib + a) * k + t + 16]);
-                    let wv: [&[f32]; 4] = std::array::from_fn(|b| &w[(jb + b) * k + t..(jb + b) * k + t + 16]);
+                    let xv: [&[f32]; 4] =
+                        std::array::from_fn(|a| &x[(ib + a) * k + t..(ib + a) * k + t + 16]);
+                    let wv: [&[f32]; 4] =
+                        std::array::from_fn(|b| &w[(jb + b) * k + t..(jb + b) * k + t + 16]);
                     for a in 0..4 {
                         for b in 0..4 {
                             for l in 0..16 {

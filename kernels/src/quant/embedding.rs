@@ -20,7 +20,16 @@ pub fn embedding<T: ActElem>(
     ids: &[u32],
     out: &mut [T],
 ) -> Result<(), KernelError> {
-    embedding_with_isa(crate::isa::active(), format, table, scales, vocab, dim, ids, out)
+    embedding_with_isa(
+        crate::isa::active(),
+        format,
+        table,
+        scales,
+        vocab,
+        dim,
+        ids,
+        out,
+    )
 }
 
 /// [`embedding`] on a chosen instruction-set path (the row decode is scalar on every path,

@@ -58,7 +58,12 @@ pub fn quantize_per_row(
         scales[..rows].fill(0.0);
         return Ok(());
     }
-    for ((row, out), s) in src.chunks_exact(k).zip(dst.chunks_exact_mut(k)).zip(scales).take(rows) {
+    for ((row, out), s) in src
+        .chunks_exact(k)
+        .zip(dst.chunks_exact_mut(k))
+        .zip(scales)
+        .take(rows)
+    {
         *s = quantize_row_i8(row, out);
     }
     Ok(())
@@ -89,7 +94,17 @@ pub fn w8a8_gemm<TY: super::ActElem>(
     y: &mut [TY],
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    w8a8_gemm_with_isa(crate::isa::active(), p, xq, x_scales, wq, w_scales, bias, y, par)
+    w8a8_gemm_with_isa(
+        crate::isa::active(),
+        p,
+        xq,
+        x_scales,
+        wq,
+        w_scales,
+        bias,
+        y,
+        par,
+    )
 }
 
 const MR: usize = 8;
@@ -113,7 +128,10 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
 ) -> Result<(), KernelError> {
     if !isa.is_supported() {
         return Err(KernelError::Unsupported {
-            detail: format!("instruction set {} is not available on this host", isa.name()),
+            detail: format!(
+                "instruction set {} is not available on this host",
+                isa.name()
+            ),
         });
     }
     let (m, n, k) = (p.m, p.n, p.k);
@@ -125,7 +143,10 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     need("xq", mul_checked(m, k, "xq")?, xq.len())?;
     need("wq", mul_checked(n, k, "wq")?, wq.len())?;
     need("y", mul_checked(m, n, "y")?, y.len())?;
-    for (what, len, want) in [("x_scales", x_scales.len(), m), ("w_scales", w_scales.len(), n)] {
+    for (what, len, want) in [
+        ("x_scales", x_scales.len(), m),
+        ("w_scales", w_scales.len(), n),
+    ] {
         if len != want {
             return Err(KernelError::BadShape {
                 detail: format!("{what} has {len} entries, expected {want}"),
@@ -251,7 +272,11 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn take(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, len: usize, fill: u8) -> Scratch {
+    fn take(
+        slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>,
+        len: usize,
+        fill: u8,
+    ) -> Scratch {
         let mut buf = slot.with(|c| c.take());
         buf.clear();
         buf.resize(len, fill);

@@ -49,7 +49,10 @@ fn nearest_u6(v: f32) -> u8 {
 /// Quantises whole Q4_K super-blocks: each sub-block of 32 gets scale `(max - min) / 15` and
 /// min `-min(0, min)`; the super-block scales `d`, `dmin` map the largest to 63.
 pub(crate) fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(BLOCK).zip(dst.chunks_exact_mut(Q4_K_BYTES)) {
+    for (x, out) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q4_K_BYTES))
+    {
         let mut scale = [0.0f32; 8];
         let mut mins = [0.0f32; 8];
         for j in 0..8 {
@@ -67,7 +70,11 @@ pub(crate) fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
         let mut mq = [0u8; 8];
         for j in 0..8 {
             sc[j] = if d > 0.0 { nearest_u6(scale[j] / d) } else { 0 };
-            mq[j] = if dmin > 0.0 { nearest_u6(mins[j] / dmin) } else { 0 };
+            mq[j] = if dmin > 0.0 {
+                nearest_u6(mins[j] / dmin)
+            } else {
+                0
+            };
         }
         out[0..2].copy_from_slice(&f16_bytes(d));
         out[2..4].copy_from_slice(&f16_bytes(dmin));
@@ -79,7 +86,11 @@ pub(crate) fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
             let inv = if ds > 0.0 { 1.0 / ds } else { 0.0 };
             for l in 0..32 {
                 let v = ((x[32 * j + l] + dm) * inv).round();
-                q[32 * j + l] = if v.is_nan() { 0 } else { v.clamp(0.0, 15.0) as u8 };
+                q[32 * j + l] = if v.is_nan() {
+                    0
+                } else {
+                    v.clamp(0.0, 15.0) as u8
+                };
             }
         }
         for c in 0..4 {
@@ -93,7 +104,10 @@ pub(crate) fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
 /// Dequantises whole Q4_K super-blocks as the reference does: `ds = d * sc`, `dm = dmin * m`,
 /// `x = ds * q - dm` (each an f32 product or difference, no fused step).
 pub(crate) fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(Q4_K_BYTES).zip(dst.chunks_exact_mut(BLOCK)) {
+    for (b, out) in src
+        .chunks_exact(Q4_K_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK))
+    {
         let d = f16_at(b, 0);
         let dmin = f16_at(b, 2);
         let (sc, mn) = q4_k_scales(&b[4..16]);
@@ -113,7 +127,10 @@ pub(crate) fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
 /// Quantises whole Q6_K super-blocks: each 16-value group gets scale `max|x| / 31`, the
 /// super-block scale `d` maps the largest to 127.
 pub(crate) fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src.chunks_exact(BLOCK).zip(dst.chunks_exact_mut(Q6_K_BYTES)) {
+    for (x, out) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(Q6_K_BYTES))
+    {
         let mut scale = [0.0f32; 16];
         for (i, s) in scale.iter_mut().enumerate() {
             let amax = x[16 * i..16 * i + 16]
@@ -126,7 +143,11 @@ pub(crate) fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
         let mut sc = [0i8; 16];
         for i in 0..16 {
             let v = if d > 0.0 { (scale[i] / d).round() } else { 0.0 };
-            sc[i] = if v.is_nan() { 0 } else { v.clamp(-128.0, 127.0) as i8 };
+            sc[i] = if v.is_nan() {
+                0
+            } else {
+                v.clamp(-128.0, 127.0) as i8
+            };
         }
         let mut q = [0u8; BLOCK];
         for i in 0..16 {
@@ -134,7 +155,11 @@ pub(crate) fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
             let inv = if ds != 0.0 { 1.0 / ds } else { 0.0 };
             for l in 0..16 {
                 let v = (x[16 * i + l] * inv).round();
-                let v = if v.is_nan() { 0.0 } else { v.clamp(-32.0, 31.0) };
+                let v = if v.is_nan() {
+                    0.0
+                } else {
+                    v.clamp(-32.0, 31.0)
+                };
                 q[16 * i + l] = (v as i32 + 32) as u8;
             }
         }
@@ -146,8 +171,10 @@ pub(crate) fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
             for l in 0..32 {
                 ql[64 * h + l] = (q[l] & 0x0F) | ((q[64 + l] & 0x0F) << 4);
                 ql[64 * h + 32 + l] = (q[32 + l] & 0x0F) | ((q[96 + l] & 0x0F) << 4);
-                qh[32 * h + l] =
-                    (q[l] >> 4) | ((q[32 + l] >> 4) << 2) | ((q[64 + l] >> 4) << 4) | ((q[96 + l] >> 4) << 6);
+                qh[32 * h + l] = (q[l] >> 4)
+                    | ((q[32 + l] >> 4) << 2)
+                    | ((q[64 + l] >> 4) << 4)
+                    | ((q[96 + l] >> 4) << 6);
             }
         }
         for (o, &s) in scales.iter_mut().zip(&sc) {
@@ -169,7 +196,10 @@ pub(crate) fn q6_k_code(ql: &[u8], qh: &[u8], h: usize, s: usize, l: usize) -> u
 /// Dequantises whole Q6_K super-blocks as the reference does: `ds = d * sc`,
 /// `x = ds * (q - 32)`.
 pub(crate) fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src.chunks_exact(Q6_K_BYTES).zip(dst.chunks_exact_mut(BLOCK)) {
+    for (b, out) in src
+        .chunks_exact(Q6_K_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK))
+    {
         let (ql, rest) = b.split_at(128);
         let (qh, rest) = rest.split_at(64);
         let d = f16_at(rest, 16);

@@ -91,7 +91,10 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
 ) -> Result<(), KernelError> {
     if !isa.is_supported() {
         return Err(KernelError::Unsupported {
-            detail: format!("instruction set {} is not available on this host", isa.name()),
+            detail: format!(
+                "instruction set {} is not available on this host",
+                isa.name()
+            ),
         });
     }
     let (m, n, k) = (params.m, w.n, w.k);
@@ -234,9 +237,17 @@ impl<TY: ActElem> OutPtr<TY> {
     /// # Safety
     /// - `i < m` and `n0 + vals.len() <= n` for the `y` this was made from;
     /// - no other task writes these elements concurrently.
-    unsafe fn store(&self, i: usize, n0: usize, vals: &[f32], bias: Option<&[f32]>, act: Activation) {
+    unsafe fn store(
+        &self,
+        i: usize,
+        n0: usize,
+        vals: &[f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+    ) {
         // SAFETY: in bounds and exclusive by this function's contract.
-        let row = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.n + n0), vals.len()) };
+        let row =
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.n + n0), vals.len()) };
         store_row(vals, bias.map(|b| &b[n0..n0 + vals.len()]), act, row);
     }
 }
@@ -258,8 +269,19 @@ struct Job<'a> {
 const N_TILE: usize = 32;
 
 impl Job<'_> {
-    fn int_range<TY: ActElem>(&self, xp: &XPrep, kernel: IntKernel, n0: usize, n1: usize, out: &OutPtr<TY>) {
-        let tile = if self.m <= GEMV_MAX_M { n1 - n0 } else { N_TILE };
+    fn int_range<TY: ActElem>(
+        &self,
+        xp: &XPrep,
+        kernel: IntKernel,
+        n0: usize,
+        n1: usize,
+        out: &OutPtr<TY>,
+    ) {
+        let tile = if self.m <= GEMV_MAX_M {
+            n1 - n0
+        } else {
+            N_TILE
+        };
         let mut acc = vec![0.0f32; GEMV_MAX_M * tile];
         let mut t0 = n0;
         while t0 < n1 {
@@ -285,7 +307,9 @@ impl Job<'_> {
                 for i in 0..mr {
                     // SAFETY: row i0 + i < m; columns t0..t1 lie in this task's range n0..n1,
                     // which no other task writes.
-                    unsafe { out.store(i0 + i, t0, &acc[i * nr..(i + 1) * nr], self.bias, self.act) };
+                    unsafe {
+                        out.store(i0 + i, t0, &acc[i * nr..(i + 1) * nr], self.bias, self.act)
+                    };
                 }
                 i0 += mr;
             }
@@ -326,7 +350,11 @@ fn dot_f32_generic<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for j in 0..16 {
-            s[j] = if FUSED { x[j].mul_add(y[j], s[j]) } else { s[j] + x[j] * y[j] };
+            s[j] = if FUSED {
+                x[j].mul_add(y[j], s[j])
+            } else {
+                s[j] + x[j] * y[j]
+            };
         }
     }
     let mut t: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
@@ -431,6 +459,16 @@ pub(crate) fn groups(k: usize) -> usize {
     k.div_ceil(GROUP)
 }
 
+/// One decoded group on the portable path.
+struct Decoded {
+    /// Signed codes (offset removed).
+    w: [i8; GROUP],
+    /// Weight scale of each lane.
+    sl: [f32; LANES],
+    /// Minimum term of each lane (`m` for Q4_1, `-dmin * m` for Q4_K).
+    ml: [f32; LANES],
+}
+
 /// Decodes group `g` of a weight row into signed codes (offset removed), per-lane scales and
 /// per-lane minimum terms, in the order [`XPrep`] lays out activations.
 fn decode_group(
@@ -439,12 +477,11 @@ fn decode_group(
     k: usize,
     g: usize,
     rscale: f32,
-    w: &mut [i8; GROUP],
-    sl: &mut [f32; LANES],
-    ml: &mut [f32; LANES],
+    out: &mut Decoded,
 ) {
     use super::f16_at;
     use super::kquants::{q4_k_scales, q6_k_code};
+    let Decoded { w, sl, ml } = out;
     *w = [0; GROUP];
     *sl = [0.0; LANES];
     *ml = [0.0; LANES];
@@ -471,13 +508,21 @@ fn decode_group(
             sl[..(end - 64 * g) / 4].fill(rscale);
         }
         QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-            let (bytes, qoff, sub) = if format == QuantFormat::Q4_0 { (18, 2, 8) } else { (20, 4, 0) };
+            let (bytes, qoff, sub) = if format == QuantFormat::Q4_0 {
+                (18, 2, 8)
+            } else {
+                (20, 4, 0)
+            };
             let pair = 64 * g + 64 <= k;
             let nb = if pair { 2 } else { 1 };
             for b in 0..nb {
                 let bb = &row[bytes * (2 * g + b)..bytes * (2 * g + b + 1)];
                 let d = f16_at(bb, 0);
-                let mn = if format == QuantFormat::Q4_1 { f16_at(bb, 2) } else { 0.0 };
+                let mn = if format == QuantFormat::Q4_1 {
+                    f16_at(bb, 2)
+                } else {
+                    0.0
+                };
                 for j in 0..16 {
                     let lo = (bb[qoff + j] & 0x0F) as i8 - sub;
                     let hi = (bb[qoff + j] >> 4) as i8 - sub;
@@ -524,8 +569,8 @@ fn decode_group(
             let (qh, rest) = rest.split_at(64);
             let d = f16_at(rest, 16);
             let (h, part) = (gi / 2, gi % 2);
-            for j in 0..64 {
-                w[j] = q6_k_code(ql, qh, h, 2 * part + j / 32, j % 32) as i8 - 32;
+            for (j, wj) in w.iter_mut().enumerate() {
+                *wj = q6_k_code(ql, qh, h, 2 * part + j / 32, j % 32) as i8 - 32;
             }
             for (lane, s) in sl.iter_mut().enumerate() {
                 *s = d * rest[8 * h + 4 * part + lane / 4] as i8 as f32;
@@ -539,9 +584,11 @@ fn portable_kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
     let xp = a.xp;
     let lanes_row = xp.kp / 4;
     let mins = super::xprep::has_mins(a.format);
-    let mut w = [0i8; GROUP];
-    let mut sl = [0.0f32; LANES];
-    let mut ml = [0.0f32; LANES];
+    let mut dec = Decoded {
+        w: [0; GROUP],
+        sl: [0.0; LANES],
+        ml: [0.0; LANES],
+    };
     let mut acc = [[0.0f32; LANES]; GEMV_MAX_M];
     for r in 0..a.nrows {
         let row = &a.w[r * a.rb..(r + 1) * a.rb];
@@ -550,7 +597,8 @@ fn portable_kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
             *lane = [0.0; LANES];
         }
         for g in 0..groups(a.k) {
-            decode_group(a.format, row, a.k, g, rscale, &mut w, &mut sl, &mut ml);
+            decode_group(a.format, row, a.k, g, rscale, &mut dec);
+            let Decoded { w, sl, ml } = &dec;
             for (i, acc) in acc.iter_mut().enumerate().take(a.mr) {
                 let xi = a.x0 + i;
                 let qx = &xp.qx[xi * xp.kp + GROUP * g..xi * xp.kp + GROUP * (g + 1)];

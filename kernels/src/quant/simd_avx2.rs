@@ -24,7 +24,11 @@ pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
     let signed = matches!(a.format, QuantFormat::Q8_0 | QuantFormat::I8);
     let corr = matches!(a.format, QuantFormat::Q4_0 | QuantFormat::Q6_K);
     let mins = matches!(a.format, QuantFormat::Q4_1 | QuantFormat::Q4_K);
-    let per_unit = if matches!(a.format, QuantFormat::Q4_K | QuantFormat::Q6_K) { 4 } else { 1 };
+    let per_unit = if matches!(a.format, QuantFormat::Q4_K | QuantFormat::Q6_K) {
+        4
+    } else {
+        1
+    };
     let ones = _mm256_set1_epi16(1);
     let z = _mm256_setzero_ps();
     let mut gs: [[Half; 2]; 4] = [[(_mm256_setzero_si256(), z, z); 2]; 4];
@@ -55,20 +59,35 @@ pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
                         let lb = xi * lanes_row + 16 * g + 8 * hh;
                         // SAFETY: group `g` of activation row `xi` is within its padded length.
                         unsafe {
-                            let xv = _mm256_loadu_si256(xp.qx.as_ptr().add(xi * xp.kp + 64 * g + 32 * hh).cast());
+                            let xv = _mm256_loadu_si256(
+                                xp.qx.as_ptr().add(xi * xp.kp + 64 * g + 32 * hh).cast(),
+                            );
                             let p16 = if signed {
-                                _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w))
+                                _mm256_maddubs_epi16(
+                                    _mm256_sign_epi8(w, w),
+                                    _mm256_sign_epi8(xv, w),
+                                )
                             } else {
                                 _mm256_maddubs_epi16(w, xv)
                             };
                             let mut dot = _mm256_madd_epi16(p16, ones);
                             if corr {
-                                dot = _mm256_add_epi32(dot, _mm256_loadu_si256(xp.corr.as_ptr().add(lb).cast()));
+                                dot = _mm256_add_epi32(
+                                    dot,
+                                    _mm256_loadu_si256(xp.corr.as_ptr().add(lb).cast()),
+                                );
                             }
-                            let f = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(xp.dx.as_ptr().add(lb)));
+                            let f = _mm256_mul_ps(
+                                _mm256_cvtepi32_ps(dot),
+                                _mm256_loadu_ps(xp.dx.as_ptr().add(lb)),
+                            );
                             *acc = _mm256_fmadd_ps(f, sl, *acc);
                             if mins {
-                                *acc = _mm256_fmadd_ps(ml, _mm256_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                                *acc = _mm256_fmadd_ps(
+                                    ml,
+                                    _mm256_loadu_ps(xp.msum.as_ptr().add(lb)),
+                                    *acc,
+                                );
                             }
                         }
                     }
@@ -109,10 +128,21 @@ unsafe fn dec_q8_0(row: *const u8, g: usize, k: usize) -> [Half; 2] {
     // SAFETY: only bytes of the present blocks are read.
     unsafe {
         let b0 = row.add(68 * g);
-        let h0 = (_mm256_loadu_si256(b0.add(2).cast()), _mm256_set1_ps(f16_one(b0)), z);
+        let h0 = (
+            _mm256_loadu_si256(b0.add(2).cast()),
+            _mm256_set1_ps(f16_one(b0)),
+            z,
+        );
         if 64 * g + 64 <= k {
             let b1 = b0.add(34);
-            [h0, (_mm256_loadu_si256(b1.add(2).cast()), _mm256_set1_ps(f16_one(b1)), z)]
+            [
+                h0,
+                (
+                    _mm256_loadu_si256(b1.add(2).cast()),
+                    _mm256_set1_ps(f16_one(b1)),
+                    z,
+                ),
+            ]
         } else {
             [h0, (_mm256_setzero_si256(), z, z)]
         }
@@ -130,7 +160,10 @@ unsafe fn dec_i8(row: *const u8, g: usize, k: usize, s: f32) -> [Half; 2] {
         let p = row.add(64 * g);
         let h0 = (_mm256_loadu_si256(p.cast()), _mm256_set1_ps(s), z);
         if 64 * g + 64 <= k {
-            [h0, (_mm256_loadu_si256(p.add(32).cast()), _mm256_set1_ps(s), z)]
+            [
+                h0,
+                (_mm256_loadu_si256(p.add(32).cast()), _mm256_set1_ps(s), z),
+            ]
         } else {
             [h0, (_mm256_setzero_si256(), z, z)]
         }
@@ -167,7 +200,11 @@ unsafe fn dec_q4(row: *const u8, g: usize, k: usize, q4_1: bool) -> [Half; 2] {
             let q = _mm_loadu_si128(b0.add(qo).cast());
             let y = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(q), _mm_srli_epi16::<4>(q));
             [
-                (_mm256_and_si256(y, nib), _mm256_set1_ps(d0), _mm256_set1_ps(m0)),
+                (
+                    _mm256_and_si256(y, nib),
+                    _mm256_set1_ps(d0),
+                    _mm256_set1_ps(m0),
+                ),
                 (_mm256_setzero_si256(), z, z),
             ]
         }
@@ -200,8 +237,16 @@ unsafe fn dec_q4_k(b: *const u8, gs: &mut [[Half; 2]; 4]) {
                 let sa = 4 * p + part;
                 let sb = sa + 2;
                 gs[2 * p + part] = [
-                    (w0, _mm256_set1_ps(d * sc[sa] as f32), _mm256_set1_ps(-(dmin * mn[sa] as f32))),
-                    (w1, _mm256_set1_ps(d * sc[sb] as f32), _mm256_set1_ps(-(dmin * mn[sb] as f32))),
+                    (
+                        w0,
+                        _mm256_set1_ps(d * sc[sa] as f32),
+                        _mm256_set1_ps(-(dmin * mn[sa] as f32)),
+                    ),
+                    (
+                        w1,
+                        _mm256_set1_ps(d * sc[sb] as f32),
+                        _mm256_set1_ps(-(dmin * mn[sb] as f32)),
+                    ),
                 ];
             }
         }
@@ -227,8 +272,14 @@ unsafe fn dec_q6_k(b: *const u8, gs: &mut [[Half; 2]; 4]) {
             let qa = _mm256_loadu_si256(b.add(64 * h).cast());
             let qb = _mm256_loadu_si256(b.add(64 * h + 32).cast());
             let qh = _mm256_loadu_si256(b.add(128 + 32 * h).cast());
-            let lo0 = _mm256_or_si256(_mm256_and_si256(qa, nib), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), top));
-            let lo1 = _mm256_or_si256(_mm256_and_si256(qb, nib), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), top));
+            let lo0 = _mm256_or_si256(
+                _mm256_and_si256(qa, nib),
+                _mm256_and_si256(_mm256_slli_epi16::<4>(qh), top),
+            );
+            let lo1 = _mm256_or_si256(
+                _mm256_and_si256(qb, nib),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(qh), top),
+            );
             let hi0 = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16::<4>(qa), nib),
                 _mm256_and_si256(qh, top),

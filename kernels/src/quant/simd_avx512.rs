@@ -58,7 +58,12 @@ pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512dq,f16c")]
 unsafe fn f16_pair(p: *const u8, q: *const u8) -> __m128 {
     // SAFETY: the caller guarantees two readable bytes at each pointer.
-    let (a, b) = unsafe { (p.cast::<u16>().read_unaligned(), q.cast::<u16>().read_unaligned()) };
+    let (a, b) = unsafe {
+        (
+            p.cast::<u16>().read_unaligned(),
+            q.cast::<u16>().read_unaligned(),
+        )
+    };
     _mm_cvtph_ps(_mm_cvtsi32_si128((a as u32 | ((b as u32) << 16)) as i32))
 }
 
@@ -122,11 +127,19 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                             _mm512_setzero_si512()
                         };
                         let dot = _mm512_dpbusd_epi32(start, wa, _mm512_loadu_si512(xq.cast()));
-                        let dot = _mm512_dpbusd_epi32(dot, wb, _mm512_loadu_si512(xq.add(64).cast()));
-                        let f = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_loadu_ps(xp.dx.as_ptr().add(lb)));
+                        let dot =
+                            _mm512_dpbusd_epi32(dot, wb, _mm512_loadu_si512(xq.add(64).cast()));
+                        let f = _mm512_mul_ps(
+                            _mm512_cvtepi32_ps(dot),
+                            _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
+                        );
                         *acc = _mm512_fmadd_ps(f, sl, *acc);
                         if mins {
-                            *acc = _mm512_fmadd_ps(ml, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                            *acc = _mm512_fmadd_ps(
+                                ml,
+                                _mm512_loadu_ps(xp.msum.as_ptr().add(lb)),
+                                *acc,
+                            );
                         }
                     }
                 }
@@ -158,7 +171,8 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                         }
                         let s = _mm512_set1_ps(d * *xp.dx.as_ptr().add(lb));
                         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
-                        *acc = _mm512_fnmadd_ps(mf, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                        *acc =
+                            _mm512_fnmadd_ps(mf, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
                     }
                 }
             }
@@ -192,10 +206,17 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                             _mm512_setzero_si512()
                         };
                         let dot = _mm512_dpbusd_epi32(start, w, xv);
-                        let f = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_loadu_ps(xp.dx.as_ptr().add(lb)));
+                        let f = _mm512_mul_ps(
+                            _mm512_cvtepi32_ps(dot),
+                            _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
+                        );
                         *acc = _mm512_fmadd_ps(f, sl, *acc);
                         if mins {
-                            *acc = _mm512_fmadd_ps(ml, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                            *acc = _mm512_fmadd_ps(
+                                ml,
+                                _mm512_loadu_ps(xp.msum.as_ptr().add(lb)),
+                                *acc,
+                            );
                         }
                     }
                 }
@@ -252,7 +273,11 @@ unsafe fn dec_i8(row: *const u8, g: usize, k: usize, s: f32) -> Group {
             (w, _mm512_set1_ps(s), _mm512_setzero_ps())
         } else {
             let w = _mm256_xor_si256(_mm256_loadu_si256(p.cast()), _mm256_set1_epi8(0x80u8 as i8));
-            (_mm512_zextsi256_si512(w), halves(s, 0.0), _mm512_setzero_ps())
+            (
+                _mm512_zextsi256_si512(w),
+                halves(s, 0.0),
+                _mm512_setzero_ps(),
+            )
         }
     }
 }
@@ -294,7 +319,11 @@ unsafe fn dec_q4<const Q4_1: bool>(row: *const u8, g: usize, k: usize) -> Group 
                 _mm256_castsi128_si256(_mm_and_si128(q, nib)),
                 _mm_and_si128(_mm_srli_epi16::<4>(q), nib),
             );
-            let ml = if Q4_1 { halves(f16_one(b0.add(2)), 0.0) } else { _mm512_setzero_ps() };
+            let ml = if Q4_1 {
+                halves(f16_one(b0.add(2)), 0.0)
+            } else {
+                _mm512_setzero_ps()
+            };
             (_mm512_zextsi256_si512(y), halves(f16_one(b0), 0.0), ml)
         }
     }
@@ -320,7 +349,10 @@ unsafe fn f16_quad(p: *const u8, stride: usize) -> __m128 {
 /// - the four blocks are readable.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
-unsafe fn dec_q4_quad<const Q4_1: bool>(row: *const u8, q: usize) -> (__m512i, __m512i, __m512, __m512) {
+unsafe fn dec_q4_quad<const Q4_1: bool>(
+    row: *const u8,
+    q: usize,
+) -> (__m512i, __m512i, __m512, __m512) {
     let (bs, qo) = if Q4_1 { (20, 4) } else { (18, 2) };
     // SAFETY: all reads lie within the quad's 4 * bs bytes.
     unsafe {
@@ -372,7 +404,10 @@ unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m51
             _mm512_and_si512(_mm512_srli_epi16::<4>(z1), nib),
         ];
         let pick = |a: i32, c: i32| {
-            _mm512_permutexvar_epi32(_mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c), scv)
+            _mm512_permutexvar_epi32(
+                _mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c),
+                scv,
+            )
         };
         let scl = [pick(0, 2), pick(1, 3), pick(4, 6), pick(5, 7)];
         (ws, scl, d, mf)
@@ -397,11 +432,17 @@ unsafe fn dec_q6_k(b: *const u8, gs: &mut [Group; 4]) {
             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(128 + 32 * h).cast()));
             let lo = _mm512_or_si512(
                 _mm512_and_si512(ql, nib),
-                _mm512_and_si512(_mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), top),
+                _mm512_and_si512(
+                    _mm512_sllv_epi64(qh, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)),
+                    top,
+                ),
             );
             let hi = _mm512_or_si512(
                 _mm512_and_si512(_mm512_srli_epi16::<4>(ql), nib),
-                _mm512_and_si512(_mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), top),
+                _mm512_and_si512(
+                    _mm512_srlv_epi64(qh, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)),
+                    top,
+                ),
             );
             for (part, w) in [(0, lo), (1, hi)] {
                 let base = _mm512_set1_epi32((8 * h + 4 * part) as i32);

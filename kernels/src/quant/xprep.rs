@@ -110,11 +110,21 @@ fn round_small(v: f32) -> f32 {
 }
 
 /// Quantises one row of `k` values into natural-order codes and per-block scales.
-fn quantize_row<TX: ActElem>(row: &[TX], block: usize, xf: &mut [f32], q: &mut [i8], d_out: &mut [f32]) {
+fn quantize_row<TX: ActElem>(
+    row: &[TX],
+    block: usize,
+    xf: &mut [f32],
+    q: &mut [i8],
+    d_out: &mut [f32],
+) {
     for (f, &v) in xf.iter_mut().zip(row) {
         *f = v.to_f32();
     }
-    for ((blk, qb), d_o) in xf.chunks_exact(block).zip(q.chunks_exact_mut(block)).zip(d_out) {
+    for ((blk, qb), d_o) in xf
+        .chunks_exact(block)
+        .zip(q.chunks_exact_mut(block))
+        .zip(d_out)
+    {
         // A non-finite activation cannot be coded: its block's scale becomes NaN, so every
         // output it touches is NaN rather than silently finite.
         let mut amax = 0.0f32;
@@ -162,7 +172,8 @@ fn permute(format: QuantFormat, layout: Layout, k: usize, nat: &[i8], dst: &mut 
                     for half in 0..2 {
                         let sub = (gi / 2) * 4 + gi % 2 + 2 * half;
                         let o = 256 * sb + 64 * gi + 32 * half;
-                        dst[o..o + 32].copy_from_slice(&nat[256 * sb + 32 * sub..256 * sb + 32 * sub + 32]);
+                        dst[o..o + 32]
+                            .copy_from_slice(&nat[256 * sb + 32 * sub..256 * sb + 32 * sub + 32]);
                     }
                 }
             }
@@ -182,7 +193,7 @@ impl XPrep {
         k: usize,
         par: crate::Parallelism,
     ) -> XPrep {
-        debug_assert!(k % 32 == 0);
+        debug_assert!(k.is_multiple_of(32));
         let kp = k.div_ceil(GROUP) * GROUP;
         let lanes = kp / 4;
         let mut xp = XPrep {
@@ -213,7 +224,12 @@ impl XPrep {
             let b = natural_index(format, layout, k, 4 * l) / 32;
             slots.push((l as u32, b as u32, 4 * l as u32, None));
         }
-        let one_row = |i: usize, qrow: &mut [i8], dx: &mut [f32], corr: &mut [i32], msum: &mut [f32], scratch: &mut (Vec<f32>, Vec<i8>, Vec<f32>)| {
+        let one_row = |i: usize,
+                       qrow: &mut [i8],
+                       dx: &mut [f32],
+                       corr: &mut [i32],
+                       msum: &mut [f32],
+                       scratch: &mut (Vec<f32>, Vec<i8>, Vec<f32>)| {
             let (xf, nat_q, nat_d) = scratch;
             quantize_row(&x[i * k..(i + 1) * k], block, xf, nat_q, nat_d);
             permute(format, layout, k, nat_q, qrow);
@@ -221,13 +237,21 @@ impl XPrep {
                 for (sb, &d) in nat_d.iter().enumerate().take(k / 256) {
                     dx[64 * sb] = d;
                     for j in 0..8 {
-                        let s: i32 = nat_q[256 * sb + 32 * j..256 * sb + 32 * j + 32].iter().map(|&v| v as i32).sum();
+                        let s: i32 = nat_q[256 * sb + 32 * j..256 * sb + 32 * j + 32]
+                            .iter()
+                            .map(|&v| v as i32)
+                            .sum();
                         msum[64 * sb + j] = d * s as f32;
                     }
                 }
                 return;
             }
-            let run = |p: u32| -> i32 { qrow[p as usize..p as usize + 4].iter().map(|&v| v as i32).sum() };
+            let run = |p: u32| -> i32 {
+                qrow[p as usize..p as usize + 4]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum()
+            };
             for &(l, b, p0, p1) in &slots {
                 let l = l as usize;
                 let s = run(p0) + p1.map_or(0, run);
@@ -252,7 +276,9 @@ impl XPrep {
             let rows: Vec<_> = rows.collect();
             rows.into_par_iter()
                 .with_min_len(16)
-                .for_each_init(scratch, |sc, (i, (((q, d), c), ms))| one_row(i, q, d, c, ms, sc));
+                .for_each_init(scratch, |sc, (i, (((q, d), c), ms))| {
+                    one_row(i, q, d, c, ms, sc)
+                });
         } else {
             let mut sc = scratch();
             for (i, (((q, d), c), ms)) in rows {
