@@ -1,7 +1,7 @@
 //! `knpu bench quant`: quantised GEMV/GEMM, W8A8 GEMM, and a read-bandwidth probe measured
 //! in the same run (the ceiling a decode GEMV is judged against).
 
-use super::{time_median, Record, Sink};
+use super::{time_batched, time_median, Record, Sink};
 use crate::case;
 use knpu_kernels::quant::{
     self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
@@ -122,9 +122,13 @@ fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Re
                 m: 1,
                 ..Default::default()
             };
-            let (runs, t) = time_median(20, 2000, Duration::from_millis(400), || {
-                quant::qmatmul(&p, &x, &qw, None, &mut y, par).expect("valid arguments");
-            });
+            let mut call =
+                || quant::qmatmul(&p, &x, &qw, None, &mut y, par).expect("valid arguments");
+            // Calls of tens of microseconds are timed in batches of ~2 ms per sample.
+            let (_, once) = time_median(3, 3, Duration::ZERO, &mut call);
+            let iters = ((2e-3 / once) as usize).clamp(1, 1000);
+            let (samples, t) = time_batched(15, iters, &mut call);
+            let runs = samples * iters;
             let gbps = (n * rb) as f64 / t / 1e9;
             sink.emit(Record {
                 bench: "quant",
@@ -258,7 +262,7 @@ fn f32_gemm_nt(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize
 unsafe fn gemm_rows_avx512(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k: usize) {
     use std::arch::x86_64::*;
     let mr = y.len() / n;
-    if mr % 4 != 0 || n % 4 != 0 || k % 16 != 0 {
+    if !(mr.is_multiple_of(4) && n.is_multiple_of(4) && k.is_multiple_of(16)) {
         return gemm_rows::<true>(x, w, y, n, k);
     }
     assert!(x.len() >= mr * k && w.len() >= n * k);

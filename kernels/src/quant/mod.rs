@@ -139,7 +139,7 @@ pub enum RowScales {
 /// block size.
 pub fn row_bytes(format: QuantFormat, k: usize) -> Result<usize, KernelError> {
     let be = format.block_elems();
-    if k % be != 0 {
+    if !k.is_multiple_of(be) {
         return Err(KernelError::BadShape {
             detail: format!(
                 "row length {k} is not a multiple of the {} block size {be}",
@@ -177,11 +177,11 @@ pub(crate) fn need(
 }
 
 /// Checks a per-row scale tensor against the format's rule; returns it when present.
-pub(crate) fn check_row_scales<'a>(
+pub(crate) fn check_row_scales(
     format: QuantFormat,
-    scales: Option<&'a [f32]>,
+    scales: Option<&[f32]>,
     rows: usize,
-) -> Result<Option<&'a [f32]>, KernelError> {
+) -> Result<Option<&[f32]>, KernelError> {
     match (format.row_scales(), scales) {
         (RowScales::None, Some(_)) => Err(KernelError::BadShape {
             detail: format!(

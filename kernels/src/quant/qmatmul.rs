@@ -459,6 +459,16 @@ pub(crate) fn groups(k: usize) -> usize {
     k.div_ceil(GROUP)
 }
 
+/// One decoded group on the portable path.
+struct Decoded {
+    /// Signed codes (offset removed).
+    w: [i8; GROUP],
+    /// Weight scale of each lane.
+    sl: [f32; LANES],
+    /// Minimum term of each lane (`m` for Q4_1, `-dmin * m` for Q4_K).
+    ml: [f32; LANES],
+}
+
 /// Decodes group `g` of a weight row into signed codes (offset removed), per-lane scales and
 /// per-lane minimum terms, in the order [`XPrep`] lays out activations.
 fn decode_group(
@@ -467,12 +477,11 @@ fn decode_group(
     k: usize,
     g: usize,
     rscale: f32,
-    w: &mut [i8; GROUP],
-    sl: &mut [f32; LANES],
-    ml: &mut [f32; LANES],
+    out: &mut Decoded,
 ) {
     use super::f16_at;
     use super::kquants::{q4_k_scales, q6_k_code};
+    let Decoded { w, sl, ml } = out;
     *w = [0; GROUP];
     *sl = [0.0; LANES];
     *ml = [0.0; LANES];
@@ -560,8 +569,8 @@ fn decode_group(
             let (qh, rest) = rest.split_at(64);
             let d = f16_at(rest, 16);
             let (h, part) = (gi / 2, gi % 2);
-            for j in 0..64 {
-                w[j] = q6_k_code(ql, qh, h, 2 * part + j / 32, j % 32) as i8 - 32;
+            for (j, wj) in w.iter_mut().enumerate() {
+                *wj = q6_k_code(ql, qh, h, 2 * part + j / 32, j % 32) as i8 - 32;
             }
             for (lane, s) in sl.iter_mut().enumerate() {
                 *s = d * rest[8 * h + 4 * part + lane / 4] as i8 as f32;
@@ -575,9 +584,11 @@ fn portable_kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
     let xp = a.xp;
     let lanes_row = xp.kp / 4;
     let mins = super::xprep::has_mins(a.format);
-    let mut w = [0i8; GROUP];
-    let mut sl = [0.0f32; LANES];
-    let mut ml = [0.0f32; LANES];
+    let mut dec = Decoded {
+        w: [0; GROUP],
+        sl: [0.0; LANES],
+        ml: [0.0; LANES],
+    };
     let mut acc = [[0.0f32; LANES]; GEMV_MAX_M];
     for r in 0..a.nrows {
         let row = &a.w[r * a.rb..(r + 1) * a.rb];
@@ -586,7 +597,8 @@ fn portable_kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
             *lane = [0.0; LANES];
         }
         for g in 0..groups(a.k) {
-            decode_group(a.format, row, a.k, g, rscale, &mut w, &mut sl, &mut ml);
+            decode_group(a.format, row, a.k, g, rscale, &mut dec);
+            let Decoded { w, sl, ml } = &dec;
             for (i, acc) in acc.iter_mut().enumerate().take(a.mr) {
                 let xi = a.x0 + i;
                 let qx = &xp.qx[xi * xp.kp + GROUP * g..xi * xp.kp + GROUP * (g + 1)];

@@ -193,7 +193,7 @@ impl XPrep {
         k: usize,
         par: crate::Parallelism,
     ) -> XPrep {
-        debug_assert!(k % 32 == 0);
+        debug_assert!(k.is_multiple_of(32));
         let kp = k.div_ceil(GROUP) * GROUP;
         let lanes = kp / 4;
         let mut xp = XPrep {
