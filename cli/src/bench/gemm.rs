@@ -9,7 +9,8 @@
 //! bound for GEMV.
 //!
 //! Options: `--quick` (fewer, smaller cases), `--threads N` (default 2), `--isa NAME` (force
-//! every case onto one path).
+//! every case onto one path), `--shape MxNxK` (only this f32 shape, no probe: what the numpy
+//! script uses to measure each case right next to numpy's).
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ struct Options {
     quick: bool,
     threads: usize,
     isa: Option<Isa>,
+    shape: Option<(usize, usize, usize)>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -31,6 +33,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         quick: false,
         threads: 2,
         isa: None,
+        shape: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -51,6 +54,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 }
                 o.isa = Some(isa);
             }
+            "--shape" => {
+                let v = it.next().ok_or("--shape needs MxNxK")?;
+                let dims: Vec<usize> = v.split('x').filter_map(|d| d.parse().ok()).collect();
+                let [m, n, k] = dims[..] else {
+                    return Err(format!("bad shape `{v}`, expected MxNxK"));
+                };
+                o.shape = Some((m, n, k));
+            }
             other => return Err(format!("unknown option `{other}` for the gemm suite")),
         }
     }
@@ -68,6 +79,9 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
 pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     let o = parse(args)?;
     let best = isa::active();
+    if let Some((m, n, k)) = o.shape {
+        return bench::<f32, f32>(&o, o.isa, m, n, k, o.threads, sink);
+    }
     probe_read_bandwidth(o.threads, if o.quick { 64 } else { 256 }, sink)?;
 
     let squares: &[usize] = if o.quick {

@@ -22,6 +22,7 @@ use std::cell::RefCell;
 
 use super::element::{Dtype, Element};
 use super::epilogue::{self, Dest, Prev, RowEpi};
+use super::microkernel::MicroArgs;
 use super::pack::{self, Source};
 use super::simd::Simd;
 use super::Activation;
@@ -73,6 +74,9 @@ pub(crate) struct Task {
     pub c0: usize,
     pub c1: usize,
 }
+
+/// Column ranges of at most this many `NR` panels read f32 A in place instead of packing it.
+const DIRECT_A_MAX_PANELS: usize = 4;
 
 /// The largest `f32` partial-sum buffer a task keeps when C is f16 or bf16 and k is split.
 const MAX_ACC_FLOATS: usize = 1 << 20;
@@ -313,6 +317,17 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
         let mut tile = Tile([0.0; 512]);
         let tile = tile.0.as_mut_ptr();
 
+        // Small column ranges reuse a packed A block only a few times: read f32 A in place.
+        let direct_a = TA::DTYPE == Dtype::F32 && t.c1 - t.c0 <= DIRECT_A_MAX_PANELS * nr;
+        let (a_rs, a_cs) = if job.trans_a {
+            (1, job.lda)
+        } else {
+            (job.lda, 1)
+        };
+        let has_epilogue =
+            !job.bias.is_null() || job.act != Activation::None || !residual.is_null();
+        let direct_c_ok = TC::DTYPE == Dtype::F32 && !use_acc;
+
         let mut jc = t.c0;
         while jc < t.c1 {
             let ncur = nc.min(t.c1 - jc);
@@ -325,7 +340,21 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                 let mut ic = t.r0;
                 while ic < t.r1 {
                     let mcur = mc.min(t.r1 - ic);
-                    pack::pack_a::<S, TA>(a_src, ic, mcur, pc, kcur, abuf, tmp);
+                    let full_rows = mcur / mr * mr;
+                    if !direct_a {
+                        pack::pack_a::<S, TA>(a_src, ic, mcur, pc, kcur, abuf, tmp);
+                    } else if full_rows < mcur {
+                        // Only the ragged last sliver is packed (zero-padded).
+                        pack::pack_a::<S, TA>(
+                            a_src,
+                            ic + full_rows,
+                            mcur - full_rows,
+                            pc,
+                            kcur,
+                            abuf,
+                            tmp,
+                        );
+                    }
                     let mut jr = 0;
                     while jr < ncur {
                         let cols = nr.min(ncur - jr);
@@ -333,10 +362,48 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                         let mut ir = 0;
                         while ir < mcur {
                             let nrows = mr.min(mcur - ir);
-                            S::microkernel(kcur, abuf.add(ir * kcur), bp, tile);
+                            let i0 = ic + ir;
+                            let j = jc + jr;
+                            let strided = direct_a && nrows == mr;
+                            let a_ptr = if strided {
+                                (a_src.ptr as *const f32).add(i0 * a_rs + pc * a_cs)
+                            } else if direct_a {
+                                abuf
+                            } else {
+                                abuf.add(ir * kcur)
+                            };
+                            let direct_c =
+                                direct_c_ok && nrows == mr && cols == nr && !(last && has_epilogue);
+                            let mut args = MicroArgs {
+                                kc: kcur,
+                                a: a_ptr,
+                                a_rs,
+                                a_cs,
+                                b: bp,
+                                out: tile,
+                                ldo: nr,
+                                alpha: 1.0,
+                                beta: 0.0,
+                            };
+                            if direct_c {
+                                // The tile goes straight to C: alpha * AB (+ beta C, or + the
+                                // previous k-blocks' sum).
+                                args.out = c.add(i0 * job.ldc + j) as *mut f32;
+                                args.ldo = job.ldc;
+                                args.alpha = job.alpha;
+                                args.beta = if first { job.beta } else { 1.0 };
+                            }
+                            if strided {
+                                S::microkernel_strided(&args);
+                            } else {
+                                S::microkernel(&args);
+                            }
+                            if direct_c {
+                                ir += mr;
+                                continue;
+                            }
                             for ii in 0..nrows {
-                                let i = ic + ir + ii;
-                                let j = jc + jr;
+                                let i = i0 + ii;
                                 let crow = c.add(i * job.ldc + j);
                                 let accrow = if use_acc {
                                     accbuf.add((i - t.r0) * nc + jr)
