@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use half::{bf16, f16};
-use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc};
+use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc, Transpose};
 use knpu_kernels::{isa, Isa, Parallelism};
 
 use super::{time_median, Record, Sink};
@@ -109,15 +109,18 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
             bench::<f32, f32>(&o, o.isa, m, n, k, o.threads, sink)?;
         }
     }
+    // Decode with weights stored `[out, in]` (B transposed), the layout models ship.
+    for &m in if o.quick { &[1usize][..] } else { &[1, 16][..] } {
+        bench_layout::<f32, f32>(&o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
+        bench_layout::<bf16, f32>(&o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
+    }
     let halves: &[usize] = if o.quick { &[1024] } else { &[1024, 2048] };
     for &n in halves {
         bench::<f16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
         bench::<bf16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
     }
-    for (k, n) in [(4096, 4096)] {
-        bench::<f16, f32>(&o, o.isa, 1, n, k, o.threads, sink)?;
-        bench::<bf16, f32>(&o, o.isa, 1, n, k, o.threads, sink)?;
-    }
+    bench::<f16, f32>(&o, o.isa, 1, 4096, 4096, o.threads, sink)?;
+    bench::<bf16, f32>(&o, o.isa, 1, 4096, 4096, o.threads, sink)?;
     if o.isa.is_none() {
         // The lower paths, forced, so their speed is on record too.
         for lower in isa::supported().into_iter().filter(|&i| i < best) {
@@ -137,6 +140,21 @@ fn bench<T: Element, TC: Element>(
     threads: usize,
     sink: &mut Sink,
 ) -> Result<(), String> {
+    bench_layout::<T, TC>(o, forced, m, n, k, threads, false, sink)
+}
+
+/// One case; `trans_b` stores B as `n x k` (case field `"trans_b": true`).
+#[allow(clippy::too_many_arguments)]
+fn bench_layout<T: Element, TC: Element>(
+    o: &Options,
+    forced: Option<Isa>,
+    m: usize,
+    n: usize,
+    k: usize,
+    threads: usize,
+    trans_b: bool,
+    sink: &mut Sink,
+) -> Result<(), String> {
     let isa = forced.unwrap_or_else(isa::active);
     let a: Vec<T> = (0..m * k)
         .map(|i| T::from_f32(((i * 7 % 13) as f32 - 6.0) / 8.0))
@@ -145,7 +163,12 @@ fn bench<T: Element, TC: Element>(
         .map(|i| T::from_f32(((i * 5 % 11) as f32 - 5.0) / 8.0))
         .collect();
     let mut c = vec![TC::from_f32(0.0); m * n];
-    let desc = GemmDesc::new(m, n, k);
+    let tb = if trans_b {
+        Transpose::Yes
+    } else {
+        Transpose::No
+    };
+    let desc = GemmDesc::new(m, n, k).with_transpose(Transpose::No, tb);
     let epi = Epilogue::none();
     let pool = pool(threads)?;
     let par = Parallelism::Rayon(threads);
@@ -170,6 +193,9 @@ fn bench<T: Element, TC: Element>(
     };
     if TC::DTYPE != T::DTYPE {
         case.insert("out".into(), TC::DTYPE.name().into());
+    }
+    if trans_b {
+        case.insert("trans_b".into(), true.into());
     }
     if forced.is_some() {
         case.insert("path".into(), isa.name().into());

@@ -371,7 +371,7 @@ fn validate<TC>(
 
 /// Smallest product, in flops, worth a second thread: below it, waking the pool costs more
 /// than the work.
-const MIN_FLOPS_PER_THREAD: f64 = 6.0e6;
+const MIN_FLOPS_PER_THREAD: f64 = 1.5e6;
 /// Smallest GEMV, in bytes of B, worth a second thread.
 const MIN_GEMV_BYTES_PER_THREAD: usize = 256 << 10;
 

@@ -10,7 +10,7 @@
 use super::blocked::{Job, Task};
 use super::element::Element;
 use super::gemv::{GemvJob, GemvTask};
-use super::microkernel::{self, MicroArgs};
+use super::microkernel::MicroArgs;
 
 /// One instruction set's vector type, operations and GEMM blocking.
 ///
@@ -61,13 +61,13 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     /// The microkernel on a packed A sliver (`args.a_rs`, `args.a_cs` are ignored).
     ///
     /// # Safety
-    /// As [`microkernel::tile`] with `PACKED`: `a` holds `kc * MR` floats.
+    /// As [`super::microkernel::tile`] with `PACKED`: `a` holds `kc * MR` floats.
     unsafe fn microkernel(args: &MicroArgs);
 
     /// The microkernel reading A in place through `args.a_rs` and `args.a_cs`.
     ///
     /// # Safety
-    /// As [`microkernel::tile`].
+    /// As [`super::microkernel::tile`].
     unsafe fn microkernel_strided(args: &MicroArgs);
 
     /// Runs one task of a blocked GEMM (see `blocked.rs`) compiled for this instruction set.
