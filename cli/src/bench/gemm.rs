@@ -9,7 +9,7 @@
 //! bound for GEMV.
 //!
 //! Options: `--quick` (fewer, smaller cases), `--threads N` (default 2), `--isa NAME` (force
-//! every case onto one path), `--shape MxNxK` (only this f32 shape, no probe: what the numpy
+//! every case onto one path), `--shape MxNxK [--trans-b]` (only this f32 shape, no probe: what the numpy
 //! script uses to measure each case right next to numpy's).
 
 use std::time::Duration;
@@ -26,6 +26,7 @@ struct Options {
     threads: usize,
     isa: Option<Isa>,
     shape: Option<(usize, usize, usize)>,
+    trans_b: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -34,6 +35,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         threads: 2,
         isa: None,
         shape: None,
+        trans_b: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +64,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 };
                 o.shape = Some((m, n, k));
             }
+            "--trans-b" => o.trans_b = true,
             other => return Err(format!("unknown option `{other}` for the gemm suite")),
         }
     }
@@ -80,7 +83,7 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     let o = parse(args)?;
     let best = isa::active();
     if let Some((m, n, k)) = o.shape {
-        return bench::<f32, f32>(&o, o.isa, m, n, k, o.threads, sink);
+        return bench_layout::<f32, f32>(&o, o.isa, m, n, k, o.threads, o.trans_b, sink);
     }
     probe_read_bandwidth(o.threads, if o.quick { 64 } else { 256 }, sink)?;
 

@@ -308,7 +308,7 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
         let use_acc = TC::DTYPE != Dtype::F32 && job.k > kc;
         let abuf = bufs.a.get(mc.div_ceil(mr) * mr * kc);
         let bbuf = bufs.b.get(nc.div_ceil(nr) * nr * kc);
-        let tmp = bufs.tmp.get(mr.max(1) * kc);
+        let tmp = bufs.tmp.get(mr.max(nr) * kc);
         let accbuf = if use_acc {
             bufs.acc.get(rows * nc)
         } else {
