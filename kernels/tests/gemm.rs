@@ -361,6 +361,27 @@ fn gemv_split_over_k_on_two_threads() {
 }
 
 #[test]
+fn small_m_with_transposed_b_takes_the_dot_path() {
+    // B stored n x k with m <= 16 runs the dot-product GEMV kernel in row groups of four.
+    let mut rng = Rng(2718);
+    for isa in isa::supported() {
+        for (m, n, k) in [(5, 67, 33), (9, 130, 100), (16, 40, 17), (13, 300, 257)] {
+            let mut case = dense_case(&mut rng, m, n, k, 2);
+            case.desc = GemmDesc::new(m, n, k)
+                .with_transpose(Transpose::No, Transpose::Yes)
+                .with_batch(2, m * k, n * k + 3, m * n)
+                .with_scale(1.5, 0.5);
+            case.par = Parallelism::Rayon(2);
+            case.bias = true;
+            case.act = Activation::GeluTanh;
+            case.residual = true;
+            check::<f32, f32, f32>(isa, case, 21);
+            check::<bf16, bf16, f16>(isa, case, 22);
+        }
+    }
+}
+
+#[test]
 fn k_zero_scales_c_and_applies_epilogue() {
     for isa in isa::supported() {
         let d = GemmDesc::new(3, 5, 0).with_scale(2.0, 0.5);

@@ -133,16 +133,20 @@ pub(crate) fn plan(
     let per_batch = threads / batch;
     let tiles_m = m.div_ceil(mr);
     let tiles_n = n.div_ceil(nr);
-    // Choose the grid whose largest rectangle is smallest; ties prefer splitting rows.
+    // Choose the grid with the cheapest largest task: its padded area of C (2k flops per
+    // element, ~32 flops a cycle) plus what it packs (k times its rows and its columns, about
+    // a cycle per element). Ties prefer splitting rows.
     let mut best = (usize::MAX, 1, 1);
     for tm in 1..=per_batch {
         let tn = per_batch / tm;
         if tm * tn != per_batch || tm > tiles_m || tn > tiles_n {
             continue;
         }
-        let area = tiles_m.div_ceil(tm) * mr * tiles_n.div_ceil(tn) * nr;
-        if area < best.0 || (area == best.0 && tm > best.1) {
-            best = (area, tm, tn);
+        let rows = tiles_m.div_ceil(tm) * mr;
+        let cols = tiles_n.div_ceil(tn) * nr;
+        let cost = rows * cols / 16 + rows + cols;
+        if cost < best.0 || (cost == best.0 && tm > best.1) {
+            best = (cost, tm, tn);
         }
     }
     let (_, tm, tn) = best;
