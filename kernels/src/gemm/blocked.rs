@@ -78,6 +78,12 @@ pub(crate) struct Task {
 /// Column ranges of at most this many `NR` panels read f32 A in place instead of packing it.
 const DIRECT_A_MAX_PANELS: usize = 4;
 
+/// Tasks of at most this many `MR` row panels read f32 B in place instead of packing it.
+const DIRECT_B_MAX_PANELS: usize = 2;
+
+/// Largest B block (elements) read in place: 8 MiB of f32, well inside L3.
+const DIRECT_B_MAX_ELEMS: usize = 1 << 21;
+
 /// The largest `f32` partial-sum buffer a task keeps when C is f16 or bf16 and k is split.
 const MAX_ACC_FLOATS: usize = 1 << 20;
 
@@ -331,6 +337,13 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
         let has_epilogue =
             !job.bias.is_null() || job.act != Activation::None || !residual.is_null();
         let direct_c_ok = TC::DTYPE == Dtype::F32 && !use_acc;
+        // Few rows reuse a packed B panel only once or twice: read f32 B (k x n) in place,
+        // when it is small enough to come from cache (strided slivers of a B streaming from
+        // memory defeat the prefetchers; packing reads it front to back).
+        let direct_b = TB::DTYPE == Dtype::F32
+            && !job.trans_b
+            && rows <= DIRECT_B_MAX_PANELS * mr
+            && job.k * (t.c1 - t.c0) <= DIRECT_B_MAX_ELEMS;
 
         let mut jc = t.c0;
         while jc < t.c1 {
@@ -340,7 +353,21 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                 let kcur = kc.min(job.k - pc);
                 let first = pc == 0;
                 let last = pc + kcur == job.k;
-                pack::pack_b::<S, TB>(b_src, pc, kcur, jc, ncur, bbuf, tmp);
+                let full_cols = ncur / nr * nr;
+                if !direct_b {
+                    pack::pack_b::<S, TB>(b_src, pc, kcur, jc, ncur, bbuf, tmp);
+                } else if full_cols < ncur {
+                    // Only the ragged last panel is packed (zero-padded).
+                    pack::pack_b::<S, TB>(
+                        b_src,
+                        pc,
+                        kcur,
+                        jc + full_cols,
+                        ncur - full_cols,
+                        bbuf,
+                        tmp,
+                    );
+                }
                 let mut ic = t.r0;
                 while ic < t.r1 {
                     let mcur = mc.min(t.r1 - ic);
@@ -362,7 +389,16 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                     let mut jr = 0;
                     while jr < ncur {
                         let cols = nr.min(ncur - jr);
-                        let bp = bbuf.add(jr * kcur);
+                        let (bp, b_rs) = if !direct_b {
+                            (bbuf.add(jr * kcur) as *const f32, nr)
+                        } else if cols == nr {
+                            (
+                                (b_src.ptr as *const f32).add(pc * job.ldb + jc + jr),
+                                job.ldb,
+                            )
+                        } else {
+                            (bbuf as *const f32, nr)
+                        };
                         let mut ir = 0;
                         while ir < mcur {
                             let nrows = mr.min(mcur - ir);
@@ -384,6 +420,7 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                                 a_rs,
                                 a_cs,
                                 b: bp,
+                                b_rs,
                                 out: tile,
                                 ldo: nr,
                                 alpha: 1.0,

@@ -20,8 +20,10 @@ pub(crate) struct MicroArgs {
     pub a_rs: usize,
     /// Distance between steps of the A sliver (packed: `MR`).
     pub a_cs: usize,
-    /// The packed B sliver, `kc x NR`.
+    /// The B sliver, `kc x NR`.
     pub b: *const f32,
+    /// Distance between steps of the B sliver (packed: `NR`).
+    pub b_rs: usize,
     /// Where the `MR x NR` result goes.
     pub out: *mut f32,
     /// Distance between rows of `out`.
@@ -32,14 +34,14 @@ pub(crate) struct MicroArgs {
     pub beta: f32,
 }
 
-/// `out[i][j] = alpha * sum_p A[i][p] * b[p * NR + j] + beta * out[i][j]` for `i < MR`,
+/// `out[i][j] = alpha * sum_p A[i][p] * b[p * b_rs + j] + beta * out[i][j]` for `i < MR`,
 /// `j < NR = NV * LANES`, with `A[i][p]` at `a + i * rs + p * cs` (`rs = 1, cs = MR` when
 /// `PACKED`, so the addresses are constants).
 ///
 /// # Safety
 /// - The host supports `S`'s instructions.
-/// - A holds every element addressed above for `i < MR`, `p < kc`; `b` holds `kc * NR`
-///   floats; `out` is valid for `MR` rows of `NR` floats `ldo` apart.
+/// - A holds every element addressed above for `i < MR`, `p < kc`; B likewise for
+///   `j < NR`; `out` is valid for `MR` rows of `NR` floats `ldo` apart.
 #[inline(always)]
 pub(crate) unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PACKED: bool>(
     args: &MicroArgs,
@@ -67,7 +69,7 @@ pub(crate) unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PACKE
                 }
             }
             a = a.add(cs);
-            b = b.add(nr);
+            b = b.add(args.b_rs);
         }
         let alpha = S::splat(args.alpha);
         let beta = S::splat(args.beta);
