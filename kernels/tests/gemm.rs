@@ -260,6 +260,8 @@ fn sampled_cases(seed: u64, count: usize) -> Vec<Case> {
         (2, 65, 7),
         (300, 1, 33),
         (129, 97, 400),
+        // More than one k-block on every path (the widest block is 1024 deep).
+        (30, 40, 2100),
     ] {
         cases.push(dense_case(&mut rng, m, n, k, 1));
     }
