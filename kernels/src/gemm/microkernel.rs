@@ -46,7 +46,6 @@ pub(crate) struct MicroArgs {
 pub(crate) unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PACKED: bool>(
     args: &MicroArgs,
 ) {
-    let nr = NV * S::LANES;
     let (rs, cs) = if PACKED {
         (1, MR)
     } else {
