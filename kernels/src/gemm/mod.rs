@@ -136,9 +136,9 @@ impl GemmDesc {
             ldb: n,
             ldc: n,
             batch: 1,
-            stride_a: m * k,
-            stride_b: k * n,
-            stride_c: m * n,
+            stride_a: m.saturating_mul(k),
+            stride_b: k.saturating_mul(n),
+            stride_c: m.saturating_mul(n),
         }
     }
 
