@@ -260,6 +260,8 @@ fn sampled_cases(seed: u64, count: usize) -> Vec<Case> {
         (2, 65, 7),
         (300, 1, 33),
         (129, 97, 400),
+        // More than one k-block on every path (the widest block is 1024 deep).
+        (30, 40, 2100),
     ] {
         cases.push(dense_case(&mut rng, m, n, k, 1));
     }
@@ -356,6 +358,27 @@ fn gemv_split_over_k_on_two_threads() {
             case.residual = m % 2 == 0;
             check::<f32, f32, f32>(isa, case, 17);
             check::<bf16, bf16, f16>(isa, case, 18);
+        }
+    }
+}
+
+#[test]
+fn small_m_with_transposed_b_takes_the_dot_path() {
+    // B stored n x k with m <= 16 runs the dot-product GEMV kernel in row groups of four.
+    let mut rng = Rng(2718);
+    for isa in isa::supported() {
+        for (m, n, k) in [(5, 67, 33), (9, 130, 100), (16, 40, 17), (13, 300, 257)] {
+            let mut case = dense_case(&mut rng, m, n, k, 2);
+            case.desc = GemmDesc::new(m, n, k)
+                .with_transpose(Transpose::No, Transpose::Yes)
+                .with_batch(2, m * k, n * k + 3, m * n)
+                .with_scale(1.5, 0.5);
+            case.par = Parallelism::Rayon(2);
+            case.bias = true;
+            case.act = Activation::GeluTanh;
+            case.residual = true;
+            check::<f32, f32, f32>(isa, case, 21);
+            check::<bf16, bf16, f16>(isa, case, 22);
         }
     }
 }

@@ -9,12 +9,13 @@
 //! bound for GEMV.
 //!
 //! Options: `--quick` (fewer, smaller cases), `--threads N` (default 2), `--isa NAME` (force
-//! every case onto one path).
+//! every case onto one path), `--shape MxNxK [--trans-b]` (only this f32 shape, no probe: what the numpy
+//! script uses to measure each case right next to numpy's).
 
 use std::time::Duration;
 
 use half::{bf16, f16};
-use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc};
+use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc, Transpose};
 use knpu_kernels::{isa, Isa, Parallelism};
 
 use super::{time_median, Record, Sink};
@@ -23,6 +24,8 @@ struct Options {
     quick: bool,
     threads: usize,
     isa: Option<Isa>,
+    shape: Option<(usize, usize, usize)>,
+    trans_b: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -30,6 +33,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         quick: false,
         threads: 2,
         isa: None,
+        shape: None,
+        trans_b: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -50,6 +55,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 }
                 o.isa = Some(isa);
             }
+            "--shape" => {
+                let v = it.next().ok_or("--shape needs MxNxK")?;
+                let dims: Vec<usize> = v.split('x').filter_map(|d| d.parse().ok()).collect();
+                let [m, n, k] = dims[..] else {
+                    return Err(format!("bad shape `{v}`, expected MxNxK"));
+                };
+                o.shape = Some((m, n, k));
+            }
+            "--trans-b" => o.trans_b = true,
             other => return Err(format!("unknown option `{other}` for the gemm suite")),
         }
     }
@@ -67,6 +81,9 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
 pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     let o = parse(args)?;
     let best = isa::active();
+    if let Some((m, n, k)) = o.shape {
+        return bench_layout::<f32, f32>(&o, o.isa, m, n, k, o.threads, o.trans_b, sink);
+    }
     probe_read_bandwidth(o.threads, if o.quick { 64 } else { 256 }, sink)?;
 
     let squares: &[usize] = if o.quick {
@@ -94,15 +111,18 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
             bench::<f32, f32>(&o, o.isa, m, n, k, o.threads, sink)?;
         }
     }
+    // Decode with weights stored `[out, in]` (B transposed), the layout models ship.
+    for &m in if o.quick { &[1usize][..] } else { &[1, 16][..] } {
+        bench_layout::<f32, f32>(&o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
+        bench_layout::<bf16, f32>(&o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
+    }
     let halves: &[usize] = if o.quick { &[1024] } else { &[1024, 2048] };
     for &n in halves {
         bench::<f16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
         bench::<bf16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
     }
-    for (k, n) in [(4096, 4096)] {
-        bench::<f16, f32>(&o, o.isa, 1, n, k, o.threads, sink)?;
-        bench::<bf16, f32>(&o, o.isa, 1, n, k, o.threads, sink)?;
-    }
+    bench::<f16, f32>(&o, o.isa, 1, 4096, 4096, o.threads, sink)?;
+    bench::<bf16, f32>(&o, o.isa, 1, 4096, 4096, o.threads, sink)?;
     if o.isa.is_none() {
         // The lower paths, forced, so their speed is on record too.
         for lower in isa::supported().into_iter().filter(|&i| i < best) {
@@ -122,6 +142,21 @@ fn bench<T: Element, TC: Element>(
     threads: usize,
     sink: &mut Sink,
 ) -> Result<(), String> {
+    bench_layout::<T, TC>(o, forced, m, n, k, threads, false, sink)
+}
+
+/// One case; `trans_b` stores B as `n x k` (case field `"trans_b": true`).
+#[allow(clippy::too_many_arguments)]
+fn bench_layout<T: Element, TC: Element>(
+    o: &Options,
+    forced: Option<Isa>,
+    m: usize,
+    n: usize,
+    k: usize,
+    threads: usize,
+    trans_b: bool,
+    sink: &mut Sink,
+) -> Result<(), String> {
     let isa = forced.unwrap_or_else(isa::active);
     let a: Vec<T> = (0..m * k)
         .map(|i| T::from_f32(((i * 7 % 13) as f32 - 6.0) / 8.0))
@@ -130,7 +165,12 @@ fn bench<T: Element, TC: Element>(
         .map(|i| T::from_f32(((i * 5 % 11) as f32 - 5.0) / 8.0))
         .collect();
     let mut c = vec![TC::from_f32(0.0); m * n];
-    let desc = GemmDesc::new(m, n, k);
+    let tb = if trans_b {
+        Transpose::Yes
+    } else {
+        Transpose::No
+    };
+    let desc = GemmDesc::new(m, n, k).with_transpose(Transpose::No, tb);
     let epi = Epilogue::none();
     let pool = pool(threads)?;
     let par = Parallelism::Rayon(threads);
@@ -155,6 +195,9 @@ fn bench<T: Element, TC: Element>(
     };
     if TC::DTYPE != T::DTYPE {
         case.insert("out".into(), TC::DTYPE.name().into());
+    }
+    if trans_b {
+        case.insert("trans_b".into(), true.into());
     }
     if forced.is_some() {
         case.insert("path".into(), isa.name().into());

@@ -22,6 +22,7 @@ use std::cell::RefCell;
 
 use super::element::{Dtype, Element};
 use super::epilogue::{self, Dest, Prev, RowEpi};
+use super::microkernel::MicroArgs;
 use super::pack::{self, Source};
 use super::simd::Simd;
 use super::Activation;
@@ -73,6 +74,15 @@ pub(crate) struct Task {
     pub c0: usize,
     pub c1: usize,
 }
+
+/// Column ranges of at most this many `NR` panels read f32 A in place instead of packing it.
+const DIRECT_A_MAX_PANELS: usize = 4;
+
+/// Tasks of at most this many `MR` row panels read f32 B in place instead of packing it.
+const DIRECT_B_MAX_PANELS: usize = 2;
+
+/// Largest B block (elements) read in place: 8 MiB of f32, well inside L3.
+const DIRECT_B_MAX_ELEMS: usize = 1 << 21;
 
 /// The largest `f32` partial-sum buffer a task keeps when C is f16 or bf16 and k is split.
 const MAX_ACC_FLOATS: usize = 1 << 20;
@@ -129,16 +139,20 @@ pub(crate) fn plan(
     let per_batch = threads / batch;
     let tiles_m = m.div_ceil(mr);
     let tiles_n = n.div_ceil(nr);
-    // Choose the grid whose largest rectangle is smallest; ties prefer splitting rows.
+    // Choose the grid with the cheapest largest task: its padded area of C (2k flops per
+    // element, ~32 flops a cycle) plus what it packs (k times its rows and its columns, about
+    // a cycle per element). Ties prefer splitting rows.
     let mut best = (usize::MAX, 1, 1);
     for tm in 1..=per_batch {
         let tn = per_batch / tm;
         if tm * tn != per_batch || tm > tiles_m || tn > tiles_n {
             continue;
         }
-        let area = tiles_m.div_ceil(tm) * mr * tiles_n.div_ceil(tn) * nr;
-        if area < best.0 || (area == best.0 && tm > best.1) {
-            best = (area, tm, tn);
+        let rows = tiles_m.div_ceil(tm) * mr;
+        let cols = tiles_n.div_ceil(tn) * nr;
+        let cost = rows * cols / 16 + rows + cols;
+        if cost < best.0 || (cost == best.0 && tm > best.1) {
+            best = (cost, tm, tn);
         }
     }
     let (_, tm, tn) = best;
@@ -304,7 +318,7 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
         let use_acc = TC::DTYPE != Dtype::F32 && job.k > kc;
         let abuf = bufs.a.get(mc.div_ceil(mr) * mr * kc);
         let bbuf = bufs.b.get(nc.div_ceil(nr) * nr * kc);
-        let tmp = bufs.tmp.get(mr.max(1) * kc);
+        let tmp = bufs.tmp.get(mr.max(nr) * kc);
         let accbuf = if use_acc {
             bufs.acc.get(rows * nc)
         } else {
@@ -312,6 +326,24 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
         };
         let mut tile = Tile([0.0; 512]);
         let tile = tile.0.as_mut_ptr();
+
+        // Small column ranges reuse a packed A block only a few times: read f32 A in place.
+        let direct_a = TA::DTYPE == Dtype::F32 && t.c1 - t.c0 <= DIRECT_A_MAX_PANELS * nr;
+        let (a_rs, a_cs) = if job.trans_a {
+            (1, job.lda)
+        } else {
+            (job.lda, 1)
+        };
+        let has_epilogue =
+            !job.bias.is_null() || job.act != Activation::None || !residual.is_null();
+        let direct_c_ok = TC::DTYPE == Dtype::F32 && !use_acc;
+        // Few rows reuse a packed B panel only once or twice: read f32 B (k x n) in place,
+        // when it is small enough to come from cache (strided slivers of a B streaming from
+        // memory defeat the prefetchers; packing reads it front to back).
+        let direct_b = TB::DTYPE == Dtype::F32
+            && !job.trans_b
+            && rows <= DIRECT_B_MAX_PANELS * mr
+            && job.k * (t.c1 - t.c0) <= DIRECT_B_MAX_ELEMS;
 
         let mut jc = t.c0;
         while jc < t.c1 {
@@ -321,22 +353,98 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                 let kcur = kc.min(job.k - pc);
                 let first = pc == 0;
                 let last = pc + kcur == job.k;
-                pack::pack_b::<S, TB>(b_src, pc, kcur, jc, ncur, bbuf, tmp);
+                let full_cols = ncur / nr * nr;
+                if !direct_b {
+                    pack::pack_b::<S, TB>(b_src, pc, kcur, jc, ncur, bbuf, tmp);
+                } else if full_cols < ncur {
+                    // Only the ragged last panel is packed (zero-padded).
+                    pack::pack_b::<S, TB>(
+                        b_src,
+                        pc,
+                        kcur,
+                        jc + full_cols,
+                        ncur - full_cols,
+                        bbuf,
+                        tmp,
+                    );
+                }
                 let mut ic = t.r0;
                 while ic < t.r1 {
                     let mcur = mc.min(t.r1 - ic);
-                    pack::pack_a::<S, TA>(a_src, ic, mcur, pc, kcur, abuf, tmp);
+                    let full_rows = mcur / mr * mr;
+                    if !direct_a {
+                        pack::pack_a::<S, TA>(a_src, ic, mcur, pc, kcur, abuf, tmp);
+                    } else if full_rows < mcur {
+                        // Only the ragged last sliver is packed (zero-padded).
+                        pack::pack_a::<S, TA>(
+                            a_src,
+                            ic + full_rows,
+                            mcur - full_rows,
+                            pc,
+                            kcur,
+                            abuf,
+                            tmp,
+                        );
+                    }
                     let mut jr = 0;
                     while jr < ncur {
                         let cols = nr.min(ncur - jr);
-                        let bp = bbuf.add(jr * kcur);
+                        let (bp, b_rs) = if !direct_b {
+                            (bbuf.add(jr * kcur) as *const f32, nr)
+                        } else if cols == nr {
+                            (
+                                (b_src.ptr as *const f32).add(pc * job.ldb + jc + jr),
+                                job.ldb,
+                            )
+                        } else {
+                            (bbuf as *const f32, nr)
+                        };
                         let mut ir = 0;
                         while ir < mcur {
                             let nrows = mr.min(mcur - ir);
-                            S::microkernel(kcur, abuf.add(ir * kcur), bp, tile);
+                            let i0 = ic + ir;
+                            let j = jc + jr;
+                            let strided = direct_a && nrows == mr;
+                            let a_ptr = if strided {
+                                (a_src.ptr as *const f32).add(i0 * a_rs + pc * a_cs)
+                            } else if direct_a {
+                                abuf
+                            } else {
+                                abuf.add(ir * kcur)
+                            };
+                            let direct_c =
+                                direct_c_ok && nrows == mr && cols == nr && !(last && has_epilogue);
+                            let mut args = MicroArgs {
+                                kc: kcur,
+                                a: a_ptr,
+                                a_rs,
+                                a_cs,
+                                b: bp,
+                                b_rs,
+                                out: tile,
+                                ldo: nr,
+                                alpha: 1.0,
+                                beta: 0.0,
+                            };
+                            if direct_c {
+                                // The tile goes straight to C: alpha * AB (+ beta C, or + the
+                                // previous k-blocks' sum).
+                                args.out = c.add(i0 * job.ldc + j) as *mut f32;
+                                args.ldo = job.ldc;
+                                args.alpha = job.alpha;
+                                args.beta = if first { job.beta } else { 1.0 };
+                            }
+                            if strided {
+                                S::microkernel_strided(&args);
+                            } else {
+                                S::microkernel(&args);
+                            }
+                            if direct_c {
+                                ir += mr;
+                                continue;
+                            }
                             for ii in 0..nrows {
-                                let i = ic + ir + ii;
-                                let j = jc + jr;
+                                let i = i0 + ii;
                                 let crow = c.add(i * job.ldc + j);
                                 let accrow = if use_acc {
                                     accbuf.add((i - t.r0) * nc + jr)

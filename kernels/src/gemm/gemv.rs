@@ -17,8 +17,12 @@ use super::epilogue::{self, Dest, Prev, RowEpi};
 use super::simd::Simd;
 use super::Activation;
 
-/// Largest m the GEMV path takes.
+/// Largest m the GEMV path takes when B is stored k x n.
 pub(crate) const GEMV_MAX_M: usize = 4;
+
+/// Largest m the GEMV path takes when B is stored n x k: packing B^T for the blocked path
+/// costs more than these few rows of work, and the dot kernel reads B once for all rows.
+pub(crate) const GEMV_MAX_M_TRANS_B: usize = 16;
 
 /// Stored rows of B dotted at once when B is stored n x k.
 const DOT_GROUP: usize = 4;
@@ -87,12 +91,7 @@ pub(crate) unsafe fn run_task<S: Simd, TB: Element, TC: Element>(
     // SAFETY: forwarded caller contract.
     unsafe {
         match *t {
-            GemvTask::Columns { batch, c0, c1 } => match job.m {
-                1 => task_rows::<S, TB, TC, 1>(job, batch, c0, c1),
-                2 => task_rows::<S, TB, TC, 2>(job, batch, c0, c1),
-                3 => task_rows::<S, TB, TC, 3>(job, batch, c0, c1),
-                _ => task_rows::<S, TB, TC, 4>(job, batch, c0, c1),
-            },
+            GemvTask::Columns { batch, c0, c1 } => task_rows::<S, TB, TC>(job, batch, c0, c1),
             GemvTask::Partial { part, p0, p1 } => {
                 let out = job.partials.add(part * job.m * job.n);
                 let a = job.a.add(p0);
@@ -159,7 +158,7 @@ unsafe fn finish<S: Simd, TB: Element, TC: Element>(job: &GemvJob<TB, TC>, c0: u
 }
 
 #[inline(always)]
-unsafe fn task_rows<S: Simd, TB: Element, TC: Element, const RM: usize>(
+unsafe fn task_rows<S: Simd, TB: Element, TC: Element>(
     job: &GemvJob<TB, TC>,
     batch: usize,
     c0: usize,
@@ -167,8 +166,8 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element, const RM: usize>(
 ) {
     let nb = S::GEMV_NB;
     debug_assert!(nb <= 64 && nb == 4 * S::LANES);
-    // SAFETY: every pointer stays inside the validated operands: rows of A `< RM`, steps
-    // `< k`, columns `< c1 <= n`; the block buffer holds `RM x width` floats.
+    // SAFETY: every pointer stays inside the validated operands: rows of A `< m`, steps
+    // `< k`, columns `< c1 <= n`; the block buffer holds `m x width` floats.
     unsafe {
         let a = job.a.add(batch * job.m * job.k);
         let b = job.b.add(batch * job.stride_b);
@@ -181,17 +180,24 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element, const RM: usize>(
         // Dot products finish a few columns at a time; axpy rows accumulate a wide chunk of
         // columns in L1 so every stored row of B is read in long contiguous runs.
         let width = if job.trans_b { nb } else { AXPY_CHUNK };
-        let mut block = vec![0.0f32; RM * width];
+        let m = job.m;
+        let mut block = vec![0.0f32; m * width];
         let out = block.as_mut_ptr();
         let mut j0 = c0;
         while j0 < c1 {
             let cols = width.min(c1 - j0);
             if job.trans_b {
-                dot_block::<S, TB, RM>(a, job.k, b, job.ldb, j0, cols, out, width);
+                dot_block::<S, TB>(a, job.k, m, b, job.ldb, j0, cols, out, width);
             } else {
-                axpy_chunk::<S, TB, RM>(a, job.k, job.k, b, job.ldb, j0, cols, out, width);
+                let (k, ldb) = (job.k, job.ldb);
+                match m {
+                    1 => axpy_chunk::<S, TB, 1>(a, k, k, b, ldb, j0, cols, out, width),
+                    2 => axpy_chunk::<S, TB, 2>(a, k, k, b, ldb, j0, cols, out, width),
+                    3 => axpy_chunk::<S, TB, 3>(a, k, k, b, ldb, j0, cols, out, width),
+                    _ => axpy_chunk::<S, TB, 4>(a, k, k, b, ldb, j0, cols, out, width),
+                }
             }
-            for r in 0..RM {
+            for r in 0..m {
                 let crow = c.add(r * job.ldc + j0);
                 let prev = if job.beta == 0.0 {
                     Prev::Zero
@@ -301,22 +307,26 @@ unsafe fn axpy_chunk<S: Simd, TB: Element, const RM: usize>(
     }
 }
 
-/// `out[r][0..cols] = sum_p a[r][p] * B[j0 + ..][p]` for B stored n x k.
+/// `out[r][0..cols] = sum_p a[r][p] * B[j0 + ..][p]` for B stored n x k, `r < m`.
+///
+/// For each group of four stored rows of B, every group of up to four rows of A is dotted
+/// with it; the group of B (four rows of k) stays in L1 or L2 between the row groups, so B is
+/// read from memory once.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the loop's extents, kept as plain values
-unsafe fn dot_block<S: Simd, TB: Element, const RM: usize>(
+unsafe fn dot_block<S: Simd, TB: Element>(
     a: *const f32,
     k: usize,
+    m: usize,
     b: *const TB,
     ldb: usize,
     j0: usize,
     cols: usize,
     out: *mut f32,
-    nb: usize,
+    width: usize,
 ) {
-    let lanes = S::LANES;
     // SAFETY: see `task_rows`; stored rows past `cols` are clamped to the last valid one and
-    // their sums discarded; the k tail uses partial loads.
+    // their sums discarded.
     unsafe {
         let mut g = 0;
         while g < cols {
@@ -324,42 +334,70 @@ unsafe fn dot_block<S: Simd, TB: Element, const RM: usize>(
             for (jj, row) in rows.iter_mut().enumerate() {
                 *row = b.add((j0 + (g + jj).min(cols - 1)) * ldb);
             }
-            let mut acc = [[S::zero(); DOT_GROUP]; RM];
-            let mut p = 0;
-            while p + lanes <= k {
-                let mut bv = [S::zero(); DOT_GROUP];
-                for (jj, slot) in bv.iter_mut().enumerate() {
-                    *slot = S::load_elem::<TB>(rows[jj].add(p));
+            let valid = DOT_GROUP.min(cols - g);
+            let mut r0 = 0;
+            while r0 < m {
+                let ar = a.add(r0 * k);
+                let o = out.add(r0 * width + g);
+                match m - r0 {
+                    1 => dot_group::<S, TB, 1>(ar, k, &rows, o, width, valid),
+                    2 => dot_group::<S, TB, 2>(ar, k, &rows, o, width, valid),
+                    3 => dot_group::<S, TB, 3>(ar, k, &rows, o, width, valid),
+                    _ => dot_group::<S, TB, 4>(ar, k, &rows, o, width, valid),
                 }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let av = S::load(a.add(r * k + p));
-                    for (jj, slot) in row.iter_mut().enumerate() {
-                        *slot = S::fma(av, bv[jj], *slot);
-                    }
-                }
-                p += lanes;
-            }
-            if p < k {
-                let len = k - p;
-                let mut bv = [S::zero(); DOT_GROUP];
-                for (jj, slot) in bv.iter_mut().enumerate() {
-                    *slot = S::load_elem_partial::<TB>(rows[jj].add(p), len);
-                }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let av = S::load_elem_partial::<f32>(a.add(r * k + p), len);
-                    for (jj, slot) in row.iter_mut().enumerate() {
-                        *slot = S::fma(av, bv[jj], *slot);
-                    }
-                }
-            }
-            for (r, row) in acc.iter().enumerate() {
-                for (jj, slot) in row.iter().enumerate() {
-                    if g + jj < cols {
-                        *out.add(r * nb + g + jj) = S::hsum(*slot);
-                    }
-                }
+                r0 += 4;
             }
             g += DOT_GROUP;
+        }
+    }
+}
+
+/// `out[r][jj] = dot(a[r], rows[jj])` for `r < RM`, `jj < valid`; `a` rows are `k` apart.
+#[inline(always)]
+unsafe fn dot_group<S: Simd, TB: Element, const RM: usize>(
+    a: *const f32,
+    k: usize,
+    rows: &[*const TB; DOT_GROUP],
+    out: *mut f32,
+    width: usize,
+    valid: usize,
+) {
+    let lanes = S::LANES;
+    // SAFETY: the caller passes RM rows of A of k floats and DOT_GROUP rows of B of k
+    // elements; the k tail uses partial loads; `out` holds RM rows of `valid` floats.
+    unsafe {
+        let mut acc = [[S::zero(); DOT_GROUP]; RM];
+        let mut p = 0;
+        while p + lanes <= k {
+            let mut bv = [S::zero(); DOT_GROUP];
+            for (jj, slot) in bv.iter_mut().enumerate() {
+                *slot = S::load_elem::<TB>(rows[jj].add(p));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = S::load(a.add(r * k + p));
+                for (jj, slot) in row.iter_mut().enumerate() {
+                    *slot = S::fma(av, bv[jj], *slot);
+                }
+            }
+            p += lanes;
+        }
+        if p < k {
+            let len = k - p;
+            let mut bv = [S::zero(); DOT_GROUP];
+            for (jj, slot) in bv.iter_mut().enumerate() {
+                *slot = S::load_elem_partial::<TB>(rows[jj].add(p), len);
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = S::load_elem_partial::<f32>(a.add(r * k + p), len);
+                for (jj, slot) in row.iter_mut().enumerate() {
+                    *slot = S::fma(av, bv[jj], *slot);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (jj, slot) in row.iter().enumerate().take(valid) {
+                *out.add(r * width + jj) = S::hsum(*slot);
+            }
         }
     }
 }

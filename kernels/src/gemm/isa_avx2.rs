@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 use super::blocked::{self, Job, Task};
 use super::element::{Dtype, Element};
 use super::gemv::{self, GemvJob, GemvTask};
-use super::microkernel;
+use super::microkernel::{self, MicroArgs};
 use super::simd::Simd;
 
 /// The AVX2 + FMA + F16C instruction set.
@@ -121,9 +121,15 @@ unsafe impl Simd for Avx2 {
     }
 
     #[inline(always)]
-    unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    unsafe fn microkernel(args: &MicroArgs) {
         // SAFETY: forwarded caller contract; the host has AVX2 and FMA (trait contract).
-        unsafe { microkernel_avx2(kc, a, b, tile) }
+        unsafe { microkernel_avx2(args) }
+    }
+
+    #[inline(always)]
+    unsafe fn microkernel_strided(args: &MicroArgs) {
+        // SAFETY: forwarded caller contract; the host has AVX2 and FMA (trait contract).
+        unsafe { microkernel_strided_avx2(args) }
     }
 
     #[inline(always)]
@@ -142,9 +148,17 @@ unsafe impl Simd for Avx2 {
 /// # Safety
 /// As [`Simd::microkernel`]; the host has AVX2 and FMA.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn microkernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn microkernel_avx2(args: &MicroArgs) {
     // SAFETY: forwarded caller contract.
-    unsafe { microkernel::tile::<Avx2, 6, 2>(kc, a, b, tile) }
+    unsafe { microkernel::tile::<Avx2, 6, 2, true>(args) }
+}
+
+/// # Safety
+/// As [`Simd::microkernel_strided`]; the host has the features enabled here.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn microkernel_strided_avx2(args: &MicroArgs) {
+    // SAFETY: forwarded caller contract.
+    unsafe { microkernel::tile::<Avx2, 6, 2, false>(args) }
 }
 
 /// # Safety

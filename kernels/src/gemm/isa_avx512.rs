@@ -9,7 +9,7 @@ use core::arch::x86_64::*;
 use super::blocked::{self, Job, Task};
 use super::element::{Dtype, Element};
 use super::gemv::{self, GemvJob, GemvTask};
-use super::microkernel;
+use super::microkernel::{self, MicroArgs};
 use super::simd::Simd;
 
 /// The AVX-512 instruction set.
@@ -23,8 +23,10 @@ unsafe impl Simd for Avx512 {
     const LANES: usize = 16;
     const MR: usize = 12;
     const NR: usize = 32;
-    const KC: usize = 384;
-    const MC: usize = 96;
+    // Deep k-blocks (measured best at 1024 on Zen 4): each C tile is updated fewer times,
+    // and the B sliver (128 KiB) streams from L2 fast enough for the FMA rate.
+    const KC: usize = 1024;
+    const MC: usize = 48;
     const NC: usize = 3072;
     const GEMV_NB: usize = 64;
 
@@ -112,9 +114,15 @@ unsafe impl Simd for Avx512 {
     }
 
     #[inline(always)]
-    unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    unsafe fn microkernel(args: &MicroArgs) {
         // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
-        unsafe { microkernel_avx512(kc, a, b, tile) }
+        unsafe { microkernel_avx512(args) }
+    }
+
+    #[inline(always)]
+    unsafe fn microkernel_strided(args: &MicroArgs) {
+        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
+        unsafe { microkernel_strided_avx512(args) }
     }
 
     #[inline(always)]
@@ -133,9 +141,17 @@ unsafe impl Simd for Avx512 {
 /// # Safety
 /// As [`Simd::microkernel`]; the host has AVX-512F and FMA.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-unsafe fn microkernel_avx512(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn microkernel_avx512(args: &MicroArgs) {
     // SAFETY: forwarded caller contract.
-    unsafe { microkernel::tile::<Avx512, 12, 2>(kc, a, b, tile) }
+    unsafe { microkernel::tile::<Avx512, 12, 2, true>(args) }
+}
+
+/// # Safety
+/// As [`Simd::microkernel_strided`]; the host has the features enabled here.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn microkernel_strided_avx512(args: &MicroArgs) {
+    // SAFETY: forwarded caller contract.
+    unsafe { microkernel::tile::<Avx512, 12, 2, false>(args) }
 }
 
 /// # Safety

@@ -5,7 +5,7 @@
 use super::blocked::{self, Job, Task};
 use super::element::Element;
 use super::gemv::{self, GemvJob, GemvTask};
-use super::microkernel;
+use super::microkernel::{self, MicroArgs};
 use super::simd::Simd;
 
 /// Plain Rust, any target.
@@ -76,9 +76,15 @@ unsafe impl Simd for Portable {
     }
 
     #[inline(always)]
-    unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+    unsafe fn microkernel(args: &MicroArgs) {
         // SAFETY: forwarded caller contract.
-        unsafe { microkernel::tile::<Portable, 4, 1>(kc, a, b, tile) }
+        unsafe { microkernel::tile::<Portable, 4, 1, true>(args) }
+    }
+
+    #[inline(always)]
+    unsafe fn microkernel_strided(args: &MicroArgs) {
+        // SAFETY: forwarded caller contract.
+        unsafe { microkernel::tile::<Portable, 4, 1, false>(args) }
     }
 
     #[inline(always)]

@@ -29,7 +29,8 @@
 //!
 //! # Paths
 //!
-//! `m <= 4` takes the GEMV path (`gemv.rs`), which streams B once without packing it. Larger
+//! `m <= 4` (`m <= 16` when B is stored transposed) takes the GEMV path (`gemv.rs`), which
+//! streams B once without packing it. Larger
 //! problems take the BLIS-structured blocked path (`blocked.rs`, `pack.rs`,
 //! `microkernel.rs`). Both run on the instruction set [`crate::isa::active`] picks, or the one
 //! given to [`gemm_with_isa`].
@@ -56,7 +57,7 @@ use crate::par::Parallelism;
 pub use element::{Dtype, Element};
 
 use blocked::Job;
-use gemv::{GemvJob, GemvTask, GEMV_MAX_M};
+use gemv::{GemvJob, GemvTask, GEMV_MAX_M, GEMV_MAX_M_TRANS_B};
 use simd::Simd;
 
 /// Whether an operand is used as stored or transposed.
@@ -135,9 +136,9 @@ impl GemmDesc {
             ldb: n,
             ldc: n,
             batch: 1,
-            stride_a: m * k,
-            stride_b: k * n,
-            stride_c: m * n,
+            stride_a: m.saturating_mul(k),
+            stride_b: k.saturating_mul(n),
+            stride_c: m.saturating_mul(n),
         }
     }
 
@@ -371,7 +372,7 @@ fn validate<TC>(
 
 /// Smallest product, in flops, worth a second thread: below it, waking the pool costs more
 /// than the work.
-const MIN_FLOPS_PER_THREAD: f64 = 6.0e6;
+const MIN_FLOPS_PER_THREAD: f64 = 1.5e6;
 /// Smallest GEMV, in bytes of B, worth a second thread.
 const MIN_GEMV_BYTES_PER_THREAD: usize = 256 << 10;
 
@@ -392,7 +393,12 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
             (r.data.as_ptr(), r.ld, r.batch_stride)
         });
     let product = d.k > 0 && d.alpha != 0.0;
-    if product && d.m <= GEMV_MAX_M {
+    let gemv_rows = if d.trans_b == Transpose::Yes {
+        GEMV_MAX_M_TRANS_B
+    } else {
+        GEMV_MAX_M
+    };
+    if product && d.m <= gemv_rows {
         run_gemv::<S, TA, TB, TC>(
             d,
             a,
@@ -450,7 +456,7 @@ fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
     (residual, ld_residual, stride_residual): (*const TC, usize, usize),
     par: Parallelism,
 ) {
-    // op(A) is at most 4 x k per batch: widen it to a contiguous f32 copy once.
+    // op(A) is at most 16 x k per batch: widen it to a contiguous f32 copy once.
     let (m, k) = (d.m, d.k);
     let mut wide = Vec::with_capacity(d.batch * m * k);
     for bi in 0..d.batch {

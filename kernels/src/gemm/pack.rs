@@ -58,8 +58,9 @@ pub(crate) unsafe fn pack_a<S: Simd, T: Element>(
                 let base = src.ptr as *const f32;
                 for p in 0..kcur {
                     for i in 0..mr {
+                        // Volatile: keeps the gather scalar (a vector gather is microcoded).
                         *out.add(p * mr + i) = if i < rows {
-                            *base.add((i0 + ir + i) * src.ld + p0 + p)
+                            core::ptr::read_volatile(base.add((i0 + ir + i) * src.ld + p0 + p))
                         } else {
                             0.0
                         };
@@ -73,8 +74,9 @@ pub(crate) unsafe fn pack_a<S: Simd, T: Element>(
                 }
                 for p in 0..kcur {
                     for i in 0..mr {
+                        // Volatile: keeps the gather scalar (a vector gather is microcoded).
                         *out.add(p * mr + i) = if i < rows {
-                            *tmp.add(i * kcur + p)
+                            core::ptr::read_volatile(tmp.add(i * kcur + p))
                         } else {
                             0.0
                         };
@@ -91,7 +93,7 @@ pub(crate) unsafe fn pack_a<S: Simd, T: Element>(
 /// # Safety
 /// - The host supports `S`'s instructions.
 /// - The block lies inside the operand `src` describes.
-/// - `dst` has room for `ceil(ncur / NR) * NR * kcur` floats and `tmp` for `kcur`.
+/// - `dst` has room for `ceil(ncur / NR) * NR * kcur` floats and `tmp` for `NR * kcur`.
 #[inline(always)]
 pub(crate) unsafe fn pack_b<S: Simd, T: Element>(
     src: Source<T>,
@@ -120,23 +122,37 @@ pub(crate) unsafe fn pack_b<S: Simd, T: Element>(
                     }
                 }
             } else {
-                // Stored n x k: read each stored row contiguously, scatter into the panel.
-                for j in 0..cols {
-                    let s = src.ptr.add((j0 + jr + j) * src.ld + p0);
-                    let row = if T::DTYPE == Dtype::F32 {
-                        s as *const f32
-                    } else {
-                        S::widen_run(s, kcur, tmp);
-                        tmp as *const f32
-                    };
-                    for p in 0..kcur {
-                        *out.add(p * nr + j) = *row.add(p);
+                // Stored n x k: a transpose. Rows of B are `ld` apart, often a multiple of
+                // 4 KiB, so walking all NR rows at the same step would hit one cache set;
+                // instead take a cache line of each row at a time (16 steps) and scatter it
+                // into the 16 panel rows, which stay in L1. Volatile accesses keep the copy
+                // scalar: vectorised, it becomes a scatter, which is microcoded and slow.
+                let (rows, row_stride) = if T::DTYPE == Dtype::F32 {
+                    ((src.ptr as *const f32).add((j0 + jr) * src.ld + p0), src.ld)
+                } else {
+                    for j in 0..cols {
+                        let s = src.ptr.add((j0 + jr + j) * src.ld + p0);
+                        S::widen_run(s, kcur, tmp.add(j * kcur));
                     }
-                }
-                for j in cols..nr {
-                    for p in 0..kcur {
-                        *out.add(p * nr + j) = 0.0;
+                    (tmp as *const f32, kcur)
+                };
+                const STEPS: usize = 16;
+                let mut pb = 0;
+                while pb < kcur {
+                    let steps = STEPS.min(kcur - pb);
+                    for j in 0..nr {
+                        let o = out.add(pb * nr + j);
+                        let r = rows.add(j * row_stride + pb);
+                        for q in 0..steps {
+                            let v = if j < cols {
+                                core::ptr::read_volatile(r.add(q))
+                            } else {
+                                0.0
+                            };
+                            core::ptr::write_volatile(o.add(q * nr), v);
+                        }
                     }
+                    pb += steps;
                 }
             }
             jr += nr;

@@ -10,6 +10,7 @@
 use super::blocked::{Job, Task};
 use super::element::Element;
 use super::gemv::{GemvJob, GemvTask};
+use super::microkernel::MicroArgs;
 
 /// One instruction set's vector type, operations and GEMM blocking.
 ///
@@ -57,11 +58,17 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     /// Rounds `LANES` floats to `T` and stores them.
     unsafe fn store_elem<T: Element>(p: *mut T, v: Self::V);
 
-    /// `tile[MR][NR] = sum_p a[p][0..MR] (outer) b[p][0..NR]` over `kc` packed steps.
+    /// The microkernel on a packed A sliver (`args.a_rs`, `args.a_cs` are ignored).
     ///
     /// # Safety
-    /// `a` holds `kc * MR` floats, `b` holds `kc * NR`, `tile` has room for `MR * NR`.
-    unsafe fn microkernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32);
+    /// As [`super::microkernel::tile`] with `PACKED`: `a` holds `kc * MR` floats.
+    unsafe fn microkernel(args: &MicroArgs);
+
+    /// The microkernel reading A in place through `args.a_rs` and `args.a_cs`.
+    ///
+    /// # Safety
+    /// As [`super::microkernel::tile`].
+    unsafe fn microkernel_strided(args: &MicroArgs);
 
     /// Runs one task of a blocked GEMM (see `blocked.rs`) compiled for this instruction set.
     ///
