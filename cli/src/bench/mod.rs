@@ -4,8 +4,6 @@
 //! records print as JSON Lines (`{"bench", "case", "runs", "median_s", <rate>}`, DESIGN.md
 //! "Performance method"); without it, as a table. Times are medians of several runs.
 
-pub mod gemm;
-
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -141,19 +139,53 @@ impl Sink {
     }
 }
 
+pub mod attention;
+pub mod gemm;
+pub mod graph;
+pub mod ops;
+pub mod quant;
+pub mod runtime;
+
 /// The suites `knpu bench` knows, with a line each for `--help`.
-pub const SUITES: &[(&str, &str)] = &[(
-    "gemm",
-    "GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe",
-)];
+pub const SUITES: &[(&str, &str)] = &[
+    (
+        "runtime",
+        "launch cost, round trip, event record, cached alloc+free, copy bandwidth (--quick)",
+    ),
+    (
+        "graph",
+        "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)",
+    ),
+    (
+        "gemm",
+        "GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe",
+    ),
+    (
+        "attention",
+        "fused attention: causal prefill GFLOP/s, decode time and bytes/s, read-bandwidth probe",
+    ),
+    (
+        "quant",
+        "quantised GEMV/GEMM (Q4_0, Q4_1, Q8_0, Q4_K), W8A8 GEMM, read-bandwidth probe",
+    ),
+    (
+        "ops",
+        "LLM ops (RMSNorm, softmax, SwiGLU, RoPE) in GB/s per ISA path",
+    ),
+];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
 pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
-    if name == "gemm" {
-        return gemm::run(args, sink);
+    match name {
+        "runtime" => runtime::run(args, sink),
+        "graph" => graph::run(args, sink),
+        "gemm" => gemm::run(args, sink),
+        "attention" => attention::run(args, sink),
+        "quant" => quant::run(args, sink),
+        "ops" => ops::run(args, sink),
+        _ => Err(format!(
+            "unknown benchmark suite `{name}`; suites: {}",
+            SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        )),
     }
-    Err(format!(
-        "unknown benchmark suite `{name}`; suites: {}",
-        SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
-    ))
 }
