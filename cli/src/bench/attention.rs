@@ -21,7 +21,6 @@
 //! memory order, default bshd).
 
 use super::{time_batched, time_median, Record, Sink};
-use crate::case;
 use half::{bf16, f16};
 use knpu_kernels::attention::{
     attention, attention_scratch_bytes, AttentionParams, AttnElement, AttnMask, AttnTensor,

@@ -6,7 +6,6 @@
 //! (`rows = 1`, a decode step) on the active path, where call overhead matters, in `us`.
 
 use super::{time_batched, time_median, Record, Sink};
-use crate::case;
 use knpu_kernels::llm::{self, Element, RopeParams, RopePositions, RopeStyle};
 use knpu_kernels::{isa, Parallelism};
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! in the same run (the ceiling a decode GEMV is judged against).
 
 use super::{time_batched, time_median, Record, Sink};
-use crate::case;
 use knpu_kernels::quant::{
     self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
 };

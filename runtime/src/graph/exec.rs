@@ -535,12 +535,12 @@ impl GraphExec {
             let signal = seg.signal.map(|idx| (inner.sems[q].clone(), base[q] + idx));
             if q == 0 {
                 let signals: Vec<(Arc<Semaphore>, u64)> = signal.iter().cloned().collect();
-                // SAFETY: host pointers in the plan are the recorder's obligation (valid for
-                // every launch); parameter buffers live in the plan, which the driver copies.
                 let (cmds, list) = match seg.list {
                     Some(l) => (&[][..], Some(l)),
                     None => (&seg.cmds[..], None),
                 };
+                // SAFETY: host pointers in the plan are the recorder's obligation (valid for
+                // every launch); parameter buffers live in the plan, which the driver copies.
                 unsafe {
                     stream.submit(
                         cmds,
