@@ -203,13 +203,16 @@ typedef enum KnpuActivation {
  * weights); other combinations are KNPU_STATUS_NOT_SUPPORTED at submit.
  *
  * Edge cases: beta == 0 overwrites C without reading it (NaN in C does not propagate);
- * k == 0 or alpha == 0 computes D = act(beta * C + bias) + residual without reading A or B;
- * m, n or batch_count == 0 does nothing (addresses of empty operands may be 0).
+ * k == 0 or alpha == 0 computes D = act(beta * C + bias) + residual without reading A or B
+ * (with k == 0 A and B are empty and their addresses may be 0; with alpha == 0 they must
+ * still be valid ranges); m, n or batch_count == 0 does nothing, and then every address may
+ * be 0.
  *
- * Aliasing: C must not overlap A, B, the bias or the residual in device memory (the
- * software NPU refuses such a launch with KNPU_STATUS_KERNEL_FAULT naming both operands,
- * and C is left untouched). Batches of C must not overlap each other (stride_c spans at
- * least one batch of C); A, B and the residual may repeat across batches (stride 0).
+ * Aliasing: the result is as if every input (A, B, bias, residual, and C when beta != 0)
+ * were read before C is written. The software NPU copies an input whose device range
+ * overlaps C's before it runs (so `residual == c` with beta == 0, an in-place residual
+ * update, works). Batches of C must not overlap each other (stride_c >= (m - 1) * ldc + n
+ * when batch_count > 1); A, B and the residual may repeat across batches (stride 0).
  *
  * Every address must be aligned to its element size. Invalid sizes, leading dimensions,
  * strides or enum values are KNPU_STATUS_INVALID_VALUE at submit; an address range outside
