@@ -183,16 +183,8 @@ fn parse(bytes: &[u8]) -> Result<Params, KnpuStatus> {
     // An empty output means no work: nothing is read, so no input needs an extent.
     let work = d.m > 0 && d.n > 0 && d.batch > 0;
     let live = |elems: usize| if work { elems } else { 0 };
-    let a = extent(
-        p.a,
-        live(span(ar, ac, d.lda, d.batch, d.stride_a)?),
-        size_a,
-    )?;
-    let b = extent(
-        p.b,
-        live(span(br, bc, d.ldb, d.batch, d.stride_b)?),
-        size_b,
-    )?;
+    let a = extent(p.a, live(span(ar, ac, d.lda, d.batch, d.stride_a)?), size_a)?;
+    let b = extent(p.b, live(span(br, bc, d.ldb, d.batch, d.stride_b)?), size_b)?;
     let c = extent(p.c, span(d.m, d.n, d.ldc, d.batch, d.stride_c)?, size_c)?;
     if d.batch > 1 && work && d.stride_c < (d.m - 1) * d.ldc + d.n {
         // Batches of C would overlap: the kernel writes them in parallel.
@@ -238,13 +230,12 @@ fn model_ns(bytes: &[u8], t: &TimingProfile) -> u64 {
     };
     // C is read (beta != 0) and written; inputs are read once at best.
     let c_moves = if p.desc.beta != 0.0 { 2 } else { 1 };
-    let moved = p
-        .a
-        .bytes
-        .saturating_add(p.b.bytes)
-        .saturating_add(p.c.bytes.saturating_mul(c_moves))
-        .saturating_add(p.bias.map_or(0, |e| e.bytes))
-        .saturating_add(p.residual.map_or(0, |(e, _, _)| e.bytes));
+    let moved =
+        p.a.bytes
+            .saturating_add(p.b.bytes)
+            .saturating_add(p.c.bytes.saturating_mul(c_moves))
+            .saturating_add(p.bias.map_or(0, |e| e.bytes))
+            .saturating_add(p.residual.map_or(0, |(e, _, _)| e.bytes));
     compute_ns(flops, peak).max(transfer_ns(moved, t.memory_bandwidth_mbps))
 }
 
@@ -253,27 +244,17 @@ fn run(ctx: &KernelContext<'_>, bytes: &[u8]) -> Result<(), Fault> {
     match p.dtypes {
         (KNPU_DTYPE_F32, KNPU_DTYPE_F32, KNPU_DTYPE_F32) => run_typed::<f32, f32, f32>(ctx, &p),
         (KNPU_DTYPE_F32, KNPU_DTYPE_F32, KNPU_DTYPE_F16) => run_typed::<f32, f32, f16>(ctx, &p),
-        (KNPU_DTYPE_F32, KNPU_DTYPE_F32, KNPU_DTYPE_BF16) => {
-            run_typed::<f32, f32, bf16>(ctx, &p)
-        }
+        (KNPU_DTYPE_F32, KNPU_DTYPE_F32, KNPU_DTYPE_BF16) => run_typed::<f32, f32, bf16>(ctx, &p),
         (KNPU_DTYPE_F16, KNPU_DTYPE_F16, KNPU_DTYPE_F32) => run_typed::<f16, f16, f32>(ctx, &p),
         (KNPU_DTYPE_F16, KNPU_DTYPE_F16, KNPU_DTYPE_F16) => run_typed::<f16, f16, f16>(ctx, &p),
-        (KNPU_DTYPE_F16, KNPU_DTYPE_F16, KNPU_DTYPE_BF16) => {
-            run_typed::<f16, f16, bf16>(ctx, &p)
-        }
-        (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_F32) => {
-            run_typed::<bf16, bf16, f32>(ctx, &p)
-        }
-        (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_F16) => {
-            run_typed::<bf16, bf16, f16>(ctx, &p)
-        }
+        (KNPU_DTYPE_F16, KNPU_DTYPE_F16, KNPU_DTYPE_BF16) => run_typed::<f16, f16, bf16>(ctx, &p),
+        (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_F32) => run_typed::<bf16, bf16, f32>(ctx, &p),
+        (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_F16) => run_typed::<bf16, bf16, f16>(ctx, &p),
         (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_BF16) => {
             run_typed::<bf16, bf16, bf16>(ctx, &p)
         }
         (KNPU_DTYPE_F32, KNPU_DTYPE_F16, KNPU_DTYPE_F32) => run_typed::<f32, f16, f32>(ctx, &p),
-        (KNPU_DTYPE_F32, KNPU_DTYPE_BF16, KNPU_DTYPE_F32) => {
-            run_typed::<f32, bf16, f32>(ctx, &p)
-        }
+        (KNPU_DTYPE_F32, KNPU_DTYPE_BF16, KNPU_DTYPE_F32) => run_typed::<f32, bf16, f32>(ctx, &p),
         (a, b, c) => Err(Fault::new(
             KNPU_STATUS_NOT_SUPPORTED,
             format!("gemm dtypes (a {a}, b {b}, c {c}) are not supported"),
@@ -309,7 +290,10 @@ fn input<T: Copy>(
     c: &Extent,
 ) -> Result<Input<T>, Fault> {
     if e.bytes == 0 {
-        return Ok(Input::Device(std::ptr::NonNull::<T>::dangling().as_ptr(), 0));
+        return Ok(Input::Device(
+            std::ptr::NonNull::<T>::dangling().as_ptr(),
+            0,
+        ));
     }
     let ptr = ctx.resolve(name, e.addr, e.bytes)? as *const T;
     let device = Input::Device(ptr, e.elems);
@@ -347,7 +331,9 @@ fn run_typed<TA: Element, TB: Element, TC: Element>(
         .transpose()?;
     let residual = p
         .residual
-        .map(|(e, ld, stride)| Ok::<_, Fault>((input::<TC>(ctx, "residual", &e, &p.c)?, ld, stride)))
+        .map(|(e, ld, stride)| {
+            Ok::<_, Fault>((input::<TC>(ctx, "residual", &e, &p.c)?, ld, stride))
+        })
         .transpose()?;
     // SAFETY: a resolved, aligned range of `p.c.elems` elements of a live allocation; no
     // input slice overlaps it (overlapping inputs were copied above).
@@ -361,11 +347,10 @@ fn run_typed<TA: Element, TB: Element, TC: Element>(
             batch_stride: *stride,
         }),
     };
-    let work = d
-        .m
-        .saturating_mul(d.n)
-        .saturating_mul(d.k)
-        .saturating_mul(d.batch);
+    let work =
+        d.m.saturating_mul(d.n)
+            .saturating_mul(d.k)
+            .saturating_mul(d.batch);
     let (a, b) = (a.slice(), b.slice());
     ctx.run(work, |par| gemm(d, a, b, c, &epilogue, par))
         .map_err(fault_of)

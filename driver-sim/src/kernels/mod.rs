@@ -40,10 +40,7 @@ pub struct KernelDef {
 }
 
 /// Every kernel the driver runs.
-static REGISTRY: &[KernelDef] = &[
-    elementwise::KERNEL,
-    gemm::KERNEL,
-];
+static REGISTRY: &[KernelDef] = &[elementwise::KERNEL, gemm::KERNEL];
 
 /// The kernel with id `id`.
 pub fn find(id: u32) -> Option<&'static KernelDef> {
