@@ -135,7 +135,7 @@ fn extent(addr: u64, elems: usize, size: u64) -> Result<Extent, KnpuStatus> {
     let bytes = (elems as u64)
         .checked_mul(size)
         .ok_or(KNPU_STATUS_INVALID_VALUE)?;
-    if bytes > 0 && (addr == 0 || addr % size != 0 || addr.checked_add(bytes).is_none()) {
+    if bytes > 0 && (addr == 0 || !addr.is_multiple_of(size) || addr.checked_add(bytes).is_none()) {
         return Err(KNPU_STATUS_INVALID_VALUE);
     }
     Ok(Extent { addr, elems, bytes })
