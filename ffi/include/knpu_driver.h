@@ -136,6 +136,8 @@ typedef enum KnpuQueuePriority {
 typedef enum KnpuKernelId {
   /* Elementwise: params KnpuElementwiseParams. */
   KNPU_KERNEL_ELEMENTWISE = 1,
+  /* GEMM (0x100-0x1FF): params KnpuGemmParams. */
+  KNPU_KERNEL_GEMM = 0x100,
 } KnpuKernelId;
 
 /* Elementwise operations of KNPU_KERNEL_ELEMENTWISE. */
@@ -164,6 +166,87 @@ typedef struct KnpuElementwiseParams {
   KnpuDeviceAddress out;
   float alpha;
 } KnpuElementwiseParams;
+
+/* ---- GEMM (KNPU_KERNEL_GEMM) ---------------------------------------------------------- */
+
+/* Activations of fused epilogues; shared by every kernel that fuses one. Numbering is
+ * stable. */
+typedef enum KnpuActivation {
+  /* Identity. */
+  KNPU_ACTIVATION_NONE = 0,
+  /* max(x, 0); NaN stays NaN. */
+  KNPU_ACTIVATION_RELU = 1,
+  /* 0.5 x (1 + erf(x / sqrt 2)). */
+  KNPU_ACTIVATION_GELU_ERF = 2,
+  /* 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))). */
+  KNPU_ACTIVATION_GELU_TANH = 3,
+  /* x * sigmoid(x). */
+  KNPU_ACTIVATION_SILU = 4,
+} KnpuActivation;
+
+/* Parameters of KNPU_KERNEL_GEMM: for each batch b < batch_count,
+ *
+ *   D = act(alpha * op(A) op(B) + beta * C + bias) + residual,   then C := D,
+ *
+ * in that order: the product is scaled by alpha, beta * C (the incoming C) is added, then
+ * the per-column bias, then the activation, then the residual; C is rounded to its dtype
+ * once, at the end. Products accumulate in f32; F16 and BF16 inputs are widened exactly.
+ *
+ * Layout: every matrix is row-major, element (i, j) of a stored matrix with leading
+ * dimension ld at element offset i * ld + j from its batch's start. op(A) is m x k: stored
+ * m x k (lda >= k) when trans_a is 0, or k x m (lda >= m) when trans_a is 1. op(B) is k x n:
+ * stored k x n (ldb >= n), or n x k (ldb >= k) when trans_b is 1 (weights laid out
+ * [out, in]). C and the residual are m x n (ldc >= n, ld_residual >= n). Batch b of an
+ * operand starts b * its batch stride elements after its address. Leading dimensions and
+ * strides count elements, not bytes.
+ *
+ * Dtypes: A, B and C may be F32, F16 or BF16. The software NPU runs A and B of the same
+ * dtype with C of any of the three, and A F32 with B F16 or BF16 and C F32 (half-precision
+ * weights); other combinations are KNPU_STATUS_NOT_SUPPORTED at submit.
+ *
+ * Edge cases: beta == 0 overwrites C without reading it (NaN in C does not propagate);
+ * k == 0 or alpha == 0 computes D = act(beta * C + bias) + residual without reading A or B
+ * (with k == 0 A and B are empty and their addresses may be 0; with alpha == 0 they must
+ * still be valid ranges); m, n or batch_count == 0 does nothing, and then every address may
+ * be 0.
+ *
+ * Aliasing: the result is as if every input (A, B, bias, residual, and C when beta != 0)
+ * were read before C is written. The software NPU copies an input whose device range
+ * overlaps C's before it runs (so `residual == c` with beta == 0, an in-place residual
+ * update, works). Batches of C must not overlap each other (stride_c >= (m - 1) * ldc + n
+ * when batch_count > 1); A, B and the residual may repeat across batches (stride 0).
+ *
+ * Every address must be aligned to its element size. Invalid sizes, leading dimensions,
+ * strides or enum values are KNPU_STATUS_INVALID_VALUE at submit; an address range outside
+ * every live allocation is KNPU_STATUS_ILLEGAL_ADDRESS when the kernel runs. */
+typedef struct KnpuGemmParams {
+  size_t struct_size;
+  uint32_t a_dtype;   /* KnpuDtype of A */
+  uint32_t b_dtype;   /* KnpuDtype of B */
+  uint32_t c_dtype;   /* KnpuDtype of C and of the residual */
+  uint32_t trans_a;   /* 0: A stored m x k; 1: A stored k x m (op(A) = A^T) */
+  uint32_t trans_b;   /* 0: B stored k x n; 1: B stored n x k (op(B) = B^T) */
+  uint32_t activation; /* KnpuActivation applied after bias, before the residual */
+  uint64_t m;         /* rows of op(A), C and the residual */
+  uint64_t n;         /* columns of op(B), C and the residual; length of the bias */
+  uint64_t k;         /* columns of op(A), rows of op(B) */
+  KnpuDeviceAddress a; /* first element of batch 0 of A */
+  KnpuDeviceAddress b; /* first element of batch 0 of B */
+  KnpuDeviceAddress c; /* first element of batch 0 of C (read when beta != 0, written) */
+  uint64_t lda;       /* leading dimension of A as stored, elements */
+  uint64_t ldb;       /* leading dimension of B as stored, elements */
+  uint64_t ldc;       /* leading dimension of C, elements */
+  uint64_t batch_count; /* independent products; 1 for a plain GEMM */
+  uint64_t stride_a;  /* elements between batches of A (0: one A for every batch) */
+  uint64_t stride_b;  /* elements between batches of B (0: one B for every batch) */
+  uint64_t stride_c;  /* elements between batches of C (ignored when batch_count <= 1) */
+  float alpha;        /* scale of op(A) op(B) */
+  float beta;         /* scale of the incoming C; 0: C is not read */
+  KnpuDeviceAddress bias; /* n F32 values added to every row of every batch, or 0 for none */
+  KnpuDeviceAddress residual; /* m x n per batch of c_dtype added last, or 0 for none */
+  uint64_t ld_residual; /* leading dimension of the residual, elements (ignored without one) */
+  uint64_t stride_residual; /* elements between batches of the residual (0: one for all) */
+} KnpuGemmParams;
 
 /* Command kinds. */
 typedef enum KnpuCommandType {

@@ -8,9 +8,17 @@
 //! (`{"probe": "read_bandwidth"}`) measures how fast the same threads can read memory, the
 //! bound for GEMV.
 //!
+//! Runtime cases (`"via": "runtime"`) run the same f32 GEMM as a device kernel through
+//! `knpu::ops::matmul` on device 0 (operands already in device memory; one launch plus
+//! `synchronize` per run), measured in alternating rounds with the direct call
+//! (`"via": "direct"`, on a pool of as many threads as the software NPU's compute pool).
+//! Their `vs_direct` field is the runtime's rate over the direct call's rate from the same
+//! run: 0.95 means the runtime path loses 5%.
+//!
 //! Options: `--quick` (fewer, smaller cases), `--threads N` (default 2), `--isa NAME` (force
 //! every case onto one path), `--shape MxNxK [--trans-b]` (only this f32 shape, no probe: what the numpy
-//! script uses to measure each case right next to numpy's).
+//! script uses to measure each case right next to numpy's), `--runtime` (only the
+//! runtime-versus-direct cases).
 
 use std::time::Duration;
 
@@ -22,6 +30,7 @@ use super::{time_median, Record, Sink};
 
 struct Options {
     quick: bool,
+    runtime_only: bool,
     threads: usize,
     isa: Option<Isa>,
     shape: Option<(usize, usize, usize)>,
@@ -31,6 +40,7 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         quick: false,
+        runtime_only: false,
         threads: 2,
         isa: None,
         shape: None,
@@ -40,6 +50,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--runtime" => o.runtime_only = true,
             "--threads" => {
                 let v = it.next().ok_or("--threads needs a value")?;
                 o.threads = v.parse().map_err(|_| format!("bad thread count `{v}`"))?;
@@ -80,6 +91,9 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
 /// Runs the suite.
 pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     let o = parse(args)?;
+    if o.runtime_only {
+        return bench_runtime_cases(&o, sink);
+    }
     let best = isa::active();
     if let Some((m, n, k)) = o.shape {
         return bench_layout::<f32, f32>(&o, o.isa, m, n, k, o.threads, o.trans_b, sink);
@@ -130,6 +144,100 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
             bench::<f32, f32>(&o, Some(lower), n, n, n, o.threads, sink)?;
         }
     }
+    bench_runtime_cases(&o, sink)
+}
+
+/// The runtime-versus-direct cases.
+fn bench_runtime_cases(o: &Options, sink: &mut Sink) -> Result<(), String> {
+    let sizes: &[usize] = if o.quick { &[256] } else { &[256, 1024] };
+    for &n in sizes {
+        bench_via_runtime(o, n, sink)?;
+    }
+    Ok(())
+}
+
+/// `n x n x n` f32 GEMM through the runtime on device 0 and directly, in alternating rounds;
+/// emits one record for each with the median of the rounds' medians.
+fn bench_via_runtime(o: &Options, n: usize, sink: &mut Sink) -> Result<(), String> {
+    use knpu::ops;
+    let err = |e: knpu::Error| format!("runtime gemm {n}: {e}");
+    let dev = knpu::device(0).map_err(err)?;
+    // The software NPU's compute pool has one thread per core: give the direct call as many.
+    let threads = dev.attribute(knpu::Attribute::ComputeCores).map_err(err)? as usize;
+    let a: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+        .collect();
+    let b: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
+        .collect();
+    let mut c = vec![0.0f32; n * n];
+    let desc = GemmDesc::new(n, n, n);
+    let epi = Epilogue::none();
+    let pool = pool(threads)?;
+    let par = Parallelism::Rayon(threads);
+
+    let stream = knpu::Stream::new(&dev).map_err(err)?;
+    let da = stream.from_slice(&a).map_err(err)?;
+    let db = stream.from_slice(&b).map_err(err)?;
+    let mut dc = stream.alloc_zeroed::<f32>(n * n).map_err(err)?;
+    stream.synchronize().map_err(err)?;
+
+    let min_time = Duration::from_millis(if o.quick { 100 } else { 300 });
+    let rounds = if o.quick { 2 } else { 3 };
+    let (mut direct, mut runtime) = (Vec::new(), Vec::new());
+    let (mut direct_runs, mut runtime_runs) = (0, 0);
+    let mut failure = None;
+    for _ in 0..rounds {
+        let (runs, t) = pool.install(|| {
+            time_median(5, 200, min_time, || {
+                if let Err(e) = gemm_with_isa(isa::active(), &desc, &a, &b, &mut c, &epi, par) {
+                    failure = Some(format!("direct gemm {n}: {e}"));
+                }
+            })
+        });
+        direct_runs += runs;
+        direct.push(t);
+        let (runs, t) = time_median(5, 200, min_time, || {
+            let r = ops::matmul(&stream, &da, &db, &mut dc, n, n, n)
+                .and_then(|()| stream.synchronize());
+            if let Err(e) = r {
+                failure = Some(err(e));
+            }
+        });
+        runtime_runs += runs;
+        runtime.push(t);
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let (direct_s, runtime_s) = (super::median(&mut direct), super::median(&mut runtime));
+    let case = |via: &str| {
+        case! {
+            "dtype" => "f32",
+            "m" => n,
+            "n" => n,
+            "k" => n,
+            "threads" => threads,
+            "via" => via,
+        }
+    };
+    sink.emit(Record {
+        bench: "gemm",
+        case: case("direct"),
+        runs: direct_runs,
+        median_s: direct_s,
+        rates: vec![("gflops", desc.flops() / direct_s / 1e9)],
+    });
+    sink.emit(Record {
+        bench: "gemm",
+        case: case("runtime"),
+        runs: runtime_runs,
+        median_s: runtime_s,
+        rates: vec![
+            ("gflops", desc.flops() / runtime_s / 1e9),
+            ("vs_direct", direct_s / runtime_s),
+        ],
+    });
     Ok(())
 }
 

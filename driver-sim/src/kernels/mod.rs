@@ -7,6 +7,7 @@
 //! kernels of `knpu-kernels` on host slices; they never read memory outside a resolved range.
 
 mod elementwise;
+mod gemm;
 
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ pub struct KernelDef {
 }
 
 /// Every kernel the driver runs.
-static REGISTRY: &[KernelDef] = &[elementwise::KERNEL];
+static REGISTRY: &[KernelDef] = &[elementwise::KERNEL, gemm::KERNEL];
 
 /// The kernel with id `id`.
 pub fn find(id: u32) -> Option<&'static KernelDef> {

@@ -70,6 +70,7 @@ pub const KNPU_QUEUE_PRIORITY_NORMAL: KnpuQueuePriority = 0;
 pub const KNPU_QUEUE_PRIORITY_HIGH: KnpuQueuePriority = 1;
 pub type KnpuQueuePriority = ::std::os::raw::c_int;
 pub const KNPU_KERNEL_ELEMENTWISE: KnpuKernelId = 1;
+pub const KNPU_KERNEL_GEMM: KnpuKernelId = 256;
 pub type KnpuKernelId = ::std::os::raw::c_uint;
 pub const KNPU_ELEMENTWISE_ADD: KnpuElementwiseOp = 0;
 pub const KNPU_ELEMENTWISE_MUL: KnpuElementwiseOp = 1;
@@ -110,6 +111,90 @@ const _: () = {
         [::std::mem::offset_of!(KnpuElementwiseParams, out) - 40usize];
     ["Offset of field: KnpuElementwiseParams::alpha"]
         [::std::mem::offset_of!(KnpuElementwiseParams, alpha) - 48usize];
+};
+pub const KNPU_ACTIVATION_NONE: KnpuActivation = 0;
+pub const KNPU_ACTIVATION_RELU: KnpuActivation = 1;
+pub const KNPU_ACTIVATION_GELU_ERF: KnpuActivation = 2;
+pub const KNPU_ACTIVATION_GELU_TANH: KnpuActivation = 3;
+pub const KNPU_ACTIVATION_SILU: KnpuActivation = 4;
+pub type KnpuActivation = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuGemmParams {
+    pub struct_size: usize,
+    pub a_dtype: u32,
+    pub b_dtype: u32,
+    pub c_dtype: u32,
+    pub trans_a: u32,
+    pub trans_b: u32,
+    pub activation: u32,
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub a: KnpuDeviceAddress,
+    pub b: KnpuDeviceAddress,
+    pub c: KnpuDeviceAddress,
+    pub lda: u64,
+    pub ldb: u64,
+    pub ldc: u64,
+    pub batch_count: u64,
+    pub stride_a: u64,
+    pub stride_b: u64,
+    pub stride_c: u64,
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias: KnpuDeviceAddress,
+    pub residual: KnpuDeviceAddress,
+    pub ld_residual: u64,
+    pub stride_residual: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuGemmParams"][::std::mem::size_of::<KnpuGemmParams>() - 176usize];
+    ["Alignment of KnpuGemmParams"][::std::mem::align_of::<KnpuGemmParams>() - 8usize];
+    ["Offset of field: KnpuGemmParams::struct_size"]
+        [::std::mem::offset_of!(KnpuGemmParams, struct_size) - 0usize];
+    ["Offset of field: KnpuGemmParams::a_dtype"]
+        [::std::mem::offset_of!(KnpuGemmParams, a_dtype) - 8usize];
+    ["Offset of field: KnpuGemmParams::b_dtype"]
+        [::std::mem::offset_of!(KnpuGemmParams, b_dtype) - 12usize];
+    ["Offset of field: KnpuGemmParams::c_dtype"]
+        [::std::mem::offset_of!(KnpuGemmParams, c_dtype) - 16usize];
+    ["Offset of field: KnpuGemmParams::trans_a"]
+        [::std::mem::offset_of!(KnpuGemmParams, trans_a) - 20usize];
+    ["Offset of field: KnpuGemmParams::trans_b"]
+        [::std::mem::offset_of!(KnpuGemmParams, trans_b) - 24usize];
+    ["Offset of field: KnpuGemmParams::activation"]
+        [::std::mem::offset_of!(KnpuGemmParams, activation) - 28usize];
+    ["Offset of field: KnpuGemmParams::m"][::std::mem::offset_of!(KnpuGemmParams, m) - 32usize];
+    ["Offset of field: KnpuGemmParams::n"][::std::mem::offset_of!(KnpuGemmParams, n) - 40usize];
+    ["Offset of field: KnpuGemmParams::k"][::std::mem::offset_of!(KnpuGemmParams, k) - 48usize];
+    ["Offset of field: KnpuGemmParams::a"][::std::mem::offset_of!(KnpuGemmParams, a) - 56usize];
+    ["Offset of field: KnpuGemmParams::b"][::std::mem::offset_of!(KnpuGemmParams, b) - 64usize];
+    ["Offset of field: KnpuGemmParams::c"][::std::mem::offset_of!(KnpuGemmParams, c) - 72usize];
+    ["Offset of field: KnpuGemmParams::lda"][::std::mem::offset_of!(KnpuGemmParams, lda) - 80usize];
+    ["Offset of field: KnpuGemmParams::ldb"][::std::mem::offset_of!(KnpuGemmParams, ldb) - 88usize];
+    ["Offset of field: KnpuGemmParams::ldc"][::std::mem::offset_of!(KnpuGemmParams, ldc) - 96usize];
+    ["Offset of field: KnpuGemmParams::batch_count"]
+        [::std::mem::offset_of!(KnpuGemmParams, batch_count) - 104usize];
+    ["Offset of field: KnpuGemmParams::stride_a"]
+        [::std::mem::offset_of!(KnpuGemmParams, stride_a) - 112usize];
+    ["Offset of field: KnpuGemmParams::stride_b"]
+        [::std::mem::offset_of!(KnpuGemmParams, stride_b) - 120usize];
+    ["Offset of field: KnpuGemmParams::stride_c"]
+        [::std::mem::offset_of!(KnpuGemmParams, stride_c) - 128usize];
+    ["Offset of field: KnpuGemmParams::alpha"]
+        [::std::mem::offset_of!(KnpuGemmParams, alpha) - 136usize];
+    ["Offset of field: KnpuGemmParams::beta"]
+        [::std::mem::offset_of!(KnpuGemmParams, beta) - 140usize];
+    ["Offset of field: KnpuGemmParams::bias"]
+        [::std::mem::offset_of!(KnpuGemmParams, bias) - 144usize];
+    ["Offset of field: KnpuGemmParams::residual"]
+        [::std::mem::offset_of!(KnpuGemmParams, residual) - 152usize];
+    ["Offset of field: KnpuGemmParams::ld_residual"]
+        [::std::mem::offset_of!(KnpuGemmParams, ld_residual) - 160usize];
+    ["Offset of field: KnpuGemmParams::stride_residual"]
+        [::std::mem::offset_of!(KnpuGemmParams, stride_residual) - 168usize];
 };
 pub const KNPU_COMMAND_COPY_HOST_TO_DEVICE: KnpuCommandType = 0;
 pub const KNPU_COMMAND_COPY_DEVICE_TO_HOST: KnpuCommandType = 1;

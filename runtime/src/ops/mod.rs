@@ -5,8 +5,10 @@
 //! and never a device fault or a silent fallback. Launchers return once the kernel is queued.
 
 mod elementwise;
+mod gemm;
 
 pub use elementwise::{add, axpy, elementwise, mul, scale, sub, ElementwiseOp};
+pub use gemm::{gemm, matmul, Activation, Gemm, GemmEpilogue, GemmResidual};
 
 use crate::buffer::DeviceSlice;
 use crate::dtype::DType;

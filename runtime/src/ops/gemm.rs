@@ -1,0 +1,437 @@
+//! GEMM: `C = act(alpha * op(A) op(B) + beta * C + bias) + residual`, batched and strided.
+//!
+//! Matrices are row-major, as PyTorch stores them: element `(i, j)` of a matrix with leading
+//! dimension `ld` is at `i * ld + j`. `op(A)` is `m x k`, stored `[m, k]` (`lda >= k`) or, when
+//! transposed, `[k, m]` (`lda >= m`); `op(B)` is `k x n`, stored `[k, n]` (`ldb >= n`) or
+//! `[n, k]` (`ldb >= k`, the `nn.Linear` weight layout). C and the residual are `[m, n]`. Batch
+//! `i` of an operand starts `i * stride` elements into its slice (stride 0 repeats A, B or the
+//! residual for every batch), like `torch.bmm` and cuBLAS's strided-batched GEMM.
+//!
+//! A and B share a dtype (f32, f16 or bf16) and C may be any of the three, or A is f32 with B
+//! f16 or bf16 and C f32 (half-precision weights). Products accumulate in f32.
+
+use super::{same_device, supported};
+use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
+use crate::dtype::{dtype_name, DType};
+use crate::error::{Error, Result};
+use crate::stream::Stream;
+use knpu_driver_abi as abi;
+
+/// The activation of a fused epilogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `0.5 x (1 + erf(x / sqrt 2))` (`torch.nn.GELU()`).
+    GeluErf,
+    /// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))` (`GELU(approximate="tanh")`).
+    GeluTanh,
+    /// `x * sigmoid(x)` (`torch.nn.SiLU()`).
+    Silu,
+}
+
+impl Activation {
+    /// The `KnpuActivation` number.
+    pub fn abi(self) -> u32 {
+        match self {
+            Activation::None => abi::KNPU_ACTIVATION_NONE,
+            Activation::Relu => abi::KNPU_ACTIVATION_RELU,
+            Activation::GeluErf => abi::KNPU_ACTIVATION_GELU_ERF,
+            Activation::GeluTanh => abi::KNPU_ACTIVATION_GELU_TANH,
+            Activation::Silu => abi::KNPU_ACTIVATION_SILU,
+        }
+    }
+}
+
+/// Shapes, transposes, leading dimensions, batch strides (all in elements) and scalars of a
+/// GEMM. [`Gemm::new`] gives `C = A B`, one batch, dense row-major operands, `alpha = 1`,
+/// `beta = 0`; the builder methods change one aspect each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gemm {
+    /// Rows of op(A) and C.
+    pub m: usize,
+    /// Columns of op(B) and C.
+    pub n: usize,
+    /// Columns of op(A), rows of op(B).
+    pub k: usize,
+    /// A is stored `[k, m]`.
+    pub trans_a: bool,
+    /// B is stored `[n, k]`.
+    pub trans_b: bool,
+    /// Leading dimension of A as stored.
+    pub lda: usize,
+    /// Leading dimension of B as stored.
+    pub ldb: usize,
+    /// Leading dimension of C.
+    pub ldc: usize,
+    /// Number of independent products.
+    pub batch: usize,
+    /// Elements between batches of A (0: one A for all).
+    pub stride_a: usize,
+    /// Elements between batches of B (0: one B for all).
+    pub stride_b: usize,
+    /// Elements between batches of C.
+    pub stride_c: usize,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the incoming C (0: C is overwritten without being read).
+    pub beta: f32,
+}
+
+impl Gemm {
+    /// `C = A B` with A `[m, k]`, B `[k, n]`, C `[m, n]`, dense, one batch.
+    pub fn new(m: usize, n: usize, k: usize) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            lda: k,
+            ldb: n,
+            ldc: n,
+            batch: 1,
+            stride_a: m * k,
+            stride_b: k * n,
+            stride_c: m * n,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    /// A is stored `[k, m]` (dense: `lda = m`).
+    pub fn transpose_a(mut self) -> Gemm {
+        self.trans_a = true;
+        self.lda = self.m;
+        self
+    }
+
+    /// B is stored `[n, k]` (dense: `ldb = k`), as `nn.Linear` weights are.
+    pub fn transpose_b(mut self) -> Gemm {
+        self.trans_b = true;
+        self.ldb = self.k;
+        self
+    }
+
+    /// Sets the leading dimensions.
+    pub fn ld(mut self, lda: usize, ldb: usize, ldc: usize) -> Gemm {
+        self.lda = lda;
+        self.ldb = ldb;
+        self.ldc = ldc;
+        self
+    }
+
+    /// `batch` products, each operand's batches `stride_*` elements apart.
+    pub fn batched(
+        mut self,
+        batch: usize,
+        stride_a: usize,
+        stride_b: usize,
+        stride_c: usize,
+    ) -> Gemm {
+        self.batch = batch;
+        self.stride_a = stride_a;
+        self.stride_b = stride_b;
+        self.stride_c = stride_c;
+        self
+    }
+
+    /// Sets `alpha` and `beta`.
+    pub fn scale(mut self, alpha: f32, beta: f32) -> Gemm {
+        self.alpha = alpha;
+        self.beta = beta;
+        self
+    }
+
+    /// Floating-point operations (`2 m n k batch`).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64 * self.batch as f64
+    }
+}
+
+/// A residual added after the activation: `[m, n]` per batch with leading dimension `ld`,
+/// batches `batch_stride` elements apart (0: one residual for all).
+#[derive(Clone, Copy)]
+pub struct GemmResidual<'a, TC> {
+    /// The values.
+    pub data: DeviceSlice<'a, TC>,
+    /// Leading dimension (`>= n`).
+    pub ld: usize,
+    /// Elements between batches.
+    pub batch_stride: usize,
+}
+
+/// The fused epilogue: bias per output column (f32, `n` values), activation, residual.
+#[derive(Clone, Copy)]
+pub struct GemmEpilogue<'a, TC> {
+    /// `n` f32 values added to every row.
+    pub bias: Option<DeviceSlice<'a, f32>>,
+    /// Applied after the bias.
+    pub activation: Activation,
+    /// Added last.
+    pub residual: Option<GemmResidual<'a, TC>>,
+}
+
+impl<TC> Default for GemmEpilogue<'_, TC> {
+    fn default() -> Self {
+        GemmEpilogue {
+            bias: None,
+            activation: Activation::None,
+            residual: None,
+        }
+    }
+}
+
+impl<'a, TC> GemmEpilogue<'a, TC> {
+    /// No bias, no activation, no residual.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `bias` (`n` f32 values) to every row.
+    pub fn bias(mut self, bias: &'a impl AsDeviceSlice<f32>) -> Self {
+        self.bias = Some(bias.as_device_slice());
+        self
+    }
+
+    /// Applies `activation` after the bias.
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Adds a dense `[m, n]` residual per batch, `batch_stride` elements apart.
+    pub fn residual(
+        mut self,
+        residual: &'a impl AsDeviceSlice<TC>,
+        ld: usize,
+        batch_stride: usize,
+    ) -> Self {
+        self.residual = Some(GemmResidual {
+            data: residual.as_device_slice(),
+            ld,
+            batch_stride,
+        });
+        self
+    }
+}
+
+/// Queues `C = A B` for dense row-major A `[m, k]`, B `[k, n]`, C `[m, n]` (`torch.matmul` on
+/// 2-D tensors, written into `c`).
+pub fn matmul<TA: DType, TB: DType, TC: DType>(
+    stream: &Stream,
+    a: &impl AsDeviceSlice<TA>,
+    b: &impl AsDeviceSlice<TB>,
+    c: &mut impl AsDeviceSliceMut<TC>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    gemm(stream, &Gemm::new(m, n, k), a, b, c, &GemmEpilogue::new())
+}
+
+fn is_float(raw: u32) -> bool {
+    matches!(
+        raw,
+        abi::KNPU_DTYPE_F32 | abi::KNPU_DTYPE_F16 | abi::KNPU_DTYPE_BF16
+    )
+}
+
+/// Elements a `rows x cols` matrix with leading dimension `ld`, `batch` times `stride`
+/// apart, addresses; `None` on overflow.
+fn span(rows: usize, cols: usize, ld: usize, batch: usize, stride: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 || batch == 0 {
+        return Some(0);
+    }
+    (batch - 1)
+        .checked_mul(stride)?
+        .checked_add((rows - 1).checked_mul(ld)?)?
+        .checked_add(cols)
+}
+
+/// Checks one matrix operand: leading dimension and length for its shape, strides and batch.
+#[allow(clippy::too_many_arguments)]
+fn check_matrix(
+    operand: &'static str,
+    shape: (&str, usize, &str, usize),
+    ld_name: &str,
+    ld: usize,
+    batch: usize,
+    stride: usize,
+    len: usize,
+) -> Result<()> {
+    let (rn, rows, cn, cols) = shape;
+    let stored = format!("[{rn}={rows}, {cn}={cols}]");
+    let batched = if batch == 1 {
+        String::new()
+    } else {
+        format!(" x {batch} batches {stride} apart")
+    };
+    if ld < cols {
+        return Err(Error::Shape {
+            operand,
+            expected: format!("{stored}{batched} ({ld_name} >= {cols})"),
+            actual: format!("{ld_name} = {ld}"),
+        });
+    }
+    let need = span(rows, cols, ld, batch, stride).ok_or_else(|| {
+        Error::invalid(format!(
+            "operand `{operand}`: {stored}{batched} with {ld_name} = {ld} overflows usize"
+        ))
+    })?;
+    if len < need {
+        return Err(Error::Shape {
+            operand,
+            expected: format!("{stored}{batched} ({ld_name} = {ld}): at least {need} elements"),
+            actual: format!("{len} elements"),
+        });
+    }
+    Ok(())
+}
+
+/// Queues `C = act(alpha * op(A) op(B) + beta * C + bias) + residual` as described by `g`.
+///
+/// Every operand is checked before anything is queued: device (`Error::DeviceMismatch`),
+/// dtype (`Error::Dtype`), leading dimension and length for its shape, strides and batch
+/// (`Error::Shape`, naming the operand and the shape it must hold), overlapping batches of
+/// C (`Error::InvalidValue`) and whether the device runs GEMM on each dtype
+/// (`Error::NotSupported`). `m`, `n` or `batch` of 0 queues nothing; `k` of 0 still scales C
+/// by `beta` and applies the epilogue.
+pub fn gemm<TA: DType, TB: DType, TC: DType>(
+    stream: &Stream,
+    g: &Gemm,
+    a: &impl AsDeviceSlice<TA>,
+    b: &impl AsDeviceSlice<TB>,
+    c: &mut impl AsDeviceSliceMut<TC>,
+    epilogue: &GemmEpilogue<'_, TC>,
+) -> Result<()> {
+    let a = a.as_device_slice();
+    let b = b.as_device_slice();
+    let c = c.as_device_slice_mut();
+    same_device(stream, "a", &a)?;
+    same_device(stream, "b", &b)?;
+    same_device(stream, "c", &c)?;
+    if let Some(bias) = &epilogue.bias {
+        same_device(stream, "bias", bias)?;
+    }
+    if let Some(r) = &epilogue.residual {
+        same_device(stream, "residual", &r.data)?;
+    }
+    for (operand, raw) in [("a", TA::ABI), ("b", TB::ABI), ("c", TC::ABI)] {
+        if !is_float(raw) {
+            return Err(Error::Dtype {
+                operand,
+                expected: "f32, f16 or bf16".into(),
+                actual: dtype_name(raw).into(),
+            });
+        }
+    }
+    if TA::ABI != TB::ABI && !(TA::ABI == abi::KNPU_DTYPE_F32 && TC::ABI == abi::KNPU_DTYPE_F32) {
+        return Err(Error::Dtype {
+            operand: "b",
+            expected: format!("{} (as a), or f16/bf16 with a f32 and c f32", TA::NAME),
+            actual: TB::NAME.into(),
+        });
+    }
+    let (a_shape, b_shape) = (
+        if g.trans_a {
+            ("k", g.k, "m", g.m)
+        } else {
+            ("m", g.m, "k", g.k)
+        },
+        if g.trans_b {
+            ("n", g.n, "k", g.k)
+        } else {
+            ("k", g.k, "n", g.n)
+        },
+    );
+    check_matrix("a", a_shape, "lda", g.lda, g.batch, g.stride_a, a.len())?;
+    check_matrix("b", b_shape, "ldb", g.ldb, g.batch, g.stride_b, b.len())?;
+    check_matrix(
+        "c",
+        ("m", g.m, "n", g.n),
+        "ldc",
+        g.ldc,
+        g.batch,
+        g.stride_c,
+        c.len(),
+    )?;
+    let work = g.m > 0 && g.n > 0 && g.batch > 0;
+    if g.batch > 1 && work && g.stride_c < (g.m - 1) * g.ldc + g.n {
+        return Err(Error::invalid(format!(
+            "stride_c {} makes batches of `c` overlap (each spans {} elements)",
+            g.stride_c,
+            (g.m - 1) * g.ldc + g.n
+        )));
+    }
+    if let Some(bias) = &epilogue.bias {
+        if bias.len() != g.n {
+            return Err(Error::Shape {
+                operand: "bias",
+                expected: format!("[n={}]", g.n),
+                actual: format!("[{}]", bias.len()),
+            });
+        }
+    }
+    if let Some(r) = &epilogue.residual {
+        check_matrix(
+            "residual",
+            ("m", g.m, "n", g.n),
+            "ld",
+            r.ld,
+            g.batch,
+            r.batch_stride,
+            r.data.len(),
+        )?;
+    }
+    supported::<TA>(stream, abi::KNPU_KERNEL_GEMM, "gemm")?;
+    supported::<TB>(stream, abi::KNPU_KERNEL_GEMM, "gemm")?;
+    supported::<TC>(stream, abi::KNPU_KERNEL_GEMM, "gemm")?;
+    if !work {
+        return Ok(());
+    }
+    // SAFETY: KnpuGemmParams starts with struct_size and holds only integers and floats.
+    let mut p: abi::KnpuGemmParams = unsafe { abi::sized_zeroed() };
+    p.a_dtype = TA::ABI;
+    p.b_dtype = TB::ABI;
+    p.c_dtype = TC::ABI;
+    p.trans_a = g.trans_a as u32;
+    p.trans_b = g.trans_b as u32;
+    p.activation = epilogue.activation.abi();
+    p.m = g.m as u64;
+    p.n = g.n as u64;
+    p.k = g.k as u64;
+    p.a = a.addr();
+    p.b = b.addr();
+    p.c = c.addr();
+    p.lda = g.lda as u64;
+    p.ldb = g.ldb as u64;
+    p.ldc = g.ldc as u64;
+    p.batch_count = g.batch as u64;
+    p.stride_a = g.stride_a as u64;
+    p.stride_b = g.stride_b as u64;
+    p.stride_c = g.stride_c as u64;
+    p.alpha = g.alpha;
+    p.beta = g.beta;
+    p.bias = epilogue.bias.as_ref().map_or(0, |s| s.addr());
+    if let Some(r) = &epilogue.residual {
+        p.residual = r.data.addr();
+        p.ld_residual = r.ld as u64;
+        p.stride_residual = r.batch_stride as u64;
+    }
+    let v = stream.launch_kernel(abi::KNPU_KERNEL_GEMM, &p)?;
+    a.note_use(stream, v);
+    b.note_use(stream, v);
+    c.note_use(stream, v);
+    if let Some(bias) = &epilogue.bias {
+        bias.note_use(stream, v);
+    }
+    if let Some(r) = &epilogue.residual {
+        r.data.note_use(stream, v);
+    }
+    Ok(())
+}
