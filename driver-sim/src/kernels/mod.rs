@@ -7,6 +7,8 @@
 //! kernels of `knpu-kernels` on host slices; they never read memory outside a resolved range.
 
 mod elementwise;
+// Attention and key/value caches (0x200-0x2FF).
+mod attention;
 
 use std::sync::Arc;
 
@@ -39,7 +41,14 @@ pub struct KernelDef {
 }
 
 /// Every kernel the driver runs.
-static REGISTRY: &[KernelDef] = &[elementwise::KERNEL];
+static REGISTRY: &[KernelDef] = &[
+    elementwise::KERNEL,
+    // Attention and key/value caches (0x200-0x2FF).
+    attention::ATTENTION,
+    attention::PAGED_ATTENTION,
+    attention::KV_APPEND,
+    attention::PAGED_KV_APPEND,
+];
 
 /// The kernel with id `id`.
 pub fn find(id: u32) -> Option<&'static KernelDef> {
