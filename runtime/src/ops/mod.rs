@@ -8,6 +8,13 @@ mod elementwise;
 
 pub use elementwise::{add, axpy, elementwise, mul, scale, sub, ElementwiseOp};
 
+// Attention and key/value caches.
+mod attention;
+pub use attention::{
+    attention, kv_append, paged_attention, paged_kv_append, AttentionArgs, AttnMask, AttnTensor,
+    PagedAttentionArgs, PagedKvCache,
+};
+
 use crate::buffer::DeviceSlice;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
