@@ -18,7 +18,9 @@ fn dev() -> Device {
 
 /// Deterministic values in [-1, 1).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -310,8 +312,16 @@ fn paged_matches_contiguous() {
     )
     .unwrap();
     s.synchronize().unwrap();
-    assert_close("paged out", &paged_out.to_vec().unwrap(), &out.to_vec().unwrap());
-    assert_close("paged lse", &paged_lse.to_vec().unwrap(), &lse.to_vec().unwrap());
+    assert_close(
+        "paged out",
+        &paged_out.to_vec().unwrap(),
+        &out.to_vec().unwrap(),
+    );
+    assert_close(
+        "paged lse",
+        &paged_lse.to_vec().unwrap(),
+        &lse.to_vec().unwrap(),
+    );
 
     // The host kernel over the device's paged cache agrees too.
     let mut hout = vec![0.0f32; q.len()];
@@ -386,9 +396,15 @@ fn small() -> Small {
     let d = dev();
     let s = Stream::new(&d).unwrap();
     let args = AttentionArgs::bshd(2, 4, 6, 4, 2, 8, AttnMask::default());
-    let q = s.from_slice(&data(args.q.required_len().unwrap(), 1)).unwrap();
-    let k = s.from_slice(&data(args.k.required_len().unwrap(), 2)).unwrap();
-    let v = s.from_slice(&data(args.v.required_len().unwrap(), 3)).unwrap();
+    let q = s
+        .from_slice(&data(args.q.required_len().unwrap(), 1))
+        .unwrap();
+    let k = s
+        .from_slice(&data(args.k.required_len().unwrap(), 2))
+        .unwrap();
+    let v = s
+        .from_slice(&data(args.v.required_len().unwrap(), 3))
+        .unwrap();
     let mut out = s.alloc::<f32>(args.out.required_len().unwrap()).unwrap();
     s.memset(&mut out, 7.0f32).unwrap();
     Small {
@@ -512,9 +528,15 @@ fn attention_validation_errors_name_the_operand() {
 
     // An element type attention does not take.
     let s = &t.s;
-    let qi = s.alloc_zeroed::<i32>(base.q.required_len().unwrap()).unwrap();
-    let ki = s.alloc_zeroed::<i32>(base.k.required_len().unwrap()).unwrap();
-    let mut oi = s.alloc_zeroed::<i32>(base.q.required_len().unwrap()).unwrap();
+    let qi = s
+        .alloc_zeroed::<i32>(base.q.required_len().unwrap())
+        .unwrap();
+    let ki = s
+        .alloc_zeroed::<i32>(base.k.required_len().unwrap())
+        .unwrap();
+    let mut oi = s
+        .alloc_zeroed::<i32>(base.q.required_len().unwrap())
+        .unwrap();
     let e = ops::attention(s, &base, &qi, &ki, &ki, &mut oi, None, None).unwrap_err();
     assert!(matches!(e, Error::Dtype { operand: "q", .. }), "{e}");
 
@@ -529,8 +551,12 @@ fn cache_validation_errors_name_the_operand() {
     let d = dev();
     let s = Stream::new(&d).unwrap();
     let cache = AttnTensor::bshd(2, 8, 2, 4);
-    let mut kc = s.alloc_zeroed::<f32>(cache.required_len().unwrap()).unwrap();
-    let mut vc = s.alloc_zeroed::<f32>(cache.required_len().unwrap()).unwrap();
+    let mut kc = s
+        .alloc_zeroed::<f32>(cache.required_len().unwrap())
+        .unwrap();
+    let mut vc = s
+        .alloc_zeroed::<f32>(cache.required_len().unwrap())
+        .unwrap();
     let lens = s.from_slice(&[0u32, 0]).unwrap();
 
     // More new positions than the cache holds.
@@ -549,7 +575,9 @@ fn cache_validation_errors_name_the_operand() {
     // A value buffer shorter than the cache descriptor.
     let new = AttnTensor::bshd(2, 1, 2, 4);
     let kn = s.alloc_zeroed::<f32>(new.required_len().unwrap()).unwrap();
-    let mut short = s.alloc_zeroed::<f32>(cache.required_len().unwrap() - 1).unwrap();
+    let mut short = s
+        .alloc_zeroed::<f32>(cache.required_len().unwrap() - 1)
+        .unwrap();
     let e = ops::kv_append(&s, &cache, &mut kc, &mut short, &new, &kn, &kn, &lens).unwrap_err();
     assert_eq!(shape_operand(e), "v_cache");
 
@@ -560,8 +588,12 @@ fn cache_validation_errors_name_the_operand() {
 
     // Paged: a table shorter than [batch, max_blocks_per_seq], too many new positions.
     let paged = PagedKvCache::dense(4, 4, 2, 4);
-    let mut pk = s.alloc_zeroed::<f32>(paged.required_len().unwrap()).unwrap();
-    let mut pv = s.alloc_zeroed::<f32>(paged.required_len().unwrap()).unwrap();
+    let mut pk = s
+        .alloc_zeroed::<f32>(paged.required_len().unwrap())
+        .unwrap();
+    let mut pv = s
+        .alloc_zeroed::<f32>(paged.required_len().unwrap())
+        .unwrap();
     let table = s.from_slice(&[0u32, 1, 2]).unwrap();
     let e = ops::paged_kv_append(
         &s, &paged, &mut pk, &mut pv, &new, &kn, &kn, &table, 2, &lens,
@@ -588,13 +620,13 @@ fn cache_validation_errors_name_the_operand() {
         max_blocks_per_seq: 2,
         mask: AttnMask::default(),
     };
-    let e = ops::paged_attention(&s, &pargs, &q, &pk, &pv, &table, &lens, &mut out, None)
-        .unwrap_err();
+    let e =
+        ops::paged_attention(&s, &pargs, &q, &pk, &pv, &table, &lens, &mut out, None).unwrap_err();
     assert_eq!(shape_operand(e), "k_cache");
     pargs.q = AttnTensor::bshd(2, 1, 5, 4);
     pargs.out = pargs.q;
-    let e = ops::paged_attention(&s, &pargs, &q, &pk, &pv, &table, &lens, &mut out, None)
-        .unwrap_err();
+    let e =
+        ops::paged_attention(&s, &pargs, &q, &pk, &pv, &table, &lens, &mut out, None).unwrap_err();
     assert!(e.to_string().contains("dividing the 5 query heads"), "{e}");
     s.synchronize().unwrap();
 }
@@ -640,8 +672,12 @@ fn device_side_faults_surface_at_synchronize() {
 
     // A contiguous cache append past the capacity.
     let cache = AttnTensor::bshd(batch, 4, kv_heads, hd);
-    let mut kc = s.alloc_zeroed::<f32>(cache.required_len().unwrap()).unwrap();
-    let mut vc = s.alloc_zeroed::<f32>(cache.required_len().unwrap()).unwrap();
+    let mut kc = s
+        .alloc_zeroed::<f32>(cache.required_len().unwrap())
+        .unwrap();
+    let mut vc = s
+        .alloc_zeroed::<f32>(cache.required_len().unwrap())
+        .unwrap();
     let new = AttnTensor::bshd(batch, 2, kv_heads, hd);
     let kn = s.from_slice(&data(new.required_len().unwrap(), 4)).unwrap();
     let full = s.from_slice(&[2u32, 3]).unwrap();

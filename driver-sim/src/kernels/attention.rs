@@ -15,8 +15,8 @@
 use half::{bf16, f16};
 use knpu_driver_abi::*;
 use knpu_kernels::attention::{
-    attention, kv_append, paged_attention, paged_kv_append, AttentionParams, AttnElement,
-    AttnMask, AttnTensor, PagedAttentionParams, PagedKvCache,
+    attention, kv_append, paged_attention, paged_kv_append, AttentionParams, AttnElement, AttnMask,
+    AttnTensor, PagedAttentionParams, PagedKvCache,
 };
 
 use super::{read_params, KernelContext, KernelDef};
@@ -91,7 +91,9 @@ impl Range {
         let bytes = (elems as u64)
             .checked_mul(size)
             .ok_or(KNPU_STATUS_INVALID_VALUE)?;
-        if bytes > 0 && (addr == 0 || addr % size != 0 || addr.checked_add(bytes).is_none()) {
+        if bytes > 0
+            && (addr == 0 || !addr.is_multiple_of(size) || addr.checked_add(bytes).is_none())
+        {
             return Err(KNPU_STATUS_INVALID_VALUE);
         }
         Ok(Range { name, addr, bytes })
@@ -365,7 +367,11 @@ impl<T> Input<T> {
 }
 
 /// Resolves input `r` of `T`s, copying it when it overlaps one of `outputs`.
-fn input<T: Copy>(ctx: &KernelContext<'_>, r: &Range, outputs: &[Range]) -> Result<Input<T>, Fault> {
+fn input<T: Copy>(
+    ctx: &KernelContext<'_>,
+    r: &Range,
+    outputs: &[Range],
+) -> Result<Input<T>, Fault> {
     let n = (r.bytes / std::mem::size_of::<T>() as u64) as usize;
     if r.bytes == 0 {
         return Ok(Input::Copy(Vec::new()));
@@ -591,8 +597,8 @@ fn model_attention(bytes: &[u8], t: &TimingProfile) -> u64 {
         return 0;
     };
     let a = &p.params;
-    let flops = attention_work(a.q.batch, a.q.heads, a.q.seq, a.k.seq, a.q.head_dim)
-        .saturating_mul(4);
+    let flops =
+        attention_work(a.q.batch, a.q.heads, a.q.seq, a.k.seq, a.q.head_dim).saturating_mul(4);
     let moved = total_bytes(&[Some(p.q), Some(p.k), Some(p.v), Some(p.out), p.lse]);
     transfer_ns(moved, t.memory_bandwidth_mbps).max(compute_ns(flops, peak(p.dtype, t)))
 }
@@ -603,8 +609,7 @@ fn model_paged_attention(bytes: &[u8], t: &TimingProfile) -> u64 {
     };
     let a = &p.params;
     let cap = a.max_blocks_per_seq.saturating_mul(a.cache.block_size);
-    let flops =
-        attention_work(a.q.batch, a.q.heads, a.q.seq, cap, a.q.head_dim).saturating_mul(4);
+    let flops = attention_work(a.q.batch, a.q.heads, a.q.seq, cap, a.q.head_dim).saturating_mul(4);
     let moved = total_bytes(&[Some(p.q), Some(p.out), p.lse])
         .saturating_add(transfer_bytes_of_keys(a, p.dtype));
     transfer_ns(moved, t.memory_bandwidth_mbps).max(compute_ns(flops, peak(p.dtype, t)))

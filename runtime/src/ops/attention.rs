@@ -261,7 +261,9 @@ fn span(axes: &[(usize, usize)]) -> Option<usize> {
         return Some(0);
     }
     axes.iter()
-        .try_fold(0usize, |last, &(n, s)| (n - 1).checked_mul(s)?.checked_add(last))?
+        .try_fold(0usize, |last, &(n, s)| {
+            (n - 1).checked_mul(s)?.checked_add(last)
+        })?
         .checked_add(1)
 }
 
@@ -293,7 +295,12 @@ fn check_dtype<T: DType>(operand: &'static str) -> Result<()> {
     }
 }
 
-fn need_len(operand: &'static str, what: &str, required: Option<usize>, actual: usize) -> Result<()> {
+fn need_len(
+    operand: &'static str,
+    what: &str,
+    required: Option<usize>,
+    actual: usize,
+) -> Result<()> {
     let required = required.ok_or_else(|| {
         Error::invalid(format!(
             "operand `{operand}`: {what} overflows the address space"
@@ -312,7 +319,11 @@ fn need_len(operand: &'static str, what: &str, required: Option<usize>, actual: 
 fn check_tensor(operand: &'static str, t: &AttnTensor, len: usize) -> Result<()> {
     need_len(
         operand,
-        &format!("{} with strides {:?}", t.describe(), [t.batch_stride, t.seq_stride, t.head_stride]),
+        &format!(
+            "{} with strides {:?}",
+            t.describe(),
+            [t.batch_stride, t.seq_stride, t.head_stride]
+        ),
         t.required_len(),
         len,
     )
@@ -383,11 +394,7 @@ fn check_head_dim(operand: &'static str, q: &AttnTensor, head_dim: usize, t: Str
     Ok(())
 }
 
-fn check_lse(
-    stream: &Stream,
-    lse: &Option<DeviceSlice<'_, f32>>,
-    q: &AttnTensor,
-) -> Result<()> {
+fn check_lse(stream: &Stream, lse: &Option<DeviceSlice<'_, f32>>, q: &AttnTensor) -> Result<()> {
     if let Some(l) = lse {
         same_device(stream, "lse", l)?;
         let need = q
@@ -440,7 +447,11 @@ pub fn attention<T: DType>(
     lse: Option<&mut dyn AsDeviceSliceMut<f32>>,
     kv_lens: Option<&dyn AsDeviceSlice<u32>>,
 ) -> Result<()> {
-    let (qs, ks, vs) = (q.as_device_slice(), k.as_device_slice(), v.as_device_slice());
+    let (qs, ks, vs) = (
+        q.as_device_slice(),
+        k.as_device_slice(),
+        v.as_device_slice(),
+    );
     let os = out.as_device_slice_mut();
     let ls = lse.map(|l| l.as_device_slice_mut());
     let lens = kv_lens.map(|l| l.as_device_slice());
@@ -479,7 +490,13 @@ pub fn attention<T: DType>(
     check_tensor("out", ot, os.len())?;
     check_lse(stream, &ls, qt)?;
     if let Some(l) = &lens {
-        check_u32s(stream, "kv_lens", l, &format!("[batch {}]", qt.batch), Some(qt.batch))?;
+        check_u32s(
+            stream,
+            "kv_lens",
+            l,
+            &format!("[batch {}]", qt.batch),
+            Some(qt.batch),
+        )?;
     }
     supported::<T>(stream, abi::KNPU_KERNEL_ATTENTION, "attention")?;
     // SAFETY: KnpuAttentionParams starts with struct_size and holds only integers and a float.
@@ -572,10 +589,19 @@ pub fn paged_attention<T: DType>(
         stream,
         "block_table",
         &table,
-        &format!("[batch {}, max_blocks_per_seq {}]", qt.batch, max_blocks_per_seq),
+        &format!(
+            "[batch {}, max_blocks_per_seq {}]",
+            qt.batch, max_blocks_per_seq
+        ),
         qt.batch.checked_mul(*max_blocks_per_seq),
     )?;
-    check_u32s(stream, "kv_lens", &lens, &format!("[batch {}]", qt.batch), Some(qt.batch))?;
+    check_u32s(
+        stream,
+        "kv_lens",
+        &lens,
+        &format!("[batch {}]", qt.batch),
+        Some(qt.batch),
+    )?;
     supported::<T>(stream, abi::KNPU_KERNEL_PAGED_ATTENTION, "paged attention")?;
     // SAFETY: KnpuPagedAttentionParams starts with struct_size and holds only integers and a
     // float.
@@ -639,7 +665,12 @@ pub fn kv_append<T: DType>(
     let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
     let lens = seq_lens.as_device_slice();
     check_dtype::<T>("k_cache")?;
-    for (name, s) in [("k_cache", &kc), ("v_cache", &vc), ("k_new", &kn), ("v_new", &vn)] {
+    for (name, s) in [
+        ("k_cache", &kc),
+        ("v_cache", &vc),
+        ("k_new", &kn),
+        ("v_new", &vn),
+    ] {
         same_device(stream, name, s)?;
     }
     if new.batch != cache.batch {
@@ -662,7 +693,13 @@ pub fn kv_append<T: DType>(
     check_tensor("v_cache", cache, vc.len())?;
     check_tensor("k_new", new, kn.len())?;
     check_tensor("v_new", new, vn.len())?;
-    check_u32s(stream, "seq_lens", &lens, &format!("[batch {}]", new.batch), Some(new.batch))?;
+    check_u32s(
+        stream,
+        "seq_lens",
+        &lens,
+        &format!("[batch {}]", new.batch),
+        Some(new.batch),
+    )?;
     supported::<T>(stream, abi::KNPU_KERNEL_KV_APPEND, "kv append")?;
     // SAFETY: KnpuKvAppendParams starts with struct_size and holds only integers.
     let mut p: abi::KnpuKvAppendParams = unsafe { abi::sized_zeroed() };
@@ -705,7 +742,12 @@ pub fn paged_kv_append<T: DType>(
     let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
     let (table, lens) = (block_table.as_device_slice(), seq_lens.as_device_slice());
     check_dtype::<T>("k_cache")?;
-    for (name, s) in [("k_cache", &kc), ("v_cache", &vc), ("k_new", &kn), ("v_new", &vn)] {
+    for (name, s) in [
+        ("k_cache", &kc),
+        ("v_cache", &vc),
+        ("k_new", &kn),
+        ("v_new", &vn),
+    ] {
         same_device(stream, name, s)?;
     }
     let cache_desc = format!(
@@ -744,10 +786,19 @@ pub fn paged_kv_append<T: DType>(
         stream,
         "block_table",
         &table,
-        &format!("[batch {}, max_blocks_per_seq {max_blocks_per_seq}]", new.batch),
+        &format!(
+            "[batch {}, max_blocks_per_seq {max_blocks_per_seq}]",
+            new.batch
+        ),
         new.batch.checked_mul(max_blocks_per_seq),
     )?;
-    check_u32s(stream, "seq_lens", &lens, &format!("[batch {}]", new.batch), Some(new.batch))?;
+    check_u32s(
+        stream,
+        "seq_lens",
+        &lens,
+        &format!("[batch {}]", new.batch),
+        Some(new.batch),
+    )?;
     supported::<T>(stream, abi::KNPU_KERNEL_PAGED_KV_APPEND, "paged kv append")?;
     // SAFETY: KnpuPagedKvAppendParams starts with struct_size and holds only integers.
     let mut p: abi::KnpuPagedKvAppendParams = unsafe { abi::sized_zeroed() };
