@@ -138,6 +138,15 @@ typedef enum KnpuKernelId {
   KNPU_KERNEL_ELEMENTWISE = 1,
   /* GEMM (0x100-0x1FF): params KnpuGemmParams. */
   KNPU_KERNEL_GEMM = 0x100,
+  /* Attention and key/value caches (0x200-0x2FF) ----------------------------------------- */
+  /* Fused attention over strided K/V: params KnpuAttentionParams. */
+  KNPU_KERNEL_ATTENTION = 0x200,
+  /* Fused attention over a paged K/V cache: params KnpuPagedAttentionParams. */
+  KNPU_KERNEL_PAGED_ATTENTION = 0x201,
+  /* Append keys/values to a contiguous cache: params KnpuKvAppendParams. */
+  KNPU_KERNEL_KV_APPEND = 0x202,
+  /* Append keys/values to a paged cache: params KnpuPagedKvAppendParams. */
+  KNPU_KERNEL_PAGED_KV_APPEND = 0x203,
 } KnpuKernelId;
 
 /* Elementwise operations of KNPU_KERNEL_ELEMENTWISE. */
@@ -247,6 +256,117 @@ typedef struct KnpuGemmParams {
   uint64_t ld_residual; /* leading dimension of the residual, elements (ignored without one) */
   uint64_t stride_residual; /* elements between batches of the residual (0: one for all) */
 } KnpuGemmParams;
+/* Attention and key/value caches --------------------------------------------------------- */
+/* Element types: F32, F16 or BF16 (accumulated in f32); lse is F32, kv_lens, seq_lens and
+ * block tables are U32. Shapes and strides count elements, never bytes. */
+
+/* A strided 4-D tensor with logical shape [batch, seq, heads, head_dim]; head_dim is
+ * contiguous. Dense [batch, seq, heads, head_dim] has strides (seq*heads*head_dim,
+ * heads*head_dim, head_dim); [batch, heads, seq, head_dim] has (heads*seq*head_dim,
+ * head_dim, seq*head_dim). */
+typedef struct KnpuAttnTensor {
+  uint64_t batch;
+  uint64_t seq; /* for a cache: its capacity */
+  uint64_t heads;
+  uint64_t head_dim;
+  uint64_t batch_stride;
+  uint64_t seq_stride;
+  uint64_t head_stride;
+} KnpuAttnTensor;
+
+/* A paged key/value cache: num_blocks blocks of block_size positions of kv_heads vectors of
+ * head_dim elements. Sequence b's position p lives in block
+ * block_table[b * max_blocks_per_seq + p / block_size], slot p % block_size. */
+typedef struct KnpuPagedKvCache {
+  uint64_t num_blocks;
+  uint64_t block_size;
+  uint64_t kv_heads;
+  uint64_t head_dim;
+  uint64_t block_stride;
+  uint64_t slot_stride;
+  uint64_t head_stride;
+} KnpuPagedKvCache;
+
+/* Attention flags. */
+typedef enum KnpuAttentionFlags {
+  /* Query i of q_len sees keys j <= kv_len - q_len + i. */
+  KNPU_ATTENTION_CAUSAL = 1,
+} KnpuAttentionFlags;
+
+/* Parameters of KNPU_KERNEL_ATTENTION: out = softmax(scale * q k^T + mask) v. q and out are
+ * [batch, q_len, q_heads, head_dim]; k and v are [batch, kv_len, kv_heads, head_dim] with
+ * kv_heads dividing q_heads. */
+typedef struct KnpuAttentionParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype */
+  uint32_t flags; /* KnpuAttentionFlags */
+  KnpuAttnTensor q_desc;
+  KnpuAttnTensor k_desc;
+  KnpuAttnTensor v_desc;
+  KnpuAttnTensor out_desc;
+  KnpuDeviceAddress q;
+  KnpuDeviceAddress k;
+  KnpuDeviceAddress v;
+  KnpuDeviceAddress out;
+  KnpuDeviceAddress lse;     /* F32 [batch, q_heads, q_len] log-sum-exp, or 0 for none */
+  KnpuDeviceAddress kv_lens; /* U32 [batch] keys per sequence, or 0: all kv_len keys */
+  uint64_t window;           /* sliding window in keys, 0 for none */
+  float scale;               /* softmax scale, 0 for 1/sqrt(head_dim) */
+} KnpuAttentionParams;
+
+/* Parameters of KNPU_KERNEL_PAGED_ATTENTION: as KNPU_KERNEL_ATTENTION with K and V read from
+ * a paged cache; kv_lens is required. */
+typedef struct KnpuPagedAttentionParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype */
+  uint32_t flags; /* KnpuAttentionFlags */
+  KnpuAttnTensor q_desc;
+  KnpuAttnTensor out_desc;
+  KnpuPagedKvCache cache; /* layout of both k_cache and v_cache */
+  uint64_t max_blocks_per_seq;
+  KnpuDeviceAddress q;
+  KnpuDeviceAddress k_cache;
+  KnpuDeviceAddress v_cache;
+  KnpuDeviceAddress out;
+  KnpuDeviceAddress lse;         /* F32 [batch, q_heads, q_len], or 0 for none */
+  KnpuDeviceAddress kv_lens;     /* U32 [batch] */
+  KnpuDeviceAddress block_table; /* U32 [batch, max_blocks_per_seq] */
+  uint64_t window;               /* 0 for none */
+  float scale;                   /* 0 for 1/sqrt(head_dim) */
+} KnpuPagedAttentionParams;
+
+/* Parameters of KNPU_KERNEL_KV_APPEND: sequence b's new position t is written at cache
+ * position seq_lens[b] + t of k_cache and v_cache (both laid out as cache_desc). Nothing is
+ * written when a sequence would pass the capacity cache_desc.seq. */
+typedef struct KnpuKvAppendParams {
+  size_t struct_size;
+  uint32_t dtype;    /* KnpuDtype */
+  uint32_t reserved; /* 0 */
+  KnpuAttnTensor cache_desc;
+  KnpuAttnTensor new_desc; /* layout of k_new and v_new */
+  KnpuDeviceAddress k_cache;
+  KnpuDeviceAddress v_cache;
+  KnpuDeviceAddress k_new;
+  KnpuDeviceAddress v_new;
+  KnpuDeviceAddress seq_lens; /* U32 [batch] positions already held */
+} KnpuKvAppendParams;
+
+/* Parameters of KNPU_KERNEL_PAGED_KV_APPEND: as KNPU_KERNEL_KV_APPEND into a paged cache.
+ * Nothing is written when a position passes the table or names a block outside the cache. */
+typedef struct KnpuPagedKvAppendParams {
+  size_t struct_size;
+  uint32_t dtype;    /* KnpuDtype */
+  uint32_t reserved; /* 0 */
+  KnpuPagedKvCache cache;
+  KnpuAttnTensor new_desc;
+  uint64_t max_blocks_per_seq;
+  KnpuDeviceAddress k_cache;
+  KnpuDeviceAddress v_cache;
+  KnpuDeviceAddress k_new;
+  KnpuDeviceAddress v_new;
+  KnpuDeviceAddress block_table; /* U32 [batch, max_blocks_per_seq] */
+  KnpuDeviceAddress seq_lens;    /* U32 [batch] */
+} KnpuPagedKvAppendParams;
 
 /* Command kinds. */
 typedef enum KnpuCommandType {

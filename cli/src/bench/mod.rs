@@ -145,6 +145,8 @@ pub mod graph;
 pub mod ops;
 pub mod quant;
 pub mod runtime;
+// Attention as device kernels.
+pub mod attention_device;
 
 /// The suites `knpu bench` knows, with a line each for `--help`.
 pub const SUITES: &[(&str, &str)] = &[
@@ -172,6 +174,10 @@ pub const SUITES: &[(&str, &str)] = &[
         "ops",
         "LLM ops (RMSNorm, softmax, SwiGLU, RoPE) in GB/s per ISA path",
     ),
+    (
+        "attention-device",
+        "attention through knpu::ops on device 0 beside the host kernel call (--quick)",
+    ),
 ];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
@@ -183,6 +189,7 @@ pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
         "attention" => attention::run(args, sink),
         "quant" => quant::run(args, sink),
         "ops" => ops::run(args, sink),
+        "attention-device" => attention_device::run(args, sink),
         _ => Err(format!(
             "unknown benchmark suite `{name}`; suites: {}",
             SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")

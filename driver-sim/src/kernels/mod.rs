@@ -8,6 +8,8 @@
 
 mod elementwise;
 mod gemm;
+// Attention and key/value caches (0x200-0x2FF).
+mod attention;
 
 use std::sync::Arc;
 
@@ -40,7 +42,15 @@ pub struct KernelDef {
 }
 
 /// Every kernel the driver runs.
-static REGISTRY: &[KernelDef] = &[elementwise::KERNEL, gemm::KERNEL];
+static REGISTRY: &[KernelDef] = &[
+    elementwise::KERNEL,
+    gemm::KERNEL,
+    // Attention and key/value caches (0x200-0x2FF).
+    attention::ATTENTION,
+    attention::PAGED_ATTENTION,
+    attention::KV_APPEND,
+    attention::PAGED_KV_APPEND,
+];
 
 /// The kernel with id `id`.
 pub fn find(id: u32) -> Option<&'static KernelDef> {

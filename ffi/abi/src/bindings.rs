@@ -71,6 +71,10 @@ pub const KNPU_QUEUE_PRIORITY_HIGH: KnpuQueuePriority = 1;
 pub type KnpuQueuePriority = ::std::os::raw::c_int;
 pub const KNPU_KERNEL_ELEMENTWISE: KnpuKernelId = 1;
 pub const KNPU_KERNEL_GEMM: KnpuKernelId = 256;
+pub const KNPU_KERNEL_ATTENTION: KnpuKernelId = 512;
+pub const KNPU_KERNEL_PAGED_ATTENTION: KnpuKernelId = 513;
+pub const KNPU_KERNEL_KV_APPEND: KnpuKernelId = 514;
+pub const KNPU_KERNEL_PAGED_KV_APPEND: KnpuKernelId = 515;
 pub type KnpuKernelId = ::std::os::raw::c_uint;
 pub const KNPU_ELEMENTWISE_ADD: KnpuElementwiseOp = 0;
 pub const KNPU_ELEMENTWISE_MUL: KnpuElementwiseOp = 1;
@@ -195,6 +199,266 @@ const _: () = {
         [::std::mem::offset_of!(KnpuGemmParams, ld_residual) - 160usize];
     ["Offset of field: KnpuGemmParams::stride_residual"]
         [::std::mem::offset_of!(KnpuGemmParams, stride_residual) - 168usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuAttnTensor {
+    pub batch: u64,
+    pub seq: u64,
+    pub heads: u64,
+    pub head_dim: u64,
+    pub batch_stride: u64,
+    pub seq_stride: u64,
+    pub head_stride: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuAttnTensor"][::std::mem::size_of::<KnpuAttnTensor>() - 56usize];
+    ["Alignment of KnpuAttnTensor"][::std::mem::align_of::<KnpuAttnTensor>() - 8usize];
+    ["Offset of field: KnpuAttnTensor::batch"]
+        [::std::mem::offset_of!(KnpuAttnTensor, batch) - 0usize];
+    ["Offset of field: KnpuAttnTensor::seq"][::std::mem::offset_of!(KnpuAttnTensor, seq) - 8usize];
+    ["Offset of field: KnpuAttnTensor::heads"]
+        [::std::mem::offset_of!(KnpuAttnTensor, heads) - 16usize];
+    ["Offset of field: KnpuAttnTensor::head_dim"]
+        [::std::mem::offset_of!(KnpuAttnTensor, head_dim) - 24usize];
+    ["Offset of field: KnpuAttnTensor::batch_stride"]
+        [::std::mem::offset_of!(KnpuAttnTensor, batch_stride) - 32usize];
+    ["Offset of field: KnpuAttnTensor::seq_stride"]
+        [::std::mem::offset_of!(KnpuAttnTensor, seq_stride) - 40usize];
+    ["Offset of field: KnpuAttnTensor::head_stride"]
+        [::std::mem::offset_of!(KnpuAttnTensor, head_stride) - 48usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuPagedKvCache {
+    pub num_blocks: u64,
+    pub block_size: u64,
+    pub kv_heads: u64,
+    pub head_dim: u64,
+    pub block_stride: u64,
+    pub slot_stride: u64,
+    pub head_stride: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuPagedKvCache"][::std::mem::size_of::<KnpuPagedKvCache>() - 56usize];
+    ["Alignment of KnpuPagedKvCache"][::std::mem::align_of::<KnpuPagedKvCache>() - 8usize];
+    ["Offset of field: KnpuPagedKvCache::num_blocks"]
+        [::std::mem::offset_of!(KnpuPagedKvCache, num_blocks) - 0usize];
+    ["Offset of field: KnpuPagedKvCache::block_size"]
+        [::std::mem::offset_of!(KnpuPagedKvCache, block_size) - 8usize];
+    ["Offset of field: KnpuPagedKvCache::kv_heads"]
+        [::std::mem::offset_of!(KnpuPagedKvCache, kv_heads) - 16usize];
+    ["Offset of field: KnpuPagedKvCache::head_dim"]
+        [::std::mem::offset_of!(KnpuPagedKvCache, head_dim) - 24usize];
+    ["Offset of field: KnpuPagedKvCache::block_stride"]
+        [::std::mem::offset_of!(KnpuPagedKvCache, block_stride) - 32usize];
+    ["Offset of field: KnpuPagedKvCache::slot_stride"]
+        [::std::mem::offset_of!(KnpuPagedKvCache, slot_stride) - 40usize];
+    ["Offset of field: KnpuPagedKvCache::head_stride"]
+        [::std::mem::offset_of!(KnpuPagedKvCache, head_stride) - 48usize];
+};
+pub const KNPU_ATTENTION_CAUSAL: KnpuAttentionFlags = 1;
+pub type KnpuAttentionFlags = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuAttentionParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub flags: u32,
+    pub q_desc: KnpuAttnTensor,
+    pub k_desc: KnpuAttnTensor,
+    pub v_desc: KnpuAttnTensor,
+    pub out_desc: KnpuAttnTensor,
+    pub q: KnpuDeviceAddress,
+    pub k: KnpuDeviceAddress,
+    pub v: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+    pub lse: KnpuDeviceAddress,
+    pub kv_lens: KnpuDeviceAddress,
+    pub window: u64,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuAttentionParams"][::std::mem::size_of::<KnpuAttentionParams>() - 304usize];
+    ["Alignment of KnpuAttentionParams"][::std::mem::align_of::<KnpuAttentionParams>() - 8usize];
+    ["Offset of field: KnpuAttentionParams::struct_size"]
+        [::std::mem::offset_of!(KnpuAttentionParams, struct_size) - 0usize];
+    ["Offset of field: KnpuAttentionParams::dtype"]
+        [::std::mem::offset_of!(KnpuAttentionParams, dtype) - 8usize];
+    ["Offset of field: KnpuAttentionParams::flags"]
+        [::std::mem::offset_of!(KnpuAttentionParams, flags) - 12usize];
+    ["Offset of field: KnpuAttentionParams::q_desc"]
+        [::std::mem::offset_of!(KnpuAttentionParams, q_desc) - 16usize];
+    ["Offset of field: KnpuAttentionParams::k_desc"]
+        [::std::mem::offset_of!(KnpuAttentionParams, k_desc) - 72usize];
+    ["Offset of field: KnpuAttentionParams::v_desc"]
+        [::std::mem::offset_of!(KnpuAttentionParams, v_desc) - 128usize];
+    ["Offset of field: KnpuAttentionParams::out_desc"]
+        [::std::mem::offset_of!(KnpuAttentionParams, out_desc) - 184usize];
+    ["Offset of field: KnpuAttentionParams::q"]
+        [::std::mem::offset_of!(KnpuAttentionParams, q) - 240usize];
+    ["Offset of field: KnpuAttentionParams::k"]
+        [::std::mem::offset_of!(KnpuAttentionParams, k) - 248usize];
+    ["Offset of field: KnpuAttentionParams::v"]
+        [::std::mem::offset_of!(KnpuAttentionParams, v) - 256usize];
+    ["Offset of field: KnpuAttentionParams::out"]
+        [::std::mem::offset_of!(KnpuAttentionParams, out) - 264usize];
+    ["Offset of field: KnpuAttentionParams::lse"]
+        [::std::mem::offset_of!(KnpuAttentionParams, lse) - 272usize];
+    ["Offset of field: KnpuAttentionParams::kv_lens"]
+        [::std::mem::offset_of!(KnpuAttentionParams, kv_lens) - 280usize];
+    ["Offset of field: KnpuAttentionParams::window"]
+        [::std::mem::offset_of!(KnpuAttentionParams, window) - 288usize];
+    ["Offset of field: KnpuAttentionParams::scale"]
+        [::std::mem::offset_of!(KnpuAttentionParams, scale) - 296usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuPagedAttentionParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub flags: u32,
+    pub q_desc: KnpuAttnTensor,
+    pub out_desc: KnpuAttnTensor,
+    pub cache: KnpuPagedKvCache,
+    pub max_blocks_per_seq: u64,
+    pub q: KnpuDeviceAddress,
+    pub k_cache: KnpuDeviceAddress,
+    pub v_cache: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+    pub lse: KnpuDeviceAddress,
+    pub kv_lens: KnpuDeviceAddress,
+    pub block_table: KnpuDeviceAddress,
+    pub window: u64,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuPagedAttentionParams"]
+        [::std::mem::size_of::<KnpuPagedAttentionParams>() - 264usize];
+    ["Alignment of KnpuPagedAttentionParams"]
+        [::std::mem::align_of::<KnpuPagedAttentionParams>() - 8usize];
+    ["Offset of field: KnpuPagedAttentionParams::struct_size"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, struct_size) - 0usize];
+    ["Offset of field: KnpuPagedAttentionParams::dtype"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, dtype) - 8usize];
+    ["Offset of field: KnpuPagedAttentionParams::flags"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, flags) - 12usize];
+    ["Offset of field: KnpuPagedAttentionParams::q_desc"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, q_desc) - 16usize];
+    ["Offset of field: KnpuPagedAttentionParams::out_desc"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, out_desc) - 72usize];
+    ["Offset of field: KnpuPagedAttentionParams::cache"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, cache) - 128usize];
+    ["Offset of field: KnpuPagedAttentionParams::max_blocks_per_seq"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, max_blocks_per_seq) - 184usize];
+    ["Offset of field: KnpuPagedAttentionParams::q"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, q) - 192usize];
+    ["Offset of field: KnpuPagedAttentionParams::k_cache"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, k_cache) - 200usize];
+    ["Offset of field: KnpuPagedAttentionParams::v_cache"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, v_cache) - 208usize];
+    ["Offset of field: KnpuPagedAttentionParams::out"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, out) - 216usize];
+    ["Offset of field: KnpuPagedAttentionParams::lse"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, lse) - 224usize];
+    ["Offset of field: KnpuPagedAttentionParams::kv_lens"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, kv_lens) - 232usize];
+    ["Offset of field: KnpuPagedAttentionParams::block_table"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, block_table) - 240usize];
+    ["Offset of field: KnpuPagedAttentionParams::window"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, window) - 248usize];
+    ["Offset of field: KnpuPagedAttentionParams::scale"]
+        [::std::mem::offset_of!(KnpuPagedAttentionParams, scale) - 256usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuKvAppendParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub cache_desc: KnpuAttnTensor,
+    pub new_desc: KnpuAttnTensor,
+    pub k_cache: KnpuDeviceAddress,
+    pub v_cache: KnpuDeviceAddress,
+    pub k_new: KnpuDeviceAddress,
+    pub v_new: KnpuDeviceAddress,
+    pub seq_lens: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuKvAppendParams"][::std::mem::size_of::<KnpuKvAppendParams>() - 168usize];
+    ["Alignment of KnpuKvAppendParams"][::std::mem::align_of::<KnpuKvAppendParams>() - 8usize];
+    ["Offset of field: KnpuKvAppendParams::struct_size"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, struct_size) - 0usize];
+    ["Offset of field: KnpuKvAppendParams::dtype"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, dtype) - 8usize];
+    ["Offset of field: KnpuKvAppendParams::reserved"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, reserved) - 12usize];
+    ["Offset of field: KnpuKvAppendParams::cache_desc"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, cache_desc) - 16usize];
+    ["Offset of field: KnpuKvAppendParams::new_desc"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, new_desc) - 72usize];
+    ["Offset of field: KnpuKvAppendParams::k_cache"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, k_cache) - 128usize];
+    ["Offset of field: KnpuKvAppendParams::v_cache"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, v_cache) - 136usize];
+    ["Offset of field: KnpuKvAppendParams::k_new"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, k_new) - 144usize];
+    ["Offset of field: KnpuKvAppendParams::v_new"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, v_new) - 152usize];
+    ["Offset of field: KnpuKvAppendParams::seq_lens"]
+        [::std::mem::offset_of!(KnpuKvAppendParams, seq_lens) - 160usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuPagedKvAppendParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub cache: KnpuPagedKvCache,
+    pub new_desc: KnpuAttnTensor,
+    pub max_blocks_per_seq: u64,
+    pub k_cache: KnpuDeviceAddress,
+    pub v_cache: KnpuDeviceAddress,
+    pub k_new: KnpuDeviceAddress,
+    pub v_new: KnpuDeviceAddress,
+    pub block_table: KnpuDeviceAddress,
+    pub seq_lens: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuPagedKvAppendParams"]
+        [::std::mem::size_of::<KnpuPagedKvAppendParams>() - 184usize];
+    ["Alignment of KnpuPagedKvAppendParams"]
+        [::std::mem::align_of::<KnpuPagedKvAppendParams>() - 8usize];
+    ["Offset of field: KnpuPagedKvAppendParams::struct_size"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, struct_size) - 0usize];
+    ["Offset of field: KnpuPagedKvAppendParams::dtype"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, dtype) - 8usize];
+    ["Offset of field: KnpuPagedKvAppendParams::reserved"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, reserved) - 12usize];
+    ["Offset of field: KnpuPagedKvAppendParams::cache"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, cache) - 16usize];
+    ["Offset of field: KnpuPagedKvAppendParams::new_desc"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, new_desc) - 72usize];
+    ["Offset of field: KnpuPagedKvAppendParams::max_blocks_per_seq"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, max_blocks_per_seq) - 128usize];
+    ["Offset of field: KnpuPagedKvAppendParams::k_cache"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, k_cache) - 136usize];
+    ["Offset of field: KnpuPagedKvAppendParams::v_cache"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, v_cache) - 144usize];
+    ["Offset of field: KnpuPagedKvAppendParams::k_new"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, k_new) - 152usize];
+    ["Offset of field: KnpuPagedKvAppendParams::v_new"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, v_new) - 160usize];
+    ["Offset of field: KnpuPagedKvAppendParams::block_table"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, block_table) - 168usize];
+    ["Offset of field: KnpuPagedKvAppendParams::seq_lens"]
+        [::std::mem::offset_of!(KnpuPagedKvAppendParams, seq_lens) - 176usize];
 };
 pub const KNPU_COMMAND_COPY_HOST_TO_DEVICE: KnpuCommandType = 0;
 pub const KNPU_COMMAND_COPY_DEVICE_TO_HOST: KnpuCommandType = 1;

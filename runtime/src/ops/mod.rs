@@ -10,6 +10,13 @@ mod gemm;
 pub use elementwise::{add, axpy, elementwise, mul, scale, sub, ElementwiseOp};
 pub use gemm::{gemm, matmul, Activation, Gemm, GemmEpilogue, GemmResidual};
 
+// Attention and key/value caches.
+mod attention;
+pub use attention::{
+    attention, kv_append, paged_attention, paged_kv_append, AttentionArgs, AttnMask, AttnTensor,
+    PagedAttentionArgs, PagedKvCache,
+};
+
 use crate::buffer::DeviceSlice;
 use crate::dtype::DType;
 use crate::error::{Error, Result};

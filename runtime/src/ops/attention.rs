@@ -1,0 +1,822 @@
+//! Attention and key/value caches: fused scaled-dot-product attention (causal, sliding
+//! window, grouped-query), over strided tensors or a paged cache, and appends to both kinds of
+//! cache.
+//!
+//! Tensors are views with the logical shape `[batch, seq, heads, head_dim]` and element
+//! strides ([`AttnTensor`]), so PyTorch's `[batch, seq, heads, head_dim]` (flash-attn) and
+//! `[batch, heads, seq, head_dim]` (`scaled_dot_product_attention`) memory both work without a
+//! copy. Everything the launcher can see — shapes, strides, buffer lengths, dtypes — is checked
+//! before queueing. Values that live in device memory (key lengths, block table entries) are
+//! checked by the kernel before it writes anything; a bad one fails the stream's next
+//! `synchronize` with `Error::KernelFault`, after which the stream is usable again.
+
+use super::{same_device, supported};
+use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::stream::Stream;
+use knpu_driver_abi as abi;
+
+/// A strided view with logical shape `[batch, seq, heads, head_dim]`; strides count elements
+/// and `head_dim` is contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnTensor {
+    /// Number of sequences.
+    pub batch: usize,
+    /// Positions per sequence (for a cache: its capacity).
+    pub seq: usize,
+    /// Number of heads.
+    pub heads: usize,
+    /// Elements per head vector.
+    pub head_dim: usize,
+    /// Elements between consecutive sequences.
+    pub batch_stride: usize,
+    /// Elements between consecutive positions.
+    pub seq_stride: usize,
+    /// Elements between consecutive heads.
+    pub head_stride: usize,
+}
+
+impl AttnTensor {
+    /// A dense tensor stored as `[batch, seq, heads, head_dim]` (flash-attn's layout).
+    pub fn bshd(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttnTensor {
+        AttnTensor {
+            batch,
+            seq,
+            heads,
+            head_dim,
+            batch_stride: seq * heads * head_dim,
+            seq_stride: heads * head_dim,
+            head_stride: head_dim,
+        }
+    }
+
+    /// A dense tensor stored as `[batch, heads, seq, head_dim]` (PyTorch's
+    /// `scaled_dot_product_attention` layout).
+    pub fn bhsd(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttnTensor {
+        AttnTensor {
+            batch,
+            seq,
+            heads,
+            head_dim,
+            batch_stride: heads * seq * head_dim,
+            seq_stride: head_dim,
+            head_stride: seq * head_dim,
+        }
+    }
+
+    fn axes(&self) -> [(usize, usize); 4] {
+        [
+            (self.batch, self.batch_stride),
+            (self.seq, self.seq_stride),
+            (self.heads, self.head_stride),
+            (self.head_dim, 1),
+        ]
+    }
+
+    /// Elements a buffer must hold for this view (0 for an empty view); `None` on overflow.
+    pub fn required_len(&self) -> Option<usize> {
+        span(&self.axes())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "[batch {}, seq {}, heads {}, head_dim {}]",
+            self.batch, self.seq, self.heads, self.head_dim
+        )
+    }
+
+    fn to_abi(self) -> abi::KnpuAttnTensor {
+        abi::KnpuAttnTensor {
+            batch: self.batch as u64,
+            seq: self.seq as u64,
+            heads: self.heads as u64,
+            head_dim: self.head_dim as u64,
+            batch_stride: self.batch_stride as u64,
+            seq_stride: self.seq_stride as u64,
+            head_stride: self.head_stride as u64,
+        }
+    }
+}
+
+/// A paged key/value cache layout: `num_blocks` blocks of `block_size` positions, each holding
+/// `kv_heads` vectors of `head_dim` elements (vLLM's layout). Sequence `b`'s position `p` lives
+/// in block `block_table[b * max_blocks_per_seq + p / block_size]`, slot `p % block_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagedKvCache {
+    /// Blocks in the cache.
+    pub num_blocks: usize,
+    /// Positions per block.
+    pub block_size: usize,
+    /// Key/value heads per position.
+    pub kv_heads: usize,
+    /// Elements per head vector.
+    pub head_dim: usize,
+    /// Elements between consecutive blocks.
+    pub block_stride: usize,
+    /// Elements between consecutive positions of a block.
+    pub slot_stride: usize,
+    /// Elements between consecutive heads.
+    pub head_stride: usize,
+}
+
+impl PagedKvCache {
+    /// A dense cache stored as `[num_blocks, block_size, kv_heads, head_dim]`.
+    pub fn dense(
+        num_blocks: usize,
+        block_size: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> PagedKvCache {
+        PagedKvCache {
+            num_blocks,
+            block_size,
+            kv_heads,
+            head_dim,
+            block_stride: block_size * kv_heads * head_dim,
+            slot_stride: kv_heads * head_dim,
+            head_stride: head_dim,
+        }
+    }
+
+    fn axes(&self) -> [(usize, usize); 4] {
+        [
+            (self.num_blocks, self.block_stride),
+            (self.block_size, self.slot_stride),
+            (self.kv_heads, self.head_stride),
+            (self.head_dim, 1),
+        ]
+    }
+
+    /// Elements a cache buffer must hold; `None` on overflow.
+    pub fn required_len(&self) -> Option<usize> {
+        span(&self.axes())
+    }
+
+    fn to_abi(self) -> abi::KnpuPagedKvCache {
+        abi::KnpuPagedKvCache {
+            num_blocks: self.num_blocks as u64,
+            block_size: self.block_size as u64,
+            kv_heads: self.kv_heads as u64,
+            head_dim: self.head_dim as u64,
+            block_stride: self.block_stride as u64,
+            slot_stride: self.slot_stride as u64,
+            head_stride: self.head_stride as u64,
+        }
+    }
+}
+
+/// Masking and scaling, as `scaled_dot_product_attention(is_causal, scale)` plus a sliding
+/// window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttnMask {
+    /// Query `i` of `q_len` sees keys `j <= kv_len - q_len + i` (bottom-right aligned, which
+    /// serves chunked prefill and decode).
+    pub causal: bool,
+    /// Sliding window in keys; `None` for none. `Some(0)` is an error.
+    pub window: Option<usize>,
+    /// Softmax scale; `None` for `1 / sqrt(head_dim)`. Must be finite and nonzero.
+    pub scale: Option<f32>,
+}
+
+/// An attention problem over strided K and V: `q` and `out` are
+/// `[batch, q_len, q_heads, head_dim]`, `k` and `v` are `[batch, kv_len, kv_heads, head_dim]`
+/// with `kv_heads` dividing `q_heads` (grouped-query attention).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionArgs {
+    /// Queries.
+    pub q: AttnTensor,
+    /// Keys.
+    pub k: AttnTensor,
+    /// Values.
+    pub v: AttnTensor,
+    /// Output, same shape as `q`.
+    pub out: AttnTensor,
+    /// Masks and scale.
+    pub mask: AttnMask,
+}
+
+impl AttentionArgs {
+    /// Every operand dense `[batch, seq, heads, head_dim]`.
+    pub fn bshd(
+        batch: usize,
+        q_len: usize,
+        kv_len: usize,
+        q_heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        mask: AttnMask,
+    ) -> AttentionArgs {
+        let q = AttnTensor::bshd(batch, q_len, q_heads, head_dim);
+        let k = AttnTensor::bshd(batch, kv_len, kv_heads, head_dim);
+        AttentionArgs {
+            q,
+            k,
+            v: k,
+            out: q,
+            mask,
+        }
+    }
+
+    /// Every operand dense `[batch, heads, seq, head_dim]`.
+    pub fn bhsd(
+        batch: usize,
+        q_len: usize,
+        kv_len: usize,
+        q_heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        mask: AttnMask,
+    ) -> AttentionArgs {
+        let q = AttnTensor::bhsd(batch, q_len, q_heads, head_dim);
+        let k = AttnTensor::bhsd(batch, kv_len, kv_heads, head_dim);
+        AttentionArgs {
+            q,
+            k,
+            v: k,
+            out: q,
+            mask,
+        }
+    }
+}
+
+/// An attention problem whose K and V live in a paged cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PagedAttentionArgs {
+    /// Queries `[batch, q_len, q_heads, head_dim]`.
+    pub q: AttnTensor,
+    /// Output, same shape as `q`.
+    pub out: AttnTensor,
+    /// Layout of both the key and the value cache.
+    pub cache: PagedKvCache,
+    /// Row length of the block table.
+    pub max_blocks_per_seq: usize,
+    /// Masks and scale.
+    pub mask: AttnMask,
+}
+
+/// `1 + sum (extent - 1) * stride`, 0 when an extent is 0, `None` on overflow.
+fn span(axes: &[(usize, usize)]) -> Option<usize> {
+    if axes.iter().any(|&(n, _)| n == 0) {
+        return Some(0);
+    }
+    axes.iter()
+        .try_fold(0usize, |last, &(n, s)| {
+            (n - 1).checked_mul(s)?.checked_add(last)
+        })?
+        .checked_add(1)
+}
+
+/// Whether no two distinct indices of the axes map to one element.
+fn distinct_elements(axes: &[(usize, usize)]) -> bool {
+    if axes.iter().any(|&(n, _)| n == 0) {
+        return true;
+    }
+    let mut big: Vec<(usize, usize)> = axes.iter().copied().filter(|&(n, _)| n > 1).collect();
+    big.sort_by_key(|&(_, s)| s);
+    let mut covered = 1usize;
+    for (n, s) in big {
+        if s < covered {
+            return false;
+        }
+        covered = s.saturating_mul(n);
+    }
+    true
+}
+
+fn check_dtype<T: DType>(operand: &'static str) -> Result<()> {
+    match T::ABI {
+        abi::KNPU_DTYPE_F32 | abi::KNPU_DTYPE_F16 | abi::KNPU_DTYPE_BF16 => Ok(()),
+        _ => Err(Error::Dtype {
+            operand,
+            expected: "f32, f16 or bf16".into(),
+            actual: T::NAME.into(),
+        }),
+    }
+}
+
+fn need_len(
+    operand: &'static str,
+    what: &str,
+    required: Option<usize>,
+    actual: usize,
+) -> Result<()> {
+    let required = required.ok_or_else(|| {
+        Error::invalid(format!(
+            "operand `{operand}`: {what} overflows the address space"
+        ))
+    })?;
+    if actual < required {
+        return Err(Error::Shape {
+            operand,
+            expected: format!("at least {required} elements for {what}"),
+            actual: format!("{actual} elements"),
+        });
+    }
+    Ok(())
+}
+
+fn check_tensor(operand: &'static str, t: &AttnTensor, len: usize) -> Result<()> {
+    need_len(
+        operand,
+        &format!(
+            "{} with strides {:?}",
+            t.describe(),
+            [t.batch_stride, t.seq_stride, t.head_stride]
+        ),
+        t.required_len(),
+        len,
+    )
+}
+
+fn check_output(operand: &'static str, t: &AttnTensor) -> Result<()> {
+    if !distinct_elements(&t.axes()) {
+        return Err(Error::invalid(format!(
+            "operand `{operand}`: strides {:?} map several elements of {} to one address",
+            [t.batch_stride, t.seq_stride, t.head_stride],
+            t.describe()
+        )));
+    }
+    Ok(())
+}
+
+fn check_mask(mask: &AttnMask) -> Result<()> {
+    if mask.window == Some(0) {
+        return Err(Error::invalid(
+            "a sliding window of 0 keys hides every key; use None for no window",
+        ));
+    }
+    match mask.scale {
+        Some(s) if !s.is_finite() || s == 0.0 => Err(Error::invalid(format!(
+            "softmax scale {s} must be finite and nonzero; use None for 1/sqrt(head_dim)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_q_out(q: &AttnTensor, out: &AttnTensor) -> Result<()> {
+    if q.head_dim == 0 {
+        return Err(Error::Shape {
+            operand: "q",
+            expected: "head_dim > 0".into(),
+            actual: q.describe(),
+        });
+    }
+    if (q.batch, q.seq, q.heads, q.head_dim) != (out.batch, out.seq, out.heads, out.head_dim) {
+        return Err(Error::Shape {
+            operand: "out",
+            expected: q.describe(),
+            actual: out.describe(),
+        });
+    }
+    check_output("out", out)
+}
+
+fn check_heads(operand: &'static str, q_heads: usize, kv_heads: usize, t: String) -> Result<()> {
+    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+        return Err(Error::Shape {
+            operand,
+            expected: format!("a number of heads dividing the {q_heads} query heads"),
+            actual: t,
+        });
+    }
+    Ok(())
+}
+
+fn check_head_dim(operand: &'static str, q: &AttnTensor, head_dim: usize, t: String) -> Result<()> {
+    if head_dim != q.head_dim {
+        return Err(Error::Shape {
+            operand,
+            expected: format!("head_dim {} (as q)", q.head_dim),
+            actual: t,
+        });
+    }
+    Ok(())
+}
+
+fn check_lse(stream: &Stream, lse: &Option<DeviceSlice<'_, f32>>, q: &AttnTensor) -> Result<()> {
+    if let Some(l) = lse {
+        same_device(stream, "lse", l)?;
+        let need = q
+            .batch
+            .checked_mul(q.heads)
+            .and_then(|x| x.checked_mul(q.seq));
+        need_len(
+            "lse",
+            &format!("[batch {}, heads {}, q_len {}]", q.batch, q.heads, q.seq),
+            need,
+            l.len(),
+        )?;
+    }
+    Ok(())
+}
+
+fn check_u32s(
+    stream: &Stream,
+    operand: &'static str,
+    s: &DeviceSlice<'_, u32>,
+    what: &str,
+    need: Option<usize>,
+) -> Result<()> {
+    same_device(stream, operand, s)?;
+    need_len(operand, what, need, s.len())
+}
+
+fn flags(mask: &AttnMask) -> u32 {
+    if mask.causal {
+        abi::KNPU_ATTENTION_CAUSAL
+    } else {
+        0
+    }
+}
+
+/// Queues `out = softmax(scale * q k^T + mask) v` on `stream`.
+///
+/// `lse`, when given, receives each row's log-sum-exp as `[batch, q_heads, q_len]` (`-inf` for
+/// a row that sees no key). `kv_lens`, when given, holds each sequence's key count (`<=`
+/// `k.seq`; keys past it are padding); a count past the cache fails the kernel, reported by the
+/// stream's next `synchronize` as `Error::KernelFault`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention<T: DType>(
+    stream: &Stream,
+    args: &AttentionArgs,
+    q: &impl AsDeviceSlice<T>,
+    k: &impl AsDeviceSlice<T>,
+    v: &impl AsDeviceSlice<T>,
+    out: &mut impl AsDeviceSliceMut<T>,
+    lse: Option<&mut dyn AsDeviceSliceMut<f32>>,
+    kv_lens: Option<&dyn AsDeviceSlice<u32>>,
+) -> Result<()> {
+    let (qs, ks, vs) = (
+        q.as_device_slice(),
+        k.as_device_slice(),
+        v.as_device_slice(),
+    );
+    let os = out.as_device_slice_mut();
+    let ls = lse.map(|l| l.as_device_slice_mut());
+    let lens = kv_lens.map(|l| l.as_device_slice());
+    check_dtype::<T>("q")?;
+    for (name, s) in [("q", &qs), ("k", &ks), ("v", &vs), ("out", &os)] {
+        same_device(stream, name, s)?;
+    }
+    let AttentionArgs {
+        q: qt,
+        k: kt,
+        v: vt,
+        out: ot,
+        mask,
+    } = args;
+    check_mask(mask)?;
+    check_q_out(qt, ot)?;
+    if kt.batch != qt.batch {
+        return Err(Error::Shape {
+            operand: "k",
+            expected: format!("batch {} (as q)", qt.batch),
+            actual: kt.describe(),
+        });
+    }
+    check_head_dim("k", qt, kt.head_dim, kt.describe())?;
+    check_heads("k", qt.heads, kt.heads, kt.describe())?;
+    if (vt.batch, vt.seq, vt.heads, vt.head_dim) != (kt.batch, kt.seq, kt.heads, kt.head_dim) {
+        return Err(Error::Shape {
+            operand: "v",
+            expected: kt.describe(),
+            actual: vt.describe(),
+        });
+    }
+    check_tensor("q", qt, qs.len())?;
+    check_tensor("k", kt, ks.len())?;
+    check_tensor("v", vt, vs.len())?;
+    check_tensor("out", ot, os.len())?;
+    check_lse(stream, &ls, qt)?;
+    if let Some(l) = &lens {
+        check_u32s(
+            stream,
+            "kv_lens",
+            l,
+            &format!("[batch {}]", qt.batch),
+            Some(qt.batch),
+        )?;
+    }
+    supported::<T>(stream, abi::KNPU_KERNEL_ATTENTION, "attention")?;
+    // SAFETY: KnpuAttentionParams starts with struct_size and holds only integers and a float.
+    let mut p: abi::KnpuAttentionParams = unsafe { abi::sized_zeroed() };
+    p.dtype = T::ABI;
+    p.flags = flags(mask);
+    p.q_desc = qt.to_abi();
+    p.k_desc = kt.to_abi();
+    p.v_desc = vt.to_abi();
+    p.out_desc = ot.to_abi();
+    p.q = qs.addr();
+    p.k = ks.addr();
+    p.v = vs.addr();
+    p.out = os.addr();
+    p.lse = ls.as_ref().map_or(0, |l| l.addr());
+    p.kv_lens = lens.as_ref().map_or(0, |l| l.addr());
+    p.window = mask.window.unwrap_or(0) as u64;
+    p.scale = mask.scale.unwrap_or(0.0);
+    let value = stream.launch_kernel(abi::KNPU_KERNEL_ATTENTION, &p)?;
+    for s in [&qs, &ks, &vs, &os] {
+        s.note_use(stream, value);
+    }
+    if let Some(l) = &ls {
+        l.note_use(stream, value);
+    }
+    if let Some(l) = &lens {
+        l.note_use(stream, value);
+    }
+    Ok(())
+}
+
+/// Queues attention with K and V read from a paged cache through `block_table`
+/// (`[batch, max_blocks_per_seq]` block numbers) for `kv_lens[b]` keys of each sequence.
+///
+/// A key length past the table's capacity or a used table entry outside the cache fails the
+/// kernel before it writes anything, reported by the stream's next `synchronize` as
+/// `Error::KernelFault`.
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention<T: DType>(
+    stream: &Stream,
+    args: &PagedAttentionArgs,
+    q: &impl AsDeviceSlice<T>,
+    k_cache: &impl AsDeviceSlice<T>,
+    v_cache: &impl AsDeviceSlice<T>,
+    block_table: &impl AsDeviceSlice<u32>,
+    kv_lens: &impl AsDeviceSlice<u32>,
+    out: &mut impl AsDeviceSliceMut<T>,
+    lse: Option<&mut dyn AsDeviceSliceMut<f32>>,
+) -> Result<()> {
+    let (qs, kc, vc) = (
+        q.as_device_slice(),
+        k_cache.as_device_slice(),
+        v_cache.as_device_slice(),
+    );
+    let (table, lens) = (block_table.as_device_slice(), kv_lens.as_device_slice());
+    let os = out.as_device_slice_mut();
+    let ls = lse.map(|l| l.as_device_slice_mut());
+    check_dtype::<T>("q")?;
+    for (name, s) in [("q", &qs), ("k_cache", &kc), ("v_cache", &vc), ("out", &os)] {
+        same_device(stream, name, s)?;
+    }
+    let PagedAttentionArgs {
+        q: qt,
+        out: ot,
+        cache,
+        max_blocks_per_seq,
+        mask,
+    } = args;
+    check_mask(mask)?;
+    check_q_out(qt, ot)?;
+    let cache_desc = format!(
+        "[blocks {}, block_size {}, kv_heads {}, head_dim {}]",
+        cache.num_blocks, cache.block_size, cache.kv_heads, cache.head_dim
+    );
+    check_head_dim("k_cache", qt, cache.head_dim, cache_desc.clone())?;
+    check_heads("k_cache", qt.heads, cache.kv_heads, cache_desc.clone())?;
+    if cache.block_size == 0 {
+        return Err(Error::Shape {
+            operand: "k_cache",
+            expected: "block_size > 0".into(),
+            actual: cache_desc,
+        });
+    }
+    check_tensor("q", qt, qs.len())?;
+    check_tensor("out", ot, os.len())?;
+    need_len("k_cache", &cache_desc, cache.required_len(), kc.len())?;
+    need_len("v_cache", &cache_desc, cache.required_len(), vc.len())?;
+    check_lse(stream, &ls, qt)?;
+    check_u32s(
+        stream,
+        "block_table",
+        &table,
+        &format!(
+            "[batch {}, max_blocks_per_seq {}]",
+            qt.batch, max_blocks_per_seq
+        ),
+        qt.batch.checked_mul(*max_blocks_per_seq),
+    )?;
+    check_u32s(
+        stream,
+        "kv_lens",
+        &lens,
+        &format!("[batch {}]", qt.batch),
+        Some(qt.batch),
+    )?;
+    supported::<T>(stream, abi::KNPU_KERNEL_PAGED_ATTENTION, "paged attention")?;
+    // SAFETY: KnpuPagedAttentionParams starts with struct_size and holds only integers and a
+    // float.
+    let mut p: abi::KnpuPagedAttentionParams = unsafe { abi::sized_zeroed() };
+    p.dtype = T::ABI;
+    p.flags = flags(mask);
+    p.q_desc = qt.to_abi();
+    p.out_desc = ot.to_abi();
+    p.cache = cache.to_abi();
+    p.max_blocks_per_seq = *max_blocks_per_seq as u64;
+    p.q = qs.addr();
+    p.k_cache = kc.addr();
+    p.v_cache = vc.addr();
+    p.out = os.addr();
+    p.lse = ls.as_ref().map_or(0, |l| l.addr());
+    p.kv_lens = lens.addr();
+    p.block_table = table.addr();
+    p.window = mask.window.unwrap_or(0) as u64;
+    p.scale = mask.scale.unwrap_or(0.0);
+    let value = stream.launch_kernel(abi::KNPU_KERNEL_PAGED_ATTENTION, &p)?;
+    for s in [&qs, &kc, &vc, &os] {
+        s.note_use(stream, value);
+    }
+    table.note_use(stream, value);
+    lens.note_use(stream, value);
+    if let Some(l) = &ls {
+        l.note_use(stream, value);
+    }
+    Ok(())
+}
+
+fn check_new(operand: &'static str, new: &AttnTensor, heads: usize, head_dim: usize) -> Result<()> {
+    if new.heads != heads || new.head_dim != head_dim {
+        return Err(Error::Shape {
+            operand,
+            expected: format!("{heads} heads of head_dim {head_dim} (as the cache)"),
+            actual: new.describe(),
+        });
+    }
+    Ok(())
+}
+
+/// Queues an append of `new.seq` positions per sequence to a contiguous cache (`cache`
+/// describes both `k_cache` and `v_cache`; `seq.len` is the capacity): sequence `b`'s new
+/// position `t` is written at `seq_lens[b] + t`. The caller advances `seq_lens` afterwards.
+///
+/// A sequence whose `seq_lens[b] + new.seq` passes the capacity fails the kernel, writing
+/// nothing, reported by the stream's next `synchronize` as `Error::KernelFault`.
+#[allow(clippy::too_many_arguments)]
+pub fn kv_append<T: DType>(
+    stream: &Stream,
+    cache: &AttnTensor,
+    k_cache: &mut impl AsDeviceSliceMut<T>,
+    v_cache: &mut impl AsDeviceSliceMut<T>,
+    new: &AttnTensor,
+    k_new: &impl AsDeviceSlice<T>,
+    v_new: &impl AsDeviceSlice<T>,
+    seq_lens: &impl AsDeviceSlice<u32>,
+) -> Result<()> {
+    let (kc, vc) = (k_cache.as_device_slice_mut(), v_cache.as_device_slice_mut());
+    let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
+    let lens = seq_lens.as_device_slice();
+    check_dtype::<T>("k_cache")?;
+    for (name, s) in [
+        ("k_cache", &kc),
+        ("v_cache", &vc),
+        ("k_new", &kn),
+        ("v_new", &vn),
+    ] {
+        same_device(stream, name, s)?;
+    }
+    if new.batch != cache.batch {
+        return Err(Error::Shape {
+            operand: "k_new",
+            expected: format!("batch {} (as the cache)", cache.batch),
+            actual: new.describe(),
+        });
+    }
+    check_new("k_new", new, cache.heads, cache.head_dim)?;
+    if new.seq > cache.seq {
+        return Err(Error::Shape {
+            operand: "k_new",
+            expected: format!("at most {} new positions (the cache capacity)", cache.seq),
+            actual: new.describe(),
+        });
+    }
+    check_output("k_cache", cache)?;
+    check_tensor("k_cache", cache, kc.len())?;
+    check_tensor("v_cache", cache, vc.len())?;
+    check_tensor("k_new", new, kn.len())?;
+    check_tensor("v_new", new, vn.len())?;
+    check_u32s(
+        stream,
+        "seq_lens",
+        &lens,
+        &format!("[batch {}]", new.batch),
+        Some(new.batch),
+    )?;
+    supported::<T>(stream, abi::KNPU_KERNEL_KV_APPEND, "kv append")?;
+    // SAFETY: KnpuKvAppendParams starts with struct_size and holds only integers.
+    let mut p: abi::KnpuKvAppendParams = unsafe { abi::sized_zeroed() };
+    p.dtype = T::ABI;
+    p.cache_desc = cache.to_abi();
+    p.new_desc = new.to_abi();
+    p.k_cache = kc.addr();
+    p.v_cache = vc.addr();
+    p.k_new = kn.addr();
+    p.v_new = vn.addr();
+    p.seq_lens = lens.addr();
+    let value = stream.launch_kernel(abi::KNPU_KERNEL_KV_APPEND, &p)?;
+    for s in [&kc, &vc, &kn, &vn] {
+        s.note_use(stream, value);
+    }
+    lens.note_use(stream, value);
+    Ok(())
+}
+
+/// Queues an append of `new.seq` positions per sequence to a paged cache: sequence `b`'s new
+/// position `t` goes to position `p = seq_lens[b] + t`, block
+/// `block_table[b * max_blocks_per_seq + p / block_size]`, slot `p % block_size`.
+///
+/// A position past the table's capacity or a table entry outside the cache fails the kernel,
+/// writing nothing, reported by the stream's next `synchronize` as `Error::KernelFault`.
+#[allow(clippy::too_many_arguments)]
+pub fn paged_kv_append<T: DType>(
+    stream: &Stream,
+    cache: &PagedKvCache,
+    k_cache: &mut impl AsDeviceSliceMut<T>,
+    v_cache: &mut impl AsDeviceSliceMut<T>,
+    new: &AttnTensor,
+    k_new: &impl AsDeviceSlice<T>,
+    v_new: &impl AsDeviceSlice<T>,
+    block_table: &impl AsDeviceSlice<u32>,
+    max_blocks_per_seq: usize,
+    seq_lens: &impl AsDeviceSlice<u32>,
+) -> Result<()> {
+    let (kc, vc) = (k_cache.as_device_slice_mut(), v_cache.as_device_slice_mut());
+    let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
+    let (table, lens) = (block_table.as_device_slice(), seq_lens.as_device_slice());
+    check_dtype::<T>("k_cache")?;
+    for (name, s) in [
+        ("k_cache", &kc),
+        ("v_cache", &vc),
+        ("k_new", &kn),
+        ("v_new", &vn),
+    ] {
+        same_device(stream, name, s)?;
+    }
+    let cache_desc = format!(
+        "[blocks {}, block_size {}, kv_heads {}, head_dim {}]",
+        cache.num_blocks, cache.block_size, cache.kv_heads, cache.head_dim
+    );
+    if cache.block_size == 0 {
+        return Err(Error::Shape {
+            operand: "k_cache",
+            expected: "block_size > 0".into(),
+            actual: cache_desc,
+        });
+    }
+    check_new("k_new", new, cache.kv_heads, cache.head_dim)?;
+    let cap = max_blocks_per_seq.saturating_mul(cache.block_size);
+    if new.seq > cap {
+        return Err(Error::Shape {
+            operand: "k_new",
+            expected: format!(
+                "at most {cap} new positions ({max_blocks_per_seq} blocks of {})",
+                cache.block_size
+            ),
+            actual: new.describe(),
+        });
+    }
+    if !distinct_elements(&cache.axes()) {
+        return Err(Error::invalid(format!(
+            "operand `k_cache`: strides of {cache_desc} map several elements to one address"
+        )));
+    }
+    need_len("k_cache", &cache_desc, cache.required_len(), kc.len())?;
+    need_len("v_cache", &cache_desc, cache.required_len(), vc.len())?;
+    check_tensor("k_new", new, kn.len())?;
+    check_tensor("v_new", new, vn.len())?;
+    check_u32s(
+        stream,
+        "block_table",
+        &table,
+        &format!(
+            "[batch {}, max_blocks_per_seq {max_blocks_per_seq}]",
+            new.batch
+        ),
+        new.batch.checked_mul(max_blocks_per_seq),
+    )?;
+    check_u32s(
+        stream,
+        "seq_lens",
+        &lens,
+        &format!("[batch {}]", new.batch),
+        Some(new.batch),
+    )?;
+    supported::<T>(stream, abi::KNPU_KERNEL_PAGED_KV_APPEND, "paged kv append")?;
+    // SAFETY: KnpuPagedKvAppendParams starts with struct_size and holds only integers.
+    let mut p: abi::KnpuPagedKvAppendParams = unsafe { abi::sized_zeroed() };
+    p.dtype = T::ABI;
+    p.cache = cache.to_abi();
+    p.new_desc = new.to_abi();
+    p.max_blocks_per_seq = max_blocks_per_seq as u64;
+    p.k_cache = kc.addr();
+    p.v_cache = vc.addr();
+    p.k_new = kn.addr();
+    p.v_new = vn.addr();
+    p.block_table = table.addr();
+    p.seq_lens = lens.addr();
+    let value = stream.launch_kernel(abi::KNPU_KERNEL_PAGED_KV_APPEND, &p)?;
+    for s in [&kc, &vc, &kn, &vn] {
+        s.note_use(stream, value);
+    }
+    table.note_use(stream, value);
+    lens.note_use(stream, value);
+    Ok(())
+}
