@@ -191,9 +191,10 @@ typedef struct KnpuElementwiseParams {
 } KnpuElementwiseParams;
 
 /* LLM ops (0x400-0x4FF) ------------------------------------------------------------------- */
-/* Matrices are row-major and contiguous; shapes count elements. An output may not partly
- * overlap an input: it is either disjoint from it or (where a kernel says so) at the same
- * address, an in-place update. Every address must be a multiple of its element size. */
+/* Matrices are row-major and contiguous; shapes count elements. Every address must be a
+ * multiple of its element size. Inputs may overlap outputs (out == x is an in-place update):
+ * the result is as if every input were read before any output was written. Outputs of one
+ * kernel may not overlap each other. */
 
 /* KNPU_KERNEL_RMS_NORM: out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight[:]. */
 typedef struct KnpuRmsNormParams {
@@ -231,7 +232,7 @@ typedef enum KnpuRopeStyle {
 } KnpuRopeStyle;
 
 /* KNPU_KERNEL_ROPE: rotates the first rotary_dim elements of every head of every row by the
- * row's position; the rest of each head is copied. out may equal x (in place). */
+ * row's position; the rest of each head is copied. */
 typedef struct KnpuRopeParams {
   size_t struct_size;
   uint32_t dtype; /* KnpuDtype of x and out */
@@ -303,7 +304,7 @@ typedef enum KnpuBroadcast {
   KNPU_BROADCAST_ROW = 1,
 } KnpuBroadcast;
 
-/* KNPU_KERNEL_BINARY: out = a op b. out may equal a (in place). */
+/* KNPU_KERNEL_BINARY: out = a op b. */
 typedef struct KnpuBinaryParams {
   size_t struct_size;
   uint32_t op;        /* KnpuBinaryOp */
@@ -353,7 +354,7 @@ typedef struct KnpuArgmaxParams {
 } KnpuArgmaxParams;
 
 /* KNPU_KERNEL_TOP_K: the k largest values of each row in descending order (ties to the lower
- * index) and their indices. values and indices may not overlap. */
+ * index) and their indices. */
 typedef struct KnpuTopKParams {
   size_t struct_size;
   uint32_t dtype; /* KnpuDtype of x and values */

@@ -7,6 +7,8 @@
 //! kernels of `knpu-kernels` on host slices; they never read memory outside a resolved range.
 
 mod elementwise;
+// LLM ops (0x400-0x4FF).
+mod llm;
 
 use std::sync::Arc;
 
@@ -39,7 +41,21 @@ pub struct KernelDef {
 }
 
 /// Every kernel the driver runs.
-static REGISTRY: &[KernelDef] = &[elementwise::KERNEL];
+static REGISTRY: &[KernelDef] = &[
+    elementwise::KERNEL,
+    // LLM ops (0x400-0x4FF).
+    llm::RMS_NORM,
+    llm::LAYER_NORM,
+    llm::ROPE,
+    llm::ACTIVATION,
+    llm::SWIGLU,
+    llm::SOFTMAX,
+    llm::BINARY,
+    llm::EMBEDDING,
+    llm::CAST,
+    llm::ARGMAX,
+    llm::TOP_K,
+];
 
 /// The kernel with id `id`.
 pub fn find(id: u32) -> Option<&'static KernelDef> {
