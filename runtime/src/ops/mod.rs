@@ -5,8 +5,15 @@
 //! and never a device fault or a silent fallback. Launchers return once the kernel is queued.
 
 mod elementwise;
+// LLM ops.
+pub mod llm;
 
 pub use elementwise::{add, axpy, elementwise, mul, scale, sub, ElementwiseOp};
+// LLM ops.
+pub use llm::{
+    activation, argmax, binary, cast, embedding, layer_norm, rms_norm, rope, silu, softmax, swiglu,
+    top_k, Activation, BinaryOp, Broadcast, Rope, RopePositions, RopeStyle,
+};
 
 use crate::buffer::DeviceSlice;
 use crate::dtype::DType;
