@@ -122,7 +122,7 @@ impl Operand {
     /// elements.
     fn new(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Operand, KnpuStatus> {
         product(elems, size)?;
-        if elems > 0 && (addr == 0 || addr % size != 0) {
+        if elems > 0 && (addr == 0 || !addr.is_multiple_of(size)) {
             return Err(KNPU_STATUS_INVALID_VALUE);
         }
         Ok(Operand {
@@ -213,6 +213,8 @@ fn input<T: Copy>(
 /// - No other slice of the caller may cover the range while the result lives: inputs that
 ///   overlap it were read through [`input`] with `op` among its outputs, and outputs of one
 ///   kernel were checked disjoint at parse.
+// The slice points into device memory, not into `ctx`; exclusivity is the caller's obligation.
+#[allow(clippy::mut_from_ref)]
 unsafe fn output<'a, T: Copy>(
     ctx: &'a KernelContext<'_>,
     op: Operand,
@@ -409,7 +411,7 @@ impl Op for Rope {
             _ => return Err(KNPU_STATUS_INVALID_VALUE),
         };
         let n = product(product(p.rows, p.heads)?, p.head_dim)?;
-        if p.rotary_dim % 2 != 0
+        if !p.rotary_dim.is_multiple_of(2)
             || p.rotary_dim > p.head_dim
             || !(p.base.is_finite() && p.base > 0.0)
         {

@@ -227,7 +227,7 @@ pub fn rope<T: DType>(
             None
         }
     };
-    if rope.rotary_dim % 2 != 0 || rope.rotary_dim > head_dim {
+    if !rope.rotary_dim.is_multiple_of(2) || rope.rotary_dim > head_dim {
         return Err(Error::invalid(format!(
             "rotary_dim {} must be even and at most head_dim {head_dim}",
             rope.rotary_dim
