@@ -147,6 +147,31 @@ typedef enum KnpuKernelId {
   KNPU_KERNEL_KV_APPEND = 0x202,
   /* Append keys/values to a paged cache: params KnpuPagedKvAppendParams. */
   KNPU_KERNEL_PAGED_KV_APPEND = 0x203,
+
+  /* LLM ops (0x400-0x4FF) ----------------------------------------------------------------- */
+  /* Every LLM op computes in f32 whatever its storage dtype (F32, F16 or BF16). */
+  /* RMS normalisation of rows: params KnpuRmsNormParams. */
+  KNPU_KERNEL_RMS_NORM = 0x400,
+  /* Layer normalisation of rows: params KnpuLayerNormParams. */
+  KNPU_KERNEL_LAYER_NORM = 0x401,
+  /* Rotary position embedding: params KnpuRopeParams. */
+  KNPU_KERNEL_ROPE = 0x402,
+  /* SiLU or GELU (erf or tanh form): params KnpuActivationParams. */
+  KNPU_KERNEL_ACTIVATION = 0x403,
+  /* silu(gate) * up: params KnpuSwigluParams. */
+  KNPU_KERNEL_SWIGLU = 0x404,
+  /* Row softmax: params KnpuSoftmaxParams. */
+  KNPU_KERNEL_SOFTMAX = 0x405,
+  /* Add or multiply, optionally broadcasting one row: params KnpuBinaryParams. */
+  KNPU_KERNEL_BINARY = 0x406,
+  /* Embedding lookup by token id: params KnpuEmbeddingParams. */
+  KNPU_KERNEL_EMBEDDING = 0x407,
+  /* Conversion between F32, F16 and BF16: params KnpuCastParams. */
+  KNPU_KERNEL_CAST = 0x408,
+  /* Index of the largest value of each row: params KnpuArgmaxParams. */
+  KNPU_KERNEL_ARGMAX = 0x409,
+  /* The k largest values of each row and their indices: params KnpuTopKParams. */
+  KNPU_KERNEL_TOP_K = 0x40A,
 } KnpuKernelId;
 
 /* Elementwise operations of KNPU_KERNEL_ELEMENTWISE. */
@@ -367,6 +392,175 @@ typedef struct KnpuPagedKvAppendParams {
   KnpuDeviceAddress block_table; /* U32 [batch, max_blocks_per_seq] */
   KnpuDeviceAddress seq_lens;    /* U32 [batch] */
 } KnpuPagedKvAppendParams;
+/* LLM ops (0x400-0x4FF) ------------------------------------------------------------------- */
+/* Matrices are row-major and contiguous; shapes count elements. Every address must be a
+ * multiple of its element size. Inputs may overlap outputs (out == x is an in-place update):
+ * the result is as if every input were read before any output was written. Outputs of one
+ * kernel may not overlap each other. */
+
+/* KNPU_KERNEL_RMS_NORM: out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight[:]. */
+typedef struct KnpuRmsNormParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype of x, weight and out */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t cols;
+  KnpuDeviceAddress x;      /* [rows, cols] */
+  KnpuDeviceAddress weight; /* [cols] */
+  KnpuDeviceAddress out;    /* [rows, cols] */
+  float eps;                /* finite, >= 0 */
+} KnpuRmsNormParams;
+
+/* KNPU_KERNEL_LAYER_NORM: out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * weight + bias. */
+typedef struct KnpuLayerNormParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype of x, weight, bias and out */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t cols;
+  KnpuDeviceAddress x;      /* [rows, cols] */
+  KnpuDeviceAddress weight; /* [cols] */
+  KnpuDeviceAddress bias;   /* [cols], or 0 for none */
+  KnpuDeviceAddress out;    /* [rows, cols] */
+  float eps;                /* finite, >= 0 */
+} KnpuLayerNormParams;
+
+/* Pair layouts of KNPU_KERNEL_ROPE. */
+typedef enum KnpuRopeStyle {
+  /* GPT-J: pairs (2i, 2i + 1). */
+  KNPU_ROPE_INTERLEAVED = 0,
+  /* GPT-NeoX / Llama: pairs (i, i + rotary_dim / 2). */
+  KNPU_ROPE_NEOX = 1,
+} KnpuRopeStyle;
+
+/* KNPU_KERNEL_ROPE: rotates the first rotary_dim elements of every head of every row by the
+ * row's position; the rest of each head is copied. */
+typedef struct KnpuRopeParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype of x and out */
+  uint32_t style; /* KnpuRopeStyle */
+  uint64_t rows;
+  uint64_t heads;
+  uint64_t head_dim;
+  uint64_t rotary_dim;         /* even, <= head_dim */
+  KnpuDeviceAddress x;         /* [rows, heads, head_dim] */
+  KnpuDeviceAddress out;       /* [rows, heads, head_dim] */
+  KnpuDeviceAddress positions; /* [rows] uint32 positions, or 0: row r is at start_position + r */
+  uint64_t start_position;
+  float base; /* frequency base theta: finite, > 0 */
+} KnpuRopeParams;
+
+/* Functions of KNPU_KERNEL_ACTIVATION. */
+
+/* KNPU_KERNEL_ACTIVATION: out[i] = f(x[i]) for i < len. */
+typedef struct KnpuActivationParams {
+  size_t struct_size;
+  uint32_t dtype;      /* KnpuDtype of x and out */
+  uint32_t activation; /* KnpuActivation: SILU, GELU_ERF or GELU_TANH */
+  uint64_t len;
+  KnpuDeviceAddress x;
+  KnpuDeviceAddress out;
+} KnpuActivationParams;
+
+/* KNPU_KERNEL_SWIGLU: out[i] = silu(gate[i]) * up[i] for i < len. */
+typedef struct KnpuSwigluParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype of gate, up and out */
+  uint32_t reserved;
+  uint64_t len;
+  KnpuDeviceAddress gate;
+  KnpuDeviceAddress up;
+  KnpuDeviceAddress out;
+} KnpuSwigluParams;
+
+/* KNPU_KERNEL_SOFTMAX: out[r, :] = softmax(scale * x[r, :]). */
+typedef struct KnpuSoftmaxParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype of x and out */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t cols;
+  KnpuDeviceAddress x;   /* [rows, cols] */
+  KnpuDeviceAddress out; /* [rows, cols] */
+  float scale;           /* finite */
+} KnpuSoftmaxParams;
+
+/* Operations of KNPU_KERNEL_BINARY. */
+typedef enum KnpuBinaryOp {
+  KNPU_BINARY_ADD = 0,
+  KNPU_BINARY_MUL = 1,
+} KnpuBinaryOp;
+
+/* How operand b of KNPU_KERNEL_BINARY is laid out. */
+typedef enum KnpuBroadcast {
+  /* b is [rows, cols], like a. */
+  KNPU_BROADCAST_NONE = 0,
+  /* b is one row [cols], applied to every row of a. */
+  KNPU_BROADCAST_ROW = 1,
+} KnpuBroadcast;
+
+/* KNPU_KERNEL_BINARY: out = a op b. */
+typedef struct KnpuBinaryParams {
+  size_t struct_size;
+  uint32_t op;        /* KnpuBinaryOp */
+  uint32_t dtype;     /* KnpuDtype of a, b and out */
+  uint32_t broadcast; /* KnpuBroadcast */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t cols;
+  KnpuDeviceAddress a;   /* [rows, cols] */
+  KnpuDeviceAddress b;   /* [rows, cols] or [cols] */
+  KnpuDeviceAddress out; /* [rows, cols] */
+} KnpuBinaryParams;
+
+/* KNPU_KERNEL_EMBEDDING: out[t, :] = table[ids[t], :] converted to out_dtype. An id >= vocab
+ * is a KNPU_STATUS_KERNEL_FAULT naming the id; nothing is written then. */
+typedef struct KnpuEmbeddingParams {
+  size_t struct_size;
+  uint32_t table_dtype; /* KnpuDtype of table */
+  uint32_t out_dtype;   /* KnpuDtype of out */
+  uint64_t vocab;
+  uint64_t dim;
+  uint64_t tokens;
+  KnpuDeviceAddress table; /* [vocab, dim] */
+  KnpuDeviceAddress ids;   /* [tokens] uint32 */
+  KnpuDeviceAddress out;   /* [tokens, dim] */
+} KnpuEmbeddingParams;
+
+/* KNPU_KERNEL_CAST: dst[i] = src[i] converted (round to nearest even) for i < len. */
+typedef struct KnpuCastParams {
+  size_t struct_size;
+  uint32_t src_dtype; /* KnpuDtype of src */
+  uint32_t dst_dtype; /* KnpuDtype of dst */
+  uint64_t len;
+  KnpuDeviceAddress src;
+  KnpuDeviceAddress dst;
+} KnpuCastParams;
+
+/* KNPU_KERNEL_ARGMAX: out[r] = index of the largest value of x[r, :] (lowest index on ties). */
+typedef struct KnpuArgmaxParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype of x */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t cols;         /* >= 1 */
+  KnpuDeviceAddress x;   /* [rows, cols] */
+  KnpuDeviceAddress out; /* [rows] uint32 */
+} KnpuArgmaxParams;
+
+/* KNPU_KERNEL_TOP_K: the k largest values of each row in descending order (ties to the lower
+ * index) and their indices. */
+typedef struct KnpuTopKParams {
+  size_t struct_size;
+  uint32_t dtype; /* KnpuDtype of x and values */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t cols;
+  uint64_t k;                /* <= cols */
+  KnpuDeviceAddress x;       /* [rows, cols] */
+  KnpuDeviceAddress values;  /* [rows, k] */
+  KnpuDeviceAddress indices; /* [rows, k] uint32 */
+} KnpuTopKParams;
 
 /* Command kinds. */
 typedef enum KnpuCommandType {

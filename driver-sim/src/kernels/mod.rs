@@ -10,6 +10,8 @@ mod elementwise;
 mod gemm;
 // Attention and key/value caches (0x200-0x2FF).
 mod attention;
+// LLM ops (0x400-0x4FF).
+mod llm;
 
 use std::sync::Arc;
 
@@ -50,6 +52,18 @@ static REGISTRY: &[KernelDef] = &[
     attention::PAGED_ATTENTION,
     attention::KV_APPEND,
     attention::PAGED_KV_APPEND,
+    // LLM ops (0x400-0x4FF).
+    llm::RMS_NORM,
+    llm::LAYER_NORM,
+    llm::ROPE,
+    llm::ACTIVATION,
+    llm::SWIGLU,
+    llm::SOFTMAX,
+    llm::BINARY,
+    llm::EMBEDDING,
+    llm::CAST,
+    llm::ARGMAX,
+    llm::TOP_K,
 ];
 
 /// The kernel with id `id`.

@@ -75,6 +75,17 @@ pub const KNPU_KERNEL_ATTENTION: KnpuKernelId = 512;
 pub const KNPU_KERNEL_PAGED_ATTENTION: KnpuKernelId = 513;
 pub const KNPU_KERNEL_KV_APPEND: KnpuKernelId = 514;
 pub const KNPU_KERNEL_PAGED_KV_APPEND: KnpuKernelId = 515;
+pub const KNPU_KERNEL_RMS_NORM: KnpuKernelId = 1024;
+pub const KNPU_KERNEL_LAYER_NORM: KnpuKernelId = 1025;
+pub const KNPU_KERNEL_ROPE: KnpuKernelId = 1026;
+pub const KNPU_KERNEL_ACTIVATION: KnpuKernelId = 1027;
+pub const KNPU_KERNEL_SWIGLU: KnpuKernelId = 1028;
+pub const KNPU_KERNEL_SOFTMAX: KnpuKernelId = 1029;
+pub const KNPU_KERNEL_BINARY: KnpuKernelId = 1030;
+pub const KNPU_KERNEL_EMBEDDING: KnpuKernelId = 1031;
+pub const KNPU_KERNEL_CAST: KnpuKernelId = 1032;
+pub const KNPU_KERNEL_ARGMAX: KnpuKernelId = 1033;
+pub const KNPU_KERNEL_TOP_K: KnpuKernelId = 1034;
 pub type KnpuKernelId = ::std::os::raw::c_uint;
 pub const KNPU_ELEMENTWISE_ADD: KnpuElementwiseOp = 0;
 pub const KNPU_ELEMENTWISE_MUL: KnpuElementwiseOp = 1;
@@ -459,6 +470,383 @@ const _: () = {
         [::std::mem::offset_of!(KnpuPagedKvAppendParams, block_table) - 168usize];
     ["Offset of field: KnpuPagedKvAppendParams::seq_lens"]
         [::std::mem::offset_of!(KnpuPagedKvAppendParams, seq_lens) - 176usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuRmsNormParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub cols: u64,
+    pub x: KnpuDeviceAddress,
+    pub weight: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+    pub eps: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuRmsNormParams"][::std::mem::size_of::<KnpuRmsNormParams>() - 64usize];
+    ["Alignment of KnpuRmsNormParams"][::std::mem::align_of::<KnpuRmsNormParams>() - 8usize];
+    ["Offset of field: KnpuRmsNormParams::struct_size"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, struct_size) - 0usize];
+    ["Offset of field: KnpuRmsNormParams::dtype"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, dtype) - 8usize];
+    ["Offset of field: KnpuRmsNormParams::reserved"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, reserved) - 12usize];
+    ["Offset of field: KnpuRmsNormParams::rows"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, rows) - 16usize];
+    ["Offset of field: KnpuRmsNormParams::cols"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, cols) - 24usize];
+    ["Offset of field: KnpuRmsNormParams::x"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, x) - 32usize];
+    ["Offset of field: KnpuRmsNormParams::weight"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, weight) - 40usize];
+    ["Offset of field: KnpuRmsNormParams::out"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, out) - 48usize];
+    ["Offset of field: KnpuRmsNormParams::eps"]
+        [::std::mem::offset_of!(KnpuRmsNormParams, eps) - 56usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuLayerNormParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub cols: u64,
+    pub x: KnpuDeviceAddress,
+    pub weight: KnpuDeviceAddress,
+    pub bias: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+    pub eps: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuLayerNormParams"][::std::mem::size_of::<KnpuLayerNormParams>() - 72usize];
+    ["Alignment of KnpuLayerNormParams"][::std::mem::align_of::<KnpuLayerNormParams>() - 8usize];
+    ["Offset of field: KnpuLayerNormParams::struct_size"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, struct_size) - 0usize];
+    ["Offset of field: KnpuLayerNormParams::dtype"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, dtype) - 8usize];
+    ["Offset of field: KnpuLayerNormParams::reserved"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, reserved) - 12usize];
+    ["Offset of field: KnpuLayerNormParams::rows"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, rows) - 16usize];
+    ["Offset of field: KnpuLayerNormParams::cols"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, cols) - 24usize];
+    ["Offset of field: KnpuLayerNormParams::x"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, x) - 32usize];
+    ["Offset of field: KnpuLayerNormParams::weight"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, weight) - 40usize];
+    ["Offset of field: KnpuLayerNormParams::bias"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, bias) - 48usize];
+    ["Offset of field: KnpuLayerNormParams::out"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, out) - 56usize];
+    ["Offset of field: KnpuLayerNormParams::eps"]
+        [::std::mem::offset_of!(KnpuLayerNormParams, eps) - 64usize];
+};
+pub const KNPU_ROPE_INTERLEAVED: KnpuRopeStyle = 0;
+pub const KNPU_ROPE_NEOX: KnpuRopeStyle = 1;
+pub type KnpuRopeStyle = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuRopeParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub style: u32,
+    pub rows: u64,
+    pub heads: u64,
+    pub head_dim: u64,
+    pub rotary_dim: u64,
+    pub x: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+    pub positions: KnpuDeviceAddress,
+    pub start_position: u64,
+    pub base: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuRopeParams"][::std::mem::size_of::<KnpuRopeParams>() - 88usize];
+    ["Alignment of KnpuRopeParams"][::std::mem::align_of::<KnpuRopeParams>() - 8usize];
+    ["Offset of field: KnpuRopeParams::struct_size"]
+        [::std::mem::offset_of!(KnpuRopeParams, struct_size) - 0usize];
+    ["Offset of field: KnpuRopeParams::dtype"]
+        [::std::mem::offset_of!(KnpuRopeParams, dtype) - 8usize];
+    ["Offset of field: KnpuRopeParams::style"]
+        [::std::mem::offset_of!(KnpuRopeParams, style) - 12usize];
+    ["Offset of field: KnpuRopeParams::rows"]
+        [::std::mem::offset_of!(KnpuRopeParams, rows) - 16usize];
+    ["Offset of field: KnpuRopeParams::heads"]
+        [::std::mem::offset_of!(KnpuRopeParams, heads) - 24usize];
+    ["Offset of field: KnpuRopeParams::head_dim"]
+        [::std::mem::offset_of!(KnpuRopeParams, head_dim) - 32usize];
+    ["Offset of field: KnpuRopeParams::rotary_dim"]
+        [::std::mem::offset_of!(KnpuRopeParams, rotary_dim) - 40usize];
+    ["Offset of field: KnpuRopeParams::x"][::std::mem::offset_of!(KnpuRopeParams, x) - 48usize];
+    ["Offset of field: KnpuRopeParams::out"][::std::mem::offset_of!(KnpuRopeParams, out) - 56usize];
+    ["Offset of field: KnpuRopeParams::positions"]
+        [::std::mem::offset_of!(KnpuRopeParams, positions) - 64usize];
+    ["Offset of field: KnpuRopeParams::start_position"]
+        [::std::mem::offset_of!(KnpuRopeParams, start_position) - 72usize];
+    ["Offset of field: KnpuRopeParams::base"]
+        [::std::mem::offset_of!(KnpuRopeParams, base) - 80usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuActivationParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub activation: u32,
+    pub len: u64,
+    pub x: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuActivationParams"][::std::mem::size_of::<KnpuActivationParams>() - 40usize];
+    ["Alignment of KnpuActivationParams"][::std::mem::align_of::<KnpuActivationParams>() - 8usize];
+    ["Offset of field: KnpuActivationParams::struct_size"]
+        [::std::mem::offset_of!(KnpuActivationParams, struct_size) - 0usize];
+    ["Offset of field: KnpuActivationParams::dtype"]
+        [::std::mem::offset_of!(KnpuActivationParams, dtype) - 8usize];
+    ["Offset of field: KnpuActivationParams::activation"]
+        [::std::mem::offset_of!(KnpuActivationParams, activation) - 12usize];
+    ["Offset of field: KnpuActivationParams::len"]
+        [::std::mem::offset_of!(KnpuActivationParams, len) - 16usize];
+    ["Offset of field: KnpuActivationParams::x"]
+        [::std::mem::offset_of!(KnpuActivationParams, x) - 24usize];
+    ["Offset of field: KnpuActivationParams::out"]
+        [::std::mem::offset_of!(KnpuActivationParams, out) - 32usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuSwigluParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub len: u64,
+    pub gate: KnpuDeviceAddress,
+    pub up: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuSwigluParams"][::std::mem::size_of::<KnpuSwigluParams>() - 48usize];
+    ["Alignment of KnpuSwigluParams"][::std::mem::align_of::<KnpuSwigluParams>() - 8usize];
+    ["Offset of field: KnpuSwigluParams::struct_size"]
+        [::std::mem::offset_of!(KnpuSwigluParams, struct_size) - 0usize];
+    ["Offset of field: KnpuSwigluParams::dtype"]
+        [::std::mem::offset_of!(KnpuSwigluParams, dtype) - 8usize];
+    ["Offset of field: KnpuSwigluParams::reserved"]
+        [::std::mem::offset_of!(KnpuSwigluParams, reserved) - 12usize];
+    ["Offset of field: KnpuSwigluParams::len"]
+        [::std::mem::offset_of!(KnpuSwigluParams, len) - 16usize];
+    ["Offset of field: KnpuSwigluParams::gate"]
+        [::std::mem::offset_of!(KnpuSwigluParams, gate) - 24usize];
+    ["Offset of field: KnpuSwigluParams::up"]
+        [::std::mem::offset_of!(KnpuSwigluParams, up) - 32usize];
+    ["Offset of field: KnpuSwigluParams::out"]
+        [::std::mem::offset_of!(KnpuSwigluParams, out) - 40usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuSoftmaxParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub cols: u64,
+    pub x: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuSoftmaxParams"][::std::mem::size_of::<KnpuSoftmaxParams>() - 56usize];
+    ["Alignment of KnpuSoftmaxParams"][::std::mem::align_of::<KnpuSoftmaxParams>() - 8usize];
+    ["Offset of field: KnpuSoftmaxParams::struct_size"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, struct_size) - 0usize];
+    ["Offset of field: KnpuSoftmaxParams::dtype"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, dtype) - 8usize];
+    ["Offset of field: KnpuSoftmaxParams::reserved"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, reserved) - 12usize];
+    ["Offset of field: KnpuSoftmaxParams::rows"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, rows) - 16usize];
+    ["Offset of field: KnpuSoftmaxParams::cols"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, cols) - 24usize];
+    ["Offset of field: KnpuSoftmaxParams::x"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, x) - 32usize];
+    ["Offset of field: KnpuSoftmaxParams::out"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, out) - 40usize];
+    ["Offset of field: KnpuSoftmaxParams::scale"]
+        [::std::mem::offset_of!(KnpuSoftmaxParams, scale) - 48usize];
+};
+pub const KNPU_BINARY_ADD: KnpuBinaryOp = 0;
+pub const KNPU_BINARY_MUL: KnpuBinaryOp = 1;
+pub type KnpuBinaryOp = ::std::os::raw::c_uint;
+pub const KNPU_BROADCAST_NONE: KnpuBroadcast = 0;
+pub const KNPU_BROADCAST_ROW: KnpuBroadcast = 1;
+pub type KnpuBroadcast = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuBinaryParams {
+    pub struct_size: usize,
+    pub op: u32,
+    pub dtype: u32,
+    pub broadcast: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub cols: u64,
+    pub a: KnpuDeviceAddress,
+    pub b: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuBinaryParams"][::std::mem::size_of::<KnpuBinaryParams>() - 64usize];
+    ["Alignment of KnpuBinaryParams"][::std::mem::align_of::<KnpuBinaryParams>() - 8usize];
+    ["Offset of field: KnpuBinaryParams::struct_size"]
+        [::std::mem::offset_of!(KnpuBinaryParams, struct_size) - 0usize];
+    ["Offset of field: KnpuBinaryParams::op"]
+        [::std::mem::offset_of!(KnpuBinaryParams, op) - 8usize];
+    ["Offset of field: KnpuBinaryParams::dtype"]
+        [::std::mem::offset_of!(KnpuBinaryParams, dtype) - 12usize];
+    ["Offset of field: KnpuBinaryParams::broadcast"]
+        [::std::mem::offset_of!(KnpuBinaryParams, broadcast) - 16usize];
+    ["Offset of field: KnpuBinaryParams::reserved"]
+        [::std::mem::offset_of!(KnpuBinaryParams, reserved) - 20usize];
+    ["Offset of field: KnpuBinaryParams::rows"]
+        [::std::mem::offset_of!(KnpuBinaryParams, rows) - 24usize];
+    ["Offset of field: KnpuBinaryParams::cols"]
+        [::std::mem::offset_of!(KnpuBinaryParams, cols) - 32usize];
+    ["Offset of field: KnpuBinaryParams::a"][::std::mem::offset_of!(KnpuBinaryParams, a) - 40usize];
+    ["Offset of field: KnpuBinaryParams::b"][::std::mem::offset_of!(KnpuBinaryParams, b) - 48usize];
+    ["Offset of field: KnpuBinaryParams::out"]
+        [::std::mem::offset_of!(KnpuBinaryParams, out) - 56usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuEmbeddingParams {
+    pub struct_size: usize,
+    pub table_dtype: u32,
+    pub out_dtype: u32,
+    pub vocab: u64,
+    pub dim: u64,
+    pub tokens: u64,
+    pub table: KnpuDeviceAddress,
+    pub ids: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuEmbeddingParams"][::std::mem::size_of::<KnpuEmbeddingParams>() - 64usize];
+    ["Alignment of KnpuEmbeddingParams"][::std::mem::align_of::<KnpuEmbeddingParams>() - 8usize];
+    ["Offset of field: KnpuEmbeddingParams::struct_size"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, struct_size) - 0usize];
+    ["Offset of field: KnpuEmbeddingParams::table_dtype"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, table_dtype) - 8usize];
+    ["Offset of field: KnpuEmbeddingParams::out_dtype"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, out_dtype) - 12usize];
+    ["Offset of field: KnpuEmbeddingParams::vocab"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, vocab) - 16usize];
+    ["Offset of field: KnpuEmbeddingParams::dim"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, dim) - 24usize];
+    ["Offset of field: KnpuEmbeddingParams::tokens"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, tokens) - 32usize];
+    ["Offset of field: KnpuEmbeddingParams::table"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, table) - 40usize];
+    ["Offset of field: KnpuEmbeddingParams::ids"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, ids) - 48usize];
+    ["Offset of field: KnpuEmbeddingParams::out"]
+        [::std::mem::offset_of!(KnpuEmbeddingParams, out) - 56usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuCastParams {
+    pub struct_size: usize,
+    pub src_dtype: u32,
+    pub dst_dtype: u32,
+    pub len: u64,
+    pub src: KnpuDeviceAddress,
+    pub dst: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuCastParams"][::std::mem::size_of::<KnpuCastParams>() - 40usize];
+    ["Alignment of KnpuCastParams"][::std::mem::align_of::<KnpuCastParams>() - 8usize];
+    ["Offset of field: KnpuCastParams::struct_size"]
+        [::std::mem::offset_of!(KnpuCastParams, struct_size) - 0usize];
+    ["Offset of field: KnpuCastParams::src_dtype"]
+        [::std::mem::offset_of!(KnpuCastParams, src_dtype) - 8usize];
+    ["Offset of field: KnpuCastParams::dst_dtype"]
+        [::std::mem::offset_of!(KnpuCastParams, dst_dtype) - 12usize];
+    ["Offset of field: KnpuCastParams::len"][::std::mem::offset_of!(KnpuCastParams, len) - 16usize];
+    ["Offset of field: KnpuCastParams::src"][::std::mem::offset_of!(KnpuCastParams, src) - 24usize];
+    ["Offset of field: KnpuCastParams::dst"][::std::mem::offset_of!(KnpuCastParams, dst) - 32usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuArgmaxParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub cols: u64,
+    pub x: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuArgmaxParams"][::std::mem::size_of::<KnpuArgmaxParams>() - 48usize];
+    ["Alignment of KnpuArgmaxParams"][::std::mem::align_of::<KnpuArgmaxParams>() - 8usize];
+    ["Offset of field: KnpuArgmaxParams::struct_size"]
+        [::std::mem::offset_of!(KnpuArgmaxParams, struct_size) - 0usize];
+    ["Offset of field: KnpuArgmaxParams::dtype"]
+        [::std::mem::offset_of!(KnpuArgmaxParams, dtype) - 8usize];
+    ["Offset of field: KnpuArgmaxParams::reserved"]
+        [::std::mem::offset_of!(KnpuArgmaxParams, reserved) - 12usize];
+    ["Offset of field: KnpuArgmaxParams::rows"]
+        [::std::mem::offset_of!(KnpuArgmaxParams, rows) - 16usize];
+    ["Offset of field: KnpuArgmaxParams::cols"]
+        [::std::mem::offset_of!(KnpuArgmaxParams, cols) - 24usize];
+    ["Offset of field: KnpuArgmaxParams::x"][::std::mem::offset_of!(KnpuArgmaxParams, x) - 32usize];
+    ["Offset of field: KnpuArgmaxParams::out"]
+        [::std::mem::offset_of!(KnpuArgmaxParams, out) - 40usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuTopKParams {
+    pub struct_size: usize,
+    pub dtype: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub cols: u64,
+    pub k: u64,
+    pub x: KnpuDeviceAddress,
+    pub values: KnpuDeviceAddress,
+    pub indices: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuTopKParams"][::std::mem::size_of::<KnpuTopKParams>() - 64usize];
+    ["Alignment of KnpuTopKParams"][::std::mem::align_of::<KnpuTopKParams>() - 8usize];
+    ["Offset of field: KnpuTopKParams::struct_size"]
+        [::std::mem::offset_of!(KnpuTopKParams, struct_size) - 0usize];
+    ["Offset of field: KnpuTopKParams::dtype"]
+        [::std::mem::offset_of!(KnpuTopKParams, dtype) - 8usize];
+    ["Offset of field: KnpuTopKParams::reserved"]
+        [::std::mem::offset_of!(KnpuTopKParams, reserved) - 12usize];
+    ["Offset of field: KnpuTopKParams::rows"]
+        [::std::mem::offset_of!(KnpuTopKParams, rows) - 16usize];
+    ["Offset of field: KnpuTopKParams::cols"]
+        [::std::mem::offset_of!(KnpuTopKParams, cols) - 24usize];
+    ["Offset of field: KnpuTopKParams::k"][::std::mem::offset_of!(KnpuTopKParams, k) - 32usize];
+    ["Offset of field: KnpuTopKParams::x"][::std::mem::offset_of!(KnpuTopKParams, x) - 40usize];
+    ["Offset of field: KnpuTopKParams::values"]
+        [::std::mem::offset_of!(KnpuTopKParams, values) - 48usize];
+    ["Offset of field: KnpuTopKParams::indices"]
+        [::std::mem::offset_of!(KnpuTopKParams, indices) - 56usize];
 };
 pub const KNPU_COMMAND_COPY_HOST_TO_DEVICE: KnpuCommandType = 0;
 pub const KNPU_COMMAND_COPY_DEVICE_TO_HOST: KnpuCommandType = 1;

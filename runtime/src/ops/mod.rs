@@ -17,6 +17,13 @@ pub use attention::{
     PagedAttentionArgs, PagedKvCache,
 };
 
+// LLM ops (their activation enum is `llm::Activation`; `Activation` here is GEMM's epilogue).
+pub mod llm;
+pub use llm::{
+    activation, argmax, binary, cast, embedding, layer_norm, rms_norm, rope, silu, softmax, swiglu,
+    top_k, BinaryOp, Broadcast, Rope, RopePositions, RopeStyle,
+};
+
 use crate::buffer::DeviceSlice;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
