@@ -889,7 +889,7 @@ impl Stream {
         cmd.u.copy.peer_device = s.device().inner.raw;
         // The source's own stream must be done with it first.
         let src_stream = s.buffer_stream();
-        let waits = [(src_stream.position().0, src_stream.position().1)];
+        let waits = [src_stream.position()];
         // SAFETY: no host memory; the waited semaphore is kept alive by `submit`.
         let v = unsafe {
             self.submit(

@@ -59,7 +59,6 @@ fn flatten(graph: &Graph) -> Result<(Device, Vec<Node>)> {
             match &n.kind {
                 NodeKind::Child(child) => {
                     let child_nodes = child.data.lock().nodes.clone();
-                    let start = out.len();
                     // The child's roots wait for this node's dependencies.
                     let entry = NodeId(out.len());
                     out.push(Node {
@@ -73,7 +72,6 @@ fn flatten(graph: &Graph) -> Result<(Device, Vec<Node>)> {
                             node.deps.push(entry);
                         }
                     }
-                    let _ = start;
                     // The child node itself is the join of the child's nodes.
                     let exit = NodeId(out.len());
                     out.push(Node {
