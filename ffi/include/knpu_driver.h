@@ -172,6 +172,18 @@ typedef enum KnpuKernelId {
   KNPU_KERNEL_ARGMAX = 0x409,
   /* The k largest values of each row and their indices: params KnpuTopKParams. */
   KNPU_KERNEL_TOP_K = 0x40A,
+
+  /* Quantised kernels (0x300-0x3FF) -------------------------------------------------------- */
+  /* Quantise f32 rows into a KnpuQuantFormat: params KnpuQuantizeParams. */
+  KNPU_KERNEL_QUANTIZE = 0x300,
+  /* Dequantise rows of a KnpuQuantFormat to f32: params KnpuDequantizeParams. */
+  KNPU_KERNEL_DEQUANTIZE = 0x301,
+  /* y = act(x W^T + bias) with quantised W: params KnpuQMatmulParams. */
+  KNPU_KERNEL_QMATMUL = 0x302,
+  /* y = act((xq sx) (wq sw)^T + bias) over int8 codes: params KnpuW8A8GemmParams. */
+  KNPU_KERNEL_W8A8_GEMM = 0x303,
+  /* Embedding lookup from a quantised table: params KnpuQEmbeddingParams. */
+  KNPU_KERNEL_QEMBEDDING = 0x304,
 } KnpuKernelId;
 
 /* Elementwise operations of KNPU_KERNEL_ELEMENTWISE. */
@@ -561,6 +573,142 @@ typedef struct KnpuTopKParams {
   KnpuDeviceAddress values;  /* [rows, k] */
   KnpuDeviceAddress indices; /* [rows, k] uint32 */
 } KnpuTopKParams;
+
+/* Quantised kernels (0x300-0x3FF) ----------------------------------------------------------
+ * Quantised matrices are raw bytes: rows of k values one after another, each row k /
+ * block_elems blocks laid out exactly as GGUF stores them (little-endian f16 block scales),
+ * so a row takes row_bytes = k / block_elems * block_bytes bytes and k must be a multiple of
+ * block_elems (otherwise KNPU_STATUS_INVALID_VALUE at submit):
+ *
+ *   format    block_elems  block_bytes  per-row scales (F32, one per row)
+ *   Q8_0           32           34      none: passing one is INVALID_VALUE
+ *   Q4_0           32           18      none
+ *   Q4_1           32           20      none
+ *   Q4_K          256          144      none
+ *   Q6_K          256          210      none
+ *   I8              1            1      required: x = scale[row] * q
+ *   F8E4M3          1            1      optional (absent: 1)
+ *   F8E5M2          1            1      optional (absent: 1)
+ *
+ * Matrices are row-major and contiguous; shapes count elements (bytes for quantised data).
+ * Every float address must be a multiple of its element size. Outputs may not overlap any
+ * operand of the same kernel (KNPU_STATUS_INVALID_VALUE at submit). An address range outside
+ * every live allocation is KNPU_STATUS_ILLEGAL_ADDRESS when the kernel runs. Numbering is
+ * stable. */
+typedef enum KnpuQuantFormat {
+  /* 32 values: f16 d, 32 int8; x = d q. */
+  KNPU_QUANT_Q8_0 = 0,
+  /* 32 values: f16 d, 16 bytes of nibbles (low: elements 0..16); x = d (q - 8). */
+  KNPU_QUANT_Q4_0 = 1,
+  /* 32 values: f16 d, f16 m, 16 bytes of nibbles; x = d q + m. */
+  KNPU_QUANT_Q4_1 = 2,
+  /* 256 values: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles. */
+  KNPU_QUANT_Q4_K = 3,
+  /* 256 values: 128 bytes low nibbles, 64 bytes high bits, 16 int8 scales, f16 d. */
+  KNPU_QUANT_Q6_K = 4,
+  /* One int8 per value with a required F32 scale per row. */
+  KNPU_QUANT_I8 = 5,
+  /* OCP FP8 E4M3FN (no infinities, largest finite 448), optional F32 scale per row. */
+  KNPU_QUANT_F8E4M3 = 6,
+  /* FP8 E5M2 (IEEE-like, largest finite 57344), optional F32 scale per row. */
+  KNPU_QUANT_F8E5M2 = 7,
+} KnpuQuantFormat;
+
+/* How KNPU_KERNEL_QMATMUL multiplies activations with the weights. */
+typedef enum KnpuActQuant {
+  /* Integer dot products where the format has them (activations quantised on the fly to
+   * 8-bit blocks of 32), f32 otherwise (FP8 weights, I8 weights with k % 32 != 0). */
+  KNPU_ACT_QUANT_AUTO = 0,
+  /* Integer dot products; KNPU_STATUS_NOT_SUPPORTED at submit for FP8 weights and for I8
+   * weights with k % 32 != 0. */
+  KNPU_ACT_QUANT_INT8 = 1,
+  /* Dequantise each weight row to f32 and multiply in f32. */
+  KNPU_ACT_QUANT_FLOAT = 2,
+} KnpuActQuant;
+
+/* KNPU_KERNEL_QUANTIZE: dst = quantise(src) row by row. Q8_0, Q4_0 and Q4_1 round as the
+ * reference GGUF quantiser does; Q4_K and Q6_K search scales by min/max; I8 writes
+ * scales[r] = max|src[r, :]| / 127; FP8 rounds to nearest even, saturates finite overflow and
+ * writes scales (when given) as 1. */
+typedef struct KnpuQuantizeParams {
+  size_t struct_size;
+  uint32_t format; /* KnpuQuantFormat */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t k;               /* values per row: a multiple of the format's block_elems */
+  KnpuDeviceAddress src;    /* [rows, k] F32 */
+  KnpuDeviceAddress dst;    /* rows * row_bytes bytes */
+  KnpuDeviceAddress scales; /* [rows] F32 written; required for I8, optional for FP8, else 0 */
+} KnpuQuantizeParams;
+
+/* KNPU_KERNEL_DEQUANTIZE: dst[r, :] = dequantise(src row r) (times scales[r] when given). */
+typedef struct KnpuDequantizeParams {
+  size_t struct_size;
+  uint32_t format; /* KnpuQuantFormat */
+  uint32_t reserved;
+  uint64_t rows;
+  uint64_t k;               /* values per row: a multiple of the format's block_elems */
+  KnpuDeviceAddress src;    /* rows * row_bytes bytes */
+  KnpuDeviceAddress scales; /* [rows] F32; required for I8, optional for FP8, else 0 */
+  KnpuDeviceAddress dst;    /* [rows, k] F32 */
+} KnpuDequantizeParams;
+
+/* KNPU_KERNEL_QMATMUL: y[i, j] = act(sum_l x[i, l] W[j, l] + bias[j]) with W [n, k] quantised
+ * rows (an nn.Linear weight, one row per output). x and y are F32, F16 or BF16 (any pair);
+ * arithmetic is f32, y is rounded once. With act_quant INT8 (or AUTO on a format that has
+ * it) x is quantised on the fly to 8-bit blocks of 32, which adds at most max|x_block| / 254
+ * of rounding per value; FLOAT is the dequantised product up to f32 summation error. */
+typedef struct KnpuQMatmulParams {
+  size_t struct_size;
+  uint32_t format;     /* KnpuQuantFormat of W */
+  uint32_t x_dtype;    /* KnpuDtype of x */
+  uint32_t y_dtype;    /* KnpuDtype of y */
+  uint32_t activation; /* KnpuActivation applied after the bias */
+  uint32_t act_quant;  /* KnpuActQuant */
+  uint32_t reserved;
+  uint64_t m;                 /* rows of x and y (tokens) */
+  uint64_t n;                 /* rows of W, columns of y (outputs) */
+  uint64_t k;                 /* columns of x and W: a multiple of the format's block_elems */
+  KnpuDeviceAddress x;        /* [m, k] */
+  KnpuDeviceAddress w;        /* n * row_bytes bytes */
+  KnpuDeviceAddress w_scales; /* [n] F32; required for I8, optional for FP8, else 0 */
+  KnpuDeviceAddress bias;     /* [n] F32, or 0 for none */
+  KnpuDeviceAddress y;        /* [m, n] */
+} KnpuQMatmulParams;
+
+/* KNPU_KERNEL_W8A8_GEMM: y[i, j] = act(x_scales[i] w_scales[j] sum_l xq[i, l] wq[j, l]
+ * + bias[j]) over int8 codes (-128 accepted), with exact i32 sums: k <= 131072, else
+ * KNPU_STATUS_NOT_SUPPORTED at submit. y is F32, F16 or BF16. */
+typedef struct KnpuW8A8GemmParams {
+  size_t struct_size;
+  uint32_t y_dtype;    /* KnpuDtype of y */
+  uint32_t activation; /* KnpuActivation applied after the bias */
+  uint64_t m;
+  uint64_t n;
+  uint64_t k;
+  KnpuDeviceAddress xq;       /* [m, k] I8 */
+  KnpuDeviceAddress x_scales; /* [m] F32 */
+  KnpuDeviceAddress wq;       /* [n, k] I8 */
+  KnpuDeviceAddress w_scales; /* [n] F32 */
+  KnpuDeviceAddress bias;     /* [n] F32, or 0 for none */
+  KnpuDeviceAddress y;        /* [m, n] */
+} KnpuW8A8GemmParams;
+
+/* KNPU_KERNEL_QEMBEDDING: out[t, :] = dequantise(table row ids[t]) converted to out_dtype
+ * (KNPU_KERNEL_EMBEDDING covers F32/F16/BF16 tables). An id >= vocab is a
+ * KNPU_STATUS_KERNEL_FAULT naming the id; nothing is written then. */
+typedef struct KnpuQEmbeddingParams {
+  size_t struct_size;
+  uint32_t format;    /* KnpuQuantFormat of the table */
+  uint32_t out_dtype; /* KnpuDtype of out: F32, F16 or BF16 */
+  uint64_t vocab;
+  uint64_t dim;               /* a multiple of the format's block_elems */
+  uint64_t tokens;
+  KnpuDeviceAddress table;    /* vocab * row_bytes bytes */
+  KnpuDeviceAddress scales;   /* [vocab] F32; required for I8, optional for FP8, else 0 */
+  KnpuDeviceAddress ids;      /* [tokens] uint32 */
+  KnpuDeviceAddress out;      /* [tokens, dim] */
+} KnpuQEmbeddingParams;
 
 /* Command kinds. */
 typedef enum KnpuCommandType {

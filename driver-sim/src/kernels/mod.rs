@@ -12,6 +12,8 @@ mod gemm;
 mod attention;
 // LLM ops (0x400-0x4FF).
 mod llm;
+// Quantised kernels (0x300-0x3FF).
+mod quant;
 
 use std::sync::Arc;
 
@@ -64,6 +66,12 @@ static REGISTRY: &[KernelDef] = &[
     llm::CAST,
     llm::ARGMAX,
     llm::TOP_K,
+    // Quantised kernels (0x300-0x3FF).
+    quant::QUANTIZE,
+    quant::DEQUANTIZE,
+    quant::QMATMUL,
+    quant::W8A8_GEMM,
+    quant::QEMBEDDING,
 ];
 
 /// The kernel with id `id`.

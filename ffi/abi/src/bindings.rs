@@ -86,6 +86,11 @@ pub const KNPU_KERNEL_EMBEDDING: KnpuKernelId = 1031;
 pub const KNPU_KERNEL_CAST: KnpuKernelId = 1032;
 pub const KNPU_KERNEL_ARGMAX: KnpuKernelId = 1033;
 pub const KNPU_KERNEL_TOP_K: KnpuKernelId = 1034;
+pub const KNPU_KERNEL_QUANTIZE: KnpuKernelId = 768;
+pub const KNPU_KERNEL_DEQUANTIZE: KnpuKernelId = 769;
+pub const KNPU_KERNEL_QMATMUL: KnpuKernelId = 770;
+pub const KNPU_KERNEL_W8A8_GEMM: KnpuKernelId = 771;
+pub const KNPU_KERNEL_QEMBEDDING: KnpuKernelId = 772;
 pub type KnpuKernelId = ::std::os::raw::c_uint;
 pub const KNPU_ELEMENTWISE_ADD: KnpuElementwiseOp = 0;
 pub const KNPU_ELEMENTWISE_MUL: KnpuElementwiseOp = 1;
@@ -847,6 +852,223 @@ const _: () = {
         [::std::mem::offset_of!(KnpuTopKParams, values) - 48usize];
     ["Offset of field: KnpuTopKParams::indices"]
         [::std::mem::offset_of!(KnpuTopKParams, indices) - 56usize];
+};
+pub const KNPU_QUANT_Q8_0: KnpuQuantFormat = 0;
+pub const KNPU_QUANT_Q4_0: KnpuQuantFormat = 1;
+pub const KNPU_QUANT_Q4_1: KnpuQuantFormat = 2;
+pub const KNPU_QUANT_Q4_K: KnpuQuantFormat = 3;
+pub const KNPU_QUANT_Q6_K: KnpuQuantFormat = 4;
+pub const KNPU_QUANT_I8: KnpuQuantFormat = 5;
+pub const KNPU_QUANT_F8E4M3: KnpuQuantFormat = 6;
+pub const KNPU_QUANT_F8E5M2: KnpuQuantFormat = 7;
+pub type KnpuQuantFormat = ::std::os::raw::c_uint;
+pub const KNPU_ACT_QUANT_AUTO: KnpuActQuant = 0;
+pub const KNPU_ACT_QUANT_INT8: KnpuActQuant = 1;
+pub const KNPU_ACT_QUANT_FLOAT: KnpuActQuant = 2;
+pub type KnpuActQuant = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuQuantizeParams {
+    pub struct_size: usize,
+    pub format: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub k: u64,
+    pub src: KnpuDeviceAddress,
+    pub dst: KnpuDeviceAddress,
+    pub scales: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuQuantizeParams"][::std::mem::size_of::<KnpuQuantizeParams>() - 56usize];
+    ["Alignment of KnpuQuantizeParams"][::std::mem::align_of::<KnpuQuantizeParams>() - 8usize];
+    ["Offset of field: KnpuQuantizeParams::struct_size"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, struct_size) - 0usize];
+    ["Offset of field: KnpuQuantizeParams::format"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, format) - 8usize];
+    ["Offset of field: KnpuQuantizeParams::reserved"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, reserved) - 12usize];
+    ["Offset of field: KnpuQuantizeParams::rows"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, rows) - 16usize];
+    ["Offset of field: KnpuQuantizeParams::k"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, k) - 24usize];
+    ["Offset of field: KnpuQuantizeParams::src"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, src) - 32usize];
+    ["Offset of field: KnpuQuantizeParams::dst"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, dst) - 40usize];
+    ["Offset of field: KnpuQuantizeParams::scales"]
+        [::std::mem::offset_of!(KnpuQuantizeParams, scales) - 48usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuDequantizeParams {
+    pub struct_size: usize,
+    pub format: u32,
+    pub reserved: u32,
+    pub rows: u64,
+    pub k: u64,
+    pub src: KnpuDeviceAddress,
+    pub scales: KnpuDeviceAddress,
+    pub dst: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuDequantizeParams"][::std::mem::size_of::<KnpuDequantizeParams>() - 56usize];
+    ["Alignment of KnpuDequantizeParams"][::std::mem::align_of::<KnpuDequantizeParams>() - 8usize];
+    ["Offset of field: KnpuDequantizeParams::struct_size"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, struct_size) - 0usize];
+    ["Offset of field: KnpuDequantizeParams::format"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, format) - 8usize];
+    ["Offset of field: KnpuDequantizeParams::reserved"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, reserved) - 12usize];
+    ["Offset of field: KnpuDequantizeParams::rows"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, rows) - 16usize];
+    ["Offset of field: KnpuDequantizeParams::k"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, k) - 24usize];
+    ["Offset of field: KnpuDequantizeParams::src"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, src) - 32usize];
+    ["Offset of field: KnpuDequantizeParams::scales"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, scales) - 40usize];
+    ["Offset of field: KnpuDequantizeParams::dst"]
+        [::std::mem::offset_of!(KnpuDequantizeParams, dst) - 48usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuQMatmulParams {
+    pub struct_size: usize,
+    pub format: u32,
+    pub x_dtype: u32,
+    pub y_dtype: u32,
+    pub activation: u32,
+    pub act_quant: u32,
+    pub reserved: u32,
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub x: KnpuDeviceAddress,
+    pub w: KnpuDeviceAddress,
+    pub w_scales: KnpuDeviceAddress,
+    pub bias: KnpuDeviceAddress,
+    pub y: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuQMatmulParams"][::std::mem::size_of::<KnpuQMatmulParams>() - 96usize];
+    ["Alignment of KnpuQMatmulParams"][::std::mem::align_of::<KnpuQMatmulParams>() - 8usize];
+    ["Offset of field: KnpuQMatmulParams::struct_size"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, struct_size) - 0usize];
+    ["Offset of field: KnpuQMatmulParams::format"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, format) - 8usize];
+    ["Offset of field: KnpuQMatmulParams::x_dtype"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, x_dtype) - 12usize];
+    ["Offset of field: KnpuQMatmulParams::y_dtype"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, y_dtype) - 16usize];
+    ["Offset of field: KnpuQMatmulParams::activation"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, activation) - 20usize];
+    ["Offset of field: KnpuQMatmulParams::act_quant"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, act_quant) - 24usize];
+    ["Offset of field: KnpuQMatmulParams::reserved"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, reserved) - 28usize];
+    ["Offset of field: KnpuQMatmulParams::m"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, m) - 32usize];
+    ["Offset of field: KnpuQMatmulParams::n"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, n) - 40usize];
+    ["Offset of field: KnpuQMatmulParams::k"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, k) - 48usize];
+    ["Offset of field: KnpuQMatmulParams::x"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, x) - 56usize];
+    ["Offset of field: KnpuQMatmulParams::w"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, w) - 64usize];
+    ["Offset of field: KnpuQMatmulParams::w_scales"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, w_scales) - 72usize];
+    ["Offset of field: KnpuQMatmulParams::bias"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, bias) - 80usize];
+    ["Offset of field: KnpuQMatmulParams::y"]
+        [::std::mem::offset_of!(KnpuQMatmulParams, y) - 88usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuW8A8GemmParams {
+    pub struct_size: usize,
+    pub y_dtype: u32,
+    pub activation: u32,
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub xq: KnpuDeviceAddress,
+    pub x_scales: KnpuDeviceAddress,
+    pub wq: KnpuDeviceAddress,
+    pub w_scales: KnpuDeviceAddress,
+    pub bias: KnpuDeviceAddress,
+    pub y: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuW8A8GemmParams"][::std::mem::size_of::<KnpuW8A8GemmParams>() - 88usize];
+    ["Alignment of KnpuW8A8GemmParams"][::std::mem::align_of::<KnpuW8A8GemmParams>() - 8usize];
+    ["Offset of field: KnpuW8A8GemmParams::struct_size"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, struct_size) - 0usize];
+    ["Offset of field: KnpuW8A8GemmParams::y_dtype"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, y_dtype) - 8usize];
+    ["Offset of field: KnpuW8A8GemmParams::activation"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, activation) - 12usize];
+    ["Offset of field: KnpuW8A8GemmParams::m"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, m) - 16usize];
+    ["Offset of field: KnpuW8A8GemmParams::n"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, n) - 24usize];
+    ["Offset of field: KnpuW8A8GemmParams::k"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, k) - 32usize];
+    ["Offset of field: KnpuW8A8GemmParams::xq"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, xq) - 40usize];
+    ["Offset of field: KnpuW8A8GemmParams::x_scales"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, x_scales) - 48usize];
+    ["Offset of field: KnpuW8A8GemmParams::wq"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, wq) - 56usize];
+    ["Offset of field: KnpuW8A8GemmParams::w_scales"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, w_scales) - 64usize];
+    ["Offset of field: KnpuW8A8GemmParams::bias"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, bias) - 72usize];
+    ["Offset of field: KnpuW8A8GemmParams::y"]
+        [::std::mem::offset_of!(KnpuW8A8GemmParams, y) - 80usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct KnpuQEmbeddingParams {
+    pub struct_size: usize,
+    pub format: u32,
+    pub out_dtype: u32,
+    pub vocab: u64,
+    pub dim: u64,
+    pub tokens: u64,
+    pub table: KnpuDeviceAddress,
+    pub scales: KnpuDeviceAddress,
+    pub ids: KnpuDeviceAddress,
+    pub out: KnpuDeviceAddress,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of KnpuQEmbeddingParams"][::std::mem::size_of::<KnpuQEmbeddingParams>() - 72usize];
+    ["Alignment of KnpuQEmbeddingParams"][::std::mem::align_of::<KnpuQEmbeddingParams>() - 8usize];
+    ["Offset of field: KnpuQEmbeddingParams::struct_size"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, struct_size) - 0usize];
+    ["Offset of field: KnpuQEmbeddingParams::format"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, format) - 8usize];
+    ["Offset of field: KnpuQEmbeddingParams::out_dtype"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, out_dtype) - 12usize];
+    ["Offset of field: KnpuQEmbeddingParams::vocab"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, vocab) - 16usize];
+    ["Offset of field: KnpuQEmbeddingParams::dim"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, dim) - 24usize];
+    ["Offset of field: KnpuQEmbeddingParams::tokens"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, tokens) - 32usize];
+    ["Offset of field: KnpuQEmbeddingParams::table"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, table) - 40usize];
+    ["Offset of field: KnpuQEmbeddingParams::scales"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, scales) - 48usize];
+    ["Offset of field: KnpuQEmbeddingParams::ids"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, ids) - 56usize];
+    ["Offset of field: KnpuQEmbeddingParams::out"]
+        [::std::mem::offset_of!(KnpuQEmbeddingParams, out) - 64usize];
 };
 pub const KNPU_COMMAND_COPY_HOST_TO_DEVICE: KnpuCommandType = 0;
 pub const KNPU_COMMAND_COPY_DEVICE_TO_HOST: KnpuCommandType = 1;

@@ -24,6 +24,13 @@ pub use llm::{
     top_k, BinaryOp, Broadcast, Rope, RopePositions, RopeStyle,
 };
 
+// Quantised weights (their `QuantFormat` numbers the ABI's `KnpuQuantFormat`).
+pub mod quant;
+pub use quant::{
+    dequantize, qembedding, qmatmul, quantize, w8a8_gemm, ActQuant, QMatmul, QWeights, QuantFormat,
+    RowScales, W8A8Gemm,
+};
+
 use crate::buffer::DeviceSlice;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
