@@ -147,6 +147,8 @@ pub mod quant;
 pub mod runtime;
 // Attention as device kernels.
 pub mod attention_device;
+// Quantised matmul as a device kernel.
+pub mod quant_device;
 
 /// The suites `knpu bench` knows, with a line each for `--help`.
 pub const SUITES: &[(&str, &str)] = &[
@@ -178,6 +180,10 @@ pub const SUITES: &[(&str, &str)] = &[
         "attention-device",
         "attention through knpu::ops on device 0 beside the host kernel call (--quick)",
     ),
+    (
+        "quant-device",
+        "quantised GEMV/prefill through knpu::ops on device 0 beside the host call (--quick)",
+    ),
 ];
 
 /// Runs suite `name`; `args` are the suite's own options after the name.
@@ -190,6 +196,7 @@ pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
         "quant" => quant::run(args, sink),
         "ops" => ops::run(args, sink),
         "attention-device" => attention_device::run(args, sink),
+        "quant-device" => quant_device::run(args, sink),
         _ => Err(format!(
             "unknown benchmark suite `{name}`; suites: {}",
             SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
