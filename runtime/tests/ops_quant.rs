@@ -385,6 +385,11 @@ fn out_of_range_token_id_is_a_kernel_fault_naming_it() {
     assert_eq!(out.to_vec().unwrap(), sentinel, "nothing written");
 }
 
+/// 40 f32 values on the device.
+fn xn40(s: &Stream) -> DeviceBuffer<f32> {
+    s.from_slice(&data(40, 65)).unwrap()
+}
+
 fn shape_err(e: Error, want_operand: &str) {
     match e {
         Error::Shape { operand, .. } => assert_eq!(operand, want_operand),
@@ -527,6 +532,20 @@ fn bad_operands_are_errors_at_the_call_and_queue_nothing() {
             &x,
             &QWeights::new(QuantFormat::F8E5M2, &i8w, n, k),
             &mut y
+        )
+        .unwrap_err(),
+        Error::NotSupported { .. }
+    ));
+
+    let i8s = s.from_slice(&vec![1.0f32; 2]).unwrap();
+    let i8odd = s.alloc_zeroed::<u8>(2 * 40).unwrap();
+    assert!(matches!(
+        ops::qmatmul(
+            &s,
+            &QMatmul::new(1).act_quant(ActQuant::Int8),
+            &xn40(&s),
+            &QWeights::new(QuantFormat::I8, &i8odd, 2, 40).scales(&i8s),
+            &mut y.slice_mut(..2).unwrap()
         )
         .unwrap_err(),
         Error::NotSupported { .. }
