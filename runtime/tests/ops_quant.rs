@@ -537,7 +537,7 @@ fn bad_operands_are_errors_at_the_call_and_queue_nothing() {
         Error::NotSupported { .. }
     ));
 
-    let i8s = s.from_slice(&vec![1.0f32; 2]).unwrap();
+    let i8s = s.from_slice(&[1.0f32; 2]).unwrap();
     let i8odd = s.alloc_zeroed::<u8>(2 * 40).unwrap();
     assert!(matches!(
         ops::qmatmul(
