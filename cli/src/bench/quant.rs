@@ -2,10 +2,10 @@
 //! in the same run (the ceiling a decode GEMV is judged against).
 
 use super::{time_batched, time_median, Record, Sink};
+use knpu_kernels::gemm::{self, Epilogue, GemmDesc, Transpose};
 use knpu_kernels::quant::{
     self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
 };
-use knpu_kernels::gemm::{self, Epilogue, GemmDesc, Transpose};
 use knpu_kernels::Parallelism;
 use rayon::prelude::*;
 use std::time::Duration;

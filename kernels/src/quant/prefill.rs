@@ -236,12 +236,14 @@ pub(crate) unsafe fn run(
 ) {
     macro_rules! go {
         ($mins:expr, $corr:expr) => {
-            match mr {
-                // SAFETY: forwarded from this function's contract.
-                1 => unsafe { micro::<1, $mins, $corr>(xb, tile, i0, out) },
-                2 => unsafe { micro::<2, $mins, $corr>(xb, tile, i0, out) },
-                3 => unsafe { micro::<3, $mins, $corr>(xb, tile, i0, out) },
-                _ => unsafe { micro::<4, $mins, $corr>(xb, tile, i0, out) },
+            // SAFETY: forwarded from this function's contract.
+            unsafe {
+                match mr {
+                    1 => micro::<1, $mins, $corr>(xb, tile, i0, out),
+                    2 => micro::<2, $mins, $corr>(xb, tile, i0, out),
+                    3 => micro::<3, $mins, $corr>(xb, tile, i0, out),
+                    _ => micro::<4, $mins, $corr>(xb, tile, i0, out),
+                }
             }
         };
     }
