@@ -166,6 +166,63 @@ fn qmatmul_matches_reference_on_every_path() {
     }
 }
 
+/// Prefill shapes (`m > 8`): the packed-tile microkernel's edge tiles (rows of `x` not a
+/// multiple of its 4, weight rows not a multiple of its 32, a tile split across two tasks),
+/// on every path and every integer format with 32-value blocks.
+#[test]
+fn qmatmul_prefill_edge_tiles_on_every_path() {
+    let ms = [9, 10, 11, 12, 13, 37];
+    let ns = [1, 31, 33, 70];
+    for fmt in [
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_K,
+        QuantFormat::Q6_K,
+    ] {
+        let k = if fmt.block_elems() == 256 { 512 } else { 96 };
+        for &n in &ns {
+            let (q, s, wd) = weights(fmt, n, k, (n * 31 + k) as u64);
+            let w = QWeights {
+                format: fmt,
+                data: &q,
+                scales: s.as_deref(),
+                n,
+                k,
+            };
+            let bias: Vec<f32> = (0..n).map(|j| 0.5 - j as f32 * 0.125).collect();
+            for &m in &ms {
+                let mut r = Rng((m * 7 + n) as u64);
+                let x: Vec<f32> = (0..m * k).map(|_| r.f() * 3.0).collect();
+                let want = reference(&x, &wd, Some(&bias), m, n, k, Activation::None);
+                for isa in isa::supported() {
+                    for par in [Parallelism::None, Parallelism::Rayon(2)] {
+                        let p = QMatmulParams {
+                            m,
+                            ..Default::default()
+                        };
+                        let mut y = vec![f32::NAN; m * n];
+                        quant::qmatmul_with_isa(isa, &p, &x, &w, Some(&bias), &mut y, par).unwrap();
+                        let tag = format!("{fmt:?} {isa:?} {par:?} m={m} n={n} k={k}");
+                        check(
+                            &tag,
+                            &y,
+                            &want,
+                            &x,
+                            &wd,
+                            (m, n, k),
+                            Tol {
+                                int: true,
+                                out_rel: 0.0,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn qmatmul_half_precision_inputs_and_outputs() {
     let (m, n, k) = (3, 10, 256);

@@ -2,6 +2,7 @@
 //! in the same run (the ceiling a decode GEMV is judged against).
 
 use super::{time_batched, time_median, Record, Sink};
+use knpu_kernels::gemm::{self, Epilogue, GemmDesc, Transpose};
 use knpu_kernels::quant::{
     self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
 };
@@ -161,16 +162,35 @@ fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
         k: s,
         activation: Activation::None,
     };
+    let ops = 2.0 * (s * s * s) as f64;
+    // The peer: our own f32 GEMM at the same shape, timed in the same run.
+    let af = rng.vec(s * s);
+    let bf = rng.vec(s * s);
+    let desc = GemmDesc::new(s, s, s);
+    let (sruns, st) = time_median(5, 50, Duration::from_millis(800), || {
+        gemm::gemm::<f32, f32, f32>(&desc, &af, &bf, &mut y, &Epilogue::none(), par)
+            .expect("valid arguments");
+    });
+    let sgemm_gflops = ops / st / 1e9;
+    sink.emit(Record {
+        bench: "quant",
+        case: case!("op" => "sgemm", "format" => "f32", "m" => s, "k" => s, "n" => s,
+                    "threads" => threads, "isa" => isa),
+        runs: sruns,
+        median_s: st,
+        rates: vec![("gflops", sgemm_gflops)],
+    });
     let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
         quant::w8a8_gemm(&p, &xq, &xs, &wq, &ws, None, &mut y, par).expect("valid arguments");
     });
+    let gops = ops / t / 1e9;
     sink.emit(Record {
         bench: "quant",
         case: case!("op" => "w8a8_gemm", "format" => "i8", "m" => s, "k" => s, "n" => s,
                     "threads" => threads, "isa" => isa),
         runs,
         median_s: t,
-        rates: vec![("gops", 2.0 * (s * s * s) as f64 / t / 1e9)],
+        rates: vec![("gops", gops), ("x_sgemm", gops / sgemm_gflops)],
     });
 }
 
@@ -199,6 +219,7 @@ fn gemm_case(
         k,
     };
     let gop = 2.0 * (m * n * k) as f64 / 1e9;
+    let mut q4_t = f64::NAN;
     for (label, aq) in [
         ("q4_1", ActQuant::Auto),
         ("q4_1_float_path", ActQuant::Float),
@@ -219,122 +240,49 @@ fn gemm_case(
             median_s: t,
             rates: vec![("gops", gop / t)],
         });
+        if aq == ActQuant::Auto {
+            q4_t = t;
+        }
     }
-    let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
-        f32_gemm_nt(&x, &wf, &mut y, m, n, k, threads);
-    });
+    // The peer: our blocked f32 GEMM on the dequantised weights, in both layouts it can take
+    // (`W` as stored, `n x k`, used transposed; and `W^T`, `k x n`), timed in the same run.
+    let mut wt = vec![0.0f32; k * n];
+    for j in 0..n {
+        for t in 0..k {
+            wt[t * n + j] = wf[j * k + t];
+        }
+    }
+    let mut best = f64::INFINITY;
+    for (layout, desc, b) in [
+        (
+            "w_nk_trans_b",
+            GemmDesc::new(m, n, k).with_transpose(Transpose::No, Transpose::Yes),
+            &wf,
+        ),
+        ("w_kn", GemmDesc::new(m, n, k), &wt),
+    ] {
+        let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
+            gemm::gemm::<f32, f32, f32>(&desc, &x, b, &mut y, &Epilogue::none(), par)
+                .expect("valid arguments");
+        });
+        best = best.min(t);
+        sink.emit(Record {
+            bench: "quant",
+            case: case!("op" => "gemm", "format" => "f32_dequantised",
+                        "baseline" => "knpu_kernels::gemm f32", "layout" => layout,
+                        "m" => m, "k" => k, "n" => n, "threads" => threads, "isa" => isa),
+            runs,
+            median_s: t,
+            rates: vec![("gflops", gop / t)],
+        });
+    }
     sink.emit(Record {
         bench: "quant",
-        case: case!("op" => "gemm", "format" => "f32_dequantised",
-                    "baseline" => "bench-local f32 GEMM: 4x4 tile of 16-wide FMA dot products, no packing",
-                    "m" => m, "k" => k, "n" => n, "threads" => threads),
-        runs,
-        median_s: t,
-        rates: vec![("gflops", gop / t)],
+        case: case!("op" => "gemm_ratio", "format" => "q4_1", "vs" => "best f32_dequantised",
+                    "m" => m, "k" => k, "n" => n, "threads" => threads, "isa" => isa),
+        runs: 1,
+        median_s: q4_t,
+        rates: vec![("x_f32", best / q4_t)],
     });
     Ok(())
-}
-
-/// `y = x w^T` in f32, rows of `y` split over the pool: 4 rows of `x` by 4 rows of `w` per
-/// step with 16-wide partial sums (AVX-512 + FMA when the host has them); the baseline until
-/// the blocked f32 GEMM lands.
-fn f32_gemm_nt(x: &[f32], w: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, threads: usize) {
-    let rows_per = m.div_ceil(threads).div_ceil(4) * 4;
-    y.par_chunks_mut(rows_per * n)
-        .enumerate()
-        .for_each(|(c, yc)| {
-            let xs = &x[c * rows_per * k..];
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                // SAFETY: the features were just detected.
-                unsafe { gemm_rows_avx512(xs, w, yc, n, k) };
-                return;
-            }
-            gemm_rows::<false>(xs, w, yc, n, k);
-        });
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-/// # Safety
-/// - the host supports AVX-512 F and FMA.
-unsafe fn gemm_rows_avx512(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k: usize) {
-    use std::arch::x86_64::*;
-    let mr = y.len() / n;
-    if !(mr.is_multiple_of(4) && n.is_multiple_of(4) && k.is_multiple_of(16)) {
-        return gemm_rows::<true>(x, w, y, n, k);
-    }
-    assert!(x.len() >= mr * k && w.len() >= n * k);
-    for ib in (0..mr).step_by(4) {
-        for jb in (0..n).step_by(4) {
-            let mut acc = [_mm512_setzero_ps(); 16];
-            for t in (0..k).step_by(16) {
-                // SAFETY: rows ib..ib+4 of x and jb..jb+4 of w have k values (asserted above),
-                // and t + 16 <= k.
-                unsafe {
-                    let xv: [__m512; 4] =
-                        std::array::from_fn(|a| _mm512_loadu_ps(x.as_ptr().add((ib + a) * k + t)));
-                    let wv: [__m512; 4] =
-                        std::array::from_fn(|b| _mm512_loadu_ps(w.as_ptr().add((jb + b) * k + t)));
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            acc[4 * a + b] = _mm512_fmadd_ps(xv[a], wv[b], acc[4 * a + b]);
-                        }
-                    }
-                }
-            }
-            for a in 0..4 {
-                for b in 0..4 {
-                    y[(ib + a) * n + jb + b] = _mm512_reduce_add_ps(acc[4 * a + b]);
-                }
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn gemm_rows<const FUSED: bool>(x: &[f32], w: &[f32], y: &mut [f32], n: usize, k: usize) {
-    let mr = y.len() / n;
-    let k16 = k - k % 16;
-    for ib in (0..mr).step_by(4) {
-        let ie = (ib + 4).min(mr);
-        for jb in (0..n).step_by(4) {
-            let je = (jb + 4).min(n);
-            if ie - ib == 4 && je - jb == 4 {
-                let mut acc = [[[0.0f32; 16]; 4]; 4];
-                for t in (0..k16).step_by(16) {
-                    let xv: [&[f32]; 4] =
-                        std::array::from_fn(|a| &x[(ib + a) * k + t..(ib + a) * k + t + 16]);
-                    let wv: [&[f32]; 4] =
-                        std::array::from_fn(|b| &w[(jb + b) * k + t..(jb + b) * k + t + 16]);
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            for l in 0..16 {
-                                acc[a][b][l] = if FUSED {
-                                    xv[a][l].mul_add(wv[b][l], acc[a][b][l])
-                                } else {
-                                    acc[a][b][l] + xv[a][l] * wv[b][l]
-                                };
-                            }
-                        }
-                    }
-                }
-                for a in 0..4 {
-                    for b in 0..4 {
-                        let mut s: f32 = acc[a][b].iter().sum();
-                        for t in k16..k {
-                            s += x[(ib + a) * k + t] * w[(jb + b) * k + t];
-                        }
-                        y[(ib + a) * n + jb + b] = s;
-                    }
-                }
-            } else {
-                for i in ib..ie {
-                    for j in jb..je {
-                        y[i * n + j] = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
-                    }
-                }
-            }
-        }
-    }
 }

@@ -16,6 +16,7 @@ pub mod embedding;
 pub mod fp8;
 pub mod int8;
 mod kquants;
+mod prefill;
 mod q4;
 mod q8_0;
 pub mod qmatmul;

@@ -188,9 +188,13 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
     };
     if use_int {
         let kernel = IntKernel::choose(isa);
-        let xp = XPrep::new(w.format, kernel.layout(), x, m, k, par);
-        let kernel = IntKernel::choose(isa);
-        run_parallel(n, m, par, |n0, n1| job.int_range(&xp, kernel, n0, n1, &out));
+        if m > GEMV_MAX_M && kernel.has_tiles() && super::prefill::supported(w.format) {
+            let xb = super::prefill::XBlocks::new(w.format, x, m, k, par);
+            run_parallel(n, m, par, |n0, n1| job.tile_range(&xb, n0, n1, &out));
+        } else {
+            let xp = XPrep::new(w.format, kernel.layout(), x, m, k, par);
+            run_parallel(n, m, par, |n0, n1| job.int_range(&xp, kernel, n0, n1, &out));
+        }
     } else {
         let mut xf = vec![0.0f32; m * k];
         for (d, s) in xf.iter_mut().zip(&x[..m * k]) {
@@ -317,6 +321,52 @@ impl Job<'_> {
         }
     }
 
+    /// The prefill path on packed tiles (see [`super::prefill`]); only chosen when the host
+    /// has AVX-512 VNNI.
+    fn tile_range<TY: ActElem>(
+        &self,
+        xb: &super::prefill::XBlocks,
+        n0: usize,
+        n1: usize,
+        out: &OutPtr<TY>,
+    ) {
+        use super::prefill::{Tile, MR, NR};
+        let mut tile = Tile::new(xb.nb);
+        let mut acc = [0.0f32; MR * NR];
+        let mut t0 = n0;
+        while t0 < n1 {
+            let t1 = (t0 + NR).min(n1);
+            let nr = t1 - t0;
+            tile.pack(
+                self.format,
+                &self.w[t0 * self.rb..t1 * self.rb],
+                self.rb,
+                nr,
+                xb.nb,
+            );
+            let mut i0 = 0;
+            while i0 < self.m {
+                let mr = (self.m - i0).min(MR);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `has_tiles` holds only for the AVX-512 VNNI kernel, chosen only on a
+                // host with those features; the tile was packed with `xb.nb` blocks and rows
+                // i0..i0 + mr < m exist in `xb`.
+                unsafe {
+                    super::prefill::run(self.format, xb, &tile, i0, mr, &mut acc)
+                };
+                for i in 0..mr {
+                    // SAFETY: row i0 + i < m; columns t0..t1 lie in this task's range n0..n1,
+                    // which no other task writes.
+                    unsafe {
+                        out.store(i0 + i, t0, &acc[i * NR..i * NR + nr], self.bias, self.act)
+                    };
+                }
+                i0 += mr;
+            }
+            t0 = t1;
+        }
+    }
+
     fn float_range<TY: ActElem>(&self, xf: &[f32], n0: usize, n1: usize, out: &OutPtr<TY>) {
         let k = self.k;
         let mut wrow = vec![0.0f32; k];
@@ -427,6 +477,15 @@ impl IntKernel {
             Isa::Avx2 | Isa::Avx512 => IntKernel::Avx2,
             #[cfg(not(target_arch = "x86_64"))]
             _ => IntKernel::Portable,
+        }
+    }
+
+    /// Whether the packed-tile prefill microkernel exists for this kernel.
+    fn has_tiles(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            IntKernel::Avx512Vnni => true,
+            _ => false,
         }
     }
 

@@ -110,7 +110,7 @@ fn round_small(v: f32) -> f32 {
 }
 
 /// Quantises one row of `k` values into natural-order codes and per-block scales.
-fn quantize_row<TX: ActElem>(
+pub(crate) fn quantize_row<TX: ActElem>(
     row: &[TX],
     block: usize,
     xf: &mut [f32],
