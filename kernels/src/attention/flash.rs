@@ -535,7 +535,23 @@ fn run_unit<T: AttnElement>(
             } else {
                 kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
             }
-            if needs_mask {
+            if needs_mask && p.window.is_none() {
+                // Causal only: key `j + jj` is hidden from the block's first
+                // `j + jj - pos_min` positions, a prefix of each head's rows.
+                for jj in 0..nk {
+                    let hidden = ((j + jj) as i64 - pos_min).clamp(0, n as i64) as usize;
+                    for gi in 0..g {
+                        let r0 = gi * n;
+                        if dot {
+                            for r in r0..r0 + hidden {
+                                s.st[r * bc + jj] = f32::NEG_INFINITY;
+                            }
+                        } else {
+                            s.st[jj * rp + r0..jj * rp + r0 + hidden].fill(f32::NEG_INFINITY);
+                        }
+                    }
+                }
+            } else if needs_mask {
                 for jj in 0..nk {
                     for il in 0..n {
                         if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
@@ -589,10 +605,11 @@ pub(crate) unsafe fn write_rows<T: AttnElement>(
             let r = gi * n + il;
             let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
             let off = p.out.offset(b, i0 + il, h);
-            for c in 0..d {
-                // SAFETY: row `(b, i0 + il, h)` belongs to this unit alone (caller), and the
-                // validated layout maps it to distinct in-bounds elements.
-                unsafe { out.write(off + c, T::from_f32(o[r * dp + c] * inv)) };
+            // SAFETY: row `(b, i0 + il, h)` (`d` contiguous elements) belongs to this unit
+            // alone (caller), and the validated layout maps it to distinct in-bounds elements.
+            let row = unsafe { out.slice(off, d) };
+            for (x, &y) in row.iter_mut().zip(&o[r * dp..r * dp + d]) {
+                *x = T::from_f32(y * inv);
             }
             if let Some(lw) = lse {
                 let val = if l[r] > 0.0 {
