@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Keys per tile of a many-row block (prefill): enough work per tile to amortise the softmax.
 pub(crate) const BC: usize = 64;
-/// Keys per tile of a few-row block (decode): small tiles spread the prefetches of K and V
-/// evenly over the work instead of in bursts that stall the load queue.
-const BC_FEW_ROWS: usize = 16;
+/// Keys per tile of a few-row block (decode): small enough that the prefetches of K and V
+/// issued per tile and head spread over the work instead of coming in bursts that stall the
+/// load queue, large enough to amortise each tile's softmax reductions and output update.
+const BC_FEW_ROWS: usize = 32;
 /// Query rows (over all heads of a group) a block aims for.
 const ROWS_TARGET: usize = 128;
 /// Few-row problems reading less K/V than this run on one thread.
