@@ -102,7 +102,8 @@ impl Plan {
     /// Floats of one worker's scratch.
     fn worker_floats(&self) -> usize {
         let (rp, d, dp) = (self.rp, self.d, self.dp);
-        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp) + BC * rp + rp + 2 * BC * d
+        let qoff = rp * std::mem::size_of::<usize>() / 4;
+        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp) + BC * rp + rp + qoff + 2 * BC * d
     }
 
     /// Floats of one split-KV partial result.
@@ -193,6 +194,8 @@ pub(crate) struct Scratch {
     pub m: Vec<f32>,
     pub l: Vec<f32>,
     alpha: Vec<f32>,
+    /// Where each query row of a block starts in `q`.
+    qoff: Vec<usize>,
     kbuf: Vec<f32>,
     vbuf: Vec<f32>,
 }
@@ -207,6 +210,7 @@ impl Scratch {
             m: vec![0.0; h * rp],
             l: vec![0.0; h * rp],
             alpha: vec![0.0; rp],
+            qoff: Vec::with_capacity(rp),
             kbuf: vec![0.0; BC * d],
             vbuf: vec![0.0; BC * d],
         }
@@ -472,13 +476,24 @@ fn run_unit<T: AttnElement>(
     s.qt.fill(0.0);
     for hi in 0..hp {
         let qt = &mut s.qt[hi * qsz..(hi + 1) * qsz];
+        s.qoff.clear();
         for gi in 0..g {
             for il in 0..n {
-                let off = p.q.offset(b, i0 + il, (kvh0 + hi) * g + gi);
-                let r = gi * n + il;
-                for (c, &x) in q[off..off + d].iter().enumerate() {
-                    let at = if dot { r * dp + c } else { c * rp + r };
-                    qt[at] = x.to_f32() * p.scale;
+                s.qoff.push(p.q.offset(b, i0 + il, (kvh0 + hi) * g + gi));
+            }
+        }
+        if dot {
+            for (r, &off) in s.qoff.iter().enumerate() {
+                for (x, &y) in qt[r * dp..r * dp + d].iter_mut().zip(&q[off..off + d]) {
+                    *x = y.to_f32() * p.scale;
+                }
+            }
+        } else {
+            // Column by column: the writes run along a row of `qt`, the reads hop between
+            // query rows that stay in cache.
+            for c in 0..d {
+                for (x, &off) in qt[c * rp..c * rp + nr].iter_mut().zip(&s.qoff) {
+                    *x = q[off + c].to_f32() * p.scale;
                 }
             }
         }
