@@ -90,8 +90,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?;
             }
             "--hot" => o.hot = true,
-            "--seq" => o.seqs = parse_list(&val()?, "--seq")?,
-            "--kv-len" => o.kv_lens = parse_list(&val()?, "--kv-len")?,
+            "--seq" => o.seqs = parse_list(val()?, "--seq")?,
+            "--kv-len" => o.kv_lens = parse_list(val()?, "--kv-len")?,
             "--layout" => {
                 o.head_major = match val()?.as_str() {
                     "bshd" => false,
@@ -265,11 +265,7 @@ fn prefill<T: AttnElement>(
         ),
         runs,
         median_s: t,
-        rates: with_cpu(
-            rates,
-            cpu_s,
-            ("gflops_per_core", causal_flops(seq) / 1e9),
-        ),
+        rates: with_cpu(rates, cpu_s, ("gflops_per_core", causal_flops(seq) / 1e9)),
     });
     Ok(())
 }
@@ -375,11 +371,7 @@ fn decode<T: AttnElement>(
         ),
         runs: samples,
         median_s: t,
-        rates: with_cpu(
-            rates,
-            cpu_s,
-            ("gbps_per_core", step_bytes as f64 / 1e9),
-        ),
+        rates: with_cpu(rates, cpu_s, ("gbps_per_core", step_bytes as f64 / 1e9)),
     });
     Ok(())
 }
