@@ -278,6 +278,39 @@ fn causal_with_query_offset_for_chunked_prefill_and_decode() {
 }
 
 #[test]
+fn few_row_blocks_cover_every_row_count_and_head_dim_tail() {
+    // Decode-style blocks (query positions times group at most 16 rows) take the dot-product
+    // score kernel, which pairs rows: odd and even row counts, head dims with and without a
+    // partial last vector, key counts around the tile size, and the causal prefix mask.
+    let shapes = [
+        (1usize, 1usize, 1usize),
+        (1, 3, 1),
+        (1, 8, 1),
+        (2, 3, 1),
+        (1, 9, 3),
+        (2, 8, 1),
+        (5, 3, 1),
+        (7, 2, 1),
+        (1, 16, 2),
+    ];
+    let mut n = 0u64;
+    for (si, &(q_len, hq, hk)) in shapes.iter().enumerate() {
+        for d in [17usize, 64, 80] {
+            for kv in [1usize, 2, 7, 33, 65, 1000] {
+                n += 1;
+                let mask = if (si + kv) % 2 == 0 { CAUSAL } else { FULL };
+                let p = AttentionParams::bshd(1, q_len, kv, hq, hk, d, mask);
+                run_case::<f32>(n, &p, None, Parallelism::None, 1.0);
+                if kv == 65 {
+                    run_case::<f16>(n, &p, None, Parallelism::None, 1.0);
+                    run_case::<bf16>(n, &p, None, Parallelism::None, 1.0);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn decode_split_kv_matches_reference() {
     // One query per sequence over a long cache: the key range is split across tasks and
     // merged by log-sum-exp (2 and 4 tasks), and also run unsplit.

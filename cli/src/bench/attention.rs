@@ -15,7 +15,12 @@
 //! and `*_per_core` the rate per CPU-second: on a shared machine the wall clock also counts
 //! time the threads waited for a core, the CPU time does not.
 //!
+//! - reference: `{"reference": "sgemm", "n": 1024}`, our own f32 GEMM at 1024^3 on the same
+//!   threads, run before prefill; each prefill record carries `of_sgemm`, its rate over this
+//!   one, and each decode record `of_probe`, its `gbps` over the probe's (when the probe ran).
+//!
 //! Options: `--threads N` (default 2); `--phase prefill,decode,probe,memory` (default all);
+//! `--seq 512,2048` (prefill lengths); `--kv-len 512,4096` (decode cache lengths);
 //! `--dtype f32|f16|bf16|all` (default f32); `--hot` (decode re-reads one cache copy, so it
 //! measures the kernel on cache-resident data); `--layout bshd|bhsd` (the decode cache's
 //! memory order, default bshd).
@@ -25,6 +30,7 @@ use half::{bf16, f16};
 use knpu_kernels::attention::{
     attention, attention_scratch_bytes, AttentionParams, AttnElement, AttnMask, AttnTensor,
 };
+use knpu_kernels::gemm::{gemm, Epilogue, GemmDesc};
 use knpu_kernels::Parallelism;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -39,6 +45,26 @@ struct Opts {
     dtypes: Vec<&'static str>,
     hot: bool,
     head_major: bool,
+    seqs: Vec<usize>,
+    kv_lens: Vec<usize>,
+}
+
+/// Same-run references the ratios are taken against.
+#[derive(Default)]
+struct Refs {
+    /// The probe's wall-clock read bandwidth, GB/s.
+    probe_gbps: Option<f64>,
+    /// Our sgemm at 1024^3, GFLOP/s.
+    sgemm_gflops: Option<f64>,
+}
+
+fn parse_list(v: &str, what: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|x| match x.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{what}: `{x}` is not a positive integer")),
+        })
+        .collect()
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -53,6 +79,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         dtypes: vec!["f32"],
         hot: false,
         head_major: false,
+        seqs: vec![512, 2048],
+        kv_lens: vec![512, 4096],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +90,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?;
             }
             "--hot" => o.hot = true,
+            "--seq" => o.seqs = parse_list(val()?, "--seq")?,
+            "--kv-len" => o.kv_lens = parse_list(val()?, "--kv-len")?,
             "--layout" => {
                 o.head_major = match val()?.as_str() {
                     "bshd" => false,
@@ -99,17 +129,21 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
         .num_threads(o.threads)
         .build()
         .map_err(|e| e.to_string())?;
+    let mut refs = Refs::default();
     pool.install(|| {
         for phase in &o.phases {
             match phase.as_str() {
-                "probe" => probe(o.threads, sink),
+                "probe" => refs.probe_gbps = Some(probe(o.threads, sink)),
                 "memory" => memory(o.threads, sink)?,
                 _ => {
+                    if phase == "prefill" && refs.sgemm_gflops.is_none() {
+                        refs.sgemm_gflops = Some(sgemm_reference(o.threads, sink)?);
+                    }
                     for &dt in &o.dtypes {
                         match dt {
-                            "f16" => run_phase::<f16>(phase, &o, sink)?,
-                            "bf16" => run_phase::<bf16>(phase, &o, sink)?,
-                            _ => run_phase::<f32>(phase, &o, sink)?,
+                            "f16" => run_phase::<f16>(phase, &o, &refs, sink)?,
+                            "bf16" => run_phase::<bf16>(phase, &o, &refs, sink)?,
+                            _ => run_phase::<f32>(phase, &o, &refs, sink)?,
                         }
                     }
                 }
@@ -119,18 +153,54 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     })
 }
 
-fn run_phase<T: AttnElement>(phase: &str, o: &Opts, sink: &mut Sink) -> Result<(), String> {
+fn run_phase<T: AttnElement>(
+    phase: &str,
+    o: &Opts,
+    refs: &Refs,
+    sink: &mut Sink,
+) -> Result<(), String> {
     let threads = o.threads;
     if phase == "prefill" {
-        for seq in [512usize, 2048] {
-            prefill::<T>(seq, threads, sink)?;
+        for &seq in &o.seqs {
+            prefill::<T>(seq, threads, refs, sink)?;
         }
     } else {
-        for kv_len in [512usize, 4096] {
-            decode::<T>(kv_len, threads, o, sink)?;
+        for &kv_len in &o.kv_lens {
+            decode::<T>(kv_len, threads, o, refs, sink)?;
         }
     }
     Ok(())
+}
+
+/// Our own f32 GEMM at 1024^3 on the same threads: the rate prefill is held against.
+fn sgemm_reference(threads: usize, sink: &mut Sink) -> Result<f64, String> {
+    let n = 1024usize;
+    let desc = GemmDesc::new(n, n, n);
+    let a: Vec<f32> = fill(n * n, 21);
+    let b: Vec<f32> = fill(n * n, 22);
+    let mut c = vec![0.0f32; n * n];
+    let epi = Epilogue::none();
+    let mut err = None;
+    let (runs, t) = time_median(5, 50, Duration::from_millis(400), || {
+        if let Err(e) = gemm(&desc, &a, &b, &mut c, &epi, Parallelism::Rayon(threads)) {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(format!("sgemm reference: {e}"));
+    }
+    let gflops = desc.flops() / t / 1e9;
+    sink.emit(Record {
+        bench: "attention",
+        case: case!(
+            "reference" => "sgemm", "dtype" => "f32", "m" => n, "n" => n, "k" => n,
+            "threads" => threads
+        ),
+        runs,
+        median_s: t,
+        rates: vec![("gflops", gflops)],
+    });
+    Ok(gflops)
 }
 
 fn fill<T: AttnElement>(n: usize, seed: u64) -> Vec<T> {
@@ -155,7 +225,12 @@ fn causal_flops(seq: usize) -> f64 {
     4.0 * (Q_HEADS * seq * seq * HEAD_DIM) as f64 / 2.0
 }
 
-fn prefill<T: AttnElement>(seq: usize, threads: usize, sink: &mut Sink) -> Result<(), String> {
+fn prefill<T: AttnElement>(
+    seq: usize,
+    threads: usize,
+    refs: &Refs,
+    sink: &mut Sink,
+) -> Result<(), String> {
     let p = AttentionParams::bshd(1, seq, seq, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
     let q: Vec<T> = fill(p.q.required_len().map_err(|e| e.to_string())?, 1);
     let k: Vec<T> = fill(p.k.required_len().map_err(|e| e.to_string())?, 2);
@@ -176,6 +251,11 @@ fn prefill<T: AttnElement>(seq: usize, threads: usize, sink: &mut Sink) -> Resul
         return Err(e.to_string());
     }
     let scratch = attention_scratch_bytes(1, Q_HEADS, KV_HEADS, HEAD_DIM, seq, seq, threads);
+    let gflops = causal_flops(seq) / t / 1e9;
+    let mut rates = vec![("gflops", gflops), ("scratch_bytes", scratch as f64)];
+    if let Some(r) = refs.sgemm_gflops {
+        rates.push(("of_sgemm", gflops / r));
+    }
     sink.emit(Record {
         bench: "attention",
         case: case!(
@@ -185,14 +265,7 @@ fn prefill<T: AttnElement>(seq: usize, threads: usize, sink: &mut Sink) -> Resul
         ),
         runs,
         median_s: t,
-        rates: with_cpu(
-            vec![
-                ("gflops", causal_flops(seq) / t / 1e9),
-                ("scratch_bytes", scratch as f64),
-            ],
-            cpu_s,
-            ("gflops_per_core", causal_flops(seq) / 1e9),
-        ),
+        rates: with_cpu(rates, cpu_s, ("gflops_per_core", causal_flops(seq) / 1e9)),
     });
     Ok(())
 }
@@ -243,6 +316,7 @@ fn decode<T: AttnElement>(
     kv_len: usize,
     threads: usize,
     o: &Opts,
+    refs: &Refs,
     sink: &mut Sink,
 ) -> Result<(), String> {
     let mut p = AttentionParams::bshd(1, 1, kv_len, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
@@ -282,6 +356,11 @@ fn decode<T: AttnElement>(
     if let Some(e) = err {
         return Err(e.to_string());
     }
+    let gbps = step_bytes as f64 / t / 1e9;
+    let mut rates = vec![("us", t * 1e6), ("gbps", gbps)];
+    if let Some(r) = refs.probe_gbps {
+        rates.push(("of_probe", gbps / r));
+    }
     sink.emit(Record {
         bench: "attention",
         case: case!(
@@ -292,17 +371,14 @@ fn decode<T: AttnElement>(
         ),
         runs: samples,
         median_s: t,
-        rates: with_cpu(
-            vec![("us", t * 1e6), ("gbps", step_bytes as f64 / t / 1e9)],
-            cpu_s,
-            ("gbps_per_core", step_bytes as f64 / 1e9),
-        ),
+        rates: with_cpu(rates, cpu_s, ("gbps_per_core", step_bytes as f64 / 1e9)),
     });
     Ok(())
 }
 
-/// Reads a 256 MiB buffer with `threads` tasks (wrapping integer sums vectorise fully).
-fn probe(threads: usize, sink: &mut Sink) {
+/// Reads a 256 MiB buffer with `threads` tasks (wrapping integer sums vectorise fully);
+/// returns the wall-clock GB/s.
+fn probe(threads: usize, sink: &mut Sink) -> f64 {
     let words = (256usize << 20) / 8;
     let buf: Vec<u64> = (0..words as u64).collect();
     let chunk = words.div_ceil(threads.max(1));
@@ -319,17 +395,19 @@ fn probe(threads: usize, sink: &mut Sink) {
     });
     let cpu_s = cpu.per_call(calls);
     std::hint::black_box(sink_sum);
+    let gbps = (words * 8) as f64 / t / 1e9;
     sink.emit(Record {
         bench: "attention",
         case: case!("probe" => "read_bandwidth", "bytes" => words * 8, "threads" => threads),
         runs,
         median_s: t,
         rates: with_cpu(
-            vec![("gbps", (words * 8) as f64 / t / 1e9)],
+            vec![("gbps", gbps)],
             cpu_s,
             ("gbps_per_core", (words * 8) as f64 / 1e9),
         ),
     });
+    gbps
 }
 
 /// The process's resident-set high-water mark and current size, in bytes (Linux only).

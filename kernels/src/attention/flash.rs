@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Keys per tile of a many-row block (prefill): enough work per tile to amortise the softmax.
 pub(crate) const BC: usize = 64;
-/// Keys per tile of a few-row block (decode): small tiles spread the prefetches of K and V
-/// evenly over the work instead of in bursts that stall the load queue.
-const BC_FEW_ROWS: usize = 16;
+/// Keys per tile of a few-row block (decode): small enough that the prefetches of K and V
+/// issued per tile and head spread over the work instead of coming in bursts that stall the
+/// load queue, large enough to amortise each tile's softmax reductions and output update.
+const BC_FEW_ROWS: usize = 32;
 /// Query rows (over all heads of a group) a block aims for.
 const ROWS_TARGET: usize = 128;
 /// Few-row problems reading less K/V than this run on one thread.
@@ -101,7 +102,8 @@ impl Plan {
     /// Floats of one worker's scratch.
     fn worker_floats(&self) -> usize {
         let (rp, d, dp) = (self.rp, self.d, self.dp);
-        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp) + BC * rp + rp + 2 * BC * d
+        let qoff = rp * std::mem::size_of::<usize>() / 4;
+        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp) + BC * rp + rp + qoff + 2 * BC * d
     }
 
     /// Floats of one split-KV partial result.
@@ -192,6 +194,8 @@ pub(crate) struct Scratch {
     pub m: Vec<f32>,
     pub l: Vec<f32>,
     alpha: Vec<f32>,
+    /// Where each query row of a block starts in `q`.
+    qoff: Vec<usize>,
     kbuf: Vec<f32>,
     vbuf: Vec<f32>,
 }
@@ -206,6 +210,7 @@ impl Scratch {
             m: vec![0.0; h * rp],
             l: vec![0.0; h * rp],
             alpha: vec![0.0; rp],
+            qoff: Vec::with_capacity(rp),
             kbuf: vec![0.0; BC * d],
             vbuf: vec![0.0; BC * d],
         }
@@ -471,13 +476,24 @@ fn run_unit<T: AttnElement>(
     s.qt.fill(0.0);
     for hi in 0..hp {
         let qt = &mut s.qt[hi * qsz..(hi + 1) * qsz];
+        s.qoff.clear();
         for gi in 0..g {
             for il in 0..n {
-                let off = p.q.offset(b, i0 + il, (kvh0 + hi) * g + gi);
-                let r = gi * n + il;
-                for (c, &x) in q[off..off + d].iter().enumerate() {
-                    let at = if dot { r * dp + c } else { c * rp + r };
-                    qt[at] = x.to_f32() * p.scale;
+                s.qoff.push(p.q.offset(b, i0 + il, (kvh0 + hi) * g + gi));
+            }
+        }
+        if dot {
+            for (r, &off) in s.qoff.iter().enumerate() {
+                for (x, &y) in qt[r * dp..r * dp + d].iter_mut().zip(&q[off..off + d]) {
+                    *x = y.to_f32() * p.scale;
+                }
+            }
+        } else {
+            // Column by column: the writes run along a row of `qt`, the reads hop between
+            // query rows that stay in cache.
+            for c in 0..d {
+                for (x, &off) in qt[c * rp..c * rp + nr].iter_mut().zip(&s.qoff) {
+                    *x = q[off + c].to_f32() * p.scale;
                 }
             }
         }
@@ -535,7 +551,23 @@ fn run_unit<T: AttnElement>(
             } else {
                 kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
             }
-            if needs_mask {
+            if needs_mask && p.window.is_none() {
+                // Causal only: key `j + jj` is hidden from the block's first
+                // `j + jj - pos_min` positions, a prefix of each head's rows.
+                for jj in 0..nk {
+                    let hidden = ((j + jj) as i64 - pos_min).clamp(0, n as i64) as usize;
+                    for gi in 0..g {
+                        let r0 = gi * n;
+                        if dot {
+                            for r in r0..r0 + hidden {
+                                s.st[r * bc + jj] = f32::NEG_INFINITY;
+                            }
+                        } else {
+                            s.st[jj * rp + r0..jj * rp + r0 + hidden].fill(f32::NEG_INFINITY);
+                        }
+                    }
+                }
+            } else if needs_mask {
                 for jj in 0..nk {
                     for il in 0..n {
                         if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
@@ -589,10 +621,11 @@ pub(crate) unsafe fn write_rows<T: AttnElement>(
             let r = gi * n + il;
             let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
             let off = p.out.offset(b, i0 + il, h);
-            for c in 0..d {
-                // SAFETY: row `(b, i0 + il, h)` belongs to this unit alone (caller), and the
-                // validated layout maps it to distinct in-bounds elements.
-                unsafe { out.write(off + c, T::from_f32(o[r * dp + c] * inv)) };
+            // SAFETY: row `(b, i0 + il, h)` (`d` contiguous elements) belongs to this unit
+            // alone (caller), and the validated layout maps it to distinct in-bounds elements.
+            let row = unsafe { out.slice(off, d) };
+            for (x, &y) in row.iter_mut().zip(&o[r * dp..r * dp + d]) {
+                *x = T::from_f32(y * inv);
             }
             if let Some(lw) = lse {
                 let val = if l[r] > 0.0 {

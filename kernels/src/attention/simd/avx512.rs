@@ -114,6 +114,10 @@ pub(super) unsafe fn qk(
                         qk_block::<4, 6>(q, rp, d, kk, ks, s);
                         6
                     }
+                    4 if left >= 3 => {
+                        qk_block::<4, 3>(q, rp, d, kk, ks, s);
+                        3
+                    }
                     4 => {
                         qk_block::<4, 1>(q, rp, d, kk, ks, s);
                         1
@@ -342,7 +346,65 @@ fn sum16x16(a: &[__m512; 16]) -> __m512 {
     _mm512_permutexvar_ps(idx, e)
 }
 
-/// Dot-form scores for up to 16 rows (see [`super::TileKernels::qk_dot`]).
+/// Sixteen dot products of `R` query rows with `KN` key rows (`R * KN == 16`): lane
+/// `r * KN + i` of the result is `q[r * dp..] . rows[i][..]` over `16 * full` columns plus,
+/// when `tail` is not 0, the `tail` lanes of one more vector. Each key vector is loaded once
+/// for all `R` rows.
+///
+/// # Safety
+/// - `q` must be readable at `r * dp + c` for `r < R` and `c < 16 * (full + (tail != 0))`.
+/// - Every `rows[i]` must be readable at `c < 16 * full` and at the `tail` lanes of vector
+///   `full`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn dot16<const R: usize, const KN: usize>(
+    q: *const f32,
+    dp: usize,
+    rows: &[*const f32; KN],
+    full: usize,
+    tail: __mmask16,
+) -> __m512 {
+    debug_assert_eq!(R * KN, 16);
+    let mut acc = [_mm512_setzero_ps(); 16];
+    for c in 0..full {
+        let mut qv = [_mm512_setzero_ps(); R];
+        // SAFETY: column block `c < full` of query rows `r < R` and of every key row
+        // (caller's bounds).
+        unsafe {
+            for r in 0..R {
+                qv[r] = _mm512_loadu_ps(q.add(r * dp + 16 * c));
+            }
+            for i in 0..KN {
+                let kv = _mm512_loadu_ps(rows[i].add(16 * c));
+                for r in 0..R {
+                    acc[r * KN + i] = _mm512_fmadd_ps(qv[r], kv, acc[r * KN + i]);
+                }
+            }
+        }
+    }
+    if tail != 0 {
+        let mut qv = [_mm512_setzero_ps(); R];
+        // SAFETY: the last, partial column block: full query vectors (caller's bounds) and
+        // the `tail` lanes of each key row.
+        unsafe {
+            for r in 0..R {
+                qv[r] = _mm512_loadu_ps(q.add(r * dp + 16 * full));
+            }
+            for i in 0..KN {
+                let kv = _mm512_maskz_loadu_ps(tail, rows[i].add(16 * full));
+                for r in 0..R {
+                    acc[r * KN + i] = _mm512_fmadd_ps(qv[r], kv, acc[r * KN + i]);
+                }
+            }
+        }
+    }
+    sum16x16(&acc)
+}
+
+/// Dot-form scores for up to 16 rows (see [`super::TileKernels::qk_dot`]): rows in pairs
+/// against 8 keys at a time (each key vector loaded once per pair), a last odd row against
+/// 16 keys.
 ///
 /// # Safety
 /// - `dp >= d`, `dp % 16 == 0`, `q.len() >= nr * dp`, `nk <= ss`,
@@ -350,7 +412,7 @@ fn sum16x16(a: &[__m512; 16]) -> __m512 {
 /// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
 /// - The host must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn qk_dot(
     q: &[f32],
     nr: usize,
@@ -363,41 +425,48 @@ pub(super) unsafe fn qk_dot(
     s: &mut [f32],
     ss: usize,
 ) {
-    if nk == 0 {
+    if nk == 0 || nr == 0 {
         return;
     }
-    let chunks = d.div_ceil(16);
-    let last = d - 16 * (chunks - 1);
-    let tail: __mmask16 = if last == 16 { !0 } else { (1u16 << last) - 1 };
+    let full = d / 16;
+    let tail: __mmask16 = ((1u32 << (d % 16)) - 1) as __mmask16;
     let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
     // SAFETY: `koff` is within `k` since `nk > 0` (caller).
     let kp = unsafe { k.as_ptr().add(koff) };
+    // Key `min(j, nk - 1)`: rows past the tile repeat its last key; their sums are not stored.
+    // SAFETY: `min(j, nk - 1) < nk` is a key row the caller made readable.
+    let key = |j: usize| unsafe { kp.add(j.min(nk - 1) * ks) };
+    let keep = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
     for j0 in (0..nk).step_by(16) {
-        let kn = (nk - j0).min(16);
-        // Rows past the tile repeat its last key; their sums are never stored.
-        let mut rows = [kp; 16];
-        for (i, row) in rows.iter_mut().enumerate() {
-            // SAFETY: key `min(j0 + i, nk - 1) < nk` is a row the caller made readable.
-            *row = unsafe { kp.add((j0 + i).min(nk - 1) * ks) };
-        }
-        for r in 0..nr {
-            let mut acc = [_mm512_setzero_ps(); 16];
-            for c in 0..chunks {
-                let m = if c + 1 == chunks { tail } else { !0 };
-                // SAFETY: query row `r < nr`, column block `16 c < dp` (caller's bounds); key
-                // columns `< d` only, through the mask.
+        let mut r = 0;
+        while r + 2 <= nr {
+            for jb in [j0, j0 + 8] {
+                if jb >= nk {
+                    break;
+                }
+                let kb = (nk - jb).min(8);
+                let rows: [*const f32; 8] = std::array::from_fn(|i| key(jb + i));
+                // SAFETY: query rows `r, r + 1 < nr` (`dp` floats each, zero past `d`) and key
+                // rows of the tile; the stores write `kb` scores of rows `r` and `r + 1` at
+                // `jb..jb + kb <= nk <= ss`, inside `s` (caller's bounds).
                 unsafe {
-                    let qv = _mm512_loadu_ps(qp.add(r * dp + 16 * c));
-                    for i in 0..16 {
-                        let kv = _mm512_maskz_loadu_ps(m, rows[i].add(16 * c));
-                        acc[i] = _mm512_fmadd_ps(qv, kv, acc[i]);
-                    }
+                    let sums = dot16::<2, 8>(qp.add(r * dp), dp, &rows, full, tail);
+                    _mm512_mask_storeu_ps(sp.add(r * ss + jb), keep(kb), sums);
+                    let hi = _mm512_shuffle_f32x4::<0xEE>(sums, sums);
+                    _mm512_mask_storeu_ps(sp.add((r + 1) * ss + jb), keep(kb), hi);
                 }
             }
-            let sums = sum16x16(&acc);
-            let keep: __mmask16 = if kn == 16 { !0 } else { (1u16 << kn) - 1 };
-            // SAFETY: `r * ss + j0 + kn <= (nr - 1) * ss + nk` (caller's bounds).
-            unsafe { _mm512_mask_storeu_ps(sp.add(r * ss + j0), keep, sums) };
+            r += 2;
+        }
+        if r < nr {
+            let kn = (nk - j0).min(16);
+            let rows: [*const f32; 16] = std::array::from_fn(|i| key(j0 + i));
+            // SAFETY: query row `r < nr` and key rows of the tile; `kn` scores of row `r` at
+            // `j0..j0 + kn <= nk <= ss` (caller's bounds).
+            unsafe {
+                let sums = dot16::<1, 16>(qp.add(r * dp), dp, &rows, full, tail);
+                _mm512_mask_storeu_ps(sp.add(r * ss + j0), keep(kn), sums);
+            }
         }
     }
 }
