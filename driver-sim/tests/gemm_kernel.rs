@@ -102,7 +102,9 @@ impl Problem {
     /// `len` floats at `addr`.
     fn read(&self, addr: u64, len: usize) -> Vec<f32> {
         let raw = self.sim.download(self.dev, self.queue, addr, len * 4);
-        bytemuck::pod_collect_to_vec(&raw)
+        raw.chunks_exact(4)
+            .map(|b| f32::from_ne_bytes(b.try_into().expect("4 bytes")))
+            .collect()
     }
 
     /// Runs the valid problem and checks C.
