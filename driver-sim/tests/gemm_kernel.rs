@@ -197,7 +197,11 @@ fn bad_parameter_structs_are_refused_at_submit() {
     };
     let mut short = p.params;
     short.struct_size = field_end!(KnpuGemmParams, ld_residual);
-    refused(&short, KNPU_STATUS_INVALID_VALUE, "struct_size short of stride_residual");
+    refused(
+        &short,
+        KNPU_STATUS_INVALID_VALUE,
+        "struct_size short of stride_residual",
+    );
     let mut tiny = p.params;
     tiny.struct_size = 4;
     refused(&tiny, KNPU_STATUS_INVALID_VALUE, "struct_size 4");
@@ -220,7 +224,11 @@ fn bad_parameter_structs_are_refused_at_submit() {
     let mut lda_t = p.params;
     lda_t.trans_a = 1;
     lda_t.lda = M - 1;
-    refused(&lda_t, KNPU_STATUS_INVALID_VALUE, "lda < m with A transposed");
+    refused(
+        &lda_t,
+        KNPU_STATUS_INVALID_VALUE,
+        "lda < m with A transposed",
+    );
     let mut ldb = p.params;
     ldb.ldb = N - 1;
     refused(&ldb, KNPU_STATUS_INVALID_VALUE, "ldb < n");
@@ -247,7 +255,11 @@ fn bad_parameter_structs_are_refused_at_submit() {
     let mut batches = p.params;
     batches.batch_count = 2;
     batches.stride_c = M * N - 1;
-    refused(&batches, KNPU_STATUS_INVALID_VALUE, "overlapping batches of C");
+    refused(
+        &batches,
+        KNPU_STATUS_INVALID_VALUE,
+        "overlapping batches of C",
+    );
     let mut huge = p.params;
     huge.m = u64::MAX / 2;
     refused(&huge, KNPU_STATUS_INVALID_VALUE, "extent overflow");

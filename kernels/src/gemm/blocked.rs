@@ -409,8 +409,7 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                             } else {
                                 (abuf.add(ir * kcur) as *const f32, 1, mr)
                             };
-                            let direct_c =
-                                direct_c_ok && cols == nr && !(last && has_epilogue);
+                            let direct_c = direct_c_ok && cols == nr && !(last && has_epilogue);
                             let mut args = MicroArgs {
                                 kc: kcur,
                                 a: a_ptr,
