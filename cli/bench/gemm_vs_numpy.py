@@ -32,6 +32,12 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--min-time", type=float, default=0.4)
+    p.add_argument(
+        "--shapes",
+        help="comma-separated MxNxK f32 shapes (optionally MxNxK/T for T threads): measure only "
+        "these, alternating knpu and numpy --rounds times",
+    )
+    p.add_argument("--rounds", type=int, default=3)
     return p.parse_args()
 
 
@@ -59,19 +65,6 @@ def main():
         info["blas"] = "threadpoolctl not installed"
     print(json.dumps({"bench": "gemm_vs_numpy", "environment": info}), flush=True)
 
-    cmd = [args.knpu, "bench", "gemm", "--json", "--threads", str(args.threads)]
-    if args.quick:
-        cmd.append("--quick")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-    probe = next((r["gbps"] for r in records if r["case"].get("probe") == "read_bandwidth"), None)
-    sgemm = {}
-    for r in records:
-        c = r["case"]
-        if c.get("dtype") == "f32" and "path" not in c and "trans_b" not in c:
-            sgemm[(c["m"], c["n"], c["k"], c["threads"])] = r["gflops"]
-
     def numpy_gflops(m, n, k, threads):
         a = np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)
         b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
@@ -96,6 +89,41 @@ def main():
         else:
             s = timed()
         return 2.0 * m * n * k / s / 1e9
+
+    if args.shapes:
+        for round_ in range(args.rounds):
+            for spec in args.shapes.split(","):
+                shape, _, t = spec.partition("/")
+                threads = int(t) if t else args.threads
+                m, n, k = (int(x) for x in shape.split("x"))
+                time.sleep(0.5)
+                again = subprocess.run(
+                    [args.knpu, "bench", "gemm", "--json", "--threads", str(threads), "--shape", shape],
+                    check=True, capture_output=True, text=True,
+                ).stdout
+                ours = json.loads(again.splitlines()[-1])["gflops"]
+                theirs = numpy_gflops(m, n, k, threads)
+                case = {"dtype": "f32", "m": m, "n": n, "k": k, "threads": threads}
+                print(json.dumps({
+                    "bench": "gemm_vs_numpy", "case": case, "round": round_,
+                    "knpu_gflops": ours, "numpy_gflops": round(theirs, 2),
+                    "ratio": round(ours / theirs, 3), "loadavg": os.getloadavg()[0],
+                }), flush=True)
+        return 0
+
+    cmd = [args.knpu, "bench", "gemm", "--json", "--threads", str(args.threads)]
+    if args.quick:
+        cmd.append("--quick")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    probe = next((r["gbps"] for r in records if r["case"].get("probe") == "read_bandwidth"), None)
+    sgemm = {}
+    for r in records:
+        c = r["case"]
+        if c.get("dtype") == "f32" and "path" not in c and "trans_b" not in c:
+            sgemm[(c["m"], c["n"], c["k"], c["threads"])] = r["gflops"]
+
 
     for r in records:
         c = r["case"]

@@ -344,6 +344,35 @@ fn every_epilogue_on_every_path() {
     }
 }
 
+/// Small f32 problems whose A is read in place (n <= 128), with ragged row slivers of every
+/// height, B read in place, one and two threads, every epilogue, on every path.
+#[test]
+fn small_in_place_path_awkward_shapes() {
+    let mut rng = Rng(0x5eed_0064);
+    let acts = [
+        Activation::None,
+        Activation::Relu,
+        Activation::GeluErf,
+        Activation::GeluTanh,
+        Activation::Silu,
+    ];
+    for isa in isa::supported() {
+        for (si, &s) in [0usize, 1, 2, 7, 17, 63, 64, 65, 127].iter().enumerate() {
+            for (m, n, k) in [(s, s, s), (s, 64, 33), (s + 5, 100, s), (s + 13, s, 64)] {
+                for par in [Parallelism::None, Parallelism::Rayon(2)] {
+                    let batch = if si % 3 == 0 { 3 } else { 1 };
+                    let mut case = dense_case(&mut rng, m, n, k, batch);
+                    case.par = par;
+                    case.act = acts[(si + m) % acts.len()];
+                    case.bias = (m + n) % 2 == 0;
+                    case.residual = (m + k) % 3 == 0;
+                    check::<f32, f32, f32>(isa, case, (si * 31 + m) as u64);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemv_split_over_k_on_two_threads() {
     // Large enough that the GEMV path splits B's rows between threads and adds partials.

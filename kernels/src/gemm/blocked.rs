@@ -76,13 +76,18 @@ pub(crate) struct Task {
 }
 
 /// Column ranges of at most this many `NR` panels read f32 A in place instead of packing it.
-const DIRECT_A_MAX_PANELS: usize = 4;
+pub(crate) const DIRECT_A_MAX_PANELS: usize = 4;
 
 /// Tasks of at most this many `MR` row panels read f32 B in place instead of packing it.
 const DIRECT_B_MAX_PANELS: usize = 2;
 
 /// Largest B block (elements) read in place: 8 MiB of f32, well inside L3.
 const DIRECT_B_MAX_ELEMS: usize = 1 << 21;
+
+/// A B block of at most this many elements (256 KiB of f32, a quarter of L2) is read in
+/// place whatever the task's height: it stays in cache, so packing it would only add a copy
+/// (at 64^3 the copy costs a fifth of the arithmetic).
+const DIRECT_B_SMALL_ELEMS: usize = 1 << 16;
 
 /// The largest `f32` partial-sum buffer a task keeps when C is f16 or bf16 and k is split.
 const MAX_ACC_FLOATS: usize = 1 << 20;
@@ -342,8 +347,8 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
         // memory defeat the prefetchers; packing reads it front to back).
         let direct_b = TB::DTYPE == Dtype::F32
             && !job.trans_b
-            && rows <= DIRECT_B_MAX_PANELS * mr
-            && job.k * (t.c1 - t.c0) <= DIRECT_B_MAX_ELEMS;
+            && ((rows <= DIRECT_B_MAX_PANELS * mr && job.k * (t.c1 - t.c0) <= DIRECT_B_MAX_ELEMS)
+                || job.k * (t.c1 - t.c0) <= DIRECT_B_SMALL_ELEMS);
 
         let mut jc = t.c0;
         while jc < t.c1 {
@@ -371,20 +376,8 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                 let mut ic = t.r0;
                 while ic < t.r1 {
                     let mcur = mc.min(t.r1 - ic);
-                    let full_rows = mcur / mr * mr;
                     if !direct_a {
                         pack::pack_a::<S, TA>(a_src, ic, mcur, pc, kcur, abuf, tmp);
-                    } else if full_rows < mcur {
-                        // Only the ragged last sliver is packed (zero-padded).
-                        pack::pack_a::<S, TA>(
-                            a_src,
-                            ic + full_rows,
-                            mcur - full_rows,
-                            pc,
-                            kcur,
-                            abuf,
-                            tmp,
-                        );
                     }
                     let mut jr = 0;
                     while jr < ncur {
@@ -404,21 +397,24 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                             let nrows = mr.min(mcur - ir);
                             let i0 = ic + ir;
                             let j = jc + jr;
-                            let strided = direct_a && nrows == mr;
-                            let a_ptr = if strided {
-                                (a_src.ptr as *const f32).add(i0 * a_rs + pc * a_cs)
-                            } else if direct_a {
-                                abuf
+                            // A ragged last row sliver runs a kernel of exactly its height
+                            // (no multiplications by packing's zero rows): 16 rows cost
+                            // 12 + 4 rows of work, not 24.
+                            let (a_ptr, rs, cs) = if direct_a {
+                                (
+                                    (a_src.ptr as *const f32).add(i0 * a_rs + pc * a_cs),
+                                    a_rs,
+                                    a_cs,
+                                )
                             } else {
-                                abuf.add(ir * kcur)
+                                (abuf.add(ir * kcur) as *const f32, 1, mr)
                             };
-                            let direct_c =
-                                direct_c_ok && nrows == mr && cols == nr && !(last && has_epilogue);
+                            let direct_c = direct_c_ok && cols == nr && !(last && has_epilogue);
                             let mut args = MicroArgs {
                                 kc: kcur,
                                 a: a_ptr,
-                                a_rs,
-                                a_cs,
+                                a_rs: rs,
+                                a_cs: cs,
                                 b: bp,
                                 b_rs,
                                 out: tile,
@@ -434,7 +430,9 @@ unsafe fn run_task_in<S: Simd, TA: Element, TB: Element, TC: Element>(
                                 args.alpha = job.alpha;
                                 args.beta = if first { job.beta } else { 1.0 };
                             }
-                            if strided {
+                            if nrows < mr {
+                                S::microkernel_strided_rows(&args, nrows);
+                            } else if direct_a {
                                 S::microkernel_strided(&args);
                             } else {
                                 S::microkernel(&args);

@@ -133,6 +133,12 @@ unsafe impl Simd for Avx2 {
     }
 
     #[inline(always)]
+    unsafe fn microkernel_strided_rows(args: &MicroArgs, rows: usize) {
+        // SAFETY: forwarded caller contract; the host has the features (trait contract).
+        unsafe { microkernel_strided_rows_avx2(args, rows) }
+    }
+
+    #[inline(always)]
     unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
         // SAFETY: forwarded caller contract; the host has AVX2, FMA, F16C (trait contract).
         unsafe { gemm_task_avx2(job, t) }
@@ -175,4 +181,21 @@ unsafe fn gemm_task_avx2<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB
 unsafe fn gemv_task_avx2<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
     // SAFETY: forwarded caller contract.
     unsafe { gemv::run_task::<Avx2, TB, TC>(job, t) }
+}
+
+/// # Safety
+/// As [`Simd::microkernel_strided_rows`]; the host has the features enabled here.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn microkernel_strided_rows_avx2(args: &MicroArgs, rows: usize) {
+    // SAFETY: forwarded caller contract; each arm's tile height is `rows`.
+    unsafe {
+        match rows {
+            1 => microkernel::tile::<Avx2, 1, 2, false>(args),
+            2 => microkernel::tile::<Avx2, 2, 2, false>(args),
+            3 => microkernel::tile::<Avx2, 3, 2, false>(args),
+            4 => microkernel::tile::<Avx2, 4, 2, false>(args),
+            5 => microkernel::tile::<Avx2, 5, 2, false>(args),
+            _ => unreachable!("a ragged row sliver has 1..6 rows, not {rows}"),
+        }
+    }
 }

@@ -126,6 +126,12 @@ unsafe impl Simd for Avx512 {
     }
 
     #[inline(always)]
+    unsafe fn microkernel_strided_rows(args: &MicroArgs, rows: usize) {
+        // SAFETY: forwarded caller contract; the host has the features (trait contract).
+        unsafe { microkernel_strided_rows_avx512(args, rows) }
+    }
+
+    #[inline(always)]
     unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
         // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
         unsafe { gemm_task_avx512(job, t) }
@@ -168,4 +174,27 @@ unsafe fn gemm_task_avx512<TA: Element, TB: Element, TC: Element>(job: &Job<TA, 
 unsafe fn gemv_task_avx512<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
     // SAFETY: forwarded caller contract.
     unsafe { gemv::run_task::<Avx512, TB, TC>(job, t) }
+}
+
+/// # Safety
+/// As [`Simd::microkernel_strided_rows`]; the host has the features enabled here.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn microkernel_strided_rows_avx512(args: &MicroArgs, rows: usize) {
+    // SAFETY: forwarded caller contract; each arm's tile height is `rows`.
+    unsafe {
+        match rows {
+            1 => microkernel::tile::<Avx512, 1, 2, false>(args),
+            2 => microkernel::tile::<Avx512, 2, 2, false>(args),
+            3 => microkernel::tile::<Avx512, 3, 2, false>(args),
+            4 => microkernel::tile::<Avx512, 4, 2, false>(args),
+            5 => microkernel::tile::<Avx512, 5, 2, false>(args),
+            6 => microkernel::tile::<Avx512, 6, 2, false>(args),
+            7 => microkernel::tile::<Avx512, 7, 2, false>(args),
+            8 => microkernel::tile::<Avx512, 8, 2, false>(args),
+            9 => microkernel::tile::<Avx512, 9, 2, false>(args),
+            10 => microkernel::tile::<Avx512, 10, 2, false>(args),
+            11 => microkernel::tile::<Avx512, 11, 2, false>(args),
+            _ => unreachable!("a ragged row sliver has 1..12 rows, not {rows}"),
+        }
+    }
 }

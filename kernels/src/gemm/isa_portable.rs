@@ -88,6 +88,12 @@ unsafe impl Simd for Portable {
     }
 
     #[inline(always)]
+    unsafe fn microkernel_strided_rows(args: &MicroArgs, rows: usize) {
+        // SAFETY: forwarded caller contract.
+        unsafe { microkernel_strided_rows_portable(args, rows) }
+    }
+
+    #[inline(always)]
     unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
         // SAFETY: forwarded caller contract.
         unsafe { blocked::run_task::<Portable, TA, TB, TC>(job, t) }
@@ -97,5 +103,20 @@ unsafe impl Simd for Portable {
     unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
         // SAFETY: forwarded caller contract.
         unsafe { gemv::run_task::<Portable, TB, TC>(job, t) }
+    }
+}
+
+/// # Safety
+/// As [`Simd::microkernel_strided_rows`].
+#[inline(always)]
+unsafe fn microkernel_strided_rows_portable(args: &MicroArgs, rows: usize) {
+    // SAFETY: forwarded caller contract; each arm's tile height is `rows`.
+    unsafe {
+        match rows {
+            1 => microkernel::tile::<Portable, 1, 1, false>(args),
+            2 => microkernel::tile::<Portable, 2, 1, false>(args),
+            3 => microkernel::tile::<Portable, 3, 1, false>(args),
+            _ => unreachable!("a ragged row sliver has 1..4 rows, not {rows}"),
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! It multiplies an `MR x kc` sliver of A by a packed `kc x NR` sliver of B with every
 //! accumulator in a register, then writes `alpha * acc + beta * out` to its output: either a
 //! small tile buffer in L1, where the epilogue picks it up, or, for full f32 tiles that need
-//! no epilogue, C itself. Edge tiles need no separate code: packing pads A and B with zeros,
-//! and the epilogue stores only the valid part.
+//! no epilogue, C itself. `MR` is a const parameter, so a ragged last row sliver runs the
+//! same code at exactly its height (no work on padding rows); a ragged last column panel is
+//! packed with zero padding and the epilogue stores only the valid part.
 
 use super::simd::Simd;
 

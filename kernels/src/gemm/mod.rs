@@ -413,7 +413,15 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
     }
     let work_threads = (d.flops() / MIN_FLOPS_PER_THREAD) as usize;
     let threads = par.threads().min(work_threads.max(1));
-    let tasks = blocked::plan(d.batch, d.m, d.n, S::MR, S::NR, threads);
+    // f32 A read in place (few columns) has exact-height kernels for ragged row slivers, so
+    // rows may be split finely: 64 rows become 32 + 32 instead of 36 + 28.
+    let row_unit =
+        if TA::DTYPE == element::Dtype::F32 && d.n <= blocked::DIRECT_A_MAX_PANELS * S::NR {
+            S::MR.min(4)
+        } else {
+            S::MR
+        };
+    let tasks = blocked::plan(d.batch, d.m, d.n, row_unit, S::NR, threads);
     let rows_per_task = tasks.iter().map(|t| t.r1 - t.r0).max().unwrap_or(d.m);
     let (kc, mc, nc) = blocked::blocking::<S>(d.m, d.n, d.k, rows_per_task, TC::DTYPE);
     let job = Job {

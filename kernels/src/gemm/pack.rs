@@ -108,20 +108,30 @@ pub(crate) unsafe fn pack_b<S: Simd, T: Element>(
     // SAFETY: all reads are of steps `p0 .. p0 + kcur` and columns `j0 .. j0 + ncur` of the
     // operand; all writes are inside the panel sizes above.
     unsafe {
+        if !src.trans {
+            // Stored k x n: walk B row by row, so memory is read front to back (one long
+            // run per step instead of NR-wide slivers `ld` apart, which the prefetchers do
+            // not follow), and deal each row's NR-wide pieces out to the panels.
+            for p in 0..kcur {
+                let row = src.ptr.add((p0 + p) * src.ld + j0);
+                let mut jr = 0;
+                while jr < ncur {
+                    let cols = nr.min(ncur - jr);
+                    let out = dst.add(jr * kcur + p * nr);
+                    S::widen_run(row.add(jr), cols, out);
+                    for j in cols..nr {
+                        *out.add(j) = 0.0;
+                    }
+                    jr += nr;
+                }
+            }
+            return;
+        }
         let mut jr = 0;
         while jr < ncur {
             let cols = nr.min(ncur - jr);
             let out = dst.add(jr * kcur);
-            if !src.trans {
-                // Stored k x n: each step's NR values are contiguous.
-                for p in 0..kcur {
-                    let s = src.ptr.add((p0 + p) * src.ld + j0 + jr);
-                    S::widen_run(s, cols, out.add(p * nr));
-                    for j in cols..nr {
-                        *out.add(p * nr + j) = 0.0;
-                    }
-                }
-            } else {
+            {
                 // Stored n x k: a transpose. Rows of B are `ld` apart, often a multiple of
                 // 4 KiB, so walking all NR rows at the same step would hit one cache set;
                 // instead take a cache line of each row at a time (16 steps) and scatter it

@@ -70,6 +70,14 @@ pub(crate) unsafe trait Simd: Copy + Send + Sync + 'static {
     /// As [`super::microkernel::tile`].
     unsafe fn microkernel_strided(args: &MicroArgs);
 
+    /// The strided microkernel for `1 <= rows < MR` rows: a ragged last row sliver read in
+    /// place, with no zero padding and no wasted multiplications. Only `rows` rows of `out`
+    /// are written.
+    ///
+    /// # Safety
+    /// As [`super::microkernel::tile`] with `MR = rows`; `1 <= rows < MR`.
+    unsafe fn microkernel_strided_rows(args: &MicroArgs, rows: usize);
+
     /// Runs one task of a blocked GEMM (see `blocked.rs`) compiled for this instruction set.
     ///
     /// # Safety
