@@ -289,8 +289,11 @@ fn w8a8_gemm_matches_integer_reference() {
         (17, 64, 130),
         (8, 32, 256),
         (30, 70, 65),
+        (3, 5, 0),
+        (41, 100, 129),
+        (10, 40, 1101),
     ] {
-        let mut r = Rng((m * n * k) as u64);
+        let mut r = Rng((m * n * k) as u64 + 1);
         let xq: Vec<i8> = (0..m * k)
             .map(|i| {
                 if i % 37 == 0 {

@@ -109,6 +109,8 @@ pub fn w8a8_gemm<TY: super::ActElem>(
 
 const MR: usize = 8;
 const NR: usize = 32;
+/// Steps of 4 along k per cache block: 512 values, a 16 KiB block of a B panel.
+const KC4: usize = 128;
 
 /// `y[i][j] = act(x_scales[i] * w_scales[j] * sum_k xq[i][k] wq[j][k] + bias[j])`.
 ///
@@ -163,38 +165,48 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    if k == 0 {
+        // An empty sum: every output is the epilogue of 0.
+        let zeros = vec![0.0f32; n];
+        for out in y[..m * n].chunks_exact_mut(n) {
+            store_row(&zeros, bias, p.activation, out);
+        }
+        return Ok(());
+    }
     let k4 = k.div_ceil(4);
     let mp = m.div_ceil(MR);
     let np = n.div_ceil(NR);
     // A panels: [panel][k4][MR][4] bytes of x + 128 (padding: 128, i.e. x = 0).
-    let mut a_buf = Scratch::take(&SCRATCH_A, mp * k4 * MR * 4, 0x80);
+    let mut a_buf = Scratch::take(&SCRATCH_A, mp * k4 * MR * 4);
     let a = &mut a_buf.buf[..];
     let pack_a = |(pi, panel): (usize, &mut [u8])| {
-        for r in 0..(m - pi * MR).min(MR) {
-            let i = pi * MR + r;
-            pack_row(&xq[i * k..(i + 1) * k], panel, r, MR, 0x80);
-        }
+        let rows = &xq[pi * MR * k..((pi + 1) * MR).min(m) * k];
+        pack_panel(rows, k, panel, MR, 0x80);
     };
     // B panels: [panel][k4][NR][4] weight bytes (padding 0), and column sums.
-    let mut b_buf = Scratch::take(&SCRATCH_B, np * k4 * NR * 4, 0);
+    let mut b_buf = Scratch::take(&SCRATCH_B, np * k4 * NR * 4);
     let b = &mut b_buf.buf[..];
     let mut colsum = vec![0i32; n];
-    for (j, s) in colsum.iter_mut().enumerate() {
-        *s = wq[j * k..(j + 1) * k].iter().map(|&v| v as i32).sum();
-    }
-    let pack_b = |(pj, panel): (usize, &mut [u8])| {
-        for c in 0..(n - pj * NR).min(NR) {
-            let j = pj * NR + c;
-            pack_row(&wq[j * k..(j + 1) * k], panel, c, NR, 0);
+    let pack_b = |(pj, (panel, sums)): (usize, (&mut [u8], &mut [i32]))| {
+        let rows = &wq[pj * NR * k..((pj + 1) * NR).min(n) * k];
+        pack_panel(rows, k, panel, NR, 0);
+        for (s, row) in sums.iter_mut().zip(rows.chunks_exact(k)) {
+            *s = row.iter().map(|&v| v as i32).sum();
         }
     };
     if par.threads() > 1 {
         use rayon::prelude::*;
         a.par_chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
-        b.par_chunks_mut(k4 * NR * 4).enumerate().for_each(pack_b);
+        b.par_chunks_mut(k4 * NR * 4)
+            .zip(colsum.par_chunks_mut(NR))
+            .enumerate()
+            .for_each(pack_b);
     } else {
         a.chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
-        b.chunks_mut(k4 * NR * 4).enumerate().for_each(pack_b);
+        b.chunks_mut(k4 * NR * 4)
+            .zip(colsum.chunks_mut(NR))
+            .enumerate()
+            .for_each(pack_b);
     }
     let a: &[u8] = a;
     let b: &[i8] = bytemuck::cast_slice(b);
@@ -203,13 +215,21 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     let yptr = YPtr(y.as_mut_ptr());
     let panel = |pj: usize| {
         let bp = &b[pj * k4 * NR * 4..(pj + 1) * k4 * NR * 4];
-        let mut tile = [0i32; MR * NR];
+        // One i32 tile per row panel, summed over blocks of k: a block of this B panel stays
+        // in L1 while the matching blocks of every A panel stream from L2.
+        let mut tiles = vec![[0i32; MR * NR]; mp];
+        for kb in (0..k4).step_by(KC4) {
+            let kc = KC4.min(k4 - kb);
+            let bk = &bp[kb * NR * 4..(kb + kc) * NR * 4];
+            for (pi, tile) in tiles.iter_mut().enumerate() {
+                let ap = &a[(pi * k4 + kb) * MR * 4..(pi * k4 + kb + kc) * MR * 4];
+                micro(vnni, avx2, kc, ap, bk, tile, kb > 0);
+            }
+        }
         let mut row = [0.0f32; NR];
         let j0 = pj * NR;
         let nc = (n - j0).min(NR);
-        for pi in 0..mp {
-            let ap = &a[pi * k4 * MR * 4..(pi + 1) * k4 * MR * 4];
-            micro(vnni, avx2, k4, ap, bp, &mut tile);
+        for (pi, tile) in tiles.iter().enumerate() {
             let i0 = pi * MR;
             for r in 0..(m - i0).min(MR) {
                 let sx = x_scales[i0 + r];
@@ -240,22 +260,38 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     Ok(())
 }
 
-/// Writes one row of codes into lane `slot` of a panel laid out `[k4][width][4]`; `flip` is
-/// XORed into every byte (0x80 turns `i8` into `u8 + 128`). The tail of a row whose length is
-/// not a multiple of 4 keeps the panel's padding.
-fn pack_row(src: &[i8], panel: &mut [u8], slot: usize, width: usize, flip: u8) {
-    let src: &[u8] = bytemuck::cast_slice(src);
-    let stride = width * 4;
-    let mut chunks = src.chunks_exact(4);
-    for (t, c) in (&mut chunks).enumerate() {
-        let o = t * stride + slot * 4;
-        let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ u32::from_le_bytes([flip; 4]);
-        panel[o..o + 4].copy_from_slice(&v.to_le_bytes());
+/// Packs up to `width` rows of `k` codes (`rows`, one after another) into a panel laid out
+/// `[k4][width][4]`, writing every byte of it: `flip` is XORed into every code (0x80 turns
+/// `i8` into `u8 + 128`), and missing rows and the tail of a row whose length is not a
+/// multiple of 4 hold `flip` (a code of 0).
+fn pack_panel(rows: &[i8], k: usize, panel: &mut [u8], width: usize, flip: u8) {
+    let src: &[u8] = bytemuck::cast_slice(rows);
+    let nrows = src.len().checked_div(k).unwrap_or(0);
+    debug_assert!(nrows <= width && panel.len() == k.div_ceil(4) * width * 4);
+    let full = k / 4;
+    let flip4 = u32::from_le_bytes([flip; 4]);
+    let mut row_refs: [&[u8]; 32] = [&[]; 32];
+    for (r, row) in row_refs.iter_mut().zip(src.chunks_exact(k.max(1))) {
+        *r = row;
     }
-    let rem = chunks.remainder();
-    let o = (src.len() / 4) * stride + slot * 4;
-    for (q, &v) in rem.iter().enumerate() {
-        panel[o + q] = v ^ flip;
+    let row_refs = &row_refs[..nrows];
+    let mut steps = panel.chunks_exact_mut(width * 4);
+    for (t, out) in (&mut steps).take(full).enumerate() {
+        let (live, pad) = out.split_at_mut(nrows * 4);
+        for (o, row) in live.chunks_exact_mut(4).zip(row_refs) {
+            let c = &row[4 * t..4 * t + 4];
+            let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ flip4;
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+        pad.fill(flip);
+    }
+    if let Some(out) = steps.next() {
+        out.fill(flip);
+        for (o, row) in out.chunks_exact_mut(4).zip(row_refs) {
+            for (d, &v) in o.iter_mut().zip(&row[4 * full..]) {
+                *d = v ^ flip;
+            }
+        }
     }
 }
 
@@ -272,14 +308,13 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn take(
-        slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>,
-        len: usize,
-        fill: u8,
-    ) -> Scratch {
+    /// A buffer of `len` bytes with unspecified contents (the packers write every byte).
+    fn take(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, len: usize) -> Scratch {
         let mut buf = slot.with(|c| c.take());
-        buf.clear();
-        buf.resize(len, fill);
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf.truncate(len);
         Scratch { buf, slot }
     }
 }
@@ -301,34 +336,45 @@ impl<T> YPtr<T> {
     }
 }
 
-fn micro(vnni: bool, avx2: bool, k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR]) {
+/// `tile` (+)= the 8 x 32 products of `k4` steps: added when `accumulate`, written otherwise.
+fn micro(
+    vnni: bool,
+    avx2: bool,
+    k4: usize,
+    a: &[u8],
+    b: &[i8],
+    tile: &mut [i32; MR * NR],
+    accumulate: bool,
+) {
     debug_assert!(a.len() == k4 * MR * 4 && b.len() == k4 * NR * 4);
     #[cfg(target_arch = "x86_64")]
     {
         if vnni {
             // SAFETY: VNNI presence checked by the caller; slice lengths as asserted above.
-            return unsafe { super::simd_avx512::w8a8_micro(k4, a, b, tile) };
+            return unsafe { super::simd_avx512::w8a8_micro(k4, a, b, tile, accumulate) };
         }
         if avx2 {
             // SAFETY: AVX2 checked by the caller (isa >= Avx2 and supported).
-            return unsafe { micro_avx2(k4, a, b, tile) };
+            return unsafe { micro_avx2(k4, a, b, tile, accumulate) };
         }
     }
     let _ = (vnni, avx2);
-    micro_portable(k4, a, b, tile)
+    micro_portable(k4, a, b, tile, accumulate)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 /// # Safety
 /// - the host supports AVX2.
-unsafe fn micro_avx2(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR]) {
-    micro_portable(k4, a, b, tile)
+unsafe fn micro_avx2(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR], accumulate: bool) {
+    micro_portable(k4, a, b, tile, accumulate)
 }
 
 #[inline(always)]
-fn micro_portable(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR]) {
-    *tile = [0; MR * NR];
+fn micro_portable(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; MR * NR], accumulate: bool) {
+    if !accumulate {
+        *tile = [0; MR * NR];
+    }
     for (ak, bk) in a.chunks_exact(MR * 4).zip(b.chunks_exact(NR * 4)).take(k4) {
         for r in 0..MR {
             let av = &ak[4 * r..4 * r + 4];

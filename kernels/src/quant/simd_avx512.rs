@@ -453,14 +453,30 @@ unsafe fn dec_q6_k(b: *const u8, gs: &mut [Group; 4]) {
     }
 }
 
-/// The W8A8 microkernel: an 8 x 32 i32 tile over `k4` steps of 4 bytes.
+/// The W8A8 microkernel: an 8 x 32 i32 tile over `k4` steps of 4 bytes, added to `tile`
+/// when `accumulate` is set, written over it otherwise.
 ///
 /// # Safety
 /// - the host supports AVX-512 F and VNNI;
 /// - `a` holds `k4 * 32` bytes (8 rows x 4 per step), `b` holds `k4 * 128`.
 #[target_feature(enable = "avx512f,avx512dq,avx512vnni")]
-pub(crate) unsafe fn w8a8_micro(k4: usize, a: &[u8], b: &[i8], tile: &mut [i32; 256]) {
+pub(crate) unsafe fn w8a8_micro(
+    k4: usize,
+    a: &[u8],
+    b: &[i8],
+    tile: &mut [i32; 256],
+    accumulate: bool,
+) {
     let mut c = [[_mm512_setzero_si512(); 2]; 8];
+    if accumulate {
+        for (r, cr) in c.iter_mut().enumerate() {
+            // SAFETY: tile has 8 rows of 32 i32; row r's two halves are in bounds.
+            unsafe {
+                cr[0] = _mm512_loadu_si512(tile.as_ptr().add(32 * r).cast());
+                cr[1] = _mm512_loadu_si512(tile.as_ptr().add(32 * r + 16).cast());
+            }
+        }
+    }
     let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
     for _ in 0..k4 {
         // SAFETY: step `s < k4` reads a[32s..32s+32] and b[128s..128s+128], in bounds by the
