@@ -48,7 +48,7 @@ mod microkernel;
 mod pack;
 mod simd;
 
-use rayon::prelude::*;
+use crate::par::for_each_task as for_each;
 
 use crate::error::KernelError;
 use crate::isa::{self, Isa};
@@ -370,9 +370,9 @@ fn validate<TC>(
     Ok(())
 }
 
-/// Smallest product, in flops, worth a second thread: below it, waking the pool costs more
-/// than the work.
-const MIN_FLOPS_PER_THREAD: f64 = 1.5e6;
+/// Smallest product, in flops, worth a second thread: below it, handing tasks to the compute
+/// team costs more than it saves. 64³ (0.5 Mflop, about 5 us on one core) splits in two.
+const MIN_FLOPS_PER_THREAD: f64 = 2.5e5;
 /// Smallest GEMV, in bytes of B, worth a second thread.
 const MIN_GEMV_BYTES_PER_THREAD: usize = 256 << 10;
 
@@ -560,13 +560,4 @@ fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
     }
     // SAFETY: as in `run`; tasks cover disjoint column ranges of C.
     for_each(&tasks, threads, |t| unsafe { S::gemv_task(&job, t) });
-}
-
-/// Runs `f` on every task, on up to `threads` threads of the current rayon pool.
-fn for_each<T: Sync>(tasks: &[T], threads: usize, f: impl Fn(&T) + Sync) {
-    if threads <= 1 || tasks.len() <= 1 {
-        tasks.iter().for_each(f);
-    } else {
-        tasks.par_iter().with_max_len(1).for_each(&f);
-    }
 }
