@@ -222,15 +222,18 @@ mod team {
                         break g;
                     }
                     spins = spins.wrapping_add(1);
-                    if spins & 255 == 0 && start.elapsed() > super::SPIN {
+                    if spins & 255 != 0 {
+                        core::hint::spin_loop();
+                    } else if start.elapsed() <= super::SPIN {
+                        // Give the core away if anything else wants it: only two cores.
+                        std::thread::yield_now();
+                    } else {
                         let mut guard = self.lock.lock();
                         self.sleepers.fetch_add(1, Ordering::SeqCst);
                         while unpack(self.state.load(Ordering::SeqCst)).0 == seen {
                             self.wake.wait(&mut guard);
                         }
                         self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                    } else {
-                        core::hint::spin_loop();
                     }
                 };
                 seen = generation;
