@@ -292,6 +292,9 @@ fn w8a8_gemm_matches_integer_reference() {
         (3, 5, 0),
         (41, 100, 129),
         (10, 40, 1101),
+        // Several chunks of 128 rows, k blocks and uneven column splits.
+        (300, 97, 40),
+        (129, 200, 520),
     ] {
         let mut r = Rng((m * n * k) as u64 + 1);
         let xq: Vec<i8> = (0..m * k)
@@ -323,7 +326,11 @@ fn w8a8_gemm_matches_integer_reference() {
                 activation: act,
             };
             for isa in isa::supported() {
-                for par in [Parallelism::None, Parallelism::Rayon(2)] {
+                for par in [
+                    Parallelism::None,
+                    Parallelism::Rayon(2),
+                    Parallelism::Rayon(3),
+                ] {
                     let mut y = vec![f32::NAN; m * n];
                     quant::w8a8_gemm_with_isa(
                         isa,

@@ -25,7 +25,7 @@ const BC_FEW_ROWS: usize = 32;
 /// Query rows (over all heads of a group) a block aims for.
 const ROWS_TARGET: usize = 128;
 /// Few-row problems reading less K/V than this run on one thread.
-const SERIAL_BELOW_BYTES: usize = 1 << 20;
+const SERIAL_BELOW_BYTES: usize = 128 << 10;
 
 /// How a problem is cut into tasks, and the tile sizes.
 #[derive(Debug, Clone, Copy)]
@@ -217,8 +217,9 @@ impl Scratch {
     }
 }
 
-/// Runs `f(task, scratch)` for every task in `0..n` on at most `threads` workers of the
-/// current rayon pool, tasks taken in order by whichever worker is free.
+/// Runs `f(task, scratch)` for every task in `0..n` on at most `threads` workers (the
+/// compute team or the current rayon pool, see [`crate::par::for_each_task`]), tasks taken in
+/// order by whichever worker is free.
 fn for_each_task<S>(
     n: usize,
     threads: usize,
@@ -234,18 +235,16 @@ fn for_each_task<S>(
         return;
     }
     let next = AtomicUsize::new(0);
-    rayon::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|_| {
-                let mut s = make();
-                loop {
-                    let t = next.fetch_add(1, Ordering::Relaxed);
-                    if t >= n {
-                        break;
-                    }
-                    f(t, &mut s);
-                }
-            });
+    let worker_ids: Vec<usize> = (0..workers).collect();
+    crate::par::for_each_task(&worker_ids, threads, |_| {
+        // A worker that finds every task taken (its thread came late) makes no scratch.
+        let mut s = None;
+        loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            if t >= n {
+                break;
+            }
+            f(t, s.get_or_insert_with(&make));
         }
     });
 }
@@ -381,8 +380,8 @@ pub(crate) fn run<T: AttnElement>(
         return;
     }
     let max_kv = (0..p.batch).map(|b| p.kv_len(b)).max().unwrap_or(0);
-    // A few query rows over a short cache is a step of tens of microseconds, less than
-    // waking a second thread costs: run it on the calling thread.
+    // A few query rows over a short cache is a step of a few microseconds, less than handing
+    // half of it to another thread saves: run it on the calling thread.
     let kv_bytes = 2 * p.batch * p.kv_heads * max_kv * p.head_dim * std::mem::size_of::<T>();
     let few_rows = p.group() * p.q_len.min(ROWS_TARGET) <= LANES;
     let threads = if few_rows && kv_bytes < SERIAL_BELOW_BYTES {

@@ -111,6 +111,8 @@ const MR: usize = 8;
 const NR: usize = 32;
 /// Steps of 4 along k per cache block: 512 values, a 16 KiB block of a B panel.
 const KC4: usize = 128;
+/// Row panels per unit of work: 128 rows, whose packed A (128 KiB at k = 1024) stays in L2.
+const MC_PANELS: usize = 16;
 
 /// `y[i][j] = act(x_scales[i] * w_scales[j] * sum_k xq[i][k] wq[j][k] + bias[j])`.
 ///
@@ -213,50 +215,73 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     let vnni = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && crate::isa::has_avx512_vnni();
     let avx2 = cfg!(target_arch = "x86_64") && isa >= Isa::Avx2;
     let yptr = YPtr(y.as_mut_ptr());
-    let panel = |pj: usize| {
-        let bp = &b[pj * k4 * NR * 4..(pj + 1) * k4 * NR * 4];
-        // One i32 tile per row panel, summed over blocks of k: a block of this B panel stays
-        // in L1 while the matching blocks of every A panel stream from L2.
-        let mut tiles = vec![[0i32; MR * NR]; mp];
-        for kb in (0..k4).step_by(KC4) {
-            let kc = KC4.min(k4 - kb);
-            let bk = &bp[kb * NR * 4..(kb + kc) * NR * 4];
-            for (pi, tile) in tiles.iter_mut().enumerate() {
-                let ap = &a[(pi * k4 + kb) * MR * 4..(pi * k4 + kb + kc) * MR * 4];
-                micro(vnni, avx2, kc, ap, bk, tile, kb > 0);
-            }
-        }
-        let mut row = [0.0f32; NR];
-        let j0 = pj * NR;
-        let nc = (n - j0).min(NR);
-        for (pi, tile) in tiles.iter().enumerate() {
-            let i0 = pi * MR;
-            for r in 0..(m - i0).min(MR) {
-                let sx = x_scales[i0 + r];
-                for c in 0..nc {
-                    let dot = tile[r * NR + c] - 128 * colsum[j0 + c];
-                    row[c] = dot as f32 * sx * w_scales[j0 + c];
+    // Work comes in units of (a chunk of up to `MC_PANELS` row panels, a range of column
+    // panels). Within a unit, each column panel's k blocks stay in L1 while the chunk's row
+    // panels (in L2) stream past, and the finished 8 x 32 tiles are written out before the
+    // next column panel: the rows a unit writes stay few enough for the TLB and L2, where a
+    // whole column strip of `y` per task would touch a new page on every row.
+    let row_chunks = mp.div_ceil(MC_PANELS);
+    let threads = par.threads().max(1);
+    let col_splits = (2 * threads).div_ceil(row_chunks).clamp(1, np);
+    let units = row_chunks * col_splits;
+    let unit = |u: usize, tiles: &mut [[i32; MR * NR]]| {
+        let (rc, cs) = (u / col_splits, u % col_splits);
+        let (pi0, pi1) = (rc * MC_PANELS, ((rc + 1) * MC_PANELS).min(mp));
+        let (pj0, pj1) = (cs * np / col_splits, (cs + 1) * np / col_splits);
+        let tiles = &mut tiles[..pi1 - pi0];
+        for pj in pj0..pj1 {
+            let bp = &b[pj * k4 * NR * 4..(pj + 1) * k4 * NR * 4];
+            for kb in (0..k4).step_by(KC4) {
+                let kc = KC4.min(k4 - kb);
+                let bk = &bp[kb * NR * 4..(kb + kc) * NR * 4];
+                for (pi, tile) in (pi0..pi1).zip(tiles.iter_mut()) {
+                    let ap = &a[(pi * k4 + kb) * MR * 4..(pi * k4 + kb + kc) * MR * 4];
+                    micro(vnni, avx2, kc, ap, bk, tile, kb > 0);
                 }
-                // SAFETY: row i0 + r < m and columns j0..j0 + nc < n; this panel's columns are
-                // written by this task only, and `y` outlives the scope.
-                let out = unsafe { std::slice::from_raw_parts_mut(yptr.at((i0 + r) * n + j0), nc) };
-                store_row(&row[..nc], bias.map(|b| &b[j0..j0 + nc]), p.activation, out);
+            }
+            let j0 = pj * NR;
+            let nc = (n - j0).min(NR);
+            // Per-column factors, padded to a full panel so the loop below has a fixed length.
+            let (mut ws, mut shift) = ([0.0f32; NR], [0i32; NR]);
+            for c in 0..nc {
+                ws[c] = w_scales[j0 + c];
+                shift[c] = 128 * colsum[j0 + c];
+            }
+            let mut row = [0.0f32; NR];
+            for (pi, tile) in (pi0..pi1).zip(tiles.iter()) {
+                let i0 = pi * MR;
+                for r in 0..(m - i0).min(MR) {
+                    let sx = x_scales[i0 + r];
+                    let t: &[i32; NR] = (&tile[r * NR..(r + 1) * NR]).try_into().expect("NR");
+                    for c in 0..NR {
+                        row[c] = (t[c] - shift[c]) as f32 * sx * ws[c];
+                    }
+                    // SAFETY: row i0 + r < m and columns j0..j0 + nc < n; units cover disjoint
+                    // (row, column) blocks of `y`, which outlives the parallel loop.
+                    let out =
+                        unsafe { std::slice::from_raw_parts_mut(yptr.at((i0 + r) * n + j0), nc) };
+                    store_row(&row[..nc], bias.map(|b| &b[j0..j0 + nc]), p.activation, out);
+                }
             }
         }
     };
-    let tasks = par.threads().min(np).max(1);
-    if tasks == 1 {
-        (0..np).for_each(panel);
-    } else {
-        let per = np.div_ceil(tasks);
-        rayon::scope(|s| {
-            let panel = &panel;
-            for t in 0..tasks {
-                let (p0, p1) = ((t * per).min(np), ((t + 1) * per).min(np));
-                s.spawn(move |_| (p0..p1).for_each(panel));
+    // Units are handed out one at a time to whichever worker is free, each worker with its
+    // own tiles.
+    let workers: Vec<usize> = (0..threads.min(units)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    crate::par::for_each_task(&workers, workers.len(), |_| {
+        let mut tiles = Vec::new();
+        loop {
+            let u = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if u >= units {
+                break;
             }
-        });
-    }
+            if tiles.is_empty() {
+                tiles = vec![[0i32; MR * NR]; MC_PANELS.min(mp)];
+            }
+            unit(u, &mut tiles);
+        }
+    });
     Ok(())
 }
 
@@ -279,9 +304,10 @@ fn pack_panel(rows: &[i8], k: usize, panel: &mut [u8], width: usize, flip: u8) {
     for (t, out) in (&mut steps).take(full).enumerate() {
         let (live, pad) = out.split_at_mut(nrows * 4);
         for (o, row) in live.chunks_exact_mut(4).zip(row_refs) {
-            let c = &row[4 * t..4 * t + 4];
-            let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ flip4;
-            o.copy_from_slice(&v.to_le_bytes());
+            // Fixed-size arrays: a plain 4-byte load and store, not a call to memcpy.
+            let c: [u8; 4] = row[4 * t..4 * t + 4].try_into().expect("4 bytes");
+            let o: &mut [u8; 4] = o.try_into().expect("4 bytes");
+            *o = (u32::from_le_bytes(c) ^ flip4).to_le_bytes();
         }
         pad.fill(flip);
     }
