@@ -52,6 +52,27 @@ pub fn for_each_task<T: Sync>(tasks: &[T], threads: usize, f: impl Fn(&T) + Sync
     tasks.par_iter().with_max_len(1).for_each(&f);
 }
 
+/// Runs `f(i, &mut items[i])` for every item, on up to `threads` threads, as
+/// [`for_each_task`] does: each item is handed to exactly one call.
+pub fn for_each_mut<T: Send>(items: &mut [T], threads: usize, f: impl Fn(usize, &mut T) + Sync) {
+    struct Base<T>(*mut T);
+    // SAFETY: the pointer is only turned into `&mut items[i]` by the one call that owns task i.
+    unsafe impl<T: Send> Sync for Base<T> {}
+    impl<T> Base<T> {
+        fn at(&self, i: usize) -> *mut T {
+            self.0.wrapping_add(i)
+        }
+    }
+    let base = Base(items.as_mut_ptr());
+    let ids: Vec<usize> = (0..items.len()).collect();
+    for_each_task(&ids, threads, |&i| {
+        // SAFETY: `i < items.len()`, and `for_each_task` runs task i exactly once, so this is
+        // the only reference to item i while `items` stays mutably borrowed by this call.
+        let item = unsafe { &mut *base.at(i) };
+        f(i, item);
+    });
+}
+
 /// How long an idle team thread spins for new tasks before it parks.
 pub const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
@@ -307,6 +328,13 @@ mod tests {
         });
         assert!(r.is_err());
         run_counted(8, 8);
+    }
+
+    #[test]
+    fn for_each_mut_hands_out_every_item_once() {
+        let mut v = vec![0usize; 333];
+        super::for_each_mut(&mut v, 8, |i, x| *x += i + 1);
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i + 1));
     }
 
     #[test]

@@ -181,35 +181,28 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     // A panels: [panel][k4][MR][4] bytes of x + 128 (padding: 128, i.e. x = 0).
     let mut a_buf = Scratch::take(&SCRATCH_A, mp * k4 * MR * 4);
     let a = &mut a_buf.buf[..];
-    let pack_a = |(pi, panel): (usize, &mut [u8])| {
+    let threads = par.threads().max(1);
+    let mut a_panels: Vec<&mut [u8]> = a.chunks_mut(k4 * MR * 4).collect();
+    crate::par::for_each_mut(&mut a_panels, threads, |pi, panel| {
         let rows = &xq[pi * MR * k..((pi + 1) * MR).min(m) * k];
         pack_panel(rows, k, panel, MR, 0x80);
-    };
+    });
     // B panels: [panel][k4][NR][4] weight bytes (padding 0), and column sums.
     let mut b_buf = Scratch::take(&SCRATCH_B, np * k4 * NR * 4);
     let b = &mut b_buf.buf[..];
     let mut colsum = vec![0i32; n];
-    let pack_b = |(pj, (panel, sums)): (usize, (&mut [u8], &mut [i32]))| {
+    let mut b_panels: Vec<(&mut [u8], &mut [i32])> = b
+        .chunks_mut(k4 * NR * 4)
+        .zip(colsum.chunks_mut(NR))
+        .collect();
+    crate::par::for_each_mut(&mut b_panels, threads, |pj, (panel, sums)| {
         let rows = &wq[pj * NR * k..((pj + 1) * NR).min(n) * k];
         pack_panel(rows, k, panel, NR, 0);
         for (s, row) in sums.iter_mut().zip(rows.chunks_exact(k)) {
             *s = row.iter().map(|&v| v as i32).sum();
         }
-    };
-    if par.threads() > 1 {
-        use rayon::prelude::*;
-        a.par_chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
-        b.par_chunks_mut(k4 * NR * 4)
-            .zip(colsum.par_chunks_mut(NR))
-            .enumerate()
-            .for_each(pack_b);
-    } else {
-        a.chunks_mut(k4 * MR * 4).enumerate().for_each(pack_a);
-        b.chunks_mut(k4 * NR * 4)
-            .zip(colsum.chunks_mut(NR))
-            .enumerate()
-            .for_each(pack_b);
-    }
+    });
+    drop((a_panels, b_panels));
     let a: &[u8] = a;
     let b: &[i8] = bytemuck::cast_slice(b);
     let vnni = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && crate::isa::has_avx512_vnni();
@@ -221,7 +214,6 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     // next column panel: the rows a unit writes stay few enough for the TLB and L2, where a
     // whole column strip of `y` per task would touch a new page on every row.
     let row_chunks = mp.div_ceil(MC_PANELS);
-    let threads = par.threads().max(1);
     let col_splits = (2 * threads).div_ceil(row_chunks).clamp(1, np);
     let units = row_chunks * col_splits;
     let unit = |u: usize, tiles: &mut [[i32; MR * NR]]| {
