@@ -149,11 +149,14 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
         if F == F_Q4_K {
             // One activation scale per super-block (Layout::Wide): sub-block scales multiply
             // the integer lane sums (`vpmaddwd` against (scale, 0) pairs; a lane sum of four
-            // 4-bit by 8-bit products fits 16 bits), one conversion per super-block.
+            // 4-bit by 8-bit products fits 16 bits), one conversion per super-block. The
+            // minimum terms go to their own (256-bit) accumulators, so the two chains of
+            // dependent adds per super-block run side by side.
+            let mut acc_m = [_mm256_setzero_ps(); MR];
             for sb in 0..a.k / 256 {
                 // SAFETY: super-block `sb` lies within the row.
                 let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(row.add(144 * sb)) };
-                for (i, acc) in acc.iter_mut().enumerate() {
+                for (i, (acc, acc_m)) in acc.iter_mut().zip(acc_m.iter_mut()).enumerate() {
                     let xi = a.x0 + i;
                     let lb = xi * lanes_row + 64 * sb;
                     // SAFETY: positions 256sb..256sb + 256 and slots 64sb..64sb + 16 of row `xi`
@@ -167,14 +170,17 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                                 ws[gi],
                                 _mm512_loadu_si512(xq.add(64 * gi).cast()),
                             );
-                            isum = _mm512_add_epi32(isum, _mm512_madd_epi16(dot, scl[gi]));
+                            isum = _mm512_dpwssd_epi32(isum, dot, scl[gi]);
                         }
                         let s = _mm512_set1_ps(d * *xp.dx.as_ptr().add(lb));
                         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
-                        *acc =
-                            _mm512_fnmadd_ps(mf, _mm512_loadu_ps(xp.msum.as_ptr().add(lb)), *acc);
+                        *acc_m =
+                            _mm256_fnmadd_ps(mf, _mm256_loadu_ps(xp.msum.as_ptr().add(lb)), *acc_m);
                     }
                 }
+            }
+            for (acc, acc_m) in acc.iter_mut().zip(&acc_m) {
+                *acc = _mm512_add_ps(*acc, _mm512_zextps256_ps512(*acc_m));
             }
             g0 = ng;
         }
@@ -377,23 +383,35 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
 
 /// Decodes a Q4_K super-block for the wide path: the four code vectors (groups of
 /// [`XPrep`](super::xprep::XPrep)'s order), their sub-block scales as 16-bit (scale, 0) pairs
-/// per lane, `d`, and `dmin * m[j]` in lanes `j < 8` (zero above).
+/// per lane, `d`, and `dmin * m[j]` in lane `j` of a 256-bit vector.
+///
+/// The 6-bit scales and mins are unpacked with 32-bit integer operations on the three packed
+/// words (in general-purpose registers, off the vector pipes), then spread over the lanes with
+/// one in-lane byte shuffle per code vector.
 ///
 /// # Safety
 /// - the 144 bytes of the Q4_K super-block at `b` are readable.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
-unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m512) {
+unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m256) {
     // SAFETY: reads lie within the super-block's 144 bytes.
     unsafe {
-        let dd = f16_pair(b, b.add(2));
+        let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()));
         let d = _mm_cvtss_f32(dd);
-        let dmin = _mm_cvtss_f32(_mm_shuffle_ps::<1>(dd, dd));
-        let (sc, mn) = super::kquants::q4_k_scales(&*(b.add(4) as *const [u8; 12]));
-        let scv = _mm512_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().cast()));
-        let mnv = _mm512_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().cast()));
-        let keep8 = 0x00FFu16;
-        let mf = _mm512_maskz_mul_ps(keep8, _mm512_cvtepi32_ps(mnv), _mm512_set1_ps(dmin));
+        let w = |o: usize| b.add(o).cast::<u32>().read_unaligned();
+        let (w0, w1, w2) = (w(4), w(8), w(12));
+        // Scales 0..4 are the low six bits of bytes 0..4, mins 0..4 of bytes 4..8; scales and
+        // mins 4..8 take their low four bits from the nibbles of bytes 8..12 and their top two
+        // from the top bits of bytes 0..8.
+        const LOW6: u32 = 0x3F3F_3F3F;
+        const LOW4: u32 = 0x0F0F_0F0F;
+        const TOP2: u32 = 0x3030_3030;
+        let sc = (w0 & LOW6) as u64 | ((((w2 & LOW4) | ((w0 >> 2) & TOP2)) as u64) << 32);
+        let mn = (w1 & LOW6) as u64 | (((((w2 >> 4) & LOW4) | ((w1 >> 2) & TOP2)) as u64) << 32);
+        let scx = _mm512_broadcast_i32x4(_mm_cvtsi64_si128(sc as i64));
+        let mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mn as i64)));
+        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+        let mf = _mm256_mul_ps(mnv, dmin);
         let nib = _mm512_set1_epi8(0x0F);
         let z0 = _mm512_loadu_si512(b.add(16).cast());
         let z1 = _mm512_loadu_si512(b.add(80).cast());
@@ -403,10 +421,19 @@ unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m51
             _mm512_and_si512(z1, nib),
             _mm512_and_si512(_mm512_srli_epi16::<4>(z1), nib),
         ];
-        let pick = |a: i32, c: i32| {
-            _mm512_permutexvar_epi32(
-                _mm512_setr_epi32(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c),
-                scv,
+        // Group `gi` pairs sub-blocks (0,2), (1,3), (4,6), (5,7): lanes 0..8 take the first,
+        // lanes 8..16 the second; each lane is (scale byte, 0, 0, 0).
+        let pick = |a: u8, c: u8| {
+            // Index bytes 0x80 give zero bytes.
+            let (ea, ec) = (
+                (0x8080_8000 | a as u32) as i32,
+                (0x8080_8000 | c as u32) as i32,
+            );
+            _mm512_shuffle_epi8(
+                scx,
+                _mm512_setr_epi32(
+                    ea, ea, ea, ea, ea, ea, ea, ea, ec, ec, ec, ec, ec, ec, ec, ec,
+                ),
             )
         };
         let scl = [pick(0, 2), pick(1, 3), pick(4, 6), pick(5, 7)];
