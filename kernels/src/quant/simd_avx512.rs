@@ -84,9 +84,102 @@ fn halves(lo: f32, hi: f32) -> __m512 {
 /// One decoded group: weight codes, per-lane weight scales, per-lane minimum terms.
 type Group = (__m512i, __m512, __m512);
 
+/// Runs the kernel over all rows: blocks of `R` weight rows share each activation load and
+/// keep `R` independent accumulator chains per activation row; their sums are reduced
+/// together. `R` shrinks as `MR` grows, so the accumulators stay in registers.
+///
+/// # Safety
+/// As [`kernel`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]) {
+    let mut r0 = 0;
+    // SAFETY (all calls): rows r0..r0 + R lie within 0..nrows; the rest is forwarded.
+    unsafe {
+        if MR <= 2 && RB4 {
+            while r0 + 4 <= a.nrows {
+                block::<F, MR, 4>(a, r0, out);
+                r0 += 4;
+            }
+        }
+        if MR <= 4 && RB4 {
+            while r0 + 2 <= a.nrows {
+                block::<F, MR, 2>(a, r0, out);
+                r0 += 2;
+            }
+        }
+        while r0 < a.nrows {
+            block::<F, MR, 1>(a, r0, out);
+            r0 += 1;
+        }
+    }
+}
+
+/// How far ahead of the current position (bytes) weight rows are prefetched.
+const PREFETCH: usize = 1024;
+const PF_ON: bool = false;
+const RB4: bool = true;
+
+/// Prefetches the cache line `PREFETCH` bytes past `p` (which may lie past the weights: a
+/// prefetch never faults).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    if !PF_ON {
+        return;
+    }
+    // SAFETY: a prefetch is a hint; it reads nothing architecturally and cannot fault.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH).cast()) };
+}
+
+/// Horizontal sums of `v[0..R]` (`R` = 1, 2 or 4) written to `out[0..R]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn reduce_store<const R: usize>(v: &[__m512; R], out: &mut [f32]) {
+    if R == 4 {
+        // Pairwise interleave-and-add: each step halves the vectors per row and doubles the
+        // rows per vector, ending with the four sums in one 128-bit lane.
+        let t01 = _mm512_add_ps(
+            _mm512_unpacklo_ps(v[0], v[1]),
+            _mm512_unpackhi_ps(v[0], v[1]),
+        );
+        let t23 = _mm512_add_ps(
+            _mm512_unpacklo_ps(v[2], v[3]),
+            _mm512_unpackhi_ps(v[2], v[3]),
+        );
+        let t = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(
+                _mm512_castps_pd(t01),
+                _mm512_castps_pd(t23),
+            )),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(
+                _mm512_castps_pd(t01),
+                _mm512_castps_pd(t23),
+            )),
+        );
+        let h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps::<1>(t));
+        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        let mut s = [0.0f32; 4];
+        // SAFETY: `s` has room for four f32.
+        unsafe { _mm_storeu_ps(s.as_mut_ptr(), q) };
+        out[..4].copy_from_slice(&s);
+    } else {
+        for (o, v) in out.iter_mut().zip(v) {
+            *o = _mm512_reduce_add_ps(*v);
+        }
+    }
+}
+
+/// Weight rows `r0..r0 + R` against activation rows `x0..x0 + MR`.
+///
+/// # Safety
+/// As [`kernel`], and `r0 + R <= a.nrows`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+unsafe fn block<const F: u8, const MR: usize, const R: usize>(
+    a: &KernelArgs<'_>,
+    r0: usize,
+    out: &mut [f32],
+) {
     let xp = a.xp;
     let lanes_row = xp.kp / 4;
     let ng = groups(a.k);
@@ -95,26 +188,28 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
     let per_unit = if F == F_Q6_K { 4 } else { 1 };
     let zero = _mm512_setzero_ps();
     let mut gs: [Group; 4] = [(_mm512_setzero_si512(), zero, zero); 4];
-    for r in 0..a.nrows {
-        // SAFETY: `r < nrows`, so the row's `rb` bytes lie in `a.w`.
-        let row = unsafe { a.w.as_ptr().add(r * a.rb) };
-        let rscale = a.wscale.map_or(1.0, |s| s[r]);
-        let mut acc = [zero; MR];
-        let mut g0 = 0;
-        if matches!(F, F_Q4_0 | F_Q4_1) {
-            // Whole quads of blocks first (Layout::Quad): two code vectors per 128 values whose
-            // integer dot products add before the one scaling step.
-            let nq = a.k / 128;
-            for q in 0..nq {
+    // SAFETY: rows r0..r0 + R < nrows, so their `rb` bytes lie in `a.w`.
+    let rowp = |j: usize| unsafe { a.w.as_ptr().add((r0 + j) * a.rb) };
+    let mut acc = [[zero; R]; MR];
+    // Minimum terms (Q4_1) add into their own accumulators: two independent chains.
+    let mut acc_m = [[zero; R]; MR];
+    let mut g0 = 0;
+    if matches!(F, F_Q4_0 | F_Q4_1) {
+        // Whole quads of blocks first (Layout::Quad): two code vectors per 128 values whose
+        // integer dot products add before the one scaling step.
+        let nq = a.k / 128;
+        for q in 0..nq {
+            for j in 0..R {
+                prefetch(rowp(j).wrapping_add(if F == F_Q4_1 { 80 } else { 72 } * q));
                 // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
                 let (wa, wb, sl, ml) = unsafe {
                     if F == F_Q4_1 {
-                        dec_q4_quad::<true>(row, q)
+                        dec_q4_quad::<true>(rowp(j), q)
                     } else {
-                        dec_q4_quad::<false>(row, q)
+                        dec_q4_quad::<false>(rowp(j), q)
                     }
                 };
-                for (i, acc) in acc.iter_mut().enumerate() {
+                for i in 0..MR {
                     let xi = a.x0 + i;
                     let lb = xi * lanes_row + 32 * q;
                     // SAFETY: positions 128q..128q + 128 and slots 32q..32q + 16 of row `xi`
@@ -133,34 +228,38 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                             _mm512_cvtepi32_ps(dot),
                             _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
                         );
-                        *acc = _mm512_fmadd_ps(f, sl, *acc);
+                        acc[i][j] = _mm512_fmadd_ps(f, sl, acc[i][j]);
                         if mins {
-                            *acc = _mm512_fmadd_ps(
+                            acc_m[i][j] = _mm512_fmadd_ps(
                                 ml,
                                 _mm512_loadu_ps(xp.msum.as_ptr().add(lb)),
-                                *acc,
+                                acc_m[i][j],
                             );
                         }
                     }
                 }
             }
-            g0 = 2 * nq;
         }
-        if F == F_Q4_K {
-            // One activation scale per super-block (Layout::Wide): sub-block scales multiply
-            // the integer lane sums (`vpmaddwd` against (scale, 0) pairs; a lane sum of four
-            // 4-bit by 8-bit products fits 16 bits), one conversion per super-block. The
-            // minimum terms go to their own (256-bit) accumulators, so the two chains of
-            // dependent adds per super-block run side by side.
-            let mut acc_m = [_mm256_setzero_ps(); MR];
-            for sb in 0..a.k / 256 {
+        g0 = 2 * nq;
+    }
+    if F == F_Q4_K {
+        // One activation scale per super-block (Layout::Wide): sub-block scales multiply
+        // the integer lane sums (`vpmaddwd` against (scale, 0) pairs; a lane sum of four
+        // 4-bit by 8-bit products fits 16 bits), one conversion per super-block. The
+        // minimum terms go to their own (256-bit) accumulators, so the two chains of
+        // dependent adds per super-block run side by side.
+        let mut acc_h = [[_mm256_setzero_ps(); R]; MR];
+        for sb in 0..a.k / 256 {
+            for j in 0..R {
+                prefetch(rowp(j).wrapping_add(144 * sb));
+                prefetch(rowp(j).wrapping_add(144 * sb + 64));
                 // SAFETY: super-block `sb` lies within the row.
-                let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(row.add(144 * sb)) };
-                for (i, (acc, acc_m)) in acc.iter_mut().zip(acc_m.iter_mut()).enumerate() {
+                let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(rowp(j).add(144 * sb)) };
+                for i in 0..MR {
                     let xi = a.x0 + i;
                     let lb = xi * lanes_row + 64 * sb;
-                    // SAFETY: positions 256sb..256sb + 256 and slots 64sb..64sb + 16 of row `xi`
-                    // are within its padded length.
+                    // SAFETY: positions 256sb..256sb + 256 and slots 64sb..64sb + 16 of row
+                    // `xi` are within its padded length.
                     unsafe {
                         let xq = xp.qx.as_ptr().add(xi * xp.kp + 256 * sb);
                         let mut isum = _mm512_setzero_si512();
@@ -173,18 +272,29 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                             isum = _mm512_dpwssd_epi32(isum, dot, scl[gi]);
                         }
                         let s = _mm512_set1_ps(d * *xp.dx.as_ptr().add(lb));
-                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
-                        *acc_m =
-                            _mm256_fnmadd_ps(mf, _mm256_loadu_ps(xp.msum.as_ptr().add(lb)), *acc_m);
+                        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc[i][j]);
+                        acc_h[i][j] = _mm256_fnmadd_ps(
+                            mf,
+                            _mm256_loadu_ps(xp.msum.as_ptr().add(lb)),
+                            acc_h[i][j],
+                        );
                     }
                 }
             }
-            for (acc, acc_m) in acc.iter_mut().zip(&acc_m) {
-                *acc = _mm512_add_ps(*acc, _mm512_zextps256_ps512(*acc_m));
-            }
-            g0 = ng;
         }
-        while g0 < ng {
+        for i in 0..MR {
+            for j in 0..R {
+                acc_m[i][j] = _mm512_zextps256_ps512(acc_h[i][j]);
+            }
+        }
+        g0 = ng;
+    }
+    while g0 < ng {
+        for j in 0..R {
+            let row = rowp(j);
+            if F == F_Q8_0 {
+                prefetch(row.wrapping_add(68 * g0));
+            }
             // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
             // which exist since the row holds `k` values (a multiple of the block size).
             unsafe {
@@ -194,12 +304,15 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                     F_Q4_1 => gs[0] = dec_q4::<true>(row, g0, a.k),
                     F_Q6_K => dec_q6_k(row.add(210 * (g0 / 4)), &mut gs),
                     // Q4_K rows were consumed whole by the super-block loop above.
-                    _ => gs[0] = dec_i8(row, g0, a.k, rscale),
+                    _ => {
+                        let rscale = a.wscale.map_or(1.0, |s| s[r0 + j]);
+                        gs[0] = dec_i8(row, g0, a.k, rscale)
+                    }
                 }
             }
             for (u, &(w, sl, ml)) in gs.iter().enumerate().take(per_unit) {
                 let g = g0 + u;
-                for (i, acc) in acc.iter_mut().enumerate() {
+                for i in 0..MR {
                     let xi = a.x0 + i;
                     let lb = xi * lanes_row + 16 * g;
                     // SAFETY: row `xi` of the activations has `kp >= 64 * ng` bytes and
@@ -216,22 +329,29 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
                             _mm512_cvtepi32_ps(dot),
                             _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
                         );
-                        *acc = _mm512_fmadd_ps(f, sl, *acc);
+                        acc[i][j] = _mm512_fmadd_ps(f, sl, acc[i][j]);
                         if mins {
-                            *acc = _mm512_fmadd_ps(
+                            acc_m[i][j] = _mm512_fmadd_ps(
                                 ml,
                                 _mm512_loadu_ps(xp.msum.as_ptr().add(lb)),
-                                *acc,
+                                acc_m[i][j],
                             );
                         }
                     }
                 }
             }
-            g0 += per_unit;
         }
-        for (i, acc) in acc.iter().enumerate() {
-            out[i * a.nrows + r] = _mm512_reduce_add_ps(*acc);
+        g0 += per_unit;
+    }
+    for i in 0..MR {
+        let mut v = acc[i];
+        if mins {
+            for (v, m) in v.iter_mut().zip(&acc_m[i]) {
+                *v = _mm512_add_ps(*v, *m);
+            }
         }
+        let o = i * a.nrows + r0;
+        reduce_store::<R>(&v, &mut out[o..o + R]);
     }
 }
 
@@ -335,21 +455,12 @@ unsafe fn dec_q4<const Q4_1: bool>(row: *const u8, g: usize, k: usize) -> Group 
     }
 }
 
-/// Four f16 values (little-endian, `stride` bytes apart from `p`) widened, in lanes 0..4.
-///
-/// # Safety
-/// - two bytes at `p + i * stride` are readable for `i < 4`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,f16c")]
-unsafe fn f16_quad(p: *const u8, stride: usize) -> __m128 {
-    // SAFETY: per the contract.
-    let h = |i: usize| unsafe { p.add(i * stride).cast::<u16>().read_unaligned() } as u64;
-    let bits = h(0) | (h(1) << 16) | (h(2) << 32) | (h(3) << 48);
-    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
-}
-
 /// Decodes quad `q` (blocks `4q..4q + 4`) of a Q4_0/Q4_1 row: low-nibble codes, high-nibble
 /// codes, lane scales and lane minimums (lane `L` belongs to block `4q + L / 4` in both).
+///
+/// The quad's bytes (72 or 80) are read with two overlapping 64-byte loads; one two-source
+/// permute gathers the four blocks' 16 code bytes, one more gathers their f16 scales (and
+/// minimums), four copies each, for the conversion to f32.
 ///
 /// # Safety
 /// - the four blocks are readable.
@@ -359,21 +470,51 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
     row: *const u8,
     q: usize,
 ) -> (__m512i, __m512i, __m512, __m512) {
-    let (bs, qo) = if Q4_1 { (20, 4) } else { (18, 2) };
-    // SAFETY: all reads lie within the quad's 4 * bs bytes.
+    // SAFETY: all reads lie within the quad's 72 (Q4_0) or 80 (Q4_1) bytes: the second load
+    // ends at the quad's last byte.
     unsafe {
-        let b = row.add(4 * bs * q);
-        let ld = |i: usize| _mm_loadu_si128(b.add(i * bs + qo).cast());
-        let y01 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(0)), ld(1));
-        let y23 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(2)), ld(3));
-        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y01), y23);
         let nib = _mm512_set1_epi8(0x0F);
+        let (z, sm) = if Q4_1 {
+            // Blocks of 20 bytes: codes of block i are dwords 5i + 1..5i + 5; the second load
+            // starts at byte 16 (dword 4), so dword d >= 16 is index d + 12 there. Scale and
+            // minimum of block i are words 10i and 10i + 1.
+            let b = row.add(80 * q);
+            let z0 = _mm512_loadu_si512(b.cast());
+            let z1 = _mm512_loadu_si512(b.add(16).cast());
+            let idx = _mm512_setr_epi32(1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14, 28, 29, 30, 31);
+            let widx = _mm512_set_epi16(
+                31, 31, 31, 31, 21, 21, 21, 21, 11, 11, 11, 11, 1, 1, 1, 1, 30, 30, 30, 30, 20, 20,
+                20, 20, 10, 10, 10, 10, 0, 0, 0, 0,
+            );
+            (
+                _mm512_permutex2var_epi32(z0, idx, z1),
+                _mm512_permutexvar_epi16(widx, z0),
+            )
+        } else {
+            // Blocks of 18 bytes: codes of block i are words 9i + 1..9i + 9; the second load
+            // starts at byte 8 (word 4), so block 3 (words 28..36) is indices 56..64 there.
+            // The scale of block i is word 9i.
+            let b = row.add(72 * q);
+            let z0 = _mm512_loadu_si512(b.cast());
+            let z1 = _mm512_loadu_si512(b.add(8).cast());
+            let idx = _mm512_set_epi16(
+                63, 62, 61, 60, 59, 58, 57, 56, 26, 25, 24, 23, 22, 21, 20, 19, 17, 16, 15, 14, 13,
+                12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1,
+            );
+            let widx = _mm512_set_epi16(
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 27, 27, 27, 27, 18, 18, 18, 18, 9,
+                9, 9, 9, 0, 0, 0, 0,
+            );
+            (
+                _mm512_permutex2var_epi16(z0, idx, z1),
+                _mm512_permutexvar_epi16(widx, z0),
+            )
+        };
         let wa = _mm512_and_si512(z, nib);
         let wb = _mm512_and_si512(_mm512_srli_epi16::<4>(z), nib);
-        let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-        let sl = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f16_quad(b, bs)));
+        let sl = _mm512_cvtph_ps(_mm512_castsi512_si256(sm));
         let ml = if Q4_1 {
-            _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f16_quad(b.add(2), bs)))
+            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(sm))
         } else {
             _mm512_setzero_ps()
         };
