@@ -100,15 +100,6 @@ fn natural_index(format: QuantFormat, layout: Layout, k: usize, p: usize) -> usi
     }
 }
 
-/// Rounds to nearest, ties to even, for |v| < 2^22 (here |v| <= 127): adding and removing
-/// 1.5 * 2^23 leaves the integer part in the mantissa. Plain arithmetic, so it vectorises
-/// (`f32::round` is a library call on baseline x86-64).
-#[inline(always)]
-fn round_small(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (v + MAGIC) - MAGIC
-}
-
 /// Quantises one row of `k` values into natural-order codes and per-block scales.
 ///
 /// Written so that it vectorises: the largest magnitude is an integer maximum over the
@@ -140,9 +131,19 @@ pub(crate) fn quantize_row<TX: ActElem>(
         let id = if d == 0.0 || !finite { 0.0 } else { 1.0 / d };
         *d_o = if finite { d } else { f32::NAN };
         for (o, &v) in qb.iter_mut().zip(blk) {
-            *o = round_small(v * id).clamp(-127.0, 127.0) as i8;
+            *o = round_small_bits(v * id).clamp(-127, 127) as i8;
         }
     }
+}
+
+/// Rounds to nearest, ties to even, for |v| < 2^22 (here |v| <= 127): adding 1.5 * 2^23 leaves
+/// the integer part in the low mantissa bits, read off as an integer. Plain arithmetic, so it
+/// vectorises (`f32::round` is a library call on baseline x86-64 and `f32 as i8` does not
+/// vectorise). NaN gives an arbitrary value; blocks that produce one have a NaN scale.
+#[inline(always)]
+fn round_small_bits(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
 /// Copies natural-order codes into the weight order of `format`.
