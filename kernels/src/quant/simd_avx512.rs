@@ -512,7 +512,8 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
 /// per lane, `d`, and `dmin * m[j]` in lane `j` of a 256-bit vector.
 ///
 /// The 6-bit scales and mins are unpacked with 32-bit integer operations on the three packed
-/// words (in general-purpose registers, off the vector pipes), then spread over the lanes with
+/// words (in general-purpose registers, off the vector pipes; see
+/// [`q4_k_scale_words`](super::kquants::q4_k_scale_words)), then spread over the lanes with
 /// one in-lane byte shuffle per code vector.
 ///
 /// # Safety
@@ -524,16 +525,7 @@ unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m25
     unsafe {
         let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()));
         let d = _mm_cvtss_f32(dd);
-        let w = |o: usize| b.add(o).cast::<u32>().read_unaligned();
-        let (w0, w1, w2) = (w(4), w(8), w(12));
-        // Scales 0..4 are the low six bits of bytes 0..4, mins 0..4 of bytes 4..8; scales and
-        // mins 4..8 take their low four bits from the nibbles of bytes 8..12 and their top two
-        // from the top bits of bytes 0..8.
-        const LOW6: u32 = 0x3F3F_3F3F;
-        const LOW4: u32 = 0x0F0F_0F0F;
-        const TOP2: u32 = 0x3030_3030;
-        let sc = (w0 & LOW6) as u64 | ((((w2 & LOW4) | ((w0 >> 2) & TOP2)) as u64) << 32);
-        let mn = (w1 & LOW6) as u64 | (((((w2 >> 4) & LOW4) | ((w1 >> 2) & TOP2)) as u64) << 32);
+        let (sc, mn) = super::kquants::q4_k_scale_words(&*(b.add(4) as *const [u8; 12]));
         let scx = _mm512_broadcast_i32x4(_mm_cvtsi64_si128(sc as i64));
         let mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mn as i64)));
         let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
