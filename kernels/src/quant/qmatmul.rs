@@ -286,7 +286,7 @@ impl Job<'_> {
         } else {
             N_TILE
         };
-        let mut acc = vec![0.0f32; GEMV_MAX_M * tile];
+        let mut acc = vec![0.0f32; self.m.min(GEMV_MAX_M) * tile];
         let mut t0 = n0;
         while t0 < n1 {
             let t1 = (t0 + tile).min(n1);

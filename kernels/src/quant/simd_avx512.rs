@@ -189,14 +189,17 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize>(
         // Whole quads of blocks first (Layout::Quad): two code vectors per 128 values whose
         // integer dot products add before the one scaling step.
         let nq = a.k / 128;
+        // Q4_1: the minimums of four quads (16 blocks) gather in one vector of f16 words per
+        // weight row and meet the activation block sums once per four quads.
+        let mut mwords = [_mm512_setzero_si512(); R];
         for q in 0..nq {
             for j in 0..R {
                 // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
-                let (wa, wb, sl, ml) = unsafe {
+                let (wa, wb, sl) = unsafe {
                     if F == F_Q4_1 {
-                        dec_q4_quad::<true>(rowp(j), q)
+                        dec_q4_quad::<true>(rowp(j), q, &mut mwords[j])
                     } else {
-                        dec_q4_quad::<false>(rowp(j), q)
+                        dec_q4_quad::<false>(rowp(j), q, &mut mwords[j])
                     }
                 };
                 for i in 0..MR {
@@ -219,13 +222,23 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize>(
                             _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
                         );
                         acc[i][j] = _mm512_fmadd_ps(f, sl, acc[i][j]);
-                        if mins {
-                            acc_m[i][j] = _mm512_fmadd_ps(
-                                ml,
-                                _mm512_loadu_ps(xp.msum.as_ptr().add(lb)),
-                                acc_m[i][j],
-                            );
-                        }
+                    }
+                }
+            }
+            if F == F_Q4_1 && (q % 4 == 3 || q + 1 == nq) {
+                // Block sums of quads 4t..4t + 4 sit in slots 128t + 16..128t + 32 (the
+                // unused upper half of quad 4t's slots); words of missing quads are zero.
+                let t = q / 4;
+                for j in 0..R {
+                    let mf = _mm512_cvtph_ps(_mm512_castsi512_si256(mwords[j]));
+                    mwords[j] = _mm512_setzero_si512();
+                    for i in 0..MR {
+                        let xi = a.x0 + i;
+                        // SAFETY: slot 128t + 32 <= 32 (4t + 1) <= 32 nq lies in row `xi`.
+                        let bs = unsafe {
+                            _mm512_loadu_ps(xp.msum.as_ptr().add(xi * lanes_row + 128 * t + 16))
+                        };
+                        acc_m[i][j] = _mm512_fmadd_ps(mf, bs, acc_m[i][j]);
                     }
                 }
             }
@@ -441,11 +454,13 @@ unsafe fn dec_q4<const Q4_1: bool>(row: *const u8, g: usize, k: usize) -> Group 
 }
 
 /// Decodes quad `q` (blocks `4q..4q + 4`) of a Q4_0/Q4_1 row: low-nibble codes, high-nibble
-/// codes, lane scales and lane minimums (lane `L` belongs to block `4q + L / 4` in both).
+/// codes and lane scales (lane `L` belongs to block `4q + L / 4` in both). For Q4_1 the four
+/// f16 minimums are merged into words `4 (q % 4)..4 (q % 4) + 4` of `mins` (one vector serves
+/// four quads; see [`XPrep`](super::xprep::XPrep)'s block sums).
 ///
 /// The quad's bytes (72 or 80) are read with two overlapping 64-byte loads; one two-source
-/// permute gathers the four blocks' 16 code bytes, one more gathers their f16 scales (and
-/// minimums), four copies each, for the conversion to f32.
+/// permute gathers the four blocks' 16 code bytes, one more their f16 scales, four copies
+/// each, for the conversion to f32.
 ///
 /// # Safety
 /// - the four blocks are readable.
@@ -454,12 +469,13 @@ unsafe fn dec_q4<const Q4_1: bool>(row: *const u8, g: usize, k: usize) -> Group 
 unsafe fn dec_q4_quad<const Q4_1: bool>(
     row: *const u8,
     q: usize,
-) -> (__m512i, __m512i, __m512, __m512) {
+    mins: &mut __m512i,
+) -> (__m512i, __m512i, __m512) {
     // SAFETY: all reads lie within the quad's 72 (Q4_0) or 80 (Q4_1) bytes: the second load
     // ends at the quad's last byte.
     unsafe {
         let nib = _mm512_set1_epi8(0x0F);
-        let (z, sm) = if Q4_1 {
+        let (z, sw) = if Q4_1 {
             // Blocks of 20 bytes: codes of block i are dwords 5i + 1..5i + 5; the second load
             // starts at byte 16 (dword 4), so dword d >= 16 is index d + 12 there. Scale and
             // minimum of block i are words 10i and 10i + 1.
@@ -467,10 +483,26 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
             let z0 = _mm512_loadu_si512(b.cast());
             let z1 = _mm512_loadu_si512(b.add(16).cast());
             let idx = _mm512_setr_epi32(1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14, 28, 29, 30, 31);
-            let widx = _mm512_set_epi16(
-                31, 31, 31, 31, 21, 21, 21, 21, 11, 11, 11, 11, 1, 1, 1, 1, 30, 30, 30, 30, 20, 20,
-                20, 20, 10, 10, 10, 10, 0, 0, 0, 0,
+            let widx = _mm512_setr_epi32(
+                0,
+                0,
+                10 | (10 << 16),
+                10 | (10 << 16),
+                20 | (20 << 16),
+                20 | (20 << 16),
+                30 | (30 << 16),
+                30 | (30 << 16),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
             );
+            let midx = _mm512_set1_epi64(1 | (11 << 16) | (21 << 32) | (31 << 48));
+            *mins = _mm512_mask_permutexvar_epi16(*mins, 0xF << (4 * (q % 4)), midx, z0);
             (
                 _mm512_permutex2var_epi32(z0, idx, z1),
                 _mm512_permutexvar_epi16(widx, z0),
@@ -486,9 +518,23 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
                 63, 62, 61, 60, 59, 58, 57, 56, 26, 25, 24, 23, 22, 21, 20, 19, 17, 16, 15, 14, 13,
                 12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1,
             );
-            let widx = _mm512_set_epi16(
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 27, 27, 27, 27, 18, 18, 18, 18, 9,
-                9, 9, 9, 0, 0, 0, 0,
+            let widx = _mm512_setr_epi32(
+                0,
+                0,
+                9 | (9 << 16),
+                9 | (9 << 16),
+                18 | (18 << 16),
+                18 | (18 << 16),
+                27 | (27 << 16),
+                27 | (27 << 16),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
             );
             (
                 _mm512_permutex2var_epi16(z0, idx, z1),
@@ -497,13 +543,7 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
         };
         let wa = _mm512_and_si512(z, nib);
         let wb = _mm512_and_si512(_mm512_srli_epi16::<4>(z), nib);
-        let sl = _mm512_cvtph_ps(_mm512_castsi512_si256(sm));
-        let ml = if Q4_1 {
-            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(sm))
-        } else {
-            _mm512_setzero_ps()
-        };
-        (wa, wb, sl, ml)
+        (wa, wb, _mm512_cvtph_ps(_mm512_castsi512_si256(sw)))
     }
 }
 

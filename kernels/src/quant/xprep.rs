@@ -194,6 +194,8 @@ struct Plan {
     /// Activation block length (32, or 256 for Q4_K on the wide path).
     block: usize,
     per_superblock: bool,
+    /// Q4_1 quads (wide layout): per-block sums for the kernel's gathered minimums.
+    quad_block_sums: usize,
     offset: i32,
     mins: bool,
     /// Per lane slot: (slot, block, first natural 4-byte run, second run or `u32::MAX`).
@@ -249,6 +251,12 @@ fn row_body<TX: ActElem>(
         }
         return;
     }
+    // Q4_1 quads: `dx * sum(q)` of block b (< 4 quads) in slot 128 (b / 16) + 16 + b % 16,
+    // the unused upper half of quad 4 (b / 16)'s slots.
+    for b in 0..plan.quad_block_sums {
+        let s: i32 = sc.runs[8 * b..8 * b + 8].iter().sum();
+        msum[128 * (b / 16) + 16 + b % 16] = sc.d[b] * s as f32;
+    }
     for &(l, b, n0, n1) in &plan.slots {
         let l = l as usize;
         let s = sc.runs[n0 as usize]
@@ -260,7 +268,7 @@ fn row_body<TX: ActElem>(
         let d = sc.d[b as usize];
         dx[l] = d;
         corr[l] = -plan.offset * s;
-        if plan.mins {
+        if plan.mins && l >= 32 * plan.quad_block_sums / 4 {
             msum[l] = d * s as f32;
         }
     }
@@ -375,6 +383,11 @@ impl XPrep {
             k,
             block: if per_superblock { 256 } else { 32 },
             per_superblock,
+            quad_block_sums: if format == QuantFormat::Q4_1 {
+                4 * nq
+            } else {
+                0
+            },
             offset: code_offset(format),
             mins: has_mins(format),
             slots,
