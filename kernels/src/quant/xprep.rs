@@ -329,6 +329,76 @@ fn prep_row<TX: ActElem>(
     }
 }
 
+/// Builds the per-row plan for `format` in `layout` with rows of `k` values.
+fn build_plan(format: QuantFormat, layout: Layout, k: usize) -> Plan {
+    // Q4_K on the wide path takes one activation scale per 256-value super-block (as
+    // ggml's Q8_K), so the sub-block scales apply to integer sums; the super-block's slots
+    // hold its scale (first slot) and `dx * sum(q)` of each 32-value sub-block (8 slots).
+    let per_superblock = layout == Layout::Wide && format == QuantFormat::Q4_K;
+    // Which 4-byte runs of codes each lane slot sums (as natural-order run indices), and
+    // the block they belong to (the same for every row).
+    let nq = quads(format, layout, k);
+    let mut slots = Vec::with_capacity(k / 4);
+    let run = |p: usize| (natural_index(format, layout, k, p) / 4) as u32;
+    for q in 0..nq {
+        for l in 0..16 {
+            let p = 128 * q + 4 * l;
+            slots.push((
+                (32 * q + l) as u32,
+                (4 * q + l / 4) as u32,
+                run(p),
+                run(p + 64),
+            ));
+        }
+    }
+    for l in 32 * nq..k / 4 {
+        let b = natural_index(format, layout, k, 4 * l) / 32;
+        slots.push((l as u32, b as u32, run(4 * l), u32::MAX));
+    }
+    Plan {
+        format,
+        layout,
+        k,
+        block: if per_superblock { 256 } else { 32 },
+        per_superblock,
+        quad_block_sums: if format == QuantFormat::Q4_1 {
+            4 * nq
+        } else {
+            0
+        },
+        offset: code_offset(format),
+        mins: has_mins(format),
+        slots,
+    }
+}
+
+/// The plan for `(format, layout, k)`, from a small per-thread cache: a decode step calls the
+/// same few shapes over and over, and building the slot table costs about as much as
+/// preparing one row.
+fn plan(format: QuantFormat, layout: Layout, k: usize) -> std::sync::Arc<Plan> {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    const KEEP: usize = 8;
+    thread_local! {
+        static CACHE: RefCell<Vec<Arc<Plan>>> = const { RefCell::new(Vec::new()) };
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(i) = c
+            .iter()
+            .position(|p| p.format == format && p.layout == layout && p.k == k)
+        {
+            let p = c.remove(i);
+            c.insert(0, p.clone());
+            return p;
+        }
+        let p = Arc::new(build_plan(format, layout, k));
+        c.truncate(KEEP - 1);
+        c.insert(0, p.clone());
+        p
+    })
+}
+
 impl XPrep {
     /// Quantises `m` rows of `x` (row length `k`, a multiple of 32) for `format`'s weights,
     /// splitting rows over the granted threads when there are many. `isa` must be supported
@@ -353,45 +423,7 @@ impl XPrep {
             corr: vec![0i32; m * lanes],
             msum: vec![0.0f32; m * lanes],
         };
-        // Q4_K on the wide path takes one activation scale per 256-value super-block (as
-        // ggml's Q8_K), so the sub-block scales apply to integer sums; the super-block's slots
-        // hold its scale (first slot) and `dx * sum(q)` of each 32-value sub-block (8 slots).
-        let per_superblock = layout == Layout::Wide && format == QuantFormat::Q4_K;
-        // Which 4-byte runs of codes each lane slot sums (as natural-order run indices), and
-        // the block they belong to (the same for every row).
-        let nq = quads(format, layout, k);
-        let mut slots = Vec::with_capacity(k / 4);
-        let run = |p: usize| (natural_index(format, layout, k, p) / 4) as u32;
-        for q in 0..nq {
-            for l in 0..16 {
-                let p = 128 * q + 4 * l;
-                slots.push((
-                    (32 * q + l) as u32,
-                    (4 * q + l / 4) as u32,
-                    run(p),
-                    run(p + 64),
-                ));
-            }
-        }
-        for l in 32 * nq..k / 4 {
-            let b = natural_index(format, layout, k, 4 * l) / 32;
-            slots.push((l as u32, b as u32, run(4 * l), u32::MAX));
-        }
-        let plan = Plan {
-            format,
-            layout,
-            k,
-            block: if per_superblock { 256 } else { 32 },
-            per_superblock,
-            quad_block_sums: if format == QuantFormat::Q4_1 {
-                4 * nq
-            } else {
-                0
-            },
-            offset: code_offset(format),
-            mins: has_mins(format),
-            slots,
-        };
+        let plan = plan(format, layout, k);
         let rows = xp
             .qx
             .chunks_mut(kp)
