@@ -417,26 +417,48 @@ unsafe fn dec_q4<const Q4_1: bool>(row: *const u8, g: usize, k: usize) -> Group 
     unsafe {
         let b0 = row.add(2 * bs * g);
         if 64 * g + 64 <= k {
-            let b1 = b0.add(bs);
-            let y = _mm256_inserti128_si256::<1>(
-                _mm256_castsi128_si256(_mm_loadu_si128(b0.add(qo).cast())),
-                _mm_loadu_si128(b1.add(qo).cast()),
-            );
-            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y), y);
-            let z = _mm512_and_si512(
-                _mm512_srlv_epi64(z, _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4)),
+            // The pair's 36 or 40 bytes in one masked load (bytes past them are not read);
+            // one word permute lays out [b0 codes, b1 codes] twice (the upper copy then
+            // shifted to the high nibbles), one more the f16 scales (and minimums) per lane.
+            let z = _mm512_maskz_loadu_epi8(u64::MAX >> (64 - 2 * bs), b0.cast());
+            let (cidx, sidx) = if Q4_1 {
+                (
+                    _mm512_set_epi16(
+                        19, 18, 17, 16, 15, 14, 13, 12, 9, 8, 7, 6, 5, 4, 3, 2, 19, 18, 17, 16, 15,
+                        14, 13, 12, 9, 8, 7, 6, 5, 4, 3, 2,
+                    ),
+                    _mm512_set_epi16(
+                        11, 11, 11, 11, 1, 1, 1, 1, 11, 11, 11, 11, 1, 1, 1, 1, 10, 10, 10, 10, 0,
+                        0, 0, 0, 10, 10, 10, 10, 0, 0, 0, 0,
+                    ),
+                )
+            } else {
+                (
+                    _mm512_set_epi16(
+                        17, 16, 15, 14, 13, 12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1, 17, 16, 15, 14, 13,
+                        12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1,
+                    ),
+                    _mm512_set_epi16(
+                        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9,
+                        9, 9, 9, 0, 0, 0, 0,
+                    ),
+                )
+            };
+            let codes = _mm512_and_si512(
+                _mm512_srlv_epi64(
+                    _mm512_permutexvar_epi16(cidx, z),
+                    _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4),
+                ),
                 _mm512_set1_epi8(0x0F),
             );
-            let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-            let d = f16_pair(b0, b1);
-            let sl = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d));
+            let sw = _mm512_permutexvar_epi16(sidx, z);
+            let sl = _mm512_cvtph_ps(_mm512_castsi512_si256(sw));
             let ml = if Q4_1 {
-                let m = f16_pair(b0.add(2), b1.add(2));
-                _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(m))
+                _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(sw))
             } else {
                 _mm512_setzero_ps()
             };
-            (z, sl, ml)
+            (codes, sl, ml)
         } else {
             let q = _mm_loadu_si128(b0.add(qo).cast());
             let y = _mm256_inserti128_si256::<1>(
