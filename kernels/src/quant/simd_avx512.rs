@@ -101,7 +101,7 @@ const BLOCKED_BYTES: usize = 1 << 20;
 unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]) {
     let mut r0 = 0;
     let blocked = matches!(F, F_Q4_0 | F_Q4_1 | F_Q4_K) && a.w.len() <= BLOCKED_BYTES;
-    // SAFETY (all calls): rows r0..r0 + R lie within 0..nrows; the rest is forwarded.
+    // SAFETY: in every call rows r0..r0 + R lie within 0..nrows; the rest is forwarded.
     unsafe {
         if blocked && MR <= 2 {
             while r0 + 4 <= a.nrows {
@@ -166,6 +166,8 @@ fn reduce_store<const R: usize>(v: &[__m512; R], out: &mut [f32]) {
 /// As [`kernel`], and `r0 + R <= a.nrows`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+// Accumulators are indexed [activation row][weight row]; index loops read plainest here.
+#[allow(clippy::needless_range_loop)]
 unsafe fn block<const F: u8, const MR: usize, const R: usize>(
     a: &KernelArgs<'_>,
     r0: usize,
