@@ -87,12 +87,13 @@ type Group = (__m512i, __m512, __m512);
 /// Weight bytes per task up to which the Q4 formats take rows in blocks (about one core's L2).
 const BLOCKED_BYTES: usize = 1 << 20;
 
-/// Runs the kernel over all rows. For the Q4 formats (the most arithmetic per byte) on weights
-/// that stay in cache, blocks of `R` weight rows share each activation load and keep `R`
-/// independent accumulator chains per activation row, their sums reduced together; `R`
-/// shrinks as `MR` grows, so the accumulators stay in registers. Weights streamed from
-/// memory go row after row: one sequential stream per task is what the hardware prefetchers
-/// follow best (four interleaved row streams measured slower there).
+/// Runs the kernel over all rows, in blocks of `R` weight rows whose sums are reduced together
+/// (`R` shrinks as `MR` grows, so the accumulators stay in registers). For the Q4 formats (the
+/// most arithmetic per byte) on weights that stay in cache, the rows of a block interleave:
+/// they share each activation load and keep `R` independent accumulator chains. Otherwise
+/// (streamed weights, and the formats with less work per byte) rows go one after the other:
+/// one sequential stream per task is what the hardware prefetchers follow best (four
+/// interleaved row streams measured slower there).
 ///
 /// # Safety
 /// As [`kernel`].
@@ -101,25 +102,28 @@ const BLOCKED_BYTES: usize = 1 << 20;
 unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]) {
     let mut r0 = 0;
     let blocked = matches!(F, F_Q4_0 | F_Q4_1 | F_Q4_K) && a.w.len() <= BLOCKED_BYTES;
-    // SAFETY: in every call rows r0..r0 + R lie within 0..nrows; the rest is forwarded.
-    unsafe {
-        if blocked && MR <= 2 {
-            while r0 + 4 <= a.nrows {
-                block::<F, MR, 4>(a, r0, out);
-                r0 += 4;
+    macro_rules! run {
+        ($r:literal) => {
+            while r0 + $r <= a.nrows {
+                // SAFETY: rows r0..r0 + R lie within 0..nrows; the rest is forwarded.
+                unsafe {
+                    if blocked {
+                        block::<F, MR, $r, true>(a, r0, out)
+                    } else {
+                        block::<F, MR, $r, false>(a, r0, out)
+                    }
+                };
+                r0 += $r;
             }
-        }
-        if blocked && MR <= 4 {
-            while r0 + 2 <= a.nrows {
-                block::<F, MR, 2>(a, r0, out);
-                r0 += 2;
-            }
-        }
-        while r0 < a.nrows {
-            block::<F, MR, 1>(a, r0, out);
-            r0 += 1;
-        }
+        };
     }
+    if MR <= 2 {
+        run!(4);
+    }
+    if MR <= 4 {
+        run!(2);
+    }
+    run!(1);
 }
 
 /// Horizontal sums of `v[0..R]` (`R` = 1, 2 or 4) written to `out[0..R]`.
@@ -160,7 +164,8 @@ fn reduce_store<const R: usize>(v: &[__m512; R], out: &mut [f32]) {
     }
 }
 
-/// Weight rows `r0..r0 + R` against activation rows `x0..x0 + MR`.
+/// Weight rows `r0..r0 + R` against activation rows `x0..x0 + MR`, the rows' units
+/// interleaved (`INTERLEAVE`) or one row after the other.
 ///
 /// # Safety
 /// As [`kernel`], and `r0 + R <= a.nrows`.
@@ -168,7 +173,7 @@ fn reduce_store<const R: usize>(v: &[__m512; R], out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 // Accumulators are indexed [activation row][weight row]; index loops read plainest here.
 #[allow(clippy::needless_range_loop)]
-unsafe fn block<const F: u8, const MR: usize, const R: usize>(
+unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: bool>(
     a: &KernelArgs<'_>,
     r0: usize,
     out: &mut [f32],
@@ -186,162 +191,169 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize>(
     let mut acc = [[zero; R]; MR];
     // Minimum terms (Q4_1) add into their own accumulators: two independent chains.
     let mut acc_m = [[zero; R]; MR];
-    let mut g0 = 0;
-    if matches!(F, F_Q4_0 | F_Q4_1) {
-        // Whole quads of blocks first (Layout::Quad): two code vectors per 128 values whose
-        // integer dot products add before the one scaling step.
-        let nq = a.k / 128;
-        // Q4_1: the minimums of four quads (16 blocks) gather in one vector of f16 words per
-        // weight row and meet the activation block sums once per four quads.
-        let mut mwords = [_mm512_setzero_si512(); R];
-        for q in 0..nq {
-            for j in 0..R {
-                // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
-                let (wa, wb, sl) = unsafe {
-                    if F == F_Q4_1 {
-                        dec_q4_quad::<true>(rowp(j), q, &mut mwords[j])
-                    } else {
-                        dec_q4_quad::<false>(rowp(j), q, &mut mwords[j])
-                    }
-                };
-                for i in 0..MR {
-                    let xi = a.x0 + i;
-                    let lb = xi * lanes_row + 32 * q;
-                    // SAFETY: positions 128q..128q + 128 and slots 32q..32q + 16 of row `xi`
-                    // are within its padded length.
-                    unsafe {
-                        let xq = xp.qx.as_ptr().add(xi * xp.kp + 128 * q);
-                        let start = if corr {
-                            _mm512_loadu_si512(xp.corr.as_ptr().add(lb).cast())
+    // Interleaved: every unit of the R rows before the next unit. Otherwise one row after
+    // the other (a single sequential stream), only the final reduction shared.
+    let passes = if INTERLEAVE { 1 } else { R };
+    for pass in 0..passes {
+        let js = if INTERLEAVE { 0..R } else { pass..pass + 1 };
+        let mut g0 = 0;
+        if matches!(F, F_Q4_0 | F_Q4_1) {
+            // Whole quads of blocks first (Layout::Quad): two code vectors per 128 values whose
+            // integer dot products add before the one scaling step.
+            let nq = a.k / 128;
+            // Q4_1: the minimums of four quads (16 blocks) gather in one vector of f16 words per
+            // weight row and meet the activation block sums once per four quads.
+            let mut mwords = [_mm512_setzero_si512(); R];
+            for q in 0..nq {
+                for j in js.clone() {
+                    // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
+                    let (wa, wb, sl) = unsafe {
+                        if F == F_Q4_1 {
+                            dec_q4_quad::<true>(rowp(j), q, &mut mwords[j])
                         } else {
-                            _mm512_setzero_si512()
-                        };
-                        let dot = _mm512_dpbusd_epi32(start, wa, _mm512_loadu_si512(xq.cast()));
-                        let dot =
-                            _mm512_dpbusd_epi32(dot, wb, _mm512_loadu_si512(xq.add(64).cast()));
-                        let f = _mm512_mul_ps(
-                            _mm512_cvtepi32_ps(dot),
-                            _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
-                        );
-                        acc[i][j] = _mm512_fmadd_ps(f, sl, acc[i][j]);
-                    }
-                }
-            }
-            if F == F_Q4_1 && (q % 4 == 3 || q + 1 == nq) {
-                // Block sums of quads 4t..4t + 4 sit in slots 128t + 16..128t + 32 (the
-                // unused upper half of quad 4t's slots); words of missing quads are zero.
-                let t = q / 4;
-                for j in 0..R {
-                    let mf = _mm512_cvtph_ps(_mm512_castsi512_si256(mwords[j]));
-                    mwords[j] = _mm512_setzero_si512();
+                            dec_q4_quad::<false>(rowp(j), q, &mut mwords[j])
+                        }
+                    };
                     for i in 0..MR {
                         let xi = a.x0 + i;
-                        // SAFETY: slot 128t + 32 <= 32 (4t + 1) <= 32 nq lies in row `xi`.
-                        let bs = unsafe {
-                            _mm512_loadu_ps(xp.msum.as_ptr().add(xi * lanes_row + 128 * t + 16))
-                        };
-                        acc_m[i][j] = _mm512_fmadd_ps(mf, bs, acc_m[i][j]);
-                    }
-                }
-            }
-        }
-        g0 = 2 * nq;
-    }
-    if F == F_Q4_K {
-        // One activation scale per super-block (Layout::Wide): sub-block scales multiply
-        // the integer lane sums (`vpmaddwd` against (scale, 0) pairs; a lane sum of four
-        // 4-bit by 8-bit products fits 16 bits), one conversion per super-block. The
-        // minimum terms go to their own (256-bit) accumulators, so the two chains of
-        // dependent adds per super-block run side by side.
-        let mut acc_h = [[_mm256_setzero_ps(); R]; MR];
-        for sb in 0..a.k / 256 {
-            for j in 0..R {
-                // SAFETY: super-block `sb` lies within the row.
-                let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(rowp(j).add(144 * sb)) };
-                for i in 0..MR {
-                    let xi = a.x0 + i;
-                    let lb = xi * lanes_row + 64 * sb;
-                    // SAFETY: positions 256sb..256sb + 256 and slots 64sb..64sb + 16 of row
-                    // `xi` are within its padded length.
-                    unsafe {
-                        let xq = xp.qx.as_ptr().add(xi * xp.kp + 256 * sb);
-                        let mut isum = _mm512_setzero_si512();
-                        for gi in 0..4 {
-                            let dot = _mm512_dpbusd_epi32(
-                                _mm512_setzero_si512(),
-                                ws[gi],
-                                _mm512_loadu_si512(xq.add(64 * gi).cast()),
+                        let lb = xi * lanes_row + 32 * q;
+                        // SAFETY: positions 128q..128q + 128 and slots 32q..32q + 16 of row `xi`
+                        // are within its padded length.
+                        unsafe {
+                            let xq = xp.qx.as_ptr().add(xi * xp.kp + 128 * q);
+                            let start = if corr {
+                                _mm512_loadu_si512(xp.corr.as_ptr().add(lb).cast())
+                            } else {
+                                _mm512_setzero_si512()
+                            };
+                            let dot = _mm512_dpbusd_epi32(start, wa, _mm512_loadu_si512(xq.cast()));
+                            let dot =
+                                _mm512_dpbusd_epi32(dot, wb, _mm512_loadu_si512(xq.add(64).cast()));
+                            let f = _mm512_mul_ps(
+                                _mm512_cvtepi32_ps(dot),
+                                _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
                             );
-                            isum = _mm512_dpwssd_epi32(isum, dot, scl[gi]);
+                            acc[i][j] = _mm512_fmadd_ps(f, sl, acc[i][j]);
                         }
-                        let s = _mm512_set1_ps(d * *xp.dx.as_ptr().add(lb));
-                        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc[i][j]);
-                        acc_h[i][j] = _mm256_fnmadd_ps(
-                            mf,
-                            _mm256_loadu_ps(xp.msum.as_ptr().add(lb)),
-                            acc_h[i][j],
-                        );
+                    }
+                }
+                if F == F_Q4_1 && (q % 4 == 3 || q + 1 == nq) {
+                    // Block sums of quads 4t..4t + 4 sit in slots 128t + 16..128t + 32 (the
+                    // unused upper half of quad 4t's slots); words of missing quads are zero.
+                    let t = q / 4;
+                    for j in js.clone() {
+                        let mf = _mm512_cvtph_ps(_mm512_castsi512_si256(mwords[j]));
+                        mwords[j] = _mm512_setzero_si512();
+                        for i in 0..MR {
+                            let xi = a.x0 + i;
+                            // SAFETY: slot 128t + 32 <= 32 (4t + 1) <= 32 nq lies in row `xi`.
+                            let bs = unsafe {
+                                _mm512_loadu_ps(xp.msum.as_ptr().add(xi * lanes_row + 128 * t + 16))
+                            };
+                            acc_m[i][j] = _mm512_fmadd_ps(mf, bs, acc_m[i][j]);
+                        }
                     }
                 }
             }
+            g0 = 2 * nq;
         }
-        for i in 0..MR {
-            for j in 0..R {
-                acc_m[i][j] = _mm512_zextps256_ps512(acc_h[i][j]);
-            }
-        }
-        g0 = ng;
-    }
-    while g0 < ng {
-        for j in 0..R {
-            let row = rowp(j);
-            // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
-            // which exist since the row holds `k` values (a multiple of the block size).
-            unsafe {
-                match F {
-                    F_Q8_0 => gs[0] = dec_q8_0(row, g0, a.k),
-                    F_Q4_0 => gs[0] = dec_q4::<false>(row, g0, a.k),
-                    F_Q4_1 => gs[0] = dec_q4::<true>(row, g0, a.k),
-                    F_Q6_K => dec_q6_k(row.add(210 * (g0 / 4)), &mut gs),
-                    // Q4_K rows were consumed whole by the super-block loop above.
-                    _ => {
-                        let rscale = a.wscale.map_or(1.0, |s| s[r0 + j]);
-                        gs[0] = dec_i8(row, g0, a.k, rscale)
-                    }
-                }
-            }
-            for (u, &(w, sl, ml)) in gs.iter().enumerate().take(per_unit) {
-                let g = g0 + u;
-                for i in 0..MR {
-                    let xi = a.x0 + i;
-                    let lb = xi * lanes_row + 16 * g;
-                    // SAFETY: row `xi` of the activations has `kp >= 64 * ng` bytes and
-                    // `kp / 4` lanes in each lane array, so group `g < ng` is in bounds.
-                    unsafe {
-                        let xv = _mm512_loadu_si512(xp.qx.as_ptr().add(xi * xp.kp + 64 * g).cast());
-                        let start = if corr {
-                            _mm512_loadu_si512(xp.corr.as_ptr().add(lb).cast())
-                        } else {
-                            _mm512_setzero_si512()
-                        };
-                        let dot = _mm512_dpbusd_epi32(start, w, xv);
-                        let f = _mm512_mul_ps(
-                            _mm512_cvtepi32_ps(dot),
-                            _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
-                        );
-                        acc[i][j] = _mm512_fmadd_ps(f, sl, acc[i][j]);
-                        if mins {
-                            acc_m[i][j] = _mm512_fmadd_ps(
-                                ml,
-                                _mm512_loadu_ps(xp.msum.as_ptr().add(lb)),
-                                acc_m[i][j],
+        if F == F_Q4_K {
+            // One activation scale per super-block (Layout::Wide): sub-block scales multiply
+            // the integer lane sums (`vpmaddwd` against (scale, 0) pairs; a lane sum of four
+            // 4-bit by 8-bit products fits 16 bits), one conversion per super-block. The
+            // minimum terms go to their own (256-bit) accumulators, so the two chains of
+            // dependent adds per super-block run side by side.
+            let mut acc_h = [[_mm256_setzero_ps(); R]; MR];
+            for sb in 0..a.k / 256 {
+                for j in js.clone() {
+                    // SAFETY: super-block `sb` lies within the row.
+                    let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(rowp(j).add(144 * sb)) };
+                    for i in 0..MR {
+                        let xi = a.x0 + i;
+                        let lb = xi * lanes_row + 64 * sb;
+                        // SAFETY: positions 256sb..256sb + 256 and slots 64sb..64sb + 16 of row
+                        // `xi` are within its padded length.
+                        unsafe {
+                            let xq = xp.qx.as_ptr().add(xi * xp.kp + 256 * sb);
+                            let mut isum = _mm512_setzero_si512();
+                            for gi in 0..4 {
+                                let dot = _mm512_dpbusd_epi32(
+                                    _mm512_setzero_si512(),
+                                    ws[gi],
+                                    _mm512_loadu_si512(xq.add(64 * gi).cast()),
+                                );
+                                isum = _mm512_dpwssd_epi32(isum, dot, scl[gi]);
+                            }
+                            let s = _mm512_set1_ps(d * *xp.dx.as_ptr().add(lb));
+                            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc[i][j]);
+                            acc_h[i][j] = _mm256_fnmadd_ps(
+                                mf,
+                                _mm256_loadu_ps(xp.msum.as_ptr().add(lb)),
+                                acc_h[i][j],
                             );
                         }
                     }
                 }
             }
+            for i in 0..MR {
+                for j in js.clone() {
+                    acc_m[i][j] = _mm512_zextps256_ps512(acc_h[i][j]);
+                }
+            }
+            g0 = ng;
         }
-        g0 += per_unit;
+        while g0 < ng {
+            for j in js.clone() {
+                let row = rowp(j);
+                // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
+                // which exist since the row holds `k` values (a multiple of the block size).
+                unsafe {
+                    match F {
+                        F_Q8_0 => gs[0] = dec_q8_0(row, g0, a.k),
+                        F_Q4_0 => gs[0] = dec_q4::<false>(row, g0, a.k),
+                        F_Q4_1 => gs[0] = dec_q4::<true>(row, g0, a.k),
+                        F_Q6_K => dec_q6_k(row.add(210 * (g0 / 4)), &mut gs),
+                        // Q4_K rows were consumed whole by the super-block loop above.
+                        _ => {
+                            let rscale = a.wscale.map_or(1.0, |s| s[r0 + j]);
+                            gs[0] = dec_i8(row, g0, a.k, rscale)
+                        }
+                    }
+                }
+                for (u, &(w, sl, ml)) in gs.iter().enumerate().take(per_unit) {
+                    let g = g0 + u;
+                    for i in 0..MR {
+                        let xi = a.x0 + i;
+                        let lb = xi * lanes_row + 16 * g;
+                        // SAFETY: row `xi` of the activations has `kp >= 64 * ng` bytes and
+                        // `kp / 4` lanes in each lane array, so group `g < ng` is in bounds.
+                        unsafe {
+                            let xv =
+                                _mm512_loadu_si512(xp.qx.as_ptr().add(xi * xp.kp + 64 * g).cast());
+                            let start = if corr {
+                                _mm512_loadu_si512(xp.corr.as_ptr().add(lb).cast())
+                            } else {
+                                _mm512_setzero_si512()
+                            };
+                            let dot = _mm512_dpbusd_epi32(start, w, xv);
+                            let f = _mm512_mul_ps(
+                                _mm512_cvtepi32_ps(dot),
+                                _mm512_loadu_ps(xp.dx.as_ptr().add(lb)),
+                            );
+                            acc[i][j] = _mm512_fmadd_ps(f, sl, acc[i][j]);
+                            if mins {
+                                acc_m[i][j] = _mm512_fmadd_ps(
+                                    ml,
+                                    _mm512_loadu_ps(xp.msum.as_ptr().add(lb)),
+                                    acc_m[i][j],
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            g0 += per_unit;
+        }
     }
     for i in 0..MR {
         let mut v = acc[i];
