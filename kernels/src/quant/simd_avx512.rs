@@ -104,7 +104,7 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
     let blocked = matches!(F, F_Q4_0 | F_Q4_1 | F_Q4_K) && a.w.len() <= BLOCKED_BYTES;
     macro_rules! run {
         ($r:literal) => {
-            while r0 + $r <= a.nrows {
+            while a.nrows - r0 >= $r {
                 // SAFETY: rows r0..r0 + R lie within 0..nrows; the rest is forwarded.
                 unsafe {
                     if blocked {
