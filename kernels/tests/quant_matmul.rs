@@ -166,6 +166,96 @@ fn qmatmul_matches_reference_on_every_path() {
     }
 }
 
+/// Decode shapes (`m = 1..8`) around the GEMV kernel's row blocks (4, 2 and single weight
+/// rows, chosen by `m`), Q4 quads with a pair and a lone block after them, and Q4_K with one
+/// and two super-blocks, on every path.
+#[test]
+fn gemv_row_blocks_every_m_on_every_path() {
+    let ns = [1, 2, 3, 4, 5, 6, 7, 9, 13];
+    for fmt in FORMATS {
+        let ks: &[usize] = if fmt.block_elems() == 256 {
+            &[256, 512]
+        } else {
+            &[32, 480]
+        };
+        for &k in ks {
+            for m in 1..=8 {
+                for &n in &ns {
+                    let (q, s, wd) = weights(fmt, n, k, (m * 97 + n * 7 + k) as u64);
+                    let mut r = Rng((m * n + k) as u64);
+                    let x: Vec<f32> = (0..m * k).map(|_| r.f() * 3.0).collect();
+                    let w = QWeights {
+                        format: fmt,
+                        data: &q,
+                        scales: s.as_deref(),
+                        n,
+                        k,
+                    };
+                    let want = reference(&x, &wd, None, m, n, k, Activation::None);
+                    let int = !matches!(fmt, QuantFormat::F8E4M3 | QuantFormat::F8E5M2);
+                    for isa in isa::supported() {
+                        for par in [Parallelism::None, Parallelism::Rayon(2)] {
+                            let p = QMatmulParams {
+                                m,
+                                ..Default::default()
+                            };
+                            let mut y = vec![f32::NAN; m * n];
+                            quant::qmatmul_with_isa(isa, &p, &x, &w, None, &mut y, par).unwrap();
+                            let tag = format!("{fmt:?} {isa:?} {par:?} m={m} n={n} k={k}");
+                            check(
+                                &tag,
+                                &y,
+                                &want,
+                                &x,
+                                &wd,
+                                (m, n, k),
+                                Tol { int, out_rel: 0.0 },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Weights too large to stay in cache take the GEMV kernel's row-after-row order (more than
+/// 1 MiB per task); checked for the Q4 formats, which block rows otherwise.
+#[test]
+fn gemv_streamed_weights_on_every_path() {
+    for fmt in [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q4_K] {
+        let (n, k) = (520, 4096);
+        let (q, s, wd) = weights(fmt, n, k, 11);
+        assert!(q.len() > 1 << 20);
+        for m in [1, 3] {
+            let mut r = Rng(5 + m as u64);
+            let x: Vec<f32> = (0..m * k).map(|_| r.f()).collect();
+            let w = QWeights {
+                format: fmt,
+                data: &q,
+                scales: s.as_deref(),
+                n,
+                k,
+            };
+            let want = reference(&x, &wd, None, m, n, k, Activation::None);
+            for isa in isa::supported() {
+                let p = QMatmulParams {
+                    m,
+                    ..Default::default()
+                };
+                let mut y = vec![f32::NAN; m * n];
+                quant::qmatmul_with_isa(isa, &p, &x, &w, None, &mut y, Parallelism::None).unwrap();
+                let tag = format!("{fmt:?} {isa:?} m={m} n={n} k={k}");
+                let tol = Tol {
+                    int: true,
+                    out_rel: 0.0,
+                };
+                check(&tag, &y, &want, &x, &wd, (m, n, k), tol);
+            }
+        }
+    }
+}
+
 /// Prefill shapes (`m > 8`): the packed-tile microkernel's edge tiles (rows of `x` not a
 /// multiple of its 4, weight rows not a multiple of its 32, a tile split across two tasks),
 /// on every path and every integer format with 32-value blocks.

@@ -16,18 +16,30 @@ pub(crate) const BLOCK: usize = 256;
 pub(crate) const Q4_K_BYTES: usize = 144;
 pub(crate) const Q6_K_BYTES: usize = 210;
 
+/// Unpacks the eight 6-bit scales and mins of a Q4_K super-block (the 12 packed bytes `s`)
+/// as two little-endian words of eight bytes, with 32-bit integer operations.
+///
+/// Scales and mins 0..4 are the low six bits of bytes 0..4 and 4..8; scales and mins 4..8 take
+/// their low four bits from the nibbles of bytes 8..12 and their top two from the top bits of
+/// bytes 0..8.
+#[inline(always)]
+pub(crate) fn q4_k_scale_words(s: &[u8; 12]) -> (u64, u64) {
+    const LOW6: u32 = 0x3F3F_3F3F;
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const TOP2: u32 = 0x3030_3030;
+    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (w0, w1, w2) = (w(0), w(4), w(8));
+    let sc = (w0 & LOW6) as u64 | ((((w2 & LOW4) | ((w0 >> 2) & TOP2)) as u64) << 32);
+    let mn = (w1 & LOW6) as u64 | (((((w2 >> 4) & LOW4) | ((w1 >> 2) & TOP2)) as u64) << 32);
+    (sc, mn)
+}
+
 /// Unpacks the eight 6-bit scales and mins of a Q4_K super-block.
 #[inline]
 pub(crate) fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 0x3F;
-        mn[j] = s[j + 4] & 0x3F;
-        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 2) & 0x30);
-        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-    (sc, mn)
+    let packed: &[u8; 12] = s[..12].try_into().expect("12 packed scale bytes");
+    let (sc, mn) = q4_k_scale_words(packed);
+    (sc.to_le_bytes(), mn.to_le_bytes())
 }
 
 fn pack_q4_k_scales(sc: &[u8; 8], mn: &[u8; 8], s: &mut [u8]) {

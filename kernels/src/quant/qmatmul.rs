@@ -192,7 +192,7 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
             let xb = super::prefill::XBlocks::new(w.format, x, m, k, par);
             run_parallel(n, m, par, |n0, n1| job.tile_range(&xb, n0, n1, &out));
         } else {
-            let xp = XPrep::new(w.format, kernel.layout(), x, m, k, par);
+            let xp = XPrep::new(isa, w.format, kernel.layout(), x, m, k, par);
             run_parallel(n, m, par, |n0, n1| job.int_range(&xp, kernel, n0, n1, &out));
         }
     } else {
@@ -286,7 +286,7 @@ impl Job<'_> {
         } else {
             N_TILE
         };
-        let mut acc = vec![0.0f32; GEMV_MAX_M * tile];
+        let mut acc = vec![0.0f32; self.m.min(GEMV_MAX_M) * tile];
         let mut t0 = n0;
         while t0 < n1 {
             let t1 = (t0 + tile).min(n1);

@@ -12,48 +12,84 @@ use std::arch::x86_64::*;
 /// One decoded group: two halves of codes, scales and minimum terms.
 type Half = (__m256i, __m256, __m256);
 
+const F_Q8_0: u8 = 0;
+const F_Q4_0: u8 = 1;
+const F_Q4_1: u8 = 2;
+const F_Q4_K: u8 = 3;
+const F_Q6_K: u8 = 4;
+const F_I8: u8 = 5;
+
 /// Runs the integer row kernel (see [`KernelArgs`]).
 ///
 /// # Safety
 /// - the host supports AVX2, FMA and F16C;
 /// - `a` was validated as for [`super::simd_avx512::kernel`].
-#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
+    macro_rules! by_mr {
+        ($f:expr) => {
+            match a.mr {
+                1 => rows::<$f, 1>(a, out),
+                2 => rows::<$f, 2>(a, out),
+                3 => rows::<$f, 3>(a, out),
+                4 => rows::<$f, 4>(a, out),
+                5 => rows::<$f, 5>(a, out),
+                6 => rows::<$f, 6>(a, out),
+                7 => rows::<$f, 7>(a, out),
+                _ => rows::<$f, 8>(a, out),
+            }
+        };
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match a.format {
+            QuantFormat::Q8_0 => by_mr!(F_Q8_0),
+            QuantFormat::Q4_0 => by_mr!(F_Q4_0),
+            QuantFormat::Q4_1 => by_mr!(F_Q4_1),
+            QuantFormat::Q4_K => by_mr!(F_Q4_K),
+            QuantFormat::Q6_K => by_mr!(F_Q6_K),
+            QuantFormat::I8 => by_mr!(F_I8),
+            QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => unreachable!("no integer FP8 path"),
+        }
+    }
+}
+
+/// The row kernel for format `F` and `MR` activation rows (accumulators in registers).
+///
+/// # Safety
+/// As [`kernel`], with `a.mr == MR` and `a.format` the format `F` names.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]) {
     let xp = a.xp;
     let lanes_row = xp.kp / 4;
-    let signed = matches!(a.format, QuantFormat::Q8_0 | QuantFormat::I8);
-    let corr = matches!(a.format, QuantFormat::Q4_0 | QuantFormat::Q6_K);
-    let mins = matches!(a.format, QuantFormat::Q4_1 | QuantFormat::Q4_K);
-    let per_unit = if matches!(a.format, QuantFormat::Q4_K | QuantFormat::Q6_K) {
-        4
-    } else {
-        1
-    };
+    let signed = matches!(F, F_Q8_0 | F_I8);
+    let corr = matches!(F, F_Q4_0 | F_Q6_K);
+    let mins = matches!(F, F_Q4_1 | F_Q4_K);
+    let per_unit = if matches!(F, F_Q4_K | F_Q6_K) { 4 } else { 1 };
     let ones = _mm256_set1_epi16(1);
     let z = _mm256_setzero_ps();
     let mut gs: [[Half; 2]; 4] = [[(_mm256_setzero_si256(), z, z); 2]; 4];
-    let mut acc = [z; 8];
     for r in 0..a.nrows {
         // SAFETY: `r < nrows`, so the row's bytes lie in `a.w`.
         let row = unsafe { a.w.as_ptr().add(r * a.rb) };
         let rscale = a.wscale.map_or(1.0, |s| s[r]);
-        acc[..a.mr].fill(z);
+        let mut acc = [z; MR];
         let mut g0 = 0;
         while g0 < groups(a.k) {
             // SAFETY: each decoder reads only bytes of this row's unit `g0 / per_unit`.
             unsafe {
-                match a.format {
-                    QuantFormat::Q8_0 => gs[0] = dec_q8_0(row, g0, a.k),
-                    QuantFormat::Q4_0 => gs[0] = dec_q4(row, g0, a.k, false),
-                    QuantFormat::Q4_1 => gs[0] = dec_q4(row, g0, a.k, true),
-                    QuantFormat::Q4_K => dec_q4_k(row.add(144 * (g0 / 4)), &mut gs),
-                    QuantFormat::Q6_K => dec_q6_k(row.add(210 * (g0 / 4)), &mut gs),
+                match F {
+                    F_Q8_0 => gs[0] = dec_q8_0(row, g0, a.k),
+                    F_Q4_0 => gs[0] = dec_q4(row, g0, a.k, false),
+                    F_Q4_1 => gs[0] = dec_q4(row, g0, a.k, true),
+                    F_Q4_K => dec_q4_k(row.add(144 * (g0 / 4)), &mut gs),
+                    F_Q6_K => dec_q6_k(row.add(210 * (g0 / 4)), &mut gs),
                     _ => gs[0] = dec_i8(row, g0, a.k, rscale),
                 }
             }
             for (u, halves) in gs.iter().enumerate().take(per_unit) {
                 let g = g0 + u;
-                for (i, acc) in acc.iter_mut().enumerate().take(a.mr) {
+                for (i, acc) in acc.iter_mut().enumerate() {
                     let xi = a.x0 + i;
                     for (hh, &(w, sl, ml)) in halves.iter().enumerate() {
                         let lb = xi * lanes_row + 16 * g + 8 * hh;
@@ -95,8 +131,7 @@ pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
             }
             g0 += per_unit;
         }
-        for i in 0..a.mr {
-            let v = acc[i];
+        for (i, &v) in acc.iter().enumerate() {
             let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));

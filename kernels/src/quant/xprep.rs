@@ -100,16 +100,11 @@ fn natural_index(format: QuantFormat, layout: Layout, k: usize, p: usize) -> usi
     }
 }
 
-/// Rounds to nearest, ties to even, for |v| < 2^22 (here |v| <= 127): adding and removing
-/// 1.5 * 2^23 leaves the integer part in the mantissa. Plain arithmetic, so it vectorises
-/// (`f32::round` is a library call on baseline x86-64).
-#[inline(always)]
-fn round_small(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (v + MAGIC) - MAGIC
-}
-
 /// Quantises one row of `k` values into natural-order codes and per-block scales.
+///
+/// Written so that it vectorises: the largest magnitude is an integer maximum over the
+/// magnitude bits (a NaN's bits exceed infinity's), finiteness a compare on it.
+#[inline(always)]
 pub(crate) fn quantize_row<TX: ActElem>(
     row: &[TX],
     block: usize,
@@ -127,19 +122,28 @@ pub(crate) fn quantize_row<TX: ActElem>(
     {
         // A non-finite activation cannot be coded: its block's scale becomes NaN, so every
         // output it touches is NaN rather than silently finite.
-        let mut amax = 0.0f32;
-        let mut finite = true;
+        let mut abits = 0u32;
         for &v in blk {
-            amax = amax.max(v.abs());
-            finite &= v.is_finite();
+            abits = abits.max(v.to_bits() & 0x7FFF_FFFF);
         }
-        let d = amax / 127.0;
+        let finite = abits < 0x7F80_0000;
+        let d = f32::from_bits(abits) / 127.0;
         let id = if d == 0.0 || !finite { 0.0 } else { 1.0 / d };
         *d_o = if finite { d } else { f32::NAN };
         for (o, &v) in qb.iter_mut().zip(blk) {
-            *o = round_small(v * id).clamp(-127.0, 127.0) as i8;
+            *o = round_small_bits(v * id).clamp(-127, 127) as i8;
         }
     }
+}
+
+/// Rounds to nearest, ties to even, for |v| < 2^22 (here |v| <= 127): adding 1.5 * 2^23 leaves
+/// the integer part in the low mantissa bits, read off as an integer. Plain arithmetic, so it
+/// vectorises (`f32::round` is a library call on baseline x86-64 and `f32 as i8` does not
+/// vectorise). NaN gives an arbitrary value; blocks that produce one have a NaN scale.
+#[inline(always)]
+fn round_small_bits(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
 /// Copies natural-order codes into the weight order of `format`.
@@ -182,10 +186,226 @@ fn permute(format: QuantFormat, layout: Layout, k: usize, nat: &[i8], dst: &mut 
     }
 }
 
+/// What one row's preparation needs besides the row itself (the same for every row).
+struct Plan {
+    format: QuantFormat,
+    layout: Layout,
+    k: usize,
+    /// Activation block length (32, or 256 for Q4_K on the wide path).
+    block: usize,
+    per_superblock: bool,
+    /// Q4_1 quads (wide layout): per-block sums for the kernel's gathered minimums.
+    quad_block_sums: usize,
+    offset: i32,
+    mins: bool,
+    /// Per lane slot: (slot, block, first natural 4-byte run, second run or `u32::MAX`).
+    slots: Vec<(u32, u32, u32, u32)>,
+}
+
+/// Per-row scratch: the row in f32, its natural-order codes, block scales and 4-byte run sums.
+struct Scratch {
+    xf: Vec<f32>,
+    q: Vec<i8>,
+    d: Vec<f32>,
+    runs: Vec<i32>,
+}
+
+impl Scratch {
+    fn new(k: usize) -> Scratch {
+        Scratch {
+            xf: vec![0.0; k],
+            q: vec![0; k],
+            d: vec![0.0; k / 32],
+            runs: vec![0; k / 4],
+        }
+    }
+}
+
+/// Prepares one row (see [`XPrep::new`]); inlined into per-ISA copies so the loops
+/// vectorise with the host's vector width.
+#[inline(always)]
+fn row_body<TX: ActElem>(
+    plan: &Plan,
+    xrow: &[TX],
+    qrow: &mut [i8],
+    dx: &mut [f32],
+    corr: &mut [i32],
+    msum: &mut [f32],
+    sc: &mut Scratch,
+) {
+    let k = plan.k;
+    quantize_row(xrow, plan.block, &mut sc.xf, &mut sc.q, &mut sc.d);
+    permute(plan.format, plan.layout, k, &sc.q, qrow);
+    // Every 4-byte run of the weight order is a 4-byte run of the natural order (the
+    // permutations move whole runs of 16 or 32), so lane sums come from natural-order runs.
+    for (r, c) in sc.runs.iter_mut().zip(sc.q.chunks_exact(4)) {
+        *r = c[0] as i32 + c[1] as i32 + c[2] as i32 + c[3] as i32;
+    }
+    if plan.per_superblock {
+        for (sb, &d) in sc.d.iter().enumerate().take(k / 256) {
+            dx[64 * sb] = d;
+            for j in 0..8 {
+                let s: i32 = sc.runs[64 * sb + 8 * j..64 * sb + 8 * j + 8].iter().sum();
+                msum[64 * sb + j] = d * s as f32;
+            }
+        }
+        return;
+    }
+    // Q4_1 quads: `dx * sum(q)` of block b (< 4 quads) in slot 128 (b / 16) + 16 + b % 16,
+    // the unused upper half of quad 4 (b / 16)'s slots.
+    for b in 0..plan.quad_block_sums {
+        let s: i32 = sc.runs[8 * b..8 * b + 8].iter().sum();
+        msum[128 * (b / 16) + 16 + b % 16] = sc.d[b] * s as f32;
+    }
+    for &(l, b, n0, n1) in &plan.slots {
+        let l = l as usize;
+        let s = sc.runs[n0 as usize]
+            + if n1 == u32::MAX {
+                0
+            } else {
+                sc.runs[n1 as usize]
+            };
+        let d = sc.d[b as usize];
+        dx[l] = d;
+        corr[l] = -plan.offset * s;
+        if plan.mins && l >= 32 * plan.quad_block_sums / 4 {
+            msum[l] = d * s as f32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+/// # Safety
+/// - the host supports AVX-512 F/BW/DQ/VL.
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_avx512<TX: ActElem>(
+    plan: &Plan,
+    xrow: &[TX],
+    qrow: &mut [i8],
+    dx: &mut [f32],
+    corr: &mut [i32],
+    msum: &mut [f32],
+    sc: &mut Scratch,
+) {
+    row_body(plan, xrow, qrow, dx, corr, msum, sc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+/// # Safety
+/// - the host supports AVX2, FMA and F16C.
+unsafe fn row_avx2<TX: ActElem>(
+    plan: &Plan,
+    xrow: &[TX],
+    qrow: &mut [i8],
+    dx: &mut [f32],
+    corr: &mut [i32],
+    msum: &mut [f32],
+    sc: &mut Scratch,
+) {
+    row_body(plan, xrow, qrow, dx, corr, msum, sc)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prep_row<TX: ActElem>(
+    isa: crate::Isa,
+    plan: &Plan,
+    xrow: &[TX],
+    qrow: &mut [i8],
+    dx: &mut [f32],
+    corr: &mut [i32],
+    msum: &mut [f32],
+    sc: &mut Scratch,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` is supported by the host (checked by the caller of `XPrep::new`).
+        crate::Isa::Avx512 => unsafe { row_avx512(plan, xrow, qrow, dx, corr, msum, sc) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; `Isa::Avx2` means AVX2 with FMA and F16C.
+        crate::Isa::Avx2 => unsafe { row_avx2(plan, xrow, qrow, dx, corr, msum, sc) },
+        _ => row_body(plan, xrow, qrow, dx, corr, msum, sc),
+    }
+}
+
+/// Builds the per-row plan for `format` in `layout` with rows of `k` values.
+fn build_plan(format: QuantFormat, layout: Layout, k: usize) -> Plan {
+    // Q4_K on the wide path takes one activation scale per 256-value super-block (as
+    // ggml's Q8_K), so the sub-block scales apply to integer sums; the super-block's slots
+    // hold its scale (first slot) and `dx * sum(q)` of each 32-value sub-block (8 slots).
+    let per_superblock = layout == Layout::Wide && format == QuantFormat::Q4_K;
+    // Which 4-byte runs of codes each lane slot sums (as natural-order run indices), and
+    // the block they belong to (the same for every row).
+    let nq = quads(format, layout, k);
+    let mut slots = Vec::with_capacity(k / 4);
+    let run = |p: usize| (natural_index(format, layout, k, p) / 4) as u32;
+    for q in 0..nq {
+        for l in 0..16 {
+            let p = 128 * q + 4 * l;
+            slots.push((
+                (32 * q + l) as u32,
+                (4 * q + l / 4) as u32,
+                run(p),
+                run(p + 64),
+            ));
+        }
+    }
+    for l in 32 * nq..k / 4 {
+        let b = natural_index(format, layout, k, 4 * l) / 32;
+        slots.push((l as u32, b as u32, run(4 * l), u32::MAX));
+    }
+    Plan {
+        format,
+        layout,
+        k,
+        block: if per_superblock { 256 } else { 32 },
+        per_superblock,
+        quad_block_sums: if format == QuantFormat::Q4_1 {
+            4 * nq
+        } else {
+            0
+        },
+        offset: code_offset(format),
+        mins: has_mins(format),
+        slots,
+    }
+}
+
+/// The plan for `(format, layout, k)`, from a small per-thread cache: a decode step calls the
+/// same few shapes over and over, and building the slot table costs about as much as
+/// preparing one row.
+fn plan(format: QuantFormat, layout: Layout, k: usize) -> std::sync::Arc<Plan> {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    const KEEP: usize = 8;
+    thread_local! {
+        static CACHE: RefCell<Vec<Arc<Plan>>> = const { RefCell::new(Vec::new()) };
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(i) = c
+            .iter()
+            .position(|p| p.format == format && p.layout == layout && p.k == k)
+        {
+            let p = c.remove(i);
+            c.insert(0, p.clone());
+            return p;
+        }
+        let p = Arc::new(build_plan(format, layout, k));
+        c.truncate(KEEP - 1);
+        c.insert(0, p.clone());
+        p
+    })
+}
+
 impl XPrep {
     /// Quantises `m` rows of `x` (row length `k`, a multiple of 32) for `format`'s weights,
-    /// splitting rows over the granted threads when there are many.
+    /// splitting rows over the granted threads when there are many. `isa` must be supported
+    /// by the host; it only picks the vector width the preparation is compiled for.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new<TX: ActElem>(
+        isa: crate::Isa,
         format: QuantFormat,
         layout: Layout,
         x: &[TX],
@@ -203,67 +423,7 @@ impl XPrep {
             corr: vec![0i32; m * lanes],
             msum: vec![0.0f32; m * lanes],
         };
-        let offset = code_offset(format);
-        let mins = has_mins(format);
-        // Q4_K on the wide path takes one activation scale per 256-value super-block (as
-        // ggml's Q8_K), so the sub-block scales apply to integer sums; the super-block's slots
-        // hold its scale (first slot) and `dx * sum(q)` of each 32-value sub-block (8 slots).
-        let per_superblock = layout == Layout::Wide && format == QuantFormat::Q4_K;
-        let block = if per_superblock { 256 } else { 32 };
-        // Which 4-byte runs of codes each lane slot sums, and the block they belong to (the
-        // same for every row).
-        let nq = quads(format, layout, k);
-        let mut slots: Vec<(u32, u32, u32, Option<u32>)> = Vec::with_capacity(k / 4);
-        for q in 0..nq {
-            for l in 0..16 {
-                let p = (128 * q + 4 * l) as u32;
-                slots.push(((32 * q + l) as u32, (4 * q + l / 4) as u32, p, Some(p + 64)));
-            }
-        }
-        for l in 32 * nq..k / 4 {
-            let b = natural_index(format, layout, k, 4 * l) / 32;
-            slots.push((l as u32, b as u32, 4 * l as u32, None));
-        }
-        let one_row = |i: usize,
-                       qrow: &mut [i8],
-                       dx: &mut [f32],
-                       corr: &mut [i32],
-                       msum: &mut [f32],
-                       scratch: &mut (Vec<f32>, Vec<i8>, Vec<f32>)| {
-            let (xf, nat_q, nat_d) = scratch;
-            quantize_row(&x[i * k..(i + 1) * k], block, xf, nat_q, nat_d);
-            permute(format, layout, k, nat_q, qrow);
-            if per_superblock {
-                for (sb, &d) in nat_d.iter().enumerate().take(k / 256) {
-                    dx[64 * sb] = d;
-                    for j in 0..8 {
-                        let s: i32 = nat_q[256 * sb + 32 * j..256 * sb + 32 * j + 32]
-                            .iter()
-                            .map(|&v| v as i32)
-                            .sum();
-                        msum[64 * sb + j] = d * s as f32;
-                    }
-                }
-                return;
-            }
-            let run = |p: u32| -> i32 {
-                qrow[p as usize..p as usize + 4]
-                    .iter()
-                    .map(|&v| v as i32)
-                    .sum()
-            };
-            for &(l, b, p0, p1) in &slots {
-                let l = l as usize;
-                let s = run(p0) + p1.map_or(0, run);
-                let d = nat_d[b as usize];
-                dx[l] = d;
-                corr[l] = -offset * s;
-                if mins {
-                    msum[l] = d * s as f32;
-                }
-            }
-        };
-        let scratch = || (vec![0.0f32; k], vec![0i8; k], vec![0.0f32; k / 32]);
+        let plan = plan(format, layout, k);
         let rows = xp
             .qx
             .chunks_mut(kp)
@@ -271,18 +431,18 @@ impl XPrep {
             .zip(xp.corr.chunks_mut(lanes))
             .zip(xp.msum.chunks_mut(lanes))
             .enumerate();
+        let xrow = |i: usize| &x[i * k..(i + 1) * k];
         if par.threads() > 1 && m > super::qmatmul::GEMV_MAX_M {
             use rayon::prelude::*;
             let rows: Vec<_> = rows.collect();
-            rows.into_par_iter()
-                .with_min_len(16)
-                .for_each_init(scratch, |sc, (i, (((q, d), c), ms))| {
-                    one_row(i, q, d, c, ms, sc)
-                });
+            rows.into_par_iter().with_min_len(16).for_each_init(
+                || Scratch::new(k),
+                |sc, (i, (((q, d), c), ms))| prep_row(isa, &plan, xrow(i), q, d, c, ms, sc),
+            );
         } else {
-            let mut sc = scratch();
+            let mut sc = Scratch::new(k);
             for (i, (((q, d), c), ms)) in rows {
-                one_row(i, q, d, c, ms, &mut sc);
+                prep_row(isa, &plan, xrow(i), q, d, c, ms, &mut sc);
             }
         }
         xp
