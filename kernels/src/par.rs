@@ -286,9 +286,10 @@ mod tests {
 
     #[test]
     fn every_task_runs_once() {
+        let reps = if cfg!(miri) { 2 } else { 50 };
         for n in [0, 1, 2, 3, 17, 1000] {
             for threads in [1, 2, 8] {
-                for _ in 0..50 {
+                for _ in 0..reps {
                     run_counted(n, threads);
                 }
             }
@@ -300,7 +301,7 @@ mod tests {
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    for i in 0..2000 {
+                    for i in 0..if cfg!(miri) { 20 } else { 2000 } {
                         run_counted(1 + i % 9, 8);
                     }
                 });
