@@ -56,7 +56,7 @@ macro_rules! case {
     }};
 }
 
-/// Times `f` after one warm-up call: at least `min_runs` runs and until `min_time` has passed
+/// Times `f` after warming up for a tenth of `min_time`: at least `min_runs` runs and until `min_time` has passed
 /// (at most `max_runs`). Returns the run count and the median seconds per run.
 pub fn time_median(
     min_runs: usize,
@@ -64,7 +64,13 @@ pub fn time_median(
     min_time: Duration,
     mut f: impl FnMut(),
 ) -> (usize, f64) {
+    // Warm up for a tenth of the measuring time (at least one call): caches, page faults,
+    // and the compute team's threads settling on their cores.
+    let warm = Instant::now();
     f();
+    while warm.elapsed() < min_time / 10 {
+        f();
+    }
     let start = Instant::now();
     let mut times = Vec::with_capacity(min_runs);
     while times.len() < min_runs || (start.elapsed() < min_time && times.len() < max_runs) {

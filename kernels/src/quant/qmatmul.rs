@@ -213,16 +213,11 @@ fn run_parallel(n: usize, m: usize, par: Parallelism, f: impl Fn(usize, usize) +
         return;
     }
     let per = n.div_ceil(tasks).div_ceil(4) * 4;
-    rayon::scope(|s| {
-        let f = &f;
-        for t in 0..tasks {
-            let n0 = (t * per).min(n);
-            let n1 = ((t + 1) * per).min(n);
-            if n0 < n1 {
-                s.spawn(move |_| f(n0, n1));
-            }
-        }
-    });
+    let ranges: Vec<(usize, usize)> = (0..tasks)
+        .map(|t| ((t * per).min(n), ((t + 1) * per).min(n)))
+        .filter(|(n0, n1)| n0 < n1)
+        .collect();
+    crate::par::for_each_task(&ranges, tasks, |&(n0, n1)| f(n0, n1));
 }
 
 /// Where tasks write: `y` (`m x n`), each task its own columns.
