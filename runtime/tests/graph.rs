@@ -223,6 +223,22 @@ fn whole_graph_update_reports_cuda_result_codes() {
     let g4 = Graph::new(&d);
     g4.add_host_fn(&[], || {}).unwrap();
     assert_eq!(result(&g4), GraphUpdateResult::NodeTypeChanged);
+    // Same topology, a kernel node, but another kernel (SiLU instead of the scale kernel).
+    let g5 = Graph::new(&d);
+    g5.add_node(&[], |r| knpu::ops::silu(r, &a, &mut out))
+        .unwrap();
+    match exec.update(&g5) {
+        Err(Error::GraphUpdate {
+            result,
+            node,
+            detail,
+        }) => {
+            assert_eq!(result, GraphUpdateResult::FunctionChanged);
+            assert_eq!(node, Some(0));
+            assert!(detail.contains("instead of"), "{detail}");
+        }
+        other => panic!("expected FunctionChanged, got {other:?}"),
+    }
     let copy_graph = |owned: bool| {
         let g = Graph::new(&d);
         let mut dst = s.alloc::<f32>(4).unwrap();
