@@ -563,3 +563,60 @@ fn nan_and_inf_block_scales_propagate() {
         );
     }
 }
+
+#[test]
+fn w8a8_large_outputs_match_whatever_their_alignment() {
+    // Outputs of 4 MiB and more are written with streaming stores where a row segment is
+    // 64-byte aligned: n = 1000 makes rows start at every 16-byte offset; n = 1024 keeps
+    // every row aligned when the buffer is.
+    for &(m, n, k) in &[(1100usize, 1000usize, 8usize), (1024, 1024, 4)] {
+        let mut r = Rng((m + n + k) as u64);
+        let xq: Vec<i8> = (0..m * k).map(|_| (r.f() * 127.0) as i8).collect();
+        let wq: Vec<i8> = (0..n * k).map(|_| (r.f() * 127.0) as i8).collect();
+        let xs: Vec<f32> = (0..m).map(|i| 0.01 + (i % 7) as f32 * 0.001).collect();
+        let ws: Vec<f32> = (0..n).map(|j| 0.02 + (j % 5) as f32 * 0.0005).collect();
+        let p = W8A8Params {
+            m,
+            n,
+            k,
+            activation: Activation::None,
+        };
+        let mut buf = vec![f32::NAN; m * n + 16];
+        for shift in [0usize, 1, 4] {
+            let base = (16 - (buf.as_ptr() as usize % 64) / 4) % 16 + shift;
+            buf.fill(f32::NAN);
+            let y = &mut buf[base..base + m * n];
+            for isa in isa::supported() {
+                quant::w8a8_gemm_with_isa(
+                    isa,
+                    &p,
+                    &xq,
+                    &xs,
+                    &wq,
+                    &ws,
+                    None,
+                    y,
+                    Parallelism::Rayon(2),
+                )
+                .unwrap();
+                for i in (0..m).step_by(37).chain([m - 1]) {
+                    for j in 0..n {
+                        let dot: i64 = (0..k)
+                            .map(|t| xq[i * k + t] as i64 * wq[j * k + t] as i64)
+                            .sum();
+                        let e = (dot as f64 * xs[i] as f64 * ws[j] as f64) as f32;
+                        let g = y[i * n + j];
+                        assert!(
+                            (g - e).abs() <= 1e-5 * e.abs().max(1.0),
+                            "{isa:?} m={m} n={n} shift={shift} y[{i}][{j}] = {g}, want {e}"
+                        );
+                    }
+                }
+                assert!(
+                    y.iter().all(|v| v.is_finite()),
+                    "{isa:?} left an output unwritten"
+                );
+            }
+        }
+    }
+}

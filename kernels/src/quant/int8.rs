@@ -214,6 +214,14 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     // next column panel: the rows a unit writes stay few enough for the TLB and L2, where a
     // whole column strip of `y` per task would touch a new page on every row.
     let row_chunks = mp.div_ceil(MC_PANELS);
+    // Plain f32 results of a large product bypass the cache: every line of `y` is written
+    // exactly once, and rows a whole `y` row apart would otherwise each cost a read for
+    // ownership.
+    let stream_out = vnni
+        && TY::NAME == "f32"
+        && bias.is_none()
+        && p.activation == Activation::None
+        && m * n * 4 >= 4 << 20;
     let col_splits = (2 * threads).div_ceil(row_chunks).clamp(1, np);
     let units = row_chunks * col_splits;
     let unit = |u: usize, tiles: &mut [[i32; MR * NR]]| {
@@ -248,10 +256,18 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
                     for c in 0..NR {
                         row[c] = (t[c] - shift[c]) as f32 * sx * ws[c];
                     }
+                    let dst = yptr.at((i0 + r) * n + j0);
+                    #[cfg(target_arch = "x86_64")]
+                    if stream_out && nc == NR && (dst as usize).is_multiple_of(64) {
+                        // SAFETY: `stream_out` implies AVX-512 and f32 output; the 32 floats at
+                        // `dst` (row i0 + r < m, columns j0..j0 + 32 <= n) are this unit's
+                        // alone, 64-byte aligned, and `y` outlives the parallel loop.
+                        unsafe { super::simd_avx512::stream_row32(&row, dst.cast()) };
+                        continue;
+                    }
                     // SAFETY: row i0 + r < m and columns j0..j0 + nc < n; units cover disjoint
                     // (row, column) blocks of `y`, which outlives the parallel loop.
-                    let out =
-                        unsafe { std::slice::from_raw_parts_mut(yptr.at((i0 + r) * n + j0), nc) };
+                    let out = unsafe { std::slice::from_raw_parts_mut(dst, nc) };
                     store_row(&row[..nc], bias.map(|b| &b[j0..j0 + nc]), p.activation, out);
                 }
             }
@@ -272,6 +288,12 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
                 tiles = vec![[0i32; MR * NR]; MC_PANELS.min(mp)];
             }
             unit(u, &mut tiles);
+        }
+        // Streaming stores are weakly ordered: fence them before this worker reports done.
+        #[cfg(target_arch = "x86_64")]
+        if stream_out {
+            // SAFETY: SSE is baseline on x86-64.
+            unsafe { core::arch::x86_64::_mm_sfence() };
         }
     });
     Ok(())

@@ -722,3 +722,18 @@ pub(crate) unsafe fn w8a8_micro(
         }
     }
 }
+
+/// Writes 32 floats to `dst` with non-temporal stores (the caller fences before the data is
+/// shared).
+///
+/// # Safety
+/// - the host supports AVX-512F;
+/// - `dst` is 64-byte aligned and valid for writing 32 floats.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn stream_row32(row: &[f32; 32], dst: *mut f32) {
+    // SAFETY: `row` holds 32 floats; `dst` is aligned and writable (caller).
+    unsafe {
+        _mm512_stream_ps(dst, _mm512_loadu_ps(row.as_ptr()));
+        _mm512_stream_ps(dst.add(16), _mm512_loadu_ps(row.as_ptr().add(16)));
+    }
+}
