@@ -73,6 +73,39 @@ pub fn for_each_mut<T: Send>(items: &mut [T], threads: usize, f: impl Fn(usize, 
     });
 }
 
+/// Runs `f(task, state)` for every task in `0..n` on up to `threads` workers (as
+/// [`for_each_task`]), tasks taken in order by whichever worker is free. Each worker makes
+/// its own state with `make` when it takes its first task, so a worker that comes late and
+/// finds nothing left makes none.
+pub fn for_each_with<S>(
+    n: usize,
+    threads: usize,
+    make: impl Fn() -> S + Sync,
+    f: impl Fn(usize, &mut S) + Sync,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = threads.min(n);
+    if workers <= 1 {
+        if n > 0 {
+            let mut s = make();
+            (0..n).for_each(|t| f(t, &mut s));
+        }
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    let worker_ids: Vec<usize> = (0..workers).collect();
+    for_each_task(&worker_ids, threads, |_| {
+        let mut s = None;
+        loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            if t >= n {
+                break;
+            }
+            f(t, s.get_or_insert_with(&make));
+        }
+    });
+}
+
 /// How long an idle team thread spins for new tasks before it parks.
 pub const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
@@ -336,6 +369,24 @@ mod tests {
         let mut v = vec![0usize; 333];
         super::for_each_mut(&mut v, 8, |i, x| *x += i + 1);
         assert!(v.iter().enumerate().all(|(i, &x)| x == i + 1));
+    }
+
+    #[test]
+    fn for_each_with_runs_every_task_once_with_worker_state() {
+        let hits: Vec<AtomicUsize> = (0..100).map(|_| AtomicUsize::new(0)).collect();
+        let made = AtomicUsize::new(0);
+        for threads in [1, 2, 8] {
+            super::for_each_with(
+                100,
+                threads,
+                || made.fetch_add(1, Ordering::Relaxed),
+                |t, _| {
+                    hits[t].fetch_add(1, Ordering::Relaxed);
+                },
+            );
+        }
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 3));
+        assert!(made.load(Ordering::Relaxed) <= 1 + 2 + 8);
     }
 
     #[test]

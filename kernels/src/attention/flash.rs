@@ -6,7 +6,7 @@
 //! so a task streams through whole positions of the cache instead of one head's slice of
 //! each. When there are too few units to keep every thread busy (decode), each unit's key
 //! range is split into parts whose partial results `decode.rs` merges. Tasks are handed out
-//! dynamically, longest first, to at most `threads` workers on the current rayon pool, each
+//! dynamically, longest first, to at most `threads` workers (`par::for_each_with`), each
 //! with its own scratch tiles.
 
 use super::decode;
@@ -14,7 +14,6 @@ use super::simd::{prefetch_rows, TileKernels, LANES};
 use super::{AttnElement, ElemSlice, KvSource, Problem};
 use crate::isa::Isa;
 use crate::par::Parallelism;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Keys per tile of a many-row block (prefill): enough work per tile to amortise the softmax.
 pub(crate) const BC: usize = 64;
@@ -218,38 +217,6 @@ impl Scratch {
     }
 }
 
-/// Runs `f(task, scratch)` for every task in `0..n` on at most `threads` workers (the
-/// compute team or the current rayon pool, see [`crate::par::for_each_task`]), tasks taken in
-/// order by whichever worker is free.
-fn for_each_task<S>(
-    n: usize,
-    threads: usize,
-    make: impl Fn() -> S + Sync,
-    f: impl Fn(usize, &mut S) + Sync,
-) {
-    let workers = threads.min(n);
-    if workers <= 1 {
-        let mut s = make();
-        for t in 0..n {
-            f(t, &mut s);
-        }
-        return;
-    }
-    let next = AtomicUsize::new(0);
-    let worker_ids: Vec<usize> = (0..workers).collect();
-    crate::par::for_each_task(&worker_ids, threads, |_| {
-        // A worker that finds every task taken (its thread came late) makes no scratch.
-        let mut s = None;
-        loop {
-            let t = next.fetch_add(1, Ordering::Relaxed);
-            if t >= n {
-                break;
-            }
-            f(t, s.get_or_insert_with(&make));
-        }
-    });
-}
-
 /// The query position of row `i` of sequence `b`: `kv_len - q_len + i` (may be negative).
 fn position(kv_len: usize, q_len: usize, i: usize) -> i64 {
     kv_len as i64 - q_len as i64 + i as i64
@@ -409,7 +376,7 @@ pub(crate) fn run<T: AttnElement>(
         Vec::new()
     };
     let part_w = SharedOut::new(&mut partials);
-    for_each_task(
+    crate::par::for_each_with(
         n_tasks,
         threads,
         || Scratch::new(&plan),

@@ -218,7 +218,7 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     // exactly once, and rows a whole `y` row apart would otherwise each cost a read for
     // ownership.
     let stream_out = vnni
-        && TY::NAME == "f32"
+        && std::any::TypeId::of::<TY>() == std::any::TypeId::of::<f32>()
         && bias.is_none()
         && p.activation == Activation::None
         && m * n * 4 >= 4 << 20;
@@ -272,30 +272,21 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
                 }
             }
         }
-    };
-    // Units are handed out one at a time to whichever worker is free, each worker with its
-    // own tiles.
-    let workers: Vec<usize> = (0..threads.min(units)).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    crate::par::for_each_task(&workers, workers.len(), |_| {
-        let mut tiles = Vec::new();
-        loop {
-            let u = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if u >= units {
-                break;
-            }
-            if tiles.is_empty() {
-                tiles = vec![[0i32; MR * NR]; MC_PANELS.min(mp)];
-            }
-            unit(u, &mut tiles);
-        }
-        // Streaming stores are weakly ordered: fence them before this worker reports done.
+        // Streaming stores are weakly ordered: fence them before the unit counts as done.
         #[cfg(target_arch = "x86_64")]
         if stream_out {
             // SAFETY: SSE is baseline on x86-64.
             unsafe { core::arch::x86_64::_mm_sfence() };
         }
-    });
+    };
+    // Units are handed out one at a time to whichever worker is free, each worker with its
+    // own tiles.
+    crate::par::for_each_with(
+        units,
+        threads,
+        || vec![[0i32; MR * NR]; MC_PANELS.min(mp)],
+        |u, tiles| unit(u, tiles),
+    );
     Ok(())
 }
 
