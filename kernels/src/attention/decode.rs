@@ -7,10 +7,21 @@
 use super::flash::{write_rows, Plan, SharedOut};
 use super::{AttnElement, Problem};
 
-/// Saves one part's accumulator, maxima and sums into its slot.
-pub(crate) fn store_partial(plan: &Plan, slot: &mut [f32], o: &[f32], m: &[f32], l: &[f32]) {
+/// Saves one part's accumulator (its first `nr` rows per head, all that `merge` reads),
+/// maxima and sums into its slot.
+pub(crate) fn store_partial(
+    plan: &Plan,
+    nr: usize,
+    slot: &mut [f32],
+    o: &[f32],
+    m: &[f32],
+    l: &[f32],
+) {
     let (od, mr) = (plan.heads * plan.rp * plan.dp, plan.heads * plan.rp);
-    slot[..od].copy_from_slice(&o[..od]);
+    let (hd, used) = (plan.rp * plan.dp, nr * plan.dp);
+    for h in 0..plan.heads {
+        slot[h * hd..h * hd + used].copy_from_slice(&o[h * hd..h * hd + used]);
+    }
     slot[od..od + mr].copy_from_slice(&m[..mr]);
     slot[od + mr..od + 2 * mr].copy_from_slice(&l[..mr]);
 }

@@ -10,7 +10,7 @@
 //! with its own scratch tiles.
 
 use super::decode;
-use super::simd::{prefetch_rows, TileKernels, LANES};
+use super::simd::{prefetch_rows, Ahead, TileKernels, LANES};
 use super::{AttnElement, ElemSlice, KvSource, Problem};
 use crate::isa::Isa;
 use crate::par::Parallelism;
@@ -201,7 +201,9 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    fn new(plan: &Plan) -> Scratch {
+    /// Tiles for `plan`; the widening buffers only when K and V are 16-bit (`widen`).
+    fn new(plan: &Plan, widen: bool) -> Scratch {
+        let wide = if widen { BC * plan.d } else { 0 };
         let (rp, d, dp, h) = (plan.rp, plan.d, plan.dp, plan.heads);
         Scratch {
             qt: vec![0.0; h * rp * dp.max(d)],
@@ -211,8 +213,8 @@ impl Scratch {
             l: vec![0.0; h * rp],
             alpha: vec![0.0; rp],
             qoff: Vec::with_capacity(rp),
-            kbuf: vec![0.0; BC * d],
-            vbuf: vec![0.0; BC * d],
+            kbuf: vec![0.0; wide],
+            vbuf: vec![0.0; wide],
         }
     }
 }
@@ -304,8 +306,8 @@ fn tile_f32<'a, T: AttnElement>(
     }
 }
 
-/// How far ahead of the tile being computed its keys and values are prefetched (positions).
-const PREFETCH_AHEAD: usize = 64;
+/// How far ahead of the rows being computed keys and values are prefetched (positions).
+const PREFETCH_AHEAD: usize = 32;
 
 /// Prefetches the rows of positions `from..to` of `(b, kv head)` of the keys (`is_v`
 /// false, `data` = K) or the values (`is_v` true, `data` = V).
@@ -379,7 +381,7 @@ pub(crate) fn run<T: AttnElement>(
     crate::par::for_each_with(
         n_tasks,
         threads,
-        || Scratch::new(&plan),
+        || Scratch::new(&plan, !matches!(T::view(k), ElemSlice::F32(_))),
         |t, s| {
             // Longest units (last query blocks under a causal mask) first.
             let unit = plan.units - 1 - t / plan.splits;
@@ -405,7 +407,7 @@ pub(crate) fn run<T: AttnElement>(
                 // SAFETY: slot `unit * splits + split` belongs to this task alone, and
                 // `partials` lives until after `for_each_task` returns.
                 let slot = unsafe { part_w.slice((unit * plan.splits + split) * pf, pf) };
-                decode::store_partial(&plan, slot, &s.o, &s.m, &s.l);
+                decode::store_partial(&plan, rows * plan.group, slot, &s.o, &s.m, &s.l);
             }
         },
     );
@@ -440,7 +442,12 @@ fn run_unit<T: AttnElement>(
     // The scaled query block of each head: row-major (`qt[r * dp + c]`) for the dot-product
     // form that serves a few rows (decode), else transposed (`qt[c * rp + r]`); r = gi * n + il.
     let dot = rp == LANES;
-    s.qt.fill(0.0);
+    // The dot-product form reads only the block's `nr` rows (zero past `d`); the transposed
+    // form reads every padded row.
+    let used = if dot { nr } else { rp };
+    for hi in 0..hp {
+        s.qt[hi * qsz..hi * qsz + used * dp.max(d)].fill(0.0);
+    }
     for hi in 0..hp {
         let qt = &mut s.qt[hi * qsz..(hi + 1) * qsz];
         s.qoff.clear();
@@ -465,7 +472,9 @@ fn run_unit<T: AttnElement>(
             }
         }
     }
-    s.o.fill(0.0);
+    for hi in 0..hp {
+        s.o[hi * od..hi * od + used * dp].fill(0.0);
+    }
     s.m.fill(f32::NEG_INFINITY);
     s.l.fill(0.0);
 
@@ -477,6 +486,9 @@ fn run_unit<T: AttnElement>(
     let start = (lo + split * part).min(hi);
     let end = (start + part).min(hi);
     let heads = kvh0..kvh0 + hp;
+    // f32 tiles are read in place, so the kernels can request later rows themselves;
+    // 16-bit tiles are widened first and prefetched a head at a time here.
+    let in_place = matches!(T::view(k), ElemSlice::F32(_));
 
     let mut j = start;
     while j < end {
@@ -485,14 +497,27 @@ fn run_unit<T: AttnElement>(
             nk = nk.min(rows_at(&p.kv, false, b, kvh, j).2);
             nk = nk.min(rows_at(&p.kv, true, b, kvh, j).2);
         }
-        // Few-row blocks stream K and V once from memory: fetch ahead. Many-row blocks
+        // Few-row blocks stream K and V once from memory: the first rows are requested
+        // here, and each kernel then requests the rows `PREFETCH_AHEAD` positions past those
+        // it reads (within the part, and within a block of a paged cache). Many-row blocks
         // reuse each tile enough for the hardware prefetchers to keep up.
-        let ahead = (j + PREFETCH_AHEAD).min(end);
-        let upto = (j + nk + PREFETCH_AHEAD).min(end);
         if dot && j == start {
-            prefetch_keys(p, b, heads.clone(), false, k, j + nk, ahead);
-            prefetch_keys(p, b, heads.clone(), true, v, j + nk, ahead);
+            let first = (j + PREFETCH_AHEAD).min(end);
+            prefetch_keys(p, b, heads.clone(), false, k, j, first);
+            prefetch_keys(p, b, heads.clone(), true, v, j, first);
         }
+        let ahead = |stride: usize, run: usize| {
+            let rows = end.saturating_sub(j + PREFETCH_AHEAD);
+            let rows = rows.min(nk).min(run.saturating_sub(PREFETCH_AHEAD));
+            if dot && in_place {
+                Ahead {
+                    off: PREFETCH_AHEAD * stride,
+                    rows,
+                }
+            } else {
+                Ahead::default()
+            }
+        };
         let j_last = (j + nk - 1) as i64;
         let needs_mask = (p.causal && j_last > pos_min)
             || p.window.is_some_and(|w| {
@@ -501,12 +526,17 @@ fn run_unit<T: AttnElement>(
             });
         for hi in 0..hp {
             let kvh = kvh0 + hi;
-            // One head and one operand at a time, so the requests spread over the work.
-            if dot {
-                prefetch_keys(p, b, kvh..kvh + 1, false, k, ahead, upto);
+            let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
+            let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
+            let (k_ahead, v_ahead) = (ahead(ks, krun), ahead(vs, vrun));
+            let (later, upto) = (
+                (j + PREFETCH_AHEAD).min(end),
+                (j + nk + PREFETCH_AHEAD).min(end),
+            );
+            if dot && !in_place {
+                prefetch_keys(p, b, kvh..kvh + 1, false, k, later, upto);
+                prefetch_keys(p, b, kvh..kvh + 1, true, v, later, upto);
             }
-            let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
-            let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
             let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
             let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
             let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
@@ -514,7 +544,7 @@ fn run_unit<T: AttnElement>(
             let m = &mut s.m[hi * rp..(hi + 1) * rp];
             let l = &mut s.l[hi * rp..(hi + 1) * rp];
             if dot {
-                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, &mut s.st, bc);
+                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, &mut s.st, bc, k_ahead);
             } else {
                 kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
             }
@@ -548,12 +578,14 @@ fn run_unit<T: AttnElement>(
                 }
             }
             if dot {
-                prefetch_keys(p, b, kvh..kvh + 1, true, v, ahead, upto);
                 kern.softmax_rows(&mut s.st, bc, nr, nk, m, l, &mut s.alpha);
-                kern.pv(&s.st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
+                kern.pv(
+                    &s.st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, &s.alpha, v_ahead,
+                );
             } else {
                 kern.softmax(&mut s.st, rp, nk, m, l, &mut s.alpha);
-                kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha);
+                let none = Ahead::default();
+                kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha, none);
             }
         }
         j += nk;

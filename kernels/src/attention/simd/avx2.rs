@@ -4,6 +4,7 @@
 //! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
 //! each function's `# Safety` section, and only after `isa::detected()` reported AVX2 + FMA.
 
+use super::Ahead;
 use std::arch::x86_64::*;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -187,6 +188,7 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
     dp: usize,
     a: *const f32,
     tail: __m256i,
+    pf: Ahead,
 ) {
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     for r in 0..MR {
@@ -203,6 +205,12 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
         // SAFETY: value row `j < nk`, full vectors then the masked tail (caller's bounds).
         unsafe {
             let row = v.add(j * vs);
+            if j < pf.rows {
+                for c in 0..NV {
+                    let at = row.wrapping_add(pf.off + 8 * c) as *const i8;
+                    _mm_prefetch::<_MM_HINT_T1>(at);
+                }
+            }
             for c in 0..NV - 1 {
                 vv[c] = _mm256_loadu_ps(row.add(8 * c));
             }
@@ -246,6 +254,7 @@ pub(super) unsafe fn pv(
     o: &mut [f32],
     dp: usize,
     alpha: &[f32],
+    ahead: Ahead,
 ) {
     let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
     // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
@@ -263,6 +272,7 @@ pub(super) unsafe fn pv(
             // `c0..c0 + 8 nv <= dp` of `o`; value columns below `d` only (the tail mask);
             // value rows `j < nk`. All within the caller's bounds.
             unsafe {
+                let pf = if r0 == 0 { ahead } else { Ahead::default() };
                 let (p, vv, oo, a) = (
                     pp.add(r0 * pr),
                     vp.add(c0),
@@ -270,12 +280,12 @@ pub(super) unsafe fn pv(
                     ap.add(r0),
                 );
                 match (mr, nv) {
-                    (4, 1) => pv_block::<4, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                    (4, 2) => pv_block::<4, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                    (4, _) => pv_block::<4, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                    (_, 1) => pv_block::<1, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                    (_, 2) => pv_block::<1, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                    (_, _) => pv_block::<1, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                    (4, 1) => pv_block::<4, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                    (4, 2) => pv_block::<4, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                    (4, _) => pv_block::<4, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                    (_, 1) => pv_block::<1, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                    (_, 2) => pv_block::<1, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                    (_, _) => pv_block::<1, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
                 }
             }
             c0 += 8 * nv;
@@ -327,6 +337,7 @@ pub(super) unsafe fn qk_dot(
     nk: usize,
     s: &mut [f32],
     ss: usize,
+    ahead: Ahead,
 ) {
     if nk == 0 {
         return;
@@ -345,6 +356,8 @@ pub(super) unsafe fn qk_dot(
             // SAFETY: key `min(j0 + i, nk - 1) < nk` is a row the caller made readable.
             *row = unsafe { kp.add((j0 + i).min(nk - 1) * ks) };
         }
+        // Keys are prefetched once, with the first row.
+        let pf = if j0 < ahead.rows { ahead.off } else { 0 };
         for r in 0..nr {
             let mut acc = [_mm256_setzero_ps(); 8];
             for c in 0..chunks {
@@ -355,6 +368,10 @@ pub(super) unsafe fn qk_dot(
                     let qv = _mm256_loadu_ps(qp.add(r * dp + 8 * c));
                     for i in 0..8 {
                         let kv = _mm256_maskload_ps(rows[i].add(8 * c), m);
+                        if r == 0 && pf != 0 {
+                            let at = rows[i].wrapping_add(8 * c + pf) as *const i8;
+                            _mm_prefetch::<_MM_HINT_T1>(at);
+                        }
                         acc[i] = _mm256_fmadd_ps(qv, kv, acc[i]);
                     }
                 }

@@ -4,6 +4,7 @@
 //! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
 //! each function's `# Safety` section, and only after `isa::detected()` reported AVX-512.
 
+use super::Ahead;
 use std::arch::x86_64::*;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -211,6 +212,7 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
     dp: usize,
     a: *const f32,
     tail: __mmask16,
+    pf: Ahead,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for r in 0..MR {
@@ -227,6 +229,12 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
         // SAFETY: value row `j < nk`, full vectors then the masked tail (caller's bounds).
         unsafe {
             let row = v.add(j * vs);
+            if j < pf.rows {
+                for c in 0..NV {
+                    let at = row.wrapping_add(pf.off + 16 * c) as *const i8;
+                    _mm_prefetch::<_MM_HINT_T1>(at);
+                }
+            }
             for c in 0..NV - 1 {
                 vv[c] = _mm512_loadu_ps(row.add(16 * c));
             }
@@ -270,6 +278,7 @@ pub(super) unsafe fn pv(
     o: &mut [f32],
     dp: usize,
     alpha: &[f32],
+    ahead: Ahead,
 ) {
     let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
     // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
@@ -290,6 +299,7 @@ pub(super) unsafe fn pv(
             // `c0..c0 + 16 nv <= dp` of `o`; value columns below `d` only (the tail mask);
             // value rows `j < nk`. All within the caller's bounds.
             unsafe {
+                let pf = if r0 == 0 { ahead } else { Ahead::default() };
                 let (p, vv, oo, a) = (
                     pp.add(r0 * pr),
                     vp.add(c0),
@@ -300,10 +310,10 @@ pub(super) unsafe fn pv(
                     ($($pat:pat => $mr:literal),*) => {
                         match (mr, nv) {
                             $(
-                                ($pat, 1) => pv_block::<$mr, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                                ($pat, 2) => pv_block::<$mr, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                                ($pat, 3) => pv_block::<$mr, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
-                                ($pat, _) => pv_block::<$mr, 4>(p, pj, pr, nk, vv, vs, oo, dp, a, tail),
+                                ($pat, 1) => pv_block::<$mr, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, 2) => pv_block::<$mr, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, 3) => pv_block::<$mr, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, _) => pv_block::<$mr, 4>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
                             )*
                         }
                     };
@@ -316,95 +326,118 @@ pub(super) unsafe fn pv(
     }
 }
 
-/// Lane `i` of the result is the sum of the 16 lanes of `a[i]`.
+/// The first step of a transposing reduction: for keys `a` and `b`, quarter 0 of the result
+/// holds `a`'s quarters 0 + 2, quarter 1 its quarters 1 + 3, quarters 2 and 3 the same for `b`.
 #[target_feature(enable = "avx512f")]
-fn sum16x16(a: &[__m512; 16]) -> __m512 {
-    // Halve the partial sums per key at each step while packing two keys' halves together.
-    let mut b = [_mm512_setzero_ps(); 8];
-    for i in 0..8 {
-        let lo = _mm512_shuffle_f32x4::<0x44>(a[2 * i], a[2 * i + 1]);
-        let hi = _mm512_shuffle_f32x4::<0xEE>(a[2 * i], a[2 * i + 1]);
-        b[i] = _mm512_add_ps(lo, hi);
-    }
-    let mut c = [_mm512_setzero_ps(); 4];
-    for i in 0..4 {
-        let lo = _mm512_shuffle_f32x4::<0x88>(b[2 * i], b[2 * i + 1]);
-        let hi = _mm512_shuffle_f32x4::<0xDD>(b[2 * i], b[2 * i + 1]);
-        c[i] = _mm512_add_ps(lo, hi);
-    }
-    let mut d = [_mm512_setzero_ps(); 2];
-    for i in 0..2 {
-        let lo = _mm512_shuffle_ps::<0x44>(c[2 * i], c[2 * i + 1]);
-        let hi = _mm512_shuffle_ps::<0xEE>(c[2 * i], c[2 * i + 1]);
-        d[i] = _mm512_add_ps(lo, hi);
-    }
-    let lo = _mm512_shuffle_ps::<0x88>(d[0], d[1]);
-    let hi = _mm512_shuffle_ps::<0xDD>(d[0], d[1]);
-    // Lane 4k + t now holds key 4t + k.
-    let e = _mm512_add_ps(lo, hi);
-    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+fn halve2(a: __m512, b: __m512) -> __m512 {
+    let lo = _mm512_shuffle_f32x4::<0x44>(a, b);
+    let hi = _mm512_shuffle_f32x4::<0xEE>(a, b);
+    _mm512_add_ps(lo, hi)
+}
+
+/// The rest of the reduction of 8 keys after [`halve2`] (`h[i]` from keys `2i`, `2i + 1`):
+/// lane `i < 8` of the result is the total of key `i`; lanes 8..16 are unspecified.
+#[target_feature(enable = "avx512f")]
+fn finish8(h: &[__m512; 4]) -> __m512 {
+    let c0 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(h[0], h[1]),
+        _mm512_shuffle_f32x4::<0xDD>(h[0], h[1]),
+    );
+    let c1 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(h[2], h[3]),
+        _mm512_shuffle_f32x4::<0xDD>(h[2], h[3]),
+    );
+    // Quarter t of c0 holds four partial sums of key t, of c1 those of key 4 + t.
+    let d = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x44>(c0, c1),
+        _mm512_shuffle_ps::<0xEE>(c0, c1),
+    );
+    // Lane 4t now holds key t, lane 4t + 2 key 4 + t.
+    let e = _mm512_add_ps(d, _mm512_shuffle_ps::<0xB1>(d, d));
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
     _mm512_permutexvar_ps(idx, e)
 }
 
-/// Sixteen dot products of `R` query rows with `KN` key rows (`R * KN == 16`): lane
-/// `r * KN + i` of the result is `q[r * dp..] . rows[i][..]` over `16 * full` columns plus,
-/// when `tail` is not 0, the `tail` lanes of one more vector. Each key vector is loaded once
-/// for all `R` rows.
+/// Dot products of `R` query rows with 4 key rows, half reduced: `out[r][h]` is
+/// [`halve2`] of the partial sums of keys `2h` and `2h + 1` (key `i` at `k + off[i]`), over
+/// `16 * full` columns plus, when `tail` is not 0, the `tail` lanes of one more vector. Each
+/// key vector is loaded once for all `R` rows.
 ///
 /// # Safety
-/// - `q` must be readable at `r * dp + c` for `r < R` and `c < 16 * (full + (tail != 0))`.
-/// - Every `rows[i]` must be readable at `c < 16 * full` and at the `tail` lanes of vector
-///   `full`.
+/// - `q` readable at `r * dp + c` for `r < R`, `c < 16 * (full + (tail != 0))`.
+/// - `k` readable at `off[i] + c` for `i < 4`, `c < 16 * full`, and at the `tail` lanes of
+///   vector `full`.
 /// - The host must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn dot16<const R: usize, const KN: usize>(
+unsafe fn dot4<const R: usize>(
     q: *const f32,
     dp: usize,
-    rows: &[*const f32; KN],
+    k: *const f32,
+    off: [usize; 4],
     full: usize,
     tail: __mmask16,
-) -> __m512 {
-    debug_assert_eq!(R * KN, 16);
-    let mut acc = [_mm512_setzero_ps(); 16];
-    for c in 0..full {
-        let mut qv = [_mm512_setzero_ps(); R];
-        // SAFETY: column block `c < full` of query rows `r < R` and of every key row
-        // (caller's bounds).
+    pf: usize,
+) -> [[__m512; 2]; R] {
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    for c in 0..full + usize::from(tail != 0) {
+        let m = if c < full { !0 } else { tail };
+        // SAFETY: column block `c` of query rows `r < R` (zero past `d`) and the lanes `m`
+        // of key rows `off[i]`, all within the caller's bounds.
         unsafe {
-            for r in 0..R {
-                qv[r] = _mm512_loadu_ps(q.add(r * dp + 16 * c));
-            }
-            for i in 0..KN {
-                let kv = _mm512_loadu_ps(rows[i].add(16 * c));
+            let qv: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(q.add(r * dp + 16 * c)));
+            for i in 0..4 {
+                let kv = _mm512_maskz_loadu_ps(m, k.add(off[i] + 16 * c));
+                if pf != 0 {
+                    _mm_prefetch::<_MM_HINT_T1>(k.wrapping_add(off[i] + 16 * c + pf) as *const i8);
+                }
                 for r in 0..R {
-                    acc[r * KN + i] = _mm512_fmadd_ps(qv[r], kv, acc[r * KN + i]);
+                    acc[r][i] = _mm512_fmadd_ps(qv[r], kv, acc[r][i]);
                 }
             }
         }
     }
-    if tail != 0 {
-        let mut qv = [_mm512_setzero_ps(); R];
-        // SAFETY: the last, partial column block: full query vectors (caller's bounds) and
-        // the `tail` lanes of each key row.
-        unsafe {
-            for r in 0..R {
-                qv[r] = _mm512_loadu_ps(q.add(r * dp + 16 * full));
-            }
-            for i in 0..KN {
-                let kv = _mm512_maskz_loadu_ps(tail, rows[i].add(16 * full));
-                for r in 0..R {
-                    acc[r * KN + i] = _mm512_fmadd_ps(qv[r], kv, acc[r * KN + i]);
-                }
-            }
-        }
-    }
-    sum16x16(&acc)
+    std::array::from_fn(|r| [halve2(acc[r][0], acc[r][1]), halve2(acc[r][2], acc[r][3])])
 }
 
-/// Dot-form scores for up to 16 rows (see [`super::TileKernels::qk_dot`]): rows in pairs
-/// against 8 keys at a time (each key vector loaded once per pair), a last odd row against
-/// 16 keys.
+/// Scores of `R` query rows against 8 key rows (key `i` at `k + min(i, kn - 1) * ks`), each
+/// row's `kn` scores stored at `s + r * ss`. Two passes of 4 keys keep at most `4R + 2R`
+/// accumulators live, so nothing spills.
+///
+/// # Safety
+/// - `1 <= kn <= 8`; the bounds of [`dot4`] for rows `r < R` and keys `i < kn`.
+/// - `s` writable at `r * ss + j` for `r < R`, `j < kn`.
+/// - The host must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores8<const R: usize>(
+    q: *const f32,
+    dp: usize,
+    k: *const f32,
+    ks: usize,
+    kn: usize,
+    full: usize,
+    tail: __mmask16,
+    s: *mut f32,
+    ss: usize,
+    pf: usize,
+) {
+    // Keys past `kn` repeat the last one; their sums are never stored.
+    let off = |i: usize| i.min(kn - 1) * ks;
+    let keep: __mmask16 = ((1u32 << kn) - 1) as __mmask16;
+    // SAFETY: the caller's bounds, as listed above.
+    unsafe {
+        let a = dot4::<R>(q, dp, k, [off(0), off(1), off(2), off(3)], full, tail, pf);
+        let b = dot4::<R>(q, dp, k, [off(4), off(5), off(6), off(7)], full, tail, pf);
+        for r in 0..R {
+            let sums = finish8(&[a[r][0], a[r][1], b[r][0], b[r][1]]);
+            _mm512_mask_storeu_ps(s.add(r * ss), keep, sums);
+        }
+    }
+}
+
+/// Dot-form scores for up to 16 rows (see [`super::TileKernels::qk_dot`]): keys 8 at a time,
+/// rows 3 at a time (then 2 or 1), so a key vector is loaded once per 3 rows.
 ///
 /// # Safety
 /// - `dp >= d`, `dp % 16 == 0`, `q.len() >= nr * dp`, `nk <= ss`,
@@ -424,6 +457,7 @@ pub(super) unsafe fn qk_dot(
     nk: usize,
     s: &mut [f32],
     ss: usize,
+    ahead: Ahead,
 ) {
     if nk == 0 || nr == 0 {
         return;
@@ -431,42 +465,30 @@ pub(super) unsafe fn qk_dot(
     let full = d / 16;
     let tail: __mmask16 = ((1u32 << (d % 16)) - 1) as __mmask16;
     let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
-    // SAFETY: `koff` is within `k` since `nk > 0` (caller).
-    let kp = unsafe { k.as_ptr().add(koff) };
-    // Key `min(j, nk - 1)`: rows past the tile repeat its last key; their sums are not stored.
-    // SAFETY: `min(j, nk - 1) < nk` is a key row the caller made readable.
-    let key = |j: usize| unsafe { kp.add(j.min(nk - 1) * ks) };
-    let keep = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
-    for j0 in (0..nk).step_by(16) {
+    for j0 in (0..nk).step_by(8) {
+        let kn = (nk - j0).min(8);
+        // SAFETY: key row `j0 < nk` is within `k` (caller's bounds).
+        let kp = unsafe { k.as_ptr().add(koff + j0 * ks) };
         let mut r = 0;
-        while r + 2 <= nr {
-            for jb in [j0, j0 + 8] {
-                if jb >= nk {
-                    break;
-                }
-                let kb = (nk - jb).min(8);
-                let rows: [*const f32; 8] = std::array::from_fn(|i| key(jb + i));
-                // SAFETY: query rows `r, r + 1 < nr` (`dp` floats each, zero past `d`) and key
-                // rows of the tile; the stores write `kb` scores of rows `r` and `r + 1` at
-                // `jb..jb + kb <= nk <= ss`, inside `s` (caller's bounds).
-                unsafe {
-                    let sums = dot16::<2, 8>(qp.add(r * dp), dp, &rows, full, tail);
-                    _mm512_mask_storeu_ps(sp.add(r * ss + jb), keep(kb), sums);
-                    let hi = _mm512_shuffle_f32x4::<0xEE>(sums, sums);
-                    _mm512_mask_storeu_ps(sp.add((r + 1) * ss + jb), keep(kb), hi);
-                }
-            }
-            r += 2;
-        }
-        if r < nr {
-            let kn = (nk - j0).min(16);
-            let rows: [*const f32; 16] = std::array::from_fn(|i| key(j0 + i));
-            // SAFETY: query row `r < nr` and key rows of the tile; `kn` scores of row `r` at
-            // `j0..j0 + kn <= nk <= ss` (caller's bounds).
+        while r < nr {
+            // SAFETY: query rows `r..r + R <= nr` (`dp` floats each, zero past `d`) and key
+            // rows `j0..j0 + kn <= nk` (caller's bounds); `kn` scores of each of those rows
+            // go to `j0..j0 + kn <= nk <= ss`, inside `s`.
             unsafe {
-                let sums = dot16::<1, 16>(qp.add(r * dp), dp, &rows, full, tail);
-                _mm512_mask_storeu_ps(sp.add(r * ss + j0), keep(kn), sums);
+                let (qr, sr) = (qp.add(r * dp), sp.add(r * ss + j0));
+                // Keys are prefetched once, with the first row group.
+                let pf = if r == 0 && j0 < ahead.rows {
+                    ahead.off
+                } else {
+                    0
+                };
+                match nr - r {
+                    1 => scores8::<1>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
+                    2 => scores8::<2>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
+                    _ => scores8::<3>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
+                }
             }
+            r += (nr - r).min(3);
         }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) const LANES: usize = 16;
 type QkFn = unsafe fn(&[f32], usize, usize, &[f32], usize, usize, usize, &mut [f32]);
 type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, &mut [f32], &mut [f32], &mut [f32]);
 type QkDotFn =
-    unsafe fn(&[f32], usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize);
+    unsafe fn(&[f32], usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize, Ahead);
 type SoftmaxRowsFn = unsafe fn(&mut [f32], usize, usize, usize, &mut [f32], &mut [f32], &mut [f32]);
 type WidenFn = unsafe fn(&[u16], usize, usize, usize, usize, &mut [f32]);
 type PvFn = unsafe fn(
@@ -39,7 +39,21 @@ type PvFn = unsafe fn(
     &mut [f32],
     usize,
     &[f32],
+    Ahead,
 );
+
+/// A prefetch hint for the key or value rows of a later tile: while a kernel reads row `j`
+/// of its tile, for `j < rows`, it asks the L2 cache for the row `off` elements further on.
+/// Requests spread this way through the arithmetic keep memory streaming without the stalls
+/// a burst of requests per tile causes. Prefetches never fault; the portable path ignores
+/// the hint.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ahead {
+    /// Elements from a row read to the row requested.
+    pub off: usize,
+    /// Leading rows of the tile whose later rows are requested.
+    pub rows: usize,
+}
 
 /// The tile operations of one instruction-set path.
 pub(crate) struct TileKernels {
@@ -134,7 +148,7 @@ impl TileKernels {
 
     /// Scores in dot-product form for a few query rows (decode): `s[r * ss + j] = sum_{c < d}
     /// q[r * dp + c] * k[koff + j * ks + c]` for `r < nr`, `j < nk`. `q` is row-major, scaled
-    /// and zero from `d` to `dp`.
+    /// and zero from `d` to `dp`. `ahead` asks for later key rows (see [`Ahead`]).
     #[allow(clippy::too_many_arguments)]
     pub fn qk_dot(
         &self,
@@ -148,6 +162,7 @@ impl TileKernels {
         nk: usize,
         s: &mut [f32],
         ss: usize,
+        ahead: Ahead,
     ) {
         assert!(dp >= d && dp.is_multiple_of(LANES) && q.len() >= nr * dp && nk <= ss);
         assert!(nr == 0 || s.len() >= (nr - 1) * ss + nk);
@@ -158,7 +173,7 @@ impl TileKernels {
             );
         }
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.qk_dot)(q, nr, d, dp, k, koff, ks, nk, s, ss) }
+        unsafe { (self.qk_dot)(q, nr, d, dp, k, koff, ks, nk, s, ss, ahead) }
     }
 
     /// [`TileKernels::softmax`] for row-major scores `s[r * ss + j]`, `r < nr`, `j < nk`.
@@ -180,7 +195,8 @@ impl TileKernels {
     }
 
     /// Output update: `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} p[j * pj + r * pr]
-    /// * v[voff + j * vs + c]` for `r < nr`, `c < d` (`o` holds `rows_o` rows).
+    /// * v[voff + j * vs + c]` for `r < nr`, `c < d` (`o` holds `rows_o` rows). `ahead` asks for
+    /// later value rows (see [`Ahead`]).
     #[allow(clippy::too_many_arguments)]
     pub fn pv(
         &self,
@@ -196,6 +212,7 @@ impl TileKernels {
         o: &mut [f32],
         dp: usize,
         alpha: &[f32],
+        ahead: Ahead,
     ) {
         if nk > 0 && nr > 0 {
             assert!(
@@ -209,7 +226,7 @@ impl TileKernels {
         }
         assert!(dp >= d && dp.is_multiple_of(LANES) && o.len() >= nr * dp && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha) }
+        unsafe { (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha, ahead) }
     }
 
     /// Widens `nk` rows of `d` half-precision values (bits; row `j` at `off + j * stride`)

@@ -1,7 +1,10 @@
 //! Plain-Rust tile operations: the reference path every target has.
 //!
 //! These are safe functions; they have the `unsafe fn` signature only to share the function
-//! pointer type with the SIMD paths, and index with bounds checks.
+//! pointer type with the SIMD paths, and index with bounds checks. They take no prefetch
+//! hints ([`Ahead`]).
+
+use super::Ahead;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn qk(
@@ -72,6 +75,7 @@ pub(super) fn pv(
     o: &mut [f32],
     dp: usize,
     alpha: &[f32],
+    _ahead: Ahead,
 ) {
     for r in 0..nr {
         let orow = &mut o[r * dp..r * dp + d];
@@ -104,6 +108,7 @@ pub(super) fn qk_dot(
     nk: usize,
     s: &mut [f32],
     ss: usize,
+    _ahead: Ahead,
 ) {
     for r in 0..nr {
         let qrow = &q[r * dp..r * dp + d];
