@@ -7,7 +7,10 @@
 //!   copy of the cache from a set larger than the last-level cache, as a model's layers
 //!   would, so the figure is memory bandwidth rather than cache bandwidth.
 //! - probe: `{"probe": "read_bandwidth"}`, summing a 256 MiB buffer on every thread: the
-//!   bandwidth decode is held against.
+//!   bandwidth decode is held against. Each decode record from memory also carries
+//!   `stream_gbps`, the same step's bytes read by the same threads with no arithmetic (what
+//!   memory gives a transfer of that size, start-up included), and `of_stream`, its `gbps`
+//!   over that.
 //! - memory: causal prefill at seq 4096, 8192 and 16384 with the kernel's scratch bytes and
 //!   the process's peak-RSS growth during the call (Linux), to show memory grows linearly.
 //!
@@ -361,6 +364,11 @@ fn decode<T: AttnElement>(
     if let Some(r) = refs.probe_gbps {
         rates.push(("of_probe", gbps / r));
     }
+    if !o.hot {
+        let stream = step_stream_gbps(&ks, &vs, threads);
+        rates.push(("stream_gbps", stream));
+        rates.push(("of_stream", gbps / stream));
+    }
     sink.emit(Record {
         bench: "attention",
         case: case!(
@@ -374,6 +382,46 @@ fn decode<T: AttnElement>(
         rates: with_cpu(rates, cpu_s, ("gbps_per_core", step_bytes as f64 / 1e9)),
     });
     Ok(())
+}
+
+/// The same bytes a decode step reads (K and V of one copy, copies taken in turn), read by
+/// `threads` tasks on the compute team with nothing else to do: the bandwidth memory gives a
+/// step of this size, start-up included, where the 256 MiB probe measures a long stream.
+fn step_stream_gbps<T: AttnElement>(ks: &[Vec<T>], vs: &[Vec<T>], threads: usize) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let parts: Vec<usize> = (0..threads.max(1)).collect();
+    let total = AtomicU64::new(0);
+    let mut i = 0usize;
+    let bytes = std::mem::size_of_val(ks[0].as_slice()) + std::mem::size_of_val(vs[0].as_slice());
+    let (_, t) = time_batched(15, 20, || {
+        let c = i % ks.len();
+        i += 1;
+        knpu_kernels::par::for_each_task(&parts, threads, |&part| {
+            let mut sum = 0u64;
+            for data in [ks[c].as_slice(), vs[c].as_slice()] {
+                // SAFETY: `T` is f32, f16 or bf16, plain data without padding, so its
+                // elements may be read as the bytes they occupy.
+                let raw = unsafe {
+                    std::slice::from_raw_parts(
+                        data.as_ptr() as *const u8,
+                        std::mem::size_of_val(data),
+                    )
+                };
+                let share = raw.len().div_ceil(parts.len());
+                let mine = &raw[(part * share).min(raw.len())..((part + 1) * share).min(raw.len())];
+                // SAFETY: any 8 bytes are a valid u64.
+                let (head, words, tail) = unsafe { mine.align_to::<u64>() };
+                sum = words.iter().fold(sum, |a, &x| a.wrapping_add(x));
+                sum = head
+                    .iter()
+                    .chain(tail)
+                    .fold(sum, |a, &x| a.wrapping_add(x as u64));
+            }
+            total.fetch_add(sum, Ordering::Relaxed);
+        });
+    });
+    std::hint::black_box(total.load(Ordering::Relaxed));
+    bytes as f64 / t / 1e9
 }
 
 /// Reads a 256 MiB buffer with `threads` tasks (wrapping integer sums vectorise fully);
