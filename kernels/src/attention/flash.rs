@@ -102,7 +102,7 @@ impl Plan {
     fn worker_floats(&self) -> usize {
         let (rp, d, dp) = (self.rp, self.d, self.dp);
         let qoff = rp * std::mem::size_of::<usize>() / 4;
-        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp) + BC * rp + rp + qoff + 2 * BC * d
+        self.heads * (rp * dp.max(d) + rp * dp + 2 * rp + BC * rp + rp) + qoff + 2 * BC * d
     }
 
     /// Floats of one split-KV partial result.
@@ -207,11 +207,11 @@ impl Scratch {
         let (rp, d, dp, h) = (plan.rp, plan.d, plan.dp, plan.heads);
         Scratch {
             qt: vec![0.0; h * rp * dp.max(d)],
-            st: vec![0.0; BC * rp],
+            st: vec![0.0; h * BC * rp],
             o: vec![0.0; h * rp * dp],
             m: vec![0.0; h * rp],
             l: vec![0.0; h * rp],
-            alpha: vec![0.0; rp],
+            alpha: vec![0.0; h * rp],
             qoff: Vec::with_capacity(rp),
             kbuf: vec![0.0; wide],
             vbuf: vec![0.0; wide],
@@ -524,65 +524,72 @@ fn run_unit<T: AttnElement>(
                 let w = w as i64;
                 (j as i64) <= pos_max - w || (!p.causal && j_last >= pos_min + w)
             });
-        for hi in 0..hp {
-            let kvh = kvh0 + hi;
-            let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
-            let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
-            let (k_ahead, v_ahead) = (ahead(ks, krun), ahead(vs, vrun));
-            let (later, upto) = (
-                (j + PREFETCH_AHEAD).min(end),
-                (j + nk + PREFETCH_AHEAD).min(end),
-            );
-            if dot && !in_place {
-                prefetch_keys(p, b, kvh..kvh + 1, false, k, later, upto);
-                prefetch_keys(p, b, kvh..kvh + 1, true, v, later, upto);
+        let (later, upto) = (
+            (j + PREFETCH_AHEAD).min(end),
+            (j + nk + PREFETCH_AHEAD).min(end),
+        );
+        let tile = TileAt {
+            j,
+            nk,
+            i0,
+            n,
+            g,
+            kv_len,
+            pos_min,
+            dot,
+            rp,
+            bc,
+        };
+        if dot {
+            // The scores of every head first, then each head's softmax and output update:
+            // the tile's key rows are read close together in time, then its value rows,
+            // which streams better than alternating between them head by head.
+            let sh = rp * bc;
+            for hi in 0..hp {
+                let kvh = kvh0 + hi;
+                let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
+                let k_ahead = ahead(ks, krun);
+                if !in_place {
+                    prefetch_keys(p, b, kvh..kvh + 1, false, k, later, upto);
+                }
+                let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
+                let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
+                let st = &mut s.st[hi * sh..(hi + 1) * sh];
+                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, st, bc, k_ahead);
+                if needs_mask {
+                    mask_tile(p, st, tile);
+                }
             }
-            let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
-            let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
-            let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
-            let o = &mut s.o[hi * od..(hi + 1) * od];
-            let m = &mut s.m[hi * rp..(hi + 1) * rp];
-            let l = &mut s.l[hi * rp..(hi + 1) * rp];
-            if dot {
-                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, &mut s.st, bc, k_ahead);
-            } else {
+            for hi in 0..hp {
+                let kvh = kvh0 + hi;
+                let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
+                let v_ahead = ahead(vs, vrun);
+                if !in_place {
+                    prefetch_keys(p, b, kvh..kvh + 1, true, v, later, upto);
+                }
+                let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
+                let st = &mut s.st[hi * sh..(hi + 1) * sh];
+                let (m, l) = (&mut s.m[hi * rp..], &mut s.l[hi * rp..]);
+                let alpha = &mut s.alpha[hi * rp..(hi + 1) * rp];
+                kern.softmax_rows(st, bc, nr, nk, m, l, alpha);
+                let o = &mut s.o[hi * od..(hi + 1) * od];
+                kern.pv(st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, alpha, v_ahead);
+            }
+        } else {
+            for hi in 0..hp {
+                let kvh = kvh0 + hi;
+                let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
+                let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
+                let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
+                let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
+                let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
+                let o = &mut s.o[hi * od..(hi + 1) * od];
+                let m = &mut s.m[hi * rp..(hi + 1) * rp];
+                let l = &mut s.l[hi * rp..(hi + 1) * rp];
                 kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
-            }
-            if needs_mask && p.window.is_none() {
-                // Causal only: key `j + jj` is hidden from the block's first
-                // `j + jj - pos_min` positions, a prefix of each head's rows.
-                for jj in 0..nk {
-                    let hidden = ((j + jj) as i64 - pos_min).clamp(0, n as i64) as usize;
-                    for gi in 0..g {
-                        let r0 = gi * n;
-                        if dot {
-                            for r in r0..r0 + hidden {
-                                s.st[r * bc + jj] = f32::NEG_INFINITY;
-                            }
-                        } else {
-                            s.st[jj * rp + r0..jj * rp + r0 + hidden].fill(f32::NEG_INFINITY);
-                        }
-                    }
+                if needs_mask {
+                    mask_tile(p, &mut s.st, tile);
                 }
-            } else if needs_mask {
-                for jj in 0..nk {
-                    for il in 0..n {
-                        if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
-                            for gi in 0..g {
-                                let r = gi * n + il;
-                                let at = if dot { r * bc + jj } else { jj * rp + r };
-                                s.st[at] = f32::NEG_INFINITY;
-                            }
-                        }
-                    }
-                }
-            }
-            if dot {
-                kern.softmax_rows(&mut s.st, bc, nr, nk, m, l, &mut s.alpha);
-                kern.pv(
-                    &s.st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, &s.alpha, v_ahead,
-                );
-            } else {
                 kern.softmax(&mut s.st, rp, nk, m, l, &mut s.alpha);
                 let none = Ahead::default();
                 kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha, none);
@@ -591,6 +598,68 @@ fn run_unit<T: AttnElement>(
         j += nk;
     }
     n
+}
+
+/// Where a tile of scores sits: keys `j..j + nk` of the block whose first query position is
+/// `i0` (`n` positions, `g` query heads per kv head), scores row-major (`dot`, row stride
+/// `bc`) or transposed (key stride `rp`).
+#[derive(Clone, Copy)]
+struct TileAt {
+    j: usize,
+    nk: usize,
+    i0: usize,
+    n: usize,
+    g: usize,
+    kv_len: usize,
+    pos_min: i64,
+    dot: bool,
+    rp: usize,
+    bc: usize,
+}
+
+/// Sets the scores of the keys the mask hides from each row to `-inf`.
+fn mask_tile(p: &Problem, st: &mut [f32], t: TileAt) {
+    let TileAt {
+        j,
+        nk,
+        i0,
+        n,
+        g,
+        kv_len,
+        pos_min,
+        dot,
+        rp,
+        bc,
+    } = t;
+    if p.window.is_none() {
+        // Causal only: key `j + jj` is hidden from the block's first `j + jj - pos_min`
+        // positions, a prefix of each head's rows.
+        for jj in 0..nk {
+            let hidden = ((j + jj) as i64 - pos_min).clamp(0, n as i64) as usize;
+            for gi in 0..g {
+                let r0 = gi * n;
+                if dot {
+                    for r in r0..r0 + hidden {
+                        st[r * bc + jj] = f32::NEG_INFINITY;
+                    }
+                } else {
+                    st[jj * rp + r0..jj * rp + r0 + hidden].fill(f32::NEG_INFINITY);
+                }
+            }
+        }
+    } else {
+        for jj in 0..nk {
+            for il in 0..n {
+                if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
+                    for gi in 0..g {
+                        let r = gi * n + il;
+                        let at = if dot { r * bc + jj } else { jj * rp + r };
+                        st[at] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Normalises a block's rows and writes them (and their log-sum-exp) to the outputs.
