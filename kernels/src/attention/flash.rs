@@ -506,28 +506,12 @@ fn run_unit<T: AttnElement>(
             prefetch_keys(p, b, heads.clone(), false, k, j, first);
             prefetch_keys(p, b, heads.clone(), true, v, j, first);
         }
-        let ahead = |stride: usize, run: usize| {
-            let rows = end.saturating_sub(j + PREFETCH_AHEAD);
-            let rows = rows.min(nk).min(run.saturating_sub(PREFETCH_AHEAD));
-            if dot && in_place {
-                Ahead {
-                    off: PREFETCH_AHEAD * stride,
-                    rows,
-                }
-            } else {
-                Ahead::default()
-            }
-        };
         let j_last = (j + nk - 1) as i64;
         let needs_mask = (p.causal && j_last > pos_min)
             || p.window.is_some_and(|w| {
                 let w = w as i64;
                 (j as i64) <= pos_max - w || (!p.causal && j_last >= pos_min + w)
             });
-        let (later, upto) = (
-            (j + PREFETCH_AHEAD).min(end),
-            (j + nk + PREFETCH_AHEAD).min(end),
-        );
         let tile = TileAt {
             j,
             nk,
@@ -545,6 +529,22 @@ fn run_unit<T: AttnElement>(
             // the tile's key rows are read close together in time, then its value rows,
             // which streams better than alternating between them head by head.
             let sh = rp * bc;
+            // f32 rows are read in place, and the kernels request the rows
+            // `PREFETCH_AHEAD` positions on as they go; 16-bit rows are widened first, so
+            // they are requested here, a head at a time.
+            let ahead = |stride: usize, run: usize| match in_place {
+                true => Ahead {
+                    off: PREFETCH_AHEAD * stride,
+                    rows: (end.saturating_sub(j + PREFETCH_AHEAD))
+                        .min(nk)
+                        .min(run.saturating_sub(PREFETCH_AHEAD)),
+                },
+                false => Ahead::default(),
+            };
+            let (later, upto) = (
+                (j + PREFETCH_AHEAD).min(end),
+                (j + nk + PREFETCH_AHEAD).min(end),
+            );
             for hi in 0..hp {
                 let kvh = kvh0 + hi;
                 let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
