@@ -865,3 +865,45 @@ fn long_paged_decode_splits_inside_blocks() {
         }
     }
 }
+
+#[test]
+fn stale_tiles_from_earlier_calls_do_not_leak_into_later_ones() {
+    // Each thread keeps its tiles between calls. Poison them with NaN (a query of NaN puts
+    // NaN into scores, probabilities, outputs and partial results), then run clean problems
+    // of other shapes on the same threads: every tile must be written before it is read.
+    let mut rng = Rng(4242);
+    let poison = [
+        AttentionParams::bshd(1, 1, 3000, 16, 2, 128, CAUSAL),
+        AttentionParams::bshd(2, 150, 150, 12, 4, 96, CAUSAL),
+    ];
+    let clean = [
+        AttentionParams::bshd(1, 1, 700, 9, 3, 64, CAUSAL),
+        AttentionParams::bshd(1, 3, 257, 8, 1, 32, CAUSAL),
+        AttentionParams::bshd(1, 70, 90, 6, 3, 80, FULL),
+    ];
+    for isa in isa::supported() {
+        for threads in [1, 2] {
+            let par = Parallelism::Rayon(threads);
+            for (pp, cp) in poison
+                .iter()
+                .zip(clean.iter().cycle())
+                .chain(poison.iter().zip(clean.iter().skip(2)))
+            {
+                let q = vec![f32::NAN; pp.q.required_len().unwrap()];
+                let k: Vec<f32> = rng.vec(pp.k.required_len().unwrap(), 1.0);
+                let v: Vec<f32> = rng.vec(pp.v.required_len().unwrap(), 1.0);
+                let mut out = vec![0.0; q.len()];
+                attention_with_isa(isa, pp, &q, &k, &v, &mut out, None, None, par).unwrap();
+                let q: Vec<f32> = rng.vec(cp.q.required_len().unwrap(), 1.0);
+                let k: Vec<f32> = rng.vec(cp.k.required_len().unwrap(), 1.0);
+                let v: Vec<f32> = rng.vec(cp.v.required_len().unwrap(), 1.0);
+                let mut out = vec![0.0; q.len()];
+                let mut lse = vec![0.0; cp.q.batch * cp.q.heads * cp.q.seq];
+                attention_with_isa(isa, cp, &q, &k, &v, &mut out, Some(&mut lse), None, par)
+                    .unwrap();
+                let what = format!("{isa:?}, {threads} threads, after a poisoned call");
+                check_against_reference(&what, cp, &q, &k, &v, &out, &lse, None);
+            }
+        }
+    }
+}

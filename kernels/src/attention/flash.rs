@@ -14,6 +14,7 @@ use super::simd::{prefetch_rows, Ahead, TileKernels, LANES};
 use super::{AttnElement, ElemSlice, KvSource, Problem};
 use crate::isa::Isa;
 use crate::par::Parallelism;
+use std::cell::RefCell;
 
 /// Keys per tile of a many-row block (prefill): enough work per tile to amortise the softmax.
 pub(crate) const BC: usize = 64;
@@ -200,22 +201,96 @@ pub(crate) struct Scratch {
     vbuf: Vec<f32>,
 }
 
+/// A [`Scratch`]'s buffers between calls.
+#[derive(Default)]
+struct Spare {
+    qt: Vec<f32>,
+    st: Vec<f32>,
+    o: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+    alpha: Vec<f32>,
+    qoff: Vec<usize>,
+    kbuf: Vec<f32>,
+    vbuf: Vec<f32>,
+}
+
+thread_local! {
+    /// The buffers of the last [`Scratch`] this thread dropped. A decode step lasts tens of
+    /// microseconds, and allocating and zeroing its workers' tiles (tens of KB each) took
+    /// about a microsecond of it; reusing them costs nothing, since every tile is written
+    /// before it is read. A thread keeps at most one set, as large as the largest it needed.
+    static SPARE: RefCell<Spare> = RefCell::new(Spare::default());
+    /// The split-KV partial results of this thread's last call, kept for the same reason.
+    static SPARE_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `v` with exactly `n` elements: shortened in place, or extended with zeros.
+fn sized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    v.truncate(n);
+    v.resize(n, T::default());
+    v
+}
+
+/// Takes the buffers a thread kept (empty ones when it has none, or they are in use).
+fn take_spare<T: Default>(key: &'static std::thread::LocalKey<RefCell<T>>) -> T {
+    key.try_with(|c| {
+        c.try_borrow_mut()
+            .map(|mut x| std::mem::take(&mut *x))
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
+/// Keeps `value` as this thread's spare buffers (dropped if the thread is exiting).
+fn keep_spare<T>(key: &'static std::thread::LocalKey<RefCell<T>>, value: T) {
+    let _ = key.try_with(|c| {
+        if let Ok(mut x) = c.try_borrow_mut() {
+            *x = value;
+        }
+    });
+}
+
 impl Scratch {
-    /// Tiles for `plan`; the widening buffers only when K and V are 16-bit (`widen`).
+    /// Tiles for `plan`, in the buffers this thread kept from its last call when it has
+    /// them (their contents are stale: every tile is written before it is read); the
+    /// widening buffers only when K and V are 16-bit (`widen`).
     fn new(plan: &Plan, widen: bool) -> Scratch {
         let wide = if widen { BC * plan.d } else { 0 };
         let (rp, d, dp, h) = (plan.rp, plan.d, plan.dp, plan.heads);
+        let b = take_spare(&SPARE);
+        let mut qoff = b.qoff;
+        qoff.clear();
+        qoff.reserve(rp);
         Scratch {
-            qt: vec![0.0; h * rp * dp.max(d)],
-            st: vec![0.0; h * BC * rp],
-            o: vec![0.0; h * rp * dp],
-            m: vec![0.0; h * rp],
-            l: vec![0.0; h * rp],
-            alpha: vec![0.0; h * rp],
-            qoff: Vec::with_capacity(rp),
-            kbuf: vec![0.0; wide],
-            vbuf: vec![0.0; wide],
+            qt: sized(b.qt, h * rp * dp.max(d)),
+            st: sized(b.st, h * BC * rp),
+            o: sized(b.o, h * rp * dp),
+            m: sized(b.m, h * rp),
+            l: sized(b.l, h * rp),
+            alpha: sized(b.alpha, h * rp),
+            qoff,
+            kbuf: sized(b.kbuf, wide),
+            vbuf: sized(b.vbuf, wide),
         }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        use std::mem::take;
+        let b = Spare {
+            qt: take(&mut self.qt),
+            st: take(&mut self.st),
+            o: take(&mut self.o),
+            m: take(&mut self.m),
+            l: take(&mut self.l),
+            alpha: take(&mut self.alpha),
+            qoff: take(&mut self.qoff),
+            kbuf: take(&mut self.kbuf),
+            vbuf: take(&mut self.vbuf),
+        };
+        keep_spare(&SPARE, b);
     }
 }
 
@@ -372,8 +447,9 @@ pub(crate) fn run<T: AttnElement>(
     let out_w = SharedOut::new(out);
     let lse_w = lse.map(SharedOut::new);
     let n_tasks = plan.units * plan.splits;
+    // Every part writes its whole slot (the rows `merge` reads) before the merge.
     let mut partials = if plan.splits > 1 {
-        vec![0.0f32; n_tasks * plan.partial_floats()]
+        sized(take_spare(&SPARE_PARTIALS), n_tasks * plan.partial_floats())
     } else {
         Vec::new()
     };
@@ -413,6 +489,7 @@ pub(crate) fn run<T: AttnElement>(
     );
     if plan.splits > 1 {
         decode::merge(p, &plan, &partials, &out_w, &lse_w);
+        keep_spare(&SPARE_PARTIALS, partials);
     }
 }
 

@@ -707,9 +707,11 @@ pub fn paged_attention_with_isa<T: AttnElement>(
     Ok(())
 }
 
-/// Bytes of working memory [`attention`] allocates for a problem of this shape with `threads`
+/// Bytes of working memory [`attention`] needs for a problem of this shape with `threads`
 /// tasks: per-task tiles, plus split-KV partial results when the key range is split. It does
-/// not grow with the sequence length except through the bounded number of splits.
+/// not grow with the sequence length except through the bounded number of splits. Each thread
+/// keeps the tiles of its last call for the next one (the largest it has needed), so this
+/// memory stays allocated between calls.
 pub fn attention_scratch_bytes(
     batch: usize,
     q_heads: usize,
