@@ -188,6 +188,7 @@ impl<T> SharedOut<T> {
 }
 
 /// One worker's tiles.
+#[derive(Default)]
 pub(crate) struct Scratch {
     qt: Vec<f32>,
     st: Vec<f32>,
@@ -201,26 +202,12 @@ pub(crate) struct Scratch {
     vbuf: Vec<f32>,
 }
 
-/// A [`Scratch`]'s buffers between calls.
-#[derive(Default)]
-struct Spare {
-    qt: Vec<f32>,
-    st: Vec<f32>,
-    o: Vec<f32>,
-    m: Vec<f32>,
-    l: Vec<f32>,
-    alpha: Vec<f32>,
-    qoff: Vec<usize>,
-    kbuf: Vec<f32>,
-    vbuf: Vec<f32>,
-}
-
 thread_local! {
-    /// The buffers of the last [`Scratch`] this thread dropped. A decode step lasts tens of
+    /// The buffers of the last [`Kept`] scratch this thread let go of. A decode step lasts tens of
     /// microseconds, and allocating and zeroing its workers' tiles (tens of KB each) took
     /// about a microsecond of it; reusing them costs nothing, since every tile is written
     /// before it is read. A thread keeps at most one set, as large as the largest it needed.
-    static SPARE: RefCell<Spare> = RefCell::new(Spare::default());
+    static SPARE: RefCell<Scratch> = RefCell::new(Scratch::default());
     /// The split-KV partial results of this thread's last call, kept for the same reason.
     static SPARE_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -251,18 +238,21 @@ fn keep_spare<T>(key: &'static std::thread::LocalKey<RefCell<T>>, value: T) {
     });
 }
 
-impl Scratch {
+/// A worker's [`Scratch`], handed back to its thread's spare when the worker is done.
+pub(crate) struct Kept(Scratch);
+
+impl Kept {
     /// Tiles for `plan`, in the buffers this thread kept from its last call when it has
     /// them (their contents are stale: every tile is written before it is read); the
     /// widening buffers only when K and V are 16-bit (`widen`).
-    fn new(plan: &Plan, widen: bool) -> Scratch {
+    fn new(plan: &Plan, widen: bool) -> Kept {
         let wide = if widen { BC * plan.d } else { 0 };
         let (rp, d, dp, h) = (plan.rp, plan.d, plan.dp, plan.heads);
         let b = take_spare(&SPARE);
         let mut qoff = b.qoff;
         qoff.clear();
         qoff.reserve(rp);
-        Scratch {
+        Kept(Scratch {
             qt: sized(b.qt, h * rp * dp.max(d)),
             st: sized(b.st, h * BC * rp),
             o: sized(b.o, h * rp * dp),
@@ -272,25 +262,13 @@ impl Scratch {
             qoff,
             kbuf: sized(b.kbuf, wide),
             vbuf: sized(b.vbuf, wide),
-        }
+        })
     }
 }
 
-impl Drop for Scratch {
+impl Drop for Kept {
     fn drop(&mut self) {
-        use std::mem::take;
-        let b = Spare {
-            qt: take(&mut self.qt),
-            st: take(&mut self.st),
-            o: take(&mut self.o),
-            m: take(&mut self.m),
-            l: take(&mut self.l),
-            alpha: take(&mut self.alpha),
-            qoff: take(&mut self.qoff),
-            kbuf: take(&mut self.kbuf),
-            vbuf: take(&mut self.vbuf),
-        };
-        keep_spare(&SPARE, b);
+        keep_spare(&SPARE, std::mem::take(&mut self.0));
     }
 }
 
@@ -457,12 +435,13 @@ pub(crate) fn run<T: AttnElement>(
     crate::par::for_each_with(
         n_tasks,
         threads,
-        || Scratch::new(&plan, !matches!(T::view(k), ElemSlice::F32(_))),
+        || Kept::new(&plan, !matches!(T::view(k), ElemSlice::F32(_))),
         |t, s| {
             // Longest units (last query blocks under a causal mask) first.
             let unit = plan.units - 1 - t / plan.splits;
             let split = t % plan.splits;
             let (b, kvh0, qb) = plan.unit(unit);
+            let s = &mut s.0;
             let rows = run_unit(&kern, p, &plan, b, kvh0, qb, split, q, k, v, s);
             if plan.splits == 1 {
                 let (od, rp) = (plan.rp * plan.dp, plan.rp);
