@@ -214,28 +214,8 @@ thread_local! {
 
 /// `v` with exactly `n` elements: shortened in place, or extended with zeros.
 fn sized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
-    v.truncate(n);
     v.resize(n, T::default());
     v
-}
-
-/// Takes the buffers a thread kept (empty ones when it has none, or they are in use).
-fn take_spare<T: Default>(key: &'static std::thread::LocalKey<RefCell<T>>) -> T {
-    key.try_with(|c| {
-        c.try_borrow_mut()
-            .map(|mut x| std::mem::take(&mut *x))
-            .unwrap_or_default()
-    })
-    .unwrap_or_default()
-}
-
-/// Keeps `value` as this thread's spare buffers (dropped if the thread is exiting).
-fn keep_spare<T>(key: &'static std::thread::LocalKey<RefCell<T>>, value: T) {
-    let _ = key.try_with(|c| {
-        if let Ok(mut x) = c.try_borrow_mut() {
-            *x = value;
-        }
-    });
 }
 
 /// A worker's [`Scratch`], handed back to its thread's spare when the worker is done.
@@ -248,7 +228,7 @@ impl Kept {
     fn new(plan: &Plan, widen: bool) -> Kept {
         let wide = if widen { BC * plan.d } else { 0 };
         let (rp, d, dp, h) = (plan.rp, plan.d, plan.dp, plan.heads);
-        let b = take_spare(&SPARE);
+        let b = SPARE.try_with(RefCell::take).unwrap_or_default();
         let mut qoff = b.qoff;
         qoff.clear();
         qoff.reserve(rp);
@@ -268,7 +248,8 @@ impl Kept {
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        keep_spare(&SPARE, std::mem::take(&mut self.0));
+        // A thread that is exiting drops the buffers instead.
+        let _ = SPARE.try_with(|c| c.replace(std::mem::take(&mut self.0)));
     }
 }
 
@@ -427,7 +408,8 @@ pub(crate) fn run<T: AttnElement>(
     let n_tasks = plan.units * plan.splits;
     // Every part writes its whole slot (the rows `merge` reads) before the merge.
     let mut partials = if plan.splits > 1 {
-        sized(take_spare(&SPARE_PARTIALS), n_tasks * plan.partial_floats())
+        let kept = SPARE_PARTIALS.try_with(RefCell::take).unwrap_or_default();
+        sized(kept, n_tasks * plan.partial_floats())
     } else {
         Vec::new()
     };
@@ -468,7 +450,7 @@ pub(crate) fn run<T: AttnElement>(
     );
     if plan.splits > 1 {
         decode::merge(p, &plan, &partials, &out_w, &lse_w);
-        keep_spare(&SPARE_PARTIALS, partials);
+        let _ = SPARE_PARTIALS.try_with(|c| c.replace(partials));
     }
 }
 
