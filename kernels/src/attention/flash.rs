@@ -219,7 +219,7 @@ fn sized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
 }
 
 /// A worker's [`Scratch`], handed back to its thread's spare when the worker is done.
-pub(crate) struct Kept(Scratch);
+struct Kept(Scratch);
 
 impl Kept {
     /// Tiles for `plan`, in the buffers this thread kept from its last call when it has
