@@ -568,8 +568,10 @@ fn run_unit<T: AttnElement>(
             // which streams better than alternating between them head by head.
             let sh = rp * bc;
             // f32 rows are read in place, and the kernels request the rows
-            // `PREFETCH_AHEAD` positions on as they go; 16-bit rows are widened first, so
-            // they are requested here, a head at a time.
+            // `PREFETCH_AHEAD` positions on as they go, as far as those rows follow at the
+            // same stride; the rest (past the end of a paged cache's block, or all of them
+            // for 16-bit rows, which are widened first) are requested here, a head at a time,
+            // through the block table.
             let ahead = |stride: usize, run: usize| match in_place {
                 true => Ahead {
                     off: PREFETCH_AHEAD * stride,
@@ -587,9 +589,7 @@ fn run_unit<T: AttnElement>(
                 let kvh = kvh0 + hi;
                 let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
                 let k_ahead = ahead(ks, krun);
-                if !in_place {
-                    prefetch_keys(p, b, kvh..kvh + 1, false, k, later, upto);
-                }
+                prefetch_keys(p, b, kvh..kvh + 1, false, k, later + k_ahead.rows, upto);
                 let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
                 let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
@@ -602,9 +602,7 @@ fn run_unit<T: AttnElement>(
                 let kvh = kvh0 + hi;
                 let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
                 let v_ahead = ahead(vs, vrun);
-                if !in_place {
-                    prefetch_keys(p, b, kvh..kvh + 1, true, v, later, upto);
-                }
+                prefetch_keys(p, b, kvh..kvh + 1, true, v, later + v_ahead.rows, upto);
                 let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
                 let (m, l) = (&mut s.m[hi * rp..], &mut s.l[hi * rp..]);
