@@ -92,3 +92,46 @@ fn bench_runtime_prints_json_lines_records() {
         assert!(ops.contains(op), "missing {op} in {ops:?}");
     }
 }
+
+#[test]
+fn bench_attention_decodes_from_a_paged_cache() {
+    let args = [
+        "bench",
+        "attention",
+        "--json",
+        "--phase",
+        "decode",
+        "--kv-len",
+        "40",
+        "--block-size",
+        "16",
+        "--hot",
+    ];
+    let (ok, out, err) = knpu(&args, &[]);
+    assert!(ok, "{err}");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(records.len(), 1, "{out}");
+    let v = &records[0];
+    assert_eq!(v["case"]["phase"], "decode");
+    assert_eq!(v["case"]["cache"], "paged");
+    assert_eq!(v["case"]["block_size"], 16);
+    assert_eq!(v["case"]["kv_len"], 40);
+    assert!(v["us"].as_f64().unwrap() > 0.0, "{out}");
+
+    let (ok, _, err) = knpu(
+        &[
+            "bench",
+            "attention",
+            "--layout",
+            "bhsd",
+            "--block-size",
+            "16",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("--block-size"), "{err}");
+}

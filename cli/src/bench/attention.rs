@@ -26,12 +26,16 @@
 //! `--seq 512,2048` (prefill lengths); `--kv-len 512,4096` (decode cache lengths);
 //! `--dtype f32|f16|bf16|all` (default f32); `--hot` (decode re-reads one cache copy, so it
 //! measures the kernel on cache-resident data); `--layout bshd|bhsd` (the decode cache's
-//! memory order, default bshd).
+//! memory order, default bshd); `--block-size N` (decode reads a paged cache of `N`-position
+//! blocks, `[blocks, N, kv_heads, head_dim]`, through a block table, each step's blocks
+//! scattered over the whole cache as a serving cache's blocks end up; records carry
+//! `"cache": "paged"` and `block_size`).
 
 use super::{time_batched, time_median, Record, Sink};
 use half::{bf16, f16};
 use knpu_kernels::attention::{
-    attention, attention_scratch_bytes, AttentionParams, AttnElement, AttnMask, AttnTensor,
+    attention, attention_scratch_bytes, paged_attention, AttentionParams, AttnElement, AttnMask,
+    AttnTensor, PagedAttentionParams, PagedKvCache,
 };
 use knpu_kernels::gemm::{gemm, Epilogue, GemmDesc};
 use knpu_kernels::Parallelism;
@@ -48,6 +52,8 @@ struct Opts {
     dtypes: Vec<&'static str>,
     hot: bool,
     head_major: bool,
+    /// Decode from a paged cache of blocks of this many positions.
+    block_size: Option<usize>,
     seqs: Vec<usize>,
     kv_lens: Vec<usize>,
 }
@@ -82,6 +88,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         dtypes: vec!["f32"],
         hot: false,
         head_major: false,
+        block_size: None,
         seqs: vec![512, 2048],
         kv_lens: vec![512, 4096],
     };
@@ -95,6 +102,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--hot" => o.hot = true,
             "--seq" => o.seqs = parse_list(val()?, "--seq")?,
             "--kv-len" => o.kv_lens = parse_list(val()?, "--kv-len")?,
+            "--block-size" => match parse_list(val()?, "--block-size")?[..] {
+                [n] => o.block_size = Some(n),
+                _ => return Err("--block-size takes one block size".into()),
+            },
             "--layout" => {
                 o.head_major = match val()?.as_str() {
                     "bshd" => false,
@@ -114,6 +125,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             _ => return Err(format!("unknown option `{a}`")),
         }
+    }
+    if o.head_major && o.block_size.is_some() {
+        return Err("--layout applies to a contiguous cache, not with --block-size".into());
     }
     for p in &o.phases {
         if !["prefill", "decode", "probe", "memory"].contains(&p.as_str()) {
@@ -322,40 +336,92 @@ fn decode<T: AttnElement>(
     refs: &Refs,
     sink: &mut Sink,
 ) -> Result<(), String> {
-    let mut p = AttentionParams::bshd(1, 1, kv_len, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
-    if o.head_major {
-        p.k = AttnTensor::bhsd(1, kv_len, KV_HEADS, HEAD_DIM);
-        p.v = p.k;
-    }
-    let cache_len = p.k.required_len().map_err(|e| e.to_string())?;
-    let step_bytes = 2 * cache_len * std::mem::size_of::<T>();
+    let row = KV_HEADS * HEAD_DIM;
+    let step_bytes = 2 * kv_len * row * std::mem::size_of::<T>();
     // Enough copies of K and V to overflow the last-level cache several times.
     let copies = if o.hot {
         1
     } else {
         (256usize << 20).div_ceil(step_bytes).max(2)
     };
-    let ks: Vec<Vec<T>> = (0..copies)
-        .map(|c| fill(cache_len, 10 + c as u64))
-        .collect();
-    let vs: Vec<Vec<T>> = (0..copies)
-        .map(|c| fill(cache_len, 900 + c as u64))
-        .collect();
-    let q: Vec<T> = fill(p.q.required_len().map_err(|e| e.to_string())?, 4);
+    let q: Vec<T> = fill(Q_HEADS * HEAD_DIM, 4);
     let mut out = vec![T::from_f32(0.0); q.len()];
     let par = Parallelism::Rayon(threads);
     let mut i = 0usize;
     let mut err = None;
     // Steps are short: time batches of 20 back-to-back steps, median over 15 batches.
-    let cpu = CpuMeter::start();
-    let (samples, t) = time_batched(15, 20, || {
-        let c = i % copies;
-        i += 1;
-        if let Err(e) = attention(&p, &q, &ks[c], &vs[c], &mut out, None, None, par) {
-            err = Some(e);
+    let (samples, t, cpu_s, stream) = match o.block_size {
+        None => {
+            let mut p = AttentionParams::bshd(1, 1, kv_len, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
+            if o.head_major {
+                p.k = AttnTensor::bhsd(1, kv_len, KV_HEADS, HEAD_DIM);
+                p.v = p.k;
+            }
+            let cache_len = p.k.required_len().map_err(|e| e.to_string())?;
+            let ks: Vec<Vec<T>> = (0..copies)
+                .map(|c| fill(cache_len, 10 + c as u64))
+                .collect();
+            let vs: Vec<Vec<T>> = (0..copies)
+                .map(|c| fill(cache_len, 900 + c as u64))
+                .collect();
+            let cpu = CpuMeter::start();
+            let (samples, t) = time_batched(15, 20, || {
+                let c = i % copies;
+                i += 1;
+                if let Err(e) = attention(&p, &q, &ks[c], &vs[c], &mut out, None, None, par) {
+                    err = Some(e);
+                }
+            });
+            let cpu_s = cpu.per_call(i);
+            let reads: Vec<[Vec<&[T]>; 2]> = ks
+                .iter()
+                .zip(&vs)
+                .map(|(k, v)| [vec![k.as_slice()], vec![v.as_slice()]])
+                .collect();
+            (
+                samples,
+                t,
+                cpu_s,
+                (!o.hot).then(|| step_stream_gbps(&reads, threads)),
+            )
         }
-    });
-    let cpu_s = cpu.per_call(i);
+        Some(bs) => {
+            let per_seq = kv_len.div_ceil(bs);
+            let cache = PagedKvCache::dense(copies * per_seq, bs, KV_HEADS, HEAD_DIM);
+            let cache_len = cache.required_len().map_err(|e| e.to_string())?;
+            let (k, v): (Vec<T>, Vec<T>) = (fill(cache_len, 10), fill(cache_len, 900));
+            let tables = shuffled_blocks(copies * per_seq);
+            let p = PagedAttentionParams {
+                q: AttnTensor::bshd(1, 1, Q_HEADS, HEAD_DIM),
+                out: AttnTensor::bshd(1, 1, Q_HEADS, HEAD_DIM),
+                cache,
+                max_blocks_per_seq: per_seq,
+                mask: CAUSAL,
+            };
+            let lens = [kv_len as u32];
+            let cpu = CpuMeter::start();
+            let (samples, t) = time_batched(15, 20, || {
+                let c = i % copies;
+                i += 1;
+                let table = &tables[c * per_seq..(c + 1) * per_seq];
+                if let Err(e) = paged_attention(&p, &q, &k, &v, table, &lens, &mut out, None, par) {
+                    err = Some(e);
+                }
+            });
+            let cpu_s = cpu.per_call(i);
+            let blocks_of = |data, table| block_rows(data, table, cache.block_stride, bs, kv_len);
+            let reads: Vec<[Vec<&[T]>; 2]> = tables
+                .chunks_exact(per_seq)
+                .map(|table| [blocks_of(&k, table), blocks_of(&v, table)])
+                .collect();
+            (
+                samples,
+                t,
+                cpu_s,
+                (!o.hot).then(|| step_stream_gbps(&reads, threads)),
+            )
+        }
+    };
     if let Some(e) = err {
         return Err(e.to_string());
     }
@@ -364,19 +430,23 @@ fn decode<T: AttnElement>(
     if let Some(r) = refs.probe_gbps {
         rates.push(("of_probe", gbps / r));
     }
-    if !o.hot {
-        let stream = step_stream_gbps(&ks, &vs, threads);
+    if let Some(stream) = stream {
         rates.push(("stream_gbps", stream));
         rates.push(("of_stream", gbps / stream));
     }
+    let mut case = case!(
+        "phase" => "decode", "batch" => 1, "q_heads" => Q_HEADS, "kv_heads" => KV_HEADS,
+        "head_dim" => HEAD_DIM, "kv_len" => kv_len, "dtype" => T::NAME,
+        "layout" => if o.head_major { "bhsd" } else { "bshd" },
+        "cache" => if o.block_size.is_some() { "paged" } else { "contiguous" },
+        "threads" => threads, "cache_copies" => copies, "steps_per_sample" => 20
+    );
+    if let Some(bs) = o.block_size {
+        case.insert("block_size".into(), bs.into());
+    }
     sink.emit(Record {
         bench: "attention",
-        case: case!(
-            "phase" => "decode", "batch" => 1, "q_heads" => Q_HEADS, "kv_heads" => KV_HEADS,
-            "head_dim" => HEAD_DIM, "kv_len" => kv_len, "dtype" => T::NAME,
-            "layout" => if o.head_major { "bhsd" } else { "bshd" },
-            "threads" => threads, "cache_copies" => copies, "steps_per_sample" => 20
-        ),
+        case,
         runs: samples,
         median_s: t,
         rates: with_cpu(rates, cpu_s, ("gbps_per_core", step_bytes as f64 / 1e9)),
@@ -384,38 +454,91 @@ fn decode<T: AttnElement>(
     Ok(())
 }
 
-/// The same bytes a decode step reads (K and V of one copy, copies taken in turn), read by
-/// `threads` tasks on the compute team with nothing else to do: the bandwidth memory gives a
-/// step of this size, start-up included, where the 256 MiB probe measures a long stream.
-fn step_stream_gbps<T: AttnElement>(ks: &[Vec<T>], vs: &[Vec<T>], threads: usize) -> f64 {
+/// The rows of `kv_len` positions a block table names, block by block in table order.
+fn block_rows<'a, T>(
+    data: &'a [T],
+    table: &[u32],
+    block_stride: usize,
+    block_size: usize,
+    kv_len: usize,
+) -> Vec<&'a [T]> {
+    let row = KV_HEADS * HEAD_DIM;
+    table
+        .iter()
+        .enumerate()
+        .map(|(j, &blk)| {
+            let at = blk as usize * block_stride;
+            &data[at..at + (kv_len - j * block_size).min(block_size) * row]
+        })
+        .collect()
+}
+
+/// Block numbers `0..blocks` in a fixed pseudo-random order: consecutive positions of a
+/// sequence land in blocks scattered over the cache, as a serving cache's do once sequences
+/// have come and gone.
+fn shuffled_blocks(blocks: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..blocks as u32).collect();
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..blocks).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        order.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// The same bytes a decode step reads, read by `threads` tasks on the compute team with
+/// nothing else to do: the bandwidth memory gives a step of this size, start-up included,
+/// where the 256 MiB probe measures a long stream. `reads[c]` holds copy `c`'s K and V, each
+/// as the pieces (the whole tensor, or a paged cache's blocks in table order) the step
+/// reads; copies are taken in turn, and each task reads its share of K's and of V's bytes.
+fn step_stream_gbps<T: AttnElement>(reads: &[[Vec<&[T]>; 2]], threads: usize) -> f64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     let parts: Vec<usize> = (0..threads.max(1)).collect();
     let total = AtomicU64::new(0);
     let mut i = 0usize;
-    let bytes = std::mem::size_of_val(ks[0].as_slice()) + std::mem::size_of_val(vs[0].as_slice());
+    let bytes: usize = reads[0]
+        .iter()
+        .flatten()
+        .map(|piece| std::mem::size_of_val(*piece))
+        .sum();
     let (_, t) = time_batched(15, 20, || {
-        let c = i % ks.len();
+        let c = i % reads.len();
         i += 1;
         knpu_kernels::par::for_each_task(&parts, threads, |&part| {
             let mut sum = 0u64;
-            for data in [ks[c].as_slice(), vs[c].as_slice()] {
-                // SAFETY: `T` is f32, f16 or bf16, plain data without padding, so its
-                // elements may be read as the bytes they occupy.
-                let raw = unsafe {
-                    std::slice::from_raw_parts(
-                        data.as_ptr() as *const u8,
-                        std::mem::size_of_val(data),
-                    )
-                };
-                let share = raw.len().div_ceil(parts.len());
-                let mine = &raw[(part * share).min(raw.len())..((part + 1) * share).min(raw.len())];
-                // SAFETY: any 8 bytes are a valid u64.
-                let (head, words, tail) = unsafe { mine.align_to::<u64>() };
-                sum = words.iter().fold(sum, |a, &x| a.wrapping_add(x));
-                sum = head
-                    .iter()
-                    .chain(tail)
-                    .fold(sum, |a, &x| a.wrapping_add(x as u64));
+            for pieces in &reads[c] {
+                let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+                let share = len.div_ceil(parts.len());
+                let (from, to) = ((part * share).min(len), ((part + 1) * share).min(len));
+                let mut at = 0usize;
+                for piece in pieces {
+                    let (lo, hi) = (
+                        from.max(at) - at,
+                        to.min(at + piece.len()).saturating_sub(at),
+                    );
+                    at += piece.len();
+                    if lo >= hi {
+                        continue;
+                    }
+                    let mine = &piece[lo..hi];
+                    // SAFETY: `T` is f32, f16 or bf16, plain data without padding, so its
+                    // elements may be read as the bytes they occupy.
+                    let raw = unsafe {
+                        std::slice::from_raw_parts(
+                            mine.as_ptr() as *const u8,
+                            std::mem::size_of_val(mine),
+                        )
+                    };
+                    // SAFETY: any 8 bytes are a valid u64.
+                    let (head, words, tail) = unsafe { raw.align_to::<u64>() };
+                    sum = words.iter().fold(sum, |a, &x| a.wrapping_add(x));
+                    sum = head
+                        .iter()
+                        .chain(tail)
+                        .fold(sum, |a, &x| a.wrapping_add(x as u64));
+                }
             }
             total.fetch_add(sum, Ordering::Relaxed);
         });
