@@ -194,9 +194,10 @@ impl TileKernels {
         unsafe { (self.softmax_rows)(s, ss, nr, nk, m, l, alpha) }
     }
 
-    /// Output update: `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} p[j * pj + r * pr]
-    /// * v[voff + j * vs + c]` for `r < nr`, `c < d` (`o` holds `rows_o` rows). `ahead` asks for
-    /// later value rows (see [`Ahead`]).
+    /// Output update:
+    /// `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} p[j * pj + r * pr] * v[voff + j * vs + c]`
+    /// for `r < nr`, `c < d` (`o` holds at least `nr` rows of `dp`). `ahead` asks for later
+    /// value rows (see [`Ahead`]).
     #[allow(clippy::too_many_arguments)]
     pub fn pv(
         &self,
