@@ -524,9 +524,13 @@ fn run_unit<T: AttnElement>(
     let start = (lo + split * part).min(hi);
     let end = (start + part).min(hi);
     let heads = kvh0..kvh0 + hp;
-    // f32 tiles are read in place, so the kernels can request later rows themselves;
-    // 16-bit tiles are widened first and prefetched a head at a time here.
-    let in_place = matches!(T::view(k), ElemSlice::F32(_));
+    // f32 tiles are read in place, and so are 16-bit tiles of few-row blocks where the
+    // path converts them as it loads (AVX-512); the kernels then request later rows
+    // themselves. Other 16-bit tiles are widened first and prefetched a head at a time here.
+    let in_place = match T::view(k) {
+        ElemSlice::F32(_) => true,
+        ElemSlice::F16(_) | ElemSlice::Bf16(_) => dot && kern.reads_16bit_in_place(),
+    };
 
     let mut j = start;
     while j < end {
@@ -567,11 +571,10 @@ fn run_unit<T: AttnElement>(
             // the tile's key rows are read close together in time, then its value rows,
             // which streams better than alternating between them head by head.
             let sh = rp * bc;
-            // f32 rows are read in place, and the kernels request the rows
-            // `PREFETCH_AHEAD` positions on as they go, as far as those rows follow at the
-            // same stride; the rest (past the end of a paged cache's block, or all of them
-            // for 16-bit rows, which are widened first) are requested here, a head at a time,
-            // through the block table.
+            // Rows read in place: the kernels request the rows `PREFETCH_AHEAD` positions
+            // on as they go, as far as those rows follow at the same stride; the rest (past
+            // the end of a paged cache's block, or all of them for rows widened first) are
+            // requested here, a head at a time, through the block table.
             let ahead = |stride: usize, run: usize| match in_place {
                 true => Ahead {
                     off: PREFETCH_AHEAD * stride,
@@ -590,10 +593,18 @@ fn run_unit<T: AttnElement>(
                 let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
                 let k_ahead = ahead(ks, krun);
                 prefetch_keys(p, b, kvh..kvh + 1, false, k, later + k_ahead.rows, upto);
-                let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
                 let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
-                kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, st, bc, k_ahead);
+                match (T::view(k), in_place) {
+                    (ElemSlice::F16(bits), true) | (ElemSlice::Bf16(bits), true) => {
+                        let bf16 = matches!(T::view(k), ElemSlice::Bf16(_));
+                        kern.qk_dot16(bf16, qt, nr, d, dp, bits, koff, ks, nk, st, bc, k_ahead);
+                    }
+                    _ => {
+                        let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
+                        kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, st, bc, k_ahead);
+                    }
+                }
                 if needs_mask {
                     mask_tile(p, st, tile);
                 }
@@ -603,13 +614,24 @@ fn run_unit<T: AttnElement>(
                 let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
                 let v_ahead = ahead(vs, vrun);
                 prefetch_keys(p, b, kvh..kvh + 1, true, v, later + v_ahead.rows, upto);
-                let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
                 let (m, l) = (&mut s.m[hi * rp..], &mut s.l[hi * rp..]);
                 let alpha = &mut s.alpha[hi * rp..(hi + 1) * rp];
                 kern.softmax_rows(st, bc, nr, nk, m, l, alpha);
                 let o = &mut s.o[hi * od..(hi + 1) * od];
-                kern.pv(st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, alpha, v_ahead);
+                match (T::view(v), in_place) {
+                    (ElemSlice::F16(bits), true) | (ElemSlice::Bf16(bits), true) => {
+                        let bf16 = matches!(T::view(v), ElemSlice::Bf16(_));
+                        let a = &*alpha;
+                        kern.pv16(
+                            bf16, st, 1, bc, nr, nk, bits, voff, vs, d, o, dp, a, v_ahead,
+                        );
+                    }
+                    _ => {
+                        let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
+                        kern.pv(st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, alpha, v_ahead);
+                    }
+                }
             }
         } else {
             for hi in 0..hp {

@@ -7,6 +7,94 @@
 use super::Ahead;
 use std::arch::x86_64::*;
 
+/// An element type the decode kernels read keys and values as, in place.
+pub(super) trait KvElem: Copy {
+    /// 0: f32; 1: f16 bits; 2: bf16 bits.
+    const KIND: u8;
+}
+
+impl KvElem for f32 {
+    const KIND: u8 = 0;
+}
+
+/// f16 values, as their bits.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+#[allow(dead_code)] // only ever seen through a cast of `u16` data (`bits_as`)
+pub(super) struct F16Bits(u16);
+
+impl KvElem for F16Bits {
+    const KIND: u8 = 1;
+}
+
+/// bfloat16 values, as their bits.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+#[allow(dead_code)] // only ever seen through a cast of `u16` data (`bits_as`)
+pub(super) struct Bf16Bits(u16);
+
+impl KvElem for Bf16Bits {
+    const KIND: u8 = 2;
+}
+
+/// 16 elements at `p` as f32; lanes outside `m` are zero and not read.
+///
+/// # Safety
+/// - `p` readable at every lane set in `m`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn load16<E: KvElem>(p: *const E, m: __mmask16) -> __m512 {
+    // SAFETY: the lanes of `m` are readable (caller).
+    unsafe {
+        match E::KIND {
+            0 => _mm512_maskz_loadu_ps(m, p as *const f32),
+            1 => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16)),
+            _ => widen_bf16x16(_mm256_maskz_loadu_epi16(m, p as *const i16)),
+        }
+    }
+}
+
+/// [`load16`] of all 16 lanes.
+///
+/// # Safety
+/// - `p` readable at 16 elements.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn load16_full<E: KvElem>(p: *const E) -> __m512 {
+    // SAFETY: 16 elements at `p` are readable (caller).
+    unsafe {
+        match E::KIND {
+            0 => _mm512_loadu_ps(p as *const f32),
+            1 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+            _ => widen_bf16x16(_mm256_loadu_si256(p as *const __m256i)),
+        }
+    }
+}
+
+/// 16 bfloat16 values (bits) as f32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn widen_bf16x16(h: __m256i) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+}
+
+/// Whether vector `c` of a row (16 elements of `E` each) starts a 64-byte line, so that the
+/// kernels prefetch each line once.
+#[inline(always)]
+fn starts_line<E>(c: usize) -> bool {
+    (c * std::mem::size_of::<E>()).is_multiple_of(4)
+}
+
+/// Views 16-bit values as `E` (`F16Bits` or `Bf16Bits`, both `u16` underneath).
+fn bits_as<E: KvElem>(bits: &[u16]) -> &[E] {
+    assert_eq!(std::mem::size_of::<E>(), 2);
+    // SAFETY: `E` is a `repr(transparent)` wrapper of `u16` (size checked above), so the
+    // slice's memory holds valid values of it at the same addresses.
+    unsafe { std::slice::from_raw_parts(bits.as_ptr() as *const E, bits.len()) }
+}
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
@@ -198,15 +286,15 @@ pub(super) unsafe fn softmax(
 /// - `v` must be readable at `j * vs + c` for `j < nk` and every column `c` whose lane is set
 ///   (all lanes of the first `NV - 1` vectors, the `tail` lanes of the last).
 /// - `o` must be readable and writable at `r * dp + 16 * NV` floats for `r < MR`; `a` at `MR`.
-/// - The host must support AVX-512F.
-#[target_feature(enable = "avx512f")]
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn pv_block<const MR: usize, const NV: usize>(
+unsafe fn pv_block<E: KvElem, const MR: usize, const NV: usize>(
     p: *const f32,
     pj: usize,
     pr: usize,
     nk: usize,
-    v: *const f32,
+    v: *const E,
     vs: usize,
     o: *mut f32,
     dp: usize,
@@ -230,15 +318,15 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
         unsafe {
             let row = v.add(j * vs);
             if j < pf.rows {
-                for c in 0..NV {
+                for c in (0..NV).filter(|&c| starts_line::<E>(c)) {
                     let at = row.wrapping_add(pf.off + 16 * c) as *const i8;
                     _mm_prefetch::<_MM_HINT_T1>(at);
                 }
             }
             for c in 0..NV - 1 {
-                vv[c] = _mm512_loadu_ps(row.add(16 * c));
+                vv[c] = load16_full(row.add(16 * c));
             }
-            vv[NV - 1] = _mm512_maskz_loadu_ps(tail, row.add(16 * (NV - 1)));
+            vv[NV - 1] = load16(row.add(16 * (NV - 1)), tail);
         }
         for r in 0..MR {
             // SAFETY: probability `(j, r)` with `j < nk`, `r < MR` (caller's bounds).
@@ -262,16 +350,16 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
 /// - `pt` readable at `j * pj + r * pr` for `j < nk`, `r < nr`; `alpha.len() >= nr`.
 /// - `dp >= d`, `dp % 16 == 0`, `o.len() >= nr * dp`.
 /// - When `nk > 0`: `voff + (nk - 1) * vs + d <= v.len()`.
-/// - The host must support AVX-512F.
-#[target_feature(enable = "avx512f")]
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn pv(
+unsafe fn pv_in<E: KvElem>(
     pt: &[f32],
     pj: usize,
     pr: usize,
     nr: usize,
     nk: usize,
-    v: &[f32],
+    v: &[E],
     voff: usize,
     vs: usize,
     d: usize,
@@ -310,10 +398,10 @@ pub(super) unsafe fn pv(
                     ($($pat:pat => $mr:literal),*) => {
                         match (mr, nv) {
                             $(
-                                ($pat, 1) => pv_block::<$mr, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                                ($pat, 2) => pv_block::<$mr, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                                ($pat, 3) => pv_block::<$mr, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                                ($pat, _) => pv_block::<$mr, 4>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, 1) => pv_block::<E, $mr, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, 2) => pv_block::<E, $mr, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, 3) => pv_block::<E, $mr, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, _) => pv_block::<E, $mr, 4>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
                             )*
                         }
                     };
@@ -367,13 +455,13 @@ fn finish8(h: &[__m512; 4]) -> __m512 {
 /// - `q` readable at `r * dp + c` for `r < R`, `c < 16 * (full + (tail != 0))`.
 /// - `k` readable at `off[i] + c` for `i < 4`, `c < 16 * full`, and at the `tail` lanes of
 ///   vector `full`.
-/// - The host must support AVX-512F.
-#[target_feature(enable = "avx512f")]
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn dot4<const R: usize>(
+unsafe fn dot4<E: KvElem, const R: usize>(
     q: *const f32,
     dp: usize,
-    k: *const f32,
+    k: *const E,
     off: [usize; 4],
     full: usize,
     tail: __mmask16,
@@ -387,8 +475,8 @@ unsafe fn dot4<const R: usize>(
         unsafe {
             let qv: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(q.add(r * dp + 16 * c)));
             for i in 0..4 {
-                let kv = _mm512_maskz_loadu_ps(m, k.add(off[i] + 16 * c));
-                if pf != 0 {
+                let kv = load16(k.add(off[i] + 16 * c), m);
+                if pf != 0 && starts_line::<E>(c) {
                     _mm_prefetch::<_MM_HINT_T1>(k.wrapping_add(off[i] + 16 * c + pf) as *const i8);
                 }
                 for r in 0..R {
@@ -407,13 +495,13 @@ unsafe fn dot4<const R: usize>(
 /// # Safety
 /// - `1 <= kn <= 8`; the bounds of [`dot4`] for rows `r < R` and keys `i < kn`.
 /// - `s` writable at `r * ss + j` for `r < R`, `j < kn`.
-/// - The host must support AVX-512F.
-#[target_feature(enable = "avx512f")]
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn scores8<const R: usize>(
+unsafe fn scores8<E: KvElem, const R: usize>(
     q: *const f32,
     dp: usize,
-    k: *const f32,
+    k: *const E,
     ks: usize,
     kn: usize,
     full: usize,
@@ -427,8 +515,8 @@ unsafe fn scores8<const R: usize>(
     let keep: __mmask16 = ((1u32 << kn) - 1) as __mmask16;
     // SAFETY: the caller's bounds, as listed above.
     unsafe {
-        let a = dot4::<R>(q, dp, k, [off(0), off(1), off(2), off(3)], full, tail, pf);
-        let b = dot4::<R>(q, dp, k, [off(4), off(5), off(6), off(7)], full, tail, pf);
+        let a = dot4::<E, R>(q, dp, k, [off(0), off(1), off(2), off(3)], full, tail, pf);
+        let b = dot4::<E, R>(q, dp, k, [off(4), off(5), off(6), off(7)], full, tail, pf);
         for r in 0..R {
             let sums = finish8(&[a[r][0], a[r][1], b[r][0], b[r][1]]);
             _mm512_mask_storeu_ps(s.add(r * ss), keep, sums);
@@ -443,15 +531,15 @@ unsafe fn scores8<const R: usize>(
 /// - `dp >= d`, `dp % 16 == 0`, `q.len() >= nr * dp`, `nk <= ss`,
 ///   `s.len() >= (nr - 1) * ss + nk` when `nr > 0`.
 /// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
-/// - The host must support AVX-512F.
-#[target_feature(enable = "avx512f")]
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn qk_dot(
+unsafe fn qk_dot_in<E: KvElem>(
     q: &[f32],
     nr: usize,
     d: usize,
     dp: usize,
-    k: &[f32],
+    k: &[E],
     koff: usize,
     ks: usize,
     nk: usize,
@@ -483,14 +571,76 @@ pub(super) unsafe fn qk_dot(
                     0
                 };
                 match nr - r {
-                    1 => scores8::<1>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
-                    2 => scores8::<2>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
-                    _ => scores8::<3>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
+                    1 => scores8::<E, 1>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
+                    2 => scores8::<E, 2>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
+                    _ => scores8::<E, 3>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
                 }
             }
             r += (nr - r).min(3);
         }
     }
+}
+
+macro_rules! in_place_entries {
+    ($($(#[$doc:meta])* $qk:ident, $pv:ident, $elem:ty, $conv:expr;)*) => {$(
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As [`qk_dot_in`], with `k` as its elements.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $qk(
+            q: &[f32],
+            nr: usize,
+            d: usize,
+            dp: usize,
+            k: &[$elem],
+            koff: usize,
+            ks: usize,
+            nk: usize,
+            s: &mut [f32],
+            ss: usize,
+            ahead: Ahead,
+        ) {
+            // SAFETY: the same obligations, forwarded from the caller.
+            unsafe { qk_dot_in(q, nr, d, dp, $conv(k), koff, ks, nk, s, ss, ahead) }
+        }
+
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As [`pv_in`], with `v` as its elements.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $pv(
+            pt: &[f32],
+            pj: usize,
+            pr: usize,
+            nr: usize,
+            nk: usize,
+            v: &[$elem],
+            voff: usize,
+            vs: usize,
+            d: usize,
+            o: &mut [f32],
+            dp: usize,
+            alpha: &[f32],
+            ahead: Ahead,
+        ) {
+            // SAFETY: the same obligations, forwarded from the caller.
+            unsafe { pv_in(pt, pj, pr, nr, nk, $conv(v), voff, vs, d, o, dp, alpha, ahead) }
+        }
+    )*};
+}
+
+in_place_entries! {
+    /// The dot-form scores and the output update (see [`super::TileKernels::qk_dot`] and
+    /// [`super::TileKernels::pv`]) on f32 keys and values.
+    qk_dot, pv, f32, |x| x;
+    /// The same on f16 keys and values, read in place as bits.
+    qk_dot_f16, pv_f16, u16, bits_as::<F16Bits>;
+    /// The same on bfloat16 keys and values, read in place as bits.
+    qk_dot_bf16, pv_bf16, u16, bits_as::<Bf16Bits>;
 }
 
 /// Online softmax over row-major scores (see [`super::TileKernels::softmax_rows`]).

@@ -42,6 +42,33 @@ type PvFn = unsafe fn(
     Ahead,
 );
 
+type QkDot16Fn =
+    unsafe fn(&[f32], usize, usize, usize, &[u16], usize, usize, usize, &mut [f32], usize, Ahead);
+type Pv16Fn = unsafe fn(
+    &[f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    &[u16],
+    usize,
+    usize,
+    usize,
+    &mut [f32],
+    usize,
+    &[f32],
+    Ahead,
+);
+
+/// The few-row kernels on 16-bit keys and values read in place (converted as they are
+/// loaded, with no widened copy of the tile), where an instruction-set path has them.
+struct InPlace16 {
+    qk_dot_f16: QkDot16Fn,
+    qk_dot_bf16: QkDot16Fn,
+    pv_f16: Pv16Fn,
+    pv_bf16: Pv16Fn,
+}
+
 /// A prefetch hint for the key or value rows of a later tile: while a kernel reads row `j`
 /// of its tile, for `j < rows`, it asks the L2 cache for the row `off` elements further on.
 /// Requests spread this way through the arithmetic keep memory streaming without the stalls
@@ -64,6 +91,7 @@ pub(crate) struct TileKernels {
     pv: PvFn,
     widen_f16: WidenFn,
     widen_bf16: WidenFn,
+    in_place16: Option<InPlace16>,
 }
 
 impl TileKernels {
@@ -79,6 +107,12 @@ impl TileKernels {
                 pv: avx512::pv,
                 widen_f16: avx512::widen_f16,
                 widen_bf16: avx512::widen_bf16,
+                in_place16: Some(InPlace16 {
+                    qk_dot_f16: avx512::qk_dot_f16,
+                    qk_dot_bf16: avx512::qk_dot_bf16,
+                    pv_f16: avx512::pv_f16,
+                    pv_bf16: avx512::pv_bf16,
+                }),
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => TileKernels {
@@ -89,6 +123,7 @@ impl TileKernels {
                 pv: avx2::pv,
                 widen_f16: avx2::widen_f16,
                 widen_bf16: avx2::widen_bf16,
+                in_place16: None,
             },
             _ => TileKernels {
                 qk: portable::qk,
@@ -98,6 +133,7 @@ impl TileKernels {
                 pv: portable::pv,
                 widen_f16: portable::widen_f16,
                 widen_bf16: portable::widen_bf16,
+                in_place16: None,
             },
         }
     }
@@ -164,16 +200,44 @@ impl TileKernels {
         ss: usize,
         ahead: Ahead,
     ) {
-        assert!(dp >= d && dp.is_multiple_of(LANES) && q.len() >= nr * dp && nk <= ss);
-        assert!(nr == 0 || s.len() >= (nr - 1) * ss + nk);
-        if nk > 0 {
-            assert!(
-                koff + (nk - 1) * ks + d <= k.len(),
-                "key rows out of bounds"
-            );
-        }
+        check_qk_dot(q.len(), nr, d, dp, k.len(), koff, ks, nk, s.len(), ss);
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe { (self.qk_dot)(q, nr, d, dp, k, koff, ks, nk, s, ss, ahead) }
+    }
+
+    /// Whether this path reads 16-bit keys and values in place
+    /// ([`TileKernels::qk_dot16`], [`TileKernels::pv16`]).
+    pub fn reads_16bit_in_place(&self) -> bool {
+        self.in_place16.is_some()
+    }
+
+    /// [`TileKernels::qk_dot`] on 16-bit keys (bfloat16 bits when `bf16`, else f16 bits)
+    /// read in place. Panics when the path has no such kernel (see
+    /// [`TileKernels::reads_16bit_in_place`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn qk_dot16(
+        &self,
+        bf16: bool,
+        q: &[f32],
+        nr: usize,
+        d: usize,
+        dp: usize,
+        k: &[u16],
+        koff: usize,
+        ks: usize,
+        nk: usize,
+        s: &mut [f32],
+        ss: usize,
+        ahead: Ahead,
+    ) {
+        let f = self
+            .in_place16
+            .as_ref()
+            .expect("no in-place 16-bit kernels");
+        check_qk_dot(q.len(), nr, d, dp, k.len(), koff, ks, nk, s.len(), ss);
+        let qk = if bf16 { f.qk_dot_bf16 } else { f.qk_dot_f16 };
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { qk(q, nr, d, dp, k, koff, ks, nk, s, ss, ahead) }
     }
 
     /// [`TileKernels::softmax`] for row-major scores `s[r * ss + j]`, `r < nr`, `j < nk`.
@@ -215,19 +279,66 @@ impl TileKernels {
         alpha: &[f32],
         ahead: Ahead,
     ) {
-        if nk > 0 && nr > 0 {
-            assert!(
-                (nk - 1) * pj + (nr - 1) * pr < pt.len(),
-                "probabilities out of bounds"
-            );
-            assert!(
-                voff + (nk - 1) * vs + d <= v.len(),
-                "value rows out of bounds"
-            );
-        }
-        assert!(dp >= d && dp.is_multiple_of(LANES) && o.len() >= nr * dp && alpha.len() >= nr);
+        check_pv(
+            pt.len(),
+            pj,
+            pr,
+            nr,
+            nk,
+            v.len(),
+            voff,
+            vs,
+            d,
+            o.len(),
+            dp,
+            alpha.len(),
+        );
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe { (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha, ahead) }
+    }
+
+    /// [`TileKernels::pv`] on 16-bit values (bfloat16 bits when `bf16`, else f16 bits) read
+    /// in place. Panics when the path has no such kernel (see
+    /// [`TileKernels::reads_16bit_in_place`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn pv16(
+        &self,
+        bf16: bool,
+        pt: &[f32],
+        pj: usize,
+        pr: usize,
+        nr: usize,
+        nk: usize,
+        v: &[u16],
+        voff: usize,
+        vs: usize,
+        d: usize,
+        o: &mut [f32],
+        dp: usize,
+        alpha: &[f32],
+        ahead: Ahead,
+    ) {
+        let f = self
+            .in_place16
+            .as_ref()
+            .expect("no in-place 16-bit kernels");
+        check_pv(
+            pt.len(),
+            pj,
+            pr,
+            nr,
+            nk,
+            v.len(),
+            voff,
+            vs,
+            d,
+            o.len(),
+            dp,
+            alpha.len(),
+        );
+        let pv = if bf16 { f.pv_bf16 } else { f.pv_f16 };
+        // SAFETY: the bounds each implementation reads and writes are checked above.
+        unsafe { pv(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha, ahead) }
     }
 
     /// Widens `nk` rows of `d` half-precision values (bits; row `j` at `off + j * stride`)
@@ -260,6 +371,56 @@ impl TileKernels {
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe { (self.widen_bf16)(bits, off, stride, nk, d, dst) }
     }
+}
+
+/// The bounds of [`TileKernels::qk_dot`] and [`TileKernels::qk_dot16`], on slice lengths.
+#[allow(clippy::too_many_arguments)]
+fn check_qk_dot(
+    q_len: usize,
+    nr: usize,
+    d: usize,
+    dp: usize,
+    k_len: usize,
+    koff: usize,
+    ks: usize,
+    nk: usize,
+    s_len: usize,
+    ss: usize,
+) {
+    assert!(dp >= d && dp.is_multiple_of(LANES) && q_len >= nr * dp && nk <= ss);
+    assert!(nr == 0 || s_len >= (nr - 1) * ss + nk);
+    if nk > 0 {
+        assert!(koff + (nk - 1) * ks + d <= k_len, "key rows out of bounds");
+    }
+}
+
+/// The bounds of [`TileKernels::pv`] and [`TileKernels::pv16`], on slice lengths.
+#[allow(clippy::too_many_arguments)]
+fn check_pv(
+    pt_len: usize,
+    pj: usize,
+    pr: usize,
+    nr: usize,
+    nk: usize,
+    v_len: usize,
+    voff: usize,
+    vs: usize,
+    d: usize,
+    o_len: usize,
+    dp: usize,
+    alpha_len: usize,
+) {
+    if nk > 0 && nr > 0 {
+        assert!(
+            (nk - 1) * pj + (nr - 1) * pr < pt_len,
+            "probabilities out of bounds"
+        );
+        assert!(
+            voff + (nk - 1) * vs + d <= v_len,
+            "value rows out of bounds"
+        );
+    }
+    assert!(dp >= d && dp.is_multiple_of(LANES) && o_len >= nr * dp && alpha_len >= nr);
 }
 
 fn check_widen(bits: &[u16], off: usize, stride: usize, nk: usize, d: usize, dst: &[f32]) {
