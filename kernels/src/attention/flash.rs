@@ -340,6 +340,26 @@ fn tile_f32<'a, T: AttnElement>(
     }
 }
 
+/// A tile of `nk` rows of `src` as the kernels read it: in place when `in_place` (always so
+/// for f32), else widened into `buf` by [`tile_f32`].
+#[allow(clippy::too_many_arguments)]
+fn tile_rows<'a, T: AttnElement>(
+    kern: &TileKernels,
+    src: &'a [T],
+    off: usize,
+    stride: usize,
+    nk: usize,
+    d: usize,
+    buf: &'a mut [f32],
+    in_place: bool,
+) -> (ElemSlice<'a>, usize, usize) {
+    if in_place {
+        return (T::view(src), off, stride);
+    }
+    let (f, off, stride) = tile_f32(kern, src, off, stride, nk, d, buf);
+    (ElemSlice::F32(f), off, stride)
+}
+
 /// How far ahead of the rows being computed keys and values are prefetched (positions).
 const PREFETCH_AHEAD: usize = 32;
 
@@ -595,16 +615,8 @@ fn run_unit<T: AttnElement>(
                 prefetch_keys(p, b, kvh..kvh + 1, false, k, later + k_ahead.rows, upto);
                 let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
-                match (T::view(k), in_place) {
-                    (ElemSlice::F16(bits), true) | (ElemSlice::Bf16(bits), true) => {
-                        let bf16 = matches!(T::view(k), ElemSlice::Bf16(_));
-                        kern.qk_dot16(bf16, qt, nr, d, dp, bits, koff, ks, nk, st, bc, k_ahead);
-                    }
-                    _ => {
-                        let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
-                        kern.qk_dot(qt, nr, d, dp, kf, koff, ks, nk, st, bc, k_ahead);
-                    }
-                }
+                let (kr, koff, ks) = tile_rows(kern, k, koff, ks, nk, d, &mut s.kbuf, in_place);
+                kern.qk_dot(qt, nr, d, dp, kr, koff, ks, nk, st, bc, k_ahead);
                 if needs_mask {
                     mask_tile(p, st, tile);
                 }
@@ -619,19 +631,8 @@ fn run_unit<T: AttnElement>(
                 let alpha = &mut s.alpha[hi * rp..(hi + 1) * rp];
                 kern.softmax_rows(st, bc, nr, nk, m, l, alpha);
                 let o = &mut s.o[hi * od..(hi + 1) * od];
-                match (T::view(v), in_place) {
-                    (ElemSlice::F16(bits), true) | (ElemSlice::Bf16(bits), true) => {
-                        let bf16 = matches!(T::view(v), ElemSlice::Bf16(_));
-                        let a = &*alpha;
-                        kern.pv16(
-                            bf16, st, 1, bc, nr, nk, bits, voff, vs, d, o, dp, a, v_ahead,
-                        );
-                    }
-                    _ => {
-                        let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
-                        kern.pv(st, 1, bc, nr, nk, vf, voff, vs, d, o, dp, alpha, v_ahead);
-                    }
-                }
+                let (vr, voff, vs) = tile_rows(kern, v, voff, vs, nk, d, &mut s.vbuf, in_place);
+                kern.pv(st, 1, bc, nr, nk, vr, voff, vs, d, o, dp, alpha, v_ahead);
             }
         } else {
             for hi in 0..hp {
@@ -650,6 +651,7 @@ fn run_unit<T: AttnElement>(
                 }
                 kern.softmax(&mut s.st, rp, nk, m, l, &mut s.alpha);
                 let none = Ahead::default();
+                let vf = ElemSlice::F32(vf);
                 kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha, none);
             }
         }

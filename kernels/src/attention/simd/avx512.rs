@@ -4,38 +4,8 @@
 //! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
 //! each function's `# Safety` section, and only after `isa::detected()` reported AVX-512.
 
-use super::Ahead;
+use super::{Ahead, KvElem};
 use std::arch::x86_64::*;
-
-/// An element type the decode kernels read keys and values as, in place.
-pub(super) trait KvElem: Copy {
-    /// 0: f32; 1: f16 bits; 2: bf16 bits.
-    const KIND: u8;
-}
-
-impl KvElem for f32 {
-    const KIND: u8 = 0;
-}
-
-/// f16 values, as their bits.
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-#[allow(dead_code)] // only ever seen through a cast of `u16` data (`bits_as`)
-pub(super) struct F16Bits(u16);
-
-impl KvElem for F16Bits {
-    const KIND: u8 = 1;
-}
-
-/// bfloat16 values, as their bits.
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-#[allow(dead_code)] // only ever seen through a cast of `u16` data (`bits_as`)
-pub(super) struct Bf16Bits(u16);
-
-impl KvElem for Bf16Bits {
-    const KIND: u8 = 2;
-}
 
 /// 16 elements at `p` as f32; lanes outside `m` are zero and not read.
 ///
@@ -85,14 +55,6 @@ fn widen_bf16x16(h: __m256i) -> __m512 {
 #[inline(always)]
 fn starts_line<E>(c: usize) -> bool {
     (c * std::mem::size_of::<E>()).is_multiple_of(4)
-}
-
-/// Views 16-bit values as `E` (`F16Bits` or `Bf16Bits`, both `u16` underneath).
-fn bits_as<E: KvElem>(bits: &[u16]) -> &[E] {
-    assert_eq!(std::mem::size_of::<E>(), 2);
-    // SAFETY: `E` is a `repr(transparent)` wrapper of `u16` (size checked above), so the
-    // slice's memory holds valid values of it at the same addresses.
-    unsafe { std::slice::from_raw_parts(bits.as_ptr() as *const E, bits.len()) }
 }
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -353,7 +315,7 @@ unsafe fn pv_block<E: KvElem, const MR: usize, const NV: usize>(
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pv_in<E: KvElem>(
+pub(super) unsafe fn pv<E: KvElem>(
     pt: &[f32],
     pj: usize,
     pr: usize,
@@ -417,6 +379,7 @@ unsafe fn pv_in<E: KvElem>(
 /// The first step of a transposing reduction: for keys `a` and `b`, quarter 0 of the result
 /// holds `a`'s quarters 0 + 2, quarter 1 its quarters 1 + 3, quarters 2 and 3 the same for `b`.
 #[target_feature(enable = "avx512f")]
+#[inline]
 fn halve2(a: __m512, b: __m512) -> __m512 {
     let lo = _mm512_shuffle_f32x4::<0x44>(a, b);
     let hi = _mm512_shuffle_f32x4::<0xEE>(a, b);
@@ -426,6 +389,7 @@ fn halve2(a: __m512, b: __m512) -> __m512 {
 /// The rest of the reduction of 8 keys after [`halve2`] (`h[i]` from keys `2i`, `2i + 1`):
 /// lane `i < 8` of the result is the total of key `i`; lanes 8..16 are unspecified.
 #[target_feature(enable = "avx512f")]
+#[inline]
 fn finish8(h: &[__m512; 4]) -> __m512 {
     let c0 = _mm512_add_ps(
         _mm512_shuffle_f32x4::<0x88>(h[0], h[1]),
@@ -534,7 +498,7 @@ unsafe fn scores8<E: KvElem, const R: usize>(
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn qk_dot_in<E: KvElem>(
+pub(super) unsafe fn qk_dot<E: KvElem>(
     q: &[f32],
     nr: usize,
     d: usize,
@@ -579,68 +543,6 @@ unsafe fn qk_dot_in<E: KvElem>(
             r += (nr - r).min(3);
         }
     }
-}
-
-macro_rules! in_place_entries {
-    ($($(#[$doc:meta])* $qk:ident, $pv:ident, $elem:ty, $conv:expr;)*) => {$(
-        $(#[$doc])*
-        ///
-        /// # Safety
-        /// As [`qk_dot_in`], with `k` as its elements.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-        #[allow(clippy::too_many_arguments)]
-        pub(super) unsafe fn $qk(
-            q: &[f32],
-            nr: usize,
-            d: usize,
-            dp: usize,
-            k: &[$elem],
-            koff: usize,
-            ks: usize,
-            nk: usize,
-            s: &mut [f32],
-            ss: usize,
-            ahead: Ahead,
-        ) {
-            // SAFETY: the same obligations, forwarded from the caller.
-            unsafe { qk_dot_in(q, nr, d, dp, $conv(k), koff, ks, nk, s, ss, ahead) }
-        }
-
-        $(#[$doc])*
-        ///
-        /// # Safety
-        /// As [`pv_in`], with `v` as its elements.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-        #[allow(clippy::too_many_arguments)]
-        pub(super) unsafe fn $pv(
-            pt: &[f32],
-            pj: usize,
-            pr: usize,
-            nr: usize,
-            nk: usize,
-            v: &[$elem],
-            voff: usize,
-            vs: usize,
-            d: usize,
-            o: &mut [f32],
-            dp: usize,
-            alpha: &[f32],
-            ahead: Ahead,
-        ) {
-            // SAFETY: the same obligations, forwarded from the caller.
-            unsafe { pv_in(pt, pj, pr, nr, nk, $conv(v), voff, vs, d, o, dp, alpha, ahead) }
-        }
-    )*};
-}
-
-in_place_entries! {
-    /// The dot-form scores and the output update (see [`super::TileKernels::qk_dot`] and
-    /// [`super::TileKernels::pv`]) on f32 keys and values.
-    qk_dot, pv, f32, |x| x;
-    /// The same on f16 keys and values, read in place as bits.
-    qk_dot_f16, pv_f16, u16, bits_as::<F16Bits>;
-    /// The same on bfloat16 keys and values, read in place as bits.
-    qk_dot_bf16, pv_bf16, u16, bits_as::<Bf16Bits>;
 }
 
 /// Online softmax over row-major scores (see [`super::TileKernels::softmax_rows`]).

@@ -15,6 +15,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+use super::ElemSlice;
 use crate::isa::Isa;
 
 /// Query rows per vector group: tiles pad their row count to a multiple of this.
@@ -22,35 +23,17 @@ pub(crate) const LANES: usize = 16;
 
 type QkFn = unsafe fn(&[f32], usize, usize, &[f32], usize, usize, usize, &mut [f32]);
 type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, &mut [f32], &mut [f32], &mut [f32]);
-type QkDotFn =
-    unsafe fn(&[f32], usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize, Ahead);
+type QkDotFn<E> =
+    unsafe fn(&[f32], usize, usize, usize, &[E], usize, usize, usize, &mut [f32], usize, Ahead);
 type SoftmaxRowsFn = unsafe fn(&mut [f32], usize, usize, usize, &mut [f32], &mut [f32], &mut [f32]);
 type WidenFn = unsafe fn(&[u16], usize, usize, usize, usize, &mut [f32]);
-type PvFn = unsafe fn(
+type PvFn<E> = unsafe fn(
     &[f32],
     usize,
     usize,
     usize,
     usize,
-    &[f32],
-    usize,
-    usize,
-    usize,
-    &mut [f32],
-    usize,
-    &[f32],
-    Ahead,
-);
-
-type QkDot16Fn =
-    unsafe fn(&[f32], usize, usize, usize, &[u16], usize, usize, usize, &mut [f32], usize, Ahead);
-type Pv16Fn = unsafe fn(
-    &[f32],
-    usize,
-    usize,
-    usize,
-    usize,
-    &[u16],
+    &[E],
     usize,
     usize,
     usize,
@@ -63,10 +46,46 @@ type Pv16Fn = unsafe fn(
 /// The few-row kernels on 16-bit keys and values read in place (converted as they are
 /// loaded, with no widened copy of the tile), where an instruction-set path has them.
 struct InPlace16 {
-    qk_dot_f16: QkDot16Fn,
-    qk_dot_bf16: QkDot16Fn,
-    pv_f16: Pv16Fn,
-    pv_bf16: Pv16Fn,
+    qk_dot_f16: QkDotFn<Half<false>>,
+    qk_dot_bf16: QkDotFn<Half<true>>,
+    pv_f16: PvFn<Half<false>>,
+    pv_bf16: PvFn<Half<true>>,
+}
+
+/// An element type the few-row kernels read keys and values as, in place.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+trait KvElem: Copy {
+    /// 0: f32; 1: f16 bits; 2: bfloat16 bits.
+    const KIND: u8;
+}
+
+impl KvElem for f32 {
+    const KIND: u8 = 0;
+}
+
+/// A 16-bit value as its bits: bfloat16 when `BF16`, else f16.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+#[allow(dead_code)] // only ever seen through a cast of `u16` data (`bits_as`)
+struct Half<const BF16: bool>(u16);
+
+impl<const BF16: bool> KvElem for Half<BF16> {
+    const KIND: u8 = 1 + BF16 as u8;
+}
+
+/// 16-bit values (bits) as [`Half`].
+fn bits_as<const BF16: bool>(bits: &[u16]) -> &[Half<BF16>] {
+    // SAFETY: `Half` is a `repr(transparent)` wrapper of `u16`, so the slice's memory holds
+    // valid values of it at the same addresses.
+    unsafe { std::slice::from_raw_parts(bits.as_ptr() as *const Half<BF16>, bits.len()) }
+}
+
+/// Elements in a slice of any storage format.
+fn elems(x: ElemSlice<'_>) -> usize {
+    match x {
+        ElemSlice::F32(f) => f.len(),
+        ElemSlice::F16(b) | ElemSlice::Bf16(b) => b.len(),
+    }
 }
 
 /// A prefetch hint for the key or value rows of a later tile: while a kernel reads row `j`
@@ -86,9 +105,9 @@ pub(crate) struct Ahead {
 pub(crate) struct TileKernels {
     qk: QkFn,
     softmax: SoftmaxFn,
-    qk_dot: QkDotFn,
+    qk_dot: QkDotFn<f32>,
     softmax_rows: SoftmaxRowsFn,
-    pv: PvFn,
+    pv: PvFn<f32>,
     widen_f16: WidenFn,
     widen_bf16: WidenFn,
     in_place16: Option<InPlace16>,
@@ -102,16 +121,16 @@ impl TileKernels {
             Isa::Avx512 => TileKernels {
                 qk: avx512::qk,
                 softmax: avx512::softmax,
-                qk_dot: avx512::qk_dot,
+                qk_dot: avx512::qk_dot::<f32>,
                 softmax_rows: avx512::softmax_rows,
-                pv: avx512::pv,
+                pv: avx512::pv::<f32>,
                 widen_f16: avx512::widen_f16,
                 widen_bf16: avx512::widen_bf16,
                 in_place16: Some(InPlace16 {
-                    qk_dot_f16: avx512::qk_dot_f16,
-                    qk_dot_bf16: avx512::qk_dot_bf16,
-                    pv_f16: avx512::pv_f16,
-                    pv_bf16: avx512::pv_bf16,
+                    qk_dot_f16: avx512::qk_dot,
+                    qk_dot_bf16: avx512::qk_dot,
+                    pv_f16: avx512::pv,
+                    pv_bf16: avx512::pv,
                 }),
             },
             #[cfg(target_arch = "x86_64")]
@@ -184,7 +203,8 @@ impl TileKernels {
 
     /// Scores in dot-product form for a few query rows (decode): `s[r * ss + j] = sum_{c < d}
     /// q[r * dp + c] * k[koff + j * ks + c]` for `r < nr`, `j < nk`. `q` is row-major, scaled
-    /// and zero from `d` to `dp`. `ahead` asks for later key rows (see [`Ahead`]).
+    /// and zero from `d` to `dp`. `ahead` asks for later key rows (see [`Ahead`]). 16-bit keys
+    /// need [`TileKernels::reads_16bit_in_place`].
     #[allow(clippy::too_many_arguments)]
     pub fn qk_dot(
         &self,
@@ -192,7 +212,7 @@ impl TileKernels {
         nr: usize,
         d: usize,
         dp: usize,
-        k: &[f32],
+        k: ElemSlice<'_>,
         koff: usize,
         ks: usize,
         nk: usize,
@@ -200,44 +220,40 @@ impl TileKernels {
         ss: usize,
         ahead: Ahead,
     ) {
-        check_qk_dot(q.len(), nr, d, dp, k.len(), koff, ks, nk, s.len(), ss);
+        assert!(dp >= d && dp.is_multiple_of(LANES) && q.len() >= nr * dp && nk <= ss);
+        assert!(nr == 0 || s.len() >= (nr - 1) * ss + nk);
+        if nk > 0 {
+            assert!(
+                koff + (nk - 1) * ks + d <= elems(k),
+                "key rows out of bounds"
+            );
+        }
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.qk_dot)(q, nr, d, dp, k, koff, ks, nk, s, ss, ahead) }
+        unsafe {
+            match k {
+                ElemSlice::F32(k) => (self.qk_dot)(q, nr, d, dp, k, koff, ks, nk, s, ss, ahead),
+                ElemSlice::F16(b) => {
+                    let f = self.in_place16().qk_dot_f16;
+                    f(q, nr, d, dp, bits_as(b), koff, ks, nk, s, ss, ahead)
+                }
+                ElemSlice::Bf16(b) => {
+                    let f = self.in_place16().qk_dot_bf16;
+                    f(q, nr, d, dp, bits_as(b), koff, ks, nk, s, ss, ahead)
+                }
+            }
+        }
     }
 
-    /// Whether this path reads 16-bit keys and values in place
-    /// ([`TileKernels::qk_dot16`], [`TileKernels::pv16`]).
+    /// Whether this path's few-row kernels read 16-bit keys and values in place (else they
+    /// must be widened to f32 first).
     pub fn reads_16bit_in_place(&self) -> bool {
         self.in_place16.is_some()
     }
 
-    /// [`TileKernels::qk_dot`] on 16-bit keys (bfloat16 bits when `bf16`, else f16 bits)
-    /// read in place. Panics when the path has no such kernel (see
-    /// [`TileKernels::reads_16bit_in_place`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn qk_dot16(
-        &self,
-        bf16: bool,
-        q: &[f32],
-        nr: usize,
-        d: usize,
-        dp: usize,
-        k: &[u16],
-        koff: usize,
-        ks: usize,
-        nk: usize,
-        s: &mut [f32],
-        ss: usize,
-        ahead: Ahead,
-    ) {
-        let f = self
-            .in_place16
+    fn in_place16(&self) -> &InPlace16 {
+        self.in_place16
             .as_ref()
-            .expect("no in-place 16-bit kernels");
-        check_qk_dot(q.len(), nr, d, dp, k.len(), koff, ks, nk, s.len(), ss);
-        let qk = if bf16 { f.qk_dot_bf16 } else { f.qk_dot_f16 };
-        // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { qk(q, nr, d, dp, k, koff, ks, nk, s, ss, ahead) }
+            .expect("this path reads 16-bit rows only after widening them")
     }
 
     /// [`TileKernels::softmax`] for row-major scores `s[r * ss + j]`, `r < nr`, `j < nk`.
@@ -261,7 +277,7 @@ impl TileKernels {
     /// Output update:
     /// `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} p[j * pj + r * pr] * v[voff + j * vs + c]`
     /// for `r < nr`, `c < d` (`o` holds at least `nr` rows of `dp`). `ahead` asks for later
-    /// value rows (see [`Ahead`]).
+    /// value rows (see [`Ahead`]). 16-bit values need [`TileKernels::reads_16bit_in_place`].
     #[allow(clippy::too_many_arguments)]
     pub fn pv(
         &self,
@@ -270,7 +286,7 @@ impl TileKernels {
         pr: usize,
         nr: usize,
         nk: usize,
-        v: &[f32],
+        v: ElemSlice<'_>,
         voff: usize,
         vs: usize,
         d: usize,
@@ -279,66 +295,61 @@ impl TileKernels {
         alpha: &[f32],
         ahead: Ahead,
     ) {
-        check_pv(
-            pt.len(),
-            pj,
-            pr,
-            nr,
-            nk,
-            v.len(),
-            voff,
-            vs,
-            d,
-            o.len(),
-            dp,
-            alpha.len(),
-        );
+        if nk > 0 && nr > 0 {
+            assert!(
+                (nk - 1) * pj + (nr - 1) * pr < pt.len(),
+                "probabilities out of bounds"
+            );
+            assert!(
+                voff + (nk - 1) * vs + d <= elems(v),
+                "value rows out of bounds"
+            );
+        }
+        assert!(dp >= d && dp.is_multiple_of(LANES) && o.len() >= nr * dp && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha, ahead) }
-    }
-
-    /// [`TileKernels::pv`] on 16-bit values (bfloat16 bits when `bf16`, else f16 bits) read
-    /// in place. Panics when the path has no such kernel (see
-    /// [`TileKernels::reads_16bit_in_place`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn pv16(
-        &self,
-        bf16: bool,
-        pt: &[f32],
-        pj: usize,
-        pr: usize,
-        nr: usize,
-        nk: usize,
-        v: &[u16],
-        voff: usize,
-        vs: usize,
-        d: usize,
-        o: &mut [f32],
-        dp: usize,
-        alpha: &[f32],
-        ahead: Ahead,
-    ) {
-        let f = self
-            .in_place16
-            .as_ref()
-            .expect("no in-place 16-bit kernels");
-        check_pv(
-            pt.len(),
-            pj,
-            pr,
-            nr,
-            nk,
-            v.len(),
-            voff,
-            vs,
-            d,
-            o.len(),
-            dp,
-            alpha.len(),
-        );
-        let pv = if bf16 { f.pv_bf16 } else { f.pv_f16 };
-        // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { pv(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha, ahead) }
+        unsafe {
+            match v {
+                ElemSlice::F32(v) => {
+                    (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha, ahead)
+                }
+                ElemSlice::F16(b) => {
+                    let f = self.in_place16().pv_f16;
+                    f(
+                        pt,
+                        pj,
+                        pr,
+                        nr,
+                        nk,
+                        bits_as(b),
+                        voff,
+                        vs,
+                        d,
+                        o,
+                        dp,
+                        alpha,
+                        ahead,
+                    )
+                }
+                ElemSlice::Bf16(b) => {
+                    let f = self.in_place16().pv_bf16;
+                    f(
+                        pt,
+                        pj,
+                        pr,
+                        nr,
+                        nk,
+                        bits_as(b),
+                        voff,
+                        vs,
+                        d,
+                        o,
+                        dp,
+                        alpha,
+                        ahead,
+                    )
+                }
+            }
+        }
     }
 
     /// Widens `nk` rows of `d` half-precision values (bits; row `j` at `off + j * stride`)
@@ -371,56 +382,6 @@ impl TileKernels {
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe { (self.widen_bf16)(bits, off, stride, nk, d, dst) }
     }
-}
-
-/// The bounds of [`TileKernels::qk_dot`] and [`TileKernels::qk_dot16`], on slice lengths.
-#[allow(clippy::too_many_arguments)]
-fn check_qk_dot(
-    q_len: usize,
-    nr: usize,
-    d: usize,
-    dp: usize,
-    k_len: usize,
-    koff: usize,
-    ks: usize,
-    nk: usize,
-    s_len: usize,
-    ss: usize,
-) {
-    assert!(dp >= d && dp.is_multiple_of(LANES) && q_len >= nr * dp && nk <= ss);
-    assert!(nr == 0 || s_len >= (nr - 1) * ss + nk);
-    if nk > 0 {
-        assert!(koff + (nk - 1) * ks + d <= k_len, "key rows out of bounds");
-    }
-}
-
-/// The bounds of [`TileKernels::pv`] and [`TileKernels::pv16`], on slice lengths.
-#[allow(clippy::too_many_arguments)]
-fn check_pv(
-    pt_len: usize,
-    pj: usize,
-    pr: usize,
-    nr: usize,
-    nk: usize,
-    v_len: usize,
-    voff: usize,
-    vs: usize,
-    d: usize,
-    o_len: usize,
-    dp: usize,
-    alpha_len: usize,
-) {
-    if nk > 0 && nr > 0 {
-        assert!(
-            (nk - 1) * pj + (nr - 1) * pr < pt_len,
-            "probabilities out of bounds"
-        );
-        assert!(
-            voff + (nk - 1) * vs + d <= v_len,
-            "value rows out of bounds"
-        );
-    }
-    assert!(dp >= d && dp.is_multiple_of(LANES) && o_len >= nr * dp && alpha_len >= nr);
 }
 
 fn check_widen(bits: &[u16], off: usize, stride: usize, nk: usize, d: usize, dst: &[f32]) {
