@@ -38,7 +38,7 @@ use knpu_kernels::attention::{
     AttnTensor, PagedAttentionParams, PagedKvCache,
 };
 use knpu_kernels::gemm::{gemm, Epilogue, GemmDesc};
-use knpu_kernels::Parallelism;
+use knpu_kernels::{KernelError, Parallelism};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -347,9 +347,6 @@ fn decode<T: AttnElement>(
     let q: Vec<T> = fill(Q_HEADS * HEAD_DIM, 4);
     let mut out = vec![T::from_f32(0.0); q.len()];
     let par = Parallelism::Rayon(threads);
-    let mut i = 0usize;
-    let mut err = None;
-    // Steps are short: time batches of 20 back-to-back steps, median over 15 batches.
     let (samples, t, cpu_s, stream) = match o.block_size {
         None => {
             let mut p = AttentionParams::bshd(1, 1, kv_len, Q_HEADS, KV_HEADS, HEAD_DIM, CAUSAL);
@@ -364,26 +361,14 @@ fn decode<T: AttnElement>(
             let vs: Vec<Vec<T>> = (0..copies)
                 .map(|c| fill(cache_len, 900 + c as u64))
                 .collect();
-            let cpu = CpuMeter::start();
-            let (samples, t) = time_batched(15, 20, || {
-                let c = i % copies;
-                i += 1;
-                if let Err(e) = attention(&p, &q, &ks[c], &vs[c], &mut out, None, None, par) {
-                    err = Some(e);
-                }
-            });
-            let cpu_s = cpu.per_call(i);
             let reads: Vec<[Vec<&[T]>; 2]> = ks
                 .iter()
                 .zip(&vs)
                 .map(|(k, v)| [vec![k.as_slice()], vec![v.as_slice()]])
                 .collect();
-            (
-                samples,
-                t,
-                cpu_s,
-                (!o.hot).then(|| step_stream_gbps(&reads, threads)),
-            )
+            time_steps(&reads, threads, o.hot, |c| {
+                attention(&p, &q, &ks[c], &vs[c], &mut out, None, None, par)
+            })?
         }
         Some(bs) => {
             let per_seq = kv_len.div_ceil(bs);
@@ -399,32 +384,17 @@ fn decode<T: AttnElement>(
                 mask: CAUSAL,
             };
             let lens = [kv_len as u32];
-            let cpu = CpuMeter::start();
-            let (samples, t) = time_batched(15, 20, || {
-                let c = i % copies;
-                i += 1;
-                let table = &tables[c * per_seq..(c + 1) * per_seq];
-                if let Err(e) = paged_attention(&p, &q, &k, &v, table, &lens, &mut out, None, par) {
-                    err = Some(e);
-                }
-            });
-            let cpu_s = cpu.per_call(i);
             let blocks_of = |data, table| block_rows(data, table, cache.block_stride, bs, kv_len);
             let reads: Vec<[Vec<&[T]>; 2]> = tables
                 .chunks_exact(per_seq)
                 .map(|table| [blocks_of(&k, table), blocks_of(&v, table)])
                 .collect();
-            (
-                samples,
-                t,
-                cpu_s,
-                (!o.hot).then(|| step_stream_gbps(&reads, threads)),
-            )
+            time_steps(&reads, threads, o.hot, |c| {
+                let table = &tables[c * per_seq..(c + 1) * per_seq];
+                paged_attention(&p, &q, &k, &v, table, &lens, &mut out, None, par)
+            })?
         }
     };
-    if let Some(e) = err {
-        return Err(e.to_string());
-    }
     let gbps = step_bytes as f64 / t / 1e9;
     let mut rates = vec![("us", t * 1e6), ("gbps", gbps)];
     if let Some(r) = refs.probe_gbps {
@@ -452,6 +422,31 @@ fn decode<T: AttnElement>(
         rates: with_cpu(rates, cpu_s, ("gbps_per_core", step_bytes as f64 / 1e9)),
     });
     Ok(())
+}
+
+/// Times decode steps, `step(c)` reading cache copy `c` with copies taken in turn: batches
+/// of 20 back-to-back steps (steps are short), median over 15 batches. Returns the run count,
+/// seconds per step, CPU seconds per step and, unless `hot`, [`step_stream_gbps`] of `reads`.
+fn time_steps<T: AttnElement>(
+    reads: &[[Vec<&[T]>; 2]],
+    threads: usize,
+    hot: bool,
+    mut step: impl FnMut(usize) -> Result<(), KernelError>,
+) -> Result<(usize, f64, Option<f64>, Option<f64>), String> {
+    let (mut i, mut err) = (0usize, None);
+    let cpu = CpuMeter::start();
+    let (samples, t) = time_batched(15, 20, || {
+        if let Err(e) = step(i % reads.len()) {
+            err = Some(e);
+        }
+        i += 1;
+    });
+    let cpu_s = cpu.per_call(i);
+    if let Some(e) = err {
+        return Err(e.to_string());
+    }
+    let stream = (!hot).then(|| step_stream_gbps(reads, threads));
+    Ok((samples, t, cpu_s, stream))
 }
 
 /// The rows of `kv_len` positions a block table names, block by block in table order.
