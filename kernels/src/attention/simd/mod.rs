@@ -308,46 +308,16 @@ impl TileKernels {
         assert!(dp >= d && dp.is_multiple_of(LANES) && o.len() >= nr * dp && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe {
+            // The three storage formats differ only in the kernel and the value slice.
+            macro_rules! call {
+                ($f:expr, $v:expr) => {
+                    $f(pt, pj, pr, nr, nk, $v, voff, vs, d, o, dp, alpha, ahead)
+                };
+            }
             match v {
-                ElemSlice::F32(v) => {
-                    (self.pv)(pt, pj, pr, nr, nk, v, voff, vs, d, o, dp, alpha, ahead)
-                }
-                ElemSlice::F16(b) => {
-                    let f = self.in_place16().pv_f16;
-                    f(
-                        pt,
-                        pj,
-                        pr,
-                        nr,
-                        nk,
-                        bits_as(b),
-                        voff,
-                        vs,
-                        d,
-                        o,
-                        dp,
-                        alpha,
-                        ahead,
-                    )
-                }
-                ElemSlice::Bf16(b) => {
-                    let f = self.in_place16().pv_bf16;
-                    f(
-                        pt,
-                        pj,
-                        pr,
-                        nr,
-                        nk,
-                        bits_as(b),
-                        voff,
-                        vs,
-                        d,
-                        o,
-                        dp,
-                        alpha,
-                        ahead,
-                    )
-                }
+                ElemSlice::F32(v) => call!(self.pv, v),
+                ElemSlice::F16(b) => call!(self.in_place16().pv_f16, bits_as(b)),
+                ElemSlice::Bf16(b) => call!(self.in_place16().pv_bf16, bits_as(b)),
             }
         }
     }
