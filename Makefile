@@ -12,7 +12,7 @@ demo:
 	./target/release/examples/02-streams
 
 ## test: install what the tests need, then run every test (Rust; C and Python as they land)
-test: deps lint test-rust
+test: deps lint test-rust test-capi-install
 
 deps:
 	@bash scripts/ensure-libclang.sh
@@ -31,6 +31,45 @@ lint:
 bench-runtime:
 	$(CARGO) build --release -p knpu-cli
 	./target/release/knpu bench runtime --json
+
+# The C API (ffi/include/knpu.h, ffi/capi): its version comes from the header.
+CAPI_MAJOR := $(shell sed -n 's/^\#define KNPU_API_VERSION_MAJOR //p' ffi/include/knpu.h)
+CAPI_MINOR := $(shell sed -n 's/^\#define KNPU_API_VERSION_MINOR //p' ffi/include/knpu.h)
+CAPI_VERSION := $(CAPI_MAJOR).$(CAPI_MINOR).0
+PREFIX ?= /usr/local
+LIBDIR := $(DESTDIR)$(PREFIX)/lib
+# The cargo profile the installed libraries come from (release; `test` reuses `cargo test`'s).
+CAPI_PROFILE ?= release
+CAPI_OUT := target/$(if $(filter dev test,$(CAPI_PROFILE)),debug,$(CAPI_PROFILE))
+
+.PHONY: capi install test-capi-install
+## capi: build libknpu.so and libknpu.a, the C API (CAPI_PROFILE=release by default)
+capi:
+	$(CARGO) build --profile $(CAPI_PROFILE) -p knpu-capi
+
+## install: headers, libknpu.so.$(CAPI_MAJOR) and libknpu.a, knpu.pc and the CMake package into PREFIX
+install: capi
+	install -d $(DESTDIR)$(PREFIX)/include $(LIBDIR)/pkgconfig $(LIBDIR)/cmake/knpu
+	install -m 644 ffi/include/knpu.h ffi/include/knpu_driver.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(CAPI_OUT)/libknpu_capi.so $(LIBDIR)/libknpu.so.$(CAPI_VERSION)
+	ln -sf libknpu.so.$(CAPI_VERSION) $(LIBDIR)/libknpu.so.$(CAPI_MAJOR)
+	ln -sf libknpu.so.$(CAPI_MAJOR) $(LIBDIR)/libknpu.so
+	install -m 644 $(CAPI_OUT)/libknpu_capi.a $(LIBDIR)/libknpu.a
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(CAPI_VERSION)|g' \
+	  ffi/capi/packaging/knpu.pc.in > $(LIBDIR)/pkgconfig/knpu.pc
+	for f in knpu-config knpu-config-version; do \
+	  sed -e 's|@MAJOR@|$(CAPI_MAJOR)|g' -e 's|@VERSION@|$(CAPI_VERSION)|g' \
+	    ffi/capi/packaging/$$f.cmake.in > $(LIBDIR)/cmake/knpu/$$f.cmake; \
+	done
+
+## test-capi-install: install into a temporary prefix; build and run pkg-config and CMake users
+test-capi-install: $(VENV)/bin/cmake
+	CAPI_PROFILE=$(CAPI_PROFILE) bash ffi/capi/tests/install_test.sh $(abspath $(VENV)/bin/cmake)
+
+# cmake for the install test, from PyPI into the local virtualenv.
+$(VENV)/bin/cmake:
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q cmake
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,21 @@
+/* A program built against an installed knpu: one device query and one round trip. */
+#include <stdio.h>
+
+#include <knpu.h>
+#include <knpu_driver.h>
+
+int main(void) {
+  int count = 0, version = 0, x = 42, y = 0;
+  void *d = NULL;
+  knpuDeviceProp prop = KNPU_DEVICE_PROP_INIT;
+  if (knpuRuntimeGetVersion(&version) || version != KNPU_API_VERSION) return 1;
+  if (knpuGetDeviceCount(&count) || count < 1) return 1;
+  if (knpuGetDeviceProperties(&prop, 0)) return 1;
+  if (knpuMalloc(&d, sizeof x) || knpuMemcpy(d, &x, sizeof x, knpuMemcpyHostToDevice) ||
+      knpuMemcpy(&y, d, sizeof y, knpuMemcpyDeviceToHost) || knpuFree(d) || y != 42) {
+    fprintf(stderr, "round trip failed: %s\n", knpuGetErrorString(knpuGetLastError()));
+    return 1;
+  }
+  printf("installed knpu %d works: %d device(s), device 0 is %s\n", version, count, prop.name);
+  return 0;
+}
