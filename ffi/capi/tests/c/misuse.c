@@ -1,0 +1,355 @@
+/* misuse.c — every function of knpu.h called with NULL, garbage and destroyed handles, bad
+ * sizes, bad pointers and bad enum values. Each call must return an error code (a known
+ * one), and none may crash. Then the same library is hammered from several threads.
+ * The Rust test that runs this program also checks that every function declared in knpu.h
+ * appears here. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <knpu.h>
+
+static int failures = 0;
+static int checked = 0;
+
+static void expect_error(knpuError_t got, knpuError_t want, const char *call, int line) {
+  checked++;
+  const char *name = knpuGetErrorName(got);
+  if (got == knpuSuccess || strcmp(name, "knpuErrorUnknown") == 0 ||
+      (want != knpuSuccess && got != want)) {
+    fprintf(stderr, "misuse.c:%d: %s returned %s (%d), expected %s\n", line, call, name,
+            (int)got, want == knpuSuccess ? "an error" : knpuGetErrorName(want));
+    failures++;
+  }
+}
+
+/* Any error is fine (the exact one is not part of the contract). */
+#define ERR(call) expect_error((call), knpuSuccess, #call, __LINE__)
+/* This exact error. */
+#define ERR_IS(want, call) expect_error((call), (want), #call, __LINE__)
+#define OK(call)                                                                            \
+  do {                                                                                      \
+    knpuError_t e_ = (call);                                                                \
+    if (e_ != knpuSuccess) {                                                                \
+      fprintf(stderr, "misuse.c:%d: setup call %s failed: %s\n", __LINE__, #call,           \
+              knpuGetErrorString(e_));                                                      \
+      exit(2);                                                                              \
+    }                                                                                       \
+  } while (0)
+
+#define GARBAGE(type) ((type)(uintptr_t)0xdeadbeefcafeULL)
+#define GARBAGE2(type) ((type)(uintptr_t)UINTPTR_MAX)
+
+static void host_fn(void *user) { (void)user; }
+
+static void errors_and_versions(void) {
+  /* The four error functions never fail; they must cope with unknown codes. */
+  if (strcmp(knpuGetErrorName((knpuError_t)9999), "knpuErrorUnknown") != 0) failures++;
+  if (knpuGetErrorString((knpuError_t)9999) == NULL) failures++;
+  if (knpuGetErrorString((knpuError_t)-1) == NULL) failures++;
+  ERR_IS(knpuErrorInvalidValue, knpuSetDevice(-1));
+  if (knpuPeekAtLastError() != knpuErrorInvalidValue) failures++;
+  if (knpuGetLastError() != knpuErrorInvalidValue) failures++;
+  if (knpuGetLastError() != knpuSuccess) failures++;
+  ERR_IS(knpuErrorInvalidValue, knpuRuntimeGetVersion(NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuDriverGetVersion(NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuRuntimeGetVersion((int *)(uintptr_t)1)); /* misaligned */
+}
+
+static void devices(void) {
+  int64_t v = 0;
+  knpuDeviceProp prop = KNPU_DEVICE_PROP_INIT;
+  knpuDeviceProp zero;
+  memset(&zero, 0, sizeof zero);
+  int supported = 0;
+  ERR_IS(knpuErrorInvalidValue, knpuGetDeviceCount(NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuSetDevice(1 << 30));
+  ERR_IS(knpuErrorInvalidValue, knpuGetDevice(NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceGetAttribute(NULL, knpuDevAttrTotalMemory, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceGetAttribute(&v, (knpuDeviceAttr)999, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceGetAttribute(&v, knpuDevAttrTotalMemory, -1));
+  ERR_IS(knpuErrorInvalidValue, knpuGetDeviceProperties(NULL, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuGetDeviceProperties(&zero, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuGetDeviceProperties(&prop, 99));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceSupportsKernel(0, 0x100, 0, NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceSupportsKernel(-1, 0x100, 0, &supported));
+  ERR_IS(knpuErrorInvalidValue, knpuMemGetInfo(NULL, NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceGetStreamPriorityRange(NULL, NULL));
+  knpuMemoryStats stats = KNPU_MEMORY_STATS_INIT;
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceGetMemoryStats(NULL, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceGetMemoryStats(&stats, -3));
+  ERR_IS(knpuErrorInvalidValue, knpuDeviceResetPeakMemoryStats(-1));
+}
+
+static void memory(knpuStream_t dead_stream) {
+  enum { N = 64 };
+  char host[N];
+  char *d = NULL;
+  void *p = NULL;
+  OK(knpuMalloc((void **)&d, N));
+
+  ERR_IS(knpuErrorInvalidValue, knpuMalloc(NULL, 16));
+  ERR_IS(knpuErrorOutOfMemory, knpuMalloc(&p, SIZE_MAX / 2));
+  ERR_IS(knpuErrorInvalidValue, knpuFree(GARBAGE(void *)));
+  ERR_IS(knpuErrorInvalidValue, knpuFree(d + 1));
+  ERR_IS(knpuErrorInvalidValue, knpuFree(host));
+  ERR_IS(knpuErrorInvalidValue, knpuMallocAsync(NULL, 16, NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuMallocAsync(&p, 16, GARBAGE(knpuStream_t)));
+  ERR_IS(knpuErrorInvalidHandle, knpuMallocAsync(&p, 16, dead_stream));
+  ERR_IS(knpuErrorInvalidHandle, knpuFreeAsync(d, GARBAGE2(knpuStream_t)));
+  ERR_IS(knpuErrorInvalidValue, knpuFreeAsync(GARBAGE(void *), NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuMallocHost(NULL, 16));
+  ERR(knpuMallocHost(&p, SIZE_MAX));
+  ERR_IS(knpuErrorInvalidValue, knpuFreeHost(host));
+  ERR_IS(knpuErrorInvalidValue, knpuFreeHost(GARBAGE(void *)));
+
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(NULL, host, 4, knpuMemcpyHostToDevice));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(d, NULL, 4, knpuMemcpyHostToDevice));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(host, d + 1, N, knpuMemcpyDeviceToHost));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(d + N, host, 1, knpuMemcpyHostToDevice));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(d - 1, host, 1, knpuMemcpyHostToDevice));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(host, host + 8, 4, knpuMemcpyDeviceToHost));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(d, host, 4, knpuMemcpyHostToHost));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(d, d, 4, (knpuMemcpyKind)77));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(GARBAGE(void *), d, 4, knpuMemcpyDeviceToDevice));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpy(d, d + 8, SIZE_MAX, knpuMemcpyDeviceToDevice));
+  ERR_IS(knpuErrorInvalidHandle,
+         knpuMemcpyAsync(d, host, 4, knpuMemcpyHostToDevice, GARBAGE(knpuStream_t)));
+  ERR_IS(knpuErrorInvalidHandle, knpuMemcpyAsync(d, host, 4, knpuMemcpyHostToDevice, dead_stream));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpyAsync(host, d, N + 1, knpuMemcpyDeviceToHost, NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpyPeer(d, 0, d, 77, 4));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpyPeer(host, 0, d, 0, 4));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpyPeer(d, 0, d, 0, N + 1));
+  ERR_IS(knpuErrorInvalidHandle, knpuMemcpyPeerAsync(d, 0, d + 8, 0, 4, GARBAGE(knpuStream_t)));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpyPeerAsync(d, -1, d, 0, 4, NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuMemset(GARBAGE(void *), 0, 4));
+  ERR_IS(knpuErrorInvalidValue, knpuMemset(d + 60, 0, 8));
+  ERR_IS(knpuErrorInvalidValue, knpuMemset(NULL, 0, 4));
+  ERR_IS(knpuErrorInvalidHandle, knpuMemsetAsync(d, 0, 4, dead_stream));
+  ERR_IS(knpuErrorInvalidValue, knpuMemsetAsync(host, 0, 4, NULL));
+
+  /* Freeing memory with work still queued on it is safe: the memory is reused only after
+   * that work, which still sees the right data. */
+  knpuStream_t s;
+  OK(knpuStreamCreate(&s));
+  char pattern[N], back[N];
+  for (int i = 0; i < N; i++) pattern[i] = (char)i;
+  OK(knpuMemcpyAsync(d, pattern, N, knpuMemcpyHostToDevice, s));
+  OK(knpuMemcpyAsync(back, d, N, knpuMemcpyDeviceToHost, s));
+  OK(knpuFree(d));
+  OK(knpuStreamSynchronize(s));
+  if (memcmp(pattern, back, N) != 0) {
+    fprintf(stderr, "work queued before a free saw wrong data\n");
+    failures++;
+  }
+  /* And the freed pointer is refused from now on. */
+  ERR_IS(knpuErrorInvalidValue, knpuFree(d));
+  ERR_IS(knpuErrorInvalidValue, knpuMemcpyAsync(back, d, 4, knpuMemcpyDeviceToHost, s));
+  OK(knpuStreamDestroy(s));
+}
+
+static void streams_and_events(knpuStream_t dead_stream, knpuEvent_t dead_event) {
+  knpuStream_t s;
+  knpuEvent_t e;
+  int prio = 0;
+  float ms = 0;
+  OK(knpuStreamCreate(&s));
+  OK(knpuEventCreate(&e));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamCreate(NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamCreateWithFlags(NULL, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamCreateWithFlags(&s, 0x80));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamCreateWithPriority(NULL, 0, 0));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamGetPriority(GARBAGE(knpuStream_t), &prio));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamGetPriority(s, NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamDestroy(NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamDestroy(GARBAGE(knpuStream_t)));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamDestroy(dead_stream));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamDestroy((knpuStream_t)e)); /* an event as a stream */
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamSynchronize(GARBAGE2(knpuStream_t)));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamSynchronize(dead_stream));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamQuery(dead_stream));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamWaitEvent(s, GARBAGE(knpuEvent_t), 0));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamWaitEvent(s, dead_event, 0));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamWaitEvent(s, NULL, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamWaitEvent(s, e, 1));
+  ERR_IS(knpuErrorInvalidValue, knpuLaunchHostFunc(s, NULL, NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuLaunchHostFunc(dead_stream, host_fn, NULL));
+
+  ERR_IS(knpuErrorInvalidValue, knpuEventCreate(NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuEventCreateWithFlags(NULL, 0));
+  ERR_IS(knpuErrorNotSupported, knpuEventCreateWithFlags(&e, knpuEventInterprocess));
+  ERR_IS(knpuErrorInvalidValue, knpuEventCreateWithFlags(&e, 0x100));
+  ERR_IS(knpuErrorInvalidHandle, knpuEventRecord(GARBAGE(knpuEvent_t), NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuEventRecord(e, dead_stream));
+  ERR_IS(knpuErrorInvalidHandle, knpuEventRecord((knpuEvent_t)s, s)); /* a stream as an event */
+  ERR_IS(knpuErrorInvalidHandle, knpuEventQuery(dead_event));
+  ERR_IS(knpuErrorInvalidHandle, knpuEventSynchronize(GARBAGE(knpuEvent_t)));
+  ERR_IS(knpuErrorInvalidValue, knpuEventElapsedTime(NULL, e, e));
+  ERR_IS(knpuErrorInvalidHandle, knpuEventElapsedTime(&ms, dead_event, e));
+  ERR_IS(knpuErrorInvalidValue, knpuEventElapsedTime(&ms, e, e)); /* never recorded */
+  ERR_IS(knpuErrorInvalidHandle, knpuEventDestroy(dead_event));
+  ERR_IS(knpuErrorInvalidHandle, knpuEventDestroy(NULL));
+  OK(knpuEventDestroy(e));
+  ERR_IS(knpuErrorInvalidHandle, knpuEventDestroy(e));
+  OK(knpuStreamDestroy(s));
+}
+
+static void graphs(knpuStream_t dead_stream, knpuEvent_t dead_event) {
+  knpuStream_t s;
+  knpuGraph_t g, dead_graph, other;
+  knpuGraphExec_t x, dead_exec;
+  knpuGraphNode_t n, n_other;
+  knpuStreamCaptureStatus st;
+  size_t count = 0;
+  char *d = NULL;
+  char host[16];
+  OK(knpuStreamCreate(&s));
+  OK(knpuMalloc((void **)&d, 16));
+  OK(knpuGraphCreate(&g, 0));
+  OK(knpuGraphCreate(&other, 0));
+  OK(knpuGraphAddEmptyNode(&n_other, other, NULL, 0));
+  OK(knpuGraphCreate(&dead_graph, 0));
+  OK(knpuGraphInstantiate(&dead_exec, dead_graph, 0));
+  OK(knpuGraphExecDestroy(dead_exec));
+  OK(knpuGraphDestroy(dead_graph));
+
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamBeginCapture(GARBAGE(knpuStream_t), knpuStreamCaptureModeGlobal));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamBeginCapture(s, (knpuStreamCaptureMode)42));
+  ERR_IS(knpuErrorStreamCapture, knpuStreamEndCapture(s, &g)); /* not capturing */
+  ERR_IS(knpuErrorInvalidValue, knpuStreamEndCapture(s, NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuStreamIsCapturing(dead_stream, &st));
+  ERR_IS(knpuErrorInvalidValue, knpuStreamIsCapturing(s, NULL));
+
+  /* Calls a capture forbids. */
+  OK(knpuStreamBeginCapture(s, knpuStreamCaptureModeGlobal));
+  ERR_IS(knpuErrorStreamCapture, knpuStreamBeginCapture(s, knpuStreamCaptureModeGlobal));
+  ERR_IS(knpuErrorStreamCapture, knpuDeviceSynchronize());
+  ERR_IS(knpuErrorStreamCapture, knpuDeviceEmptyCache());
+  ERR_IS(knpuErrorStreamCapture, knpuStreamSynchronize(s));
+  ERR_IS(knpuErrorStreamCapture, knpuStreamQuery(s));
+  knpuGraph_t failed;
+  ERR_IS(knpuErrorStreamCapture, knpuStreamEndCapture(s, &failed)); /* invalidated above */
+
+  ERR_IS(knpuErrorInvalidValue, knpuGraphCreate(NULL, 0));
+  knpuGraph_t flagged;
+  ERR_IS(knpuErrorInvalidValue, knpuGraphCreate(&flagged, 1));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphInstantiate(NULL, g, 0));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphInstantiate(&x, GARBAGE(knpuGraph_t), 0));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphInstantiate(&x, dead_graph, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphInstantiate(&x, g, 3));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphLaunch(GARBAGE(knpuGraphExec_t), s));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphLaunch(dead_exec, s));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphLaunch((knpuGraphExec_t)g, s)); /* a graph as an exec */
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphExecUpdate(dead_exec, g, NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphDestroy(dead_graph));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphDestroy(NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphExecDestroy(dead_exec));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphExecDestroy(GARBAGE2(knpuGraphExec_t)));
+
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddEmptyNode(NULL, g, NULL, 0));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddEmptyNode(&n, dead_graph, NULL, 0));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddEmptyNode(&n, g, NULL, 3));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddEmptyNode(&n, g, &n_other, 1));
+  knpuGraphNode_t garbage_node = GARBAGE(knpuGraphNode_t);
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddEmptyNode(&n, g, &garbage_node, 1));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddHostNode(&n, g, NULL, 0, NULL, NULL));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddMemcpyNode1D(&n, g, NULL, 0, GARBAGE(void *), host, 4,
+                                                         knpuMemcpyHostToDevice));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddMemcpyNode1D(&n, g, NULL, 0, d, host, 17,
+                                                         knpuMemcpyHostToDevice));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddMemsetNode1D(&n, g, NULL, 0, d + 16, 0, 4));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddEventRecordNode(&n, g, NULL, 0, GARBAGE(knpuEvent_t)));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddEventWaitNode(&n, g, NULL, 0, dead_event));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddChildGraphNode(&n, g, NULL, 0, g)); /* itself */
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddChildGraphNode(&n, g, NULL, 0, dead_graph));
+  OK(knpuGraphAddEmptyNode(&n, g, NULL, 0));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddDependencies(g, &n_other, &n, 1));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphAddDependencies(g, NULL, &n, 1));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphAddDependencies(dead_graph, &n, &n, 1));
+  ERR_IS(knpuErrorInvalidValue, knpuGraphGetNodes(g, NULL, NULL));
+  ERR_IS(knpuErrorInvalidHandle, knpuGraphGetNodes(dead_graph, NULL, &count));
+
+  /* A cycle is found at instantiation. */
+  knpuGraphNode_t m;
+  OK(knpuGraphAddEmptyNode(&m, g, &n, 1));
+  OK(knpuGraphAddDependencies(g, &m, &n, 1));
+  ERR(knpuGraphInstantiate(&x, g, 0));
+
+  OK(knpuGraphDestroy(g));
+  OK(knpuGraphDestroy(other));
+  OK(knpuFree(d));
+  OK(knpuStreamDestroy(s));
+}
+
+/* Several threads at once: allocations, copies, streams and events, with one shared
+ * allocation that every thread copies into its own part of. */
+enum { THREADS = 4, ROUNDS = 50, SLICE = 256 };
+static unsigned char *shared_dev = NULL;
+
+static void *worker(void *arg) {
+  int id = (int)(intptr_t)arg;
+  unsigned char in[SLICE], out[SLICE];
+  memset(in, id + 1, sizeof in);
+  for (int r = 0; r < ROUNDS; r++) {
+    knpuStream_t s;
+    knpuEvent_t e;
+    void *mine = NULL;
+    if (knpuStreamCreate(&s) != knpuSuccess || knpuEventCreate(&e) != knpuSuccess) return (void *)1;
+    if (knpuMallocAsync(&mine, SLICE, s) != knpuSuccess) return (void *)1;
+    if (knpuMemcpyAsync(shared_dev + id * SLICE, in, SLICE, knpuMemcpyHostToDevice, s)) return (void *)1;
+    if (knpuMemcpyAsync(mine, shared_dev + id * SLICE, SLICE, knpuMemcpyDefault, s)) return (void *)1;
+    if (knpuMemcpyAsync(out, mine, SLICE, knpuMemcpyDeviceToHost, s)) return (void *)1;
+    if (knpuEventRecord(e, s) || knpuEventSynchronize(e)) return (void *)1;
+    if (memcmp(in, out, SLICE) != 0) return (void *)1;
+    /* A handle another thread may just have destroyed is refused, not followed. */
+    if (knpuStreamQuery(GARBAGE(knpuStream_t)) != knpuErrorInvalidHandle) return (void *)1;
+    if (knpuFreeAsync(mine, s) || knpuEventDestroy(e) || knpuStreamDestroy(s)) return (void *)1;
+  }
+  return NULL;
+}
+
+static void threads(void) {
+  OK(knpuMalloc((void **)&shared_dev, THREADS * SLICE));
+  pthread_t t[THREADS];
+  for (int i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i);
+  for (int i = 0; i < THREADS; i++) {
+    void *r = NULL;
+    pthread_join(t[i], &r);
+    if (r != NULL) {
+      fprintf(stderr, "thread %d failed: %s\n", i, knpuGetErrorString(knpuPeekAtLastError()));
+      failures++;
+    }
+  }
+  OK(knpuFree(shared_dev));
+}
+
+int main(void) {
+  knpuStream_t dead_stream;
+  knpuEvent_t dead_event;
+  OK(knpuStreamCreate(&dead_stream));
+  OK(knpuStreamDestroy(dead_stream));
+  OK(knpuEventCreate(&dead_event));
+  OK(knpuEventDestroy(dead_event));
+
+  errors_and_versions();
+  devices();
+  memory(dead_stream);
+  streams_and_events(dead_stream, dead_event);
+  graphs(dead_stream, dead_event);
+  threads();
+
+  /* After all that the device still works: errors are not sticky. */
+  int x = 5, y = 0;
+  void *d = NULL;
+  OK(knpuMalloc(&d, sizeof x));
+  OK(knpuMemcpy(d, &x, sizeof x, knpuMemcpyHostToDevice));
+  OK(knpuMemcpy(&y, d, sizeof y, knpuMemcpyDeviceToHost));
+  OK(knpuFree(d));
+  OK(knpuDeviceSynchronize());
+  if (y != 5) failures++;
+
+  printf("%d misuse calls checked, %d failures\n", checked, failures);
+  return failures == 0 ? 0 : 1;
+}

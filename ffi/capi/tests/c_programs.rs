@@ -1,0 +1,88 @@
+//! The C and C++ examples, and the misuse test, built against the real libknpu (shared and
+//! static) and run as separate processes, so a crash is a failed test, not a dead runner.
+
+mod support;
+
+use support::{build_program, out_dir, repo, run_ok, Link};
+
+fn example(name: &str, link: Link, env: &[(&str, &str)]) -> String {
+    let src = repo().join("examples/c").join(format!("{name}.c"));
+    let suffix = if link == Link::Static { "-static" } else { "" };
+    let exe = out_dir("examples").join(format!("{name}{suffix}"));
+    build_program(&[src], &exe, false, link);
+    run_ok(&exe, env)
+}
+
+#[test]
+fn example_01_device_query() {
+    let out = example("01-device-query", Link::Shared, &[]);
+    assert!(out.contains("device 0:"), "{out}");
+}
+
+#[test]
+fn example_02_memcpy_with_pointer_arithmetic() {
+    let out = example("02-memcpy", Link::Shared, &[]);
+    assert!(out.contains("past-the-end copy refused"), "{out}");
+    // With two devices the example also does a peer copy.
+    let out = example("02-memcpy", Link::Shared, &[("KNPU_SIM_DEVICES", "2")]);
+    assert!(out.contains("peer copy between devices 0 and 1: ok"), "{out}");
+}
+
+#[test]
+fn example_02_links_statically() {
+    let out = example("02-memcpy", Link::Static, &[]);
+    assert!(out.contains("memcpy with pointer arithmetic: ok"), "{out}");
+}
+
+#[test]
+fn example_03_streams_and_events_with_timing() {
+    let out = example("03-streams-events", Link::Shared, &[]);
+    assert!(out.contains("ms of device time"), "{out}");
+}
+
+#[test]
+fn example_04_graph_capture_and_replay() {
+    let out = example("04-graph", Link::Shared, &[]);
+    assert!(out.contains("graph capture and replay: ok"), "{out}");
+}
+
+#[test]
+fn cpp_example_with_raii_wrappers() {
+    let src = repo().join("examples/cpp/01-raii.cpp");
+    let exe = out_dir("examples").join("cpp-01-raii");
+    build_program(&[src], &exe, true, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains("C++ RAII wrappers: ok"), "{out}");
+}
+
+/// The functions `knpu.h` declares.
+fn declared_functions() -> Vec<String> {
+    let header = std::fs::read_to_string(repo().join("ffi/include/knpu.h")).unwrap();
+    header
+        .lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("knpuError_t ")
+                .or_else(|| l.strip_prefix("const char *"))?;
+            let name = rest.split('(').next()?;
+            name.starts_with("knpu").then(|| name.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn misuse_calls_every_function_and_none_crashes() {
+    let src = repo().join("ffi/capi/tests/c/misuse.c");
+    let text = std::fs::read_to_string(&src).unwrap();
+    let declared = declared_functions();
+    assert!(declared.len() > 60, "found only {} functions", declared.len());
+    let missing: Vec<_> = declared
+        .iter()
+        .filter(|f| !text.contains(&format!("{f}(")))
+        .collect();
+    assert!(missing.is_empty(), "misuse.c does not call {missing:?}");
+    let exe = out_dir("tests").join("misuse");
+    build_program(&[src], &exe, false, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains(", 0 failures"), "{out}");
+}

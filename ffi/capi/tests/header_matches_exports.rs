@@ -1,0 +1,142 @@
+//! `ffi/include/knpu.h` and the library agree: every declared function is exported with the
+//! same signature.
+//!
+//! The check has two halves. This test runs bindgen on `knpu.h` and fails unless the
+//! committed `src/header.rs` (the header's types and constants, which the implementation
+//! uses as its own) and `src/header_check.rs` (one compile-time assertion per declared
+//! function) are what the header gives today. `header_check.rs` is compiled into the crate:
+//! each line coerces the exported function to the function-pointer type bindgen derived
+//! from its declaration, so a missing export or a different signature does not compile.
+//!
+//! bindgen needs libclang at run time (`bash scripts/ensure-libclang.sh` installs it); when
+//! it is missing the test fails and says so, it never passes without comparing. Set
+//! `KNPU_BLESS=1` to rewrite both files after an intended header change.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn builder() -> bindgen::Builder {
+    if let Err(e) = std::panic::catch_unwind(|| {
+        let _ = bindgen::Builder::default()
+            .header_contents("probe.h", "int x;")
+            .generate();
+    }) {
+        panic!(
+            "bindgen could not load libclang ({e:?}). Install it (`bash \
+             scripts/ensure-libclang.sh`, or set LIBCLANG_PATH) and run this test again."
+        );
+    }
+    let header = root().join("../include/knpu.h");
+    bindgen::Builder::default()
+        .header(header.to_str().expect("utf-8 path"))
+        .prepend_enum_name(false)
+        .derive_default(false)
+        .derive_debug(true)
+        .derive_copy(true)
+        .layout_tests(true)
+        .generate_comments(false)
+        .formatter(bindgen::Formatter::Rustfmt)
+}
+
+/// The header's types and constants, without functions.
+fn types() -> String {
+    builder()
+        .allowlist_type("knpu.*")
+        .allowlist_var("knpu.*|KNPU_.*")
+        .generate()
+        .expect("bindgen failed on knpu.h")
+        .to_string()
+}
+
+/// One compile-time assertion per declared function.
+fn checks() -> String {
+    let decls = builder()
+        .allowlist_function("knpu.*")
+        .generate()
+        .expect("bindgen failed on knpu.h")
+        .to_string();
+    let mut out = String::new();
+    let mut rest = decls.as_str();
+    let mut count = 0;
+    while let Some(start) = rest.find("pub fn ") {
+        let after = &rest[start + "pub fn ".len()..];
+        let end = after.find(';').expect("a declaration ends with ;");
+        let decl = &after[..end];
+        let open = decl.find('(').expect("a declaration has parameters");
+        let name = decl[..open].trim();
+        let signature: String = decl[open..].split_whitespace().collect::<Vec<_>>().join(" ");
+        let signature = signature.replace("( ", "(").replace(", )", ")");
+        out.push_str(&format!(
+            "const _: unsafe extern \"C\" fn{signature} = crate::{name};\n"
+        ));
+        count += 1;
+        rest = &after[end..];
+    }
+    assert!(count > 50, "bindgen found only {count} functions in knpu.h");
+    out
+}
+
+fn tokens(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for ch in s.chars() {
+        if ch.is_whitespace() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else if "{}()[]<>;,:=&*#!".contains(ch) {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            out.push(ch.to_string());
+        } else {
+            cur.push(ch);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn compare_or_bless(file: &str, generated: String, preamble: &str) {
+    let path = root().join("src").join(file);
+    if std::env::var_os("KNPU_BLESS").is_some() {
+        let body = format!(
+            "// Generated from ffi/include/knpu.h by tests/header_matches_exports.rs; do not \
+             edit.\n// Regenerate with `KNPU_BLESS=1 cargo test -p knpu-capi --test \
+             header_matches_exports`.\n{preamble}{generated}"
+        );
+        std::fs::write(&path, body).expect("write the generated file");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).expect("read the committed file");
+    let committed: String = committed
+        .lines()
+        .filter(|l| !l.starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let expected = format!("{preamble}{generated}");
+    assert!(
+        tokens(&committed) == tokens(&expected),
+        "ffi/capi/src/{file} is out of date with knpu.h; regenerate with `KNPU_BLESS=1 cargo \
+         test -p knpu-capi --test header_matches_exports`"
+    );
+}
+
+#[test]
+fn header_types_match_committed_bindings() {
+    compare_or_bless("header.rs", types(), "");
+}
+
+#[test]
+fn every_declared_function_is_checked_against_its_export() {
+    compare_or_bless(
+        "header_check.rs",
+        checks(),
+        "#[allow(unused_imports)]\nuse crate::header::*;\n",
+    );
+}
