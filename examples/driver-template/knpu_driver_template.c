@@ -381,14 +381,14 @@ static void run_submission(Submission *s) {
         KNPU_STATUS_SUCCESS) {
       KnpuStatus ignored;
       semaphore_get_error(s->wait_semaphores[i], &ignored, detail, sizeof detail);
-      snprintf(message, sizeof message, "waited-on work failed: %s", detail);
+      snprintf(message, sizeof message, "waited-on work failed: %.200s", detail);
       st = KNPU_STATUS_DEPENDENCY_FAILED;
     }
   }
   for (; done < s->command_count && st == KNPU_STATUS_SUCCESS; done++) {
     st = run_command(&s->commands[done], detail);
     if (st != KNPU_STATUS_SUCCESS) {
-      snprintf(message, sizeof message, "command %u (%s): %s", done,
+      snprintf(message, sizeof message, "command %u (%s): %.200s", done,
                command_name(s->commands[done].type), detail);
     }
   }

@@ -42,7 +42,6 @@ conformance_suite!(
         "properties",
         "elementwise_kernels",
         "stream_order_and_host_callbacks",
-        "shape_errors",
         "injected_kernel_fault_surfaces_at_synchronize",
         "allocation_retry_after_releasing_cache"
     ]
