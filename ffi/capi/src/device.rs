@@ -14,8 +14,8 @@ thread_local! {
 
 /// The device with C ordinal `ordinal`.
 pub(crate) fn device_at(ordinal: c_int) -> Result<Device> {
-    let i = usize::try_from(ordinal)
-        .map_err(|_| invalid(format!("device {ordinal} is negative")))?;
+    let i =
+        usize::try_from(ordinal).map_err(|_| invalid(format!("device {ordinal} is negative")))?;
     knpu::device(i)
 }
 
@@ -147,10 +147,12 @@ pub unsafe extern "C" fn knpuGetDeviceProperties(
         // SAFETY: the caller's promise on `prop`.
         let size = unsafe { struct_size(prop, "prop") }?;
         let d = device_at(device)?;
-        let attr = |a| d.attribute(a).or_else(|e| match e {
-            knpu::Error::NotSupported { .. } => Ok(0),
-            e => Err(e),
-        });
+        let attr = |a| {
+            d.attribute(a).or_else(|e| match e {
+                knpu::Error::NotSupported { .. } => Ok(0),
+                e => Err(e),
+            })
+        };
         // SAFETY: knpuDeviceProp is integers and char arrays; all zeros is a valid value.
         let mut p: knpuDeviceProp = unsafe { std::mem::zeroed() };
         p.structSize = size;

@@ -57,10 +57,14 @@ fn graph_and_deps(
         return Ok((g, slot, Vec::new()));
     }
     if deps.is_null() {
-        return Err(invalid(format!("dependencies is NULL but numDependencies is {count}")));
+        return Err(invalid(format!(
+            "dependencies is NULL but numDependencies is {count}"
+        )));
     }
     if !deps.is_aligned() || count > isize::MAX as usize / std::mem::size_of::<usize>() {
-        return Err(invalid("dependencies is misaligned or numDependencies is too large"));
+        return Err(invalid(
+            "dependencies is misaligned or numDependencies is too large",
+        ));
     }
     // SAFETY: non-null and aligned; the caller promised `count` readable handles.
     let raw = unsafe { std::slice::from_raw_parts(deps, count) };
@@ -156,7 +160,9 @@ pub unsafe extern "C" fn knpuGraphCreate(graph: *mut knpuGraph_t, flags: c_uint)
     call(|| {
         out_ptr(graph, "graph")?;
         if flags != 0 {
-            return Err(invalid(format!("knpuGraphCreate flags must be 0, got {flags:#x}")));
+            return Err(invalid(format!(
+                "knpuGraphCreate flags must be 0, got {flags:#x}"
+            )));
         }
         let h = GRAPHS.insert(Graph::new(&current()?)) as knpuGraph_t;
         // SAFETY: the caller's promise.
@@ -178,7 +184,9 @@ pub unsafe extern "C" fn knpuGraphInstantiate(
         out_ptr(exec, "exec")?;
         let g = GRAPHS.get(graph as u64)?;
         if flags != 0 {
-            return Err(invalid(format!("knpuGraphInstantiate flags must be 0, got {flags:#x}")));
+            return Err(invalid(format!(
+                "knpuGraphInstantiate flags must be 0, got {flags:#x}"
+            )));
         }
         let x = g.instantiate()?;
         let h = EXECS.insert(Arc::new(x)) as knpuGraphExec_t;
@@ -263,7 +271,11 @@ pub unsafe extern "C" fn knpuGraphAddEmptyNode(
     numDependencies: usize,
 ) -> knpuError_t {
     // SAFETY: the caller's promises, passed on.
-    unsafe { add(node, graph, dependencies, numDependencies, |g, d| g.add_empty(d)) }
+    unsafe {
+        add(node, graph, dependencies, numDependencies, |g, d| {
+            g.add_empty(d)
+        })
+    }
 }
 
 /// Adds a host function node.

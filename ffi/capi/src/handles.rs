@@ -73,7 +73,10 @@ impl<T: Clone> Table<T> {
         }
         let index = (handle & 0xFFFF_FFFF) as usize;
         let generation = (handle >> 32) & GENERATION_MASK;
-        match index.checked_sub(1).and_then(|i| s.slots.get(i).map(|slot| (i, slot))) {
+        match index
+            .checked_sub(1)
+            .and_then(|i| s.slots.get(i).map(|slot| (i, slot)))
+        {
             Some((i, (g, Some(_)))) if *g == generation => Ok(i),
             Some(_) => Err(bad("it was destroyed")),
             None => Err(bad("no such handle was made")),

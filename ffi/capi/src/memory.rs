@@ -56,7 +56,10 @@ pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Ra
             "{what} {addr:#x} is not inside any live device allocation"
         ))
     })?;
-    if (count as u64).checked_add(offset).is_none_or(|end| end > alloc.size) {
+    if (count as u64)
+        .checked_add(offset)
+        .is_none_or(|end| end > alloc.size)
+    {
         return Err(invalid(format!(
             "{what} {addr:#x} + {count} bytes runs {} bytes past the end of allocation {:#x} \
              ({} bytes)",
@@ -130,7 +133,11 @@ impl HostCopy {
 unsafe fn queue_copy(s: &Stream, dst: Side, src: Side, count: usize) -> Result<()> {
     match (dst, src) {
         (Side::Host(d), Side::Host(sr)) => {
-            let copy = HostCopy { dst: d, src: sr, count };
+            let copy = HostCopy {
+                dst: d,
+                src: sr,
+                count,
+            };
             s.launch_host_fn(move || copy.run())
         }
         (Side::Device(d), Side::Host(h)) => {

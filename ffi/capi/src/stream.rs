@@ -154,7 +154,9 @@ pub extern "C" fn knpuStreamWaitEvent(
         let s = stream_arg(stream)?;
         let e = EVENTS.get(event as u64)?;
         if flags != 0 {
-            return Err(invalid(format!("knpuStreamWaitEvent flags must be 0, got {flags:#x}")));
+            return Err(invalid(format!(
+                "knpuStreamWaitEvent flags must be 0, got {flags:#x}"
+            )));
         }
         s.wait_event(&e)
     })

@@ -25,7 +25,10 @@ fn example_02_memcpy_with_pointer_arithmetic() {
     assert!(out.contains("past-the-end copy refused"), "{out}");
     // With two devices the example also does a peer copy.
     let out = example("02-memcpy", Link::Shared, &[("KNPU_SIM_DEVICES", "2")]);
-    assert!(out.contains("peer copy between devices 0 and 1: ok"), "{out}");
+    assert!(
+        out.contains("peer copy between devices 0 and 1: ok"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -75,7 +78,11 @@ fn misuse_calls_every_function_and_none_crashes() {
     let src = repo().join("ffi/capi/tests/c/misuse.c");
     let text = std::fs::read_to_string(&src).unwrap();
     let declared = declared_functions();
-    assert!(declared.len() > 60, "found only {} functions", declared.len());
+    assert!(
+        declared.len() > 60,
+        "found only {} functions",
+        declared.len()
+    );
     let missing: Vec<_> = declared
         .iter()
         .filter(|f| !text.contains(&format!("{f}(")))

@@ -51,7 +51,10 @@ conformance_suite!(
 fn kernel_launch_on_the_template_is_not_supported() {
     let dev = device();
     assert!(!dev
-        .supports_kernel(knpu::abi::KNPU_KERNEL_ELEMENTWISE, knpu::abi::KNPU_DTYPE_F32)
+        .supports_kernel(
+            knpu::abi::KNPU_KERNEL_ELEMENTWISE,
+            knpu::abi::KNPU_DTYPE_F32
+        )
         .unwrap());
     let s = knpu::Stream::new(&dev).unwrap();
     let a = s.from_slice(&[1f32, 2.0, 3.0]).unwrap();
@@ -89,7 +92,10 @@ fn c_api_memory_copy_and_stream_work_on_the_template() {
             knpuMemcpyAsync(d, interior, 3984, knpuMemcpyDeviceToDevice, s),
             knpuSuccess
         );
-        assert_eq!(knpuMemsetAsync(interior.cast::<u8>().add(3968).cast(), 0, 16, s), knpuSuccess);
+        assert_eq!(
+            knpuMemsetAsync(interior.cast::<u8>().add(3968).cast(), 0, 16, s),
+            knpuSuccess
+        );
         let dst = output.as_mut_ptr() as *mut c_void;
         assert_eq!(
             knpuMemcpyAsync(dst, d, 4000, knpuMemcpyDeviceToHost, s),

@@ -67,7 +67,10 @@ fn checks() -> String {
         let decl = &after[..end];
         let open = decl.find('(').expect("a declaration has parameters");
         let name = decl[..open].trim();
-        let signature: String = decl[open..].split_whitespace().collect::<Vec<_>>().join(" ");
+        let signature: String = decl[open..]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let signature = signature.replace("( ", "(").replace(", )", ")");
         out.push_str(&format!(
             "const _: unsafe extern \"C\" fn{signature} = crate::{name};\n"

@@ -14,7 +14,9 @@ pub fn repo() -> PathBuf {
 
 /// Where the test's programs go.
 pub fn out_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi").join(name);
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("capi")
+        .join(name);
     std::fs::create_dir_all(&d).expect("create the test's output dir");
     d
 }
@@ -32,13 +34,20 @@ pub fn lib_dir() -> &'static Path {
                 .map(|d| d.join(name))
                 .find(|p| p.exists())
                 .unwrap_or_else(|| {
-                    panic!("{name} not found beside {}; `cargo build -p knpu-capi` builds it", exe.display())
+                    panic!(
+                        "{name} not found beside {}; `cargo build -p knpu-capi` builds it",
+                        exe.display()
+                    )
                 })
         };
         let so = find("libknpu_capi.so");
         let a = find("libknpu_capi.a");
         let dir = out_dir("lib");
-        for (link, target) in [("libknpu.so.1", &so), ("libknpu.so", &so), ("libknpu.a", &a)] {
+        for (link, target) in [
+            ("libknpu.so.1", &so),
+            ("libknpu.so", &so),
+            ("libknpu.a", &a),
+        ] {
             let p = dir.join(link);
             let _ = std::fs::remove_file(&p);
             std::os::unix::fs::symlink(target, &p).expect("link the library");
@@ -103,12 +112,14 @@ pub fn build_program(sources: &[PathBuf], out: &Path, cpp: bool, link: Link) {
 /// Compiles `source` into a shared library (a driver).
 pub fn build_shared_library(source: &Path, out: &Path) {
     let mut cmd = compiler(false).to_command();
-    cmd.args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-pthread"])
-        .arg("-I")
-        .arg(repo().join("ffi/include"))
-        .arg(source)
-        .arg("-o")
-        .arg(out);
+    cmd.args([
+        "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-pthread",
+    ])
+    .arg("-I")
+    .arg(repo().join("ffi/include"))
+    .arg(source)
+    .arg("-o")
+    .arg(out);
     let o = cmd.output().expect("run the C compiler");
     assert!(
         o.status.success(),
