@@ -28,6 +28,8 @@ compile_error!("libknpu encodes handles in 64-bit pointers");
     clippy::all
 )]
 pub mod header;
+// Generated one assertion per line; the regeneration test compares it as generated.
+#[rustfmt::skip]
 #[allow(non_snake_case, clippy::all)]
 mod header_check;
 
