@@ -63,8 +63,10 @@ install: capi
 	done
 
 ## test-capi-install: install into a temporary prefix; build and run pkg-config and CMake users
+# (from the `test` profile that `cargo test` has just built, rather than a second, release build)
+CAPI_TEST_PROFILE ?= test
 test-capi-install: $(VENV)/bin/cmake
-	CAPI_PROFILE=$(CAPI_PROFILE) bash ffi/capi/tests/install_test.sh $(abspath $(VENV)/bin/cmake)
+	CAPI_PROFILE=$(CAPI_TEST_PROFILE) bash ffi/capi/tests/install_test.sh $(abspath $(VENV)/bin/cmake)
 
 # cmake for the install test, from PyPI into the local virtualenv.
 $(VENV)/bin/cmake:
