@@ -119,12 +119,15 @@ impl Tensor {
         let t = self.contiguous_tensor()?;
         let stream = t.stream()?;
         let (off, n) = (t.layout.offset(), t.layout.numel());
+        let unit = t.dtype.unit_bytes();
         let ptr = dst.as_mut_ptr() as usize;
         let len = dst.len();
         let storage = t.storage.clone();
         py.detach(move || {
             with_buf!(&storage.buf, b => {
-                let src = b.slice(off..off + n)?;
+                // Raw buffers count bytes; typed ones count units.
+                let k = unit / elem_bytes(b);
+                let src = b.slice(off * k..(off + n) * k)?;
                 let dst = host_slice(ptr, len, b)?;
                 stream.memcpy_dtoh(dst, &src)
             })
@@ -176,6 +179,10 @@ impl Tensor {
     }
 }
 
+fn elem_bytes<T>(_: &knpu::DeviceBuffer<T>) -> usize {
+    std::mem::size_of::<T>()
+}
+
 /// A host slice of `T` over `len` bytes at `ptr`, for one device copy.
 fn host_slice<'a, T: bytemuck::Pod>(
     ptr: usize,
@@ -183,13 +190,13 @@ fn host_slice<'a, T: bytemuck::Pod>(
     _like: &knpu::DeviceBuffer<T>,
 ) -> knpu::Result<&'a mut [T]> {
     let size = std::mem::size_of::<T>();
+    if len == 0 {
+        return Ok(&mut []);
+    }
     if ptr % std::mem::align_of::<T>() != 0 || len % size != 0 {
         return Err(knpu::Error::InvalidValue {
             detail: format!("host memory at {ptr:#x} is not aligned for {size}-byte elements"),
         });
-    }
-    if len == 0 {
-        return Ok(&mut []);
     }
     // SAFETY: the caller holds the host array alive and unshared for the copy, which waits
     // before returning; the pointer is aligned and covers `len` bytes.
@@ -234,15 +241,18 @@ fn encode(dtype: DataType, value: &Bound<'_, PyAny>) -> PyResult<u64> {
 
 /// Parses a shape given as ints or as one sequence of ints.
 pub fn parse_shape(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
-    let seq = if args.len() == 1 && args.get_item(0)?.extract::<isize>().is_err() {
+    let seq = if args.len() == 1 && !args.get_item(0)?.is_instance_of::<pyo3::types::PyInt>() {
         args.get_item(0)?
     } else {
         args.clone().into_any()
     };
     seq.try_iter()?
         .map(|d| {
-            d?.extract::<isize>()
-                .map_err(|_| PyTypeError::new_err("shape entries must be ints"))
+            let d = d?;
+            if !d.is_instance_of::<pyo3::types::PyInt>() {
+                return Err(PyTypeError::new_err("shape entries must be ints"));
+            }
+            d.extract::<isize>()
         })
         .collect()
 }
@@ -843,8 +853,9 @@ pub fn upload(
     } else if np_name != raw_name {
         arr = arr.call_method1("astype", (raw_name,))?;
     }
-    arr = np.call_method1("ascontiguousarray", (arr,))?;
+    // The shape first: ascontiguousarray makes a 0-d array 1-d.
     let mut shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+    arr = np.call_method1("ascontiguousarray", (arr,))?;
     if target.is_block() {
         let unit = target.unit_bytes();
         match shape.last_mut() {

@@ -60,7 +60,15 @@ def test_import_numpy_by_copy():
 
 def test_export_to_host():
     t = knpu.asarray(np.arange(6, dtype=np.float32)).reshape(2, 3).T
-    out = np.from_dlpack(t.__dlpack__(dl_device=(KDL_CPU, 0), max_version=(1, 0)))
+
+    class OnHost:
+        def __dlpack__(self, **kw):
+            return t.__dlpack__(dl_device=(KDL_CPU, 0), max_version=kw.get("max_version"))
+
+        def __dlpack_device__(self):
+            return (KDL_CPU, 0)
+
+    out = np.from_dlpack(OnHost())
     np.testing.assert_array_equal(out, np.arange(6, dtype=np.float32).reshape(2, 3).T)
     with pytest.raises(BufferError):
         t.__dlpack__(dl_device=(KDL_CPU, 0), copy=False)

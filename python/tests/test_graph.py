@@ -94,17 +94,21 @@ def test_graph_used_from_another_thread_while_capturing():
 
 def test_global_capture_forbids_blocking_calls_on_other_threads():
     errors = []
-    with knpu.graph():
-        def other():
-            try:
-                knpu.synchronize()
-            except knpu.KnpuError as e:
-                errors.append(e)
 
-        th = threading.Thread(target=other)
-        th.start()
-        th.join(timeout=30)
+    def other():
+        try:
+            knpu.synchronize()
+        except knpu.KnpuError as e:
+            errors.append(e)
+
+    # The forbidden call also invalidates the capture, as in CUDA.
+    with pytest.raises(knpu.CaptureError, match="invalidated"):
+        with knpu.graph():
+            th = threading.Thread(target=other)
+            th.start()
+            th.join(timeout=30)
     assert len(errors) == 1 and isinstance(errors[0], knpu.CaptureError)
+    assert knpu.current_stream() == knpu.default_stream()
 
 
 def test_exception_in_block_ends_the_capture():
