@@ -206,12 +206,14 @@ impl Device {
         match dt.abi() {
             Some(raw) => self.inner.supports_kernel(kernel, raw).py(),
             // Block types are the weights of the quantised kernels.
-            None => Ok(kernel >= knpu::abi::KNPU_KERNEL_QUANTIZE
-                && kernel <= knpu::abi::KNPU_KERNEL_QEMBEDDING
-                && self
-                    .inner
-                    .supports_kernel(kernel, knpu::abi::KNPU_DTYPE_F32)
-                    .py()?),
+            None => Ok(
+                (knpu::abi::KNPU_KERNEL_QUANTIZE..=knpu::abi::KNPU_KERNEL_QEMBEDDING)
+                    .contains(&kernel)
+                    && self
+                        .inner
+                        .supports_kernel(kernel, knpu::abi::KNPU_DTYPE_F32)
+                        .py()?,
+            ),
         }
     }
 

@@ -164,7 +164,7 @@ fn import(
 ) -> PyResult<Tensor> {
     // SAFETY: the producer's capsule is alive and unconsumed while this runs, so its shape
     // and strides arrays are valid for `ndim` values.
-    let (dtype, layout, shift) = unsafe { dlpack::describe(&*t) }.py()?;
+    let (dtype, layout, shift) = unsafe { dlpack::describe(t) }.py()?;
     match t.device.device_type {
         device_type::EXT_DEV => {
             let storage = owner

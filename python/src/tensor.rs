@@ -193,7 +193,7 @@ fn host_slice<'a, T: bytemuck::Pod>(
     if len == 0 {
         return Ok(&mut []);
     }
-    if ptr % std::mem::align_of::<T>() != 0 || len % size != 0 {
+    if !ptr.is_multiple_of(std::mem::align_of::<T>()) || !len.is_multiple_of(size) {
         return Err(knpu::Error::InvalidValue {
             detail: format!("host memory at {ptr:#x} is not aligned for {size}-byte elements"),
         });
@@ -860,13 +860,15 @@ pub fn upload(
         let unit = target.unit_bytes();
         match shape.last_mut() {
             Some(last) if *last % unit == 0 => *last = *last / unit * target.block_elems(),
-            _ => return Err(to_py(knpu::Error::Shape {
-                operand: "obj",
-                expected: format!(
+            _ => {
+                return Err(to_py(knpu::Error::Shape {
+                    operand: "obj",
+                    expected: format!(
                     "uint8 {target} blocks: a last dimension that is a multiple of {unit} bytes"
                 ),
-                actual: format!("{shape:?}"),
-            })),
+                    actual: format!("{shape:?}"),
+                }))
+            }
         }
     }
     let ptr: usize = arr

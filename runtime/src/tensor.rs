@@ -428,7 +428,7 @@ impl Layout {
         let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
         match infer {
             Some(i) => {
-                if known == 0 || numel % known != 0 {
+                if known == 0 || !numel.is_multiple_of(known) {
                     return Err(Error::Shape {
                         operand: "shape",
                         expected: format!("a shape of {numel} elements"),
@@ -1224,7 +1224,7 @@ pub mod dlpack {
             })
             .collect::<Result<Vec<_>>>()?;
         let unit = dtype.unit_bytes() as u64;
-        if t.byte_offset % unit != 0 {
+        if !t.byte_offset.is_multiple_of(unit) {
             return Err(Error::invalid(format!(
                 "DLPack byte_offset {} is not a multiple of the {unit}-byte element",
                 t.byte_offset
