@@ -3,7 +3,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: demo test deps test-rust lint bench-runtime clean
+.PHONY: demo test deps test-rust lint bench-runtime clean venv python-install test-python
 
 ## demo: build, list the devices, and run the runtime demo on the built-in software NPU
 demo:
@@ -12,7 +12,7 @@ demo:
 	./target/release/examples/02-streams
 
 ## test: install what the tests need, then run every test (Rust; C and Python as they land)
-test: deps lint test-rust test-capi-install
+test: deps lint test-rust test-capi-install test-python
 
 deps:
 	@bash scripts/ensure-libclang.sh
@@ -20,6 +20,25 @@ deps:
 test-rust:
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
+
+## venv: a local virtualenv (.venv) with what the Python build and tests need
+venv: $(VENV)/.knpu-deps
+
+$(VENV)/.knpu-deps: python/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -r python/requirements-dev.txt
+	touch $@
+
+## python-install: build the extension with maturin and install `knpu` into .venv
+python-install: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q -m python/Cargo.toml
+
+## test-python: pytest (no tests collected counts as failure) and the stubs against the module
+test-python: python-install
+	cd python && ../$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+	$(VENV)/bin/python -m mypy.stubtest knpu --allowlist python/stubtest-allowlist.txt
 
 ## lint: formatting, clippy and docs, as CI expects them
 lint:

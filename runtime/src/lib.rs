@@ -34,6 +34,7 @@ pub mod graph;
 pub mod ops;
 mod semaphore;
 mod stream;
+pub mod tensor;
 pub mod trace;
 
 pub use allocator::MemoryStats;
@@ -46,6 +47,7 @@ pub use event::Event;
 pub use graph::{CaptureMode, Graph, GraphExec, GraphUpdateResult, NodeId};
 pub use knpu_driver_abi as abi;
 pub use stream::{Priority, Stream};
+pub use tensor::{DataType, Layout};
 
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock};

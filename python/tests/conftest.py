@@ -1,0 +1,19 @@
+"""Shared setup: two software NPUs, so tests can put tensors on different devices."""
+
+import os
+
+# Read once when the built-in driver starts, so it must be set before knpu is imported.
+os.environ.setdefault("KNPU_SIM_DEVICES", "2")
+
+import pytest  # noqa: E402
+
+import knpu  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _device_usable_afterwards():
+    """Every test leaves device 0 usable: a small round trip must still work."""
+    yield
+    knpu.synchronize()
+    t = knpu.asarray([1.0, 2.0, 3.0])
+    assert t.numpy().tolist() == [1.0, 2.0, 3.0]

@@ -1,0 +1,119 @@
+import threading
+
+import numpy as np
+import pytest
+
+import knpu
+
+
+def test_capture_copies_and_fills_then_replay():
+    src = knpu.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    dst = knpu.zeros(4, 3)
+    knpu.synchronize()
+    with knpu.graph() as g:
+        dst.copy_(src.T)
+        dst[0].fill_(-1.0)
+    assert g.node_count >= 2
+    assert not g.is_capturing
+    # Nothing ran during capture.
+    assert (dst.numpy() == 0).all()
+    g.replay()
+    expected = np.arange(12, dtype=np.float32).reshape(3, 4).T.copy()
+    expected[0] = -1
+    np.testing.assert_array_equal(dst.numpy(), expected)
+    # Replays see new inputs.
+    src.fill_(5.0)
+    g.replay()
+    knpu.synchronize()
+    expected = np.full((4, 3), 5.0, np.float32)
+    expected[0] = -1
+    np.testing.assert_array_equal(dst.numpy(), expected)
+    assert "nodes=" in repr(g)
+
+
+def test_graph_object_capture_api():
+    g = knpu.Graph()
+    t = knpu.zeros(8)
+    knpu.synchronize()
+    g.capture_begin()
+    t.fill_(4.0)
+    g.capture_end()
+    g.replay(knpu.Stream())
+    knpu.synchronize()
+    assert (t.numpy() == 4.0).all()
+    g.reset()
+    with pytest.raises(knpu.CaptureError):
+        g.replay()
+
+
+def test_blocking_calls_inside_capture_raise():
+    t = knpu.zeros(4)
+    with pytest.raises(knpu.CaptureError):
+        with knpu.graph():
+            t.numpy()
+    # The device and the current stream are fine afterwards.
+    assert knpu.current_stream() == knpu.default_stream()
+
+
+def test_misuse_raises():
+    g = knpu.Graph()
+    with pytest.raises(knpu.CaptureError):
+        g.capture_end()
+    with pytest.raises(knpu.CaptureError):
+        g.replay()
+    with pytest.raises(knpu.InvalidValueError):
+        g.capture_begin(capture_error_mode="sometimes")
+    g.capture_begin(capture_error_mode="relaxed")
+    with pytest.raises(knpu.CaptureError):
+        g.capture_begin()
+    with pytest.raises(knpu.CaptureError):
+        g.replay()
+    g.capture_end()
+
+
+def test_graph_used_from_another_thread_while_capturing():
+    g = knpu.Graph()
+    g.capture_begin(capture_error_mode="thread_local")
+    errors = []
+
+    def other():
+        for call in (g.capture_end, g.replay):
+            try:
+                call()
+            except knpu.KnpuError as e:
+                errors.append(e)
+
+    th = threading.Thread(target=other)
+    th.start()
+    th.join(timeout=30)
+    g.capture_end()
+    assert len(errors) == 2
+    assert all(isinstance(e, knpu.CaptureError) for e in errors)
+    assert "another thread" in str(errors[0])
+
+
+def test_global_capture_forbids_blocking_calls_on_other_threads():
+    errors = []
+
+    def other():
+        try:
+            knpu.synchronize()
+        except knpu.KnpuError as e:
+            errors.append(e)
+
+    # The forbidden call also invalidates the capture, as in CUDA.
+    with pytest.raises(knpu.CaptureError, match="invalidated"):
+        with knpu.graph():
+            th = threading.Thread(target=other)
+            th.start()
+            th.join(timeout=30)
+    assert len(errors) == 1 and isinstance(errors[0], knpu.CaptureError)
+    assert knpu.current_stream() == knpu.default_stream()
+
+
+def test_exception_in_block_ends_the_capture():
+    with pytest.raises(RuntimeError, match="boom"):
+        with knpu.graph() as g:
+            raise RuntimeError("boom")
+    assert not g.is_capturing
+    assert knpu.current_stream() == knpu.default_stream()
