@@ -3,10 +3,9 @@
 //! Q8_0 and I8 codes are signed, so they use the sign trick (`|w|` by `sign(x, w)`), which keeps
 //! `vpmaddubsw`'s 16-bit pair sums below saturation; offset formats (Q4_0, Q6_K) feed unsigned
 //! codes and add the lane correction.
-#![cfg(target_arch = "x86_64")]
 
-use super::qmatmul::{groups, KernelArgs};
-use super::QuantFormat;
+use crate::quant::qmatmul::{groups, KernelArgs};
+use crate::quant::QuantFormat;
 use std::arch::x86_64::*;
 
 /// One decoded group: two halves of codes, scales and minimum terms.
@@ -23,7 +22,7 @@ const F_I8: u8 = 5;
 ///
 /// # Safety
 /// - the host supports AVX2, FMA and F16C;
-/// - `a` was validated as for [`super::simd_avx512::kernel`].
+/// - `a` was validated as for [`super::avx512::kernel`].
 pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
     macro_rules! by_mr {
         ($f:expr) => {
@@ -255,7 +254,7 @@ unsafe fn dec_q4_k(b: *const u8, gs: &mut [[Half; 2]; 4]) {
     unsafe {
         let d = f16_one(b);
         let dmin = f16_one(b.add(2));
-        let (sc, mn) = super::kquants::q4_k_scales(&*(b.add(4) as *const [u8; 12]));
+        let (sc, mn) = crate::quant::kquants::q4_k_scales(&*(b.add(4) as *const [u8; 12]));
         let nib = _mm256_set1_epi8(0x0F);
         for p in 0..2 {
             let z0 = _mm256_loadu_si256(b.add(16 + 64 * p).cast());

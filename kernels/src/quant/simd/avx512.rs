@@ -4,10 +4,9 @@
 //! [`XPrep`](super::xprep::XPrep) lays out activations; `vpdpbusd` (unsigned weight codes by
 //! signed activations) sums each 4-byte lane, starting from the lane's offset correction, and
 //! lane sums are scaled in f32 by the activation block scale and the weight scale.
-#![cfg(target_arch = "x86_64")]
 
-use super::qmatmul::{groups, KernelArgs};
-use super::QuantFormat;
+use crate::quant::qmatmul::{groups, KernelArgs};
+use crate::quant::QuantFormat;
 use std::arch::x86_64::*;
 
 const F_Q8_0: u8 = 0;
@@ -589,7 +588,7 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
 ///
 /// The 6-bit scales and mins are unpacked with 32-bit integer operations on the three packed
 /// words (in general-purpose registers, off the vector pipes; see
-/// [`q4_k_scale_words`](super::kquants::q4_k_scale_words)), then spread over the lanes with
+/// [`q4_k_scale_words`](crate::quant::kquants::q4_k_scale_words)), then spread over the lanes with
 /// one in-lane byte shuffle per code vector.
 ///
 /// # Safety
@@ -601,7 +600,7 @@ unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m25
     unsafe {
         let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()));
         let d = _mm_cvtss_f32(dd);
-        let (sc, mn) = super::kquants::q4_k_scale_words(&*(b.add(4) as *const [u8; 12]));
+        let (sc, mn) = crate::quant::kquants::q4_k_scale_words(&*(b.add(4) as *const [u8; 12]));
         let scx = _mm512_broadcast_i32x4(_mm_cvtsi64_si128(sc as i64));
         let mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mn as i64)));
         let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
