@@ -565,22 +565,9 @@ pub fn attention_with_isa<T: AttnElement>(
 ) -> Result<(), KernelError> {
     let AttentionInputs { q, k, v, kv_lens } = inputs;
     let p = validate_contiguous(params, q, k, v, out, &lse, kv_lens)?;
-    check_isa(isa)?;
+    isa.require()?;
     flash::run(isa, &p, flash::Inputs { q, k, v }, out, lse, par);
     Ok(())
-}
-
-fn check_isa(isa: Isa) -> Result<(), KernelError> {
-    if isa.is_supported() {
-        Ok(())
-    } else {
-        Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set {} is not supported by this host",
-                isa.name()
-            ),
-        })
-    }
 }
 
 fn validate_contiguous<'a, T>(
@@ -705,7 +692,7 @@ pub fn paged_attention_with_isa<T: AttnElement>(
         .ok_or_else(|| bad_shape("max_blocks_per_seq * block_size overflows usize".into()))?;
     check_kv_lens(Some(kv_lens), qt.batch, cap)?;
     kv_cache::check_block_table(cache, block_table, *max_blocks_per_seq, kv_lens, qt.batch)?;
-    check_isa(isa)?;
+    isa.require()?;
     let p = Problem {
         batch: qt.batch,
         q_heads: qt.heads,

@@ -252,14 +252,7 @@ pub fn gemm_with_isa<TA: Element, TB: Element, TC: Element>(
     par: Parallelism,
 ) -> Result<(), KernelError> {
     validate(desc, a.len(), b.len(), c.len(), epilogue)?;
-    if !isa.is_supported() {
-        return Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set `{}` is not available on this host",
-                isa.name()
-            ),
-        });
-    }
+    isa.require()?;
     match isa {
         Isa::Portable => run::<simd::portable::Portable, TA, TB, TC>(desc, a, b, c, epilogue, par),
         #[cfg(target_arch = "x86_64")]

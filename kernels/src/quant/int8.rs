@@ -124,14 +124,7 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     par: Parallelism,
 ) -> Result<(), KernelError> {
     let (xq, x_scales, wq, w_scales) = (x.codes, x.scales, w.codes, w.scales);
-    if !isa.is_supported() {
-        return Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set {} is not available on this host",
-                isa.name()
-            ),
-        });
-    }
+    isa.require()?;
     let (m, n, k) = (p.m, p.n, p.k);
     if k > 1 << 17 {
         return Err(KernelError::Unsupported {

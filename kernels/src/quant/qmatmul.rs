@@ -90,14 +90,7 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
     y: &mut [TY],
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    if !isa.is_supported() {
-        return Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set {} is not available on this host",
-                isa.name()
-            ),
-        });
-    }
+    isa.require()?;
     let (m, n, k) = (params.m, w.n, w.k);
     let rb = row_bytes(w.format, k)?;
     need("w", mul_checked(n, rb, "w")?, w.data.len())?;
