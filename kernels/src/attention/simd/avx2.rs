@@ -92,12 +92,7 @@ unsafe fn qk_block<const MK: usize>(
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
-    let Rows {
-        data: k,
-        off: koff,
-        stride: ks,
-        n: nk,
-    } = keys;
+    let (k, koff, ks, nk) = keys.parts();
     let (qp, sp) = (qt.as_ptr(), st.as_mut_ptr());
     // SAFETY: `koff` is within `k` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let kp = unsafe { k.as_ptr().add(if nk > 0 { koff } else { 0 }) };
@@ -174,17 +169,8 @@ pub(super) unsafe fn softmax(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)]
 unsafe fn pv_block<const MR: usize, const NV: usize>(blk: PvBlock<f32>, tail: __m256i, pf: Ahead) {
-    let PvBlock {
-        p,
-        pj,
-        pr,
-        nk,
-        v,
-        vs,
-        o,
-        dp,
-        a,
-    } = blk;
+    let (p, pj, pr, nk) = (blk.p, blk.pj, blk.pr, blk.nk);
+    let (v, vs, o, dp, a) = (blk.v, blk.vs, blk.o, blk.dp, blk.a);
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     for r in 0..MR {
         // SAFETY: `r < MR`: an alpha and an output row the caller made accessible.
@@ -236,23 +222,9 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(blk: PvBlock<f32>, tail: __
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn pv(args: Pv<'_, &[f32]>, o: &mut [f32]) {
-    let Pv {
-        pt,
-        pj,
-        pr,
-        nr,
-        values:
-            Rows {
-                data: v,
-                off: voff,
-                stride: vs,
-                n: nk,
-            },
-        d,
-        dp,
-        alpha,
-        ahead,
-    } = args;
+    let (pt, pj, pr, nr) = (args.pt, args.pj, args.pr, args.nr);
+    let (d, dp, alpha, ahead) = (args.d, args.dp, args.alpha, args.ahead);
+    let (v, voff, vs, nk) = args.values.parts();
     let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
     // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let vp = unsafe { v.as_ptr().add(if nk > 0 { voff } else { 0 }) };
@@ -335,21 +307,9 @@ fn lanes(n: usize) -> __m256i {
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)]
 pub(super) unsafe fn qk_dot(args: QkDot<'_, &[f32]>, s: &mut [f32]) {
-    let QkDot {
-        q,
-        nr,
-        d,
-        dp,
-        keys:
-            Rows {
-                data: k,
-                off: koff,
-                stride: ks,
-                n: nk,
-            },
-        ss,
-        ahead,
-    } = args;
+    let (q, nr, d, dp) = (args.q, args.nr, args.d, args.dp);
+    let (ss, ahead) = (args.ss, args.ahead);
+    let (k, koff, ks, nk) = args.keys.parts();
     if nk == 0 {
         return;
     }

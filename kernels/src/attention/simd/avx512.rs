@@ -136,12 +136,7 @@ unsafe fn qk_block<const NV: usize, const MK: usize>(
 /// - The host must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
-    let Rows {
-        data: k,
-        off: koff,
-        stride: ks,
-        n: nk,
-    } = keys;
+    let (k, koff, ks, nk) = keys.parts();
     let (qp, sp) = (qt.as_ptr(), st.as_mut_ptr());
     // SAFETY: `koff` is within `k` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let kp = unsafe { k.as_ptr().add(if nk > 0 { koff } else { 0 }) };
@@ -252,17 +247,8 @@ unsafe fn pv_block<E: KvElem, const MR: usize, const NV: usize>(
     tail: __mmask16,
     pf: Ahead,
 ) {
-    let PvBlock {
-        p,
-        pj,
-        pr,
-        nk,
-        v,
-        vs,
-        o,
-        dp,
-        a,
-    } = blk;
+    let (p, pj, pr, nk) = (blk.p, blk.pj, blk.pr, blk.nk);
+    let (v, vs, o, dp, a) = (blk.v, blk.vs, blk.o, blk.dp, blk.a);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for r in 0..MR {
         // SAFETY: `r < MR`: an alpha and an output row the caller made accessible.
@@ -314,23 +300,9 @@ unsafe fn pv_block<E: KvElem, const MR: usize, const NV: usize>(
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn pv<E: KvElem>(args: Pv<'_, &[E]>, o: &mut [f32]) {
-    let Pv {
-        pt,
-        pj,
-        pr,
-        nr,
-        values:
-            Rows {
-                data: v,
-                off: voff,
-                stride: vs,
-                n: nk,
-            },
-        d,
-        dp,
-        alpha,
-        ahead,
-    } = args;
+    let (pt, pj, pr, nr) = (args.pt, args.pj, args.pr, args.nr);
+    let (d, dp, alpha, ahead) = (args.d, args.dp, args.alpha, args.ahead);
+    let (v, voff, vs, nk) = args.values.parts();
     let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
     // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let vp = unsafe { v.as_ptr().add(if nk > 0 { voff } else { 0 }) };
@@ -491,18 +463,8 @@ struct Scores8<E> {
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn scores8<E: KvElem, const R: usize>(args: Scores8<E>) {
-    let Scores8 {
-        q,
-        dp,
-        k,
-        ks,
-        kn,
-        full,
-        tail,
-        s,
-        ss,
-        pf,
-    } = args;
+    let (q, dp, k, ks, kn) = (args.q, args.dp, args.k, args.ks, args.kn);
+    let (full, tail, s, ss, pf) = (args.full, args.tail, args.s, args.ss, args.pf);
     // Keys past `kn` repeat the last one; their sums are never stored.
     let off = |i: usize| i.min(kn - 1) * ks;
     let keep: __mmask16 = ((1u32 << kn) - 1) as __mmask16;
@@ -527,21 +489,9 @@ unsafe fn scores8<E: KvElem, const R: usize>(args: Scores8<E>) {
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn qk_dot<E: KvElem>(args: QkDot<'_, &[E]>, s: &mut [f32]) {
-    let QkDot {
-        q,
-        nr,
-        d,
-        dp,
-        keys:
-            Rows {
-                data: k,
-                off: koff,
-                stride: ks,
-                n: nk,
-            },
-        ss,
-        ahead,
-    } = args;
+    let (q, nr, d, dp) = (args.q, args.nr, args.d, args.dp);
+    let (ss, ahead) = (args.ss, args.ahead);
+    let (k, koff, ks, nk) = args.keys.parts();
     if nk == 0 || nr == 0 {
         return;
     }

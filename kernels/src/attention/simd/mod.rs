@@ -43,6 +43,11 @@ pub(crate) struct Rows<D> {
 }
 
 impl<D> Rows<D> {
+    /// `(data, off, stride, n)`.
+    pub(crate) fn parts(self) -> (D, usize, usize, usize) {
+        (self.data, self.off, self.stride, self.n)
+    }
+
     /// The same rows over other data (the same array seen as another type).
     pub(crate) fn over<E>(self, data: E) -> Rows<E> {
         Rows {

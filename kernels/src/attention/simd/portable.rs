@@ -7,12 +7,7 @@
 use super::{Pv, QkDot, Rows};
 
 pub(super) fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
-    let Rows {
-        data: k,
-        off: koff,
-        stride: ks,
-        n: nk,
-    } = keys;
+    let (k, koff, ks, nk) = keys.parts();
     for j in 0..nk {
         let row = &mut st[j * rp..(j + 1) * rp];
         row.fill(0.0);
@@ -58,23 +53,9 @@ pub(super) fn softmax(
 }
 
 pub(super) fn pv(args: Pv<'_, &[f32]>, o: &mut [f32]) {
-    let Pv {
-        pt,
-        pj,
-        pr,
-        nr,
-        values:
-            Rows {
-                data: v,
-                off: voff,
-                stride: vs,
-                n: nk,
-            },
-        d,
-        dp,
-        alpha,
-        ahead: _,
-    } = args;
+    let (pt, pj, pr, nr) = (args.pt, args.pj, args.pr, args.nr);
+    let (d, dp, alpha) = (args.d, args.dp, args.alpha);
+    let (v, voff, vs, nk) = args.values.parts();
     for r in 0..nr {
         let orow = &mut o[r * dp..r * dp + d];
         let a = alpha[r];
@@ -95,21 +76,9 @@ pub(super) fn pv(args: Pv<'_, &[f32]>, o: &mut [f32]) {
 }
 
 pub(super) fn qk_dot(args: QkDot<'_, &[f32]>, s: &mut [f32]) {
-    let QkDot {
-        q,
-        nr,
-        d,
-        dp,
-        keys:
-            Rows {
-                data: k,
-                off: koff,
-                stride: ks,
-                n: nk,
-            },
-        ss,
-        ahead: _,
-    } = args;
+    let (q, nr, d, dp) = (args.q, args.nr, args.d, args.dp);
+    let ss = args.ss;
+    let (k, koff, ks, nk) = args.keys.parts();
     for r in 0..nr {
         let qrow = &q[r * dp..r * dp + d];
         for j in 0..nk {
