@@ -5,16 +5,9 @@
 //! signed activations) sums each 4-byte lane, starting from the lane's offset correction, and
 //! lane sums are scaled in f32 by the activation block scale and the weight scale.
 
+use super::{F_I8, F_Q4_0, F_Q4_1, F_Q4_K, F_Q6_K, F_Q8_0};
 use crate::quant::qmatmul::{groups, KernelArgs};
-use crate::quant::QuantFormat;
 use std::arch::x86_64::*;
-
-const F_Q8_0: u8 = 0;
-const F_Q4_0: u8 = 1;
-const F_Q4_1: u8 = 2;
-const F_Q4_K: u8 = 3;
-const F_Q6_K: u8 = 4;
-const F_I8: u8 = 5;
 
 /// Runs the integer row kernel (see [`KernelArgs`]).
 ///
@@ -24,32 +17,8 @@ const F_I8: u8 = 5;
 ///   `a.format` (an integer format), `a.wscale` (if any) has `nrows` entries, rows
 ///   `x0..x0 + mr` (`mr <= 8`) exist in `a.xp`, and `out` has `mr * nrows` entries.
 pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
-    macro_rules! by_mr {
-        ($f:expr) => {
-            match a.mr {
-                1 => rows::<$f, 1>(a, out),
-                2 => rows::<$f, 2>(a, out),
-                3 => rows::<$f, 3>(a, out),
-                4 => rows::<$f, 4>(a, out),
-                5 => rows::<$f, 5>(a, out),
-                6 => rows::<$f, 6>(a, out),
-                7 => rows::<$f, 7>(a, out),
-                _ => rows::<$f, 8>(a, out),
-            }
-        };
-    }
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        match a.format {
-            QuantFormat::Q8_0 => by_mr!(F_Q8_0),
-            QuantFormat::Q4_0 => by_mr!(F_Q4_0),
-            QuantFormat::Q4_1 => by_mr!(F_Q4_1),
-            QuantFormat::Q4_K => by_mr!(F_Q4_K),
-            QuantFormat::Q6_K => by_mr!(F_Q6_K),
-            QuantFormat::I8 => by_mr!(F_I8),
-            QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => unreachable!("no integer FP8 path"),
-        }
-    }
+    unsafe { super::dispatch_rows!(rows, a, out) }
 }
 
 /// Two f16 values (little-endian bytes at `p` and `q`) widened, in lanes 0 and 1.
