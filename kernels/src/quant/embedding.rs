@@ -1,8 +1,9 @@
 //! Embedding lookup from quantised tables: dequantise the selected rows.
 //!
 //! f32/f16 tables are plain gathers and live with the other LLM operations; this covers
-//! tables stored as GGUF Q8_0, Q4_0 or Q4_1 (and any other [`QuantFormat`]: the row decode
-//! is shared with [`dequantize`](super::dequantize)).
+//! tables stored as GGUF Q8_0, Q4_0 or Q4_1 (and any other
+//! [`QuantFormat`](super::QuantFormat): the row decode is shared with
+//! [`dequantize`](super::dequantize)).
 
 use super::{check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem, QWeights};
 use crate::{Isa, KernelError};
