@@ -160,11 +160,7 @@ pub fn elementwise_with_isa<T: Element>(
     } else {
         None
     };
-    if !isa.is_supported() {
-        return Err(KernelError::Unsupported {
-            detail: format!("the host cannot run the {} path", isa.name()),
-        });
-    }
+    isa.require()?;
     let tasks = par.threads().min(n / MIN_ELEMENTS_PER_TASK).max(1);
     if tasks == 1 {
         run_range_with_isa(isa, op, alpha, a, b, out);

@@ -6,6 +6,8 @@
 //! in their `*_with_isa` entry points, so tests can run every path the host supports in the
 //! same process without racing on a global.
 
+use crate::par::Parallelism;
+use crate::KernelError;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An instruction-set path a kernel can run.
@@ -51,6 +53,43 @@ impl Isa {
     /// Whether the host can run this path.
     pub fn is_supported(self) -> bool {
         self <= detected()
+    }
+
+    /// `Ok` when the host can run this path, else [`KernelError::Unsupported`] naming it: the
+    /// check every kernel's `*_with_isa` entry point makes before it runs.
+    pub fn require(self) -> Result<(), KernelError> {
+        if self.is_supported() {
+            Ok(())
+        } else {
+            Err(KernelError::Unsupported {
+                detail: format!(
+                    "instruction set {} is not available on this host",
+                    self.name()
+                ),
+            })
+        }
+    }
+}
+
+/// How a kernel runs: the instruction-set path and the threads it may use. The LLM ops'
+/// `*_with_isa` entry points take one in place of the `par` of their default entry points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exec {
+    /// The path to run; it must be supported by the host.
+    pub isa: Isa,
+    /// The threads the kernel may use.
+    pub par: Parallelism,
+}
+
+impl Exec {
+    /// Runs on `isa` with `par`.
+    pub fn new(isa: Isa, par: Parallelism) -> Exec {
+        Exec { isa, par }
+    }
+
+    /// Runs on the default path ([`active`]) with `par`.
+    pub fn active(par: Parallelism) -> Exec {
+        Exec { isa: active(), par }
     }
 }
 

@@ -23,5 +23,5 @@ pub mod par;
 pub mod quant;
 
 pub use error::KernelError;
-pub use isa::Isa;
+pub use isa::{Exec, Isa};
 pub use par::Parallelism;

@@ -12,8 +12,9 @@
 
 use half::{bf16, f16};
 use knpu_kernels::attention::{
-    attention_with_isa, kv_append, paged_attention_with_isa, paged_kv_append, AttentionParams,
-    AttnElement, AttnMask, AttnTensor, PagedAttentionParams, PagedKvCache,
+    attention_with_isa, kv_append, paged_attention_with_isa, paged_kv_append, AttentionInputs,
+    AttentionParams, AttnElement, AttnMask, AttnTensor, NewKv, PagedAttentionInputs,
+    PagedAttentionParams, PagedKvCache,
 };
 use knpu_kernels::{isa, Isa, KernelError, Parallelism};
 
@@ -157,7 +158,20 @@ fn run_case<T: AttnElement>(
     for isa in isa::supported() {
         let mut out = vec![T::from_f32(f32::NAN); p.out.required_len().unwrap()];
         let mut lse = vec![f32::NAN; p.q.batch * p.q.heads * p.q.seq];
-        attention_with_isa(isa, p, &q, &k, &v, &mut out, Some(&mut lse), kv_lens, par).unwrap();
+        attention_with_isa(
+            isa,
+            p,
+            AttentionInputs {
+                q: &q,
+                k: &k,
+                v: &v,
+                kv_lens,
+            },
+            &mut out,
+            Some(&mut lse),
+            par,
+        )
+        .unwrap();
         let what = format!(
             "{} {} q={:?} k={:?} mask={:?} lens={kv_lens:?} {par:?}",
             isa.name(),
@@ -419,9 +433,30 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
         let kn: Vec<T> = rng.vec(new_t.required_len().unwrap(), 1.0);
         let vn: Vec<T> = rng.vec(new_t.required_len().unwrap(), 1.0);
         if (0..batch).all(|b| cur[b] as usize + chunk <= cap) {
-            kv_append(&cache_t, &mut kc, &mut vc, &new_t, &kn, &vn, &cur).unwrap();
+            kv_append(
+                &cache_t,
+                &mut kc,
+                &mut vc,
+                NewKv {
+                    shape: new_t,
+                    k: &kn,
+                    v: &vn,
+                },
+                &cur,
+            )
+            .unwrap();
             paged_kv_append(
-                &paged, &mut kp, &mut vp, &new_t, &kn, &vn, &table, max_blocks, &cur,
+                &paged,
+                &mut kp,
+                &mut vp,
+                NewKv {
+                    shape: new_t,
+                    k: &kn,
+                    v: &vn,
+                },
+                &table,
+                max_blocks,
+                &cur,
             )
             .unwrap();
         }
@@ -462,23 +497,27 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
                 attention_with_isa(
                     isa,
                     &cp,
-                    &q,
-                    &kc,
-                    &vc,
+                    AttentionInputs {
+                        q: &q,
+                        k: &kc,
+                        v: &vc,
+                        kv_lens: Some(&kv_lens),
+                    },
                     &mut oc,
                     Some(&mut lc),
-                    Some(&kv_lens),
                     par,
                 )
                 .unwrap();
                 paged_attention_with_isa(
                     isa,
                     &pp,
-                    &q,
-                    &kp,
-                    &vp,
-                    &table,
-                    &kv_lens,
+                    PagedAttentionInputs {
+                        q: &q,
+                        k_cache: &kp,
+                        v_cache: &vp,
+                        block_table: &table,
+                        kv_lens: &kv_lens,
+                    },
                     &mut op,
                     Some(&mut lp),
                     par,
@@ -512,7 +551,15 @@ fn parallel_and_serial_agree() {
     let isa = isa::detected();
     let mut a = vec![0.0; q.len()];
     let mut b = vec![0.0; q.len()];
-    attention_with_isa(isa, &p, &q, &k, &v, &mut a, None, None, Parallelism::None).unwrap();
+    attention_with_isa(
+        isa,
+        &p,
+        AttentionInputs::new(&q, &k, &v),
+        &mut a,
+        None,
+        Parallelism::None,
+    )
+    .unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -521,11 +568,8 @@ fn parallel_and_serial_agree() {
         attention_with_isa(
             isa,
             &p,
-            &q,
-            &k,
-            &v,
+            AttentionInputs::new(&q, &k, &v),
             &mut b,
-            None,
             None,
             Parallelism::Rayon(0),
         )
@@ -551,7 +595,19 @@ fn bad_inputs_are_clear_errors() {
     let z = vec![0.0f32; 1024];
     let mut out = vec![0.0f32; 1024];
     let run = |p: &AttentionParams, out: &mut [f32], lens: Option<&[u32]>| {
-        attention_with_isa(isa, p, &z, &z, &z, out, None, lens, Parallelism::None)
+        attention_with_isa(
+            isa,
+            p,
+            AttentionInputs {
+                q: &z,
+                k: &z,
+                v: &z,
+                kv_lens: lens,
+            },
+            out,
+            None,
+            Parallelism::None,
+        )
     };
     // Head counts that do not divide.
     let bad = AttentionParams::bshd(1, 4, 4, 4, 3, 8, CAUSAL);
@@ -583,12 +639,9 @@ fn bad_inputs_are_clear_errors() {
         attention_with_isa(
             isa,
             &p,
-            &z,
-            &z,
-            &z,
+            AttentionInputs::new(&z, &z, &z),
             &mut out,
             Some(&mut lse),
-            None,
             Parallelism::None,
         ),
         "`lse` needs 16",
@@ -607,11 +660,13 @@ fn bad_inputs_are_clear_errors() {
         paged_attention_with_isa(
             isa,
             &pp,
-            &z,
-            &z,
-            &z,
-            table,
-            lens,
+            PagedAttentionInputs {
+                q: &z,
+                k_cache: &z,
+                v_cache: &z,
+                block_table: table,
+                kv_lens: lens,
+            },
             out,
             None,
             Parallelism::None,
@@ -629,17 +684,62 @@ fn bad_inputs_are_clear_errors() {
     let nt = AttnTensor::bshd(1, 2, 4, 8);
     let (mut kc, mut vc) = (vec![0.0f32; 128], vec![0.0f32; 128]);
     expect_shape_err(
-        kv_append(&ct, &mut kc, &mut vc, &nt, &z, &z, &[3]),
+        kv_append(
+            &ct,
+            &mut kc,
+            &mut vc,
+            NewKv {
+                shape: nt,
+                k: &z,
+                v: &z,
+            },
+            &[3],
+        ),
         "capacity",
     );
-    kv_append(&ct, &mut kc, &mut vc, &nt, &z, &z, &[2]).unwrap();
+    kv_append(
+        &ct,
+        &mut kc,
+        &mut vc,
+        NewKv {
+            shape: nt,
+            k: &z,
+            v: &z,
+        },
+        &[2],
+    )
+    .unwrap();
     let (mut kp, mut vp) = (vec![0.0f32; 256], vec![0.0f32; 256]);
     expect_shape_err(
-        paged_kv_append(&cache, &mut kp, &mut vp, &nt, &z, &z, &[0, 5], 2, &[3]),
+        paged_kv_append(
+            &cache,
+            &mut kp,
+            &mut vp,
+            NewKv {
+                shape: nt,
+                k: &z,
+                v: &z,
+            },
+            &[0, 5],
+            2,
+            &[3],
+        ),
         "outside the cache",
     );
     expect_shape_err(
-        paged_kv_append(&cache, &mut kp, &mut vp, &nt, &z, &z, &[0, 1], 2, &[7]),
+        paged_kv_append(
+            &cache,
+            &mut kp,
+            &mut vp,
+            NewKv {
+                shape: nt,
+                k: &z,
+                v: &z,
+            },
+            &[0, 1],
+            2,
+            &[7],
+        ),
         "capacity",
     );
 }
@@ -657,12 +757,14 @@ fn fully_masked_rows_are_zero_not_nan() {
         attention_with_isa(
             isa,
             &p,
-            &q,
-            &k,
-            &k,
+            AttentionInputs {
+                q: &q,
+                k: &k,
+                v: &k,
+                kv_lens: Some(&[1, 0]),
+            },
             &mut out,
             Some(&mut lse),
-            Some(&[1, 0]),
             Parallelism::None,
         )
         .unwrap();
@@ -711,7 +813,14 @@ fn empty_problems_and_the_default_entry_point() {
     let mut out = vec![0.0f32; 64];
     for (b, sq, skv) in [(0usize, 3usize, 3usize), (1, 0, 3), (1, 3, 0)] {
         let p = AttentionParams::bshd(b, sq, skv, 2, 1, 8, CAUSAL);
-        attention(&p, &z, &z, &z, &mut out, None, None, Parallelism::Rayon(2)).unwrap();
+        attention(
+            &p,
+            AttentionInputs::new(&z, &z, &z),
+            &mut out,
+            None,
+            Parallelism::Rayon(2),
+        )
+        .unwrap();
     }
     // No keys at all: zeros.
     assert!(out.iter().all(|&x| x == 0.0));
@@ -722,12 +831,9 @@ fn empty_problems_and_the_default_entry_point() {
     let mut lse = vec![0.0f32; 4];
     attention(
         &p,
-        &q,
-        &k,
-        &k,
+        AttentionInputs::new(&q, &k, &k),
         &mut out,
         Some(&mut lse),
-        None,
         Parallelism::None,
     )
     .unwrap();
@@ -747,13 +853,35 @@ fn head_major_cache_append_then_attend() {
         rng.vec(first.required_len().unwrap(), 1.0),
         rng.vec(first.required_len().unwrap(), 1.0),
     );
-    kv_append(&cache, &mut kc, &mut vc, &first, &k1, &v1, &[0, 0]).unwrap();
+    kv_append(
+        &cache,
+        &mut kc,
+        &mut vc,
+        NewKv {
+            shape: first,
+            k: &k1,
+            v: &v1,
+        },
+        &[0, 0],
+    )
+    .unwrap();
     let second = AttnTensor::bshd(batch, 1, hk, d);
     let (k2, v2): (Vec<f32>, Vec<f32>) = (
         rng.vec(second.required_len().unwrap(), 1.0),
         rng.vec(second.required_len().unwrap(), 1.0),
     );
-    kv_append(&cache, &mut kc, &mut vc, &second, &k2, &v2, &[9, 9]).unwrap();
+    kv_append(
+        &cache,
+        &mut kc,
+        &mut vc,
+        NewKv {
+            shape: second,
+            k: &k2,
+            v: &v2,
+        },
+        &[9, 9],
+    )
+    .unwrap();
     for b in 0..batch {
         for h in 0..hk {
             for c in 0..d {
@@ -788,12 +916,14 @@ fn run_case_with(p: &AttentionParams, k: &[f32], v: &[f32], kv_lens: Option<&[u3
         attention_with_isa(
             isa,
             p,
-            &q,
-            k,
-            v,
+            AttentionInputs {
+                q: &q,
+                k,
+                v,
+                kv_lens,
+            },
             &mut out,
             Some(&mut lse),
-            kv_lens,
             Parallelism::Rayon(2),
         )
         .unwrap();
@@ -819,9 +949,11 @@ fn long_paged_decode_splits_inside_blocks() {
         &cache,
         &mut kp,
         &mut vp,
-        &contiguous,
-        &kn,
-        &vn,
+        NewKv {
+            shape: contiguous,
+            k: &kn,
+            v: &vn,
+        },
         &table,
         max_blocks,
         &[0],
@@ -850,11 +982,13 @@ fn long_paged_decode_splits_inside_blocks() {
             paged_attention_with_isa(
                 isa,
                 &pp,
-                &q,
-                &kp,
-                &vp,
-                &table,
-                &[len as u32],
+                PagedAttentionInputs {
+                    q: &q,
+                    k_cache: &kp,
+                    v_cache: &vp,
+                    block_table: &table,
+                    kv_lens: &[len as u32],
+                },
                 &mut out,
                 Some(&mut lse),
                 par,
@@ -893,14 +1027,29 @@ fn stale_tiles_from_earlier_calls_do_not_leak_into_later_ones() {
                 let k: Vec<f32> = rng.vec(pp.k.required_len().unwrap(), 1.0);
                 let v: Vec<f32> = rng.vec(pp.v.required_len().unwrap(), 1.0);
                 let mut out = vec![0.0; q.len()];
-                attention_with_isa(isa, pp, &q, &k, &v, &mut out, None, None, par).unwrap();
+                attention_with_isa(
+                    isa,
+                    pp,
+                    AttentionInputs::new(&q, &k, &v),
+                    &mut out,
+                    None,
+                    par,
+                )
+                .unwrap();
                 let q: Vec<f32> = rng.vec(cp.q.required_len().unwrap(), 1.0);
                 let k: Vec<f32> = rng.vec(cp.k.required_len().unwrap(), 1.0);
                 let v: Vec<f32> = rng.vec(cp.v.required_len().unwrap(), 1.0);
                 let mut out = vec![0.0; q.len()];
                 let mut lse = vec![0.0; cp.q.batch * cp.q.heads * cp.q.seq];
-                attention_with_isa(isa, cp, &q, &k, &v, &mut out, Some(&mut lse), None, par)
-                    .unwrap();
+                attention_with_isa(
+                    isa,
+                    cp,
+                    AttentionInputs::new(&q, &k, &v),
+                    &mut out,
+                    Some(&mut lse),
+                    par,
+                )
+                .unwrap();
                 let what = format!("{isa:?}, {threads} threads, after a poisoned call");
                 check_against_reference(&what, cp, &q, &k, &v, &out, &lse, None);
             }

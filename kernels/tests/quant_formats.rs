@@ -205,7 +205,19 @@ fn embedding_gathers_dequantised_rows() {
         let ids = [3u32, 0, 6, 3];
         for isa in knpu_kernels::isa::supported() {
             let mut out = vec![0.0f32; ids.len() * dim];
-            quant::embedding_with_isa(isa, fmt, &table, None, vocab, dim, &ids, &mut out).unwrap();
+            quant::embedding_with_isa(
+                isa,
+                &quant::QWeights {
+                    format: fmt,
+                    data: &table,
+                    scales: None,
+                    n: vocab,
+                    k: dim,
+                },
+                &ids,
+                &mut out,
+            )
+            .unwrap();
             for (p, &id) in ids.iter().enumerate() {
                 assert_eq!(
                     &out[p * dim..(p + 1) * dim],
@@ -213,15 +225,47 @@ fn embedding_gathers_dequantised_rows() {
                 );
             }
             let mut out16 = vec![half::f16::ZERO; dim];
-            quant::embedding_with_isa(isa, fmt, &table, None, vocab, dim, &[5], &mut out16)
-                .unwrap();
+            quant::embedding_with_isa(
+                isa,
+                &quant::QWeights {
+                    format: fmt,
+                    data: &table,
+                    scales: None,
+                    n: vocab,
+                    k: dim,
+                },
+                &[5],
+                &mut out16,
+            )
+            .unwrap();
             assert_eq!(out16[7], half::f16::from_f32(full[5 * dim + 7]));
         }
         let mut out = vec![0.0f32; dim];
-        let e = quant::embedding(fmt, &table, None, vocab, dim, &[7], &mut out).unwrap_err();
+        let e = quant::embedding(
+            &quant::QWeights {
+                format: fmt,
+                data: &table,
+                scales: None,
+                n: vocab,
+                k: dim,
+            },
+            &[7],
+            &mut out,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("outside the vocabulary"), "{e}");
-        let e =
-            quant::embedding(fmt, &table[..rb * 6], None, vocab, dim, &[1], &mut out).unwrap_err();
+        let e = quant::embedding(
+            &quant::QWeights {
+                format: fmt,
+                data: &table[..rb * 6],
+                scales: None,
+                n: vocab,
+                k: dim,
+            },
+            &[1],
+            &mut out,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 e,

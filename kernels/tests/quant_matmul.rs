@@ -425,10 +425,14 @@ fn w8a8_gemm_matches_integer_reference() {
                     quant::w8a8_gemm_with_isa(
                         isa,
                         &p,
-                        &xq,
-                        &xs,
-                        &wq,
-                        &ws,
+                        quant::ScaledI8 {
+                            codes: &xq,
+                            scales: &xs,
+                        },
+                        quant::ScaledI8 {
+                            codes: &wq,
+                            scales: &ws,
+                        },
                         Some(&bias),
                         &mut y,
                         par,
@@ -590,10 +594,14 @@ fn w8a8_large_outputs_match_whatever_their_alignment() {
                 quant::w8a8_gemm_with_isa(
                     isa,
                     &p,
-                    &xq,
-                    &xs,
-                    &wq,
-                    &ws,
+                    quant::ScaledI8 {
+                        codes: &xq,
+                        scales: &xs,
+                    },
+                    quant::ScaledI8 {
+                        codes: &wq,
+                        scales: &ws,
+                    },
                     None,
                     y,
                     Parallelism::Rayon(2),

@@ -116,12 +116,14 @@ fn check_attention(s: &Stream, args: &AttentionArgs, kv_lens: Option<&[u32]>, se
     let mut lse = vec![0.0f32; lse_len];
     host::attention(
         &host_params(args),
-        &q,
-        &k,
-        &v,
+        host::AttentionInputs {
+            q: &q,
+            k: &k,
+            v: &v,
+            kv_lens,
+        },
         &mut out,
         Some(&mut lse),
-        kv_lens,
         Parallelism::None,
     )
     .unwrap();
@@ -194,9 +196,11 @@ fn decode_with_contiguous_cache_after_kv_append() {
             &host_tensor(&cache),
             &mut hk,
             &mut hv,
-            &host_tensor(&new),
-            &kn,
-            &vn,
+            host::NewKv {
+                shape: host_tensor(&new),
+                k: &kn,
+                v: &vn,
+            },
             &lens,
         )
         .unwrap();
@@ -226,12 +230,14 @@ fn decode_with_contiguous_cache_after_kv_append() {
     let mut out = vec![0.0f32; q.len()];
     host::attention(
         &host_params(&args),
-        &q,
-        &hk,
-        &hv,
+        host::AttentionInputs {
+            q: &q,
+            k: &hk,
+            v: &hv,
+            kv_lens: Some(&lens),
+        },
         &mut out,
         None,
-        Some(&lens),
         Parallelism::None,
     )
     .unwrap();
@@ -333,11 +339,13 @@ fn paged_matches_contiguous() {
             max_blocks_per_seq: max_blocks,
             mask: host_mask(&mask),
         },
-        &q,
-        &pk.to_vec().unwrap(),
-        &pv.to_vec().unwrap(),
-        &table,
-        &lens,
+        host::PagedAttentionInputs {
+            q: &q,
+            k_cache: &pk.to_vec().unwrap(),
+            v_cache: &pv.to_vec().unwrap(),
+            block_table: &table,
+            kv_lens: &lens,
+        },
         &mut hout,
         None,
         Parallelism::None,
@@ -370,11 +378,8 @@ fn f16_prefill_matches_host_kernel() {
     let mut out = vec![f16::ZERO; q.len()];
     host::attention(
         &host_params(&args),
-        &q,
-        &k,
-        &v,
+        host::AttentionInputs::new(&q, &k, &v),
         &mut out,
-        None,
         None,
         Parallelism::None,
     )
@@ -702,11 +707,13 @@ fn device_side_faults_surface_at_synchronize() {
             max_blocks_per_seq: max_blocks,
             mask: host::AttnMask::default(),
         },
-        &q.to_vec().unwrap(),
-        &pk.to_vec().unwrap(),
-        &pv.to_vec().unwrap(),
-        &[0, 1, 2, 3],
-        &[8, 5],
+        host::PagedAttentionInputs {
+            q: &q.to_vec().unwrap(),
+            k_cache: &pk.to_vec().unwrap(),
+            v_cache: &pv.to_vec().unwrap(),
+            block_table: &[0, 1, 2, 3],
+            kv_lens: &[8, 5],
+        },
         &mut want,
         None,
         Parallelism::None,

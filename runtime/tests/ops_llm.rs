@@ -75,8 +75,10 @@ fn norms<T: El>() {
 
         llm::layer_norm(
             &x,
-            &w,
-            Some(&b),
+            llm::NormWeights {
+                weight: &w,
+                bias: Some(&b),
+            },
             &mut want,
             rows,
             cols,
@@ -87,7 +89,19 @@ fn norms<T: El>() {
         ops::layer_norm(&s, &dx, &dw, Some(&db), &mut out, rows, cols, 1e-5).unwrap();
         assert_same(&format!("layer_norm {what}"), &down(&s, &out), &want);
 
-        llm::layer_norm(&x, &w, None, &mut want, rows, cols, 1e-5, Parallelism::None).unwrap();
+        llm::layer_norm(
+            &x,
+            llm::NormWeights {
+                weight: &w,
+                bias: None,
+            },
+            &mut want,
+            rows,
+            cols,
+            1e-5,
+            Parallelism::None,
+        )
+        .unwrap();
         ops::layer_norm(&s, &dx, &dw, None, &mut out, rows, cols, 1e-5).unwrap();
         assert_same(
             &format!("layer_norm no bias {what}"),
@@ -134,9 +148,11 @@ fn ropes<T: El>() {
             llm::rope(
                 &x,
                 &mut want,
-                rows,
-                heads,
-                head_dim,
+                llm::RopeShape {
+                    rows,
+                    heads,
+                    head_dim,
+                },
                 &params,
                 start,
                 Parallelism::None,
@@ -155,9 +171,11 @@ fn ropes<T: El>() {
             llm::rope(
                 &x,
                 &mut want,
-                rows,
-                heads,
-                head_dim,
+                llm::RopeShape {
+                    rows,
+                    heads,
+                    head_dim,
+                },
                 &params,
                 per_row,
                 Parallelism::None,

@@ -298,17 +298,35 @@ fn w8a8_gemm_matches_the_host_kernel() {
         let mut want = vec![0.0f32; m * n];
         kq::w8a8_gemm(
             &p,
-            &xq,
-            &xs,
-            &wq,
-            &ws,
+            kq::ScaledI8 {
+                codes: &xq,
+                scales: &xs,
+            },
+            kq::ScaledI8 {
+                codes: &wq,
+                scales: &ws,
+            },
             Some(&b),
             &mut want,
             Parallelism::None,
         )
         .unwrap();
         let mut want_h = vec![bf16::ZERO; m * n];
-        kq::w8a8_gemm(&p, &xq, &xs, &wq, &ws, None, &mut want_h, Parallelism::None).unwrap();
+        kq::w8a8_gemm(
+            &p,
+            kq::ScaledI8 {
+                codes: &xq,
+                scales: &xs,
+            },
+            kq::ScaledI8 {
+                codes: &wq,
+                scales: &ws,
+            },
+            None,
+            &mut want_h,
+            Parallelism::None,
+        )
+        .unwrap();
 
         let (dxq, dxs) = (s.from_slice(&xq).unwrap(), s.from_slice(&xs).unwrap());
         let (dwq, dws) = (s.from_slice(&wq).unwrap(), s.from_slice(&ws).unwrap());
@@ -341,11 +359,13 @@ fn qembedding_matches_the_host_kernel() {
         let (bytes, scales) = host_quantized(f, vocab, dim, 41);
         let mut want = vec![f16::ZERO; ids.len() * dim];
         kq::embedding(
-            kformat(f),
-            &bytes,
-            scales.as_deref(),
-            vocab,
-            dim,
+            &kq::QWeights {
+                format: kformat(f),
+                data: &bytes,
+                scales: scales.as_deref(),
+                n: vocab,
+                k: dim,
+            },
             &ids,
             &mut want,
         )

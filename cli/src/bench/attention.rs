@@ -34,8 +34,8 @@
 use super::{time_batched, time_median, Record, Sink};
 use half::{bf16, f16};
 use knpu_kernels::attention::{
-    attention, attention_scratch_bytes, paged_attention, AttentionParams, AttnElement, AttnMask,
-    AttnTensor, PagedAttentionParams, PagedKvCache,
+    attention, attention_scratch_bytes, paged_attention, AttentionInputs, AttentionParams,
+    AttnElement, AttnMask, AttnTensor, PagedAttentionInputs, PagedAttentionParams, PagedKvCache,
 };
 use knpu_kernels::gemm::{gemm, Epilogue, GemmDesc};
 use knpu_kernels::{KernelError, Parallelism};
@@ -259,7 +259,7 @@ fn prefill<T: AttnElement>(
     let mut calls = 0usize;
     let (runs, t) = time_median(5, 50, Duration::from_millis(600), || {
         calls += 1;
-        if let Err(e) = attention(&p, &q, &k, &v, &mut out, None, None, par) {
+        if let Err(e) = attention(&p, AttentionInputs::new(&q, &k, &v), &mut out, None, par) {
             err = Some(e);
         }
     });
@@ -367,7 +367,13 @@ fn decode<T: AttnElement>(
                 .map(|(k, v)| [vec![k.as_slice()], vec![v.as_slice()]])
                 .collect();
             time_steps(&reads, threads, o.hot, |c| {
-                attention(&p, &q, &ks[c], &vs[c], &mut out, None, None, par)
+                attention(
+                    &p,
+                    AttentionInputs::new(&q, &ks[c], &vs[c]),
+                    &mut out,
+                    None,
+                    par,
+                )
             })?
         }
         Some(bs) => {
@@ -391,7 +397,19 @@ fn decode<T: AttnElement>(
                 .collect();
             time_steps(&reads, threads, o.hot, |c| {
                 let table = &tables[c * per_seq..(c + 1) * per_seq];
-                paged_attention(&p, &q, &k, &v, table, &lens, &mut out, None, par)
+                paged_attention(
+                    &p,
+                    PagedAttentionInputs {
+                        q: &q,
+                        k_cache: &k,
+                        v_cache: &v,
+                        block_table: table,
+                        kv_lens: &lens,
+                    },
+                    &mut out,
+                    None,
+                    par,
+                )
             })?
         }
     };
@@ -604,11 +622,8 @@ fn memory(threads: usize, sink: &mut Sink) -> Result<(), String> {
         let start = Instant::now();
         attention(
             &p,
-            &q,
-            &k,
-            &v,
+            AttentionInputs::new(&q, &k, &v),
             &mut out,
-            None,
             None,
             Parallelism::Rayon(threads),
         )

@@ -75,8 +75,13 @@ fn measure(s: &knpu::Stream, args: &AttentionArgs) -> Result<(usize, f64, f64), 
     let mut out = vec![0.0f32; q.len()];
     let p = host_params(args);
     let (_, host_s) = time_median(5, 50, Duration::from_millis(500), || {
-        if let Err(e) = host::attention(&p, &q, &k, &k, &mut out, None, None, Parallelism::Rayon(0))
-        {
+        if let Err(e) = host::attention(
+            &p,
+            host::AttentionInputs::new(&q, &k, &k),
+            &mut out,
+            None,
+            Parallelism::Rayon(0),
+        ) {
             failure = Some(err(e));
         }
     });

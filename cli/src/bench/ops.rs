@@ -7,7 +7,7 @@
 
 use super::{time_batched, time_median, Record, Sink};
 use knpu_kernels::llm::{self, Element, RopeParams, RopePositions, RopeStyle};
-use knpu_kernels::{isa, Parallelism};
+use knpu_kernels::{isa, Exec, Parallelism};
 use std::time::Duration;
 
 const ROWS: usize = 512;
@@ -96,18 +96,30 @@ fn run_typed<T: Element>(rows: usize, cols: usize, sink: &mut Sink) -> Result<()
                 });
             };
             measure("rms_norm", bytes4(2), &mut |o| {
-                llm::rms_norm_with_isa(isa, &x, &w, o, rows, cols, 1e-5, par).unwrap()
+                llm::rms_norm_with_isa(Exec::new(isa, par), &x, &w, o, rows, cols, 1e-5).unwrap()
             });
             measure("softmax", bytes4(2), &mut |o| {
-                llm::softmax_with_isa(isa, &x, o, rows, cols, 1.0, par).unwrap()
+                llm::softmax_with_isa(Exec::new(isa, par), &x, o, rows, cols, 1.0).unwrap()
             });
             measure("swiglu", bytes4(3), &mut |o| {
-                llm::swiglu_with_isa(isa, &x, &up, o, n, par).unwrap()
+                llm::swiglu_with_isa(Exec::new(isa, par), &x, &up, o, n).unwrap()
             });
             measure("rope_neox", bytes4(2), &mut |o| {
                 let p = RopePositions::Start(0);
                 let heads = cols / HEAD_DIM;
-                llm::rope_with_isa(isa, &x, o, rows, heads, HEAD_DIM, &rope, p, par).unwrap()
+                llm::rope_with_isa(
+                    Exec::new(isa, par),
+                    &x,
+                    o,
+                    llm::RopeShape {
+                        rows,
+                        heads,
+                        head_dim: HEAD_DIM,
+                    },
+                    &rope,
+                    p,
+                )
+                .unwrap()
             });
         }
     }
@@ -140,17 +152,29 @@ fn decode(cols: usize, x: &[f32], up: &[f32], w: &[f32], rope: &RopeParams, sink
         });
     };
     measure("rms_norm", 2, &mut |o| {
-        llm::rms_norm_with_isa(isa, x, w, o, 1, cols, 1e-5, par).unwrap()
+        llm::rms_norm_with_isa(Exec::new(isa, par), x, w, o, 1, cols, 1e-5).unwrap()
     });
     measure("softmax", 2, &mut |o| {
-        llm::softmax_with_isa(isa, x, o, 1, cols, 1.0, par).unwrap()
+        llm::softmax_with_isa(Exec::new(isa, par), x, o, 1, cols, 1.0).unwrap()
     });
     measure("swiglu", 3, &mut |o| {
-        llm::swiglu_with_isa(isa, x, up, o, cols, par).unwrap()
+        llm::swiglu_with_isa(Exec::new(isa, par), x, up, o, cols).unwrap()
     });
     measure("rope_neox", 2, &mut |o| {
         let p = RopePositions::Start(1000);
-        llm::rope_with_isa(isa, x, o, 1, cols / HEAD_DIM, HEAD_DIM, rope, p, par).unwrap()
+        llm::rope_with_isa(
+            Exec::new(isa, par),
+            x,
+            o,
+            llm::RopeShape {
+                rows: 1,
+                heads: cols / HEAD_DIM,
+                head_dim: HEAD_DIM,
+            },
+            rope,
+            p,
+        )
+        .unwrap()
     });
     sampling(isa, sink);
 }
@@ -184,19 +208,25 @@ fn sampling(isa: knpu_kernels::Isa, sink: &mut Sink) {
         });
     };
     let (runs, t) = time_batched(7, 200, || {
-        llm::argmax_with_isa(isa, &logits, &mut idx[..1], 1, VOCAB, Parallelism::None).unwrap()
+        llm::argmax_with_isa(
+            Exec::new(isa, Parallelism::None),
+            &logits,
+            &mut idx[..1],
+            1,
+            VOCAB,
+        )
+        .unwrap()
     });
     emit("argmax", 1, runs, t);
     let (runs, t) = time_batched(7, 50, || {
         llm::top_k_with_isa(
-            isa,
+            Exec::new(isa, Parallelism::None),
             &logits,
             &mut vals,
             &mut idx,
             1,
             VOCAB,
             K,
-            Parallelism::None,
         )
         .unwrap()
     });

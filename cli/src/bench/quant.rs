@@ -184,7 +184,21 @@ fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
         rates: vec![("gflops", sgemm_gflops)],
     });
     let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
-        quant::w8a8_gemm(&p, &xq, &xs, &wq, &ws, None, y, par).expect("valid arguments");
+        quant::w8a8_gemm(
+            &p,
+            quant::ScaledI8 {
+                codes: &xq,
+                scales: &xs,
+            },
+            quant::ScaledI8 {
+                codes: &wq,
+                scales: &ws,
+            },
+            None,
+            y,
+            par,
+        )
+        .expect("valid arguments");
     });
     let gops = ops / t / 1e9;
     sink.emit(Record {

@@ -15,8 +15,9 @@
 use half::{bf16, f16};
 use knpu_driver_abi::*;
 use knpu_kernels::attention::{
-    attention, kv_append, paged_attention, paged_kv_append, AttentionParams, AttnElement, AttnMask,
-    AttnTensor, PagedAttentionParams, PagedKvCache,
+    attention, kv_append, paged_attention, paged_kv_append, AttentionInputs, AttentionParams,
+    AttnElement, AttnMask, AttnTensor, NewKv, PagedAttentionInputs, PagedAttentionParams,
+    PagedKvCache,
 };
 
 use super::{read_params, KernelContext, KernelDef};
@@ -474,7 +475,7 @@ fn attention_typed<T: AttnElement>(ctx: &KernelContext<'_>, p: &Attention) -> Re
     let (q, k, v) = (q.as_slice(), k.as_slice(), v.as_slice());
     let kv_lens = kv_lens.as_ref().map(|l| l.as_slice());
     ctx.run(work.min(usize::MAX as u64) as usize, |par| {
-        attention(a, q, k, v, out, lse, kv_lens, par)
+        attention(a, AttentionInputs { q, k, v, kv_lens }, out, lse, par)
     })
     .map_err(|e| kernel_fault("attention", e))
 }
@@ -506,7 +507,19 @@ fn paged_attention_typed<T: AttnElement>(
     let (q, kc, vc) = (q.as_slice(), kc.as_slice(), vc.as_slice());
     let (table, kv_lens) = (table.as_slice(), kv_lens.as_slice());
     ctx.run(work.min(usize::MAX as u64) as usize, |par| {
-        paged_attention(a, q, kc, vc, table, kv_lens, out, lse, par)
+        paged_attention(
+            a,
+            PagedAttentionInputs {
+                q,
+                k_cache: kc,
+                v_cache: vc,
+                block_table: table,
+                kv_lens,
+            },
+            out,
+            lse,
+            par,
+        )
     })
     .map_err(|e| kernel_fault("paged_attention", e))
 }
@@ -533,9 +546,11 @@ fn kv_append_typed<T: AttnElement>(ctx: &KernelContext<'_>, p: &KvAppend) -> Res
         &p.cache,
         kc,
         vc,
-        &p.new,
-        k_new.as_slice(),
-        v_new.as_slice(),
+        NewKv {
+            shape: p.new,
+            k: k_new.as_slice(),
+            v: v_new.as_slice(),
+        },
         seq_lens.as_slice(),
     )
     .map_err(|e| kernel_fault("kv_append", e))
@@ -567,9 +582,11 @@ fn paged_kv_append_typed<T: AttnElement>(
         &p.cache,
         kc,
         vc,
-        &p.new,
-        k_new.as_slice(),
-        v_new.as_slice(),
+        NewKv {
+            shape: p.new,
+            k: k_new.as_slice(),
+            v: v_new.as_slice(),
+        },
         table.as_slice(),
         p.max_blocks_per_seq,
         seq_lens.as_slice(),

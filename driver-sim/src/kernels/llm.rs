@@ -378,7 +378,7 @@ impl Op for LayerNorm {
             let (rows, cols) = (self.rows as usize, self.cols as usize);
             let bias = b.as_ref().map(|b| b.slice());
             ctx.run(self.x.elems as usize, |par| {
-                llm::layer_norm(x, w, bias, out, rows, cols, self.eps, par)
+                llm::layer_norm(x, llm::NormWeights { weight: w, bias }, out, rows, cols, self.eps, par)
             })
             .map_err(fault("layer_norm"))
         })
@@ -463,7 +463,7 @@ impl Op for Rope {
             let out = unsafe { output::<T>(ctx, self.out) }?;
             let (rows, heads, dim) = (self.rows as usize, self.heads as usize, self.head_dim as usize);
             ctx.run(self.x.elems as usize, |par| {
-                llm::rope(x, out, rows, heads, dim, &self.params, positions, par)
+                llm::rope(x, out, llm::RopeShape { rows, heads, head_dim: dim }, &self.params, positions, par)
             })
             .map_err(fault("rope"))
         })

@@ -738,7 +738,20 @@ impl W8A8Gemm {
         let p = &self.params;
         let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
         ctx.run(work, |par| {
-            quant::w8a8_gemm(p, xq, xs, wq, ws, bias, y, par)
+            quant::w8a8_gemm(
+                p,
+                quant::ScaledI8 {
+                    codes: xq,
+                    scales: xs,
+                },
+                quant::ScaledI8 {
+                    codes: wq,
+                    scales: ws,
+                },
+                bias,
+                y,
+                par,
+            )
         })
         .map_err(fault("w8a8_gemm"))
     }
@@ -816,7 +829,7 @@ impl Op for QEmbedding {
             };
             let (vocab, dim) = (self.vocab as usize, self.dim as usize);
             ctx.run(out.len(), |_| {
-                quant::embedding(self.format, table, scales, vocab, dim, ids, out)
+                quant::embedding(&quant::QWeights { format: self.format, data: table, scales, n: vocab, k: dim }, ids, out)
             })
             .map_err(fault("qembedding"))
         })

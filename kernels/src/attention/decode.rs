@@ -4,7 +4,7 @@
 //! and sum `l`; this module merges the parts by log-sum-exp:
 //! `M = max m_s`, `L = sum exp(m_s - M) l_s`, `o = sum exp(m_s - M) o_s / L`, `lse = M + ln L`.
 
-use super::flash::{write_rows, Plan, SharedOut};
+use super::flash::{write_rows, Acc, BlockAt, Outputs, Plan};
 use super::{AttnElement, Problem};
 
 /// Saves one part's accumulator (its first `nr` rows per head, all that `merge` reads),
@@ -27,13 +27,7 @@ pub(crate) fn store_partial(
 }
 
 /// Merges every unit's parts and writes the results.
-pub(crate) fn merge<T: AttnElement>(
-    p: &Problem,
-    plan: &Plan,
-    partials: &[f32],
-    out: &SharedOut<T>,
-    lse: &Option<SharedOut<f32>>,
-) {
+pub(crate) fn merge<T: AttnElement>(p: &Problem, plan: &Plan, partials: &[f32], dst: &Outputs<T>) {
     let (rp, dp, pf) = (plan.rp, plan.dp, plan.partial_floats());
     let (od, mr) = (plan.heads * rp * dp, plan.heads * rp);
     let mut o = vec![0.0f32; rp * dp];
@@ -73,7 +67,25 @@ pub(crate) fn merge<T: AttnElement>(
             }
             // SAFETY: the merge runs after every task has finished, on one thread, while
             // `run` still holds the mutable borrows of `out` and `lse`.
-            unsafe { write_rows(p, plan, b, kvh0 + hi, qb, n, &o, &m, &l, out, lse) };
+            unsafe {
+                let at = BlockAt {
+                    b,
+                    kvh: kvh0 + hi,
+                    qb,
+                    n,
+                };
+                write_rows(
+                    p,
+                    plan,
+                    at,
+                    Acc {
+                        o: &o,
+                        m: &m,
+                        l: &l,
+                    },
+                    dst,
+                )
+            };
         }
     }
 }

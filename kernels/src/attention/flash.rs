@@ -10,7 +10,7 @@
 //! with its own scratch tiles.
 
 use super::decode;
-use super::simd::{prefetch_rows, Ahead, TileKernels, LANES};
+use super::simd::{prefetch_rows, Ahead, Pv, QkDot, Rows, Running, TileKernels, LANES};
 use super::{AttnElement, ElemSlice, KvSource, Problem};
 use crate::isa::Isa;
 use crate::par::Parallelism;
@@ -140,6 +140,52 @@ fn split_count(units: usize, threads: usize, kv_len: usize) -> usize {
         s = want;
     }
     s.min(max_by_len).max(1)
+}
+
+/// The query, key and value arrays of a problem (keys and values: contiguous, or a paged
+/// cache).
+#[derive(Clone, Copy)]
+pub(crate) struct Inputs<'a, T> {
+    /// Queries.
+    pub q: &'a [T],
+    /// Keys.
+    pub k: &'a [T],
+    /// Values.
+    pub v: &'a [T],
+}
+
+/// Where results go: the output and, when asked for, each row's log-sum-exp.
+pub(crate) struct Outputs<T> {
+    out: SharedOut<T>,
+    lse: Option<SharedOut<f32>>,
+}
+
+/// A block of query rows: positions `qb * nb ..` (`n` of them) of sequence `b`, for the query
+/// heads of kv head `kvh`.
+#[derive(Clone, Copy)]
+pub(crate) struct BlockAt {
+    pub b: usize,
+    pub kvh: usize,
+    pub qb: usize,
+    pub n: usize,
+}
+
+/// A block's unnormalised output rows `o` (`dp` apart), with each row's running maximum `m`
+/// and sum `l`.
+#[derive(Clone, Copy)]
+pub(crate) struct Acc<'a> {
+    pub o: &'a [f32],
+    pub m: &'a [f32],
+    pub l: &'a [f32],
+}
+
+/// One task: part `split` of unit `(b, kv heads from kvh0, query block qb)`.
+#[derive(Clone, Copy)]
+struct UnitPart {
+    b: usize,
+    kvh0: usize,
+    qb: usize,
+    split: usize,
 }
 
 /// A raw view of an output slice that parallel tasks write at disjoint indices.
@@ -316,48 +362,53 @@ fn rows_at(src: &KvSource, is_v: bool, b: usize, h: usize, j: usize) -> (usize, 
     }
 }
 
-/// A tile of `nk` rows of `src` as f32: in place when `T` is f32, else widened into `buf`.
-#[allow(clippy::too_many_arguments)]
+/// A tile of rows as f32: in place when `T` is f32, else widened (`d` values a row) into
+/// `buf`.
 fn tile_f32<'a, T: AttnElement>(
     kern: &TileKernels,
-    src: &'a [T],
-    off: usize,
-    stride: usize,
-    nk: usize,
+    rows: Rows<&'a [T]>,
     d: usize,
     buf: &'a mut [f32],
-) -> (&'a [f32], usize, usize) {
+) -> Rows<&'a [f32]> {
+    let Rows {
+        data: src,
+        off,
+        stride,
+        n: nk,
+    } = rows;
+    let widened = |buf: &'a [f32]| Rows {
+        data: buf,
+        off: 0,
+        stride: d,
+        n: nk,
+    };
     match T::view(src) {
-        ElemSlice::F32(f) => (f, off, stride),
+        ElemSlice::F32(f) => rows.over(f),
         ElemSlice::F16(bits) => {
             kern.widen_f16(bits, off, stride, nk, d, buf);
-            (buf, 0, d)
+            widened(buf)
         }
         ElemSlice::Bf16(bits) => {
             kern.widen_bf16(bits, off, stride, nk, d, buf);
-            (buf, 0, d)
+            widened(buf)
         }
     }
 }
 
-/// A tile of `nk` rows of `src` as the kernels read it: in place when `in_place` (always so
-/// for f32), else widened into `buf` by [`tile_f32`].
-#[allow(clippy::too_many_arguments)]
+/// A tile of rows as the kernels read it: in place when `in_place` (always so for f32), else
+/// widened into `buf` by [`tile_f32`].
 fn tile_rows<'a, T: AttnElement>(
     kern: &TileKernels,
-    src: &'a [T],
-    off: usize,
-    stride: usize,
-    nk: usize,
+    rows: Rows<&'a [T]>,
     d: usize,
     buf: &'a mut [f32],
     in_place: bool,
-) -> (ElemSlice<'a>, usize, usize) {
+) -> Rows<ElemSlice<'a>> {
     if in_place {
-        return (T::view(src), off, stride);
+        return rows.over(T::view(rows.data));
     }
-    let (f, off, stride) = tile_f32(kern, src, off, stride, nk, d, buf);
-    (ElemSlice::F32(f), off, stride)
+    let f = tile_f32(kern, rows, d, buf);
+    f.over(ElemSlice::F32(f.data))
 }
 
 /// How far ahead of the rows being computed keys and values are prefetched (positions).
@@ -365,7 +416,6 @@ const PREFETCH_AHEAD: usize = 32;
 
 /// Prefetches the rows of positions `from..to` of `(b, kv head)` of the keys (`is_v`
 /// false, `data` = K) or the values (`is_v` true, `data` = V).
-#[allow(clippy::too_many_arguments)]
 fn prefetch_keys<T>(
     p: &Problem,
     b: usize,
@@ -389,17 +439,15 @@ fn prefetch_keys<T>(
 }
 
 /// Runs the problem; arguments were validated by the caller.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<T: AttnElement>(
     isa: Isa,
     p: &Problem,
-    q: &[T],
-    k: &[T],
-    v: &[T],
+    io: Inputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
     par: Parallelism,
 ) {
+    let k = io.k;
     if p.batch == 0 || p.q_len == 0 || p.q_heads == 0 {
         return;
     }
@@ -423,8 +471,10 @@ pub(crate) fn run<T: AttnElement>(
         threads,
     );
     let kern = TileKernels::for_isa(isa);
-    let out_w = SharedOut::new(out);
-    let lse_w = lse.map(SharedOut::new);
+    let dst = Outputs {
+        out: SharedOut::new(out),
+        lse: lse.map(SharedOut::new),
+    };
     let n_tasks = plan.units * plan.splits;
     // Every part writes its whole slot (the rows `merge` reads) before the merge.
     let mut partials = if plan.splits > 1 {
@@ -444,7 +494,8 @@ pub(crate) fn run<T: AttnElement>(
             let split = t % plan.splits;
             let (b, kvh0, qb) = plan.unit(unit);
             let s = &mut s.0;
-            let rows = run_unit(&kern, p, &plan, b, kvh0, qb, split, q, k, v, s);
+            let at = UnitPart { b, kvh0, qb, split };
+            let rows = run_unit(&kern, p, &plan, at, io, s);
             if plan.splits == 1 {
                 let (od, rp) = (plan.rp * plan.dp, plan.rp);
                 for hi in 0..plan.heads {
@@ -456,7 +507,13 @@ pub(crate) fn run<T: AttnElement>(
                     // SAFETY: unit `(b, kvh0.., qb)` is this task's alone, and `out`/`lse`
                     // are mutably borrowed for the whole of `run`.
                     unsafe {
-                        write_rows(p, &plan, b, kvh0 + hi, qb, rows, o, m, l, &out_w, &lse_w)
+                        let at = BlockAt {
+                            b,
+                            kvh: kvh0 + hi,
+                            qb,
+                            n: rows,
+                        };
+                        write_rows(p, &plan, at, Acc { o, m, l }, &dst)
                     };
                 }
             } else {
@@ -469,27 +526,23 @@ pub(crate) fn run<T: AttnElement>(
         },
     );
     if plan.splits > 1 {
-        decode::merge(p, &plan, &partials, &out_w, &lse_w);
+        decode::merge(p, &plan, &partials, &dst);
         let _ = SPARE_PARTIALS.try_with(|c| c.replace(partials));
     }
 }
 
 /// Computes one part of one unit into `s.o`, `s.m`, `s.l` (unnormalised output, running max
 /// and sum per padded row). Returns the number of query positions in the block.
-#[allow(clippy::too_many_arguments)]
 fn run_unit<T: AttnElement>(
     kern: &TileKernels,
     p: &Problem,
     plan: &Plan,
-    b: usize,
-    kvh0: usize,
-    qb: usize,
-    split: usize,
-    q: &[T],
-    k: &[T],
-    v: &[T],
+    at: UnitPart,
+    io: Inputs<'_, T>,
     s: &mut Scratch,
 ) -> usize {
+    let UnitPart { b, kvh0, qb, split } = at;
+    let Inputs { q, k, v } = io;
     let (d, rp, dp, g, hp) = (p.head_dim, plan.rp, plan.dp, plan.group, plan.heads);
     let i0 = qb * plan.nb;
     let n = plan.nb.min(p.q_len - i0);
@@ -615,8 +668,23 @@ fn run_unit<T: AttnElement>(
                 prefetch_keys(p, b, kvh..kvh + 1, false, k, later + k_ahead.rows, upto);
                 let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
-                let (kr, koff, ks) = tile_rows(kern, k, koff, ks, nk, d, &mut s.kbuf, in_place);
-                kern.qk_dot(qt, nr, d, dp, kr, koff, ks, nk, st, bc, k_ahead);
+                let keys = Rows {
+                    data: k,
+                    off: koff,
+                    stride: ks,
+                    n: nk,
+                };
+                let keys = tile_rows(kern, keys, d, &mut s.kbuf, in_place);
+                let args = QkDot {
+                    q: qt,
+                    nr,
+                    d,
+                    dp,
+                    keys,
+                    ss: bc,
+                    ahead: k_ahead,
+                };
+                kern.qk_dot(args, st);
                 if needs_mask {
                     mask_tile(p, st, tile);
                 }
@@ -629,30 +697,70 @@ fn run_unit<T: AttnElement>(
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
                 let (m, l) = (&mut s.m[hi * rp..], &mut s.l[hi * rp..]);
                 let alpha = &mut s.alpha[hi * rp..(hi + 1) * rp];
-                kern.softmax_rows(st, bc, nr, nk, m, l, alpha);
+                let alpha = &mut *alpha;
+                kern.softmax_rows(st, bc, nr, nk, Running { m, l, alpha });
                 let o = &mut s.o[hi * od..(hi + 1) * od];
-                let (vr, voff, vs) = tile_rows(kern, v, voff, vs, nk, d, &mut s.vbuf, in_place);
-                kern.pv(st, 1, bc, nr, nk, vr, voff, vs, d, o, dp, alpha, v_ahead);
+                let values = Rows {
+                    data: v,
+                    off: voff,
+                    stride: vs,
+                    n: nk,
+                };
+                let values = tile_rows(kern, values, d, &mut s.vbuf, in_place);
+                let args = Pv {
+                    pt: st,
+                    pj: 1,
+                    pr: bc,
+                    nr,
+                    values,
+                    d,
+                    dp,
+                    alpha,
+                    ahead: v_ahead,
+                };
+                kern.pv(args, o);
             }
         } else {
             for hi in 0..hp {
                 let kvh = kvh0 + hi;
                 let (koff, ks, _) = rows_at(&p.kv, false, b, kvh, j);
                 let (voff, vs, _) = rows_at(&p.kv, true, b, kvh, j);
-                let (kf, koff, ks) = tile_f32(kern, k, koff, ks, nk, d, &mut s.kbuf);
-                let (vf, voff, vs) = tile_f32(kern, v, voff, vs, nk, d, &mut s.vbuf);
+                let keys = Rows {
+                    data: k,
+                    off: koff,
+                    stride: ks,
+                    n: nk,
+                };
+                let values = Rows {
+                    data: v,
+                    off: voff,
+                    stride: vs,
+                    n: nk,
+                };
+                let keys = tile_f32(kern, keys, d, &mut s.kbuf);
+                let values = tile_f32(kern, values, d, &mut s.vbuf);
                 let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
                 let o = &mut s.o[hi * od..(hi + 1) * od];
                 let m = &mut s.m[hi * rp..(hi + 1) * rp];
                 let l = &mut s.l[hi * rp..(hi + 1) * rp];
-                kern.qk(qt, rp, d, kf, koff, ks, nk, &mut s.st);
+                kern.qk(qt, rp, d, keys, &mut s.st);
                 if needs_mask {
                     mask_tile(p, &mut s.st, tile);
                 }
-                kern.softmax(&mut s.st, rp, nk, m, l, &mut s.alpha);
-                let none = Ahead::default();
-                let vf = ElemSlice::F32(vf);
-                kern.pv(&s.st, rp, 1, nr, nk, vf, voff, vs, d, o, dp, &s.alpha, none);
+                let alpha = &mut s.alpha;
+                kern.softmax(&mut s.st, rp, nk, Running { m, l, alpha });
+                let args = Pv {
+                    pt: &s.st,
+                    pj: rp,
+                    pr: 1,
+                    nr,
+                    values: values.over(ElemSlice::F32(values.data)),
+                    d,
+                    dp,
+                    alpha: &s.alpha,
+                    ahead: Ahead::default(),
+                };
+                kern.pv(args, o);
             }
         }
         j += nk;
@@ -725,22 +833,18 @@ fn mask_tile(p: &Problem, st: &mut [f32], t: TileAt) {
 /// Normalises a block's rows and writes them (and their log-sum-exp) to the outputs.
 ///
 /// # Safety
-/// - `out` and `lse` must view slices that stay mutably borrowed during the call.
-/// - No other thread may write the rows of unit `(b, kvh, qb)` meanwhile.
-#[allow(clippy::too_many_arguments)]
+/// - `dst` must view slices that stay mutably borrowed during the call.
+/// - No other thread may write the rows of block `at` meanwhile.
 pub(crate) unsafe fn write_rows<T: AttnElement>(
     p: &Problem,
     plan: &Plan,
-    b: usize,
-    kvh: usize,
-    qb: usize,
-    n: usize,
-    o: &[f32],
-    m: &[f32],
-    l: &[f32],
-    out: &SharedOut<T>,
-    lse: &Option<SharedOut<f32>>,
+    at: BlockAt,
+    acc: Acc<'_>,
+    dst: &Outputs<T>,
 ) {
+    let BlockAt { b, kvh, qb, n } = at;
+    let Acc { o, m, l } = acc;
+    let (out, lse) = (&dst.out, &dst.lse);
     let (g, d, dp) = (plan.group, p.head_dim, plan.dp);
     let i0 = qb * plan.nb;
     for gi in 0..g {

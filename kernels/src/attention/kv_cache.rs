@@ -62,21 +62,35 @@ fn copy_head<T: AttnElement>(dst: &mut [T], at: usize, src: &[T], from: usize, d
     dst[at..at + d].copy_from_slice(&src[from..from + d]);
 }
 
-/// Appends `new.seq` positions of keys and values for every sequence to a contiguous cache:
+/// Keys and values to append to a cache, both laid out as `shape` says
+/// (`[batch, seq, heads, head_dim]`, `seq` new positions per sequence).
+#[derive(Debug, Clone, Copy)]
+pub struct NewKv<'a, T> {
+    /// The layout of `k` and `v`.
+    pub shape: AttnTensor,
+    /// The new keys.
+    pub k: &'a [T],
+    /// The new values.
+    pub v: &'a [T],
+}
+
+/// Appends `new.shape.seq` positions of keys and values for every sequence to a contiguous cache:
 /// sequence `b`'s new position `t` is written at cache position `seq_lens[b] + t`.
 ///
-/// `cache` (capacity `cache.seq`) describes both `k_cache` and `v_cache`; `new` describes
-/// `k_new` and `v_new`. Fails, writing nothing, when a sequence would pass the capacity.
-#[allow(clippy::too_many_arguments)]
+/// `cache` (capacity `cache.seq`) describes both `k_cache` and `v_cache`; `new.shape`
+/// describes `new.k` and `new.v`. Fails, writing nothing, when a sequence would pass the capacity.
 pub fn kv_append<T: AttnElement>(
     cache: &AttnTensor,
     k_cache: &mut [T],
     v_cache: &mut [T],
-    new: &AttnTensor,
-    k_new: &[T],
-    v_new: &[T],
+    new: NewKv<'_, T>,
     seq_lens: &[u32],
 ) -> Result<(), KernelError> {
+    let NewKv {
+        shape: new,
+        k: k_new,
+        v: v_new,
+    } = new;
     if cache.batch != new.batch {
         return Err(bad_shape(format!(
             "new keys have batch {} but the cache has {}",
@@ -84,7 +98,7 @@ pub fn kv_append<T: AttnElement>(
         )));
     }
     check_new(
-        new,
+        &new,
         k_new.len(),
         v_new.len(),
         cache.heads,
@@ -118,29 +132,31 @@ pub fn kv_append<T: AttnElement>(
     Ok(())
 }
 
-/// Appends `new.seq` positions of keys and values for every sequence to a paged cache:
+/// Appends `new.shape.seq` positions of keys and values for every sequence to a paged cache:
 /// sequence `b`'s new position `t` goes to position `p = seq_lens[b] + t`, that is block
 /// `block_table[b * max_blocks_per_seq + p / block_size]`, slot `p % block_size`.
 ///
 /// Fails, writing nothing, when a position passes the table's capacity or its block entry is
 /// outside the cache.
-#[allow(clippy::too_many_arguments)]
 pub fn paged_kv_append<T: AttnElement>(
     cache: &PagedKvCache,
     k_cache: &mut [T],
     v_cache: &mut [T],
-    new: &AttnTensor,
-    k_new: &[T],
-    v_new: &[T],
+    new: NewKv<'_, T>,
     block_table: &[u32],
     max_blocks_per_seq: usize,
     seq_lens: &[u32],
 ) -> Result<(), KernelError> {
+    let NewKv {
+        shape: new,
+        k: k_new,
+        v: v_new,
+    } = new;
     if cache.block_size == 0 {
         return Err(bad_shape("cache block_size is 0".into()));
     }
     check_new(
-        new,
+        &new,
         k_new.len(),
         v_new.len(),
         cache.kv_heads,

@@ -29,7 +29,7 @@ mod flash;
 mod kv_cache;
 mod simd;
 
-pub use kv_cache::{kv_append, paged_kv_append};
+pub use kv_cache::{kv_append, paged_kv_append, NewKv};
 
 use crate::error::KernelError;
 use crate::isa::{self, Isa};
@@ -496,55 +496,78 @@ fn scale_for(mask: &AttnMask, head_dim: usize) -> f32 {
         .unwrap_or_else(|| 1.0 / (head_dim.max(1) as f32).sqrt())
 }
 
+/// The inputs of [`attention`]: queries, keys and values laid out as the
+/// [`AttentionParams`] say, and optionally each sequence's key count (keys past it are
+/// padding, masked).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionInputs<'a, T> {
+    /// Queries, `[batch, q_len, q_heads, head_dim]` through `params.q`.
+    pub q: &'a [T],
+    /// Keys, through `params.k`.
+    pub k: &'a [T],
+    /// Values, through `params.v`.
+    pub v: &'a [T],
+    /// Each sequence's key count, `[batch]`; `None`: every key of `k` is valid.
+    pub kv_lens: Option<&'a [u32]>,
+}
+
+impl<'a, T> AttentionInputs<'a, T> {
+    /// Queries, keys and values with every key valid.
+    pub fn new(q: &'a [T], k: &'a [T], v: &'a [T]) -> Self {
+        AttentionInputs {
+            q,
+            k,
+            v,
+            kv_lens: None,
+        }
+    }
+}
+
+/// The inputs of [`paged_attention`]: queries, the key and value caches, the block table
+/// `[batch, max_blocks_per_seq]` and each sequence's key count.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedAttentionInputs<'a, T> {
+    /// Queries, through `params.q`.
+    pub q: &'a [T],
+    /// The key cache, through `params.cache`.
+    pub k_cache: &'a [T],
+    /// The value cache, through `params.cache`.
+    pub v_cache: &'a [T],
+    /// Block `i` of sequence `b` is cache block `block_table[b * max_blocks_per_seq + i]`.
+    pub block_table: &'a [u32],
+    /// Each sequence's key count, `[batch]`.
+    pub kv_lens: &'a [u32],
+}
+
 /// Computes attention over strided K and V with the host's best instruction set.
 ///
 /// `lse`, when given, receives `m + ln(sum)` of each row's scaled, masked scores as a
-/// `[batch, q_heads, q_len]` array (`-inf` for a row that sees no key). `kv_lens`, when given,
-/// holds each sequence's key count (padding beyond it is masked).
-#[allow(clippy::too_many_arguments)]
+/// `[batch, q_heads, q_len]` array (`-inf` for a row that sees no key). `inputs.kv_lens`, when
+/// given, holds each sequence's key count (padding beyond it is masked).
 pub fn attention<T: AttnElement>(
     params: &AttentionParams,
-    q: &[T],
-    k: &[T],
-    v: &[T],
+    inputs: AttentionInputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
-    kv_lens: Option<&[u32]>,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    attention_with_isa(isa::active(), params, q, k, v, out, lse, kv_lens, par)
+    attention_with_isa(isa::active(), params, inputs, out, lse, par)
 }
 
 /// [`attention`] on a chosen instruction-set path (it must be supported by the host).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_with_isa<T: AttnElement>(
     isa: Isa,
     params: &AttentionParams,
-    q: &[T],
-    k: &[T],
-    v: &[T],
+    inputs: AttentionInputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
-    kv_lens: Option<&[u32]>,
     par: Parallelism,
 ) -> Result<(), KernelError> {
+    let AttentionInputs { q, k, v, kv_lens } = inputs;
     let p = validate_contiguous(params, q, k, v, out, &lse, kv_lens)?;
-    check_isa(isa)?;
-    flash::run(isa, &p, q, k, v, out, lse, par);
+    isa.require()?;
+    flash::run(isa, &p, flash::Inputs { q, k, v }, out, lse, par);
     Ok(())
-}
-
-fn check_isa(isa: Isa) -> Result<(), KernelError> {
-    if isa.is_supported() {
-        Ok(())
-    } else {
-        Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set {} is not supported by this host",
-                isa.name()
-            ),
-        })
-    }
 }
 
 fn validate_contiguous<'a, T>(
@@ -610,49 +633,35 @@ fn validate_contiguous<'a, T>(
 /// Computes attention with K and V read from a paged cache through a block table, with the
 /// host's best instruction set.
 ///
-/// `block_table` is `[batch, max_blocks_per_seq]`; `kv_lens[b]` keys of sequence `b` are
-/// read, and every table entry those keys use must name a block of the cache. `lse` is as in
-/// [`attention`].
-#[allow(clippy::too_many_arguments)]
+/// `inputs.block_table` is `[batch, max_blocks_per_seq]`; `inputs.kv_lens[b]` keys of sequence
+/// `b` are read, and every table entry those keys use must name a block of the cache. `lse` is
+/// as in [`attention`].
 pub fn paged_attention<T: AttnElement>(
     params: &PagedAttentionParams,
-    q: &[T],
-    k_cache: &[T],
-    v_cache: &[T],
-    block_table: &[u32],
-    kv_lens: &[u32],
+    inputs: PagedAttentionInputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    paged_attention_with_isa(
-        isa::active(),
-        params,
+    paged_attention_with_isa(isa::active(), params, inputs, out, lse, par)
+}
+
+/// [`paged_attention`] on a chosen instruction-set path (it must be supported by the host).
+pub fn paged_attention_with_isa<T: AttnElement>(
+    isa: Isa,
+    params: &PagedAttentionParams,
+    inputs: PagedAttentionInputs<'_, T>,
+    out: &mut [T],
+    lse: Option<&mut [f32]>,
+    par: Parallelism,
+) -> Result<(), KernelError> {
+    let PagedAttentionInputs {
         q,
         k_cache,
         v_cache,
         block_table,
         kv_lens,
-        out,
-        lse,
-        par,
-    )
-}
-
-/// [`paged_attention`] on a chosen instruction-set path (it must be supported by the host).
-#[allow(clippy::too_many_arguments)]
-pub fn paged_attention_with_isa<T: AttnElement>(
-    isa: Isa,
-    params: &PagedAttentionParams,
-    q: &[T],
-    k_cache: &[T],
-    v_cache: &[T],
-    block_table: &[u32],
-    kv_lens: &[u32],
-    out: &mut [T],
-    lse: Option<&mut [f32]>,
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    } = inputs;
     let PagedAttentionParams {
         q: qt,
         out: ot,
@@ -683,7 +692,7 @@ pub fn paged_attention_with_isa<T: AttnElement>(
         .ok_or_else(|| bad_shape("max_blocks_per_seq * block_size overflows usize".into()))?;
     check_kv_lens(Some(kv_lens), qt.batch, cap)?;
     kv_cache::check_block_table(cache, block_table, *max_blocks_per_seq, kv_lens, qt.batch)?;
-    check_isa(isa)?;
+    isa.require()?;
     let p = Problem {
         batch: qt.batch,
         q_heads: qt.heads,
@@ -703,7 +712,12 @@ pub fn paged_attention_with_isa<T: AttnElement>(
         window: mask.window,
         scale: scale_for(mask, qt.head_dim),
     };
-    flash::run(isa, &p, q, k_cache, v_cache, out, lse, par);
+    let io = flash::Inputs {
+        q,
+        k: k_cache,
+        v: v_cache,
+    };
+    flash::run(isa, &p, io, out, lse, par);
     Ok(())
 }
 

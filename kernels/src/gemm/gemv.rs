@@ -96,12 +96,20 @@ pub(crate) unsafe fn run_task<S: Simd, TB: Element, TC: Element>(
                 let out = job.partials.add(part * job.m * job.n);
                 let a = job.a.add(p0);
                 let b = job.b.add(p0 * job.ldb);
-                let (k, ldb, n) = (p1 - p0, job.ldb, job.n);
+                let (k, n) = (p1 - p0, job.n);
+                let chunk = Chunk {
+                    b,
+                    ldb: job.ldb,
+                    j0: 0,
+                    cols: n,
+                    out,
+                    width: n,
+                };
                 match job.m {
-                    1 => axpy_chunk::<S, TB, 1>(a, job.k, k, b, ldb, 0, n, out, n),
-                    2 => axpy_chunk::<S, TB, 2>(a, job.k, k, b, ldb, 0, n, out, n),
-                    3 => axpy_chunk::<S, TB, 3>(a, job.k, k, b, ldb, 0, n, out, n),
-                    _ => axpy_chunk::<S, TB, 4>(a, job.k, k, b, ldb, 0, n, out, n),
+                    1 => axpy_chunk::<S, TB, 1>(a, job.k, k, chunk),
+                    2 => axpy_chunk::<S, TB, 2>(a, job.k, k, chunk),
+                    3 => axpy_chunk::<S, TB, 3>(a, job.k, k, chunk),
+                    _ => axpy_chunk::<S, TB, 4>(a, job.k, k, chunk),
                 }
             }
             GemvTask::Finish { c0, c1 } => finish::<S, TB, TC>(job, c0, c1),
@@ -157,6 +165,19 @@ unsafe fn finish<S: Simd, TB: Element, TC: Element>(job: &GemvJob<TB, TC>, c0: u
     }
 }
 
+/// A chunk of columns `j0 .. j0 + cols` of stored B (rows `ldb` apart) and the block in L1
+/// that collects its sums (rows `width >= cols` floats apart). Passed by value into the
+/// always-inlined loops, so its fields stay in registers as plain values would.
+#[derive(Clone, Copy)]
+struct Chunk<TB> {
+    b: *const TB,
+    ldb: usize,
+    j0: usize,
+    cols: usize,
+    out: *mut f32,
+    width: usize,
+}
+
 #[inline(always)]
 unsafe fn task_rows<S: Simd, TB: Element, TC: Element>(
     job: &GemvJob<TB, TC>,
@@ -186,15 +207,23 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element>(
         let mut j0 = c0;
         while j0 < c1 {
             let cols = width.min(c1 - j0);
+            let chunk = Chunk {
+                b,
+                ldb: job.ldb,
+                j0,
+                cols,
+                out,
+                width,
+            };
             if job.trans_b {
-                dot_block::<S, TB>(a, job.k, m, b, job.ldb, j0, cols, out, width);
+                dot_block::<S, TB>(a, job.k, m, chunk);
             } else {
-                let (k, ldb) = (job.k, job.ldb);
+                let k = job.k;
                 match m {
-                    1 => axpy_chunk::<S, TB, 1>(a, k, k, b, ldb, j0, cols, out, width),
-                    2 => axpy_chunk::<S, TB, 2>(a, k, k, b, ldb, j0, cols, out, width),
-                    3 => axpy_chunk::<S, TB, 3>(a, k, k, b, ldb, j0, cols, out, width),
-                    _ => axpy_chunk::<S, TB, 4>(a, k, k, b, ldb, j0, cols, out, width),
+                    1 => axpy_chunk::<S, TB, 1>(a, k, k, chunk),
+                    2 => axpy_chunk::<S, TB, 2>(a, k, k, chunk),
+                    3 => axpy_chunk::<S, TB, 3>(a, k, k, chunk),
+                    _ => axpy_chunk::<S, TB, 4>(a, k, k, chunk),
                 }
             }
             for r in 0..m {
@@ -240,18 +269,20 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element>(
 /// per vector of columns, four loads of B, `RM` loads and stores of the accumulators and
 /// `4 RM` fused multiply-adds.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the loop's extents, kept as plain values
 unsafe fn axpy_chunk<S: Simd, TB: Element, const RM: usize>(
     a: *const f32,
     lda: usize,
     k: usize,
-    b: *const TB,
-    ldb: usize,
-    j0: usize,
-    cols: usize,
-    out: *mut f32,
-    width: usize,
+    chunk: Chunk<TB>,
 ) {
+    let Chunk {
+        b,
+        ldb,
+        j0,
+        cols,
+        out,
+        width,
+    } = chunk;
     const STEP: usize = 4;
     let lanes = S::LANES;
     let full = cols / lanes * lanes;
@@ -313,18 +344,15 @@ unsafe fn axpy_chunk<S: Simd, TB: Element, const RM: usize>(
 /// with it; the group of B (four rows of k) stays in L1 or L2 between the row groups, so B is
 /// read from memory once.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the loop's extents, kept as plain values
-unsafe fn dot_block<S: Simd, TB: Element>(
-    a: *const f32,
-    k: usize,
-    m: usize,
-    b: *const TB,
-    ldb: usize,
-    j0: usize,
-    cols: usize,
-    out: *mut f32,
-    width: usize,
-) {
+unsafe fn dot_block<S: Simd, TB: Element>(a: *const f32, k: usize, m: usize, chunk: Chunk<TB>) {
+    let Chunk {
+        b,
+        ldb,
+        j0,
+        cols,
+        out,
+        width,
+    } = chunk;
     // SAFETY: see `task_rows`; stored rows past `cols` are clamped to the last valid one and
     // their sums discarded.
     unsafe {

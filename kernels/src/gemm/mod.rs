@@ -39,11 +39,6 @@ mod blocked;
 mod element;
 mod epilogue;
 mod gemv;
-#[cfg(target_arch = "x86_64")]
-mod isa_avx2;
-#[cfg(target_arch = "x86_64")]
-mod isa_avx512;
-mod isa_portable;
 mod microkernel;
 mod pack;
 mod simd;
@@ -257,20 +252,13 @@ pub fn gemm_with_isa<TA: Element, TB: Element, TC: Element>(
     par: Parallelism,
 ) -> Result<(), KernelError> {
     validate(desc, a.len(), b.len(), c.len(), epilogue)?;
-    if !isa.is_supported() {
-        return Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set `{}` is not available on this host",
-                isa.name()
-            ),
-        });
-    }
+    isa.require()?;
     match isa {
-        Isa::Portable => run::<isa_portable::Portable, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        Isa::Portable => run::<simd::portable::Portable, TA, TB, TC>(desc, a, b, c, epilogue, par),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => run::<isa_avx2::Avx2, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        Isa::Avx2 => run::<simd::avx2::Avx2, TA, TB, TC>(desc, a, b, c, epilogue, par),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => run::<isa_avx512::Avx512, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        Isa::Avx512 => run::<simd::avx512::Avx512, TA, TB, TC>(desc, a, b, c, epilogue, par),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("is_supported() is false for x86 paths on other targets"),
     }
@@ -387,11 +375,12 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
     if d.m == 0 || d.n == 0 || d.batch == 0 {
         return;
     }
-    let bias = epi.bias.map_or(core::ptr::null(), |s| s.as_ptr());
-    let (residual, ld_residual, stride_residual) =
-        epi.residual.map_or((core::ptr::null(), 0, 0), |r| {
-            (r.data.as_ptr(), r.ld, r.batch_stride)
-        });
+    let RawEpilogue {
+        bias,
+        residual,
+        ld_residual,
+        stride_residual,
+    } = RawEpilogue::of(epi);
     let product = d.k > 0 && d.alpha != 0.0;
     let gemv_rows = if d.trans_b == Transpose::Yes {
         GEMV_MAX_M_TRANS_B
@@ -399,16 +388,7 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
         GEMV_MAX_M
     };
     if product && d.m <= gemv_rows {
-        run_gemv::<S, TA, TB, TC>(
-            d,
-            a,
-            b,
-            c,
-            bias,
-            epi.activation,
-            (residual, ld_residual, stride_residual),
-            par,
-        );
+        run_gemv::<S, TA, TB, TC>(d, a, b, c, epi, par);
         return;
     }
     let work_threads = (d.flops() / MIN_FLOPS_PER_THREAD) as usize;
@@ -453,17 +433,44 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
     for_each(&tasks, threads, |t| unsafe { S::gemm_task(&job, t) });
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The epilogue's operands as raw pointers (null and zero strides where absent).
+struct RawEpilogue<TC> {
+    bias: *const f32,
+    residual: *const TC,
+    ld_residual: usize,
+    stride_residual: usize,
+}
+
+impl<TC: Element> RawEpilogue<TC> {
+    fn of(epi: &Epilogue<'_, TC>) -> RawEpilogue<TC> {
+        let (residual, ld_residual, stride_residual) =
+            epi.residual.map_or((core::ptr::null(), 0, 0), |r| {
+                (r.data.as_ptr(), r.ld, r.batch_stride)
+            });
+        RawEpilogue {
+            bias: epi.bias.map_or(core::ptr::null(), |s| s.as_ptr()),
+            residual,
+            ld_residual,
+            stride_residual,
+        }
+    }
+}
+
 fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
     d: &GemmDesc,
     a: &[TA],
     b: &[TB],
     c: &mut [TC],
-    bias: *const f32,
-    act: Activation,
-    (residual, ld_residual, stride_residual): (*const TC, usize, usize),
+    epi: &Epilogue<'_, TC>,
     par: Parallelism,
 ) {
+    let RawEpilogue {
+        bias,
+        residual,
+        ld_residual,
+        stride_residual,
+    } = RawEpilogue::of(epi);
+    let act = epi.activation;
     // op(A) is at most 16 x k per batch: widen it to a contiguous f32 copy once.
     let (m, k) = (d.m, d.k);
     let mut wide = Vec::with_capacity(d.batch * m * k);

@@ -9,8 +9,8 @@
 
 use super::math;
 use super::simd::{map2, simd_entry, with_f32_out, Simd};
-use super::{check_isa, check_len, f32_row, for_flat_blocks, Element, Scratch};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, f32_row, for_flat_blocks, Element, Scratch};
+use crate::{Exec, Isa, KernelError, Parallelism};
 
 /// Which form of GELU to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,17 +35,17 @@ pub fn silu<T: Element>(
     len: usize,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    silu_with_isa(crate::isa::active(), x, out, len, par)
+    silu_with_isa(Exec::active(par), x, out, len)
 }
 
-/// [`silu`] on a given instruction-set path.
+/// [`silu`] on the instruction-set path and threads `exec` names.
 pub fn silu_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
     out: &mut [T],
     len: usize,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec;
     run(isa, Act::Silu, x, None, out, len, par)
 }
 
@@ -57,18 +57,18 @@ pub fn gelu<T: Element>(
     approx: GeluApprox,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    gelu_with_isa(crate::isa::active(), x, out, len, approx, par)
+    gelu_with_isa(Exec::active(par), x, out, len, approx)
 }
 
-/// [`gelu`] on a given instruction-set path.
+/// [`gelu`] on the instruction-set path and threads `exec` names.
 pub fn gelu_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
     out: &mut [T],
     len: usize,
     approx: GeluApprox,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec;
     run(isa, Act::Gelu(approx), x, None, out, len, par)
 }
 
@@ -80,18 +80,18 @@ pub fn swiglu<T: Element>(
     len: usize,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    swiglu_with_isa(crate::isa::active(), gate, up, out, len, par)
+    swiglu_with_isa(Exec::active(par), gate, up, out, len)
 }
 
-/// [`swiglu`] on a given instruction-set path.
+/// [`swiglu`] on the instruction-set path and threads `exec` names.
 pub fn swiglu_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     gate: &[T],
     up: &[T],
     out: &mut [T],
     len: usize,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec;
     check_len("up", up.len(), len)?;
     run(isa, Act::SwiGlu, gate, Some(up), out, len, par)
 }
@@ -105,7 +105,7 @@ fn run<T: Element>(
     len: usize,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    isa.require()?;
     check_len(if y.is_some() { "gate" } else { "x" }, x.len(), len)?;
     check_len("out", out.len(), len)?;
     for_flat_blocks(par, &mut out[..len], |start, block| {

@@ -5,8 +5,8 @@
 //! its outputs. f16 uses the F16C / AVX-512 conversion instructions; bf16 is integer work on
 //! the f32 bit pattern (bf16 is the top half of an f32).
 
-use super::{check_isa, check_len, for_flat_blocks, Element};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, for_flat_blocks, Element};
+use crate::{Exec, Isa, KernelError, Parallelism};
 use half::{bf16, f16};
 
 /// Converts `src[..len]` into `dst[..len]` (`S` to `D`, rounding to nearest even when
@@ -17,18 +17,18 @@ pub fn cast<S: Element, D: Element>(
     len: usize,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    cast_with_isa(crate::isa::active(), src, dst, len, par)
+    cast_with_isa(Exec::active(par), src, dst, len)
 }
 
-/// [`cast`] on a given instruction-set path.
+/// [`cast`] on the instruction-set path and threads `exec` names.
 pub fn cast_with_isa<S: Element, D: Element>(
-    isa: Isa,
+    exec: Exec,
     src: &[S],
     dst: &mut [D],
     len: usize,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let Exec { isa, par } = exec;
+    isa.require()?;
     check_len("src", src.len(), len)?;
     check_len("dst", dst.len(), len)?;
     let src = &src[..len];

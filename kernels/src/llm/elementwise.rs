@@ -2,10 +2,8 @@
 //! and a `[cols]` row vector broadcast over every row (a bias, a scale).
 
 use super::simd::{map2, simd_entry, with_f32_out, Simd};
-use super::{
-    check_isa, check_len, elements, f32_row, for_flat_blocks, for_row_blocks, Element, Scratch,
-};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, elements, f32_row, for_flat_blocks, for_row_blocks, Element, Scratch};
+use crate::{Exec, Isa, KernelError, Parallelism};
 
 /// How the second operand `b` is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,22 +30,29 @@ pub fn add<T: Element>(
     bcast: Broadcast,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    add_with_isa(crate::isa::active(), a, b, out, rows, cols, bcast, par)
+    add_with_isa(Exec::active(par), a, b, out, rows, cols, bcast)
 }
 
-/// [`add`] on a given instruction-set path.
-#[allow(clippy::too_many_arguments)]
+/// [`add`] on the instruction-set path and threads `exec` names.
 pub fn add_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     a: &[T],
     b: &[T],
     out: &mut [T],
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    binary(isa, BinOp::Add, Some(a), b, out, rows, cols, bcast, par)
+    let Exec { isa, par } = exec;
+    binary(
+        isa,
+        BinOp::Add,
+        Some(a),
+        b,
+        out,
+        BinShape { rows, cols, bcast },
+        par,
+    )
 }
 
 /// `out = a * b` over `[rows, cols]`, with `b` laid out as `bcast` says.
@@ -60,22 +65,29 @@ pub fn mul<T: Element>(
     bcast: Broadcast,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    mul_with_isa(crate::isa::active(), a, b, out, rows, cols, bcast, par)
+    mul_with_isa(Exec::active(par), a, b, out, rows, cols, bcast)
 }
 
-/// [`mul`] on a given instruction-set path.
-#[allow(clippy::too_many_arguments)]
+/// [`mul`] on the instruction-set path and threads `exec` names.
 pub fn mul_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     a: &[T],
     b: &[T],
     out: &mut [T],
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    binary(isa, BinOp::Mul, Some(a), b, out, rows, cols, bcast, par)
+    let Exec { isa, par } = exec;
+    binary(
+        isa,
+        BinOp::Mul,
+        Some(a),
+        b,
+        out,
+        BinShape { rows, cols, bcast },
+        par,
+    )
 }
 
 /// `x += b` in place over `[rows, cols]` (a residual add), with `b` laid out as `bcast` says.
@@ -87,20 +99,28 @@ pub fn add_inplace<T: Element>(
     bcast: Broadcast,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    add_inplace_with_isa(crate::isa::active(), x, b, rows, cols, bcast, par)
+    add_inplace_with_isa(Exec::active(par), x, b, rows, cols, bcast)
 }
 
-/// [`add_inplace`] on a given instruction-set path.
+/// [`add_inplace`] on the instruction-set path and threads `exec` names.
 pub fn add_inplace_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &mut [T],
     b: &[T],
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    binary(isa, BinOp::Add, None, b, x, rows, cols, bcast, par)
+    let Exec { isa, par } = exec;
+    binary(
+        isa,
+        BinOp::Add,
+        None,
+        b,
+        x,
+        BinShape { rows, cols, bcast },
+        par,
+    )
 }
 
 /// `x *= b` in place over `[rows, cols]`, with `b` laid out as `bcast` says.
@@ -112,36 +132,50 @@ pub fn mul_inplace<T: Element>(
     bcast: Broadcast,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    mul_inplace_with_isa(crate::isa::active(), x, b, rows, cols, bcast, par)
+    mul_inplace_with_isa(Exec::active(par), x, b, rows, cols, bcast)
 }
 
-/// [`mul_inplace`] on a given instruction-set path.
+/// [`mul_inplace`] on the instruction-set path and threads `exec` names.
 pub fn mul_inplace_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &mut [T],
     b: &[T],
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    binary(isa, BinOp::Mul, None, b, x, rows, cols, bcast, par)
+    let Exec { isa, par } = exec;
+    binary(
+        isa,
+        BinOp::Mul,
+        None,
+        b,
+        x,
+        BinShape { rows, cols, bcast },
+        par,
+    )
+}
+
+/// The operands' layout: `[rows, cols]`, with `b` laid out as `bcast` says.
+#[derive(Clone, Copy)]
+struct BinShape {
+    rows: usize,
+    cols: usize,
+    bcast: Broadcast,
 }
 
 /// `out = a op b`; `a = None` means in place (`out` is also the first operand).
-#[allow(clippy::too_many_arguments)]
 fn binary<T: Element>(
     isa: Isa,
     op: BinOp,
     a: Option<&[T]>,
     b: &[T],
     out: &mut [T],
-    rows: usize,
-    cols: usize,
-    bcast: Broadcast,
+    shape: BinShape,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let BinShape { rows, cols, bcast } = shape;
+    isa.require()?;
     let n = elements(rows, cols)?;
     if let Some(a) = a {
         check_len("a", a.len(), n)?;

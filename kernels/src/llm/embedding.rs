@@ -2,8 +2,8 @@
 //! output type on the way. (Quantised tables are looked up by the quantised-format kernels.)
 
 use super::cast::convert_row;
-use super::{check_isa, check_len, elements, for_row_blocks, Element};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, elements, for_row_blocks, Element};
+use crate::{Exec, KernelError, Parallelism};
 
 /// `out[t, :] = table[ids[t], :]` for `t < tokens`: `table` is `[vocab, dim]` row-major,
 /// `out` is `[tokens, dim]`, converted from `T` to `O` (round to nearest even when narrowing).
@@ -19,31 +19,21 @@ pub fn embedding<T: Element, O: Element>(
     out: &mut [O],
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    embedding_with_isa(
-        crate::isa::active(),
-        table,
-        vocab,
-        dim,
-        ids,
-        tokens,
-        out,
-        par,
-    )
+    embedding_with_isa(Exec::active(par), table, vocab, dim, ids, tokens, out)
 }
 
-/// [`embedding`] on a given instruction-set path.
-#[allow(clippy::too_many_arguments)]
+/// [`embedding`] on the instruction-set path and threads `exec` names.
 pub fn embedding_with_isa<T: Element, O: Element>(
-    isa: Isa,
+    exec: Exec,
     table: &[T],
     vocab: usize,
     dim: usize,
     ids: &[u32],
     tokens: usize,
     out: &mut [O],
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let Exec { isa, par } = exec;
+    isa.require()?;
     check_len("table", table.len(), elements(vocab, dim)?)?;
     check_len("ids", ids.len(), tokens)?;
     let n = elements(tokens, dim)?;

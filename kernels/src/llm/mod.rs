@@ -4,7 +4,8 @@
 //!
 //! Every op is generic over its element type ([`Element`]: `f32`, `f16`, `bf16`) and computes
 //! in f32 whatever the storage type. Each has a plain entry that runs the path
-//! [`isa::active`](crate::isa::active) picks and a `*_with_isa` entry that runs a given path
+//! [`isa::active`](crate::isa::active) picks and a `*_with_isa` entry that takes an
+//! [`Exec`](crate::Exec) (a given path and the threads) in place of the plain entry's `par`
 //! (tests force every path in [`isa::supported`](crate::isa::supported)). Shapes are explicit;
 //! slices may be longer than a shape needs but never shorter. Arguments are validated before
 //! any element is written, so a bad call returns a [`KernelError`] and leaves outputs
@@ -60,9 +61,10 @@ pub use elementwise::{
     mul_with_isa, Broadcast,
 };
 pub use embedding::{embedding, embedding_with_isa};
-pub use norm::{layer_norm, layer_norm_with_isa, rms_norm, rms_norm_with_isa};
+pub use norm::{layer_norm, layer_norm_with_isa, rms_norm, rms_norm_with_isa, NormWeights};
 pub use rope::{
-    rope, rope_inplace, rope_inplace_with_isa, rope_with_isa, RopeParams, RopePositions, RopeStyle,
+    rope, rope_inplace, rope_inplace_with_isa, rope_with_isa, RopeParams, RopePositions, RopeShape,
+    RopeStyle,
 };
 pub use softmax::{softmax, softmax_with_isa};
 pub use topk::{argmax, argmax_with_isa, top_k, top_k_with_isa};
@@ -203,20 +205,6 @@ impl Element for bf16 {
     }
     fn as_f32_mut(_: &mut [bf16]) -> Option<&mut [f32]> {
         None
-    }
-}
-
-/// Checks that `isa` can run on this host.
-pub(crate) fn check_isa(isa: Isa) -> Result<(), KernelError> {
-    if isa.is_supported() {
-        Ok(())
-    } else {
-        Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set {} is not available on this host",
-                isa.name()
-            ),
-        })
     }
 }
 

@@ -4,8 +4,8 @@
 //! pass (LayerNorm: a second and third) over the row while it is still in cache.
 
 use super::simd::{map2, map3, row_sum, simd_entry, with_f32_out, Simd};
-use super::{check_isa, check_len, elements, f32_row, for_row_blocks, Element, Scratch};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, elements, f32_row, for_row_blocks, Element, Scratch};
+use crate::{Exec, Isa, KernelError, Parallelism};
 
 /// RMSNorm: `out[r, c] = x[r, c] / sqrt(mean_c(x[r, c]²) + eps) * weight[c]`.
 ///
@@ -20,22 +20,21 @@ pub fn rms_norm<T: Element>(
     eps: f32,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    rms_norm_with_isa(crate::isa::active(), x, weight, out, rows, cols, eps, par)
+    rms_norm_with_isa(Exec::active(par), x, weight, out, rows, cols, eps)
 }
 
-/// [`rms_norm`] on a given instruction-set path.
-#[allow(clippy::too_many_arguments)]
+/// [`rms_norm`] on the instruction-set path and threads `exec` names.
 pub fn rms_norm_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
     weight: &[T],
     out: &mut [T],
     rows: usize,
     cols: usize,
     eps: f32,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let Exec { isa, par } = exec;
+    isa.require()?;
     let n = elements(rows, cols)?;
     check_len("x", x.len(), n)?;
     check_len("weight", weight.len(), cols)?;
@@ -48,49 +47,46 @@ pub fn rms_norm_with_isa<T: Element>(
     Ok(())
 }
 
+/// The per-column scale and optional shift a LayerNorm applies after normalising.
+#[derive(Debug, Clone, Copy)]
+pub struct NormWeights<'a, T> {
+    /// The scale, `[cols]`.
+    pub weight: &'a [T],
+    /// The shift, `[cols]`; `None`: no shift.
+    pub bias: Option<&'a [T]>,
+}
+
 /// LayerNorm: `out[r, c] = (x[r, c] - mean_r) / sqrt(var_r + eps) * weight[c] + bias[c]`,
-/// with the mean and (biased) variance of row `r`; no bias when `bias` is `None`.
+/// with the mean and (biased) variance of row `r`, `weight` and `bias` from `weights`; no
+/// bias when `weights.bias` is `None`.
 ///
 /// `x` and `out` are `[rows, cols]` row-major, `weight` and `bias` are `[cols]`. The variance
 /// is computed in a second pass over the centred row, so large means do not cancel.
-#[allow(clippy::too_many_arguments)]
 pub fn layer_norm<T: Element>(
     x: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
+    weights: NormWeights<'_, T>,
     out: &mut [T],
     rows: usize,
     cols: usize,
     eps: f32,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    layer_norm_with_isa(
-        crate::isa::active(),
-        x,
-        weight,
-        bias,
-        out,
-        rows,
-        cols,
-        eps,
-        par,
-    )
+    layer_norm_with_isa(Exec::active(par), x, weights, out, rows, cols, eps)
 }
 
-/// [`layer_norm`] on a given instruction-set path.
-#[allow(clippy::too_many_arguments)]
+/// [`layer_norm`] on the instruction-set path and threads `exec` names.
 pub fn layer_norm_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
+    weights: NormWeights<'_, T>,
     out: &mut [T],
     rows: usize,
     cols: usize,
     eps: f32,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let Exec { isa, par } = exec;
+    let NormWeights { weight, bias } = weights;
+    isa.require()?;
     let n = elements(rows, cols)?;
     check_len("x", x.len(), n)?;
     check_len("weight", weight.len(), cols)?;
@@ -130,7 +126,6 @@ fn rms_block<S: Simd, T: Element>(s: S, x: &[T], w: &[f32], out: &mut [T], cols:
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn layer_block<S: Simd, T: Element>(
     s: S,

@@ -7,8 +7,8 @@
 //! lose no precision; the rotation itself is f32.
 
 use super::simd::{simd_entry, Simd};
-use super::{check_isa, check_len, elements, for_row_blocks, Element};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, elements, for_row_blocks, Element};
+use crate::{Exec, Isa, KernelError, Parallelism};
 
 /// Which elements of a head form a rotated pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,107 +40,76 @@ pub enum RopePositions<'a> {
     PerRow(&'a [u32]),
 }
 
+/// The shape of a RoPE operand: `rows` tokens of `heads` heads of `head_dim` values, row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RopeShape {
+    /// Rows (tokens).
+    pub rows: usize,
+    /// Heads per row.
+    pub heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+}
+
 /// Applies RoPE to `x` in place: `x` is `[rows, heads, head_dim]` row-major.
 pub fn rope_inplace<T: Element>(
     x: &mut [T],
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
+    shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    rope_inplace_with_isa(
-        crate::isa::active(),
-        x,
-        rows,
-        heads,
-        head_dim,
-        params,
-        positions,
-        par,
-    )
+    rope_inplace_with_isa(Exec::active(par), x, shape, params, positions)
 }
 
-/// [`rope_inplace`] on a given instruction-set path.
-#[allow(clippy::too_many_arguments)]
+/// [`rope_inplace`] on the instruction-set path and threads `exec` names.
 pub fn rope_inplace_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &mut [T],
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
+    shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    let cols = validate(isa, rows, heads, head_dim, params, positions)?;
-    let n = elements(rows, cols)?;
+    let Exec { isa, par } = exec;
+    let cols = validate(isa, shape, params, positions)?;
+    let n = elements(shape.rows, cols)?;
     check_len("x", x.len(), n)?;
-    run(
-        isa,
-        None,
-        &mut x[..n],
-        rows,
-        heads,
-        head_dim,
-        params,
-        positions,
-        par,
-    );
+    run(isa, None, &mut x[..n], shape, params, positions, par);
     Ok(())
 }
 
 /// Applies RoPE to `x` into `out` (both `[rows, heads, head_dim]` row-major); elements past
 /// `rotary_dim` in each head are copied.
-#[allow(clippy::too_many_arguments)]
 pub fn rope<T: Element>(
     x: &[T],
     out: &mut [T],
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
+    shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    rope_with_isa(
-        crate::isa::active(),
-        x,
-        out,
-        rows,
-        heads,
-        head_dim,
-        params,
-        positions,
-        par,
-    )
+    rope_with_isa(Exec::active(par), x, out, shape, params, positions)
 }
 
-/// [`rope`] on a given instruction-set path.
-#[allow(clippy::too_many_arguments)]
+/// [`rope`] on the instruction-set path and threads `exec` names.
 pub fn rope_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
     out: &mut [T],
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
+    shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    let cols = validate(isa, rows, heads, head_dim, params, positions)?;
-    let n = elements(rows, cols)?;
+    let Exec { isa, par } = exec;
+    let cols = validate(isa, shape, params, positions)?;
+    let n = elements(shape.rows, cols)?;
     check_len("x", x.len(), n)?;
     check_len("out", out.len(), n)?;
     run(
         isa,
         Some(&x[..n]),
         &mut out[..n],
-        rows,
-        heads,
-        head_dim,
+        shape,
         params,
         positions,
         par,
@@ -150,13 +119,16 @@ pub fn rope_with_isa<T: Element>(
 
 fn validate(
     isa: Isa,
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
+    shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
 ) -> Result<usize, KernelError> {
-    check_isa(isa)?;
+    let RopeShape {
+        rows,
+        heads,
+        head_dim,
+    } = shape;
+    isa.require()?;
     if !params.rotary_dim.is_multiple_of(2) || params.rotary_dim > head_dim {
         return Err(KernelError::BadShape {
             detail: format!(
@@ -183,18 +155,20 @@ fn validate(
     elements(heads, head_dim)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run<T: Element>(
     isa: Isa,
     src: Option<&[T]>,
     x: &mut [T],
-    rows: usize,
-    heads: usize,
-    head_dim: usize,
+    shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
     par: Parallelism,
 ) {
+    let RopeShape {
+        rows,
+        heads,
+        head_dim,
+    } = shape;
     let cols = heads * head_dim;
     if params.rotary_dim == 0 || cols == 0 {
         if let Some(src) = src {

@@ -2,8 +2,8 @@
 
 use super::math;
 use super::simd::{simd_entry, with_f32_out, Simd};
-use super::{check_isa, check_len, elements, f32_row, for_row_blocks, Element, Scratch};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, elements, f32_row, for_row_blocks, Element, Scratch};
+use crate::{Exec, KernelError, Parallelism};
 
 /// Softmax over each row of `x` (`[rows, cols]` row-major) into `out`, of `scale * x`
 /// (`scale = 1.0` for the plain softmax; attention passes `1/sqrt(d)`).
@@ -20,20 +20,20 @@ pub fn softmax<T: Element>(
     scale: f32,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    softmax_with_isa(crate::isa::active(), x, out, rows, cols, scale, par)
+    softmax_with_isa(Exec::active(par), x, out, rows, cols, scale)
 }
 
-/// [`softmax`] on a given instruction-set path.
+/// [`softmax`] on the instruction-set path and threads `exec` names.
 pub fn softmax_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
     out: &mut [T],
     rows: usize,
     cols: usize,
     scale: f32,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let Exec { isa, par } = exec;
+    isa.require()?;
     let n = elements(rows, cols)?;
     check_len("x", x.len(), n)?;
     check_len("out", out.len(), n)?;

@@ -6,8 +6,8 @@
 //! lists NaNs first.
 
 use super::simd::{simd_entry, Simd};
-use super::{check_isa, check_len, elements, f32_row, for_row_blocks_work, Element, Scratch};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_len, elements, f32_row, for_row_blocks_work, Element, Scratch};
+use crate::{Exec, Isa, KernelError, Parallelism};
 
 /// `out[r]` = the index of the largest value in row `r` of `x` (`[rows, cols]` row-major),
 /// the lowest such index on ties; see the module docs for NaN.
@@ -20,19 +20,19 @@ pub fn argmax<T: Element>(
     cols: usize,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    argmax_with_isa(crate::isa::active(), x, out, rows, cols, par)
+    argmax_with_isa(Exec::active(par), x, out, rows, cols)
 }
 
-/// [`argmax`] on a given instruction-set path.
+/// [`argmax`] on the instruction-set path and threads `exec` names.
 pub fn argmax_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
     out: &mut [u32],
     rows: usize,
     cols: usize,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let Exec { isa, par } = exec;
+    isa.require()?;
     let n = elements(rows, cols)?;
     check_len("x", x.len(), n)?;
     check_len("out", out.len(), rows)?;
@@ -50,7 +50,6 @@ pub fn argmax_with_isa<T: Element>(
 /// The `k` largest values of each row of `x` (`[rows, cols]`) in descending order, into
 /// `values` and `indices` (`[rows, k]` each); ties go to the lower index, see the module docs
 /// for NaN. `k` may be 0 (nothing is written) but not larger than `cols`.
-#[allow(clippy::too_many_arguments)]
 pub fn top_k<T: Element>(
     x: &[T],
     values: &mut [T],
@@ -60,23 +59,23 @@ pub fn top_k<T: Element>(
     k: usize,
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    top_k_with_isa(crate::isa::active(), x, values, indices, rows, cols, k, par)
+    top_k_with_isa(Exec::active(par), x, values, indices, rows, cols, k)
 }
 
-/// [`top_k`] on a given instruction-set path (the path runs the widening of f16/bf16 rows
-/// and the vector compare that skips elements below the current k-th).
-#[allow(clippy::too_many_arguments)]
+/// [`top_k`] on the instruction-set path and threads `exec` names (the path runs the
+/// widening of f16/bf16 rows and the vector compare that skips elements below the current
+/// k-th).
 pub fn top_k_with_isa<T: Element>(
-    isa: Isa,
+    exec: Exec,
     x: &[T],
     values: &mut [T],
     indices: &mut [u32],
     rows: usize,
     cols: usize,
     k: usize,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
-    check_isa(isa)?;
+    let Exec { isa, par } = exec;
+    isa.require()?;
     if k > cols {
         return Err(KernelError::BadShape {
             detail: format!("top-k with k = {k} over rows of {cols} elements"),

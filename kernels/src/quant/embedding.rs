@@ -1,50 +1,42 @@
 //! Embedding lookup from quantised tables: dequantise the selected rows.
 //!
 //! f32/f16 tables are plain gathers and live with the other LLM operations; this covers
-//! tables stored as GGUF Q8_0, Q4_0 or Q4_1 (and any other [`QuantFormat`]: the row decode
-//! is shared with [`dequantize`](super::dequantize)).
+//! tables stored as GGUF Q8_0, Q4_0 or Q4_1 (and any other
+//! [`QuantFormat`](super::QuantFormat): the row decode is shared with
+//! [`dequantize`](super::dequantize)).
 
-use super::{check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem, QuantFormat};
+use super::{check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem, QWeights};
 use crate::{Isa, KernelError};
 
-/// Gathers rows `ids` of a quantised `vocab x dim` table into `out` (`ids.len() x dim`).
+/// Gathers rows `ids` of a quantised table (`vocab = table.n` rows of `dim = table.k` values)
+/// into `out` (`ids.len() x dim`).
 ///
 /// An id at or past `vocab` is a [`KernelError::BadShape`] naming its position; nothing is
-/// written in that case. `scales` follows the format's rule (see [`QuantFormat::row_scales`]).
+/// written in that case. `table.scales` follows the format's rule (see
+/// [`QuantFormat::row_scales`](super::QuantFormat::row_scales)).
 pub fn embedding<T: ActElem>(
-    format: QuantFormat,
-    table: &[u8],
-    scales: Option<&[f32]>,
-    vocab: usize,
-    dim: usize,
+    table: &QWeights<'_>,
     ids: &[u32],
     out: &mut [T],
 ) -> Result<(), KernelError> {
-    embedding_with_isa(
-        crate::isa::active(),
-        format,
-        table,
-        scales,
-        vocab,
-        dim,
-        ids,
-        out,
-    )
+    embedding_with_isa(crate::isa::active(), table, ids, out)
 }
 
 /// [`embedding`] on a chosen instruction-set path (the row decode is scalar on every path,
 /// bound by the bytes it reads; the argument keeps the kernel family's calling shape).
-#[allow(clippy::too_many_arguments)]
 pub fn embedding_with_isa<T: ActElem>(
     _isa: Isa,
-    format: QuantFormat,
-    table: &[u8],
-    scales: Option<&[f32]>,
-    vocab: usize,
-    dim: usize,
+    table: &QWeights<'_>,
     ids: &[u32],
     out: &mut [T],
 ) -> Result<(), KernelError> {
+    let QWeights {
+        format,
+        data: table,
+        scales,
+        n: vocab,
+        k: dim,
+    } = *table;
     let rb = row_bytes(format, dim)?;
     need("table", mul_checked(vocab, rb, "table")?, table.len())?;
     need("out", mul_checked(ids.len(), dim, "out")?, out.len())?;

@@ -82,29 +82,25 @@ pub struct W8A8Params {
     pub activation: Activation,
 }
 
+/// Rows of int8 codes with one f32 scale per row: row `i` stands for `codes[i][..] * scales[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScaledI8<'a> {
+    /// The codes, row-major.
+    pub codes: &'a [i8],
+    /// One scale per row.
+    pub scales: &'a [f32],
+}
+
 /// W8A8 GEMM on the host's best path; see [`w8a8_gemm_with_isa`].
-#[allow(clippy::too_many_arguments)]
 pub fn w8a8_gemm<TY: super::ActElem>(
     p: &W8A8Params,
-    xq: &[i8],
-    x_scales: &[f32],
-    wq: &[i8],
-    w_scales: &[f32],
+    x: ScaledI8<'_>,
+    w: ScaledI8<'_>,
     bias: Option<&[f32]>,
     y: &mut [TY],
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    w8a8_gemm_with_isa(
-        crate::isa::active(),
-        p,
-        xq,
-        x_scales,
-        wq,
-        w_scales,
-        bias,
-        y,
-        par,
-    )
+    w8a8_gemm_with_isa(crate::isa::active(), p, x, w, bias, y, par)
 }
 
 const MR: usize = 8;
@@ -116,28 +112,19 @@ const MC_PANELS: usize = 16;
 
 /// `y[i][j] = act(x_scales[i] * w_scales[j] * sum_k xq[i][k] wq[j][k] + bias[j])`.
 ///
-/// `xq` is `m x k`, `wq` is `n x k` (both row-major), `x_scales` has `m` entries and `w_scales`
-/// and `bias` `n`; `y` is `m x n`. Codes of -128 are accepted (the sums stay exact).
-#[allow(clippy::too_many_arguments)]
+/// `xq = x.codes` is `m x k`, `wq = w.codes` is `n x k` (both row-major), `x_scales =
+/// x.scales` has `m` entries and `w_scales = w.scales` and `bias` `n`; `y` is `m x n`. Codes of -128 are accepted (the sums stay exact).
 pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
     isa: Isa,
     p: &W8A8Params,
-    xq: &[i8],
-    x_scales: &[f32],
-    wq: &[i8],
-    w_scales: &[f32],
+    x: ScaledI8<'_>,
+    w: ScaledI8<'_>,
     bias: Option<&[f32]>,
     y: &mut [TY],
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    if !isa.is_supported() {
-        return Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set {} is not available on this host",
-                isa.name()
-            ),
-        });
-    }
+    let (xq, x_scales, wq, w_scales) = (x.codes, x.scales, w.codes, w.scales);
+    isa.require()?;
     let (m, n, k) = (p.m, p.n, p.k);
     if k > 1 << 17 {
         return Err(KernelError::Unsupported {
@@ -262,7 +249,7 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
                         // SAFETY: `stream_out` implies AVX-512 and f32 output; the 32 floats at
                         // `dst` (row i0 + r < m, columns j0..j0 + 32 <= n) are this unit's
                         // alone, 64-byte aligned, and `y` outlives the parallel loop.
-                        unsafe { super::simd_avx512::stream_row32(&row, dst.cast()) };
+                        unsafe { super::simd::avx512::stream_row32(&row, dst.cast()) };
                         continue;
                     }
                     // SAFETY: row i0 + r < m and columns j0..j0 + nc < n; units cover disjoint
@@ -382,7 +369,7 @@ fn micro(
     {
         if vnni {
             // SAFETY: VNNI presence checked by the caller; slice lengths as asserted above.
-            return unsafe { super::simd_avx512::w8a8_micro(k4, a, b, tile, accumulate) };
+            return unsafe { super::simd::avx512::w8a8_micro(k4, a, b, tile, accumulate) };
         }
         if avx2 {
             // SAFETY: AVX2 checked by the caller (isa >= Avx2 and supported).

@@ -20,15 +20,14 @@ mod prefill;
 mod q4;
 mod q8_0;
 pub mod qmatmul;
-mod simd_avx2;
-mod simd_avx512;
+mod simd;
 mod xprep;
 
 use crate::KernelError;
 
 pub use act::{ActElem, Activation};
 pub use embedding::{embedding, embedding_with_isa};
-pub use int8::{w8a8_gemm, w8a8_gemm_with_isa, W8A8Params};
+pub use int8::{w8a8_gemm, w8a8_gemm_with_isa, ScaledI8, W8A8Params};
 pub use qmatmul::{qmatmul, qmatmul_with_isa, ActQuant, QMatmulParams, QWeights};
 
 /// A weight storage format.

@@ -15,7 +15,8 @@
 //! Error bounds: the float path is the dequantised product up to f32 summation error; the
 //! integer path adds the activation rounding, at most `max|x_block| / 254` per value.
 
-use super::xprep::{Layout, XPrep, GROUP, LANES};
+use super::simd::IntKernel;
+use super::xprep::{XPrep, GROUP};
 use super::{
     act::store_row, check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem,
     Activation, QuantFormat,
@@ -89,14 +90,7 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
     y: &mut [TY],
     par: Parallelism,
 ) -> Result<(), KernelError> {
-    if !isa.is_supported() {
-        return Err(KernelError::Unsupported {
-            detail: format!(
-                "instruction set {} is not available on this host",
-                isa.name()
-            ),
-        });
-    }
+    isa.require()?;
     let (m, n, k) = (params.m, w.n, w.k);
     let rb = row_bytes(w.format, k)?;
     need("w", mul_checked(n, rb, "w")?, w.data.len())?;
@@ -162,10 +156,14 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
         return super::int8::w8a8_gemm_with_isa(
             isa,
             &p,
-            &xq,
-            &xs,
-            wq,
-            scales.expect("checked: I8 requires scales"),
+            super::int8::ScaledI8 {
+                codes: &xq,
+                scales: &xs,
+            },
+            super::int8::ScaledI8 {
+                codes: wq,
+                scales: scales.expect("checked: I8 requires scales"),
+            },
             bias,
             y,
             par,
@@ -453,224 +451,7 @@ pub(crate) struct KernelArgs<'a> {
     pub mr: usize,
 }
 
-#[derive(Clone, Copy)]
-enum IntKernel {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512Vnni,
-}
-
-impl IntKernel {
-    fn choose(isa: Isa) -> IntKernel {
-        match isa {
-            Isa::Portable => IntKernel::Portable,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 if crate::isa::has_avx512_vnni() => IntKernel::Avx512Vnni,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 => IntKernel::Avx2,
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => IntKernel::Portable,
-        }
-    }
-
-    /// Whether the packed-tile prefill microkernel exists for this kernel.
-    fn has_tiles(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            IntKernel::Avx512Vnni => true,
-            _ => false,
-        }
-    }
-
-    fn layout(self) -> Layout {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            IntKernel::Avx512Vnni => Layout::Wide,
-            _ => Layout::Pair,
-        }
-    }
-
-    fn run(self, a: &KernelArgs<'_>, out: &mut [f32]) {
-        debug_assert!(a.w.len() == a.nrows * a.rb && out.len() >= a.mr * a.nrows);
-        debug_assert!(a.x0 + a.mr <= a.xp.qx.len() / a.xp.kp);
-        match self {
-            IntKernel::Portable => portable_kernel(a, out),
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: chosen only when the host has AVX2+FMA+F16C (Isa::Avx2 or above is
-            // supported, checked at entry); the arguments were validated by the caller.
-            IntKernel::Avx2 => unsafe { super::simd_avx2::kernel(a, out) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: chosen only when AVX-512 F/BW/VL and VNNI are present.
-            IntKernel::Avx512Vnni => unsafe { super::simd_avx512::kernel(a, out) },
-        }
-    }
-}
-
 /// The groups of 64 values one weight row holds.
 pub(crate) fn groups(k: usize) -> usize {
     k.div_ceil(GROUP)
-}
-
-/// One decoded group on the portable path.
-struct Decoded {
-    /// Signed codes (offset removed).
-    w: [i8; GROUP],
-    /// Weight scale of each lane.
-    sl: [f32; LANES],
-    /// Minimum term of each lane (`m` for Q4_1, `-dmin * m` for Q4_K).
-    ml: [f32; LANES],
-}
-
-/// Decodes group `g` of a weight row into signed codes (offset removed), per-lane scales and
-/// per-lane minimum terms, in the order [`XPrep`] lays out activations.
-fn decode_group(
-    format: QuantFormat,
-    row: &[u8],
-    k: usize,
-    g: usize,
-    rscale: f32,
-    out: &mut Decoded,
-) {
-    use super::f16_at;
-    use super::kquants::{q4_k_scales, q6_k_code};
-    let Decoded { w, sl, ml } = out;
-    *w = [0; GROUP];
-    *sl = [0.0; LANES];
-    *ml = [0.0; LANES];
-    match format {
-        QuantFormat::Q8_0 => {
-            for b in 0..2 {
-                let blk = 2 * g + b;
-                if 32 * blk >= k {
-                    break;
-                }
-                let bb = &row[34 * blk..34 * blk + 34];
-                let d = f16_at(bb, 0);
-                for j in 0..32 {
-                    w[32 * b + j] = bb[2 + j] as i8;
-                }
-                sl[8 * b..8 * b + 8].fill(d);
-            }
-        }
-        QuantFormat::I8 => {
-            let end = (64 * g + 64).min(k);
-            for (o, &v) in w.iter_mut().zip(&row[64 * g..end]) {
-                *o = v as i8;
-            }
-            sl[..(end - 64 * g) / 4].fill(rscale);
-        }
-        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-            let (bytes, qoff, sub) = if format == QuantFormat::Q4_0 {
-                (18, 2, 8)
-            } else {
-                (20, 4, 0)
-            };
-            let pair = 64 * g + 64 <= k;
-            let nb = if pair { 2 } else { 1 };
-            for b in 0..nb {
-                let bb = &row[bytes * (2 * g + b)..bytes * (2 * g + b + 1)];
-                let d = f16_at(bb, 0);
-                let mn = if format == QuantFormat::Q4_1 {
-                    f16_at(bb, 2)
-                } else {
-                    0.0
-                };
-                for j in 0..16 {
-                    let lo = (bb[qoff + j] & 0x0F) as i8 - sub;
-                    let hi = (bb[qoff + j] >> 4) as i8 - sub;
-                    if pair {
-                        w[16 * b + j] = lo;
-                        w[32 + 16 * b + j] = hi;
-                    } else {
-                        w[j] = lo;
-                        w[16 + j] = hi;
-                    }
-                }
-                if pair {
-                    for half in 0..2 {
-                        let l0 = 8 * half + 4 * b;
-                        sl[l0..l0 + 4].fill(d);
-                        ml[l0..l0 + 4].fill(mn);
-                    }
-                } else {
-                    sl[..8].fill(d);
-                    ml[..8].fill(mn);
-                }
-            }
-        }
-        QuantFormat::Q4_K => {
-            let (sb, gi) = (g / 4, g % 4);
-            let bb = &row[144 * sb..144 * sb + 144];
-            let d = f16_at(bb, 0);
-            let dmin = f16_at(bb, 2);
-            let (sc, mn) = q4_k_scales(&bb[4..16]);
-            let z = &bb[16 + 64 * (gi / 2)..16 + 64 * (gi / 2) + 64];
-            for j in 0..64 {
-                w[j] = if gi % 2 == 0 { z[j] & 0x0F } else { z[j] >> 4 } as i8;
-            }
-            for half in 0..2 {
-                let sub = (gi / 2) * 4 + gi % 2 + 2 * half;
-                sl[8 * half..8 * half + 8].fill(d * sc[sub] as f32);
-                ml[8 * half..8 * half + 8].fill(-(dmin * mn[sub] as f32));
-            }
-        }
-        QuantFormat::Q6_K => {
-            let (sb, gi) = (g / 4, g % 4);
-            let bb = &row[210 * sb..210 * sb + 210];
-            let (ql, rest) = bb.split_at(128);
-            let (qh, rest) = rest.split_at(64);
-            let d = f16_at(rest, 16);
-            let (h, part) = (gi / 2, gi % 2);
-            for (j, wj) in w.iter_mut().enumerate() {
-                *wj = q6_k_code(ql, qh, h, 2 * part + j / 32, j % 32) as i8 - 32;
-            }
-            for (lane, s) in sl.iter_mut().enumerate() {
-                *s = d * rest[8 * h + 4 * part + lane / 4] as i8 as f32;
-            }
-        }
-        QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => unreachable!("FP8 has no integer path"),
-    }
-}
-
-fn portable_kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
-    let xp = a.xp;
-    let lanes_row = xp.kp / 4;
-    let mins = super::xprep::has_mins(a.format);
-    let mut dec = Decoded {
-        w: [0; GROUP],
-        sl: [0.0; LANES],
-        ml: [0.0; LANES],
-    };
-    let mut acc = [[0.0f32; LANES]; GEMV_MAX_M];
-    for r in 0..a.nrows {
-        let row = &a.w[r * a.rb..(r + 1) * a.rb];
-        let rscale = a.wscale.map_or(1.0, |s| s[r]);
-        for lane in acc.iter_mut().take(a.mr) {
-            *lane = [0.0; LANES];
-        }
-        for g in 0..groups(a.k) {
-            decode_group(a.format, row, a.k, g, rscale, &mut dec);
-            let Decoded { w, sl, ml } = &dec;
-            for (i, acc) in acc.iter_mut().enumerate().take(a.mr) {
-                let xi = a.x0 + i;
-                let qx = &xp.qx[xi * xp.kp + GROUP * g..xi * xp.kp + GROUP * (g + 1)];
-                let lb = xi * lanes_row + LANES * g;
-                for l in 0..LANES {
-                    let mut dot = 0i32;
-                    for t in 0..4 {
-                        dot += w[4 * l + t] as i32 * qx[4 * l + t] as i32;
-                    }
-                    acc[l] += dot as f32 * xp.dx[lb + l] * sl[l];
-                    if mins {
-                        acc[l] += ml[l] * xp.msum[lb + l];
-                    }
-                }
-            }
-        }
-        for i in 0..a.mr {
-            out[i * a.nrows + r] = acc[i].iter().sum();
-        }
-    }
 }

@@ -278,7 +278,6 @@ fn row_body<TX: ActElem>(
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
 /// # Safety
 /// - the host supports AVX-512 F/BW/DQ/VL.
-#[allow(clippy::too_many_arguments)]
 unsafe fn row_avx512<TX: ActElem>(
     plan: &Plan,
     xrow: &[TX],
@@ -307,17 +306,28 @@ unsafe fn row_avx2<TX: ActElem>(
     row_body(plan, xrow, qrow, dx, corr, msum, sc)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where one prepared row goes: its codes, lane scales, lane corrections and minimum sums.
+struct RowOut<'a> {
+    q: &'a mut [i8],
+    dx: &'a mut [f32],
+    corr: &'a mut [i32],
+    msum: &'a mut [f32],
+}
+
+/// Prepares one row on path `isa` (see [`row_body`]).
 fn prep_row<TX: ActElem>(
     isa: crate::Isa,
     plan: &Plan,
     xrow: &[TX],
-    qrow: &mut [i8],
-    dx: &mut [f32],
-    corr: &mut [i32],
-    msum: &mut [f32],
+    out: RowOut<'_>,
     sc: &mut Scratch,
 ) {
+    let RowOut {
+        q: qrow,
+        dx,
+        corr,
+        msum,
+    } = out;
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` is supported by the host (checked by the caller of `XPrep::new`).
@@ -403,7 +413,6 @@ impl XPrep {
     /// Quantises `m` rows of `x` (row length `k`, a multiple of 32) for `format`'s weights,
     /// splitting rows over the granted threads when there are many. `isa` must be supported
     /// by the host; it only picks the vector width the preparation is compiled for.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new<TX: ActElem>(
         isa: crate::Isa,
         format: QuantFormat,
@@ -437,12 +446,16 @@ impl XPrep {
             let rows: Vec<_> = rows.collect();
             rows.into_par_iter().with_min_len(16).for_each_init(
                 || Scratch::new(k),
-                |sc, (i, (((q, d), c), ms))| prep_row(isa, &plan, xrow(i), q, d, c, ms, sc),
+                |sc, (i, (((q, dx), corr), msum))| {
+                    let out = RowOut { q, dx, corr, msum };
+                    prep_row(isa, &plan, xrow(i), out, sc)
+                },
             );
         } else {
             let mut sc = Scratch::new(k);
-            for (i, (((q, d), c), ms)) in rows {
-                prep_row(isa, &plan, xrow(i), q, d, c, ms, &mut sc);
+            for (i, (((q, dx), corr), msum)) in rows {
+                let out = RowOut { q, dx, corr, msum };
+                prep_row(isa, &plan, xrow(i), out, &mut sc);
             }
         }
         xp

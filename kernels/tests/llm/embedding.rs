@@ -1,7 +1,7 @@
 use crate::common::*;
 use half::{bf16, f16};
-use knpu_kernels::isa;
 use knpu_kernels::llm::{embedding_with_isa, Element};
+use knpu_kernels::{isa, Exec};
 
 fn run<T: Element, O: Element>() {
     let mut rng = Rng::new(7);
@@ -14,7 +14,16 @@ fn run<T: Element, O: Element>() {
             for isa in isa::supported() {
                 let mut out = vec![O::from_f32(f32::NAN); tokens * dim];
                 let par = par_for(tokens * dim);
-                embedding_with_isa(isa, &table, vocab, dim, &ids, tokens, &mut out, par).unwrap();
+                embedding_with_isa(
+                    Exec::new(isa, par),
+                    &table,
+                    vocab,
+                    dim,
+                    &ids,
+                    tokens,
+                    &mut out,
+                )
+                .unwrap();
                 for (t, &id) in ids.iter().enumerate() {
                     for c in 0..dim {
                         let want = O::from_f32(table[id as usize * dim + c].to_f32());

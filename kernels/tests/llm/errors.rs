@@ -1,7 +1,7 @@
 //! Bad arguments are errors, never panics or out-of-bounds access, and outputs stay untouched.
 
 use knpu_kernels::llm::*;
-use knpu_kernels::{KernelError, Parallelism};
+use knpu_kernels::{Exec, KernelError, Parallelism};
 
 const P: Parallelism = Parallelism::None;
 
@@ -27,7 +27,18 @@ fn short_slices_are_rejected() {
     too_short(rms_norm(&x[..11], &x, &mut out, 3, 4, 1e-5, P), "x");
     too_short(rms_norm(&x, &x, &mut out[..11], 3, 4, 1e-5, P), "out");
     too_short(
-        layer_norm(&x, &x, Some(&x[..3]), &mut out, 3, 4, 1e-5, P),
+        layer_norm(
+            &x,
+            NormWeights {
+                weight: &x,
+                bias: Some(&x[..3]),
+            },
+            &mut out,
+            3,
+            4,
+            1e-5,
+            P,
+        ),
         "bias",
     );
     too_short(softmax(&x, &mut out[..5], 2, 3, 1.0, P), "out");
@@ -51,11 +62,33 @@ fn short_slices_are_rejected() {
         base: 10000.0,
     };
     too_short(
-        rope(&x, &mut out[..8], 3, 1, 4, &p, RopePositions::Start(0), P),
+        rope(
+            &x,
+            &mut out[..8],
+            RopeShape {
+                rows: 3,
+                heads: 1,
+                head_dim: 4,
+            },
+            &p,
+            RopePositions::Start(0),
+            P,
+        ),
         "out",
     );
     too_short(
-        rope(&x, &mut out, 3, 1, 4, &p, RopePositions::PerRow(&[1, 2]), P),
+        rope(
+            &x,
+            &mut out,
+            RopeShape {
+                rows: 3,
+                heads: 1,
+                head_dim: 4,
+            },
+            &p,
+            RopePositions::PerRow(&[1, 2]),
+            P,
+        ),
         "positions",
     );
     too_short(embedding(&x, 4, 4, &[0, 1], 2, &mut out, P), "table");
@@ -100,7 +133,17 @@ fn bad_shapes_and_values_are_rejected() {
             rotary_dim: rot,
             base,
         };
-        bad_shape(rope_inplace(&mut out, 2, 2, 4, &p, pos, P));
+        bad_shape(rope_inplace(
+            &mut out,
+            RopeShape {
+                rows: 2,
+                heads: 2,
+                head_dim: 4,
+            },
+            &p,
+            pos,
+            P,
+        ));
     }
     let p = RopeParams {
         style: RopeStyle::NeoX,
@@ -109,9 +152,11 @@ fn bad_shapes_and_values_are_rejected() {
     };
     bad_shape(rope_inplace(
         &mut out,
-        2,
-        2,
-        4,
+        RopeShape {
+            rows: 2,
+            heads: 2,
+            head_dim: 4,
+        },
         &p,
         RopePositions::Start(u64::MAX - 1),
         P,
@@ -130,7 +175,7 @@ fn unsupported_isa_is_an_error() {
         }
         let x = [1.0f32; 4];
         let mut out = [0.0f32; 4];
-        let r = softmax_with_isa(isa, &x, &mut out, 1, 4, 1.0, P);
+        let r = softmax_with_isa(Exec::new(isa, P), &x, &mut out, 1, 4, 1.0);
         assert!(matches!(r, Err(KernelError::Unsupported { .. })), "{r:?}");
     }
 }

@@ -1,6 +1,6 @@
 use crate::common::*;
-use knpu_kernels::isa;
-use knpu_kernels::llm::{layer_norm_with_isa, rms_norm_with_isa, Element};
+use knpu_kernels::llm::{layer_norm_with_isa, rms_norm_with_isa, Element, NormWeights};
+use knpu_kernels::{isa, Exec};
 
 fn rms<T: Element>() {
     let mut rng = Rng::new(1);
@@ -21,8 +21,16 @@ fn rms<T: Element>() {
         let scale: Vec<f64> = want.iter().map(|v| v.abs()).collect();
         for isa in isa::supported() {
             let mut out = vec![T::from_f32(f32::NAN); rows * cols];
-            rms_norm_with_isa(isa, &x, &w, &mut out, rows, cols, eps, par_for(rows * cols))
-                .unwrap();
+            rms_norm_with_isa(
+                Exec::new(isa, par_for(rows * cols)),
+                &x,
+                &w,
+                &mut out,
+                rows,
+                cols,
+                eps,
+            )
+            .unwrap();
             // f32 sum of squares over up to 4097 terms plus a few roundings.
             check(
                 &out,
@@ -64,15 +72,13 @@ fn layer<T: Element>() {
                 let mut out = vec![T::from_f32(f32::NAN); rows * cols];
                 let bias = with_bias.then_some(&b[..]);
                 layer_norm_with_isa(
-                    isa,
+                    Exec::new(isa, par_for(rows * cols)),
                     &x,
-                    &w,
-                    bias,
+                    NormWeights { weight: &w, bias },
                     &mut out,
                     rows,
                     cols,
                     eps,
-                    par_for(rows * cols),
                 )
                 .unwrap();
                 let ctx = format!(

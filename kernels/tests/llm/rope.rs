@@ -1,8 +1,8 @@
 use crate::common::*;
-use knpu_kernels::isa;
 use knpu_kernels::llm::{
-    rope_inplace_with_isa, rope_with_isa, Element, RopeParams, RopePositions, RopeStyle,
+    rope_inplace_with_isa, rope_with_isa, Element, RopeParams, RopePositions, RopeShape, RopeStyle,
 };
+use knpu_kernels::{isa, Exec};
 
 #[allow(clippy::too_many_arguments)]
 fn reference(
@@ -97,28 +97,30 @@ fn run<T: Element>() {
                         );
                         let mut out = vec![T::from_f32(f32::NAN); n];
                         rope_with_isa(
-                            isa,
+                            Exec::new(isa, par_for(n)),
                             &x,
                             &mut out,
-                            rows,
-                            heads,
-                            hd,
+                            RopeShape {
+                                rows,
+                                heads,
+                                head_dim: hd,
+                            },
                             &p,
                             positions,
-                            par_for(n),
                         )
                         .unwrap();
                         check(&out, &want, &scale, 1e-6, &ctx);
                         let mut inplace = x.clone();
                         rope_inplace_with_isa(
-                            isa,
+                            Exec::new(isa, par_for(n)),
                             &mut inplace,
-                            rows,
-                            heads,
-                            hd,
+                            RopeShape {
+                                rows,
+                                heads,
+                                head_dim: hd,
+                            },
                             &p,
                             positions,
-                            par_for(n),
                         )
                         .unwrap();
                         assert_eq!(

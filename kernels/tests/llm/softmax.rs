@@ -1,6 +1,6 @@
 use crate::common::*;
-use knpu_kernels::isa;
 use knpu_kernels::llm::{softmax_with_isa, Element};
+use knpu_kernels::{isa, Exec};
 
 fn reference(x: &[f64], rows: usize, cols: usize, scale: f64) -> Vec<f64> {
     let mut out = vec![0.0; rows * cols];
@@ -27,8 +27,15 @@ fn run<T: Element>() {
             let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
             for isa in isa::supported() {
                 let mut out = vec![T::from_f32(f32::NAN); rows * cols];
-                softmax_with_isa(isa, &x, &mut out, rows, cols, scale, par_for(rows * cols))
-                    .unwrap();
+                softmax_with_isa(
+                    Exec::new(isa, par_for(rows * cols)),
+                    &x,
+                    &mut out,
+                    rows,
+                    cols,
+                    scale,
+                )
+                .unwrap();
                 let ctx = format!(
                     "softmax {} {isa:?} {rows}x{cols} scale {scale}",
                     name::<T>()
@@ -52,13 +59,12 @@ fn softmax_special_values() {
         let x = [1.0, f32::NEG_INFINITY, 1.0, 3e38, 3e38, -3e38];
         let mut out = [0.0f32; 6];
         softmax_with_isa(
-            isa,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
             &x,
             &mut out,
             2,
             3,
             1.0,
-            knpu_kernels::Parallelism::None,
         )
         .unwrap();
         assert_eq!(&out[..3], &[0.5, 0.0, 0.5], "{isa:?}");
@@ -67,13 +73,12 @@ fn softmax_special_values() {
         let x = [1.0, f32::NAN, 2.0, inf, 1.0, 0.0, -inf, -inf, -inf];
         let mut out = [0.0f32; 9];
         softmax_with_isa(
-            isa,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
             &x,
             &mut out,
             3,
             3,
             1.0,
-            knpu_kernels::Parallelism::None,
         )
         .unwrap();
         assert!(out.iter().all(|v| v.is_nan()), "{isa:?} {out:?}");

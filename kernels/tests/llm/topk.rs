@@ -1,6 +1,6 @@
 use crate::common::*;
-use knpu_kernels::isa;
 use knpu_kernels::llm::{argmax_with_isa, top_k_with_isa, Element};
+use knpu_kernels::{isa, Exec};
 use std::cmp::Ordering;
 
 /// The documented order, written out plainly: NaN above everything, -0 == +0, then lower
@@ -55,7 +55,14 @@ fn run<T: Element>() {
             for isa in isa::supported() {
                 let ctx = format!("{} {isa:?} {rows}x{cols} nan {nan_rows}", name::<T>());
                 let mut am = vec![u32::MAX; rows];
-                argmax_with_isa(isa, &x, &mut am, rows, cols, par_for(rows * cols)).unwrap();
+                argmax_with_isa(
+                    Exec::new(isa, par_for(rows * cols)),
+                    &x,
+                    &mut am,
+                    rows,
+                    cols,
+                )
+                .unwrap();
                 for r in 0..rows {
                     assert_eq!(am[r] as usize, order[r][0], "argmax {ctx} row {r}");
                 }
@@ -66,14 +73,13 @@ fn run<T: Element>() {
                     let mut vals = vec![T::from_f32(1234.0); rows * k];
                     let mut idx = vec![u32::MAX; rows * k];
                     top_k_with_isa(
-                        isa,
+                        Exec::new(isa, par_for(rows * cols)),
                         &x,
                         &mut vals,
                         &mut idx,
                         rows,
                         cols,
                         k,
-                        par_for(rows * cols),
                     )
                     .unwrap();
                     for r in 0..rows {
@@ -111,20 +117,26 @@ fn argmax_and_top_k_on_monotonic_rows() {
     let x: Vec<f32> = up.iter().chain(&down).copied().collect();
     for isa in isa::supported() {
         let mut am = [0u32; 2];
-        argmax_with_isa(isa, &x, &mut am, 2, n, knpu_kernels::Parallelism::None).unwrap();
+        argmax_with_isa(
+            Exec::new(isa, knpu_kernels::Parallelism::None),
+            &x,
+            &mut am,
+            2,
+            n,
+        )
+        .unwrap();
         assert_eq!(am, [n as u32 - 1, 0], "{isa:?}");
         let k = 7;
         let mut vals = vec![0.0f32; 2 * k];
         let mut idx = vec![0u32; 2 * k];
         top_k_with_isa(
-            isa,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
             &x,
             &mut vals,
             &mut idx,
             2,
             n,
             k,
-            knpu_kernels::Parallelism::None,
         )
         .unwrap();
         let want_up: Vec<u32> = (0..k as u32).map(|j| n as u32 - 1 - j).collect();

@@ -4,7 +4,7 @@
 //! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
 //! each function's `# Safety` section, and only after `isa::detected()` reported AVX2 + FMA.
 
-use super::Ahead;
+use super::{Ahead, Pv, PvBlock, QkDot, Rows};
 use std::arch::x86_64::*;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -91,17 +91,8 @@ unsafe fn qk_block<const MK: usize>(
 /// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn qk(
-    qt: &[f32],
-    rp: usize,
-    d: usize,
-    k: &[f32],
-    koff: usize,
-    ks: usize,
-    nk: usize,
-    st: &mut [f32],
-) {
+pub(super) unsafe fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
+    let (k, koff, ks, nk) = keys.parts();
     let (qp, sp) = (qt.as_ptr(), st.as_mut_ptr());
     // SAFETY: `koff` is within `k` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let kp = unsafe { k.as_ptr().add(if nk > 0 { koff } else { 0 }) };
@@ -176,20 +167,10 @@ pub(super) unsafe fn softmax(
 /// - `o` must be readable and writable at `r * dp + 8 * NV` floats for `r < MR`; `a` at `MR`.
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn pv_block<const MR: usize, const NV: usize>(
-    p: *const f32,
-    pj: usize,
-    pr: usize,
-    nk: usize,
-    v: *const f32,
-    vs: usize,
-    o: *mut f32,
-    dp: usize,
-    a: *const f32,
-    tail: __m256i,
-    pf: Ahead,
-) {
+#[allow(clippy::needless_range_loop)]
+unsafe fn pv_block<const MR: usize, const NV: usize>(blk: PvBlock<f32>, tail: __m256i, pf: Ahead) {
+    let (p, pj, pr, nk) = (blk.p, blk.pj, blk.pr, blk.nk);
+    let (v, vs, o, dp, a) = (blk.v, blk.vs, blk.o, blk.dp, blk.a);
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     for r in 0..MR {
         // SAFETY: `r < MR`: an alpha and an output row the caller made accessible.
@@ -240,22 +221,10 @@ unsafe fn pv_block<const MR: usize, const NV: usize>(
 /// - When `nk > 0`: `voff + (nk - 1) * vs + d <= v.len()`.
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn pv(
-    pt: &[f32],
-    pj: usize,
-    pr: usize,
-    nr: usize,
-    nk: usize,
-    v: &[f32],
-    voff: usize,
-    vs: usize,
-    d: usize,
-    o: &mut [f32],
-    dp: usize,
-    alpha: &[f32],
-    ahead: Ahead,
-) {
+pub(super) unsafe fn pv(args: Pv<'_, &[f32]>, o: &mut [f32]) {
+    let (pt, pj, pr, nr) = (args.pt, args.pj, args.pr, args.nr);
+    let (d, dp, alpha, ahead) = (args.d, args.dp, args.alpha, args.ahead);
+    let (v, voff, vs, nk) = args.values.parts();
     let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
     // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let vp = unsafe { v.as_ptr().add(if nk > 0 { voff } else { 0 }) };
@@ -279,13 +248,24 @@ pub(super) unsafe fn pv(
                     op.add(r0 * dp + c0),
                     ap.add(r0),
                 );
+                let blk = PvBlock {
+                    p,
+                    pj,
+                    pr,
+                    nk,
+                    v: vv,
+                    vs,
+                    o: oo,
+                    dp,
+                    a,
+                };
                 match (mr, nv) {
-                    (4, 1) => pv_block::<4, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                    (4, 2) => pv_block::<4, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                    (4, _) => pv_block::<4, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                    (_, 1) => pv_block::<1, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                    (_, 2) => pv_block::<1, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                    (_, _) => pv_block::<1, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                    (4, 1) => pv_block::<4, 1>(blk, tail, pf),
+                    (4, 2) => pv_block::<4, 2>(blk, tail, pf),
+                    (4, _) => pv_block::<4, 3>(blk, tail, pf),
+                    (_, 1) => pv_block::<1, 1>(blk, tail, pf),
+                    (_, 2) => pv_block::<1, 2>(blk, tail, pf),
+                    (_, _) => pv_block::<1, 3>(blk, tail, pf),
                 }
             }
             c0 += 8 * nv;
@@ -325,20 +305,11 @@ fn lanes(n: usize) -> __m256i {
 /// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-pub(super) unsafe fn qk_dot(
-    q: &[f32],
-    nr: usize,
-    d: usize,
-    dp: usize,
-    k: &[f32],
-    koff: usize,
-    ks: usize,
-    nk: usize,
-    s: &mut [f32],
-    ss: usize,
-    ahead: Ahead,
-) {
+#[allow(clippy::needless_range_loop)]
+pub(super) unsafe fn qk_dot(args: QkDot<'_, &[f32]>, s: &mut [f32]) {
+    let (q, nr, d, dp) = (args.q, args.nr, args.d, args.dp);
+    let (ss, ahead) = (args.ss, args.ahead);
+    let (k, koff, ks, nk) = args.keys.parts();
     if nk == 0 {
         return;
     }

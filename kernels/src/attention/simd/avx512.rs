@@ -4,7 +4,7 @@
 //! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
 //! each function's `# Safety` section, and only after `isa::detected()` reported AVX-512.
 
-use super::{Ahead, KvElem};
+use super::{Ahead, KvElem, Pv, PvBlock, QkDot, Rows};
 use std::arch::x86_64::*;
 
 /// 16 elements at `p` as f32; lanes outside `m` are zero and not read.
@@ -135,17 +135,8 @@ unsafe fn qk_block<const NV: usize, const MK: usize>(
 /// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
 /// - The host must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn qk(
-    qt: &[f32],
-    rp: usize,
-    d: usize,
-    k: &[f32],
-    koff: usize,
-    ks: usize,
-    nk: usize,
-    st: &mut [f32],
-) {
+pub(super) unsafe fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
+    let (k, koff, ks, nk) = keys.parts();
     let (qp, sp) = (qt.as_ptr(), st.as_mut_ptr());
     // SAFETY: `koff` is within `k` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let kp = unsafe { k.as_ptr().add(if nk > 0 { koff } else { 0 }) };
@@ -250,20 +241,14 @@ pub(super) unsafe fn softmax(
 /// - `o` must be readable and writable at `r * dp + 16 * NV` floats for `r < MR`; `a` at `MR`.
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop)]
 unsafe fn pv_block<E: KvElem, const MR: usize, const NV: usize>(
-    p: *const f32,
-    pj: usize,
-    pr: usize,
-    nk: usize,
-    v: *const E,
-    vs: usize,
-    o: *mut f32,
-    dp: usize,
-    a: *const f32,
+    blk: PvBlock<E>,
     tail: __mmask16,
     pf: Ahead,
 ) {
+    let (p, pj, pr, nk) = (blk.p, blk.pj, blk.pr, blk.nk);
+    let (v, vs, o, dp, a) = (blk.v, blk.vs, blk.o, blk.dp, blk.a);
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for r in 0..MR {
         // SAFETY: `r < MR`: an alpha and an output row the caller made accessible.
@@ -314,22 +299,10 @@ unsafe fn pv_block<E: KvElem, const MR: usize, const NV: usize>(
 /// - When `nk > 0`: `voff + (nk - 1) * vs + d <= v.len()`.
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn pv<E: KvElem>(
-    pt: &[f32],
-    pj: usize,
-    pr: usize,
-    nr: usize,
-    nk: usize,
-    v: &[E],
-    voff: usize,
-    vs: usize,
-    d: usize,
-    o: &mut [f32],
-    dp: usize,
-    alpha: &[f32],
-    ahead: Ahead,
-) {
+pub(super) unsafe fn pv<E: KvElem>(args: Pv<'_, &[E]>, o: &mut [f32]) {
+    let (pt, pj, pr, nr) = (args.pt, args.pj, args.pr, args.nr);
+    let (d, dp, alpha, ahead) = (args.d, args.dp, args.alpha, args.ahead);
+    let (v, voff, vs, nk) = args.values.parts();
     let (pp, op, ap) = (pt.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
     // SAFETY: `voff` is within `v` when `nk > 0` (caller); with `nk == 0` nothing is read.
     let vp = unsafe { v.as_ptr().add(if nk > 0 { voff } else { 0 }) };
@@ -356,14 +329,25 @@ pub(super) unsafe fn pv<E: KvElem>(
                     op.add(r0 * dp + c0),
                     ap.add(r0),
                 );
+                let blk = PvBlock {
+                    p,
+                    pj,
+                    pr,
+                    nk,
+                    v: vv,
+                    vs,
+                    o: oo,
+                    dp,
+                    a,
+                };
                 macro_rules! go {
                     ($($pat:pat => $mr:literal),*) => {
                         match (mr, nv) {
                             $(
-                                ($pat, 1) => pv_block::<E, $mr, 1>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                                ($pat, 2) => pv_block::<E, $mr, 2>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                                ($pat, 3) => pv_block::<E, $mr, 3>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
-                                ($pat, _) => pv_block::<E, $mr, 4>(p, pj, pr, nk, vv, vs, oo, dp, a, tail, pf),
+                                ($pat, 1) => pv_block::<E, $mr, 1>(blk, tail, pf),
+                                ($pat, 2) => pv_block::<E, $mr, 2>(blk, tail, pf),
+                                ($pat, 3) => pv_block::<E, $mr, 3>(blk, tail, pf),
+                                ($pat, _) => pv_block::<E, $mr, 4>(blk, tail, pf),
                             )*
                         }
                     };
@@ -452,17 +436,11 @@ unsafe fn dot4<E: KvElem, const R: usize>(
     std::array::from_fn(|r| [halve2(acc[r][0], acc[r][1]), halve2(acc[r][2], acc[r][3])])
 }
 
-/// Scores of `R` query rows against 8 key rows (key `i` at `k + min(i, kn - 1) * ks`), each
-/// row's `kn` scores stored at `s + r * ss`. Two passes of 4 keys keep at most `4R + 2R`
-/// accumulators live, so nothing spills.
-///
-/// # Safety
-/// - `1 <= kn <= 8`; the bounds of [`dot4`] for rows `r < R` and keys `i < kn`.
-/// - `s` writable at `r * ss + j` for `r < R`, `j < kn`.
-/// - The host must support AVX-512F/BW/VL.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn scores8<E: KvElem, const R: usize>(
+/// The operands of [`scores8`]: `R` query rows at `q` (`dp` apart), up to 8 key rows at `k`
+/// (`ks` apart, `kn` of them real), the column split of a row into `full` vectors and a `tail`
+/// mask, the scores out at `s` (`ss` apart), and the prefetch distance `pf` (0: none).
+#[derive(Clone, Copy)]
+struct Scores8<E> {
     q: *const f32,
     dp: usize,
     k: *const E,
@@ -473,7 +451,20 @@ unsafe fn scores8<E: KvElem, const R: usize>(
     s: *mut f32,
     ss: usize,
     pf: usize,
-) {
+}
+
+/// Scores of `R` query rows against 8 key rows (key `i` at `k + min(i, kn - 1) * ks`), each
+/// row's `kn` scores stored at `s + r * ss`. Two passes of 4 keys keep at most `4R + 2R`
+/// accumulators live, so nothing spills.
+///
+/// # Safety
+/// - `1 <= kn <= 8`; the bounds of [`dot4`] for rows `r < R` and keys `i < kn`.
+/// - `s` writable at `r * ss + j` for `r < R`, `j < kn`.
+/// - The host must support AVX-512F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn scores8<E: KvElem, const R: usize>(args: Scores8<E>) {
+    let (q, dp, k, ks, kn) = (args.q, args.dp, args.k, args.ks, args.kn);
+    let (full, tail, s, ss, pf) = (args.full, args.tail, args.s, args.ss, args.pf);
     // Keys past `kn` repeat the last one; their sums are never stored.
     let off = |i: usize| i.min(kn - 1) * ks;
     let keep: __mmask16 = ((1u32 << kn) - 1) as __mmask16;
@@ -497,20 +488,10 @@ unsafe fn scores8<E: KvElem, const R: usize>(
 /// - When `nk > 0`: `koff + (nk - 1) * ks + d <= k.len()`.
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn qk_dot<E: KvElem>(
-    q: &[f32],
-    nr: usize,
-    d: usize,
-    dp: usize,
-    k: &[E],
-    koff: usize,
-    ks: usize,
-    nk: usize,
-    s: &mut [f32],
-    ss: usize,
-    ahead: Ahead,
-) {
+pub(super) unsafe fn qk_dot<E: KvElem>(args: QkDot<'_, &[E]>, s: &mut [f32]) {
+    let (q, nr, d, dp) = (args.q, args.nr, args.d, args.dp);
+    let (ss, ahead) = (args.ss, args.ahead);
+    let (k, koff, ks, nk) = args.keys.parts();
     if nk == 0 || nr == 0 {
         return;
     }
@@ -534,10 +515,22 @@ pub(super) unsafe fn qk_dot<E: KvElem>(
                 } else {
                     0
                 };
+                let args = Scores8 {
+                    q: qr,
+                    dp,
+                    k: kp,
+                    ks,
+                    kn,
+                    full,
+                    tail,
+                    s: sr,
+                    ss,
+                    pf,
+                };
                 match nr - r {
-                    1 => scores8::<E, 1>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
-                    2 => scores8::<E, 2>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
-                    _ => scores8::<E, 3>(qr, dp, kp, ks, kn, full, tail, sr, ss, pf),
+                    1 => scores8::<E, 1>(args),
+                    2 => scores8::<E, 2>(args),
+                    _ => scores8::<E, 3>(args),
                 }
             }
             r += (nr - r).min(3);

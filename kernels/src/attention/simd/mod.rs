@@ -21,27 +21,145 @@ use crate::isa::Isa;
 /// Query rows per vector group: tiles pad their row count to a multiple of this.
 pub(crate) const LANES: usize = 16;
 
-type QkFn = unsafe fn(&[f32], usize, usize, &[f32], usize, usize, usize, &mut [f32]);
+type QkFn = unsafe fn(&[f32], usize, usize, Rows<&[f32]>, &mut [f32]);
 type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, &mut [f32], &mut [f32], &mut [f32]);
-type QkDotFn<E> =
-    unsafe fn(&[f32], usize, usize, usize, &[E], usize, usize, usize, &mut [f32], usize, Ahead);
+type QkDotFn<E> = unsafe fn(QkDot<'_, &[E]>, &mut [f32]);
 type SoftmaxRowsFn = unsafe fn(&mut [f32], usize, usize, usize, &mut [f32], &mut [f32], &mut [f32]);
 type WidenFn = unsafe fn(&[u16], usize, usize, usize, usize, &mut [f32]);
-type PvFn<E> = unsafe fn(
-    &[f32],
-    usize,
-    usize,
-    usize,
-    usize,
-    &[E],
-    usize,
-    usize,
-    usize,
-    &mut [f32],
-    usize,
-    &[f32],
-    Ahead,
-);
+type PvFn<E> = unsafe fn(Pv<'_, &[E]>, &mut [f32]);
+
+/// `n` key or value rows of a tile, read in place: row `j` starts at element
+/// `off + j * stride` of `data` (a slice, or an [`ElemSlice`] of any storage format).
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<D> {
+    /// The whole key or value array.
+    pub data: D,
+    /// Element where row 0 starts.
+    pub off: usize,
+    /// Elements from one row to the next.
+    pub stride: usize,
+    /// Rows in the tile.
+    pub n: usize,
+}
+
+impl<D> Rows<D> {
+    /// `(data, off, stride, n)`.
+    pub(crate) fn parts(self) -> (D, usize, usize, usize) {
+        (self.data, self.off, self.stride, self.n)
+    }
+
+    /// The same rows over other data (the same array seen as another type).
+    pub(crate) fn over<E>(self, data: E) -> Rows<E> {
+        Rows {
+            data,
+            off: self.off,
+            stride: self.stride,
+            n: self.n,
+        }
+    }
+}
+
+/// The running state of the online softmax per row: maximum `m`, sum `l`, and the factor
+/// `alpha` that rescales the row's earlier output.
+pub(crate) struct Running<'a> {
+    /// Running maximum of each row's scores.
+    pub m: &'a mut [f32],
+    /// Running sum of each row's `exp(s - m)`.
+    pub l: &'a mut [f32],
+    /// Written: the factor each row's earlier output is rescaled by.
+    pub alpha: &'a mut [f32],
+}
+
+/// The inputs of [`TileKernels::qk_dot`]: `nr` query rows of `q` (`dp` apart, scaled, zero
+/// from `d` to `dp`) against the key rows `keys`, scores `ss` apart.
+#[derive(Clone, Copy)]
+pub(crate) struct QkDot<'a, D> {
+    /// The query rows, row-major.
+    pub q: &'a [f32],
+    /// Query rows.
+    pub nr: usize,
+    /// Head dimension.
+    pub d: usize,
+    /// Padded row length of `q`, a multiple of [`LANES`].
+    pub dp: usize,
+    /// The key rows of the tile.
+    pub keys: Rows<D>,
+    /// Distance between rows of scores.
+    pub ss: usize,
+    /// Later key rows to request (see [`Ahead`]).
+    pub ahead: Ahead,
+}
+
+impl<'a, D> QkDot<'a, D> {
+    pub(crate) fn over<E>(self, data: E) -> QkDot<'a, E> {
+        QkDot {
+            q: self.q,
+            nr: self.nr,
+            d: self.d,
+            dp: self.dp,
+            keys: self.keys.over(data),
+            ss: self.ss,
+            ahead: self.ahead,
+        }
+    }
+}
+
+/// The inputs of [`TileKernels::pv`]: probabilities `pt[j * pj + r * pr]` of `nr` rows
+/// against the value rows `values`, each row's rescaling factor in `alpha`.
+#[derive(Clone, Copy)]
+pub(crate) struct Pv<'a, D> {
+    /// The probability tile.
+    pub pt: &'a [f32],
+    /// Distance in `pt` between keys.
+    pub pj: usize,
+    /// Distance in `pt` between rows.
+    pub pr: usize,
+    /// Output rows.
+    pub nr: usize,
+    /// The value rows of the tile.
+    pub values: Rows<D>,
+    /// Head dimension.
+    pub d: usize,
+    /// Padded row length of the output, a multiple of [`LANES`].
+    pub dp: usize,
+    /// Each row's rescaling factor.
+    pub alpha: &'a [f32],
+    /// Later value rows to request (see [`Ahead`]).
+    pub ahead: Ahead,
+}
+
+impl<'a, D> Pv<'a, D> {
+    pub(crate) fn over<E>(self, data: E) -> Pv<'a, E> {
+        Pv {
+            pt: self.pt,
+            pj: self.pj,
+            pr: self.pr,
+            nr: self.nr,
+            values: self.values.over(data),
+            d: self.d,
+            dp: self.dp,
+            alpha: self.alpha,
+            ahead: self.ahead,
+        }
+    }
+}
+
+/// One register block of the SIMD output update: `MR` rows from probabilities `p` (`pj`
+/// between keys, `pr` between rows), `nk` value rows at `v` (`vs` apart), output rows at `o`
+/// (`dp` apart) and their rescaling factors at `a`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct PvBlock<E> {
+    p: *const f32,
+    pj: usize,
+    pr: usize,
+    nk: usize,
+    v: *const E,
+    vs: usize,
+    o: *mut f32,
+    dp: usize,
+    a: *const f32,
+}
 
 /// The few-row kernels on 16-bit keys and values read in place (converted as they are
 /// loaded, with no widened copy of the tile), where an instruction-set path has them.
@@ -158,19 +276,10 @@ impl TileKernels {
     }
 
     /// Scores: `st[j * rp + r] = sum_{p < d} qt[p * rp + r] * k[koff + j * ks + p]` for
-    /// `j < nk`, `r < rp` (`qt` is the transposed, pre-scaled query block).
-    #[allow(clippy::too_many_arguments)]
-    pub fn qk(
-        &self,
-        qt: &[f32],
-        rp: usize,
-        d: usize,
-        k: &[f32],
-        koff: usize,
-        ks: usize,
-        nk: usize,
-        st: &mut [f32],
-    ) {
+    /// `j < nk`, `r < rp` (`qt` is the transposed, pre-scaled query block; `keys` holds `k`,
+    /// `koff`, `ks` and `nk`).
+    pub fn qk(&self, qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
+        let (k, koff, ks, nk) = (keys.data, keys.off, keys.stride, keys.n);
         assert!(rp.is_multiple_of(LANES) && qt.len() >= d * rp && st.len() >= nk * rp);
         if nk > 0 {
             assert!(
@@ -179,22 +288,15 @@ impl TileKernels {
             );
         }
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.qk)(qt, rp, d, k, koff, ks, nk, st) }
+        unsafe { (self.qk)(qt, rp, d, keys, st) }
     }
 
     /// Online-softmax step: takes the score tile `st` (`nk x rp`), updates each row's running
-    /// maximum `m` and sum `l`, writes the factor `alpha` that rescales the row's earlier
+    /// maximum `m` and sum `l` (`run`), writes the factor `alpha` that rescales the row's earlier
     /// output, and turns `st` into probabilities `exp(s - m_new)`. Rows that have seen only
     /// masked keys (`-inf`) keep `m = -inf`, `l = 0` and get probabilities 0.
-    pub fn softmax(
-        &self,
-        st: &mut [f32],
-        rp: usize,
-        nk: usize,
-        m: &mut [f32],
-        l: &mut [f32],
-        alpha: &mut [f32],
-    ) {
+    pub fn softmax(&self, st: &mut [f32], rp: usize, nk: usize, run: Running<'_>) {
+        let Running { m, l, alpha } = run;
         assert!(rp.is_multiple_of(LANES) && st.len() >= nk * rp);
         assert!(m.len() >= rp && l.len() >= rp && alpha.len() >= rp);
         // SAFETY: the bounds each implementation reads and writes are checked above.
@@ -202,24 +304,19 @@ impl TileKernels {
     }
 
     /// Scores in dot-product form for a few query rows (decode): `s[r * ss + j] = sum_{c < d}
-    /// q[r * dp + c] * k[koff + j * ks + c]` for `r < nr`, `j < nk`. `q` is row-major, scaled
-    /// and zero from `d` to `dp`. `ahead` asks for later key rows (see [`Ahead`]). 16-bit keys
-    /// need [`TileKernels::reads_16bit_in_place`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn qk_dot(
-        &self,
-        q: &[f32],
-        nr: usize,
-        d: usize,
-        dp: usize,
-        k: ElemSlice<'_>,
-        koff: usize,
-        ks: usize,
-        nk: usize,
-        s: &mut [f32],
-        ss: usize,
-        ahead: Ahead,
-    ) {
+    /// q[r * dp + c] * k[koff + j * ks + c]` for `r < nr`, `j < nk` (the key rows `k`, `koff`,
+    /// `ks`, `nk` are `args.keys`). `args.ahead` asks for later key rows (see [`Ahead`]).
+    /// 16-bit keys need [`TileKernels::reads_16bit_in_place`].
+    pub fn qk_dot(&self, args: QkDot<'_, ElemSlice<'_>>, s: &mut [f32]) {
+        let QkDot {
+            q, nr, d, dp, ss, ..
+        } = args;
+        let Rows {
+            data: k,
+            off: koff,
+            stride: ks,
+            n: nk,
+        } = args.keys;
         assert!(dp >= d && dp.is_multiple_of(LANES) && q.len() >= nr * dp && nk <= ss);
         assert!(nr == 0 || s.len() >= (nr - 1) * ss + nk);
         if nk > 0 {
@@ -231,15 +328,9 @@ impl TileKernels {
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe {
             match k {
-                ElemSlice::F32(k) => (self.qk_dot)(q, nr, d, dp, k, koff, ks, nk, s, ss, ahead),
-                ElemSlice::F16(b) => {
-                    let f = self.in_place16().qk_dot_f16;
-                    f(q, nr, d, dp, bits_as(b), koff, ks, nk, s, ss, ahead)
-                }
-                ElemSlice::Bf16(b) => {
-                    let f = self.in_place16().qk_dot_bf16;
-                    f(q, nr, d, dp, bits_as(b), koff, ks, nk, s, ss, ahead)
-                }
+                ElemSlice::F32(k) => (self.qk_dot)(args.over(k), s),
+                ElemSlice::F16(b) => (self.in_place16().qk_dot_f16)(args.over(bits_as(b)), s),
+                ElemSlice::Bf16(b) => (self.in_place16().qk_dot_bf16)(args.over(bits_as(b)), s),
             }
         }
     }
@@ -257,17 +348,8 @@ impl TileKernels {
     }
 
     /// [`TileKernels::softmax`] for row-major scores `s[r * ss + j]`, `r < nr`, `j < nk`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn softmax_rows(
-        &self,
-        s: &mut [f32],
-        ss: usize,
-        nr: usize,
-        nk: usize,
-        m: &mut [f32],
-        l: &mut [f32],
-        alpha: &mut [f32],
-    ) {
+    pub fn softmax_rows(&self, s: &mut [f32], ss: usize, nr: usize, nk: usize, run: Running<'_>) {
+        let Running { m, l, alpha } = run;
         assert!(nk <= ss && (nr == 0 || s.len() >= (nr - 1) * ss + nk));
         assert!(m.len() >= nr && l.len() >= nr && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
@@ -276,25 +358,26 @@ impl TileKernels {
 
     /// Output update:
     /// `o[r * dp + c] = alpha[r] * o[r * dp + c] + sum_{j < nk} p[j * pj + r * pr] * v[voff + j * vs + c]`
-    /// for `r < nr`, `c < d` (`o` holds at least `nr` rows of `dp`). `ahead` asks for later
-    /// value rows (see [`Ahead`]). 16-bit values need [`TileKernels::reads_16bit_in_place`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn pv(
-        &self,
-        pt: &[f32],
-        pj: usize,
-        pr: usize,
-        nr: usize,
-        nk: usize,
-        v: ElemSlice<'_>,
-        voff: usize,
-        vs: usize,
-        d: usize,
-        o: &mut [f32],
-        dp: usize,
-        alpha: &[f32],
-        ahead: Ahead,
-    ) {
+    /// for `r < nr`, `c < d` (`o` holds at least `nr` rows of `dp`; the value rows `v`, `voff`,
+    /// `vs`, `nk` are `args.values`). `args.ahead` asks for later value rows (see [`Ahead`]).
+    /// 16-bit values need [`TileKernels::reads_16bit_in_place`].
+    pub fn pv(&self, args: Pv<'_, ElemSlice<'_>>, o: &mut [f32]) {
+        let Pv {
+            pt,
+            pj,
+            pr,
+            nr,
+            d,
+            dp,
+            alpha,
+            ..
+        } = args;
+        let Rows {
+            data: v,
+            off: voff,
+            stride: vs,
+            n: nk,
+        } = args.values;
         if nk > 0 && nr > 0 {
             assert!(
                 (nk - 1) * pj + (nr - 1) * pr < pt.len(),
@@ -308,16 +391,10 @@ impl TileKernels {
         assert!(dp >= d && dp.is_multiple_of(LANES) && o.len() >= nr * dp && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
         unsafe {
-            // The three storage formats differ only in the kernel and the value slice.
-            macro_rules! call {
-                ($f:expr, $v:expr) => {
-                    $f(pt, pj, pr, nr, nk, $v, voff, vs, d, o, dp, alpha, ahead)
-                };
-            }
             match v {
-                ElemSlice::F32(v) => call!(self.pv, v),
-                ElemSlice::F16(b) => call!(self.in_place16().pv_f16, bits_as(b)),
-                ElemSlice::Bf16(b) => call!(self.in_place16().pv_bf16, bits_as(b)),
+                ElemSlice::F32(v) => (self.pv)(args.over(v), o),
+                ElemSlice::F16(b) => (self.in_place16().pv_f16)(args.over(bits_as(b)), o),
+                ElemSlice::Bf16(b) => (self.in_place16().pv_bf16)(args.over(bits_as(b)), o),
             }
         }
     }

@@ -2,21 +2,12 @@
 //!
 //! These are safe functions; they have the `unsafe fn` signature only to share the function
 //! pointer type with the SIMD paths, and index with bounds checks. They take no prefetch
-//! hints ([`Ahead`]).
+//! hints ([`super::Ahead`]).
 
-use super::Ahead;
+use super::{Pv, QkDot, Rows};
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn qk(
-    qt: &[f32],
-    rp: usize,
-    d: usize,
-    k: &[f32],
-    koff: usize,
-    ks: usize,
-    nk: usize,
-    st: &mut [f32],
-) {
+pub(super) fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
+    let (k, koff, ks, nk) = keys.parts();
     for j in 0..nk {
         let row = &mut st[j * rp..(j + 1) * rp];
         row.fill(0.0);
@@ -61,22 +52,10 @@ pub(super) fn softmax(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn pv(
-    pt: &[f32],
-    pj: usize,
-    pr: usize,
-    nr: usize,
-    nk: usize,
-    v: &[f32],
-    voff: usize,
-    vs: usize,
-    d: usize,
-    o: &mut [f32],
-    dp: usize,
-    alpha: &[f32],
-    _ahead: Ahead,
-) {
+pub(super) fn pv(args: Pv<'_, &[f32]>, o: &mut [f32]) {
+    let (pt, pj, pr, nr) = (args.pt, args.pj, args.pr, args.nr);
+    let (d, dp, alpha) = (args.d, args.dp, args.alpha);
+    let (v, voff, vs, nk) = args.values.parts();
     for r in 0..nr {
         let orow = &mut o[r * dp..r * dp + d];
         let a = alpha[r];
@@ -96,20 +75,10 @@ pub(super) fn pv(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn qk_dot(
-    q: &[f32],
-    nr: usize,
-    d: usize,
-    dp: usize,
-    k: &[f32],
-    koff: usize,
-    ks: usize,
-    nk: usize,
-    s: &mut [f32],
-    ss: usize,
-    _ahead: Ahead,
-) {
+pub(super) fn qk_dot(args: QkDot<'_, &[f32]>, s: &mut [f32]) {
+    let (q, nr, d, dp) = (args.q, args.nr, args.d, args.dp);
+    let ss = args.ss;
+    let (k, koff, ks, nk) = args.keys.parts();
     for r in 0..nr {
         let qrow = &q[r * dp..r * dp + d];
         for j in 0..nk {

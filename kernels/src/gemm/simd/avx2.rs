@@ -7,11 +7,11 @@
 
 use core::arch::x86_64::*;
 
-use super::blocked::{self, Job, Task};
-use super::element::{Dtype, Element};
-use super::gemv::{self, GemvJob, GemvTask};
-use super::microkernel::{self, MicroArgs};
-use super::simd::Simd;
+use super::Simd;
+use crate::gemm::blocked::{self, Job, Task};
+use crate::gemm::element::{Dtype, Element};
+use crate::gemm::gemv::{self, GemvJob, GemvTask};
+use crate::gemm::microkernel::{self, MicroArgs};
 
 /// The AVX2 + FMA + F16C instruction set.
 #[derive(Clone, Copy)]

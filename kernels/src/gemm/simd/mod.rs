@@ -2,15 +2,22 @@
 //!
 //! The packing, microkernel, epilogue and GEMV loops are generic over [`Simd`] and marked
 //! `#[inline(always)]`; each instruction set instantiates them inside its own
-//! `#[target_feature]` entry points (`isa_avx512.rs`, `isa_avx2.rs`, `isa_portable.rs`), so
+//! `#[target_feature]` entry points (`avx512.rs`, `avx2.rs`, `portable.rs`), so
 //! the whole loop nest is compiled for that instruction set and nothing else. This module
 //! must never be reached with a `Simd` whose instructions the host lacks: the safe layer in
 //! `mod.rs` checks [`crate::Isa::is_supported`] first.
 
-use super::blocked::{Job, Task};
-use super::element::Element;
-use super::gemv::{GemvJob, GemvTask};
-use super::microkernel::MicroArgs;
+pub(crate) mod portable;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
+use crate::gemm::blocked::{Job, Task};
+use crate::gemm::element::Element;
+use crate::gemm::gemv::{GemvJob, GemvTask};
+use crate::gemm::microkernel::MicroArgs;
 
 /// One instruction set's vector type, operations and GEMM blocking.
 ///

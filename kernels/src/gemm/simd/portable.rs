@@ -2,11 +2,11 @@
 //! compiler vectorises what it can for the baseline instruction set; this path exists for
 //! hosts without AVX2 and as the template a new instruction set starts from.
 
-use super::blocked::{self, Job, Task};
-use super::element::Element;
-use super::gemv::{self, GemvJob, GemvTask};
-use super::microkernel::{self, MicroArgs};
-use super::simd::Simd;
+use super::Simd;
+use crate::gemm::blocked::{self, Job, Task};
+use crate::gemm::element::Element;
+use crate::gemm::gemv::{self, GemvJob, GemvTask};
+use crate::gemm::microkernel::{self, MicroArgs};
 
 /// Plain Rust, any target.
 #[derive(Clone, Copy)]

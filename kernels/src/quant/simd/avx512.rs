@@ -4,18 +4,10 @@
 //! [`XPrep`](super::xprep::XPrep) lays out activations; `vpdpbusd` (unsigned weight codes by
 //! signed activations) sums each 4-byte lane, starting from the lane's offset correction, and
 //! lane sums are scaled in f32 by the activation block scale and the weight scale.
-#![cfg(target_arch = "x86_64")]
 
-use super::qmatmul::{groups, KernelArgs};
-use super::QuantFormat;
+use super::{F_I8, F_Q4_0, F_Q4_1, F_Q4_K, F_Q6_K, F_Q8_0};
+use crate::quant::qmatmul::{groups, KernelArgs};
 use std::arch::x86_64::*;
-
-const F_Q8_0: u8 = 0;
-const F_Q4_0: u8 = 1;
-const F_Q4_1: u8 = 2;
-const F_Q4_K: u8 = 3;
-const F_Q6_K: u8 = 4;
-const F_I8: u8 = 5;
 
 /// Runs the integer row kernel (see [`KernelArgs`]).
 ///
@@ -25,32 +17,8 @@ const F_I8: u8 = 5;
 ///   `a.format` (an integer format), `a.wscale` (if any) has `nrows` entries, rows
 ///   `x0..x0 + mr` (`mr <= 8`) exist in `a.xp`, and `out` has `mr * nrows` entries.
 pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
-    macro_rules! by_mr {
-        ($f:expr) => {
-            match a.mr {
-                1 => rows::<$f, 1>(a, out),
-                2 => rows::<$f, 2>(a, out),
-                3 => rows::<$f, 3>(a, out),
-                4 => rows::<$f, 4>(a, out),
-                5 => rows::<$f, 5>(a, out),
-                6 => rows::<$f, 6>(a, out),
-                7 => rows::<$f, 7>(a, out),
-                _ => rows::<$f, 8>(a, out),
-            }
-        };
-    }
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        match a.format {
-            QuantFormat::Q8_0 => by_mr!(F_Q8_0),
-            QuantFormat::Q4_0 => by_mr!(F_Q4_0),
-            QuantFormat::Q4_1 => by_mr!(F_Q4_1),
-            QuantFormat::Q4_K => by_mr!(F_Q4_K),
-            QuantFormat::Q6_K => by_mr!(F_Q6_K),
-            QuantFormat::I8 => by_mr!(F_I8),
-            QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => unreachable!("no integer FP8 path"),
-        }
-    }
+    unsafe { super::dispatch_rows!(rows, a, out) }
 }
 
 /// Two f16 values (little-endian bytes at `p` and `q`) widened, in lanes 0 and 1.
@@ -589,7 +557,7 @@ unsafe fn dec_q4_quad<const Q4_1: bool>(
 ///
 /// The 6-bit scales and mins are unpacked with 32-bit integer operations on the three packed
 /// words (in general-purpose registers, off the vector pipes; see
-/// [`q4_k_scale_words`](super::kquants::q4_k_scale_words)), then spread over the lanes with
+/// [`q4_k_scale_words`](crate::quant::kquants::q4_k_scale_words)), then spread over the lanes with
 /// one in-lane byte shuffle per code vector.
 ///
 /// # Safety
@@ -601,7 +569,7 @@ unsafe fn dec_q4_k_wide(b: *const u8) -> ([__m512i; 4], [__m512i; 4], f32, __m25
     unsafe {
         let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()));
         let d = _mm_cvtss_f32(dd);
-        let (sc, mn) = super::kquants::q4_k_scale_words(&*(b.add(4) as *const [u8; 12]));
+        let (sc, mn) = crate::quant::kquants::q4_k_scale_words(&*(b.add(4) as *const [u8; 12]));
         let scx = _mm512_broadcast_i32x4(_mm_cvtsi64_si128(sc as i64));
         let mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mn as i64)));
         let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));

@@ -3,54 +3,22 @@
 //! Q8_0 and I8 codes are signed, so they use the sign trick (`|w|` by `sign(x, w)`), which keeps
 //! `vpmaddubsw`'s 16-bit pair sums below saturation; offset formats (Q4_0, Q6_K) feed unsigned
 //! codes and add the lane correction.
-#![cfg(target_arch = "x86_64")]
 
-use super::qmatmul::{groups, KernelArgs};
-use super::QuantFormat;
+use super::{F_I8, F_Q4_0, F_Q4_1, F_Q4_K, F_Q6_K, F_Q8_0};
+use crate::quant::qmatmul::{groups, KernelArgs};
 use std::arch::x86_64::*;
 
 /// One decoded group: two halves of codes, scales and minimum terms.
 type Half = (__m256i, __m256, __m256);
 
-const F_Q8_0: u8 = 0;
-const F_Q4_0: u8 = 1;
-const F_Q4_1: u8 = 2;
-const F_Q4_K: u8 = 3;
-const F_Q6_K: u8 = 4;
-const F_I8: u8 = 5;
-
 /// Runs the integer row kernel (see [`KernelArgs`]).
 ///
 /// # Safety
 /// - the host supports AVX2, FMA and F16C;
-/// - `a` was validated as for [`super::simd_avx512::kernel`].
+/// - `a` was validated as for [`super::avx512::kernel`].
 pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
-    macro_rules! by_mr {
-        ($f:expr) => {
-            match a.mr {
-                1 => rows::<$f, 1>(a, out),
-                2 => rows::<$f, 2>(a, out),
-                3 => rows::<$f, 3>(a, out),
-                4 => rows::<$f, 4>(a, out),
-                5 => rows::<$f, 5>(a, out),
-                6 => rows::<$f, 6>(a, out),
-                7 => rows::<$f, 7>(a, out),
-                _ => rows::<$f, 8>(a, out),
-            }
-        };
-    }
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        match a.format {
-            QuantFormat::Q8_0 => by_mr!(F_Q8_0),
-            QuantFormat::Q4_0 => by_mr!(F_Q4_0),
-            QuantFormat::Q4_1 => by_mr!(F_Q4_1),
-            QuantFormat::Q4_K => by_mr!(F_Q4_K),
-            QuantFormat::Q6_K => by_mr!(F_Q6_K),
-            QuantFormat::I8 => by_mr!(F_I8),
-            QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => unreachable!("no integer FP8 path"),
-        }
-    }
+    unsafe { super::dispatch_rows!(rows, a, out) }
 }
 
 /// The row kernel for format `F` and `MR` activation rows (accumulators in registers).
@@ -255,7 +223,7 @@ unsafe fn dec_q4_k(b: *const u8, gs: &mut [[Half; 2]; 4]) {
     unsafe {
         let d = f16_one(b);
         let dmin = f16_one(b.add(2));
-        let (sc, mn) = super::kquants::q4_k_scales(&*(b.add(4) as *const [u8; 12]));
+        let (sc, mn) = crate::quant::kquants::q4_k_scales(&*(b.add(4) as *const [u8; 12]));
         let nib = _mm256_set1_epi8(0x0F);
         for p in 0..2 {
             let z0 = _mm256_loadu_si256(b.add(16 + 64 * p).cast());
