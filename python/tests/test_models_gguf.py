@@ -8,12 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models_support import (
-    ARR, BOOL, F32, F64, I8, I16, I32, I64, STR, U8, U16, U32, U64,
-    build_gguf, require_module, smollm2_path,
-)
 from knpu.models import GGMLType, GGUFFile, ModelFileError, UnsupportedModelError
+from models_support import (
+    ARR,
+    BOOL,
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    STR,
+    U8,
+    U16,
+    U32,
+    U64,
+    build_gguf,
+    require_module,
+    smollm2_path,
+)
 
 
 def _q4_1_row(n_blocks: int, seed: int) -> bytes:
@@ -30,9 +43,17 @@ def _sample_file(tmp_path: Path, **kw) -> tuple[Path, dict]:
     q41 = _q4_1_row(4, seed=1)  # 2 rows of 64 values
     meta = [
         ("general.architecture", STR, "llama"),
-        ("u8", U8, 200), ("i8", I8, -5), ("u16", U16, 60000), ("i16", I16, -300),
-        ("u32", U32, 4_000_000_000), ("i32", I32, -7), ("f32", F32, 1.5),
-        ("bool", BOOL, True), ("u64", U64, 2**40), ("i64", I64, -(2**40)), ("f64", F64, 0.25),
+        ("u8", U8, 200),
+        ("i8", I8, -5),
+        ("u16", U16, 60000),
+        ("i16", I16, -300),
+        ("u32", U32, 4_000_000_000),
+        ("i32", I32, -7),
+        ("f32", F32, 1.5),
+        ("bool", BOOL, True),
+        ("u64", U64, 2**40),
+        ("i64", I64, -(2**40)),
+        ("f64", F64, 0.25),
         ("strings", ARR, (STR, ["a", "béta", ""])),
         ("ints", ARR, (I32, [1, -2, 3])),
         ("nested", ARR, (ARR, [(U8, [1, 2]), (U8, [])])),
@@ -191,12 +212,22 @@ def test_huge_lengths_do_not_allocate(tmp_path):
     head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**63) + b"key"
     p.write_bytes(head)
     _expect_error(p, "truncated or corrupt header")
-    head = (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k"
-            + struct.pack("<IIQ", ARR, STR, 2**62))
+    head = (
+        b"GGUF"
+        + struct.pack("<IQQ", 3, 0, 1)
+        + struct.pack("<Q", 1)
+        + b"k"
+        + struct.pack("<IIQ", ARR, STR, 2**62)
+    )
     p.write_bytes(head)
     _expect_error(p, "metadata 'k'")
-    head = (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k"
-            + struct.pack("<IIQ", ARR, U32, 2**61))
+    head = (
+        b"GGUF"
+        + struct.pack("<IQQ", 3, 0, 1)
+        + struct.pack("<Q", 1)
+        + b"k"
+        + struct.pack("<IIQ", ARR, U32, 2**61)
+    )
     p.write_bytes(head)
     _expect_error(p, "metadata 'k'")
 

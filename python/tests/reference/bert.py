@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 import numpy as np
-
 from knpu.models.safetensors_io import SafetensorsFile
 
 
@@ -59,7 +58,9 @@ def erf(x: np.ndarray) -> np.ndarray:
     sign = np.sign(x)
     a = np.abs(x).astype(np.float64)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     return (sign * (1.0 - poly * np.exp(-a * a))).astype(np.float32)
 
 
@@ -74,8 +75,11 @@ class BertReference:
     def __init__(self, model_dir: str) -> None:
         self.cfg = BertConfig.from_dir(model_dir)
         st = SafetensorsFile(os.path.join(model_dir, "model.safetensors"))
-        self.w: Dict[str, np.ndarray] = {k: np.asarray(st.tensor(k), dtype=np.float32) for k in st.keys()
-                                         if not k.endswith("position_ids")}
+        self.w: Dict[str, np.ndarray] = {
+            k: np.asarray(st.tensor(k), dtype=np.float32)
+            for k in st.keys()
+            if not k.endswith("position_ids")
+        }
 
     def _lin(self, x: np.ndarray, name: str) -> np.ndarray:
         return x @ self.w[name + ".weight"].T + self.w[name + ".bias"]
@@ -114,7 +118,9 @@ class BertReference:
             pr = np.exp(s)
             pr /= pr.sum(axis=-1, keepdims=True)
             ctx = (pr @ v).transpose(0, 2, 1, 3).reshape(b, t, c.hidden)
-            a = self._ln(x + self._lin(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+            a = self._ln(
+                x + self._lin(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm"
+            )
             h = gelu(self._lin(a, p + "intermediate.dense"))
             x = self._ln(a + self._lin(h, p + "output.dense"), p + "output.LayerNorm")
             states.append(x)

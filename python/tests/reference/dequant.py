@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
-
 from knpu.models.gguf import GGMLType, GGUFFile
 
 

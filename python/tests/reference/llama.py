@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import numpy as np
-
 from knpu.models.gguf import GGUFFile
 
 from .dequant import load_tensor, quantize_q8_rows
@@ -158,9 +157,7 @@ class LlamaReference:
             x = quantize_q8_rows(x)
         return x @ w.T
 
-    def _attention(
-        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int
-    ) -> np.ndarray:
+    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
         """q ``(T, H, d)``; k, v ``(S, Hkv, d)`` with ``S = start + T``; causal."""
         c = self.cfg
         group = c.n_head // c.n_head_kv
@@ -178,7 +175,11 @@ class LlamaReference:
         return np.einsum("hts,shd->thd", p, v_full).reshape(t, c.n_head * c.head_dim)
 
     def forward(
-        self, tokens: Sequence[int], cache: Optional[KVCache] = None, *, layers: Optional[int] = None
+        self,
+        tokens: Sequence[int],
+        cache: Optional[KVCache] = None,
+        *,
+        layers: Optional[int] = None,
     ) -> np.ndarray:
         """Logits ``(T, vocab)`` for ``tokens`` following the positions already in ``cache``.
 
@@ -192,7 +193,9 @@ class LlamaReference:
         if ids.ndim != 1 or ids.size == 0:
             raise ValueError("tokens must be a non-empty 1-D sequence")
         if start + ids.size > c.context_length:
-            raise ValueError(f"{start + ids.size} positions exceed the context of {c.context_length}")
+            raise ValueError(
+                f"{start + ids.size} positions exceed the context of {c.context_length}"
+            )
         positions = start + np.arange(ids.size)
         x = self.tok_embd[ids].astype(np.float32)
         n_blocks = c.n_layer if layers is None else layers

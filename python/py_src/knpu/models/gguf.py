@@ -283,9 +283,7 @@ class GGUFFile:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
                     raise ModelFileError(self.path, "the file is empty, not a GGUF file")
-                self._map: Optional[mmap.mmap] = mmap.mmap(
-                    f.fileno(), 0, access=mmap.ACCESS_READ
-                )
+                self._map: Optional[mmap.mmap] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
             raise ModelFileError(self.path, f"cannot open: {exc.strerror or exc}") from exc
         try:
@@ -323,11 +321,7 @@ class GGUFFile:
             self.metadata[key] = cur.value(vtype, f"metadata '{key}'")
 
         alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if (
-            not isinstance(alignment, int)
-            or alignment <= 0
-            or alignment & (alignment - 1) != 0
-        ):
+        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1) != 0:
             raise ModelFileError(
                 self.path, f"corrupt header: general.alignment {alignment!r} is not a power of two"
             )
@@ -435,8 +429,7 @@ class GGUFFile:
         if dtype is None:
             raise UnsupportedModelError(
                 self.path,
-                f"{info.ggml_type.name} has no numpy dtype; read its raw bytes with "
-                "tensor_bytes()",
+                f"{info.ggml_type.name} has no numpy dtype; read its raw bytes with tensor_bytes()",
                 tensor=name,
             )
         raw = self.tensor_bytes(name)

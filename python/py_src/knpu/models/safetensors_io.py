@@ -60,9 +60,7 @@ class SafetensorsFile:
                         self.path,
                         f"truncated file: {size} bytes, too short for the 8-byte header length",
                     )
-                self._map: Optional[mmap.mmap] = mmap.mmap(
-                    f.fileno(), 0, access=mmap.ACCESS_READ
-                )
+                self._map: Optional[mmap.mmap] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
             raise ModelFileError(self.path, f"cannot open: {exc.strerror or exc}") from exc
         try:
@@ -159,7 +157,9 @@ class SafetensorsFile:
             raise KeyError(f"{self.path}: no tensor named '{name}'") from None
         dtype = _DTYPES[dtype_name]
         arr = np.frombuffer(
-            self._map, dtype=dtype, count=(end - begin) // dtype.itemsize,
+            self._map,
+            dtype=dtype,
+            count=(end - begin) // dtype.itemsize,
             offset=self.data_offset + begin,
         )
         return arr.reshape(shape)

@@ -36,9 +36,7 @@ TOKEN_BYTE = 6
 
 # GPT-2's split of text into words before BPE: contractions, letters with one leading
 # space, numbers, other symbols, and runs of whitespace.
-_GPT2_PATTERN = (
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-)
+_GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 # The pre-tokenizers (tokenizer.ggml.pre) this module reproduces: a list of regexes applied
 # in turn, each match becoming its own piece, as llama.cpp's llm_tokenizer_bpe applies them.
@@ -219,7 +217,9 @@ class GGUFBPETokenizer:
             fragments = out
         return fragments
 
-    def encode(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> List[int]:
+    def encode(
+        self, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> List[int]:
         """Token ids of ``text``, identical to llama.cpp's ``llama_tokenize``.
 
         Args:
@@ -246,9 +246,7 @@ class GGUFBPETokenizer:
         Control and unknown tokens give ``b""`` unless ``special`` is set.
         """
         if not 0 <= token_id < len(self.tokens):
-            raise ValueError(
-                f"token id {token_id} is outside the vocabulary of {len(self.tokens)}"
-            )
+            raise ValueError(f"token id {token_id} is outside the vocabulary of {len(self.tokens)}")
         kind = self.token_types[token_id]
         text = self.tokens[token_id]
         if kind in (TOKEN_CONTROL, TOKEN_UNKNOWN):
@@ -263,7 +261,7 @@ class GGUFBPETokenizer:
         return b""
 
     def decode(self, ids: Sequence[int], *, special: bool = False) -> str:
-        """The text of ``ids``; invalid UTF-8 (a token sequence cut mid-character) becomes U+FFFD."""
+        """The text of ``ids``; UTF-8 cut mid-character becomes U+FFFD."""
         data = b"".join(self.token_bytes(int(i), special=special) for i in ids)
         return data.decode("utf-8", errors="replace")
 
@@ -344,7 +342,9 @@ class WordPieceTokenizer:
         self.pad_id = int(pad)
 
     @classmethod
-    def from_sentence_transformers_dir(cls, model_dir: Union[str, os.PathLike]) -> "WordPieceTokenizer":
+    def from_sentence_transformers_dir(
+        cls, model_dir: Union[str, os.PathLike]
+    ) -> "WordPieceTokenizer":
         """The tokenizer of a sentence-transformers model directory.
 
         Reads ``max_seq_length`` from ``sentence_bert_config.json`` (the length
