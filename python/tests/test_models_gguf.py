@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from knpu.models import GGMLType, GGUFFile, ModelFileError, UnsupportedModelError
+
 from models_support import (
     ARR,
     BOOL,
@@ -27,6 +27,10 @@ from models_support import (
     require_module,
     smollm2_path,
 )
+
+# isort: split
+# models_support makes knpu.models importable without the extension: import it first.
+from knpu.models import GGMLType, GGUFFile, ModelFileError, UnsupportedModelError
 
 
 def _q4_1_row(n_blocks: int, seed: int) -> bytes:

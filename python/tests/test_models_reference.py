@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from knpu.models import GGMLType, GGUFFile, WordPieceTokenizer
+
 from models_support import load_fixture, minilm_path, require_module, smollm2_path
+
+# isort: split
+# models_support makes knpu.models importable without the extension: import it first.
+from knpu.models import GGMLType, GGUFFile, WordPieceTokenizer
+
 from reference.bert import BertReference
 from reference.dequant import dequantize, quantize_q8_rows
 from reference.llama import LlamaReference, rope_adjacent

@@ -8,8 +8,12 @@ import struct
 
 import numpy as np
 import pytest
-from knpu.models import ModelFileError, SafetensorsFile, UnsupportedModelError, load_safetensors
+
 from models_support import minilm_path, require_module
+
+# isort: split
+# models_support makes knpu.models importable without the extension: import it first.
+from knpu.models import ModelFileError, SafetensorsFile, UnsupportedModelError, load_safetensors
 
 
 def _write(path, header: dict, data: bytes) -> None:

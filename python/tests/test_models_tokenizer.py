@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from models_support import load_fixture, minilm_path, require_module, smollm2_path
+
+# isort: split
+# models_support makes knpu.models importable without the extension: import it first.
 from knpu.models import (
     ChatTemplate,
     GGUFBPETokenizer,
@@ -11,7 +16,6 @@ from knpu.models import (
     UnsupportedModelError,
     WordPieceTokenizer,
 )
-from models_support import load_fixture, minilm_path, require_module, smollm2_path
 
 
 @pytest.fixture(scope="module")
