@@ -84,6 +84,9 @@ def test_chat_template_matches_jinja_rendering_and_llama_cpp_ids(smol, tok_fixtu
     assert tmpl.default_system == (
         "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
     )
+    # The same template with its newlines written as Jinja escapes is the same template.
+    escaped = ChatTemplate.from_source(g.get("tokenizer.chat_template").replace("\n", "\\n"))
+    assert escaped == tmpl
     for chat in tok_fixture["chats"]:
         text = tmpl.render(chat["messages"])
         assert text == chat["rendered"]

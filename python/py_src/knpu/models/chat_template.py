@@ -29,17 +29,23 @@ from .gguf import GGUFFile
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 
+# A newline inside a Jinja string literal is written either as an escape or as itself.
+_NL = r"(?:\\n|\n)"
 # The per-message body of a ChatML template, with the spacing variants Jinja allows.
 _CHATML_MESSAGE = re.compile(
-    r"'<\|im_start\|>'\s*\+\s*message\['role'\]\s*\+\s*'\\n'\s*\+\s*message\['content'\]"
-    r"\s*\+\s*'<\|im_end\|>'\s*\+\s*'\\n'"
+    r"'<\|im_start\|>'\s*\+\s*message\['role'\]\s*\+\s*'" + _NL + r"'\s*\+\s*"
+    r"message\['content'\]\s*\+\s*'<\|im_end\|>'\s*\+\s*'" + _NL + "'"
 )
 _DEFAULT_SYSTEM = re.compile(
-    r"messages\[0\]\['role'\]\s*!=\s*'system'\s*%\}\{\{\s*'<\|im_start\|>system\n(.*?)<\|im_end\|>\n'",
+    r"messages\[0\]\['role'\]\s*!=\s*'system'\s*%\}\{\{\s*'<\|im_start\|>system"
+    + _NL
+    + r"(.*?)<\|im_end\|>"
+    + _NL
+    + "'",
     re.S,
 )
 _GENERATION_PROMPT = re.compile(
-    r"\{%\s*if add_generation_prompt\s*%\}\{\{\s*'<\|im_start\|>assistant\n'\s*\}\}"
+    r"\{%\s*if add_generation_prompt\s*%\}\{\{\s*'<\|im_start\|>assistant" + _NL + r"'\s*\}\}"
 )
 
 ROLES = ("system", "user", "assistant")
@@ -66,7 +72,8 @@ class ChatTemplate:
                 path, "chat template is not ChatML; only ChatML templates are supported"
             )
         m = _DEFAULT_SYSTEM.search(source)
-        return cls(default_system=m.group(1) if m else None)
+        system = m.group(1).replace("\\n", "\n") if m else None
+        return cls(default_system=system)
 
     @classmethod
     def from_gguf(cls, gguf: GGUFFile) -> "ChatTemplate":
