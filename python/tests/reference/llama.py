@@ -1,0 +1,244 @@
+"""Numpy reference of the Llama decoder as llama.cpp runs SmolLM2-135M from GGUF.
+
+Per block: ``x += Wo · attn(rope(Wq · n), rope(Wk · n), Wv · n)`` with ``n = rmsnorm(x)``,
+then ``x += Wdown · (silu(Wgate · n) * Wup · n)`` with ``n = rmsnorm(x)``; after the last
+block a final RMSNorm and the output projection, which is ``token_embd.weight`` when the
+file has no ``output.weight`` (tied embeddings).
+
+Facts this encodes, each checked against llama.cpp by the fixture tests:
+
+* Weights are stored ``(out, in)`` in numpy order (GGUF extents ``[in, out]``), so a
+  linear layer is ``x @ W.T``.
+* RoPE rotates adjacent pairs ``(x[2i], x[2i+1])`` of each head by ``pos * base**(-2i/d)``
+  (llama.cpp's "normal" RoPE for the llama architecture: the GGUF converter permuted the
+  rows of ``attn_q``/``attn_k`` so that adjacent pairs are the ones Hugging Face's
+  half-split rotation pairs).
+* Grouped-query attention: query head ``h`` reads KV head ``h // (n_head / n_head_kv)``.
+* Attention scale ``1 / sqrt(head_dim)``, causal mask, softmax in float32.
+
+Two options mimic parts of llama.cpp's rounding: ``q8_activations`` rounds the input of
+each matmul through 8-bit blocks of 32 (as its Q4_1 x Q8_1 and Q8_0 x Q8_0 dot products
+do), and ``f16_kv`` keeps K and V in half precision with Q and the softmax rounded to half
+before they meet them (its attention without flash attention). Measured against the
+fixtures, neither brings the logits closer to llama.cpp's (mean |difference| stays 0.12 to
+0.20 on top logits near 25, already at position 0), so both are off by default: the exact
+rounding order of llama.cpp's kernels is not reproduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+from knpu.models.gguf import GGUFFile
+
+from .dequant import load_tensor, quantize_q8_rows
+
+
+@dataclass
+class LlamaConfig:
+    """Hyperparameters read from a GGUF file's ``llama.*`` metadata."""
+
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    rope_base: float
+    rms_eps: float
+    vocab_size: int
+    context_length: int
+
+    @classmethod
+    def from_gguf(cls, g: GGUFFile) -> "LlamaConfig":
+        arch = g.require("general.architecture")
+        if arch != "llama":
+            raise ValueError(f"{g.path}: architecture {arch!r} is not llama")
+        n_embd = int(g.require("llama.embedding_length"))
+        n_head = int(g.require("llama.attention.head_count"))
+        return cls(
+            n_layer=int(g.require("llama.block_count")),
+            n_embd=n_embd,
+            n_ff=int(g.require("llama.feed_forward_length")),
+            n_head=n_head,
+            n_head_kv=int(g.get("llama.attention.head_count_kv", n_head)),
+            head_dim=int(g.get("llama.rope.dimension_count", n_embd // n_head)),
+            rope_base=float(g.get("llama.rope.freq_base", 10000.0)),
+            rms_eps=float(g.require("llama.attention.layer_norm_rms_epsilon")),
+            vocab_size=len(g.require("tokenizer.ggml.tokens")),
+            context_length=int(g.require("llama.context_length")),
+        )
+
+
+@dataclass
+class _Layer:
+    attn_norm: np.ndarray
+    wq: np.ndarray
+    wk: np.ndarray
+    wv: np.ndarray
+    wo: np.ndarray
+    ffn_norm: np.ndarray
+    w_gate: np.ndarray
+    w_up: np.ndarray
+    w_down: np.ndarray
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the positions seen so far, per layer: ``(pos, n_head_kv, head_dim)``."""
+
+    k: List[np.ndarray] = field(default_factory=list)
+    v: List[np.ndarray] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return 0 if not self.k else self.k[0].shape[0]
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """``x / sqrt(mean(x**2) + eps) * w`` over the last axis."""
+    ms = np.mean(x.astype(np.float64) ** 2, axis=-1, keepdims=True)
+    return (x / np.sqrt(ms + eps)).astype(np.float32) * w
+
+
+def rope_adjacent(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
+    """Rotate adjacent pairs of the last axis of ``x`` ``(T, heads, d)`` by position."""
+    d = x.shape[-1]
+    inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    ang = positions.astype(np.float64)[:, None] * inv_freq[None, :]
+    cos = np.cos(ang)[:, None, :].astype(np.float32)
+    sin = np.sin(ang)[:, None, :].astype(np.float32)
+    x0 = x[..., 0::2]
+    x1 = x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * cos - x1 * sin
+    out[..., 1::2] = x0 * sin + x1 * cos
+    return out
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+class LlamaReference:
+    """The SmolLM2 forward pass in numpy, weights dequantised to float32."""
+
+    def __init__(
+        self, gguf: GGUFFile, *, q8_activations: bool = False, f16_kv: bool = False
+    ) -> None:
+        self.cfg = LlamaConfig.from_gguf(gguf)
+        self.q8_activations = q8_activations
+        self.f16_kv = f16_kv
+        c = self.cfg
+        self.tok_embd = load_tensor(gguf, "token_embd.weight")
+        self.output = (
+            load_tensor(gguf, "output.weight") if "output.weight" in gguf.tensors else self.tok_embd
+        )
+        self.output_norm = load_tensor(gguf, "output_norm.weight")
+        self.layers: List[_Layer] = []
+        for i in range(c.n_layer):
+            p = f"blk.{i}."
+            self.layers.append(
+                _Layer(
+                    attn_norm=load_tensor(gguf, p + "attn_norm.weight"),
+                    wq=load_tensor(gguf, p + "attn_q.weight"),
+                    wk=load_tensor(gguf, p + "attn_k.weight"),
+                    wv=load_tensor(gguf, p + "attn_v.weight"),
+                    wo=load_tensor(gguf, p + "attn_output.weight"),
+                    ffn_norm=load_tensor(gguf, p + "ffn_norm.weight"),
+                    w_gate=load_tensor(gguf, p + "ffn_gate.weight"),
+                    w_up=load_tensor(gguf, p + "ffn_up.weight"),
+                    w_down=load_tensor(gguf, p + "ffn_down.weight"),
+                )
+            )
+        assert self.layers[0].wq.shape == (c.n_head * c.head_dim, c.n_embd)
+        assert self.layers[0].wk.shape == (c.n_head_kv * c.head_dim, c.n_embd)
+
+    def _linear(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if self.q8_activations:
+            x = quantize_q8_rows(x)
+        return x @ w.T
+
+    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
+        """q ``(T, H, d)``; k, v ``(S, Hkv, d)`` with ``S = start + T``; causal."""
+        c = self.cfg
+        group = c.n_head // c.n_head_kv
+        t, s = q.shape[0], k.shape[0]
+        scale = 1.0 / np.sqrt(c.head_dim)
+        k_full = np.repeat(k, group, axis=1)  # (S, H, d): head h reads kv head h // group
+        v_full = np.repeat(v, group, axis=1)
+        if self.f16_kv:
+            q = q.astype(np.float16).astype(np.float32)
+        scores = np.einsum("thd,shd->hts", q, k_full) * scale
+        qpos = start + np.arange(t)[:, None]
+        kpos = np.arange(s)[None, :]
+        scores = np.where(kpos <= qpos, scores, -np.inf)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        p = np.exp(scores)
+        p /= p.sum(axis=-1, keepdims=True)
+        if self.f16_kv:
+            p = p.astype(np.float16).astype(np.float32)
+        return np.einsum("hts,shd->thd", p, v_full).reshape(t, c.n_head * c.head_dim)
+
+    def forward(
+        self,
+        tokens: Sequence[int],
+        cache: Optional[KVCache] = None,
+        *,
+        layers: Optional[int] = None,
+    ) -> np.ndarray:
+        """Logits ``(T, vocab)`` for ``tokens`` following the positions already in ``cache``.
+
+        With ``layers`` set, stop after that many blocks and return the hidden state
+        ``(T, n_embd)`` instead (for layer-by-layer comparisons).
+        """
+        c = self.cfg
+        cache = cache if cache is not None else KVCache()
+        start = cache.length
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise ValueError("tokens must be a non-empty 1-D sequence")
+        if start + ids.size > c.context_length:
+            raise ValueError(
+                f"{start + ids.size} positions exceed the context of {c.context_length}"
+            )
+        positions = start + np.arange(ids.size)
+        x = self.tok_embd[ids].astype(np.float32)
+        n_blocks = c.n_layer if layers is None else layers
+        for li, L in enumerate(self.layers[:n_blocks]):
+            h = rms_norm(x, L.attn_norm, c.rms_eps)
+            q = self._linear(h, L.wq).reshape(-1, c.n_head, c.head_dim)
+            k = self._linear(h, L.wk).reshape(-1, c.n_head_kv, c.head_dim)
+            v = self._linear(h, L.wv).reshape(-1, c.n_head_kv, c.head_dim)
+            q = rope_adjacent(q, positions, c.rope_base)
+            k = rope_adjacent(k, positions, c.rope_base)
+            if self.f16_kv:
+                k = k.astype(np.float16).astype(np.float32)
+                v = v.astype(np.float16).astype(np.float32)
+            if len(cache.k) <= li:
+                cache.k.append(k)
+                cache.v.append(v)
+            else:
+                cache.k[li] = np.concatenate([cache.k[li], k])
+                cache.v[li] = np.concatenate([cache.v[li], v])
+            attn = self._attention(q, cache.k[li], cache.v[li], start)
+            x = x + self._linear(attn, L.wo)
+            h = rms_norm(x, L.ffn_norm, c.rms_eps)
+            g = silu(self._linear(h, L.w_gate)) * self._linear(h, L.w_up)
+            x = x + self._linear(g, L.w_down)
+        if layers is not None:
+            return x
+        x = rms_norm(x, self.output_norm, c.rms_eps)
+        return self._linear(x, self.output)
+
+    def greedy(self, prompt: Sequence[int], n_new: int) -> List[int]:
+        """``n_new`` tokens by argmax, prefill in one pass then one token per step."""
+        cache = KVCache()
+        logits = self.forward(prompt, cache)
+        out = [int(np.argmax(logits[-1]))]
+        while len(out) < n_new:
+            logits = self.forward([out[-1]], cache)
+            out.append(int(np.argmax(logits[-1])))
+        return out
