@@ -97,18 +97,6 @@ impl RuntimeContext {
         Ok(self.devices[i as usize].clone())
     }
 
-    /// Skips the case unless the device runs `kernel_id` on `dtype`.
-    pub fn require_kernel(&self, kernel_id: u32, dtype: u32) -> Result<(), Unsupported> {
-        match self.device.supports_kernel(kernel_id, dtype) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Unsupported::new(format!(
-                "the device reports kernel {kernel_id:#x} on {} unsupported",
-                knpu::dtype_name(dtype)
-            ))),
-            Err(e) => panic!("device_supports_kernel failed: {e}"),
-        }
-    }
-
     /// Skips the case unless the device arms faults.
     pub fn require_fault_injection(&self) -> Result<(), Unsupported> {
         match self.device.attribute(knpu::Attribute::FaultInjection) {
