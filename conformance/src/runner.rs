@@ -159,13 +159,17 @@ pub fn run(
     let previous: Arc<Hook> = Arc::new(panic::take_hook());
     let forward = previous.clone();
     panic::set_hook(Box::new(move |info| {
+        let at = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = format!("{}{at}", shorten(&payload_text(info.payload())));
         if IN_CASE.with(|c| *c.borrow()) {
-            let at = info
-                .location()
-                .map(|l| format!(" (at {}:{})", l.file(), l.line()))
-                .unwrap_or_default();
-            let msg = payload_text(info.payload());
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{at}")));
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(msg));
+        } else if std::thread::current().name().is_none() {
+            // A thread a case spawned: its panic reaches the case through `join`; one line
+            // here says which thread, without dumping the operands of a failed comparison.
+            eprintln!("a thread of the case panicked: {msg}");
         } else {
             forward(info);
         }
@@ -234,8 +238,22 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     r.map_err(|payload| {
         LAST_PANIC
             .with(|p| p.borrow_mut().take())
-            .unwrap_or_else(|| payload_text(&*payload))
+            .unwrap_or_else(|| shorten(&payload_text(&*payload)))
     })
+}
+
+/// A failure message cut to a readable length (a failed comparison of two buffers prints
+/// both in full).
+fn shorten(msg: &str) -> String {
+    const LIMIT: usize = 600;
+    if msg.len() <= LIMIT {
+        return msg.to_string();
+    }
+    let mut end = LIMIT;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} ... ({} bytes cut)", &msg[..end], msg.len() - end)
 }
 
 fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
