@@ -1,58 +1,48 @@
 //! The `knpu` command.
 //!
 //! `knpu devices` lists devices like an smi tool; `knpu bench <suite> [--json]` runs a
-//! benchmark suite (see `bench`).
+//! benchmark suite (see `bench`); `knpu conformance [--driver PATH.so] [--json]` runs the
+//! driver conformance kit (see `conformance`). Arguments are parsed one way for every
+//! subcommand (clap), so each has `--help` and an unknown option is an error.
 
 mod bench;
+mod conformance;
 mod devices;
 
 use std::process::ExitCode;
 
-fn usage() -> String {
-    let mut s =
-        String::from("usage: knpu devices\n       knpu bench <suite> [--json]\n\nsuites:\n");
-    for (name, what) in bench::SUITES {
-        s.push_str(&format!("  {name:<10} {what}\n"));
-    }
-    s
+use clap::{Parser, Subcommand};
+
+/// knpu: devices, benchmarks and driver conformance for knpu NPUs.
+#[derive(Parser)]
+#[command(name = "knpu", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every device of every driver (built-in and KNPU_DRIVER_PATH).
+    Devices,
+    /// Run a benchmark suite; records print as a table, or JSON Lines with --json.
+    Bench(bench::BenchArgs),
+    /// Run the driver conformance kit on a driver (default: the built-in software NPU).
+    Conformance(conformance::Args),
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("bench") => {
-            let Some(suite) = args.get(1) else {
-                eprint!("{}", usage());
-                return ExitCode::from(2);
-            };
-            let rest: Vec<String> = args[2..]
-                .iter()
-                .filter(|a| *a != "--json")
-                .cloned()
-                .collect();
-            let mut sink = bench::Sink::new(args.iter().any(|a| a == "--json"));
-            match bench::run(suite, &rest, &mut sink) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("knpu bench: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Some("devices") => match devices::run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("knpu devices: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Some("-h") | Some("--help") | Some("help") => {
-            print!("{}", usage());
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprint!("{}", usage());
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    let (what, result) = match cli.command {
+        Command::Devices => ("devices", devices::run()),
+        Command::Bench(args) => ("bench", bench::run(&args)),
+        Command::Conformance(args) => ("conformance", conformance::run(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knpu {what}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

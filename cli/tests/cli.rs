@@ -53,13 +53,130 @@ fn bad_driver_path_is_a_warning_not_a_failure() {
 }
 
 #[test]
-fn unknown_commands_and_suites_fail_with_usage() {
+fn unknown_commands_suites_and_options_fail_with_usage() {
     let (ok, _, err) = knpu(&["frobnicate"], &[]);
     assert!(!ok);
-    assert!(err.contains("usage"), "{err}");
+    assert!(err.contains("Usage"), "{err}");
     let (ok, _, err) = knpu(&["bench", "nosuch"], &[]);
     assert!(!ok);
-    assert!(err.contains("unknown benchmark suite"), "{err}");
+    assert!(err.contains("nosuch") && err.contains("Usage"), "{err}");
+    // Every suite refuses options it does not have (they used to be ignored by some).
+    for suite in [
+        "runtime",
+        "graph",
+        "gemm",
+        "attention",
+        "quant",
+        "ops",
+        "attention-device",
+        "quant-device",
+    ] {
+        let (ok, _, err) = knpu(&["bench", suite, "--no-such-option"], &[]);
+        assert!(!ok, "{suite}");
+        assert!(err.contains("--no-such-option"), "{suite}: {err}");
+    }
+    let (ok, _, err) = knpu(&["devices", "--all"], &[]);
+    assert!(!ok);
+    assert!(err.contains("--all"), "{err}");
+    let (ok, _, err) = knpu(&["bench", "quant", "--only", "everything"], &[]);
+    assert!(!ok);
+    assert!(err.contains("everything"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["devices", "--help"],
+        &["bench", "--help"],
+        &["bench", "gemm", "--help"],
+        &["bench", "attention", "--help"],
+        &["bench", "quant", "--help"],
+        &["bench", "ops", "--help"],
+        &["bench", "runtime", "--help"],
+        &["conformance", "--help"],
+    ] {
+        let (ok, out, err) = knpu(args, &[]);
+        assert!(ok, "{args:?}: {err}");
+        assert!(out.contains("Usage: knpu"), "{args:?}: {out}");
+    }
+    let (_, out, _) = knpu(&["bench", "--help"], &[]);
+    for suite in ["attention-device", "quant-device", "gemm"] {
+        assert!(out.contains(suite), "{out}");
+    }
+    let (_, out, _) = knpu(&["bench", "gemm", "--help"], &[]);
+    for option in [
+        "--quick",
+        "--runtime",
+        "--threads",
+        "--isa",
+        "--shape",
+        "--trans-b",
+    ] {
+        assert!(out.contains(option), "{option}: {out}");
+    }
+}
+
+/// The simulator's cdylib, built by cargo in the target directory.
+fn sim_plugin() -> std::path::PathBuf {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_knpu"));
+    let dir = bin.parent().unwrap();
+    for d in [dir.to_path_buf(), dir.join("deps")] {
+        let p = d.join("libknpu_driver_sim.so");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("libknpu_driver_sim.so not found beside {}", bin.display());
+}
+
+#[test]
+fn conformance_prints_a_table_by_feature_and_json_lines() {
+    let (ok, out, err) = knpu(&["conformance", "--filter", "copies"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("conformance of driver `sim`"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("copies ")),
+        "a row for the copies feature: {out}"
+    );
+    let plugin = sim_plugin();
+    let (ok, out, err) = knpu(
+        &[
+            "conformance",
+            "--driver",
+            plugin.to_str().unwrap(),
+            "--filter",
+            "copies",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let cases: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r.get("case").is_some()).collect();
+    assert!(cases.len() >= 5, "{out}");
+    assert!(cases.iter().all(|c| c["outcome"] == "pass"), "{out}");
+    assert!(cases.iter().any(|c| c["level"] == "runtime"), "{out}");
+    let summary = records
+        .iter()
+        .find(|r| r["feature"] == "copies" && r.get("case").is_none())
+        .expect("a summary record for copies");
+    assert_eq!(summary["fail"], 0);
+    assert!(summary["pass"].as_u64().unwrap() >= 5);
+
+    let (ok, _, err) = knpu(&["conformance", "--driver", "/nonexistent/libx.so"], &[]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/libx.so"), "{err}");
+    let (ok, out, _) = knpu(&["conformance", "--list"], &[]);
+    assert!(ok);
+    assert!(
+        out.lines().any(|l| l == "abi/copies/copies_round_trip"),
+        "{out}"
+    );
 }
 
 #[test]

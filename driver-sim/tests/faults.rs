@@ -1,26 +1,70 @@
-//! Fault injection and device loss. Faults are device-wide, so these checks run one after
-//! another in this binary's only test, on a driver configured with two devices, statically
-//! linked first and then as a plugin.
+//! The software NPU's kernel fault injection at the driver ABI: counting launches of one
+//! kernel id, firing once, disarming, and the message naming the faulting command. (What
+//! every driver's fault injection must do is checked by the conformance kit,
+//! `knpu-conformance`.)
 
 mod common;
 
-use common::{conformance, Sim};
+use common::{elementwise, fill, host_fn, kernel, Sim};
+use knpu_driver_abi::*;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Faults are device-wide, so this binary has one test, statically linked and then as a
+/// plugin.
 #[test]
-fn faults_and_device_loss() {
-    // The only test of this process, so setting the environment before the driver first
-    // starts races with nothing.
-    std::env::set_var("KNPU_SIM_DEVICES", "2");
+fn injected_kernel_faults() {
     for sim in [
         Sim {
             api: knpu_driver_sim::api(),
         },
         common::plugin(),
     ] {
-        conformance::injected_kernel_fault(sim);
-        conformance::injected_alloc_failure(sim);
-        conformance::peer_copies_between_devices(sim);
-        conformance::queue_limit(sim, 1);
-        conformance::device_loss(sim, 1);
+        injected_kernel_fault(sim);
     }
+}
+
+fn injected_kernel_fault(sim: Sim) {
+    let d = sim.device(0);
+    let q = sim.queue(d);
+    let s = sim.semaphore(d, 0);
+    let a = sim.alloc(d, 4096);
+    let p = elementwise(KNPU_ELEMENTWISE_SCALE, KNPU_DTYPE_F32, 1024, a, 0, a, 1.0);
+    let k = kernel(KNPU_KERNEL_ELEMENTWISE, &p);
+    let counter = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
+    // Counting only another kernel id: elementwise launches do not fire it.
+    assert_eq!(
+        sim.inject(d, KNPU_FAULT_KERNEL, 4242, 1),
+        KNPU_STATUS_SUCCESS
+    );
+    assert_eq!(sim.run(q, s, 1, &[k, k]), KNPU_STATUS_SUCCESS);
+    assert_eq!(
+        sim.inject(d, KNPU_FAULT_KERNEL, KNPU_KERNEL_ELEMENTWISE, 2),
+        KNPU_STATUS_SUCCESS
+    );
+    assert_eq!(
+        sim.run(q, s, 2, &[k, k, fill(a, 8, 0, 1), host_fn(&counter)]),
+        KNPU_STATUS_KERNEL_FAULT
+    );
+    let (st, msg) = sim.error(s);
+    assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
+    assert!(msg.contains("command 1 (kernel elementwise)"), "{msg}");
+    assert_eq!(counter[2].load(Ordering::SeqCst), KNPU_STATUS_KERNEL_FAULT);
+    let s2 = sim.semaphore(d, 0);
+    assert_eq!(
+        sim.run(q, s2, 1, &[k]),
+        KNPU_STATUS_SUCCESS,
+        "the fault fires once"
+    );
+    assert_eq!(sim.inject(d, KNPU_FAULT_KERNEL, 0, 1), KNPU_STATUS_SUCCESS);
+    assert_eq!(sim.inject(d, KNPU_FAULT_NONE, 0, 0), KNPU_STATUS_SUCCESS);
+    assert_eq!(sim.run(q, s2, 2, &[k]), KNPU_STATUS_SUCCESS, "NONE disarms");
+    assert_eq!(
+        sim.inject(d, KNPU_FAULT_KERNEL, 0, 0),
+        KNPU_STATUS_INVALID_VALUE
+    );
+    assert_eq!(sim.inject(d, 99, 0, 1), KNPU_STATUS_INVALID_VALUE);
+    sim.free(d, a);
+    sim.destroy_semaphore(s);
+    sim.destroy_semaphore(s2);
+    sim.destroy_queue(q);
 }

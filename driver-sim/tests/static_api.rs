@@ -1,9 +1,12 @@
-//! The conformance suite against the simulator linked statically, through `api()`.
+//! Facts of the software NPU that the driver ABI leaves to each driver: its names, its
+//! attributes, which dtypes its elementwise kernel takes, its timing model and the wording of
+//! its fault messages. (What every driver must do is checked by the conformance kit,
+//! `knpu-conformance`, which runs on this driver built in and as a plugin.)
 
 mod common;
 
-use common::conformance::conformance_tests;
-use common::Sim;
+use common::{call, d2d, d2h_raw, fill, peer, Sim};
+use knpu_driver_abi::*;
 
 fn sim() -> Sim {
     Sim {
@@ -11,30 +14,114 @@ fn sim() -> Sim {
     }
 }
 
-conformance_tests!(sim;
-    table_header,
-    devices_and_attributes,
-    memory_accounting,
-    copies_round_trip,
-    fill_patterns,
-    illegal_addresses_fault_and_the_queue_recovers,
-    dependency_failure_propagates,
-    host_functions_and_timestamps,
-    elementwise_kernels,
-    semaphores,
-    invalid_handles_are_refused,
-    profiling_records_commands,
-    queue_limit_and_priorities,
-    concurrent_queues,
-    latency_report,
-    bandwidth_report,
-);
+#[test]
+fn names_attributes_and_kernel_dtypes() {
+    let sim = sim();
+    // SAFETY: static NUL-terminated strings.
+    let name = unsafe { std::ffi::CStr::from_ptr(sim.api.driver_name) };
+    assert_eq!(name.to_str().unwrap(), "sim");
+    let d0 = sim.device(0);
+    let mut buf = [0 as std::ffi::c_char; 64];
+    assert_eq!(
+        call!(sim, device_get_name(d0, buf.as_mut_ptr(), buf.len())),
+        KNPU_STATUS_SUCCESS
+    );
+    // SAFETY: NUL-terminated by the driver.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    assert_eq!(name.to_str().unwrap(), "knpu-sim NPU 0");
+    assert_eq!(sim.attribute(d0, KNPU_ATTR_ALLOCATION_ALIGNMENT), 256);
+    assert_eq!(sim.attribute(d0, KNPU_ATTR_FAULT_INJECTION), 1);
+    assert_eq!(sim.attribute(d0, KNPU_ATTR_PEER_COPY), 1);
+    let mut s = -1;
+    for (dtype, want) in [
+        (KNPU_DTYPE_F32, 1),
+        (KNPU_DTYPE_F16, 1),
+        (KNPU_DTYPE_BF16, 1),
+        (KNPU_DTYPE_I8, 0),
+    ] {
+        assert_eq!(
+            call!(
+                sim,
+                device_supports_kernel(d0, KNPU_KERNEL_ELEMENTWISE, dtype, &mut s)
+            ),
+            KNPU_STATUS_SUCCESS
+        );
+        assert_eq!(s, want, "dtype {dtype}");
+    }
+}
 
 #[test]
-fn entry_point_refuses_other_majors() {
-    assert!(knpu_driver_sim::knpu_driver_get_api(2, 0).is_null());
+fn fault_messages_name_the_command_and_its_kind() {
+    let sim = sim();
+    let d = sim.device(0);
+    let q = sim.queue(d);
+    let a = sim.alloc(d, 256);
+    let mut host = vec![0u8; 256];
+    let s = sim.semaphore(d, 0);
     assert_eq!(
-        knpu_driver_sim::knpu_driver_get_api(1, 0),
-        knpu_driver_sim::api() as *const _
+        sim.run(q, s, 1, &[d2h_raw(host.as_mut_ptr(), a + 192, 65)]),
+        KNPU_STATUS_ILLEGAL_ADDRESS
     );
+    let (_, msg) = sim.error(s);
+    assert!(msg.contains("command 0 (copy device to host)"), "{msg}");
+    let s2 = sim.semaphore(d, 0);
+    assert_eq!(
+        sim.run(
+            q,
+            s2,
+            1,
+            &[d2h_raw(host.as_mut_ptr(), a, 16), d2d(a + (1 << 30), a, 16)]
+        ),
+        KNPU_STATUS_ILLEGAL_ADDRESS
+    );
+    let (_, msg) = sim.error(s2);
+    assert!(msg.contains("command 1 (copy device to device)"), "{msg}");
+    // A peer copy's fault names the source device.
+    let s3 = sim.semaphore(d, 0);
+    assert_eq!(
+        sim.run(q, s3, 1, &[peer(a, d, a + (1 << 30), 16)]),
+        KNPU_STATUS_ILLEGAL_ADDRESS
+    );
+    let (_, msg) = sim.error(s3);
+    assert!(msg.contains("knpu-sim NPU 0"), "{msg}");
+    sim.free(d, a);
+    for s in [s, s2, s3] {
+        sim.destroy_semaphore(s);
+    }
+    sim.destroy_queue(q);
+}
+
+#[test]
+fn profiling_models_fills_at_the_memory_bandwidth() {
+    let sim = sim();
+    let d = sim.device(0);
+    let q = sim.queue(d);
+    let s = sim.semaphore(d, 0);
+    let size = 3 << 20;
+    let a = sim.alloc(d, size);
+    assert_eq!(call!(sim, device_set_profiling(d, 1)), KNPU_STATUS_SUCCESS);
+    assert_eq!(
+        sim.run(q, s, 1, &[fill(a, size, 0, 4)]),
+        KNPU_STATUS_SUCCESS
+    );
+    assert_eq!(call!(sim, device_set_profiling(d, 0)), KNPU_STATUS_SUCCESS);
+    // SAFETY: KnpuCommandRecord is plain data starting with struct_size.
+    let mut records = vec![unsafe { sized_zeroed::<KnpuCommandRecord>() }; 4096];
+    let mut n = 0;
+    assert_eq!(
+        call!(
+            sim,
+            device_read_profile(d, records.as_mut_ptr(), records.len(), &mut n)
+        ),
+        KNPU_STATUS_SUCCESS
+    );
+    let fill = records[..n]
+        .iter()
+        .find(|r| r.type_ == KNPU_COMMAND_FILL && r.bytes == size)
+        .expect("the fill was recorded");
+    let bw = sim.attribute(d, KNPU_ATTR_MEMORY_BANDWIDTH_MBPS) as u64;
+    assert_eq!(fill.modeled_ns, (size * 1000).div_ceil(bw));
+    sim.free(d, a);
+    sim.destroy_semaphore(s);
+    sim.destroy_queue(q);
 }

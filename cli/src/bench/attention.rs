@@ -46,7 +46,7 @@ const Q_HEADS: usize = 9;
 const KV_HEADS: usize = 3;
 const HEAD_DIM: usize = 64;
 
-struct Opts {
+struct Settings {
     threads: usize,
     phases: Vec<String>,
     dtypes: Vec<&'static str>,
@@ -76,9 +76,38 @@ fn parse_list(v: &str, what: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        threads: 2,
+/// Options of `knpu bench attention`.
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Threads of the kernel pool.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Decode re-reads one cache copy, so it measures the kernel on cache-resident data.
+    #[arg(long)]
+    hot: bool,
+    /// Prefill sequence lengths, comma-separated.
+    #[arg(long, value_name = "N,...")]
+    seq: Option<String>,
+    /// Decode cache lengths, comma-separated.
+    #[arg(long = "kv-len", value_name = "N,...")]
+    kv_len: Option<String>,
+    /// Decode from a paged cache of blocks of this many positions.
+    #[arg(long = "block-size", value_name = "N")]
+    block_size: Option<String>,
+    /// Cache layout: bshd or bhsd (contiguous caches only).
+    #[arg(long, value_name = "bshd|bhsd")]
+    layout: Option<String>,
+    /// Phases to run, comma-separated: probe, prefill, decode, memory.
+    #[arg(long, value_name = "PHASE,...")]
+    phase: Option<String>,
+    /// Element type: f32, f16, bf16 or all.
+    #[arg(long, value_name = "DTYPE")]
+    dtype: Option<String>,
+}
+
+fn settings(a: &Opts) -> Result<Settings, String> {
+    let mut o = Settings {
+        threads: a.threads,
         phases: vec![
             "probe".into(),
             "prefill".into(),
@@ -86,44 +115,41 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "memory".into(),
         ],
         dtypes: vec!["f32"],
-        hot: false,
+        hot: a.hot,
         head_major: false,
         block_size: None,
         seqs: vec![512, 2048],
         kv_lens: vec![512, 4096],
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--threads" => {
-                o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?;
-            }
-            "--hot" => o.hot = true,
-            "--seq" => o.seqs = parse_list(val()?, "--seq")?,
-            "--kv-len" => o.kv_lens = parse_list(val()?, "--kv-len")?,
-            "--block-size" => match parse_list(val()?, "--block-size")?[..] {
-                [n] => o.block_size = Some(n),
-                _ => return Err("--block-size takes one block size".into()),
-            },
-            "--layout" => {
-                o.head_major = match val()?.as_str() {
-                    "bshd" => false,
-                    "bhsd" => true,
-                    l => return Err(format!("unknown layout `{l}` (bshd, bhsd)")),
-                }
-            }
-            "--phase" => o.phases = val()?.split(',').map(str::to_string).collect(),
-            "--dtype" => {
-                o.dtypes = match val()?.as_str() {
-                    "f32" => vec!["f32"],
-                    "f16" => vec!["f16"],
-                    "bf16" => vec!["bf16"],
-                    "all" => vec!["f32", "f16", "bf16"],
-                    d => return Err(format!("unknown dtype `{d}` (f32, f16, bf16, all)")),
-                }
-            }
-            _ => return Err(format!("unknown option `{a}`")),
+    if let Some(v) = &a.seq {
+        o.seqs = parse_list(v, "--seq")?;
+    }
+    if let Some(v) = &a.kv_len {
+        o.kv_lens = parse_list(v, "--kv-len")?;
+    }
+    if let Some(v) = &a.block_size {
+        match parse_list(v, "--block-size")?[..] {
+            [n] => o.block_size = Some(n),
+            _ => return Err("--block-size takes one block size".into()),
+        }
+    }
+    if let Some(v) = &a.layout {
+        o.head_major = match v.as_str() {
+            "bshd" => false,
+            "bhsd" => true,
+            l => return Err(format!("unknown layout `{l}` (bshd, bhsd)")),
+        }
+    }
+    if let Some(v) = &a.phase {
+        o.phases = v.split(',').map(str::to_string).collect();
+    }
+    if let Some(v) = &a.dtype {
+        o.dtypes = match v.as_str() {
+            "f32" => vec!["f32"],
+            "f16" => vec!["f16"],
+            "bf16" => vec!["bf16"],
+            "all" => vec!["f32", "f16", "bf16"],
+            d => return Err(format!("unknown dtype `{d}` (f32, f16, bf16, all)")),
         }
     }
     if o.head_major && o.block_size.is_some() {
@@ -140,8 +166,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 }
 
 /// Runs the suite.
-pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
-    let o = parse(args)?;
+pub fn run(opts: &Opts, sink: &mut Sink) -> Result<(), String> {
+    let o = settings(opts)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(o.threads)
         .build()
@@ -172,7 +198,7 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
 
 fn run_phase<T: AttnElement>(
     phase: &str,
-    o: &Opts,
+    o: &Settings,
     refs: &Refs,
     sink: &mut Sink,
 ) -> Result<(), String> {
@@ -332,7 +358,7 @@ fn with_cpu(
 fn decode<T: AttnElement>(
     kv_len: usize,
     threads: usize,
-    o: &Opts,
+    o: &Settings,
     refs: &Refs,
     sink: &mut Sink,
 ) -> Result<(), String> {

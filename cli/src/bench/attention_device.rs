@@ -92,8 +92,8 @@ fn measure(s: &knpu::Stream, args: &AttentionArgs) -> Result<(usize, f64, f64), 
 }
 
 /// Runs the suite.
-pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
-    let quick = args.iter().any(|a| a == "--quick");
+pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
+    let quick = opts.quick;
     let dev = knpu::device(0).map_err(err)?;
     let s = knpu::Stream::new(&dev).map_err(err)?;
     let causal = AttnMask {

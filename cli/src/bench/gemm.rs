@@ -28,57 +28,45 @@ use knpu_kernels::{isa, Isa, Parallelism};
 
 use super::{time_median, Record, Sink};
 
-struct Options {
+/// Options of `knpu bench gemm`.
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Fewer, smaller cases.
+    #[arg(long)]
     quick: bool,
+    /// Only the runtime-versus-direct cases.
+    #[arg(long = "runtime")]
     runtime_only: bool,
+    /// Threads of the kernel pool.
+    #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Force every case onto one instruction-set path (by its name, e.g. avx2).
+    #[arg(long, value_name = "NAME", value_parser = parse_isa)]
     isa: Option<Isa>,
+    /// Only this f32 shape, no probe (what the numpy script uses).
+    #[arg(long, value_name = "MxNxK", value_parser = parse_shape)]
     shape: Option<(usize, usize, usize)>,
+    /// With --shape: B transposed.
+    #[arg(long)]
     trans_b: bool,
 }
 
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        quick: false,
-        runtime_only: false,
-        threads: 2,
-        isa: None,
-        shape: None,
-        trans_b: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => o.quick = true,
-            "--runtime" => o.runtime_only = true,
-            "--threads" => {
-                let v = it.next().ok_or("--threads needs a value")?;
-                o.threads = v.parse().map_err(|_| format!("bad thread count `{v}`"))?;
-            }
-            "--isa" => {
-                let v = it.next().ok_or("--isa needs a value")?;
-                let isa =
-                    Isa::from_name(v).ok_or_else(|| format!("unknown instruction set `{v}`"))?;
-                if !isa.is_supported() {
-                    return Err(format!(
-                        "instruction set `{v}` is not available on this host"
-                    ));
-                }
-                o.isa = Some(isa);
-            }
-            "--shape" => {
-                let v = it.next().ok_or("--shape needs MxNxK")?;
-                let dims: Vec<usize> = v.split('x').filter_map(|d| d.parse().ok()).collect();
-                let [m, n, k] = dims[..] else {
-                    return Err(format!("bad shape `{v}`, expected MxNxK"));
-                };
-                o.shape = Some((m, n, k));
-            }
-            "--trans-b" => o.trans_b = true,
-            other => return Err(format!("unknown option `{other}` for the gemm suite")),
-        }
+fn parse_isa(v: &str) -> Result<Isa, String> {
+    let isa = Isa::from_name(v).ok_or_else(|| format!("unknown instruction set `{v}`"))?;
+    if !isa.is_supported() {
+        return Err(format!(
+            "instruction set `{v}` is not available on this host"
+        ));
     }
-    Ok(o)
+    Ok(isa)
+}
+
+fn parse_shape(v: &str) -> Result<(usize, usize, usize), String> {
+    let dims: Vec<usize> = v.split('x').filter_map(|d| d.parse().ok()).collect();
+    match dims[..] {
+        [m, n, k] => Ok((m, n, k)),
+        _ => Err(format!("bad shape `{v}`, expected MxNxK")),
+    }
 }
 
 fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
@@ -89,14 +77,13 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, String> {
 }
 
 /// Runs the suite.
-pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
-    let o = parse(args)?;
+pub fn run(o: &Opts, sink: &mut Sink) -> Result<(), String> {
     if o.runtime_only {
-        return bench_runtime_cases(&o, sink);
+        return bench_runtime_cases(o, sink);
     }
     let best = isa::active();
     if let Some((m, n, k)) = o.shape {
-        return bench_layout::<f32, f32>(&o, o.isa, m, n, k, o.threads, o.trans_b, sink);
+        return bench_layout::<f32, f32>(o, o.isa, m, n, k, o.threads, o.trans_b, sink);
     }
     probe_read_bandwidth(o.threads, if o.quick { 64 } else { 256 }, sink)?;
 
@@ -106,14 +93,14 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
         &[64, 128, 256, 512, 1024, 2048, 4096]
     };
     for &n in squares {
-        bench::<f32, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
+        bench::<f32, f32>(o, o.isa, n, n, n, o.threads, sink)?;
     }
     for &n in if o.quick {
         &[64usize][..]
     } else {
         &[64, 256, 1024][..]
     } {
-        bench::<f32, f32>(&o, o.isa, n, n, n, 1, sink)?;
+        bench::<f32, f32>(o, o.isa, n, n, n, 1, sink)?;
     }
     let ms: &[usize] = if o.quick {
         &[1, 128]
@@ -122,33 +109,33 @@ pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
     };
     for &m in ms {
         for (k, n) in [(576, 1536), (1536, 576), (4096, 4096)] {
-            bench::<f32, f32>(&o, o.isa, m, n, k, o.threads, sink)?;
+            bench::<f32, f32>(o, o.isa, m, n, k, o.threads, sink)?;
         }
     }
     // Decode with weights stored `[out, in]` (B transposed), the layout models ship.
     for &m in if o.quick { &[1usize][..] } else { &[1, 16][..] } {
-        bench_layout::<f32, f32>(&o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
-        bench_layout::<bf16, f32>(&o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
+        bench_layout::<f32, f32>(o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
+        bench_layout::<bf16, f32>(o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
     }
     let halves: &[usize] = if o.quick { &[1024] } else { &[1024, 2048] };
     for &n in halves {
-        bench::<f16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
-        bench::<bf16, f32>(&o, o.isa, n, n, n, o.threads, sink)?;
+        bench::<f16, f32>(o, o.isa, n, n, n, o.threads, sink)?;
+        bench::<bf16, f32>(o, o.isa, n, n, n, o.threads, sink)?;
     }
-    bench::<f16, f32>(&o, o.isa, 1, 4096, 4096, o.threads, sink)?;
-    bench::<bf16, f32>(&o, o.isa, 1, 4096, 4096, o.threads, sink)?;
+    bench::<f16, f32>(o, o.isa, 1, 4096, 4096, o.threads, sink)?;
+    bench::<bf16, f32>(o, o.isa, 1, 4096, 4096, o.threads, sink)?;
     if o.isa.is_none() {
         // The lower paths, forced, so their speed is on record too.
         for lower in isa::supported().into_iter().filter(|&i| i < best) {
             let n = if lower == Isa::Portable { 256 } else { 1024 };
-            bench::<f32, f32>(&o, Some(lower), n, n, n, o.threads, sink)?;
+            bench::<f32, f32>(o, Some(lower), n, n, n, o.threads, sink)?;
         }
     }
-    bench_runtime_cases(&o, sink)
+    bench_runtime_cases(o, sink)
 }
 
 /// The runtime-versus-direct cases.
-fn bench_runtime_cases(o: &Options, sink: &mut Sink) -> Result<(), String> {
+fn bench_runtime_cases(o: &Opts, sink: &mut Sink) -> Result<(), String> {
     let sizes: &[usize] = if o.quick { &[256] } else { &[256, 1024] };
     for &n in sizes {
         bench_via_runtime(o, n, sink)?;
@@ -158,7 +145,7 @@ fn bench_runtime_cases(o: &Options, sink: &mut Sink) -> Result<(), String> {
 
 /// `n x n x n` f32 GEMM through the runtime on device 0 and directly, in alternating rounds;
 /// emits one record for each with the median of the rounds' medians.
-fn bench_via_runtime(o: &Options, n: usize, sink: &mut Sink) -> Result<(), String> {
+fn bench_via_runtime(o: &Opts, n: usize, sink: &mut Sink) -> Result<(), String> {
     use knpu::ops;
     let err = |e: knpu::Error| format!("runtime gemm {n}: {e}");
     let dev = knpu::device(0).map_err(err)?;
@@ -242,7 +229,7 @@ fn bench_via_runtime(o: &Options, n: usize, sink: &mut Sink) -> Result<(), Strin
 }
 
 fn bench<T: Element, TC: Element>(
-    o: &Options,
+    o: &Opts,
     forced: Option<Isa>,
     m: usize,
     n: usize,
@@ -256,7 +243,7 @@ fn bench<T: Element, TC: Element>(
 /// One case; `trans_b` stores B as `n x k` (case field `"trans_b": true`).
 #[allow(clippy::too_many_arguments)]
 fn bench_layout<T: Element, TC: Element>(
-    o: &Options,
+    o: &Opts,
     forced: Option<Isa>,
     m: usize,
     n: usize,

@@ -1,4 +1,4 @@
-//! `knpu bench <suite> [--json]`: the one benchmark entry point.
+//! `knpu bench <suite> [--json] [suite options]`: the one benchmark entry point.
 //!
 //! Each suite measures a set of cases and emits one [`Record`] per measurement. With `--json`
 //! records print as JSON Lines (`{"bench", "case", "runs", "median_s", <rate>}`, DESIGN.md
@@ -156,56 +156,56 @@ pub mod attention_device;
 // Quantised matmul as a device kernel.
 pub mod quant_device;
 
-/// The suites `knpu bench` knows, with a line each for `--help`.
-pub const SUITES: &[(&str, &str)] = &[
-    (
-        "runtime",
-        "launch cost, round trip, event record, cached alloc+free, copy bandwidth (--quick)",
-    ),
-    (
-        "graph",
-        "host time per node: eager launches vs graph replay, N = 10, 100, 1000 (--quick)",
-    ),
-    (
-        "gemm",
-        "GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe",
-    ),
-    (
-        "attention",
-        "fused attention: causal prefill GFLOP/s, decode time and bytes/s, read-bandwidth probe",
-    ),
-    (
-        "quant",
-        "quantised GEMV/GEMM (Q4_0, Q4_1, Q8_0, Q4_K), W8A8 GEMM, read-bandwidth probe",
-    ),
-    (
-        "ops",
-        "LLM ops (RMSNorm, softmax, SwiGLU, RoPE) in GB/s per ISA path",
-    ),
-    (
-        "attention-device",
-        "attention through knpu::ops on device 0 beside the host kernel call (--quick)",
-    ),
-    (
-        "quant-device",
-        "quantised GEMV/prefill through knpu::ops on device 0 beside the host call (--quick)",
-    ),
-];
+/// Options of `knpu bench`: the suite (a subcommand with its own options) and the format.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Print JSON Lines, one record per measurement, instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    suite: Suite,
+}
 
-/// Runs suite `name`; `args` are the suite's own options after the name.
-pub fn run(name: &str, args: &[String], sink: &mut Sink) -> Result<(), String> {
-    match name {
-        "runtime" => runtime::run(args, sink),
-        "graph" => graph::run(args, sink),
-        "gemm" => gemm::run(args, sink),
-        "attention" => attention::run(args, sink),
-        "quant" => quant::run(args, sink),
-        "ops" => ops::run(args, sink),
-        "attention-device" => attention_device::run(args, sink),
-        "quant-device" => quant_device::run(args, sink),
-        _ => Err(format!(
-            "unknown benchmark suite `{name}`; suites: {}",
-            SUITES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
-        )),
+/// Options of the suites whose only choice is a shorter run.
+#[derive(clap::Args)]
+pub struct QuickOpts {
+    /// Fewer cases and samples (a smoke run).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// The suites `knpu bench` knows.
+#[derive(clap::Subcommand)]
+enum Suite {
+    /// Launch cost, round trip, event record, cached alloc+free, copy bandwidth.
+    Runtime(QuickOpts),
+    /// Host time per node: eager launches vs graph replay, N = 10, 100, 1000.
+    Graph(QuickOpts),
+    /// GEMM/GEMV f32, f16, bf16 (square, LLM shapes, forced paths) and a read-bandwidth probe.
+    Gemm(gemm::Opts),
+    /// Fused attention: causal prefill GFLOP/s, decode time and bytes/s, read-bandwidth probe.
+    Attention(attention::Opts),
+    /// Quantised GEMV/GEMM (Q4_0, Q4_1, Q8_0, Q4_K), W8A8 GEMM, read-bandwidth probe.
+    Quant(quant::Opts),
+    /// LLM ops (RMSNorm, softmax, SwiGLU, RoPE) in GB/s per ISA path.
+    Ops(ops::Opts),
+    /// Attention through knpu::ops on device 0 beside the host kernel call.
+    AttentionDevice(QuickOpts),
+    /// Quantised GEMV/prefill through knpu::ops on device 0 beside the host call.
+    QuantDevice(QuickOpts),
+}
+
+/// Runs the chosen suite.
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let sink = &mut Sink::new(args.json);
+    match &args.suite {
+        Suite::Runtime(o) => runtime::run(o, sink),
+        Suite::Graph(o) => graph::run(o, sink),
+        Suite::Gemm(o) => gemm::run(o, sink),
+        Suite::Attention(o) => attention::run(o, sink),
+        Suite::Quant(o) => quant::run(o, sink),
+        Suite::Ops(o) => ops::run(o, sink),
+        Suite::AttentionDevice(o) => attention_device::run(o, sink),
+        Suite::QuantDevice(o) => quant_device::run(o, sink),
     }
 }

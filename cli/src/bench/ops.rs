@@ -14,35 +14,29 @@ const ROWS: usize = 512;
 const COLS: usize = 4096;
 const HEAD_DIM: usize = 128;
 
-/// Runs the suite; `args` may hold `--rows N`, `--cols N` and `--dtype f32|f16|bf16` (the
-/// one-row and sampling cases run for f32 only).
-pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
-    let mut rows = ROWS;
-    let mut cols = COLS;
-    let mut dtype = "f32".to_string();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--dtype" {
-            dtype = it.next().cloned().ok_or("--dtype needs f32, f16 or bf16")?;
-            continue;
-        }
-        let mut value = || -> Result<usize, String> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("{a} needs a number"))
-        };
-        match a.as_str() {
-            "--rows" => rows = value()?,
-            "--cols" => cols = value()?,
-            other => return Err(format!("unknown option `{other}` for the ops suite")),
-        }
-    }
+/// Options of `knpu bench ops`.
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Rows of the activation.
+    #[arg(long, default_value_t = ROWS)]
+    rows: usize,
+    /// Columns of the activation (a multiple of the head size, 128).
+    #[arg(long, default_value_t = COLS)]
+    cols: usize,
+    /// Element type (the one-row and sampling cases run for f32 only).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    dtype: String,
+}
+
+/// Runs the suite.
+pub fn run(opts: &Opts, sink: &mut Sink) -> Result<(), String> {
+    let (rows, cols, dtype) = (opts.rows, opts.cols, opts.dtype.as_str());
     if !cols.is_multiple_of(HEAD_DIM) {
         return Err(format!(
             "--cols must be a multiple of the head size {HEAD_DIM}"
         ));
     }
-    match dtype.as_str() {
+    match dtype {
         "f32" => run_typed::<f32>(rows, cols, sink),
         "f16" => run_typed::<half::f16>(rows, cols, sink),
         "bf16" => run_typed::<half::bf16>(rows, cols, sink),

@@ -42,28 +42,21 @@ fn probe(bytes: usize, threads: usize) -> (usize, f64) {
     r
 }
 
-/// Runs the suite. Options: `--threads N` (default 2), `--only probe|gemv|w8a8|gemm` (repeatable;
-/// default all).
-pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
-    let mut threads = 2usize;
-    let mut only: Vec<String> = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--threads" => {
-                threads = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&t| t > 0)
-                    .ok_or("--threads needs a positive number")?
-            }
-            "--only" => match it.next().map(String::as_str) {
-                Some(v @ ("probe" | "gemv" | "w8a8" | "gemm")) => only.push(v.to_string()),
-                _ => return Err("--only takes probe, gemv, w8a8 or gemm".into()),
-            },
-            other => return Err(format!("unknown option `{other}` for `bench quant`")),
-        }
-    }
+/// Options of `knpu bench quant`.
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Threads of the kernel pool (positive).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: u64,
+    /// Run only this part (repeatable; default all).
+    #[arg(long, value_parser = ["probe", "gemv", "w8a8", "gemm"])]
+    only: Vec<String>,
+}
+
+/// Runs the suite.
+pub fn run(opts: &Opts, sink: &mut Sink) -> Result<(), String> {
+    let threads = opts.threads as usize;
+    let only = &opts.only;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

@@ -85,8 +85,8 @@ fn measure(
 }
 
 /// Runs the suite.
-pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
-    let quick = args.iter().any(|a| a == "--quick");
+pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
+    let quick = opts.quick;
     let dev = knpu::device(0).map_err(err)?;
     let s = knpu::Stream::new(&dev).map_err(err)?;
     let n = if quick { 1024 } else { 4096 };

@@ -16,8 +16,8 @@ fn err(e: knpu::Error) -> String {
 }
 
 /// Runs the suite.
-pub fn run(args: &[String], sink: &mut Sink) -> Result<(), String> {
-    let quick = args.iter().any(|a| a == "--quick");
+pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
+    let quick = opts.quick;
     let dev = knpu::device(0).map_err(err)?;
     let s = knpu::Stream::new(&dev).map_err(err)?;
     let a = s.from_slice(&[1.0f32; 16]).map_err(err)?;

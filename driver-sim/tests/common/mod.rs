@@ -1,5 +1,6 @@
-//! A thin test client over a driver's API table, and the conformance checks that run against
-//! every way of reaching the software NPU (statically linked and loaded as a plugin).
+//! A thin test client over the software NPU's API table, for the simulator's own tests (its
+//! kernels, its fault injection, its plugin build). The checks every driver must pass live in
+//! the conformance kit (`knpu-conformance`).
 #![allow(dead_code)]
 
 use std::ffi::c_void;
@@ -10,8 +11,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use knpu_driver_abi::*;
-
-pub mod conformance;
 
 /// Calls a table function that the simulator always provides.
 macro_rules! call {

@@ -1,0 +1,28 @@
+//! The driver ABI level: checks of the C function table's contract (`knpu_driver.h`), one
+//! module per feature, written against a thin client over the table (`client`) so they run
+//! on any driver.
+
+pub(crate) mod client;
+mod command_lists;
+mod copies;
+mod devices;
+mod faults;
+mod memory;
+mod profiling;
+mod queues;
+
+pub(crate) use client::RawDriver;
+
+use crate::Case;
+
+/// The ABI-level cases, by feature.
+pub fn cases() -> Vec<Case> {
+    let mut all = devices::cases();
+    all.extend(memory::cases());
+    all.extend(copies::cases());
+    all.extend(queues::cases());
+    all.extend(command_lists::cases());
+    all.extend(profiling::cases());
+    all.extend(faults::cases());
+    all
+}
