@@ -1,4 +1,5 @@
-//! libknpu: the knpu runtime's C API, implementing the hand-written `ffi/include/knpu.h`.
+//! libknpu: the knpu runtime's C API, implementing the hand-written `ffi/include/knpu.h`
+//! and `ffi/include/knpublas.h` (GEMM in the style of cuBLAS).
 //!
 //! Every exported function is a thin shell over the `knpu` runtime: it validates what C
 //! hands it (handles through generation-checked tables, device pointers against the live
@@ -33,6 +34,7 @@ pub mod header;
 #[allow(non_snake_case, clippy::all)]
 mod header_check;
 
+mod blas;
 mod device;
 mod error;
 mod event;
@@ -41,6 +43,7 @@ mod handles;
 mod memory;
 mod stream;
 
+pub use blas::*;
 pub use device::*;
 pub use error::*;
 pub use event::*;

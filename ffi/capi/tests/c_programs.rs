@@ -50,6 +50,15 @@ fn example_04_graph_capture_and_replay() {
 }
 
 #[test]
+fn knpublas_matches_a_column_major_reference() {
+    let src = repo().join("ffi/capi/tests/c/blas.c");
+    let exe = out_dir("tests").join("blas");
+    build_program(&[src], &exe, false, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains(" products checked, 0 failures"), "{out}");
+}
+
+#[test]
 fn cpp_example_with_raii_wrappers() {
     let src = repo().join("examples/cpp/01-raii.cpp");
     let exe = out_dir("examples").join("cpp-01-raii");
