@@ -67,19 +67,21 @@ fn cpp_example_with_raii_wrappers() {
     assert!(out.contains("C++ RAII wrappers: ok"), "{out}");
 }
 
-/// The functions `knpu.h` declares.
+/// The functions `knpu.h` and `knpublas.h` declare.
 fn declared_functions() -> Vec<String> {
-    let header = std::fs::read_to_string(repo().join("ffi/include/knpu.h")).unwrap();
-    header
-        .lines()
-        .filter_map(|l| {
+    let mut names = Vec::new();
+    for header in ["knpu.h", "knpublas.h"] {
+        let text = std::fs::read_to_string(repo().join("ffi/include").join(header)).unwrap();
+        names.extend(text.lines().filter_map(|l| {
             let rest = l
                 .strip_prefix("knpuError_t ")
+                .or_else(|| l.strip_prefix("knpublasStatus_t "))
                 .or_else(|| l.strip_prefix("const char *"))?;
             let name = rest.split('(').next()?;
             name.starts_with("knpu").then(|| name.to_string())
-        })
-        .collect()
+        }));
+    }
+    names
 }
 
 #[test]

@@ -2,14 +2,14 @@
  * sizes, bad pointers and bad enum values. Each call must return an error code (a known
  * one), and none may crash. Then the same library is hammered from several threads.
  * The Rust test that runs this program also checks that every function declared in knpu.h
- * appears here. */
+ * and knpublas.h appears here. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <knpu.h>
+#include <knpublas.h>
 
 static int failures = 0;
 static int checked = 0;
@@ -325,6 +325,83 @@ static void threads(void) {
   OK(knpuFree(shared_dev));
 }
 
+static void expect_blas(knpublasStatus_t got, knpublasStatus_t want, const char *call, int line) {
+  checked++;
+  const char *name = knpublasGetStatusName(got);
+  if (got == KNPUBLAS_STATUS_SUCCESS || strcmp(name, "KNPUBLAS_STATUS_UNKNOWN") == 0 ||
+      got != want) {
+    fprintf(stderr, "misuse.c:%d: %s returned %s (%d), expected %s\n", line, call, name,
+            (int)got, knpublasGetStatusName(want));
+    failures++;
+  }
+}
+#define BLAS_IS(want, call) expect_blas((call), (want), #call, __LINE__)
+
+static void blas(knpuStream_t dead_stream) {
+  if (strcmp(knpublasGetStatusName((knpublasStatus_t)9999), "KNPUBLAS_STATUS_UNKNOWN") != 0)
+    failures++;
+  if (knpublasGetStatusString((knpublasStatus_t)-1) == NULL) failures++;
+  knpublasHandle_t dead, h;
+  OK(knpublasCreate(&dead) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+  OK(knpublasDestroy(dead) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+  OK(knpublasCreate(&h) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+  const knpublasStatus_t NI = KNPUBLAS_STATUS_NOT_INITIALIZED, IV = KNPUBLAS_STATUS_INVALID_VALUE;
+  BLAS_IS(IV, knpublasCreate(NULL));
+  BLAS_IS(IV, knpublasCreate((knpublasHandle_t *)(uintptr_t)1)); /* misaligned */
+  BLAS_IS(NI, knpublasDestroy(NULL));
+  BLAS_IS(NI, knpublasDestroy(dead));
+  BLAS_IS(NI, knpublasDestroy(GARBAGE(knpublasHandle_t)));
+  BLAS_IS(NI, knpublasSetStream(dead, NULL));
+  BLAS_IS(NI, knpublasSetStream(GARBAGE2(knpublasHandle_t), NULL));
+  BLAS_IS(IV, knpublasSetStream(h, dead_stream));
+  BLAS_IS(IV, knpublasSetStream(h, GARBAGE(knpuStream_t)));
+  knpuStream_t s;
+  BLAS_IS(NI, knpublasGetStream(dead, &s));
+  BLAS_IS(IV, knpublasGetStream(h, NULL));
+
+  float one = 1.0f, zero = 0.0f;
+  float *d = NULL;
+  OK(knpuMalloc((void **)&d, 16 * sizeof *d));
+  float *garbage = GARBAGE(float *);
+  const knpublasOperation_t N = KNPUBLAS_OP_N;
+  BLAS_IS(NI, knpublasSgemm(dead, N, N, 2, 2, 2, &one, d, 2, d, 2, &zero, d, 2));
+  BLAS_IS(NI, knpublasSgemm(GARBAGE(knpublasHandle_t), N, N, 2, 2, 2, &one, d, 2, d, 2, &zero,
+                            d, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, garbage, 2, d, 2, &zero, d + 8, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, NULL, 2, d, 2, &zero, d + 8, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, d, 2, d, 2, NULL, d + 8, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 4, 4, 4, &one, d, 4, d, 4, &zero, d + 8, 4)); /* overrun */
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, -2, 2, &one, d, 2, d, 2, &zero, d + 8, 2));
+  BLAS_IS(NI, knpublasGemmEx(dead, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, d, KNPU_R_32F, 2,
+                             &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
+                             KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(IV, knpublasGemmEx(h, N, N, 2, 2, 2, &one, garbage, KNPU_R_16F, 2, d, KNPU_R_16F, 2,
+                             &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
+                             KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(IV, knpublasGemmEx(h, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, d, KNPU_R_32F, 2, &zero,
+                             d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F, (knpublasGemmAlgo_t)12345));
+  BLAS_IS(KNPUBLAS_STATUS_NOT_SUPPORTED,
+          knpublasGemmEx(h, N, N, 2, 2, 2, &one, d, (knpuDataType_t)-5, 2, d, KNPU_R_32F, 2,
+                         &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
+                         KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(NI, knpublasSgemmStridedBatched(dead, N, N, 2, 2, 2, &one, d, 2, 4, d, 2, 4, &zero,
+                                          d + 8, 2, 4, 2));
+  BLAS_IS(IV, knpublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, d, 2, 4, d, 2, 4, &zero,
+                                          d + 8, 2, 4, -1));
+  BLAS_IS(IV, knpublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, d, 2, 4, d, 2, 4, &zero,
+                                          d + 8, 2, 4, 3)); /* C's batches run past the end */
+  BLAS_IS(NI, knpublasGemmStridedBatchedEx(dead, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, 4, d,
+                                           KNPU_R_32F, 2, 4, &zero, d + 8, KNPU_R_32F, 2, 4, 2,
+                                           KNPUBLAS_COMPUTE_32F, KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(IV, knpublasGemmStridedBatchedEx(h, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, 4, garbage,
+                                           KNPU_R_32F, 2, 4, &zero, d + 8, KNPU_R_32F, 2, 4, 2,
+                                           KNPUBLAS_COMPUTE_32F, KNPUBLAS_GEMM_DEFAULT));
+  /* Freed memory is not a live allocation any more. */
+  OK(knpuFree(d));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, d, 2, d, 2, &zero, d + 8, 2));
+  OK(knpublasDestroy(h) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+}
+
 int main(void) {
   knpuStream_t dead_stream;
   knpuEvent_t dead_event;
@@ -338,6 +415,7 @@ int main(void) {
   memory(dead_stream);
   streams_and_events(dead_stream, dead_event);
   graphs(dead_stream, dead_event);
+  blas(dead_stream);
   threads();
 
   /* After all that the device still works: errors are not sticky. */
