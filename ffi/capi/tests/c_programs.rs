@@ -50,6 +50,14 @@ fn example_04_graph_capture_and_replay() {
 }
 
 #[test]
+fn example_05_sgemm_through_knpublas() {
+    let out = example("05-sgemm", Link::Shared, &[]);
+    assert!(out.contains("against the host loop"), "{out}");
+    let out = example("05-sgemm", Link::Static, &[]);
+    assert!(out.contains("against the host loop"), "{out}");
+}
+
+#[test]
 fn knpublas_matches_a_column_major_reference() {
     let src = repo().join("ffi/capi/tests/c/blas.c");
     let exe = out_dir("tests").join("blas");
