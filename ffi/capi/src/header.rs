@@ -11,6 +11,10 @@ pub const knpuEventDefault: u32 = 0;
 pub const knpuEventBlockingSync: u32 = 1;
 pub const knpuEventDisableTiming: u32 = 2;
 pub const knpuEventInterprocess: u32 = 4;
+pub const DLPACK_MAJOR_VERSION: u32 = 1;
+pub const DLPACK_MINOR_VERSION: u32 = 1;
+pub const DLPACK_FLAG_BITMASK_READ_ONLY: u32 = 1;
+pub const DLPACK_FLAG_BITMASK_IS_COPIED: u32 = 2;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct knpuStream_st {
@@ -211,6 +215,153 @@ pub const knpuGraphExecUpdateErrorFunctionChanged: knpuGraphExecUpdateResult = 4
 pub const knpuGraphExecUpdateErrorParametersChanged: knpuGraphExecUpdateResult = 5;
 pub const knpuGraphExecUpdateErrorNotSupported: knpuGraphExecUpdateResult = 6;
 pub type knpuGraphExecUpdateResult = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct DLPackVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DLPackVersion"][::std::mem::size_of::<DLPackVersion>() - 8usize];
+    ["Alignment of DLPackVersion"][::std::mem::align_of::<DLPackVersion>() - 4usize];
+    ["Offset of field: DLPackVersion::major"]
+        [::std::mem::offset_of!(DLPackVersion, major) - 0usize];
+    ["Offset of field: DLPackVersion::minor"]
+        [::std::mem::offset_of!(DLPackVersion, minor) - 4usize];
+};
+pub const kDLCPU: DLDeviceType = 1;
+pub const kDLCUDA: DLDeviceType = 2;
+pub const kDLCUDAHost: DLDeviceType = 3;
+pub const kDLOpenCL: DLDeviceType = 4;
+pub const kDLVulkan: DLDeviceType = 7;
+pub const kDLMetal: DLDeviceType = 8;
+pub const kDLVPI: DLDeviceType = 9;
+pub const kDLROCM: DLDeviceType = 10;
+pub const kDLROCMHost: DLDeviceType = 11;
+pub const kDLExtDev: DLDeviceType = 12;
+pub const kDLCUDAManaged: DLDeviceType = 13;
+pub const kDLOneAPI: DLDeviceType = 14;
+pub const kDLWebGPU: DLDeviceType = 15;
+pub const kDLHexagon: DLDeviceType = 16;
+pub const kDLMAIA: DLDeviceType = 17;
+pub type DLDeviceType = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct DLDevice {
+    pub device_type: DLDeviceType,
+    pub device_id: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DLDevice"][::std::mem::size_of::<DLDevice>() - 8usize];
+    ["Alignment of DLDevice"][::std::mem::align_of::<DLDevice>() - 4usize];
+    ["Offset of field: DLDevice::device_type"]
+        [::std::mem::offset_of!(DLDevice, device_type) - 0usize];
+    ["Offset of field: DLDevice::device_id"][::std::mem::offset_of!(DLDevice, device_id) - 4usize];
+};
+pub const kDLInt: DLDataTypeCode = 0;
+pub const kDLUInt: DLDataTypeCode = 1;
+pub const kDLFloat: DLDataTypeCode = 2;
+pub const kDLOpaqueHandle: DLDataTypeCode = 3;
+pub const kDLBfloat: DLDataTypeCode = 4;
+pub const kDLComplex: DLDataTypeCode = 5;
+pub const kDLBool: DLDataTypeCode = 6;
+pub const kDLFloat8_e3m4: DLDataTypeCode = 7;
+pub const kDLFloat8_e4m3: DLDataTypeCode = 8;
+pub const kDLFloat8_e4m3b11fnuz: DLDataTypeCode = 9;
+pub const kDLFloat8_e4m3fn: DLDataTypeCode = 10;
+pub const kDLFloat8_e4m3fnuz: DLDataTypeCode = 11;
+pub const kDLFloat8_e5m2: DLDataTypeCode = 12;
+pub const kDLFloat8_e5m2fnuz: DLDataTypeCode = 13;
+pub const kDLFloat8_e8m0fnu: DLDataTypeCode = 14;
+pub const kDLFloat6_e2m3fn: DLDataTypeCode = 15;
+pub const kDLFloat6_e3m2fn: DLDataTypeCode = 16;
+pub const kDLFloat4_e2m1fn: DLDataTypeCode = 17;
+pub type DLDataTypeCode = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct DLDataType {
+    pub code: u8,
+    pub bits: u8,
+    pub lanes: u16,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DLDataType"][::std::mem::size_of::<DLDataType>() - 4usize];
+    ["Alignment of DLDataType"][::std::mem::align_of::<DLDataType>() - 2usize];
+    ["Offset of field: DLDataType::code"][::std::mem::offset_of!(DLDataType, code) - 0usize];
+    ["Offset of field: DLDataType::bits"][::std::mem::offset_of!(DLDataType, bits) - 1usize];
+    ["Offset of field: DLDataType::lanes"][::std::mem::offset_of!(DLDataType, lanes) - 2usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct DLTensor {
+    pub data: *mut ::std::os::raw::c_void,
+    pub device: DLDevice,
+    pub ndim: i32,
+    pub dtype: DLDataType,
+    pub shape: *mut i64,
+    pub strides: *mut i64,
+    pub byte_offset: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DLTensor"][::std::mem::size_of::<DLTensor>() - 48usize];
+    ["Alignment of DLTensor"][::std::mem::align_of::<DLTensor>() - 8usize];
+    ["Offset of field: DLTensor::data"][::std::mem::offset_of!(DLTensor, data) - 0usize];
+    ["Offset of field: DLTensor::device"][::std::mem::offset_of!(DLTensor, device) - 8usize];
+    ["Offset of field: DLTensor::ndim"][::std::mem::offset_of!(DLTensor, ndim) - 16usize];
+    ["Offset of field: DLTensor::dtype"][::std::mem::offset_of!(DLTensor, dtype) - 20usize];
+    ["Offset of field: DLTensor::shape"][::std::mem::offset_of!(DLTensor, shape) - 24usize];
+    ["Offset of field: DLTensor::strides"][::std::mem::offset_of!(DLTensor, strides) - 32usize];
+    ["Offset of field: DLTensor::byte_offset"]
+        [::std::mem::offset_of!(DLTensor, byte_offset) - 40usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct DLManagedTensor {
+    pub dl_tensor: DLTensor,
+    pub manager_ctx: *mut ::std::os::raw::c_void,
+    pub deleter: ::std::option::Option<unsafe extern "C" fn(self_: *mut DLManagedTensor)>,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DLManagedTensor"][::std::mem::size_of::<DLManagedTensor>() - 64usize];
+    ["Alignment of DLManagedTensor"][::std::mem::align_of::<DLManagedTensor>() - 8usize];
+    ["Offset of field: DLManagedTensor::dl_tensor"]
+        [::std::mem::offset_of!(DLManagedTensor, dl_tensor) - 0usize];
+    ["Offset of field: DLManagedTensor::manager_ctx"]
+        [::std::mem::offset_of!(DLManagedTensor, manager_ctx) - 48usize];
+    ["Offset of field: DLManagedTensor::deleter"]
+        [::std::mem::offset_of!(DLManagedTensor, deleter) - 56usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct DLManagedTensorVersioned {
+    pub version: DLPackVersion,
+    pub manager_ctx: *mut ::std::os::raw::c_void,
+    pub deleter: ::std::option::Option<unsafe extern "C" fn(self_: *mut DLManagedTensorVersioned)>,
+    pub flags: u64,
+    pub dl_tensor: DLTensor,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of DLManagedTensorVersioned"]
+        [::std::mem::size_of::<DLManagedTensorVersioned>() - 80usize];
+    ["Alignment of DLManagedTensorVersioned"]
+        [::std::mem::align_of::<DLManagedTensorVersioned>() - 8usize];
+    ["Offset of field: DLManagedTensorVersioned::version"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, version) - 0usize];
+    ["Offset of field: DLManagedTensorVersioned::manager_ctx"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, manager_ctx) - 8usize];
+    ["Offset of field: DLManagedTensorVersioned::deleter"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, deleter) - 16usize];
+    ["Offset of field: DLManagedTensorVersioned::flags"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, flags) - 24usize];
+    ["Offset of field: DLManagedTensorVersioned::dl_tensor"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, dl_tensor) - 32usize];
+};
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct knpublasContext {

@@ -66,6 +66,8 @@ const _: unsafe extern "C" fn(node: *mut knpuGraphNode_t, graph: knpuGraph_t, de
 const _: unsafe extern "C" fn(node: *mut knpuGraphNode_t, graph: knpuGraph_t, dependencies: *const knpuGraphNode_t, numDependencies: usize, childGraph: knpuGraph_t) -> knpuError_t = crate::knpuGraphAddChildGraphNode;
 const _: unsafe extern "C" fn(graph: knpuGraph_t, from: *const knpuGraphNode_t, to: *const knpuGraphNode_t, numDependencies: usize) -> knpuError_t = crate::knpuGraphAddDependencies;
 const _: unsafe extern "C" fn(graph: knpuGraph_t, nodes: *mut knpuGraphNode_t, numNodes: *mut usize) -> knpuError_t = crate::knpuGraphGetNodes;
+const _: unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void, ndim: ::std::os::raw::c_int, shape: *const i64, strides: *const i64, dtype: DLDataType, tensor: *mut *mut DLManagedTensorVersioned) -> knpuError_t = crate::knpuTensorToDLPack;
+const _: unsafe extern "C" fn(tensor: *const DLManagedTensorVersioned, devPtr: *mut *mut ::std::os::raw::c_void, device: *mut ::std::os::raw::c_int) -> knpuError_t = crate::knpuTensorFromDLPack;
 const _: unsafe extern "C" fn(handle: *mut knpublasHandle_t) -> knpublasStatus_t = crate::knpublasCreate;
 const _: unsafe extern "C" fn(handle: knpublasHandle_t) -> knpublasStatus_t = crate::knpublasDestroy;
 const _: unsafe extern "C" fn(handle: knpublasHandle_t, streamId: knpuStream_t) -> knpublasStatus_t = crate::knpublasSetStream;

@@ -36,6 +36,7 @@ mod header_check;
 
 mod blas;
 mod device;
+mod dlpack;
 mod error;
 mod event;
 mod graph;
@@ -45,6 +46,7 @@ mod stream;
 
 pub use blas::*;
 pub use device::*;
+pub use dlpack::*;
 pub use error::*;
 pub use event::*;
 pub use graph::*;

@@ -45,6 +45,19 @@ pub(crate) struct Range {
     offset: usize,
 }
 
+impl Range {
+    /// The device that owns the range's allocation.
+    pub(crate) fn device(&self) -> usize {
+        self.alloc.device
+    }
+
+    /// A reference that keeps the range's allocation (its runtime buffer) alive, even after
+    /// knpuFree removes it from the table.
+    pub(crate) fn keep_alive(&self) -> Arc<Alloc> {
+        self.alloc.clone()
+    }
+}
+
 /// Resolves `count` bytes at device pointer `ptr`.
 pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Range> {
     if ptr.is_null() {

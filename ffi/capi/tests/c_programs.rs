@@ -67,6 +67,15 @@ fn knpublas_matches_a_column_major_reference() {
 }
 
 #[test]
+fn dlpack_export_import_and_refusals() {
+    let src = repo().join("ffi/capi/tests/c/dlpack.c");
+    let exe = out_dir("tests").join("dlpack");
+    build_program(&[src], &exe, false, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains(" checks, 0 failures"), "{out}");
+}
+
+#[test]
 fn cpp_example_with_raii_wrappers() {
     let src = repo().join("examples/cpp/01-raii.cpp");
     let exe = out_dir("examples").join("cpp-01-raii");

@@ -48,8 +48,8 @@ fn builder() -> bindgen::Builder {
 /// The header's types and constants, without functions.
 fn types() -> String {
     builder()
-        .allowlist_type("knpu.*")
-        .allowlist_var("knpu.*|KNPU_.*|KNPUBLAS_.*")
+        .allowlist_type("knpu.*|DL.*")
+        .allowlist_var("knpu.*|KNPU_.*|KNPUBLAS_.*|DLPACK_.*|kDL.*")
         .generate()
         .expect("bindgen failed on the public headers")
         .to_string()

@@ -325,6 +325,34 @@ static void threads(void) {
   OK(knpuFree(shared_dev));
 }
 
+static void dlpack(void) {
+  int64_t shape[1] = {4};
+  DLDataType f32 = {kDLFloat, 32, 1}, bad = {kDLFloat, 32, 8};
+  DLManagedTensorVersioned *t = NULL;
+  void *p = NULL;
+  int device = 0;
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(NULL, 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(GARBAGE(void *), 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue,
+         knpuTensorToDLPack(GARBAGE(void *), 1, GARBAGE(int64_t *), NULL, f32, &t));
+  float *d = NULL;
+  OK(knpuMalloc((void **)&d, 16));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(d, 1, shape, NULL, f32, NULL));
+  ERR_IS(knpuErrorInvalidValue,
+         knpuTensorToDLPack(d, 1, shape, NULL, f32, (DLManagedTensorVersioned **)(uintptr_t)1));
+  ERR_IS(knpuErrorNotSupported, knpuTensorToDLPack(d, 1, shape, NULL, bad, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(d + 1, 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorFromDLPack(NULL, &p, &device));
+  ERR_IS(knpuErrorInvalidValue,
+         knpuTensorFromDLPack((const DLManagedTensorVersioned *)(uintptr_t)3, &p, &device));
+  OK(knpuTensorToDLPack(d, 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorFromDLPack(t, (void **)(uintptr_t)1, &device));
+  OK(knpuFree(d));
+  /* Freed: the export keeps the memory, but it is no longer an address knpu accepts. */
+  ERR_IS(knpuErrorInvalidValue, knpuTensorFromDLPack(t, &p, &device));
+  t->deleter(t);
+}
+
 static void expect_blas(knpublasStatus_t got, knpublasStatus_t want, const char *call, int line) {
   checked++;
   const char *name = knpublasGetStatusName(got);
@@ -416,6 +444,7 @@ int main(void) {
   streams_and_events(dead_stream, dead_event);
   graphs(dead_stream, dead_event);
   blas(dead_stream);
+  dlpack();
   threads();
 
   /* After all that the device still works: errors are not sticky. */
