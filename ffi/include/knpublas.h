@@ -118,8 +118,9 @@ knpublasStatus_t knpublasSgemm(knpublasHandle_t handle, knpublasOperation_t tran
                                const float *alpha, const float *A, int lda, const float *B,
                                int ldb, const float *beta, float *C, int ldc);
 
-/* As knpublasSgemm with element types given at run time (cublasGemmEx). Atype and Btype are
- * equal (KNPU_R_32F, KNPU_R_16F or KNPU_R_16BF), Ctype is any of the three, computeType is
+/* As knpublasSgemm with element types given at run time (cublasGemmEx). The runtime's GEMM
+ * takes A and B of one type (KNPU_R_32F, KNPU_R_16F or KNPU_R_16BF) with C of any of the
+ * three, or half-precision A (f16 or bf16) with B and C f32. computeType is
  * KNPUBLAS_COMPUTE_32F, and alpha and beta point to floats. Other combinations are
  * KNPUBLAS_STATUS_NOT_SUPPORTED with the reason in the last error's message. */
 knpublasStatus_t knpublasGemmEx(knpublasHandle_t handle, knpublasOperation_t transa,

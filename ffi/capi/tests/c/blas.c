@@ -193,15 +193,16 @@ static float from_f16(uint16_t h) {
   return f;
 }
 
-/* One knpublasGemmEx product with A and B of type `ab` and C of type `ct`. */
-static void ex_case(knpublasHandle_t h, knpuDataType_t ab, knpuDataType_t ct, int ta, int tb,
-                    int m, int n, int k) {
+/* One knpublasGemmEx product with A of type `at`, B of type `bt` and C of type `ct`. */
+static void ex_case(knpublasHandle_t h, knpuDataType_t at, knpuDataType_t bt, knpuDataType_t ct,
+                    int ta, int tb, int m, int n, int k) {
   int lda = (ta ? k : m) + 1, ldb = (tb ? n : k) + 2, ldc = m + 1;
   size_t na = (size_t)lda * (ta ? m : k), nb = (size_t)ldb * (tb ? k : n);
   size_t nc = (size_t)ldc * n;
   float *a = malloc(na * 4), *b = malloc(nb * 4), *c = malloc(nc * 4), *want = malloc(nc * 4);
-  size_t ab_size = ab == KNPU_R_32F ? 4 : 2, c_size = ct == KNPU_R_32F ? 4 : 2;
-  unsigned char *ha = malloc(na * ab_size), *hb = malloc(nb * ab_size), *hc = malloc(nc * c_size);
+  size_t a_size = at == KNPU_R_32F ? 4 : 2, b_size = bt == KNPU_R_32F ? 4 : 2;
+  size_t c_size = ct == KNPU_R_32F ? 4 : 2;
+  unsigned char *ha = malloc(na * a_size), *hb = malloc(nb * b_size), *hc = malloc(nc * c_size);
   /* Operands are rounded to their type first, so the reference sees the same inputs. */
 #define STORE(type, dst, i, x, rounded)                                                    \
   do {                                                                                      \
@@ -220,26 +221,26 @@ static void ex_case(knpublasHandle_t h, knpuDataType_t ab, knpuDataType_t ct, in
   } while (0)
   for (size_t i = 0; i < na; i++) {
     float x = value(i, 5);
-    STORE(ab, ha, i, x, a[i]);
+    STORE(at, ha, i, x, a[i]);
   }
   for (size_t i = 0; i < nb; i++) {
     float x = value(i, 6);
-    STORE(ab, hb, i, x, b[i]);
+    STORE(bt, hb, i, x, b[i]);
   }
   for (size_t i = 0; i < nc; i++) {
     float x = value(i, 7);
     STORE(ct, hc, i, x, want[i]);
   }
   void *da, *db, *dc;
-  CHECK(knpuMalloc(&da, na * ab_size));
-  CHECK(knpuMalloc(&db, nb * ab_size));
+  CHECK(knpuMalloc(&da, na * a_size));
+  CHECK(knpuMalloc(&db, nb * b_size));
   CHECK(knpuMalloc(&dc, nc * c_size));
-  CHECK(knpuMemcpy(da, ha, na * ab_size, knpuMemcpyHostToDevice));
-  CHECK(knpuMemcpy(db, hb, nb * ab_size, knpuMemcpyHostToDevice));
+  CHECK(knpuMemcpy(da, ha, na * a_size, knpuMemcpyHostToDevice));
+  CHECK(knpuMemcpy(db, hb, nb * b_size, knpuMemcpyHostToDevice));
   CHECK(knpuMemcpy(dc, hc, nc * c_size, knpuMemcpyHostToDevice));
   float alpha = 1.5f, beta = 0.25f;
   BLAS(knpublasGemmEx(h, ta ? KNPUBLAS_OP_T : KNPUBLAS_OP_N, tb ? KNPUBLAS_OP_T : KNPUBLAS_OP_N,
-                      m, n, k, &alpha, da, ab, lda, db, ab, ldb, &beta, dc, ct, ldc,
+                      m, n, k, &alpha, da, at, lda, db, bt, ldb, &beta, dc, ct, ldc,
                       KNPUBLAS_COMPUTE_32F, KNPUBLAS_GEMM_DEFAULT));
   CHECK(knpuStreamSynchronize(stream));
   CHECK(knpuMemcpy(hc, dc, nc * c_size, knpuMemcpyDeviceToHost));
@@ -259,8 +260,8 @@ static void ex_case(knpublasHandle_t h, knpuDataType_t ab, knpuDataType_t ct, in
     for (int i = 0; i < m; i++) {
       size_t x = i + (size_t)j * ldc;
       if (!(fabsf(c[x] - want[x]) <= tol * (fabsf(want[x]) + 1.0f) * (k > 8 ? 4 : 1))) {
-        fprintf(stderr, "gemmEx ab=%d c=%d %c%c m=%d n=%d k=%d: C(%d, %d) = %g, expected %g\n",
-                (int)ab, (int)ct, ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, i, j, c[x], want[x]);
+        fprintf(stderr, "gemmEx a=%d b=%d c=%d %c%c m=%d n=%d k=%d: C(%d, %d) = %g, expected %g\n",
+                (int)at, (int)bt, (int)ct, ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, i, j, c[x], want[x]);
         failures++;
         i = m;
         j = n;
@@ -326,6 +327,11 @@ static void argument_checks(knpublasHandle_t h) {
     fprintf(stderr, "the compute type message does not say what is wrong: %s\n", msg);
     failures++;
   }
+  /* f32 A with f16 B: not a combination the runtime's GEMM takes. */
+  EXPECT_STATUS(KNPUBLAS_STATUS_NOT_SUPPORTED,
+                knpublasGemmEx(h, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, d + 16, KNPU_R_16F, 2,
+                               &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
+                               KNPUBLAS_GEMM_DEFAULT));
   EXPECT_STATUS(KNPUBLAS_STATUS_NOT_SUPPORTED,
                 knpublasGemmEx(h, N, N, 2, 2, 2, &one, d, (knpuDataType_t)3, 2, d, KNPU_R_32F, 2,
                                &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
@@ -371,9 +377,12 @@ int main(void) {
   const knpuDataType_t types[] = {KNPU_R_32F, KNPU_R_16F, KNPU_R_16BF};
   for (int ab = 0; ab < 3; ab++)
     for (int ct = 0; ct < 3; ct++) {
-      ex_case(h, types[ab], types[ct], 0, 1, 7, 64, 129);
-      ex_case(h, types[ab], types[ct], 1, 0, 64, 7, 7);
+      ex_case(h, types[ab], types[ab], types[ct], 0, 1, 7, 64, 129);
+      ex_case(h, types[ab], types[ab], types[ct], 1, 0, 64, 7, 7);
     }
+  /* Half-precision A with f32 B and C, the runtime's mixed form. */
+  ex_case(h, KNPU_R_16F, KNPU_R_32F, KNPU_R_32F, 1, 1, 7, 129, 64);
+  ex_case(h, KNPU_R_16BF, KNPU_R_32F, KNPU_R_32F, 0, 0, 64, 7, 7);
   CHECK(knpuStreamSynchronize(s));
   argument_checks(h);
 
