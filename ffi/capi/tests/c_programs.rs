@@ -76,6 +76,15 @@ fn dlpack_export_import_and_refusals() {
 }
 
 #[test]
+fn an_applications_own_dlpack_h_is_used_instead_of_knpus() {
+    let src = repo().join("ffi/capi/tests/c/dlpack_own_header.c");
+    let exe = out_dir("tests").join("dlpack_own_header");
+    build_program(&[src], &exe, false, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains("own dlpack.h: ok"), "{out}");
+}
+
+#[test]
 fn cpp_example_with_raii_wrappers() {
     let src = repo().join("examples/cpp/01-raii.cpp");
     let exe = out_dir("examples").join("cpp-01-raii");
