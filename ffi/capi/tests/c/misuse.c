@@ -287,11 +287,16 @@ static void graphs(knpuStream_t dead_stream, knpuEvent_t dead_event) {
  * allocation that every thread copies into its own part of. */
 enum { THREADS = 4, ROUNDS = 50, SLICE = 256 };
 static unsigned char *shared_dev = NULL;
+/* A knpublas handle every worker reads while the others create, use and destroy theirs. */
+static knpublasHandle_t shared_blas = NULL;
 
 static void *worker(void *arg) {
   int id = (int)(intptr_t)arg;
   unsigned char in[SLICE], out[SLICE];
   memset(in, id + 1, sizeof in);
+  knpublasHandle_t blas;
+  if (knpublasCreate(&blas) != KNPUBLAS_STATUS_SUCCESS) return (void *)1;
+  const float one = 1.0f, zero = 0.0f;
   for (int r = 0; r < ROUNDS; r++) {
     knpuStream_t s;
     knpuEvent_t e;
@@ -303,15 +308,26 @@ static void *worker(void *arg) {
     if (knpuMemcpyAsync(out, mine, SLICE, knpuMemcpyDeviceToHost, s)) return (void *)1;
     if (knpuEventRecord(e, s) || knpuEventSynchronize(e)) return (void *)1;
     if (memcmp(in, out, SLICE) != 0) return (void *)1;
+    /* A 4x4x4 product in `mine` (A, B and C 64 bytes apart), queued on this round's stream
+     * before the memory is freed on it. */
+    float *f = (float *)mine;
+    knpuStream_t seen;
+    if (knpublasSetStream(blas, s) || knpublasGetStream(shared_blas, &seen) || seen != NULL)
+      return (void *)1;
+    if (knpublasSgemm(blas, KNPUBLAS_OP_N, KNPUBLAS_OP_T, 4, 4, 4, &one, f, 4, f + 16, 4, &zero,
+                      f + 32, 4))
+      return (void *)1;
     /* A handle another thread may just have destroyed is refused, not followed. */
     if (knpuStreamQuery(GARBAGE(knpuStream_t)) != knpuErrorInvalidHandle) return (void *)1;
     if (knpuFreeAsync(mine, s) || knpuEventDestroy(e) || knpuStreamDestroy(s)) return (void *)1;
   }
+  if (knpublasDestroy(blas)) return (void *)1;
   return NULL;
 }
 
 static void threads(void) {
   OK(knpuMalloc((void **)&shared_dev, THREADS * SLICE));
+  OK(knpublasCreate(&shared_blas) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
   pthread_t t[THREADS];
   for (int i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i);
   for (int i = 0; i < THREADS; i++) {
@@ -323,6 +339,7 @@ static void threads(void) {
     }
   }
   OK(knpuFree(shared_dev));
+  OK(knpublasDestroy(shared_blas) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
 }
 
 static void dlpack(void) {
