@@ -69,7 +69,7 @@ capi:
 ## install: headers, libknpu.so.$(CAPI_MAJOR) and libknpu.a, knpu.pc and the CMake package into PREFIX
 install: capi
 	install -d $(DESTDIR)$(PREFIX)/include $(LIBDIR)/pkgconfig $(LIBDIR)/cmake/knpu
-	install -m 644 ffi/include/knpu.h ffi/include/knpu_driver.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 ffi/include/knpu.h ffi/include/knpublas.h ffi/include/knpu_driver.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(CAPI_OUT)/libknpu_capi.so $(LIBDIR)/libknpu.so.$(CAPI_VERSION)
 	ln -sf libknpu.so.$(CAPI_VERSION) $(LIBDIR)/libknpu.so.$(CAPI_MAJOR)
 	ln -sf libknpu.so.$(CAPI_MAJOR) $(LIBDIR)/libknpu.so

@@ -580,6 +580,127 @@ knpuError_t knpuGraphAddDependencies(knpuGraph_t graph, const knpuGraphNode_t *f
  * handles (in creation order) to nodes and sets *numNodes to the number written. */
 knpuError_t knpuGraphGetNodes(knpuGraph_t graph, knpuGraphNode_t *nodes, size_t *numNodes);
 
+/* ---- DLPack ------------------------------------------------------------------------------ */
+
+/* The DLPack 1.x ABI (dlpack.h, https://github.com/dmlc/dlpack), declared here so no other
+ * header is needed. A program that includes its own dlpack.h (1.0 or later) before this
+ * header uses that one instead; this block also defines dlpack.h's include guard, so a
+ * dlpack.h included later is skipped. */
+#ifndef DLPACK_DLPACK_H_
+#define DLPACK_DLPACK_H_
+#define DLPACK_MAJOR_VERSION 1
+#define DLPACK_MINOR_VERSION 1
+#define DLPACK_FLAG_BITMASK_READ_ONLY (1UL << 0UL)
+#define DLPACK_FLAG_BITMASK_IS_COPIED (1UL << 1UL)
+
+typedef struct {
+  uint32_t major;
+  uint32_t minor;
+} DLPackVersion;
+
+/* Device types; knpu's devices are kDLExtDev with the device index as device_id. */
+typedef enum {
+  kDLCPU = 1,
+  kDLCUDA = 2,
+  kDLCUDAHost = 3,
+  kDLOpenCL = 4,
+  kDLVulkan = 7,
+  kDLMetal = 8,
+  kDLVPI = 9,
+  kDLROCM = 10,
+  kDLROCMHost = 11,
+  kDLExtDev = 12,
+  kDLCUDAManaged = 13,
+  kDLOneAPI = 14,
+  kDLWebGPU = 15,
+  kDLHexagon = 16,
+  kDLMAIA = 17
+} DLDeviceType;
+
+typedef struct {
+  DLDeviceType device_type;
+  int32_t device_id;
+} DLDevice;
+
+typedef enum {
+  kDLInt = 0U,
+  kDLUInt = 1U,
+  kDLFloat = 2U,
+  kDLOpaqueHandle = 3U,
+  kDLBfloat = 4U,
+  kDLComplex = 5U,
+  kDLBool = 6U,
+  kDLFloat8_e3m4 = 7U,
+  kDLFloat8_e4m3 = 8U,
+  kDLFloat8_e4m3b11fnuz = 9U,
+  kDLFloat8_e4m3fn = 10U,
+  kDLFloat8_e4m3fnuz = 11U,
+  kDLFloat8_e5m2 = 12U,
+  kDLFloat8_e5m2fnuz = 13U,
+  kDLFloat8_e8m0fnu = 14U,
+  kDLFloat6_e2m3fn = 15U,
+  kDLFloat6_e3m2fn = 16U,
+  kDLFloat4_e2m1fn = 17U
+} DLDataTypeCode;
+
+typedef struct {
+  uint8_t code;
+  uint8_t bits;
+  uint16_t lanes;
+} DLDataType;
+
+typedef struct {
+  void *data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t *shape;
+  int64_t *strides;
+  uint64_t byte_offset;
+} DLTensor;
+
+typedef struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void *manager_ctx;
+  void (*deleter)(struct DLManagedTensor *self);
+} DLManagedTensor;
+
+typedef struct DLManagedTensorVersioned {
+  DLPackVersion version;
+  void *manager_ctx;
+  void (*deleter)(struct DLManagedTensorVersioned *self);
+  uint64_t flags;
+  DLTensor dl_tensor;
+} DLManagedTensorVersioned;
+#endif /* DLPACK_DLPACK_H_ */
+
+/* Exports device memory as a DLPack tensor, without a copy. devPtr (a device pointer; pointer
+ * arithmetic allowed) is element (0, ..., 0); shape and strides (in elements; strides NULL for
+ * row-major contiguous, negative strides allowed) hold ndim values (ndim 0 is a scalar, and
+ * shape may then be NULL). The tensor is kDLExtDev with device_id the index of the device
+ * that owns the memory, and its shape and strides are knpu's copies. Every element must lie
+ * inside the live allocation devPtr is in. The tensor keeps that allocation alive: memory
+ * freed with knpuFree while a tensor still names it is released when the tensor's deleter
+ * runs. The consumer must call (*tensor)->deleter(*tensor) exactly once.
+ * Errors: knpuErrorInvalidValue (NULL or misplaced pointers, negative sizes, elements
+ * outside the allocation), knpuErrorNotSupported (a dtype knpu does not hold, lanes != 1). */
+knpuError_t knpuTensorToDLPack(void *devPtr, int ndim, const int64_t *shape,
+                               const int64_t *strides, DLDataType dtype,
+                               DLManagedTensorVersioned **tensor);
+
+/* Imports a DLPack tensor of knpu device memory, without a copy: *devPtr = the address of
+ * element (0, ..., 0) (data + byte_offset), usable with every knpu function, and *device =
+ * its device index (either output may be NULL). The tensor must be kDLExtDev on a knpu
+ * device, of a dtype knpu holds, and all its elements inside one live allocation of that
+ * device. The import does not take ownership: the caller keeps the tensor alive while it uses
+ * the memory and calls its deleter once when done (knpu never calls it).
+ * Errors: knpuErrorInvalidValue (NULL tensor, negative sizes, a misaligned offset, memory
+ * outside every live allocation or of another device than device_id),
+ * knpuErrorNotSupported (a DLPack major version other than 1, a device type other than
+ * kDLExtDev, a dtype knpu does not hold). */
+knpuError_t knpuTensorFromDLPack(const DLManagedTensorVersioned *tensor, void **devPtr,
+                                 int *device);
+
 #ifdef __cplusplus
 }
 #endif

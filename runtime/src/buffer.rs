@@ -17,6 +17,9 @@ use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
 /// `len` elements of `T` in device memory.
+// repr(C): the layout does not depend on `T` (only `PhantomData<T>` does), which
+// `DeviceSlice::<u8>::cast` relies on to view a byte buffer as one of another element type.
+#[repr(C)]
 pub struct DeviceBuffer<T> {
     alloc: Option<Allocation>,
     len: usize,
@@ -267,6 +270,47 @@ impl<'a, T> DeviceSlice<'a, T> {
     }
 }
 
+impl<'a> DeviceSlice<'a, u8> {
+    /// The same bytes viewed as elements of `T`: the view's address must be aligned to `T`
+    /// and its length a whole number of `T`s, else `Error::InvalidValue` naming both. For
+    /// front ends that hold untyped memory (the C API holds every allocation as bytes).
+    pub fn cast<T: bytemuck::Pod>(self) -> Result<DeviceSlice<'a, T>> {
+        let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+        if size == 0 {
+            return Err(Error::invalid(
+                "cannot view device bytes as a zero-sized type",
+            ));
+        }
+        if !self.addr().is_multiple_of(align as u64) {
+            return Err(Error::invalid(format!(
+                "device address {:#x} is not aligned to {align} bytes for {}",
+                self.addr(),
+                std::any::type_name::<T>()
+            )));
+        }
+        if !self.offset.is_multiple_of(size) || !self.len.is_multiple_of(size) {
+            return Err(Error::invalid(format!(
+                "{} bytes at offset {} of a buffer are not a whole number of {}-byte {}",
+                self.len,
+                self.offset,
+                size,
+                std::any::type_name::<T>()
+            )));
+        }
+        let buf: *const DeviceBuffer<u8> = self.buf;
+        // SAFETY: DeviceBuffer is repr(C) and its fields do not depend on the element type
+        // (PhantomData is zero-sized with alignment 1), so both types have one layout. A
+        // view reads only the buffer's address, device, stream and use list, never `len`
+        // (which stays in bytes) and never drops it.
+        let buf = unsafe { &*buf.cast::<DeviceBuffer<T>>() };
+        Ok(DeviceSlice {
+            buf,
+            offset: self.offset / size,
+            len: self.len / size,
+        })
+    }
+}
+
 /// Things that can be read as a device slice: buffers and views.
 pub trait AsDeviceSlice<T> {
     /// The whole thing as a read-only view.
@@ -322,5 +366,32 @@ impl<T> AsDeviceSliceMut<T> for DeviceSliceMut<'_, T> {
             offset: self.offset,
             len: self.len,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_views_cast_to_aligned_whole_elements_only() {
+        let d = crate::device(0).unwrap();
+        let s = d.default_stream().unwrap().clone();
+        let mut bytes = s.alloc::<u8>(64).unwrap();
+        bytes.copy_from_host(&[0u8; 64]).unwrap();
+        let f = bytes.slice(8..40).unwrap().cast::<f32>().unwrap();
+        assert_eq!(f.len(), 8);
+        assert_eq!(f.addr(), bytes.device_address() + 8);
+        let one = [1.5f32; 8];
+        let mut back = [0f32; 8];
+        // A copy through the typed view reads the bytes the buffer holds.
+        let src = bytemuck::cast_slice::<f32, u8>(&one);
+        s.memcpy_htod(&mut bytes.slice_mut(8..40).unwrap(), src)
+            .unwrap();
+        let f = bytes.slice(8..40).unwrap().cast::<f32>().unwrap();
+        s.memcpy_dtoh(&mut back, &f).unwrap();
+        assert_eq!(back, one);
+        let misaligned = bytes.slice(2..10).unwrap().cast::<f32>().err().unwrap();
+        assert!(misaligned.to_string().contains("aligned"), "{misaligned}");
+        let ragged = bytes.slice(8..14).unwrap().cast::<f32>().err().unwrap();
+        assert!(ragged.to_string().contains("whole number"), "{ragged}");
     }
 }

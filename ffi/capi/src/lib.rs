@@ -1,4 +1,5 @@
-//! libknpu: the knpu runtime's C API, implementing the hand-written `ffi/include/knpu.h`.
+//! libknpu: the knpu runtime's C API, implementing the hand-written `ffi/include/knpu.h`
+//! and `ffi/include/knpublas.h` (GEMM in the style of cuBLAS).
 //!
 //! Every exported function is a thin shell over the `knpu` runtime: it validates what C
 //! hands it (handles through generation-checked tables, device pointers against the live
@@ -33,7 +34,9 @@ pub mod header;
 #[allow(non_snake_case, clippy::all)]
 mod header_check;
 
+mod blas;
 mod device;
+mod dlpack;
 mod error;
 mod event;
 mod graph;
@@ -41,7 +44,9 @@ mod handles;
 mod memory;
 mod stream;
 
+pub use blas::*;
 pub use device::*;
+pub use dlpack::*;
 pub use error::*;
 pub use event::*;
 pub use graph::*;

@@ -12,7 +12,7 @@ use crate::device::{current, device_at};
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::header::*;
 use crate::stream::stream_arg;
-use knpu::{DeviceBuffer, Error, Stream};
+use knpu::{DeviceBuffer, DeviceSlice, Error, Stream};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_void};
@@ -45,6 +45,19 @@ pub(crate) struct Range {
     offset: usize,
 }
 
+impl Range {
+    /// The device that owns the range's allocation.
+    pub(crate) fn device(&self) -> usize {
+        self.alloc.device
+    }
+
+    /// A reference that keeps the range's allocation (its runtime buffer) alive, even after
+    /// knpuFree removes it from the table.
+    pub(crate) fn keep_alive(&self) -> Arc<Alloc> {
+        self.alloc.clone()
+    }
+}
+
 /// Resolves `count` bytes at device pointer `ptr`.
 pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Range> {
     if ptr.is_null() {
@@ -72,6 +85,45 @@ pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Ra
         alloc,
         offset: offset as usize,
     })
+}
+
+/// An op's device operand: its pointer, its name in errors, and its element size.
+pub(crate) struct Operand<'p> {
+    pub(crate) ptr: *const c_void,
+    pub(crate) what: &'p str,
+    pub(crate) elem_bytes: usize,
+}
+
+/// Runs `body` with a byte view of each operand, from its pointer to the end of its
+/// allocation (whole elements only), so the runtime's op checks each operand's extent
+/// against the memory really there. Each allocation is locked once, in address order (two
+/// operands may share one allocation, and two threads may lock the same ones), while the
+/// work is queued.
+pub(crate) fn with_operands<R>(
+    operands: &[Operand<'_>],
+    body: impl FnOnce(&[DeviceSlice<'_, u8>]) -> Result<R>,
+) -> Result<R> {
+    let ranges = operands
+        .iter()
+        .map(|o| resolve(o.ptr, 0, o.what))
+        .collect::<Result<Vec<_>>>()?;
+    let mut allocs: Vec<&Arc<Alloc>> = ranges.iter().map(|r| &r.alloc).collect();
+    allocs.sort_by_key(|a| a.base);
+    allocs.dedup_by_key(|a| a.base);
+    let guards: Vec<_> = allocs.iter().map(|a| (a.base, a.buf.lock())).collect();
+    let views = ranges
+        .iter()
+        .zip(operands)
+        .map(|(r, o)| {
+            let (_, buf) = guards
+                .iter()
+                .find(|(base, _)| *base == r.alloc.base)
+                .expect("every operand's allocation is locked");
+            let rest = r.alloc.size as usize - r.offset;
+            buf.slice(r.offset..r.offset + rest - rest % o.elem_bytes.max(1))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    body(&views)
 }
 
 /// Where one side of a copy is.

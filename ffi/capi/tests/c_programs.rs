@@ -50,6 +50,41 @@ fn example_04_graph_capture_and_replay() {
 }
 
 #[test]
+fn example_05_sgemm_through_knpublas() {
+    let out = example("05-sgemm", Link::Shared, &[]);
+    assert!(out.contains("against the host loop"), "{out}");
+    let out = example("05-sgemm", Link::Static, &[]);
+    assert!(out.contains("against the host loop"), "{out}");
+}
+
+#[test]
+fn knpublas_matches_a_column_major_reference() {
+    let src = repo().join("ffi/capi/tests/c/blas.c");
+    let exe = out_dir("tests").join("blas");
+    build_program(&[src], &exe, false, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains(" products checked, 0 failures"), "{out}");
+}
+
+#[test]
+fn dlpack_export_import_and_refusals() {
+    let src = repo().join("ffi/capi/tests/c/dlpack.c");
+    let exe = out_dir("tests").join("dlpack");
+    build_program(&[src], &exe, false, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains(" checks, 0 failures"), "{out}");
+}
+
+#[test]
+fn an_applications_own_dlpack_h_is_used_instead_of_knpus() {
+    let src = repo().join("ffi/capi/tests/c/dlpack_own_header.c");
+    let exe = out_dir("tests").join("dlpack_own_header");
+    build_program(&[src], &exe, false, Link::Shared);
+    let out = run_ok(&exe, &[]);
+    assert!(out.contains("own dlpack.h: ok"), "{out}");
+}
+
+#[test]
 fn cpp_example_with_raii_wrappers() {
     let src = repo().join("examples/cpp/01-raii.cpp");
     let exe = out_dir("examples").join("cpp-01-raii");
@@ -58,19 +93,21 @@ fn cpp_example_with_raii_wrappers() {
     assert!(out.contains("C++ RAII wrappers: ok"), "{out}");
 }
 
-/// The functions `knpu.h` declares.
+/// The functions `knpu.h` and `knpublas.h` declare.
 fn declared_functions() -> Vec<String> {
-    let header = std::fs::read_to_string(repo().join("ffi/include/knpu.h")).unwrap();
-    header
-        .lines()
-        .filter_map(|l| {
+    let mut names = Vec::new();
+    for header in ["knpu.h", "knpublas.h"] {
+        let text = std::fs::read_to_string(repo().join("ffi/include").join(header)).unwrap();
+        names.extend(text.lines().filter_map(|l| {
             let rest = l
                 .strip_prefix("knpuError_t ")
+                .or_else(|| l.strip_prefix("knpublasStatus_t "))
                 .or_else(|| l.strip_prefix("const char *"))?;
             let name = rest.split('(').next()?;
             name.starts_with("knpu").then(|| name.to_string())
-        })
-        .collect()
+        }));
+    }
+    names
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! `ffi/include/knpu.h` and the library agree: every declared function is exported with the
+//! `ffi/include/knpu.h` and `knpublas.h` and the library agree: every declared function is exported with the
 //! same signature.
 //!
-//! The check has two halves. This test runs bindgen on `knpu.h` and fails unless the
+//! The check has two halves. This test runs bindgen on the public headers and fails unless the
 //! committed `src/header.rs` (the header's types and constants, which the implementation
 //! uses as its own) and `src/header_check.rs` (one compile-time assertion per declared
 //! function) are what the header gives today. `header_check.rs` is compiled into the crate:
@@ -29,9 +29,13 @@ fn builder() -> bindgen::Builder {
              scripts/ensure-libclang.sh`, or set LIBCLANG_PATH) and run this test again."
         );
     }
-    let header = root().join("../include/knpu.h");
+    let include = root().join("../include");
     bindgen::Builder::default()
-        .header(header.to_str().expect("utf-8 path"))
+        .header_contents(
+            "knpu_all.h",
+            "#include \"knpu.h\"\n#include \"knpublas.h\"\n",
+        )
+        .clang_arg(format!("-I{}", include.to_str().expect("utf-8 path")))
         .prepend_enum_name(false)
         .derive_default(false)
         .derive_debug(true)
@@ -44,10 +48,10 @@ fn builder() -> bindgen::Builder {
 /// The header's types and constants, without functions.
 fn types() -> String {
     builder()
-        .allowlist_type("knpu.*")
-        .allowlist_var("knpu.*|KNPU_.*")
+        .allowlist_type("knpu.*|DL.*")
+        .allowlist_var("knpu.*|KNPU_.*|KNPUBLAS_.*|DLPACK_.*|kDL.*")
         .generate()
-        .expect("bindgen failed on knpu.h")
+        .expect("bindgen failed on the public headers")
         .to_string()
 }
 
@@ -56,7 +60,7 @@ fn checks() -> String {
     let decls = builder()
         .allowlist_function("knpu.*")
         .generate()
-        .expect("bindgen failed on knpu.h")
+        .expect("bindgen failed on the public headers")
         .to_string();
     let mut out = String::new();
     let mut rest = decls.as_str();
@@ -109,7 +113,7 @@ fn compare_or_bless(file: &str, generated: String, preamble: &str) {
     let path = root().join("src").join(file);
     if std::env::var_os("KNPU_BLESS").is_some() {
         let body = format!(
-            "// Generated from ffi/include/knpu.h by tests/header_matches_exports.rs; do not \
+            "// Generated from ffi/include/knpu.h and knpublas.h by tests/header_matches_exports.rs; do not \
              edit.\n// Regenerate with `KNPU_BLESS=1 cargo test -p knpu-capi --test \
              header_matches_exports`.\n{preamble}{generated}"
         );
@@ -125,7 +129,7 @@ fn compare_or_bless(file: &str, generated: String, preamble: &str) {
     let expected = format!("{preamble}{generated}");
     assert!(
         tokens(&committed) == tokens(&expected),
-        "ffi/capi/src/{file} is out of date with knpu.h; regenerate with `KNPU_BLESS=1 cargo \
+        "ffi/capi/src/{file} is out of date with the public headers; regenerate with `KNPU_BLESS=1 cargo \
          test -p knpu-capi --test header_matches_exports`"
     );
 }

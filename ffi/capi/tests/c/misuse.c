@@ -2,14 +2,14 @@
  * sizes, bad pointers and bad enum values. Each call must return an error code (a known
  * one), and none may crash. Then the same library is hammered from several threads.
  * The Rust test that runs this program also checks that every function declared in knpu.h
- * appears here. */
+ * and knpublas.h appears here. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <knpu.h>
+#include <knpublas.h>
 
 static int failures = 0;
 static int checked = 0;
@@ -287,11 +287,16 @@ static void graphs(knpuStream_t dead_stream, knpuEvent_t dead_event) {
  * allocation that every thread copies into its own part of. */
 enum { THREADS = 4, ROUNDS = 50, SLICE = 256 };
 static unsigned char *shared_dev = NULL;
+/* A knpublas handle every worker reads while the others create, use and destroy theirs. */
+static knpublasHandle_t shared_blas = NULL;
 
 static void *worker(void *arg) {
   int id = (int)(intptr_t)arg;
   unsigned char in[SLICE], out[SLICE];
   memset(in, id + 1, sizeof in);
+  knpublasHandle_t blas;
+  if (knpublasCreate(&blas) != KNPUBLAS_STATUS_SUCCESS) return (void *)1;
+  const float one = 1.0f, zero = 0.0f;
   for (int r = 0; r < ROUNDS; r++) {
     knpuStream_t s;
     knpuEvent_t e;
@@ -303,15 +308,26 @@ static void *worker(void *arg) {
     if (knpuMemcpyAsync(out, mine, SLICE, knpuMemcpyDeviceToHost, s)) return (void *)1;
     if (knpuEventRecord(e, s) || knpuEventSynchronize(e)) return (void *)1;
     if (memcmp(in, out, SLICE) != 0) return (void *)1;
+    /* A 4x4x4 product in `mine` (A, B and C 64 bytes apart), queued on this round's stream
+     * before the memory is freed on it. */
+    float *f = (float *)mine;
+    knpuStream_t seen;
+    if (knpublasSetStream(blas, s) || knpublasGetStream(shared_blas, &seen) || seen != NULL)
+      return (void *)1;
+    if (knpublasSgemm(blas, KNPUBLAS_OP_N, KNPUBLAS_OP_T, 4, 4, 4, &one, f, 4, f + 16, 4, &zero,
+                      f + 32, 4))
+      return (void *)1;
     /* A handle another thread may just have destroyed is refused, not followed. */
     if (knpuStreamQuery(GARBAGE(knpuStream_t)) != knpuErrorInvalidHandle) return (void *)1;
     if (knpuFreeAsync(mine, s) || knpuEventDestroy(e) || knpuStreamDestroy(s)) return (void *)1;
   }
+  if (knpublasDestroy(blas)) return (void *)1;
   return NULL;
 }
 
 static void threads(void) {
   OK(knpuMalloc((void **)&shared_dev, THREADS * SLICE));
+  OK(knpublasCreate(&shared_blas) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
   pthread_t t[THREADS];
   for (int i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i);
   for (int i = 0; i < THREADS; i++) {
@@ -323,6 +339,112 @@ static void threads(void) {
     }
   }
   OK(knpuFree(shared_dev));
+  OK(knpublasDestroy(shared_blas) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+}
+
+static void dlpack(void) {
+  int64_t shape[1] = {4};
+  DLDataType f32 = {kDLFloat, 32, 1}, bad = {kDLFloat, 32, 8};
+  DLManagedTensorVersioned *t = NULL;
+  void *p = NULL;
+  int device = 0;
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(NULL, 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(GARBAGE(void *), 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue,
+         knpuTensorToDLPack(GARBAGE(void *), 1, GARBAGE(int64_t *), NULL, f32, &t));
+  float *d = NULL;
+  OK(knpuMalloc((void **)&d, 16));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(d, 1, shape, NULL, f32, NULL));
+  ERR_IS(knpuErrorInvalidValue,
+         knpuTensorToDLPack(d, 1, shape, NULL, f32, (DLManagedTensorVersioned **)(uintptr_t)1));
+  ERR_IS(knpuErrorNotSupported, knpuTensorToDLPack(d, 1, shape, NULL, bad, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorToDLPack(d + 1, 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorFromDLPack(NULL, &p, &device));
+  ERR_IS(knpuErrorInvalidValue,
+         knpuTensorFromDLPack((const DLManagedTensorVersioned *)(uintptr_t)3, &p, &device));
+  OK(knpuTensorToDLPack(d, 1, shape, NULL, f32, &t));
+  ERR_IS(knpuErrorInvalidValue, knpuTensorFromDLPack(t, (void **)(uintptr_t)1, &device));
+  OK(knpuFree(d));
+  /* Freed: the export keeps the memory, but it is no longer an address knpu accepts. */
+  ERR_IS(knpuErrorInvalidValue, knpuTensorFromDLPack(t, &p, &device));
+  t->deleter(t);
+}
+
+static void expect_blas(knpublasStatus_t got, knpublasStatus_t want, const char *call, int line) {
+  checked++;
+  const char *name = knpublasGetStatusName(got);
+  if (got == KNPUBLAS_STATUS_SUCCESS || strcmp(name, "KNPUBLAS_STATUS_UNKNOWN") == 0 ||
+      got != want) {
+    fprintf(stderr, "misuse.c:%d: %s returned %s (%d), expected %s\n", line, call, name,
+            (int)got, knpublasGetStatusName(want));
+    failures++;
+  }
+}
+#define BLAS_IS(want, call) expect_blas((call), (want), #call, __LINE__)
+
+static void blas(knpuStream_t dead_stream) {
+  if (strcmp(knpublasGetStatusName((knpublasStatus_t)9999), "KNPUBLAS_STATUS_UNKNOWN") != 0)
+    failures++;
+  if (knpublasGetStatusString((knpublasStatus_t)-1) == NULL) failures++;
+  knpublasHandle_t dead, h;
+  OK(knpublasCreate(&dead) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+  OK(knpublasDestroy(dead) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+  OK(knpublasCreate(&h) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
+  const knpublasStatus_t NI = KNPUBLAS_STATUS_NOT_INITIALIZED, IV = KNPUBLAS_STATUS_INVALID_VALUE;
+  BLAS_IS(IV, knpublasCreate(NULL));
+  BLAS_IS(IV, knpublasCreate((knpublasHandle_t *)(uintptr_t)1)); /* misaligned */
+  BLAS_IS(NI, knpublasDestroy(NULL));
+  BLAS_IS(NI, knpublasDestroy(dead));
+  BLAS_IS(NI, knpublasDestroy(GARBAGE(knpublasHandle_t)));
+  BLAS_IS(NI, knpublasSetStream(dead, NULL));
+  BLAS_IS(NI, knpublasSetStream(GARBAGE2(knpublasHandle_t), NULL));
+  BLAS_IS(IV, knpublasSetStream(h, dead_stream));
+  BLAS_IS(IV, knpublasSetStream(h, GARBAGE(knpuStream_t)));
+  knpuStream_t s;
+  BLAS_IS(NI, knpublasGetStream(dead, &s));
+  BLAS_IS(IV, knpublasGetStream(h, NULL));
+
+  float one = 1.0f, zero = 0.0f;
+  float *d = NULL;
+  OK(knpuMalloc((void **)&d, 16 * sizeof *d));
+  float *garbage = GARBAGE(float *);
+  const knpublasOperation_t N = KNPUBLAS_OP_N;
+  BLAS_IS(NI, knpublasSgemm(dead, N, N, 2, 2, 2, &one, d, 2, d, 2, &zero, d, 2));
+  BLAS_IS(NI, knpublasSgemm(GARBAGE(knpublasHandle_t), N, N, 2, 2, 2, &one, d, 2, d, 2, &zero,
+                            d, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, garbage, 2, d, 2, &zero, d + 8, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, NULL, 2, d, 2, &zero, d + 8, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, d, 2, d, 2, NULL, d + 8, 2));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 4, 4, 4, &one, d, 4, d, 4, &zero, d + 8, 4)); /* overrun */
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, -2, 2, &one, d, 2, d, 2, &zero, d + 8, 2));
+  BLAS_IS(NI, knpublasGemmEx(dead, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, d, KNPU_R_32F, 2,
+                             &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
+                             KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(IV, knpublasGemmEx(h, N, N, 2, 2, 2, &one, garbage, KNPU_R_16F, 2, d, KNPU_R_16F, 2,
+                             &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
+                             KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(IV, knpublasGemmEx(h, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, d, KNPU_R_32F, 2, &zero,
+                             d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F, (knpublasGemmAlgo_t)12345));
+  BLAS_IS(KNPUBLAS_STATUS_NOT_SUPPORTED,
+          knpublasGemmEx(h, N, N, 2, 2, 2, &one, d, (knpuDataType_t)-5, 2, d, KNPU_R_32F, 2,
+                         &zero, d + 8, KNPU_R_32F, 2, KNPUBLAS_COMPUTE_32F,
+                         KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(NI, knpublasSgemmStridedBatched(dead, N, N, 2, 2, 2, &one, d, 2, 4, d, 2, 4, &zero,
+                                          d + 8, 2, 4, 2));
+  BLAS_IS(IV, knpublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, d, 2, 4, d, 2, 4, &zero,
+                                          d + 8, 2, 4, -1));
+  BLAS_IS(IV, knpublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, d, 2, 4, d, 2, 4, &zero,
+                                          d + 8, 2, 4, 3)); /* C's batches run past the end */
+  BLAS_IS(NI, knpublasGemmStridedBatchedEx(dead, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, 4, d,
+                                           KNPU_R_32F, 2, 4, &zero, d + 8, KNPU_R_32F, 2, 4, 2,
+                                           KNPUBLAS_COMPUTE_32F, KNPUBLAS_GEMM_DEFAULT));
+  BLAS_IS(IV, knpublasGemmStridedBatchedEx(h, N, N, 2, 2, 2, &one, d, KNPU_R_32F, 2, 4, garbage,
+                                           KNPU_R_32F, 2, 4, &zero, d + 8, KNPU_R_32F, 2, 4, 2,
+                                           KNPUBLAS_COMPUTE_32F, KNPUBLAS_GEMM_DEFAULT));
+  /* Freed memory is not a live allocation any more. */
+  OK(knpuFree(d));
+  BLAS_IS(IV, knpublasSgemm(h, N, N, 2, 2, 2, &one, d, 2, d, 2, &zero, d + 8, 2));
+  OK(knpublasDestroy(h) == KNPUBLAS_STATUS_SUCCESS ? knpuSuccess : knpuErrorInternal);
 }
 
 int main(void) {
@@ -338,6 +460,8 @@ int main(void) {
   memory(dead_stream);
   streams_and_events(dead_stream, dead_event);
   graphs(dead_stream, dead_event);
+  blas(dead_stream);
+  dlpack();
   threads();
 
   /* After all that the device still works: errors are not sticky. */

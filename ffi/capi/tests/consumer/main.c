@@ -1,8 +1,10 @@
-/* A program built against an installed knpu: one device query and one round trip. */
+/* A program built against an installed knpu: one device query, one round trip and one
+ * knpublas handle. */
 #include <stdio.h>
 
 #include <knpu.h>
 #include <knpu_driver.h>
+#include <knpublas.h>
 
 int main(void) {
   int count = 0, version = 0, x = 42, y = 0;
@@ -16,6 +18,8 @@ int main(void) {
     fprintf(stderr, "round trip failed: %s\n", knpuGetErrorString(knpuGetLastError()));
     return 1;
   }
+  knpublasHandle_t blas;
+  if (knpublasCreate(&blas) != KNPUBLAS_STATUS_SUCCESS || knpublasDestroy(blas)) return 1;
   printf("installed knpu %d works: %d device(s), device 0 is %s\n", version, count, prop.name);
   return 0;
 }

@@ -93,6 +93,7 @@ pub fn build_program(sources: &[PathBuf], out: &Path, cpp: bool, link: Link) {
         Link::Shared => {
             cmd.arg("-L").arg(lib).arg("-lknpu");
             cmd.arg(format!("-Wl,-rpath,{}", lib.display()));
+            cmd.arg("-lm");
         }
         Link::Static => {
             cmd.arg(lib.join("libknpu.a"));
