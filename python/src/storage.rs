@@ -17,7 +17,7 @@ pub enum Buf {
     Raw(DeviceBuffer<u8>),
 }
 
-/// Runs `$e` with `$x` bound to the typed buffer inside a [`Buf`].
+/// Runs `$e` with `$x` bound to the typed buffer inside a `Buf`.
 #[macro_export]
 macro_rules! with_buf {
     ($b:expr, $x:ident => $e:expr) => {
