@@ -437,10 +437,8 @@ pub fn elementwise_kernels(sim: Sim) {
         let a = sim.upload(d, q, &f32_bytes(&x));
         let b = sim.upload(d, q, &f32_bytes(&y));
         let o = sim.alloc(d, 4 * n as u64);
-        let cases: [(u32, BinaryOp); 5] = [
-            (KNPU_ELEMENTWISE_ADD, |a, b| a + b),
-            (KNPU_ELEMENTWISE_MUL, |a, b| a * b),
-            (KNPU_ELEMENTWISE_SUB, |a, b| a - b),
+        // Since ABI 2.0 plain add, multiply and subtract are KNPU_KERNEL_BINARY's.
+        let cases: [(u32, BinaryOp); 2] = [
             (KNPU_ELEMENTWISE_AXPY, |a, b| 2.5 * a + b),
             (KNPU_ELEMENTWISE_SCALE, |a, _| 2.5 * a),
         ];
@@ -457,8 +455,16 @@ pub fn elementwise_kernels(sim: Sim) {
                 assert_eq!(got[i], f(x[i], y[i]), "op {op} n {n} i {i}");
             }
         }
-        // In place: a = a + b, with out == a.
-        let p = elementwise(KNPU_ELEMENTWISE_ADD, KNPU_DTYPE_F32, n as u64, a, b, a, 0.0);
+        // In place: a = a + b (AXPY with alpha 1), with out == a.
+        let p = elementwise(
+            KNPU_ELEMENTWISE_AXPY,
+            KNPU_DTYPE_F32,
+            n as u64,
+            a,
+            b,
+            a,
+            1.0,
+        );
         v += 1;
         assert_eq!(
             sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
@@ -513,7 +519,7 @@ pub fn elementwise_kernels(sim: Sim) {
         let twos: Vec<u8> = (0..100).flat_map(|_| conv(2.0).to_le_bytes()).collect();
         let a = sim.upload(d, q, &ones);
         let b = sim.upload(d, q, &twos);
-        let p = elementwise(KNPU_ELEMENTWISE_ADD, dtype, 100, a, b, b, 0.0);
+        let p = elementwise(KNPU_ELEMENTWISE_AXPY, dtype, 100, a, b, b, 1.0);
         v += 1;
         assert_eq!(
             sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
@@ -526,7 +532,7 @@ pub fn elementwise_kernels(sim: Sim) {
         sim.free(d, b);
     }
     // Validation at submit: unknown kernel, unsupported dtype, bad op, missing b, misaligned.
-    let ok = elementwise(KNPU_ELEMENTWISE_ADD, KNPU_DTYPE_F32, 10, a, a, a, 0.0);
+    let ok = elementwise(KNPU_ELEMENTWISE_AXPY, KNPU_DTYPE_F32, 10, a, a, a, 1.0);
     assert_eq!(
         sim.submit(q, &[], &[kernel(999, &ok)], &[]),
         KNPU_STATUS_NOT_SUPPORTED
@@ -562,7 +568,7 @@ pub fn elementwise_kernels(sim: Sim) {
         KNPU_STATUS_INVALID_VALUE
     );
     // Out of bounds at run time: the operand and the address are named.
-    let p = elementwise(KNPU_ELEMENTWISE_ADD, KNPU_DTYPE_F32, 1001, a, a, a, 0.0);
+    let p = elementwise(KNPU_ELEMENTWISE_AXPY, KNPU_DTYPE_F32, 1001, a, a, a, 1.0);
     v += 1;
     assert_eq!(
         sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),

@@ -10,14 +10,20 @@
 //! - an enum per ABI enum (`QuantFormat`, `Activation`, `RopeStyle`, `Broadcast`, ...) with
 //!   `TryFrom<u32>` (an unknown number is [`OpError::UnknownValue`]), `raw()` for the
 //!   header's number, `name()` and `from_name()`;
-//! - `validate(&params) -> Result<Extents, OpError>` per parameter struct: every shape
-//!   product and byte extent is computed with overflow checks, and the result lists the
-//!   byte extent of every operand the op touches, by operand name;
+//! - a validation function per parameter struct (`gemm::validate(&KnpuGemmParams)`,
+//!   `quant::validate_qmatmul(&KnpuQMatmulParams)`, ...) returning `Result<Extents, OpError>`
+//!   (with the decoded enums where the op has them): every shape product and byte extent is
+//!   computed with overflow checks, and [`Extents`] lists the byte extent of every operand
+//!   the op touches, by operand name, without allocating;
+//! - the rules those functions are made of, public so that a launcher can check its own
+//!   arguments with the same code (`gemm::matrix_elems`, `attention::check_heads`,
+//!   `llm::check_rope`, `quant::scales_extent`, ...);
 //! - [`OpError`] names the operand or field at fault and maps to one `KnpuStatus`.
 //!
 //! Nothing here allocates, so launchers may validate on their hot path.
 
 pub mod attention;
+pub mod elementwise;
 mod enums;
 mod extent;
 pub mod gemm;
