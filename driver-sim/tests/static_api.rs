@@ -32,9 +32,11 @@ conformance_tests!(sim;
 
 #[test]
 fn entry_point_refuses_other_majors() {
-    assert!(knpu_driver_sim::knpu_driver_get_api(2, 0).is_null());
+    let major = knpu_driver_abi::KNPU_DRIVER_ABI_MAJOR;
+    assert!(knpu_driver_sim::knpu_driver_get_api(major + 1, 0).is_null());
+    assert!(knpu_driver_sim::knpu_driver_get_api(major - 1, 0).is_null());
     assert_eq!(
-        knpu_driver_sim::knpu_driver_get_api(1, 0),
+        knpu_driver_sim::knpu_driver_get_api(major, 0),
         knpu_driver_sim::api() as *const _
     );
 }
