@@ -1,13 +1,13 @@
 //! The kernels the software NPU runs, by kernel id.
 //!
-//! Every kernel has one skeleton: a type implementing [`Kernel`], whose `parse` decodes the
-//! parameter struct ([`read`]) and checks it with the op definitions of
+//! Every kernel has one skeleton: a type implementing `Kernel`, whose `parse` decodes the
+//! parameter struct (`read`) and checks it with the op definitions of
 //! `knpu_driver_abi::ops` (the rules the runtime checks too), and whose `run` resolves each
-//! operand's extent through [`KernelContext::input`] and [`KernelContext::output`] (the one
-//! operand type, [`Input`], and the one aliasing rule: an input that overlaps an output is
-//! copied first), dispatches on dtype with [`with_float!`] and maps kernel errors with
-//! [`fault`]. [`def`] turns it into its [`KernelDef`]; adding a kernel means adding the type
-//! and one line in `REGISTRY`. Executors never read memory outside a resolved range.
+//! operand's extent through `KernelContext::input` and `KernelContext::output` (the one
+//! operand type, `Input`, and the one aliasing rule: an input that overlaps an output is
+//! copied first), dispatches on dtype with `with_float!` and maps kernel errors with `fault`.
+//! `def` turns it into its [`KernelDef`]; adding a kernel means adding the type and one line
+//! in `REGISTRY`. Executors never read memory outside a resolved range.
 
 mod elementwise;
 mod gemm;
