@@ -771,6 +771,7 @@ impl Stream {
         src: &[T],
     ) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         graph::check_unsafe_call("a blocking copy")?;
         // SAFETY: we wait for the copy before returning, so `src` outlives it.
         let v = unsafe { self.memcpy_htod_async(dst, src) }?;
@@ -784,6 +785,7 @@ impl Stream {
         src: &impl AsDeviceSlice<T>,
     ) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         graph::check_unsafe_call("a blocking copy")?;
         // SAFETY: we wait for the copy before returning, so `dst` outlives it.
         let v = unsafe { self.memcpy_dtoh_async(dst, src) }?;
@@ -1063,6 +1065,7 @@ impl Stream {
     /// of a neighbouring buffer.
     pub fn memcpy_dtoh_raw(&self, dst: &mut [u8], src: u64) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         if dst.is_empty() {
             return Ok(());
         }
@@ -1083,6 +1086,7 @@ impl Stream {
     /// Copies `src` to a raw device address and waits; see [`Stream::memcpy_dtoh_raw`].
     pub fn memcpy_htod_raw(&self, dst: u64, src: &[u8]) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         if src.is_empty() {
             return Ok(());
         }
