@@ -51,6 +51,8 @@ const CASES: &[(&str, Case)] = &[
         let e = Event::with_timing(&d, false);
         e.record(&a).unwrap();
         b.wait_event(&e).unwrap();
+        let mut y = b.alloc::<f32>(1).unwrap();
+        b.memset(&mut y, 1.0f32).unwrap();
         expect_err(b.end_capture(), "Capture")?;
         expect_err(a.end_capture(), "Capture")?; // b never joined back
         still_works(&a)?;
@@ -189,7 +191,8 @@ const CASES: &[(&str, Case)] = &[
     }),
     ("panic_inside_a_host_callback", || {
         let s = Stream::new(&dev()).unwrap();
-        s.launch_host_func(|| panic!("a callback's own failure")).unwrap();
+        s.launch_host_func(|| panic!("a callback's own failure"))
+            .unwrap();
         s.synchronize().map_err(|e| e.to_string())?;
         still_works(&s)
     }),
@@ -253,7 +256,9 @@ const CASES: &[(&str, Case)] = &[
         }
     }),
     ("error_codes_are_stable", || {
-        let e = Error::InvalidValue { detail: String::new() };
+        let e = Error::InvalidValue {
+            detail: String::new(),
+        };
         if e.code() != 1 || e.name() != "InvalidValue" {
             return Err("codes changed".into());
         }

@@ -107,7 +107,11 @@ fn waiting_from_a_host_callback_is_a_clear_error_not_a_hang() {
 }
 
 /// A scale-by-two graph over `x` into `y` on `s`.
-fn scale_graph(s: &Stream, x: &knpu::DeviceBuffer<f32>, y: &mut knpu::DeviceBuffer<f32>) -> knpu::GraphExec {
+fn scale_graph(
+    s: &Stream,
+    x: &knpu::DeviceBuffer<f32>,
+    y: &mut knpu::DeviceBuffer<f32>,
+) -> knpu::GraphExec {
     s.begin_capture(CaptureMode::Relaxed).unwrap();
     knpu::ops::scale(s, 2.0, x, y).unwrap();
     s.end_capture().unwrap().instantiate().unwrap()
@@ -115,89 +119,109 @@ fn scale_graph(s: &Stream, x: &knpu::DeviceBuffer<f32>, y: &mut knpu::DeviceBuff
 
 #[test]
 fn graph_instance_runs_again_after_a_faulted_launch() {
-    isolated("graph_instance_runs_again_after_a_faulted_launch", &[], || {
-        bounded("graph after a fault", 60, |p| {
-            let d = dev();
-            let s = Stream::new(&d).unwrap();
-            let x = s.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
-            let mut y = s.alloc_zeroed::<f32>(3).unwrap();
-            let exec = scale_graph(&s, &x, &mut y);
-            d.inject_fault(Fault::Kernel { n: 1, kernel_id: 0 }).unwrap();
-            exec.launch(&s).unwrap();
-            p.at("synchronize after the faulted launch");
-            let e = s.synchronize().unwrap_err();
-            assert!(matches!(e, Error::KernelFault { .. }), "{e}");
-            let other = Stream::new(&d).unwrap();
-            for (i, stream) in [&s, &other, &s, &s].into_iter().enumerate() {
-                p.at(format!("launch {i} after the fault"));
-                exec.launch(stream).unwrap();
-                stream.synchronize().unwrap();
-                assert_eq!(y.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
-            }
-        });
-    });
+    isolated(
+        "graph_instance_runs_again_after_a_faulted_launch",
+        &[],
+        || {
+            bounded("graph after a fault", 60, |p| {
+                let d = dev();
+                let s = Stream::new(&d).unwrap();
+                let x = s.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
+                let mut y = s.alloc_zeroed::<f32>(3).unwrap();
+                let exec = scale_graph(&s, &x, &mut y);
+                d.inject_fault(Fault::Kernel { n: 1, kernel_id: 0 })
+                    .unwrap();
+                exec.launch(&s).unwrap();
+                p.at("synchronize after the faulted launch");
+                let e = s.synchronize().unwrap_err();
+                assert!(matches!(e, Error::KernelFault { .. }), "{e}");
+                let other = Stream::new(&d).unwrap();
+                for (i, stream) in [&s, &other, &s, &s].into_iter().enumerate() {
+                    p.at(format!("launch {i} after the fault"));
+                    exec.launch(stream).unwrap();
+                    stream.synchronize().unwrap();
+                    assert_eq!(y.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
+                }
+            });
+        },
+    );
 }
 
 #[test]
 fn forked_graph_instance_runs_again_after_a_faulted_launch() {
-    isolated("forked_graph_instance_runs_again_after_a_faulted_launch", &[], || {
-        bounded("forked graph after a fault", 60, |p| {
-            let d = dev();
-            let s1 = Stream::new(&d).unwrap();
-            let s2 = Stream::new(&d).unwrap();
-            let x = s1.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
-            let mut a = s1.alloc_zeroed::<f32>(3).unwrap();
-            let mut b = s1.alloc_zeroed::<f32>(3).unwrap();
-            s1.synchronize().unwrap();
-            s1.begin_capture(CaptureMode::Relaxed).unwrap();
-            let fork = Event::with_timing(&d, false);
-            fork.record(&s1).unwrap();
-            s2.wait_event(&fork).unwrap();
-            knpu::ops::scale(&s1, 2.0, &x, &mut a).unwrap();
-            knpu::ops::scale(&s2, 3.0, &x, &mut b).unwrap();
-            let join = Event::with_timing(&d, false);
-            join.record(&s2).unwrap();
-            s1.wait_event(&join).unwrap();
-            let exec = s1.end_capture().unwrap().instantiate().unwrap();
-            assert!(exec.queue_count() > 1);
-            for kernel in 1..=2 {
-                d.inject_fault(Fault::Kernel { n: kernel, kernel_id: 0 }).unwrap();
-                exec.launch(&s1).unwrap();
-                p.at("synchronize after a faulted launch");
-                let e = s1.synchronize().unwrap_err();
-                assert!(
-                    matches!(e, Error::KernelFault { .. } | Error::DependencyFailed { .. }),
-                    "{e}"
-                );
-                for i in 0..3 {
-                    p.at(format!("launch {i} after fault {kernel}"));
+    isolated(
+        "forked_graph_instance_runs_again_after_a_faulted_launch",
+        &[],
+        || {
+            bounded("forked graph after a fault", 60, |p| {
+                let d = dev();
+                let s1 = Stream::new(&d).unwrap();
+                let s2 = Stream::new(&d).unwrap();
+                let x = s1.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
+                let mut a = s1.alloc_zeroed::<f32>(3).unwrap();
+                let mut b = s1.alloc_zeroed::<f32>(3).unwrap();
+                s1.synchronize().unwrap();
+                s1.begin_capture(CaptureMode::Relaxed).unwrap();
+                let fork = Event::with_timing(&d, false);
+                fork.record(&s1).unwrap();
+                s2.wait_event(&fork).unwrap();
+                knpu::ops::scale(&s1, 2.0, &x, &mut a).unwrap();
+                knpu::ops::scale(&s2, 3.0, &x, &mut b).unwrap();
+                let join = Event::with_timing(&d, false);
+                join.record(&s2).unwrap();
+                s1.wait_event(&join).unwrap();
+                let exec = s1.end_capture().unwrap().instantiate().unwrap();
+                assert!(exec.queue_count() > 1);
+                for kernel in 1..=2 {
+                    d.inject_fault(Fault::Kernel {
+                        n: kernel,
+                        kernel_id: 0,
+                    })
+                    .unwrap();
                     exec.launch(&s1).unwrap();
-                    s1.synchronize().unwrap();
-                    assert_eq!(a.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
-                    assert_eq!(b.to_vec().unwrap(), vec![3.0, 6.0, 9.0]);
+                    p.at("synchronize after a faulted launch");
+                    let e = s1.synchronize().unwrap_err();
+                    assert!(
+                        matches!(
+                            e,
+                            Error::KernelFault { .. } | Error::DependencyFailed { .. }
+                        ),
+                        "{e}"
+                    );
+                    for i in 0..3 {
+                        p.at(format!("launch {i} after fault {kernel}"));
+                        exec.launch(&s1).unwrap();
+                        s1.synchronize().unwrap();
+                        assert_eq!(a.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
+                        assert_eq!(b.to_vec().unwrap(), vec![3.0, 6.0, 9.0]);
+                    }
                 }
-            }
-        });
-    });
+            });
+        },
+    );
 }
 
 #[test]
 fn blocks_freed_on_different_streams_coalesce_and_go_back_to_the_driver() {
-    isolated("blocks_freed_on_different_streams_coalesce_and_go_back_to_the_driver", &[], || {
-        bounded("cross-stream coalescing", 60, |_| {
-            let d = dev();
-            let s1 = Stream::new(&d).unwrap();
-            let s2 = Stream::new(&d).unwrap();
-            let a = s1.alloc::<f32>(1000).unwrap();
-            let b = s2.alloc::<f32>(1000).unwrap();
-            drop(a);
-            drop(b);
-            s1.synchronize().unwrap();
-            s2.synchronize().unwrap();
-            d.empty_cache().unwrap();
-            assert_eq!(d.memory_stats().reserved_bytes, 0);
-        });
-    });
+    isolated(
+        "blocks_freed_on_different_streams_coalesce_and_go_back_to_the_driver",
+        &[],
+        || {
+            bounded("cross-stream coalescing", 60, |_| {
+                let d = dev();
+                let s1 = Stream::new(&d).unwrap();
+                let s2 = Stream::new(&d).unwrap();
+                let a = s1.alloc::<f32>(1000).unwrap();
+                let b = s2.alloc::<f32>(1000).unwrap();
+                drop(a);
+                drop(b);
+                s1.synchronize().unwrap();
+                s2.synchronize().unwrap();
+                d.empty_cache().unwrap();
+                assert_eq!(d.memory_stats().reserved_bytes, 0);
+            });
+        },
+    );
 }
 
 #[test]
