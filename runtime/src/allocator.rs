@@ -147,6 +147,17 @@ pub struct AllocationRange {
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            blocks: BTreeMap::new(),
+            free_small: BTreeSet::new(),
+            free_large: BTreeSet::new(),
+            segments: BTreeMap::new(),
+            released: std::collections::VecDeque::new(),
+            stats: MemoryStats::default(),
+        }
+    }
+
     fn free_set(&mut self, small: bool) -> &mut BTreeSet<(u64, u64)> {
         if small {
             &mut self.free_small
@@ -179,6 +190,70 @@ impl State {
             }
         }
         found
+    }
+
+    fn resolve(&self, dev: usize, addr: u64, len: u64) -> Result<AllocationRange> {
+        let st = self;
+        let Some((&base, b)) = st.blocks.range(..=addr).next_back() else {
+            return Err(st.unknown_address(dev, addr));
+        };
+        if addr >= base + b.size {
+            return Err(st.unknown_address(dev, addr));
+        }
+        if b.free {
+            return Err(Error::invalid(format!(
+                "device address {addr:#x} on device {dev} is in memory that was freed (a block \
+                 of {} bytes at {base:#x} cached by the allocator)",
+                b.size
+            )));
+        }
+        let offset = addr - base;
+        let in_bounds = offset <= b.requested && len <= b.requested - offset;
+        if !in_bounds {
+            return Err(Error::invalid(format!(
+                "device range {addr:#x}..+{len} on device {dev} runs past the end of the \
+                 {}-byte allocation at {base:#x} (offset {offset})",
+                b.requested
+            )));
+        }
+        Ok(AllocationRange {
+            base,
+            size: b.requested,
+            offset,
+        })
+    }
+
+    /// Adds a segment obtained from the driver and takes a `size`-byte block from it.
+    fn add_segment(
+        &mut self,
+        base: u64,
+        segment_size: u64,
+        small: bool,
+        size: u64,
+        requested: u64,
+    ) -> Allocation {
+        self.segments.insert(base, segment_size);
+        let end = base.saturating_add(segment_size);
+        self.released
+            .retain(|&(b, s)| b.saturating_add(s) <= base || b >= end);
+        let stats = &mut self.stats;
+        stats.reserved_bytes += segment_size;
+        stats.peak_reserved_bytes = stats.peak_reserved_bytes.max(stats.reserved_bytes);
+        stats.segments += 1;
+        stats.num_segment_allocs += 1;
+        self.blocks.insert(
+            base,
+            Block {
+                size: segment_size,
+                requested: 0,
+                segment: base,
+                small,
+                free: true,
+                pending: Vec::new(),
+            },
+        );
+        self.free_set(small).insert((segment_size, base));
+        self.take_allocation(base, size, requested)
     }
 
     /// Segments whose one block is free: `(base, size)`.
@@ -333,14 +408,7 @@ impl Allocator {
             driver,
             device,
             ordinal,
-            state: Mutex::new(State {
-                blocks: BTreeMap::new(),
-                free_small: BTreeSet::new(),
-                free_large: BTreeSet::new(),
-                segments: BTreeMap::new(),
-                released: std::collections::VecDeque::new(),
-                stats: MemoryStats::default(),
-            }),
+            state: Mutex::new(State::new()),
         }
     }
 
@@ -378,9 +446,7 @@ impl Allocator {
                 }
             }
             match self.driver.mem_alloc(self.device, segment_size) {
-                Ok(base) => {
-                    return Ok(self.add_segment(&mut st, base, segment_size, small, size, bytes))
-                }
+                Ok(base) => return Ok(st.add_segment(base, segment_size, small, size, bytes)),
                 Err((status, _)) if status == abi::KNPU_STATUS_OUT_OF_MEMORY => {
                     st.stats.num_alloc_retries += 1;
                 }
@@ -396,45 +462,13 @@ impl Allocator {
         // Retry the segment, then the bare request: a big segment may not fit where the
         // request itself would.
         match self.driver.mem_alloc(self.device, segment_size) {
-            Ok(base) => Ok(self.add_segment(&mut st, base, segment_size, small, size, bytes)),
+            Ok(base) => Ok(st.add_segment(base, segment_size, small, size, bytes)),
             Err(_) if segment_size > size => match self.driver.mem_alloc(self.device, size) {
-                Ok(base) => Ok(self.add_segment(&mut st, base, size, small, size, bytes)),
+                Ok(base) => Ok(st.add_segment(base, size, small, size, bytes)),
                 Err((s, e)) => Err(self.oom_or(&mut st, s, e, bytes)),
             },
             Err((s, e)) => Err(self.oom_or(&mut st, s, e, bytes)),
         }
-    }
-
-    fn add_segment(
-        &self,
-        st: &mut State,
-        base: u64,
-        segment_size: u64,
-        small: bool,
-        size: u64,
-        requested: u64,
-    ) -> Allocation {
-        st.segments.insert(base, segment_size);
-        let end = base.saturating_add(segment_size);
-        st.released
-            .retain(|&(b, s)| b.saturating_add(s) <= base || b >= end);
-        st.stats.reserved_bytes += segment_size;
-        st.stats.peak_reserved_bytes = st.stats.peak_reserved_bytes.max(st.stats.reserved_bytes);
-        st.stats.segments += 1;
-        st.stats.num_segment_allocs += 1;
-        st.blocks.insert(
-            base,
-            Block {
-                size: segment_size,
-                requested: 0,
-                segment: base,
-                small,
-                free: true,
-                pending: Vec::new(),
-            },
-        );
-        st.free_set(small).insert((segment_size, base));
-        st.take_allocation(base, size, requested)
     }
 
     fn oom_or(&self, st: &mut State, status: abi::KnpuStatus, e: Error, requested: u64) -> Error {
@@ -516,35 +550,7 @@ impl Allocator {
     /// The live allocation holding `[addr, addr + len)`; a clear error when the range is in
     /// no allocation, in a freed one, or runs past the end of the one it starts in.
     pub(crate) fn resolve(&self, addr: u64, len: u64) -> Result<AllocationRange> {
-        let st = self.state.lock();
-        let dev = self.ordinal;
-        let Some((&base, b)) = st.blocks.range(..=addr).next_back() else {
-            return Err(st.unknown_address(dev, addr));
-        };
-        if addr >= base + b.size {
-            return Err(st.unknown_address(dev, addr));
-        }
-        if b.free {
-            return Err(Error::invalid(format!(
-                "device address {addr:#x} on device {dev} is in memory that was freed (a block \
-                 of {} bytes at {base:#x} cached by the allocator)",
-                b.size
-            )));
-        }
-        let offset = addr - base;
-        let in_bounds = offset <= b.requested && len <= b.requested - offset;
-        if !in_bounds {
-            return Err(Error::invalid(format!(
-                "device range {addr:#x}..+{len} on device {dev} runs past the end of the \
-                 {}-byte allocation at {base:#x} (offset {offset})",
-                b.requested
-            )));
-        }
-        Ok(AllocationRange {
-            base,
-            size: b.requested,
-            offset,
-        })
+        self.state.lock().resolve(self.ordinal, addr, len)
     }
 
     pub(crate) fn stats(&self) -> MemoryStats {
@@ -555,5 +561,74 @@ impl Allocator {
         let mut st = self.state.lock();
         st.stats.peak_allocated_bytes = st.stats.allocated_bytes;
         st.stats.peak_reserved_bytes = st.stats.reserved_bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The allocator's bookkeeping without a driver: small enough for Miri.
+    use super::*;
+
+    const BASE: u64 = 1 << 44;
+
+    #[test]
+    fn sizes_that_overflow_round_to_none() {
+        assert_eq!(round_up(u64::MAX, ROUND), None);
+        assert_eq!(round_up(u64::MAX - 10, ROUND), None);
+        assert_eq!(round_up(u64::MAX - ROUND, ROUND), Some(u64::MAX - ROUND + 1));
+        assert_eq!(round_up(1, ROUND), Some(ROUND));
+        assert_eq!(round_up(0, ROUND), Some(0));
+    }
+
+    #[test]
+    fn blocks_split_and_coalesce_whichever_streams_freed_them() {
+        let mut st = State::new();
+        let a = st.add_segment(BASE, SMALL_SEGMENT, true, 4096, 4000);
+        assert_eq!(
+            a,
+            Allocation {
+                addr: BASE,
+                size: 4096
+            }
+        );
+        let b_addr = st.find(4096, true, 2).expect("the rest of the segment");
+        let b = st.take_allocation(b_addr, 4096, 4096);
+        assert_eq!(b.addr, BASE + 4096);
+        assert_eq!(st.stats.active_blocks, 2);
+        st.release(a.addr, Vec::new());
+        st.release(b.addr, Vec::new());
+        assert_eq!(
+            st.wholly_free().collect::<Vec<_>>(),
+            vec![(BASE, SMALL_SEGMENT)]
+        );
+        assert_eq!(st.stats.allocated_bytes, 0);
+        assert_eq!(st.stats.requested_bytes, 0);
+        assert_eq!(st.blocks.len(), 1);
+    }
+
+    #[test]
+    fn ranges_resolve_against_live_blocks_only() {
+        let mut st = State::new();
+        let a = st.add_segment(BASE, SMALL_SEGMENT, true, 512, 256);
+        let r = st.resolve(0, a.addr + 16, 16).unwrap();
+        assert_eq!((r.base, r.size, r.offset), (BASE, 256, 16));
+        assert!(st.resolve(0, a.addr + 256, 0).is_ok());
+        let past = st.resolve(0, a.addr + 200, 64).unwrap_err();
+        assert!(past.to_string().contains("past the end"), "{past}");
+        assert!(st.resolve(0, a.addr + 16, u64::MAX).is_err());
+        let never = st.resolve(0, 64, 1).unwrap_err();
+        assert!(
+            never.to_string().contains("not in any allocation"),
+            "{never}"
+        );
+        st.release(a.addr, Vec::new());
+        let freed = st.resolve(0, a.addr, 1).unwrap_err();
+        assert!(freed.to_string().contains("freed"), "{freed}");
+        st.released.push_back((BASE + SMALL_SEGMENT, SMALL_SEGMENT));
+        let gone = st.resolve(0, BASE + SMALL_SEGMENT + 8, 1).unwrap_err();
+        assert!(
+            gone.to_string().contains("returned to the driver"),
+            "{gone}"
+        );
     }
 }
