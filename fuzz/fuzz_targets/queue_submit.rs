@@ -30,15 +30,24 @@ fn env() -> &'static Env {
         let mut buffers = Vec::new();
         // SAFETY: valid out-pointers, table functions of the built-in driver.
         unsafe {
-            assert_eq!((api.device_get.unwrap())(0, &mut dev), abi::KNPU_STATUS_SUCCESS);
+            assert_eq!(
+                (api.device_get.unwrap())(0, &mut dev),
+                abi::KNPU_STATUS_SUCCESS
+            );
             assert_eq!(
                 (api.queue_create.unwrap())(dev, abi::KNPU_QUEUE_PRIORITY_NORMAL, &mut queue),
                 abi::KNPU_STATUS_SUCCESS
             );
-            assert_eq!((api.semaphore_create.unwrap())(dev, 0, &mut sem), abi::KNPU_STATUS_SUCCESS);
+            assert_eq!(
+                (api.semaphore_create.unwrap())(dev, 0, &mut sem),
+                abi::KNPU_STATUS_SUCCESS
+            );
             for size in [256u64, 4096, 1 << 16] {
                 let mut addr = 0;
-                assert_eq!((api.mem_alloc.unwrap())(dev, size, &mut addr), abi::KNPU_STATUS_SUCCESS);
+                assert_eq!(
+                    (api.mem_alloc.unwrap())(dev, size, &mut addr),
+                    abi::KNPU_STATUS_SUCCESS
+                );
                 buffers.push((addr, size));
             }
         }
@@ -100,7 +109,11 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
         let kind = inp.u8();
-        c.type_ = if kind < 240 { u32::from(kind % 7) } else { inp.u32() };
+        c.type_ = if kind < 240 {
+            u32::from(kind % 7)
+        } else {
+            inp.u32()
+        };
         c.flags = if inp.u8() == 0 { inp.u32() } else { 0 };
         let mut addr = |inp: &mut Input| -> u64 {
             match inp.u8() % 4 {
@@ -158,7 +171,11 @@ fuzz_target!(|data: &[u8]| {
             abi::KNPU_COMMAND_KERNEL => {
                 let id = inp.u8();
                 c.u.kernel = abi::KnpuKernelCommand {
-                    kernel_id: if id < 200 { u32::from(id % 40) } else { inp.u32() },
+                    kernel_id: if id < 200 {
+                        u32::from(id % 40)
+                    } else {
+                        inp.u32()
+                    },
                     params: if inp.u8() % 16 == 0 {
                         std::ptr::null()
                     } else {
@@ -169,7 +186,11 @@ fuzz_target!(|data: &[u8]| {
             }
             abi::KNPU_COMMAND_HOST_FUNCTION => {
                 c.u.host_function = abi::KnpuHostFunctionCommand {
-                    fn_: if inp.u8() % 4 == 0 { None } else { Some(host_fn) },
+                    fn_: if inp.u8() % 4 == 0 {
+                        None
+                    } else {
+                        Some(host_fn)
+                    },
                     user_data: &CALLS as *const AtomicU64 as *mut _,
                 };
             }
@@ -194,7 +215,11 @@ fuzz_target!(|data: &[u8]| {
     if inp.u8() % 4 == 0 {
         info.struct_size = inp.u8() as usize;
     }
-    info.command_count = if inp.u8() % 16 == 0 { inp.u32() % 9 } else { cmds.len() as u32 };
+    info.command_count = if inp.u8() % 16 == 0 {
+        inp.u32() % 9
+    } else {
+        cmds.len() as u32
+    };
     info.command_count = info.command_count.min(cmds.len() as u32);
     info.commands = cmds.as_ptr();
     let waits = [sem];
@@ -218,7 +243,11 @@ fuzz_target!(|data: &[u8]| {
     e.next.store(value, Ordering::Relaxed);
     // SAFETY: the semaphore handle is live for the whole run.
     let w = unsafe { (e.api.semaphore_wait.unwrap())(sem, value, 10_000_000_000) };
-    assert_ne!(w, abi::KNPU_STATUS_TIMEOUT, "a submission did not complete in 10 s");
+    assert_ne!(
+        w,
+        abi::KNPU_STATUS_TIMEOUT,
+        "a submission did not complete in 10 s"
+    );
     if w != abi::KNPU_STATUS_SUCCESS {
         // A failed semaphore stays failed: start the timeline again on a fresh one.
         let mut dev: abi::KnpuDriverDevice = std::ptr::null_mut();

@@ -575,7 +575,10 @@ mod tests {
     fn sizes_that_overflow_round_to_none() {
         assert_eq!(round_up(u64::MAX, ROUND), None);
         assert_eq!(round_up(u64::MAX - 10, ROUND), None);
-        assert_eq!(round_up(u64::MAX - ROUND, ROUND), Some(u64::MAX - ROUND + 1));
+        assert_eq!(
+            round_up(u64::MAX - ROUND, ROUND),
+            Some(u64::MAX - ROUND + 1)
+        );
         assert_eq!(round_up(1, ROUND), Some(ROUND));
         assert_eq!(round_up(0, ROUND), Some(0));
     }
