@@ -70,6 +70,35 @@ fn host_callback_dropping_a_buffer_does_not_deadlock_empty_cache() {
 }
 
 #[test]
+fn host_callback_dropping_a_buffer_does_not_deadlock_an_allocation_retry() {
+    isolated(
+        "host_callback_dropping_a_buffer_does_not_deadlock_an_allocation_retry",
+        &[("KNPU_SIM_MEMORY", "64M")],
+        || {
+            bounded("callback drop during an allocation retry", 60, |p| {
+                let d = dev();
+                let s = Stream::new(&d).unwrap();
+                let waited_on = s.alloc::<u8>(40 << 20).unwrap();
+                let dropped_in_callback = s.alloc::<u8>(12 << 20).unwrap();
+                s.launch_host_func(move || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    drop(dropped_in_callback);
+                })
+                .unwrap();
+                drop(waited_on);
+                // 48 MiB does not fit beside the cached 52 MiB: the allocator releases the
+                // cache, waiting for the callback, which frees a buffer meanwhile.
+                p.at("alloc of 48 MiB, retried after releasing the cache");
+                let big = s.alloc::<u8>(48 << 20).unwrap();
+                assert_eq!(d.memory_stats().num_alloc_retries, 1);
+                drop(big);
+                s.synchronize().unwrap();
+            });
+        },
+    );
+}
+
+#[test]
 fn waiting_from_a_host_callback_is_a_clear_error_not_a_hang() {
     bounded("synchronize from a callback", 60, |p| {
         let d = dev();
