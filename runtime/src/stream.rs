@@ -1059,17 +1059,31 @@ impl Stream {
         Ok(())
     }
 
+    /// A raw range outside every live allocation is an illegal address, found before any
+    /// work is queued (the driver only knows the allocator's whole segments).
+    fn check_raw_range(&self, addr: u64, len: u64) -> Result<()> {
+        match self.inner.device.resolve_range(addr, len) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::IllegalAddress {
+                message: match e {
+                    Error::InvalidValue { detail } => detail,
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+
     /// Copies `dst.len()` bytes from a raw device address and waits. The range must lie in
     /// one live allocation of this stream's device ([`Device::resolve_range`]); anything
-    /// else is an `InvalidValue` error before any work is queued, never a crash or a read
-    /// of a neighbouring buffer.
+    /// else is an `IllegalAddress` error naming the address before any work is queued,
+    /// never a crash or a read of a neighbouring buffer.
     pub fn memcpy_dtoh_raw(&self, dst: &mut [u8], src: u64) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
         check_not_in_callback("a blocking copy")?;
         if dst.is_empty() {
             return Ok(());
         }
-        self.inner.device.resolve_range(src, dst.len() as u64)?;
+        self.check_raw_range(src, dst.len() as u64)?;
         let cmd = Self::copy_command(
             abi::KNPU_COMMAND_COPY_DEVICE_TO_HOST,
             src,
@@ -1090,7 +1104,7 @@ impl Stream {
         if src.is_empty() {
             return Ok(());
         }
-        self.inner.device.resolve_range(dst, src.len() as u64)?;
+        self.check_raw_range(dst, src.len() as u64)?;
         let cmd = Self::copy_command(
             abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
             0,

@@ -153,12 +153,15 @@ const CASES: &[(&str, Case)] = &[
     ("raw_copies_to_bad_addresses", || {
         let s = Stream::new(&dev()).unwrap();
         let mut out = [0u8; 16];
-        expect_err(s.memcpy_dtoh_raw(&mut out, 0), "InvalidValue")?;
-        expect_err(s.memcpy_htod_raw(u64::MAX - 4, &[1u8; 16]), "InvalidValue")?;
+        expect_err(s.memcpy_dtoh_raw(&mut out, 0), "IllegalAddress")?;
+        expect_err(
+            s.memcpy_htod_raw(u64::MAX - 4, &[1u8; 16]),
+            "IllegalAddress",
+        )?;
         let b = s.alloc::<u8>(64).unwrap();
         let a = b.device_address();
         drop(b);
-        expect_err(s.memcpy_dtoh_raw(&mut out, a), "InvalidValue")?;
+        expect_err(s.memcpy_dtoh_raw(&mut out, a), "IllegalAddress")?;
         still_works(&s)
     }),
     ("allocations_no_device_holds", || {
