@@ -58,8 +58,6 @@ struct Block {
     segment: u64,
     small: bool,
     free: bool,
-    /// The stream that last owned the block.
-    stream: u64,
     /// For a free block: work other streams must see finished before reusing it.
     pending: Vec<Pending>,
 }
@@ -109,6 +107,8 @@ struct State {
     free_small: BTreeSet<(u64, u64)>,
     free_large: BTreeSet<(u64, u64)>,
     segments: BTreeMap<u64, u64>,
+    /// Segments returned to the driver, `(base, size)`, newest last.
+    released: std::collections::VecDeque<(u64, u64)>,
     stats: MemoryStats,
 }
 
@@ -126,11 +126,38 @@ unsafe impl Send for Allocator {}
 // SAFETY: as above.
 unsafe impl Sync for Allocator {}
 
-fn round_up(v: u64, to: u64) -> u64 {
-    v.div_ceil(to) * to
+/// `v` rounded up to a multiple of `to`; `None` when that does not fit in 64 bits.
+fn round_up(v: u64, to: u64) -> Option<u64> {
+    v.div_ceil(to).checked_mul(to)
+}
+
+/// How many segments returned to the driver are remembered, to tell a freed address from one
+/// that was never allocated.
+const RELEASED_HISTORY: usize = 256;
+
+/// The live allocation that holds a device address range, from [`crate::Device::resolve_range`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocationRange {
+    /// The allocation's first device address (what the allocating call returned).
+    pub base: u64,
+    /// The bytes the allocation was asked for (its usable size; the block may be larger).
+    pub size: u64,
+    /// The range's offset from `base`.
+    pub offset: u64,
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            blocks: BTreeMap::new(),
+            free_small: BTreeSet::new(),
+            free_large: BTreeSet::new(),
+            segments: BTreeMap::new(),
+            released: std::collections::VecDeque::new(),
+            stats: MemoryStats::default(),
+        }
+    }
+
     fn free_set(&mut self, small: bool) -> &mut BTreeSet<(u64, u64)> {
         if small {
             &mut self.free_small
@@ -165,8 +192,112 @@ impl State {
         found
     }
 
+    fn resolve(&self, dev: usize, addr: u64, len: u64) -> Result<AllocationRange> {
+        let st = self;
+        let Some((&base, b)) = st.blocks.range(..=addr).next_back() else {
+            return Err(st.unknown_address(dev, addr));
+        };
+        if addr >= base + b.size {
+            return Err(st.unknown_address(dev, addr));
+        }
+        if b.free {
+            return Err(Error::invalid(format!(
+                "device address {addr:#x} on device {dev} is in memory that was freed (a block \
+                 of {} bytes at {base:#x} cached by the allocator)",
+                b.size
+            )));
+        }
+        let offset = addr - base;
+        let in_bounds = offset <= b.requested && len <= b.requested - offset;
+        if !in_bounds {
+            return Err(Error::invalid(format!(
+                "device range {addr:#x}..+{len} on device {dev} runs past the end of the \
+                 {}-byte allocation at {base:#x} (offset {offset})",
+                b.requested
+            )));
+        }
+        Ok(AllocationRange {
+            base,
+            size: b.requested,
+            offset,
+        })
+    }
+
+    /// Adds a segment obtained from the driver and takes a `size`-byte block from it.
+    fn add_segment(
+        &mut self,
+        base: u64,
+        segment_size: u64,
+        small: bool,
+        size: u64,
+        requested: u64,
+    ) -> Allocation {
+        self.segments.insert(base, segment_size);
+        let end = base.saturating_add(segment_size);
+        self.released
+            .retain(|&(b, s)| b.saturating_add(s) <= base || b >= end);
+        let stats = &mut self.stats;
+        stats.reserved_bytes += segment_size;
+        stats.peak_reserved_bytes = stats.peak_reserved_bytes.max(stats.reserved_bytes);
+        stats.segments += 1;
+        stats.num_segment_allocs += 1;
+        self.blocks.insert(
+            base,
+            Block {
+                size: segment_size,
+                requested: 0,
+                segment: base,
+                small,
+                free: true,
+                pending: Vec::new(),
+            },
+        );
+        self.free_set(small).insert((segment_size, base));
+        self.take_allocation(base, size, requested)
+    }
+
+    /// Segments whose one block is free: `(base, size)`.
+    fn wholly_free(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.segments
+            .iter()
+            .filter(|(&base, &size)| {
+                self.blocks
+                    .get(&base)
+                    .is_some_and(|b| b.free && b.size == size)
+            })
+            .map(|(&b, &s)| (b, s))
+    }
+
+    /// The error for an address in no block: freed (its segment went back to the driver)
+    /// or never allocated.
+    fn unknown_address(&self, dev: usize, addr: u64) -> Error {
+        let freed = self
+            .released
+            .iter()
+            .rev()
+            .find(|&&(b, s)| addr >= b && addr - b < s);
+        match freed {
+            Some(&(b, s)) => Error::invalid(format!(
+                "device address {addr:#x} on device {dev} is in memory that was freed (a \
+                 {s}-byte segment at {b:#x} returned to the driver)"
+            )),
+            None => Error::invalid(format!(
+                "device address {addr:#x} is not in any allocation of device {dev}"
+            )),
+        }
+    }
+
+    /// [`State::take`], returning what the caller gets.
+    fn take_allocation(&mut self, addr: u64, size: u64, requested: u64) -> Allocation {
+        self.take(addr, size, requested);
+        Allocation {
+            addr,
+            size: self.blocks[&addr].size,
+        }
+    }
+
     /// Takes free block `addr` for a `size`-byte allocation, splitting off the rest.
-    fn take(&mut self, addr: u64, size: u64, requested: u64, stream: u64) {
+    fn take(&mut self, addr: u64, size: u64, requested: u64) {
         let (bsize, small) = {
             let b = &self.blocks[&addr];
             (b.size, b.small)
@@ -179,7 +310,6 @@ impl State {
         b.size = keep;
         b.free = false;
         b.requested = requested;
-        b.stream = stream;
         let pending = std::mem::take(&mut b.pending);
         let segment = b.segment;
         if keep < bsize {
@@ -192,7 +322,6 @@ impl State {
                     segment,
                     small,
                     free: true,
-                    stream,
                     pending,
                 },
             );
@@ -207,7 +336,9 @@ impl State {
         s.cached_blocks = (self.free_small.len() + self.free_large.len()) as u64;
     }
 
-    /// Returns a block to the cache and merges it with free neighbours of its segment.
+    /// Returns a block to the cache and merges it with free neighbours of its segment,
+    /// whichever streams freed them: the merged block carries every neighbour's pending
+    /// work, so no stream reuses any part of it before that work is done.
     fn release(&mut self, addr: u64, pending: Vec<Pending>) {
         let b = self
             .blocks
@@ -216,8 +347,7 @@ impl State {
         debug_assert!(!b.free, "double free of block {addr:#x}");
         b.free = true;
         b.pending = pending;
-        let (mut start, mut size, segment, small, stream) =
-            (addr, b.size, b.segment, b.small, b.stream);
+        let (mut start, mut size, segment, small) = (addr, b.size, b.segment, b.small);
         self.stats.allocated_bytes -= size;
         self.stats.requested_bytes -= b.requested;
         self.stats.active_blocks -= 1;
@@ -226,7 +356,7 @@ impl State {
         // Merge the next block into this one.
         let next_addr = start + size;
         if let Some(n) = self.blocks.get(&next_addr) {
-            if n.free && n.segment == segment && n.stream == stream {
+            if n.free && n.segment == segment {
                 let n = self.blocks.remove(&next_addr).expect("present");
                 self.free_set(small).remove(&(n.size, next_addr));
                 size += n.size;
@@ -240,7 +370,7 @@ impl State {
             (
                 a,
                 p.size,
-                p.free && p.segment == segment && a + p.size == start && p.stream == stream,
+                p.free && p.segment == segment && a + p.size == start,
             )
         });
         if let Some((paddr, psize, mergeable)) = prev {
@@ -278,94 +408,66 @@ impl Allocator {
             driver,
             device,
             ordinal,
-            state: Mutex::new(State {
-                blocks: BTreeMap::new(),
-                free_small: BTreeSet::new(),
-                free_large: BTreeSet::new(),
-                segments: BTreeMap::new(),
-                stats: MemoryStats::default(),
-            }),
+            state: Mutex::new(State::new()),
         }
     }
 
     /// Allocates at least `bytes` (> 0) for use on `stream`.
+    ///
+    /// The allocator lock is never held while waiting for device work: when the driver is
+    /// out of memory, the cache is released (waiting for the work pending on it outside the
+    /// lock) and the allocation tried again.
     pub(crate) fn alloc(&self, bytes: u64, stream: u64) -> Result<Allocation> {
         debug_assert!(bytes > 0);
-        let size = round_up(bytes, ROUND);
+        let Some(size) = round_up(bytes, ROUND) else {
+            return Err(self.oom(&mut self.state.lock(), bytes));
+        };
         let small = size <= SMALL_REQUEST;
-        let mut st = self.state.lock();
-        if let Some(addr) = st.find(size, small, stream) {
-            st.take(addr, size, bytes, stream);
-            let size = st.blocks[&addr].size;
-            return Ok(Allocation { addr, size });
-        }
         let segment_size = if small {
             SMALL_SEGMENT
         } else if size <= MEDIUM_REQUEST {
             MEDIUM_SEGMENT
         } else {
-            round_up(size, LARGE_ROUND)
+            match round_up(size, LARGE_ROUND) {
+                Some(s) => s,
+                None => return Err(self.oom(&mut self.state.lock(), bytes)),
+            }
         };
-        let base = match self.driver.mem_alloc(self.device, segment_size) {
-            Ok(a) => a,
-            Err((status, _)) if status == abi::KNPU_STATUS_OUT_OF_MEMORY => {
-                st.stats.num_alloc_retries += 1;
-                self.release_cached(&mut st, true);
-                // Retry the segment, then the bare request: a big segment may not fit where
-                // the request itself would.
-                match self.driver.mem_alloc(self.device, segment_size) {
-                    Ok(a) => a,
-                    Err(_) if segment_size > round_up(size, ROUND) => {
-                        match self.driver.mem_alloc(self.device, size) {
-                            Ok(a) => {
-                                return Ok(
-                                    self.add_segment(&mut st, a, size, small, size, bytes, stream)
-                                )
-                            }
-                            Err((s, e)) => return Err(self.oom_or(&mut st, s, e, bytes)),
-                        }
-                    }
-                    Err((s, e)) => return Err(self.oom_or(&mut st, s, e, bytes)),
+        {
+            let mut st = self.state.lock();
+            if let Some(addr) = st.find(size, small, stream) {
+                return Ok(st.take_allocation(addr, size, bytes));
+            }
+            // A request larger than the whole device can never be served: say so without
+            // emptying the cache for nothing.
+            if let Ok((_, total)) = self.driver.memory_info(self.device) {
+                if total > 0 && size > total {
+                    return Err(self.oom(&mut st, bytes));
                 }
             }
-            Err((_, e)) => return Err(e),
-        };
-        Ok(self.add_segment(&mut st, base, segment_size, small, size, bytes, stream))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn add_segment(
-        &self,
-        st: &mut State,
-        base: u64,
-        segment_size: u64,
-        small: bool,
-        size: u64,
-        requested: u64,
-        stream: u64,
-    ) -> Allocation {
-        st.segments.insert(base, segment_size);
-        st.stats.reserved_bytes += segment_size;
-        st.stats.peak_reserved_bytes = st.stats.peak_reserved_bytes.max(st.stats.reserved_bytes);
-        st.stats.segments += 1;
-        st.stats.num_segment_allocs += 1;
-        st.blocks.insert(
-            base,
-            Block {
-                size: segment_size,
-                requested: 0,
-                segment: base,
-                small,
-                free: true,
-                stream,
-                pending: Vec::new(),
+            match self.driver.mem_alloc(self.device, segment_size) {
+                Ok(base) => return Ok(st.add_segment(base, segment_size, small, size, bytes)),
+                Err((status, _)) if status == abi::KNPU_STATUS_OUT_OF_MEMORY => {
+                    st.stats.num_alloc_retries += 1;
+                }
+                Err((_, e)) => return Err(e),
+            }
+        }
+        self.release_cache();
+        let mut st = self.state.lock();
+        // Blocks freed while the lock was released may serve the request now.
+        if let Some(addr) = st.find(size, small, stream) {
+            return Ok(st.take_allocation(addr, size, bytes));
+        }
+        // Retry the segment, then the bare request: a big segment may not fit where the
+        // request itself would.
+        match self.driver.mem_alloc(self.device, segment_size) {
+            Ok(base) => Ok(st.add_segment(base, segment_size, small, size, bytes)),
+            Err(_) if segment_size > size => match self.driver.mem_alloc(self.device, size) {
+                Ok(base) => Ok(st.add_segment(base, size, small, size, bytes)),
+                Err((s, e)) => Err(self.oom_or(&mut st, s, e, bytes)),
             },
-        );
-        st.free_set(small).insert((segment_size, base));
-        st.take(base, size, requested, stream);
-        Allocation {
-            addr: base,
-            size: st.blocks[&base].size,
+            Err((s, e)) => Err(self.oom_or(&mut st, s, e, bytes)),
         }
     }
 
@@ -373,6 +475,10 @@ impl Allocator {
         if status != abi::KNPU_STATUS_OUT_OF_MEMORY {
             return e;
         }
+        self.oom(st, requested)
+    }
+
+    fn oom(&self, st: &mut State, requested: u64) -> Error {
         st.stats.num_ooms += 1;
         let (free, total) = self.driver.memory_info(self.device).unwrap_or((0, 0));
         Error::OutOfMemory {
@@ -386,36 +492,41 @@ impl Allocator {
     }
 
     /// Returns a block to the cache. `pending` is the work that must finish before another
-    /// stream reuses it.
+    /// stream reuses it. Never waits, so it is safe from host callbacks.
     pub(crate) fn free(&self, addr: u64, pending: Vec<Pending>) {
         self.state.lock().release(addr, pending);
     }
 
-    /// Returns every wholly free segment to the driver, waiting for pending work on them.
+    /// Returns every wholly free segment to the driver, waiting (without the allocator
+    /// lock) for work pending on them; from a host callback, where waiting for device work
+    /// could deadlock, only the segments whose work is already done.
     pub(crate) fn empty_cache(&self) {
-        let mut st = self.state.lock();
-        self.release_cached(&mut st, true);
+        self.release_cache();
     }
 
-    fn release_cached(&self, st: &mut State, wait: bool) {
-        let whole: Vec<(u64, u64)> = st
-            .segments
-            .iter()
-            .filter(|(&base, &size)| {
-                st.blocks
-                    .get(&base)
-                    .is_some_and(|b| b.free && b.size == size)
-            })
-            .map(|(&b, &s)| (b, s))
-            .collect();
+    fn release_cache(&self) {
+        if !crate::stream::in_host_callback() {
+            let pending: Vec<Pending> = {
+                let st = self.state.lock();
+                st.wholly_free()
+                    .flat_map(|(base, _)| st.blocks[&base].pending.clone())
+                    .collect()
+            };
+            for p in pending {
+                // A failed wait means the work is over (and was reported to its owner).
+                let _ = p.sem.wait(p.value);
+            }
+        }
+        let mut st = self.state.lock();
+        self.release_ready(&mut st);
+    }
+
+    /// Returns to the driver every wholly free segment whose pending work is done.
+    fn release_ready(&self, st: &mut State) {
+        let whole: Vec<(u64, u64)> = st.wholly_free().collect();
         for (base, size) in whole {
             let b = st.blocks.get_mut(&base).expect("present");
-            if wait {
-                for p in b.pending.drain(..) {
-                    // A failed wait means the work is over (and was reported to its owner).
-                    let _ = p.sem.wait(p.value);
-                }
-            } else if !b.pending.iter().all(|p| p.sem.reached(p.value)) {
+            if !b.pending.iter().all(|p| p.sem.reached(p.value)) {
                 continue;
             }
             if self.driver.mem_free(self.device, base).is_err() {
@@ -425,11 +536,21 @@ impl Allocator {
             st.blocks.remove(&base);
             st.free_set(small).remove(&(size, base));
             st.segments.remove(&base);
+            if st.released.len() == RELEASED_HISTORY {
+                st.released.pop_front();
+            }
+            st.released.push_back((base, size));
             st.stats.reserved_bytes -= size;
             st.stats.segments -= 1;
             st.stats.num_segment_frees += 1;
         }
         st.stats.cached_blocks = (st.free_small.len() + st.free_large.len()) as u64;
+    }
+
+    /// The live allocation holding `[addr, addr + len)`; a clear error when the range is in
+    /// no allocation, in a freed one, or runs past the end of the one it starts in.
+    pub(crate) fn resolve(&self, addr: u64, len: u64) -> Result<AllocationRange> {
+        self.state.lock().resolve(self.ordinal, addr, len)
     }
 
     pub(crate) fn stats(&self) -> MemoryStats {
@@ -440,5 +561,77 @@ impl Allocator {
         let mut st = self.state.lock();
         st.stats.peak_allocated_bytes = st.stats.allocated_bytes;
         st.stats.peak_reserved_bytes = st.stats.reserved_bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The allocator's bookkeeping without a driver: small enough for Miri.
+    use super::*;
+
+    const BASE: u64 = 1 << 44;
+
+    #[test]
+    fn sizes_that_overflow_round_to_none() {
+        assert_eq!(round_up(u64::MAX, ROUND), None);
+        assert_eq!(round_up(u64::MAX - 10, ROUND), None);
+        assert_eq!(
+            round_up(u64::MAX - ROUND, ROUND),
+            Some(u64::MAX - ROUND + 1)
+        );
+        assert_eq!(round_up(1, ROUND), Some(ROUND));
+        assert_eq!(round_up(0, ROUND), Some(0));
+    }
+
+    #[test]
+    fn blocks_split_and_coalesce_whichever_streams_freed_them() {
+        let mut st = State::new();
+        let a = st.add_segment(BASE, SMALL_SEGMENT, true, 4096, 4000);
+        assert_eq!(
+            a,
+            Allocation {
+                addr: BASE,
+                size: 4096
+            }
+        );
+        let b_addr = st.find(4096, true, 2).expect("the rest of the segment");
+        let b = st.take_allocation(b_addr, 4096, 4096);
+        assert_eq!(b.addr, BASE + 4096);
+        assert_eq!(st.stats.active_blocks, 2);
+        st.release(a.addr, Vec::new());
+        st.release(b.addr, Vec::new());
+        assert_eq!(
+            st.wholly_free().collect::<Vec<_>>(),
+            vec![(BASE, SMALL_SEGMENT)]
+        );
+        assert_eq!(st.stats.allocated_bytes, 0);
+        assert_eq!(st.stats.requested_bytes, 0);
+        assert_eq!(st.blocks.len(), 1);
+    }
+
+    #[test]
+    fn ranges_resolve_against_live_blocks_only() {
+        let mut st = State::new();
+        let a = st.add_segment(BASE, SMALL_SEGMENT, true, 512, 256);
+        let r = st.resolve(0, a.addr + 16, 16).unwrap();
+        assert_eq!((r.base, r.size, r.offset), (BASE, 256, 16));
+        assert!(st.resolve(0, a.addr + 256, 0).is_ok());
+        let past = st.resolve(0, a.addr + 200, 64).unwrap_err();
+        assert!(past.to_string().contains("past the end"), "{past}");
+        assert!(st.resolve(0, a.addr + 16, u64::MAX).is_err());
+        let never = st.resolve(0, 64, 1).unwrap_err();
+        assert!(
+            never.to_string().contains("not in any allocation"),
+            "{never}"
+        );
+        st.release(a.addr, Vec::new());
+        let freed = st.resolve(0, a.addr, 1).unwrap_err();
+        assert!(freed.to_string().contains("freed"), "{freed}");
+        st.released.push_back((BASE + SMALL_SEGMENT, SMALL_SEGMENT));
+        let gone = st.resolve(0, BASE + SMALL_SEGMENT + 8, 1).unwrap_err();
+        assert!(
+            gone.to_string().contains("returned to the driver"),
+            "{gone}"
+        );
     }
 }

@@ -197,13 +197,30 @@ impl Device {
         self.inner.allocator.stats()
     }
 
+    /// Resolves the device address range `[addr, addr + len)` against the live allocations
+    /// of this device's allocator: the allocation that holds all of it, with the range's
+    /// offset in it. For raw device addresses, such as a C caller's pointer arithmetic
+    /// (`d_a + 16`): the driver only knows whole segments of the caching allocator, so an
+    /// out-of-bounds range within one would otherwise pass unnoticed.
+    ///
+    /// The allocation's size is the size that was asked for, not the rounded block size.
+    /// `len` may be 0 (an address at most one past the end). Errors are
+    /// [`Error::InvalidValue`] and say whether the address was never allocated, was freed
+    /// (while the allocator can still tell), or the range runs past the allocation's end.
+    pub fn resolve_range(&self, addr: u64, len: u64) -> Result<crate::AllocationRange> {
+        self.inner.allocator.resolve(addr, len)
+    }
+
     /// Resets the peak figures of [`Device::memory_stats`] to the current ones.
     pub fn reset_peak_memory_stats(&self) {
         self.inner.allocator.reset_peak_stats()
     }
 
     /// Returns every cached, wholly free segment to the driver. Waits for work that may
-    /// still use those blocks. Refused during a strict-mode stream capture.
+    /// still use those blocks (without holding the allocator's lock, so buffers may be
+    /// dropped meanwhile, from host callbacks too). From a host callback, where waiting for
+    /// device work could deadlock, it returns only the segments whose work is already done.
+    /// Refused during a strict-mode stream capture.
     pub fn empty_cache(&self) -> Result<()> {
         crate::graph::check_unsafe_call("empty_cache")?;
         self.inner.allocator.empty_cache();
@@ -255,6 +272,7 @@ impl Device {
     /// after waiting for all of them.
     pub fn synchronize(&self) -> Result<()> {
         crate::graph::check_unsafe_call("device synchronize")?;
+        crate::stream::check_not_in_callback("device synchronize")?;
         let streams: Vec<Arc<StreamInner>> = {
             let mut list = self.inner.streams.lock();
             list.retain(|w| w.strong_count() > 0);

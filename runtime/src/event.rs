@@ -101,6 +101,7 @@ impl Event {
                 actual: stream.device().ordinal(),
             });
         }
+        stream.leave_dead_capture()?;
         if let Some((cap, tails)) = stream.capture_point() {
             cap.check_valid()?;
             *self.inner.recorded.lock() = Some(Recorded::Captured {
@@ -142,14 +143,21 @@ impl Event {
         }
     }
 
-    fn captured_error(&self) -> Result<()> {
-        if matches!(
-            &*self.inner.recorded.lock(),
-            Some(Recorded::Captured { .. })
-        ) {
+    /// The error `query`, `synchronize` and `Stream::wait_event` give for an event last
+    /// recorded during a capture (outside that capture it marks no work).
+    pub(crate) fn captured_error(&self) -> Result<()> {
+        if let Some(Recorded::Captured { cap, .. }) = &*self.inner.recorded.lock() {
+            let over = cap
+                .upgrade()
+                .is_none_or(|c| c.ended.load(Ordering::Acquire));
             return Err(Error::Capture {
-                detail: "the event marks a point of a stream capture; it has no work to wait for"
-                    .into(),
+                detail: if over {
+                    "the event was recorded in a stream capture that has ended; it marks no \
+                     work to wait for (record it again outside the capture)"
+                        .into()
+                } else {
+                    "the event marks a point of a stream capture; it has no work to wait for".into()
+                },
             });
         }
         Ok(())
@@ -175,6 +183,7 @@ impl Event {
     pub fn synchronize(&self) -> Result<()> {
         self.captured_error()?;
         crate::graph::check_unsafe_call("event synchronize")?;
+        crate::stream::check_not_in_callback("event synchronize")?;
         match self.position() {
             None => Ok(()),
             Some((sem, value)) => sem.wait(value).map_err(|e| self.inner.device.note(e)),

@@ -37,7 +37,7 @@ mod stream;
 pub mod tensor;
 pub mod trace;
 
-pub use allocator::MemoryStats;
+pub use allocator::{AllocationRange, MemoryStats};
 pub use buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer, DeviceSlice};
 pub use device::{Attribute, CommandRecord, Device, Fault};
 pub use driver::{Driver, DriverSource};

@@ -78,7 +78,35 @@ impl Drop for StreamInner {
         // callbacks must not be released early). Errors have no one left to go to.
         let st = self.state.get_mut();
         if let Some(link) = st.capture.take() {
-            link.cap.invalidate("a capturing stream was destroyed");
+            if link.cap.origin == self.id {
+                link.cap
+                    .abandon("the stream that began the capture was destroyed");
+            } else {
+                link.cap.invalidate("a capturing stream was destroyed");
+            }
+        }
+        if in_host_callback() && !self.queue.is_null() {
+            // A host callback cannot wait for device work (it may be that work). Hand what
+            // queued work still refers to over to the queue itself: a last host function
+            // drops it once everything before it has run; destroying the queue lets the
+            // worker finish its submissions first.
+            let keep = (std::mem::take(&mut st.keep), st.sem.clone());
+            let user = Box::into_raw(Box::new(HostFn(Box::new(move || drop(keep)))));
+            let cmd = host_fn_command(user);
+            // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
+            let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+            info.command_count = 1;
+            info.commands = &cmd;
+            // SAFETY: the command array outlives the call; `user` passes to the driver.
+            let submitted =
+                unsafe { self.device.inner.driver.queue_submit(self.queue, &info) }.is_ok();
+            if !submitted {
+                // SAFETY: the driver refused the submission, so it never saw `user`; the
+                // queue is unusable, so its work is over or never ran.
+                drop(unsafe { Box::from_raw(user) });
+            }
+            let _ = self.device.inner.driver.queue_destroy(self.queue);
+            return;
         }
         let _ = st.sem.wait(st.last);
         if !self.queue.is_null() {
@@ -117,14 +145,70 @@ pub(crate) struct Submit<'a> {
 
 struct HostFn(Box<dyn FnOnce() + Send>);
 
+thread_local! {
+    /// How deep this thread is in host callbacks (a driver worker running a host function).
+    static IN_CALLBACK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is running a host callback ([`Stream::launch_host_func`],
+/// [`Stream::launch_host_fn`] or a graph's host node).
+pub(crate) fn in_host_callback() -> bool {
+    IN_CALLBACK.with(|c| c.get() > 0)
+}
+
+/// Runs a host callback with the "in callback" mark set; a panic is caught (it must not
+/// unwind into the driver) and is the callback's own failure.
+pub(crate) fn run_host_callback(f: impl FnOnce()) {
+    struct Mark;
+    impl Drop for Mark {
+        fn drop(&mut self) {
+            IN_CALLBACK.with(|c| c.set(c.get() - 1));
+        }
+    }
+    IN_CALLBACK.with(|c| c.set(c.get() + 1));
+    let _mark = Mark;
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
+/// Fails when called from a host callback: `what` would wait for device work, and the
+/// callback runs on a device queue's worker, so the wait could be for the callback itself
+/// or for work queued behind it — a deadlock. Buffers may be dropped, work queued, and
+/// events and streams queried from a callback; waiting is what it cannot do.
+pub(crate) fn check_not_in_callback(what: &str) -> Result<()> {
+    if in_host_callback() {
+        return Err(Error::NotSupported {
+            detail: format!(
+                "{what} from a host callback: it would wait for device work, which may be \
+                 queued behind the callback itself; queue the wait after the callback instead"
+            ),
+        });
+    }
+    Ok(())
+}
+
 unsafe extern "C" fn host_fn_trampoline(user: *mut std::os::raw::c_void, status: abi::KnpuStatus) {
     // SAFETY: `user` is the Box<HostFn> leaked by `launch_host_func`; the driver calls this
     // exactly once, so ownership comes back exactly once.
     let f = unsafe { Box::from_raw(user as *mut HostFn) };
     if status == abi::KNPU_STATUS_SUCCESS {
-        // A panic must not unwind into the driver; the callback's panic is its own failure.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f.0));
+        run_host_callback(f.0);
+    } else {
+        // Dropping the closure may drop buffers it captured: mark it as a callback too.
+        run_host_callback(move || drop(f));
     }
+}
+
+/// A host-function command that calls `host_fn_trampoline` with `user`.
+fn host_fn_command(user: *mut HostFn) -> abi::KnpuCommand {
+    // SAFETY: KnpuCommand starts with struct_size and holds integers, pointers and
+    // nullable function pointers.
+    let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+    cmd.type_ = abi::KNPU_COMMAND_HOST_FUNCTION;
+    cmd.u.host_function = abi::KnpuHostFunctionCommand {
+        fn_: Some(host_fn_trampoline),
+        user_data: user as *mut std::os::raw::c_void,
+    };
+    cmd
 }
 
 impl Stream {
@@ -208,6 +292,7 @@ impl Stream {
     /// that [`Stream::end_capture`] returns, instead of running.
     pub fn begin_capture(&self, mode: CaptureMode) -> Result<()> {
         let mut st = self.inner.state.lock();
+        leave_dead_capture(&mut st)?;
         if st.capture.is_some() {
             return Err(Error::Capture {
                 detail: "the stream is already capturing".into(),
@@ -229,6 +314,7 @@ impl Stream {
     pub fn end_capture(&self) -> Result<Graph> {
         let link = {
             let mut st = self.inner.state.lock();
+            leave_dead_capture(&mut st)?;
             match &st.capture {
                 None => {
                     return Err(Error::Capture {
@@ -286,13 +372,25 @@ impl Stream {
 
     /// Whether the stream is capturing.
     pub fn is_capturing(&self) -> bool {
-        self.inner.state.lock().capture.is_some()
+        self.inner
+            .state
+            .lock()
+            .capture
+            .as_ref()
+            .is_some_and(|l| !l.cap.is_abandoned())
+    }
+
+    /// Leaves a capture that can no longer end (the stream that began it was destroyed),
+    /// reporting its invalidation once; `Ok` otherwise.
+    pub(crate) fn leave_dead_capture(&self) -> Result<()> {
+        leave_dead_capture(&mut self.inner.state.lock())
     }
 
     /// Fails (and invalidates the capture) when the stream is capturing: for operations that
     /// need the work to run now.
     pub(crate) fn check_not_capturing(&self, what: &str) -> Result<()> {
-        let st = self.inner.state.lock();
+        let mut st = self.inner.state.lock();
+        leave_dead_capture(&mut st)?;
         match &st.capture {
             None => Ok(()),
             Some(link) => Err(graph::capture::not_capturable(link, what)),
@@ -341,6 +439,7 @@ impl Stream {
     ) -> Result<u64> {
         let dev = &self.inner.device;
         let mut st = self.inner.state.lock();
+        leave_dead_capture(&mut st)?;
         if let Some(link) = st.capture.as_mut() {
             graph::capture::record(link, commands, !extra.waits.is_empty(), extra.keep)?;
             return Ok(st.last);
@@ -420,6 +519,7 @@ impl Stream {
     /// work; the stream is usable again afterwards unless the device was lost.
     pub fn synchronize(&self) -> Result<()> {
         self.check_not_capturing("stream synchronize")?;
+        check_not_in_callback("stream synchronize")?;
         let (sem, last) = self.position();
         self.wait_value(&sem, last)
     }
@@ -441,7 +541,9 @@ impl Stream {
     fn recover(&self, failed: &Arc<Semaphore>, e: Error) -> Error {
         let dev = &self.inner.device;
         let e = dev.note(e);
-        if e.is_device_lost() {
+        if e.is_device_lost() || in_host_callback() {
+            // From a callback the queue cannot be drained (the drain would wait behind the
+            // callback); the stream recovers at its next wait outside a callback.
             return e;
         }
         let fresh = {
@@ -494,9 +596,12 @@ impl Stream {
     /// Makes later work on this stream wait until `event`'s recorded work has finished. An
     /// event never recorded imposes no wait (as in CUDA).
     pub fn wait_event(&self, event: &crate::Event) -> Result<()> {
+        self.leave_dead_capture()?;
         if let Some((cap, tails)) = event.capture_point() {
             return self.join_capture(cap, tails);
         }
+        // Recorded in a capture that is over: like `Event::query` and `synchronize`, say so.
+        event.captured_error()?;
         if let Some(link) = self.inner.state.lock().capture.as_ref() {
             if event.position().is_some() {
                 return Err(graph::capture::not_capturable(
@@ -566,6 +671,7 @@ impl Stream {
     pub fn launch_host_fn(&self, f: impl Fn() + Send + Sync + 'static) -> Result<()> {
         {
             let mut st = self.inner.state.lock();
+            leave_dead_capture(&mut st)?;
             if let Some(link) = st.capture.as_mut() {
                 link.cap.check_valid()?;
                 graph::capture::push(link, graph::NodeKind::HostFn(Arc::new(f)))?;
@@ -581,14 +687,7 @@ impl Stream {
     pub fn launch_host_func(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
         self.check_not_capturing("a one-shot host callback (use launch_host_fn)")?;
         let user = Box::into_raw(Box::new(HostFn(Box::new(f))));
-        // SAFETY: KnpuCommand starts with struct_size and holds integers, pointers and
-        // nullable function pointers.
-        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
-        cmd.type_ = abi::KNPU_COMMAND_HOST_FUNCTION;
-        cmd.u.host_function = abi::KnpuHostFunctionCommand {
-            fn_: Some(host_fn_trampoline),
-            user_data: user as *mut std::os::raw::c_void,
-        };
+        let cmd = host_fn_command(user);
         // SAFETY: no host memory besides `user`, whose ownership passes to the driver.
         match unsafe { self.submit(&[cmd], Submit::default()) } {
             Ok(_) => Ok(()),
@@ -672,6 +771,7 @@ impl Stream {
         src: &[T],
     ) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         graph::check_unsafe_call("a blocking copy")?;
         // SAFETY: we wait for the copy before returning, so `src` outlives it.
         let v = unsafe { self.memcpy_htod_async(dst, src) }?;
@@ -685,6 +785,7 @@ impl Stream {
         src: &impl AsDeviceSlice<T>,
     ) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         graph::check_unsafe_call("a blocking copy")?;
         // SAFETY: we wait for the copy before returning, so `dst` outlives it.
         let v = unsafe { self.memcpy_dtoh_async(dst, src) }?;
@@ -692,6 +793,7 @@ impl Stream {
     }
 
     fn wait_own(&self, value: u64) -> Result<()> {
+        check_not_in_callback("a blocking copy")?;
         let sem = self.inner.state.lock().sem.clone();
         self.wait_value(&sem, value)
     }
@@ -957,14 +1059,31 @@ impl Stream {
         Ok(())
     }
 
-    /// Copies `dst.len()` bytes from a raw device address and waits. For diagnostics and
-    /// tests of device faults: the driver checks the address, so a bad one is an
-    /// `IllegalAddress` error, never a crash.
+    /// A raw range outside every live allocation is an illegal address, found before any
+    /// work is queued (the driver only knows the allocator's whole segments).
+    fn check_raw_range(&self, addr: u64, len: u64) -> Result<()> {
+        match self.inner.device.resolve_range(addr, len) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::IllegalAddress {
+                message: match e {
+                    Error::InvalidValue { detail } => detail,
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+
+    /// Copies `dst.len()` bytes from a raw device address and waits. The range must lie in
+    /// one live allocation of this stream's device ([`Device::resolve_range`]); anything
+    /// else is an `IllegalAddress` error naming the address before any work is queued,
+    /// never a crash or a read of a neighbouring buffer.
     pub fn memcpy_dtoh_raw(&self, dst: &mut [u8], src: u64) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         if dst.is_empty() {
             return Ok(());
         }
+        self.check_raw_range(src, dst.len() as u64)?;
         let cmd = Self::copy_command(
             abi::KNPU_COMMAND_COPY_DEVICE_TO_HOST,
             src,
@@ -981,9 +1100,11 @@ impl Stream {
     /// Copies `src` to a raw device address and waits; see [`Stream::memcpy_dtoh_raw`].
     pub fn memcpy_htod_raw(&self, dst: u64, src: &[u8]) -> Result<()> {
         self.check_not_capturing("a blocking copy")?;
+        check_not_in_callback("a blocking copy")?;
         if src.is_empty() {
             return Ok(());
         }
+        self.check_raw_range(dst, src.len() as u64)?;
         let cmd = Self::copy_command(
             abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
             0,
@@ -1032,4 +1153,25 @@ impl Stream {
             )
         }
     }
+}
+
+/// Takes the stream out of a capture whose origin stream was destroyed (such a capture can
+/// never end) and reports the invalidation, once.
+fn leave_dead_capture(st: &mut StreamState) -> Result<()> {
+    if !st.capture.as_ref().is_some_and(|l| l.cap.is_abandoned()) {
+        return Ok(());
+    }
+    let link = st.capture.take().expect("checked");
+    let reason = link
+        .cap
+        .invalid
+        .lock()
+        .clone()
+        .unwrap_or_else(|| "the capture was abandoned".into());
+    Err(Error::Capture {
+        detail: format!(
+            "the stream capture this stream joined was invalidated ({reason}); the stream has \
+             left it and works normally again"
+        ),
+    })
 }

@@ -396,6 +396,18 @@ impl Driver {
         let mut q: abi::KnpuQueue = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
         let status = unsafe { (self.t.queue_create)(d, priority, &mut q) };
+        if status == abi::KNPU_STATUS_OUT_OF_MEMORY {
+            let limit = self
+                .attribute(d, abi::KNPU_ATTR_MAX_QUEUES)
+                .map_or_else(|_| "its limit".to_string(), |n| n.to_string());
+            return Err(Error::NotSupported {
+                detail: format!(
+                    "more queues at once than the device allows ({limit}): every stream, and \
+                     every extra branch queue of a graph instance, holds one; drop streams or \
+                     graph instances that are no longer needed"
+                ),
+            });
+        }
         check(status, "queue_create")?;
         Ok(q)
     }

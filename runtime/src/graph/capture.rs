@@ -45,6 +45,9 @@ pub(crate) struct Capture {
     pub(crate) invalid: Mutex<Option<String>>,
     pub(crate) members: Mutex<Vec<Weak<StreamInner>>>,
     pub(crate) ended: std::sync::atomic::AtomicBool,
+    /// Set when the origin stream was destroyed: the capture can never end, so the streams
+    /// that joined it leave it at their next call.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 /// A stream's place in a capture: the capture and the nodes its next work depends on.
@@ -75,6 +78,7 @@ impl Capture {
             invalid: Mutex::new(None),
             members: Mutex::new(Vec::new()),
             ended: std::sync::atomic::AtomicBool::new(false),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         });
         ACTIVE.lock().push(Arc::downgrade(&cap));
         match mode {
@@ -99,6 +103,7 @@ impl Capture {
             invalid: Mutex::new(None),
             members: Mutex::new(Vec::new()),
             ended: std::sync::atomic::AtomicBool::new(false),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -131,6 +136,19 @@ impl Capture {
         if inv.is_none() {
             *inv = Some(reason.to_string());
         }
+    }
+
+    /// The origin stream is gone: invalidates the capture, ends it (so strict modes stop
+    /// refusing calls) and lets the streams that joined it leave.
+    pub(crate) fn abandon(&self, reason: &str) {
+        self.invalidate(reason);
+        self.abandoned.store(true, Ordering::Release);
+        self.end();
+    }
+
+    /// Whether the origin stream was destroyed during the capture.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
     }
 
     pub(crate) fn check_valid(&self) -> Result<()> {
@@ -271,6 +289,7 @@ pub(crate) fn alloc_node<T: bytemuck::Pod>(
     bytes: u64,
     len: usize,
 ) -> Result<Option<crate::buffer::DeviceBuffer<T>>> {
+    stream.leave_dead_capture()?;
     let mut st = stream.inner.state.lock();
     let Some(link) = st.capture.as_mut() else {
         return Ok(None);

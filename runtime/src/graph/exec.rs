@@ -192,13 +192,25 @@ type EventRecordAt = (Arc<EventInner>, Arc<Semaphore>, u64, Option<Arc<AtomicU64
 struct Launches {
     count: u64,
     last_done: Option<(Arc<Semaphore>, u64)>,
+    /// One semaphore per queue; a segment that others depend on signals its queue's.
+    /// Replaced after a failed launch (a failed semaphore stays failed).
+    sems: Vec<Arc<Semaphore>>,
+    /// The launch count when `sems` were made, and the value they start from.
+    epoch: u64,
+    start: u64,
+    /// Set while a launch is being submitted: a launch cut short leaves the semaphores'
+    /// values out of step, so the next launch starts afresh.
+    torn: bool,
+}
+
+fn failed(sem: &Semaphore) -> bool {
+    !matches!(sem.value(), Ok(v) if v != abi::SEMAPHORE_FAILED)
 }
 
 struct ExecInner {
     device: Device,
     /// Queues 1.. (queue 0 is the launching stream's).
     queues: Vec<abi::KnpuQueue>,
-    sems: Vec<Arc<Semaphore>>,
     signals_per_launch: Vec<u64>,
     plan: Mutex<Plan>,
     launches: Mutex<Launches>,
@@ -254,7 +266,7 @@ unsafe extern "C" fn graph_host_fn(user: *mut std::os::raw::c_void, status: abi:
     // SAFETY: `user` points to an `Arc<dyn Fn>` boxed inside the instance, which the stream
     // keeps alive until the launch is done; it is only read here.
     let f = unsafe { &*(user as *const Arc<dyn Fn() + Send + Sync>) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f()));
+    crate::stream::run_host_callback(|| f());
 }
 
 fn encode_command(
@@ -450,7 +462,6 @@ impl GraphExec {
             inner: Arc::new(ExecInner {
                 device,
                 queues,
-                sems,
                 signals_per_launch: signals,
                 plan: Mutex::new(Plan {
                     segments,
@@ -461,6 +472,10 @@ impl GraphExec {
                 launches: Mutex::new(Launches {
                     count: 0,
                     last_done: None,
+                    sems,
+                    epoch: 0,
+                    start: 0,
+                    torn: false,
                 }),
                 host_fns: Mutex::new(host_fns),
                 _keep: keep,
@@ -493,18 +508,34 @@ impl GraphExec {
             });
         }
         stream.check_not_capturing("graph launch")?;
+        stream.leave_dead_capture()?;
         let plan = inner.plan.lock();
         let mut launches = inner.launches.lock();
-        let n = launches.count;
-        let base: Vec<u64> = inner.signals_per_launch.iter().map(|s| n * s).collect();
+        // After a fault (or a launch cut short) the instance's semaphores, or the previous
+        // launch's completion, may have failed, and a failed semaphore stays failed: waiting
+        // on it would fail every later launch. The fault was reported by the stream of the
+        // launch it happened in; start this launch from fresh semaphores.
+        let previous_failed = launches.last_done.as_ref().is_some_and(|(s, _)| failed(s));
+        let mut drains: Vec<(Arc<Semaphore>, u64)> = Vec::new();
+        if launches.torn || previous_failed || launches.sems.iter().any(|s| failed(s)) {
+            drains = self.renew(&mut launches)?;
+        }
+        let n = launches.count - launches.epoch;
+        let base: Vec<u64> = inner
+            .signals_per_launch
+            .iter()
+            .map(|s| launches.start + n * s)
+            .collect();
+        let sems = launches.sems.clone();
         let (stream_sem, start) = stream.position();
         let previous = launches
             .last_done
             .as_ref()
-            .filter(|(sem, _)| !Arc::ptr_eq(sem, &stream_sem))
+            .filter(|(sem, _)| !Arc::ptr_eq(sem, &stream_sem) && !failed(sem))
             .map(|(s, v)| (s.clone(), *v));
-        let mut entered = vec![false; inner.sems.len()];
-        let mut finals: Vec<Option<u64>> = vec![None; inner.sems.len()];
+        launches.torn = true;
+        let mut entered = vec![false; sems.len()];
+        let mut finals: Vec<Option<u64>> = vec![None; sems.len()];
         let mut recorded: Vec<EventRecordAt> = Vec::new();
         for seg in &plan.segments {
             let q = seg.queue;
@@ -517,12 +548,11 @@ impl GraphExec {
                 if let Some(p) = &previous {
                     waits.push(p.clone());
                 }
+                waits.extend(drains.iter().cloned());
             }
             for w in &seg.waits {
                 match w {
-                    WaitOn::Segment(oq, idx) => {
-                        waits.push((inner.sems[*oq].clone(), base[*oq] + idx))
-                    }
+                    WaitOn::Segment(oq, idx) => waits.push((sems[*oq].clone(), base[*oq] + idx)),
                     WaitOn::Event(e) => {
                         if let Some((sem, v)) = e.position() {
                             waits.push((sem, v));
@@ -530,7 +560,7 @@ impl GraphExec {
                     }
                 }
             }
-            let signal = seg.signal.map(|idx| (inner.sems[q].clone(), base[q] + idx));
+            let signal = seg.signal.map(|idx| (sems[q].clone(), base[q] + idx));
             if q == 0 {
                 let signals: Vec<(Arc<Semaphore>, u64)> = signal.iter().cloned().collect();
                 let (cmds, list) = match seg.list {
@@ -587,7 +617,7 @@ impl GraphExec {
             .iter()
             .enumerate()
             .skip(1)
-            .filter_map(|(q, v)| v.map(|v| (inner.sems[q].clone(), v)))
+            .filter_map(|(q, v)| v.map(|v| (sems[q].clone(), v)))
             .collect();
         let keep: Box<dyn std::any::Any + Send> = Box::new(self.inner.clone());
         // SAFETY: no commands; the instance is kept alive until the join completes.
@@ -602,11 +632,49 @@ impl GraphExec {
             )
         }?;
         launches.count += 1;
+        launches.torn = false;
         launches.last_done = Some((stream.position().0, done));
         for (e, sem, v, slot) in recorded {
             e.set_position(sem, v, slot);
         }
         Ok(())
+    }
+
+    /// Gives the instance fresh semaphores after a failed or torn launch. Each branch queue
+    /// gets an empty submission that signals its new semaphore once the queue's earlier
+    /// work (the failed launch's) is over; the returned waits make the next launch's first
+    /// segments wait for all of them, so it never overlaps what is left of the failed one.
+    fn renew(&self, launches: &mut Launches) -> Result<Vec<(Arc<Semaphore>, u64)>> {
+        let inner = &self.inner;
+        let d = &inner.device.inner;
+        // Queue 0 is the launching stream's, in order with the launch: its semaphore just
+        // starts at 1. The others reach 1 when their queue's drain runs.
+        let fresh: Vec<Arc<Semaphore>> = (0..launches.sems.len())
+            .map(|q| {
+                Semaphore::new(&d.driver, d.raw, u64::from(q == 0))
+                    .map_err(|e| inner.device.note(e))
+            })
+            .collect::<Result<_>>()?;
+        let mut drains = Vec::new();
+        for (q, sem) in fresh.iter().enumerate().skip(1) {
+            let raw = sem.raw;
+            let one = 1u64;
+            // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
+            let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+            info.signal_count = 1;
+            info.signal_semaphores = &raw;
+            info.signal_values = &one;
+            // SAFETY: the arrays outlive the call; the semaphore is held by the instance.
+            unsafe { d.driver.queue_submit(inner.queues[q - 1], &info) }
+                .map_err(|e| inner.device.note(e))?;
+            drains.push((sem.clone(), 1));
+        }
+        launches.sems = fresh;
+        launches.epoch = launches.count;
+        launches.start = 1;
+        launches.last_done = None;
+        launches.torn = false;
+        Ok(drains)
     }
 
     /// Replaces the parameters of kernel node `node` with those of the single kernel that
