@@ -58,7 +58,15 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
             }
         }
         // In place: a = 1 * a + b, with out == a.
-        let p = elementwise(KNPU_ELEMENTWISE_AXPY, KNPU_DTYPE_F32, n as u64, a, b, a, 1.0);
+        let p = elementwise(
+            KNPU_ELEMENTWISE_AXPY,
+            KNPU_DTYPE_F32,
+            n as u64,
+            a,
+            b,
+            a,
+            1.0,
+        );
         v += 1;
         assert_eq!(
             sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),

@@ -105,8 +105,7 @@ fn profiling_models_fills_at_the_memory_bandwidth() {
         KNPU_STATUS_SUCCESS
     );
     assert_eq!(call!(sim, device_set_profiling(d, 0)), KNPU_STATUS_SUCCESS);
-    // SAFETY: KnpuCommandRecord is plain data starting with struct_size.
-    let mut records = vec![unsafe { sized_zeroed::<KnpuCommandRecord>() }; 4096];
+    let mut records = vec![KnpuCommandRecord::sized(); 4096];
     let mut n = 0;
     assert_eq!(
         call!(

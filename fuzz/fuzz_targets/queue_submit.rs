@@ -7,7 +7,7 @@
 //! panic crossing the table or a hang is a finding.
 #![no_main]
 
-use knpu_driver_abi as abi;
+use knpu_driver_abi::{self as abi, SizedStruct};
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -101,8 +101,7 @@ fuzz_target!(|data: &[u8]| {
     let count = 1 + inp.u8() as usize % 8;
     let mut cmds = Vec::with_capacity(count);
     for _ in 0..count {
-        // SAFETY: KnpuCommand is integers, pointers and nullable function pointers.
-        let mut c: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        let mut c = abi::KnpuCommand::sized();
         match inp.u8() % 4 {
             0 => c.struct_size = inp.u16() as usize,
             1 => c.struct_size = std::mem::size_of::<abi::KnpuCommand>() + inp.u8() as usize,
@@ -210,8 +209,7 @@ fuzz_target!(|data: &[u8]| {
     let value = e.next.load(Ordering::Relaxed) + 1;
     let sem = e.sem.load(Ordering::Relaxed) as abi::KnpuSemaphore;
     let wait_value = value - 1;
-    // SAFETY: KnpuSubmitInfo is integers and pointers.
-    let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+    let mut info = abi::KnpuSubmitInfo::sized();
     if inp.u8() % 4 == 0 {
         info.struct_size = inp.u8() as usize;
     }

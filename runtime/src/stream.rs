@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::graph::{self, CaptureLink, CaptureMode, Graph, NodeId};
 use crate::semaphore::Semaphore;
 
-use knpu_driver_abi as abi;
+use knpu_driver_abi::{self as abi, SizedStruct};
 use parking_lot::Mutex;
 use std::any::Any;
 use std::collections::VecDeque;
@@ -93,8 +93,7 @@ impl Drop for StreamInner {
             let keep = (std::mem::take(&mut st.keep), st.sem.clone());
             let user = Box::into_raw(Box::new(HostFn(Box::new(move || drop(keep)))));
             let cmd = host_fn_command(user);
-            // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
-            let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+            let mut info = abi::KnpuSubmitInfo::sized();
             info.command_count = 1;
             info.commands = &cmd;
             // SAFETY: the command array outlives the call; `user` passes to the driver.
@@ -202,7 +201,7 @@ unsafe extern "C" fn host_fn_trampoline(user: *mut std::os::raw::c_void, status:
 fn host_fn_command(user: *mut HostFn) -> abi::KnpuCommand {
     // SAFETY: KnpuCommand starts with struct_size and holds integers, pointers and
     // nullable function pointers.
-    let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+    let mut cmd = abi::KnpuCommand::sized();
     cmd.type_ = abi::KNPU_COMMAND_HOST_FUNCTION;
     cmd.u.host_function = abi::KnpuHostFunctionCommand {
         fn_: Some(host_fn_trampoline),
@@ -458,8 +457,7 @@ impl Stream {
             signal_raw[i + 1] = s.raw;
             signal_values[i + 1] = *v;
         }
-        // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
-        let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+        let mut info = abi::KnpuSubmitInfo::sized();
         if !extra.waits.is_empty() {
             wait_raw = extra.waits.iter().map(|(s, _)| s.raw).collect();
             wait_values = extra.waits.iter().map(|(_, v)| *v).collect();
@@ -559,7 +557,7 @@ impl Stream {
             let one = 1u64;
             // SAFETY: see `submit`; an empty submission only signals the fresh semaphore once
             // everything queued before it is over.
-            let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+            let mut info = abi::KnpuSubmitInfo::sized();
             info.signal_count = 1;
             info.signal_semaphores = &raw;
             info.signal_values = &one;
@@ -728,8 +726,7 @@ impl Stream {
         host_dst: *mut u8,
         size: u64,
     ) -> abi::KnpuCommand {
-        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = kind;
         cmd.u.copy = abi::KnpuCopyCommand {
             src,
@@ -1044,8 +1041,7 @@ impl Stream {
         if d.is_empty() {
             return Ok(());
         }
-        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = abi::KNPU_COMMAND_FILL;
         cmd.u.fill = abi::KnpuFillCommand {
             dst: d.addr(),
@@ -1121,8 +1117,7 @@ impl Stream {
     /// Queues a kernel launch. `P` is the kernel's parameter struct of the driver ABI; the
     /// driver copies it during the call.
     pub(crate) fn launch_kernel<P>(&self, kernel_id: u32, params: &P) -> Result<u64> {
-        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = abi::KNPU_COMMAND_KERNEL;
         cmd.u.kernel = abi::KnpuKernelCommand {
             kernel_id,
@@ -1136,8 +1131,7 @@ impl Stream {
 
     /// Queues a timestamp write into `slot`, which the stream keeps alive.
     pub(crate) fn timestamp(&self, slot: Arc<AtomicU64>) -> Result<u64> {
-        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = abi::KNPU_COMMAND_TIMESTAMP;
         cmd.u.timestamp = abi::KnpuTimestampCommand {
             host_dst: slot.as_ptr(),

@@ -18,7 +18,7 @@
 use crate::buffer::DeviceBuffer;
 use crate::error::{Error, Result};
 use crate::stream::{Stream, Submit};
-use knpu_driver_abi as abi;
+use knpu_driver_abi::{self as abi, SizedStruct};
 
 /// Every element type a tensor can hold.
 ///
@@ -790,8 +790,7 @@ pub fn copy_strided<S, D>(
     let mut last = None::<u64>;
     let mut v = 0u64;
     Layout::for_each_run(dst_layout, src_layout, |d, s, len| {
-        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = abi::KNPU_COMMAND_COPY_DEVICE_TO_DEVICE;
         cmd.u.copy = abi::KnpuCopyCommand {
             src: s0 + (s * unit_bytes) as u64,
@@ -848,8 +847,7 @@ pub fn fill_strided<D>(
     let mut last = None::<u64>;
     let mut v = 0u64;
     Layout::for_each_run(dst_layout, dst_layout, |d, _, len| {
-        // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-        let mut cmd: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+        let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = abi::KNPU_COMMAND_FILL;
         cmd.u.fill = abi::KnpuFillCommand {
             dst: d0 + (d * unit_bytes) as u64,

@@ -298,7 +298,7 @@ pub fn c_string(buf: &[c_char]) -> String {
 fn command(type_: u32) -> KnpuCommand {
     // SAFETY: KnpuCommand starts with struct_size and holds only integers, pointers and
     // optional function pointers, for which zero bytes are valid.
-    let mut c: KnpuCommand = unsafe { sized_zeroed() };
+    let mut c = KnpuCommand::sized();
     c.type_ = type_;
     c
 }

@@ -24,8 +24,7 @@ fn profiling_records_commands(ctx: &AbiContext) -> CaseResult {
         KNPU_STATUS_SUCCESS
     );
     assert_eq!(call!(drv, device_set_profiling(d, 0)), KNPU_STATUS_SUCCESS);
-    // SAFETY: KnpuCommandRecord starts with struct_size and holds only integers.
-    let mut records = vec![unsafe { sized_zeroed::<KnpuCommandRecord>() }; 4096];
+    let mut records = vec![KnpuCommandRecord::sized(); 4096];
     let mut n = 0;
     assert_eq!(
         call!(

@@ -64,29 +64,13 @@ macro_rules! field_end {
     }};
 }
 
-/// A zeroed `T` with its leading `struct_size` set, for structs of the ABI that grow.
-///
-/// # Safety
-/// - `T` must be one of the ABI's C structs whose first field is a `usize` named
-///   `struct_size`, and all-zero bytes must be a valid `T` (true of every such struct: they
-///   hold only integers, nullable pointers and `Option` function pointers).
-pub unsafe fn sized_zeroed<T>() -> T {
-    // SAFETY: the caller guarantees all-zero bytes are a valid T.
-    let mut v: T = unsafe { core::mem::zeroed() };
-    // SAFETY: the caller guarantees T starts with a usize field, so the first
-    // size_of::<usize>() bytes of `v` are that field, suitably aligned.
-    unsafe { (&mut v as *mut T as *mut usize).write(core::mem::size_of::<T>()) };
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn struct_size_helpers() {
-        // SAFETY: KnpuSubmitInfo starts with struct_size and is all integers and pointers.
-        let s: KnpuSubmitInfo = unsafe { sized_zeroed() };
+        let s = KnpuSubmitInfo::sized();
         assert_eq!(s.struct_size, core::mem::size_of::<KnpuSubmitInfo>());
         assert!(has_field(
             s.struct_size,

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::event::EventInner;
 use crate::semaphore::Semaphore;
 use crate::stream::{Stream, Submit};
-use knpu_driver_abi as abi;
+use knpu_driver_abi::{self as abi, SizedStruct};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -292,8 +292,7 @@ fn encode_command(
         }
         NodeKind::HostFn(f) => {
             let boxed: Box<Arc<dyn Fn() + Send + Sync>> = Box::new(f.clone());
-            // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-            let mut c: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+            let mut c = abi::KnpuCommand::sized();
             c.type_ = abi::KNPU_COMMAND_HOST_FUNCTION;
             c.u.host_function = abi::KnpuHostFunctionCommand {
                 fn_: Some(graph_host_fn),
@@ -415,8 +414,7 @@ impl GraphExec {
             if let NodeKind::EventRecord(e) = &node.kind {
                 let slot = e.timing.then(|| Arc::new(AtomicU64::new(0)));
                 if let Some(slot) = &slot {
-                    // SAFETY: KnpuCommand is all integers, pointers and nullable fn pointers.
-                    let mut c: abi::KnpuCommand = unsafe { abi::sized_zeroed() };
+                    let mut c = abi::KnpuCommand::sized();
                     c.type_ = abi::KNPU_COMMAND_TIMESTAMP;
                     c.u.timestamp = abi::KnpuTimestampCommand {
                         host_dst: slot.as_ptr(),
@@ -586,8 +584,7 @@ impl GraphExec {
                 let wait_vals: Vec<u64> = waits.iter().map(|(_, v)| *v).collect();
                 let sig_raw: Vec<abi::KnpuSemaphore> = signal.iter().map(|(s, _)| s.raw).collect();
                 let sig_vals: Vec<u64> = signal.iter().map(|(_, v)| *v).collect();
-                // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
-                let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+                let mut info = abi::KnpuSubmitInfo::sized();
                 info.wait_count = wait_raw.len() as u32;
                 info.wait_semaphores = wait_raw.as_ptr();
                 info.wait_values = wait_vals.as_ptr();
@@ -659,8 +656,7 @@ impl GraphExec {
         for (q, sem) in fresh.iter().enumerate().skip(1) {
             let raw = sem.raw;
             let one = 1u64;
-            // SAFETY: KnpuSubmitInfo starts with struct_size and holds integers and pointers.
-            let mut info: abi::KnpuSubmitInfo = unsafe { abi::sized_zeroed() };
+            let mut info = abi::KnpuSubmitInfo::sized();
             info.signal_count = 1;
             info.signal_semaphores = &raw;
             info.signal_values = &one;
