@@ -12,6 +12,7 @@ mod dlpack;
 mod dtype;
 mod errors;
 mod graph;
+mod ops;
 mod storage;
 mod tensor;
 
@@ -49,5 +50,7 @@ fn _knpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tensor::full, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::arange, m)?)?;
     m.add_function(wrap_pyfunction!(dlpack::from_dlpack, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor::matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor::cast, m)?)?;
     Ok(())
 }
