@@ -52,5 +52,6 @@ fn _knpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dlpack::from_dlpack, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::matmul, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::cast, m)?)?;
+    ops::py::register(m)?;
     Ok(())
 }

@@ -427,3 +427,513 @@ fn one<T: Typed>(
     )
     .py()
 }
+
+/// A contiguous view (or copy) of `t`, refusing quantised blocks for `op`.
+fn plain(t: &Tensor, op: &str) -> PyResult<Tensor> {
+    refuse_blocks(t, op)?;
+    t.contiguous_tensor()
+}
+
+/// `t` and `others` on one device, or a `DeviceMismatchError` naming the operand.
+fn same_device(t: &Tensor, others: &[(&'static str, &Tensor)]) -> PyResult<()> {
+    for (name, o) in others {
+        if o.rt_device() != t.rt_device() {
+            return Err(to_py(knpu::Error::DeviceMismatch {
+                operand: name,
+                expected: t.rt_device().ordinal(),
+                actual: o.rt_device().ordinal(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// A row-wise normalisation (RMS or layer norm) of `x` over its last dimension.
+pub fn norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    eps: f32,
+    layer: bool,
+) -> PyResult<Tensor> {
+    let what = if layer { "layer_norm" } else { "rms_norm" };
+    let x = plain(x, what)?;
+    let w = plain(weight, what)?;
+    let b = bias.map(|b| plain(b, what)).transpose()?;
+    same_device(&x, &[("weight", &w)])?;
+    if let Some(b) = &b {
+        same_device(&x, &[("bias", b)])?;
+    }
+    for (name, o) in [("weight", Some(&w)), ("bias", b.as_ref())] {
+        if let Some(o) = o {
+            if o.dtype != x.dtype {
+                return Err(to_py(knpu::Error::Dtype {
+                    operand: name,
+                    expected: x.dtype.name().into(),
+                    actual: o.dtype.name().into(),
+                }));
+            }
+        }
+    }
+    let shape = x.values_shape();
+    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
+    let stream = x.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, x.dtype)?;
+    dispatch!(
+        x.dtype,
+        what,
+        norm_t(
+            &stream,
+            &x,
+            &w,
+            b.as_ref(),
+            &mut fresh,
+            rows,
+            cols,
+            eps,
+            layer
+        )
+    )?;
+    Ok(fresh.finish())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn norm_t<T: Typed>(
+    stream: &knpu::Stream,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    fresh: &mut Fresh,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    layer: bool,
+) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+    let sw = elems!(typed::<T>(&w.storage.buf)?, w);
+    let out = typed_mut::<T>(&mut fresh.storage.buf)?;
+    if layer {
+        let sb = match b {
+            Some(b) => Some(elems!(typed::<T>(&b.storage.buf)?, b)),
+            None => None,
+        };
+        let sb_dyn = sb.as_ref().map(|s| s as &dyn knpu::AsDeviceSlice<T>);
+        ops::layer_norm(stream, &sx, &sw, sb_dyn, out, rows, cols, eps).py()
+    } else {
+        ops::rms_norm(stream, &sx, &sw, out, rows, cols, eps).py()
+    }
+}
+
+/// An elementwise activation of `x` (`silu`, `gelu`).
+pub fn activation_op(x: &Tensor, act: ops::llm::Activation, what: &str) -> PyResult<Tensor> {
+    let x = plain(x, what)?;
+    let shape = x.values_shape();
+    let stream = x.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, x.dtype)?;
+    dispatch!(x.dtype, what, act_t(&stream, act, &x, &mut fresh))?;
+    Ok(fresh.finish())
+}
+
+fn act_t<T: Typed>(
+    stream: &knpu::Stream,
+    act: ops::llm::Activation,
+    x: &Tensor,
+    fresh: &mut Fresh,
+) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+    ops::activation(stream, act, &sx, typed_mut::<T>(&mut fresh.storage.buf)?).py()
+}
+
+/// `silu(gate) * up` elementwise; `gate` and `up` have one shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> PyResult<Tensor> {
+    let (g, u) = (plain(gate, "swiglu")?, plain(up, "swiglu")?);
+    same_device(&g, &[("up", &u)])?;
+    if g.values_shape() != u.values_shape() {
+        return Err(to_py(knpu::Error::Shape {
+            operand: "up",
+            expected: format!("{:?} (as gate)", g.values_shape()),
+            actual: format!("{:?}", u.values_shape()),
+        }));
+    }
+    if g.dtype != u.dtype {
+        return Err(to_py(knpu::Error::Dtype {
+            operand: "up",
+            expected: g.dtype.name().into(),
+            actual: u.dtype.name().into(),
+        }));
+    }
+    let shape = g.values_shape();
+    let stream = g.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, g.dtype)?;
+    dispatch!(g.dtype, "swiglu", swiglu_t(&stream, &g, &u, &mut fresh))?;
+    Ok(fresh.finish())
+}
+
+fn swiglu_t<T: Typed>(
+    stream: &knpu::Stream,
+    g: &Tensor,
+    u: &Tensor,
+    fresh: &mut Fresh,
+) -> PyResult<()> {
+    let sg = elems!(typed::<T>(&g.storage.buf)?, g);
+    let su = elems!(typed::<T>(&u.storage.buf)?, u);
+    ops::swiglu(stream, &sg, &su, typed_mut::<T>(&mut fresh.storage.buf)?).py()
+}
+
+/// Refuses a reduction over any dimension but the last.
+fn last_dim(x: &Tensor, dim: isize, what: &str) -> PyResult<()> {
+    let n = x.layout.ndim() as isize;
+    if dim != -1 && dim != n - 1 {
+        return Err(not_supported(format!(
+            "{what} over dimension {dim} of a {n}-D tensor (the kernel reduces the last \
+             dimension; move it there with .transpose())"
+        )));
+    }
+    Ok(())
+}
+
+/// A softmax of `scale * x` over the last dimension.
+pub fn softmax(x: &Tensor, dim: isize, scale: f32) -> PyResult<Tensor> {
+    last_dim(x, dim, "softmax")?;
+    let x = plain(x, "softmax")?;
+    let shape = x.values_shape();
+    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
+    let stream = x.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, x.dtype)?;
+    dispatch!(
+        x.dtype,
+        "softmax",
+        softmax_t(&stream, &x, &mut fresh, rows, cols, scale)
+    )?;
+    Ok(fresh.finish())
+}
+
+fn softmax_t<T: Typed>(
+    stream: &knpu::Stream,
+    x: &Tensor,
+    fresh: &mut Fresh,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+    ops::softmax(
+        stream,
+        &sx,
+        typed_mut::<T>(&mut fresh.storage.buf)?,
+        rows,
+        cols,
+        scale,
+    )
+    .py()
+}
+
+/// The index (uint32) of the largest value along the last dimension.
+pub fn argmax(x: &Tensor, dim: isize) -> PyResult<Tensor> {
+    last_dim(x, dim, "argmax")?;
+    let x = plain(x, "argmax")?;
+    let shape = x.values_shape();
+    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
+    let stream = x.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape[..shape.len() - 1], DataType::U32)?;
+    dispatch!(
+        x.dtype,
+        "argmax",
+        argmax_t(&stream, &x, &mut fresh, rows, cols)
+    )?;
+    Ok(fresh.finish())
+}
+
+fn argmax_t<T: Typed>(
+    stream: &knpu::Stream,
+    x: &Tensor,
+    fresh: &mut Fresh,
+    rows: usize,
+    cols: usize,
+) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+    ops::argmax(
+        stream,
+        &sx,
+        typed_mut::<u32>(&mut fresh.storage.buf)?,
+        rows,
+        cols,
+    )
+    .py()
+}
+
+/// The `k` largest values along the last dimension, descending, and their uint32 indices.
+pub fn topk(x: &Tensor, k: usize, dim: isize) -> PyResult<(Tensor, Tensor)> {
+    last_dim(x, dim, "topk")?;
+    let x = plain(x, "topk")?;
+    let shape = x.values_shape();
+    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
+    let mut out_shape = shape.clone();
+    if let Some(last) = out_shape.last_mut() {
+        *last = k;
+    }
+    let stream = x.stream()?;
+    let mut values = Fresh::new(&stream, &out_shape, x.dtype)?;
+    let mut indices = Fresh::new(&stream, &out_shape, DataType::U32)?;
+    dispatch!(
+        x.dtype,
+        "topk",
+        topk_t(&stream, &x, &mut values, &mut indices, rows, cols, k)
+    )?;
+    Ok((values.finish(), indices.finish()))
+}
+
+fn topk_t<T: Typed>(
+    stream: &knpu::Stream,
+    x: &Tensor,
+    values: &mut Fresh,
+    indices: &mut Fresh,
+    rows: usize,
+    cols: usize,
+    k: usize,
+) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+    let v = typed_mut::<T>(&mut values.storage.buf)?;
+    let i = typed_mut::<u32>(&mut indices.storage.buf)?;
+    ops::top_k(stream, &sx, v, i, rows, cols, k).py()
+}
+
+/// Rows `ids` (uint32, any shape) of a float `table` (`[vocab, dim]`), as `out_dtype`.
+pub fn embedding(ids: &Tensor, table: &Tensor, out_dtype: Option<DataType>) -> PyResult<Tensor> {
+    let ids = plain(ids, "embedding")?;
+    let t = plain(table, "embedding")?;
+    same_device(&t, &[("ids", &ids)])?;
+    let tshape = t.values_shape();
+    if tshape.len() != 2 {
+        return Err(to_py(knpu::Error::Shape {
+            operand: "table",
+            expected: "[vocab, dim]".into(),
+            actual: format!("{tshape:?}"),
+        }));
+    }
+    let (vocab, dim) = (tshape[0], tshape[1]);
+    let mut shape = ids.values_shape();
+    shape.push(dim);
+    let out_dtype = out_dtype.unwrap_or(t.dtype);
+    let stream = t.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, out_dtype)?;
+    let sid = match &ids.storage.buf {
+        Buf::U32(b) => elems!(b, ids),
+        _ => {
+            return Err(to_py(knpu::Error::Dtype {
+                operand: "ids",
+                expected: "uint32".into(),
+                actual: ids.dtype.name().into(),
+            }))
+        }
+    };
+    float_buf!(&t.storage.buf, t.dtype, "table", x => {
+        float_buf!(&mut fresh.storage.buf, out_dtype, "out", z => {
+            ops::embedding(&stream, &elems!(x, t), vocab, dim, &sid, z).py()?
+        })
+    });
+    Ok(fresh.finish())
+}
+
+/// A rotary position embedding of `x` (`[..., heads, head_dim]`, rows being the leading
+/// dimensions) at positions `start + row`, or `positions` (uint32, one per row).
+pub fn rope(
+    x: &Tensor,
+    positions: Option<&Tensor>,
+    start: u64,
+    base: f32,
+    rotary_dim: Option<usize>,
+    style: &str,
+) -> PyResult<Tensor> {
+    let x = plain(x, "rope")?;
+    let shape = x.values_shape();
+    let (rows_heads, head_dim) = knpu::tensor::rows_cols(&shape).py()?;
+    let (rows, heads) = knpu::tensor::rows_cols(&shape[..shape.len() - 1]).py()?;
+    debug_assert_eq!(rows * heads, rows_heads);
+    let style = match style {
+        "neox" => ops::RopeStyle::NeoX,
+        "interleaved" => ops::RopeStyle::Interleaved,
+        other => {
+            return Err(crate::errors::invalid(format!(
+                "unknown rope style {other:?}: expected \"neox\" or \"interleaved\""
+            )))
+        }
+    };
+    let pos = match positions {
+        Some(p) => {
+            let p = plain(p, "rope")?;
+            same_device(&x, &[("positions", &p)])?;
+            Some(p)
+        }
+        None => None,
+    };
+    let stream = x.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, x.dtype)?;
+    let spos = match &pos {
+        None => None,
+        Some(p) => match &p.storage.buf {
+            Buf::U32(b) => Some(elems!(b, p)),
+            _ => {
+                return Err(to_py(knpu::Error::Dtype {
+                    operand: "positions",
+                    expected: "uint32".into(),
+                    actual: p.dtype.name().into(),
+                }))
+            }
+        },
+    };
+    let r = ops::Rope {
+        style,
+        rotary_dim: rotary_dim.unwrap_or(head_dim),
+        base,
+        positions: match &spos {
+            Some(s) => ops::RopePositions::PerRow(s),
+            None => ops::RopePositions::Start(start),
+        },
+    };
+    dispatch!(
+        x.dtype,
+        "rope",
+        rope_t(&stream, &x, &mut fresh, rows, heads, head_dim, &r)
+    )?;
+    Ok(fresh.finish())
+}
+
+fn rope_t<T: Typed>(
+    stream: &knpu::Stream,
+    x: &Tensor,
+    fresh: &mut Fresh,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    r: &ops::Rope<'_>,
+) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+    let out = typed_mut::<T>(&mut fresh.storage.buf)?;
+    ops::rope(stream, &sx, out, rows, heads, head_dim, r).py()
+}
+
+/// The Python functions of this module.
+pub mod py {
+    use super::*;
+    use pyo3::types::PyTuple;
+
+    /// `knpu.rms_norm(x, weight, *, eps=1e-6)`: `x / sqrt(mean(x²) + eps) * weight` over
+    /// the last dimension.
+    #[pyfunction]
+    #[pyo3(signature = (x, weight, *, eps=1e-6))]
+    pub fn rms_norm(x: PyRef<'_, Tensor>, weight: PyRef<'_, Tensor>, eps: f32) -> PyResult<Tensor> {
+        norm(&x, &weight, None, eps, false)
+    }
+
+    /// `knpu.layer_norm(x, weight, bias=None, *, eps=1e-5)` over the last dimension.
+    #[pyfunction]
+    #[pyo3(signature = (x, weight, bias=None, *, eps=1e-5))]
+    pub fn layer_norm(
+        x: PyRef<'_, Tensor>,
+        weight: PyRef<'_, Tensor>,
+        bias: Option<PyRef<'_, Tensor>>,
+        eps: f32,
+    ) -> PyResult<Tensor> {
+        norm(&x, &weight, bias.as_deref(), eps, true)
+    }
+
+    /// `knpu.silu(x)`: `x * sigmoid(x)`.
+    #[pyfunction]
+    pub fn silu(x: PyRef<'_, Tensor>) -> PyResult<Tensor> {
+        activation_op(&x, ops::llm::Activation::Silu, "silu")
+    }
+
+    /// `knpu.gelu(x, *, approximate="none")`: the exact GELU, or its `"tanh"` approximation.
+    #[pyfunction]
+    #[pyo3(signature = (x, *, approximate="none"))]
+    pub fn gelu(x: PyRef<'_, Tensor>, approximate: &str) -> PyResult<Tensor> {
+        let act = match approximate {
+            "none" => ops::llm::Activation::GeluErf,
+            "tanh" => ops::llm::Activation::GeluTanh,
+            other => {
+                return Err(crate::errors::invalid(format!(
+                    "unknown GELU approximation {other:?}: expected \"none\" or \"tanh\""
+                )))
+            }
+        };
+        activation_op(&x, act, "gelu")
+    }
+
+    /// `knpu.swiglu(gate, up)`: `silu(gate) * up`.
+    #[pyfunction]
+    pub fn swiglu(gate: PyRef<'_, Tensor>, up: PyRef<'_, Tensor>) -> PyResult<Tensor> {
+        super::swiglu(&gate, &up)
+    }
+
+    /// `knpu.softmax(x, dim=-1, *, scale=1.0)`: softmax of `scale * x` along the last
+    /// dimension.
+    #[pyfunction]
+    #[pyo3(signature = (x, dim=-1, *, scale=1.0), text_signature = "(x, dim=-1, *, scale=1.0)")]
+    pub fn softmax(x: PyRef<'_, Tensor>, dim: isize, scale: f32) -> PyResult<Tensor> {
+        super::softmax(&x, dim, scale)
+    }
+
+    /// `knpu.argmax(x, dim=-1)`: uint32 indices of the largest values (lowest on ties).
+    #[pyfunction]
+    #[pyo3(signature = (x, dim=-1), text_signature = "(x, dim=-1)")]
+    pub fn argmax(x: PyRef<'_, Tensor>, dim: isize) -> PyResult<Tensor> {
+        super::argmax(&x, dim)
+    }
+
+    /// `knpu.topk(x, k, dim=-1)`: `(values, indices)` of the `k` largest values, descending.
+    #[pyfunction]
+    #[pyo3(signature = (x, k, dim=-1), text_signature = "(x, k, dim=-1)")]
+    pub fn topk<'py>(
+        py: Python<'py>,
+        x: PyRef<'_, Tensor>,
+        k: usize,
+        dim: isize,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let (v, i) = super::topk(&x, k, dim)?;
+        PyTuple::new(py, [Py::new(py, v)?, Py::new(py, i)?])
+    }
+
+    /// `knpu.embedding(ids, table, *, dtype=None)`: rows `ids` (uint32) of a float table
+    /// `[vocab, dim]`, as `dtype` (the table's by default).
+    #[pyfunction]
+    #[pyo3(signature = (ids, table, *, dtype=None))]
+    pub fn embedding(
+        ids: PyRef<'_, Tensor>,
+        table: PyRef<'_, Tensor>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Tensor> {
+        let dt = dtype.map(crate::dtype::resolve).transpose()?;
+        super::embedding(&ids, &table, dt)
+    }
+
+    /// `knpu.rope(x, positions=None, *, start=0, base=10000.0, rotary_dim=None,
+    /// style="neox")`: rotary embedding of `x` (`[..., heads, head_dim]`).
+    #[pyfunction]
+    #[pyo3(signature = (x, positions=None, *, start=0, base=10000.0, rotary_dim=None, style="neox"))]
+    pub fn rope(
+        x: PyRef<'_, Tensor>,
+        positions: Option<PyRef<'_, Tensor>>,
+        start: u64,
+        base: f32,
+        rotary_dim: Option<usize>,
+        style: &str,
+    ) -> PyResult<Tensor> {
+        super::rope(&x, positions.as_deref(), start, base, rotary_dim, style)
+    }
+
+    /// Adds the functions to the module.
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(self::rms_norm, m)?)?;
+        m.add_function(wrap_pyfunction!(self::layer_norm, m)?)?;
+        m.add_function(wrap_pyfunction!(self::silu, m)?)?;
+        m.add_function(wrap_pyfunction!(self::gelu, m)?)?;
+        m.add_function(wrap_pyfunction!(self::swiglu, m)?)?;
+        m.add_function(wrap_pyfunction!(self::softmax, m)?)?;
+        m.add_function(wrap_pyfunction!(self::argmax, m)?)?;
+        m.add_function(wrap_pyfunction!(self::topk, m)?)?;
+        m.add_function(wrap_pyfunction!(self::embedding, m)?)?;
+        m.add_function(wrap_pyfunction!(self::rope, m)?)?;
+        Ok(())
+    }
+}

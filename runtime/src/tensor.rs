@@ -845,6 +845,19 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// A shape read as `[rows, cols]` over its last dimension, as row-wise ops (norms, softmax,
+/// reductions) read their operand; fails on 0-D shapes.
+pub fn rows_cols(shape: &[usize]) -> Result<(usize, usize)> {
+    match shape.split_last() {
+        Some((&cols, lead)) => Ok((numel_of(lead)?, cols)),
+        None => Err(Error::Shape {
+            operand: "x",
+            expected: "at least 1 dimension".into(),
+            actual: "a 0-D tensor".into(),
+        }),
+    }
+}
+
 /// The shapes of a matrix product as numpy's `matmul` defines it (see [`matmul_shapes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatmulShapes {
@@ -1417,6 +1430,14 @@ mod tests {
 
     fn l(shape: &[usize]) -> Layout {
         Layout::contiguous(shape).unwrap()
+    }
+
+    #[test]
+    fn rows_cols_reads_the_last_dimension() {
+        assert_eq!(rows_cols(&[2, 3, 5]).unwrap(), (6, 5));
+        assert_eq!(rows_cols(&[7]).unwrap(), (1, 7));
+        assert_eq!(rows_cols(&[0, 4]).unwrap(), (0, 4));
+        assert!(rows_cols(&[]).is_err());
     }
 
     #[test]
