@@ -937,3 +937,118 @@ pub mod py {
         Ok(())
     }
 }
+
+/// `q`, `k` or `v` as attention reads it: in place when its layout allows, else copied.
+fn attn_operand(t: &Tensor, name: &'static str) -> PyResult<(Tensor, ops::AttnTensor)> {
+    refuse_blocks(t, "attention")?;
+    let shape = t.values_shape();
+    let t = match shape.len() {
+        4 => t.with_layout(t.layout.clone()),
+        3 => t.with_layout(t.layout.unsqueeze(0).py()?),
+        _ => {
+            return Err(to_py(knpu::Error::Shape {
+                operand: name,
+                expected: "[batch, heads, seq, head_dim] or [heads, seq, head_dim]".into(),
+                actual: format!("{shape:?}"),
+            }))
+        }
+    };
+    if let Some(a) = t.layout.attn_bhsd() {
+        return Ok((t, a));
+    }
+    let c = t.copied()?;
+    let a = c
+        .layout
+        .attn_bhsd()
+        .ok_or_else(|| crate::errors::invalid("a contiguous layout is no attention operand"))?;
+    Ok((c, a))
+}
+
+/// `softmax(scale * q k^T + mask) v` with `q` `[batch, q_heads, q_len, head_dim]` and `k`,
+/// `v` `[batch, kv_heads, kv_len, head_dim]` (or the same without `batch`).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    scale: Option<f32>,
+    window: Option<usize>,
+) -> PyResult<Tensor> {
+    let (tq, aq) = attn_operand(q, "q")?;
+    let (tk, ak) = attn_operand(k, "k")?;
+    let (tv, av) = attn_operand(v, "v")?;
+    same_device(&tq, &[("k", &tk), ("v", &tv)])?;
+    for (name, o) in [("k", &tk), ("v", &tv)] {
+        if o.dtype != tq.dtype {
+            return Err(to_py(knpu::Error::Dtype {
+                operand: name,
+                expected: tq.dtype.name().into(),
+                actual: o.dtype.name().into(),
+            }));
+        }
+    }
+    let out_shape = q.values_shape();
+    let stream = tq.stream()?;
+    let mut fresh = Fresh::new(&stream, &out_shape, tq.dtype)?;
+    let args = ops::AttentionArgs {
+        q: aq,
+        k: ak,
+        v: av,
+        out: ops::AttnTensor::bhsd(aq.batch, aq.seq, aq.heads, aq.head_dim),
+        mask: ops::AttnMask {
+            causal,
+            window,
+            scale,
+        },
+    };
+    dispatch!(
+        tq.dtype,
+        "attention",
+        attention_t(&stream, &args, &tq, &tk, &tv, &mut fresh)
+    )?;
+    Ok(fresh.finish())
+}
+
+fn attention_t<T: Typed>(
+    stream: &knpu::Stream,
+    args: &ops::AttentionArgs,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    fresh: &mut Fresh,
+) -> PyResult<()> {
+    let (sq, sk, sv) = (from::<T>(q)?, from::<T>(k)?, from::<T>(v)?);
+    let out = typed_mut::<T>(&mut fresh.storage.buf)?;
+    ops::attention(stream, args, &sq, &sk, &sv, out, None, None).py()
+}
+
+/// The units of `t` from its offset on, as attention's strided views read them.
+fn from<T: Typed>(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, T>> {
+    typed::<T>(&t.storage.buf)?.slice(t.layout.offset()..).py()
+}
+
+/// The Python attention function.
+pub mod py_attention {
+    use super::*;
+
+    /// `knpu.attention(q, k, v, *, causal=False, scale=None, mask=None, window=None)`.
+    #[pyfunction]
+    #[pyo3(signature = (q, k, v, *, causal=false, scale=None, mask=None, window=None))]
+    pub fn attention(
+        q: PyRef<'_, Tensor>,
+        k: PyRef<'_, Tensor>,
+        v: PyRef<'_, Tensor>,
+        causal: bool,
+        scale: Option<f32>,
+        mask: Option<&Bound<'_, PyAny>>,
+        window: Option<usize>,
+    ) -> PyResult<Tensor> {
+        if mask.is_some_and(|m| !m.is_none()) {
+            return Err(not_supported(
+                "attention with a mask tensor (the kernel takes causal=True and a sliding \
+                 window=)",
+            ));
+        }
+        super::attention(&q, &k, &v, causal, scale, window)
+    }
+}

@@ -710,6 +710,35 @@ impl Layout {
         })
     }
 
+    /// This 4-D layout read as attention's `[batch, heads, seq, head_dim]` (PyTorch's
+    /// `scaled_dot_product_attention` order) in place, or `None` when it cannot be: a
+    /// negative stride, or a `head_dim` that is not contiguous. The view starts at
+    /// [`Layout::offset`].
+    pub fn attn_bhsd(&self) -> Option<crate::ops::AttnTensor> {
+        if self.ndim() != 4 {
+            return None;
+        }
+        let st = |i: usize| -> Option<usize> {
+            if self.shape[i] <= 1 {
+                Some(0)
+            } else {
+                usize::try_from(self.strides[i]).ok()
+            }
+        };
+        if st(3)? != 0 && self.strides[3] != 1 {
+            return None;
+        }
+        Some(crate::ops::AttnTensor {
+            batch: self.shape[0],
+            heads: self.shape[1],
+            seq: self.shape[2],
+            head_dim: self.shape[3],
+            batch_stride: st(0)?,
+            head_stride: st(1)?,
+            seq_stride: st(2)?,
+        })
+    }
+
     /// Calls `f(dst_offset, src_offset, len)` for each contiguous run of units that copying
     /// `src` into `dst` (same shape) moves, in row-major order of the shape.
     pub fn for_each_run(
@@ -1430,6 +1459,25 @@ mod tests {
 
     fn l(shape: &[usize]) -> Layout {
         Layout::contiguous(shape).unwrap()
+    }
+
+    #[test]
+    fn attn_bhsd_reads_strided_views_in_place() {
+        let a = l(&[2, 3, 5, 4]).attn_bhsd().unwrap();
+        assert_eq!((a.batch_stride, a.head_stride, a.seq_stride), (60, 20, 4));
+        // [batch, seq, heads, head_dim] storage transposed to bhsd order.
+        let t = l(&[2, 5, 3, 4])
+            .transpose(1, 2)
+            .unwrap()
+            .attn_bhsd()
+            .unwrap();
+        assert_eq!((t.heads, t.seq, t.head_stride, t.seq_stride), (3, 5, 4, 12));
+        assert!(l(&[2, 3, 4, 5])
+            .transpose(2, 3)
+            .unwrap()
+            .attn_bhsd()
+            .is_none());
+        assert!(l(&[3, 4, 5]).attn_bhsd().is_none());
     }
 
     #[test]
