@@ -99,7 +99,7 @@ def main(argv: List[str] | None = None) -> int:
             print(json.dumps(r))
         else:
             rates = "  ".join(f"{k}={r[k]}" for k in r if k not in ("bench", "case", "runs", "median_s"))
-            print(f"{json.dumps(r['case']):60s} runs={r['runs']:<5} median={r['median_s'] * 1e6:9.2f} us  {rates}")
+            print(f"{json.dumps(r['case']):60s} runs={r['runs']:<5} median={float(str(r['median_s'])) * 1e6:9.2f} us  {rates}")
     return 0
 
 
