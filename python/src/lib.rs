@@ -53,6 +53,7 @@ fn _knpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tensor::matmul, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::cast, m)?)?;
     ops::py::register(m)?;
+    ops::py_quant::register(m)?;
     m.add_function(wrap_pyfunction!(ops::py_attention::attention, m)?)?;
     Ok(())
 }

@@ -1052,3 +1052,289 @@ pub mod py_attention {
         super::attention(&q, &k, &v, causal, scale, window)
     }
 }
+
+/// The quantised format a tensor of `dtype` holds, if any.
+fn quant_format(dtype: DataType) -> Option<ops::QuantFormat> {
+    match dtype {
+        DataType::I8 => Some(ops::QuantFormat::I8),
+        other => other.quant_format(),
+    }
+}
+
+/// A quantised operand's bytes (a contiguous view of `t` from its first unit).
+fn quant_bytes(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, u8>> {
+    let (off, n) = (t.layout.offset(), t.layout.numel());
+    let unit = t.dtype.unit_bytes();
+    match &t.storage.buf {
+        Buf::Raw(b) => b.slice(off * unit..(off + n) * unit).py(),
+        Buf::I8(_) => Err(not_supported(
+            "int8 rows in knpu.qmatmul and knpu.dequantize (the runtime views only byte \
+             storage as codes); use knpu.w8a8_gemm for int8 weights",
+        )),
+        _ => Err(to_py(knpu::Error::Dtype {
+            operand: "w",
+            expected: "a quantised type (q4_0, q4_1, q8_0, q4_k, q6_k, float8_e4m3, \
+                       float8_e5m2 or int8)"
+                .into(),
+            actual: t.dtype.name().into(),
+        })),
+    }
+}
+
+/// An f32 operand (scales, biases) as a slice.
+fn f32_slice<'a>(t: &'a Tensor, name: &'static str) -> PyResult<knpu::DeviceSlice<'a, f32>> {
+    match &t.storage.buf {
+        Buf::F32(b) => Ok(elems!(b, t)),
+        _ => Err(to_py(knpu::Error::Dtype {
+            operand: name,
+            expected: "float32".into(),
+            actual: t.dtype.name().into(),
+        })),
+    }
+}
+
+/// `x` (float32 `[..., k]`) quantised row by row to `dtype` (a block type or an 8-bit float).
+pub fn quantize(x: &Tensor, dtype: DataType) -> PyResult<Tensor> {
+    let x = plain(x, "quantize")?;
+    let format = match (dtype, dtype.quant_format()) {
+        (_, Some(f)) => f,
+        (DataType::I8, _) => {
+            return Err(not_supported(
+                "quantising to int8 from Python (its per-row scales need an output of their \
+                 own); use a block type or an 8-bit float",
+            ))
+        }
+        _ => {
+            return Err(to_py(knpu::Error::Dtype {
+                operand: "dtype",
+                expected: "a quantised type".into(),
+                actual: dtype.name().into(),
+            }))
+        }
+    };
+    let shape = x.values_shape();
+    let (rows, k) = knpu::tensor::rows_cols(&shape).py()?;
+    let stream = x.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, dtype)?;
+    let src = f32_slice(&x, "x")?;
+    let dst = match &mut fresh.storage.buf {
+        Buf::Raw(b) => b,
+        _ => return Err(crate::errors::invalid("quantised storage is not raw bytes")),
+    };
+    ops::quantize(&stream, format, rows, k, &src, dst, None).py()?;
+    Ok(fresh.finish())
+}
+
+/// `q` (quantised `[..., k]`) converted to float32, with its per-row `scales` where the
+/// format takes them.
+pub fn dequantize(q: &Tensor, scales: Option<&Tensor>) -> PyResult<Tensor> {
+    let q = q.contiguous_tensor()?;
+    let format = quant_format(q.dtype).ok_or_else(|| {
+        to_py(knpu::Error::Dtype {
+            operand: "q",
+            expected: "a quantised type".into(),
+            actual: q.dtype.name().into(),
+        })
+    })?;
+    let shape = q.values_shape();
+    let (rows, k) = knpu::tensor::rows_cols(&shape).py()?;
+    let scales = scales.map(|s| s.contiguous_tensor()).transpose()?;
+    let stream = q.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, DataType::F32)?;
+    let src = quant_bytes(&q)?;
+    let sc = match &scales {
+        Some(s) => Some(f32_slice(s, "scales")?),
+        None => None,
+    };
+    let out = typed_mut::<f32>(&mut fresh.storage.buf)?;
+    ops::dequantize(
+        &stream,
+        format,
+        rows,
+        k,
+        &src,
+        sc.as_ref().map(|s| s as &dyn knpu::AsDeviceSlice<f32>),
+        out,
+    )
+    .py()?;
+    Ok(fresh.finish())
+}
+
+/// `y = act(x w^T + bias)` for float `x` `[..., k]` and quantised weights `w` `[n, k]`.
+pub fn qmatmul(
+    x: &Tensor,
+    w: &Tensor,
+    scales: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    act: Option<&str>,
+) -> PyResult<Tensor> {
+    let x = plain(x, "qmatmul")?;
+    let w = w.contiguous_tensor()?;
+    same_device(&x, &[("w", &w)])?;
+    let format = quant_format(w.dtype).ok_or_else(|| {
+        to_py(knpu::Error::Dtype {
+            operand: "w",
+            expected: "a quantised type".into(),
+            actual: w.dtype.name().into(),
+        })
+    })?;
+    let wshape = w.values_shape();
+    if wshape.len() != 2 {
+        return Err(to_py(knpu::Error::Shape {
+            operand: "w",
+            expected: "[n, k]".into(),
+            actual: format!("{wshape:?}"),
+        }));
+    }
+    let (n, k) = (wshape[0], wshape[1]);
+    let xshape = x.values_shape();
+    let (m, _) = knpu::tensor::rows_cols(&xshape).py()?;
+    let mut out_shape = xshape.clone();
+    if let Some(last) = out_shape.last_mut() {
+        *last = n;
+    }
+    let act = activation(act)?;
+    let (scales, bias) = (
+        scales.map(|s| s.contiguous_tensor()).transpose()?,
+        bias.map(|b| b.contiguous_tensor()).transpose()?,
+    );
+    let stream = x.stream()?;
+    let mut fresh = Fresh::new(&stream, &out_shape, x.dtype)?;
+    let data = quant_bytes(&w)?;
+    let sc = scales
+        .as_ref()
+        .map(|s| f32_slice(s, "scales"))
+        .transpose()?;
+    let bs = bias.as_ref().map(|b| f32_slice(b, "bias")).transpose()?;
+    let mut qw = ops::QWeights::new(format, &data, n, k);
+    qw.scales = sc;
+    let mut q = ops::QMatmul::new(m).activation(act);
+    q.bias = bs;
+    float_buf!(&x.storage.buf, x.dtype, "x", xb => {
+        float_buf!(&mut fresh.storage.buf, x.dtype, "y", yb => {
+            ops::qmatmul(&stream, &q, &elems!(xb, x), &qw, yb).py()?
+        })
+    });
+    Ok(fresh.finish())
+}
+
+/// The W8A8 GEMM over int8 codes: `y = act((xq sx)(wq sw)^T + bias)`.
+#[allow(clippy::too_many_arguments)]
+pub fn w8a8_gemm(
+    xq: &Tensor,
+    x_scales: &Tensor,
+    wq: &Tensor,
+    w_scales: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<&str>,
+    dtype: DataType,
+) -> PyResult<Tensor> {
+    let xq = plain(xq, "w8a8_gemm")?;
+    let wq = plain(wq, "w8a8_gemm")?;
+    let (xs, ws) = (x_scales.contiguous_tensor()?, w_scales.contiguous_tensor()?);
+    let bias = bias.map(|b| b.contiguous_tensor()).transpose()?;
+    same_device(&xq, &[("x_scales", &xs), ("wq", &wq), ("w_scales", &ws)])?;
+    let (xshape, wshape) = (xq.values_shape(), wq.values_shape());
+    if xshape.len() != 2 || wshape.len() != 2 {
+        return Err(to_py(knpu::Error::Shape {
+            operand: if xshape.len() != 2 { "xq" } else { "wq" },
+            expected: "[m, k] and [n, k]".into(),
+            actual: format!("{xshape:?} and {wshape:?}"),
+        }));
+    }
+    let (m, k, n) = (xshape[0], xshape[1], wshape[0]);
+    let act = activation(act)?;
+    let i8s = |t: &Tensor, name: &'static str| -> PyResult<()> {
+        if t.dtype != DataType::I8 {
+            return Err(to_py(knpu::Error::Dtype {
+                operand: name,
+                expected: "int8".into(),
+                actual: t.dtype.name().into(),
+            }));
+        }
+        Ok(())
+    };
+    i8s(&xq, "xq")?;
+    i8s(&wq, "wq")?;
+    let stream = xq.stream()?;
+    let mut fresh = Fresh::new(&stream, &[m, n], dtype)?;
+    let (xb, wb) = (typed::<i8>(&xq.storage.buf)?, typed::<i8>(&wq.storage.buf)?);
+    let (sx, sw) = (elems!(xb, xq), elems!(wb, wq));
+    let (fxs, fws) = (f32_slice(&xs, "x_scales")?, f32_slice(&ws, "w_scales")?);
+    let mut g = ops::W8A8Gemm::new(m, n, k).activation(act);
+    g.bias = bias.as_ref().map(|b| f32_slice(b, "bias")).transpose()?;
+    float_buf!(&mut fresh.storage.buf, dtype, "y", yb => {
+        ops::w8a8_gemm(&stream, &g, &sx, &fxs, &sw, &fws, yb).py()?
+    });
+    Ok(fresh.finish())
+}
+
+/// The Python quantised-linear functions.
+pub mod py_quant {
+    use super::*;
+
+    /// `knpu.quantize(x, dtype)`: float32 `x` (`[..., k]`) quantised row by row.
+    #[pyfunction]
+    pub fn quantize(x: PyRef<'_, Tensor>, dtype: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+        super::quantize(&x, crate::dtype::resolve(dtype)?)
+    }
+
+    /// `knpu.dequantize(q, *, scales=None)`: float32 values of a quantised tensor.
+    #[pyfunction]
+    #[pyo3(signature = (q, *, scales=None))]
+    pub fn dequantize(q: PyRef<'_, Tensor>, scales: Option<PyRef<'_, Tensor>>) -> PyResult<Tensor> {
+        super::dequantize(&q, scales.as_deref())
+    }
+
+    /// `knpu.qmatmul(x, w, *, scales=None, bias=None, activation=None)`: `x @ w.T` for
+    /// quantised weights `w` `[n, k]`.
+    #[pyfunction]
+    #[pyo3(signature = (x, w, *, scales=None, bias=None, activation=None))]
+    pub fn qmatmul(
+        x: PyRef<'_, Tensor>,
+        w: PyRef<'_, Tensor>,
+        scales: Option<PyRef<'_, Tensor>>,
+        bias: Option<PyRef<'_, Tensor>>,
+        activation: Option<&str>,
+    ) -> PyResult<Tensor> {
+        super::qmatmul(&x, &w, scales.as_deref(), bias.as_deref(), activation)
+    }
+
+    /// `knpu.w8a8_gemm(xq, x_scales, wq, w_scales, *, bias=None, activation=None,
+    /// dtype=knpu.float32)`.
+    #[pyfunction]
+    #[pyo3(signature = (xq, x_scales, wq, w_scales, *, bias=None, activation=None, dtype=None))]
+    #[allow(clippy::too_many_arguments)]
+    pub fn w8a8_gemm(
+        xq: PyRef<'_, Tensor>,
+        x_scales: PyRef<'_, Tensor>,
+        wq: PyRef<'_, Tensor>,
+        w_scales: PyRef<'_, Tensor>,
+        bias: Option<PyRef<'_, Tensor>>,
+        activation: Option<&str>,
+        dtype: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Tensor> {
+        let dt = dtype
+            .map(crate::dtype::resolve)
+            .transpose()?
+            .unwrap_or(DataType::F32);
+        super::w8a8_gemm(
+            &xq,
+            &x_scales,
+            &wq,
+            &w_scales,
+            bias.as_deref(),
+            activation,
+            dt,
+        )
+    }
+
+    /// Adds the functions to the module.
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(self::quantize, m)?)?;
+        m.add_function(wrap_pyfunction!(self::dequantize, m)?)?;
+        m.add_function(wrap_pyfunction!(self::qmatmul, m)?)?;
+        m.add_function(wrap_pyfunction!(self::w8a8_gemm, m)?)?;
+        Ok(())
+    }
+}

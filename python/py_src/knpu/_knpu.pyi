@@ -222,6 +222,26 @@ def layer_norm(
     x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, eps: float = 1e-5
 ) -> Tensor: ...
 def silu(x: Tensor) -> Tensor: ...
+def quantize(x: Tensor, dtype: _DTypeLike) -> Tensor: ...
+def dequantize(q: Tensor, *, scales: Optional[Tensor] = None) -> Tensor: ...
+def qmatmul(
+    x: Tensor,
+    w: Tensor,
+    *,
+    scales: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = None,
+) -> Tensor: ...
+def w8a8_gemm(
+    xq: Tensor,
+    x_scales: Tensor,
+    wq: Tensor,
+    w_scales: Tensor,
+    *,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = None,
+    dtype: Optional[_DTypeLike] = None,
+) -> Tensor: ...
 def attention(
     q: Tensor,
     k: Tensor,
