@@ -12,6 +12,7 @@ mod dlpack;
 mod dtype;
 mod errors;
 mod graph;
+mod kvcache;
 mod ops;
 mod storage;
 mod tensor;
@@ -28,6 +29,8 @@ fn _knpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::Event>()?;
     m.add_class::<tensor::Tensor>()?;
     m.add_class::<graph::Graph>()?;
+    m.add_class::<kvcache::KVCache>()?;
+    m.add_class::<kvcache::PagedKVCache>()?;
     m.add_function(wrap_pyfunction!(device::device_count, m)?)?;
     m.add_function(wrap_pyfunction!(device::set_device, m)?)?;
     m.add_function(wrap_pyfunction!(device::current_device, m)?)?;

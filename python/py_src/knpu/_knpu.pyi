@@ -130,6 +130,59 @@ class Graph:
     ) -> bool: ...
 
 @final
+class KVCache:
+    def __new__(
+        cls,
+        batch: int,
+        capacity: int,
+        kv_heads: int,
+        head_dim: int,
+        *,
+        dtype: Optional[_DTypeLike] = None,
+        device: _DeviceLike = None,
+    ) -> "KVCache": ...
+    @property
+    def shape(self) -> Tuple[int, int, int, int]: ...
+    def append(self, k: "Tensor", v: "Tensor", seq_lens: "Tensor") -> None: ...
+    def attention(
+        self,
+        q: "Tensor",
+        seq_lens: "Tensor",
+        *,
+        causal: bool = True,
+        scale: Optional[float] = None,
+        window: Optional[int] = None,
+    ) -> "Tensor": ...
+    def keys(self) -> "Tensor": ...
+    def values(self) -> "Tensor": ...
+
+@final
+class PagedKVCache:
+    def __new__(
+        cls,
+        num_blocks: int,
+        block_size: int,
+        kv_heads: int,
+        head_dim: int,
+        *,
+        dtype: Optional[_DTypeLike] = None,
+        device: _DeviceLike = None,
+    ) -> "PagedKVCache": ...
+    @property
+    def shape(self) -> Tuple[int, int, int, int]: ...
+    def append(self, k: "Tensor", v: "Tensor", block_table: "Tensor", seq_lens: "Tensor") -> None: ...
+    def attention(
+        self,
+        q: "Tensor",
+        block_table: "Tensor",
+        seq_lens: "Tensor",
+        *,
+        causal: bool = True,
+        scale: Optional[float] = None,
+        window: Optional[int] = None,
+    ) -> "Tensor": ...
+
+@final
 class Tensor:
     @property
     def shape(self) -> Tuple[int, ...]: ...
