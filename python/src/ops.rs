@@ -698,8 +698,12 @@ fn topk_t<T: Typed>(
     ops::top_k(stream, &sx, v, i, rows, cols, k).py()
 }
 
-/// Rows `ids` (uint32, any shape) of a float `table` (`[vocab, dim]`), as `out_dtype`.
+/// Rows `ids` (uint32, any shape) of `table` (`[vocab, dim]`, float or quantised blocks),
+/// as `out_dtype`.
 pub fn embedding(ids: &Tensor, table: &Tensor, out_dtype: Option<DataType>) -> PyResult<Tensor> {
+    if table.dtype.is_block() {
+        return qembedding(ids, table, out_dtype.unwrap_or(DataType::F32));
+    }
     let ids = plain(ids, "embedding")?;
     let t = plain(table, "embedding")?;
     same_device(&t, &[("ids", &ids)])?;
@@ -894,8 +898,9 @@ pub mod py {
         PyTuple::new(py, [Py::new(py, v)?, Py::new(py, i)?])
     }
 
-    /// `knpu.embedding(ids, table, *, dtype=None)`: rows `ids` (uint32) of a float table
-    /// `[vocab, dim]`, as `dtype` (the table's by default).
+    /// `knpu.embedding(ids, table, *, dtype=None)`: rows `ids` (uint32) of a table
+    /// `[vocab, dim]` (float, or quantised blocks such as q4_0 or q6_k), as `dtype` (a float
+    /// table's own dtype by default, float32 for a quantised one).
     #[pyfunction]
     #[pyo3(signature = (ids, table, *, dtype=None))]
     pub fn embedding(
@@ -1267,6 +1272,51 @@ pub fn w8a8_gemm(
         ops::w8a8_gemm(&stream, &g, &sx, &fxs, &sw, &fws, yb).py()?
     });
     Ok(fresh.finish())
+}
+
+/// Rows `ids` (uint32) of a quantised block table (`[vocab, dim]`), dequantised to
+/// `out_dtype`.
+fn qembedding(ids: &Tensor, table: &Tensor, out_dtype: DataType) -> PyResult<Tensor> {
+    let ids = plain(ids, "embedding")?;
+    let t = table.contiguous_tensor()?;
+    same_device(&t, &[("ids", &ids)])?;
+    let format = quant_format(t.dtype).ok_or_else(|| invalid_format(t.dtype))?;
+    let tshape = t.values_shape();
+    if tshape.len() != 2 {
+        return Err(to_py(knpu::Error::Shape {
+            operand: "table",
+            expected: "[vocab, dim]".into(),
+            actual: format!("{tshape:?}"),
+        }));
+    }
+    let mut shape = ids.values_shape();
+    shape.push(tshape[1]);
+    let stream = t.stream()?;
+    let mut fresh = Fresh::new(&stream, &shape, out_dtype)?;
+    let data = quant_bytes(&t)?;
+    let qw = ops::QWeights::new(format, &data, tshape[0], tshape[1]);
+    let sid = match &ids.storage.buf {
+        Buf::U32(b) => elems!(b, ids),
+        _ => {
+            return Err(to_py(knpu::Error::Dtype {
+                operand: "ids",
+                expected: "uint32".into(),
+                actual: ids.dtype.name().into(),
+            }))
+        }
+    };
+    float_buf!(&mut fresh.storage.buf, out_dtype, "out", z => {
+        ops::qembedding(&stream, &qw, &sid, z).py()?
+    });
+    Ok(fresh.finish())
+}
+
+fn invalid_format(dtype: DataType) -> PyErr {
+    to_py(knpu::Error::Dtype {
+        operand: "table",
+        expected: "a quantised type".into(),
+        actual: dtype.name().into(),
+    })
 }
 
 /// The Python quantised-linear functions.

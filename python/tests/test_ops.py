@@ -249,3 +249,15 @@ def test_cast_every_float_pair(src, dst, shape):
 def test_cast_unsupported_pair_raises():
     with pytest.raises(knpu.NotSupportedError):
         knpu.cast(knpu.asarray(np.arange(3, dtype=np.int32)), knpu.float32)
+
+
+def test_ops_are_captured_by_a_graph_and_replay_on_new_inputs():
+    x = knpu.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    w = knpu.asarray(np.eye(3, dtype=np.float32))
+    with knpu.graph() as g:
+        y = knpu.matmul(x, w) * 2.0 + x
+    g.replay()
+    np.testing.assert_array_equal(y.numpy(), 3 * np.arange(6).reshape(2, 3))
+    x.copy_(np.ones((2, 3), np.float32))
+    g.replay()
+    np.testing.assert_array_equal(y.numpy(), np.full((2, 3), 3.0))

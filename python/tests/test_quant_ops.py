@@ -113,3 +113,16 @@ def test_quant_bad_input_raises():
         knpu.w8a8_gemm(xq, knpu.ones(3), xq, knpu.ones(2))
     with pytest.raises(knpu.DtypeError):
         knpu.w8a8_gemm(knpu.ones(2, 8), knpu.ones(2), xq, knpu.ones(2))
+
+
+@pytest.mark.parametrize("dtype", [knpu.q8_0, knpu.q4_0, knpu.q4_1, knpu.q4_k, knpu.q6_k], ids=lambda d: d.name)
+@pytest.mark.parametrize("out_dtype", [knpu.float32, knpu.float16], ids=lambda d: d.name)
+def test_embedding_of_quantised_tables_is_the_dequantised_row(dtype, out_dtype):
+    table = knpu.quantize(knpu.asarray(RNG.standard_normal((5, 256)).astype(np.float32)), dtype)
+    rows = knpu.dequantize(table).numpy()
+    tok = np.array([4, 0, 4, 2], np.uint32)
+    got = knpu.embedding(knpu.asarray(tok), table, dtype=out_dtype)
+    assert got.shape == (4, 256) and got.dtype == out_dtype
+    want = knpu.asarray(rows[tok], dtype=out_dtype).to(knpu.float32).numpy()
+    np.testing.assert_array_equal(got.to(knpu.float32).numpy(), want)
+    assert knpu.embedding(knpu.asarray(tok), table).dtype == knpu.float32
