@@ -114,10 +114,10 @@ mod tests {
 
     #[test]
     fn drain_is_fifo() {
+        use knpu_driver_abi::SizedStruct;
         let p = Profiler::default();
         for i in 0..3 {
-            // SAFETY: KnpuCommandRecord is plain integers.
-            let mut r: KnpuCommandRecord = unsafe { knpu_driver_abi::sized_zeroed() };
+            let mut r = KnpuCommandRecord::sized();
             r.start_ns = i;
             p.push(r);
         }

@@ -43,8 +43,7 @@ fn problem() -> Problem {
     let dev = sim.device(0);
     let queue = sim.queue(dev);
     let (q_desc, k_desc) = (bshd(2, 3, 4, 8), bshd(2, 5, 2, 8));
-    // SAFETY: KnpuAttentionParams holds only integers and a float.
-    let mut params: KnpuAttentionParams = unsafe { sized_zeroed() };
+    let mut params = KnpuAttentionParams::sized();
     params.dtype = KNPU_DTYPE_F32;
     params.flags = KNPU_ATTENTION_CAUSAL;
     params.q_desc = q_desc;
@@ -157,8 +156,7 @@ fn bad_parameter_structs_are_refused_at_submit() {
         p.submit(KNPU_KERNEL_ATTENTION, &nan),
         KNPU_STATUS_INVALID_VALUE
     );
-    // SAFETY: KnpuKvAppendParams holds only integers.
-    let mut append: KnpuKvAppendParams = unsafe { sized_zeroed() };
+    let mut append = KnpuKvAppendParams::sized();
     append.dtype = KNPU_DTYPE_F32;
     append.reserved = 1;
     assert_eq!(
@@ -190,8 +188,7 @@ fn an_operand_past_its_allocation_is_an_illegal_address_naming_it() {
     );
 
     // A paged block table shorter than [batch, max_blocks_per_seq].
-    // SAFETY: KnpuPagedAttentionParams holds only integers and a float.
-    let mut paged: KnpuPagedAttentionParams = unsafe { sized_zeroed() };
+    let mut paged = KnpuPagedAttentionParams::sized();
     paged.dtype = KNPU_DTYPE_F32;
     paged.q_desc = p.params.q_desc;
     paged.out_desc = p.params.q_desc;
@@ -247,8 +244,7 @@ fn overlapping_outputs_are_a_kernel_fault() {
     assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
     assert!(msg.contains("`out` and `lse` overlap"), "{msg}");
 
-    // SAFETY: KnpuKvAppendParams holds only integers.
-    let mut append: KnpuKvAppendParams = unsafe { sized_zeroed() };
+    let mut append = KnpuKvAppendParams::sized();
     append.dtype = KNPU_DTYPE_F32;
     append.cache_desc = p.params.k_desc;
     append.new_desc = bshd(2, 1, 2, 8);

@@ -1,4 +1,4 @@
-//! The software NPU's elementwise kernel at the driver ABI: every op on f32, in place and
+//! The software NPU's elementwise kernel (AXPY and SCALE) at the driver ABI: f32, in place and
 //! overlapping operands, bf16 and f16, and the parameter checks at submit and at run time.
 //! (The driver conformance kit, `knpu-conformance`, checks what every driver must do; this
 //! file checks the simulator's own kernel.)
@@ -39,10 +39,8 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         let a = sim.upload(d, q, &f32_bytes(&x));
         let b = sim.upload(d, q, &f32_bytes(&y));
         let o = sim.alloc(d, 4 * n as u64);
-        let cases: [(u32, BinaryOp); 5] = [
-            (KNPU_ELEMENTWISE_ADD, |a, b| a + b),
-            (KNPU_ELEMENTWISE_MUL, |a, b| a * b),
-            (KNPU_ELEMENTWISE_SUB, |a, b| a - b),
+        // ADD/MUL/SUB are KNPU_KERNEL_BINARY's since ABI 2.0; this kernel keeps AXPY and SCALE.
+        let cases: [(u32, BinaryOp); 2] = [
             (KNPU_ELEMENTWISE_AXPY, |a, b| 2.5 * a + b),
             (KNPU_ELEMENTWISE_SCALE, |a, _| 2.5 * a),
         ];
@@ -59,8 +57,8 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
                 assert_eq!(got[i], f(x[i], y[i]), "op {op} n {n} i {i}");
             }
         }
-        // In place: a = a + b, with out == a.
-        let p = elementwise(KNPU_ELEMENTWISE_ADD, KNPU_DTYPE_F32, n as u64, a, b, a, 0.0);
+        // In place: a = 1 * a + b, with out == a.
+        let p = elementwise(KNPU_ELEMENTWISE_AXPY, KNPU_DTYPE_F32, n as u64, a, b, a, 1.0);
         v += 1;
         assert_eq!(
             sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
@@ -115,7 +113,7 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         let twos: Vec<u8> = (0..100).flat_map(|_| conv(2.0).to_le_bytes()).collect();
         let a = sim.upload(d, q, &ones);
         let b = sim.upload(d, q, &twos);
-        let p = elementwise(KNPU_ELEMENTWISE_ADD, dtype, 100, a, b, b, 0.0);
+        let p = elementwise(KNPU_ELEMENTWISE_AXPY, dtype, 100, a, b, b, 1.0);
         v += 1;
         assert_eq!(
             sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
@@ -128,7 +126,7 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         sim.free(d, b);
     }
     // Validation at submit: unknown kernel, unsupported dtype, bad op, missing b, misaligned.
-    let ok = elementwise(KNPU_ELEMENTWISE_ADD, KNPU_DTYPE_F32, 10, a, a, a, 0.0);
+    let ok = elementwise(KNPU_ELEMENTWISE_AXPY, KNPU_DTYPE_F32, 10, a, a, a, 1.0);
     assert_eq!(
         sim.submit(q, &[], &[kernel(999, &ok)], &[]),
         KNPU_STATUS_NOT_SUPPORTED
@@ -164,7 +162,7 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         KNPU_STATUS_INVALID_VALUE
     );
     // Out of bounds at run time: the operand and the address are named.
-    let p = elementwise(KNPU_ELEMENTWISE_ADD, KNPU_DTYPE_F32, 1001, a, a, a, 0.0);
+    let p = elementwise(KNPU_ELEMENTWISE_AXPY, KNPU_DTYPE_F32, 1001, a, a, a, 1.0);
     v += 1;
     assert_eq!(
         sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),

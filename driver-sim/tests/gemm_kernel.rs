@@ -39,8 +39,7 @@ fn problem() -> Problem {
     let queue = sim.queue(dev);
     let a: Vec<f32> = (0..M * K).map(|i| (i % 7) as f32 - 3.0).collect();
     let b: Vec<f32> = (0..K * N).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
-    // SAFETY: KnpuGemmParams holds only integers and floats.
-    let mut params: KnpuGemmParams = unsafe { sized_zeroed() };
+    let mut params = KnpuGemmParams::sized();
     params.a_dtype = KNPU_DTYPE_F32;
     params.b_dtype = KNPU_DTYPE_F32;
     params.c_dtype = KNPU_DTYPE_F32;

@@ -56,8 +56,7 @@ fn problem() -> Problem {
         None,
     )
     .unwrap();
-    // SAFETY: KnpuQMatmulParams holds only integers.
-    let mut params: KnpuQMatmulParams = unsafe { sized_zeroed() };
+    let mut params = KnpuQMatmulParams::sized();
     params.format = KNPU_QUANT_Q8_0;
     params.x_dtype = KNPU_DTYPE_F32;
     params.y_dtype = KNPU_DTYPE_F32;
@@ -215,8 +214,7 @@ fn bad_parameter_structs_are_refused_at_submit() {
     refused(&overlap, KNPU_STATUS_INVALID_VALUE, "y overlaps w");
 
     // The other kernels' own checks.
-    // SAFETY: the parameter structs hold only integers.
-    let mut deq: KnpuDequantizeParams = unsafe { sized_zeroed() };
+    let mut deq = KnpuDequantizeParams::sized();
     deq.format = 9;
     deq.rows = 1;
     deq.k = 32;
@@ -232,8 +230,7 @@ fn bad_parameter_structs_are_refused_at_submit() {
         p.submit(KNPU_KERNEL_DEQUANTIZE, &deq),
         KNPU_STATUS_INVALID_VALUE
     );
-    // SAFETY: as above.
-    let mut quant: KnpuQuantizeParams = unsafe { sized_zeroed() };
+    let mut quant = KnpuQuantizeParams::sized();
     quant.format = KNPU_QUANT_I8;
     quant.rows = 1;
     quant.k = 8;
@@ -244,8 +241,7 @@ fn bad_parameter_structs_are_refused_at_submit() {
         KNPU_STATUS_INVALID_VALUE,
         "I8 quantisation without scales"
     );
-    // SAFETY: as above.
-    let mut w8: KnpuW8A8GemmParams = unsafe { sized_zeroed() };
+    let mut w8 = KnpuW8A8GemmParams::sized();
     w8.y_dtype = KNPU_DTYPE_F32;
     w8.m = 1;
     w8.n = 1;
@@ -254,8 +250,7 @@ fn bad_parameter_structs_are_refused_at_submit() {
         p.submit(KNPU_KERNEL_W8A8_GEMM, &w8),
         KNPU_STATUS_NOT_SUPPORTED
     );
-    // SAFETY: as above.
-    let mut emb: KnpuQEmbeddingParams = unsafe { sized_zeroed() };
+    let mut emb = KnpuQEmbeddingParams::sized();
     emb.format = KNPU_QUANT_Q4_0;
     emb.out_dtype = KNPU_DTYPE_F32;
     emb.vocab = 1;
@@ -306,8 +301,7 @@ fn an_operand_outside_live_memory_is_an_illegal_address_naming_it() {
     assert!(msg.contains("operand `w`"), "{msg}");
 
     // Dequantise from an unmapped source.
-    // SAFETY: KnpuDequantizeParams holds only integers.
-    let mut deq: KnpuDequantizeParams = unsafe { sized_zeroed() };
+    let mut deq = KnpuDequantizeParams::sized();
     deq.format = KNPU_QUANT_Q8_0;
     deq.rows = N;
     deq.k = K;
@@ -324,8 +318,7 @@ fn an_operand_outside_live_memory_is_an_illegal_address_naming_it() {
     );
 
     // W8A8 with unmapped weights.
-    // SAFETY: KnpuW8A8GemmParams holds only integers.
-    let mut w8: KnpuW8A8GemmParams = unsafe { sized_zeroed() };
+    let mut w8 = KnpuW8A8GemmParams::sized();
     w8.y_dtype = KNPU_DTYPE_F32;
     w8.m = 1;
     w8.n = 1;

@@ -33,8 +33,11 @@
 extern "C" {
 #endif
 
-#define KNPU_DRIVER_ABI_MAJOR 1
-#define KNPU_DRIVER_ABI_MINOR 1
+/* 2.0: KNPU_KERNEL_ELEMENTWISE keeps only the ops that differ from KNPU_KERNEL_BINARY (AXPY,
+ * SCALE); its ADD, MUL and SUB are retired in favour of KNPU_KERNEL_BINARY, which gained SUB,
+ * so a driver implements each of them once. */
+#define KNPU_DRIVER_ABI_MAJOR 2
+#define KNPU_DRIVER_ABI_MINOR 0
 
 /* The name of the one symbol a driver library exports. */
 #define KNPU_DRIVER_ENTRY_SYMBOL "knpu_driver_get_api"
@@ -134,7 +137,8 @@ typedef enum KnpuQueuePriority {
 
 /* Kernel ids. Ranges are reserved per family; numbering is stable. */
 typedef enum KnpuKernelId {
-  /* Elementwise: params KnpuElementwiseParams. */
+  /* Scaled elementwise ops (AXPY, SCALE): params KnpuElementwiseParams. Plain add, subtract
+   * and multiply are KNPU_KERNEL_BINARY. */
   KNPU_KERNEL_ELEMENTWISE = 1,
   /* GEMM (0x100-0x1FF): params KnpuGemmParams. */
   KNPU_KERNEL_GEMM = 0x100,
@@ -162,7 +166,7 @@ typedef enum KnpuKernelId {
   KNPU_KERNEL_SWIGLU = 0x404,
   /* Row softmax: params KnpuSoftmaxParams. */
   KNPU_KERNEL_SOFTMAX = 0x405,
-  /* Add or multiply, optionally broadcasting one row: params KnpuBinaryParams. */
+  /* Add, subtract or multiply, optionally broadcasting one row: params KnpuBinaryParams. */
   KNPU_KERNEL_BINARY = 0x406,
   /* Embedding lookup by token id: params KnpuEmbeddingParams. */
   KNPU_KERNEL_EMBEDDING = 0x407,
@@ -186,14 +190,9 @@ typedef enum KnpuKernelId {
   KNPU_KERNEL_QEMBEDDING = 0x304,
 } KnpuKernelId;
 
-/* Elementwise operations of KNPU_KERNEL_ELEMENTWISE. */
+/* Elementwise operations of KNPU_KERNEL_ELEMENTWISE. 0, 1 and 2 (add, multiply, subtract
+ * before ABI 2.0) are retired and INVALID_VALUE: use KNPU_KERNEL_BINARY. */
 typedef enum KnpuElementwiseOp {
-  /* out = a + b */
-  KNPU_ELEMENTWISE_ADD = 0,
-  /* out = a * b */
-  KNPU_ELEMENTWISE_MUL = 1,
-  /* out = a - b */
-  KNPU_ELEMENTWISE_SUB = 2,
   /* out = alpha * a + b */
   KNPU_ELEMENTWISE_AXPY = 3,
   /* out = alpha * a (b unused) */
@@ -499,8 +498,12 @@ typedef struct KnpuSoftmaxParams {
 
 /* Operations of KNPU_KERNEL_BINARY. */
 typedef enum KnpuBinaryOp {
+  /* out = a + b */
   KNPU_BINARY_ADD = 0,
+  /* out = a * b */
   KNPU_BINARY_MUL = 1,
+  /* out = a - b (since ABI 2.0) */
+  KNPU_BINARY_SUB = 2,
 } KnpuBinaryOp;
 
 /* How operand b of KNPU_KERNEL_BINARY is laid out. */
@@ -511,7 +514,8 @@ typedef enum KnpuBroadcast {
   KNPU_BROADCAST_ROW = 1,
 } KnpuBroadcast;
 
-/* KNPU_KERNEL_BINARY: out = a op b. */
+/* KNPU_KERNEL_BINARY: out = a op b. The one family of plain binary elementwise ops: a vector
+ * add is rows = 1, cols = n, broadcast NONE. */
 typedef struct KnpuBinaryParams {
   size_t struct_size;
   uint32_t op;        /* KnpuBinaryOp */

@@ -9,6 +9,7 @@ use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::stream::{Priority, Stream, StreamInner};
 use knpu_driver_abi as abi;
+use knpu_driver_abi::SizedStruct;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -272,8 +273,7 @@ impl Device {
     /// Arms a fault, for tests of error paths. Fails with `NotSupported` on drivers without
     /// fault injection.
     pub fn inject_fault(&self, fault: Fault) -> Result<()> {
-        // SAFETY: KnpuFaultInjection starts with struct_size and holds only integers.
-        let mut f: abi::KnpuFaultInjection = unsafe { abi::sized_zeroed() };
+        let mut f = abi::KnpuFaultInjection::sized();
         match fault {
             Fault::None => f.kind = abi::KNPU_FAULT_NONE,
             Fault::FailAlloc(n) => {

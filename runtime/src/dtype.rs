@@ -55,18 +55,5 @@ impl DType for i64 {
     const NAME: &'static str = "i64";
 }
 
-/// The name of a `KnpuDtype` number.
-pub fn dtype_name(raw: u32) -> &'static str {
-    match raw {
-        abi::KNPU_DTYPE_F32 => "f32",
-        abi::KNPU_DTYPE_F16 => "f16",
-        abi::KNPU_DTYPE_BF16 => "bf16",
-        abi::KNPU_DTYPE_F64 => "f64",
-        abi::KNPU_DTYPE_I8 => "i8",
-        abi::KNPU_DTYPE_U8 => "u8",
-        abi::KNPU_DTYPE_I32 => "i32",
-        abi::KNPU_DTYPE_U32 => "u32",
-        abi::KNPU_DTYPE_I64 => "i64",
-        _ => "unknown",
-    }
-}
+/// The name of a `KnpuDtype` number (the op definitions' table).
+pub use knpu_driver_abi::ops::dtype_name;

@@ -721,3 +721,35 @@ fn device_side_faults_surface_at_synchronize() {
     .unwrap();
     assert_close("after fault", &out.to_vec().unwrap(), &want);
 }
+
+/// Issue 21: the kernel and the runtime disagreed on `kv_heads == 0`. Settled as PyTorch
+/// treats empty tensors: zero query heads with zero key/value heads is a valid, empty problem
+/// (nothing is written); zero key/value heads with query heads is a shape error naming `k`.
+#[test]
+fn zero_heads_is_an_empty_problem_and_zero_kv_heads_with_query_heads_is_an_error() {
+    let mut t = small();
+    let empty = AttentionArgs::bshd(2, 4, 6, 0, 0, 8, AttnMask::default());
+    t.run(&empty).unwrap();
+    t.assert_untouched();
+
+    let mut a = t.args;
+    a.k.heads = 0;
+    a.v.heads = 0;
+    let e = t.run(&a).unwrap_err();
+    assert!(e.to_string().contains("dividing the 4 query heads"), "{e}");
+    assert_eq!(shape_operand(e), "k");
+}
+
+/// Issue 17, defect 6: a dense view whose strides overflow used to panic in its
+/// constructor; now the launch refuses it with `InvalidValue` naming the operand.
+#[test]
+fn attention_with_overflowing_shapes_is_invalid_value_naming_the_operand() {
+    let mut t = small();
+    let huge = 1usize << 22;
+    let a = AttentionArgs::bshd(1, huge, huge, huge, huge, huge, AttnMask::default());
+    match t.run(&a).unwrap_err() {
+        Error::InvalidValue { detail } => assert!(detail.contains("`q`"), "{detail}"),
+        other => panic!("expected InvalidValue naming `q`, got {other}"),
+    }
+    t.assert_untouched();
+}

@@ -546,3 +546,29 @@ fn every_validation_error_names_the_operand_and_queues_nothing() {
     );
     assert!(ch.to_vec().unwrap().iter().all(|v| *v == f16::ZERO));
 }
+
+/// Issue 17, defect 6: `Gemm::new` with dimensions whose products overflow used to panic;
+/// now every extent is checked at the launch and the overflow is `InvalidValue` naming the
+/// operand.
+#[test]
+fn gemm_with_overflowing_shapes_is_invalid_value_naming_the_operand() {
+    let d = dev();
+    let s = Stream::new(&d).unwrap();
+    let a = s.from_slice(&[1.0f32; 4]).unwrap();
+    let b = s.from_slice(&[1.0f32; 4]).unwrap();
+    let mut c = s.from_slice(&[0.0f32; 4]).unwrap();
+    let huge = 1usize << 33;
+    let none = GemmEpilogue::<f32>::new();
+    match ops::gemm(&s, &Gemm::new(huge, huge, huge), &a, &b, &mut c, &none) {
+        Err(Error::InvalidValue { detail }) => assert!(detail.contains("`a`"), "{detail}"),
+        other => panic!("expected InvalidValue naming `a`, got {other:?}"),
+    }
+    // A batch stride that overflows only C's extent names `c`.
+    let g = Gemm::new(2, 2, 2).batched(2, 0, 0, usize::MAX);
+    match ops::gemm(&s, &g, &a, &b, &mut c, &none) {
+        Err(Error::InvalidValue { detail }) => assert!(detail.contains("`c`"), "{detail}"),
+        other => panic!("expected InvalidValue naming `c`, got {other:?}"),
+    }
+    s.synchronize().unwrap();
+    assert_eq!(c.to_vec().unwrap(), [0.0; 4], "nothing was queued");
+}

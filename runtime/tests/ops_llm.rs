@@ -214,6 +214,7 @@ fn activations<T: El>() {
                 Activation::GeluTanh => {
                     llm::gelu(&x, &mut want, n, llm::GeluApprox::Tanh, Parallelism::None)
                 }
+                other => unreachable!("{other:?} is not in the list above"),
             }
             .unwrap();
             ops::activation(&s, act, &dx, &mut out).unwrap();
@@ -249,7 +250,7 @@ fn softmax_and_binary<T: El>() {
         ops::softmax(&s, &da, &mut out, rows, cols, 0.125).unwrap();
         assert_same(&format!("softmax {what}"), &down(&s, &out), &want);
 
-        for op in [BinaryOp::Add, BinaryOp::Mul] {
+        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub] {
             for (bc, host_b, dev_b) in [(Broadcast::None, &b, &db), (Broadcast::Row, &row, &drow)] {
                 let host_bc = match bc {
                     Broadcast::None => llm::Broadcast::None,
@@ -274,6 +275,14 @@ fn softmax_and_binary<T: El>() {
                         host_bc,
                         Parallelism::None,
                     ),
+                    // No host kernel of its own: f32 arithmetic rounded once, as the device.
+                    BinaryOp::Sub => {
+                        for (i, w) in want.iter_mut().enumerate() {
+                            let bv = host_b[if bc == Broadcast::Row { i % cols } else { i }];
+                            *w = T::from_f32(a[i].to_f32() - bv.to_f32());
+                        }
+                        Ok(())
+                    }
                 }
                 .unwrap();
                 ops::binary(&s, op, &da, dev_b, &mut out, rows, cols, bc).unwrap();
@@ -541,4 +550,25 @@ fn bad_operands_are_errors_at_the_call_and_queue_nothing() {
     s.synchronize().unwrap();
     assert_eq!(out.to_vec().unwrap(), sentinel, "nothing was queued");
     assert_eq!(idx.to_vec().unwrap(), vec![0; rows * 2]);
+}
+
+/// Issue 17, defect 6: a shape whose element count overflows is `InvalidValue` naming the
+/// operand whose extent overflows.
+#[test]
+fn overflowing_shapes_are_invalid_values_naming_the_operand() {
+    let s = stream();
+    let x = up(&s, &[1.0f32; 4]);
+    let w = up(&s, &[1.0f32; 4]);
+    let mut o = up(&s, &[0.0f32; 4]);
+    let huge = 1usize << 40;
+    match ops::rms_norm(&s, &x, &w, &mut o, huge, huge, 1e-5).unwrap_err() {
+        Error::InvalidValue { detail } => assert!(detail.contains("`x`"), "{detail}"),
+        other => panic!("expected InvalidValue, got {other}"),
+    }
+    let mut v = up(&s, &[0.0f32; 4]);
+    let mut i = s.alloc_zeroed::<u32>(4).unwrap();
+    match ops::top_k(&s, &x, &mut v, &mut i, huge, huge, 1).unwrap_err() {
+        Error::InvalidValue { detail } => assert!(detail.contains("`x`"), "{detail}"),
+        other => panic!("expected InvalidValue, got {other}"),
+    }
 }

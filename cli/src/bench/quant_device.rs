@@ -28,12 +28,11 @@ fn values(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-fn host_format(f: QuantFormat) -> host::QuantFormat {
-    match f {
-        QuantFormat::Q8_0 => host::QuantFormat::Q8_0,
-        QuantFormat::Q4_0 => host::QuantFormat::Q4_0,
-        _ => host::QuantFormat::Q4_K,
-    }
+/// The host kernels' format of the same name (both spell the header's format names), or an
+/// error naming a format the host kernels lack.
+fn host_format(f: QuantFormat) -> Result<host::QuantFormat, String> {
+    host::QuantFormat::from_name(f.name())
+        .ok_or_else(|| format!("the host kernels have no {} format", f.name()))
 }
 
 /// Times `m` rows against `n x K` weights of `format` on the device and on the host; returns
@@ -44,7 +43,7 @@ fn measure(
     m: usize,
     n: usize,
 ) -> Result<(usize, f64, f64, usize), String> {
-    let hf = host_format(format);
+    let hf = host_format(format)?;
     let rb = host::row_bytes(hf, K).map_err(err)?;
     let mut w = vec![0u8; n * rb];
     host::quantize(hf, n, K, &values(n * K, 1), &mut w, None).map_err(err)?;

@@ -12,7 +12,7 @@
 //! is as if every input were read before any output was written. Outputs that overlap each
 //! other are a KERNEL_FAULT: no order of writes would make that well defined.
 
-use half::{bf16, f16};
+use knpu_driver_abi::ops::{attention as defs, Extent, Extents, OpError};
 use knpu_driver_abi::*;
 use knpu_kernels::attention::{
     attention, kv_append, paged_attention, paged_kv_append, AttentionInputs, AttentionParams,
@@ -20,427 +20,67 @@ use knpu_kernels::attention::{
     PagedKvCache,
 };
 
-use super::{read_params, KernelContext, KernelDef};
-use crate::config::TimingProfile;
+use super::{fault, read, with_float, Cost, Kernel, KernelContext, Peak};
 use crate::exec::Fault;
-use crate::profile::{compute_ns, transfer_ns};
 
-/// The registry entry of KNPU_KERNEL_ATTENTION.
-pub const ATTENTION: KernelDef = KernelDef {
-    id: KNPU_KERNEL_ATTENTION,
-    name: "attention",
-    supports_dtype,
-    validate: |b| parse_attention(b).map(|_| ()),
-    run: run_attention,
-    model_ns: model_attention,
-};
-
-/// The registry entry of KNPU_KERNEL_PAGED_ATTENTION.
-pub const PAGED_ATTENTION: KernelDef = KernelDef {
-    id: KNPU_KERNEL_PAGED_ATTENTION,
-    name: "paged_attention",
-    supports_dtype,
-    validate: |b| parse_paged_attention(b).map(|_| ()),
-    run: run_paged_attention,
-    model_ns: model_paged_attention,
-};
-
-/// The registry entry of KNPU_KERNEL_KV_APPEND.
-pub const KV_APPEND: KernelDef = KernelDef {
-    id: KNPU_KERNEL_KV_APPEND,
-    name: "kv_append",
-    supports_dtype,
-    validate: |b| parse_kv_append(b).map(|_| ()),
-    run: run_kv_append,
-    model_ns: model_kv_append,
-};
-
-/// The registry entry of KNPU_KERNEL_PAGED_KV_APPEND.
-pub const PAGED_KV_APPEND: KernelDef = KernelDef {
-    id: KNPU_KERNEL_PAGED_KV_APPEND,
-    name: "paged_kv_append",
-    supports_dtype,
-    validate: |b| parse_paged_kv_append(b).map(|_| ()),
-    run: run_paged_kv_append,
-    model_ns: model_paged_kv_append,
-};
-
-fn supports_dtype(dtype: u32) -> bool {
-    elem_size(dtype).is_some()
+fn to_usize(operand: &'static str, v: u64) -> Result<usize, OpError> {
+    usize::try_from(v).map_err(|_| OpError::Overflow { operand })
 }
 
-fn elem_size(dtype: u32) -> Option<u64> {
-    match dtype {
-        KNPU_DTYPE_F32 => Some(4),
-        KNPU_DTYPE_F16 | KNPU_DTYPE_BF16 => Some(2),
-        _ => None,
-    }
-}
-
-/// A byte range of device memory an operand occupies.
-#[derive(Debug, Clone, Copy)]
-struct Range {
-    name: &'static str,
-    addr: u64,
-    bytes: u64,
-}
-
-impl Range {
-    /// `elems` elements of `size` bytes at `addr`; a non-empty range must start at a nonzero
-    /// address aligned to its element size.
-    fn new(name: &'static str, addr: u64, elems: usize, size: u64) -> Result<Range, KnpuStatus> {
-        let bytes = (elems as u64)
-            .checked_mul(size)
-            .ok_or(KNPU_STATUS_INVALID_VALUE)?;
-        if bytes > 0
-            && (addr == 0 || !addr.is_multiple_of(size) || addr.checked_add(bytes).is_none())
-        {
-            return Err(KNPU_STATUS_INVALID_VALUE);
-        }
-        Ok(Range { name, addr, bytes })
-    }
-
-    fn overlaps(&self, other: &Range) -> bool {
-        self.bytes > 0
-            && other.bytes > 0
-            && self.addr < other.addr + other.bytes
-            && other.addr < self.addr + self.bytes
-    }
-}
-
-fn to_usize(v: u64) -> Result<usize, KnpuStatus> {
-    usize::try_from(v).map_err(|_| KNPU_STATUS_INVALID_VALUE)
-}
-
-fn tensor(d: &KnpuAttnTensor) -> Result<AttnTensor, KnpuStatus> {
+fn tensor(operand: &'static str, d: &KnpuAttnTensor) -> Result<AttnTensor, OpError> {
+    let u = |v| to_usize(operand, v);
     Ok(AttnTensor {
-        batch: to_usize(d.batch)?,
-        seq: to_usize(d.seq)?,
-        heads: to_usize(d.heads)?,
-        head_dim: to_usize(d.head_dim)?,
-        batch_stride: to_usize(d.batch_stride)?,
-        seq_stride: to_usize(d.seq_stride)?,
-        head_stride: to_usize(d.head_stride)?,
+        batch: u(d.batch)?,
+        seq: u(d.seq)?,
+        heads: u(d.heads)?,
+        head_dim: u(d.head_dim)?,
+        batch_stride: u(d.batch_stride)?,
+        seq_stride: u(d.seq_stride)?,
+        head_stride: u(d.head_stride)?,
     })
 }
 
-fn cache(d: &KnpuPagedKvCache) -> Result<PagedKvCache, KnpuStatus> {
+fn cache(d: &KnpuPagedKvCache) -> Result<PagedKvCache, OpError> {
+    let u = |v| to_usize("k_cache", v);
     Ok(PagedKvCache {
-        num_blocks: to_usize(d.num_blocks)?,
-        block_size: to_usize(d.block_size)?,
-        kv_heads: to_usize(d.kv_heads)?,
-        head_dim: to_usize(d.head_dim)?,
-        block_stride: to_usize(d.block_stride)?,
-        slot_stride: to_usize(d.slot_stride)?,
-        head_stride: to_usize(d.head_stride)?,
+        num_blocks: u(d.num_blocks)?,
+        block_size: u(d.block_size)?,
+        kv_heads: u(d.kv_heads)?,
+        head_dim: u(d.head_dim)?,
+        block_stride: u(d.block_stride)?,
+        slot_stride: u(d.slot_stride)?,
+        head_stride: u(d.head_stride)?,
     })
 }
 
-/// The range of a tensor described by `t`.
-fn tensor_range(
-    name: &'static str,
-    addr: u64,
-    t: &AttnTensor,
-    size: u64,
-) -> Result<Range, KnpuStatus> {
-    let elems = t.required_len().map_err(|_| KNPU_STATUS_INVALID_VALUE)?;
-    Range::new(name, addr, elems, size)
-}
-
-/// `a * b * c` elements, overflow-checked.
-fn product(dims: &[usize]) -> Result<usize, KnpuStatus> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or(KNPU_STATUS_INVALID_VALUE)
-}
-
-/// An optional array of `elems` 4-byte values (address 0: absent).
-fn optional_range(
-    name: &'static str,
-    addr: u64,
-    elems: usize,
-) -> Result<Option<Range>, KnpuStatus> {
-    if addr == 0 {
-        Ok(None)
-    } else {
-        Range::new(name, addr, elems, 4).map(Some)
-    }
-}
-
-fn mask(flags: u32, window: u64, scale: f32) -> Result<AttnMask, KnpuStatus> {
-    if flags & !KNPU_ATTENTION_CAUSAL != 0 || !scale.is_finite() {
-        return Err(KNPU_STATUS_INVALID_VALUE);
-    }
+fn mask(window: u64, scale: f32) -> Result<AttnMask, OpError> {
     Ok(AttnMask {
-        causal: flags & KNPU_ATTENTION_CAUSAL != 0,
-        window: (window != 0).then(|| to_usize(window)).transpose()?,
+        causal: false,
+        window: (window != 0)
+            .then(|| to_usize("window", window))
+            .transpose()?,
         scale: (scale != 0.0).then_some(scale),
     })
 }
 
-/// Validated KNPU_KERNEL_ATTENTION parameters.
-struct Attention {
-    dtype: u32,
-    params: AttentionParams,
-    q: Range,
-    k: Range,
-    v: Range,
-    out: Range,
-    lse: Option<Range>,
-    kv_lens: Option<Range>,
+fn must(e: &Extents, name: &'static str) -> Extent {
+    *e.get(name)
+        .expect("the op definition lists every required operand")
 }
 
-fn parse_attention(bytes: &[u8]) -> Result<Attention, KnpuStatus> {
-    // SAFETY: KnpuAttentionParams starts with struct_size and holds only integers and a float,
-    // so every bit pattern is valid.
-    let p: KnpuAttentionParams =
-        unsafe { read_params(bytes, field_end!(KnpuAttentionParams, scale)) }?;
-    let size = elem_size(p.dtype).ok_or(KNPU_STATUS_NOT_SUPPORTED)?;
-    let params = AttentionParams {
-        q: tensor(&p.q_desc)?,
-        k: tensor(&p.k_desc)?,
-        v: tensor(&p.v_desc)?,
-        out: tensor(&p.out_desc)?,
-        mask: mask(p.flags, p.window, p.scale)?,
-    };
-    let q = &params.q;
-    Ok(Attention {
-        dtype: p.dtype,
-        q: tensor_range("q", p.q, &params.q, size)?,
-        k: tensor_range("k", p.k, &params.k, size)?,
-        v: tensor_range("v", p.v, &params.v, size)?,
-        out: tensor_range("out", p.out, &params.out, size)?,
-        lse: optional_range("lse", p.lse, product(&[q.batch, q.heads, q.seq])?)?,
-        kv_lens: optional_range("kv_lens", p.kv_lens, q.batch)?,
-        params,
-    })
-}
-
-/// Validated KNPU_KERNEL_PAGED_ATTENTION parameters.
-struct PagedAttention {
-    dtype: u32,
-    params: PagedAttentionParams,
-    q: Range,
-    k_cache: Range,
-    v_cache: Range,
-    out: Range,
-    lse: Option<Range>,
-    kv_lens: Range,
-    block_table: Range,
-}
-
-fn parse_paged_attention(bytes: &[u8]) -> Result<PagedAttention, KnpuStatus> {
-    // SAFETY: KnpuPagedAttentionParams starts with struct_size and holds only integers and a
-    // float, so every bit pattern is valid.
-    let p: KnpuPagedAttentionParams =
-        unsafe { read_params(bytes, field_end!(KnpuPagedAttentionParams, scale)) }?;
-    let size = elem_size(p.dtype).ok_or(KNPU_STATUS_NOT_SUPPORTED)?;
-    let params = PagedAttentionParams {
-        q: tensor(&p.q_desc)?,
-        out: tensor(&p.out_desc)?,
-        cache: cache(&p.cache)?,
-        max_blocks_per_seq: to_usize(p.max_blocks_per_seq)?,
-        mask: mask(p.flags, p.window, p.scale)?,
-    };
-    let q = &params.q;
-    let cache_elems = params
-        .cache
-        .required_len()
-        .map_err(|_| KNPU_STATUS_INVALID_VALUE)?;
-    Ok(PagedAttention {
-        dtype: p.dtype,
-        q: tensor_range("q", p.q, &params.q, size)?,
-        k_cache: Range::new("k_cache", p.k_cache, cache_elems, size)?,
-        v_cache: Range::new("v_cache", p.v_cache, cache_elems, size)?,
-        out: tensor_range("out", p.out, &params.out, size)?,
-        lse: optional_range("lse", p.lse, product(&[q.batch, q.heads, q.seq])?)?,
-        kv_lens: Range::new("kv_lens", p.kv_lens, q.batch, 4)?,
-        block_table: Range::new(
-            "block_table",
-            p.block_table,
-            product(&[q.batch, params.max_blocks_per_seq])?,
-            4,
-        )?,
-        params,
-    })
-}
-
-/// Validated KNPU_KERNEL_KV_APPEND parameters.
-struct KvAppend {
-    dtype: u32,
-    cache: AttnTensor,
-    new: AttnTensor,
-    k_cache: Range,
-    v_cache: Range,
-    k_new: Range,
-    v_new: Range,
-    seq_lens: Range,
-}
-
-fn parse_kv_append(bytes: &[u8]) -> Result<KvAppend, KnpuStatus> {
-    // SAFETY: KnpuKvAppendParams starts with struct_size and holds only integers, so every bit
-    // pattern is valid.
-    let p: KnpuKvAppendParams =
-        unsafe { read_params(bytes, field_end!(KnpuKvAppendParams, seq_lens)) }?;
-    let size = elem_size(p.dtype).ok_or(KNPU_STATUS_NOT_SUPPORTED)?;
-    if p.reserved != 0 {
-        return Err(KNPU_STATUS_INVALID_VALUE);
-    }
-    let cache = tensor(&p.cache_desc)?;
-    let new = tensor(&p.new_desc)?;
-    Ok(KvAppend {
-        dtype: p.dtype,
-        k_cache: tensor_range("k_cache", p.k_cache, &cache, size)?,
-        v_cache: tensor_range("v_cache", p.v_cache, &cache, size)?,
-        k_new: tensor_range("k_new", p.k_new, &new, size)?,
-        v_new: tensor_range("v_new", p.v_new, &new, size)?,
-        seq_lens: Range::new("seq_lens", p.seq_lens, new.batch, 4)?,
-        cache,
-        new,
-    })
-}
-
-/// Validated KNPU_KERNEL_PAGED_KV_APPEND parameters.
-struct PagedKvAppend {
-    dtype: u32,
-    cache: PagedKvCache,
-    new: AttnTensor,
-    max_blocks_per_seq: usize,
-    k_cache: Range,
-    v_cache: Range,
-    k_new: Range,
-    v_new: Range,
-    block_table: Range,
-    seq_lens: Range,
-}
-
-fn parse_paged_kv_append(bytes: &[u8]) -> Result<PagedKvAppend, KnpuStatus> {
-    // SAFETY: KnpuPagedKvAppendParams starts with struct_size and holds only integers, so every
-    // bit pattern is valid.
-    let p: KnpuPagedKvAppendParams =
-        unsafe { read_params(bytes, field_end!(KnpuPagedKvAppendParams, seq_lens)) }?;
-    let size = elem_size(p.dtype).ok_or(KNPU_STATUS_NOT_SUPPORTED)?;
-    if p.reserved != 0 {
-        return Err(KNPU_STATUS_INVALID_VALUE);
-    }
-    let cache = cache(&p.cache)?;
-    let new = tensor(&p.new_desc)?;
-    let max_blocks_per_seq = to_usize(p.max_blocks_per_seq)?;
-    let cache_elems = cache
-        .required_len()
-        .map_err(|_| KNPU_STATUS_INVALID_VALUE)?;
-    Ok(PagedKvAppend {
-        dtype: p.dtype,
-        k_cache: Range::new("k_cache", p.k_cache, cache_elems, size)?,
-        v_cache: Range::new("v_cache", p.v_cache, cache_elems, size)?,
-        k_new: tensor_range("k_new", p.k_new, &new, size)?,
-        v_new: tensor_range("v_new", p.v_new, &new, size)?,
-        block_table: Range::new(
-            "block_table",
-            p.block_table,
-            product(&[new.batch, max_blocks_per_seq])?,
-            4,
-        )?,
-        seq_lens: Range::new("seq_lens", p.seq_lens, new.batch, 4)?,
-        cache,
-        new,
-        max_blocks_per_seq,
-    })
-}
-
-/// An input operand: device memory read in place, or a private copy when it overlaps an
-/// output.
-enum Input<T> {
-    Device(*const T, usize),
-    Copy(Vec<T>),
-}
-
-impl<T> Input<T> {
-    fn as_slice(&self) -> &[T] {
-        match self {
-            // SAFETY: a resolved, aligned range of `n` elements that overlaps no output
-            // (overlaps became copies). Commands on other queues may use the same memory
-            // concurrently only if the submitter ordered them, as on any device.
-            Input::Device(ptr, n) => unsafe { std::slice::from_raw_parts(*ptr, *n) },
-            Input::Copy(v) => v,
-        }
-    }
-}
-
-/// Resolves input `r` of `T`s, copying it when it overlaps one of `outputs`.
-fn input<T: Copy>(
-    ctx: &KernelContext<'_>,
-    r: &Range,
-    outputs: &[Range],
-) -> Result<Input<T>, Fault> {
-    let n = (r.bytes / std::mem::size_of::<T>() as u64) as usize;
-    if r.bytes == 0 {
-        return Ok(Input::Copy(Vec::new()));
-    }
-    let ptr = ctx.resolve(r.name, r.addr, r.bytes)? as *const T;
-    if outputs.iter().any(|o| o.overlaps(r)) {
-        // SAFETY: `ptr` is `n` elements of a live allocation, aligned (addresses were checked
-        // to be multiples of the element size, backings are 64-byte aligned); it is only read
-        // here, before any output is written.
-        let src = unsafe { std::slice::from_raw_parts(ptr, n) };
-        return Ok(Input::Copy(src.to_vec()));
-    }
-    Ok(Input::Device(ptr, n))
-}
-
-/// Resolves the outputs, rejecting outputs that overlap each other.
-fn outputs(ctx: &KernelContext<'_>, outs: &[Range]) -> Result<Vec<*mut u8>, Fault> {
+/// Rejects outputs that overlap each other: no order of writes would make that well defined.
+fn disjoint_outputs(outs: &[Extent]) -> Result<(), Fault> {
     for (i, a) in outs.iter().enumerate() {
         for b in &outs[i + 1..] {
             if a.overlaps(b) {
                 return Err(Fault::new(
                     KNPU_STATUS_KERNEL_FAULT,
-                    format!("outputs `{}` and `{}` overlap", a.name, b.name),
+                    format!("outputs `{}` and `{}` overlap", a.operand, b.operand),
                 ));
             }
         }
     }
-    outs.iter()
-        .map(|r| {
-            if r.bytes == 0 {
-                Ok(std::ptr::NonNull::<u64>::dangling().as_ptr() as *mut u8)
-            } else {
-                ctx.resolve(r.name, r.addr, r.bytes)
-            }
-        })
-        .collect()
-}
-
-/// # Safety
-/// - `ptr` is a resolved (or, for 0 bytes, dangling and aligned) range of `r.bytes` bytes,
-///   aligned for `T`, that no other live slice overlaps.
-unsafe fn output_slice<'a, T>(ptr: *mut u8, r: &Range) -> &'a mut [T] {
-    let n = (r.bytes / std::mem::size_of::<T>() as u64) as usize;
-    // SAFETY: guaranteed by the caller.
-    unsafe { std::slice::from_raw_parts_mut(ptr as *mut T, n) }
-}
-
-fn kernel_fault(kernel: &str, e: knpu_kernels::KernelError) -> Fault {
-    Fault::new(KNPU_STATUS_KERNEL_FAULT, format!("{kernel}: {e}"))
-}
-
-fn bad_params(kernel: &str, s: KnpuStatus) -> Fault {
-    Fault::new(s, format!("bad {kernel} parameters"))
-}
-
-/// Runs `f` with the element type of `dtype`.
-macro_rules! by_dtype {
-    ($dtype:expr, $f:ident, $($arg:expr),*) => {
-        match $dtype {
-            KNPU_DTYPE_F32 => $f::<f32>($($arg),*),
-            KNPU_DTYPE_F16 => $f::<f16>($($arg),*),
-            KNPU_DTYPE_BF16 => $f::<bf16>($($arg),*),
-            other => Err(Fault::new(
-                KNPU_STATUS_NOT_SUPPORTED,
-                format!("dtype {other} is not supported"),
-            )),
-        }
-    };
+    Ok(())
 }
 
 /// Multiply-adds of attention with these sizes, saturating.
@@ -450,219 +90,366 @@ fn attention_work(batch: usize, q_heads: usize, q_len: usize, kv_len: usize, d: 
         .fold(1u64, |acc, &x| acc.saturating_mul(x as u64))
 }
 
-fn run_attention(ctx: &KernelContext<'_>, bytes: &[u8]) -> Result<(), Fault> {
-    let p = parse_attention(bytes).map_err(|s| bad_params("attention", s))?;
-    by_dtype!(p.dtype, attention_typed, ctx, &p)
+fn bytes_of(es: &[Option<Extent>]) -> u64 {
+    es.iter()
+        .flatten()
+        .fold(0u64, |acc, e| acc.saturating_add(e.bytes))
 }
 
-fn attention_typed<T: AttnElement>(ctx: &KernelContext<'_>, p: &Attention) -> Result<(), Fault> {
-    let outs: Vec<Range> = std::iter::once(p.out).chain(p.lse).collect();
-    let ptrs = outputs(ctx, &outs)?;
-    let q = input::<T>(ctx, &p.q, &outs)?;
-    let k = input::<T>(ctx, &p.k, &outs)?;
-    let v = input::<T>(ctx, &p.v, &outs)?;
-    let kv_lens = p
-        .kv_lens
-        .map(|r| input::<u32>(ctx, &r, &outs))
-        .transpose()?;
-    // SAFETY: resolved ranges aligned for their types (checked at parse); outputs overlap
-    // neither each other (checked by `outputs`) nor the inputs (overlapping inputs were copied).
-    let out = unsafe { output_slice::<T>(ptrs[0], &p.out) };
-    // SAFETY: as above; lse is F32 with a 4-byte-aligned address.
-    let lse = p.lse.map(|r| unsafe { output_slice::<f32>(ptrs[1], &r) });
-    let a = &p.params;
-    let work = attention_work(a.q.batch, a.q.heads, a.q.seq, a.k.seq, a.q.head_dim);
-    let (q, k, v) = (q.as_slice(), k.as_slice(), v.as_slice());
-    let kv_lens = kv_lens.as_ref().map(|l| l.as_slice());
-    ctx.run(work.min(usize::MAX as u64) as usize, |par| {
-        attention(a, AttentionInputs { q, k, v, kv_lens }, out, lse, par)
-    })
-    .map_err(|e| kernel_fault("attention", e))
+// ---- ATTENTION --------------------------------------------------------------------------
+
+/// Validated KNPU_KERNEL_ATTENTION parameters.
+pub(crate) struct Attention {
+    dtype: u32,
+    params: AttentionParams,
+    q: Extent,
+    k: Extent,
+    v: Extent,
+    out: Extent,
+    lse: Option<Extent>,
+    kv_lens: Option<Extent>,
 }
 
-fn run_paged_attention(ctx: &KernelContext<'_>, bytes: &[u8]) -> Result<(), Fault> {
-    let p = parse_paged_attention(bytes).map_err(|s| bad_params("paged_attention", s))?;
-    by_dtype!(p.dtype, paged_attention_typed, ctx, &p)
+impl Kernel for Attention {
+    const ID: u32 = KNPU_KERNEL_ATTENTION;
+    const NAME: &'static str = "attention";
+
+    fn parse(bytes: &[u8]) -> Result<Self, OpError> {
+        let p: KnpuAttentionParams = read(bytes)?;
+        let e = defs::validate_attention(&p)?;
+        let mut m = mask(p.window, p.scale)?;
+        m.causal = p.flags & KNPU_ATTENTION_CAUSAL != 0;
+        Ok(Attention {
+            dtype: p.dtype,
+            params: AttentionParams {
+                q: tensor("q", &p.q_desc)?,
+                k: tensor("k", &p.k_desc)?,
+                v: tensor("v", &p.v_desc)?,
+                out: tensor("out", &p.out_desc)?,
+                mask: m,
+            },
+            q: must(&e, "q"),
+            k: must(&e, "k"),
+            v: must(&e, "v"),
+            out: must(&e, "out"),
+            lse: e.get("lse").copied(),
+            kv_lens: e.get("kv_lens").copied(),
+        })
+    }
+
+    fn cost(&self) -> Cost {
+        let a = &self.params;
+        let ops = attention_work(a.q.batch, a.q.heads, a.q.seq, a.k.seq, a.q.head_dim);
+        Cost {
+            bytes: bytes_of(&[
+                Some(self.q),
+                Some(self.k),
+                Some(self.v),
+                Some(self.out),
+                self.lse,
+            ]),
+            ops: ops.saturating_mul(4),
+            peak: Peak::of_dtype(self.dtype),
+        }
+    }
+
+    fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        with_float!(self.dtype, T => self.run_typed::<T>(ctx))
+    }
 }
 
-fn paged_attention_typed<T: AttnElement>(
-    ctx: &KernelContext<'_>,
-    p: &PagedAttention,
-) -> Result<(), Fault> {
-    let outs: Vec<Range> = std::iter::once(p.out).chain(p.lse).collect();
-    let ptrs = outputs(ctx, &outs)?;
-    let q = input::<T>(ctx, &p.q, &outs)?;
-    let kc = input::<T>(ctx, &p.k_cache, &outs)?;
-    let vc = input::<T>(ctx, &p.v_cache, &outs)?;
-    let table = input::<u32>(ctx, &p.block_table, &outs)?;
-    let kv_lens = input::<u32>(ctx, &p.kv_lens, &outs)?;
-    // SAFETY: resolved ranges aligned for their types (checked at parse); outputs overlap
-    // neither each other (checked by `outputs`) nor the inputs (overlapping inputs were copied).
-    let out = unsafe { output_slice::<T>(ptrs[0], &p.out) };
-    // SAFETY: as above; lse is F32 with a 4-byte-aligned address.
-    let lse = p.lse.map(|r| unsafe { output_slice::<f32>(ptrs[1], &r) });
-    let a = &p.params;
-    let cap = a.max_blocks_per_seq.saturating_mul(a.cache.block_size);
-    let work = attention_work(a.q.batch, a.q.heads, a.q.seq, cap, a.q.head_dim);
-    let (q, kc, vc) = (q.as_slice(), kc.as_slice(), vc.as_slice());
-    let (table, kv_lens) = (table.as_slice(), kv_lens.as_slice());
-    ctx.run(work.min(usize::MAX as u64) as usize, |par| {
-        paged_attention(
-            a,
-            PagedAttentionInputs {
+impl Attention {
+    fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        let all = [self.out, self.lse.unwrap_or(self.out)];
+        let outs = &all[..1 + usize::from(self.lse.is_some())];
+        disjoint_outputs(outs)?;
+        let q = ctx.input::<T>(&self.q, outs)?;
+        let k = ctx.input::<T>(&self.k, outs)?;
+        let v = ctx.input::<T>(&self.v, outs)?;
+        let kv_lens = self
+            .kv_lens
+            .map(|r| ctx.input::<u32>(&r, outs))
+            .transpose()?;
+        // SAFETY: T matches the dtype's size; the outputs overlap neither each other
+        // (checked above) nor the inputs (overlapping inputs were copied).
+        let out = unsafe { ctx.output::<T>(&self.out) }?;
+        // SAFETY: as above; lse is F32.
+        let lse = self
+            .lse
+            .map(|r| unsafe { ctx.output::<f32>(&r) })
+            .transpose()?;
+        let a = &self.params;
+        let work = attention_work(a.q.batch, a.q.heads, a.q.seq, a.k.seq, a.q.head_dim);
+        let (q, k, v) = (q.slice(), k.slice(), v.slice());
+        let kv_lens = kv_lens.as_ref().map(|l| l.slice());
+        ctx.run(work.min(usize::MAX as u64) as usize, |par| {
+            attention(a, AttentionInputs { q, k, v, kv_lens }, out, lse, par)
+        })
+        .map_err(fault(Self::NAME))
+    }
+}
+
+// ---- PAGED_ATTENTION --------------------------------------------------------------------
+
+/// Validated KNPU_KERNEL_PAGED_ATTENTION parameters.
+pub(crate) struct PagedAttention {
+    dtype: u32,
+    params: PagedAttentionParams,
+    q: Extent,
+    k_cache: Extent,
+    v_cache: Extent,
+    out: Extent,
+    lse: Option<Extent>,
+    kv_lens: Extent,
+    block_table: Extent,
+}
+
+impl Kernel for PagedAttention {
+    const ID: u32 = KNPU_KERNEL_PAGED_ATTENTION;
+    const NAME: &'static str = "paged_attention";
+
+    fn parse(bytes: &[u8]) -> Result<Self, OpError> {
+        let p: KnpuPagedAttentionParams = read(bytes)?;
+        let e = defs::validate_paged_attention(&p)?;
+        let mut m = mask(p.window, p.scale)?;
+        m.causal = p.flags & KNPU_ATTENTION_CAUSAL != 0;
+        Ok(PagedAttention {
+            dtype: p.dtype,
+            params: PagedAttentionParams {
+                q: tensor("q", &p.q_desc)?,
+                out: tensor("out", &p.out_desc)?,
+                cache: cache(&p.cache)?,
+                max_blocks_per_seq: to_usize("max_blocks_per_seq", p.max_blocks_per_seq)?,
+                mask: m,
+            },
+            q: must(&e, "q"),
+            k_cache: must(&e, "k_cache"),
+            v_cache: must(&e, "v_cache"),
+            out: must(&e, "out"),
+            lse: e.get("lse").copied(),
+            kv_lens: must(&e, "kv_lens"),
+            block_table: must(&e, "block_table"),
+        })
+    }
+
+    fn cost(&self) -> Cost {
+        let a = &self.params;
+        let cap = a.max_blocks_per_seq.saturating_mul(a.cache.block_size);
+        let ops = attention_work(a.q.batch, a.q.heads, a.q.seq, cap, a.q.head_dim);
+        // Keys and values read at most: the table's capacity per sequence, not the cache.
+        let size = self.q.elem_size;
+        let keys = [
+            a.q.batch,
+            a.max_blocks_per_seq,
+            a.cache.block_size,
+            a.cache.kv_heads,
+            a.cache.head_dim,
+        ]
+        .iter()
+        .fold(2 * size, |acc, &x| acc.saturating_mul(x as u64));
+        Cost {
+            bytes: bytes_of(&[Some(self.q), Some(self.out), self.lse]).saturating_add(keys),
+            ops: ops.saturating_mul(4),
+            peak: Peak::of_dtype(self.dtype),
+        }
+    }
+
+    fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        with_float!(self.dtype, T => self.run_typed::<T>(ctx))
+    }
+}
+
+impl PagedAttention {
+    fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        let all = [self.out, self.lse.unwrap_or(self.out)];
+        let outs = &all[..1 + usize::from(self.lse.is_some())];
+        disjoint_outputs(outs)?;
+        let q = ctx.input::<T>(&self.q, outs)?;
+        let kc = ctx.input::<T>(&self.k_cache, outs)?;
+        let vc = ctx.input::<T>(&self.v_cache, outs)?;
+        let table = ctx.input::<u32>(&self.block_table, outs)?;
+        let kv_lens = ctx.input::<u32>(&self.kv_lens, outs)?;
+        // SAFETY: T matches the dtype's size; the outputs overlap neither each other
+        // (checked above) nor the inputs (overlapping inputs were copied).
+        let out = unsafe { ctx.output::<T>(&self.out) }?;
+        // SAFETY: as above; lse is F32.
+        let lse = self
+            .lse
+            .map(|r| unsafe { ctx.output::<f32>(&r) })
+            .transpose()?;
+        let a = &self.params;
+        let cap = a.max_blocks_per_seq.saturating_mul(a.cache.block_size);
+        let work = attention_work(a.q.batch, a.q.heads, a.q.seq, cap, a.q.head_dim);
+        let (q, kc, vc) = (q.slice(), kc.slice(), vc.slice());
+        let (table, kv_lens) = (table.slice(), kv_lens.slice());
+        ctx.run(work.min(usize::MAX as u64) as usize, |par| {
+            let inputs = PagedAttentionInputs {
                 q,
                 k_cache: kc,
                 v_cache: vc,
                 block_table: table,
                 kv_lens,
-            },
-            out,
-            lse,
-            par,
-        )
-    })
-    .map_err(|e| kernel_fault("paged_attention", e))
-}
-
-fn run_kv_append(ctx: &KernelContext<'_>, bytes: &[u8]) -> Result<(), Fault> {
-    let p = parse_kv_append(bytes).map_err(|s| bad_params("kv_append", s))?;
-    by_dtype!(p.dtype, kv_append_typed, ctx, &p)
-}
-
-fn kv_append_typed<T: AttnElement>(ctx: &KernelContext<'_>, p: &KvAppend) -> Result<(), Fault> {
-    let outs = [p.k_cache, p.v_cache];
-    let ptrs = outputs(ctx, &outs)?;
-    let k_new = input::<T>(ctx, &p.k_new, &outs)?;
-    let v_new = input::<T>(ctx, &p.v_new, &outs)?;
-    let seq_lens = input::<u32>(ctx, &p.seq_lens, &outs)?;
-    // SAFETY: resolved, aligned ranges that overlap neither each other nor the inputs.
-    let (kc, vc) = unsafe {
-        (
-            output_slice::<T>(ptrs[0], &p.k_cache),
-            output_slice::<T>(ptrs[1], &p.v_cache),
-        )
-    };
-    kv_append(
-        &p.cache,
-        kc,
-        vc,
-        NewKv {
-            shape: p.new,
-            k: k_new.as_slice(),
-            v: v_new.as_slice(),
-        },
-        seq_lens.as_slice(),
-    )
-    .map_err(|e| kernel_fault("kv_append", e))
-}
-
-fn run_paged_kv_append(ctx: &KernelContext<'_>, bytes: &[u8]) -> Result<(), Fault> {
-    let p = parse_paged_kv_append(bytes).map_err(|s| bad_params("paged_kv_append", s))?;
-    by_dtype!(p.dtype, paged_kv_append_typed, ctx, &p)
-}
-
-fn paged_kv_append_typed<T: AttnElement>(
-    ctx: &KernelContext<'_>,
-    p: &PagedKvAppend,
-) -> Result<(), Fault> {
-    let outs = [p.k_cache, p.v_cache];
-    let ptrs = outputs(ctx, &outs)?;
-    let k_new = input::<T>(ctx, &p.k_new, &outs)?;
-    let v_new = input::<T>(ctx, &p.v_new, &outs)?;
-    let table = input::<u32>(ctx, &p.block_table, &outs)?;
-    let seq_lens = input::<u32>(ctx, &p.seq_lens, &outs)?;
-    // SAFETY: resolved, aligned ranges that overlap neither each other nor the inputs.
-    let (kc, vc) = unsafe {
-        (
-            output_slice::<T>(ptrs[0], &p.k_cache),
-            output_slice::<T>(ptrs[1], &p.v_cache),
-        )
-    };
-    paged_kv_append(
-        &p.cache,
-        kc,
-        vc,
-        NewKv {
-            shape: p.new,
-            k: k_new.as_slice(),
-            v: v_new.as_slice(),
-        },
-        table.as_slice(),
-        p.max_blocks_per_seq,
-        seq_lens.as_slice(),
-    )
-    .map_err(|e| kernel_fault("paged_kv_append", e))
-}
-
-fn peak(dtype: u32, t: &TimingProfile) -> u64 {
-    if dtype == KNPU_DTYPE_F32 {
-        t.peak_f32_mflops
-    } else {
-        t.peak_f16_mflops
+            };
+            paged_attention(a, inputs, out, lse, par)
+        })
+        .map_err(fault(Self::NAME))
     }
 }
 
-fn total_bytes(ranges: &[Option<Range>]) -> u64 {
-    ranges
-        .iter()
-        .flatten()
-        .fold(0u64, |acc, r| acc.saturating_add(r.bytes))
+// ---- KV_APPEND, PAGED_KV_APPEND ---------------------------------------------------------
+
+/// The cost of an append: new keys and values read and written once.
+fn append_cost(k_new: &Extent, v_new: &Extent) -> Cost {
+    Cost {
+        bytes: bytes_of(&[Some(*k_new), Some(*v_new)]).saturating_mul(2),
+        ops: 0,
+        peak: Peak::F32,
+    }
 }
 
-fn model_attention(bytes: &[u8], t: &TimingProfile) -> u64 {
-    let Ok(p) = parse_attention(bytes) else {
-        return 0;
-    };
-    let a = &p.params;
-    let flops =
-        attention_work(a.q.batch, a.q.heads, a.q.seq, a.k.seq, a.q.head_dim).saturating_mul(4);
-    let moved = total_bytes(&[Some(p.q), Some(p.k), Some(p.v), Some(p.out), p.lse]);
-    transfer_ns(moved, t.memory_bandwidth_mbps).max(compute_ns(flops, peak(p.dtype, t)))
+/// Validated KNPU_KERNEL_KV_APPEND parameters.
+pub(crate) struct KvAppend {
+    dtype: u32,
+    cache: AttnTensor,
+    new: AttnTensor,
+    k_cache: Extent,
+    v_cache: Extent,
+    k_new: Extent,
+    v_new: Extent,
+    seq_lens: Extent,
 }
 
-fn model_paged_attention(bytes: &[u8], t: &TimingProfile) -> u64 {
-    let Ok(p) = parse_paged_attention(bytes) else {
-        return 0;
-    };
-    let a = &p.params;
-    let cap = a.max_blocks_per_seq.saturating_mul(a.cache.block_size);
-    let flops = attention_work(a.q.batch, a.q.heads, a.q.seq, cap, a.q.head_dim).saturating_mul(4);
-    let moved = total_bytes(&[Some(p.q), Some(p.out), p.lse])
-        .saturating_add(transfer_bytes_of_keys(a, p.dtype));
-    transfer_ns(moved, t.memory_bandwidth_mbps).max(compute_ns(flops, peak(p.dtype, t)))
+impl Kernel for KvAppend {
+    const ID: u32 = KNPU_KERNEL_KV_APPEND;
+    const NAME: &'static str = "kv_append";
+
+    fn parse(bytes: &[u8]) -> Result<Self, OpError> {
+        let p: KnpuKvAppendParams = read(bytes)?;
+        let e = defs::validate_kv_append(&p)?;
+        Ok(KvAppend {
+            dtype: p.dtype,
+            cache: tensor("k_cache", &p.cache_desc)?,
+            new: tensor("k_new", &p.new_desc)?,
+            k_cache: must(&e, "k_cache"),
+            v_cache: must(&e, "v_cache"),
+            k_new: must(&e, "k_new"),
+            v_new: must(&e, "v_new"),
+            seq_lens: must(&e, "seq_lens"),
+        })
+    }
+
+    fn cost(&self) -> Cost {
+        append_cost(&self.k_new, &self.v_new)
+    }
+
+    fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        with_float!(self.dtype, T => self.run_typed::<T>(ctx))
+    }
 }
 
-/// Bytes of keys and values a paged attention reads at most: the table's capacity per
-/// sequence, not the whole cache.
-fn transfer_bytes_of_keys(a: &PagedAttentionParams, dtype: u32) -> u64 {
-    let size = elem_size(dtype).unwrap_or(4);
-    [
-        a.q.batch,
-        a.max_blocks_per_seq,
-        a.cache.block_size,
-        a.cache.kv_heads,
-        a.cache.head_dim,
-    ]
-    .iter()
-    .fold(2 * size, |acc, &x| acc.saturating_mul(x as u64))
+impl KvAppend {
+    fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        let outs = [self.k_cache, self.v_cache];
+        disjoint_outputs(&outs)?;
+        let k_new = ctx.input::<T>(&self.k_new, &outs)?;
+        let v_new = ctx.input::<T>(&self.v_new, &outs)?;
+        let seq_lens = ctx.input::<u32>(&self.seq_lens, &outs)?;
+        // SAFETY: T matches the dtype's size; the caches overlap neither each other
+        // (checked above) nor the inputs (overlapping inputs were copied).
+        let (kc, vc) = unsafe {
+            (
+                ctx.output::<T>(&self.k_cache)?,
+                ctx.output::<T>(&self.v_cache)?,
+            )
+        };
+        kv_append(
+            &self.cache,
+            kc,
+            vc,
+            NewKv {
+                shape: self.new,
+                k: k_new.slice(),
+                v: v_new.slice(),
+            },
+            seq_lens.slice(),
+        )
+        .map_err(fault(Self::NAME))
+    }
 }
 
-fn model_kv_append(bytes: &[u8], t: &TimingProfile) -> u64 {
-    let Ok(p) = parse_kv_append(bytes) else {
-        return 0;
-    };
-    transfer_ns(
-        total_bytes(&[Some(p.k_new), Some(p.v_new)]).saturating_mul(2),
-        t.memory_bandwidth_mbps,
-    )
+/// Validated KNPU_KERNEL_PAGED_KV_APPEND parameters.
+pub(crate) struct PagedKvAppend {
+    dtype: u32,
+    cache: PagedKvCache,
+    new: AttnTensor,
+    max_blocks_per_seq: usize,
+    k_cache: Extent,
+    v_cache: Extent,
+    k_new: Extent,
+    v_new: Extent,
+    block_table: Extent,
+    seq_lens: Extent,
 }
 
-fn model_paged_kv_append(bytes: &[u8], t: &TimingProfile) -> u64 {
-    let Ok(p) = parse_paged_kv_append(bytes) else {
-        return 0;
-    };
-    transfer_ns(
-        total_bytes(&[Some(p.k_new), Some(p.v_new)]).saturating_mul(2),
-        t.memory_bandwidth_mbps,
-    )
+impl Kernel for PagedKvAppend {
+    const ID: u32 = KNPU_KERNEL_PAGED_KV_APPEND;
+    const NAME: &'static str = "paged_kv_append";
+
+    fn parse(bytes: &[u8]) -> Result<Self, OpError> {
+        let p: KnpuPagedKvAppendParams = read(bytes)?;
+        let e = defs::validate_paged_kv_append(&p)?;
+        Ok(PagedKvAppend {
+            dtype: p.dtype,
+            cache: cache(&p.cache)?,
+            new: tensor("k_new", &p.new_desc)?,
+            max_blocks_per_seq: to_usize("max_blocks_per_seq", p.max_blocks_per_seq)?,
+            k_cache: must(&e, "k_cache"),
+            v_cache: must(&e, "v_cache"),
+            k_new: must(&e, "k_new"),
+            v_new: must(&e, "v_new"),
+            block_table: must(&e, "block_table"),
+            seq_lens: must(&e, "seq_lens"),
+        })
+    }
+
+    fn cost(&self) -> Cost {
+        append_cost(&self.k_new, &self.v_new)
+    }
+
+    fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        with_float!(self.dtype, T => self.run_typed::<T>(ctx))
+    }
+}
+
+impl PagedKvAppend {
+    fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        let outs = [self.k_cache, self.v_cache];
+        disjoint_outputs(&outs)?;
+        let k_new = ctx.input::<T>(&self.k_new, &outs)?;
+        let v_new = ctx.input::<T>(&self.v_new, &outs)?;
+        let table = ctx.input::<u32>(&self.block_table, &outs)?;
+        let seq_lens = ctx.input::<u32>(&self.seq_lens, &outs)?;
+        // SAFETY: T matches the dtype's size; the caches overlap neither each other
+        // (checked above) nor the inputs (overlapping inputs were copied).
+        let (kc, vc) = unsafe {
+            (
+                ctx.output::<T>(&self.k_cache)?,
+                ctx.output::<T>(&self.v_cache)?,
+            )
+        };
+        paged_kv_append(
+            &self.cache,
+            kc,
+            vc,
+            NewKv {
+                shape: self.new,
+                k: k_new.slice(),
+                v: v_new.slice(),
+            },
+            table.slice(),
+            self.max_blocks_per_seq,
+            seq_lens.slice(),
+        )
+        .map_err(fault(Self::NAME))
+    }
 }

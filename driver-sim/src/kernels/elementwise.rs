@@ -1,166 +1,194 @@
-//! KNPU_KERNEL_ELEMENTWISE: `out = op(a, b)` over `count` contiguous F32, F16 or BF16
-//! elements, computed in f32 by `knpu_kernels::elementwise`.
+//! The elementwise family: KNPU_KERNEL_BINARY (`out = a op b` for ADD, SUB and MUL, `b`
+//! optionally one row broadcast over `a`'s rows) and KNPU_KERNEL_ELEMENTWISE (AXPY and
+//! SCALE, the ops with a scalar), over F32, F16 or BF16 computed in f32 by
+//! `knpu_kernels::elementwise` and `knpu_kernels::llm`.
 //!
-//! Aliasing of device ranges: an operand whose address equals `out` is an in-place update
-//! and reads the output as it goes (`Input::Out`). An operand that overlaps `out` at another
-//! offset is copied to a temporary first, so the result is as if every input were read
-//! before any output was written. Inputs may overlap each other freely.
+//! Aliasing of device ranges: an operand that is exactly the output (same address and size)
+//! is an in-place update and the kernel reads the output as it goes (`Input::Out`). Any
+//! other input that overlaps the output is copied first (the shared operand rule), so the
+//! result is as if every input were read before any output was written.
 
-use half::{bf16, f16};
+use knpu_driver_abi::ops::llm::validate_binary;
+use knpu_driver_abi::ops::ElementwiseOp as AbiOp;
+use knpu_driver_abi::ops::{elementwise as defs, BinaryOp, Broadcast, Extent, OpError};
 use knpu_driver_abi::*;
 use knpu_kernels::elementwise::{elementwise, Element, ElementwiseOp, Input};
+use knpu_kernels::{llm, Parallelism};
 
-use super::{read_params, KernelContext, KernelDef};
-use crate::config::TimingProfile;
+use super::{fault, read, with_float, Cost, Kernel, KernelContext, Peak};
 use crate::exec::Fault;
-use crate::profile::{compute_ns, transfer_ns};
 
-/// The registry entry.
-pub const KERNEL: KernelDef = KernelDef {
-    id: KNPU_KERNEL_ELEMENTWISE,
-    name: "elementwise",
-    supports_dtype,
-    validate,
-    run,
-    model_ns,
-};
-
-fn supports_dtype(dtype: u32) -> bool {
-    elem_size(dtype).is_some()
+/// An input as the elementwise kernel takes it: `None` when it is the output itself (read in
+/// place), else its elements by the shared operand rule.
+fn in_place_input<T: Copy>(
+    ctx: &KernelContext<'_>,
+    e: &Extent,
+    out: &Extent,
+) -> Result<Option<super::Input<T>>, Fault> {
+    if e.addr == out.addr && e.bytes == out.bytes {
+        ctx.resolve(e.operand, e.addr, e.bytes)?;
+        return Ok(None);
+    }
+    ctx.input(e, std::slice::from_ref(out)).map(Some)
 }
 
-fn elem_size(dtype: u32) -> Option<u64> {
-    match dtype {
-        KNPU_DTYPE_F32 => Some(4),
-        KNPU_DTYPE_F16 | KNPU_DTYPE_BF16 => Some(2),
-        _ => None,
+fn kernel_input<T>(i: &Option<super::Input<T>>) -> Input<'_, T> {
+    match i {
+        None => Input::Out,
+        Some(s) => Input::Slice(s.slice()),
     }
 }
 
-fn op_of(op: u32) -> Option<ElementwiseOp> {
-    Some(match op {
-        KNPU_ELEMENTWISE_ADD => ElementwiseOp::Add,
-        KNPU_ELEMENTWISE_MUL => ElementwiseOp::Mul,
-        KNPU_ELEMENTWISE_SUB => ElementwiseOp::Sub,
-        KNPU_ELEMENTWISE_AXPY => ElementwiseOp::Axpy,
-        KNPU_ELEMENTWISE_SCALE => ElementwiseOp::Scale,
-        _ => return None,
-    })
+/// Runs `op` over `out` with in-place aware inputs `a` and `b` (`b` absent for SCALE).
+fn run_elementwise<T: Element>(
+    ctx: &KernelContext<'_>,
+    op: ElementwiseOp,
+    alpha: f32,
+    a: &Extent,
+    b: Option<&Extent>,
+    out: &Extent,
+    name: &'static str,
+) -> Result<(), Fault> {
+    let a = in_place_input::<T>(ctx, a, out)?;
+    let b = b.map(|b| in_place_input::<T>(ctx, b, out)).transpose()?;
+    // SAFETY: T matches the dtype's size; inputs that overlap `out` other than in place were
+    // copied, and `out` is the only output.
+    let o = unsafe { ctx.output::<T>(out) }?;
+    let (a, b) = (kernel_input(&a), b.as_ref().map(kernel_input));
+    ctx.run(o.len(), |par| elementwise(op, alpha, a, b, o, par))
+        .map_err(fault(name))
 }
 
-/// Validated parameters.
-struct Params {
+// ---- ELEMENTWISE (AXPY, SCALE) ----------------------------------------------------------
+
+/// A validated KNPU_KERNEL_ELEMENTWISE launch.
+pub(crate) struct Elementwise {
     op: ElementwiseOp,
     dtype: u32,
-    count: u64,
-    bytes: u64,
-    a: u64,
-    b: Option<u64>,
-    out: u64,
+    a: Extent,
+    b: Option<Extent>,
+    out: Extent,
     alpha: f32,
 }
 
-fn parse(bytes: &[u8]) -> Result<Params, KnpuStatus> {
-    // SAFETY: KnpuElementwiseParams starts with struct_size and holds only integers and a
-    // float, so every bit pattern is valid.
-    let p: KnpuElementwiseParams =
-        unsafe { read_params(bytes, field_end!(KnpuElementwiseParams, alpha)) }?;
-    let op = op_of(p.op).ok_or(KNPU_STATUS_INVALID_VALUE)?;
-    let size = elem_size(p.dtype).ok_or(KNPU_STATUS_NOT_SUPPORTED)?;
-    let total = p.count.checked_mul(size).ok_or(KNPU_STATUS_INVALID_VALUE)?;
-    if usize::try_from(p.count).is_err() {
-        return Err(KNPU_STATUS_INVALID_VALUE);
+impl Kernel for Elementwise {
+    const ID: u32 = KNPU_KERNEL_ELEMENTWISE;
+    const NAME: &'static str = "elementwise";
+
+    fn parse(bytes: &[u8]) -> Result<Self, OpError> {
+        let p: KnpuElementwiseParams = read(bytes)?;
+        let (op, e) = defs::validate(&p)?;
+        Ok(Elementwise {
+            op: match op {
+                AbiOp::Axpy => ElementwiseOp::Axpy,
+                AbiOp::Scale => ElementwiseOp::Scale,
+            },
+            dtype: p.dtype,
+            a: e.as_slice()[0],
+            b: e.get("b").copied(),
+            out: *e.get("out").expect("elementwise has an output"),
+            alpha: p.alpha,
+        })
     }
-    let b = op.needs_b().then_some(p.b);
-    let addresses = [Some(p.a), b, Some(p.out)];
-    for addr in addresses.into_iter().flatten() {
-        if p.count > 0 && (addr == 0 || addr % size != 0) {
-            return Err(KNPU_STATUS_INVALID_VALUE);
+
+    fn cost(&self) -> Cost {
+        let operands = if self.b.is_some() { 3 } else { 2 };
+        let per = if self.op == ElementwiseOp::Axpy { 2 } else { 1 };
+        Cost {
+            bytes: operands * self.out.bytes,
+            ops: self.out.elems() * per,
+            peak: Peak::of_dtype(self.dtype),
         }
     }
-    Ok(Params {
-        op,
-        dtype: p.dtype,
-        count: p.count,
-        bytes: total,
-        a: p.a,
-        b,
-        out: p.out,
-        alpha: p.alpha,
-    })
-}
 
-fn validate(bytes: &[u8]) -> Result<(), KnpuStatus> {
-    parse(bytes).map(|_| ())
-}
-
-fn model_ns(bytes: &[u8], t: &TimingProfile) -> u64 {
-    let Ok(p) = parse(bytes) else { return 0 };
-    let operands = if p.b.is_some() { 3 } else { 2 };
-    let flops = p.count * if p.op == ElementwiseOp::Axpy { 2 } else { 1 };
-    let peak = if p.dtype == KNPU_DTYPE_F32 {
-        t.peak_f32_mflops
-    } else {
-        t.peak_f16_mflops
-    };
-    transfer_ns(operands * p.bytes, t.memory_bandwidth_mbps).max(compute_ns(flops, peak))
-}
-
-fn run(ctx: &KernelContext<'_>, bytes: &[u8]) -> Result<(), Fault> {
-    let p = parse(bytes).map_err(|s| Fault::new(s, "bad elementwise parameters"))?;
-    match p.dtype {
-        KNPU_DTYPE_F32 => run_typed::<f32>(ctx, &p),
-        KNPU_DTYPE_F16 => run_typed::<f16>(ctx, &p),
-        KNPU_DTYPE_BF16 => run_typed::<bf16>(ctx, &p),
-        other => Err(Fault::new(
-            KNPU_STATUS_NOT_SUPPORTED,
-            format!("dtype {other} is not supported"),
-        )),
+    fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        if self.out.bytes == 0 {
+            return Ok(());
+        }
+        let (a, b, out) = (&self.a, self.b.as_ref(), &self.out);
+        with_float!(self.dtype, T => {
+            run_elementwise::<T>(ctx, self.op, self.alpha, a, b, out, Self::NAME)
+        })
     }
 }
 
-/// An input operand: the output itself, a private copy, or a range of device memory.
-enum Operand<T> {
-    Out,
-    Copy(Vec<T>),
-    Device(*const T),
+// ---- BINARY (ADD, SUB, MUL) -------------------------------------------------------------
+
+/// A validated KNPU_KERNEL_BINARY launch.
+pub(crate) struct Binary {
+    p: KnpuBinaryParams,
+    op: BinaryOp,
+    broadcast: Broadcast,
+    a: Extent,
+    b: Extent,
+    out: Extent,
 }
 
-fn run_typed<T: Element>(ctx: &KernelContext<'_>, p: &Params) -> Result<(), Fault> {
-    if p.count == 0 {
-        return Ok(());
+impl Kernel for Binary {
+    const ID: u32 = KNPU_KERNEL_BINARY;
+    const NAME: &'static str = "binary";
+
+    fn parse(bytes: &[u8]) -> Result<Self, OpError> {
+        let p: KnpuBinaryParams = read(bytes)?;
+        let (op, broadcast, e) = validate_binary(&p)?;
+        Ok(Binary {
+            p,
+            op,
+            broadcast,
+            a: e.as_slice()[0],
+            b: e.as_slice()[1],
+            out: e.as_slice()[2],
+        })
     }
-    let n = p.count as usize;
-    let out_ptr = ctx.resolve("out", p.out, p.bytes)? as *mut T;
-    let operand = |name: &str, addr: u64| -> Result<Operand<T>, Fault> {
-        let ptr = ctx.resolve(name, addr, p.bytes)? as *const T;
-        if addr == p.out {
-            return Ok(Operand::Out);
+
+    fn cost(&self) -> Cost {
+        Cost {
+            bytes: self.a.bytes * 2 + self.b.bytes,
+            ops: self.a.elems(),
+            peak: Peak::of_dtype(self.p.dtype),
         }
-        if addr < p.out + p.bytes && p.out < addr + p.bytes {
-            // SAFETY: `ptr` is `n` elements of a live allocation, aligned (addresses were
-            // checked to be multiples of the element size, backings are 64-byte aligned).
-            let src = unsafe { std::slice::from_raw_parts(ptr, n) };
-            return Ok(Operand::Copy(src.to_vec()));
+    }
+
+    fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        if self.a.bytes == 0 {
+            return Ok(());
         }
-        Ok(Operand::Device(ptr))
-    };
-    let a = operand("a", p.a)?;
-    let b = p.b.map(|addr| operand("b", addr)).transpose()?;
-    // SAFETY: a resolved, aligned range of `n` elements; no input slice overlaps it.
-    let out = unsafe { std::slice::from_raw_parts_mut(out_ptr, n) };
-    let (a_in, b_in) = (input(&a, n), b.as_ref().map(|b| input(b, n)));
-    ctx.run(n, |par| elementwise(p.op, p.alpha, a_in, b_in, out, par))
-        .map_err(|e| Fault::new(KNPU_STATUS_KERNEL_FAULT, e.to_string()))
+        with_float!(self.p.dtype, T => self.run_typed::<T>(ctx))
+    }
 }
 
-fn input<T>(o: &Operand<T>, n: usize) -> Input<'_, T> {
-    match o {
-        Operand::Out => Input::Out,
-        Operand::Copy(v) => Input::Slice(v),
-        // SAFETY: a resolved, aligned range of `n` elements that does not overlap `out`
-        // (overlaps became Out or Copy). Commands on other queues may use the same memory
-        // concurrently only if the submitter ordered them, as on any device.
-        Operand::Device(ptr) => Input::Slice(unsafe { std::slice::from_raw_parts(*ptr, n) }),
+impl Binary {
+    fn run_typed<T: Element + llm::Element>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
+        let op = match self.op {
+            BinaryOp::Add => ElementwiseOp::Add,
+            BinaryOp::Mul => ElementwiseOp::Mul,
+            BinaryOp::Sub => ElementwiseOp::Sub,
+        };
+        if self.broadcast == Broadcast::None {
+            let (a, b, out) = (&self.a, Some(&self.b), &self.out);
+            return run_elementwise::<T>(ctx, op, 1.0, a, b, out, Self::NAME);
+        }
+        // One row of `b` over every row of `a`.
+        let outs = [self.out];
+        let a = ctx.input::<T>(&self.a, &outs)?;
+        let b = ctx.input::<T>(&self.b, &outs)?;
+        // SAFETY: T matches the dtype's size; inputs overlapping `out` were copied and `out`
+        // is the only output.
+        let out = unsafe { ctx.output::<T>(&self.out) }?;
+        let (rows, cols) = (self.p.rows as usize, self.p.cols as usize);
+        let (a, b) = (a.slice(), b.slice());
+        let bc = llm::Broadcast::Row;
+        ctx.run(out.len(), |par| match self.op {
+            BinaryOp::Add => llm::add(a, b, out, rows, cols, bc, par),
+            BinaryOp::Mul => llm::mul(a, b, out, rows, cols, bc, par),
+            BinaryOp::Sub => out
+                .chunks_mut(cols)
+                .zip(a.chunks(cols))
+                .try_for_each(|(o, a)| {
+                    let (a, b) = (Input::Slice(a), Some(Input::Slice(b)));
+                    elementwise(ElementwiseOp::Sub, 1.0, a, b, o, Parallelism::None)
+                }),
+        })
+        .map_err(fault(Self::NAME))
     }
 }

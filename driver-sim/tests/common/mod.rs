@@ -215,8 +215,7 @@ impl Sim {
 }
 
 fn command(type_: u32) -> KnpuCommand {
-    // SAFETY: KnpuCommand starts with struct_size and is plain data.
-    let mut c: KnpuCommand = unsafe { sized_zeroed() };
+    let mut c = KnpuCommand::sized();
     c.type_ = type_;
     c
 }

@@ -3,8 +3,11 @@
 //! [`sys`] is generated from the header by bindgen and committed; the test
 //! `bindings_match_header` regenerates it and fails on any difference, so the header stays the
 //! one source of truth. This crate adds only what bindgen cannot express: the header's
-//! integer macros that are not plain literals, and helpers to read growable structs safely.
-//! It holds no logic of any driver or of the runtime.
+//! integer macros that are not plain literals, and helpers to make and read growable structs
+//! safely ([`SizedStruct`]). [`ops`] holds each op's definition (the rules its parameter
+//! struct must satisfy), which the header states in prose: it lives here, beside the header,
+//! so that the runtime, every Rust driver, the C API and Python share one copy and it
+//! versions with the ABI. It holds no logic of any particular driver or of the runtime.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -21,6 +24,11 @@ pub mod sys {
 }
 
 pub use sys::*;
+
+pub mod ops;
+mod sized;
+
+pub use sized::SizedStruct;
 
 /// The semaphore value that marks failed work (`KNPU_SEMAPHORE_FAILED`).
 pub const SEMAPHORE_FAILED: u64 = u64::MAX;

@@ -11,6 +11,7 @@ pub mod loader;
 use crate::error::{from_status, Error, Result};
 use knpu_driver_abi as abi;
 use knpu_driver_abi::field_end;
+use knpu_driver_abi::SizedStruct;
 use std::ffi::CStr;
 
 /// Where a driver came from.
@@ -497,8 +498,7 @@ impl Driver {
             return Ok(());
         };
         loop {
-            // SAFETY: KnpuCommandRecord starts with struct_size and holds only integers.
-            let blank: abi::KnpuCommandRecord = unsafe { abi::sized_zeroed() };
+            let blank = abi::KnpuCommandRecord::sized();
             let mut chunk = vec![blank; 4096];
             let mut n = 0usize;
             // SAFETY: `chunk` has room for its length, every record's struct_size is set.

@@ -15,7 +15,8 @@ use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-use knpu_driver_abi as abi;
+use knpu_driver_abi::ops::attention as rules;
+use knpu_driver_abi::{self as abi, SizedStruct};
 
 /// A strided view with logical shape `[batch, seq, heads, head_dim]`; strides count elements
 /// and `head_dim` is contiguous.
@@ -39,14 +40,17 @@ pub struct AttnTensor {
 
 impl AttnTensor {
     /// A dense tensor stored as `[batch, seq, heads, head_dim]` (flash-attn's layout).
+    ///
+    /// Strides saturate rather than overflow; a launcher then refuses the view as too large
+    /// (`Error::InvalidValue` naming the operand).
     pub fn bshd(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttnTensor {
         AttnTensor {
             batch,
             seq,
             heads,
             head_dim,
-            batch_stride: seq * heads * head_dim,
-            seq_stride: heads * head_dim,
+            batch_stride: seq.saturating_mul(heads).saturating_mul(head_dim),
+            seq_stride: heads.saturating_mul(head_dim),
             head_stride: head_dim,
         }
     }
@@ -59,24 +63,17 @@ impl AttnTensor {
             seq,
             heads,
             head_dim,
-            batch_stride: heads * seq * head_dim,
+            batch_stride: heads.saturating_mul(seq).saturating_mul(head_dim),
             seq_stride: head_dim,
-            head_stride: seq * head_dim,
+            head_stride: seq.saturating_mul(head_dim),
         }
-    }
-
-    fn axes(&self) -> [(usize, usize); 4] {
-        [
-            (self.batch, self.batch_stride),
-            (self.seq, self.seq_stride),
-            (self.heads, self.head_stride),
-            (self.head_dim, 1),
-        ]
     }
 
     /// Elements a buffer must hold for this view (0 for an empty view); `None` on overflow.
     pub fn required_len(&self) -> Option<usize> {
-        span(&self.axes())
+        rules::tensor_elems("tensor", &self.to_abi())
+            .ok()
+            .map(|n| n as usize)
     }
 
     fn describe(&self) -> String {
@@ -133,24 +130,17 @@ impl PagedKvCache {
             block_size,
             kv_heads,
             head_dim,
-            block_stride: block_size * kv_heads * head_dim,
-            slot_stride: kv_heads * head_dim,
+            block_stride: block_size.saturating_mul(kv_heads).saturating_mul(head_dim),
+            slot_stride: kv_heads.saturating_mul(head_dim),
             head_stride: head_dim,
         }
     }
 
-    fn axes(&self) -> [(usize, usize); 4] {
-        [
-            (self.num_blocks, self.block_stride),
-            (self.block_size, self.slot_stride),
-            (self.kv_heads, self.head_stride),
-            (self.head_dim, 1),
-        ]
-    }
-
     /// Elements a cache buffer must hold; `None` on overflow.
     pub fn required_len(&self) -> Option<usize> {
-        span(&self.axes())
+        rules::cache_elems("cache", &self.to_abi())
+            .ok()
+            .map(|n| n as usize)
     }
 
     fn to_abi(self) -> abi::KnpuPagedKvCache {
@@ -255,44 +245,9 @@ pub struct PagedAttentionArgs {
     pub mask: AttnMask,
 }
 
-/// `1 + sum (extent - 1) * stride`, 0 when an extent is 0, `None` on overflow.
-fn span(axes: &[(usize, usize)]) -> Option<usize> {
-    if axes.iter().any(|&(n, _)| n == 0) {
-        return Some(0);
-    }
-    axes.iter()
-        .try_fold(0usize, |last, &(n, s)| {
-            (n - 1).checked_mul(s)?.checked_add(last)
-        })?
-        .checked_add(1)
-}
-
-/// Whether no two distinct indices of the axes map to one element.
-fn distinct_elements(axes: &[(usize, usize)]) -> bool {
-    if axes.iter().any(|&(n, _)| n == 0) {
-        return true;
-    }
-    let mut big: Vec<(usize, usize)> = axes.iter().copied().filter(|&(n, _)| n > 1).collect();
-    big.sort_by_key(|&(_, s)| s);
-    let mut covered = 1usize;
-    for (n, s) in big {
-        if s < covered {
-            return false;
-        }
-        covered = s.saturating_mul(n);
-    }
-    true
-}
-
 fn check_dtype<T: DType>(operand: &'static str) -> Result<()> {
-    match T::ABI {
-        abi::KNPU_DTYPE_F32 | abi::KNPU_DTYPE_F16 | abi::KNPU_DTYPE_BF16 => Ok(()),
-        _ => Err(Error::Dtype {
-            operand,
-            expected: "f32, f16 or bf16".into(),
-            actual: T::NAME.into(),
-        }),
-    }
+    abi::ops::float_size(operand, T::ABI)?;
+    Ok(())
 }
 
 fn need_len(
@@ -330,7 +285,7 @@ fn check_tensor(operand: &'static str, t: &AttnTensor, len: usize) -> Result<()>
 }
 
 fn check_output(operand: &'static str, t: &AttnTensor) -> Result<()> {
-    if !distinct_elements(&t.axes()) {
+    if !rules::distinct_elements(rules::tensor_axes(&t.to_abi())) {
         return Err(Error::invalid(format!(
             "operand `{operand}`: strides {:?} map several elements of {} to one address",
             [t.batch_stride, t.seq_stride, t.head_stride],
@@ -346,8 +301,10 @@ fn check_mask(mask: &AttnMask) -> Result<()> {
             "a sliding window of 0 keys hides every key; use None for no window",
         ));
     }
+    // `Some(0.0)` would read as "default" in the ABI's encoding, so the runtime refuses it;
+    // the rest of the rule is the op definition's.
     match mask.scale {
-        Some(s) if !s.is_finite() || s == 0.0 => Err(Error::invalid(format!(
+        Some(s) if rules::check_mask(0, s).is_err() || s == 0.0 => Err(Error::invalid(format!(
             "softmax scale {s} must be finite and nonzero; use None for 1/sqrt(head_dim)"
         ))),
         _ => Ok(()),
@@ -373,7 +330,7 @@ fn check_q_out(q: &AttnTensor, out: &AttnTensor) -> Result<()> {
 }
 
 fn check_heads(operand: &'static str, q_heads: usize, kv_heads: usize, t: String) -> Result<()> {
-    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+    if rules::check_heads(operand, q_heads as u64, kv_heads as u64).is_err() {
         return Err(Error::Shape {
             operand,
             expected: format!("a number of heads dividing the {q_heads} query heads"),
@@ -499,8 +456,7 @@ pub fn attention<T: DType>(
         )?;
     }
     supported::<T>(stream, abi::KNPU_KERNEL_ATTENTION, "attention")?;
-    // SAFETY: KnpuAttentionParams starts with struct_size and holds only integers and a float.
-    let mut p: abi::KnpuAttentionParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuAttentionParams::sized();
     p.dtype = T::ABI;
     p.flags = flags(mask);
     p.q_desc = qt.to_abi();
@@ -603,9 +559,7 @@ pub fn paged_attention<T: DType>(
         Some(qt.batch),
     )?;
     supported::<T>(stream, abi::KNPU_KERNEL_PAGED_ATTENTION, "paged attention")?;
-    // SAFETY: KnpuPagedAttentionParams starts with struct_size and holds only integers and a
-    // float.
-    let mut p: abi::KnpuPagedAttentionParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuPagedAttentionParams::sized();
     p.dtype = T::ABI;
     p.flags = flags(mask);
     p.q_desc = qt.to_abi();
@@ -701,8 +655,7 @@ pub fn kv_append<T: DType>(
         Some(new.batch),
     )?;
     supported::<T>(stream, abi::KNPU_KERNEL_KV_APPEND, "kv append")?;
-    // SAFETY: KnpuKvAppendParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuKvAppendParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuKvAppendParams::sized();
     p.dtype = T::ABI;
     p.cache_desc = cache.to_abi();
     p.new_desc = new.to_abi();
@@ -773,7 +726,7 @@ pub fn paged_kv_append<T: DType>(
             actual: new.describe(),
         });
     }
-    if !distinct_elements(&cache.axes()) {
+    if !rules::distinct_elements(rules::cache_axes(&cache.to_abi())) {
         return Err(Error::invalid(format!(
             "operand `k_cache`: strides of {cache_desc} map several elements to one address"
         )));
@@ -800,8 +753,7 @@ pub fn paged_kv_append<T: DType>(
         Some(new.batch),
     )?;
     supported::<T>(stream, abi::KNPU_KERNEL_PAGED_KV_APPEND, "paged kv append")?;
-    // SAFETY: KnpuPagedKvAppendParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuPagedKvAppendParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuPagedKvAppendParams::sized();
     p.dtype = T::ABI;
     p.cache = cache.to_abi();
     p.new_desc = new.to_abi();

@@ -1,11 +1,13 @@
-//! Elementwise kernels: `out = a op b` over equal-length vectors.
+//! Elementwise ops over equal-length vectors: `add`, `sub` and `mul` run as the binary kernel
+//! (KNPU_KERNEL_BINARY with one row), `axpy` and `scale` as KNPU_KERNEL_ELEMENTWISE.
 
 use super::{same_device, supported};
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-use knpu_driver_abi as abi;
+use knpu_driver_abi::ops::{BinaryOp, Broadcast, ElementwiseOp as AbiOp};
+use knpu_driver_abi::{self as abi, SizedStruct};
 
 /// An elementwise operation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,13 +37,15 @@ pub fn elementwise<T: DType>(
     let o = out.as_device_slice_mut();
     same_device(stream, "a", &a)?;
     same_device(stream, "out", &o)?;
-    let (raw_op, alpha, needs_b) = match op {
-        ElementwiseOp::Add => (abi::KNPU_ELEMENTWISE_ADD, 1.0, true),
-        ElementwiseOp::Mul => (abi::KNPU_ELEMENTWISE_MUL, 1.0, true),
-        ElementwiseOp::Sub => (abi::KNPU_ELEMENTWISE_SUB, 1.0, true),
-        ElementwiseOp::Axpy(alpha) => (abi::KNPU_ELEMENTWISE_AXPY, alpha, true),
-        ElementwiseOp::Scale(alpha) => (abi::KNPU_ELEMENTWISE_SCALE, alpha, false),
+    // The plain binary ops are the binary kernel's; the scaled ones the elementwise kernel's.
+    let (binary, scaled, alpha) = match op {
+        ElementwiseOp::Add => (Some(BinaryOp::Add), AbiOp::Axpy, 1.0),
+        ElementwiseOp::Mul => (Some(BinaryOp::Mul), AbiOp::Axpy, 1.0),
+        ElementwiseOp::Sub => (Some(BinaryOp::Sub), AbiOp::Axpy, 1.0),
+        ElementwiseOp::Axpy(alpha) => (None, AbiOp::Axpy, alpha),
+        ElementwiseOp::Scale(alpha) => (None, AbiOp::Scale, alpha),
     };
+    let needs_b = binary.is_some() || scaled.needs_b();
     let shape = |n: usize| format!("[{n}]");
     if o.len() != a.len() {
         return Err(Error::Shape {
@@ -65,20 +69,39 @@ pub fn elementwise<T: DType>(
         }
         (false, _) => 0,
     };
-    supported::<T>(stream, abi::KNPU_KERNEL_ELEMENTWISE, "elementwise")?;
+    let kernel = match binary {
+        Some(_) => abi::KNPU_KERNEL_BINARY,
+        None => abi::KNPU_KERNEL_ELEMENTWISE,
+    };
+    supported::<T>(stream, kernel, "elementwise")?;
     if a.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuElementwiseParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuElementwiseParams = unsafe { abi::sized_zeroed() };
-    p.op = raw_op;
-    p.dtype = T::ABI;
-    p.count = a.len() as u64;
-    p.a = a.addr();
-    p.b = b_addr;
-    p.out = o.addr();
-    p.alpha = alpha;
-    let v = stream.launch_kernel(abi::KNPU_KERNEL_ELEMENTWISE, &p)?;
+    let v = match binary {
+        Some(op) => {
+            let mut p = abi::KnpuBinaryParams::sized();
+            p.op = op.raw();
+            p.dtype = T::ABI;
+            p.broadcast = Broadcast::None.raw();
+            p.rows = 1;
+            p.cols = a.len() as u64;
+            p.a = a.addr();
+            p.b = b_addr;
+            p.out = o.addr();
+            stream.launch_kernel(kernel, &p)?
+        }
+        None => {
+            let mut p = abi::KnpuElementwiseParams::sized();
+            p.op = scaled.raw();
+            p.dtype = T::ABI;
+            p.count = a.len() as u64;
+            p.a = a.addr();
+            p.b = b_addr;
+            p.out = o.addr();
+            p.alpha = alpha;
+            stream.launch_kernel(kernel, &p)?
+        }
+    };
     a.note_use(stream, v);
     if let Some(b) = b {
         b.note_use(stream, v);

@@ -15,37 +15,12 @@ use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::{dtype_name, DType};
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-use knpu_driver_abi as abi;
+use knpu_driver_abi::ops::gemm::{check_c_batches, dtypes_combine, matrix_elems};
+use knpu_driver_abi::ops::is_float;
+use knpu_driver_abi::{self as abi, SizedStruct};
 
-/// The activation of a fused epilogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Activation {
-    /// Identity.
-    #[default]
-    None,
-    /// `max(x, 0)`.
-    Relu,
-    /// `0.5 x (1 + erf(x / sqrt 2))` (`torch.nn.GELU()`).
-    GeluErf,
-    /// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))` (`GELU(approximate="tanh")`).
-    GeluTanh,
-    /// `x * sigmoid(x)` (`torch.nn.SiLU()`).
-    Silu,
-}
-
-impl Activation {
-    /// The `KnpuActivation` number.
-    pub fn abi(self) -> u32 {
-        match self {
-            Activation::None => abi::KNPU_ACTIVATION_NONE,
-            Activation::Relu => abi::KNPU_ACTIVATION_RELU,
-            Activation::GeluErf => abi::KNPU_ACTIVATION_GELU_ERF,
-            Activation::GeluTanh => abi::KNPU_ACTIVATION_GELU_TANH,
-            Activation::Silu => abi::KNPU_ACTIVATION_SILU,
-        }
-    }
-}
+/// The activation of a fused epilogue (the op definitions' `KnpuActivation`).
+pub use knpu_driver_abi::ops::Activation;
 
 /// Shapes, transposes, leading dimensions, batch strides (all in elements) and scalars of a
 /// GEMM. [`Gemm::new`] gives `C = A B`, one batch, dense row-major operands, `alpha = 1`,
@@ -84,6 +59,10 @@ pub struct Gemm {
 
 impl Gemm {
     /// `C = A B` with A `[m, k]`, B `[k, n]`, C `[m, n]`, dense, one batch.
+    ///
+    /// Never panics: the batch strides it sets saturate (with one batch they address
+    /// nothing), and [`gemm`] checks every extent, so a shape too large for memory is an
+    /// `Error::InvalidValue` naming the operand at the launch.
     pub fn new(m: usize, n: usize, k: usize) -> Gemm {
         Gemm {
             m,
@@ -95,9 +74,9 @@ impl Gemm {
             ldb: n,
             ldc: n,
             batch: 1,
-            stride_a: m * k,
-            stride_b: k * n,
-            stride_c: m * n,
+            stride_a: m.saturating_mul(k),
+            stride_b: k.saturating_mul(n),
+            stride_c: m.saturating_mul(n),
             alpha: 1.0,
             beta: 0.0,
         }
@@ -234,25 +213,6 @@ pub fn matmul<TA: DType, TB: DType, TC: DType>(
     gemm(stream, &Gemm::new(m, n, k), a, b, c, &GemmEpilogue::new())
 }
 
-fn is_float(raw: u32) -> bool {
-    matches!(
-        raw,
-        abi::KNPU_DTYPE_F32 | abi::KNPU_DTYPE_F16 | abi::KNPU_DTYPE_BF16
-    )
-}
-
-/// Elements a `rows x cols` matrix with leading dimension `ld`, `batch` times `stride`
-/// apart, addresses; `None` on overflow.
-fn span(rows: usize, cols: usize, ld: usize, batch: usize, stride: usize) -> Option<usize> {
-    if rows == 0 || cols == 0 || batch == 0 {
-        return Some(0);
-    }
-    (batch - 1)
-        .checked_mul(stride)?
-        .checked_add((rows - 1).checked_mul(ld)?)?
-        .checked_add(cols)
-}
-
 /// Checks one matrix operand: leading dimension and length for its shape, strides and batch.
 #[allow(clippy::too_many_arguments)]
 fn check_matrix(
@@ -278,11 +238,18 @@ fn check_matrix(
             actual: format!("{ld_name} = {ld}"),
         });
     }
-    let need = span(rows, cols, ld, batch, stride).ok_or_else(|| {
+    let need = matrix_elems(
+        operand,
+        (rows as u64, cols as u64),
+        ld as u64,
+        batch as u64,
+        stride as u64,
+    )
+    .map_err(|e| {
         Error::invalid(format!(
-            "operand `{operand}`: {stored}{batched} with {ld_name} = {ld} overflows usize"
+            "{e}: {stored}{batched} with {ld_name} = {ld} is too large"
         ))
-    })?;
+    })? as usize;
     if len < need {
         return Err(Error::Shape {
             operand,
@@ -330,7 +297,7 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
             });
         }
     }
-    if TA::ABI != TB::ABI && !(TA::ABI == abi::KNPU_DTYPE_F32 && TC::ABI == abi::KNPU_DTYPE_F32) {
+    if !dtypes_combine(TA::ABI, TB::ABI, TC::ABI) {
         return Err(Error::Dtype {
             operand: "b",
             expected: format!("{} (as a), or f16/bf16 with a f32 and c f32", TA::NAME),
@@ -361,13 +328,14 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
         c.len(),
     )?;
     let work = g.m > 0 && g.n > 0 && g.batch > 0;
-    if g.batch > 1 && work && g.stride_c < (g.m - 1) * g.ldc + g.n {
-        return Err(Error::invalid(format!(
-            "stride_c {} makes batches of `c` overlap (each spans {} elements)",
-            g.stride_c,
-            (g.m - 1) * g.ldc + g.n
-        )));
-    }
+    check_c_batches(
+        g.m as u64,
+        g.n as u64,
+        g.ldc as u64,
+        g.batch as u64,
+        g.stride_c as u64,
+    )
+    .map_err(|e| Error::invalid(format!("{e} (stride_c = {})", g.stride_c)))?;
     if let Some(bias) = &epilogue.bias {
         if bias.len() != g.n {
             return Err(Error::Shape {
@@ -394,14 +362,13 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
     if !work {
         return Ok(());
     }
-    // SAFETY: KnpuGemmParams starts with struct_size and holds only integers and floats.
-    let mut p: abi::KnpuGemmParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuGemmParams::sized();
     p.a_dtype = TA::ABI;
     p.b_dtype = TB::ABI;
     p.c_dtype = TC::ABI;
     p.trans_a = g.trans_a as u32;
     p.trans_b = g.trans_b as u32;
-    p.activation = epilogue.activation.abi();
+    p.activation = epilogue.activation.raw();
     p.m = g.m as u64;
     p.n = g.n as u64;
     p.k = g.k as u64;

@@ -12,25 +12,29 @@ use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-use knpu_driver_abi as abi;
+use knpu_driver_abi::ops::{self as defs, llm as rules, product};
+use knpu_driver_abi::{self as abi, SizedStruct};
+
+pub use knpu_driver_abi::ops::{Activation, BinaryOp, Broadcast, RopeStyle};
 
 /// Checks that `T` is a storage type of the LLM ops.
 fn float<T: DType>(operand: &'static str) -> Result<()> {
-    match T::ABI {
-        abi::KNPU_DTYPE_F32 | abi::KNPU_DTYPE_F16 | abi::KNPU_DTYPE_BF16 => Ok(()),
-        _ => Err(Error::Dtype {
-            operand,
-            expected: "f32, f16 or bf16".into(),
-            actual: T::NAME.into(),
-        }),
-    }
+    defs::float_size(operand, T::ABI)?;
+    Ok(())
 }
 
-/// `dims` multiplied, or InvalidValue naming the shape when it overflows.
-fn count(dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| Error::invalid(format!("shape {dims:?} overflows usize")))
+/// The elements of operand `name` of shape `dims`, or InvalidValue naming the operand when
+/// the product overflows.
+fn count(name: &'static str, dims: &[usize]) -> Result<usize> {
+    // Shapes here have at most four dimensions; widened on the stack (no allocation).
+    let mut wide = [0u64; 4];
+    debug_assert!(dims.len() <= wide.len());
+    for (w, &d) in wide.iter_mut().zip(dims) {
+        *w = d as u64;
+    }
+    let n = product(name, &wide[..dims.len()])
+        .map_err(|e| Error::invalid(format!("{e}: shape {}", shape(dims))))?;
+    Ok(n as usize)
 }
 
 fn shape(dims: &[usize]) -> String {
@@ -46,7 +50,7 @@ fn operand<T>(
     dims: &[usize],
 ) -> Result<()> {
     same_device(stream, name, s)?;
-    if s.len() != count(dims)? {
+    if s.len() != count(name, dims)? {
         return Err(Error::Shape {
             operand: name,
             expected: shape(dims),
@@ -96,15 +100,12 @@ pub fn rms_norm<T: DType>(
     operand(stream, "x", &x, &[rows, cols])?;
     operand(stream, "weight", &w, &[cols])?;
     operand(stream, "out", &o, &[rows, cols])?;
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(Error::invalid(format!("eps {eps} must be finite and >= 0")));
-    }
+    rules::check_eps(eps).map_err(|e| Error::invalid(format!("{e} (got {eps})")))?;
     supported::<T>(stream, abi::KNPU_KERNEL_RMS_NORM, "rms_norm")?;
     if x.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuRmsNormParams starts with struct_size and holds only integers and a float.
-    let mut p: abi::KnpuRmsNormParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuRmsNormParams::sized();
     p.dtype = T::ABI;
     p.rows = rows as u64;
     p.cols = cols as u64;
@@ -141,15 +142,12 @@ pub fn layer_norm<T: DType>(
         operand(stream, "bias", b, &[cols])?;
     }
     operand(stream, "out", &o, &[rows, cols])?;
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(Error::invalid(format!("eps {eps} must be finite and >= 0")));
-    }
+    rules::check_eps(eps).map_err(|e| Error::invalid(format!("{e} (got {eps})")))?;
     supported::<T>(stream, abi::KNPU_KERNEL_LAYER_NORM, "layer_norm")?;
     if x.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuLayerNormParams starts with struct_size and holds only integers and a float.
-    let mut p: abi::KnpuLayerNormParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuLayerNormParams::sized();
     p.dtype = T::ABI;
     p.rows = rows as u64;
     p.cols = cols as u64;
@@ -162,15 +160,6 @@ pub fn layer_norm<T: DType>(
         Some(b) => launch(stream, abi::KNPU_KERNEL_LAYER_NORM, &p, &[&x, &w, b, &o]),
         None => launch(stream, abi::KNPU_KERNEL_LAYER_NORM, &p, &[&x, &w, &o]),
     }
-}
-
-/// The pair layout of a rotary embedding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// GPT-J: pairs `(2i, 2i + 1)`.
-    Interleaved,
-    /// GPT-NeoX / Llama: pairs `(i, i + rotary_dim / 2)`.
-    NeoX,
 }
 
 /// The position of each row of a rotary embedding.
@@ -219,37 +208,25 @@ pub fn rope<T: DType>(
             Some(p)
         }
         RopePositions::Start(start) => {
-            if start.checked_add(rows as u64).is_none() {
-                return Err(Error::invalid(format!(
-                    "positions from {start} for {rows} rows overflow u64"
-                )));
-            }
+            rules::check_start_position(start, rows as u64).map_err(|e| {
+                Error::invalid(format!("{e}: positions from {start} for {rows} rows"))
+            })?;
             None
         }
     };
-    if !rope.rotary_dim.is_multiple_of(2) || rope.rotary_dim > head_dim {
-        return Err(Error::invalid(format!(
-            "rotary_dim {} must be even and at most head_dim {head_dim}",
-            rope.rotary_dim
-        )));
-    }
-    if !(rope.base.is_finite() && rope.base > 0.0) {
-        return Err(Error::invalid(format!(
-            "rope base {} must be finite and positive",
-            rope.base
-        )));
-    }
+    rules::check_rope(rope.rotary_dim as u64, head_dim as u64, rope.base).map_err(|e| {
+        Error::invalid(format!(
+            "{e} (rotary_dim {}, head_dim {head_dim}, base {})",
+            rope.rotary_dim, rope.base
+        ))
+    })?;
     supported::<T>(stream, abi::KNPU_KERNEL_ROPE, "rope")?;
     if x.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuRopeParams starts with struct_size and holds only integers and a float.
-    let mut p: abi::KnpuRopeParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuRopeParams::sized();
     p.dtype = T::ABI;
-    p.style = match rope.style {
-        RopeStyle::Interleaved => abi::KNPU_ROPE_INTERLEAVED,
-        RopeStyle::NeoX => abi::KNPU_ROPE_NEOX,
-    };
+    p.style = rope.style.raw();
     p.rows = rows as u64;
     p.heads = heads as u64;
     p.head_dim = head_dim as u64;
@@ -271,18 +248,9 @@ pub fn rope<T: DType>(
     }
 }
 
-/// An elementwise activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `x · sigmoid(x)`.
-    Silu,
-    /// The exact GELU `x · Φ(x)`.
-    GeluErf,
-    /// The tanh approximation of GELU.
-    GeluTanh,
-}
-
-/// Queues `out[i] = act(x[i])`; `x` and `out` have the same length.
+/// Queues `out[i] = act(x[i])`; `x` and `out` have the same length. `act` is
+/// [`Activation::Silu`], [`Activation::GeluErf`] or [`Activation::GeluTanh`]; any other is
+/// `Error::NotSupported`.
 pub fn activation<T: DType>(
     stream: &Stream,
     act: Activation,
@@ -293,18 +261,14 @@ pub fn activation<T: DType>(
     float::<T>("x")?;
     operand(stream, "x", &x, &[x.len()])?;
     operand(stream, "out", &o, &[x.len()])?;
+    rules::elementwise_activation(act.raw())?;
     supported::<T>(stream, abi::KNPU_KERNEL_ACTIVATION, "activation")?;
     if x.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuActivationParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuActivationParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuActivationParams::sized();
     p.dtype = T::ABI;
-    p.activation = match act {
-        Activation::Silu => abi::KNPU_ACTIVATION_SILU,
-        Activation::GeluErf => abi::KNPU_ACTIVATION_GELU_ERF,
-        Activation::GeluTanh => abi::KNPU_ACTIVATION_GELU_TANH,
-    };
+    p.activation = act.raw();
     p.len = x.len() as u64;
     p.x = x.addr();
     p.out = o.addr();
@@ -340,8 +304,7 @@ pub fn swiglu<T: DType>(
     if g.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuSwigluParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuSwigluParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuSwigluParams::sized();
     p.dtype = T::ABI;
     p.len = g.len() as u64;
     p.gate = g.addr();
@@ -372,8 +335,7 @@ pub fn softmax<T: DType>(
     if x.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuSoftmaxParams starts with struct_size and holds only integers and a float.
-    let mut p: abi::KnpuSoftmaxParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuSoftmaxParams::sized();
     p.dtype = T::ABI;
     p.rows = rows as u64;
     p.cols = cols as u64;
@@ -381,24 +343,6 @@ pub fn softmax<T: DType>(
     p.out = o.addr();
     p.scale = scale;
     launch(stream, abi::KNPU_KERNEL_SOFTMAX, &p, &[&x, &o])
-}
-
-/// The operation of [`binary`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BinaryOp {
-    /// `a + b`
-    Add,
-    /// `a · b`
-    Mul,
-}
-
-/// How operand `b` of [`binary`] is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broadcast {
-    /// `b` is `[rows, cols]`, like `a`.
-    None,
-    /// `b` is one row `[cols]`, applied to every row of `a`.
-    Row,
 }
 
 /// Queues `out = a op b` over `[rows, cols]`, `b` laid out as `broadcast` says.
@@ -429,17 +373,10 @@ pub fn binary<T: DType>(
     if a.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuBinaryParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuBinaryParams = unsafe { abi::sized_zeroed() };
-    p.op = match op {
-        BinaryOp::Add => abi::KNPU_BINARY_ADD,
-        BinaryOp::Mul => abi::KNPU_BINARY_MUL,
-    };
+    let mut p = abi::KnpuBinaryParams::sized();
+    p.op = op.raw();
     p.dtype = T::ABI;
-    p.broadcast = match broadcast {
-        Broadcast::None => abi::KNPU_BROADCAST_NONE,
-        Broadcast::Row => abi::KNPU_BROADCAST_ROW,
-    };
+    p.broadcast = broadcast.raw();
     p.rows = rows as u64;
     p.cols = cols as u64;
     p.a = a.addr();
@@ -475,8 +412,7 @@ pub fn embedding<T: DType, O: DType>(
     if o.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuEmbeddingParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuEmbeddingParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuEmbeddingParams::sized();
     p.table_dtype = T::ABI;
     p.out_dtype = O::ABI;
     p.vocab = vocab as u64;
@@ -504,8 +440,7 @@ pub fn cast<S: DType, D: DType>(
     if s.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuCastParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuCastParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuCastParams::sized();
     p.src_dtype = S::ABI;
     p.dst_dtype = D::ABI;
     p.len = s.len() as u64;
@@ -517,14 +452,8 @@ pub fn cast<S: DType, D: DType>(
 /// Checks the shape of a row reduction: `cols >= 1` when there are rows, and every column
 /// index fits a `u32`.
 fn reduced(rows: usize, cols: usize) -> Result<()> {
-    if rows > 0 && cols == 0 {
-        return Err(Error::invalid("a row reduction needs at least one column"));
-    }
-    if u32::try_from(cols).is_err() {
-        return Err(Error::invalid(format!(
-            "{cols} columns do not fit u32 indices"
-        )));
-    }
+    rules::check_reduced(rows as u64, cols as u64)
+        .map_err(|e| Error::invalid(format!("{e} ({rows} rows of {cols} columns)")))?;
     Ok(())
 }
 
@@ -546,8 +475,7 @@ pub fn argmax<T: DType>(
     if x.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuArgmaxParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuArgmaxParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuArgmaxParams::sized();
     p.dtype = T::ABI;
     p.rows = rows as u64;
     p.cols = cols as u64;
@@ -578,15 +506,13 @@ pub fn top_k<T: DType>(
     operand(stream, "values", &v, &[rows, k])?;
     operand(stream, "indices", &i, &[rows, k])?;
     reduced(rows, cols)?;
-    if k > cols {
-        return Err(Error::invalid(format!("k {k} exceeds cols {cols}")));
-    }
+    rules::check_top_k(k as u64, cols as u64)
+        .map_err(|e| Error::invalid(format!("{e} (k {k}, cols {cols})")))?;
     supported::<T>(stream, abi::KNPU_KERNEL_TOP_K, "top_k")?;
     if v.is_empty() {
         return Ok(());
     }
-    // SAFETY: KnpuTopKParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuTopKParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuTopKParams::sized();
     p.dtype = T::ABI;
     p.rows = rows as u64;
     p.cols = cols as u64;

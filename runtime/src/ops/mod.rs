@@ -17,19 +17,22 @@ pub use attention::{
     PagedAttentionArgs, PagedKvCache,
 };
 
-// LLM ops (their activation enum is `llm::Activation`; `Activation` here is GEMM's epilogue).
+// LLM ops (`llm::Activation` is the same enum as GEMM's epilogue `Activation`).
 pub mod llm;
 pub use llm::{
     activation, argmax, binary, cast, embedding, layer_norm, rms_norm, rope, silu, softmax, swiglu,
     top_k, BinaryOp, Broadcast, Rope, RopePositions, RopeStyle,
 };
 
-// Quantised weights (their `QuantFormat` numbers the ABI's `KnpuQuantFormat`).
+// Quantised weights (`QuantFormat`, `RowScales` and `ActQuant` are the op definitions' own,
+// re-exported).
 pub mod quant;
 pub use quant::{
     dequantize, qembedding, qmatmul, quantize, w8a8_gemm, ActQuant, QMatmul, QWeights, QuantFormat,
     RowScales, W8A8Gemm,
 };
+
+use knpu_driver_abi::ops::{dtype_name, OpError};
 
 use crate::buffer::DeviceSlice;
 use crate::dtype::DType;
@@ -65,4 +68,28 @@ pub(crate) fn supported<T: DType>(stream: &Stream, kernel: u32, what: &str) -> R
         });
     }
     Ok(())
+}
+
+/// An op definition's verdict as the runtime's error: a dtype the op does not take is
+/// `Error::Dtype`, a valid but unsupported combination `Error::NotSupported`, anything else
+/// (overflow, a broken shape rule, an unknown enum value) `Error::InvalidValue` naming the
+/// operand.
+impl From<OpError> for Error {
+    fn from(e: OpError) -> Error {
+        match e {
+            OpError::Dtype {
+                operand,
+                dtype,
+                expected,
+            } => Error::Dtype {
+                operand,
+                expected: expected.into(),
+                actual: dtype_name(dtype).into(),
+            },
+            OpError::Unsupported { .. } => Error::NotSupported {
+                detail: e.to_string(),
+            },
+            _ => Error::invalid(e.to_string()),
+        }
+    }
 }

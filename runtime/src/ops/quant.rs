@@ -19,152 +19,23 @@ use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::{dtype_name, DType};
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-use knpu_driver_abi as abi;
+use knpu_driver_abi::ops::quant::scales_extent;
+use knpu_driver_abi::ops::OpError;
+use knpu_driver_abi::{self as abi, SizedStruct};
 
-/// A storage format of quantised rows (the driver ABI's `KnpuQuantFormat`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(non_camel_case_types)] // the GGUF names
-pub enum QuantFormat {
-    /// GGUF Q8_0: blocks of 32 values, an f16 scale and 32 `i8` (34 bytes).
-    Q8_0,
-    /// GGUF Q4_0: blocks of 32 values, an f16 scale and 16 bytes of nibbles (18 bytes).
-    Q4_0,
-    /// GGUF Q4_1: blocks of 32 values, f16 scale and minimum, 16 bytes of nibbles (20 bytes).
-    Q4_1,
-    /// GGUF Q4_K: super-blocks of 256 values (144 bytes).
-    Q4_K,
-    /// GGUF Q6_K: super-blocks of 256 values (210 bytes).
-    Q6_K,
-    /// One `i8` per value and a required f32 scale per row.
-    I8,
-    /// FP8 E4M3 (OCP E4M3FN), one byte per value, optional f32 scale per row.
-    F8E4M3,
-    /// FP8 E5M2, one byte per value, optional f32 scale per row.
-    F8E5M2,
-}
+pub use knpu_driver_abi::ops::{ActQuant, QuantFormat, RowScales};
 
-/// Whether a format takes a separate per-row f32 scale tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowScales {
-    /// The blocks carry their scales; a scale tensor is refused.
-    None,
-    /// A scale per row may be given (without one every scale is 1).
-    Optional,
-    /// A scale per row must be given.
-    Required,
-}
-
-impl QuantFormat {
-    /// Every format, in `KnpuQuantFormat` order.
-    pub const ALL: [QuantFormat; 8] = [
-        QuantFormat::Q8_0,
-        QuantFormat::Q4_0,
-        QuantFormat::Q4_1,
-        QuantFormat::Q4_K,
-        QuantFormat::Q6_K,
-        QuantFormat::I8,
-        QuantFormat::F8E4M3,
-        QuantFormat::F8E5M2,
-    ];
-
-    /// The `KnpuQuantFormat` number.
-    pub fn abi(self) -> u32 {
-        match self {
-            QuantFormat::Q8_0 => abi::KNPU_QUANT_Q8_0,
-            QuantFormat::Q4_0 => abi::KNPU_QUANT_Q4_0,
-            QuantFormat::Q4_1 => abi::KNPU_QUANT_Q4_1,
-            QuantFormat::Q4_K => abi::KNPU_QUANT_Q4_K,
-            QuantFormat::Q6_K => abi::KNPU_QUANT_Q6_K,
-            QuantFormat::I8 => abi::KNPU_QUANT_I8,
-            QuantFormat::F8E4M3 => abi::KNPU_QUANT_F8E4M3,
-            QuantFormat::F8E5M2 => abi::KNPU_QUANT_F8E5M2,
-        }
-    }
-
-    /// The name used in messages (`"q4_k"`, `"f8e4m3"`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantFormat::Q8_0 => "q8_0",
-            QuantFormat::Q4_0 => "q4_0",
-            QuantFormat::Q4_1 => "q4_1",
-            QuantFormat::Q4_K => "q4_k",
-            QuantFormat::Q6_K => "q6_k",
-            QuantFormat::I8 => "i8",
-            QuantFormat::F8E4M3 => "f8e4m3",
-            QuantFormat::F8E5M2 => "f8e5m2",
-        }
-    }
-
-    /// Values per block: a row length must be a multiple of it.
-    pub fn block_elems(self) -> usize {
-        match self {
-            QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Q4_1 => 32,
-            QuantFormat::Q4_K | QuantFormat::Q6_K => 256,
-            QuantFormat::I8 | QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => 1,
-        }
-    }
-
-    /// Bytes per block.
-    pub fn block_bytes(self) -> usize {
-        match self {
-            QuantFormat::Q8_0 => 34,
-            QuantFormat::Q4_0 => 18,
-            QuantFormat::Q4_1 => 20,
-            QuantFormat::Q4_K => 144,
-            QuantFormat::Q6_K => 210,
-            QuantFormat::I8 | QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => 1,
-        }
-    }
-
-    /// Whether the format takes a separate per-row scale tensor.
-    pub fn row_scales(self) -> RowScales {
-        match self {
-            QuantFormat::I8 => RowScales::Required,
-            QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => RowScales::Optional,
-            _ => RowScales::None,
-        }
-    }
-
-    /// Bytes one row of `k` values takes; `Error::InvalidValue` naming the block size when
-    /// `k` is not a multiple of it.
-    pub fn row_bytes(self, k: usize) -> Result<usize> {
-        self.row_bytes_of("row", k)
-    }
-
-    fn row_bytes_of(self, operand: &str, k: usize) -> Result<usize> {
-        let be = self.block_elems();
-        if !k.is_multiple_of(be) {
-            return Err(Error::invalid(format!(
-                "operand `{operand}`: row length {k} is not a multiple of the {} block size {be}",
-                self.name()
-            )));
-        }
-        Ok(k / be * self.block_bytes())
-    }
-}
-
-/// How a quantised matmul multiplies activations with the weights (`KnpuActQuant`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ActQuant {
-    /// Integer dot products where the format has them (activations quantised on the fly to
-    /// 8-bit blocks of 32), f32 otherwise.
-    #[default]
-    Auto,
-    /// Integer dot products; `Error::NotSupported` for FP8 weights and for I8 weights with
-    /// `k % 32 != 0`.
-    Int8,
-    /// Dequantise each weight row to f32 and multiply in f32.
-    Float,
-}
-
-impl ActQuant {
-    /// The `KnpuActQuant` number.
-    pub fn abi(self) -> u32 {
-        match self {
-            ActQuant::Auto => abi::KNPU_ACT_QUANT_AUTO,
-            ActQuant::Int8 => abi::KNPU_ACT_QUANT_INT8,
-            ActQuant::Float => abi::KNPU_ACT_QUANT_FLOAT,
-        }
+/// Bytes one row of `k` values of `format` takes, for operand `operand`: the format's block
+/// rule from the op definitions, with a message naming the operand and the block size.
+fn row_bytes_of(format: QuantFormat, operand: &'static str, k: usize) -> Result<usize> {
+    match format.row_bytes_of(operand, k as u64) {
+        Ok(bytes) => usize::try_from(bytes).map_err(|_| OpError::Overflow { operand }.into()),
+        Err(OpError::Rule { .. }) => Err(Error::invalid(format!(
+            "operand `{operand}`: row length {k} is not a multiple of the {} block size {}",
+            format.name(),
+            format.block_elems()
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -219,17 +90,16 @@ impl<'a> QWeights<'a> {
         if let Some(s) = &self.scales {
             same_device(stream, scales_name, s)?;
         }
-        let rb = self.format.row_bytes_of(data_name, self.k)?;
+        let rb = row_bytes_of(self.format, data_name, self.k)?;
         check_bytes(data_name, self.format, self.n, self.k, rb, self.data.len())?;
         check_scales(scales_name, self.format, self.scales.as_ref(), self.n)?;
         Ok(rb)
     }
 }
 
-/// `a * b`, InvalidValue naming `what` on overflow.
-fn mul(a: usize, b: usize, what: &str) -> Result<usize> {
-    a.checked_mul(b)
-        .ok_or_else(|| Error::invalid(format!("operand `{what}`: {a} x {b} overflows usize")))
+/// `a * b`, InvalidValue naming operand `what` on overflow.
+fn mul(a: usize, b: usize, what: &'static str) -> Result<usize> {
+    Ok(abi::ops::product(what, &[a as u64, b as u64])? as usize)
 }
 
 /// Checks that quantised operand `name` holds exactly `rows` rows of `rb` bytes.
@@ -262,16 +132,12 @@ fn check_scales(
     scales: Option<&DeviceSlice<'_, f32>>,
     rows: usize,
 ) -> Result<()> {
-    match (format.row_scales(), scales) {
-        (RowScales::None, Some(_)) => Err(Error::invalid(format!(
-            "operand `{name}`: {} blocks carry their own scales; no scale tensor is allowed",
-            format.name()
-        ))),
-        (RowScales::Required, None) => Err(Error::invalid(format!(
-            "operand `{name}`: {} data needs one f32 scale per row ({rows})",
-            format.name()
-        ))),
-        (_, Some(s)) if s.len() != rows => Err(Error::Shape {
+    // The rule only looks at whether an address is given; any nonzero stands for "given".
+    let given = scales.map_or(0, |s| s.addr().max(4));
+    scales_extent(name, format, given, rows as u64, false)
+        .map_err(|e| Error::invalid(format!("{e} ({} data, {rows} rows)", format.name())))?;
+    match scales {
+        Some(s) if s.len() != rows => Err(Error::Shape {
             operand: name,
             expected: format!("[{rows}] (one scale per row)"),
             actual: format!("[{}]", s.len()),
@@ -351,7 +217,7 @@ pub fn quantize(
 ) -> Result<()> {
     let (src, dst) = (src.as_device_slice(), dst.as_device_slice_mut());
     let scales = scales.map(|s| s.as_device_slice_mut());
-    let rb = format.row_bytes_of("dst", k)?;
+    let rb = row_bytes_of(format, "dst", k)?;
     check_plain(
         stream,
         "src",
@@ -369,9 +235,8 @@ pub fn quantize(
     if rows == 0 {
         return Ok(());
     }
-    // SAFETY: KnpuQuantizeParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuQuantizeParams = unsafe { abi::sized_zeroed() };
-    p.format = format.abi();
+    let mut p = abi::KnpuQuantizeParams::sized();
+    p.format = format.raw();
     p.rows = rows as u64;
     p.k = k as u64;
     p.src = src.addr();
@@ -426,9 +291,8 @@ pub fn dequantize(
     if rows == 0 {
         return Ok(());
     }
-    // SAFETY: KnpuDequantizeParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuDequantizeParams = unsafe { abi::sized_zeroed() };
-    p.format = format.abi();
+    let mut p = abi::KnpuDequantizeParams::sized();
+    p.format = format.raw();
     p.rows = rows as u64;
     p.k = k as u64;
     p.src = src.addr();
@@ -521,31 +385,25 @@ pub fn qmatmul<TX: DType, TY: DType>(
     if let Some(b) = &q.bias {
         check_plain(stream, "bias", b, n, &format!("[n={n}]"))?;
     }
-    let int_capable = match w.format {
-        QuantFormat::F8E4M3 | QuantFormat::F8E5M2 => false,
-        QuantFormat::I8 => k.is_multiple_of(32),
-        _ => true,
-    };
-    if q.act_quant == ActQuant::Int8 && !int_capable {
-        return Err(Error::NotSupported {
+    knpu_driver_abi::ops::quant::qmatmul_uses_int8(w.format, q.act_quant, k as u64).map_err(
+        |_| Error::NotSupported {
             detail: format!(
                 "{} weights with k = {k} have no integer dot-product path",
                 w.format.name()
             ),
-        });
-    }
+        },
+    )?;
     supported::<TX>(stream, abi::KNPU_KERNEL_QMATMUL, "qmatmul")?;
     supported::<TY>(stream, abi::KNPU_KERNEL_QMATMUL, "qmatmul")?;
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // SAFETY: KnpuQMatmulParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuQMatmulParams = unsafe { abi::sized_zeroed() };
-    p.format = w.format.abi();
+    let mut p = abi::KnpuQMatmulParams::sized();
+    p.format = w.format.raw();
     p.x_dtype = TX::ABI;
     p.y_dtype = TY::ABI;
-    p.activation = q.activation.abi();
-    p.act_quant = q.act_quant.abi();
+    p.activation = q.activation.raw();
+    p.act_quant = q.act_quant.raw();
     p.m = m as u64;
     p.n = n as u64;
     p.k = k as u64;
@@ -613,7 +471,7 @@ impl<'a> W8A8Gemm<'a> {
 }
 
 /// The longest reduction [`w8a8_gemm`] sums exactly.
-pub const W8A8_MAX_K: usize = 1 << 17;
+pub const W8A8_MAX_K: usize = abi::ops::quant::W8A8_MAX_K as usize;
 
 /// Queues the W8A8 GEMM `g` over int8 codes: `xq` `[m, k]` with one scale per row
 /// (`x_scales`, `[m]`), `wq` `[n, k]` with one scale per output (`w_scales`, `[n]`), into `y`
@@ -670,10 +528,9 @@ pub fn w8a8_gemm<TY: DType>(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // SAFETY: KnpuW8A8GemmParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuW8A8GemmParams = unsafe { abi::sized_zeroed() };
+    let mut p = abi::KnpuW8A8GemmParams::sized();
     p.y_dtype = TY::ABI;
-    p.activation = g.activation.abi();
+    p.activation = g.activation.raw();
     p.m = m as u64;
     p.n = n as u64;
     p.k = k as u64;
@@ -730,9 +587,8 @@ pub fn qembedding<T: DType>(
     if tokens == 0 || dim == 0 {
         return Ok(());
     }
-    // SAFETY: KnpuQEmbeddingParams starts with struct_size and holds only integers.
-    let mut p: abi::KnpuQEmbeddingParams = unsafe { abi::sized_zeroed() };
-    p.format = table.format.abi();
+    let mut p = abi::KnpuQEmbeddingParams::sized();
+    p.format = table.format.raw();
     p.out_dtype = T::ABI;
     p.vocab = table.n as u64;
     p.dim = dim as u64;

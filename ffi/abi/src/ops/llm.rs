@@ -1,0 +1,317 @@
+//! The LLM ops (0x400-0x4FF): normalisation, rotary embedding, activations, softmax, binary
+//! ops with broadcast, embedding lookup, casts, argmax and top-k. Storage is F32, F16 or
+//! BF16 (indices and token ids U32); matrices are row-major and contiguous. Inputs may
+//! overlap outputs (the result is as if every input were read first); outputs of one kernel
+//! may not overlap each other.
+
+use super::RopeStyle;
+use super::{float_size, product, Activation, BinaryOp, Broadcast, Extent, Extents, OpError};
+use crate::sys::*;
+
+/// `eps` of a normalisation: finite and `>= 0`.
+pub fn check_eps(eps: f32) -> Result<(), OpError> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(OpError::Rule {
+            operand: "eps",
+            rule: "eps must be finite and >= 0",
+        })
+    }
+}
+
+/// The rotated width and frequency base of a rotary embedding: `rotary_dim` even and at
+/// most `head_dim`, `base` finite and positive.
+pub fn check_rope(rotary_dim: u64, head_dim: u64, base: f32) -> Result<(), OpError> {
+    if !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
+        return Err(OpError::Rule {
+            operand: "rotary_dim",
+            rule: "rotary_dim must be even and at most head_dim",
+        });
+    }
+    if !(base.is_finite() && base > 0.0) {
+        return Err(OpError::Rule {
+            operand: "base",
+            rule: "the frequency base must be finite and positive",
+        });
+    }
+    Ok(())
+}
+
+/// Positions `start .. start + rows` of a rotary embedding without a position tensor must
+/// not overflow.
+pub fn check_start_position(start: u64, rows: u64) -> Result<(), OpError> {
+    start
+        .checked_add(rows)
+        .map(|_| ())
+        .ok_or(OpError::Overflow {
+            operand: "start_position",
+        })
+}
+
+/// The scale of a softmax: finite.
+pub fn check_softmax_scale(scale: f32) -> Result<(), OpError> {
+    if scale.is_finite() {
+        Ok(())
+    } else {
+        Err(OpError::Rule {
+            operand: "scale",
+            rule: "the softmax scale must be finite",
+        })
+    }
+}
+
+/// A `[rows, cols]` input reduced along its rows (argmax, top-k): at least one column when
+/// there are rows, and every column index fits a u32. Returns `rows * cols`.
+pub fn check_reduced(rows: u64, cols: u64) -> Result<u64, OpError> {
+    if rows > 0 && cols == 0 {
+        return Err(OpError::Rule {
+            operand: "cols",
+            rule: "a row reduction needs at least one column",
+        });
+    }
+    if cols > u64::from(u32::MAX) {
+        return Err(OpError::Rule {
+            operand: "cols",
+            rule: "column indices must fit u32",
+        });
+    }
+    product("x", &[rows, cols])
+}
+
+/// `k` of a top-k: at most `cols`.
+pub fn check_top_k(k: u64, cols: u64) -> Result<(), OpError> {
+    if k > cols {
+        return Err(OpError::Rule {
+            operand: "k",
+            rule: "k must be at most cols",
+        });
+    }
+    Ok(())
+}
+
+/// The activation of KNPU_KERNEL_ACTIVATION: SILU, GELU_ERF or GELU_TANH.
+pub fn elementwise_activation(raw: u32) -> Result<Activation, OpError> {
+    match Activation::try_from(raw)? {
+        a @ (Activation::Silu | Activation::GeluErf | Activation::GeluTanh) => Ok(a),
+        _ => Err(OpError::Unsupported {
+            operand: "activation",
+            what: "an activation other than silu, gelu_erf or gelu_tanh",
+        }),
+    }
+}
+
+/// `n` when the op has work, else 0: an op that writes nothing reads nothing.
+fn live(work: bool, n: u64) -> u64 {
+    if work {
+        n
+    } else {
+        0
+    }
+}
+
+fn input(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Extent, OpError> {
+    Extent::new(name, addr, elems, size, false)
+}
+
+fn output(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Extent, OpError> {
+    Extent::new(name, addr, elems, size, true)
+}
+
+/// KNPU_KERNEL_RMS_NORM: extents `x`, `weight`, `out`.
+pub fn validate_rms_norm(p: &KnpuRmsNormParams) -> Result<Extents, OpError> {
+    let size = float_size("x", p.dtype)?;
+    let n = product("x", &[p.rows, p.cols])?;
+    check_eps(p.eps)?;
+    let mut e = Extents::default();
+    e.push(input("x", p.x, n, size)?);
+    e.push(input("weight", p.weight, live(n > 0, p.cols), size)?);
+    e.push(output("out", p.out, n, size)?);
+    Ok(e)
+}
+
+/// KNPU_KERNEL_LAYER_NORM: extents `x`, `weight`, `bias` when given, `out`.
+pub fn validate_layer_norm(p: &KnpuLayerNormParams) -> Result<Extents, OpError> {
+    let size = float_size("x", p.dtype)?;
+    let n = product("x", &[p.rows, p.cols])?;
+    check_eps(p.eps)?;
+    let row = live(n > 0, p.cols);
+    let mut e = Extents::default();
+    e.push(input("x", p.x, n, size)?);
+    e.push(input("weight", p.weight, row, size)?);
+    if p.bias != 0 {
+        e.push(input("bias", p.bias, row, size)?);
+    }
+    e.push(output("out", p.out, n, size)?);
+    Ok(e)
+}
+
+/// KNPU_KERNEL_ROPE: extents `x`, `positions` when given, `out`.
+pub fn validate_rope(p: &KnpuRopeParams) -> Result<(RopeStyle, Extents), OpError> {
+    let size = float_size("x", p.dtype)?;
+    let style = RopeStyle::try_from(p.style)?;
+    let n = product("x", &[p.rows, p.heads, p.head_dim])?;
+    check_rope(p.rotary_dim, p.head_dim, p.base)?;
+    let mut e = Extents::default();
+    e.push(input("x", p.x, n, size)?);
+    if p.positions != 0 {
+        e.push(input("positions", p.positions, p.rows, 4)?);
+    } else {
+        check_start_position(p.start_position, p.rows)?;
+    }
+    e.push(output("out", p.out, n, size)?);
+    Ok((style, e))
+}
+
+/// KNPU_KERNEL_ACTIVATION: extents `x`, `out`.
+pub fn validate_activation(p: &KnpuActivationParams) -> Result<(Activation, Extents), OpError> {
+    let size = float_size("x", p.dtype)?;
+    let act = elementwise_activation(p.activation)?;
+    let mut e = Extents::default();
+    e.push(input("x", p.x, p.len, size)?);
+    e.push(output("out", p.out, p.len, size)?);
+    Ok((act, e))
+}
+
+/// KNPU_KERNEL_SWIGLU: extents `gate`, `up`, `out`.
+pub fn validate_swiglu(p: &KnpuSwigluParams) -> Result<Extents, OpError> {
+    let size = float_size("gate", p.dtype)?;
+    let mut e = Extents::default();
+    e.push(input("gate", p.gate, p.len, size)?);
+    e.push(input("up", p.up, p.len, size)?);
+    e.push(output("out", p.out, p.len, size)?);
+    Ok(e)
+}
+
+/// KNPU_KERNEL_SOFTMAX: extents `x`, `out`.
+pub fn validate_softmax(p: &KnpuSoftmaxParams) -> Result<Extents, OpError> {
+    let size = float_size("x", p.dtype)?;
+    let n = product("x", &[p.rows, p.cols])?;
+    check_softmax_scale(p.scale)?;
+    let mut e = Extents::default();
+    e.push(input("x", p.x, n, size)?);
+    e.push(output("out", p.out, n, size)?);
+    Ok(e)
+}
+
+/// The elements of operand `b` of a binary op over `[rows, cols]` (0 when there is no work).
+pub fn binary_b_elems(broadcast: Broadcast, rows: u64, cols: u64) -> Result<u64, OpError> {
+    let n = product("a", &[rows, cols])?;
+    Ok(match broadcast {
+        Broadcast::None => n,
+        Broadcast::Row => live(n > 0, cols),
+    })
+}
+
+/// KNPU_KERNEL_BINARY: extents `a`, `b`, `out`.
+pub fn validate_binary(p: &KnpuBinaryParams) -> Result<(BinaryOp, Broadcast, Extents), OpError> {
+    let size = float_size("a", p.dtype)?;
+    let op = BinaryOp::try_from(p.op)?;
+    let broadcast = Broadcast::try_from(p.broadcast)?;
+    let n = product("a", &[p.rows, p.cols])?;
+    let mut e = Extents::default();
+    e.push(input("a", p.a, n, size)?);
+    e.push(input(
+        "b",
+        p.b,
+        binary_b_elems(broadcast, p.rows, p.cols)?,
+        size,
+    )?);
+    e.push(output("out", p.out, n, size)?);
+    Ok((op, broadcast, e))
+}
+
+/// KNPU_KERNEL_EMBEDDING: extents `table`, `ids`, `out`.
+pub fn validate_embedding(p: &KnpuEmbeddingParams) -> Result<Extents, OpError> {
+    let table_size = float_size("table", p.table_dtype)?;
+    let out_size = float_size("out", p.out_dtype)?;
+    let n = product("out", &[p.tokens, p.dim])?;
+    let table = if n > 0 {
+        product("table", &[p.vocab, p.dim])?
+    } else {
+        0
+    };
+    let mut e = Extents::default();
+    e.push(input("table", p.table, table, table_size)?);
+    e.push(input("ids", p.ids, live(n > 0, p.tokens), 4)?);
+    e.push(output("out", p.out, n, out_size)?);
+    Ok(e)
+}
+
+/// KNPU_KERNEL_CAST: extents `src`, `dst`.
+pub fn validate_cast(p: &KnpuCastParams) -> Result<Extents, OpError> {
+    let src_size = float_size("src", p.src_dtype)?;
+    let dst_size = float_size("dst", p.dst_dtype)?;
+    let mut e = Extents::default();
+    e.push(input("src", p.src, p.len, src_size)?);
+    e.push(output("dst", p.dst, p.len, dst_size)?);
+    Ok(e)
+}
+
+/// KNPU_KERNEL_ARGMAX: extents `x`, `out`.
+pub fn validate_argmax(p: &KnpuArgmaxParams) -> Result<Extents, OpError> {
+    let size = float_size("x", p.dtype)?;
+    let n = check_reduced(p.rows, p.cols)?;
+    let mut e = Extents::default();
+    e.push(input("x", p.x, n, size)?);
+    e.push(output("out", p.out, p.rows, 4)?);
+    Ok(e)
+}
+
+/// KNPU_KERNEL_TOP_K: extents `x`, `values`, `indices` (the two outputs may not overlap).
+pub fn validate_top_k(p: &KnpuTopKParams) -> Result<Extents, OpError> {
+    let size = float_size("x", p.dtype)?;
+    let n = check_reduced(p.rows, p.cols)?;
+    check_top_k(p.k, p.cols)?;
+    let nk = product("values", &[p.rows, p.k])?;
+    let values = output("values", p.values, nk, size)?;
+    let indices = output("indices", p.indices, nk, 4)?;
+    if values.overlaps(&indices) {
+        return Err(OpError::Overlap {
+            output: "values",
+            other: "indices",
+        });
+    }
+    let mut e = Extents::default();
+    e.push(input("x", p.x, n, size)?);
+    e.push(values);
+    e.push(indices);
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SizedStruct;
+
+    #[test]
+    fn rules_name_their_field() {
+        let mut p = KnpuRopeParams::sized();
+        (p.rows, p.heads, p.head_dim, p.rotary_dim, p.base) = (2, 2, 8, 3, 10000.0);
+        (p.x, p.out) = (0x1000, 0x2000);
+        assert!(matches!(
+            validate_rope(&p),
+            Err(OpError::Rule {
+                operand: "rotary_dim",
+                ..
+            })
+        ));
+        p.rotary_dim = 8;
+        p.start_position = u64::MAX;
+        assert_eq!(
+            validate_rope(&p).unwrap_err(),
+            OpError::Overflow {
+                operand: "start_position"
+            }
+        );
+        let mut t = KnpuTopKParams::sized();
+        (t.rows, t.cols, t.k, t.x, t.values, t.indices) = (1, 4, 2, 0x1000, 0x2000, 0x2004);
+        assert!(matches!(validate_top_k(&t), Err(OpError::Overlap { .. })));
+        let mut a = KnpuActivationParams::sized();
+        a.activation = KNPU_ACTIVATION_RELU;
+        assert_eq!(
+            validate_activation(&a).unwrap_err().status(),
+            KNPU_STATUS_NOT_SUPPORTED
+        );
+    }
+}
