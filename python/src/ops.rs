@@ -116,20 +116,19 @@ fn gemm_operand(t: &Tensor, layout: Layout) -> PyResult<(Tensor, MatrixBatch)> {
     Ok((c, m))
 }
 
-/// The GEMM epilogue activation named `name`.
+/// The epilogue activation named `name` as the op definitions spell it (`"relu"`,
+/// `"gelu_erf"`, `"gelu_tanh"`, `"silu"`), plus `"gelu"` as PyTorch spells the exact GELU.
 fn activation(name: Option<&str>) -> PyResult<ops::Activation> {
-    Ok(match name {
-        None | Some("none") => ops::Activation::None,
-        Some("relu") => ops::Activation::Relu,
-        Some("gelu") | Some("gelu_erf") => ops::Activation::GeluErf,
-        Some("gelu_tanh") => ops::Activation::GeluTanh,
-        Some("silu") => ops::Activation::Silu,
-        Some(other) => {
-            return Err(crate::errors::invalid(format!(
-                "unknown activation {other:?}: expected None, \"relu\", \"gelu\", \
-                 \"gelu_tanh\" or \"silu\""
-            )))
-        }
+    let name = match name {
+        None => return Ok(ops::Activation::None),
+        Some("gelu") => return Ok(ops::Activation::GeluErf),
+        Some(n) => n,
+    };
+    ops::Activation::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = ops::Activation::ALL.iter().map(|a| a.name()).collect();
+        crate::errors::invalid(format!(
+            "unknown activation {name:?}: expected None, \"gelu\" or one of {known:?}"
+        ))
     })
 }
 
@@ -754,15 +753,12 @@ pub fn rope(
     let (rows_heads, head_dim) = knpu::tensor::rows_cols(&shape).py()?;
     let (rows, heads) = knpu::tensor::rows_cols(&shape[..shape.len() - 1]).py()?;
     debug_assert_eq!(rows * heads, rows_heads);
-    let style = match style {
-        "neox" => ops::RopeStyle::NeoX,
-        "interleaved" => ops::RopeStyle::Interleaved,
-        other => {
-            return Err(crate::errors::invalid(format!(
-                "unknown rope style {other:?}: expected \"neox\" or \"interleaved\""
-            )))
-        }
-    };
+    let style = ops::RopeStyle::from_name(style).ok_or_else(|| {
+        let known: Vec<&str> = ops::RopeStyle::ALL.iter().map(|r| r.name()).collect();
+        crate::errors::invalid(format!(
+            "unknown rope style {style:?}: expected one of {known:?}"
+        ))
+    })?;
     let pos = match positions {
         Some(p) => {
             let p = plain(p, "rope")?;
