@@ -313,7 +313,7 @@ fn parse_index(key: &Bound<'_, PyAny>) -> PyResult<Vec<Index>> {
             } else {
                 Err(PyTypeError::new_err(format!(
                     "knpu tensors take ints, slices, None and ... as indices, not {} \
-                     (advanced indexing comes with the ops)",
+                     (advanced indexing is not supported)",
                     it.get_type()
                         .name()
                         .map(|n| n.to_string())
