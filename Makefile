@@ -40,7 +40,8 @@ python-install: venv
 test-python: python-install
 	cd python && KNPU_REQUIRE_MODELS=1 ../$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
-	$(VENV)/bin/python -m mypy.stubtest knpu --allowlist python/stubtest-allowlist.txt
+	$(VENV)/bin/python -m mypy.stubtest knpu --allowlist python/stubtest-allowlist.txt \
+		--mypy-config-file python/pyproject.toml
 
 ## lint: formatting, clippy and docs, as CI expects them
 lint:

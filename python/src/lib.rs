@@ -12,6 +12,8 @@ mod dlpack;
 mod dtype;
 mod errors;
 mod graph;
+mod kvcache;
+mod ops;
 mod storage;
 mod tensor;
 
@@ -27,6 +29,8 @@ fn _knpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<device::Event>()?;
     m.add_class::<tensor::Tensor>()?;
     m.add_class::<graph::Graph>()?;
+    m.add_class::<kvcache::KVCache>()?;
+    m.add_class::<kvcache::PagedKVCache>()?;
     m.add_function(wrap_pyfunction!(device::device_count, m)?)?;
     m.add_function(wrap_pyfunction!(device::set_device, m)?)?;
     m.add_function(wrap_pyfunction!(device::current_device, m)?)?;
@@ -49,5 +53,10 @@ fn _knpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tensor::full, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::arange, m)?)?;
     m.add_function(wrap_pyfunction!(dlpack::from_dlpack, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor::matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor::cast, m)?)?;
+    ops::py::register(m)?;
+    ops::py_quant::register(m)?;
+    m.add_function(wrap_pyfunction!(ops::py_attention::attention, m)?)?;
     Ok(())
 }

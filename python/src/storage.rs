@@ -97,3 +97,39 @@ impl Storage {
 fn elem_size<T>(_: &DeviceBuffer<T>) -> usize {
     std::mem::size_of::<T>()
 }
+
+/// The typed buffer of a [`Buf`] whose element type is `Self`.
+pub trait Typed: knpu::DType + Sized {
+    /// The buffer when `b` holds `Self` elements.
+    fn of(b: &Buf) -> Option<&DeviceBuffer<Self>>;
+    /// The buffer when `b` holds `Self` elements, mutably.
+    fn of_mut(b: &mut Buf) -> Option<&mut DeviceBuffer<Self>>;
+}
+
+macro_rules! typed {
+    ($t:ty, $v:ident) => {
+        impl Typed for $t {
+            fn of(b: &Buf) -> Option<&DeviceBuffer<Self>> {
+                match b {
+                    Buf::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn of_mut(b: &mut Buf) -> Option<&mut DeviceBuffer<Self>> {
+                match b {
+                    Buf::$v(x) => Some(x),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+typed!(f32, F32);
+typed!(half::f16, F16);
+typed!(half::bf16, BF16);
+typed!(f64, F64);
+typed!(i8, I8);
+typed!(u8, U8);
+typed!(i32, I32);
+typed!(u32, U32);
+typed!(i64, I64);

@@ -8,6 +8,7 @@
 use crate::device::{current_stream, resolve, Device};
 use crate::dtype::{self, DType};
 use crate::errors::{invalid, not_supported, to_py, IntoPyResult};
+use crate::ops::Arith;
 use crate::storage::{Buf, Storage};
 use crate::with_buf;
 use knpu::tensor::{copy_strided, fill_strided};
@@ -79,7 +80,7 @@ impl Tensor {
     }
 
     /// Queues a copy of `src` (same dtype, broadcastable shape) into this tensor's units.
-    fn copy_from(&self, stream: &knpu::Stream, src: &Tensor) -> PyResult<()> {
+    pub fn copy_from(&self, stream: &knpu::Stream, src: &Tensor) -> PyResult<()> {
         if src.dtype != self.dtype {
             return Err(to_py(knpu::Error::Dtype {
                 operand: "src",
@@ -204,7 +205,7 @@ fn host_slice<'a, T: bytemuck::Pod>(
 }
 
 /// The fill pattern of `value` as one unit of `dtype`.
-fn encode(dtype: DataType, value: &Bound<'_, PyAny>) -> PyResult<u64> {
+pub fn encode(dtype: DataType, value: &Bound<'_, PyAny>) -> PyResult<u64> {
     let int = |lo: i128, hi: i128| -> PyResult<u64> {
         let v: i128 = value
             .extract()
@@ -312,7 +313,7 @@ fn parse_index(key: &Bound<'_, PyAny>) -> PyResult<Vec<Index>> {
             } else {
                 Err(PyTypeError::new_err(format!(
                     "knpu tensors take ints, slices, None and ... as indices, not {} \
-                     (advanced indexing comes with the ops)",
+                     (advanced indexing is not supported)",
                     it.get_type()
                         .name()
                         .map(|n| n.to_string())
@@ -750,6 +751,89 @@ impl Tensor {
             self.rt_device().ordinal() as i32,
         )
     }
+
+    fn __matmul__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match other.cast::<Tensor>() {
+            Ok(b) => Ok(crate::ops::matmul(py, slf.get(), b.get(), None, None, None)?.into_any()),
+            Err(_) => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __rmatmul__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match other.cast::<Tensor>() {
+            Ok(a) => Ok(crate::ops::matmul(py, a.get(), slf.get(), None, None, None)?.into_any()),
+            Err(_) => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __add__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Add, false)
+    }
+
+    fn __radd__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Add, true)
+    }
+
+    fn __sub__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Sub, false)
+    }
+
+    fn __rsub__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Sub, true)
+    }
+
+    fn __mul__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Mul, false)
+    }
+
+    fn __rmul__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Mul, true)
+    }
+
+    fn __truediv__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Div, false)
+    }
+
+    fn __rtruediv__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        arith(slf, other, Arith::Div, true)
+    }
+
+    fn __neg__(&self) -> PyResult<Tensor> {
+        Python::attach(|py| {
+            crate::ops::arith_scalar(
+                self,
+                (-1.0f64).into_pyobject(py)?.as_any(),
+                Arith::Mul,
+                false,
+            )
+        })
+    }
+}
+
+/// A binary operator: a tensor and a tensor or a number; anything else is left to Python.
+fn arith(
+    slf: &Bound<'_, Tensor>,
+    other: &Bound<'_, PyAny>,
+    op: Arith,
+    reflected: bool,
+) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let t = if let Ok(b) = other.cast::<Tensor>() {
+        if reflected {
+            crate::ops::arith_tensors(b.get(), slf.get(), op)?
+        } else {
+            crate::ops::arith_tensors(slf.get(), b.get(), op)?
+        }
+    } else if other.is_instance_of::<pyo3::types::PyFloat>()
+        || other.is_instance_of::<pyo3::types::PyInt>()
+    {
+        crate::ops::arith_scalar(slf.get(), other, op, reflected)?
+    } else {
+        return Ok(py.NotImplemented());
+    };
+    Ok(Py::new(py, t)?.into_any())
 }
 
 impl Tensor {
@@ -1044,4 +1128,30 @@ pub fn arange<'py>(
     let dev = resolve(device)?;
     let dt_obj = dtype::object(py, dt)?;
     upload(py, &arr, Some(dt_obj.bind(py).as_any()), &dev)
+}
+
+/// `knpu.matmul(a, b, *, bias=None, activation=None, out=None)`: the matrix product as
+/// numpy's `matmul` defines it, with an optional float32 bias of `[n]` and an activation
+/// (`"relu"`, `"gelu"`, `"gelu_tanh"` or `"silu"`) fused into the epilogue.
+#[pyfunction]
+#[pyo3(signature = (a, b, *, bias=None, activation=None, out=None))]
+pub fn matmul(
+    py: Python<'_>,
+    a: PyRef<'_, Tensor>,
+    b: PyRef<'_, Tensor>,
+    bias: Option<PyRef<'_, Tensor>>,
+    activation: Option<&str>,
+    out: Option<&Bound<'_, Tensor>>,
+) -> PyResult<Py<Tensor>> {
+    crate::ops::matmul(py, &a, &b, bias.as_deref(), activation, out)
+}
+
+/// `knpu.cast(x, dtype)`: `x` converted to `dtype` on the device (as `x.to(dtype)`).
+#[pyfunction]
+pub fn cast(x: PyRef<'_, Tensor>, dtype: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+    let target = dtype::resolve(dtype)?;
+    if target == x.dtype {
+        return Ok(x.with_layout(x.layout.clone()));
+    }
+    x.cast(target)
 }

@@ -663,6 +663,82 @@ impl Layout {
         Layout::new(shape.to_vec(), strides, self.offset)
     }
 
+    /// How a GEMM can read this layout as a batch of matrices (its last two dimensions, the
+    /// leading ones flattened into one batch), or `None` when it cannot: a negative stride, a
+    /// repeated (stride-0) row or column, or leading dimensions that do not flatten to one
+    /// stride. Such operands are copied to a contiguous layout first.
+    pub fn matrix_batch(&self) -> Option<MatrixBatch> {
+        let n = self.ndim();
+        if n < 2 {
+            return None;
+        }
+        let (rows, cols) = (self.shape[n - 2], self.shape[n - 1]);
+        let (sr, sc) = (self.strides[n - 2], self.strides[n - 1]);
+        let (ld, transposed) = if (cols <= 1 || sc == 1) && (rows <= 1 || sr >= cols as isize) {
+            (if rows <= 1 { cols.max(1) } else { sr as usize }, false)
+        } else if (rows <= 1 || sr == 1) && (cols <= 1 || sc >= rows as isize) {
+            (if cols <= 1 { rows.max(1) } else { sc as usize }, true)
+        } else {
+            return None;
+        };
+        let batch = self.shape[..n - 2].iter().product::<usize>();
+        let lead: Vec<(usize, isize)> = self.shape[..n - 2]
+            .iter()
+            .zip(&self.strides[..n - 2])
+            .filter(|(&d, _)| d != 1)
+            .map(|(&d, &s)| (d, s))
+            .collect();
+        let batch_stride = match lead.last() {
+            None => 0,
+            Some(&(_, last)) => {
+                if last < 0 {
+                    return None;
+                }
+                let flat = lead.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0 as isize);
+                if !flat {
+                    return None;
+                }
+                last as usize
+            }
+        };
+        Some(MatrixBatch {
+            offset: self.offset,
+            ld,
+            transposed,
+            batch,
+            batch_stride,
+        })
+    }
+
+    /// This 4-D layout read as attention's `[batch, heads, seq, head_dim]` (PyTorch's
+    /// `scaled_dot_product_attention` order) in place, or `None` when it cannot be: a
+    /// negative stride, or a `head_dim` that is not contiguous. The view starts at
+    /// [`Layout::offset`].
+    pub fn attn_bhsd(&self) -> Option<crate::ops::AttnTensor> {
+        if self.ndim() != 4 {
+            return None;
+        }
+        let st = |i: usize| -> Option<usize> {
+            if self.shape[i] <= 1 {
+                Some(0)
+            } else {
+                usize::try_from(self.strides[i]).ok()
+            }
+        };
+        if st(3)? != 0 && self.strides[3] != 1 {
+            return None;
+        }
+        Some(crate::ops::AttnTensor {
+            batch: self.shape[0],
+            heads: self.shape[1],
+            seq: self.shape[2],
+            head_dim: self.shape[3],
+            batch_stride: st(0)?,
+            head_stride: st(1)?,
+            seq_stride: st(2)?,
+        })
+    }
+
     /// Calls `f(dst_offset, src_offset, len)` for each contiguous run of units that copying
     /// `src` into `dst` (same shape) moves, in row-major order of the shape.
     pub fn for_each_run(
@@ -755,6 +831,128 @@ fn submit_batches(stream: &Stream, cmds: &mut Vec<abi::KnpuCommand>, last: &mut 
     *last = unsafe { stream.submit(cmds, Submit::default()) }?;
     cmds.clear();
     Ok(())
+}
+
+/// A batch of matrices as a GEMM reads them from a [`Layout`] (see
+/// [`Layout::matrix_batch`]): matrix `b` starts at unit `offset + b * batch_stride`, its rows
+/// are `ld` units apart, or its columns are when `transposed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatrixBatch {
+    /// Unit of the first element of the first matrix.
+    pub offset: usize,
+    /// Units between rows (columns when `transposed`).
+    pub ld: usize,
+    /// Whether the matrix is stored column by column.
+    pub transposed: bool,
+    /// Number of matrices.
+    pub batch: usize,
+    /// Units between matrices (0 when one matrix repeats).
+    pub batch_stride: usize,
+}
+
+/// The shape numpy's broadcasting gives operands of shapes `a` and `b`: dimensions matched
+/// from the end, a size-1 or missing dimension taking the other's size.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| {
+        if i + s.len() >= n {
+            s[i + s.len() - n]
+        } else {
+            1
+        }
+    };
+    (0..n)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Ok(x),
+            (1, y) => Ok(y),
+            _ => Err(Error::Shape {
+                operand: "b",
+                expected: format!("a shape that broadcasts with {a:?}"),
+                actual: format!("{b:?}"),
+            }),
+        })
+        .collect()
+}
+
+/// A shape read as `[rows, cols]` over its last dimension, as row-wise ops (norms, softmax,
+/// reductions) read their operand; fails on 0-D shapes.
+pub fn rows_cols(shape: &[usize]) -> Result<(usize, usize)> {
+    match shape.split_last() {
+        Some((&cols, lead)) => Ok((numel_of(lead)?, cols)),
+        None => Err(Error::Shape {
+            operand: "x",
+            expected: "at least 1 dimension".into(),
+            actual: "a 0-D tensor".into(),
+        }),
+    }
+}
+
+/// The shapes of a matrix product as numpy's `matmul` defines it (see [`matmul_shapes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatmulShapes {
+    /// The result's shape.
+    pub out: Vec<usize>,
+    /// The broadcast leading (batch) dimensions.
+    pub batch: Vec<usize>,
+    /// Rows of each product.
+    pub m: usize,
+    /// Columns of each product.
+    pub n: usize,
+    /// The reduced dimension.
+    pub k: usize,
+    /// Whether `a` was 1-D (read as one row, a dimension the result drops).
+    pub a_vector: bool,
+    /// Whether `b` was 1-D (read as one column, a dimension the result drops).
+    pub b_vector: bool,
+}
+
+/// The shapes of `a @ b` as numpy's `matmul` defines them: the last two dimensions are
+/// multiplied, the leading ones broadcast; a 1-D `a` is a row and a 1-D `b` a column, whose
+/// dimension the result drops. Fails on 0-D operands and on mismatched inner dimensions.
+pub fn matmul_shapes(a: &[usize], b: &[usize]) -> Result<MatmulShapes> {
+    if a.is_empty() || b.is_empty() {
+        return Err(Error::Shape {
+            operand: if a.is_empty() { "a" } else { "b" },
+            expected: "at least 1 dimension".into(),
+            actual: "a 0-D tensor".into(),
+        });
+    }
+    let (a_vector, b_vector) = (a.len() == 1, b.len() == 1);
+    let (m, ka, a_lead) = if a_vector {
+        (1, a[0], &a[..0])
+    } else {
+        (a[a.len() - 2], a[a.len() - 1], &a[..a.len() - 2])
+    };
+    let (kb, n, b_lead) = if b_vector {
+        (b[0], 1, &b[..0])
+    } else {
+        (b[b.len() - 2], b[b.len() - 1], &b[..b.len() - 2])
+    };
+    if ka != kb {
+        return Err(Error::Shape {
+            operand: "b",
+            expected: format!("{ka} rows to match a's {a:?}"),
+            actual: format!("{b:?}"),
+        });
+    }
+    let batch = broadcast_shapes(a_lead, b_lead)?;
+    let mut out = batch.clone();
+    if !a_vector {
+        out.push(m);
+    }
+    if !b_vector {
+        out.push(n);
+    }
+    numel_of(&out)?;
+    Ok(MatmulShapes {
+        out,
+        batch,
+        m,
+        n,
+        k: ka,
+        a_vector,
+        b_vector,
+    })
 }
 
 /// Queues on `stream` a copy of the units of `src` (laid out by `src_layout` in `src_buf`)
@@ -1259,6 +1457,104 @@ mod tests {
 
     fn l(shape: &[usize]) -> Layout {
         Layout::contiguous(shape).unwrap()
+    }
+
+    #[test]
+    fn attn_bhsd_reads_strided_views_in_place() {
+        let a = l(&[2, 3, 5, 4]).attn_bhsd().unwrap();
+        assert_eq!((a.batch_stride, a.head_stride, a.seq_stride), (60, 20, 4));
+        // [batch, seq, heads, head_dim] storage transposed to bhsd order.
+        let t = l(&[2, 5, 3, 4])
+            .transpose(1, 2)
+            .unwrap()
+            .attn_bhsd()
+            .unwrap();
+        assert_eq!((t.heads, t.seq, t.head_stride, t.seq_stride), (3, 5, 4, 12));
+        assert!(l(&[2, 3, 4, 5])
+            .transpose(2, 3)
+            .unwrap()
+            .attn_bhsd()
+            .is_none());
+        assert!(l(&[3, 4, 5]).attn_bhsd().is_none());
+    }
+
+    #[test]
+    fn rows_cols_reads_the_last_dimension() {
+        assert_eq!(rows_cols(&[2, 3, 5]).unwrap(), (6, 5));
+        assert_eq!(rows_cols(&[7]).unwrap(), (1, 7));
+        assert_eq!(rows_cols(&[0, 4]).unwrap(), (0, 4));
+        assert!(rows_cols(&[]).is_err());
+    }
+
+    #[test]
+    fn broadcast_shapes_follow_numpy() {
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(),
+            vec![2, 4, 3]
+        );
+        assert_eq!(broadcast_shapes(&[], &[5]).unwrap(), vec![5]);
+        assert_eq!(broadcast_shapes(&[0, 1], &[1, 7]).unwrap(), vec![0, 7]);
+        assert!(broadcast_shapes(&[2, 3], &[4, 3]).is_err());
+    }
+
+    #[test]
+    fn matmul_shapes_follow_numpy() {
+        let s = matmul_shapes(&[2, 1, 3, 4], &[5, 4, 6]).unwrap();
+        assert_eq!(
+            (s.out, s.batch, s.m, s.n, s.k),
+            (vec![2, 5, 3, 6], vec![2, 5], 3, 6, 4)
+        );
+        let s = matmul_shapes(&[4], &[3, 4, 6]).unwrap();
+        assert_eq!((s.out.clone(), s.m, s.a_vector), (vec![3, 6], 1, true));
+        let s = matmul_shapes(&[3, 4], &[4]).unwrap();
+        assert_eq!((s.out.clone(), s.n, s.b_vector), (vec![3], 1, true));
+        assert_eq!(matmul_shapes(&[4], &[4]).unwrap().out, Vec::<usize>::new());
+        assert!(matmul_shapes(&[3, 4], &[5, 6]).is_err());
+        assert!(matmul_shapes(&[], &[5]).is_err());
+        assert!(matmul_shapes(&[2, 3, 4], &[3, 4, 5]).is_err());
+    }
+
+    #[test]
+    fn matrix_batch_reads_rows_columns_and_flat_batches() {
+        let m = l(&[2, 3, 4]).matrix_batch().unwrap();
+        assert_eq!(
+            (m.ld, m.transposed, m.batch, m.batch_stride),
+            (4, false, 2, 12)
+        );
+        let t = l(&[2, 3, 4])
+            .transpose(-1, -2)
+            .unwrap()
+            .matrix_batch()
+            .unwrap();
+        assert_eq!(
+            (t.ld, t.transposed, t.batch, t.batch_stride),
+            (4, true, 2, 12)
+        );
+        let b = l(&[3, 4])
+            .broadcast_to(&[5, 3, 4])
+            .unwrap()
+            .matrix_batch()
+            .unwrap();
+        assert_eq!((b.batch, b.batch_stride), (5, 0));
+        // Batch dimensions swapped do not flatten to one stride.
+        assert!(l(&[2, 3, 4, 5])
+            .permute(&[1, 0, 2, 3])
+            .unwrap()
+            .matrix_batch()
+            .is_none());
+        // A repeated row is no matrix a GEMM reads.
+        assert!(l(&[1, 4])
+            .broadcast_to(&[3, 4])
+            .unwrap()
+            .matrix_batch()
+            .is_none());
+        // A sliced row keeps its row stride as ld.
+        let s = l(&[4, 8])
+            .slice(1, Some(0), Some(5), 1)
+            .unwrap()
+            .matrix_batch()
+            .unwrap();
+        assert_eq!((s.ld, s.transposed), (8, false));
     }
 
     #[test]
