@@ -23,9 +23,11 @@ fn trace_file_lists_every_command() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
+    // `ops::add` launches KNPU_KERNEL_BINARY (ABI 2.0 moved ADD out of ELEMENTWISE).
+    let kernel = format!("kernel {}", knpu::abi::KNPU_KERNEL_BINARY);
     for want in [
         "copy host to device",
-        "kernel 1",
+        kernel.as_str(),
         "fill",
         "copy device to host",
     ] {
