@@ -99,6 +99,9 @@ $(VENV)/bin/cmake:
 ## FUZZ_SECONDS, and ThreadSanitizer on the reliability stress tests; logs in target/sanitize/
 FUZZ_SECONDS ?= 60
 SANITIZE_LOGS := target/sanitize
+# A failure inside a `| tee` pipe fails the step.
+sanitize: SHELL := /bin/bash
+sanitize: .SHELLFLAGS := -o pipefail -c
 sanitize:
 	mkdir -p $(SANITIZE_LOGS)
 	rustup component add --toolchain nightly miri rust-src
@@ -106,11 +109,16 @@ sanitize:
 	timeout 1200 $(CARGO) +nightly miri test -p knpu-driver-sim --lib memory:: 2>&1 | tee $(SANITIZE_LOGS)/miri-sim-memory.log
 	timeout 1200 $(CARGO) +nightly miri test -p knpu --lib allocator:: 2>&1 | tee $(SANITIZE_LOGS)/miri-allocator.log
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for t in queue_submit op_shapes; do \
+	# Build first (bounded on its own), so FUZZ_SECONDS is all fuzzing even on a slow machine.
+	cd fuzz && timeout 3600 $(CARGO) +nightly fuzz build 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-build.log
+	cd fuzz && rc=0 && for t in queue_submit op_shapes; do \
 	  mkdir -p corpus/$$t; \
-	  timeout $$(( $(FUZZ_SECONDS) + 1200 )) $(CARGO) +nightly fuzz run $$t corpus/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-$$t.log; \
-	done
+	  timeout $$(( $(FUZZ_SECONDS) + 600 )) $(CARGO) +nightly fuzz run $$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-$$t.log || rc=1; \
+	done; exit $$rc
+	RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
+	  timeout 3600 $(CARGO) +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu \
+	  --target-dir target/tsan -p knpu --test reliability --no-run 2>&1 | tee $(SANITIZE_LOGS)/tsan-build.log
 	RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" TSAN_OPTIONS="halt_on_error=0" \
 	  timeout 2400 $(CARGO) +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu \
 	  --target-dir target/tsan -p knpu --test reliability -- stress:: 2>&1 | tee $(SANITIZE_LOGS)/tsan-stress.log
