@@ -110,10 +110,11 @@ sanitize:
 	timeout 1200 $(CARGO) +nightly miri test -p knpu --lib allocator:: 2>&1 | tee $(SANITIZE_LOGS)/miri-allocator.log
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	# Build first (bounded on its own), so FUZZ_SECONDS is all fuzzing even on a slow machine.
+	# New inputs go to target/fuzz-corpus; the committed seeds in fuzz/corpus stay as they are.
 	cd fuzz && timeout 3600 $(CARGO) +nightly fuzz build 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-build.log
 	cd fuzz && rc=0 && for t in queue_submit op_shapes; do \
-	  mkdir -p corpus/$$t; \
-	  timeout $$(( $(FUZZ_SECONDS) + 600 )) $(CARGO) +nightly fuzz run $$t corpus/$$t -- \
+	  mkdir -p ../target/fuzz-corpus/$$t; \
+	  timeout $$(( $(FUZZ_SECONDS) + 600 )) $(CARGO) +nightly fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-$$t.log || rc=1; \
 	done; exit $$rc
 	RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
