@@ -12,8 +12,8 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+// The API table holds raw pointers (not `Sync`), so it is fetched per call, not kept here.
 struct Env {
-    api: &'static abi::KnpuDriverApi,
     queue: usize,
     sem: AtomicUsize,
     next: AtomicU64,
@@ -52,7 +52,6 @@ fn env() -> &'static Env {
             }
         }
         Env {
-            api,
             queue: queue as usize,
             sem: AtomicUsize::new(sem as usize),
             next: AtomicU64::new(0),
@@ -94,7 +93,7 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 fuzz_target!(|data: &[u8]| {
     let e = env();
     let mut inp = Input(data);
-    let mut host_src = vec![0x5au8; HOST];
+    let host_src = vec![0x5au8; HOST];
     let mut host_dst = vec![0u8; HOST];
     let params: Vec<u8> = (0..256).map(|_| inp.u8()).collect();
     let stamp = Box::new(AtomicU64::new(0));
@@ -114,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
             inp.u32()
         };
         c.flags = if inp.u8() == 0 { inp.u32() } else { 0 };
-        let mut addr = |inp: &mut Input| -> u64 {
+        let addr = |inp: &mut Input| -> u64 {
             match inp.u8() % 4 {
                 0 => inp.u64(),
                 _ => {
@@ -123,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         };
-        let mut len = |inp: &mut Input| -> u64 {
+        let len = |inp: &mut Input| -> u64 {
             match inp.u8() % 8 {
                 0 => inp.u64(),
                 _ => u64::from(inp.u16()) % (HOST as u64 + 1),
@@ -234,13 +233,13 @@ fuzz_target!(|data: &[u8]| {
     info.signal_values = signal_values.as_ptr();
     // SAFETY: every pointer above is valid for the lengths passed with it and outlives the
     // wait below, which ends only once the submission has completed.
-    let status = unsafe { (e.api.queue_submit.unwrap())(e.queue as abi::KnpuQueue, &info) };
+    let status = unsafe { (knpu_driver_sim::api().queue_submit.unwrap())(e.queue as abi::KnpuQueue, &info) };
     if status != abi::KNPU_STATUS_SUCCESS {
         return;
     }
     e.next.store(value, Ordering::Relaxed);
     // SAFETY: the semaphore handle is live for the whole run.
-    let w = unsafe { (e.api.semaphore_wait.unwrap())(sem, value, 10_000_000_000) };
+    let w = unsafe { (knpu_driver_sim::api().semaphore_wait.unwrap())(sem, value, 10_000_000_000) };
     assert_ne!(
         w,
         abi::KNPU_STATUS_TIMEOUT,
@@ -252,9 +251,9 @@ fuzz_target!(|data: &[u8]| {
         let mut fresh: abi::KnpuSemaphore = std::ptr::null_mut();
         // SAFETY: valid out-pointers; the old semaphore is no longer used by any work.
         unsafe {
-            (e.api.device_get.unwrap())(0, &mut dev);
-            (e.api.semaphore_create.unwrap())(dev, 0, &mut fresh);
-            (e.api.semaphore_destroy.unwrap())(sem);
+            (knpu_driver_sim::api().device_get.unwrap())(0, &mut dev);
+            (knpu_driver_sim::api().semaphore_create.unwrap())(dev, 0, &mut fresh);
+            (knpu_driver_sim::api().semaphore_destroy.unwrap())(sem);
         }
         e.sem.store(fresh as usize, Ordering::Relaxed);
         e.next.store(0, Ordering::Relaxed);
