@@ -113,7 +113,7 @@ sanitize:
 	# New inputs go to target/fuzz-corpus; the committed seeds in fuzz/corpus stay as they are.
 	cd fuzz && timeout 3600 $(CARGO) +nightly fuzz build 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-build.log
 	cd fuzz && rc=0 && for t in queue_submit op_shapes; do \
-	  mkdir -p ../target/fuzz-corpus/$$t; \
+	  mkdir -p ../target/fuzz-corpus/$$t corpus/$$t; \
 	  timeout $$(( $(FUZZ_SECONDS) + 600 )) $(CARGO) +nightly fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-$$t.log || rc=1; \
 	done; exit $$rc
