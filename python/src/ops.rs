@@ -1101,7 +1101,12 @@ fn attention_lens(
                     }
                 }
             }
-            let arr = np.call_method1("asarray", (l,))?;
+            // An int32 tensor is copied to the host to be checked (numpy refuses to read a
+            // device tensor implicitly).
+            let arr = match l.cast::<Tensor>() {
+                Ok(t) => t.call_method0("numpy")?,
+                Err(_) => np.call_method1("asarray", (l,))?,
+            };
             let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
             let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
             if shape != [batch] {
@@ -1151,6 +1156,13 @@ fn mask_lens(
         of shape [batch, kv_len] (or [batch, 1, 1, kv_len]) whose rows are each a prefix of \
         True (True = attend), i.e. per-sequence key lengths (also accepted as kv_lens=), with \
         causal= and window= for the other masks";
+    if let Ok(t) = mask.cast::<Tensor>() {
+        return Err(not_supported(format!(
+            "a {} mask tensor (knpu has no boolean dtype: pass the mask as a host boolean \
+             array, or the key counts as kv_lens=): {SUPPORTED}",
+            t.get().dtype
+        )));
+    }
     let arr = np.call_method1("asarray", (mask,))?;
     let dtype: String = arr.getattr("dtype")?.getattr("name")?.extract()?;
     let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
