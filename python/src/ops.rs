@@ -1209,6 +1209,13 @@ pub mod py_attention {
 
     /// `knpu.attention(q, k, v, *, causal=False, scale=None, mask=None, window=None,
     /// kv_lens=None)`.
+    ///
+    /// `kv_lens` gives each sequence's number of keys (keys past it are padding): a uint32
+    /// `[batch]` tensor used in place (a count past `kv_len` fails the kernel, reported at the
+    /// next synchronisation), or an int32 tensor or a sequence of ints, checked on the host.
+    /// `mask` may be a boolean key-padding mask `[batch, kv_len]` (or `[batch, 1, 1, kv_len]`),
+    /// True = attend, each row a prefix of True: it is turned into `kv_lens`. Any other mask
+    /// raises `NotSupportedError`. A sequence with no key gives zeros.
     #[pyfunction]
     #[pyo3(signature = (q, k, v, *, causal=false, scale=None, mask=None, window=None, kv_lens=None))]
     #[allow(clippy::too_many_arguments)]
