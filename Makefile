@@ -3,10 +3,18 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: demo test deps test-rust lint bench-runtime sanitize clean venv python-install test-python
+.PHONY: demo demo-runtime test deps test-rust lint bench-runtime sanitize clean venv python-install test-python
 
-## demo: build, list the devices, and run the runtime demo on the built-in software NPU
-demo:
+## demo: the models on the built-in software NPU: a SmolLM2 chat answer to PROMPT, then
+## MiniLM sentence embeddings (installs into .venv, builds the extension in release)
+PROMPT ?= Why is the sky blue? Answer in two sentences.
+demo: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q --release -m python/Cargo.toml
+	$(VENV)/bin/python -m knpu.chat --prompt "$(PROMPT)" --max-tokens 128
+	$(VENV)/bin/python -m knpu.embed
+
+## demo-runtime: build, list the devices, and run the runtime demo (streams, events)
+demo-runtime:
 	$(CARGO) build --release -p knpu-cli -p knpu --examples --bins
 	./target/release/knpu devices
 	./target/release/examples/02-streams

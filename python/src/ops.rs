@@ -966,7 +966,8 @@ fn attn_operand(t: &Tensor, name: &'static str) -> PyResult<(Tensor, ops::AttnTe
 }
 
 /// `softmax(scale * q k^T + mask) v` with `q` `[batch, q_heads, q_len, head_dim]` and `k`,
-/// `v` `[batch, kv_heads, kv_len, head_dim]` (or the same without `batch`).
+/// `v` `[batch, kv_heads, kv_len, head_dim]` (or the same without `batch`). Sequence `b`
+/// attends to its first `kv_lens[b]` keys when `kv_lens` (uint32 `[batch]`) is given.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -974,6 +975,7 @@ pub fn attention(
     causal: bool,
     scale: Option<f32>,
     window: Option<usize>,
+    kv_lens: Option<&Tensor>,
 ) -> PyResult<Tensor> {
     let (tq, aq) = attn_operand(q, "q")?;
     let (tk, ak) = attn_operand(k, "k")?;
@@ -987,6 +989,9 @@ pub fn attention(
                 actual: o.dtype.name().into(),
             }));
         }
+    }
+    if let Some(l) = kv_lens {
+        same_device(&tq, &[("kv_lens", l)])?;
     }
     let out_shape = q.values_shape();
     let stream = tq.stream()?;
@@ -1005,7 +1010,7 @@ pub fn attention(
     dispatch!(
         tq.dtype,
         "attention",
-        attention_t(&stream, &args, &tq, &tk, &tv, &mut fresh)
+        attention_t(&stream, &args, &tq, &tk, &tv, kv_lens, &mut fresh)
     )?;
     Ok(fresh.finish())
 }
@@ -1016,11 +1021,181 @@ fn attention_t<T: Typed>(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    kv_lens: Option<&Tensor>,
     fresh: &mut Fresh,
 ) -> PyResult<()> {
     let (sq, sk, sv) = (from::<T>(q)?, from::<T>(k)?, from::<T>(v)?);
+    let lens = kv_lens.map(attn_lens_slice).transpose()?;
     let out = typed_mut::<T>(&mut fresh.storage.buf)?;
-    ops::attention(stream, args, &sq, &sk, &sv, out, None, None).py()
+    ops::attention(
+        stream,
+        args,
+        &sq,
+        &sk,
+        &sv,
+        out,
+        None,
+        lens.as_ref().map(|l| l as &dyn knpu::AsDeviceSlice<u32>),
+    )
+    .py()
+}
+
+/// A contiguous uint32 key-count tensor as a slice.
+fn attn_lens_slice(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, u32>> {
+    match &t.storage.buf {
+        Buf::U32(b) if t.layout.is_contiguous() => Ok(elems!(b, t)),
+        _ => Err(to_py(knpu::Error::Dtype {
+            operand: "kv_lens",
+            expected: "contiguous uint32".into(),
+            actual: t.dtype.name().into(),
+        })),
+    }
+}
+
+/// The `[batch, kv_len]` extents `attention` sees for `q` and `k` (3-D operands have batch 1).
+fn attn_batch_kv(q: &Tensor, k: &Tensor) -> (usize, usize) {
+    let (qs, ks) = (q.values_shape(), k.values_shape());
+    let batch = if qs.len() == 4 { qs[0] } else { 1 };
+    let kv_len = if ks.len() >= 3 { ks[ks.len() - 2] } else { 0 };
+    (batch, kv_len)
+}
+
+/// Per-sequence key counts for `knpu.attention`, as a uint32 `[batch]` tensor on `q`'s
+/// device: `kv_lens` (a uint32 tensor used in place; an int32 tensor or a host sequence
+/// checked and copied), or the lengths of a boolean key-padding `mask` of prefix form.
+fn attention_lens(
+    py: Python<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    kv_lens: Option<&Bound<'_, PyAny>>,
+    mask: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Tensor>> {
+    let (batch, kv_len) = attn_batch_kv(q, k);
+    let np = py.import("numpy")?;
+    let host_lens: Vec<u32> = match (kv_lens, mask) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(crate::errors::invalid(
+                "give the key lengths either as kv_lens= or as mask=, not both",
+            ))
+        }
+        (Some(l), None) => {
+            if let Ok(t) = l.cast::<Tensor>() {
+                let t = t.get();
+                if t.values_shape() != [batch] {
+                    return Err(to_py(knpu::Error::Shape {
+                        operand: "kv_lens",
+                        expected: format!("[{batch}] (one key count per sequence)"),
+                        actual: format!("{:?}", t.values_shape()),
+                    }));
+                }
+                match t.dtype {
+                    DataType::U32 => return Ok(Some(t.with_layout(t.layout.clone()))),
+                    DataType::I32 => {}
+                    other => {
+                        return Err(to_py(knpu::Error::Dtype {
+                            operand: "kv_lens",
+                            expected: "uint32 or int32".into(),
+                            actual: other.name().into(),
+                        }))
+                    }
+                }
+            }
+            // An int32 tensor is copied to the host to be checked (numpy refuses to read a
+            // device tensor implicitly).
+            let arr = match l.cast::<Tensor>() {
+                Ok(t) => t.call_method0("numpy")?,
+                Err(_) => np.call_method1("asarray", (l,))?,
+            };
+            let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+            let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+            if shape != [batch] {
+                return Err(to_py(knpu::Error::Shape {
+                    operand: "kv_lens",
+                    expected: format!("[{batch}] (one key count per sequence)"),
+                    actual: format!("{shape:?}"),
+                }));
+            }
+            if kind != "i" && kind != "u" && !(batch == 0 && kind == "f") {
+                return Err(to_py(knpu::Error::Dtype {
+                    operand: "kv_lens",
+                    expected: "integers".into(),
+                    actual: arr.getattr("dtype")?.getattr("name")?.extract::<String>()?,
+                }));
+            }
+            let vals: Vec<i64> = arr
+                .call_method1("astype", ("int64",))?
+                .call_method0("tolist")?
+                .extract()?;
+            let mut out = Vec::with_capacity(vals.len());
+            for (b, &n) in vals.iter().enumerate() {
+                if n < 0 || n as u64 > kv_len as u64 {
+                    return Err(crate::errors::invalid(format!(
+                        "kv_lens[{b}] = {n} is outside 0..={kv_len} (the keys k holds)"
+                    )));
+                }
+                out.push(n as u32);
+            }
+            out
+        }
+        (None, Some(m)) => mask_lens(&np, m, batch, kv_len)?,
+    };
+    let arr = np.call_method1("asarray", (host_lens, "uint32"))?;
+    crate::tensor::upload(py, &arr, None, q.rt_device()).map(Some)
+}
+
+/// Key counts from a boolean key-padding mask `[batch, kv_len]` (or `[batch, 1, 1, kv_len]`)
+/// whose rows are each a run of `True` followed by `False`.
+fn mask_lens(
+    np: &Bound<'_, PyModule>,
+    mask: &Bound<'_, PyAny>,
+    batch: usize,
+    kv_len: usize,
+) -> PyResult<Vec<u32>> {
+    const SUPPORTED: &str = "knpu.attention supports mask= only as a boolean key-padding mask \
+        of shape [batch, kv_len] (or [batch, 1, 1, kv_len]) whose rows are each a prefix of \
+        True (True = attend), i.e. per-sequence key lengths (also accepted as kv_lens=), with \
+        causal= and window= for the other masks";
+    if let Ok(t) = mask.cast::<Tensor>() {
+        return Err(not_supported(format!(
+            "a {} mask tensor (knpu has no boolean dtype: pass the mask as a host boolean \
+             array, or the key counts as kv_lens=): {SUPPORTED}",
+            t.get().dtype
+        )));
+    }
+    let arr = np.call_method1("asarray", (mask,))?;
+    let dtype: String = arr.getattr("dtype")?.getattr("name")?.extract()?;
+    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+    if dtype != "bool" {
+        return Err(not_supported(format!("a {dtype} mask: {SUPPORTED}")));
+    }
+    let rows_ok = match shape.as_slice() {
+        [b, l] => (*b, *l) == (batch, kv_len),
+        [b, 1, 1, l] => (*b, *l) == (batch, kv_len),
+        _ => false,
+    };
+    if !rows_ok {
+        return Err(not_supported(format!(
+            "a mask of shape {shape:?} for batch {batch} and {kv_len} keys: {SUPPORTED}"
+        )));
+    }
+    let bytes: Vec<u8> = np
+        .call_method1("ascontiguousarray", (arr,))?
+        .call_method0("tobytes")?
+        .extract()?;
+    let mut lens = Vec::with_capacity(batch);
+    for b in 0..batch {
+        let row = &bytes[b * kv_len..(b + 1) * kv_len];
+        let n = row.iter().take_while(|&&x| x != 0).count();
+        if row[n..].iter().any(|&x| x != 0) {
+            return Err(not_supported(format!(
+                "mask row {b} is not a prefix of True (a key after a masked one is attended): \
+                 {SUPPORTED}"
+            )));
+        }
+        lens.push(n as u32);
+    }
+    Ok(lens)
 }
 
 /// The units of `t` from its offset on, as attention's strided views read them.
@@ -1032,10 +1207,20 @@ fn from<T: Typed>(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, T>> {
 pub mod py_attention {
     use super::*;
 
-    /// `knpu.attention(q, k, v, *, causal=False, scale=None, mask=None, window=None)`.
+    /// `knpu.attention(q, k, v, *, causal=False, scale=None, mask=None, window=None,
+    /// kv_lens=None)`.
+    ///
+    /// `kv_lens` gives each sequence's number of keys (keys past it are padding): a uint32
+    /// `[batch]` tensor used in place (a count past `kv_len` fails the kernel, reported at the
+    /// next synchronisation), or an int32 tensor or a sequence of ints, checked on the host.
+    /// `mask` may be a boolean key-padding mask `[batch, kv_len]` (or `[batch, 1, 1, kv_len]`),
+    /// True = attend, each row a prefix of True: it is turned into `kv_lens`. Any other mask
+    /// raises `NotSupportedError`. A sequence with no key gives zeros.
     #[pyfunction]
-    #[pyo3(signature = (q, k, v, *, causal=false, scale=None, mask=None, window=None))]
+    #[pyo3(signature = (q, k, v, *, causal=false, scale=None, mask=None, window=None, kv_lens=None))]
+    #[allow(clippy::too_many_arguments)]
     pub fn attention(
+        py: Python<'_>,
         q: PyRef<'_, Tensor>,
         k: PyRef<'_, Tensor>,
         v: PyRef<'_, Tensor>,
@@ -1043,14 +1228,12 @@ pub mod py_attention {
         scale: Option<f32>,
         mask: Option<&Bound<'_, PyAny>>,
         window: Option<usize>,
+        kv_lens: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Tensor> {
-        if mask.is_some_and(|m| !m.is_none()) {
-            return Err(not_supported(
-                "attention with a mask tensor (the kernel takes causal=True and a sliding \
-                 window=)",
-            ));
-        }
-        super::attention(&q, &k, &v, causal, scale, window)
+        let mask = mask.filter(|m| !m.is_none());
+        let kv_lens = kv_lens.filter(|l| !l.is_none());
+        let lens = attention_lens(py, &q, &k, kv_lens, mask)?;
+        super::attention(&q, &k, &v, causal, scale, window, lens.as_ref())
     }
 }
 

@@ -302,8 +302,9 @@ def attention(
     *,
     causal: bool = False,
     scale: Optional[float] = None,
-    mask: None = None,
+    mask: Optional[Any] = None,
     window: Optional[int] = None,
+    kv_lens: Optional[Union[Tensor, Sequence[int], np.ndarray]] = None,
 ) -> Tensor: ...
 def gelu(x: Tensor, *, approximate: str = "none") -> Tensor: ...
 def swiglu(gate: Tensor, up: Tensor) -> Tensor: ...
