@@ -218,7 +218,20 @@ fuzz_target!(|data: &[u8]| {
         cmds.len() as u32
     };
     info.command_count = info.command_count.min(cmds.len() as u32);
-    info.commands = cmds.as_ptr();
+    // The array's stride is the first command's struct_size (the caller's sizeof); honour the
+    // ABI's obligation that `count` commands of that size are readable by laying the commands
+    // out at that stride in a buffer this target owns, with zeroed tails.
+    let size = std::mem::size_of::<abi::KnpuCommand>();
+    let stride = cmds.first().map_or(size, |c| c.struct_size.max(size));
+    let mut array = vec![0u8; stride * cmds.len().max(1)];
+    for (i, c) in cmds.iter().enumerate() {
+        // SAFETY: `array` holds `cmds.len()` slots of `stride >= size` bytes; the write is
+        // unaligned-safe.
+        unsafe {
+            (array.as_mut_ptr().add(i * stride) as *mut abi::KnpuCommand).write_unaligned(*c)
+        };
+    }
+    info.commands = array.as_ptr().cast();
     let waits = [sem];
     let wait_values = [wait_value];
     if inp.u8() % 2 == 0 {
@@ -258,6 +271,7 @@ fuzz_target!(|data: &[u8]| {
         e.sem.store(fresh as usize, Ordering::Relaxed);
         e.next.store(0, Ordering::Relaxed);
     }
+    drop(array);
     drop(stamp);
     drop(host_src);
     drop(host_dst);
