@@ -246,7 +246,8 @@ fuzz_target!(|data: &[u8]| {
     info.signal_values = signal_values.as_ptr();
     // SAFETY: every pointer above is valid for the lengths passed with it and outlives the
     // wait below, which ends only once the submission has completed.
-    let status = unsafe { (knpu_driver_sim::api().queue_submit.unwrap())(e.queue as abi::KnpuQueue, &info) };
+    let status =
+        unsafe { (knpu_driver_sim::api().queue_submit.unwrap())(e.queue as abi::KnpuQueue, &info) };
     if status != abi::KNPU_STATUS_SUCCESS {
         return;
     }
