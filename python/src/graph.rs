@@ -22,6 +22,8 @@ struct State {
     capturing: Option<Capturing>,
     graph: Option<knpu::Graph>,
     exec: Option<knpu::GraphExec>,
+    /// The graph whose parameters the instance runs since the last `update`.
+    updated_from: Option<knpu::Graph>,
 }
 
 /// A captured, instantiated graph of device work.
@@ -79,6 +81,7 @@ impl Graph {
         });
         st.exec = None;
         st.graph = None;
+        st.updated_from = None;
         Ok(())
     }
 
@@ -121,6 +124,39 @@ impl Graph {
         exec.launch(&s).py()
     }
 
+    /// Takes the parameters (tensors, numbers) of `source`, a capture of the same work on
+    /// other tensors, into this graph's instance without instantiating it again: later
+    /// replays run on `source`'s tensors. Work of another shape, another op or another
+    /// order, or a different allocation inside the capture, raises `GraphUpdateError` and
+    /// leaves this graph as it was.
+    fn update(&self, source: &Graph) -> PyResult<()> {
+        if std::ptr::eq(self, source) {
+            return Ok(());
+        }
+        let from = {
+            let src = source.state.lock();
+            if src.capturing.is_some() {
+                return Err(capture_error(
+                    "cannot update from a graph that is capturing",
+                ));
+            }
+            src.graph
+                .clone()
+                .ok_or_else(|| capture_error("the source graph has not been captured"))?
+        };
+        let mut st = self.state.lock();
+        if st.capturing.is_some() {
+            return Err(capture_error("cannot update a graph while it is capturing"));
+        }
+        let exec = st
+            .exec
+            .as_ref()
+            .ok_or_else(|| capture_error("the graph has not been captured"))?;
+        exec.update(&from).py()?;
+        st.updated_from = Some(from);
+        Ok(())
+    }
+
     /// Drops the captured graph and its memory.
     fn reset(&self) -> PyResult<()> {
         let mut st = self.state.lock();
@@ -129,6 +165,7 @@ impl Graph {
         }
         st.exec = None;
         st.graph = None;
+        st.updated_from = None;
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 use crate::errors::{not_supported, to_py, IntoPyResult};
 use crate::storage::{Buf, Storage, Typed};
 use crate::tensor::{encode, Tensor};
-use knpu::ops::{self, ElementwiseOp, Gemm, GemmEpilogue};
+use knpu::ops::{self, BinaryOp, Broadcast, ElementwiseOp, Gemm, GemmEpilogue};
 use knpu::tensor::{broadcast_shapes, fill_strided, matmul_shapes, MatrixBatch};
 use knpu::{DataType, Layout};
 use pyo3::prelude::*;
@@ -184,8 +184,16 @@ pub fn matmul(
     } else {
         b.layout.clone()
     };
-    let (ta, ma) = gemm_operand(a, la.broadcast_to(&full(s.m, s.k)).py()?)?;
-    let (tb, mb) = gemm_operand(b, lb.broadcast_to(&full(s.k, s.n)).py()?)?;
+    // Operands whose shape is already the full one (no batch broadcast) keep their layout.
+    let fit = |l: Layout, want: Vec<usize>| -> PyResult<Layout> {
+        if l.shape() == want.as_slice() {
+            Ok(l)
+        } else {
+            l.broadcast_to(&want).py()
+        }
+    };
+    let (ta, ma) = gemm_operand(a, fit(la, full(s.m, s.k))?)?;
+    let (tb, mb) = gemm_operand(b, fit(lb, full(s.k, s.n))?)?;
     let bias = match bias {
         Some(t) => Some(t.contiguous_tensor()?),
         None => None,
@@ -286,21 +294,73 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs `$f::<T>($args)` for the float element type `T` of `$dt` (the binary kernel's
+/// types), or fails naming the op and dtype.
+macro_rules! float_dispatch {
+    ($dt:expr, $what:expr, $f:ident($($args:expr),*)) => {
+        match $dt {
+            DataType::F32 => $f::<f32>($($args),*),
+            DataType::F16 => $f::<half::f16>($($args),*),
+            DataType::BF16 => $f::<half::bf16>($($args),*),
+            other => Err(not_supported(format!(
+                "{} on {other} tensors (the device computes it for float32, float16 and \
+                 bfloat16)",
+                $what
+            ))),
+        }
+    };
+}
+
+/// `t` itself when contiguous, else a contiguous copy put in `slot`.
+fn in_place<'a>(t: &'a Tensor, slot: &'a mut Option<Tensor>) -> PyResult<&'a Tensor> {
+    if t.layout.is_contiguous() {
+        return Ok(t);
+    }
+    Ok(slot.insert(t.copied()?))
+}
+
+/// The binary kernel's operation for `op`.
+fn binary_op(op: Arith) -> PyResult<BinaryOp> {
+    match op {
+        Arith::Add => Ok(BinaryOp::Add),
+        Arith::Sub => Ok(BinaryOp::Sub),
+        Arith::Mul => Ok(BinaryOp::Mul),
+        Arith::Div => Err(not_supported(
+            "dividing a tensor by a tensor (the device has no division kernel; dividing by a \
+             number works)",
+        )),
+    }
+}
+
+/// Where `t` (of shape `own`) stops repeating when broadcast to `shape`: the `k` such that
+/// `own`, padded with leading 1s, is 1 over `shape[..k]` and equals `shape[k..]`. Then `t`
+/// holds one row of `prod(shape[k..])` values that the broadcast repeats
+/// `prod(shape[..k])` times, which is the binary kernel's row broadcast; `k == 0` means
+/// `t` is not broadcast at all. `None`: the broadcast repeats inner dimensions (a column
+/// `[n, 1]` against `[n, m]`, or `[a, 1, c]` against `[a, b, c]`), which no form of the
+/// kernel expresses.
+fn repeat_split(own: &[usize], shape: &[usize]) -> Option<usize> {
+    let pad = shape.len() - own.len();
+    let dim = |i: usize| if i < pad { 1 } else { own[i - pad] };
+    let mut k = shape.len();
+    while k > 0 && dim(k - 1) == shape[k - 1] {
+        k -= 1;
+    }
+    (0..k).all(|i| dim(i) == 1).then_some(k)
+}
+
 /// `a op b` for two tensors, broadcast as numpy broadcasts.
+///
+/// The binary kernel takes `a` and the output as `[rows, cols]` and `b` either whole or as
+/// one row of `cols` values repeated over the rows, so a broadcast that repeats leading
+/// dimensions only (a row, a scalar, `[c, d]` against `[a, b, c, d]`) is read in place. `a`
+/// and `b` swap for the operators that commute when only `a` repeats. Any other broadcast
+/// (an inner dimension repeated: a column `[n, 1]`, `[a, 1, c]`; or `a` repeated under `-`)
+/// copies the operand to the full shape first.
 pub fn arith_tensors(a: &Tensor, b: &Tensor, op: Arith) -> PyResult<Tensor> {
     refuse_blocks(a, op.symbol())?;
     refuse_blocks(b, op.symbol())?;
-    let eop = match op {
-        Arith::Add => ElementwiseOp::Add,
-        Arith::Sub => ElementwiseOp::Sub,
-        Arith::Mul => ElementwiseOp::Mul,
-        Arith::Div => {
-            return Err(not_supported(
-                "dividing a tensor by a tensor (the device has no division kernel; dividing \
-                 by a number works)",
-            ))
-        }
-    };
+    let bop = binary_op(op)?;
     if a.dtype != b.dtype {
         return Err(to_py(knpu::Error::Dtype {
             operand: "b",
@@ -315,16 +375,82 @@ pub fn arith_tensors(a: &Tensor, b: &Tensor, op: Arith) -> PyResult<Tensor> {
             actual: b.rt_device().ordinal(),
         }));
     }
-    let shape = broadcast_shapes(&a.values_shape(), &b.values_shape()).py()?;
+    let (sa, sb) = (a.values_shape(), b.values_shape());
+    let shape = if sa == sb {
+        sa.clone()
+    } else {
+        broadcast_shapes(&sa, &sb).py()?
+    };
+    let (ka, kb) = (repeat_split(&sa, &shape), repeat_split(&sb, &shape));
+    let commutes = matches!(op, Arith::Add | Arith::Mul);
+    // `x` is read whole, `y` as rows of `shape[k..]` (whole when `k == 0`); copies, when
+    // needed, live in the slots.
+    let (mut slot_x, mut slot_y) = (None, None);
+    let (x, y, k) = match (ka, kb) {
+        (Some(0), Some(k)) => (in_place(a, &mut slot_x)?, in_place(b, &mut slot_y)?, k),
+        (Some(k), Some(0)) if commutes => (in_place(b, &mut slot_x)?, in_place(a, &mut slot_y)?, k),
+        (_, Some(k)) => (
+            &*slot_x.insert(dense(a, &shape)?),
+            in_place(b, &mut slot_y)?,
+            k,
+        ),
+        (_, None) => (
+            &*slot_x.insert(dense(a, &shape)?),
+            &*slot_y.insert(dense(b, &shape)?),
+            0,
+        ),
+    };
+    let rows = shape[..k].iter().product::<usize>();
+    let cols = shape[k..].iter().product::<usize>();
+    let broadcast = if k == 0 {
+        Broadcast::None
+    } else {
+        Broadcast::Row
+    };
     let stream = a.stream()?;
-    let (da, db) = (dense(a, &shape)?, dense(b, &shape)?);
     let mut fresh = Fresh::new(&stream, &shape, a.dtype)?;
-    dispatch!(
+    let grid = Grid {
+        rows,
+        cols,
+        broadcast,
+    };
+    float_dispatch!(
         a.dtype,
         format!("`{}`", op.symbol()),
-        two(&stream, eop, &da, &db, &mut fresh)
+        binary_t(&stream, bop, x, y, &mut fresh, grid)
     )?;
     Ok(fresh.finish())
+}
+
+/// How the binary kernel reads its operands: `a` and the output as `[rows, cols]`, `b` as
+/// `broadcast` says.
+#[derive(Clone, Copy)]
+struct Grid {
+    rows: usize,
+    cols: usize,
+    broadcast: Broadcast,
+}
+
+fn binary_t<T: Typed>(
+    stream: &knpu::Stream,
+    op: BinaryOp,
+    x: &Tensor,
+    y: &Tensor,
+    fresh: &mut Fresh,
+    grid: Grid,
+) -> PyResult<()> {
+    let (xs, ys) = (typed::<T>(&x.storage.buf)?, typed::<T>(&y.storage.buf)?);
+    ops::binary(
+        stream,
+        op,
+        &elems!(xs, x),
+        &elems!(ys, y),
+        typed_mut::<T>(&mut fresh.storage.buf)?,
+        grid.rows,
+        grid.cols,
+        grid.broadcast,
+    )
+    .py()
 }
 
 fn two<T: Typed>(
@@ -357,22 +483,23 @@ pub fn arith_scalar(
     let x: f64 = v.extract()?;
     let stream = a.stream()?;
     let shape = a.values_shape();
-    let da = dense(a, &shape)?;
+    let mut slot = None;
+    let da = in_place(a, &mut slot)?;
     let mut fresh = Fresh::new(&stream, &shape, a.dtype)?;
-    let what = format!("`{}`", op.symbol());
+    let what = || format!("`{}`", op.symbol());
     match (op, reflected) {
         (Arith::Mul, _) => dispatch!(
             a.dtype,
-            what,
-            one(&stream, ElementwiseOp::Scale(x as f32), &da, &mut fresh)
+            what(),
+            one(&stream, ElementwiseOp::Scale(x as f32), da, &mut fresh)
         )?,
         (Arith::Div, false) => dispatch!(
             a.dtype,
-            what,
+            what(),
             one(
                 &stream,
                 ElementwiseOp::Scale((1.0 / x) as f32),
-                &da,
+                da,
                 &mut fresh
             )
         )?,
@@ -381,32 +508,48 @@ pub fn arith_scalar(
                 "dividing a number by a tensor (the device has no division kernel)",
             ))
         }
-        (Arith::Add | Arith::Sub, _) => {
-            // out = alpha * a + c, with c filled with the number (negated for `a - v`).
-            let (alpha, c) = match (op, reflected) {
-                (Arith::Sub, false) => (1.0, -x),
-                (Arith::Sub, true) => (-1.0, x),
-                _ => (1.0, x),
-            };
-            let filled = Fresh::new(&stream, &shape, a.dtype)?.finish();
-            let pattern = encode(a.dtype, &c.into_pyobject(v.py())?.into_any())?;
-            crate::with_buf!(&filled.storage.buf, b => fill_strided(
-                &stream, b, &filled.layout, a.dtype.unit_bytes(), pattern))
-            .py()?;
+        (Arith::Sub, true) => {
+            // v - a = -1 * a + c with c the number at full size: no form of the binary
+            // kernel subtracts a tensor from a broadcast operand.
+            let filled = filled(&stream, &shape, a.dtype, x, v.py())?;
             dispatch!(
                 a.dtype,
-                what,
-                two(
-                    &stream,
-                    ElementwiseOp::Axpy(alpha),
-                    &da,
-                    &filled,
-                    &mut fresh
-                )
+                what(),
+                two(&stream, ElementwiseOp::Axpy(-1.0), da, &filled, &mut fresh)
+            )?
+        }
+        (Arith::Add | Arith::Sub, _) => {
+            // The number as a one-value row that the binary kernel repeats over `a`.
+            let one_value = filled(&stream, &[], a.dtype, x, v.py())?;
+            let grid = Grid {
+                rows: da.layout.numel(),
+                cols: 1,
+                broadcast: Broadcast::Row,
+            };
+            float_dispatch!(
+                a.dtype,
+                what(),
+                binary_t(&stream, binary_op(op)?, da, &one_value, &mut fresh, grid)
             )?
         }
     }
     Ok(fresh.finish())
+}
+
+/// A fresh contiguous tensor of `shape` with every value `x` (rounded to `dtype`).
+fn filled(
+    stream: &knpu::Stream,
+    shape: &[usize],
+    dtype: DataType,
+    x: f64,
+    py: Python<'_>,
+) -> PyResult<Tensor> {
+    let t = Fresh::new(stream, shape, dtype)?.finish();
+    let pattern = encode(dtype, &x.into_pyobject(py)?.into_any())?;
+    crate::with_buf!(&t.storage.buf, b => fill_strided(
+        stream, b, &t.layout, dtype.unit_bytes(), pattern))
+    .py()?;
+    Ok(t)
 }
 
 fn one<T: Typed>(

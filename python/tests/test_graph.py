@@ -117,3 +117,45 @@ def test_exception_in_block_ends_the_capture():
             raise RuntimeError("boom")
     assert not g.is_capturing
     assert knpu.current_stream() == knpu.default_stream()
+
+
+def test_update_replays_on_the_tensors_of_another_capture():
+    x1 = knpu.asarray(np.arange(4, dtype=np.float32))
+    x2 = knpu.asarray(np.full(4, 7.0, np.float32))
+    o1, o2 = knpu.zeros(4), knpu.zeros(4)
+    knpu.synchronize()
+    with knpu.graph() as g1:
+        o1.copy_(x1)
+        o1[1:].fill_(-1.0)
+    with knpu.graph() as g2:
+        o2.copy_(x2)
+        o2[1:].fill_(5.0)
+    g1.update(g2)
+    g1.replay()
+    knpu.synchronize()
+    np.testing.assert_array_equal(o2.numpy(), [7.0, 5.0, 5.0, 5.0])
+    np.testing.assert_array_equal(o1.numpy(), np.zeros(4))
+    g1.update(g1)  # updating from itself changes nothing
+    g1.replay()
+    knpu.synchronize()
+    np.testing.assert_array_equal(o1.numpy(), np.zeros(4))
+
+
+def test_update_from_other_work_raises_and_keeps_the_graph():
+    x = knpu.asarray(np.arange(4, dtype=np.float32))
+    o = knpu.zeros(4)
+    knpu.synchronize()
+    with knpu.graph() as g:
+        o.copy_(x)
+    with knpu.graph() as longer:
+        o.copy_(x)
+        o.fill_(3.0)
+    with pytest.raises(knpu.GraphUpdateError):
+        g.update(longer)
+    g.replay()
+    knpu.synchronize()
+    np.testing.assert_array_equal(o.numpy(), np.arange(4))
+    with pytest.raises(knpu.CaptureError):
+        g.update(knpu.Graph())  # never captured
+    with pytest.raises(knpu.CaptureError):
+        knpu.Graph().update(g)

@@ -166,6 +166,21 @@ ARITH_SHAPES = [
     ((2, 1, 17), (4, 1)),
     ((65,), ()),
     ((1,), (2, 3, 31)),
+    # Read in place by the binary kernel's row broadcast: a row, several trailing dims, a
+    # one-value tensor, leading 1s on either side, and the repeated operand first (swapped
+    # for + and *, copied for -).
+    ((2, 3, 4), (4,)),
+    ((2, 3, 4), (3, 4)),
+    ((2, 3, 4), (1, 1, 1)),
+    ((1, 1, 5), (3, 1, 1, 5)),
+    ((7,), (5, 3, 7)),
+    ((3, 0), (0,)),
+    ((0, 4), (1, 4)),
+    # Copied to full size first: inner dimensions repeat (a column, a middle axis), and
+    # both operands repeat.
+    ((3, 4), (3, 1)),
+    ((2, 3, 4), (2, 1, 4)),
+    ((4, 1, 6), (1, 5, 1)),
 ]
 
 
@@ -208,6 +223,28 @@ def test_arithmetic_on_views():
     a, b = rand(6, 8), rand(8, 6)
     ta, tb = knpu.asarray(a), knpu.asarray(b)
     np.testing.assert_allclose((ta[::2] + tb.T[1::2]).numpy(), a[::2] + b.T[1::2], rtol=1e-6)
+    # A strided row broadcast against a transposed full operand, both orders.
+    row = rand(16)
+    tr = knpu.asarray(row)
+    np.testing.assert_allclose((tb.T + tr[::2][:8]).numpy(), b.T + row[::2][:8], rtol=1e-6)
+    np.testing.assert_allclose((tr[1::2][:8] * tb.T).numpy(), row[1::2][:8] * b.T, rtol=1e-6)
+    np.testing.assert_allclose((tr[:8] - tb.T).numpy(), row[:8] - b.T, rtol=1e-6)
+
+
+def test_row_and_scalar_broadcasts_are_not_copied_to_full_size():
+    """A row or a number is read in place: the only full-size allocation is the output."""
+    a = knpu.asarray(rand(256, 256))
+    row = knpu.asarray(rand(256))
+    one = knpu.asarray(rand(1, 1))
+    for f in (lambda: a + row, lambda: row * a, lambda: a - row, lambda: a - one,
+              lambda: a + 2.5, lambda: a - 1.0):
+        knpu.synchronize()
+        base = knpu.memory_stats()["allocated_bytes.all.current"]
+        knpu.reset_peak_memory_stats()
+        out = f()
+        knpu.synchronize()
+        peak = knpu.memory_stats()["allocated_bytes.all.peak"]
+        assert peak - base < out.nbytes + (64 << 10), (peak - base, out.nbytes)
 
 
 def test_arithmetic_bad_input_raises():

@@ -225,16 +225,20 @@ fn check_matrix(
     len: usize,
 ) -> Result<()> {
     let (rn, rows, cn, cols) = shape;
-    let stored = format!("[{rn}={rows}, {cn}={cols}]");
-    let batched = if batch == 1 {
-        String::new()
-    } else {
-        format!(" x {batch} batches {stride} apart")
+    // The operand's description is only formatted for an error: a launch that passes its
+    // checks allocates nothing here (this runs three times on every GEMM launch).
+    let described = || {
+        let batched = if batch == 1 {
+            String::new()
+        } else {
+            format!(" x {batch} batches {stride} apart")
+        };
+        format!("[{rn}={rows}, {cn}={cols}]{batched}")
     };
     if ld < cols {
         return Err(Error::Shape {
             operand,
-            expected: format!("{stored}{batched} ({ld_name} >= {cols})"),
+            expected: format!("{} ({ld_name} >= {cols})", described()),
             actual: format!("{ld_name} = {ld}"),
         });
     }
@@ -247,13 +251,17 @@ fn check_matrix(
     )
     .map_err(|e| {
         Error::invalid(format!(
-            "{e}: {stored}{batched} with {ld_name} = {ld} is too large"
+            "{e}: {} with {ld_name} = {ld} is too large",
+            described()
         ))
     })? as usize;
     if len < need {
         return Err(Error::Shape {
             operand,
-            expected: format!("{stored}{batched} ({ld_name} = {ld}): at least {need} elements"),
+            expected: format!(
+                "{} ({ld_name} = {ld}): at least {need} elements",
+                described()
+            ),
             actual: format!("{len} elements"),
         });
     }
