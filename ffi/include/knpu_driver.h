@@ -600,7 +600,8 @@ typedef struct KnpuTopKParams {
  *      shortest prefix whose sum reaches top_p (top_p == 1: all; always at least one);
  *   4. draw: with u the row's uniform number in [0, 1), walk the kept entries in ascending
  *      index order summing their p renormalised over the kept set; out[r] is the first index
- *      at which the sum exceeds u (the last kept index if rounding leaves u above the total).
+ *      at which the sum exceeds u (the last kept index with p > 0 if rounding leaves u above
+ *      the total).
  *
  * The uniform number is counter-based, so a driver keeps no random state and a replayed
  * command list draws fresh numbers: with c the U64 at rng_counter when the kernel starts,
