@@ -152,7 +152,7 @@ pub fn sample(
             actual: other.name().into(),
         })),
     };
-    launch(&x, &mut fresh, &mut *counter)?;
+    launch(&x, &mut fresh, &mut counter)?;
     drop(counter);
     fresh.into_out(py, &stream, out)
 }

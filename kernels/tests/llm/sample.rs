@@ -223,7 +223,7 @@ fn frequencies_follow_the_truncated_softmax() {
     for j in 0..keep {
         expected[order[j]] = w[j] / sum;
     }
-    assert!(keep >= 2 && keep < 6, "the test must cut by both rules");
+    assert!((2..6).contains(&keep), "the test must cut by both rules");
 
     let draws = 20_000;
     let x: Vec<f32> = row.repeat(draws);
