@@ -320,15 +320,12 @@ fn in_place<'a>(t: &'a Tensor, slot: &'a mut Option<Tensor>) -> PyResult<&'a Ten
 }
 
 /// The binary kernel's operation for `op`.
-fn binary_op(op: Arith) -> PyResult<BinaryOp> {
+fn binary_op(op: Arith) -> BinaryOp {
     match op {
-        Arith::Add => Ok(BinaryOp::Add),
-        Arith::Sub => Ok(BinaryOp::Sub),
-        Arith::Mul => Ok(BinaryOp::Mul),
-        Arith::Div => Err(not_supported(
-            "dividing a tensor by a tensor (the device has no division kernel; dividing by a \
-             number works)",
-        )),
+        Arith::Add => BinaryOp::Add,
+        Arith::Sub => BinaryOp::Sub,
+        Arith::Mul => BinaryOp::Mul,
+        Arith::Div => BinaryOp::Div,
     }
 }
 
@@ -360,7 +357,7 @@ fn repeat_split(own: &[usize], shape: &[usize]) -> Option<usize> {
 pub fn arith_tensors(a: &Tensor, b: &Tensor, op: Arith) -> PyResult<Tensor> {
     refuse_blocks(a, op.symbol())?;
     refuse_blocks(b, op.symbol())?;
-    let bop = binary_op(op)?;
+    let bop = binary_op(op);
     if a.dtype != b.dtype {
         return Err(to_py(knpu::Error::Dtype {
             operand: "b",
@@ -504,9 +501,14 @@ pub fn arith_scalar(
             )
         )?,
         (Arith::Div, true) => {
-            return Err(not_supported(
-                "dividing a number by a tensor (the device has no division kernel)",
-            ))
+            // v / a: the number filled to a's shape, divided by a on the device (no form of
+            // the binary kernel divides a broadcast operand by a tensor).
+            let filled = filled(&stream, &shape, a.dtype, x, v.py())?;
+            dispatch!(
+                a.dtype,
+                what(),
+                two(&stream, ElementwiseOp::Div, &filled, da, &mut fresh)
+            )?
         }
         (Arith::Sub, true) => {
             // v - a = -1 * a + c with c the number at full size: no form of the binary
@@ -529,7 +531,7 @@ pub fn arith_scalar(
             float_dispatch!(
                 a.dtype,
                 what(),
-                binary_t(&stream, binary_op(op)?, da, &one_value, &mut fresh, grid)
+                binary_t(&stream, binary_op(op), da, &one_value, &mut fresh, grid)
             )?
         }
     }
@@ -571,7 +573,7 @@ fn one<T: Typed>(
 }
 
 /// A contiguous view (or copy) of `t`, refusing quantised blocks for `op`.
-fn plain(t: &Tensor, op: &str) -> PyResult<Tensor> {
+pub(crate) fn plain(t: &Tensor, op: &str) -> PyResult<Tensor> {
     refuse_blocks(t, op)?;
     t.contiguous_tensor()
 }

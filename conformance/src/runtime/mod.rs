@@ -10,6 +10,7 @@ mod devices;
 mod faults;
 mod kernels;
 mod memory;
+mod sample;
 mod streams;
 
 use std::sync::mpsc;
@@ -27,6 +28,7 @@ pub fn cases() -> Vec<Case> {
     all.extend(streams::cases());
     all.extend(faults::cases());
     all.extend(kernels::cases());
+    all.extend(sample::cases());
     all
 }
 
