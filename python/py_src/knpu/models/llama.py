@@ -177,6 +177,7 @@ class LlamaModel:
         *,
         device: Any = None,
         n_ctx: Optional[int] = None,
+        kv_dtype: Any = None,
     ) -> None:
         if path is None:
             from .paths import smollm2_gguf_path
@@ -199,8 +200,10 @@ class LlamaModel:
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         self.n_ctx = n_ctx
         dev = self.device
+        self.kv_dtype = knpu.float16 if kv_dtype is None else kv_dtype
         self._caches = [
-            knpu.KVCache(1, n_ctx, c.n_head_kv, c.head_dim, device=dev) for _ in range(c.n_layer)
+            knpu.KVCache(1, n_ctx, c.n_head_kv, c.head_dim, dtype=self.kv_dtype, device=dev)
+            for _ in range(c.n_layer)
         ]
         # Decode state on the device: [rope position, cache write offset, attended length].
         self._state = knpu.zeros(3, dtype=knpu.uint32, device=dev)
@@ -288,6 +291,7 @@ class LlamaModel:
     ) -> knpu.Tensor:
         """The hidden states ``[t, n_embd]`` after every block, for embedded rows ``x``."""
         c = self.config
+        kv = self.kv_dtype
         for layer, cache in zip(self.layers, self._caches):
             h = knpu.rms_norm(x, layer.attn_norm, eps=c.rms_eps)
             q = knpu.qmatmul(h, layer.wq).reshape(t, c.n_head, c.head_dim)
@@ -296,10 +300,14 @@ class LlamaModel:
             q = knpu.rope(q, pos, base=c.rope_base, style="interleaved")
             k = knpu.rope(k, pos, base=c.rope_base, style="interleaved")
             k = k.reshape(1, t, c.n_head_kv, c.head_dim)
+            if kv != knpu.float32:
+                q, k, v = knpu.cast(q, kv), knpu.cast(k, kv), knpu.cast(v, kv)
             cache.append(k.transpose(1, 2), v.transpose(1, 2), start)
             q = q.reshape(1, t, c.n_head, c.head_dim).transpose(1, 2)
             o = cache.attention(q, lens)  # [1, n_head, t, head_dim]
             o = o.transpose(1, 2).contiguous().reshape(t, c.n_embd)
+            if kv != knpu.float32:
+                o = knpu.cast(o, knpu.float32)
             x = x + knpu.qmatmul(o, layer.wo)
             h = knpu.rms_norm(x, layer.ffn_norm, eps=c.rms_eps)
             gate = knpu.qmatmul(h, layer.w_gate)
