@@ -116,14 +116,21 @@ def _knpu_round(model: LlamaModel, ids: Sequence[int], decode: int) -> Dict[str,
 
 
 def _llamacpp_round(llm: Any, ids: Sequence[int], decode: int) -> Dict[str, float]:
+    # With logits_all=False llama.cpp computes the logits of each batch's last token only;
+    # they are read in place (llama-cpp-python no longer copies them) for a host argmax.
+    n_vocab = llm.n_vocab()
+
+    def last_argmax() -> int:
+        return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
+
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(list(ids))
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = last_argmax()
     t1 = time.perf_counter()
     for _ in range(decode):
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = last_argmax()
     t2 = time.perf_counter()
     return {"prefill_tok_s": len(ids) / (t1 - t0), "decode_tok_s": decode / (t2 - t1)}
 
