@@ -335,3 +335,15 @@ def test_cli_corrupt_file_exits_nonzero(tmp_path):
     bad.write_bytes(b"GGUF" + b"\xff" * 64)
     p = _chat("--model", str(bad), "--prompt", "hi")
     assert p.returncode != 0 and "corrupt.gguf" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bench_models_without_llama_cpp_says_how_to_install(monkeypatch, capsys):
+    from knpu.models import bench as models_bench
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp -> ImportError
+    with pytest.raises(models_bench.LlamaCppMissingError, match="make bench-models"):
+        models_bench.run(rounds=1)
+    from knpu import bench
+
+    assert bench.main(["models", "--rounds", "1"]) == 1
+    assert "pip install llama-cpp-python==0.3.36" in capsys.readouterr().err

@@ -9,7 +9,9 @@ reads. Only that token id comes back to the host, once per step.
 
 The decode step is captured once as a ``knpu.Graph`` and replayed: the position lives in a
 small uint32 device tensor (rope position, cache write offset, attended length) that one
-host-to-device copy advances before each replay. ``use_graph=False`` runs the same step
+host-to-device copy advances before each replay. Greedy decoding keeps the chosen id on the
+device between steps; sampling (``knpu.sample``) writes int32 ids, which the embedding
+(uint32 ids) cannot read, so the id read back each step returns in that same copy. ``use_graph=False`` runs the same step
 eagerly, op by op (for tests and debugging).
 
 Numerics follow llama.cpp where the ops allow: quantised matmuls take knpu's integer path
@@ -205,10 +207,17 @@ class LlamaModel:
             knpu.KVCache(1, n_ctx, c.n_head_kv, c.head_dim, dtype=self.kv_dtype, device=dev)
             for _ in range(c.n_layer)
         ]
-        # Decode state on the device: [rope position, cache write offset, attended length].
-        self._state = knpu.zeros(3, dtype=knpu.uint32, device=dev)
-        # The token the next decode step embeds; the step overwrites it with its choice.
+        # Decode state on the device: [rope position, cache write offset, attended length,
+        # token to embed when sampling].
+        self._state = knpu.zeros(4, dtype=knpu.uint32, device=dev)
+        # Greedy: the token the next decode step embeds; the step overwrites it with its
+        # argmax (uint32), so the id never leaves the device between steps.
         self._ids = knpu.zeros(1, dtype=knpu.uint32, device=dev)
+        # Sampling: knpu.sample writes int32 ids, which embedding (uint32 ids) cannot read
+        # and no device op converts; the id read back each step returns in the state copy.
+        self._sampled_ids = knpu.zeros(1, dtype=knpu.int32, device=dev)
+        self._next_sampled = 0
+        self._ids_current = False
         self._graphs: Dict[Tuple[Any, ...], knpu.Graph] = {}
         self._generators: Dict[Tuple[Any, ...], Any] = {}
         self.n_past = 0
@@ -338,23 +347,34 @@ class LlamaModel:
         )
 
     def _generator(self, sampling: SamplingParams) -> Any:
+        """The device generator of ``sampling``'s seed (one per seed, kept with the graphs
+        that captured it; a seed of ``None`` draws one from the OS once)."""
         key = (sampling.seed,)
         gen = self._generators.get(key)
         if gen is None:
-            seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(8), "little")
-            gen = knpu.Generator(seed)  # type: ignore[attr-defined]
+            seed = sampling.seed
+            if seed is None:
+                seed = int.from_bytes(os.urandom(8), "little")
+            gen = knpu.Generator(seed, device=self.device)  # type: ignore[attr-defined]
             self._generators[key] = gen
         return gen
 
+    def _ids_for(self, sampling: SamplingParams) -> knpu.Tensor:
+        """Where the chosen id is written on the device."""
+        return self._ids if sampling.greedy else self._sampled_ids
+
     def _set_state(self, position: int, length: int) -> None:
-        self._state.copy_(np.array([position, position, length], dtype=np.uint32))
+        state = [position, position, length, self._next_sampled]
+        self._state.copy_(np.array(state, dtype=np.uint32))
 
     # ---- public steps ---------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget the conversation: the next prefill starts at position 0."""
+        """Forget the conversation: the next prefill starts at position 0, and every seeded
+        generator starts its draws over (so a seed reproduces a generation)."""
         self.n_past = 0
-        self._generators.clear()
+        for gen in self._generators.values():
+            gen.manual_seed(gen.seed)
 
     def _check_room(self, n_new: int, what: str) -> None:
         if self.n_past + n_new > self.n_ctx:
@@ -384,9 +404,12 @@ class LlamaModel:
         """Run ``ids`` through the model in one pass after what the cache holds; return the
         next token, chosen on the device (it is also what the next :meth:`decode` embeds)."""
         x, t = self._prefill_rows(ids)
-        choice = self._choose(self._logits(x[t - 1 : t]), sampling)
-        self._ids.copy_(choice)
-        return int(self._ids.numpy()[0])
+        ids_t = self._ids_for(sampling)
+        ids_t.copy_(self._choose(self._logits(x[t - 1 : t]), sampling))
+        token = int(ids_t.numpy()[0])
+        self._next_sampled = token
+        self._ids_current = sampling.greedy
+        return token
 
     def prefill_logits(self, ids: Sequence[int]) -> knpu.Tensor:
         """Logits ``[len(ids), vocab]`` (a device tensor) of every position of ``ids``,
@@ -397,10 +420,11 @@ class LlamaModel:
     def _decode_step(self, sampling: SamplingParams) -> None:
         """One decode step's device work: embed ``_ids``, run the blocks, write the choice
         back into ``_ids``. Positions come from ``_state``."""
-        x = knpu.embedding(self._ids, self.tok_embd)
+        ids_t = self._ids_for(sampling)
         st = self._state
+        x = knpu.embedding(self._ids if sampling.greedy else st[3:4], self.tok_embd)
         x = self._forward(x, 1, st[0:1], st[1:2], st[2:3])
-        self._ids.copy_(self._choose(self._logits(x), sampling))
+        ids_t.copy_(self._choose(self._logits(x), sampling))
 
     def decode(
         self,
@@ -421,7 +445,11 @@ class LlamaModel:
                 raise ValueError(
                     f"token id {token} is outside the vocabulary of {self.config.vocab_size}"
                 )
-            self._ids.copy_(np.array([int(token)], dtype=np.uint32))
+            self._next_sampled = int(token)
+            self._ids_current = False
+        if sampling.greedy and not self._ids_current:
+            # The last id came from the host or a sampled step: put it where argmax writes.
+            self._ids.copy_(np.array([self._next_sampled], dtype=np.uint32))
         self._set_state(self.n_past, self.n_past + 1)
         if use_graph:
             key = (sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed)
@@ -439,7 +467,10 @@ class LlamaModel:
         else:
             self._decode_step(sampling)
         self.n_past += 1
-        return int(self._ids.numpy()[0])
+        token = int(self._ids_for(sampling).numpy()[0])
+        self._next_sampled = token
+        self._ids_current = sampling.greedy
+        return token
 
     def generate_ids(
         self,
