@@ -147,6 +147,9 @@ def test_prefill_after_cached_tokens_continues_the_sequence(model):
     assert model.prefill(ids[6:]) == case["greedy_ids"][0]
 
 
+# knpu.sample and knpu.Generator come from another branch; until it is merged this test is
+# skipped (the integrator's merge makes it run), and temperature > 0 raises NotSupportedError.
+@pytest.mark.skipif(not hasattr(knpu, "sample"), reason="knpu.sample is not in this build yet")
 def test_seeded_sampling_is_reproducible(model):
     # The same seed gives the same tokens, replayed graph or eager; the device generator
     # advances at every step, so a replayed graph does not repeat one draw.
@@ -163,6 +166,14 @@ def test_seeded_sampling_is_reproducible(model):
 
 
 # ---- bad input -----------------------------------------------------------------------
+
+
+def test_sampling_without_knpu_sample_is_a_clear_error(model):
+    if hasattr(knpu, "sample"):
+        pytest.skip("this build has knpu.sample")
+    model.reset()
+    with pytest.raises(knpu.NotSupportedError, match="knpu.sample"):
+        model.prefill(PROMPTS[0]["prompt_ids"], SamplingParams(temperature=0.8, seed=1))
 
 
 def test_prompt_longer_than_the_context_names_the_limit():
