@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from knpu.models.errors import ModelFileError
 from knpu.models.paths import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from knpu.models.llama import LlamaModel
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,12 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _emit(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
 def _one_turn(args: argparse.Namespace) -> int:
     from knpu.models.generation import generate
-
-    def emit(piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
 
     result = generate(
         args.prompt,
@@ -58,7 +62,7 @@ def _one_turn(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
-        on_text=None if args.json else emit,
+        on_text=None if args.json else _emit,
         use_graph=not args.eager,
         device=args.device,
         n_ctx=args.ctx,
@@ -104,7 +108,7 @@ def _interactive(args: argparse.Namespace) -> int:
                 ids,
                 max_tokens=args.max_tokens,
                 sampling=sampling,
-                on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
+                on_text=_emit,
                 use_graph=not args.eager,
             )
         except ContextLengthError:
@@ -121,14 +125,16 @@ def _interactive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _strip_default_system(model, ids: List[int]) -> List[int]:  # type: ignore[no-untyped-def]
+def _strip_default_system(model: "LlamaModel", ids: List[int]) -> List[int]:
+    """``ids`` without the default system turn the template put before a user message."""
     from knpu.models.generation import chat_prompt_ids
 
-    sys_ids = chat_prompt_ids(
-        model, [{"role": "system", "content": model.chat_template.default_system}],
-        add_generation_prompt=False,
-    )
-    return ids[len(sys_ids):] if ids[: len(sys_ids)] == sys_ids else ids
+    template = model.chat_template
+    if template is None or template.default_system is None:
+        return ids
+    system = [{"role": "system", "content": template.default_system}]
+    sys_ids = chat_prompt_ids(model, system, add_generation_prompt=False)
+    return ids[len(sys_ids) :] if ids[: len(sys_ids)] == sys_ids else ids
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

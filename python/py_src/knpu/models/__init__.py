@@ -9,7 +9,7 @@ compiled extension and so are imported on first use of their names. The optional
 PyPI packages named in :mod:`knpu.models.paths`, never from a download at run time.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .chat_template import ChatTemplate
 from .errors import ModelFileError, UnsupportedModelError
@@ -51,6 +51,17 @@ _LAZY = {
 }
 
 
+if TYPE_CHECKING:
+    from .generation import (
+        GenerationResult,
+        GenerationStats,
+        chat_prompt_ids,
+        generate,
+        run_generation,
+    )
+    from .llama import ContextLengthError, LlamaConfig, LlamaModel, SamplingParams, load_llama
+
+
 def __getattr__(name: str) -> Any:
     import importlib
 
@@ -60,4 +71,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ += [name for names in _LAZY.values() for name in names]
+__all__ += [
+    "ContextLengthError",
+    "GenerationResult",
+    "GenerationStats",
+    "LlamaConfig",
+    "LlamaModel",
+    "SamplingParams",
+    "chat_prompt_ids",
+    "generate",
+    "load_llama",
+    "run_generation",
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence
 
 import knpu
 
@@ -96,7 +96,7 @@ def run_generation(
     sampling: SamplingParams = SamplingParams(),
     on_text: Optional[Callable[[str], None]] = None,
     use_graph: bool = True,
-    stop_ids: Optional[Sequence[int]] = None,
+    stop_ids: Optional[Collection[int]] = None,
 ) -> GenerationResult:
     """Generate after ``prompt_ids`` (appended to what ``model``'s cache holds), calling
     ``on_text`` with each piece of text as soon as it is complete."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -479,7 +479,7 @@ class LlamaModel:
         sampling: SamplingParams = SamplingParams(),
         *,
         use_graph: bool = True,
-        stop_ids: Optional[Sequence[int]] = None,
+        stop_ids: Optional[Collection[int]] = None,
     ) -> Iterator[int]:
         """Prefill ``prompt_ids`` after the cache's contents, then yield up to
         ``max_tokens`` tokens, one per step, ending after a stop token (which is yielded)."""
