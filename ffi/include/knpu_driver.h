@@ -36,8 +36,12 @@ extern "C" {
 /* 2.0: KNPU_KERNEL_ELEMENTWISE keeps only the ops that differ from KNPU_KERNEL_BINARY (AXPY,
  * SCALE); its ADD, MUL and SUB are retired in favour of KNPU_KERNEL_BINARY, which gained SUB,
  * so a driver implements each of them once. */
+/* 2.1 (additive): KNPU_KERNEL_SAMPLE (KnpuSampleParams) draws one token id per row of logits
+ * on the device, with its random counter in device memory; KNPU_BINARY_DIV joins
+ * KNPU_KERNEL_BINARY's ops. A 2.0 driver refuses DIV with INVALID_VALUE at submit and reports
+ * no SAMPLE kernel, so a runtime checks the driver's minor before it uses either. */
 #define KNPU_DRIVER_ABI_MAJOR 2
-#define KNPU_DRIVER_ABI_MINOR 0
+#define KNPU_DRIVER_ABI_MINOR 1
 
 /* The name of the one symbol a driver library exports. */
 #define KNPU_DRIVER_ENTRY_SYMBOL "knpu_driver_get_api"
@@ -166,7 +170,8 @@ typedef enum KnpuKernelId {
   KNPU_KERNEL_SWIGLU = 0x404,
   /* Row softmax: params KnpuSoftmaxParams. */
   KNPU_KERNEL_SOFTMAX = 0x405,
-  /* Add, subtract or multiply, optionally broadcasting one row: params KnpuBinaryParams. */
+  /* Add, subtract, multiply or divide, optionally broadcasting one row: params
+   * KnpuBinaryParams. */
   KNPU_KERNEL_BINARY = 0x406,
   /* Embedding lookup by token id: params KnpuEmbeddingParams. */
   KNPU_KERNEL_EMBEDDING = 0x407,
@@ -176,6 +181,8 @@ typedef enum KnpuKernelId {
   KNPU_KERNEL_ARGMAX = 0x409,
   /* The k largest values of each row and their indices: params KnpuTopKParams. */
   KNPU_KERNEL_TOP_K = 0x40A,
+  /* One token id drawn from each row of logits (since ABI 2.1): params KnpuSampleParams. */
+  KNPU_KERNEL_SAMPLE = 0x40B,
 
   /* Quantised kernels (0x300-0x3FF) -------------------------------------------------------- */
   /* Quantise f32 rows into a KnpuQuantFormat: params KnpuQuantizeParams. */
@@ -504,6 +511,8 @@ typedef enum KnpuBinaryOp {
   KNPU_BINARY_MUL = 1,
   /* out = a - b (since ABI 2.0) */
   KNPU_BINARY_SUB = 2,
+  /* out = a / b, IEEE division in f32 (x / 0 is +-inf, 0 / 0 NaN) (since ABI 2.1) */
+  KNPU_BINARY_DIV = 3,
 } KnpuBinaryOp;
 
 /* How operand b of KNPU_KERNEL_BINARY is laid out. */
@@ -577,6 +586,53 @@ typedef struct KnpuTopKParams {
   KnpuDeviceAddress values;  /* [rows, k] */
   KnpuDeviceAddress indices; /* [rows, k] uint32 */
 } KnpuTopKParams;
+
+/* KNPU_KERNEL_SAMPLE (since ABI 2.1): out[r] = one token id drawn from row r of logits
+ * ([rows, vocab], computed in f32 or wider), so only the chosen id leaves the device.
+ *
+ * temperature == 0 is greedy: out[r] is the row's argmax in KNPU_KERNEL_ARGMAX's order (the
+ * lowest index on ties), and no random number is used. Otherwise, with z = logits[r, :] /
+ * temperature (NaN counts as -inf):
+ *   1. keep the top_k largest z (top_k == 0 or top_k == vocab: all), ties to the lower index;
+ *   2. p = softmax of the kept z (if the largest kept z is +inf, the +inf entries share all
+ *      the probability equally; if it is -inf, out[r] is the row's argmax);
+ *   3. nucleus: order the kept entries by p descending (ties to the lower index) and keep the
+ *      shortest prefix whose sum reaches top_p (top_p == 1: all; always at least one);
+ *   4. draw: with u the row's uniform number in [0, 1), walk the kept entries in ascending
+ *      index order summing their p renormalised over the kept set; out[r] is the first index
+ *      at which the sum exceeds u (the last kept index with p > 0 if rounding leaves u above
+ *      the total).
+ *
+ * The uniform number is counter-based, so a driver keeps no random state and a replayed
+ * command list draws fresh numbers: with c the U64 at rng_counter when the kernel starts,
+ *   mix(z)  = splitmix64's finaliser: z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27;
+ *             z *= 0x94D049BB133111EB; z ^= z >> 31   (64-bit wrapping arithmetic)
+ *   step(z) = mix(z + 0x9E3779B97F4A7C15)
+ *   h       = step(step(step(seed) ^ c) ^ r)
+ *   u       = (h >> 11) * 2^-53
+ * and the kernel stores c + 1 (wrapping) at rng_counter once it has drawn for every row. The
+ * same seed and counter give the same ids on every driver up to the rounding of the
+ * probabilities (a draw within a few ulps of a boundary may land on either side).
+ *
+ * rng_counter may be 0 only when temperature == 0 (greedy reads and writes no counter; a
+ * counter that is given is still incremented). Rules checked at submit (INVALID_VALUE):
+ * temperature finite and >= 0, top_p in (0, 1], top_k <= vocab, vocab >= 1 when rows > 0,
+ * vocab <= 2^31 for I32 ids, out and rng_counter disjoint; the dtypes of logits (F32, F16,
+ * BF16) and out (U32, I32) are NOT_SUPPORTED otherwise. rows == 0 reads and writes nothing. */
+typedef struct KnpuSampleParams {
+  size_t struct_size;
+  uint32_t dtype;     /* KnpuDtype of logits */
+  uint32_t out_dtype; /* KnpuDtype of out: U32 or I32 */
+  uint64_t rows;
+  uint64_t vocab;
+  uint64_t top_k;                /* 0: all */
+  uint64_t seed;
+  KnpuDeviceAddress logits;      /* [rows, vocab] */
+  KnpuDeviceAddress out;         /* [rows] token ids */
+  KnpuDeviceAddress rng_counter; /* one U64 (8-aligned), read then incremented by 1 */
+  float temperature;             /* finite, >= 0; 0: greedy */
+  float top_p;                   /* in (0, 1]; 1: no nucleus cut */
+} KnpuSampleParams;
 
 /* Quantised kernels (0x300-0x3FF) ----------------------------------------------------------
  * Quantised matrices are raw bytes: rows of k values one after another, each row k /

@@ -136,6 +136,7 @@ const KERNELS: &[(&str, u32)] = &[
     ("cast", knpu::abi::KNPU_KERNEL_CAST),
     ("argmax", knpu::abi::KNPU_KERNEL_ARGMAX),
     ("topk", knpu::abi::KNPU_KERNEL_TOP_K),
+    ("sample", knpu::abi::KNPU_KERNEL_SAMPLE),
     ("quantize", knpu::abi::KNPU_KERNEL_QUANTIZE),
     ("dequantize", knpu::abi::KNPU_KERNEL_DEQUANTIZE),
     ("qmatmul", knpu::abi::KNPU_KERNEL_QMATMUL),

@@ -14,6 +14,7 @@ mod errors;
 mod graph;
 mod kvcache;
 mod ops;
+mod sample;
 mod storage;
 mod tensor;
 
@@ -57,6 +58,7 @@ fn _knpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tensor::cast, m)?)?;
     ops::py::register(m)?;
     ops::py_quant::register(m)?;
+    sample::register(m)?;
     m.add_function(wrap_pyfunction!(ops::py_attention::attention, m)?)?;
     Ok(())
 }

@@ -294,12 +294,7 @@ pub fn arith_tensors(a: &Tensor, b: &Tensor, op: Arith) -> PyResult<Tensor> {
         Arith::Add => ElementwiseOp::Add,
         Arith::Sub => ElementwiseOp::Sub,
         Arith::Mul => ElementwiseOp::Mul,
-        Arith::Div => {
-            return Err(not_supported(
-                "dividing a tensor by a tensor (the device has no division kernel; dividing \
-                 by a number works)",
-            ))
-        }
+        Arith::Div => ElementwiseOp::Div,
     };
     if a.dtype != b.dtype {
         return Err(to_py(knpu::Error::Dtype {
@@ -377,9 +372,17 @@ pub fn arith_scalar(
             )
         )?,
         (Arith::Div, true) => {
-            return Err(not_supported(
-                "dividing a number by a tensor (the device has no division kernel)",
-            ))
+            // v / a: the number filled to a's shape, divided by a on the device.
+            let filled = Fresh::new(&stream, &shape, a.dtype)?.finish();
+            let pattern = encode(a.dtype, &x.into_pyobject(v.py())?.into_any())?;
+            crate::with_buf!(&filled.storage.buf, b => fill_strided(
+                &stream, b, &filled.layout, a.dtype.unit_bytes(), pattern))
+            .py()?;
+            dispatch!(
+                a.dtype,
+                what,
+                two(&stream, ElementwiseOp::Div, &filled, &da, &mut fresh)
+            )?
         }
         (Arith::Add | Arith::Sub, _) => {
             // out = alpha * a + c, with c filled with the number (negated for `a - v`).
@@ -428,7 +431,7 @@ fn one<T: Typed>(
 }
 
 /// A contiguous view (or copy) of `t`, refusing quantised blocks for `op`.
-fn plain(t: &Tensor, op: &str) -> PyResult<Tensor> {
+pub(crate) fn plain(t: &Tensor, op: &str) -> PyResult<Tensor> {
     refuse_blocks(t, op)?;
     t.contiguous_tensor()
 }

@@ -171,16 +171,25 @@ ARITH_SHAPES = [
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: d.name)
 @pytest.mark.parametrize("sa,sb", ARITH_SHAPES)
-@pytest.mark.parametrize("op", ["+", "-", "*"])
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
 def test_arithmetic_broadcasts_like_numpy(sa, sb, op, dtype):
     a, b = rand(*sa), rand(*sb)
+    if op == "/":
+        b = (np.abs(b) + 0.5).astype(b.dtype)  # away from 0: no overflow in float16
     ta, tb = knpu.asarray(a, dtype=dtype), knpu.asarray(b, dtype=dtype)
     ra, rb = rounded(a, dtype), rounded(b, dtype)
-    f = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}[op]
+    f = {
+        "+": lambda x, y: x + y,
+        "-": lambda x, y: x - y,
+        "*": lambda x, y: x * y,
+        "/": lambda x, y: x / y,
+    }[op]
     want = f(ra, rb)
     got = f(ta, tb)
     assert got.shape == want.shape and got.dtype == dtype
-    scale = np.abs(ra).max(initial=0) + np.abs(rb).max(initial=0) if op != "*" else 1.0
+    if op == "/":
+        np.testing.assert_array_equal(host(knpu.div(ta, tb)), host(got))
+    scale = np.abs(ra).max(initial=0) + np.abs(rb).max(initial=0) if op in "+-" else 1.0
     np.testing.assert_allclose(host(got), want, rtol=2 * EPS[dtype], atol=2 * EPS[dtype] * scale)
 
 
@@ -197,6 +206,7 @@ def test_arithmetic_with_numbers(dtype):
         (t * 3, r * 3),
         (3 * t, 3 * r),
         (t / 4.0, r / 4.0),
+        (1.5 / (t * t + 1), 1.5 / (r * r + 1)),
         (-t, -r),
     ]
     for got, want in cases:
@@ -218,10 +228,11 @@ def test_arithmetic_bad_input_raises():
         a + knpu.asarray(rand(3, 4), dtype=knpu.float16)
     with pytest.raises(knpu.DeviceMismatchError):
         a + knpu.asarray(rand(3, 4), device=1)
+    with pytest.raises(knpu.ShapeError):
+        a / knpu.asarray(rand(3))
     with pytest.raises(knpu.NotSupportedError):
-        a / a
-    with pytest.raises(knpu.NotSupportedError):
-        1.0 / a
+        ia = knpu.asarray(np.arange(4, dtype=np.int32))
+        ia / ia
     with pytest.raises(knpu.NotSupportedError):
         knpu.zeros(2, 32, dtype=knpu.q4_0) + knpu.zeros(2, 32, dtype=knpu.q4_0)
     with pytest.raises(knpu.NotSupportedError):

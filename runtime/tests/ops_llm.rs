@@ -250,7 +250,7 @@ fn softmax_and_binary<T: El>() {
         ops::softmax(&s, &da, &mut out, rows, cols, 0.125).unwrap();
         assert_same(&format!("softmax {what}"), &down(&s, &out), &want);
 
-        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub] {
+        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub, BinaryOp::Div] {
             for (bc, host_b, dev_b) in [(Broadcast::None, &b, &db), (Broadcast::Row, &row, &drow)] {
                 let host_bc = match bc {
                     Broadcast::None => llm::Broadcast::None,
@@ -276,10 +276,11 @@ fn softmax_and_binary<T: El>() {
                         Parallelism::None,
                     ),
                     // No host kernel of its own: f32 arithmetic rounded once, as the device.
-                    BinaryOp::Sub => {
+                    BinaryOp::Sub | BinaryOp::Div => {
                         for (i, w) in want.iter_mut().enumerate() {
                             let bv = host_b[if bc == Broadcast::Row { i % cols } else { i }];
-                            *w = T::from_f32(a[i].to_f32() - bv.to_f32());
+                            let (x, y) = (a[i].to_f32(), bv.to_f32());
+                            *w = T::from_f32(if op == BinaryOp::Sub { x - y } else { x / y });
                         }
                         Ok(())
                     }

@@ -1,6 +1,6 @@
-//! The elementwise family: KNPU_KERNEL_BINARY (`out = a op b` for ADD, SUB and MUL, `b`
-//! optionally one row broadcast over `a`'s rows) and KNPU_KERNEL_ELEMENTWISE (AXPY and
-//! SCALE, the ops with a scalar), over F32, F16 or BF16 computed in f32 by
+//! The elementwise family: KNPU_KERNEL_BINARY (`out = a op b` for ADD, SUB, MUL and DIV, the
+//! last in `super::divide`; `b` optionally one row broadcast over `a`'s rows) and
+//! KNPU_KERNEL_ELEMENTWISE (AXPY and SCALE, the ops with a scalar), over F32, F16 or BF16 computed in f32 by
 //! `knpu_kernels::elementwise` and `knpu_kernels::llm`.
 //!
 //! Aliasing of device ranges: an operand that is exactly the output (same address and size)
@@ -163,6 +163,11 @@ impl Binary {
             BinaryOp::Add => ElementwiseOp::Add,
             BinaryOp::Mul => ElementwiseOp::Mul,
             BinaryOp::Sub => ElementwiseOp::Sub,
+            BinaryOp::Div => {
+                let row = self.broadcast == Broadcast::Row;
+                let (a, b, out) = (&self.a, &self.b, &self.out);
+                return super::divide::run::<T>(ctx, a, b, out, self.p.cols as usize, row);
+            }
         };
         if self.broadcast == Broadcast::None {
             let (a, b, out) = (&self.a, Some(&self.b), &self.out);
@@ -181,12 +186,13 @@ impl Binary {
         ctx.run(out.len(), |par| match self.op {
             BinaryOp::Add => llm::add(a, b, out, rows, cols, bc, par),
             BinaryOp::Mul => llm::mul(a, b, out, rows, cols, bc, par),
-            BinaryOp::Sub => out
+            // SUB (DIV returned above).
+            _ => out
                 .chunks_mut(cols)
                 .zip(a.chunks(cols))
                 .try_for_each(|(o, a)| {
                     let (a, b) = (Input::Slice(a), Some(Input::Slice(b)));
-                    elementwise(ElementwiseOp::Sub, 1.0, a, b, o, Parallelism::None)
+                    elementwise(op, 1.0, a, b, o, Parallelism::None)
                 }),
         })
         .map_err(fault(Self::NAME))

@@ -9,6 +9,7 @@
 //! `def` turns it into its [`KernelDef`]; adding a kernel means adding the type and one line
 //! in `REGISTRY`. Executors never read memory outside a resolved range.
 
+mod divide;
 mod elementwise;
 mod gemm;
 // Attention and key/value caches (0x200-0x2FF).
@@ -17,6 +18,8 @@ mod attention;
 mod llm;
 // Quantised kernels (0x300-0x3FF).
 mod quant;
+// Sampling (0x40B, since ABI 2.1).
+mod sample;
 
 use std::sync::Arc;
 
@@ -71,6 +74,7 @@ static REGISTRY: &[KernelDef] = &[
     def::<llm::Cast>(),
     def::<llm::Argmax>(),
     def::<llm::TopK>(),
+    def::<sample::Sample>(),
     // Quantised kernels (0x300-0x3FF).
     def::<quant::Quantize>(),
     def::<quant::Dequantize>(),

@@ -84,6 +84,7 @@ sized_structs! {
     KnpuCastParams => dst,
     KnpuArgmaxParams => out,
     KnpuTopKParams => indices,
+    KnpuSampleParams => top_p,
     KnpuQuantizeParams => scales,
     KnpuDequantizeParams => dst,
     KnpuQMatmulParams => y,

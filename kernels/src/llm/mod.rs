@@ -1,6 +1,6 @@
 //! The small operations a transformer runs around its matmuls: normalisation, rotary
 //! position embedding, activations, softmax, elementwise add/mul, embedding lookup, dtype
-//! casts, argmax and top-k.
+//! casts, argmax, top-k and sampling.
 //!
 //! Every op is generic over its element type ([`Element`]: `f32`, `f16`, `bf16`) and computes
 //! in f32 whatever the storage type. Each has a plain entry that runs the path
@@ -36,6 +36,7 @@
 //! | `add`, `mul` (and in place) | one f32 rounding |
 //! | `cast`, `embedding` | exact conversion, round to nearest even (NaN stays NaN) |
 //! | `argmax`, `top_k` | exact, in the order [`topk`] documents |
+//! | `sample` | the id the rule in [`sample`](mod@sample) picks, probabilities in f64 |
 //!
 //! This module never allocates device memory and knows nothing of devices: it works on host
 //! slices only.
@@ -47,6 +48,7 @@ pub mod embedding;
 mod math;
 pub mod norm;
 pub mod rope;
+pub mod sample;
 pub mod softmax;
 pub mod topk;
 
@@ -66,6 +68,7 @@ pub use rope::{
     rope, rope_inplace, rope_inplace_with_isa, rope_with_isa, RopeParams, RopePositions, RopeShape,
     RopeStyle,
 };
+pub use sample::{sample, sample_with_isa, SampleParams};
 pub use softmax::{softmax, softmax_with_isa};
 pub use topk::{argmax, argmax_with_isa, top_k, top_k_with_isa};
 

@@ -12,5 +12,6 @@ mod embedding;
 mod errors;
 mod norm;
 mod rope;
+mod sample;
 mod softmax;
 mod topk;

@@ -18,6 +18,7 @@ from knpu._knpu import (
     DriverError,
     DtypeError,
     Event,
+    Generator,
     Graph,
     GraphUpdateError,
     IllegalAddressError,
@@ -73,6 +74,7 @@ from knpu._knpu import (
     softmax,
     argmax,
     topk,
+    sample,
     embedding,
     rope,
     memory_summary,
@@ -89,6 +91,11 @@ from knpu._knpu import (
     uint32,
     zeros,
 )
+
+
+def div(a: Tensor, b: Tensor) -> Tensor:
+    """``a / b`` elementwise between tensors, broadcast as numpy broadcasts."""
+    return a / b
 
 
 def graph(
@@ -136,6 +143,7 @@ __all__ = [
     "DriverError",
     "DtypeError",
     "Event",
+    "Generator",
     "Graph",
     "GraphUpdateError",
     "IllegalAddressError",
@@ -192,6 +200,8 @@ __all__ = [
     "softmax",
     "argmax",
     "topk",
+    "sample",
+    "div",
     "embedding",
     "rope",
     "memory_summary",

@@ -1,4 +1,4 @@
-//! Elementwise ops over equal-length vectors: `add`, `sub` and `mul` run as the binary kernel
+//! Elementwise ops over equal-length vectors: `add`, `sub`, `mul` and `div` run as the binary kernel
 //! (KNPU_KERNEL_BINARY with one row), `axpy` and `scale` as KNPU_KERNEL_ELEMENTWISE.
 
 use super::{same_device, supported};
@@ -18,6 +18,8 @@ pub enum ElementwiseOp {
     Mul,
     /// `out = a - b`
     Sub,
+    /// `out = a / b` (IEEE: `x / 0` is ±inf; needs a driver of ABI 2.1)
+    Div,
     /// `out = alpha * a + b`
     Axpy(f32),
     /// `out = alpha * a`
@@ -42,6 +44,7 @@ pub fn elementwise<T: DType>(
         ElementwiseOp::Add => (Some(BinaryOp::Add), AbiOp::Axpy, 1.0),
         ElementwiseOp::Mul => (Some(BinaryOp::Mul), AbiOp::Axpy, 1.0),
         ElementwiseOp::Sub => (Some(BinaryOp::Sub), AbiOp::Axpy, 1.0),
+        ElementwiseOp::Div => (Some(BinaryOp::Div), AbiOp::Axpy, 1.0),
         ElementwiseOp::Axpy(alpha) => (None, AbiOp::Axpy, alpha),
         ElementwiseOp::Scale(alpha) => (None, AbiOp::Scale, alpha),
     };
@@ -73,6 +76,9 @@ pub fn elementwise<T: DType>(
         Some(_) => abi::KNPU_KERNEL_BINARY,
         None => abi::KNPU_KERNEL_ELEMENTWISE,
     };
+    if let Some(op) = binary {
+        super::sample::require_minor(stream, op.since_minor(), op.name())?;
+    }
     supported::<T>(stream, kernel, "elementwise")?;
     if a.is_empty() {
         return Ok(());
@@ -138,6 +144,16 @@ pub fn sub<T: DType>(
     out: &mut impl AsDeviceSliceMut<T>,
 ) -> Result<()> {
     elementwise(stream, ElementwiseOp::Sub, a, Some(b), out)
+}
+
+/// Queues `out = a / b` (IEEE division in f32; needs a driver of ABI 2.1).
+pub fn div<T: DType>(
+    stream: &Stream,
+    a: &impl AsDeviceSlice<T>,
+    b: &impl AsDeviceSlice<T>,
+    out: &mut impl AsDeviceSliceMut<T>,
+) -> Result<()> {
+    elementwise(stream, ElementwiseOp::Div, a, Some(b), out)
 }
 
 /// Queues `out = alpha * a + b`.

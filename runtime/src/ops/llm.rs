@@ -369,6 +369,7 @@ pub fn binary<T: DType>(
         Broadcast::Row => operand(stream, "b", &b, &[cols])?,
     }
     operand(stream, "out", &o, &[rows, cols])?;
+    super::sample::require_minor(stream, op.since_minor(), op.name())?;
     supported::<T>(stream, abi::KNPU_KERNEL_BINARY, "binary")?;
     if a.is_empty() {
         return Ok(());

@@ -7,7 +7,7 @@
 mod elementwise;
 mod gemm;
 
-pub use elementwise::{add, axpy, elementwise, mul, scale, sub, ElementwiseOp};
+pub use elementwise::{add, axpy, div, elementwise, mul, scale, sub, ElementwiseOp};
 pub use gemm::{gemm, matmul, Activation, Gemm, GemmEpilogue, GemmResidual};
 
 // Attention and key/value caches.
@@ -23,6 +23,10 @@ pub use llm::{
     activation, argmax, binary, cast, embedding, layer_norm, rms_norm, rope, silu, softmax, swiglu,
     top_k, BinaryOp, Broadcast, Rope, RopePositions, RopeStyle,
 };
+
+// Sampling token ids on the device (driver ABI 2.1).
+mod sample;
+pub use sample::{sample, SampleParams, TokenId};
 
 // Quantised weights (`QuantFormat`, `RowScales` and `ActQuant` are the op definitions' own,
 // re-exported).

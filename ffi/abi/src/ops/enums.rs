@@ -219,6 +219,8 @@ abi_enum! {
         Mul = KNPU_BINARY_MUL, "mul";
         /// `a - b`
         Sub = KNPU_BINARY_SUB, "sub";
+        /// `a / b` (since ABI 2.1)
+        Div = KNPU_BINARY_DIV, "div";
     }
 }
 
@@ -240,6 +242,17 @@ abi_enum! {
         Axpy = KNPU_ELEMENTWISE_AXPY, "axpy";
         /// `out = alpha * a` (b unused)
         Scale = KNPU_ELEMENTWISE_SCALE, "scale";
+    }
+}
+
+impl BinaryOp {
+    /// The ABI minor (of major 2) that defined the op: a driver of an older minor refuses
+    /// it at submit, so a caller checks the driver's version first.
+    pub const fn since_minor(self) -> u32 {
+        match self {
+            BinaryOp::Div => 1,
+            _ => 0,
+        }
     }
 }
 
@@ -271,6 +284,10 @@ mod tests {
         for a in Activation::ALL {
             assert_eq!(Activation::try_from(a.raw()), Ok(a));
         }
+        assert_eq!(BinaryOp::try_from(KNPU_BINARY_DIV), Ok(BinaryOp::Div));
+        assert_eq!(BinaryOp::from_name("div"), Some(BinaryOp::Div));
+        assert_eq!(BinaryOp::Div.since_minor(), 1);
+        assert_eq!(BinaryOp::Sub.since_minor(), 0);
     }
 
     #[test]

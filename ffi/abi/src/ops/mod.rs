@@ -29,6 +29,7 @@ mod extent;
 pub mod gemm;
 pub mod llm;
 pub mod quant;
+pub mod sample;
 
 pub use enums::{
     ActQuant, Activation, BinaryOp, Broadcast, ElementwiseOp, QuantFormat, RopeStyle, RowScales,
