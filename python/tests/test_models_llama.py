@@ -27,6 +27,7 @@ from knpu.models import (
     ModelFileError,
     SamplingParams,
     UnsupportedModelError,
+    generate,
 )
 
 FIXTURE = load_fixture("smollm2_llamacpp.json")
@@ -147,9 +148,6 @@ def test_prefill_after_cached_tokens_continues_the_sequence(model):
     assert model.prefill(ids[6:]) == case["greedy_ids"][0]
 
 
-# knpu.sample and knpu.Generator come from another branch; until it is merged this test is
-# skipped (the integrator's merge makes it run), and temperature > 0 raises NotSupportedError.
-@pytest.mark.skipif(not hasattr(knpu, "sample"), reason="knpu.sample is not in this build yet")
 def test_seeded_sampling_is_reproducible(model):
     # The same seed gives the same tokens, replayed graph or eager; the device generator
     # advances at every step, so a replayed graph does not repeat one draw.
@@ -163,17 +161,16 @@ def test_seeded_sampling_is_reproducible(model):
     model.reset()
     greedy = list(model.generate_ids(prompt, 12, stop_ids=()))
     assert runs[0] != greedy  # at temperature 1.5 over 12 tokens: a fixed seed's draw differs
+    # The same through generate() (the CLI's path), and top_k=1 is greedy whatever the seed.
+    kw = dict(raw=True, max_tokens=6, temperature=0.8, top_p=0.9, n_ctx=64)
+    a = generate(PROMPTS[0]["text"], seed=7, **kw)
+    b = generate(PROMPTS[0]["text"], seed=7, **kw)
+    assert a.generated_ids == b.generated_ids
+    top1 = generate(PROMPTS[0]["text"], seed=3, top_k=1, **{**kw, "max_tokens": 4})
+    assert top1.generated_ids == PROMPTS[0]["greedy_ids"][:4]
 
 
 # ---- bad input -----------------------------------------------------------------------
-
-
-def test_sampling_without_knpu_sample_is_a_clear_error(model):
-    if hasattr(knpu, "sample"):
-        pytest.skip("this build has knpu.sample")
-    model.reset()
-    with pytest.raises(knpu.NotSupportedError, match="knpu.sample"):
-        model.prefill(PROMPTS[0]["prompt_ids"], SamplingParams(temperature=0.8, seed=1))
 
 
 def test_prompt_longer_than_the_context_names_the_limit():

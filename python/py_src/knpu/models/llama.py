@@ -332,13 +332,7 @@ class LlamaModel:
         """The next token id(s) chosen on the device from ``logits`` ``[rows, vocab]``."""
         if sampling.greedy:
             return knpu.argmax(logits)
-        sample = getattr(knpu, "sample", None)
-        if sample is None:
-            raise knpu.NotSupportedError(
-                "sampling with temperature > 0 needs knpu.sample, which this build lacks; "
-                "use temperature 0 (greedy)"
-            )
-        return sample(
+        return knpu.sample(
             logits,
             temperature=sampling.temperature,
             top_k=sampling.top_k,
@@ -355,7 +349,7 @@ class LlamaModel:
             seed = sampling.seed
             if seed is None:
                 seed = int.from_bytes(os.urandom(8), "little")
-            gen = knpu.Generator(seed, device=self.device)  # type: ignore[attr-defined]
+            gen = knpu.Generator(seed, device=self.device)
             self._generators[key] = gen
         return gen
 
