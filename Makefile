@@ -62,6 +62,20 @@ bench-runtime:
 	$(CARGO) build --release -p knpu-cli
 	./target/release/knpu bench runtime --json
 
+## bench-models: SmolLM2 in knpu (release build of the extension) against llama.cpp
+## (llama-cpp-python 0.3.36, built from source for this CPU) in the same run, as JSON.
+## On an Intel host with AMX, llama.cpp's native build was seen to die with SIGILL in its AMX
+## matmul; there pass LLAMA_CPP_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON
+## -DGGML_AVX512_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF".
+## PIP_FIND_LINKS=DIR reuses a wheel built before. BENCH_MODELS_ARGS passes options through.
+.PHONY: bench-models
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=ON
+BENCH_MODELS_ARGS ?=
+bench-models: venv
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(VENV)/bin/python -m pip install -q llama-cpp-python==0.3.36
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q --release -m python/Cargo.toml
+	$(VENV)/bin/python -m knpu.bench models $(BENCH_MODELS_ARGS)
+
 # The C API (ffi/include/knpu.h, ffi/capi): its version comes from the header.
 CAPI_MAJOR := $(shell sed -n 's/^\#define KNPU_API_VERSION_MAJOR //p' ffi/include/knpu.h)
 CAPI_MINOR := $(shell sed -n 's/^\#define KNPU_API_VERSION_MINOR //p' ffi/include/knpu.h)

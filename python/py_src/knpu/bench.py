@@ -1,5 +1,8 @@
 """``python -m knpu.bench [--json] [--min-time S]``: the host cost of the Python layer.
 
+``python -m knpu.bench models [...]`` instead runs SmolLM2 in knpu and in llama.cpp
+(see :mod:`knpu.models.bench`).
+
 Each case times a call in a loop and reports the median over several timed batches, as
 ``knpu bench`` does for the runtime: one JSON line per case with ``--json``
 (``{"bench", "case", "runs", "median_s", <rate>}``), else a table.
@@ -90,10 +93,15 @@ def run(min_time: float) -> List[Dict[str, object]]:
 
 
 def main(argv: List[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["models"]:
+        from knpu.models.bench import main as models_main
+
+        return models_main(args_in[1:])
     p = argparse.ArgumentParser(prog="python -m knpu.bench", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON line per case")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of timed runs per case")
-    args = p.parse_args(argv)
+    args = p.parse_args(args_in)
     for r in run(args.min_time):
         if args.json:
             print(json.dumps(r))

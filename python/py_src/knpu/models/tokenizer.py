@@ -143,6 +143,13 @@ class GGUFBPETokenizer:
                 raise ModelFileError(
                     self.source, f"BPE merge #{rank} {merge!r} is not of the form 'left right'"
                 )
+            # The tokenizers package panics on a merge whose parts or result are not tokens.
+            for part in (left, right, left + right):
+                if part not in self._token_to_id:
+                    raise ModelFileError(
+                        self.source,
+                        f"BPE merge #{rank} {merge!r}: {part!r} is not in the vocabulary",
+                    )
             pairs.append((left, right))
         # A byte whose character is not in the vocabulary (SmolLM2 lacks 21, such as 0xC0)
         # is dropped, as llama.cpp drops it: the BPE model has no unknown token.
