@@ -3,6 +3,7 @@
  * one), and none may crash. Then the same library is hammered from several threads.
  * The Rust test that runs this program also checks that every function declared in knpu.h,
  * knpublas.h and knpu_ops.h appears here. */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
