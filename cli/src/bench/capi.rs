@@ -13,9 +13,8 @@
 use super::{median, Record, Sink};
 use knpu_capi::header::*;
 use knpu_capi::{
-    knpuFree, knpuGetErrorString, knpuMalloc, knpuMemcpyAsync, knpuStreamCreate,
-    knpuStreamDestroy, knpuStreamSynchronize, knpublasCreate, knpublasDestroy, knpublasSetStream,
-    knpublasSgemm,
+    knpuFree, knpuGetErrorString, knpuMalloc, knpuMemcpyAsync, knpuStreamCreate, knpuStreamDestroy,
+    knpuStreamSynchronize, knpublasCreate, knpublasDestroy, knpublasSetStream, knpublasSgemm,
 };
 use std::ffi::{c_void, CStr};
 use std::time::Instant;
@@ -131,15 +130,8 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     check(unsafe { knpuMalloc(&mut cbuf, 4) }, "knpuMalloc")?;
     let mut c_copy = || {
         // SAFETY: `host` outlives every copy (each batch is drained before it goes).
-        let code = unsafe {
-            knpuMemcpyAsync(
-                cbuf,
-                host.as_ptr().cast(),
-                4,
-                knpuMemcpyHostToDevice,
-                cs,
-            )
-        };
+        let code =
+            unsafe { knpuMemcpyAsync(cbuf, host.as_ptr().cast(), 4, knpuMemcpyHostToDevice, cs) };
         check(code, "knpuMemcpyAsync")
     };
     let mut r_copy = || {

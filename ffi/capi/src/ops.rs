@@ -619,8 +619,7 @@ pub unsafe extern "C" fn knpuBinary(
         // SAFETY: the caller's promise on `desc`.
         let d = unsafe { read_desc(desc, "knpuBinaryDesc") }?;
         let mut p = abi::KnpuBinaryParams::sized();
-        (p.dtype, p.op, p.broadcast, p.rows, p.cols) =
-            (d.dtype, d.op, d.broadcast, d.rows, d.cols);
+        (p.dtype, p.op, p.broadcast, p.rows, p.cols) = (d.dtype, d.op, d.broadcast, d.rows, d.cols);
         (p.a, p.b, p.out) = (addr(a), addr(b), addr(out.cast_const()));
         let (op, broadcast, e): (BinaryOp, Broadcast, _) = llm::validate_binary(&p)?;
         launch(stream, &e, |s, io| {
@@ -841,9 +840,7 @@ pub unsafe extern "C" fn knpuQuantize(
                 us(d.k),
                 &io.get::<f32>("src")?,
                 &mut Written(io.get::<u8>("dst")?),
-                scales
-                    .as_mut()
-                    .map(|x| x as &mut dyn AsDeviceSliceMut<f32>),
+                scales.as_mut().map(|x| x as &mut dyn AsDeviceSliceMut<f32>),
             )
         })
     })

@@ -47,7 +47,8 @@ fn builder() -> bindgen::Builder {
 
 /// The DLPack structs `knpu.h` declares are the runtime's own (`knpu::tensor::dlpack`, which
 /// Python uses too), so they are not generated again; `checks` compares their layouts.
-const DLPACK_TYPES: &str = "DLDataType, DLDevice, DLManagedTensorVersioned, DLPackVersion, DLTensor";
+const DLPACK_TYPES: &str =
+    "DLDataType, DLDevice, DLManagedTensorVersioned, DLPackVersion, DLTensor";
 
 /// The header's types and constants, without functions.
 fn types() -> String {
@@ -76,7 +77,10 @@ fn dlpack_layouts() -> String {
         out.push('\n');
         rest = &rest[end..];
     }
-    assert!(out.contains("DLManagedTensorVersioned"), "no DLPack layouts generated");
+    assert!(
+        out.contains("DLManagedTensorVersioned"),
+        "no DLPack layouts generated"
+    );
     out
 }
 
@@ -187,7 +191,10 @@ fn enumerators(header: &str, prefix: &str) -> Vec<(String, u64)> {
             continue;
         };
         let value = value.trim();
-        let value = match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+        let value = match value
+            .strip_prefix("0x")
+            .or_else(|| value.strip_prefix("0X"))
+        {
             Some(hex) => u64::from_str_radix(hex, 16),
             None => value.parse(),
         };
@@ -217,6 +224,9 @@ fn ops_header_enums_are_the_driver_abi_enums() {
         let c = enumerators("knpu_ops.h", ours);
         let a = enumerators("knpu_driver.h", abi);
         assert!(!c.is_empty(), "knpu_ops.h has no {ours}* enumerators");
-        assert_eq!(c, a, "{ours}* of knpu_ops.h against {abi}* of knpu_driver.h");
+        assert_eq!(
+            c, a,
+            "{ours}* of knpu_ops.h against {abi}* of knpu_driver.h"
+        );
     }
 }
