@@ -55,7 +55,9 @@ fn types() -> String {
     builder()
         .allowlist_type("knpu.*")
         .allowlist_var("knpu.*|KNPU_.*|KNPUBLAS_.*")
-        .raw_line(format!("pub use knpu::tensor::dlpack::{{{DLPACK_TYPES}}};"))
+        .raw_line(format!(
+            "pub use knpu::tensor::dlpack::{{\n    {DLPACK_TYPES},\n}};"
+        ))
         .generate()
         .expect("bindgen failed on the public headers")
         .to_string()
