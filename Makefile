@@ -91,10 +91,10 @@ CAPI_OUT := target/$(if $(filter dev test,$(CAPI_PROFILE)),debug,$(CAPI_PROFILE)
 capi:
 	$(CARGO) build --profile $(CAPI_PROFILE) -p knpu-capi
 
-## install: headers, libknpu.so.$(CAPI_MAJOR) and libknpu.a, knpu.pc and the CMake package into PREFIX
+## install: headers (knpu.h, knpublas.h, knpu_ops.h, knpu_driver.h), libknpu.so.$(CAPI_MAJOR) and libknpu.a, knpu.pc and the CMake package into PREFIX
 install: capi
 	install -d $(DESTDIR)$(PREFIX)/include $(LIBDIR)/pkgconfig $(LIBDIR)/cmake/knpu
-	install -m 644 ffi/include/knpu.h ffi/include/knpublas.h ffi/include/knpu_driver.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 ffi/include/knpu.h ffi/include/knpublas.h ffi/include/knpu_ops.h ffi/include/knpu_driver.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(CAPI_OUT)/libknpu_capi.so $(LIBDIR)/libknpu.so.$(CAPI_VERSION)
 	ln -sf libknpu.so.$(CAPI_VERSION) $(LIBDIR)/libknpu.so.$(CAPI_MAJOR)
 	ln -sf libknpu.so.$(CAPI_MAJOR) $(LIBDIR)/libknpu.so

@@ -146,6 +146,7 @@ impl Sink {
 }
 
 pub mod attention;
+pub mod capi;
 pub mod gemm;
 pub mod graph;
 pub mod ops;
@@ -193,6 +194,8 @@ enum Suite {
     AttentionDevice(QuickOpts),
     /// Quantised GEMV/prefill through knpu::ops on device 0 beside the host call.
     QuantDevice(QuickOpts),
+    /// Host cost per call of the C API against the Rust API (knpuMemcpyAsync, knpublasSgemm).
+    Capi(QuickOpts),
 }
 
 /// Runs the chosen suite.
@@ -207,5 +210,6 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         Suite::Ops(o) => ops::run(o, sink),
         Suite::AttentionDevice(o) => attention_device::run(o, sink),
         Suite::QuantDevice(o) => quant_device::run(o, sink),
+        Suite::Capi(o) => capi::run(o, sink),
     }
 }

@@ -14,11 +14,11 @@
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::handles::Table;
 use crate::header::*;
-use crate::memory::{with_operands, Operand};
+use crate::memory::{with_operands, Operand, Written};
 use crate::stream::STREAMS;
 use half::{bf16, f16};
 use knpu::ops::{self, Gemm, GemmEpilogue};
-use knpu::{AsDeviceSlice, AsDeviceSliceMut, Device, DeviceSlice, Error, Stream};
+use knpu::{Device, Error, Stream};
 use parking_lot::Mutex;
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 use std::sync::Arc;
@@ -309,23 +309,6 @@ fn column_major(e: Error) -> Error {
     }
 }
 
-/// A written operand: the runtime's launcher takes C through `AsDeviceSliceMut`. C may
-/// share an allocation with A or B (distinct ranges, as cuBLAS allows), so it is held as a
-/// shared view; the device memory is never touched on the host.
-struct Written<'a, T>(DeviceSlice<'a, T>);
-
-impl<T> AsDeviceSlice<T> for Written<'_, T> {
-    fn as_device_slice(&self) -> DeviceSlice<'_, T> {
-        self.0
-    }
-}
-
-impl<T> AsDeviceSliceMut<T> for Written<'_, T> {
-    fn as_device_slice_mut(&mut self) -> DeviceSlice<'_, T> {
-        self.0
-    }
-}
-
 macro_rules! with_elem {
     ($e:expr, $t:ident, $body:block) => {
         match $e {
@@ -392,16 +375,19 @@ impl BlasGemm {
                 ptr: self.b,
                 what: "B",
                 elem_bytes: self.b_type.bytes(),
+                bytes: None,
             },
             Operand {
                 ptr: self.a,
                 what: "A",
                 elem_bytes: self.a_type.bytes(),
+                bytes: None,
             },
             Operand {
                 ptr: self.c,
                 what: "C",
                 elem_bytes: self.c_type.bytes(),
+                bytes: None,
             },
         ];
         let (b_type, a_type, c_type) = (self.b_type, self.a_type, self.c_type);

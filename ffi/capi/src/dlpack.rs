@@ -3,9 +3,10 @@
 //! Every rule about dtypes, shapes, strides and offsets is the runtime's tensor module's
 //! (`knpu::tensor`), the one Python uses too: an export describes the caller's arguments as a
 //! `DLTensor` and lets `dlpack::describe` read it back, exactly as an import reads a foreign
-//! tensor, and the managed struct is made by `dlpack::export_versioned`. This module adds only
-//! what C needs: the header's struct types, device pointers resolved against live
-//! allocations, and the allocation kept alive by the export.
+//! tensor, and the managed struct is made by `dlpack::export_versioned`. The header's DLPack
+//! structs are the runtime's (`header.rs` re-exports them; `header_check.rs` checks their
+//! layout against `knpu.h`). This module adds only what C needs: device pointers resolved
+//! against live allocations, and the allocation kept alive by the export.
 
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::header::*;
@@ -13,17 +14,6 @@ use crate::memory::{resolve, Range};
 use knpu::tensor::dlpack as dl;
 use knpu::{DataType, Error, Layout};
 use std::ffi::{c_int, c_void};
-
-// The header's DLPack structs and the runtime's are the same C structs.
-const _: () = {
-    assert!(
-        std::mem::size_of::<DLManagedTensorVersioned>()
-            == std::mem::size_of::<dl::DLManagedTensorVersioned>()
-    );
-    assert!(std::mem::size_of::<DLTensor>() == std::mem::size_of::<dl::DLTensor>());
-    assert!(std::mem::size_of::<DLDataType>() == std::mem::size_of::<dl::DLDataType>());
-    assert!(std::mem::size_of::<DLDevice>() == std::mem::size_of::<dl::DLDevice>());
-};
 
 /// The memory a described tensor touches: the allocation range holding every element, the
 /// dtype and layout, and the base address the layout counts from.
@@ -99,11 +89,7 @@ pub unsafe extern "C" fn knpuTensorToDLPack(
                 device_id: 0,
             },
             ndim,
-            dtype: dl::DLDataType {
-                code: dtype.code,
-                bits: dtype.bits,
-                lanes: dtype.lanes,
-            },
+            dtype,
             shape: dims(shape, n, "shape")?,
             strides: if strides.is_null() {
                 std::ptr::null_mut()
@@ -130,9 +116,8 @@ pub unsafe extern "C" fn knpuTensorToDLPack(
             flags: 0,
         };
         let managed = dl::export_versioned(export)?;
-        // SAFETY: checked by out_ptr; the header's struct is the runtime's (sizes asserted
-        // above, both follow dlpack.h).
-        unsafe { write_out(tensor, "tensor", managed.cast::<DLManagedTensorVersioned>()) }
+        // SAFETY: checked by out_ptr; the caller promised a writable pointer.
+        unsafe { write_out(tensor, "tensor", managed) }
     })
 }
 
@@ -149,9 +134,8 @@ pub unsafe extern "C" fn knpuTensorFromDLPack(
 ) -> knpuError_t {
     call(|| {
         let m = out_ptr(tensor as *mut DLManagedTensorVersioned, "tensor")?;
-        // SAFETY: non-null and aligned (checked); live by the caller's promise; the header's
-        // struct is the runtime's.
-        let m = unsafe { &*m.cast::<dl::DLManagedTensorVersioned>() };
+        // SAFETY: non-null and aligned (checked); live by the caller's promise.
+        let m = unsafe { &*m };
         if m.version.major != dl::MAJOR_VERSION {
             return Err(Error::NotSupported {
                 detail: format!(

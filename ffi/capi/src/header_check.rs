@@ -1,4 +1,4 @@
-// Generated from ffi/include/knpu.h and knpublas.h by tests/header_matches_exports.rs; do not edit.
+// Generated from ffi/include/knpu.h, knpublas.h and knpu_ops.h by tests/header_matches_exports.rs; do not edit.
 // Regenerate with `KNPU_BLESS=1 cargo test -p knpu-capi --test header_matches_exports`.
 #[allow(unused_imports)]
 use crate::header::*;
@@ -78,3 +78,73 @@ const _: unsafe extern "C" fn(handle: knpublasHandle_t, transa: knpublasOperatio
 const _: unsafe extern "C" fn(handle: knpublasHandle_t, transa: knpublasOperation_t, transb: knpublasOperation_t, m: ::std::os::raw::c_int, n: ::std::os::raw::c_int, k: ::std::os::raw::c_int, alpha: *const ::std::os::raw::c_void, A: *const ::std::os::raw::c_void, Atype: knpuDataType_t, lda: ::std::os::raw::c_int, B: *const ::std::os::raw::c_void, Btype: knpuDataType_t, ldb: ::std::os::raw::c_int, beta: *const ::std::os::raw::c_void, C: *mut ::std::os::raw::c_void, Ctype: knpuDataType_t, ldc: ::std::os::raw::c_int, computeType: knpublasComputeType_t, algo: knpublasGemmAlgo_t) -> knpublasStatus_t = crate::knpublasGemmEx;
 const _: unsafe extern "C" fn(handle: knpublasHandle_t, transa: knpublasOperation_t, transb: knpublasOperation_t, m: ::std::os::raw::c_int, n: ::std::os::raw::c_int, k: ::std::os::raw::c_int, alpha: *const f32, A: *const f32, lda: ::std::os::raw::c_int, strideA: ::std::os::raw::c_longlong, B: *const f32, ldb: ::std::os::raw::c_int, strideB: ::std::os::raw::c_longlong, beta: *const f32, C: *mut f32, ldc: ::std::os::raw::c_int, strideC: ::std::os::raw::c_longlong, batchCount: ::std::os::raw::c_int) -> knpublasStatus_t = crate::knpublasSgemmStridedBatched;
 const _: unsafe extern "C" fn(handle: knpublasHandle_t, transa: knpublasOperation_t, transb: knpublasOperation_t, m: ::std::os::raw::c_int, n: ::std::os::raw::c_int, k: ::std::os::raw::c_int, alpha: *const ::std::os::raw::c_void, A: *const ::std::os::raw::c_void, Atype: knpuDataType_t, lda: ::std::os::raw::c_int, strideA: ::std::os::raw::c_longlong, B: *const ::std::os::raw::c_void, Btype: knpuDataType_t, ldb: ::std::os::raw::c_int, strideB: ::std::os::raw::c_longlong, beta: *const ::std::os::raw::c_void, C: *mut ::std::os::raw::c_void, Ctype: knpuDataType_t, ldc: ::std::os::raw::c_int, strideC: ::std::os::raw::c_longlong, batchCount: ::std::os::raw::c_int, computeType: knpublasComputeType_t, algo: knpublasGemmAlgo_t) -> knpublasStatus_t = crate::knpublasGemmStridedBatchedEx;
+const _: unsafe extern "C" fn(desc: *const knpuAttentionDesc, q: *const ::std::os::raw::c_void, k: *const ::std::os::raw::c_void, v: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, lse: *mut f32, kvLens: *const u32, stream: knpuStream_t) -> knpuError_t = crate::knpuAttention;
+const _: unsafe extern "C" fn(desc: *const knpuPagedAttentionDesc, q: *const ::std::os::raw::c_void, kCache: *const ::std::os::raw::c_void, vCache: *const ::std::os::raw::c_void, blockTable: *const u32, kvLens: *const u32, out: *mut ::std::os::raw::c_void, lse: *mut f32, stream: knpuStream_t) -> knpuError_t = crate::knpuPagedAttention;
+const _: unsafe extern "C" fn(desc: *const knpuKvAppendDesc, kCache: *mut ::std::os::raw::c_void, vCache: *mut ::std::os::raw::c_void, kNew: *const ::std::os::raw::c_void, vNew: *const ::std::os::raw::c_void, seqLens: *const u32, stream: knpuStream_t) -> knpuError_t = crate::knpuKvAppend;
+const _: unsafe extern "C" fn(desc: *const knpuPagedKvAppendDesc, kCache: *mut ::std::os::raw::c_void, vCache: *mut ::std::os::raw::c_void, kNew: *const ::std::os::raw::c_void, vNew: *const ::std::os::raw::c_void, blockTable: *const u32, seqLens: *const u32, stream: knpuStream_t) -> knpuError_t = crate::knpuPagedKvAppend;
+const _: unsafe extern "C" fn(desc: *const knpuNormDesc, x: *const ::std::os::raw::c_void, weight: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuRmsNorm;
+const _: unsafe extern "C" fn(desc: *const knpuNormDesc, x: *const ::std::os::raw::c_void, weight: *const ::std::os::raw::c_void, bias: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuLayerNorm;
+const _: unsafe extern "C" fn(desc: *const knpuRopeDesc, x: *const ::std::os::raw::c_void, positions: *const u32, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuRope;
+const _: unsafe extern "C" fn(desc: *const knpuActivationDesc, x: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuActivation;
+const _: unsafe extern "C" fn(desc: *const knpuSwigluDesc, gate: *const ::std::os::raw::c_void, up: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuSwiglu;
+const _: unsafe extern "C" fn(desc: *const knpuSoftmaxDesc, x: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuSoftmax;
+const _: unsafe extern "C" fn(desc: *const knpuBinaryDesc, a: *const ::std::os::raw::c_void, b: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuBinary;
+const _: unsafe extern "C" fn(desc: *const knpuEmbeddingDesc, table: *const ::std::os::raw::c_void, ids: *const u32, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuEmbedding;
+const _: unsafe extern "C" fn(desc: *const knpuQEmbeddingDesc, table: *const ::std::os::raw::c_void, scales: *const f32, ids: *const u32, out: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuQEmbedding;
+const _: unsafe extern "C" fn(desc: *const knpuCastDesc, src: *const ::std::os::raw::c_void, dst: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuCast;
+const _: unsafe extern "C" fn(desc: *const knpuReduceDesc, x: *const ::std::os::raw::c_void, out: *mut u32, stream: knpuStream_t) -> knpuError_t = crate::knpuArgmax;
+const _: unsafe extern "C" fn(desc: *const knpuReduceDesc, x: *const ::std::os::raw::c_void, values: *mut ::std::os::raw::c_void, indices: *mut u32, stream: knpuStream_t) -> knpuError_t = crate::knpuTopK;
+const _: unsafe extern "C" fn(desc: *const knpuQuantizeDesc, src: *const f32, dst: *mut ::std::os::raw::c_void, scales: *mut f32, stream: knpuStream_t) -> knpuError_t = crate::knpuQuantize;
+const _: unsafe extern "C" fn(desc: *const knpuQuantizeDesc, src: *const ::std::os::raw::c_void, scales: *const f32, dst: *mut f32, stream: knpuStream_t) -> knpuError_t = crate::knpuDequantize;
+const _: unsafe extern "C" fn(desc: *const knpuQMatmulDesc, x: *const ::std::os::raw::c_void, w: *const ::std::os::raw::c_void, wScales: *const f32, bias: *const f32, y: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuQMatmul;
+const _: unsafe extern "C" fn(desc: *const knpuW8A8GemmDesc, xq: *const i8, xScales: *const f32, wq: *const i8, wScales: *const f32, bias: *const f32, y: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuW8A8Gemm;
+const _: () = {
+    ["Size of DLPackVersion"][::std::mem::size_of::<DLPackVersion>() - 8usize];
+    ["Alignment of DLPackVersion"][::std::mem::align_of::<DLPackVersion>() - 4usize];
+    ["Offset of field: DLPackVersion::major"]
+        [::std::mem::offset_of!(DLPackVersion, major) - 0usize];
+    ["Offset of field: DLPackVersion::minor"]
+        [::std::mem::offset_of!(DLPackVersion, minor) - 4usize];
+};
+const _: () = {
+    ["Size of DLDevice"][::std::mem::size_of::<DLDevice>() - 8usize];
+    ["Alignment of DLDevice"][::std::mem::align_of::<DLDevice>() - 4usize];
+    ["Offset of field: DLDevice::device_type"]
+        [::std::mem::offset_of!(DLDevice, device_type) - 0usize];
+    ["Offset of field: DLDevice::device_id"][::std::mem::offset_of!(DLDevice, device_id) - 4usize];
+};
+const _: () = {
+    ["Size of DLDataType"][::std::mem::size_of::<DLDataType>() - 4usize];
+    ["Alignment of DLDataType"][::std::mem::align_of::<DLDataType>() - 2usize];
+    ["Offset of field: DLDataType::code"][::std::mem::offset_of!(DLDataType, code) - 0usize];
+    ["Offset of field: DLDataType::bits"][::std::mem::offset_of!(DLDataType, bits) - 1usize];
+    ["Offset of field: DLDataType::lanes"][::std::mem::offset_of!(DLDataType, lanes) - 2usize];
+};
+const _: () = {
+    ["Size of DLTensor"][::std::mem::size_of::<DLTensor>() - 48usize];
+    ["Alignment of DLTensor"][::std::mem::align_of::<DLTensor>() - 8usize];
+    ["Offset of field: DLTensor::data"][::std::mem::offset_of!(DLTensor, data) - 0usize];
+    ["Offset of field: DLTensor::device"][::std::mem::offset_of!(DLTensor, device) - 8usize];
+    ["Offset of field: DLTensor::ndim"][::std::mem::offset_of!(DLTensor, ndim) - 16usize];
+    ["Offset of field: DLTensor::dtype"][::std::mem::offset_of!(DLTensor, dtype) - 20usize];
+    ["Offset of field: DLTensor::shape"][::std::mem::offset_of!(DLTensor, shape) - 24usize];
+    ["Offset of field: DLTensor::strides"][::std::mem::offset_of!(DLTensor, strides) - 32usize];
+    ["Offset of field: DLTensor::byte_offset"]
+        [::std::mem::offset_of!(DLTensor, byte_offset) - 40usize];
+};
+const _: () = {
+    ["Size of DLManagedTensorVersioned"]
+        [::std::mem::size_of::<DLManagedTensorVersioned>() - 80usize];
+    ["Alignment of DLManagedTensorVersioned"]
+        [::std::mem::align_of::<DLManagedTensorVersioned>() - 8usize];
+    ["Offset of field: DLManagedTensorVersioned::version"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, version) - 0usize];
+    ["Offset of field: DLManagedTensorVersioned::manager_ctx"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, manager_ctx) - 8usize];
+    ["Offset of field: DLManagedTensorVersioned::deleter"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, deleter) - 16usize];
+    ["Offset of field: DLManagedTensorVersioned::flags"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, flags) - 24usize];
+    ["Offset of field: DLManagedTensorVersioned::dl_tensor"]
+        [::std::mem::offset_of!(DLManagedTensorVersioned, dl_tensor) - 32usize];
+};

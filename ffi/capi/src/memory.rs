@@ -12,7 +12,7 @@ use crate::device::{current, device_at};
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::header::*;
 use crate::stream::stream_arg;
-use knpu::{DeviceBuffer, DeviceSlice, Error, Stream};
+use knpu::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer, DeviceSlice, Error, Stream};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_void};
@@ -87,43 +87,81 @@ pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Ra
     })
 }
 
-/// An op's device operand: its pointer, its name in errors, and its element size.
+/// An op's device operand: its pointer, its name in errors, its element size, and the bytes
+/// the op uses (`None`: from the pointer to the end of its allocation).
 pub(crate) struct Operand<'p> {
     pub(crate) ptr: *const c_void,
     pub(crate) what: &'p str,
     pub(crate) elem_bytes: usize,
+    pub(crate) bytes: Option<usize>,
 }
 
-/// Runs `body` with a byte view of each operand, from its pointer to the end of its
-/// allocation (whole elements only), so the runtime's op checks each operand's extent
-/// against the memory really there. Each allocation is locked once, in address order (two
-/// operands may share one allocation, and two threads may lock the same ones), while the
-/// work is queued.
+/// Runs `body` with a byte view of each operand: exactly its `bytes`, or from its pointer to
+/// the end of its allocation (whole elements only) so that the runtime's op checks the
+/// operand's extent against the memory really there. An operand of 0 bytes may be NULL or
+/// outside every allocation (the op does not touch it): it gets an empty view at the start of
+/// another operand's allocation, and at least one operand must be non-empty. Each allocation
+/// is locked once, in address order (two operands may share one allocation, and two threads
+/// may lock the same ones), while the work is queued.
 pub(crate) fn with_operands<R>(
     operands: &[Operand<'_>],
     body: impl FnOnce(&[DeviceSlice<'_, u8>]) -> Result<R>,
 ) -> Result<R> {
-    let ranges = operands
-        .iter()
-        .map(|o| resolve(o.ptr, 0, o.what))
-        .collect::<Result<Vec<_>>>()?;
-    let mut allocs: Vec<&Arc<Alloc>> = ranges.iter().map(|r| &r.alloc).collect();
+    let mut ranges = Vec::with_capacity(operands.len());
+    for o in operands {
+        ranges.push(match o.bytes {
+            Some(0) => resolve(o.ptr, 0, o.what).ok(),
+            Some(n) => Some(resolve(o.ptr, n, o.what)?),
+            None => Some(resolve(o.ptr, 0, o.what)?),
+        });
+    }
+    let Some(any) = ranges.iter().flatten().next().map(|r| r.alloc.clone()) else {
+        return Err(Error::Internal {
+            detail: "an op with no operand to queue on".into(),
+        });
+    };
+    let mut allocs: Vec<&Arc<Alloc>> = ranges.iter().flatten().map(|r| &r.alloc).collect();
     allocs.sort_by_key(|a| a.base);
     allocs.dedup_by_key(|a| a.base);
     let guards: Vec<_> = allocs.iter().map(|a| (a.base, a.buf.lock())).collect();
+    let buffer = |alloc: &Arc<Alloc>| {
+        guards
+            .iter()
+            .find(|(base, _)| *base == alloc.base)
+            .map(|(_, buf)| buf)
+            .expect("every operand's allocation is locked")
+    };
     let views = ranges
         .iter()
         .zip(operands)
-        .map(|(r, o)| {
-            let (_, buf) = guards
-                .iter()
-                .find(|(base, _)| *base == r.alloc.base)
-                .expect("every operand's allocation is locked");
-            let rest = r.alloc.size as usize - r.offset;
-            buf.slice(r.offset..r.offset + rest - rest % o.elem_bytes.max(1))
+        .map(|(r, o)| match (r, o.bytes) {
+            (None, _) => buffer(&any).slice(0..0),
+            (Some(r), Some(n)) => buffer(&r.alloc).slice(r.offset..r.offset + n),
+            (Some(r), None) => {
+                let rest = r.alloc.size as usize - r.offset;
+                buffer(&r.alloc).slice(r.offset..r.offset + rest - rest % o.elem_bytes.max(1))
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     body(&views)
+}
+
+/// A written operand: the runtime's launchers take outputs through `AsDeviceSliceMut`. An
+/// output may share an allocation with an input (distinct ranges, or in place where the op
+/// allows it), so it is held as a shared view; the device memory is never touched on the
+/// host.
+pub(crate) struct Written<'a, T>(pub(crate) DeviceSlice<'a, T>);
+
+impl<T> AsDeviceSlice<T> for Written<'_, T> {
+    fn as_device_slice(&self) -> DeviceSlice<'_, T> {
+        self.0
+    }
+}
+
+impl<T> AsDeviceSliceMut<T> for Written<'_, T> {
+    fn as_device_slice_mut(&mut self) -> DeviceSlice<'_, T> {
+        self.0
+    }
 }
 
 /// Where one side of a copy is.

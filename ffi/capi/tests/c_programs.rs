@@ -58,6 +58,15 @@ fn example_05_sgemm_through_knpublas() {
 }
 
 #[test]
+fn example_06_llm_ops_through_the_ops_header() {
+    let out = example("06-llm-ops", Link::Shared, &[]);
+    assert!(out.contains("max errors against the C reference"), "{out}");
+    assert!(out.contains("rotary_dim"), "{out}");
+    let out = example("06-llm-ops", Link::Static, &[]);
+    assert!(out.contains("max errors against the C reference"), "{out}");
+}
+
+#[test]
 fn knpublas_matches_a_column_major_reference() {
     let src = repo().join("ffi/capi/tests/c/blas.c");
     let exe = out_dir("tests").join("blas");
@@ -93,10 +102,10 @@ fn cpp_example_with_raii_wrappers() {
     assert!(out.contains("C++ RAII wrappers: ok"), "{out}");
 }
 
-/// The functions `knpu.h` and `knpublas.h` declare.
+/// The functions `knpu.h`, `knpublas.h` and `knpu_ops.h` declare.
 fn declared_functions() -> Vec<String> {
     let mut names = Vec::new();
-    for header in ["knpu.h", "knpublas.h"] {
+    for header in ["knpu.h", "knpublas.h", "knpu_ops.h"] {
         let text = std::fs::read_to_string(repo().join("ffi/include").join(header)).unwrap();
         names.extend(text.lines().filter_map(|l| {
             let rest = l

@@ -1,4 +1,4 @@
-//! `ffi/include/knpu.h` and `knpublas.h` and the library agree: every declared function is exported with the
+//! `ffi/include/knpu.h`, `knpublas.h`, `knpu_ops.h` and the library agree: every declared function is exported with the
 //! same signature.
 //!
 //! The check has two halves. This test runs bindgen on the public headers and fails unless the
@@ -33,7 +33,7 @@ fn builder() -> bindgen::Builder {
     bindgen::Builder::default()
         .header_contents(
             "knpu_all.h",
-            "#include \"knpu.h\"\n#include \"knpublas.h\"\n",
+            "#include \"knpu.h\"\n#include \"knpublas.h\"\n#include \"knpu_ops.h\"\n",
         )
         .clang_arg(format!("-I{}", include.to_str().expect("utf-8 path")))
         .prepend_enum_name(false)
@@ -45,14 +45,45 @@ fn builder() -> bindgen::Builder {
         .formatter(bindgen::Formatter::Rustfmt)
 }
 
+/// The DLPack structs `knpu.h` declares are the runtime's own (`knpu::tensor::dlpack`, which
+/// Python uses too), so they are not generated again; `checks` compares their layouts.
+const DLPACK_TYPES: &str =
+    "DLDataType, DLDevice, DLManagedTensorVersioned, DLPackVersion, DLTensor";
+
 /// The header's types and constants, without functions.
 fn types() -> String {
     builder()
-        .allowlist_type("knpu.*|DL.*")
-        .allowlist_var("knpu.*|KNPU_.*|KNPUBLAS_.*|DLPACK_.*|kDL.*")
+        .allowlist_type("knpu.*")
+        .allowlist_var("knpu.*|KNPU_.*|KNPUBLAS_.*")
+        .raw_line(format!(
+            "pub use knpu::tensor::dlpack::{{\n    {DLPACK_TYPES},\n}};"
+        ))
         .generate()
         .expect("bindgen failed on the public headers")
         .to_string()
+}
+
+/// bindgen's layout assertions of the header's DLPack structs, which then hold for the
+/// runtime's structs of the same names: size, alignment and the offset of every field.
+fn dlpack_layouts() -> String {
+    let generated = builder()
+        .allowlist_type(DLPACK_TYPES.replace(", ", "|"))
+        .generate()
+        .expect("bindgen failed on the public headers")
+        .to_string();
+    let mut out = String::new();
+    let mut rest = generated.as_str();
+    while let Some(start) = rest.find("const _: () = {") {
+        let end = rest[start..].find("};").expect("a layout block ends") + start + 2;
+        out.push_str(&rest[start..end]);
+        out.push('\n');
+        rest = &rest[end..];
+    }
+    assert!(
+        out.contains("DLManagedTensorVersioned"),
+        "no DLPack layouts generated"
+    );
+    out
 }
 
 /// One compile-time assertion per declared function.
@@ -83,7 +114,7 @@ fn checks() -> String {
         rest = &after[end..];
     }
     assert!(count > 50, "bindgen found only {count} functions in knpu.h");
-    out
+    out + &dlpack_layouts()
 }
 
 fn tokens(s: &str) -> Vec<String> {
@@ -113,7 +144,7 @@ fn compare_or_bless(file: &str, generated: String, preamble: &str) {
     let path = root().join("src").join(file);
     if std::env::var_os("KNPU_BLESS").is_some() {
         let body = format!(
-            "// Generated from ffi/include/knpu.h and knpublas.h by tests/header_matches_exports.rs; do not \
+            "// Generated from ffi/include/knpu.h, knpublas.h and knpu_ops.h by tests/header_matches_exports.rs; do not \
              edit.\n// Regenerate with `KNPU_BLESS=1 cargo test -p knpu-capi --test \
              header_matches_exports`.\n{preamble}{generated}"
         );
@@ -146,4 +177,58 @@ fn every_declared_function_is_checked_against_its_export() {
         checks(),
         "#[allow(unused_imports)]\nuse crate::header::*;\n",
     );
+}
+
+/// The enumerators of every `typedef enum` in a header whose names start with `prefix`, as
+/// (name without the prefix, lower case, no underscores; value).
+fn enumerators(header: &str, prefix: &str) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(root().join("../include").join(header)).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim().trim_end_matches(',');
+        let Some((name, value)) = line.split_once(" = ") else {
+            continue;
+        };
+        let Some(rest) = name.trim().strip_prefix(prefix) else {
+            continue;
+        };
+        let value = value.trim();
+        let value = match value
+            .strip_prefix("0x")
+            .or_else(|| value.strip_prefix("0X"))
+        {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => value.parse(),
+        };
+        let Ok(value) = value else { continue };
+        out.push((rest.to_lowercase().replace('_', ""), value));
+    }
+    out.sort();
+    out
+}
+
+/// Every enum of `knpu_ops.h` mirrors an enum of the driver ABI: the same names (up to case
+/// and the prefix) with the same numbers, none missing on either side. The C API passes the
+/// values to the op definitions as they are, so a difference would change what an op does.
+#[test]
+fn ops_header_enums_are_the_driver_abi_enums() {
+    let pairs = [
+        ("knpuDtype", "KNPU_DTYPE_"),
+        ("knpuActivation", "KNPU_ACTIVATION_"),
+        ("knpuRope", "KNPU_ROPE_"),
+        ("knpuBinary", "KNPU_BINARY_"),
+        ("knpuBroadcast", "KNPU_BROADCAST_"),
+        ("knpuQuant", "KNPU_QUANT_"),
+        ("knpuActQuant", "KNPU_ACT_QUANT_"),
+        ("knpuAttention", "KNPU_ATTENTION_"),
+    ];
+    for (ours, abi) in pairs {
+        let c = enumerators("knpu_ops.h", ours);
+        let a = enumerators("knpu_driver.h", abi);
+        assert!(!c.is_empty(), "knpu_ops.h has no {ours}* enumerators");
+        assert_eq!(
+            c, a,
+            "{ours}* of knpu_ops.h against {abi}* of knpu_driver.h"
+        );
+    }
 }

@@ -11,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 prefix="$work/prefix"
 
 make -s -C "$repo" install PREFIX="$prefix" >/dev/null
-for f in include/knpu.h include/knpublas.h include/knpu_driver.h lib/libknpu.a lib/libknpu.so lib/libknpu.so.1 \
+for f in include/knpu.h include/knpublas.h include/knpu_ops.h include/knpu_driver.h lib/libknpu.a lib/libknpu.so lib/libknpu.so.1 \
          lib/pkgconfig/knpu.pc lib/cmake/knpu/knpu-config.cmake; do
   [ -e "$prefix/$f" ] || { echo "install is missing $f" >&2; exit 1; }
 done

@@ -1,14 +1,16 @@
 /* misuse.c — every function of knpu.h called with NULL, garbage and destroyed handles, bad
  * sizes, bad pointers and bad enum values. Each call must return an error code (a known
  * one), and none may crash. Then the same library is hammered from several threads.
- * The Rust test that runs this program also checks that every function declared in knpu.h
- * and knpublas.h appears here. */
+ * The Rust test that runs this program also checks that every function declared in knpu.h,
+ * knpublas.h and knpu_ops.h appears here. */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <knpu_ops.h>
 #include <knpublas.h>
 
 static int failures = 0;
@@ -370,6 +372,323 @@ static void dlpack(void) {
   t->deleter(t);
 }
 
+/* knpu_ops.h: for every op, a NULL descriptor, a descriptor whose structSize is too small, a
+ * garbage and a destroyed stream, NULL, garbage, past-the-end and freed device pointers, an
+ * unknown element type or enum value, and a shape that overflows. */
+static void ops(knpuStream_t dead_stream) {
+  enum { N = 64 };
+  float *d = NULL, *freed = NULL;
+  OK(knpuMalloc((void **)&d, N * sizeof *d));
+  OK(knpuMalloc((void **)&freed, N * sizeof *freed));
+  OK(knpuFree(freed));
+  float *garbage = GARBAGE(float *);
+  uint32_t *u = (uint32_t *)(d + 48);
+  const knpuStream_t bad = GARBAGE(knpuStream_t);
+  const knpuError_t IV = knpuErrorInvalidValue, IH = knpuErrorInvalidHandle,
+                    DT = knpuErrorDtype, NS = knpuErrorNotSupported;
+
+  knpuAttentionDesc at = KNPU_OPS_DESC_INIT(knpuAttentionDesc);
+  at.dtype = knpuDtypeF32;
+  at.q = at.out = knpuAttnTensorBshd(1, 1, 2, 4);
+  at.k = at.v = knpuAttnTensorBshd(1, 2, 1, 4);
+  OK(knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  ERR_IS(IV, knpuAttention(NULL, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  ERR_IS(IH, knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, bad));
+  ERR_IS(IH, knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, dead_stream));
+  ERR_IS(IV, knpuAttention(&at, NULL, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  ERR_IS(IV, knpuAttention(&at, d, garbage, d + 16, d + 24, NULL, NULL, NULL));
+  ERR_IS(IV, knpuAttention(&at, d, d + 8, d + 16, d + N - 4, NULL, NULL, NULL)); /* past the end */
+  ERR_IS(IV, knpuAttention(&at, d, d + 8, freed, d + 24, NULL, NULL, NULL));
+  ERR_IS(IV, knpuAttention(&at, d, d + 8, d + 16, d + 24, garbage, NULL, NULL));
+  ERR_IS(IV, knpuAttention(&at, d, d + 8, d + 16, (char *)(d + 24) + 1, NULL, NULL, NULL));
+  at.flags = 0x80;
+  ERR_IS(IV, knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  at.flags = 0;
+  at.scale = NAN;
+  ERR_IS(IV, knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  at.scale = 0;
+  at.dtype = (knpuDtype_t)99;
+  ERR_IS(DT, knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  at.dtype = knpuDtypeI32;
+  ERR_IS(DT, knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  at.dtype = knpuDtypeF32;
+  at.k.heads = at.v.heads = 3; /* does not divide the query heads */
+  ERR(knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+  at.structSize = 8;
+  ERR_IS(IV, knpuAttention(&at, d, d + 8, d + 16, d + 24, NULL, NULL, NULL));
+
+  knpuPagedAttentionDesc pa = KNPU_OPS_DESC_INIT(knpuPagedAttentionDesc);
+  pa.dtype = knpuDtypeF32;
+  pa.q = pa.out = knpuAttnTensorBshd(1, 1, 2, 4);
+  pa.cache = knpuPagedKvCacheDense(2, 2, 1, 4);
+  pa.maxBlocksPerSeq = 2;
+  OK(knpuMemset(u, 0, 4 * sizeof *u));
+  OK(knpuPagedAttention(&pa, d, d + 8, d + 24, u, u + 2, d + 40, NULL, NULL));
+  ERR_IS(IV, knpuPagedAttention(NULL, d, d + 8, d + 24, u, u + 2, d + 40, NULL, NULL));
+  ERR_IS(IH, knpuPagedAttention(&pa, d, d + 8, d + 24, u, u + 2, d + 40, NULL, dead_stream));
+  ERR_IS(IV, knpuPagedAttention(&pa, d, d + 8, d + 24, u, NULL, d + 40, NULL, NULL));
+  ERR_IS(IV, knpuPagedAttention(&pa, d, d + 8, d + 24, (uint32_t *)garbage, u + 2, d + 40, NULL,
+                                NULL));
+  ERR_IS(IV, knpuPagedAttention(&pa, d, d + 8, d + 60, u, u + 2, d + 40, NULL, NULL));
+  pa.cache.blockSize = 0;
+  ERR_IS(IV, knpuPagedAttention(&pa, d, d + 8, d + 24, u, u + 2, d + 40, NULL, NULL));
+  pa.cache = knpuPagedKvCacheDense(UINT64_MAX / 2, 4, 1, 4); /* overflows */
+  ERR_IS(IV, knpuPagedAttention(&pa, d, d + 8, d + 24, u, u + 2, d + 40, NULL, NULL));
+
+  knpuKvAppendDesc ka = KNPU_OPS_DESC_INIT(knpuKvAppendDesc);
+  ka.dtype = knpuDtypeF32;
+  ka.cache = knpuAttnTensorBshd(1, 4, 1, 4);
+  ka.newKv = knpuAttnTensorBshd(1, 1, 1, 4);
+  OK(knpuKvAppend(&ka, d, d + 16, d + 32, d + 36, u, NULL));
+  ERR_IS(IV, knpuKvAppend(NULL, d, d + 16, d + 32, d + 36, u, NULL));
+  ERR_IS(IH, knpuKvAppend(&ka, d, d + 16, d + 32, d + 36, u, bad));
+  ERR_IS(IV, knpuKvAppend(&ka, d, d + 16, d + 32, d + 36, NULL, NULL));
+  ERR_IS(IV, knpuKvAppend(&ka, d, d + 16, d + 32, freed, u, NULL));
+  ERR_IS(IV, knpuKvAppend(&ka, d + 50, d + 16, d + 32, d + 36, u, NULL));
+  ka.newKv.seq = 5; /* more than the capacity */
+  ERR_IS(IV, knpuKvAppend(&ka, d, d + 16, d + 32, d + 36, u, NULL));
+  ka.newKv.seq = 1;
+  ka.dtype = (knpuDtype_t)-1;
+  ERR_IS(DT, knpuKvAppend(&ka, d, d + 16, d + 32, d + 36, u, NULL));
+
+  knpuPagedKvAppendDesc pk = KNPU_OPS_DESC_INIT(knpuPagedKvAppendDesc);
+  pk.dtype = knpuDtypeF32;
+  pk.cache = knpuPagedKvCacheDense(2, 2, 1, 4);
+  pk.newKv = knpuAttnTensorBshd(1, 1, 1, 4);
+  pk.maxBlocksPerSeq = 2;
+  OK(knpuPagedKvAppend(&pk, d, d + 16, d + 32, d + 36, u, u + 2, NULL));
+  ERR_IS(IV, knpuPagedKvAppend(NULL, d, d + 16, d + 32, d + 36, u, u + 2, NULL));
+  ERR_IS(IH, knpuPagedKvAppend(&pk, d, d + 16, d + 32, d + 36, u, u + 2, dead_stream));
+  ERR_IS(IV, knpuPagedKvAppend(&pk, d, d + 16, d + 32, d + 36, NULL, u + 2, NULL));
+  ERR_IS(IV, knpuPagedKvAppend(&pk, d, GARBAGE2(float *), d + 32, d + 36, u, u + 2, NULL));
+  pk.newKv.heads = 2;
+  ERR_IS(IV, knpuPagedKvAppend(&pk, d, d + 16, d + 32, d + 36, u, u + 2, NULL));
+
+  knpuNormDesc nd = KNPU_OPS_DESC_INIT(knpuNormDesc);
+  nd.dtype = knpuDtypeF32;
+  nd.rows = 2;
+  nd.cols = 8;
+  nd.eps = 1e-5f;
+  OK(knpuRmsNorm(&nd, d, d + 16, d + 32, NULL));
+  OK(knpuLayerNorm(&nd, d, d + 16, NULL, d + 32, NULL));
+  ERR_IS(IV, knpuRmsNorm(NULL, d, d + 16, d + 32, NULL));
+  ERR_IS(IH, knpuRmsNorm(&nd, d, d + 16, d + 32, bad));
+  ERR_IS(IV, knpuRmsNorm(&nd, d, NULL, d + 32, NULL));
+  ERR_IS(IV, knpuRmsNorm(&nd, d, d + 16, d + 60, NULL));
+  ERR_IS(IV, knpuLayerNorm(NULL, d, d + 16, NULL, d + 32, NULL));
+  ERR_IS(IH, knpuLayerNorm(&nd, d, d + 16, NULL, d + 32, dead_stream));
+  ERR_IS(IV, knpuLayerNorm(&nd, d, d + 16, garbage, d + 32, NULL));
+  ERR_IS(IV, knpuLayerNorm(&nd, d, d + 16, freed, d + 32, NULL));
+  nd.eps = -1.0f;
+  ERR_IS(IV, knpuRmsNorm(&nd, d, d + 16, d + 32, NULL));
+  ERR_IS(IV, knpuLayerNorm(&nd, d, d + 16, NULL, d + 32, NULL));
+  nd.eps = 1e-5f;
+  nd.rows = UINT64_MAX;
+  ERR_IS(IV, knpuRmsNorm(&nd, d, d + 16, d + 32, NULL));
+  nd.rows = 2;
+  nd.dtype = knpuDtypeU8;
+  ERR_IS(DT, knpuLayerNorm(&nd, d, d + 16, NULL, d + 32, NULL));
+  nd.structSize = 0;
+  ERR_IS(IV, knpuRmsNorm(&nd, d, d + 16, d + 32, NULL));
+
+  knpuRopeDesc rd = KNPU_OPS_DESC_INIT(knpuRopeDesc);
+  rd.dtype = knpuDtypeF32;
+  rd.style = knpuRopeNeox;
+  rd.rows = 2;
+  rd.heads = 2;
+  rd.headDim = 4;
+  rd.rotaryDim = 4;
+  rd.base = 10000.0f;
+  OK(knpuRope(&rd, d, NULL, d + 16, NULL));
+  OK(knpuRope(&rd, d, u, d + 16, NULL));
+  ERR_IS(IV, knpuRope(NULL, d, NULL, d + 16, NULL));
+  ERR_IS(IH, knpuRope(&rd, d, NULL, d + 16, bad));
+  ERR_IS(IV, knpuRope(&rd, d, (uint32_t *)garbage, d + 16, NULL));
+  ERR_IS(IV, knpuRope(&rd, d, NULL, NULL, NULL));
+  rd.style = (knpuRopeStyle_t)7;
+  ERR_IS(IV, knpuRope(&rd, d, NULL, d + 16, NULL));
+  rd.style = knpuRopeInterleaved;
+  rd.base = -1.0f;
+  ERR_IS(IV, knpuRope(&rd, d, NULL, d + 16, NULL));
+  rd.base = 10000.0f;
+  rd.startPosition = UINT64_MAX;
+  ERR_IS(IV, knpuRope(&rd, d, NULL, d + 16, NULL));
+
+  knpuActivationDesc ad = KNPU_OPS_DESC_INIT(knpuActivationDesc);
+  ad.dtype = knpuDtypeF32;
+  ad.activation = knpuActivationSilu;
+  ad.len = 16;
+  OK(knpuActivation(&ad, d, d + 16, NULL));
+  ERR_IS(IV, knpuActivation(NULL, d, d + 16, NULL));
+  ERR_IS(IH, knpuActivation(&ad, d, d + 16, dead_stream));
+  ERR_IS(IV, knpuActivation(&ad, d, d + 60, NULL));
+  ad.activation = knpuActivationRelu; /* not an activation of this op */
+  ERR_IS(NS, knpuActivation(&ad, d, d + 16, NULL));
+  ad.activation = (knpuActivation_t)42;
+  ERR_IS(IV, knpuActivation(&ad, d, d + 16, NULL));
+
+  knpuSwigluDesc sw = KNPU_OPS_DESC_INIT(knpuSwigluDesc);
+  sw.dtype = knpuDtypeF32;
+  sw.len = 16;
+  OK(knpuSwiglu(&sw, d, d + 16, d + 32, NULL));
+  ERR_IS(IV, knpuSwiglu(NULL, d, d + 16, d + 32, NULL));
+  ERR_IS(IH, knpuSwiglu(&sw, d, d + 16, d + 32, bad));
+  ERR_IS(IV, knpuSwiglu(&sw, d, garbage, d + 32, NULL));
+  sw.len = UINT64_MAX / 2;
+  ERR_IS(IV, knpuSwiglu(&sw, d, d + 16, d + 32, NULL));
+
+  knpuSoftmaxDesc sd = KNPU_OPS_DESC_INIT(knpuSoftmaxDesc);
+  sd.dtype = knpuDtypeF32;
+  sd.rows = 2;
+  sd.cols = 8;
+  sd.scale = 1.0f;
+  OK(knpuSoftmax(&sd, d, d + 16, NULL));
+  ERR_IS(IV, knpuSoftmax(NULL, d, d + 16, NULL));
+  ERR_IS(IH, knpuSoftmax(&sd, d, d + 16, dead_stream));
+  ERR_IS(IV, knpuSoftmax(&sd, freed, d + 16, NULL));
+  sd.scale = INFINITY;
+  ERR_IS(IV, knpuSoftmax(&sd, d, d + 16, NULL));
+
+  knpuBinaryDesc bd = KNPU_OPS_DESC_INIT(knpuBinaryDesc);
+  bd.dtype = knpuDtypeF32;
+  bd.op = knpuBinarySub;
+  bd.broadcast = knpuBroadcastRow;
+  bd.rows = 2;
+  bd.cols = 8;
+  OK(knpuBinary(&bd, d, d + 16, d + 32, NULL));
+  ERR_IS(IV, knpuBinary(NULL, d, d + 16, d + 32, NULL));
+  ERR_IS(IH, knpuBinary(&bd, d, d + 16, d + 32, bad));
+  ERR_IS(IV, knpuBinary(&bd, d, NULL, d + 32, NULL));
+  bd.op = (knpuBinaryOp_t)9;
+  ERR_IS(IV, knpuBinary(&bd, d, d + 16, d + 32, NULL));
+  bd.op = knpuBinaryAdd;
+  bd.broadcast = (knpuBroadcast_t)9;
+  ERR_IS(IV, knpuBinary(&bd, d, d + 16, d + 32, NULL));
+
+  knpuEmbeddingDesc ed = KNPU_OPS_DESC_INIT(knpuEmbeddingDesc);
+  ed.tableDtype = knpuDtypeF32;
+  ed.outDtype = knpuDtypeBF16;
+  ed.vocab = 4;
+  ed.dim = 4;
+  ed.tokens = 2;
+  OK(knpuEmbedding(&ed, d, u, d + 16, NULL));
+  ERR_IS(IV, knpuEmbedding(NULL, d, u, d + 16, NULL));
+  ERR_IS(IH, knpuEmbedding(&ed, d, u, d + 16, dead_stream));
+  ERR_IS(IV, knpuEmbedding(&ed, d, NULL, d + 16, NULL));
+  ERR_IS(IV, knpuEmbedding(&ed, d + 60, u, d + 16, NULL));
+  ed.outDtype = knpuDtypeI64;
+  ERR_IS(DT, knpuEmbedding(&ed, d, u, d + 16, NULL));
+
+  knpuQEmbeddingDesc qe = KNPU_OPS_DESC_INIT(knpuQEmbeddingDesc);
+  qe.format = knpuQuantI8;
+  qe.outDtype = knpuDtypeF32;
+  qe.vocab = 4;
+  qe.dim = 8;
+  qe.tokens = 2;
+  OK(knpuQEmbedding(&qe, d, d + 8, u, d + 16, NULL));
+  ERR_IS(IV, knpuQEmbedding(NULL, d, d + 8, u, d + 16, NULL));
+  ERR_IS(IH, knpuQEmbedding(&qe, d, d + 8, u, d + 16, bad));
+  ERR_IS(IV, knpuQEmbedding(&qe, d, NULL, u, d + 16, NULL)); /* I8 needs its scales */
+  ERR_IS(IV, knpuQEmbedding(&qe, d, garbage, u, d + 16, NULL));
+  qe.format = knpuQuantQ4_K;
+  ERR_IS(IV, knpuQEmbedding(&qe, d, NULL, u, d + 16, NULL)); /* dim 8 is not blocks of 256 */
+  qe.format = (knpuQuantFormat_t)99;
+  ERR_IS(IV, knpuQEmbedding(&qe, d, NULL, u, d + 16, NULL));
+
+  knpuCastDesc cd = KNPU_OPS_DESC_INIT(knpuCastDesc);
+  cd.srcDtype = knpuDtypeF32;
+  cd.dstDtype = knpuDtypeF16;
+  cd.len = 16;
+  OK(knpuCast(&cd, d, d + 16, NULL));
+  ERR_IS(IV, knpuCast(NULL, d, d + 16, NULL));
+  ERR_IS(IH, knpuCast(&cd, d, d + 16, dead_stream));
+  ERR_IS(IV, knpuCast(&cd, d + 56, d + 16, NULL));
+  cd.dstDtype = (knpuDtype_t)12345;
+  ERR_IS(DT, knpuCast(&cd, d, d + 16, NULL));
+
+  knpuReduceDesc rr = KNPU_OPS_DESC_INIT(knpuReduceDesc);
+  rr.dtype = knpuDtypeF32;
+  rr.rows = 2;
+  rr.cols = 8;
+  rr.k = 2;
+  OK(knpuArgmax(&rr, d, u, NULL));
+  OK(knpuTopK(&rr, d, d + 16, u, NULL));
+  ERR_IS(IV, knpuArgmax(NULL, d, u, NULL));
+  ERR_IS(IH, knpuArgmax(&rr, d, u, bad));
+  ERR_IS(IV, knpuArgmax(&rr, d, (uint32_t *)freed, NULL));
+  ERR_IS(IV, knpuTopK(NULL, d, d + 16, u, NULL));
+  ERR_IS(IH, knpuTopK(&rr, d, d + 16, u, dead_stream));
+  ERR_IS(IV, knpuTopK(&rr, d, d + 16, (uint32_t *)(d + 17), NULL)); /* outputs overlap */
+  rr.k = 9; /* more than cols */
+  ERR_IS(IV, knpuTopK(&rr, d, d + 16, u, NULL));
+  rr.cols = 0;
+  ERR_IS(IV, knpuArgmax(&rr, d, u, NULL));
+
+  knpuQuantizeDesc qd = KNPU_OPS_DESC_INIT(knpuQuantizeDesc);
+  qd.format = knpuQuantQ8_0;
+  qd.rows = 1;
+  qd.k = 32;
+  OK(knpuQuantize(&qd, d, d + 32, NULL, NULL));
+  OK(knpuDequantize(&qd, d + 32, NULL, d, NULL));
+  ERR_IS(IV, knpuQuantize(NULL, d, d + 32, NULL, NULL));
+  ERR_IS(IH, knpuQuantize(&qd, d, d + 32, NULL, bad));
+  ERR_IS(IV, knpuQuantize(&qd, d, d + 32, d + 48, NULL)); /* Q8_0 takes no scale tensor */
+  ERR_IS(IV, knpuQuantize(&qd, d, d + 60, NULL, NULL));
+  ERR_IS(IV, knpuDequantize(NULL, d + 32, NULL, d, NULL));
+  ERR_IS(IH, knpuDequantize(&qd, d + 32, NULL, d, dead_stream));
+  ERR_IS(IV, knpuDequantize(&qd, garbage, NULL, d, NULL));
+  qd.k = 33;
+  ERR_IS(IV, knpuQuantize(&qd, d, d + 32, NULL, NULL));
+  ERR_IS(IV, knpuDequantize(&qd, d + 32, NULL, d, NULL));
+  qd.format = (knpuQuantFormat_t)8;
+  ERR_IS(IV, knpuDequantize(&qd, d + 32, NULL, d, NULL));
+
+  knpuQMatmulDesc qm = KNPU_OPS_DESC_INIT(knpuQMatmulDesc);
+  qm.format = knpuQuantI8;
+  qm.xDtype = knpuDtypeF32;
+  qm.yDtype = knpuDtypeF32;
+  qm.m = 1;
+  qm.n = 2;
+  qm.k = 32;
+  OK(knpuQMatmul(&qm, d, d + 32, d + 48, NULL, d + 56, NULL));
+  ERR_IS(IV, knpuQMatmul(NULL, d, d + 32, d + 48, NULL, d + 56, NULL));
+  ERR_IS(IH, knpuQMatmul(&qm, d, d + 32, d + 48, NULL, d + 56, bad));
+  ERR_IS(IV, knpuQMatmul(&qm, d, d + 32, NULL, NULL, d + 56, NULL)); /* I8 needs its scales */
+  ERR_IS(IV, knpuQMatmul(&qm, d, d + 32, d + 48, garbage, d + 56, NULL));
+  ERR_IS(IV, knpuQMatmul(&qm, d, d + 32, d + 48, NULL, d + 63, NULL));
+  qm.actQuant = (knpuActQuant_t)5;
+  ERR_IS(IV, knpuQMatmul(&qm, d, d + 32, d + 48, NULL, d + 56, NULL));
+  qm.actQuant = knpuActQuantInt8;
+  qm.format = knpuQuantF8E4M3; /* FP8 has no integer dot products */
+  ERR_IS(NS, knpuQMatmul(&qm, d, d + 32, NULL, NULL, d + 56, NULL));
+  qm.actQuant = knpuActQuantAuto;
+  qm.xDtype = knpuDtypeI8;
+  ERR_IS(DT, knpuQMatmul(&qm, d, d + 32, NULL, NULL, d + 56, NULL));
+
+  knpuW8A8GemmDesc wg = KNPU_OPS_DESC_INIT(knpuW8A8GemmDesc);
+  wg.yDtype = knpuDtypeF32;
+  wg.m = 1;
+  wg.n = 2;
+  wg.k = 32;
+  const int8_t *i8 = (const int8_t *)d;
+  OK(knpuW8A8Gemm(&wg, i8, d + 8, i8 + 64, d + 32, NULL, d + 40, NULL));
+  ERR_IS(IV, knpuW8A8Gemm(NULL, i8, d + 8, i8 + 64, d + 32, NULL, d + 40, NULL));
+  ERR_IS(IH, knpuW8A8Gemm(&wg, i8, d + 8, i8 + 64, d + 32, NULL, d + 40, dead_stream));
+  ERR_IS(IV, knpuW8A8Gemm(&wg, i8, NULL, i8 + 64, d + 32, NULL, d + 40, NULL));
+  ERR_IS(IV, knpuW8A8Gemm(&wg, i8, d + 8, (const int8_t *)garbage, d + 32, NULL, d + 40, NULL));
+  wg.activation = (knpuActivation_t)77;
+  ERR_IS(IV, knpuW8A8Gemm(&wg, i8, d + 8, i8 + 64, d + 32, NULL, d + 40, NULL));
+  wg.activation = knpuActivationNone;
+  wg.k = (1 << 17) + 32; /* past the exact int32 sums */
+  ERR(knpuW8A8Gemm(&wg, i8, d + 8, i8 + 64, d + 32, NULL, d + 40, NULL));
+
+  OK(knpuDeviceSynchronize());
+  OK(knpuFree(d));
+  /* Freed: no op accepts the memory any more. */
+  sw.len = 16;
+  ERR_IS(IV, knpuSwiglu(&sw, d, d, d, NULL));
+}
+
 static void expect_blas(knpublasStatus_t got, knpublasStatus_t want, const char *call, int line) {
   checked++;
   const char *name = knpublasGetStatusName(got);
@@ -461,6 +780,7 @@ int main(void) {
   streams_and_events(dead_stream, dead_event);
   graphs(dead_stream, dead_event);
   blas(dead_stream);
+  ops(dead_stream);
   dlpack();
   threads();
 

@@ -1,0 +1,220 @@
+//! `knpu bench capi`: the host cost of a call through the C API (libknpu's exported
+//! functions) against the same call through the Rust API, in one process.
+//!
+//! Cases: `memcpy_async` (`knpuMemcpyAsync` of 4 bytes host to device against
+//! `Stream::memcpy_htod_async`) and `sgemm_async` (`knpublasSgemm` at m = n = k = 64 against
+//! `knpu::ops::gemm`), each queued on its own stream of device 0. Every round times a batch of
+//! C calls and a batch of Rust calls (the order alternating from round to round), draining
+//! both streams outside the timed region so queues never grow without bound. Each case emits
+//! the median per call of each side (`api` `c` and `rust`) and the difference (`c_minus_rust`:
+//! the difference of the medians, and `paired_ns`, the median of the per-round differences).
+//! Under a loaded machine only the same-run difference means anything.
+
+use super::{median, Record, Sink};
+use knpu_capi::header::*;
+use knpu_capi::{
+    knpuFree, knpuGetErrorString, knpuMalloc, knpuMemcpyAsync, knpuStreamCreate, knpuStreamDestroy,
+    knpuStreamSynchronize, knpublasCreate, knpublasDestroy, knpublasSetStream, knpublasSgemm,
+};
+use std::ffi::{c_void, CStr};
+use std::time::Instant;
+
+fn err(e: knpu::Error) -> String {
+    e.to_string()
+}
+
+/// A C API status as a Rust result, with the library's message.
+fn check(code: knpuError_t, what: &str) -> Result<(), String> {
+    if code == knpuSuccess {
+        return Ok(());
+    }
+    // SAFETY: knpuGetErrorString returns a NUL-terminated string that stays valid until the
+    // next failing call on this thread; it is copied at once.
+    let msg = unsafe { CStr::from_ptr(knpuGetErrorString(code)) };
+    Err(format!("{what}: {}", msg.to_string_lossy()))
+}
+
+fn check_blas(status: knpublasStatus_t, what: &str) -> Result<(), String> {
+    if status == KNPUBLAS_STATUS_SUCCESS {
+        return Ok(());
+    }
+    check(knpu_capi::knpuPeekAtLastError(), what)?;
+    Err(format!("{what}: knpublas status {status}"))
+}
+
+/// Seconds per call of `batch` calls of `f`.
+fn per_call(batch: usize, f: &mut dyn FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let t = Instant::now();
+    for _ in 0..batch {
+        f()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / batch as f64)
+}
+
+/// One side of a comparison: the timed call and the drain of its stream.
+struct Side<'a> {
+    call: &'a mut dyn FnMut() -> Result<(), String>,
+    drain: &'a dyn Fn() -> Result<(), String>,
+}
+
+/// Interleaved rounds of both sides; per-call seconds of C and of Rust, round by round.
+fn interleave(
+    rounds: usize,
+    batch: usize,
+    c: Side<'_>,
+    rust: Side<'_>,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let (mut tc, mut tr) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    // Warm-up rounds (caches, allocator, worker threads) are not kept.
+    for round in 0..rounds + 2 {
+        let (a, b) = if round % 2 == 0 {
+            let a = per_call(batch, c.call)?;
+            (c.drain)()?;
+            let b = per_call(batch, rust.call)?;
+            (rust.drain)()?;
+            (a, b)
+        } else {
+            let b = per_call(batch, rust.call)?;
+            (rust.drain)()?;
+            let a = per_call(batch, c.call)?;
+            (c.drain)()?;
+            (a, b)
+        };
+        if round >= 2 {
+            tc.push(a);
+            tr.push(b);
+        }
+    }
+    Ok((tc, tr))
+}
+
+fn emit(sink: &mut Sink, op: &str, batch: usize, mut c: Vec<f64>, mut rust: Vec<f64>) {
+    let mut paired: Vec<f64> = c.iter().zip(&rust).map(|(a, b)| a - b).collect();
+    let runs = c.len();
+    let (mc, mr) = (median(&mut c), median(&mut rust));
+    let paired = median(&mut paired);
+    for (api, t) in [("c", mc), ("rust", mr)] {
+        sink.emit(Record {
+            bench: "capi",
+            case: case! {"op" => op, "api" => api, "batch" => batch},
+            runs,
+            median_s: t,
+            rates: vec![("ns", t * 1e9)],
+        });
+    }
+    sink.emit(Record {
+        bench: "capi",
+        case: case! {"op" => op, "api" => "c_minus_rust", "batch" => batch},
+        runs,
+        median_s: mc - mr,
+        rates: vec![("ns", (mc - mr) * 1e9), ("paired_ns", paired * 1e9)],
+    });
+}
+
+/// Runs the suite.
+pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
+    let rounds = if opts.quick { 10 } else { 200 };
+    let dev = knpu::device(0).map_err(err)?;
+    let rs = knpu::Stream::new(&dev).map_err(err)?;
+    let mut cs: knpuStream_t = std::ptr::null_mut();
+    // SAFETY: `cs` is a writable handle.
+    check(unsafe { knpuStreamCreate(&mut cs) }, "knpuStreamCreate")?;
+    let c_drain = || check(knpuStreamSynchronize(cs), "knpuStreamSynchronize");
+    let r_drain = || rs.synchronize().map_err(err);
+
+    // memcpy_async: 4 bytes host to device.
+    let host = [1.0f32];
+    let mut rbuf = rs.alloc::<f32>(1).map_err(err)?;
+    let mut cbuf: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `cbuf` is a writable pointer.
+    check(unsafe { knpuMalloc(&mut cbuf, 4) }, "knpuMalloc")?;
+    let mut c_copy = || {
+        // SAFETY: `host` outlives every copy (each batch is drained before it goes).
+        let code =
+            unsafe { knpuMemcpyAsync(cbuf, host.as_ptr().cast(), 4, knpuMemcpyHostToDevice, cs) };
+        check(code, "knpuMemcpyAsync")
+    };
+    let mut r_copy = || {
+        // SAFETY: as above.
+        unsafe { rs.memcpy_htod_async(&mut rbuf, &host) }
+            .map(drop)
+            .map_err(err)
+    };
+    let batch = 200;
+    let (c, r) = interleave(
+        rounds,
+        batch,
+        Side {
+            call: &mut c_copy,
+            drain: &c_drain,
+        },
+        Side {
+            call: &mut r_copy,
+            drain: &r_drain,
+        },
+    )?;
+    emit(sink, "memcpy_async", batch, c, r);
+
+    // sgemm_async: 64 x 64 x 64 in f32.
+    const N: usize = 64;
+    let ones = vec![1.0f32; N * N];
+    let a = rs.from_slice(&ones).map_err(err)?;
+    let b = rs.from_slice(&ones).map_err(err)?;
+    let mut out = rs.alloc::<f32>(N * N).map_err(err)?;
+    let mut cm = [std::ptr::null_mut::<c_void>(); 3];
+    for p in &mut cm {
+        // SAFETY: `p` is a writable pointer.
+        check(unsafe { knpuMalloc(p, N * N * 4) }, "knpuMalloc")?;
+    }
+    let mut handle: knpublasHandle_t = std::ptr::null_mut();
+    // SAFETY: `handle` is a writable handle.
+    check_blas(unsafe { knpublasCreate(&mut handle) }, "knpublasCreate")?;
+    check_blas(knpublasSetStream(handle, cs), "knpublasSetStream")?;
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let n = N as i32;
+    let mut c_gemm = || {
+        // SAFETY: alpha and beta are floats; the matrices are device pointers.
+        let status = unsafe {
+            knpublasSgemm(
+                handle,
+                KNPUBLAS_OP_N,
+                KNPUBLAS_OP_N,
+                n,
+                n,
+                n,
+                &alpha,
+                cm[0].cast(),
+                n,
+                cm[1].cast(),
+                n,
+                &beta,
+                cm[2].cast(),
+                n,
+            )
+        };
+        check_blas(status, "knpublasSgemm")
+    };
+    let g = knpu::ops::Gemm::new(N, N, N);
+    let epilogue = knpu::ops::GemmEpilogue::new();
+    let mut r_gemm = || knpu::ops::gemm(&rs, &g, &a, &b, &mut out, &epilogue).map_err(err);
+    let batch = 20;
+    let (c, r) = interleave(
+        rounds,
+        batch,
+        Side {
+            call: &mut c_gemm,
+            drain: &c_drain,
+        },
+        Side {
+            call: &mut r_gemm,
+            drain: &r_drain,
+        },
+    )?;
+    emit(sink, "sgemm_async", batch, c, r);
+
+    check_blas(knpublasDestroy(handle), "knpublasDestroy")?;
+    for p in cm.into_iter().chain([cbuf]) {
+        check(knpuFree(p), "knpuFree")?;
+    }
+    check(knpuStreamDestroy(cs), "knpuStreamDestroy")
+}
