@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use half::{bf16, f16};
-use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc, Transpose};
+use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc};
 use knpu_kernels::{isa, Isa, Parallelism};
 
 use super::{time_median, Record, Sink};
@@ -260,12 +260,11 @@ fn bench_layout<T: Element, TC: Element>(
         .map(|i| T::from_f32(((i * 5 % 11) as f32 - 5.0) / 8.0))
         .collect();
     let mut c = vec![TC::from_f32(0.0); m * n];
-    let tb = if trans_b {
-        Transpose::Yes
+    let desc = if trans_b {
+        GemmDesc::new(m, n, k).transpose_b()
     } else {
-        Transpose::No
+        GemmDesc::new(m, n, k)
     };
-    let desc = GemmDesc::new(m, n, k).with_transpose(Transpose::No, tb);
     let epi = Epilogue::none();
     let pool = pool(threads)?;
     let par = Parallelism::Rayon(threads);
