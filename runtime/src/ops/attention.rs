@@ -129,20 +129,10 @@ impl AttentionArgs {
     }
 }
 
-/// An attention problem whose K and V live in a paged cache.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PagedAttentionArgs {
-    /// Queries `[batch, q_len, q_heads, head_dim]`.
-    pub q: AttnTensor,
-    /// Output, same shape as `q`.
-    pub out: AttnTensor,
-    /// Layout of both the key and the value cache.
-    pub cache: PagedKvCache,
-    /// Row length of the block table.
-    pub max_blocks_per_seq: usize,
-    /// Masks and scale.
-    pub mask: AttnMask,
-}
+/// An attention problem whose K and V live in a paged cache: `q` and `out`
+/// `[batch, q_len, q_heads, head_dim]`, one [`PagedKvCache`] layout for both caches, the block
+/// table's row length and the mask. The kernels' own description, as for [`AttnTensor`].
+pub use knpu_kernels::attention::PagedAttentionParams as PagedAttentionArgs;
 
 fn check_dtype<T: DType>(operand: &'static str) -> Result<()> {
     abi::ops::float_size(operand, T::ABI)?;
