@@ -8,9 +8,7 @@ use common::{call, kernel, Sim};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
-    Sim {
-        api: knpu_driver_sim::api(),
-    }
+    common::linked()
 }
 
 fn bshd(batch: u64, seq: u64, heads: u64, head_dim: u64) -> KnpuAttnTensor {

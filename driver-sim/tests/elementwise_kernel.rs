@@ -9,9 +9,7 @@ use common::{elementwise, kernel, Sim};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
-    Sim {
-        api: knpu_driver_sim::api(),
-    }
+    common::linked()
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

@@ -5,20 +5,14 @@
 
 mod common;
 
-use common::{elementwise, fill, host_fn, kernel, Sim};
+use common::{elementwise, fill, host_fn, kernel, CallCounter, Sim};
 use knpu_driver_abi::*;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Faults are device-wide, so this binary has one test, statically linked and then as a
 /// plugin.
 #[test]
 fn injected_kernel_faults() {
-    for sim in [
-        Sim {
-            api: knpu_driver_sim::api(),
-        },
-        common::plugin(),
-    ] {
+    for sim in [common::linked(), common::plugin()] {
         injected_kernel_fault(sim);
     }
 }
@@ -30,7 +24,7 @@ fn injected_kernel_fault(sim: Sim) {
     let a = sim.alloc(d, 4096);
     let p = elementwise(KNPU_ELEMENTWISE_SCALE, KNPU_DTYPE_F32, 1024, a, 0, a, 1.0);
     let k = kernel(KNPU_KERNEL_ELEMENTWISE, &p);
-    let counter = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
+    let counter = CallCounter::default();
     // Counting only another kernel id: elementwise launches do not fire it.
     assert_eq!(
         sim.inject(d, KNPU_FAULT_KERNEL, 4242, 1),
@@ -48,7 +42,7 @@ fn injected_kernel_fault(sim: Sim) {
     let (st, msg) = sim.error(s);
     assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
     assert!(msg.contains("command 1 (kernel elementwise)"), "{msg}");
-    assert_eq!(counter[2].load(Ordering::SeqCst), KNPU_STATUS_KERNEL_FAULT);
+    assert_eq!(counter.get().2, KNPU_STATUS_KERNEL_FAULT);
     let s2 = sim.semaphore(d, 0);
     assert_eq!(
         sim.run(q, s2, 1, &[k]),

@@ -10,9 +10,7 @@ use common::{kernel, Sim};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
-    Sim {
-        api: knpu_driver_sim::api(),
-    }
+    common::linked()
 }
 
 const M: u64 = 3;

@@ -5,18 +5,16 @@
 
 mod common;
 
-use common::{call, Sim};
+use common::call;
 use knpu_driver_abi::*;
 
 #[test]
 fn the_plugin_is_a_separate_instance() {
     let plugin = common::plugin();
-    let linked = Sim {
-        api: knpu_driver_sim::api(),
-    };
+    let linked = common::linked();
     assert_ne!(
-        plugin.api as *const KnpuDriverApi,
-        linked.api as *const KnpuDriverApi
+        plugin.table() as *const KnpuDriverApi,
+        linked.table() as *const KnpuDriverApi
     );
     // Each instance has its own allocation table: the linked one does not know the plugin's
     // allocation.

@@ -11,9 +11,7 @@ use knpu_kernels::quant as kq;
 use knpu_kernels::Parallelism;
 
 fn sim() -> Sim {
-    Sim {
-        api: knpu_driver_sim::api(),
-    }
+    common::linked()
 }
 
 const M: u64 = 2;

@@ -9,16 +9,14 @@ use common::{call, d2d, d2h_raw, fill, peer, Sim};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
-    Sim {
-        api: knpu_driver_sim::api(),
-    }
+    common::linked()
 }
 
 #[test]
 fn names_attributes_and_kernel_dtypes() {
     let sim = sim();
     // SAFETY: static NUL-terminated strings.
-    let name = unsafe { std::ffi::CStr::from_ptr(sim.api.driver_name) };
+    let name = unsafe { std::ffi::CStr::from_ptr(sim.table().driver_name) };
     assert_eq!(name.to_str().unwrap(), "sim");
     let d0 = sim.device(0);
     let mut buf = [0 as std::ffi::c_char; 64];

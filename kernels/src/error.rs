@@ -56,3 +56,21 @@ impl std::fmt::Display for KernelError {
 }
 
 impl std::error::Error for KernelError {}
+
+/// `Ok` when a slice of `actual` elements holds the `required` elements `operand`'s shape
+/// addresses; the one length check every kernel family uses.
+pub(crate) fn check_len(
+    operand: &'static str,
+    required: usize,
+    actual: usize,
+) -> Result<(), KernelError> {
+    if actual < required {
+        Err(KernelError::SliceTooShort {
+            operand,
+            required,
+            actual,
+        })
+    } else {
+        Ok(())
+    }
+}

@@ -1056,3 +1056,25 @@ fn stale_tiles_from_earlier_calls_do_not_leak_into_later_ones() {
         }
     }
 }
+
+/// The dense constructors are also the runtime's (`knpu::ops::AttnTensor`): a shape whose
+/// strides overflow used to panic in `bshd`/`bhsd`/`dense`; they saturate now and the length
+/// check refuses the view.
+#[test]
+fn dense_layouts_with_overflowing_strides_are_refused_not_a_panic() {
+    let huge = usize::MAX / 2;
+    for t in [
+        AttnTensor::bshd(1, huge, 4, 64),
+        AttnTensor::bhsd(1, huge, 4, 64),
+    ] {
+        assert!(
+            matches!(t.required_len(), Err(KernelError::BadStride { .. })),
+            "{t:?}"
+        );
+    }
+    let cache = PagedKvCache::dense(2, huge, 4, 64);
+    assert!(matches!(
+        cache.required_len(),
+        Err(KernelError::BadStride { .. })
+    ));
+}

@@ -8,9 +8,7 @@
 //! 2^-8 for bf16).
 
 use half::{bf16, f16};
-use knpu_kernels::gemm::{
-    gemm, gemm_with_isa, Activation, Element, Epilogue, GemmDesc, Residual, Transpose,
-};
+use knpu_kernels::gemm::{gemm, gemm_with_isa, Activation, Element, Epilogue, GemmDesc, Residual};
 use knpu_kernels::isa;
 use knpu_kernels::{Isa, KernelError, Parallelism};
 
@@ -96,18 +94,21 @@ struct Case {
 }
 
 fn dense_case(rng: &mut Rng, m: usize, n: usize, k: usize, batch: usize) -> Case {
-    let ta = rng.pick(&[Transpose::No, Transpose::Yes]);
-    let tb = rng.pick(&[Transpose::No, Transpose::Yes]);
+    let ta = rng.pick(&[false, true]);
+    let tb = rng.pick(&[false, true]);
     let pad = rng.pick(&[0usize, 0, 3]);
-    let mut d = GemmDesc::new(m, n, k).with_transpose(ta, tb);
+    let mut d = GemmDesc::new(m, n, k);
+    if ta {
+        d = d.transpose_a();
+    }
+    if tb {
+        d = d.transpose_b();
+    }
     d.lda += pad;
     d.ldb += rng.pick(&[0usize, 5]);
     d.ldc += pad;
-    let (ar, br) = (
-        if ta == Transpose::Yes { k } else { m },
-        if tb == Transpose::Yes { n } else { k },
-    );
-    d = d.with_batch(
+    let (ar, br) = (if ta { k } else { m }, if tb { n } else { k });
+    d = d.batched(
         batch,
         ar * d.lda + 1,
         rng.pick(&[0, br * d.ldb + 2]),
@@ -143,16 +144,8 @@ fn len_of(rows: usize, cols: usize, ld: usize, batch: usize, stride: usize) -> u
 fn check<TA: Element, TB: Element, TC: Element>(isa: Isa, case: Case, seed: u64) {
     let mut rng = Rng(seed | 1);
     let d = case.desc;
-    let (ar, ac) = if d.trans_a == Transpose::Yes {
-        (d.k, d.m)
-    } else {
-        (d.m, d.k)
-    };
-    let (br, bc) = if d.trans_b == Transpose::Yes {
-        (d.n, d.k)
-    } else {
-        (d.k, d.n)
-    };
+    let (ar, ac) = if d.trans_a { (d.k, d.m) } else { (d.m, d.k) };
+    let (br, bc) = if d.trans_b { (d.n, d.k) } else { (d.k, d.n) };
     let a: Vec<TA> = fill(&mut rng, len_of(ar, ac, d.lda, d.batch, d.stride_a));
     let b: Vec<TB> = fill(&mut rng, len_of(br, bc, d.ldb, d.batch, d.stride_b));
     let c0: Vec<TC> = fill(&mut rng, len_of(d.m, d.n, d.ldc, d.batch, d.stride_c) + 3);
@@ -173,7 +166,7 @@ fn check<TA: Element, TB: Element, TC: Element>(isa: Isa, case: Case, seed: u64)
 
     let a_at = |bi: usize, i: usize, p: usize| {
         let idx = bi * d.stride_a
-            + if d.trans_a == Transpose::Yes {
+            + if d.trans_a {
                 p * d.lda + i
             } else {
                 i * d.lda + p
@@ -182,7 +175,7 @@ fn check<TA: Element, TB: Element, TC: Element>(isa: Isa, case: Case, seed: u64)
     };
     let b_at = |bi: usize, p: usize, j: usize| {
         let idx = bi * d.stride_b
-            + if d.trans_b == Transpose::Yes {
+            + if d.trans_b {
                 j * d.ldb + p
             } else {
                 p * d.ldb + j
@@ -380,7 +373,7 @@ fn gemv_split_over_k_on_two_threads() {
     for isa in isa::supported() {
         for m in 1..=4 {
             let mut case = dense_case(&mut rng, m, 700, 600, 1);
-            case.desc = GemmDesc::new(m, 700, 600).with_scale(0.5, 0.75);
+            case.desc = GemmDesc::new(m, 700, 600).scale(0.5, 0.75);
             case.par = Parallelism::Rayon(2);
             case.bias = true;
             case.act = Activation::Silu;
@@ -399,9 +392,9 @@ fn small_m_with_transposed_b_takes_the_dot_path() {
         for (m, n, k) in [(5, 67, 33), (9, 130, 100), (16, 40, 17), (13, 300, 257)] {
             let mut case = dense_case(&mut rng, m, n, k, 2);
             case.desc = GemmDesc::new(m, n, k)
-                .with_transpose(Transpose::No, Transpose::Yes)
-                .with_batch(2, m * k, n * k + 3, m * n)
-                .with_scale(1.5, 0.5);
+                .transpose_b()
+                .batched(2, m * k, n * k + 3, m * n)
+                .scale(1.5, 0.5);
             case.par = Parallelism::Rayon(2);
             case.bias = true;
             case.act = Activation::GeluTanh;
@@ -415,7 +408,7 @@ fn small_m_with_transposed_b_takes_the_dot_path() {
 #[test]
 fn k_zero_scales_c_and_applies_epilogue() {
     for isa in isa::supported() {
-        let d = GemmDesc::new(3, 5, 0).with_scale(2.0, 0.5);
+        let d = GemmDesc::new(3, 5, 0).scale(2.0, 0.5);
         let mut c = vec![2.0f32; 15];
         let bias = [1.0f32, -10.0, 0.0, 0.0, 0.0];
         let epi = Epilogue {
@@ -472,7 +465,7 @@ fn beta_zero_overwrites_nan_in_c_but_nan_in_a_propagates() {
             assert!(c[..20].iter().all(|&v| v == f32::INFINITY));
             // Relu keeps NaN: beta = 1 with NaN in C.
             let mut c = vec![f32::NAN; m * 20];
-            let d1 = d.with_scale(1.0, 1.0);
+            let d1 = d.scale(1.0, 1.0);
             let epi = Epilogue {
                 bias: None,
                 activation: Activation::Relu,
@@ -516,11 +509,11 @@ fn bad_arguments_are_errors() {
     let p = Parallelism::None;
     let d = GemmDesc::new(4, 4, 4);
     assert!(matches!(
-        gemm(&d.with_ld(3, 4, 4), &a, &b, &mut c, &none, p),
+        gemm(&d.ld(3, 4, 4), &a, &b, &mut c, &none, p),
         Err(KernelError::BadStride { operand: "a", .. })
     ));
     assert!(matches!(
-        gemm(&d.with_ld(4, 4, 2), &a, &b, &mut c, &none, p),
+        gemm(&d.ld(4, 4, 2), &a, &b, &mut c, &none, p),
         Err(KernelError::BadStride { operand: "c", .. })
     ));
     assert!(matches!(
@@ -528,7 +521,7 @@ fn bad_arguments_are_errors() {
         Err(KernelError::SliceTooShort { operand: "a", .. })
     ));
     assert!(matches!(
-        gemm(&d.with_batch(2, 16, 16, 8), &a, &b, &mut c, &none, p),
+        gemm(&d.batched(2, 16, 16, 8), &a, &b, &mut c, &none, p),
         Err(KernelError::BadStride { operand: "c", .. })
     ));
     let short = [0.0f32; 3];

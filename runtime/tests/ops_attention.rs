@@ -31,33 +31,13 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn host_tensor(t: &AttnTensor) -> host::AttnTensor {
-    host::AttnTensor {
-        batch: t.batch,
-        seq: t.seq,
-        heads: t.heads,
-        head_dim: t.head_dim,
-        batch_stride: t.batch_stride,
-        seq_stride: t.seq_stride,
-        head_stride: t.head_stride,
-    }
-}
-
-fn host_mask(m: &AttnMask) -> host::AttnMask {
-    host::AttnMask {
-        causal: m.causal,
-        window: m.window,
-        scale: m.scale,
-    }
-}
-
 fn host_params(a: &AttentionArgs) -> host::AttentionParams {
     host::AttentionParams {
-        q: host_tensor(&a.q),
-        k: host_tensor(&a.k),
-        v: host_tensor(&a.v),
-        out: host_tensor(&a.out),
-        mask: host_mask(&a.mask),
+        q: a.q,
+        k: a.k,
+        v: a.v,
+        out: a.out,
+        mask: a.mask,
     }
 }
 
@@ -193,11 +173,11 @@ fn decode_with_contiguous_cache_after_kv_append() {
         );
         ops::kv_append(&s, &cache, &mut dk, &mut dv, &new, &dkn, &dvn, &dlens).unwrap();
         host::kv_append(
-            &host_tensor(&cache),
+            &cache,
             &mut hk,
             &mut hv,
             host::NewKv {
-                shape: host_tensor(&new),
+                shape: new,
                 k: &kn,
                 v: &vn,
             },
@@ -333,11 +313,11 @@ fn paged_matches_contiguous() {
     let mut hout = vec![0.0f32; q.len()];
     host::paged_attention(
         &host::PagedAttentionParams {
-            q: host_tensor(&qt),
-            out: host_tensor(&qt),
+            q: qt,
+            out: qt,
             cache: host::PagedKvCache::dense(paged.num_blocks, block, kv_heads, hd),
             max_blocks_per_seq: max_blocks,
-            mask: host_mask(&mask),
+            mask,
         },
         host::PagedAttentionInputs {
             q: &q,
@@ -701,8 +681,8 @@ fn device_side_faults_surface_at_synchronize() {
     let mut want = vec![0.0f32; qt.required_len().unwrap()];
     host::paged_attention(
         &host::PagedAttentionParams {
-            q: host_tensor(&qt),
-            out: host_tensor(&qt),
+            q: qt,
+            out: qt,
             cache: host::PagedKvCache::dense(4, block, kv_heads, hd),
             max_blocks_per_seq: max_blocks,
             mask: host::AttnMask::default(),

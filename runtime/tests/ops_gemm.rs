@@ -8,7 +8,7 @@
 use half::{bf16, f16};
 use knpu::ops::{self, Activation, Gemm, GemmEpilogue};
 use knpu::{CaptureMode, DType, Device, Error, Stream};
-use knpu_kernels::gemm::{self as kg, Element, Epilogue, GemmDesc, Residual, Transpose};
+use knpu_kernels::gemm::{self as kg, Element, Epilogue, Residual};
 use knpu_kernels::Parallelism;
 
 fn dev() -> Device {
@@ -102,15 +102,6 @@ fn kernel_act(a: Activation) -> kg::Activation {
     }
 }
 
-fn desc(g: &Gemm) -> GemmDesc {
-    let t = |x: bool| if x { Transpose::Yes } else { Transpose::No };
-    GemmDesc::new(g.m, g.n, g.k)
-        .with_transpose(t(g.trans_a), t(g.trans_b))
-        .with_ld(g.lda, g.ldb, g.ldc)
-        .with_batch(g.batch, g.stride_a, g.stride_b, g.stride_c)
-        .with_scale(g.alpha, g.beta)
-}
-
 fn len(rows: usize, ld: usize, batch: usize, stride: usize) -> usize {
     (batch.max(1) - 1) * stride + rows * ld
 }
@@ -161,7 +152,7 @@ where
             batch_stride: g.stride_c,
         }),
     };
-    kg::gemm(&desc(&g), &a, &b, &mut want, &epi, Parallelism::None).unwrap();
+    kg::gemm(&g, &a, &b, &mut want, &epi, Parallelism::None).unwrap();
 
     let da = s.from_slice(&a).unwrap();
     let db = s.from_slice(&b).unwrap();
@@ -338,7 +329,7 @@ fn beta_one_updates_c_in_place() {
     let mut want = x.clone();
     // x = A B + x, as `x += linear(h)` does.
     kg::gemm(
-        &GemmDesc::new(m, n, k).with_scale(1.0, 1.0),
+        &Gemm::new(m, n, k).scale(1.0, 1.0),
         &a,
         &b,
         &mut want,

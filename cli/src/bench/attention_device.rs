@@ -33,25 +33,12 @@ fn values(n: usize) -> Vec<f32> {
 }
 
 fn host_params(a: &AttentionArgs) -> host::AttentionParams {
-    let t = |t: &ops::AttnTensor| host::AttnTensor {
-        batch: t.batch,
-        seq: t.seq,
-        heads: t.heads,
-        head_dim: t.head_dim,
-        batch_stride: t.batch_stride,
-        seq_stride: t.seq_stride,
-        head_stride: t.head_stride,
-    };
     host::AttentionParams {
-        q: t(&a.q),
-        k: t(&a.k),
-        v: t(&a.v),
-        out: t(&a.out),
-        mask: host::AttnMask {
-            causal: a.mask.causal,
-            window: a.mask.window,
-            scale: a.mask.scale,
-        },
+        q: a.q,
+        k: a.k,
+        v: a.v,
+        out: a.out,
+        mask: a.mask,
     }
 }
 

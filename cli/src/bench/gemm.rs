@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use half::{bf16, f16};
-use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc, Transpose};
+use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc};
 use knpu_kernels::{isa, Isa, Parallelism};
 
 use super::{time_median, Record, Sink};
@@ -83,7 +83,9 @@ pub fn run(o: &Opts, sink: &mut Sink) -> Result<(), String> {
     }
     let best = isa::active();
     if let Some((m, n, k)) = o.shape {
-        return bench_layout::<f32, f32>(o, o.isa, m, n, k, o.threads, o.trans_b, sink);
+        let desc = GemmDesc::new(m, n, k);
+        let desc = if o.trans_b { desc.transpose_b() } else { desc };
+        return bench::<f32, f32>(o, o.isa, desc, o.threads, sink);
     }
     probe_read_bandwidth(o.threads, if o.quick { 64 } else { 256 }, sink)?;
 
@@ -93,14 +95,14 @@ pub fn run(o: &Opts, sink: &mut Sink) -> Result<(), String> {
         &[64, 128, 256, 512, 1024, 2048, 4096]
     };
     for &n in squares {
-        bench::<f32, f32>(o, o.isa, n, n, n, o.threads, sink)?;
+        bench::<f32, f32>(o, o.isa, GemmDesc::new(n, n, n), o.threads, sink)?;
     }
     for &n in if o.quick {
         &[64usize][..]
     } else {
         &[64, 256, 1024][..]
     } {
-        bench::<f32, f32>(o, o.isa, n, n, n, 1, sink)?;
+        bench::<f32, f32>(o, o.isa, GemmDesc::new(n, n, n), 1, sink)?;
     }
     let ms: &[usize] = if o.quick {
         &[1, 128]
@@ -109,26 +111,38 @@ pub fn run(o: &Opts, sink: &mut Sink) -> Result<(), String> {
     };
     for &m in ms {
         for (k, n) in [(576, 1536), (1536, 576), (4096, 4096)] {
-            bench::<f32, f32>(o, o.isa, m, n, k, o.threads, sink)?;
+            bench::<f32, f32>(o, o.isa, GemmDesc::new(m, n, k), o.threads, sink)?;
         }
     }
     // Decode with weights stored `[out, in]` (B transposed), the layout models ship.
     for &m in if o.quick { &[1usize][..] } else { &[1, 16][..] } {
-        bench_layout::<f32, f32>(o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
-        bench_layout::<bf16, f32>(o, o.isa, m, 4096, 4096, o.threads, true, sink)?;
+        bench::<f32, f32>(
+            o,
+            o.isa,
+            GemmDesc::new(m, 4096, 4096).transpose_b(),
+            o.threads,
+            sink,
+        )?;
+        bench::<bf16, f32>(
+            o,
+            o.isa,
+            GemmDesc::new(m, 4096, 4096).transpose_b(),
+            o.threads,
+            sink,
+        )?;
     }
     let halves: &[usize] = if o.quick { &[1024] } else { &[1024, 2048] };
     for &n in halves {
-        bench::<f16, f32>(o, o.isa, n, n, n, o.threads, sink)?;
-        bench::<bf16, f32>(o, o.isa, n, n, n, o.threads, sink)?;
+        bench::<f16, f32>(o, o.isa, GemmDesc::new(n, n, n), o.threads, sink)?;
+        bench::<bf16, f32>(o, o.isa, GemmDesc::new(n, n, n), o.threads, sink)?;
     }
-    bench::<f16, f32>(o, o.isa, 1, 4096, 4096, o.threads, sink)?;
-    bench::<bf16, f32>(o, o.isa, 1, 4096, 4096, o.threads, sink)?;
+    bench::<f16, f32>(o, o.isa, GemmDesc::new(1, 4096, 4096), o.threads, sink)?;
+    bench::<bf16, f32>(o, o.isa, GemmDesc::new(1, 4096, 4096), o.threads, sink)?;
     if o.isa.is_none() {
         // The lower paths, forced, so their speed is on record too.
         for lower in isa::supported().into_iter().filter(|&i| i < best) {
             let n = if lower == Isa::Portable { 256 } else { 1024 };
-            bench::<f32, f32>(o, Some(lower), n, n, n, o.threads, sink)?;
+            bench::<f32, f32>(o, Some(lower), GemmDesc::new(n, n, n), o.threads, sink)?;
         }
     }
     bench_runtime_cases(o, sink)
@@ -228,30 +242,15 @@ fn bench_via_runtime(o: &Opts, n: usize, sink: &mut Sink) -> Result<(), String> 
     Ok(())
 }
 
+/// One case of `desc` (B stored `n x k` when `desc.trans_b`: case field `"trans_b": true`).
 fn bench<T: Element, TC: Element>(
     o: &Opts,
     forced: Option<Isa>,
-    m: usize,
-    n: usize,
-    k: usize,
+    desc: GemmDesc,
     threads: usize,
     sink: &mut Sink,
 ) -> Result<(), String> {
-    bench_layout::<T, TC>(o, forced, m, n, k, threads, false, sink)
-}
-
-/// One case; `trans_b` stores B as `n x k` (case field `"trans_b": true`).
-#[allow(clippy::too_many_arguments)]
-fn bench_layout<T: Element, TC: Element>(
-    o: &Opts,
-    forced: Option<Isa>,
-    m: usize,
-    n: usize,
-    k: usize,
-    threads: usize,
-    trans_b: bool,
-    sink: &mut Sink,
-) -> Result<(), String> {
+    let (m, n, k) = (desc.m, desc.n, desc.k);
     let isa = forced.unwrap_or_else(isa::active);
     let a: Vec<T> = (0..m * k)
         .map(|i| T::from_f32(((i * 7 % 13) as f32 - 6.0) / 8.0))
@@ -260,12 +259,6 @@ fn bench_layout<T: Element, TC: Element>(
         .map(|i| T::from_f32(((i * 5 % 11) as f32 - 5.0) / 8.0))
         .collect();
     let mut c = vec![TC::from_f32(0.0); m * n];
-    let tb = if trans_b {
-        Transpose::Yes
-    } else {
-        Transpose::No
-    };
-    let desc = GemmDesc::new(m, n, k).with_transpose(Transpose::No, tb);
     let epi = Epilogue::none();
     let pool = pool(threads)?;
     let par = Parallelism::Rayon(threads);
@@ -291,7 +284,7 @@ fn bench_layout<T: Element, TC: Element>(
     if TC::DTYPE != T::DTYPE {
         case.insert("out".into(), TC::DTYPE.name().into());
     }
-    if trans_b {
+    if desc.trans_b {
         case.insert("trans_b".into(), true.into());
     }
     if forced.is_some() {

@@ -2,7 +2,7 @@
 //! in the same run (the ceiling a decode GEMV is judged against).
 
 use super::{time_batched, time_median, Record, Sink};
-use knpu_kernels::gemm::{self, Epilogue, GemmDesc, Transpose};
+use knpu_kernels::gemm::{self, Epilogue, GemmDesc};
 use knpu_kernels::quant::{
     self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
 };
@@ -264,11 +264,7 @@ fn gemm_case(
     }
     let mut best = f64::INFINITY;
     for (layout, desc, b) in [
-        (
-            "w_nk_trans_b",
-            GemmDesc::new(m, n, k).with_transpose(Transpose::No, Transpose::Yes),
-            &wf,
-        ),
+        ("w_nk_trans_b", GemmDesc::new(m, n, k).transpose_b(), &wf),
         ("w_kn", GemmDesc::new(m, n, k), &wt),
     ] {
         let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {

@@ -2,7 +2,7 @@
 //! module per feature, written against a thin client over the table (`client`) so they run
 //! on any driver.
 
-pub(crate) mod client;
+pub mod client;
 mod command_lists;
 mod copies;
 mod devices;
@@ -11,7 +11,7 @@ mod memory;
 mod profiling;
 mod queues;
 
-pub(crate) use client::RawDriver;
+pub use client::RawDriver;
 
 use crate::Case;
 

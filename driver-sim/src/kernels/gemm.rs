@@ -18,7 +18,7 @@
 use half::{bf16, f16};
 use knpu_driver_abi::ops::{gemm as defs, Extent, OpError};
 use knpu_driver_abi::*;
-use knpu_kernels::gemm::{gemm, Activation, Element, Epilogue, GemmDesc, Residual, Transpose};
+use knpu_kernels::gemm::{gemm, Activation, Element, Epilogue, GemmDesc, Residual};
 
 use super::{fault, read, Cost, Kernel, KernelContext, Peak};
 use crate::exec::Fault;
@@ -46,21 +46,14 @@ impl Kernel for Gemm {
     fn parse(bytes: &[u8]) -> Result<Self, OpError> {
         let p: KnpuGemmParams = read(bytes)?;
         let e = defs::validate(&p)?;
-        let transpose = |t: u32| {
-            if t == 1 {
-                Transpose::Yes
-            } else {
-                Transpose::No
-            }
-        };
         let desc = GemmDesc {
             m: to_usize("m", p.m)?,
             n: to_usize("n", p.n)?,
             k: to_usize("k", p.k)?,
             alpha: p.alpha,
             beta: p.beta,
-            trans_a: transpose(p.trans_a),
-            trans_b: transpose(p.trans_b),
+            trans_a: p.trans_a == 1,
+            trans_b: p.trans_b == 1,
             lda: to_usize("lda", p.lda)?,
             ldb: to_usize("ldb", p.ldb)?,
             ldc: to_usize("ldc", p.ldc)?,

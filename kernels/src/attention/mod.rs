@@ -128,29 +128,33 @@ pub struct AttnTensor {
 }
 
 impl AttnTensor {
-    /// A dense tensor stored as `[batch, seq, heads, head_dim]`.
+    /// A dense tensor stored as `[batch, seq, heads, head_dim]` (flash-attn's layout).
+    ///
+    /// Strides saturate rather than overflow, so this never panics; a view too large for
+    /// memory is then refused by [`AttnTensor::required_len`] and by every entry point.
     pub fn bshd(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttnTensor {
         AttnTensor {
             batch,
             seq,
             heads,
             head_dim,
-            batch_stride: seq * heads * head_dim,
-            seq_stride: heads * head_dim,
+            batch_stride: seq.saturating_mul(heads).saturating_mul(head_dim),
+            seq_stride: heads.saturating_mul(head_dim),
             head_stride: head_dim,
         }
     }
 
-    /// A dense tensor stored as `[batch, heads, seq, head_dim]`.
+    /// A dense tensor stored as `[batch, heads, seq, head_dim]` (PyTorch's
+    /// `scaled_dot_product_attention` layout). Strides saturate as in [`AttnTensor::bshd`].
     pub fn bhsd(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttnTensor {
         AttnTensor {
             batch,
             seq,
             heads,
             head_dim,
-            batch_stride: heads * seq * head_dim,
+            batch_stride: heads.saturating_mul(seq).saturating_mul(head_dim),
             seq_stride: head_dim,
-            head_stride: seq * head_dim,
+            head_stride: seq.saturating_mul(head_dim),
         }
     }
 
@@ -237,8 +241,10 @@ pub(crate) fn no_overlap(
 
 /// A paged key/value cache: `num_blocks` blocks of `block_size` positions, each position
 /// holding `kv_heads` vectors of `head_dim` elements; sequences own blocks through a block
-/// table. Strides are in elements; `head_dim` is contiguous. vLLM's
-/// `[num_blocks, block_size, heads, head_dim]` is [`PagedKvCache::dense`].
+/// table: sequence `b`'s position `p` lives in block
+/// `block_table[b * max_blocks_per_seq + p / block_size]`, slot `p % block_size`. Strides are in
+/// elements; `head_dim` is contiguous. vLLM's `[num_blocks, block_size, heads, head_dim]` is
+/// [`PagedKvCache::dense`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PagedKvCache {
     /// Blocks in the cache.
@@ -258,7 +264,8 @@ pub struct PagedKvCache {
 }
 
 impl PagedKvCache {
-    /// A dense cache stored as `[num_blocks, block_size, kv_heads, head_dim]`.
+    /// A dense cache stored as `[num_blocks, block_size, kv_heads, head_dim]`; strides
+    /// saturate as in [`AttnTensor::bshd`].
     pub fn dense(
         num_blocks: usize,
         block_size: usize,
@@ -270,8 +277,8 @@ impl PagedKvCache {
             block_size,
             kv_heads,
             head_dim,
-            block_stride: block_size * kv_heads * head_dim,
-            slot_stride: kv_heads * head_dim,
+            block_stride: block_size.saturating_mul(kv_heads).saturating_mul(head_dim),
+            slot_stride: kv_heads.saturating_mul(head_dim),
             head_stride: head_dim,
         }
     }
@@ -293,12 +300,13 @@ impl PagedKvCache {
 /// Masking and scaling options shared by every attention entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AttnMask {
-    /// Query `i` of `q_len` sees only keys `j <= kv_len - q_len + i` (its position).
+    /// Query `i` of `q_len` sees only keys `j <= kv_len - q_len + i` (its position; bottom-right
+    /// aligned, which serves chunked prefill and decode).
     pub causal: bool,
     /// Sliding window `w`: a query at position `p` sees keys `j > p - w` (and, when not
     /// causal, `j < p + w`). `Some(0)` is rejected.
     pub window: Option<usize>,
-    /// Softmax scale; `None` means `1 / sqrt(head_dim)`.
+    /// Softmax scale; `None` means `1 / sqrt(head_dim)`. Must be finite and nonzero.
     pub scale: Option<f32>,
 }
 
@@ -412,17 +420,7 @@ fn bad_shape(detail: String) -> KernelError {
     KernelError::BadShape { detail }
 }
 
-fn check_len(operand: &'static str, required: usize, actual: usize) -> Result<(), KernelError> {
-    if actual < required {
-        Err(KernelError::SliceTooShort {
-            operand,
-            required,
-            actual,
-        })
-    } else {
-        Ok(())
-    }
-}
+use crate::error::check_len;
 
 fn check_mask(mask: &AttnMask) -> Result<(), KernelError> {
     if mask.window == Some(0) {

@@ -4,8 +4,8 @@
 //! # Layout
 //!
 //! Matrices are row-major: element `(i, j)` of a stored matrix with leading dimension `ld`
-//! is at `i * ld + j`. `op(A)` is `m x k`: with [`Transpose::No`] A is stored `m x k`
-//! (`lda >= k`); with [`Transpose::Yes`] A is stored `k x m` (`lda >= m`). Likewise `op(B)`
+//! is at `i * ld + j`. `op(A)` is `m x k`: A is stored `m x k` (`lda >= k`), or with
+//! [`GemmDesc::trans_a`] `k x m` (`lda >= m`). Likewise `op(B)`
 //! is `k x n`, stored `k x n` (`ldb >= n`) or `n x k` (`ldb >= k`; weights laid out
 //! `[out, in]` are this case). C is `m x n` with `ldc >= n`. Batch `i` of an operand starts
 //! `i * stride` elements into its slice; a stride of 0 reuses one A or B for every batch,
@@ -55,16 +55,6 @@ use blocked::Job;
 use gemv::{GemvJob, GemvTask, GEMV_MAX_M, GEMV_MAX_M_TRANS_B};
 use simd::Simd;
 
-/// Whether an operand is used as stored or transposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Transpose {
-    /// `op(X) = X`.
-    #[default]
-    No,
-    /// `op(X) = X^T`.
-    Yes,
-}
-
 /// The activation of the fused epilogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Activation {
@@ -81,8 +71,12 @@ pub enum Activation {
     Silu,
 }
 
-/// Shapes, scalars, transposes, leading dimensions and batch strides of a GEMM (all counts
-/// in elements). Build it with [`GemmDesc::new`] and the `with_*` methods, or set the fields.
+/// Shapes, transposes, leading dimensions, batch strides (all counts in elements) and scalars
+/// of a GEMM. [`GemmDesc::new`] gives `C = A B`, one batch, dense row-major operands,
+/// `alpha = 1`, `beta = 0`; the builder methods change one aspect each, or set the fields.
+///
+/// The runtime's launcher takes this same description (`knpu::ops::Gemm`), so a GEMM is
+/// described one way from the kernels up to Python and C.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GemmDesc {
     /// Rows of op(A) and C.
@@ -91,14 +85,10 @@ pub struct GemmDesc {
     pub n: usize,
     /// Columns of op(A), rows of op(B).
     pub k: usize,
-    /// Scale of the product.
-    pub alpha: f32,
-    /// Scale of the incoming C (0: C is not read).
-    pub beta: f32,
-    /// Whether A is stored transposed (`k x m`).
-    pub trans_a: Transpose,
-    /// Whether B is stored transposed (`n x k`).
-    pub trans_b: Transpose,
+    /// A is stored transposed, `k x m` (`[k, m]`).
+    pub trans_a: bool,
+    /// B is stored transposed, `n x k` (`[n, k]`, the `nn.Linear` weight layout).
+    pub trans_b: bool,
     /// Leading dimension of A as stored.
     pub lda: usize,
     /// Leading dimension of B as stored.
@@ -113,20 +103,26 @@ pub struct GemmDesc {
     pub stride_b: usize,
     /// Elements between consecutive batches of C.
     pub stride_c: usize,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the incoming C (0: C is overwritten without being read).
+    pub beta: f32,
 }
 
 impl GemmDesc {
-    /// `C = op(A) op(B)`, one batch, nothing transposed, dense leading dimensions,
-    /// `alpha = 1`, `beta = 0`.
+    /// `C = A B` with A `m x k`, B `k x n`, C `m x n`, dense, one batch, `alpha = 1`,
+    /// `beta = 0`.
+    ///
+    /// Never panics: the batch strides it sets saturate (with one batch they address
+    /// nothing), and every entry point checks each extent, so a shape too large for memory is
+    /// refused naming the operand.
     pub fn new(m: usize, n: usize, k: usize) -> GemmDesc {
         GemmDesc {
             m,
             n,
             k,
-            alpha: 1.0,
-            beta: 0.0,
-            trans_a: Transpose::No,
-            trans_b: Transpose::No,
+            trans_a: false,
+            trans_b: false,
             lda: k,
             ldb: n,
             ldc: n,
@@ -134,43 +130,35 @@ impl GemmDesc {
             stride_a: m.saturating_mul(k),
             stride_b: k.saturating_mul(n),
             stride_c: m.saturating_mul(n),
+            alpha: 1.0,
+            beta: 0.0,
         }
     }
 
-    /// Sets the transposes and the dense leading dimensions that go with them.
-    pub fn with_transpose(mut self, trans_a: Transpose, trans_b: Transpose) -> GemmDesc {
-        self.trans_a = trans_a;
-        self.trans_b = trans_b;
-        self.lda = if trans_a == Transpose::Yes {
-            self.m
-        } else {
-            self.k
-        };
-        self.ldb = if trans_b == Transpose::Yes {
-            self.k
-        } else {
-            self.n
-        };
+    /// A is stored `k x m` (dense: `lda = m`).
+    pub fn transpose_a(mut self) -> GemmDesc {
+        self.trans_a = true;
+        self.lda = self.m;
         self
     }
 
-    /// Sets `alpha` and `beta`.
-    pub fn with_scale(mut self, alpha: f32, beta: f32) -> GemmDesc {
-        self.alpha = alpha;
-        self.beta = beta;
+    /// B is stored `n x k` (dense: `ldb = k`), as `nn.Linear` weights are.
+    pub fn transpose_b(mut self) -> GemmDesc {
+        self.trans_b = true;
+        self.ldb = self.k;
         self
     }
 
     /// Sets the leading dimensions.
-    pub fn with_ld(mut self, lda: usize, ldb: usize, ldc: usize) -> GemmDesc {
+    pub fn ld(mut self, lda: usize, ldb: usize, ldc: usize) -> GemmDesc {
         self.lda = lda;
         self.ldb = ldb;
         self.ldc = ldc;
         self
     }
 
-    /// Sets the batch count and strides.
-    pub fn with_batch(
+    /// `batch` products, each operand's batches `stride_*` elements apart.
+    pub fn batched(
         mut self,
         batch: usize,
         stride_a: usize,
@@ -181,6 +169,13 @@ impl GemmDesc {
         self.stride_a = stride_a;
         self.stride_b = stride_b;
         self.stride_c = stride_c;
+        self
+    }
+
+    /// Sets `alpha` and `beta`.
+    pub fn scale(mut self, alpha: f32, beta: f32) -> GemmDesc {
+        self.alpha = alpha;
+        self.beta = beta;
         self
     }
 
@@ -312,14 +307,8 @@ fn validate<TC>(
     c: usize,
     epi: &Epilogue<'_, TC>,
 ) -> Result<(), KernelError> {
-    let (ar, ac) = match d.trans_a {
-        Transpose::No => (d.m, d.k),
-        Transpose::Yes => (d.k, d.m),
-    };
-    let (br, bc) = match d.trans_b {
-        Transpose::No => (d.k, d.n),
-        Transpose::Yes => (d.n, d.k),
-    };
+    let (ar, ac) = if d.trans_a { (d.k, d.m) } else { (d.m, d.k) };
+    let (br, bc) = if d.trans_b { (d.n, d.k) } else { (d.k, d.n) };
     check_operand("a", ar, ac, d.lda, d.batch, d.stride_a, a)?;
     check_operand("b", br, bc, d.ldb, d.batch, d.stride_b, b)?;
     check_operand("c", d.m, d.n, d.ldc, d.batch, d.stride_c, c)?;
@@ -382,7 +371,7 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
         stride_residual,
     } = RawEpilogue::of(epi);
     let product = d.k > 0 && d.alpha != 0.0;
-    let gemv_rows = if d.trans_b == Transpose::Yes {
+    let gemv_rows = if d.trans_b {
         GEMV_MAX_M_TRANS_B
     } else {
         GEMV_MAX_M
@@ -412,8 +401,8 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
         lda: d.lda,
         ldb: d.ldb,
         ldc: d.ldc,
-        trans_a: d.trans_a == Transpose::Yes,
-        trans_b: d.trans_b == Transpose::Yes,
+        trans_a: d.trans_a,
+        trans_b: d.trans_b,
         alpha: d.alpha,
         beta: d.beta,
         stride_a: d.stride_a,
@@ -478,9 +467,10 @@ fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
         let base = &a[bi * d.stride_a..];
         for i in 0..m {
             for p in 0..k {
-                let idx = match d.trans_a {
-                    Transpose::No => i * d.lda + p,
-                    Transpose::Yes => p * d.lda + i,
+                let idx = if d.trans_a {
+                    p * d.lda + i
+                } else {
+                    i * d.lda + p
                 };
                 wide.push(base[idx].to_f32());
             }
@@ -497,7 +487,7 @@ fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
         m,
         k,
         ldb: d.ldb,
-        trans_b: d.trans_b == Transpose::Yes,
+        trans_b: d.trans_b,
         ldc: d.ldc,
         stride_b: d.stride_b,
         stride_c: d.stride_c,

@@ -92,7 +92,7 @@ pub fn swiglu_with_isa<T: Element>(
     len: usize,
 ) -> Result<(), KernelError> {
     let Exec { isa, par } = exec;
-    check_len("up", up.len(), len)?;
+    check_len("up", len, up.len())?;
     run(isa, Act::SwiGlu, gate, Some(up), out, len, par)
 }
 
@@ -106,8 +106,8 @@ fn run<T: Element>(
     par: Parallelism,
 ) -> Result<(), KernelError> {
     isa.require()?;
-    check_len(if y.is_some() { "gate" } else { "x" }, x.len(), len)?;
-    check_len("out", out.len(), len)?;
+    check_len(if y.is_some() { "gate" } else { "x" }, len, x.len())?;
+    check_len("out", len, out.len())?;
     for_flat_blocks(par, &mut out[..len], |start, block| {
         let end = start + block.len();
         act_entry(isa, act, &x[start..end], y.map(|y| &y[start..end]), block);

@@ -29,8 +29,8 @@ pub fn cast_with_isa<S: Element, D: Element>(
 ) -> Result<(), KernelError> {
     let Exec { isa, par } = exec;
     isa.require()?;
-    check_len("src", src.len(), len)?;
-    check_len("dst", dst.len(), len)?;
+    check_len("src", len, src.len())?;
+    check_len("dst", len, dst.len())?;
     let src = &src[..len];
     for_flat_blocks(par, &mut dst[..len], |start, out| {
         convert_row(isa, &src[start..start + out.len()], out);
@@ -60,8 +60,8 @@ pub(crate) fn convert_row<S: Element, D: Element>(isa: Isa, src: &[S], dst: &mut
 /// Converts `src[..len]` into `dst[..len]` the way Rust's `as` does: toward zero, saturating
 /// at `i32::MIN`/`i32::MAX`, NaN to 0.
 pub fn f32_to_i32(src: &[f32], dst: &mut [i32], len: usize) -> Result<(), KernelError> {
-    check_len("src", src.len(), len)?;
-    check_len("dst", dst.len(), len)?;
+    check_len("src", len, src.len())?;
+    check_len("dst", len, dst.len())?;
     for (d, &s) in dst[..len].iter_mut().zip(&src[..len]) {
         *d = s as i32;
     }
@@ -70,8 +70,8 @@ pub fn f32_to_i32(src: &[f32], dst: &mut [i32], len: usize) -> Result<(), Kernel
 
 /// Converts `src[..len]` into `dst[..len]`, rounding to the nearest f32 (ties to even).
 pub fn i32_to_f32(src: &[i32], dst: &mut [f32], len: usize) -> Result<(), KernelError> {
-    check_len("src", src.len(), len)?;
-    check_len("dst", dst.len(), len)?;
+    check_len("src", len, src.len())?;
+    check_len("dst", len, dst.len())?;
     for (d, &s) in dst[..len].iter_mut().zip(&src[..len]) {
         *d = s as f32;
     }

@@ -178,10 +178,10 @@ fn binary<T: Element>(
     isa.require()?;
     let n = elements(rows, cols)?;
     if let Some(a) = a {
-        check_len("a", a.len(), n)?;
+        check_len("a", n, a.len())?;
     }
-    check_len("b", b.len(), if bcast == Broadcast::Row { cols } else { n })?;
-    check_len(if a.is_some() { "out" } else { "x" }, out.len(), n)?;
+    check_len("b", if bcast == Broadcast::Row { cols } else { n }, b.len())?;
+    check_len(if a.is_some() { "out" } else { "x" }, n, out.len())?;
     match bcast {
         // Same shape: one flat array, split evenly whatever the row count.
         Broadcast::None => for_flat_blocks(par, &mut out[..n], |start, block| {

@@ -34,10 +34,10 @@ pub fn embedding_with_isa<T: Element, O: Element>(
 ) -> Result<(), KernelError> {
     let Exec { isa, par } = exec;
     isa.require()?;
-    check_len("table", table.len(), elements(vocab, dim)?)?;
-    check_len("ids", ids.len(), tokens)?;
+    check_len("table", elements(vocab, dim)?, table.len())?;
+    check_len("ids", tokens, ids.len())?;
     let n = elements(tokens, dim)?;
-    check_len("out", out.len(), n)?;
+    check_len("out", n, out.len())?;
     let ids = &ids[..tokens];
     if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
         return Err(KernelError::BadShape {

@@ -218,22 +218,7 @@ pub(crate) fn elements(rows: usize, cols: usize) -> Result<usize, KernelError> {
     })
 }
 
-/// Checks that `operand` has at least `required` elements.
-pub(crate) fn check_len(
-    operand: &'static str,
-    actual: usize,
-    required: usize,
-) -> Result<(), KernelError> {
-    if actual < required {
-        Err(KernelError::SliceTooShort {
-            operand,
-            required,
-            actual,
-        })
-    } else {
-        Ok(())
-    }
-}
+pub(crate) use crate::error::check_len;
 
 /// A row of `T` seen as f32: the row itself for f32, else widened into `scratch`.
 #[inline(always)]

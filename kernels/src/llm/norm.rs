@@ -36,9 +36,9 @@ pub fn rms_norm_with_isa<T: Element>(
     let Exec { isa, par } = exec;
     isa.require()?;
     let n = elements(rows, cols)?;
-    check_len("x", x.len(), n)?;
-    check_len("weight", weight.len(), cols)?;
-    check_len("out", out.len(), n)?;
+    check_len("x", n, x.len())?;
+    check_len("weight", cols, weight.len())?;
+    check_len("out", n, out.len())?;
     let w = widen_vec(isa, &weight[..cols]);
     for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
         let xs = &x[first * cols..first * cols + block.len()];
@@ -88,12 +88,12 @@ pub fn layer_norm_with_isa<T: Element>(
     let NormWeights { weight, bias } = weights;
     isa.require()?;
     let n = elements(rows, cols)?;
-    check_len("x", x.len(), n)?;
-    check_len("weight", weight.len(), cols)?;
+    check_len("x", n, x.len())?;
+    check_len("weight", cols, weight.len())?;
     if let Some(b) = bias {
-        check_len("bias", b.len(), cols)?;
+        check_len("bias", cols, b.len())?;
     }
-    check_len("out", out.len(), n)?;
+    check_len("out", n, out.len())?;
     let w = widen_vec(isa, &weight[..cols]);
     let b = bias.map(|b| widen_vec(isa, &b[..cols]));
     let b = b.as_deref();

@@ -73,7 +73,7 @@ pub fn rope_inplace_with_isa<T: Element>(
     let Exec { isa, par } = exec;
     let cols = validate(isa, shape, params, positions)?;
     let n = elements(shape.rows, cols)?;
-    check_len("x", x.len(), n)?;
+    check_len("x", n, x.len())?;
     run(isa, None, &mut x[..n], shape, params, positions, par);
     Ok(())
 }
@@ -103,8 +103,8 @@ pub fn rope_with_isa<T: Element>(
     let Exec { isa, par } = exec;
     let cols = validate(isa, shape, params, positions)?;
     let n = elements(shape.rows, cols)?;
-    check_len("x", x.len(), n)?;
-    check_len("out", out.len(), n)?;
+    check_len("x", n, x.len())?;
+    check_len("out", n, out.len())?;
     run(
         isa,
         Some(&x[..n]),
@@ -143,7 +143,7 @@ fn validate(
         });
     }
     match positions {
-        RopePositions::PerRow(p) => check_len("positions", p.len(), rows)?,
+        RopePositions::PerRow(p) => check_len("positions", rows, p.len())?,
         RopePositions::Start(start) => {
             if start.checked_add(rows as u64).is_none() {
                 return Err(KernelError::BadShape {

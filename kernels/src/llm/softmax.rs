@@ -35,8 +35,8 @@ pub fn softmax_with_isa<T: Element>(
     let Exec { isa, par } = exec;
     isa.require()?;
     let n = elements(rows, cols)?;
-    check_len("x", x.len(), n)?;
-    check_len("out", out.len(), n)?;
+    check_len("x", n, x.len())?;
+    check_len("out", n, out.len())?;
     for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
         let xs = &x[first * cols..first * cols + block.len()];
         softmax_entry(isa, xs, block, cols, scale);

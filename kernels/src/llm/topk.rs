@@ -34,8 +34,8 @@ pub fn argmax_with_isa<T: Element>(
     let Exec { isa, par } = exec;
     isa.require()?;
     let n = elements(rows, cols)?;
-    check_len("x", x.len(), n)?;
-    check_len("out", out.len(), rows)?;
+    check_len("x", n, x.len())?;
+    check_len("out", rows, out.len())?;
     check_index_range(rows, cols)?;
     if rows == 0 {
         return Ok(());
@@ -83,9 +83,9 @@ pub fn top_k_with_isa<T: Element>(
     }
     let n = elements(rows, cols)?;
     let nk = elements(rows, k)?;
-    check_len("x", x.len(), n)?;
-    check_len("values", values.len(), nk)?;
-    check_len("indices", indices.len(), nk)?;
+    check_len("x", n, x.len())?;
+    check_len("values", nk, values.len())?;
+    check_len("indices", nk, indices.len())?;
     check_index_range(rows, cols)?;
     if rows == 0 || k == 0 {
         return Ok(());

@@ -49,21 +49,9 @@ impl ActElem for bf16 {
     }
 }
 
-/// The activation applied after the bias in a matmul epilogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Activation {
-    /// Identity.
-    #[default]
-    None,
-    /// `max(x, 0)`.
-    Relu,
-    /// `x / 2 * (1 + erf(x / sqrt 2))`.
-    GeluErf,
-    /// `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`.
-    GeluTanh,
-    /// `x * sigmoid(x)`.
-    Silu,
-}
+/// The activation applied after the bias in a matmul epilogue: GEMM's, one enum for every
+/// matmul.
+pub use crate::gemm::Activation;
 
 impl Activation {
     /// Applies the activation to one value (in f64 internally for the transcendental ones,

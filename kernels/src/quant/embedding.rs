@@ -5,7 +5,9 @@
 //! [`QuantFormat`](super::QuantFormat): the row decode is shared with
 //! [`dequantize`](super::dequantize)).
 
-use super::{check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem, QWeights};
+use super::{
+    check_len, check_row_scales, dequantize_row, mul_checked, row_bytes, ActElem, QWeights,
+};
 use crate::{Isa, KernelError};
 
 /// Gathers rows `ids` of a quantised table (`vocab = table.n` rows of `dim = table.k` values)
@@ -38,8 +40,8 @@ pub fn embedding_with_isa<T: ActElem>(
         k: dim,
     } = *table;
     let rb = row_bytes(format, dim)?;
-    need("table", mul_checked(vocab, rb, "table")?, table.len())?;
-    need("out", mul_checked(ids.len(), dim, "out")?, out.len())?;
+    check_len("table", mul_checked(vocab, rb, "table")?, table.len())?;
+    check_len("out", mul_checked(ids.len(), dim, "out")?, out.len())?;
     let scales = check_row_scales(format, scales, vocab)?;
     if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
         return Err(KernelError::BadShape {

@@ -135,7 +135,7 @@ pub fn encode_slice(
     src: &[f32],
     dst: &mut [u8],
 ) -> Result<(), KernelError> {
-    super::need("dst", src.len(), dst.len())?;
+    super::check_len("dst", src.len(), dst.len())?;
     for (o, &v) in dst.iter_mut().zip(src) {
         *o = encode(kind, v, overflow);
     }
@@ -144,7 +144,7 @@ pub fn encode_slice(
 
 /// Decodes `src` into `dst` element by element.
 pub fn decode_slice(kind: Fp8Kind, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
-    super::need("dst", src.len(), dst.len())?;
+    super::check_len("dst", src.len(), dst.len())?;
     let table = decode_table(kind);
     for (o, &c) in dst.iter_mut().zip(src) {
         *o = table[c as usize];

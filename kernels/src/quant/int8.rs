@@ -7,7 +7,7 @@
 //! Integer sums are exact (i32) for `k < 2^17`; the scales are applied once, in f32.
 
 use super::act::store_row;
-use super::{mul_checked, need, Activation};
+use super::{check_len, mul_checked, Activation};
 use crate::{Isa, KernelError, Parallelism};
 
 /// Quantises one row to `i8` codes stored as bytes; returns the scale `max|x| / 127`
@@ -51,9 +51,9 @@ pub fn quantize_per_row(
     dst: &mut [i8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
-    need("src", mul_checked(rows, k, "src")?, src.len())?;
-    need("dst", rows * k, dst.len())?;
-    need("scales", rows, scales.len())?;
+    check_len("src", mul_checked(rows, k, "src")?, src.len())?;
+    check_len("dst", rows * k, dst.len())?;
+    check_len("scales", rows, scales.len())?;
     if k == 0 {
         scales[..rows].fill(0.0);
         return Ok(());
@@ -131,9 +131,9 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
             detail: format!("W8A8 GEMM needs k <= 131072 for exact i32 sums, got {k}"),
         });
     }
-    need("xq", mul_checked(m, k, "xq")?, xq.len())?;
-    need("wq", mul_checked(n, k, "wq")?, wq.len())?;
-    need("y", mul_checked(m, n, "y")?, y.len())?;
+    check_len("xq", mul_checked(m, k, "xq")?, xq.len())?;
+    check_len("wq", mul_checked(n, k, "wq")?, wq.len())?;
+    check_len("y", mul_checked(m, n, "y")?, y.len())?;
     for (what, len, want) in [
         ("x_scales", x_scales.len(), m),
         ("w_scales", w_scales.len(), n),

@@ -160,21 +160,7 @@ pub(crate) fn mul_checked(a: usize, b: usize, what: &str) -> Result<usize, Kerne
     })
 }
 
-pub(crate) fn need(
-    operand: &'static str,
-    required: usize,
-    actual: usize,
-) -> Result<(), KernelError> {
-    if actual < required {
-        Err(KernelError::SliceTooShort {
-            operand,
-            required,
-            actual,
-        })
-    } else {
-        Ok(())
-    }
-}
+pub(crate) use crate::error::check_len;
 
 /// Checks a per-row scale tensor against the format's rule; returns it when present.
 pub(crate) fn check_row_scales(
@@ -226,8 +212,8 @@ pub fn quantize(
     scales: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
     let rb = row_bytes(format, k)?;
-    need("src", mul_checked(rows, k, "src")?, src.len())?;
-    need("dst", mul_checked(rows, rb, "dst")?, dst.len())?;
+    check_len("src", mul_checked(rows, k, "src")?, src.len())?;
+    check_len("dst", mul_checked(rows, rb, "dst")?, dst.len())?;
     let scales = match (format.row_scales(), scales) {
         (RowScales::None, Some(_)) => {
             return Err(KernelError::BadShape {
@@ -240,7 +226,7 @@ pub fn quantize(
             })
         }
         (_, Some(s)) => {
-            need("scales", rows, s.len())?;
+            check_len("scales", rows, s.len())?;
             Some(s)
         }
         (_, None) => None,
@@ -299,8 +285,8 @@ pub fn dequantize(
     dst: &mut [f32],
 ) -> Result<(), KernelError> {
     let rb = row_bytes(format, k)?;
-    need("src", mul_checked(rows, rb, "src")?, src.len())?;
-    need("dst", mul_checked(rows, k, "dst")?, dst.len())?;
+    check_len("src", mul_checked(rows, rb, "src")?, src.len())?;
+    check_len("dst", mul_checked(rows, k, "dst")?, dst.len())?;
     let scales = check_row_scales(format, scales, rows)?;
     if rows == 0 || k == 0 {
         return Ok(());

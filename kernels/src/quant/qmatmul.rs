@@ -18,7 +18,7 @@
 use super::simd::IntKernel;
 use super::xprep::{XPrep, GROUP};
 use super::{
-    act::store_row, check_row_scales, dequantize_row, mul_checked, need, row_bytes, ActElem,
+    act::store_row, check_len, check_row_scales, dequantize_row, mul_checked, row_bytes, ActElem,
     Activation, QuantFormat,
 };
 use crate::{Isa, KernelError, Parallelism};
@@ -93,9 +93,9 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
     isa.require()?;
     let (m, n, k) = (params.m, w.n, w.k);
     let rb = row_bytes(w.format, k)?;
-    need("w", mul_checked(n, rb, "w")?, w.data.len())?;
-    need("x", mul_checked(m, k, "x")?, x.len())?;
-    need("y", mul_checked(m, n, "y")?, y.len())?;
+    check_len("w", mul_checked(n, rb, "w")?, w.data.len())?;
+    check_len("x", mul_checked(m, k, "x")?, x.len())?;
+    check_len("y", mul_checked(m, n, "y")?, y.len())?;
     let scales = check_row_scales(w.format, w.scales, n)?;
     if let Some(b) = bias {
         if b.len() != n {

@@ -18,155 +18,54 @@ use crate::stream::Stream;
 use knpu_driver_abi::ops::attention as rules;
 use knpu_driver_abi::{self as abi, SizedStruct};
 
-/// A strided view with logical shape `[batch, seq, heads, head_dim]`; strides count elements
-/// and `head_dim` is contiguous.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttnTensor {
-    /// Number of sequences.
-    pub batch: usize,
-    /// Positions per sequence (for a cache: its capacity).
-    pub seq: usize,
-    /// Number of heads.
-    pub heads: usize,
-    /// Elements per head vector.
-    pub head_dim: usize,
-    /// Elements between consecutive sequences.
-    pub batch_stride: usize,
-    /// Elements between consecutive positions.
-    pub seq_stride: usize,
-    /// Elements between consecutive heads.
-    pub head_stride: usize,
+/// The attention shapes are the kernels' own types, so a layout is described one way from the
+/// kernels up to Python and C.
+pub use knpu_kernels::attention::{AttnMask, AttnTensor, PagedKvCache};
+
+/// `[batch …, seq …, heads …, head_dim …]`, for error messages.
+fn describe(t: &AttnTensor) -> String {
+    format!(
+        "[batch {}, seq {}, heads {}, head_dim {}]",
+        t.batch, t.seq, t.heads, t.head_dim
+    )
 }
 
-impl AttnTensor {
-    /// A dense tensor stored as `[batch, seq, heads, head_dim]` (flash-attn's layout).
-    ///
-    /// Strides saturate rather than overflow; a launcher then refuses the view as too large
-    /// (`Error::InvalidValue` naming the operand).
-    pub fn bshd(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttnTensor {
-        AttnTensor {
-            batch,
-            seq,
-            heads,
-            head_dim,
-            batch_stride: seq.saturating_mul(heads).saturating_mul(head_dim),
-            seq_stride: heads.saturating_mul(head_dim),
-            head_stride: head_dim,
-        }
-    }
+/// Elements a buffer must hold for `t` by the op definition's rule; `None` on overflow.
+fn tensor_len(t: &AttnTensor) -> Option<usize> {
+    rules::tensor_elems("tensor", &tensor_abi(t))
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+}
 
-    /// A dense tensor stored as `[batch, heads, seq, head_dim]` (PyTorch's
-    /// `scaled_dot_product_attention` layout).
-    pub fn bhsd(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttnTensor {
-        AttnTensor {
-            batch,
-            seq,
-            heads,
-            head_dim,
-            batch_stride: heads.saturating_mul(seq).saturating_mul(head_dim),
-            seq_stride: head_dim,
-            head_stride: seq.saturating_mul(head_dim),
-        }
-    }
+/// Elements a cache buffer must hold for `c` by the op definition's rule; `None` on overflow.
+fn cache_len(c: &PagedKvCache) -> Option<usize> {
+    rules::cache_elems("cache", &cache_abi(c))
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+}
 
-    /// Elements a buffer must hold for this view (0 for an empty view); `None` on overflow.
-    pub fn required_len(&self) -> Option<usize> {
-        rules::tensor_elems("tensor", &self.to_abi())
-            .ok()
-            .map(|n| n as usize)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "[batch {}, seq {}, heads {}, head_dim {}]",
-            self.batch, self.seq, self.heads, self.head_dim
-        )
-    }
-
-    fn to_abi(self) -> abi::KnpuAttnTensor {
-        abi::KnpuAttnTensor {
-            batch: self.batch as u64,
-            seq: self.seq as u64,
-            heads: self.heads as u64,
-            head_dim: self.head_dim as u64,
-            batch_stride: self.batch_stride as u64,
-            seq_stride: self.seq_stride as u64,
-            head_stride: self.head_stride as u64,
-        }
+fn tensor_abi(t: &AttnTensor) -> abi::KnpuAttnTensor {
+    abi::KnpuAttnTensor {
+        batch: t.batch as u64,
+        seq: t.seq as u64,
+        heads: t.heads as u64,
+        head_dim: t.head_dim as u64,
+        batch_stride: t.batch_stride as u64,
+        seq_stride: t.seq_stride as u64,
+        head_stride: t.head_stride as u64,
     }
 }
 
-/// A paged key/value cache layout: `num_blocks` blocks of `block_size` positions, each holding
-/// `kv_heads` vectors of `head_dim` elements (vLLM's layout). Sequence `b`'s position `p` lives
-/// in block `block_table[b * max_blocks_per_seq + p / block_size]`, slot `p % block_size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PagedKvCache {
-    /// Blocks in the cache.
-    pub num_blocks: usize,
-    /// Positions per block.
-    pub block_size: usize,
-    /// Key/value heads per position.
-    pub kv_heads: usize,
-    /// Elements per head vector.
-    pub head_dim: usize,
-    /// Elements between consecutive blocks.
-    pub block_stride: usize,
-    /// Elements between consecutive positions of a block.
-    pub slot_stride: usize,
-    /// Elements between consecutive heads.
-    pub head_stride: usize,
-}
-
-impl PagedKvCache {
-    /// A dense cache stored as `[num_blocks, block_size, kv_heads, head_dim]`.
-    pub fn dense(
-        num_blocks: usize,
-        block_size: usize,
-        kv_heads: usize,
-        head_dim: usize,
-    ) -> PagedKvCache {
-        PagedKvCache {
-            num_blocks,
-            block_size,
-            kv_heads,
-            head_dim,
-            block_stride: block_size.saturating_mul(kv_heads).saturating_mul(head_dim),
-            slot_stride: kv_heads.saturating_mul(head_dim),
-            head_stride: head_dim,
-        }
+fn cache_abi(c: &PagedKvCache) -> abi::KnpuPagedKvCache {
+    abi::KnpuPagedKvCache {
+        num_blocks: c.num_blocks as u64,
+        block_size: c.block_size as u64,
+        kv_heads: c.kv_heads as u64,
+        head_dim: c.head_dim as u64,
+        block_stride: c.block_stride as u64,
+        slot_stride: c.slot_stride as u64,
+        head_stride: c.head_stride as u64,
     }
-
-    /// Elements a cache buffer must hold; `None` on overflow.
-    pub fn required_len(&self) -> Option<usize> {
-        rules::cache_elems("cache", &self.to_abi())
-            .ok()
-            .map(|n| n as usize)
-    }
-
-    fn to_abi(self) -> abi::KnpuPagedKvCache {
-        abi::KnpuPagedKvCache {
-            num_blocks: self.num_blocks as u64,
-            block_size: self.block_size as u64,
-            kv_heads: self.kv_heads as u64,
-            head_dim: self.head_dim as u64,
-            block_stride: self.block_stride as u64,
-            slot_stride: self.slot_stride as u64,
-            head_stride: self.head_stride as u64,
-        }
-    }
-}
-
-/// Masking and scaling, as `scaled_dot_product_attention(is_causal, scale)` plus a sliding
-/// window.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct AttnMask {
-    /// Query `i` of `q_len` sees keys `j <= kv_len - q_len + i` (bottom-right aligned, which
-    /// serves chunked prefill and decode).
-    pub causal: bool,
-    /// Sliding window in keys; `None` for none. `Some(0)` is an error.
-    pub window: Option<usize>,
-    /// Softmax scale; `None` for `1 / sqrt(head_dim)`. Must be finite and nonzero.
-    pub scale: Option<f32>,
 }
 
 /// An attention problem over strided K and V: `q` and `out` are
@@ -230,20 +129,10 @@ impl AttentionArgs {
     }
 }
 
-/// An attention problem whose K and V live in a paged cache.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PagedAttentionArgs {
-    /// Queries `[batch, q_len, q_heads, head_dim]`.
-    pub q: AttnTensor,
-    /// Output, same shape as `q`.
-    pub out: AttnTensor,
-    /// Layout of both the key and the value cache.
-    pub cache: PagedKvCache,
-    /// Row length of the block table.
-    pub max_blocks_per_seq: usize,
-    /// Masks and scale.
-    pub mask: AttnMask,
-}
+/// An attention problem whose K and V live in a paged cache: `q` and `out`
+/// `[batch, q_len, q_heads, head_dim]`, one [`PagedKvCache`] layout for both caches, the block
+/// table's row length and the mask. The kernels' own description, as for [`AttnTensor`].
+pub use knpu_kernels::attention::PagedAttentionParams as PagedAttentionArgs;
 
 fn check_dtype<T: DType>(operand: &'static str) -> Result<()> {
     abi::ops::float_size(operand, T::ABI)?;
@@ -276,20 +165,20 @@ fn check_tensor(operand: &'static str, t: &AttnTensor, len: usize) -> Result<()>
         operand,
         &format!(
             "{} with strides {:?}",
-            t.describe(),
+            describe(t),
             [t.batch_stride, t.seq_stride, t.head_stride]
         ),
-        t.required_len(),
+        tensor_len(t),
         len,
     )
 }
 
 fn check_output(operand: &'static str, t: &AttnTensor) -> Result<()> {
-    if !rules::distinct_elements(rules::tensor_axes(&t.to_abi())) {
+    if !rules::distinct_elements(rules::tensor_axes(&tensor_abi(t))) {
         return Err(Error::invalid(format!(
             "operand `{operand}`: strides {:?} map several elements of {} to one address",
             [t.batch_stride, t.seq_stride, t.head_stride],
-            t.describe()
+            describe(t)
         )));
     }
     Ok(())
@@ -316,14 +205,14 @@ fn check_q_out(q: &AttnTensor, out: &AttnTensor) -> Result<()> {
         return Err(Error::Shape {
             operand: "q",
             expected: "head_dim > 0".into(),
-            actual: q.describe(),
+            actual: describe(q),
         });
     }
     if (q.batch, q.seq, q.heads, q.head_dim) != (out.batch, out.seq, out.heads, out.head_dim) {
         return Err(Error::Shape {
             operand: "out",
-            expected: q.describe(),
-            actual: out.describe(),
+            expected: describe(q),
+            actual: describe(out),
         });
     }
     check_output("out", out)
@@ -429,16 +318,16 @@ pub fn attention<T: DType>(
         return Err(Error::Shape {
             operand: "k",
             expected: format!("batch {} (as q)", qt.batch),
-            actual: kt.describe(),
+            actual: describe(kt),
         });
     }
-    check_head_dim("k", qt, kt.head_dim, kt.describe())?;
-    check_heads("k", qt.heads, kt.heads, kt.describe())?;
+    check_head_dim("k", qt, kt.head_dim, describe(kt))?;
+    check_heads("k", qt.heads, kt.heads, describe(kt))?;
     if (vt.batch, vt.seq, vt.heads, vt.head_dim) != (kt.batch, kt.seq, kt.heads, kt.head_dim) {
         return Err(Error::Shape {
             operand: "v",
-            expected: kt.describe(),
-            actual: vt.describe(),
+            expected: describe(kt),
+            actual: describe(vt),
         });
     }
     check_tensor("q", qt, qs.len())?;
@@ -459,10 +348,10 @@ pub fn attention<T: DType>(
     let mut p = abi::KnpuAttentionParams::sized();
     p.dtype = T::ABI;
     p.flags = flags(mask);
-    p.q_desc = qt.to_abi();
-    p.k_desc = kt.to_abi();
-    p.v_desc = vt.to_abi();
-    p.out_desc = ot.to_abi();
+    p.q_desc = tensor_abi(qt);
+    p.k_desc = tensor_abi(kt);
+    p.v_desc = tensor_abi(vt);
+    p.out_desc = tensor_abi(ot);
     p.q = qs.addr();
     p.k = ks.addr();
     p.v = vs.addr();
@@ -538,8 +427,8 @@ pub fn paged_attention<T: DType>(
     }
     check_tensor("q", qt, qs.len())?;
     check_tensor("out", ot, os.len())?;
-    need_len("k_cache", &cache_desc, cache.required_len(), kc.len())?;
-    need_len("v_cache", &cache_desc, cache.required_len(), vc.len())?;
+    need_len("k_cache", &cache_desc, cache_len(cache), kc.len())?;
+    need_len("v_cache", &cache_desc, cache_len(cache), vc.len())?;
     check_lse(stream, &ls, qt)?;
     check_u32s(
         stream,
@@ -562,9 +451,9 @@ pub fn paged_attention<T: DType>(
     let mut p = abi::KnpuPagedAttentionParams::sized();
     p.dtype = T::ABI;
     p.flags = flags(mask);
-    p.q_desc = qt.to_abi();
-    p.out_desc = ot.to_abi();
-    p.cache = cache.to_abi();
+    p.q_desc = tensor_abi(qt);
+    p.out_desc = tensor_abi(ot);
+    p.cache = cache_abi(cache);
     p.max_blocks_per_seq = *max_blocks_per_seq as u64;
     p.q = qs.addr();
     p.k_cache = kc.addr();
@@ -592,7 +481,7 @@ fn check_new(operand: &'static str, new: &AttnTensor, heads: usize, head_dim: us
         return Err(Error::Shape {
             operand,
             expected: format!("{heads} heads of head_dim {head_dim} (as the cache)"),
-            actual: new.describe(),
+            actual: describe(new),
         });
     }
     Ok(())
@@ -631,7 +520,7 @@ pub fn kv_append<T: DType>(
         return Err(Error::Shape {
             operand: "k_new",
             expected: format!("batch {} (as the cache)", cache.batch),
-            actual: new.describe(),
+            actual: describe(new),
         });
     }
     check_new("k_new", new, cache.heads, cache.head_dim)?;
@@ -639,7 +528,7 @@ pub fn kv_append<T: DType>(
         return Err(Error::Shape {
             operand: "k_new",
             expected: format!("at most {} new positions (the cache capacity)", cache.seq),
-            actual: new.describe(),
+            actual: describe(new),
         });
     }
     check_output("k_cache", cache)?;
@@ -657,8 +546,8 @@ pub fn kv_append<T: DType>(
     supported::<T>(stream, abi::KNPU_KERNEL_KV_APPEND, "kv append")?;
     let mut p = abi::KnpuKvAppendParams::sized();
     p.dtype = T::ABI;
-    p.cache_desc = cache.to_abi();
-    p.new_desc = new.to_abi();
+    p.cache_desc = tensor_abi(cache);
+    p.new_desc = tensor_abi(new);
     p.k_cache = kc.addr();
     p.v_cache = vc.addr();
     p.k_new = kn.addr();
@@ -723,16 +612,16 @@ pub fn paged_kv_append<T: DType>(
                 "at most {cap} new positions ({max_blocks_per_seq} blocks of {})",
                 cache.block_size
             ),
-            actual: new.describe(),
+            actual: describe(new),
         });
     }
-    if !rules::distinct_elements(rules::cache_axes(&cache.to_abi())) {
+    if !rules::distinct_elements(rules::cache_axes(&cache_abi(cache))) {
         return Err(Error::invalid(format!(
             "operand `k_cache`: strides of {cache_desc} map several elements to one address"
         )));
     }
-    need_len("k_cache", &cache_desc, cache.required_len(), kc.len())?;
-    need_len("v_cache", &cache_desc, cache.required_len(), vc.len())?;
+    need_len("k_cache", &cache_desc, cache_len(cache), kc.len())?;
+    need_len("v_cache", &cache_desc, cache_len(cache), vc.len())?;
     check_tensor("k_new", new, kn.len())?;
     check_tensor("v_new", new, vn.len())?;
     check_u32s(
@@ -755,8 +644,8 @@ pub fn paged_kv_append<T: DType>(
     supported::<T>(stream, abi::KNPU_KERNEL_PAGED_KV_APPEND, "paged kv append")?;
     let mut p = abi::KnpuPagedKvAppendParams::sized();
     p.dtype = T::ABI;
-    p.cache = cache.to_abi();
-    p.new_desc = new.to_abi();
+    p.cache = cache_abi(cache);
+    p.new_desc = tensor_abi(new);
     p.max_blocks_per_seq = max_blocks_per_seq as u64;
     p.k_cache = kc.addr();
     p.v_cache = vc.addr();
