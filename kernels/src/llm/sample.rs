@@ -81,12 +81,12 @@ pub fn sample_with_isa<T: Element>(
     isa.require()?;
     check_params(params, vocab)?;
     let n = elements(rows, vocab)?;
-    check_len("logits", logits.len(), n)?;
-    check_len("out", out.len(), rows)?;
+    check_len("logits", n, logits.len())?;
+    check_len("out", rows, out.len())?;
     if params.is_greedy() {
         return topk::argmax_with_isa(exec, logits, out, rows, vocab);
     }
-    check_len("uniforms", uniforms.len(), rows)?;
+    check_len("uniforms", rows, uniforms.len())?;
     if let Some(u) = uniforms[..rows].iter().find(|u| !(0.0..1.0).contains(*u)) {
         return Err(KernelError::BadShape {
             detail: format!("uniform number {u} is not in [0, 1)"),
