@@ -16,7 +16,7 @@
 
 use crate::error::{call, invalid, Result};
 use crate::header::*;
-use crate::memory::{with_operands, Operand, Written};
+use crate::memory::{with_operands, Operand, Written, MAX_OPERANDS};
 use crate::stream::stream_arg;
 use half::{bf16, f16};
 use knpu::abi::ops::{self as defs, attention as attn_rules, llm, quant, Extent, Extents};
@@ -96,16 +96,22 @@ fn launch(
     if extents.iter().all(|e| e.bytes == 0) {
         return Ok(());
     }
-    let operands: Vec<Operand<'_>> = extents
-        .iter()
-        .map(|e| Operand {
+    let operands: [Operand<'_>; MAX_OPERANDS] = std::array::from_fn(|i| match extents.get(i) {
+        Some(e) => Operand {
             ptr: e.addr as *const c_void,
             what: e.operand,
             elem_bytes: us(e.elem_size),
             bytes: Some(us(e.bytes)),
-        })
-        .collect();
-    with_operands(&operands, |views| body(&s, &Views { extents, views }))
+        },
+        None => Operand {
+            ptr: std::ptr::null(),
+            what: "",
+            elem_bytes: 1,
+            bytes: Some(0),
+        },
+    });
+    let operands = &operands[..extents.len().min(MAX_OPERANDS)];
+    with_operands(operands, |views| body(&s, &Views { extents, views }))
 }
 
 /// Runs `$body` with `$t` the Rust type of float dtype `$raw` (already accepted by the op
