@@ -207,9 +207,9 @@ pub(crate) fn with_operands<R>(
     body(&views[..n])
 }
 
-/// The index of `base` in `bases` (sorted, distinct).
+/// The index of `base` in `bases` (distinct; at most [`MAX_OPERANDS`], so a scan).
 fn slot(bases: &[u64], base: u64) -> Result<usize> {
-    bases.binary_search(&base).map_err(|_| Error::Internal {
+    bases.iter().position(|&b| b == base).ok_or_else(|| Error::Internal {
         detail: format!("allocation {base:#x} of an operand was not gathered"),
     })
 }
