@@ -209,9 +209,12 @@ pub(crate) fn with_operands<R>(
 
 /// The index of `base` in `bases` (distinct; at most [`MAX_OPERANDS`], so a scan).
 fn slot(bases: &[u64], base: u64) -> Result<usize> {
-    bases.iter().position(|&b| b == base).ok_or_else(|| Error::Internal {
-        detail: format!("allocation {base:#x} of an operand was not gathered"),
-    })
+    bases
+        .iter()
+        .position(|&b| b == base)
+        .ok_or_else(|| Error::Internal {
+            detail: format!("allocation {base:#x} of an operand was not gathered"),
+        })
 }
 
 /// A written operand: the runtime's launchers take outputs through `AsDeviceSliceMut`. An
@@ -742,7 +745,11 @@ mod tests {
     #[test]
     fn operands_in_any_order_and_sharing_allocations_get_their_own_views() {
         let (a, b) = (malloc(64), malloc(64));
-        let (lo, hi) = if (a as u64) < (b as u64) { (a, b) } else { (b, a) };
+        let (lo, hi) = if (a as u64) < (b as u64) {
+            (a, b)
+        } else {
+            (b, a)
+        };
         let at = |p: *mut c_void, off: usize| (p as usize + off) as *const c_void;
         let ops = [
             operand(at(hi, 8), Some(16)),
@@ -763,7 +770,9 @@ mod tests {
         // A bad operand is refused before anything else; too many operands are refused.
         let bad = [operand(at(lo, 60), Some(8))];
         assert!(with_operands(&bad, |_| Ok(())).is_err());
-        let many: Vec<_> = (0..MAX_OPERANDS + 1).map(|_| operand(lo, Some(4))).collect();
+        let many: Vec<_> = (0..MAX_OPERANDS + 1)
+            .map(|_| operand(lo, Some(4)))
+            .collect();
         assert!(with_operands(&many, |_| Ok(())).is_err());
         let none = [operand(std::ptr::null(), Some(0))];
         assert!(with_operands(&none, |_| Ok(())).is_err());
