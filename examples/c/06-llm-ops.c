@@ -1,6 +1,7 @@
 /* 06-llm-ops.c — one decode step of a transformer's attention block through knpu_ops.h:
  * RMS normalisation, a rotary embedding, key/value-cache appends (a 3-token prefill, then
- * one decoded token), and decode attention over the cache, each checked against a plain C
+ * one decoded token), decode attention over the cache, and the next token drawn from logits
+ * (a division, then greedy and seeded sampling on the device), each checked against a plain C
  * reference on the host. */
 #include <math.h>
 #include <stdio.h>
@@ -177,18 +178,75 @@ int main(void) {
   double e_attn = worst_error(out, out_ref, HIDDEN);
   EXPECT(e_attn < 1e-5);
 
+  /* 5. Logits: the attention output (HEADS rows of HEAD_DIM "ids") divided by w, then one id
+   * drawn per row. Greedy sampling (temperature 0) is the argmax; seeded sampling at
+   * temperature 1 draws from (seed, counter, row) and advances the device counter. */
+  enum { ROWS = HEADS, VOCAB = HEAD_DIM };
+  float *d_logits;
+  uint32_t *d_ids;
+  uint64_t *d_counter;
+  CHECK(knpuMalloc((void **)&d_logits, sizeof out));
+  CHECK(knpuMalloc((void **)&d_ids, sizeof(uint32_t) * ROWS));
+  CHECK(knpuMalloc((void **)&d_counter, sizeof(uint64_t)));
+  CHECK(knpuMemsetAsync(d_counter, 0, sizeof(uint64_t), stream));
+  knpuBinaryDesc div = KNPU_OPS_DESC_INIT(knpuBinaryDesc);
+  div.dtype = knpuDtypeF32;
+  div.op = knpuBinaryDiv;
+  div.broadcast = knpuBroadcastRow;
+  div.rows = ROWS;
+  div.cols = VOCAB;
+  CHECK(knpuBinary(&div, d_out, d_w, d_logits, stream));
+  knpuSampleDesc pick = KNPU_OPS_DESC_INIT(knpuSampleDesc);
+  pick.dtype = knpuDtypeF32;
+  pick.outDtype = knpuDtypeU32;
+  pick.rows = ROWS;
+  pick.vocab = VOCAB;
+  pick.topP = 1.0f; /* every id; 0 (what KNPU_OPS_DESC_INIT leaves) is out of range */
+  pick.temperature = 0.0f;
+  CHECK(knpuSample(&pick, d_logits, d_ids, NULL, stream));
+  float logits[HIDDEN];
+  uint32_t greedy[ROWS], drawn[ROWS];
+  uint64_t counter = 0;
+  CHECK(knpuMemcpyAsync(logits, d_logits, sizeof logits, knpuMemcpyDeviceToHost, stream));
+  CHECK(knpuMemcpyAsync(greedy, d_ids, sizeof greedy, knpuMemcpyDeviceToHost, stream));
+  pick.temperature = 1.0f;
+  pick.seed = 42;
+  CHECK(knpuSample(&pick, d_logits, d_ids, d_counter, stream));
+  CHECK(knpuMemcpyAsync(drawn, d_ids, sizeof drawn, knpuMemcpyDeviceToHost, stream));
+  CHECK(knpuMemcpyAsync(&counter, d_counter, sizeof counter, knpuMemcpyDeviceToHost, stream));
+  CHECK(knpuStreamSynchronize(stream));
+  float logits_ref[HIDDEN];
+  for (int r = 0; r < ROWS; r++)
+    for (int c = 0; c < VOCAB; c++) logits_ref[r * VOCAB + c] = out[r * VOCAB + c] / w[c];
+  double e_div = worst_error(logits, logits_ref, HIDDEN);
+  EXPECT(e_div == 0); /* one IEEE division of the same floats */
+  for (int r = 0; r < ROWS; r++) {
+    uint32_t best = 0;
+    for (uint32_t c = 1; c < VOCAB; c++)
+      if (logits_ref[r * VOCAB + c] > logits_ref[r * VOCAB + best]) best = c;
+    EXPECT(greedy[r] == best);
+    EXPECT(drawn[r] < VOCAB);
+  }
+  EXPECT(counter == 1);
+
   /* A descriptor the op's definition refuses fails at the call, and nothing is queued. */
   rope.rotaryDim = 3;
   EXPECT(knpuRope(&rope, d_normed, NULL, d_normed, stream) == knpuErrorInvalidValue);
   printf("refused: %s\n", knpuGetErrorString(knpuGetLastError()));
 
-  printf("rms_norm %.1e, rope %.1e, kv append + decode attention %.1e: max errors against the C "
-         "reference\n",
-         e_norm, e_rope, e_attn);
+  pick.topP = 0.0f;
+  EXPECT(knpuSample(&pick, d_logits, d_ids, d_counter, stream) == knpuErrorInvalidValue);
+  printf("refused: %s\n", knpuGetErrorString(knpuGetLastError()));
+
+  printf("rms_norm %.1e, rope %.1e, kv append + decode attention %.1e, division %.1e: max errors "
+         "against the C reference; greedy ids %u %u (the argmax), sampled ids %u %u\n",
+         e_norm, e_rope, e_attn, e_div, greedy[0], greedy[1], drawn[0], drawn[1]);
 
   CHECK(knpuStreamDestroy(stream));
-  float *bufs[] = {d_x, d_w, d_normed, d_k, d_v, d_knew, d_vnew, d_out};
+  float *bufs[] = {d_x, d_w, d_normed, d_k, d_v, d_knew, d_vnew, d_out, d_logits};
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) CHECK(knpuFree(bufs[i]));
   CHECK(knpuFree(d_lens));
+  CHECK(knpuFree(d_ids));
+  CHECK(knpuFree(d_counter));
   return 0;
 }

@@ -44,9 +44,9 @@
  *
  * Element types: the float ops store f32, f16 or bf16 (knpuDtypeF32, knpuDtypeF16,
  * knpuDtypeBF16) and compute in f32. Indices, token ids, positions, lengths and block numbers
- * are uint32_t. Matrices are row-major and contiguous unless strides are given. An input may
- * be the output itself (in place): the result is as if every input were read before any
- * output was written.
+ * are uint32_t (knpuSample may also write int32_t ids). Matrices are row-major and
+ * contiguous unless strides are given. An input may be the output itself (in place): the
+ * result is as if every input were read before any output was written.
  */
 #ifndef KNPU_OPS_H
 #define KNPU_OPS_H
@@ -106,7 +106,9 @@ typedef enum knpuRopeStyle {
 typedef enum knpuBinaryOp {
   knpuBinaryAdd = 0,
   knpuBinaryMul = 1,
-  knpuBinarySub = 2
+  knpuBinarySub = 2,
+  /* out = a / b (IEEE division: x / 0 is +-inf or NaN, never an error). */
+  knpuBinaryDiv = 3
 } knpuBinaryOp_t;
 
 /* How operand b of knpuBinary is laid out (KnpuBroadcast). */
@@ -485,6 +487,38 @@ knpuError_t knpuArgmax(const knpuReduceDesc *desc, const void *x, uint32_t *out,
  * and indices may not overlap. */
 knpuError_t knpuTopK(const knpuReduceDesc *desc, const void *x, void *values,
                      uint32_t *indices, knpuStream_t stream);
+
+/* knpuSample: one token id drawn from each row of logits. */
+typedef struct knpuSampleDesc {
+  size_t structSize;
+  /* Element type of logits (f32, f16 or bf16). */
+  knpuDtype_t dtype;
+  /* Element type of out: knpuDtypeU32 or knpuDtypeI32. */
+  knpuDtype_t outDtype;
+  /* logits is [rows, vocab]; out is [rows]. vocab >= 1 when rows > 0, and every id fits
+   * outDtype. */
+  uint64_t rows;
+  uint64_t vocab;
+  /* Keep only the topK largest logits of a row; 0 keeps all. At most vocab. */
+  uint64_t topK;
+  /* The generator's seed. */
+  uint64_t seed;
+  /* Divides the logits: finite and >= 0; 0 is greedy (the argmax, lowest index on ties). */
+  float temperature;
+  /* Keep the shortest prefix of the sorted probabilities whose sum reaches topP: in (0, 1];
+   * 1 keeps all. */
+  float topP;
+} knpuSampleDesc;
+
+/* Queues out[r] = one token id drawn from row r of logits by the descriptor's rule (the
+ * driver header's KNPU_KERNEL_SAMPLE gives it exactly). rngCounter is one uint64_t of device
+ * memory (8-aligned, not overlapping out) that the launch reads and then increments by one:
+ * row r draws from (seed, *rngCounter, r), so the same seed and counter give the same ids on
+ * every device, and a replayed graph draws fresh numbers. Initialise it (for instance with
+ * knpuMemset to 0) before the first launch. It may be NULL only when temperature is 0. A
+ * driver older than ABI 2.1 has no sampling: knpuErrorNotSupported. */
+knpuError_t knpuSample(const knpuSampleDesc *desc, const void *logits, void *out,
+                       uint64_t *rngCounter, knpuStream_t stream);
 
 /* ---- Quantised weights ------------------------------------------------------------------ */
 

@@ -19,8 +19,8 @@ use crate::stream::STREAMS;
 use half::{bf16, f16};
 use knpu::ops::{self, Gemm, GemmEpilogue};
 use knpu::{Device, Error, Stream};
-use parking_lot::Mutex;
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A knpublas handle: its device and the stream set on it.
@@ -28,7 +28,7 @@ struct Context {
     device: Device,
     /// The `knpuStream_t` set by knpublasSetStream (0: the device's default stream). Kept
     /// as the raw handle and looked up at each call, so a destroyed stream is refused.
-    stream: Mutex<u64>,
+    stream: AtomicU64,
 }
 
 static HANDLES: Table<Arc<Context>> = Table::new(5, "knpublas");
@@ -60,7 +60,7 @@ fn context(handle: knpublasHandle_t) -> Result<Arc<Context>> {
 impl Context {
     /// The stream work is queued on now.
     fn stream(&self) -> Result<Stream> {
-        let raw = *self.stream.lock();
+        let raw = self.stream.load(Ordering::Acquire);
         if raw == 0 {
             return Ok(self.device.default_stream()?.clone());
         }
@@ -81,7 +81,7 @@ pub unsafe extern "C" fn knpublasCreate(handle: *mut knpublasHandle_t) -> knpubl
         })?;
         let h = HANDLES.insert(Arc::new(Context {
             device,
-            stream: Mutex::new(0),
+            stream: AtomicU64::new(0),
         }));
         // SAFETY: checked by out_ptr; the caller promised a writable handle.
         unsafe { write_out(handle, "handle", h as knpublasHandle_t) }
@@ -113,7 +113,7 @@ pub extern "C" fn knpublasSetStream(
                 )));
             }
         }
-        *ctx.stream.lock() = streamId as u64;
+        ctx.stream.store(streamId as u64, Ordering::Release);
         Ok(())
     })
 }
@@ -128,7 +128,7 @@ pub unsafe extern "C" fn knpublasGetStream(
     streamId: *mut knpuStream_t,
 ) -> knpublasStatus_t {
     blas(|| {
-        let raw = *context(handle)?.stream.lock();
+        let raw = context(handle)?.stream.load(Ordering::Acquire);
         // SAFETY: the caller's promise on `streamId`.
         unsafe { write_out(streamId, "streamId", raw as knpuStream_t) }
     })

@@ -272,6 +272,7 @@ pub use self::knpuRopeStyle as knpuRopeStyle_t;
 pub const knpuBinaryAdd: knpuBinaryOp = 0;
 pub const knpuBinaryMul: knpuBinaryOp = 1;
 pub const knpuBinarySub: knpuBinaryOp = 2;
+pub const knpuBinaryDiv: knpuBinaryOp = 3;
 pub type knpuBinaryOp = ::std::os::raw::c_uint;
 pub use self::knpuBinaryOp as knpuBinaryOp_t;
 pub const knpuBroadcastNone: knpuBroadcast = 0;
@@ -709,6 +710,42 @@ const _: () = {
     ["Offset of field: knpuReduceDesc::cols"]
         [::std::mem::offset_of!(knpuReduceDesc, cols) - 24usize];
     ["Offset of field: knpuReduceDesc::k"][::std::mem::offset_of!(knpuReduceDesc, k) - 32usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct knpuSampleDesc {
+    pub structSize: usize,
+    pub dtype: knpuDtype_t,
+    pub outDtype: knpuDtype_t,
+    pub rows: u64,
+    pub vocab: u64,
+    pub topK: u64,
+    pub seed: u64,
+    pub temperature: f32,
+    pub topP: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of knpuSampleDesc"][::std::mem::size_of::<knpuSampleDesc>() - 56usize];
+    ["Alignment of knpuSampleDesc"][::std::mem::align_of::<knpuSampleDesc>() - 8usize];
+    ["Offset of field: knpuSampleDesc::structSize"]
+        [::std::mem::offset_of!(knpuSampleDesc, structSize) - 0usize];
+    ["Offset of field: knpuSampleDesc::dtype"]
+        [::std::mem::offset_of!(knpuSampleDesc, dtype) - 8usize];
+    ["Offset of field: knpuSampleDesc::outDtype"]
+        [::std::mem::offset_of!(knpuSampleDesc, outDtype) - 12usize];
+    ["Offset of field: knpuSampleDesc::rows"]
+        [::std::mem::offset_of!(knpuSampleDesc, rows) - 16usize];
+    ["Offset of field: knpuSampleDesc::vocab"]
+        [::std::mem::offset_of!(knpuSampleDesc, vocab) - 24usize];
+    ["Offset of field: knpuSampleDesc::topK"]
+        [::std::mem::offset_of!(knpuSampleDesc, topK) - 32usize];
+    ["Offset of field: knpuSampleDesc::seed"]
+        [::std::mem::offset_of!(knpuSampleDesc, seed) - 40usize];
+    ["Offset of field: knpuSampleDesc::temperature"]
+        [::std::mem::offset_of!(knpuSampleDesc, temperature) - 48usize];
+    ["Offset of field: knpuSampleDesc::topP"]
+        [::std::mem::offset_of!(knpuSampleDesc, topP) - 52usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

@@ -94,6 +94,7 @@ const _: unsafe extern "C" fn(desc: *const knpuQEmbeddingDesc, table: *const ::s
 const _: unsafe extern "C" fn(desc: *const knpuCastDesc, src: *const ::std::os::raw::c_void, dst: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuCast;
 const _: unsafe extern "C" fn(desc: *const knpuReduceDesc, x: *const ::std::os::raw::c_void, out: *mut u32, stream: knpuStream_t) -> knpuError_t = crate::knpuArgmax;
 const _: unsafe extern "C" fn(desc: *const knpuReduceDesc, x: *const ::std::os::raw::c_void, values: *mut ::std::os::raw::c_void, indices: *mut u32, stream: knpuStream_t) -> knpuError_t = crate::knpuTopK;
+const _: unsafe extern "C" fn(desc: *const knpuSampleDesc, logits: *const ::std::os::raw::c_void, out: *mut ::std::os::raw::c_void, rngCounter: *mut u64, stream: knpuStream_t) -> knpuError_t = crate::knpuSample;
 const _: unsafe extern "C" fn(desc: *const knpuQuantizeDesc, src: *const f32, dst: *mut ::std::os::raw::c_void, scales: *mut f32, stream: knpuStream_t) -> knpuError_t = crate::knpuQuantize;
 const _: unsafe extern "C" fn(desc: *const knpuQuantizeDesc, src: *const ::std::os::raw::c_void, scales: *const f32, dst: *mut f32, stream: knpuStream_t) -> knpuError_t = crate::knpuDequantize;
 const _: unsafe extern "C" fn(desc: *const knpuQMatmulDesc, x: *const ::std::os::raw::c_void, w: *const ::std::os::raw::c_void, wScales: *const f32, bias: *const f32, y: *mut ::std::os::raw::c_void, stream: knpuStream_t) -> knpuError_t = crate::knpuQMatmul;

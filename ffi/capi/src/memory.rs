@@ -13,7 +13,7 @@ use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::header::*;
 use crate::stream::stream_arg;
 use knpu::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer, DeviceSlice, Error, Stream};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
@@ -27,15 +27,25 @@ pub(crate) struct Alloc {
     buf: Mutex<DeviceBuffer<u8>>,
 }
 
-static ALLOCATIONS: Mutex<BTreeMap<u64, Arc<Alloc>>> = Mutex::new(BTreeMap::new());
+/// Live allocations, sorted by base address (they never overlap): a binary search finds the
+/// one containing any address.
+static ALLOCATIONS: Mutex<AllocMap> = Mutex::new(Vec::new());
 /// Host allocations of knpuMallocHost: address to size.
 static HOST: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
 const HOST_ALIGN: usize = 64;
 
+/// The table of live allocations.
+type AllocMap = Vec<Arc<Alloc>>;
+
 /// The allocation containing `addr`, and the offset of `addr` in it.
 fn lookup(addr: u64) -> Option<(Arc<Alloc>, u64)> {
-    let map = ALLOCATIONS.lock();
-    let (_, a) = map.range(..=addr).next_back()?;
+    lookup_in(&ALLOCATIONS.lock(), addr)
+}
+
+/// As [`lookup`], in an already locked table.
+fn lookup_in(map: &AllocMap, addr: u64) -> Option<(Arc<Alloc>, u64)> {
+    let i = map.partition_point(|a| a.base <= addr).checked_sub(1)?;
+    let a = &map[i];
     (addr < a.base + a.size).then(|| (a.clone(), addr - a.base))
 }
 
@@ -60,11 +70,16 @@ impl Range {
 
 /// Resolves `count` bytes at device pointer `ptr`.
 pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Range> {
+    resolve_in(&ALLOCATIONS.lock(), ptr, count, what)
+}
+
+/// As [`resolve`], in an already locked table.
+fn resolve_in(map: &AllocMap, ptr: *const c_void, count: usize, what: &str) -> Result<Range> {
     if ptr.is_null() {
         return Err(invalid(format!("{what} is NULL")));
     }
     let addr = ptr as u64;
-    let (alloc, offset) = lookup(addr).ok_or_else(|| {
+    let (alloc, offset) = lookup_in(map, addr).ok_or_else(|| {
         invalid(format!(
             "{what} {addr:#x} is not inside any live device allocation"
         ))
@@ -96,54 +111,110 @@ pub(crate) struct Operand<'p> {
     pub(crate) bytes: Option<usize>,
 }
 
+/// The most operands an op has (the op definitions' limit).
+pub(crate) const MAX_OPERANDS: usize = knpu::abi::ops::MAX_OPERANDS;
+
 /// Runs `body` with a byte view of each operand: exactly its `bytes`, or from its pointer to
 /// the end of its allocation (whole elements only) so that the runtime's op checks the
 /// operand's extent against the memory really there. An operand of 0 bytes may be NULL or
 /// outside every allocation (the op does not touch it): it gets an empty view at the start of
-/// another operand's allocation, and at least one operand must be non-empty. Each allocation
-/// is locked once, in address order (two operands may share one allocation, and two threads
-/// may lock the same ones), while the work is queued.
+/// another operand's allocation, and at least one operand must be non-empty.
+///
+/// Every operand is resolved under one lock of the allocation table. Each allocation is then
+/// locked once, in address order (two operands may share one allocation, and two threads may
+/// lock the same ones), while the work is queued. Launches are the hot path of the C API, so
+/// nothing here allocates: at most [`MAX_OPERANDS`] operands, kept in fixed arrays.
 pub(crate) fn with_operands<R>(
     operands: &[Operand<'_>],
     body: impl FnOnce(&[DeviceSlice<'_, u8>]) -> Result<R>,
 ) -> Result<R> {
-    let mut ranges = Vec::with_capacity(operands.len());
-    for o in operands {
-        ranges.push(match o.bytes {
-            Some(0) => resolve(o.ptr, 0, o.what).ok(),
-            Some(n) => Some(resolve(o.ptr, n, o.what)?),
-            None => Some(resolve(o.ptr, 0, o.what)?),
+    let n = operands.len();
+    if n > MAX_OPERANDS {
+        return Err(Error::Internal {
+            detail: format!("an op with {n} operands; the limit is {MAX_OPERANDS}"),
         });
     }
-    let Some(any) = ranges.iter().flatten().next().map(|r| r.alloc.clone()) else {
+    let mut ranges: [Option<Range>; MAX_OPERANDS] = Default::default();
+    {
+        let map = ALLOCATIONS.lock();
+        for (slot, o) in ranges.iter_mut().zip(operands) {
+            *slot = match o.bytes {
+                // An empty operand is not touched: any pointer will do, even a bad one.
+                Some(0) if !o.ptr.is_null() => {
+                    lookup_in(&map, o.ptr as u64).map(|(alloc, offset)| Range {
+                        alloc,
+                        offset: offset as usize,
+                    })
+                }
+                Some(0) => None,
+                Some(bytes) => Some(resolve_in(&map, o.ptr, bytes, o.what)?),
+                None => Some(resolve_in(&map, o.ptr, 0, o.what)?),
+            };
+        }
+    }
+    let ranges = &ranges[..n];
+    // The distinct allocations of the operands, in address order (an insertion sort of at
+    // most MAX_OPERANDS entries); they are locked in that order.
+    let mut bases = [0u64; MAX_OPERANDS];
+    let mut distinct = 0;
+    for r in ranges.iter().flatten() {
+        let base = r.alloc.base;
+        let mut at = distinct;
+        while at > 0 && bases[at - 1] > base {
+            at -= 1;
+        }
+        if at > 0 && bases[at - 1] == base {
+            continue;
+        }
+        bases.copy_within(at..distinct, at + 1);
+        bases[at] = base;
+        distinct += 1;
+    }
+    let bases = &bases[..distinct];
+    let mut guards: [Option<MutexGuard<'_, DeviceBuffer<u8>>>; MAX_OPERANDS] = Default::default();
+    for (guard, &base) in guards.iter_mut().zip(bases) {
+        *guard = ranges
+            .iter()
+            .flatten()
+            .find(|r| r.alloc.base == base)
+            .map(|r| r.alloc.buf.lock());
+    }
+    let buffer = |base: u64| -> Result<&DeviceBuffer<u8>> {
+        slot(bases, base).and_then(|at| {
+            guards[at].as_deref().ok_or_else(|| Error::Internal {
+                detail: format!("allocation {base:#x} of an operand is not locked"),
+            })
+        })
+    };
+    let Some(first) = bases.first() else {
         return Err(Error::Internal {
             detail: "an op with no operand to queue on".into(),
         });
     };
-    let mut allocs: Vec<&Arc<Alloc>> = ranges.iter().flatten().map(|r| &r.alloc).collect();
-    allocs.sort_by_key(|a| a.base);
-    allocs.dedup_by_key(|a| a.base);
-    let guards: Vec<_> = allocs.iter().map(|a| (a.base, a.buf.lock())).collect();
-    let buffer = |alloc: &Arc<Alloc>| {
-        guards
-            .iter()
-            .find(|(base, _)| *base == alloc.base)
-            .map(|(_, buf)| buf)
-            .expect("every operand's allocation is locked")
-    };
-    let views = ranges
-        .iter()
-        .zip(operands)
-        .map(|(r, o)| match (r, o.bytes) {
-            (None, _) => buffer(&any).slice(0..0),
-            (Some(r), Some(n)) => buffer(&r.alloc).slice(r.offset..r.offset + n),
-            (Some(r), None) => {
+    let empty = buffer(*first)?.slice(0..0)?;
+    let mut views = [empty; MAX_OPERANDS];
+    for ((view, r), o) in views.iter_mut().zip(ranges).zip(operands) {
+        let Some(r) = r else { continue };
+        let buf = buffer(r.alloc.base)?;
+        *view = match o.bytes {
+            Some(bytes) => buf.slice(r.offset..r.offset + bytes)?,
+            None => {
                 let rest = r.alloc.size as usize - r.offset;
-                buffer(&r.alloc).slice(r.offset..r.offset + rest - rest % o.elem_bytes.max(1))
+                buf.slice(r.offset..r.offset + rest - rest % o.elem_bytes.max(1))?
             }
+        };
+    }
+    body(&views[..n])
+}
+
+/// The index of `base` in `bases` (distinct; at most [`MAX_OPERANDS`], so a scan).
+fn slot(bases: &[u64], base: u64) -> Result<usize> {
+    bases
+        .iter()
+        .position(|&b| b == base)
+        .ok_or_else(|| Error::Internal {
+            detail: format!("allocation {base:#x} of an operand was not gathered"),
         })
-        .collect::<Result<Vec<_>>>()?;
-    body(&views)
 }
 
 /// A written operand: the runtime's launchers take outputs through `AsDeviceSliceMut`. An
@@ -340,7 +411,9 @@ fn alloc_on(s: &Stream, size: usize, device_alloc: bool) -> Result<*mut c_void> 
         size: size as u64,
         buf: Mutex::new(buf),
     });
-    ALLOCATIONS.lock().insert(base, alloc);
+    let mut map = ALLOCATIONS.lock();
+    let at = map.partition_point(|a| a.base < base);
+    map.insert(at, alloc);
     Ok(base as *mut c_void)
 }
 
@@ -349,7 +422,12 @@ fn free(ptr: *mut c_void) -> Result<()> {
         return Ok(());
     }
     let addr = ptr as u64;
-    let removed = ALLOCATIONS.lock().remove(&addr);
+    let removed = {
+        let mut map = ALLOCATIONS.lock();
+        map.binary_search_by_key(&addr, |a| a.base)
+            .ok()
+            .map(|i| map.remove(i))
+    };
     match removed {
         // Dropping the buffer returns it to the allocator ordered after the work queued on
         // it (the runtime tracks every stream that used it).
@@ -646,5 +724,59 @@ mod tests {
         assert_eq!(knpuFree(p), knpuSuccess);
         assert!(resolve(p, 1, "p").is_err());
         assert_eq!(knpuFree(p), knpuErrorInvalidValue);
+    }
+
+    fn malloc(size: usize) -> *mut c_void {
+        let mut p: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `p` is a writable pointer.
+        assert_eq!(unsafe { knpuMalloc(&mut p, size) }, knpuSuccess);
+        p
+    }
+
+    fn operand(ptr: *const c_void, bytes: Option<usize>) -> Operand<'static> {
+        Operand {
+            ptr,
+            what: "x",
+            elem_bytes: 4,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn operands_in_any_order_and_sharing_allocations_get_their_own_views() {
+        let (a, b) = (malloc(64), malloc(64));
+        let (lo, hi) = if (a as u64) < (b as u64) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let at = |p: *mut c_void, off: usize| (p as usize + off) as *const c_void;
+        let ops = [
+            operand(at(hi, 8), Some(16)),
+            operand(at(lo, 0), None),
+            operand(at(hi, 32), Some(8)),
+            operand(std::ptr::null(), Some(0)),
+            operand(at(lo, 4), Some(4)),
+        ];
+        let addrs = with_operands(&ops, |v| {
+            Ok(v.iter().map(|s| (s.addr(), s.len())).collect::<Vec<_>>())
+        })
+        .unwrap();
+        assert_eq!(addrs[0], (hi as u64 + 8, 16));
+        assert_eq!(addrs[1], (lo as u64, 64));
+        assert_eq!(addrs[2], (hi as u64 + 32, 8));
+        assert_eq!(addrs[3].1, 0);
+        assert_eq!(addrs[4], (lo as u64 + 4, 4));
+        // A bad operand is refused before anything else; too many operands are refused.
+        let bad = [operand(at(lo, 60), Some(8))];
+        assert!(with_operands(&bad, |_| Ok(())).is_err());
+        let many: Vec<_> = (0..MAX_OPERANDS + 1)
+            .map(|_| operand(lo, Some(4)))
+            .collect();
+        assert!(with_operands(&many, |_| Ok(())).is_err());
+        let none = [operand(std::ptr::null(), Some(0))];
+        assert!(with_operands(&none, |_| Ok(())).is_err());
+        assert_eq!(knpuFree(a), knpuSuccess);
+        assert_eq!(knpuFree(b), knpuSuccess);
     }
 }

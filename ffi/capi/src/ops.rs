@@ -16,15 +16,15 @@
 
 use crate::error::{call, invalid, Result};
 use crate::header::*;
-use crate::memory::{with_operands, Operand, Written};
+use crate::memory::{with_operands, Operand, Written, MAX_OPERANDS};
 use crate::stream::stream_arg;
 use half::{bf16, f16};
-use knpu::abi::ops::{self as defs, attention as attn_rules, llm, quant, Extent, Extents};
+use knpu::abi::ops::{self as defs, attention as attn_rules, llm, quant, sample, Extent, Extents};
 use knpu::abi::{self, SizedStruct};
 use knpu::ops::{
     self, ActQuant, Activation, AttentionArgs, AttnMask, AttnTensor, BinaryOp, Broadcast,
     PagedAttentionArgs, PagedKvCache, QMatmul, QWeights, QuantFormat, Rope, RopePositions,
-    W8A8Gemm,
+    SampleParams, W8A8Gemm,
 };
 use knpu::{AsDeviceSlice, AsDeviceSliceMut, DType, DeviceSlice, Error, Stream};
 use std::ffi::c_void;
@@ -77,8 +77,21 @@ impl<'a> Views<'_, 'a> {
 
     /// Optional operand `name`: `None` when it was not given.
     fn opt<T: DType>(&self, name: &str) -> Result<Option<DeviceSlice<'a, T>>> {
+        self.opt_u64_or(name, |v| v.cast::<T>())
+    }
+
+    /// Optional operand `name` of `u64`s (a counter, which is no tensor element type).
+    fn opt_u64(&self, name: &str) -> Result<Option<DeviceSlice<'a, u64>>> {
+        self.opt_u64_or(name, |v| v.cast::<u64>())
+    }
+
+    fn opt_u64_or<T>(
+        &self,
+        name: &str,
+        cast: impl FnOnce(DeviceSlice<'a, u8>) -> Result<DeviceSlice<'a, T>>,
+    ) -> Result<Option<DeviceSlice<'a, T>>> {
         match self.extents.iter().position(|e| e.operand == name) {
-            Some(i) => Ok(Some(self.views[i].cast::<T>()?)),
+            Some(i) => Ok(Some(cast(self.views[i])?)),
             None => Ok(None),
         }
     }
@@ -96,16 +109,22 @@ fn launch(
     if extents.iter().all(|e| e.bytes == 0) {
         return Ok(());
     }
-    let operands: Vec<Operand<'_>> = extents
-        .iter()
-        .map(|e| Operand {
+    let operands: [Operand<'_>; MAX_OPERANDS] = std::array::from_fn(|i| match extents.get(i) {
+        Some(e) => Operand {
             ptr: e.addr as *const c_void,
             what: e.operand,
             elem_bytes: us(e.elem_size),
             bytes: Some(us(e.bytes)),
-        })
-        .collect();
-    with_operands(&operands, |views| body(&s, &Views { extents, views }))
+        },
+        None => Operand {
+            ptr: std::ptr::null(),
+            what: "",
+            elem_bytes: 1,
+            bytes: Some(0),
+        },
+    });
+    let operands = &operands[..extents.len().min(MAX_OPERANDS)];
+    with_operands(operands, |views| body(&s, &Views { extents, views }))
 }
 
 /// Runs `$body` with `$t` the Rust type of float dtype `$raw` (already accepted by the op
@@ -768,6 +787,57 @@ pub unsafe extern "C" fn knpuArgmax(
             let mut out = Written(io.get::<u32>("out")?);
             with_float!(d.dtype, "x", T, {
                 ops::argmax::<T>(s, &io.get::<T>("x")?, &mut out, us(d.rows), us(d.cols))
+            })
+        })
+    })
+}
+
+/// Queues one token id drawn from each row of logits.
+///
+/// # Safety
+/// - As [`knpuAttention`].
+#[no_mangle]
+pub unsafe extern "C" fn knpuSample(
+    desc: *const knpuSampleDesc,
+    logits: *const c_void,
+    out: *mut c_void,
+    rngCounter: *mut u64,
+    stream: knpuStream_t,
+) -> knpuError_t {
+    call(|| {
+        // SAFETY: the caller's promise on `desc`.
+        let d = unsafe { read_desc(desc, "knpuSampleDesc") }?;
+        let mut p = abi::KnpuSampleParams::sized();
+        (p.dtype, p.out_dtype) = (d.dtype, d.outDtype);
+        (p.rows, p.vocab, p.top_k, p.seed) = (d.rows, d.vocab, d.topK, d.seed);
+        (p.temperature, p.top_p) = (d.temperature, d.topP);
+        (p.logits, p.out) = (addr(logits), addr(out.cast_const()));
+        p.rng_counter = addr(rngCounter.cast_const().cast());
+        let e = sample::validate(&p)?;
+        let params = SampleParams {
+            temperature: d.temperature,
+            top_k: us(d.topK),
+            top_p: d.topP,
+            seed: d.seed,
+        };
+        launch(stream, &e, |s, io| {
+            let mut counter = io.opt_u64("rng_counter")?.map(Written);
+            let counter = counter
+                .as_mut()
+                .map(|c| c as &mut dyn AsDeviceSliceMut<u64>);
+            with_float!(d.dtype, "logits", T, {
+                let logits = io.get::<T>("logits")?;
+                let (rows, vocab) = (us(d.rows), us(d.vocab));
+                match d.outDtype {
+                    abi::KNPU_DTYPE_I32 => {
+                        let mut ids = Written(io.get::<i32>("out")?);
+                        ops::sample::<T, i32>(s, &logits, &mut ids, rows, vocab, &params, counter)
+                    }
+                    _ => {
+                        let mut ids = Written(io.get::<u32>("out")?);
+                        ops::sample::<T, u32>(s, &logits, &mut ids, rows, vocab, &params, counter)
+                    }
+                }
             })
         })
     })

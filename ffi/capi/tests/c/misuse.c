@@ -564,6 +564,10 @@ static void ops(knpuStream_t dead_stream) {
   bd.op = knpuBinaryAdd;
   bd.broadcast = (knpuBroadcast_t)9;
   ERR_IS(IV, knpuBinary(&bd, d, d + 16, d + 32, NULL));
+  bd.op = knpuBinaryDiv;
+  bd.broadcast = knpuBroadcastNone;
+  OK(knpuBinary(&bd, d, d + 16, d + 32, NULL));
+  ERR_IS(IV, knpuBinary(&bd, d, d + 16, d + 56, NULL)); /* out runs past the end */
 
   knpuEmbeddingDesc ed = KNPU_OPS_DESC_INIT(knpuEmbeddingDesc);
   ed.tableDtype = knpuDtypeF32;
@@ -623,6 +627,55 @@ static void ops(knpuStream_t dead_stream) {
   ERR_IS(IV, knpuTopK(&rr, d, d + 16, u, NULL));
   rr.cols = 0;
   ERR_IS(IV, knpuArgmax(&rr, d, u, NULL));
+
+  knpuSampleDesc sp = KNPU_OPS_DESC_INIT(knpuSampleDesc);
+  uint64_t *ctr = (uint64_t *)(d + 60);
+  sp.dtype = knpuDtypeF32;
+  sp.outDtype = knpuDtypeU32;
+  sp.rows = 2;
+  sp.vocab = 8;
+  sp.temperature = 1.0f;
+  sp.topP = 1.0f;
+  sp.seed = 7;
+  OK(knpuSample(&sp, d, u, ctr, NULL));
+  ERR_IS(IV, knpuSample(NULL, d, u, ctr, NULL));
+  ERR_IS(IH, knpuSample(&sp, d, u, ctr, bad));
+  ERR_IS(IH, knpuSample(&sp, d, u, ctr, dead_stream));
+  ERR_IS(IV, knpuSample(&sp, garbage, u, ctr, NULL));
+  ERR_IS(IV, knpuSample(&sp, freed, u, ctr, NULL));
+  ERR_IS(IV, knpuSample(&sp, d, u, NULL, NULL));                     /* temperature > 0 */
+  ERR_IS(IV, knpuSample(&sp, d, u, (uint64_t *)u, NULL));            /* counter overlaps out */
+  ERR_IS(IV, knpuSample(&sp, d, u, (uint64_t *)(d + 61), NULL));     /* misaligned counter */
+  ERR_IS(IV, knpuSample(&sp, d, u, (uint64_t *)(d + 64), NULL));     /* past the end */
+  ERR_IS(IV, knpuSample(&sp, d, u, (uint64_t *)(freed + 60), NULL)); /* freed */
+  sp.temperature = 0.0f;
+  OK(knpuSample(&sp, d, u, NULL, NULL)); /* greedy needs no counter */
+  sp.temperature = -1.0f;
+  ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
+  sp.temperature = NAN;
+  ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
+  sp.temperature = 1.0f;
+  sp.topP = 0.0f;
+  ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
+  sp.topP = 1.0f;
+  sp.topK = 9; /* more than vocab */
+  ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
+  sp.topK = 0;
+  sp.vocab = 0;
+  ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
+  sp.vocab = 8;
+  sp.rows = UINT64_MAX;
+  ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
+  sp.rows = 2;
+  sp.outDtype = knpuDtypeF32;
+  ERR_IS(DT, knpuSample(&sp, d, u, ctr, NULL));
+  sp.outDtype = knpuDtypeI32;
+  OK(knpuSample(&sp, d, u, ctr, NULL));
+  sp.dtype = knpuDtypeU8;
+  ERR_IS(DT, knpuSample(&sp, d, u, ctr, NULL));
+  sp.dtype = knpuDtypeF32;
+  sp.structSize = 8;
+  ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
 
   knpuQuantizeDesc qd = KNPU_OPS_DESC_INIT(knpuQuantizeDesc);
   qd.format = knpuQuantQ8_0;
