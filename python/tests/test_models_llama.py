@@ -302,6 +302,7 @@ def _chat(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProc
 
 def test_cli_raw_json_matches_llamacpp():
     case = PROMPTS[0]
+    smollm2_path()  # skips (or fails under KNPU_REQUIRE_MODELS=1) without the model files
     p = _chat("--raw", "--prompt", case["text"], "--max-tokens", "8", "--temperature", "0", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
@@ -315,6 +316,7 @@ def test_cli_raw_json_matches_llamacpp():
 
 
 def test_cli_streams_text_then_stats():
+    smollm2_path()
     p = _chat("--raw", "--prompt", "The capital of France is", "--max-tokens", "4")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(" Paris")
@@ -323,15 +325,21 @@ def test_cli_streams_text_then_stats():
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    "args,message,needs_model",
     [
-        (["--prompt", ""], "prompt is empty"),
-        (["--raw", "--prompt", "one two three four five six seven eight nine", "--ctx", "4"], "context holds 4"),
-        (["--model", "/nonexistent/model.gguf", "--prompt", "hi"], "/nonexistent/model.gguf"),
+        (["--prompt", ""], "prompt is empty", False),
+        (
+            ["--raw", "--prompt", "one two three four five six seven eight nine", "--ctx", "4"],
+            "context holds 4",
+            True,
+        ),
+        (["--model", "/nonexistent/model.gguf", "--prompt", "hi"], "/nonexistent/model.gguf", False),
     ],
     ids=["empty", "too-long", "missing-file"],
 )
-def test_cli_bad_input_exits_nonzero_with_a_message(args, message):
+def test_cli_bad_input_exits_nonzero_with_a_message(args, message, needs_model):
+    if needs_model:
+        smollm2_path()
     p = _chat(*args)
     assert p.returncode != 0
     assert message in p.stderr
