@@ -22,6 +22,7 @@ struct Kv {
     v: Storage,
 }
 
+/// Zero-filled `k` and `v` storage of `units` elements on the current stream of `device`.
 fn alloc(
     device: Option<&Bound<'_, PyAny>>,
     dtype: Option<&Bound<'_, PyAny>>,
@@ -35,7 +36,29 @@ fn alloc(
         .unwrap_or(DataType::F32);
     let k = Storage::alloc(&stream, dtype, units).py()?;
     let v = Storage::alloc(&stream, dtype, units).py()?;
+    for s in [&k, &v] {
+        crate::with_buf!(&s.buf, b => knpu::tensor::fill_strided(
+            &stream, b, &Layout::contiguous(&[units]).py()?, dtype.unit_bytes(), 0))
+        .py()?;
+    }
     Ok((stream, dtype, Kv { k, v }))
+}
+
+/// The new keys and values of an append: both `[batch, heads, seq, head_dim]` of one shape
+/// and of the cache's dtype; their views and the shape they share.
+fn new_kv(dtype: DataType, k: &Tensor, v: &Tensor) -> PyResult<(Tensor, Tensor, AttnTensor)> {
+    let (tk, ak) = bhsd(k, "k")?;
+    let (tv, av) = bhsd(v, "v")?;
+    if av != ak {
+        return Err(to_py(knpu::Error::Shape {
+            operand: "v",
+            expected: format!("{:?} (as k)", tk.values_shape()),
+            actual: format!("{:?}", tv.values_shape()),
+        }));
+    }
+    check_dtype(dtype, &tk, "k")?;
+    check_dtype(dtype, &tv, "v")?;
+    Ok((tk, tv, ak))
 }
 
 fn count(dims: &[usize]) -> PyResult<usize> {
@@ -139,11 +162,6 @@ impl KVCache {
     ) -> PyResult<KVCache> {
         let units = count(&[batch, capacity, kv_heads, head_dim])?;
         let (stream, dtype, kv) = alloc(device, dtype, units)?;
-        for s in [&kv.k, &kv.v] {
-            crate::with_buf!(&s.buf, b => knpu::tensor::fill_strided(
-                &stream, b, &Layout::contiguous(&[units]).py()?, dtype.unit_bytes(), 0))
-            .py()?;
-        }
         Ok(KVCache {
             kv: Mutex::new(kv),
             layout: AttnTensor::bshd(batch, capacity, kv_heads, head_dim),
@@ -167,17 +185,7 @@ impl KVCache {
         v: PyRef<'_, Tensor>,
         seq_lens: PyRef<'_, Tensor>,
     ) -> PyResult<()> {
-        let (tk, ak) = bhsd(&k, "k")?;
-        let (tv, av) = bhsd(&v, "v")?;
-        if av != ak {
-            return Err(to_py(knpu::Error::Shape {
-                operand: "v",
-                expected: format!("{:?} (as k)", tk.values_shape()),
-                actual: format!("{:?}", tv.values_shape()),
-            }));
-        }
-        check_dtype(self.dtype, &tk, "k")?;
-        check_dtype(self.dtype, &tv, "v")?;
+        let (tk, tv, ak) = new_kv(self.dtype, &k, &v)?;
         let stream = current_stream(&self.device)?;
         let lens = u32_slice(&seq_lens, "seq_lens")?;
         let mut kv = self.kv.lock();
@@ -304,11 +312,6 @@ impl PagedKVCache {
     ) -> PyResult<PagedKVCache> {
         let units = count(&[num_blocks, block_size, kv_heads, head_dim])?;
         let (stream, dtype, kv) = alloc(device, dtype, units)?;
-        for s in [&kv.k, &kv.v] {
-            crate::with_buf!(&s.buf, b => knpu::tensor::fill_strided(
-                &stream, b, &Layout::contiguous(&[units]).py()?, dtype.unit_bytes(), 0))
-            .py()?;
-        }
         Ok(PagedKVCache {
             kv: Mutex::new(kv),
             layout: PagedKvCache::dense(num_blocks, block_size, kv_heads, head_dim),
@@ -334,17 +337,7 @@ impl PagedKVCache {
         block_table: PyRef<'_, Tensor>,
         seq_lens: PyRef<'_, Tensor>,
     ) -> PyResult<()> {
-        let (tk, ak) = bhsd(&k, "k")?;
-        let (tv, av) = bhsd(&v, "v")?;
-        if av != ak {
-            return Err(to_py(knpu::Error::Shape {
-                operand: "v",
-                expected: format!("{:?} (as k)", tk.values_shape()),
-                actual: format!("{:?}", tv.values_shape()),
-            }));
-        }
-        check_dtype(self.dtype, &tk, "k")?;
-        check_dtype(self.dtype, &tv, "v")?;
+        let (tk, tv, ak) = new_kv(self.dtype, &k, &v)?;
         let max_blocks = table_width(&block_table)?;
         let stream = current_stream(&self.device)?;
         let table = u32_slice(&block_table, "block_table")?;
