@@ -152,7 +152,7 @@ fn graph_replays_draw_fresh_ids_reproducibly() {
         ..SampleParams::default()
     };
     s.synchronize().unwrap();
-    s.begin_capture(CaptureMode::Global).unwrap();
+    s.begin_capture(CaptureMode::ThreadLocal).unwrap();
     ops::sample(&s, &dx, &mut out, rows, vocab, &p, Some(&mut counter)).unwrap();
     let exec = s.end_capture().unwrap().instantiate().unwrap();
     let mut seen = Vec::new();
