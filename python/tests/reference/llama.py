@@ -32,7 +32,25 @@ fed the same inputs), these are exactly the places where it rounds beyond float3
   attention, llama-cpp-python's default), both accumulated in float32.
 
 With all three, each op agrees with llama.cpp's to float32 summation noise (relative
-``1e-7``), where plain float32 on dequantised weights differs by ``1e-2`` per matmul.
+``1e-7``), where plain float32 on dequantised weights differs by ``1e-2`` per matmul
+(``llamacpp_probe.py ops``: Q4_1 matmuls 1e-2 in float32, 5e-4 to 1e-3 with 8-bit
+activations and f32 ``s``, 4e-7 with all of it; attention 2e-4, then 2e-7).
+
+What that does not give is llama.cpp's logits, because a forward pass through 8-bit
+activation codes is chaotic. A difference of one float32 ulp ahead of a quantisation (this
+RMSNorm's ``x / sqrt(ms)`` against ggml's ``x * (1 / sqrt(ms))``, another summation order)
+now and then moves a value across a rounding boundary; that code then changes by a whole
+step, the matmul output by about 1e-3, and the next quantisation's codes differ wherever
+they were that close to a boundary; through attention the change reaches every later
+position. Traced on the first fixture prompt with every rounding on, the hidden state
+matches llama.cpp's to 6e-7 at position 0 after the first block, yet is 8e-3 off at the
+worst position and 4e-3 on average: a few codes of the first matmuls had flipped
+(at positions 4, 18 and 35), and attention carried them on to every later position. From
+there each engine carries its own quantisation noise, and the logits differ by about 0.16
+whichever roundings the reference shares (``rounding_study.py``); llama.cpp itself moves
+as much when only its rounding changes (``llamacpp_probe.py self``: with flash attention,
+96.3% top-1 agreement with its own fixtures, mean difference 0.15). ``Rounding()``, plain
+float32, stays the default: it carries no quantisation noise of its own.
 """
 
 from __future__ import annotations
