@@ -15,7 +15,7 @@
 //! activation row and 16 weight rows, started from `-o sum(q)`) and converts and scales them
 //! once per block into `MR x 32` f32 accumulators.
 
-use super::xprep::{ggml_q8_blocks, quantize_row};
+use super::xprep::quantize_row;
 use super::{f16_at, ActElem, QuantFormat};
 
 /// Weight rows per packed tile (two 16-lane vectors).
@@ -58,7 +58,7 @@ pub(crate) struct XBlocks {
     pub dx: Vec<f32>,
     /// `m x nb`: `-offset * sum(q)`.
     pub corr: Vec<i32>,
-    /// `m x nb`: `dx * sum(q)` (as [`quantize_row`] rounds it).
+    /// `m x nb`: `dx * sum(q)`.
     pub xs: Vec<f32>,
 }
 
@@ -82,14 +82,14 @@ impl XBlocks {
             xs: vec![0.0; m * nb],
         };
         let off = offset(format);
-        let half = ggml_q8_blocks(format);
         let one_row = |i: usize,
                        (q, dx, corr, xs): (&mut [i8], &mut [f32], &mut [i32], &mut [f32]),
                        xf: &mut Vec<f32>| {
-            quantize_row(&x[i * k..(i + 1) * k], 32, half, xf, q, dx, xs);
+            quantize_row(&x[i * k..(i + 1) * k], 32, xf, q, dx);
             for (b, blk) in q.chunks_exact(32).enumerate() {
                 let s: i32 = blk.iter().map(|&v| v as i32).sum();
                 corr[b] = -off * s;
+                xs[b] = dx[b] * s as f32;
             }
         };
         let rows =

@@ -1,23 +1,12 @@
 //! Activations quantised on the fly for the integer dot-product paths.
 //!
 //! Each row of `x` is quantised to 8-bit blocks of 32 (`d = max|x| / 127`,
-//! `q = round(x * 127 / max|x|)`, ties to even), then laid out in the order the weight decoder
+//! `q = round(x / d)`, as ggml's Q8_0), then laid out in the order the weight decoder
 //! produces bytes, so one 64-byte load of activations meets one 64-byte vector of weights.
 //! Beside the bytes, per 4-byte lane (the unit `vpdpbusd` sums): the block scale `dx`, the
 //! integer correction `-offset * sum(q)` for formats whose codes are stored with an offset
-//! (Q4_0: 8, Q6_K: 32, Q8_0/I8 on the AVX-512 path: 128), and for formats with a per-block
-//! minimum (Q4_1, Q4_K) the block's `d * sum(q)`, held in the first lane of the block (the
-//! block's other lanes hold 0). Rows are padded with zeros to a multiple of 64.
-//!
-//! For the GGUF block formats that ggml pairs with its Q8_0/Q8_1 activation blocks (Q4_0,
-//! Q8_0, and Q4_1 with Q8_1), the blocks are exactly ggml's ([`ggml_q8_blocks`]): the scale
-//! `d` is rounded to half precision as Q8_0/Q8_1 store it, and Q4_1's minimum term uses
-//! Q8_1's `s = d * sum(q)` computed from the unrounded `d` and rounded to half precision on
-//! its own. The results of these formats then match llama.cpp's CPU backend up to float
-//! summation order, rather than differing by the rounding of the scales (which moves SmolLM2's
-//! logits by about 0.1). A scale past half precision's range (a block maximum above
-//! `127 * 65504`, about 8.3e6) stays in f32 rather than becoming infinite. Other formats keep
-//! f32 scales (ggml's Q8_K, which the K-quants meet, stores `d` in f32 too).
+//! (Q4_0: 8, Q6_K: 32, Q8_0/I8 on the AVX-512 path: 128), and `dx * sum(q)` for formats
+//! with a per-block minimum (Q4_1, Q4_K). Rows are padded with zeros to a multiple of 64.
 
 use super::{ActElem, QuantFormat};
 
@@ -53,26 +42,6 @@ pub(crate) fn code_offset(format: QuantFormat) -> i32 {
 
 pub(crate) fn has_mins(format: QuantFormat) -> bool {
     matches!(format, QuantFormat::Q4_1 | QuantFormat::Q4_K)
-}
-
-/// Whether activations for `format` are coded as ggml's Q8_0/Q8_1 blocks, with the scale and
-/// the minimum term rounded to half precision (see the module docs).
-pub(crate) fn ggml_q8_blocks(format: QuantFormat) -> bool {
-    matches!(
-        format,
-        QuantFormat::Q4_0 | QuantFormat::Q4_1 | QuantFormat::Q8_0
-    )
-}
-
-/// Rounds a block's scale or minimum term to half precision where it is finite there.
-#[inline(always)]
-fn to_half_if_finite(v: f32) -> f32 {
-    let h = half::f16::from_f32(v).to_f32();
-    if h.is_finite() {
-        h
-    } else {
-        v
-    }
 }
 
 /// How activations are ordered against the weight decoder.
@@ -131,9 +100,7 @@ fn natural_index(format: QuantFormat, layout: Layout, k: usize, p: usize) -> usi
     }
 }
 
-/// Quantises one row of `k` values into natural-order codes, per-block scales `d_out` and
-/// per-block `d * sum(q)` terms `dsum_out`, both rounded to half precision when `half` (ggml's
-/// Q8_0/Q8_1 blocks, see the module docs; `dsum_out` from the unrounded `d`, as Q8_1's `s`).
+/// Quantises one row of `k` values into natural-order codes and per-block scales.
 ///
 /// Written so that it vectorises: the largest magnitude is an integer maximum over the
 /// magnitude bits (a NaN's bits exceed infinity's), finiteness a compare on it.
@@ -141,20 +108,17 @@ fn natural_index(format: QuantFormat, layout: Layout, k: usize, p: usize) -> usi
 pub(crate) fn quantize_row<TX: ActElem>(
     row: &[TX],
     block: usize,
-    half: bool,
     xf: &mut [f32],
     q: &mut [i8],
     d_out: &mut [f32],
-    dsum_out: &mut [f32],
 ) {
     for (f, &v) in xf.iter_mut().zip(row) {
         *f = v.to_f32();
     }
-    for (((blk, qb), d_o), ds_o) in xf
+    for ((blk, qb), d_o) in xf
         .chunks_exact(block)
         .zip(q.chunks_exact_mut(block))
         .zip(d_out)
-        .zip(dsum_out)
     {
         // A non-finite activation cannot be coded: its block's scale becomes NaN, so every
         // output it touches is NaN rather than silently finite.
@@ -163,28 +127,12 @@ pub(crate) fn quantize_row<TX: ActElem>(
             abits = abits.max(v.to_bits() & 0x7FFF_FFFF);
         }
         let finite = abits < 0x7F80_0000;
-        let amax = f32::from_bits(abits);
-        let d = amax / 127.0;
-        // `127 / max` as ggml computes it (not `1 / d`, which can differ in the last bit and
-        // move a code that sits at a tie); a subnormal maximum whose inverse overflows codes 0.
-        let id = if d == 0.0 || !finite {
-            0.0
-        } else {
-            127.0 / amax
-        };
-        let id = if id.is_finite() { id } else { 0.0 };
-        let mut sum = 0i32;
+        let d = f32::from_bits(abits) / 127.0;
+        let id = if d == 0.0 || !finite { 0.0 } else { 1.0 / d };
+        *d_o = if finite { d } else { f32::NAN };
         for (o, &v) in qb.iter_mut().zip(blk) {
-            let c = round_small_bits(v * id).clamp(-127, 127);
-            sum += c;
-            *o = c as i8;
+            *o = round_small_bits(v * id).clamp(-127, 127) as i8;
         }
-        let ds = d * sum as f32;
-        (*d_o, *ds_o) = match (finite, half) {
-            (false, _) => (f32::NAN, f32::NAN),
-            (true, true) => (to_half_if_finite(d), to_half_if_finite(ds)),
-            (true, false) => (d, ds),
-        };
     }
 }
 
@@ -250,22 +198,8 @@ struct Plan {
     quad_block_sums: usize,
     offset: i32,
     mins: bool,
-    /// ggml's Q8_0/Q8_1 blocks ([`ggml_q8_blocks`]).
-    half: bool,
-    /// Per lane slot, in slot order.
-    slots: Vec<Slot>,
-}
-
-/// One 4-byte lane slot of the prepared row.
-struct Slot {
-    /// Its index in the row's lane arrays.
-    lane: u32,
-    /// The activation block it belongs to.
-    block: u32,
-    /// The natural-order 4-byte run it sums, and a second one (`u32::MAX` for none).
-    runs: (u32, u32),
-    /// Whether it is the block's first slot, which carries the block's minimum term.
-    lead: bool,
+    /// Per lane slot: (slot, block, first natural 4-byte run, second run or `u32::MAX`).
+    slots: Vec<(u32, u32, u32, u32)>,
 }
 
 /// Per-row scratch: the row in f32, its natural-order codes, block scales and 4-byte run sums.
@@ -273,7 +207,6 @@ struct Scratch {
     xf: Vec<f32>,
     q: Vec<i8>,
     d: Vec<f32>,
-    dsum: Vec<f32>,
     runs: Vec<i32>,
 }
 
@@ -283,7 +216,6 @@ impl Scratch {
             xf: vec![0.0; k],
             q: vec![0; k],
             d: vec![0.0; k / 32],
-            dsum: vec![0.0; k / 32],
             runs: vec![0; k / 4],
         }
     }
@@ -302,15 +234,7 @@ fn row_body<TX: ActElem>(
     sc: &mut Scratch,
 ) {
     let k = plan.k;
-    quantize_row(
-        xrow,
-        plan.block,
-        plan.half,
-        &mut sc.xf,
-        &mut sc.q,
-        &mut sc.d,
-        &mut sc.dsum,
-    );
+    quantize_row(xrow, plan.block, &mut sc.xf, &mut sc.q, &mut sc.d);
     permute(plan.format, plan.layout, k, &sc.q, qrow);
     // Every 4-byte run of the weight order is a 4-byte run of the natural order (the
     // permutations move whole runs of 16 or 32), so lane sums come from natural-order runs.
@@ -327,24 +251,25 @@ fn row_body<TX: ActElem>(
         }
         return;
     }
-    // Q4_1 quads: `d * sum(q)` of block b (< 4 quads) in slot 128 (b / 16) + 16 + b % 16,
+    // Q4_1 quads: `dx * sum(q)` of block b (< 4 quads) in slot 128 (b / 16) + 16 + b % 16,
     // the unused upper half of quad 4 (b / 16)'s slots.
     for b in 0..plan.quad_block_sums {
-        msum[128 * (b / 16) + 16 + b % 16] = sc.dsum[b];
+        let s: i32 = sc.runs[8 * b..8 * b + 8].iter().sum();
+        msum[128 * (b / 16) + 16 + b % 16] = sc.d[b] * s as f32;
     }
-    for slot in &plan.slots {
-        let (l, b) = (slot.lane as usize, slot.block as usize);
-        let (n0, n1) = slot.runs;
+    for &(l, b, n0, n1) in &plan.slots {
+        let l = l as usize;
         let s = sc.runs[n0 as usize]
             + if n1 == u32::MAX {
                 0
             } else {
                 sc.runs[n1 as usize]
             };
-        dx[l] = sc.d[b];
+        let d = sc.d[b as usize];
+        dx[l] = d;
         corr[l] = -plan.offset * s;
-        if plan.mins && slot.lead && l >= 32 * plan.quad_block_sums / 4 {
-            msum[l] = sc.dsum[b];
+        if plan.mins && l >= 32 * plan.quad_block_sums / 4 {
+            msum[l] = d * s as f32;
         }
     }
 }
@@ -425,25 +350,20 @@ fn build_plan(format: QuantFormat, layout: Layout, k: usize) -> Plan {
     let nq = quads(format, layout, k);
     let mut slots = Vec::with_capacity(k / 4);
     let run = |p: usize| (natural_index(format, layout, k, p) / 4) as u32;
-    let mut led = vec![false; k / 32];
-    let mut slot = |lane: usize, block: usize, runs: (u32, u32)| {
-        let lead = !std::mem::replace(&mut led[block], true);
-        slots.push(Slot {
-            lane: lane as u32,
-            block: block as u32,
-            runs,
-            lead,
-        });
-    };
     for q in 0..nq {
         for l in 0..16 {
             let p = 128 * q + 4 * l;
-            slot(32 * q + l, 4 * q + l / 4, (run(p), run(p + 64)));
+            slots.push((
+                (32 * q + l) as u32,
+                (4 * q + l / 4) as u32,
+                run(p),
+                run(p + 64),
+            ));
         }
     }
     for l in 32 * nq..k / 4 {
         let b = natural_index(format, layout, k, 4 * l) / 32;
-        slot(l, b, (run(4 * l), u32::MAX));
+        slots.push((l as u32, b as u32, run(4 * l), u32::MAX));
     }
     Plan {
         format,
@@ -458,7 +378,6 @@ fn build_plan(format: QuantFormat, layout: Layout, k: usize) -> Plan {
         },
         offset: code_offset(format),
         mins: has_mins(format),
-        half: ggml_q8_blocks(format),
         slots,
     }
 }
