@@ -154,7 +154,8 @@ def ops() -> None:
         c, L = ref.cfg, ref.layers[0]
         n, pos = len(ids), np.arange(len(ids))
         print("layer 0, each op fed llama.cpp's inputs: mean |difference| / mean |value|")
-        print(f"  rms_norm: {_rel(rms_norm(t['embd'], L.attn_norm, c.rms_eps), t['attn_norm-0']):.1e}")
+        norm = rms_norm(t["embd"], L.attn_norm, c.rms_eps)
+        print(f"  rms_norm: {_rel(norm, t['attn_norm-0']):.1e}")
         for name, r in (
             ("float32", Rounding()),
             ("act_q8", Rounding(act_q8=True)),

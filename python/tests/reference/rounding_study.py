@@ -9,6 +9,24 @@ prints the top-1 agreement with llama.cpp under teacher forcing, the mean and la
 ``|logit difference|`` at llama.cpp's top token (over all positions, and at position 0,
 where no other position enters through attention) and, with ``--greedy``, how many prompts
 match llama.cpp's greedy continuation for 16 tokens.
+
+Measured (top-1 of 377 positions, mean |diff| over all positions and at position 0):
+
+=================  ===========  ==========  ==========
+rounding           top-1        mean|diff|  position 0
+=================  ===========  ==========  ==========
+float32            367 (97.3%)  0.157       0.237
+act_q8             362 (96.0%)  0.172       0.206
+act_q8+q8_1_sum    364 (96.6%)  0.164       0.116
+kv_f16             365 (96.8%)  0.157       0.238
+kv_f16+attn_f16    365 (96.8%)  0.157       0.238
+all but attn_f16   364 (96.6%)  0.158       0.161
+all (ggml)         364 (96.6%)  0.158       0.161
+=================  ===========  ==========  ==========
+
+Every op then matches llama.cpp's to 1e-7 (``llamacpp_probe.py ops``), yet no rounding
+brings the logits closer: the 8-bit codes decorrelate within the first block (see
+``llama.py``), and only position 0, which no other position reaches, stays close for longer.
 """
 
 from __future__ import annotations
