@@ -152,7 +152,7 @@ def ops() -> None:
     with GGUFFile(smollm2_path()) as g:
         ref = LlamaReference(g)
         c, L = ref.cfg, ref.layers[0]
-        n, pos = len(ids), np.arange(len(ids))
+        pos = np.arange(len(ids))
         print("layer 0, each op fed llama.cpp's inputs: mean |difference| / mean |value|")
         norm = rms_norm(t["embd"], L.attn_norm, c.rms_eps)
         print(f"  rms_norm: {_rel(norm, t['attn_norm-0']):.1e}")
