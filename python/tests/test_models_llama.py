@@ -47,11 +47,15 @@ def test_prompt_token_ids_equal_llamacpp(model, case):
 
 # Top-1 agreement with llama.cpp under teacher forcing, measured on this file's 377
 # positions: 97.6% (368) with the f16 KV cache llama.cpp also uses, 97.1% with an f32 one.
-# The issue asks for 98%; it is not reached, and the gap is float-rounding noise rather
-# than a fault: every miss is at a llama.cpp near-tie (its top two logits at most 0.21
-# apart, against a mean |logit difference| of 0.13-0.20 between the engines at llama.cpp's
-# top token), and the numpy reference (tests/reference/llama.py), which rounds in yet
-# another order, agrees with llama.cpp at a similar rate. The bound below is the measured
+# The issue asks for 98%; it is not reached, and the gap is llama.cpp's own 8-bit activation
+# noise rather than a fault: every miss is at a llama.cpp near-tie (its top two logits at
+# most 0.21 apart, against a mean |logit difference| of 0.16 at llama.cpp's top token).
+# Sharing llama.cpp's rounding rules does not remove that noise: the numpy reference with
+# every one of them agrees per op to 1e-7 yet decorrelates within the first block (one ulp
+# flips an 8-bit code; tests/reference/llama.py), and knpu's integer path with ggml's exact
+# Q8_0/Q8_1 blocks measured 96.8% (365). llama.cpp itself, with only its rounding changed,
+# agrees with these fixtures at 96.3% (flash attention, or an f32 KV cache) to 98.4% (one
+# token per batch); see tests/reference/llamacpp_probe.py. The bound below is the measured
 # figure less one position per prompt, so a real regression (a wrong RoPE, a wrong head
 # group, a misread block) fails it at once: each drops agreement below 50%.
 MIN_TOP1_AGREEMENT = 0.96
@@ -88,7 +92,8 @@ def test_teacher_forced_top1_agrees_with_llamacpp(model):
 # The greedy continuation is compared for 16 tokens, up to the first step where llama.cpp
 # itself chose between two logits closer than GREEDY_TIE (there either engine's choice is
 # rounding); measured: 5 of the 6 prompts match all 16 tokens, and "long" meets such a tie
-# (0.035 apart) at its first generated token.
+# (0.035 apart) at its first generated token. llama.cpp itself matches these 16 tokens on 3
+# to 5 of the 6 prompts when only its rounding changes (tests/reference/llamacpp_probe.py).
 GREEDY_TIE = 0.1
 
 

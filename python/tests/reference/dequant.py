@@ -77,18 +77,30 @@ def load_tensor(gguf: GGUFFile, name: str) -> np.ndarray:
     return dequantize(gguf.tensor_bytes(name), info.ggml_type, info.shape)
 
 
-def quantize_q8_rows(x: np.ndarray) -> np.ndarray:
-    """Round ``x`` (last axis a multiple of 32) through 8-bit blocks of 32 and back.
+def q4_1_minimums(raw: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """The per-block minimums ``m`` of a Q4_1 matrix ``shape = (out, in)``: ``(out, in / 32)``."""
+    return _half(_blocks(raw, 20)[:, 2:4]).reshape(shape[0], shape[1] // 32)
 
-    llama.cpp's CPU backend quantises the activations of a quantised matmul this way
-    (Q8_0/Q8_1: scale ``amax / 127``, round to nearest, scale kept in half precision),
-    so the reference can reproduce its rounding when asked to.
+
+def quantize_q8_blocks(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ggml's Q8_0/Q8_1 quantisation of ``x`` (last axis a multiple of 32), as its CPU backend
+    quantises a matmul's activations.
+
+    Per block of 32: ``d = max|x| / 127``, ``q = round(x * 127 / max|x|)`` (ties to even, as
+    its vector path rounds). Returns the codes ``(..., 32)`` as float32, the block scale
+    ``d`` in float32 and ``d`` rounded to half precision as stored (both ``(...)`` per block).
     """
-    shape = x.shape
-    blocks = x.reshape(-1, 32).astype(np.float32)
-    amax = np.abs(blocks).max(axis=1, keepdims=True)
-    d = amax / 127.0
-    inv = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
-    q = np.round(blocks * inv)
-    d16 = d.astype(np.float16).astype(np.float32)
-    return (q * d16).reshape(shape)
+    blocks = x.reshape(*x.shape[:-1], -1, 32).astype(np.float32)
+    amax = np.abs(blocks).max(axis=-1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    safe = np.where(amax > 0, amax, np.float32(1))
+    inv = np.where(amax > 0, np.float32(127) / safe, np.float32(0)).astype(np.float32)
+    q = np.round(blocks * inv[..., None])
+    return q, d, d.astype(np.float16).astype(np.float32)
+
+
+def quantize_q8_rows(x: np.ndarray) -> np.ndarray:
+    """Round ``x`` (last axis a multiple of 32) through 8-bit blocks of 32 and back:
+    ``q * f16(d)`` with ``q``, ``d`` from :func:`quantize_q8_blocks`."""
+    q, _, d16 = quantize_q8_blocks(x)
+    return (q * d16[..., None]).reshape(x.shape)

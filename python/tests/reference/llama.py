@@ -16,13 +16,41 @@ Facts this encodes, each checked against llama.cpp by the fixture tests:
 * Grouped-query attention: query head ``h`` reads KV head ``h // (n_head / n_head_kv)``.
 * Attention scale ``1 / sqrt(head_dim)``, causal mask, softmax in float32.
 
-Two options mimic parts of llama.cpp's rounding: ``q8_activations`` rounds the input of
-each matmul through 8-bit blocks of 32 (as its Q4_1 x Q8_1 and Q8_0 x Q8_0 dot products
-do), and ``f16_kv`` keeps K and V in half precision with Q and the softmax rounded to half
-before they meet them (its attention without flash attention). Measured against the
-fixtures, neither brings the logits closer to llama.cpp's (mean |difference| stays 0.12 to
-0.20 on top logits near 25, already at position 0), so both are off by default: the exact
-rounding order of llama.cpp's kernels is not reproduced.
+``Rounding`` selects which of llama.cpp's CPU-backend roundings the reference reproduces
+(``ROUNDING_GGML`` is all of them; ``rounding_study.py`` beside this file measures each
+against the fixtures). Traced op by op against llama.cpp (its graph's intermediate tensors,
+fed the same inputs), these are exactly the places where it rounds beyond float32:
+
+* The input of every quantised matmul is quantised to 8-bit blocks of 32 (``q =
+  round(x * 127 / max|x|)``) with the block scale ``d = max|x| / 127`` stored as f16:
+  ggml's Q8_0 for Q8_0 weights, Q8_1 for Q4_1 weights.
+* Q8_1 also stores ``s = d * sum(q)``, from the unrounded ``d`` and rounded to f16 on its
+  own; the Q4_1 dot product adds ``m * s`` for the weight block's minimum ``m``, so the
+  minimum's contribution uses that ``s``, not ``f16(d) * sum(q)``.
+* Keys and values are stored in the f16 cache; the query is rounded to f16 before ``K·Q``
+  and the softmax probabilities (normalised) before ``P·V`` (its attention without flash
+  attention, llama-cpp-python's default), both accumulated in float32.
+
+With all three, each op agrees with llama.cpp's to float32 summation noise (relative
+``1e-7``), where plain float32 on dequantised weights differs by ``1e-2`` per matmul
+(``llamacpp_probe.py ops``: Q4_1 matmuls 1e-2 in float32, 5e-4 to 1e-3 with 8-bit
+activations and f32 ``s``, 4e-7 with all of it; attention 2e-4, then 2e-7).
+
+What that does not give is llama.cpp's logits, because a forward pass through 8-bit
+activation codes is chaotic. A difference of one float32 ulp ahead of a quantisation (this
+RMSNorm's ``x / sqrt(ms)`` against ggml's ``x * (1 / sqrt(ms))``, another summation order)
+now and then moves a value across a rounding boundary; that code then changes by a whole
+step, the matmul output by about 1e-3, and the next quantisation's codes differ wherever
+they were that close to a boundary; through attention the change reaches every later
+position. Traced on the first fixture prompt with every rounding on, the hidden state
+matches llama.cpp's to 6e-7 at position 0 after the first block, yet is 8e-3 off at the
+worst position and 4e-3 on average: a few codes of the first matmuls had flipped
+(at positions 4, 18 and 35), and attention carried them on to every later position. From
+there each engine carries its own quantisation noise, and the logits differ by about 0.16
+whichever roundings the reference shares (``rounding_study.py``); llama.cpp itself moves
+as much when only its rounding changes (``llamacpp_probe.py self``: with flash attention,
+96.3% top-1 agreement with its own fixtures, mean difference 0.15). ``Rounding()``, plain
+float32, stays the default: it carries no quantisation noise of its own.
 """
 
 from __future__ import annotations
@@ -31,9 +59,28 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import numpy as np
-from knpu.models.gguf import GGUFFile
+from knpu.models.gguf import GGMLType, GGUFFile
 
-from .dequant import load_tensor, quantize_q8_rows
+from .dequant import load_tensor, q4_1_minimums, quantize_q8_blocks
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """Which of llama.cpp's roundings (see the module docstring) the reference reproduces."""
+
+    #: Matmul inputs through 8-bit blocks of 32 with an f16 block scale (Q8_0/Q8_1).
+    act_q8: bool = False
+    #: Q4_1 weights: the minimum meets Q8_1's separately rounded ``s = f16(d * sum(q))``
+    #: (only with ``act_q8``).
+    q8_1_sum: bool = False
+    #: Keys and values stored in half precision.
+    kv_f16: bool = False
+    #: The query rounded to f16 before ``K·Q``, the normalised softmax before ``P·V``.
+    attn_f16: bool = False
+
+
+#: Every rounding llama.cpp's CPU backend makes on SmolLM2 with its default f16 KV cache.
+ROUNDING_GGML = Rounding(act_q8=True, q8_1_sum=True, kv_f16=True, attn_f16=True)
 
 
 @dataclass
@@ -73,16 +120,33 @@ class LlamaConfig:
 
 
 @dataclass
+class Weight:
+    """A matmul weight ``(out, in)`` dequantised to float32, with its Q4_1 block minimums
+    ``(out, in / 32)`` when it is stored as Q4_1."""
+
+    w: np.ndarray
+    mins: Optional[np.ndarray] = None
+
+    @classmethod
+    def load(cls, gguf: GGUFFile, name: str) -> "Weight":
+        info = gguf.tensor_info(name)
+        mins = None
+        if info.ggml_type == GGMLType.Q4_1:
+            mins = q4_1_minimums(gguf.tensor_bytes(name), info.shape)
+        return cls(load_tensor(gguf, name), mins)
+
+
+@dataclass
 class _Layer:
     attn_norm: np.ndarray
-    wq: np.ndarray
-    wk: np.ndarray
-    wv: np.ndarray
-    wo: np.ndarray
+    wq: Weight
+    wk: Weight
+    wv: Weight
+    wo: Weight
     ffn_norm: np.ndarray
-    w_gate: np.ndarray
-    w_up: np.ndarray
-    w_down: np.ndarray
+    w_gate: Weight
+    w_up: Weight
+    w_down: Weight
 
 
 @dataclass
@@ -125,17 +189,13 @@ def silu(x: np.ndarray) -> np.ndarray:
 class LlamaReference:
     """The SmolLM2 forward pass in numpy, weights dequantised to float32."""
 
-    def __init__(
-        self, gguf: GGUFFile, *, q8_activations: bool = False, f16_kv: bool = False
-    ) -> None:
+    def __init__(self, gguf: GGUFFile, *, rounding: Rounding = Rounding()) -> None:
         self.cfg = LlamaConfig.from_gguf(gguf)
-        self.q8_activations = q8_activations
-        self.f16_kv = f16_kv
+        self.rounding = rounding
         c = self.cfg
-        self.tok_embd = load_tensor(gguf, "token_embd.weight")
-        self.output = (
-            load_tensor(gguf, "output.weight") if "output.weight" in gguf.tensors else self.tok_embd
-        )
+        tied = "output.weight" not in gguf.tensors
+        self.output = Weight.load(gguf, "token_embd.weight" if tied else "output.weight")
+        self.tok_embd = self.output.w if tied else load_tensor(gguf, "token_embd.weight")
         self.output_norm = load_tensor(gguf, "output_norm.weight")
         self.layers: List[_Layer] = []
         for i in range(c.n_layer):
@@ -143,23 +203,31 @@ class LlamaReference:
             self.layers.append(
                 _Layer(
                     attn_norm=load_tensor(gguf, p + "attn_norm.weight"),
-                    wq=load_tensor(gguf, p + "attn_q.weight"),
-                    wk=load_tensor(gguf, p + "attn_k.weight"),
-                    wv=load_tensor(gguf, p + "attn_v.weight"),
-                    wo=load_tensor(gguf, p + "attn_output.weight"),
+                    wq=Weight.load(gguf, p + "attn_q.weight"),
+                    wk=Weight.load(gguf, p + "attn_k.weight"),
+                    wv=Weight.load(gguf, p + "attn_v.weight"),
+                    wo=Weight.load(gguf, p + "attn_output.weight"),
                     ffn_norm=load_tensor(gguf, p + "ffn_norm.weight"),
-                    w_gate=load_tensor(gguf, p + "ffn_gate.weight"),
-                    w_up=load_tensor(gguf, p + "ffn_up.weight"),
-                    w_down=load_tensor(gguf, p + "ffn_down.weight"),
+                    w_gate=Weight.load(gguf, p + "ffn_gate.weight"),
+                    w_up=Weight.load(gguf, p + "ffn_up.weight"),
+                    w_down=Weight.load(gguf, p + "ffn_down.weight"),
                 )
             )
-        assert self.layers[0].wq.shape == (c.n_head * c.head_dim, c.n_embd)
-        assert self.layers[0].wk.shape == (c.n_head_kv * c.head_dim, c.n_embd)
+        assert self.layers[0].wq.w.shape == (c.n_head * c.head_dim, c.n_embd)
+        assert self.layers[0].wk.w.shape == (c.n_head_kv * c.head_dim, c.n_embd)
 
-    def _linear(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        if self.q8_activations:
-            x = quantize_q8_rows(x)
-        return x @ w.T
+    def _linear(self, x: np.ndarray, w: Weight) -> np.ndarray:
+        r = self.rounding
+        if not r.act_q8:
+            return x @ w.w.T
+        q, d, d16 = quantize_q8_blocks(x)
+        y = (q * d16[..., None]).reshape(x.shape) @ w.w.T
+        if r.q8_1_sum and w.mins is not None:
+            # The minimum's share is m * f16(d * sum(q)) in place of m * f16(d) * sum(q).
+            sums = q.sum(axis=-1)
+            s16 = (d * sums).astype(np.float16).astype(np.float32)
+            y = y + (s16 - d16 * sums) @ w.mins.T
+        return y.astype(np.float32)
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int) -> np.ndarray:
         """q ``(T, H, d)``; k, v ``(S, Hkv, d)`` with ``S = start + T``; causal."""
@@ -169,7 +237,7 @@ class LlamaReference:
         scale = 1.0 / np.sqrt(c.head_dim)
         k_full = np.repeat(k, group, axis=1)  # (S, H, d): head h reads kv head h // group
         v_full = np.repeat(v, group, axis=1)
-        if self.f16_kv:
+        if self.rounding.attn_f16:
             q = q.astype(np.float16).astype(np.float32)
         scores = np.einsum("thd,shd->hts", q, k_full) * scale
         qpos = start + np.arange(t)[:, None]
@@ -178,7 +246,7 @@ class LlamaReference:
         scores = scores - scores.max(axis=-1, keepdims=True)
         p = np.exp(scores)
         p /= p.sum(axis=-1, keepdims=True)
-        if self.f16_kv:
+        if self.rounding.attn_f16:
             p = p.astype(np.float16).astype(np.float32)
         return np.einsum("hts,shd->thd", p, v_full).reshape(t, c.n_head * c.head_dim)
 
@@ -214,7 +282,7 @@ class LlamaReference:
             v = self._linear(h, L.wv).reshape(-1, c.n_head_kv, c.head_dim)
             q = rope_adjacent(q, positions, c.rope_base)
             k = rope_adjacent(k, positions, c.rope_base)
-            if self.f16_kv:
+            if self.rounding.kv_f16:
                 k = k.astype(np.float16).astype(np.float32)
                 v = v.astype(np.float16).astype(np.float32)
             if len(cache.k) <= li:
