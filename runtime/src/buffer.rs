@@ -268,6 +268,22 @@ impl<'a, T> DeviceSlice<'a, T> {
     pub(crate) fn note_use(&self, stream: &Stream, value: u64) {
         self.buf.note_use(stream, value)
     }
+
+    /// The same memory viewed as bytes, for launchers whose checks run on untyped memory
+    /// (the inverse of [`DeviceSlice::cast`]).
+    pub(crate) fn as_bytes(self) -> DeviceSlice<'a, u8> {
+        let size = std::mem::size_of::<T>();
+        let buf: *const DeviceBuffer<T> = self.buf;
+        // SAFETY: as in `cast`: DeviceBuffer is repr(C) and its layout does not depend on the
+        // element type. A view reads only the buffer's address, device, stream and use list,
+        // never its `len` (which stays in elements of `T`), and never drops it.
+        let buf = unsafe { &*buf.cast::<DeviceBuffer<u8>>() };
+        DeviceSlice {
+            buf,
+            offset: self.offset * size,
+            len: self.len * size,
+        }
+    }
 }
 
 impl<'a> DeviceSlice<'a, u8> {

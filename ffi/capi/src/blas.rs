@@ -14,10 +14,9 @@
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::handles::Table;
 use crate::header::*;
-use crate::memory::{with_operands, Operand, Written};
+use crate::memory::{with_operands, Operand};
 use crate::stream::STREAMS;
-use half::{bf16, f16};
-use knpu::ops::{self, Gemm, GemmEpilogue};
+use knpu::ops::{self, Gemm, GemmDtypes};
 use knpu::{Device, Error, Stream};
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +65,11 @@ impl Context {
         }
         STREAMS.get(raw)
     }
+}
+
+/// The stream a handle's work is queued on now, looked up without keeping the handle.
+fn handle_stream(handle: knpublasHandle_t) -> Result<Stream> {
+    HANDLES.with(handle as u64, |ctx| ctx.stream())?
 }
 
 /// Creates a handle on the current device.
@@ -206,6 +210,15 @@ impl Elem {
             Elem::F16 | Elem::Bf16 => 2,
         }
     }
+
+    /// The `KnpuDtype` number.
+    fn abi(self) -> u32 {
+        match self {
+            Elem::F32 => knpu::abi::KNPU_DTYPE_F32,
+            Elem::F16 => knpu::abi::KNPU_DTYPE_F16,
+            Elem::Bf16 => knpu::abi::KNPU_DTYPE_BF16,
+        }
+    }
 }
 
 /// A GEMM call in cuBLAS's terms (column-major), before the mapping.
@@ -309,30 +322,10 @@ fn column_major(e: Error) -> Error {
     }
 }
 
-macro_rules! with_elem {
-    ($e:expr, $t:ident, $body:block) => {
-        match $e {
-            Elem::F32 => {
-                type $t = f32;
-                $body
-            }
-            Elem::F16 => {
-                type $t = f16;
-                $body
-            }
-            Elem::Bf16 => {
-                type $t = bf16;
-                $body
-            }
-        }
-    };
-}
-
 impl BlasGemm {
     /// Checks what cuBLAS checks, maps the call to the runtime's row-major launcher and
-    /// queues it on the handle's stream.
-    fn run(self, handle: knpublasHandle_t) -> Result<()> {
-        let ctx = context(handle)?;
+    /// queues it on `stream`, the handle's.
+    fn run(self, stream: Stream) -> Result<()> {
         let ta = transposed(self.transa, "transa")?;
         let tb = transposed(self.transb, "transb")?;
         for (name, v) in [
@@ -357,19 +350,32 @@ impl BlasGemm {
             stride(self.stride_b, "strideB")?,
             stride(self.stride_c, "strideC")?,
         );
-        let stream = ctx.stream()?;
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
-        let g = Gemm::new(self.n as usize, self.m as usize, self.k as usize)
-            .ld(self.ldb as usize, self.lda as usize, self.ldc as usize)
-            .batched(self.batch as usize, stride_b, stride_a, stride_c)
-            .scale(alpha, beta);
         let g = Gemm {
+            m: self.n as usize,
+            n: self.m as usize,
+            k: self.k as usize,
             trans_a: tb,
             trans_b: ta,
-            ..g
+            lda: self.ldb as usize,
+            ldb: self.lda as usize,
+            ldc: self.ldc as usize,
+            batch: self.batch as usize,
+            stride_a: stride_b,
+            stride_b: stride_a,
+            stride_c,
+            alpha,
+            beta,
         };
+        let dtypes = GemmDtypes {
+            a: self.b_type.abi(),
+            b: self.a_type.abi(),
+            c: self.c_type.abi(),
+        };
+        // Each matrix runs from its pointer to the end of its allocation: the launcher
+        // checks the extent its shape needs against that.
         let operands = [
             Operand {
                 ptr: self.b,
@@ -390,18 +396,8 @@ impl BlasGemm {
                 bytes: None,
             },
         ];
-        let (b_type, a_type, c_type) = (self.b_type, self.a_type, self.c_type);
-        with_operands(&operands, |v| {
-            with_elem!(b_type, TA, {
-                with_elem!(a_type, TB, {
-                    with_elem!(c_type, TC, {
-                        let a = v[0].cast::<TA>()?;
-                        let b = v[1].cast::<TB>()?;
-                        let mut c = Written(v[2].cast::<TC>()?);
-                        ops::gemm(&stream, &g, &a, &b, &mut c, &GemmEpilogue::new())
-                    })
-                })
-            })
+        with_operands(&operands, |[a, b, c]| {
+            ops::gemm_bytes(&stream, &g, dtypes, *a, *b, *c)
         })
         .map_err(column_major)
     }
@@ -539,6 +535,7 @@ pub unsafe extern "C" fn knpublasSgemmStridedBatched(
     batchCount: c_int,
 ) -> knpublasStatus_t {
     blas(|| {
+        let stream = handle_stream(handle)?;
         BlasGemm {
             transa,
             transb,
@@ -561,7 +558,7 @@ pub unsafe extern "C" fn knpublasSgemmStridedBatched(
             stride_c: strideC,
             batch: batchCount,
         }
-        .run(handle)
+        .run(stream)
     })
 }
 
@@ -596,7 +593,7 @@ pub unsafe extern "C" fn knpublasGemmStridedBatchedEx(
     algo_: knpublasGemmAlgo_t,
 ) -> knpublasStatus_t {
     blas(|| {
-        context(handle)?;
+        let stream = handle_stream(handle)?;
         compute_type(computeType)?;
         algo(algo_)?;
         BlasGemm {
@@ -621,6 +618,6 @@ pub unsafe extern "C" fn knpublasGemmStridedBatchedEx(
             stride_c: strideC,
             batch: batchCount,
         }
-        .run(handle)
+        .run(stream)
     })
 }

@@ -8,7 +8,9 @@ mod elementwise;
 mod gemm;
 
 pub use elementwise::{add, axpy, div, elementwise, mul, scale, sub, ElementwiseOp};
-pub use gemm::{gemm, matmul, Activation, Gemm, GemmEpilogue, GemmResidual};
+pub use gemm::{
+    gemm, gemm_bytes, matmul, Activation, Gemm, GemmDtypes, GemmEpilogue, GemmResidual,
+};
 
 // Attention and key/value caches.
 mod attention;
@@ -61,13 +63,18 @@ pub(crate) fn same_device<T>(
 
 /// Checks that the stream's device runs `kernel` on `T`.
 pub(crate) fn supported<T: DType>(stream: &Stream, kernel: u32, what: &str) -> Result<()> {
-    if !stream.device().supports_kernel(kernel, T::ABI)? {
+    supported_raw(stream, kernel, T::ABI, what)
+}
+
+/// Checks that the stream's device runs `kernel` on `KnpuDtype` number `dtype`.
+pub(crate) fn supported_raw(stream: &Stream, kernel: u32, dtype: u32, what: &str) -> Result<()> {
+    if !stream.device().supports_kernel(kernel, dtype)? {
         return Err(Error::NotSupported {
             detail: format!(
                 "device {} ({}) has no {what} kernel for {}",
                 stream.device().ordinal(),
                 stream.device().name(),
-                T::NAME
+                dtype_name(dtype)
             ),
         });
     }
