@@ -113,6 +113,15 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         Ok(v)
     }
 
+    /// A view from element `offset` to the end, `None` when `offset` is past the end.
+    pub(crate) fn tail(&self, offset: usize) -> Option<DeviceSlice<'_, T>> {
+        (offset <= self.len).then(|| DeviceSlice {
+            buf: self,
+            offset,
+            len: self.len - offset,
+        })
+    }
+
     /// A view of `range` (in elements).
     pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<DeviceSlice<'_, T>> {
         let (offset, len) = resolve(range, self.len)?;

@@ -14,7 +14,7 @@
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::handles::Table;
 use crate::header::*;
-use crate::memory::{with_operands, Operand};
+use crate::memory::{allocations, resolve_in};
 use crate::stream::STREAMS;
 use knpu::ops::{self, Gemm, GemmDtypes};
 use knpu::{Device, Error, Stream};
@@ -204,13 +204,6 @@ impl Elem {
         }
     }
 
-    fn bytes(self) -> usize {
-        match self {
-            Elem::F32 => 4,
-            Elem::F16 | Elem::Bf16 => 2,
-        }
-    }
-
     /// The `KnpuDtype` number.
     fn abi(self) -> u32 {
         match self {
@@ -323,20 +316,30 @@ fn column_major(e: Error) -> Error {
 }
 
 impl BlasGemm {
+    /// The error for the first negative size.
+    #[cold]
+    fn negative(&self) -> Error {
+        let sizes = [
+            ("m", self.m),
+            ("n", self.n),
+            ("k", self.k),
+            ("batchCount", self.batch),
+        ];
+        match sizes.into_iter().find(|&(_, v)| v < 0) {
+            Some((name, v)) => invalid(format!("{name} = {v} is negative")),
+            None => Error::Internal {
+                detail: "a size was refused as negative but none is".into(),
+            },
+        }
+    }
+
     /// Checks what cuBLAS checks, maps the call to the runtime's row-major launcher and
     /// queues it on `stream`, the handle's.
     fn run(self, stream: Stream) -> Result<()> {
         let ta = transposed(self.transa, "transa")?;
         let tb = transposed(self.transb, "transb")?;
-        for (name, v) in [
-            ("m", self.m),
-            ("n", self.n),
-            ("k", self.k),
-            ("batchCount", self.batch),
-        ] {
-            if v < 0 {
-                return Err(invalid(format!("{name} = {v} is negative")));
-            }
+        if self.m < 0 || self.n < 0 || self.k < 0 || self.batch < 0 {
+            return Err(self.negative());
         }
         let (a_rows, a_rows_name) = if ta { (self.k, "k") } else { (self.m, "m") };
         let (b_rows, b_rows_name) = if tb { (self.n, "n") } else { (self.k, "k") };
@@ -376,30 +379,16 @@ impl BlasGemm {
         };
         // Each matrix runs from its pointer to the end of its allocation: the launcher
         // checks the extent its shape needs against that.
-        let operands = [
-            Operand {
-                ptr: self.b,
-                what: "B",
-                elem_bytes: self.b_type.bytes(),
-                bytes: None,
-            },
-            Operand {
-                ptr: self.a,
-                what: "A",
-                elem_bytes: self.a_type.bytes(),
-                bytes: None,
-            },
-            Operand {
-                ptr: self.c,
-                what: "C",
-                elem_bytes: self.c_type.bytes(),
-                bytes: None,
-            },
-        ];
-        with_operands(&operands, |[a, b, c]| {
-            ops::gemm_bytes(&stream, &g, dtypes, *a, *b, *c)
-        })
-        .map_err(column_major)
+        let [b, a, c] = {
+            let table = allocations();
+            [
+                resolve_in(&table, self.b, 0, "B")?,
+                resolve_in(&table, self.a, 0, "A")?,
+                resolve_in(&table, self.c, 0, "C")?,
+            ]
+        };
+        ops::gemm_bytes(&stream, &g, dtypes, b.operand(), a.operand(), c.operand())
+            .map_err(column_major)
     }
 }
 

@@ -1,19 +1,21 @@
 //! Device and host memory: allocation, free, copies and fills on raw device pointers.
 //!
 //! C holds device memory as `void *` device addresses. Every allocation made through the
-//! library is kept here, in an ordered map from base address to the runtime buffer that
-//! owns it, so any pointer — `d_a + 16` included — finds its allocation with one range
-//! lookup, and a pointer outside every live allocation, or a range past its end, is refused
-//! before anything is queued. Work is then queued through the runtime's typed slices of
-//! that buffer, so the runtime's stream-ordered reuse and cross-stream use tracking apply
-//! to C callers exactly as to Rust ones. Device memory is never dereferenced here.
+//! library is kept here, in a table sorted by base address holding the runtime buffer that
+//! owns it, so any pointer — `d_a + 16` included — finds its allocation with one binary
+//! search, and a pointer outside every live allocation, or a range past its end, is refused
+//! before anything is queued. Work is then queued through views of that buffer (or, for
+//! GEMM, the buffer and an offset in it), so the runtime's stream-ordered reuse and
+//! cross-stream use tracking apply to C callers exactly as to Rust ones. Device memory is
+//! never dereferenced here.
 
 use crate::device::{current, device_at};
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::header::*;
 use crate::stream::stream_arg;
+use knpu::ops::ByteOperand;
 use knpu::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer, DeviceSlice, Error, Stream};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
@@ -39,7 +41,7 @@ static HOST: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
 const HOST_ALIGN: usize = 64;
 
 /// The table of live allocations.
-type AllocMap = Vec<Arc<Alloc>>;
+pub(crate) type AllocMap = Vec<Arc<Alloc>>;
 
 /// The allocation containing `addr`, and the offset of `addr` in it.
 fn lookup(addr: u64) -> Option<(Arc<Alloc>, u64)> {
@@ -78,7 +80,12 @@ pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Ra
 }
 
 /// As [`resolve`], in an already locked table.
-fn resolve_in(map: &AllocMap, ptr: *const c_void, count: usize, what: &str) -> Result<Range> {
+pub(crate) fn resolve_in(
+    map: &AllocMap,
+    ptr: *const c_void,
+    count: usize,
+    what: &str,
+) -> Result<Range> {
     if ptr.is_null() {
         return Err(invalid(format!("{what} is NULL")));
     }
@@ -130,6 +137,22 @@ impl Range {
             }
         };
         self.alloc.buf.slice(self.offset..end)
+    }
+}
+
+/// The allocation table, locked: an op resolves all its pointers (with [`resolve_in`])
+/// under one lock of it.
+pub(crate) fn allocations() -> MutexGuard<'static, AllocMap> {
+    ALLOCATIONS.lock()
+}
+
+impl Range {
+    /// The range as a launcher operand: its allocation's buffer and its offset in it.
+    pub(crate) fn operand(&self) -> ByteOperand<'_> {
+        ByteOperand {
+            buffer: &self.alloc.buf,
+            offset: self.offset,
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //! A and B share a dtype (f32, f16 or bf16) and C may be any of the three, or A is f32 with B
 //! f16 or bf16 and C f32 (half-precision weights). Products accumulate in f32.
 
-use super::{same_device, supported_raw};
+use super::{same_device, supported_raw, ByteOperand};
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::{dtype_name, DType};
 use crate::error::{Error, Result};
@@ -213,27 +213,34 @@ pub struct GemmDtypes {
     pub c: u32,
 }
 
-/// Queues `C = alpha * op(A) op(B) + beta * C` on untyped memory: A, B and C are byte views
-/// (for example `buffer.slice(offset..)` of a `DeviceBuffer<u8>`) holding elements of
+/// Queues `C = alpha * op(A) op(B) + beta * C` on untyped memory: A, B and C are given as
+/// [`ByteOperand`]s (a byte buffer and the offset where the matrix starts) holding elements of
 /// `dtypes`, for front ends that hold device memory as bytes and know element types only at
-/// run time (the C API's `knpublasGemmEx`). It is [`gemm`] without the fused epilogue, with
-/// the same checks, plus one of its own: each view must start at an address aligned to its
-/// element size and hold a whole number of elements (`Error::InvalidValue` otherwise). An
-/// operand's length is the room there is: the shape decides how much of it is used, so a
-/// view may run to the end of its buffer.
+/// run time (the C API's knpublas). It is [`gemm`] without the fused epilogue, with the same
+/// checks; an operand's length is the room from its offset to the end of its buffer, in
+/// whole elements, and the shape decides how much of it is used. Besides those checks, an
+/// offset past the end of its buffer, or an operand whose address is not aligned to its
+/// element size, is `Error::InvalidValue`.
 pub fn gemm_bytes(
     stream: &Stream,
     g: &Gemm,
     dtypes: GemmDtypes,
-    a: DeviceSlice<'_, u8>,
-    b: DeviceSlice<'_, u8>,
-    c: DeviceSlice<'_, u8>,
+    a: ByteOperand<'_>,
+    b: ByteOperand<'_>,
+    c: ByteOperand<'_>,
 ) -> Result<()> {
-    let args = [
-        Arg::bytes("a", a, dtypes.a)?,
-        Arg::bytes("b", b, dtypes.b)?,
-        Arg::bytes("c", c, dtypes.c)?,
-    ];
+    let (Some(ra), Some(rb), Some(rc)) = (
+        Arg::room(a, dtypes.a),
+        Arg::room(b, dtypes.b),
+        Arg::room(c, dtypes.c),
+    ) else {
+        return Err(misplaced([
+            ("a", a, dtypes.a),
+            ("b", b, dtypes.b),
+            ("c", c, dtypes.c),
+        ]));
+    };
+    let args = [ra, rb, rc];
     queue(stream, g, dtypes, args, None, Activation::None, None)
 }
 
@@ -252,23 +259,45 @@ impl<'a> Arg<'a> {
         }
     }
 
-    /// A byte view holding elements of `dtype`: aligned to them and a whole number of them.
-    /// A dtype GEMM does not take passes here and is refused by the core's dtype check.
-    fn bytes(operand: &'static str, bytes: DeviceSlice<'a, u8>, dtype: u32) -> Result<Arg<'a>> {
-        let size = dtype_size(dtype).unwrap_or(1) as usize;
-        if !bytes.addr().is_multiple_of(size as u64) || !bytes.len().is_multiple_of(size) {
-            return Err(Error::invalid(format!(
-                "operand {operand}: {} bytes at device address {:#x} are not whole {size}-byte \
-                 {} elements at an address aligned to {size} bytes",
-                bytes.len(),
-                bytes.addr(),
-                dtype_name(dtype)
-            )));
-        }
-        Ok(Arg {
-            elems: bytes.len() / size,
+    /// The room from `o`'s offset to its buffer's end, holding elements of `dtype`: `None`
+    /// when the offset is past the end or the address is not aligned to the element size
+    /// ([`misplaced`] says which). A dtype GEMM does not take passes here (as 1-byte
+    /// elements) and is refused by the core's dtype check.
+    #[inline]
+    fn room(o: ByteOperand<'a>, dtype: u32) -> Option<Arg<'a>> {
+        let size = dtype_size(dtype).unwrap_or(1);
+        let bytes = o.buffer.tail(o.offset)?;
+        // Every element size is a power of two, so alignment is a mask test.
+        (bytes.addr() & (size - 1) == 0).then(|| Arg {
+            elems: bytes.len() / size as usize,
             bytes,
         })
+    }
+}
+
+/// The error for the first operand [`Arg::room`] refused.
+#[cold]
+fn misplaced(operands: [(&'static str, ByteOperand<'_>, u32); 3]) -> Error {
+    for (operand, o, dtype) in operands {
+        if o.offset > o.buffer.len() {
+            return Error::invalid(format!(
+                "operand {operand}: offset {} is past the end of its {}-byte buffer",
+                o.offset,
+                o.buffer.len()
+            ));
+        }
+        let size = dtype_size(dtype).unwrap_or(1);
+        let addr = o.buffer.device_address() + o.offset as u64;
+        if addr & (size - 1) != 0 {
+            return Error::invalid(format!(
+                "operand {operand}: device address {addr:#x} is not aligned to {size} bytes \
+                 for {}",
+                dtype_name(dtype)
+            ));
+        }
+    }
+    Error::Internal {
+        detail: "a GEMM operand was refused for no reason found".into(),
     }
 }
 

@@ -40,10 +40,22 @@ pub use quant::{
 
 use knpu_driver_abi::ops::{dtype_name, OpError};
 
-use crate::buffer::DeviceSlice;
+use crate::buffer::{DeviceBuffer, DeviceSlice};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
+
+/// An operand in untyped device memory, for front ends that hold memory as bytes (the C
+/// API): the buffer that holds it and the byte offset at which it starts. The operand may use
+/// the buffer from there to its end; the launcher checks the extent its shape needs against
+/// that room, so the caller resolves only which buffer an address belongs to.
+#[derive(Clone, Copy)]
+pub struct ByteOperand<'a> {
+    /// The buffer holding the operand.
+    pub buffer: &'a DeviceBuffer<u8>,
+    /// Bytes from the buffer's start to the operand's first element.
+    pub offset: usize,
+}
 
 /// Checks that an operand lives on the stream's device.
 pub(crate) fn same_device<T>(
