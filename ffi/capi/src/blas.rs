@@ -273,7 +273,8 @@ fn stride(s: c_longlong, name: &str) -> Result<usize> {
     })
 }
 
-/// Names the runtime's operands as the caller knows them (its `a` is the caller's B).
+/// Names the runtime's operands as the caller knows them (its `a` is the caller's B), or
+/// says in which view a message names them.
 fn column_major(e: Error) -> Error {
     let swap = |operand: &'static str| match operand {
         "a" => "B",
@@ -310,6 +311,11 @@ fn column_major(e: Error) -> Error {
             operand: swap(operand),
             expected,
             actual,
+        },
+        // The launcher's other refusals (a misaligned operand, overlapping batches of C)
+        // name its operands and fields in the row-major view: say which view that is.
+        Error::InvalidValue { detail } => Error::InvalidValue {
+            detail: format!("{detail} ({view})"),
         },
         other => other,
     }
