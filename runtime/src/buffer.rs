@@ -113,6 +113,15 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
         Ok(v)
     }
 
+    /// A view from element `offset` to the end, `None` when `offset` is past the end.
+    pub(crate) fn tail(&self, offset: usize) -> Option<DeviceSlice<'_, T>> {
+        (offset <= self.len).then(|| DeviceSlice {
+            buf: self,
+            offset,
+            len: self.len - offset,
+        })
+    }
+
     /// A view of `range` (in elements).
     pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<DeviceSlice<'_, T>> {
         let (offset, len) = resolve(range, self.len)?;
@@ -267,6 +276,22 @@ impl<'a, T> DeviceSlice<'a, T> {
 
     pub(crate) fn note_use(&self, stream: &Stream, value: u64) {
         self.buf.note_use(stream, value)
+    }
+
+    /// The same memory viewed as bytes, for launchers whose checks run on untyped memory
+    /// (the inverse of [`DeviceSlice::cast`]).
+    pub(crate) fn as_bytes(self) -> DeviceSlice<'a, u8> {
+        let size = std::mem::size_of::<T>();
+        let buf: *const DeviceBuffer<T> = self.buf;
+        // SAFETY: as in `cast`: DeviceBuffer is repr(C) and its layout does not depend on the
+        // element type. A view reads only the buffer's address, device, stream and use list,
+        // never its `len` (which stays in elements of `T`), and never drops it.
+        let buf = unsafe { &*buf.cast::<DeviceBuffer<u8>>() };
+        DeviceSlice {
+            buf,
+            offset: self.offset * size,
+            len: self.len * size,
+        }
     }
 }
 

@@ -563,3 +563,70 @@ fn gemm_with_overflowing_shapes_is_invalid_value_naming_the_operand() {
     s.synchronize().unwrap();
     assert_eq!(c.to_vec().unwrap(), [0.0; 4], "nothing was queued");
 }
+
+#[test]
+fn gemm_bytes_on_offsets_into_byte_buffers_matches_typed_gemm() {
+    use knpu::abi::{KNPU_DTYPE_BF16, KNPU_DTYPE_F32};
+    use knpu::ops::{ByteOperand, GemmDtypes};
+    let d = dev();
+    let s = Stream::new(&d).unwrap();
+    let (m, n, k) = (5, 3, 7);
+    let a: Vec<f32> = values(m * k, 1);
+    let b: Vec<f32> = values(k * n, 2);
+    // One byte buffer holds A at byte 16 and B right after it, with room to spare; C is at
+    // byte 8 of another.
+    let mut bytes = vec![0u8; 16 + 4 * (m * k + k * n) + 12];
+    let b_at = 16 + 4 * m * k;
+    bytes[16..b_at].copy_from_slice(bytemuck::cast_slice(&a));
+    bytes[b_at..b_at + 4 * k * n].copy_from_slice(bytemuck::cast_slice(&b));
+    let ab = s.from_slice(&bytes).unwrap();
+    let out = s.alloc_zeroed::<u8>(8 + 4 * m * n).unwrap();
+    let f32s = GemmDtypes {
+        a: KNPU_DTYPE_F32,
+        b: KNPU_DTYPE_F32,
+        c: KNPU_DTYPE_F32,
+    };
+    let at = |buffer, offset| ByteOperand { buffer, offset };
+    let g = Gemm::new(m, n, k);
+    ops::gemm_bytes(&s, &g, f32s, at(&ab, 16), at(&ab, b_at), at(&out, 8)).unwrap();
+    let (ta, tb) = (s.from_slice(&a).unwrap(), s.from_slice(&b).unwrap());
+    let mut want = s.alloc_zeroed::<f32>(m * n).unwrap();
+    ops::gemm(&s, &g, &ta, &tb, &mut want, &GemmEpilogue::new()).unwrap();
+    s.synchronize().unwrap();
+    let got = out.to_vec().unwrap();
+    assert_eq!(
+        bytemuck::cast_slice::<u8, f32>(&got[8..]),
+        want.to_vec().unwrap()
+    );
+
+    // The room to the end of the buffer is the operand's length: C at byte 12 has one float
+    // too few.
+    let short = ops::gemm_bytes(&s, &g, f32s, at(&ab, 16), at(&ab, b_at), at(&out, 12));
+    shape_error(short, "c", "at least 15 elements");
+    // A misaligned operand, an offset past the end, and a dtype GEMM does not take.
+    let misaligned = ops::gemm_bytes(&s, &g, f32s, at(&ab, 18), at(&ab, b_at), at(&out, 8));
+    let e = misaligned.unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { .. }), "{e}");
+    assert!(
+        e.to_string().contains("operand a") && e.to_string().contains("aligned"),
+        "{e}"
+    );
+    let past = ops::gemm_bytes(&s, &g, f32s, at(&ab, 16), at(&ab, b_at), at(&out, 1 << 20));
+    let e = past.unwrap_err();
+    assert!(
+        e.to_string().contains("operand c") && e.to_string().contains("past the end"),
+        "{e}"
+    );
+    let mixed = GemmDtypes {
+        c: KNPU_DTYPE_BF16,
+        ..f32s
+    };
+    assert!(ops::gemm_bytes(&s, &g, mixed, at(&ab, 16), at(&ab, b_at), at(&out, 8)).is_ok());
+    let bad = GemmDtypes {
+        a: knpu::abi::KNPU_DTYPE_I32,
+        ..f32s
+    };
+    let e = ops::gemm_bytes(&s, &g, bad, at(&ab, 16), at(&ab, b_at), at(&out, 8)).unwrap_err();
+    assert!(matches!(e, Error::Dtype { operand: "a", .. }), "{e}");
+    s.synchronize().unwrap();
+}

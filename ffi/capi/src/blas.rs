@@ -14,10 +14,9 @@
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::handles::Table;
 use crate::header::*;
-use crate::memory::{with_operands, Operand, Written};
+use crate::memory::{allocations, resolve_in};
 use crate::stream::STREAMS;
-use half::{bf16, f16};
-use knpu::ops::{self, Gemm, GemmEpilogue};
+use knpu::ops::{self, Gemm, GemmDtypes};
 use knpu::{Device, Error, Stream};
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +65,11 @@ impl Context {
         }
         STREAMS.get(raw)
     }
+}
+
+/// The stream a handle's work is queued on now, looked up without keeping the handle.
+fn handle_stream(handle: knpublasHandle_t) -> Result<Stream> {
+    HANDLES.with(handle as u64, |ctx| ctx.stream())?
 }
 
 /// Creates a handle on the current device.
@@ -200,10 +204,12 @@ impl Elem {
         }
     }
 
-    fn bytes(self) -> usize {
+    /// The `KnpuDtype` number.
+    fn abi(self) -> u32 {
         match self {
-            Elem::F32 => 4,
-            Elem::F16 | Elem::Bf16 => 2,
+            Elem::F32 => knpu::abi::KNPU_DTYPE_F32,
+            Elem::F16 => knpu::abi::KNPU_DTYPE_F16,
+            Elem::Bf16 => knpu::abi::KNPU_DTYPE_BF16,
         }
     }
 }
@@ -267,7 +273,8 @@ fn stride(s: c_longlong, name: &str) -> Result<usize> {
     })
 }
 
-/// Names the runtime's operands as the caller knows them (its `a` is the caller's B).
+/// Names the runtime's operands as the caller knows them (its `a` is the caller's B), or
+/// says in which view a message names them.
 fn column_major(e: Error) -> Error {
     let swap = |operand: &'static str| match operand {
         "a" => "B",
@@ -305,45 +312,40 @@ fn column_major(e: Error) -> Error {
             expected,
             actual,
         },
+        // The launcher's other refusals (a misaligned operand, overlapping batches of C)
+        // name its operands and fields in the row-major view: say which view that is.
+        Error::InvalidValue { detail } => Error::InvalidValue {
+            detail: format!("{detail} ({view})"),
+        },
         other => other,
     }
 }
 
-macro_rules! with_elem {
-    ($e:expr, $t:ident, $body:block) => {
-        match $e {
-            Elem::F32 => {
-                type $t = f32;
-                $body
-            }
-            Elem::F16 => {
-                type $t = f16;
-                $body
-            }
-            Elem::Bf16 => {
-                type $t = bf16;
-                $body
-            }
-        }
-    };
-}
-
 impl BlasGemm {
-    /// Checks what cuBLAS checks, maps the call to the runtime's row-major launcher and
-    /// queues it on the handle's stream.
-    fn run(self, handle: knpublasHandle_t) -> Result<()> {
-        let ctx = context(handle)?;
-        let ta = transposed(self.transa, "transa")?;
-        let tb = transposed(self.transb, "transb")?;
-        for (name, v) in [
+    /// The error for the first negative size.
+    #[cold]
+    fn negative(&self) -> Error {
+        let sizes = [
             ("m", self.m),
             ("n", self.n),
             ("k", self.k),
             ("batchCount", self.batch),
-        ] {
-            if v < 0 {
-                return Err(invalid(format!("{name} = {v} is negative")));
-            }
+        ];
+        match sizes.into_iter().find(|&(_, v)| v < 0) {
+            Some((name, v)) => invalid(format!("{name} = {v} is negative")),
+            None => Error::Internal {
+                detail: "a size was refused as negative but none is".into(),
+            },
+        }
+    }
+
+    /// Checks what cuBLAS checks, maps the call to the runtime's row-major launcher and
+    /// queues it on `stream`, the handle's.
+    fn run(self, stream: Stream) -> Result<()> {
+        let ta = transposed(self.transa, "transa")?;
+        let tb = transposed(self.transb, "transb")?;
+        if self.m < 0 || self.n < 0 || self.k < 0 || self.batch < 0 {
+            return Err(self.negative());
         }
         let (a_rows, a_rows_name) = if ta { (self.k, "k") } else { (self.m, "m") };
         let (b_rows, b_rows_name) = if tb { (self.n, "n") } else { (self.k, "k") };
@@ -357,53 +359,42 @@ impl BlasGemm {
             stride(self.stride_b, "strideB")?,
             stride(self.stride_c, "strideC")?,
         );
-        let stream = ctx.stream()?;
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
-        let g = Gemm::new(self.n as usize, self.m as usize, self.k as usize)
-            .ld(self.ldb as usize, self.lda as usize, self.ldc as usize)
-            .batched(self.batch as usize, stride_b, stride_a, stride_c)
-            .scale(alpha, beta);
         let g = Gemm {
+            m: self.n as usize,
+            n: self.m as usize,
+            k: self.k as usize,
             trans_a: tb,
             trans_b: ta,
-            ..g
+            lda: self.ldb as usize,
+            ldb: self.lda as usize,
+            ldc: self.ldc as usize,
+            batch: self.batch as usize,
+            stride_a: stride_b,
+            stride_b: stride_a,
+            stride_c,
+            alpha,
+            beta,
         };
-        let operands = [
-            Operand {
-                ptr: self.b,
-                what: "B",
-                elem_bytes: self.b_type.bytes(),
-                bytes: None,
-            },
-            Operand {
-                ptr: self.a,
-                what: "A",
-                elem_bytes: self.a_type.bytes(),
-                bytes: None,
-            },
-            Operand {
-                ptr: self.c,
-                what: "C",
-                elem_bytes: self.c_type.bytes(),
-                bytes: None,
-            },
-        ];
-        let (b_type, a_type, c_type) = (self.b_type, self.a_type, self.c_type);
-        with_operands(&operands, |v| {
-            with_elem!(b_type, TA, {
-                with_elem!(a_type, TB, {
-                    with_elem!(c_type, TC, {
-                        let a = v[0].cast::<TA>()?;
-                        let b = v[1].cast::<TB>()?;
-                        let mut c = Written(v[2].cast::<TC>()?);
-                        ops::gemm(&stream, &g, &a, &b, &mut c, &GemmEpilogue::new())
-                    })
-                })
-            })
-        })
-        .map_err(column_major)
+        let dtypes = GemmDtypes {
+            a: self.b_type.abi(),
+            b: self.a_type.abi(),
+            c: self.c_type.abi(),
+        };
+        // Each matrix runs from its pointer to the end of its allocation: the launcher
+        // checks the extent its shape needs against that.
+        let [b, a, c] = {
+            let table = allocations();
+            [
+                resolve_in(&table, self.b, 0, "B")?,
+                resolve_in(&table, self.a, 0, "A")?,
+                resolve_in(&table, self.c, 0, "C")?,
+            ]
+        };
+        ops::gemm_bytes(&stream, &g, dtypes, b.operand(), a.operand(), c.operand())
+            .map_err(column_major)
     }
 }
 
@@ -539,6 +530,7 @@ pub unsafe extern "C" fn knpublasSgemmStridedBatched(
     batchCount: c_int,
 ) -> knpublasStatus_t {
     blas(|| {
+        let stream = handle_stream(handle)?;
         BlasGemm {
             transa,
             transb,
@@ -561,7 +553,7 @@ pub unsafe extern "C" fn knpublasSgemmStridedBatched(
             stride_c: strideC,
             batch: batchCount,
         }
-        .run(handle)
+        .run(stream)
     })
 }
 
@@ -596,7 +588,7 @@ pub unsafe extern "C" fn knpublasGemmStridedBatchedEx(
     algo_: knpublasGemmAlgo_t,
 ) -> knpublasStatus_t {
     blas(|| {
-        context(handle)?;
+        let stream = handle_stream(handle)?;
         compute_type(computeType)?;
         algo(algo_)?;
         BlasGemm {
@@ -621,6 +613,6 @@ pub unsafe extern "C" fn knpublasGemmStridedBatchedEx(
             stride_c: strideC,
             batch: batchCount,
         }
-        .run(handle)
+        .run(stream)
     })
 }

@@ -83,6 +83,14 @@ impl<T: Clone> Table<T> {
         }
     }
 
+    /// `f` of the object a handle names, run under the table's lock (so nothing is cloned;
+    /// `f` must not use this table).
+    pub(crate) fn with<R>(&self, handle: u64, f: impl FnOnce(&T) -> R) -> Result<R> {
+        let s = self.slots.lock();
+        let i = self.find(&s, handle)?;
+        Ok(f(s.slots[i].1.as_ref().expect("live slot")))
+    }
+
     /// The object a handle names.
     pub(crate) fn get(&self, handle: u64) -> Result<T> {
         let s = self.slots.lock();
@@ -125,5 +133,8 @@ mod tests {
         assert_ne!(h, h2);
         assert!(t.get(h).is_err());
         assert_eq!(t.get(h2).unwrap(), 9);
+        assert_eq!(t.with(h2, |v| v + 1).unwrap(), 10);
+        assert!(t.with(h, |v| v + 1).is_err());
+        assert!(t.with(foreign, |v| v + 1).is_err());
     }
 }

@@ -1,17 +1,19 @@
 //! Device and host memory: allocation, free, copies and fills on raw device pointers.
 //!
 //! C holds device memory as `void *` device addresses. Every allocation made through the
-//! library is kept here, in an ordered map from base address to the runtime buffer that
-//! owns it, so any pointer — `d_a + 16` included — finds its allocation with one range
-//! lookup, and a pointer outside every live allocation, or a range past its end, is refused
-//! before anything is queued. Work is then queued through the runtime's typed slices of
-//! that buffer, so the runtime's stream-ordered reuse and cross-stream use tracking apply
-//! to C callers exactly as to Rust ones. Device memory is never dereferenced here.
+//! library is kept here, in a table sorted by base address holding the runtime buffer that
+//! owns it, so any pointer — `d_a + 16` included — finds its allocation with one binary
+//! search, and a pointer outside every live allocation, or a range past its end, is refused
+//! before anything is queued. Work is then queued through views of that buffer (or, for
+//! GEMM, the buffer and an offset in it), so the runtime's stream-ordered reuse and
+//! cross-stream use tracking apply to C callers exactly as to Rust ones. Device memory is
+//! never dereferenced here.
 
 use crate::device::{current, device_at};
 use crate::error::{call, invalid, out_ptr, write_out, Result};
 use crate::header::*;
 use crate::stream::stream_arg;
+use knpu::ops::ByteOperand;
 use knpu::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer, DeviceSlice, Error, Stream};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
@@ -19,12 +21,16 @@ use std::ffi::{c_int, c_void};
 use std::sync::Arc;
 
 /// One live allocation.
+///
+/// Its runtime buffer is shared, not locked: queueing work needs only a shared reference
+/// (each view names its bytes, and the buffer keeps its own list of the streams that use
+/// it), so launches and copies from any number of threads take no lock of it. What a shared
+/// buffer must not do on the host, it cannot: device memory is never dereferenced here.
 pub(crate) struct Alloc {
     device: usize,
     base: u64,
     size: u64,
-    /// The runtime buffer; locked only while work on it is being queued.
-    buf: Mutex<DeviceBuffer<u8>>,
+    buf: DeviceBuffer<u8>,
 }
 
 /// Live allocations, sorted by base address (they never overlap): a binary search finds the
@@ -35,7 +41,7 @@ static HOST: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
 const HOST_ALIGN: usize = 64;
 
 /// The table of live allocations.
-type AllocMap = Vec<Arc<Alloc>>;
+pub(crate) type AllocMap = Vec<Arc<Alloc>>;
 
 /// The allocation containing `addr`, and the offset of `addr` in it.
 fn lookup(addr: u64) -> Option<(Arc<Alloc>, u64)> {
@@ -74,7 +80,12 @@ pub(crate) fn resolve(ptr: *const c_void, count: usize, what: &str) -> Result<Ra
 }
 
 /// As [`resolve`], in an already locked table.
-fn resolve_in(map: &AllocMap, ptr: *const c_void, count: usize, what: &str) -> Result<Range> {
+pub(crate) fn resolve_in(
+    map: &AllocMap,
+    ptr: *const c_void,
+    count: usize,
+    what: &str,
+) -> Result<Range> {
     if ptr.is_null() {
         return Err(invalid(format!("{what} is NULL")));
     }
@@ -114,27 +125,52 @@ pub(crate) struct Operand<'p> {
 /// The most operands an op has (the op definitions' limit).
 pub(crate) const MAX_OPERANDS: usize = knpu::abi::ops::MAX_OPERANDS;
 
+impl Range {
+    /// A byte view of `bytes` bytes from the range's start (`None`: to the end of the
+    /// allocation, rounded down to whole elements of `elem_bytes`).
+    fn view(&self, bytes: Option<usize>, elem_bytes: usize) -> Result<DeviceSlice<'_, u8>> {
+        let end = match bytes {
+            Some(bytes) => self.offset + bytes,
+            None => {
+                let rest = self.alloc.size as usize - self.offset;
+                self.offset + rest - rest % elem_bytes.max(1)
+            }
+        };
+        self.alloc.buf.slice(self.offset..end)
+    }
+}
+
+/// The allocation table, locked: an op resolves all its pointers (with [`resolve_in`])
+/// under one lock of it.
+pub(crate) fn allocations() -> MutexGuard<'static, AllocMap> {
+    ALLOCATIONS.lock()
+}
+
+impl Range {
+    /// The range as a launcher operand: its allocation's buffer and its offset in it.
+    pub(crate) fn operand(&self) -> ByteOperand<'_> {
+        ByteOperand {
+            buffer: &self.alloc.buf,
+            offset: self.offset,
+        }
+    }
+}
+
 /// Runs `body` with a byte view of each operand: exactly its `bytes`, or from its pointer to
 /// the end of its allocation (whole elements only) so that the runtime's op checks the
 /// operand's extent against the memory really there. An operand of 0 bytes may be NULL or
 /// outside every allocation (the op does not touch it): it gets an empty view at the start of
 /// another operand's allocation, and at least one operand must be non-empty.
 ///
-/// Every operand is resolved under one lock of the allocation table. Each allocation is then
-/// locked once, in address order (two operands may share one allocation, and two threads may
-/// lock the same ones), while the work is queued. Launches are the hot path of the C API, so
-/// nothing here allocates: at most [`MAX_OPERANDS`] operands, kept in fixed arrays.
-pub(crate) fn with_operands<R>(
-    operands: &[Operand<'_>],
-    body: impl FnOnce(&[DeviceSlice<'_, u8>]) -> Result<R>,
+/// Every operand is resolved under one lock of the allocation table; each resolved range
+/// holds a reference to its allocation, so a concurrent knpuFree cannot release the memory
+/// before the work queued here is tracked by its buffer. Launches are the hot path of the C
+/// API, so nothing here allocates and no allocation is locked.
+pub(crate) fn with_operands<const N: usize, R>(
+    operands: &[Operand<'_>; N],
+    body: impl FnOnce(&[DeviceSlice<'_, u8>; N]) -> Result<R>,
 ) -> Result<R> {
-    let n = operands.len();
-    if n > MAX_OPERANDS {
-        return Err(Error::Internal {
-            detail: format!("an op with {n} operands; the limit is {MAX_OPERANDS}"),
-        });
-    }
-    let mut ranges: [Option<Range>; MAX_OPERANDS] = Default::default();
+    let mut ranges: [Option<Range>; N] = [const { None }; N];
     {
         let map = ALLOCATIONS.lock();
         for (slot, o) in ranges.iter_mut().zip(operands) {
@@ -152,69 +188,19 @@ pub(crate) fn with_operands<R>(
             };
         }
     }
-    let ranges = &ranges[..n];
-    // The distinct allocations of the operands, in address order (an insertion sort of at
-    // most MAX_OPERANDS entries); they are locked in that order.
-    let mut bases = [0u64; MAX_OPERANDS];
-    let mut distinct = 0;
-    for r in ranges.iter().flatten() {
-        let base = r.alloc.base;
-        let mut at = distinct;
-        while at > 0 && bases[at - 1] > base {
-            at -= 1;
-        }
-        if at > 0 && bases[at - 1] == base {
-            continue;
-        }
-        bases.copy_within(at..distinct, at + 1);
-        bases[at] = base;
-        distinct += 1;
-    }
-    let bases = &bases[..distinct];
-    let mut guards: [Option<MutexGuard<'_, DeviceBuffer<u8>>>; MAX_OPERANDS] = Default::default();
-    for (guard, &base) in guards.iter_mut().zip(bases) {
-        *guard = ranges
-            .iter()
-            .flatten()
-            .find(|r| r.alloc.base == base)
-            .map(|r| r.alloc.buf.lock());
-    }
-    let buffer = |base: u64| -> Result<&DeviceBuffer<u8>> {
-        slot(bases, base).and_then(|at| {
-            guards[at].as_deref().ok_or_else(|| Error::Internal {
-                detail: format!("allocation {base:#x} of an operand is not locked"),
-            })
-        })
-    };
-    let Some(first) = bases.first() else {
+    let Some(first) = ranges.iter().flatten().next() else {
         return Err(Error::Internal {
             detail: "an op with no operand to queue on".into(),
         });
     };
-    let empty = buffer(*first)?.slice(0..0)?;
-    let mut views = [empty; MAX_OPERANDS];
-    for ((view, r), o) in views.iter_mut().zip(ranges).zip(operands) {
-        let Some(r) = r else { continue };
-        let buf = buffer(r.alloc.base)?;
-        *view = match o.bytes {
-            Some(bytes) => buf.slice(r.offset..r.offset + bytes)?,
-            None => {
-                let rest = r.alloc.size as usize - r.offset;
-                buf.slice(r.offset..r.offset + rest - rest % o.elem_bytes.max(1))?
-            }
-        };
+    let empty = first.alloc.buf.slice(0..0)?;
+    let mut views = [empty; N];
+    for ((view, r), o) in views.iter_mut().zip(&ranges).zip(operands) {
+        if let Some(r) = r {
+            *view = r.view(o.bytes, o.elem_bytes)?;
+        }
     }
-    body(&views[..n])
-}
-
-/// The index of `base` in `bases` (distinct; at most [`MAX_OPERANDS`], so a scan).
-fn slot(bases: &[u64], base: u64) -> Result<usize> {
-    bases
-        .iter()
-        .position(|&b| b == base)
-        .ok_or_else(|| Error::Internal {
-            detail: format!("allocation {base:#x} of an operand was not gathered"),
-        })
+    body(&views)
 }
 
 /// A written operand: the runtime's launchers take outputs through `AsDeviceSliceMut`. An
@@ -302,38 +288,24 @@ unsafe fn queue_copy(s: &Stream, dst: Side, src: Side, count: usize) -> Result<(
             s.launch_host_fn(move || copy.run())
         }
         (Side::Device(d), Side::Host(h)) => {
-            let mut buf = d.alloc.buf.lock();
-            let mut dst = buf.slice_mut(d.offset..d.offset + count)?;
+            let mut dst = Written(d.view(Some(count), 1)?);
             // SAFETY: the caller keeps the host source valid until the copy has run.
             let src = unsafe { std::slice::from_raw_parts(h as *const u8, count) };
             // SAFETY: as above.
             unsafe { s.memcpy_htod_async(&mut dst, src) }.map(|_| ())
         }
         (Side::Host(h), Side::Device(sr)) => {
-            let buf = sr.alloc.buf.lock();
-            let src = buf.slice(sr.offset..sr.offset + count)?;
+            let src = sr.view(Some(count), 1)?;
             // SAFETY: the caller keeps the host destination valid and unread until the copy
             // has run.
             let dst = unsafe { std::slice::from_raw_parts_mut(h as *mut u8, count) };
             // SAFETY: as above.
             unsafe { s.memcpy_dtoh_async(dst, &src) }.map(|_| ())
         }
-        (Side::Device(d), Side::Device(sr)) if Arc::ptr_eq(&d.alloc, &sr.alloc) => {
-            let mut buf = d.alloc.buf.lock();
-            s.copy_within(&mut *buf, sr.offset, d.offset, count)
-        }
         (Side::Device(d), Side::Device(sr)) => {
-            // Lock in address order so two threads copying between the same pair in
-            // opposite directions cannot deadlock.
-            let (mut dbuf, sbuf) = if d.alloc.base < sr.alloc.base {
-                let dbuf = d.alloc.buf.lock();
-                (dbuf, sr.alloc.buf.lock())
-            } else {
-                let sbuf = sr.alloc.buf.lock();
-                (d.alloc.buf.lock(), sbuf)
-            };
-            let mut dst = dbuf.slice_mut(d.offset..d.offset + count)?;
-            let src = sbuf.slice(sr.offset..sr.offset + count)?;
+            // Within one allocation the ranges may overlap: the device copies as memmove.
+            let mut dst = Written(d.view(Some(count), 1)?);
+            let src = sr.view(Some(count), 1)?;
             if d.alloc.device == sr.alloc.device {
                 s.memcpy_dtod(&mut dst, &src)
             } else {
@@ -370,9 +342,7 @@ pub(crate) fn queue_memset(s: &Stream, ptr: *mut c_void, value: c_int, count: us
     if count == 0 {
         return Ok(());
     }
-    let mut buf = r.alloc.buf.lock();
-    let mut dst = buf.slice_mut(r.offset..r.offset + count)?;
-    s.memset_bytes(&mut dst, value as u8)
+    s.memset_bytes(&mut Written(r.view(Some(count), 1)?), value as u8)
 }
 
 /// Fails when `s` is capturing: blocking calls cannot be captured.
@@ -409,7 +379,7 @@ fn alloc_on(s: &Stream, size: usize, device_alloc: bool) -> Result<*mut c_void> 
         device: s.device().ordinal(),
         base,
         size: size as u64,
-        buf: Mutex::new(buf),
+        buf,
     });
     let mut map = ALLOCATIONS.lock();
     let at = map.partition_point(|a| a.base < base);
@@ -767,13 +737,9 @@ mod tests {
         assert_eq!(addrs[2], (hi as u64 + 32, 8));
         assert_eq!(addrs[3].1, 0);
         assert_eq!(addrs[4], (lo as u64 + 4, 4));
-        // A bad operand is refused before anything else; too many operands are refused.
+        // A bad operand is refused before anything else.
         let bad = [operand(at(lo, 60), Some(8))];
         assert!(with_operands(&bad, |_| Ok(())).is_err());
-        let many: Vec<_> = (0..MAX_OPERANDS + 1)
-            .map(|_| operand(lo, Some(4)))
-            .collect();
-        assert!(with_operands(&many, |_| Ok(())).is_err());
         let none = [operand(std::ptr::null(), Some(0))];
         assert!(with_operands(&none, |_| Ok(())).is_err());
         assert_eq!(knpuFree(a), knpuSuccess);

@@ -10,13 +10,13 @@
 //! A and B share a dtype (f32, f16 or bf16) and C may be any of the three, or A is f32 with B
 //! f16 or bf16 and C f32 (half-precision weights). Products accumulate in f32.
 
-use super::{same_device, supported};
+use super::{same_device, supported_raw, ByteOperand};
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::{dtype_name, DType};
 use crate::error::{Error, Result};
 use crate::stream::Stream;
 use knpu_driver_abi::ops::gemm::{check_c_batches, dtypes_combine, matrix_elems};
-use knpu_driver_abi::ops::is_float;
+use knpu_driver_abi::ops::{dtype_size, is_float};
 use knpu_driver_abi::{self as abi, SizedStruct};
 
 /// The activation of a fused epilogue (the op definitions' `KnpuActivation`).
@@ -180,19 +180,148 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
     c: &mut impl AsDeviceSliceMut<TC>,
     epilogue: &GemmEpilogue<'_, TC>,
 ) -> Result<()> {
-    let a = a.as_device_slice();
-    let b = b.as_device_slice();
-    let c = c.as_device_slice_mut();
-    same_device(stream, "a", &a)?;
-    same_device(stream, "b", &b)?;
-    same_device(stream, "c", &c)?;
-    if let Some(bias) = &epilogue.bias {
-        same_device(stream, "bias", bias)?;
+    queue(
+        stream,
+        g,
+        GemmDtypes {
+            a: TA::ABI,
+            b: TB::ABI,
+            c: TC::ABI,
+        },
+        [
+            Arg::typed(a.as_device_slice()),
+            Arg::typed(b.as_device_slice()),
+            Arg::typed(c.as_device_slice_mut()),
+        ],
+        epilogue.bias.map(Arg::typed),
+        epilogue.activation,
+        epilogue
+            .residual
+            .map(|r| (Arg::typed(r.data), r.ld, r.batch_stride)),
+    )
+}
+
+/// The element types of a GEMM's A, B and C, as `KnpuDtype` numbers
+/// (`knpu::abi::KNPU_DTYPE_F32`, `..._F16`, `..._BF16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmDtypes {
+    /// A's element type.
+    pub a: u32,
+    /// B's element type.
+    pub b: u32,
+    /// C's element type.
+    pub c: u32,
+}
+
+/// Queues `C = alpha * op(A) op(B) + beta * C` on untyped memory: A, B and C are given as
+/// [`ByteOperand`]s (a byte buffer and the offset where the matrix starts) holding elements of
+/// `dtypes`, for front ends that hold device memory as bytes and know element types only at
+/// run time (the C API's knpublas). It is [`gemm`] without the fused epilogue, with the same
+/// checks; an operand's length is the room from its offset to the end of its buffer, in
+/// whole elements, and the shape decides how much of it is used. Besides those checks, an
+/// offset past the end of its buffer, or an operand whose address is not aligned to its
+/// element size, is `Error::InvalidValue`.
+pub fn gemm_bytes(
+    stream: &Stream,
+    g: &Gemm,
+    dtypes: GemmDtypes,
+    a: ByteOperand<'_>,
+    b: ByteOperand<'_>,
+    c: ByteOperand<'_>,
+) -> Result<()> {
+    let (Some(ra), Some(rb), Some(rc)) = (
+        Arg::room(a, dtypes.a),
+        Arg::room(b, dtypes.b),
+        Arg::room(c, dtypes.c),
+    ) else {
+        return Err(misplaced([
+            ("a", a, dtypes.a),
+            ("b", b, dtypes.b),
+            ("c", c, dtypes.c),
+        ]));
+    };
+    let args = [ra, rb, rc];
+    queue(stream, g, dtypes, args, None, Activation::None, None)
+}
+
+/// An operand as the untyped core takes it: its bytes and the elements they hold.
+#[derive(Clone, Copy)]
+struct Arg<'a> {
+    bytes: DeviceSlice<'a, u8>,
+    elems: usize,
+}
+
+impl<'a> Arg<'a> {
+    fn typed<T>(s: DeviceSlice<'a, T>) -> Arg<'a> {
+        Arg {
+            elems: s.len(),
+            bytes: s.as_bytes(),
+        }
     }
-    if let Some(r) = &epilogue.residual {
-        same_device(stream, "residual", &r.data)?;
+
+    /// The room from `o`'s offset to its buffer's end, holding elements of `dtype`: `None`
+    /// when the offset is past the end or the address is not aligned to the element size
+    /// ([`misplaced`] says which). A dtype GEMM does not take passes here (as 1-byte
+    /// elements) and is refused by the core's dtype check.
+    #[inline]
+    fn room(o: ByteOperand<'a>, dtype: u32) -> Option<Arg<'a>> {
+        let size = dtype_size(dtype).unwrap_or(1);
+        let bytes = o.buffer.tail(o.offset)?;
+        // Every element size is a power of two, so alignment is a mask test.
+        (bytes.addr() & (size - 1) == 0).then(|| Arg {
+            elems: bytes.len() / size as usize,
+            bytes,
+        })
     }
-    for (operand, raw) in [("a", TA::ABI), ("b", TB::ABI), ("c", TC::ABI)] {
+}
+
+/// The error for the first operand [`Arg::room`] refused.
+#[cold]
+fn misplaced(operands: [(&'static str, ByteOperand<'_>, u32); 3]) -> Error {
+    for (operand, o, dtype) in operands {
+        if o.offset > o.buffer.len() {
+            return Error::invalid(format!(
+                "operand {operand}: offset {} is past the end of its {}-byte buffer",
+                o.offset,
+                o.buffer.len()
+            ));
+        }
+        let size = dtype_size(dtype).unwrap_or(1);
+        let addr = o.buffer.device_address() + o.offset as u64;
+        if addr & (size - 1) != 0 {
+            return Error::invalid(format!(
+                "operand {operand}: device address {addr:#x} is not aligned to {size} bytes \
+                 for {}",
+                dtype_name(dtype)
+            ));
+        }
+    }
+    Error::Internal {
+        detail: "a GEMM operand was refused for no reason found".into(),
+    }
+}
+
+/// The one GEMM launcher behind [`gemm`] and [`gemm_bytes`]: checks every operand against
+/// the op definition's rules and queues the kernel.
+fn queue(
+    stream: &Stream,
+    g: &Gemm,
+    dtypes: GemmDtypes,
+    [a, b, c]: [Arg<'_>; 3],
+    bias: Option<Arg<'_>>,
+    activation: Activation,
+    residual: Option<(Arg<'_>, usize, usize)>,
+) -> Result<()> {
+    same_device(stream, "a", &a.bytes)?;
+    same_device(stream, "b", &b.bytes)?;
+    same_device(stream, "c", &c.bytes)?;
+    if let Some(bias) = &bias {
+        same_device(stream, "bias", &bias.bytes)?;
+    }
+    if let Some((r, _, _)) = &residual {
+        same_device(stream, "residual", &r.bytes)?;
+    }
+    for (operand, raw) in [("a", dtypes.a), ("b", dtypes.b), ("c", dtypes.c)] {
         if !is_float(raw) {
             return Err(Error::Dtype {
                 operand,
@@ -201,11 +330,14 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
             });
         }
     }
-    if !dtypes_combine(TA::ABI, TB::ABI, TC::ABI) {
+    if !dtypes_combine(dtypes.a, dtypes.b, dtypes.c) {
         return Err(Error::Dtype {
             operand: "b",
-            expected: format!("{} (as a), or f16/bf16 with a f32 and c f32", TA::NAME),
-            actual: TB::NAME.into(),
+            expected: format!(
+                "{} (as a), or f16/bf16 with a f32 and c f32",
+                dtype_name(dtypes.a)
+            ),
+            actual: dtype_name(dtypes.b).into(),
         });
     }
     let (a_shape, b_shape) = (
@@ -220,8 +352,8 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
             ("k", g.k, "n", g.n)
         },
     );
-    check_matrix("a", a_shape, "lda", g.lda, g.batch, g.stride_a, a.len())?;
-    check_matrix("b", b_shape, "ldb", g.ldb, g.batch, g.stride_b, b.len())?;
+    check_matrix("a", a_shape, "lda", g.lda, g.batch, g.stride_a, a.elems)?;
+    check_matrix("b", b_shape, "ldb", g.ldb, g.batch, g.stride_b, b.elems)?;
     check_matrix(
         "c",
         ("m", g.m, "n", g.n),
@@ -229,7 +361,7 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
         g.ldc,
         g.batch,
         g.stride_c,
-        c.len(),
+        c.elems,
     )?;
     let work = g.m > 0 && g.n > 0 && g.batch > 0;
     check_c_batches(
@@ -240,45 +372,45 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
         g.stride_c as u64,
     )
     .map_err(|e| Error::invalid(format!("{e} (stride_c = {})", g.stride_c)))?;
-    if let Some(bias) = &epilogue.bias {
-        if bias.len() != g.n {
+    if let Some(bias) = &bias {
+        if bias.elems != g.n {
             return Err(Error::Shape {
                 operand: "bias",
                 expected: format!("[n={}]", g.n),
-                actual: format!("[{}]", bias.len()),
+                actual: format!("[{}]", bias.elems),
             });
         }
     }
-    if let Some(r) = &epilogue.residual {
+    if let Some((r, ld, batch_stride)) = &residual {
         check_matrix(
             "residual",
             ("m", g.m, "n", g.n),
             "ld",
-            r.ld,
+            *ld,
             g.batch,
-            r.batch_stride,
-            r.data.len(),
+            *batch_stride,
+            r.elems,
         )?;
     }
-    supported::<TA>(stream, abi::KNPU_KERNEL_GEMM, "gemm")?;
-    supported::<TB>(stream, abi::KNPU_KERNEL_GEMM, "gemm")?;
-    supported::<TC>(stream, abi::KNPU_KERNEL_GEMM, "gemm")?;
+    supported_raw(stream, abi::KNPU_KERNEL_GEMM, dtypes.a, "gemm")?;
+    supported_raw(stream, abi::KNPU_KERNEL_GEMM, dtypes.b, "gemm")?;
+    supported_raw(stream, abi::KNPU_KERNEL_GEMM, dtypes.c, "gemm")?;
     if !work {
         return Ok(());
     }
     let mut p = abi::KnpuGemmParams::sized();
-    p.a_dtype = TA::ABI;
-    p.b_dtype = TB::ABI;
-    p.c_dtype = TC::ABI;
+    p.a_dtype = dtypes.a;
+    p.b_dtype = dtypes.b;
+    p.c_dtype = dtypes.c;
     p.trans_a = g.trans_a as u32;
     p.trans_b = g.trans_b as u32;
-    p.activation = epilogue.activation.raw();
+    p.activation = activation.raw();
     p.m = g.m as u64;
     p.n = g.n as u64;
     p.k = g.k as u64;
-    p.a = a.addr();
-    p.b = b.addr();
-    p.c = c.addr();
+    p.a = a.bytes.addr();
+    p.b = b.bytes.addr();
+    p.c = c.bytes.addr();
     p.lda = g.lda as u64;
     p.ldb = g.ldb as u64;
     p.ldc = g.ldc as u64;
@@ -288,21 +420,21 @@ pub fn gemm<TA: DType, TB: DType, TC: DType>(
     p.stride_c = g.stride_c as u64;
     p.alpha = g.alpha;
     p.beta = g.beta;
-    p.bias = epilogue.bias.as_ref().map_or(0, |s| s.addr());
-    if let Some(r) = &epilogue.residual {
-        p.residual = r.data.addr();
-        p.ld_residual = r.ld as u64;
-        p.stride_residual = r.batch_stride as u64;
+    p.bias = bias.as_ref().map_or(0, |s| s.bytes.addr());
+    if let Some((r, ld, batch_stride)) = &residual {
+        p.residual = r.bytes.addr();
+        p.ld_residual = *ld as u64;
+        p.stride_residual = *batch_stride as u64;
     }
     let v = stream.launch_kernel(abi::KNPU_KERNEL_GEMM, &p)?;
-    a.note_use(stream, v);
-    b.note_use(stream, v);
-    c.note_use(stream, v);
-    if let Some(bias) = &epilogue.bias {
-        bias.note_use(stream, v);
+    a.bytes.note_use(stream, v);
+    b.bytes.note_use(stream, v);
+    c.bytes.note_use(stream, v);
+    if let Some(bias) = &bias {
+        bias.bytes.note_use(stream, v);
     }
-    if let Some(r) = &epilogue.residual {
-        r.data.note_use(stream, v);
+    if let Some((r, _, _)) = &residual {
+        r.bytes.note_use(stream, v);
     }
     Ok(())
 }

@@ -8,7 +8,9 @@ mod elementwise;
 mod gemm;
 
 pub use elementwise::{add, axpy, div, elementwise, mul, scale, sub, ElementwiseOp};
-pub use gemm::{gemm, matmul, Activation, Gemm, GemmEpilogue, GemmResidual};
+pub use gemm::{
+    gemm, gemm_bytes, matmul, Activation, Gemm, GemmDtypes, GemmEpilogue, GemmResidual,
+};
 
 // Attention and key/value caches.
 mod attention;
@@ -38,10 +40,22 @@ pub use quant::{
 
 use knpu_driver_abi::ops::{dtype_name, OpError};
 
-use crate::buffer::DeviceSlice;
+use crate::buffer::{DeviceBuffer, DeviceSlice};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
+
+/// An operand in untyped device memory, for front ends that hold memory as bytes (the C
+/// API): the buffer that holds it and the byte offset at which it starts. The operand may use
+/// the buffer from there to its end; the launcher checks the extent its shape needs against
+/// that room, so the caller resolves only which buffer an address belongs to.
+#[derive(Clone, Copy)]
+pub struct ByteOperand<'a> {
+    /// The buffer holding the operand.
+    pub buffer: &'a DeviceBuffer<u8>,
+    /// Bytes from the buffer's start to the operand's first element.
+    pub offset: usize,
+}
 
 /// Checks that an operand lives on the stream's device.
 pub(crate) fn same_device<T>(
@@ -61,13 +75,18 @@ pub(crate) fn same_device<T>(
 
 /// Checks that the stream's device runs `kernel` on `T`.
 pub(crate) fn supported<T: DType>(stream: &Stream, kernel: u32, what: &str) -> Result<()> {
-    if !stream.device().supports_kernel(kernel, T::ABI)? {
+    supported_raw(stream, kernel, T::ABI, what)
+}
+
+/// Checks that the stream's device runs `kernel` on `KnpuDtype` number `dtype`.
+pub(crate) fn supported_raw(stream: &Stream, kernel: u32, dtype: u32, what: &str) -> Result<()> {
+    if !stream.device().supports_kernel(kernel, dtype)? {
         return Err(Error::NotSupported {
             detail: format!(
                 "device {} ({}) has no {what} kernel for {}",
                 stream.device().ordinal(),
                 stream.device().name(),
-                T::NAME
+                dtype_name(dtype)
             ),
         });
     }

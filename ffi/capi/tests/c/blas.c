@@ -304,10 +304,15 @@ static void argument_checks(knpublasHandle_t h) {
     fprintf(stderr, "the overrun message does not name C: %s\n", msg);
     failures++;
   }
-  /* A misaligned pointer. */
+  /* A misaligned pointer: A is the launcher's b, and the message says so. */
   EXPECT_STATUS(KNPUBLAS_STATUS_INVALID_VALUE,
                 knpublasSgemm(h, N, N, 2, 2, 2, &one, (float *)((char *)d + 2), 2, d, 2, &zero,
                               d + 8, 2));
+  msg = knpuGetErrorString(knpuGetLastError());
+  if (!strstr(msg, "operand b") || !strstr(msg, "aligned") || !strstr(msg, "whose b is A")) {
+    fprintf(stderr, "the misalignment message does not name A in its view: %s\n", msg);
+    failures++;
+  }
   /* Not a device pointer. */
   float host[4] = {0};
   EXPECT_STATUS(KNPUBLAS_STATUS_INVALID_VALUE,
