@@ -71,8 +71,10 @@ impl Isa {
     }
 }
 
-/// How a kernel runs: the instruction-set path and the threads it may use. The LLM ops'
-/// `*_with_isa` entry points take one in place of the `par` of their default entry points.
+/// How a kernel runs: the instruction-set path and the threads it may use.
+///
+/// The LLM ops take `exec: impl Into<Exec>`: a [`Parallelism`] alone runs on the default path
+/// ([`active`]), an `Exec` names the path too (tests force every path in [`supported`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exec {
     /// The path to run; it must be supported by the host.
@@ -90,6 +92,13 @@ impl Exec {
     /// Runs on the default path ([`active`]) with `par`.
     pub fn active(par: Parallelism) -> Exec {
         Exec { isa: active(), par }
+    }
+}
+
+impl From<Parallelism> for Exec {
+    /// The default path ([`active`]) with `par`: what an op runs when the caller names no path.
+    fn from(par: Parallelism) -> Exec {
+        Exec::active(par)
     }
 }
 
