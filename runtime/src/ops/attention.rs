@@ -343,13 +343,8 @@ pub fn paged_attention<T: DType>(
     for (name, s) in [("q", &qs), ("k_cache", &kc), ("v_cache", &vc), ("out", &os)] {
         same_device(stream, name, s)?;
     }
-    let PagedAttentionArgs {
-        q: qt,
-        out: ot,
-        cache,
-        max_blocks_per_seq,
-        mask,
-    } = args;
+    let (qt, ot, cache, mask) = (&args.q, &args.out, &args.cache, &args.mask);
+    let max_blocks_per_seq = args.max_blocks_per_seq;
     check_mask(mask)?;
     check_q_out(qt, ot)?;
     let cache_desc = format!(
@@ -378,7 +373,7 @@ pub fn paged_attention<T: DType>(
             "[batch {}, max_blocks_per_seq {}]",
             qt.batch, max_blocks_per_seq
         ),
-        qt.batch.checked_mul(*max_blocks_per_seq),
+        qt.batch.checked_mul(max_blocks_per_seq),
     )?;
     check_u32s(
         stream,
@@ -394,7 +389,7 @@ pub fn paged_attention<T: DType>(
     p.q_desc = tensor_abi(qt);
     p.out_desc = tensor_abi(ot);
     p.cache = cache_abi(cache);
-    p.max_blocks_per_seq = *max_blocks_per_seq as u64;
+    p.max_blocks_per_seq = max_blocks_per_seq as u64;
     p.q = qs.addr();
     p.k_cache = kc.addr();
     p.v_cache = vc.addr();
