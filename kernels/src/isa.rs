@@ -2,9 +2,10 @@
 //!
 //! The host's best instruction set is detected once and cached. `KNPU_ISA` (`avx512`, `avx2`,
 //! `portable`) or [`set_max_isa`] caps it, so a user can force a lower path; a cap above what
-//! the host supports is ignored, never trusted. Kernels take the [`Isa`] to run as an argument
-//! in their `*_with_isa` entry points, so tests can run every path the host supports in the
-//! same process without racing on a global.
+//! the host supports is ignored, never trusted. Kernels take the path to run as an argument (an
+//! [`Exec`] for GEMM and the LLM ops, an [`Isa`] in the `*_with_isa` entry points of the
+//! others), so tests can run every path the host supports in the same process without racing
+//! on a global.
 
 use crate::par::Parallelism;
 use crate::KernelError;
@@ -56,7 +57,7 @@ impl Isa {
     }
 
     /// `Ok` when the host can run this path, else [`KernelError::Unsupported`] naming it: the
-    /// check every kernel's `*_with_isa` entry point makes before it runs.
+    /// check every kernel makes on the path it is given before it runs.
     pub fn require(self) -> Result<(), KernelError> {
         if self.is_supported() {
             Ok(())
@@ -71,8 +72,10 @@ impl Isa {
     }
 }
 
-/// How a kernel runs: the instruction-set path and the threads it may use. The LLM ops'
-/// `*_with_isa` entry points take one in place of the `par` of their default entry points.
+/// How a kernel runs: the instruction-set path and the threads it may use.
+///
+/// The LLM ops take `exec: impl Into<Exec>`: a [`Parallelism`] alone runs on the default path
+/// ([`active`]), an `Exec` names the path too (tests force every path in [`supported`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exec {
     /// The path to run; it must be supported by the host.
@@ -90,6 +93,13 @@ impl Exec {
     /// Runs on the default path ([`active`]) with `par`.
     pub fn active(par: Parallelism) -> Exec {
         Exec { isa: active(), par }
+    }
+}
+
+impl From<Parallelism> for Exec {
+    /// The default path ([`active`]) with `par`: what an op runs when the caller names no path.
+    fn from(par: Parallelism) -> Exec {
+        Exec::active(par)
     }
 }
 

@@ -8,9 +8,9 @@
 //! 2^-8 for bf16).
 
 use half::{bf16, f16};
-use knpu_kernels::gemm::{gemm, gemm_with_isa, Activation, Element, Epilogue, GemmDesc, Residual};
+use knpu_kernels::gemm::{gemm, Activation, Element, Epilogue, GemmDesc, Residual};
 use knpu_kernels::isa;
-use knpu_kernels::{Isa, KernelError, Parallelism};
+use knpu_kernels::{Exec, Isa, KernelError, Parallelism};
 
 struct Rng(u64);
 
@@ -162,7 +162,7 @@ fn check<TA: Element, TB: Element, TC: Element>(isa: Isa, case: Case, seed: u64)
         }),
     };
     let mut c = c0.clone();
-    gemm_with_isa(isa, &d, &a, &b, &mut c, &epi, case.par).unwrap();
+    gemm(&d, &a, &b, &mut c, &epi, Exec::new(isa, case.par)).unwrap();
 
     let a_at = |bi: usize, i: usize, p: usize| {
         let idx = bi * d.stride_a
@@ -416,7 +416,15 @@ fn k_zero_scales_c_and_applies_epilogue() {
             activation: Activation::Relu,
             residual: None,
         };
-        gemm_with_isa::<f32, f32, f32>(isa, &d, &[], &[], &mut c, &epi, Parallelism::None).unwrap();
+        gemm::<f32, f32, f32>(
+            &d,
+            &[],
+            &[],
+            &mut c,
+            &epi,
+            Exec::new(isa, Parallelism::None),
+        )
+        .unwrap();
         assert_eq!(&c[..5], &[2.0, 0.0, 1.0, 1.0, 1.0]);
     }
 }
@@ -430,14 +438,13 @@ fn beta_zero_overwrites_nan_in_c_but_nan_in_a_propagates() {
             a[3] = f32::NAN;
             let b = vec![1.0f32; 8 * 20];
             let mut c = vec![f32::NAN; m * 20];
-            gemm_with_isa(
-                isa,
+            gemm(
                 &d,
                 &a,
                 &b,
                 &mut c,
                 &Epilogue::none(),
-                Parallelism::None,
+                Exec::new(isa, Parallelism::None),
             )
             .unwrap();
             assert!(
@@ -452,14 +459,13 @@ fn beta_zero_overwrites_nan_in_c_but_nan_in_a_propagates() {
             let mut a = vec![1.0f32; m * 8];
             a[0] = f32::INFINITY;
             let mut c = vec![0.0f32; m * 20];
-            gemm_with_isa(
-                isa,
+            gemm(
                 &d,
                 &a,
                 &b,
                 &mut c,
                 &Epilogue::none(),
-                Parallelism::None,
+                Exec::new(isa, Parallelism::None),
             )
             .unwrap();
             assert!(c[..20].iter().all(|&v| v == f32::INFINITY));
@@ -471,7 +477,7 @@ fn beta_zero_overwrites_nan_in_c_but_nan_in_a_propagates() {
                 activation: Activation::Relu,
                 residual: None,
             };
-            gemm_with_isa(isa, &d1, &a, &b, &mut c, &epi, Parallelism::None).unwrap();
+            gemm(&d1, &a, &b, &mut c, &epi, Exec::new(isa, Parallelism::None)).unwrap();
             assert!(c.iter().all(|v| v.is_nan()));
         }
     }
@@ -485,14 +491,13 @@ fn bf16_output_keeps_nan() {
         a[0] = bf16::NAN;
         let b = vec![bf16::ONE; 120];
         let mut c = vec![bf16::ZERO; 240];
-        gemm_with_isa(
-            isa,
+        gemm(
             &d,
             &a,
             &b,
             &mut c,
             &Epilogue::none(),
-            Parallelism::None,
+            Exec::new(isa, Parallelism::None),
         )
         .unwrap();
         assert!(c[..40].iter().all(|v| v.is_nan()), "{isa:?}");

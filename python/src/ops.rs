@@ -592,6 +592,51 @@ fn same_device(t: &Tensor, others: &[(&'static str, &Tensor)]) -> PyResult<()> {
     Ok(())
 }
 
+/// A contiguous tensor seen as `[rows, cols]` rows over its last dimension, with the stream
+/// its op is queued on: what every row-wise op (norms, softmax, argmax, top-k) starts from.
+struct Rows {
+    x: Tensor,
+    shape: Vec<usize>,
+    rows: usize,
+    cols: usize,
+    stream: knpu::Stream,
+}
+
+impl Rows {
+    /// `x` (a contiguous view or copy) as rows, for `op`.
+    fn of(x: &Tensor, op: &str) -> PyResult<Rows> {
+        let x = plain(x, op)?;
+        let shape = x.values_shape();
+        let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
+        let stream = x.stream()?;
+        Ok(Rows {
+            x,
+            shape,
+            rows,
+            cols,
+            stream,
+        })
+    }
+
+    /// `x` as rows for `op`, which reduces dimension `dim`: refused unless `dim` is the last
+    /// (the kernels reduce the last dimension).
+    fn reducing(x: &Tensor, dim: isize, op: &str) -> PyResult<Rows> {
+        let n = x.layout.ndim() as isize;
+        if dim != -1 && dim != n - 1 {
+            return Err(not_supported(format!(
+                "{op} over dimension {dim} of a {n}-D tensor (the kernel reduces the last \
+                 dimension; move it there with .transpose())"
+            )));
+        }
+        Rows::of(x, op)
+    }
+
+    /// Fresh storage of `shape` values of `dtype` on this stream's device.
+    fn fresh(&self, shape: &[usize], dtype: DataType) -> PyResult<Fresh> {
+        Fresh::new(&self.stream, shape, dtype)
+    }
+}
+
 /// A row-wise normalisation (RMS or layer norm) of `x` over its last dimension.
 pub fn norm(
     x: &Tensor,
@@ -601,70 +646,50 @@ pub fn norm(
     layer: bool,
 ) -> PyResult<Tensor> {
     let what = if layer { "layer_norm" } else { "rms_norm" };
-    let x = plain(x, what)?;
+    let r = Rows::of(x, what)?;
     let w = plain(weight, what)?;
     let b = bias.map(|b| plain(b, what)).transpose()?;
-    same_device(&x, &[("weight", &w)])?;
+    same_device(&r.x, &[("weight", &w)])?;
     if let Some(b) = &b {
-        same_device(&x, &[("bias", b)])?;
+        same_device(&r.x, &[("bias", b)])?;
     }
     for (name, o) in [("weight", Some(&w)), ("bias", b.as_ref())] {
         if let Some(o) = o {
-            if o.dtype != x.dtype {
+            if o.dtype != r.x.dtype {
                 return Err(to_py(knpu::Error::Dtype {
                     operand: name,
-                    expected: x.dtype.name().into(),
+                    expected: r.x.dtype.name().into(),
                     actual: o.dtype.name().into(),
                 }));
             }
         }
     }
-    let shape = x.values_shape();
-    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
-    let stream = x.stream()?;
-    let mut fresh = Fresh::new(&stream, &shape, x.dtype)?;
-    dispatch!(
-        x.dtype,
-        what,
-        norm_t(
-            &stream,
-            &x,
-            &w,
-            b.as_ref(),
-            &mut fresh,
-            rows,
-            cols,
-            eps,
-            layer
-        )
-    )?;
+    let mut fresh = r.fresh(&r.shape, r.x.dtype)?;
+    let weights = (&w, b.as_ref());
+    dispatch!(r.x.dtype, what, norm_t(&r, weights, &mut fresh, eps, layer))?;
     Ok(fresh.finish())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn norm_t<T: Typed>(
-    stream: &knpu::Stream,
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
+    r: &Rows,
+    (w, b): (&Tensor, Option<&Tensor>),
     fresh: &mut Fresh,
-    rows: usize,
-    cols: usize,
     eps: f32,
     layer: bool,
 ) -> PyResult<()> {
-    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+    let sx = elems!(typed::<T>(&r.x.storage.buf)?, r.x);
     let sw = elems!(typed::<T>(&w.storage.buf)?, w);
     let out = typed_mut::<T>(&mut fresh.storage.buf)?;
+    let (rows, cols) = (r.rows, r.cols);
     if layer {
         let sb = match b {
             Some(b) => Some(elems!(typed::<T>(&b.storage.buf)?, b)),
             None => None,
         };
         let sb_dyn = sb.as_ref().map(|s| s as &dyn knpu::AsDeviceSlice<T>);
-        ops::layer_norm(stream, &sx, &sw, sb_dyn, out, rows, cols, eps).py()
+        ops::layer_norm(&r.stream, &sx, &sw, sb_dyn, out, rows, cols, eps).py()
     } else {
-        ops::rms_norm(stream, &sx, &sw, out, rows, cols, eps).py()
+        ops::rms_norm(&r.stream, &sx, &sw, out, rows, cols, eps).py()
     }
 }
 
@@ -724,122 +749,52 @@ fn swiglu_t<T: Typed>(
     ops::swiglu(stream, &sg, &su, typed_mut::<T>(&mut fresh.storage.buf)?).py()
 }
 
-/// Refuses a reduction over any dimension but the last.
-fn last_dim(x: &Tensor, dim: isize, what: &str) -> PyResult<()> {
-    let n = x.layout.ndim() as isize;
-    if dim != -1 && dim != n - 1 {
-        return Err(not_supported(format!(
-            "{what} over dimension {dim} of a {n}-D tensor (the kernel reduces the last \
-             dimension; move it there with .transpose())"
-        )));
-    }
-    Ok(())
-}
-
 /// A softmax of `scale * x` over the last dimension.
 pub fn softmax(x: &Tensor, dim: isize, scale: f32) -> PyResult<Tensor> {
-    last_dim(x, dim, "softmax")?;
-    let x = plain(x, "softmax")?;
-    let shape = x.values_shape();
-    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
-    let stream = x.stream()?;
-    let mut fresh = Fresh::new(&stream, &shape, x.dtype)?;
-    dispatch!(
-        x.dtype,
-        "softmax",
-        softmax_t(&stream, &x, &mut fresh, rows, cols, scale)
-    )?;
+    let r = Rows::reducing(x, dim, "softmax")?;
+    let mut fresh = r.fresh(&r.shape, r.x.dtype)?;
+    dispatch!(r.x.dtype, "softmax", softmax_t(&r, &mut fresh, scale))?;
     Ok(fresh.finish())
 }
 
-fn softmax_t<T: Typed>(
-    stream: &knpu::Stream,
-    x: &Tensor,
-    fresh: &mut Fresh,
-    rows: usize,
-    cols: usize,
-    scale: f32,
-) -> PyResult<()> {
-    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
-    ops::softmax(
-        stream,
-        &sx,
-        typed_mut::<T>(&mut fresh.storage.buf)?,
-        rows,
-        cols,
-        scale,
-    )
-    .py()
+fn softmax_t<T: Typed>(r: &Rows, fresh: &mut Fresh, scale: f32) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&r.x.storage.buf)?, r.x);
+    let out = typed_mut::<T>(&mut fresh.storage.buf)?;
+    ops::softmax(&r.stream, &sx, out, r.rows, r.cols, scale).py()
 }
 
 /// The index (uint32) of the largest value along the last dimension.
 pub fn argmax(x: &Tensor, dim: isize) -> PyResult<Tensor> {
-    last_dim(x, dim, "argmax")?;
-    let x = plain(x, "argmax")?;
-    let shape = x.values_shape();
-    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
-    let stream = x.stream()?;
-    let mut fresh = Fresh::new(&stream, &shape[..shape.len() - 1], DataType::U32)?;
-    dispatch!(
-        x.dtype,
-        "argmax",
-        argmax_t(&stream, &x, &mut fresh, rows, cols)
-    )?;
+    let r = Rows::reducing(x, dim, "argmax")?;
+    let mut fresh = r.fresh(&r.shape[..r.shape.len() - 1], DataType::U32)?;
+    dispatch!(r.x.dtype, "argmax", argmax_t(&r, &mut fresh))?;
     Ok(fresh.finish())
 }
 
-fn argmax_t<T: Typed>(
-    stream: &knpu::Stream,
-    x: &Tensor,
-    fresh: &mut Fresh,
-    rows: usize,
-    cols: usize,
-) -> PyResult<()> {
-    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
-    ops::argmax(
-        stream,
-        &sx,
-        typed_mut::<u32>(&mut fresh.storage.buf)?,
-        rows,
-        cols,
-    )
-    .py()
+fn argmax_t<T: Typed>(r: &Rows, fresh: &mut Fresh) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&r.x.storage.buf)?, r.x);
+    let out = typed_mut::<u32>(&mut fresh.storage.buf)?;
+    ops::argmax(&r.stream, &sx, out, r.rows, r.cols).py()
 }
 
 /// The `k` largest values along the last dimension, descending, and their uint32 indices.
 pub fn topk(x: &Tensor, k: usize, dim: isize) -> PyResult<(Tensor, Tensor)> {
-    last_dim(x, dim, "topk")?;
-    let x = plain(x, "topk")?;
-    let shape = x.values_shape();
-    let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
-    let mut out_shape = shape.clone();
+    let r = Rows::reducing(x, dim, "topk")?;
+    let mut out_shape = r.shape.clone();
     if let Some(last) = out_shape.last_mut() {
         *last = k;
     }
-    let stream = x.stream()?;
-    let mut values = Fresh::new(&stream, &out_shape, x.dtype)?;
-    let mut indices = Fresh::new(&stream, &out_shape, DataType::U32)?;
-    dispatch!(
-        x.dtype,
-        "topk",
-        topk_t(&stream, &x, &mut values, &mut indices, rows, cols, k)
-    )?;
+    let mut values = r.fresh(&out_shape, r.x.dtype)?;
+    let mut indices = r.fresh(&out_shape, DataType::U32)?;
+    dispatch!(r.x.dtype, "topk", topk_t(&r, &mut values, &mut indices, k))?;
     Ok((values.finish(), indices.finish()))
 }
 
-fn topk_t<T: Typed>(
-    stream: &knpu::Stream,
-    x: &Tensor,
-    values: &mut Fresh,
-    indices: &mut Fresh,
-    rows: usize,
-    cols: usize,
-    k: usize,
-) -> PyResult<()> {
-    let sx = elems!(typed::<T>(&x.storage.buf)?, x);
+fn topk_t<T: Typed>(r: &Rows, values: &mut Fresh, indices: &mut Fresh, k: usize) -> PyResult<()> {
+    let sx = elems!(typed::<T>(&r.x.storage.buf)?, r.x);
     let v = typed_mut::<T>(&mut values.storage.buf)?;
     let i = typed_mut::<u32>(&mut indices.storage.buf)?;
-    ops::top_k(stream, &sx, v, i, rows, cols, k).py()
+    ops::top_k(&r.stream, &sx, v, i, r.rows, r.cols, k).py()
 }
 
 /// Rows `ids` (uint32, any shape) of `table` (`[vocab, dim]`, float or quantised blocks),

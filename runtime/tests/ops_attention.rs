@@ -31,16 +31,6 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn host_params(a: &AttentionArgs) -> host::AttentionParams {
-    host::AttentionParams {
-        q: a.q,
-        k: a.k,
-        v: a.v,
-        out: a.out,
-        mask: a.mask,
-    }
-}
-
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -95,7 +85,7 @@ fn check_attention(s: &Stream, args: &AttentionArgs, kv_lens: Option<&[u32]>, se
     let mut out = vec![0.0f32; out_len];
     let mut lse = vec![0.0f32; lse_len];
     host::attention(
-        &host_params(args),
+        args,
         host::AttentionInputs {
             q: &q,
             k: &k,
@@ -131,15 +121,15 @@ fn bhsd_window_kv_lens_and_scale_match_host_kernel() {
         window: Some(17),
         scale: Some(0.3),
     };
-    let args = AttentionArgs::bhsd(3, 33, 70, 4, 2, 40, mask);
+    let args = AttentionArgs::new(
+        AttnTensor::bhsd(3, 33, 4, 40),
+        AttnTensor::bhsd(3, 70, 2, 40),
+        mask,
+    );
     check_attention(&s, &args, Some(&[70, 33, 50]), 7);
-    let non_causal = AttentionArgs::bhsd(
-        2,
-        5,
-        31,
-        6,
-        1,
-        16,
+    let non_causal = AttentionArgs::new(
+        AttnTensor::bhsd(2, 5, 6, 16),
+        AttnTensor::bhsd(2, 31, 1, 16),
         AttnMask {
             window: Some(4),
             ..Default::default()
@@ -209,7 +199,7 @@ fn decode_with_contiguous_cache_after_kv_append() {
     s.synchronize().unwrap();
     let mut out = vec![0.0f32; q.len()];
     host::attention(
-        &host_params(&args),
+        &args,
         host::AttentionInputs {
             q: &q,
             k: &hk,
@@ -357,7 +347,7 @@ fn f16_prefill_matches_host_kernel() {
     s.synchronize().unwrap();
     let mut out = vec![f16::ZERO; q.len()];
     host::attention(
-        &host_params(&args),
+        &args,
         host::AttentionInputs::new(&q, &k, &v),
         &mut out,
         None,

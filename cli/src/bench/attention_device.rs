@@ -32,16 +32,6 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn host_params(a: &AttentionArgs) -> host::AttentionParams {
-    host::AttentionParams {
-        q: a.q,
-        k: a.k,
-        v: a.v,
-        out: a.out,
-        mask: a.mask,
-    }
-}
-
 /// Times one problem on the device and on the host; returns (runs, device s, host s).
 fn measure(s: &knpu::Stream, args: &AttentionArgs) -> Result<(usize, f64, f64), String> {
     let q = values(args.q.required_len().unwrap_or(0));
@@ -60,10 +50,9 @@ fn measure(s: &knpu::Stream, args: &AttentionArgs) -> Result<(usize, f64, f64), 
         }
     });
     let mut out = vec![0.0f32; q.len()];
-    let p = host_params(args);
     let (_, host_s) = time_median(5, 50, Duration::from_millis(500), || {
         if let Err(e) = host::attention(
-            &p,
+            args,
             host::AttentionInputs::new(&q, &k, &k),
             &mut out,
             None,

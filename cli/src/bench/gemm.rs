@@ -23,8 +23,8 @@
 use std::time::Duration;
 
 use half::{bf16, f16};
-use knpu_kernels::gemm::{gemm_with_isa, Element, Epilogue, GemmDesc};
-use knpu_kernels::{isa, Isa, Parallelism};
+use knpu_kernels::gemm::{gemm, Element, Epilogue, GemmDesc};
+use knpu_kernels::{isa, Exec, Isa, Parallelism};
 
 use super::{time_median, Record, Sink};
 
@@ -191,7 +191,7 @@ fn bench_via_runtime(o: &Opts, n: usize, sink: &mut Sink) -> Result<(), String> 
     for _ in 0..rounds {
         let (runs, t) = pool.install(|| {
             time_median(5, 200, min_time, || {
-                if let Err(e) = gemm_with_isa(isa::active(), &desc, &a, &b, &mut c, &epi, par) {
+                if let Err(e) = gemm(&desc, &a, &b, &mut c, &epi, par) {
                     failure = Some(format!("direct gemm {n}: {e}"));
                 }
             })
@@ -266,7 +266,7 @@ fn bench<T: Element, TC: Element>(
     let min_time = Duration::from_millis(if o.quick { 100 } else { 400 });
     let (runs, median_s) = pool.install(|| {
         time_median(5, 200, min_time, || {
-            if let Err(e) = gemm_with_isa(isa, &desc, &a, &b, &mut c, &epi, par) {
+            if let Err(e) = gemm(&desc, &a, &b, &mut c, &epi, Exec::new(isa, par)) {
                 err = Some(e);
             }
         })

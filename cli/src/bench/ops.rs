@@ -90,19 +90,18 @@ fn run_typed<T: Element>(rows: usize, cols: usize, sink: &mut Sink) -> Result<()
                 });
             };
             measure("rms_norm", bytes4(2), &mut |o| {
-                llm::rms_norm_with_isa(Exec::new(isa, par), &x, &w, o, rows, cols, 1e-5).unwrap()
+                llm::rms_norm(&x, &w, o, rows, cols, 1e-5, Exec::new(isa, par)).unwrap()
             });
             measure("softmax", bytes4(2), &mut |o| {
-                llm::softmax_with_isa(Exec::new(isa, par), &x, o, rows, cols, 1.0).unwrap()
+                llm::softmax(&x, o, rows, cols, 1.0, Exec::new(isa, par)).unwrap()
             });
             measure("swiglu", bytes4(3), &mut |o| {
-                llm::swiglu_with_isa(Exec::new(isa, par), &x, &up, o, n).unwrap()
+                llm::swiglu(&x, &up, o, n, Exec::new(isa, par)).unwrap()
             });
             measure("rope_neox", bytes4(2), &mut |o| {
                 let p = RopePositions::Start(0);
                 let heads = cols / HEAD_DIM;
-                llm::rope_with_isa(
-                    Exec::new(isa, par),
+                llm::rope(
                     &x,
                     o,
                     llm::RopeShape {
@@ -112,6 +111,7 @@ fn run_typed<T: Element>(rows: usize, cols: usize, sink: &mut Sink) -> Result<()
                     },
                     &rope,
                     p,
+                    Exec::new(isa, par),
                 )
                 .unwrap()
             });
@@ -146,18 +146,17 @@ fn decode(cols: usize, x: &[f32], up: &[f32], w: &[f32], rope: &RopeParams, sink
         });
     };
     measure("rms_norm", 2, &mut |o| {
-        llm::rms_norm_with_isa(Exec::new(isa, par), x, w, o, 1, cols, 1e-5).unwrap()
+        llm::rms_norm(x, w, o, 1, cols, 1e-5, Exec::new(isa, par)).unwrap()
     });
     measure("softmax", 2, &mut |o| {
-        llm::softmax_with_isa(Exec::new(isa, par), x, o, 1, cols, 1.0).unwrap()
+        llm::softmax(x, o, 1, cols, 1.0, Exec::new(isa, par)).unwrap()
     });
     measure("swiglu", 3, &mut |o| {
-        llm::swiglu_with_isa(Exec::new(isa, par), x, up, o, cols).unwrap()
+        llm::swiglu(x, up, o, cols, Exec::new(isa, par)).unwrap()
     });
     measure("rope_neox", 2, &mut |o| {
         let p = RopePositions::Start(1000);
-        llm::rope_with_isa(
-            Exec::new(isa, par),
+        llm::rope(
             x,
             o,
             llm::RopeShape {
@@ -167,6 +166,7 @@ fn decode(cols: usize, x: &[f32], up: &[f32], w: &[f32], rope: &RopeParams, sink
             },
             rope,
             p,
+            Exec::new(isa, par),
         )
         .unwrap()
     });
@@ -202,25 +202,25 @@ fn sampling(isa: knpu_kernels::Isa, sink: &mut Sink) {
         });
     };
     let (runs, t) = time_batched(7, 200, || {
-        llm::argmax_with_isa(
-            Exec::new(isa, Parallelism::None),
+        llm::argmax(
             &logits,
             &mut idx[..1],
             1,
             VOCAB,
+            Exec::new(isa, Parallelism::None),
         )
         .unwrap()
     });
     emit("argmax", 1, runs, t);
     let (runs, t) = time_batched(7, 50, || {
-        llm::top_k_with_isa(
-            Exec::new(isa, Parallelism::None),
+        llm::top_k(
             &logits,
             &mut vals,
             &mut idx,
             1,
             VOCAB,
             K,
+            Exec::new(isa, Parallelism::None),
         )
         .unwrap()
     });

@@ -331,7 +331,20 @@ pub struct AttentionParams {
 }
 
 impl AttentionParams {
-    /// Dense `[batch, seq, heads, head_dim]` tensors for every operand.
+    /// Queries and output laid out as `q`, keys and values as `kv`.
+    pub fn new(q: AttnTensor, kv: AttnTensor, mask: AttnMask) -> AttentionParams {
+        AttentionParams {
+            q,
+            k: kv,
+            v: kv,
+            out: q,
+            mask,
+        }
+    }
+
+    /// Dense `[batch, seq, heads, head_dim]` tensors for every operand (flash-attn's layout;
+    /// for PyTorch's `[batch, heads, seq, head_dim]`, [`AttentionParams::new`] with
+    /// [`AttnTensor::bhsd`] operands).
     pub fn bshd(
         batch: usize,
         q_len: usize,
@@ -341,15 +354,11 @@ impl AttentionParams {
         head_dim: usize,
         mask: AttnMask,
     ) -> AttentionParams {
-        let q = AttnTensor::bshd(batch, q_len, q_heads, head_dim);
-        let k = AttnTensor::bshd(batch, kv_len, kv_heads, head_dim);
-        AttentionParams {
-            q,
-            k,
-            v: k,
-            out: q,
+        AttentionParams::new(
+            AttnTensor::bshd(batch, q_len, q_heads, head_dim),
+            AttnTensor::bshd(batch, kv_len, kv_heads, head_dim),
             mask,
-        }
+        )
     }
 }
 

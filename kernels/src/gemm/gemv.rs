@@ -138,30 +138,63 @@ unsafe fn finish<S: Simd, TB: Element, TC: Element>(job: &GemvJob<TB, TC>, c0: u
                     j += 1;
                 }
             }
-            let crow = job.c.add(r * job.ldc + c0);
-            let prev = if job.beta == 0.0 {
-                Prev::Zero
-            } else {
-                Prev::Out {
-                    p: crow as *const TC,
-                    beta: job.beta,
-                }
+            let dest = OutRows {
+                c: job.c,
+                residual: job.residual,
             };
-            let epi = RowEpi {
-                bias: if job.bias.is_null() {
-                    job.bias
-                } else {
-                    job.bias.add(c0)
-                },
-                act: job.act,
-                residual: if job.residual.is_null() {
-                    job.residual
-                } else {
-                    job.residual.add(r * job.ld_residual + c0)
-                },
-            };
-            epilogue::row::<S, TC>(c1 - c0, dst.add(c0), job.alpha, prev, Dest::Out(crow), &epi);
+            store_row::<S, TB, TC>(job, dest, r, c0, c1 - c0, dst.add(c0));
         }
+    }
+}
+
+/// C and the residual of one batch.
+#[derive(Clone, Copy)]
+struct OutRows<TC> {
+    c: *mut TC,
+    /// Null when there is no residual.
+    residual: *const TC,
+}
+
+/// Stores the `cols` sums at `sums` into row `r` of C from column `j` on, through the
+/// epilogue (`beta`, bias, activation, residual).
+///
+/// # Safety
+/// Row `r`, columns `j .. j + cols` lie inside C and the residual (when not null) of `out`
+/// and inside the bias (when not null); `sums` holds `cols` floats.
+#[inline(always)]
+unsafe fn store_row<S: Simd, TB: Element, TC: Element>(
+    job: &GemvJob<TB, TC>,
+    out: OutRows<TC>,
+    r: usize,
+    j: usize,
+    cols: usize,
+    sums: *const f32,
+) {
+    // SAFETY: every offset is inside the operands, as the caller guarantees.
+    unsafe {
+        let crow = out.c.add(r * job.ldc + j);
+        let prev = if job.beta == 0.0 {
+            Prev::Zero
+        } else {
+            Prev::Out {
+                p: crow as *const TC,
+                beta: job.beta,
+            }
+        };
+        let epi = RowEpi {
+            bias: if job.bias.is_null() {
+                job.bias
+            } else {
+                job.bias.add(j)
+            },
+            act: job.act,
+            residual: if out.residual.is_null() {
+                out.residual
+            } else {
+                out.residual.add(r * job.ld_residual + j)
+            },
+        };
+        epilogue::row::<S, TC>(cols, sums, job.alpha, prev, Dest::Out(crow), &epi);
     }
 }
 
@@ -192,11 +225,13 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element>(
     unsafe {
         let a = job.a.add(batch * job.m * job.k);
         let b = job.b.add(batch * job.stride_b);
-        let c = job.c.add(batch * job.stride_c);
-        let residual = if job.residual.is_null() {
-            job.residual
-        } else {
-            job.residual.add(batch * job.stride_residual)
+        let dest = OutRows {
+            c: job.c.add(batch * job.stride_c),
+            residual: if job.residual.is_null() {
+                job.residual
+            } else {
+                job.residual.add(batch * job.stride_residual)
+            },
         };
         // Dot products finish a few columns at a time; axpy rows accumulate a wide chunk of
         // columns in L1 so every stored row of B is read in long contiguous runs.
@@ -227,36 +262,7 @@ unsafe fn task_rows<S: Simd, TB: Element, TC: Element>(
                 }
             }
             for r in 0..m {
-                let crow = c.add(r * job.ldc + j0);
-                let prev = if job.beta == 0.0 {
-                    Prev::Zero
-                } else {
-                    Prev::Out {
-                        p: crow as *const TC,
-                        beta: job.beta,
-                    }
-                };
-                let epi = RowEpi {
-                    bias: if job.bias.is_null() {
-                        job.bias
-                    } else {
-                        job.bias.add(j0)
-                    },
-                    act: job.act,
-                    residual: if residual.is_null() {
-                        residual
-                    } else {
-                        residual.add(r * job.ld_residual + j0)
-                    },
-                };
-                epilogue::row::<S, TC>(
-                    cols,
-                    out.add(r * width),
-                    job.alpha,
-                    prev,
-                    Dest::Out(crow),
-                    &epi,
-                );
+                store_row::<S, TB, TC>(job, dest, r, j0, cols, out.add(r * width));
             }
             j0 += cols;
         }

@@ -33,7 +33,7 @@
 //! streams B once without packing it. Larger
 //! problems take the BLIS-structured blocked path (`blocked.rs`, `pack.rs`,
 //! `microkernel.rs`). Both run on the instruction set [`crate::isa::active`] picks, or the one
-//! given to [`gemm_with_isa`].
+//! an [`Exec`] given to [`gemm`] names.
 
 mod blocked;
 mod element;
@@ -46,7 +46,7 @@ mod simd;
 use crate::par::for_each_task as for_each;
 
 use crate::error::KernelError;
-use crate::isa::{self, Isa};
+use crate::isa::{Exec, Isa};
 use crate::par::Parallelism;
 
 pub use element::{Dtype, Element};
@@ -224,28 +224,18 @@ impl<TC> Default for Epilogue<'_, TC> {
     }
 }
 
-/// Runs GEMM on the instruction set [`isa::active`] picks. See the module documentation.
+/// Runs GEMM on the instruction set and threads `exec` names: a [`Parallelism`] alone runs on
+/// the instruction set [`crate::isa::active`] picks. An instruction set the host lacks is
+/// [`KernelError::Unsupported`]. See the module documentation.
 pub fn gemm<TA: Element, TB: Element, TC: Element>(
     desc: &GemmDesc,
     a: &[TA],
     b: &[TB],
     c: &mut [TC],
     epilogue: &Epilogue<'_, TC>,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    gemm_with_isa(isa::active(), desc, a, b, c, epilogue, par)
-}
-
-/// Runs GEMM on instruction set `isa`; [`KernelError::Unsupported`] if the host lacks it.
-pub fn gemm_with_isa<TA: Element, TB: Element, TC: Element>(
-    isa: Isa,
-    desc: &GemmDesc,
-    a: &[TA],
-    b: &[TB],
-    c: &mut [TC],
-    epilogue: &Epilogue<'_, TC>,
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     validate(desc, a.len(), b.len(), c.len(), epilogue)?;
     isa.require()?;
     match isa {

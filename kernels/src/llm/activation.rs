@@ -10,7 +10,7 @@
 use super::math;
 use super::simd::{map2, simd_entry, with_f32_out, Simd};
 use super::{check_len, f32_row, for_flat_blocks, Element, Scratch};
-use crate::{Exec, Isa, KernelError, Parallelism};
+use crate::{Exec, KernelError};
 
 /// Which form of GELU to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,20 +33,9 @@ pub fn silu<T: Element>(
     x: &[T],
     out: &mut [T],
     len: usize,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    silu_with_isa(Exec::active(par), x, out, len)
-}
-
-/// [`silu`] on the instruction-set path and threads `exec` names.
-pub fn silu_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    out: &mut [T],
-    len: usize,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
-    run(isa, Act::Silu, x, None, out, len, par)
+    run(exec.into(), Act::Silu, x, None, out, len)
 }
 
 /// GELU in the given form, `out[i] = gelu(x[i])` for `i < len`.
@@ -55,21 +44,9 @@ pub fn gelu<T: Element>(
     out: &mut [T],
     len: usize,
     approx: GeluApprox,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    gelu_with_isa(Exec::active(par), x, out, len, approx)
-}
-
-/// [`gelu`] on the instruction-set path and threads `exec` names.
-pub fn gelu_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    out: &mut [T],
-    len: usize,
-    approx: GeluApprox,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
-    run(isa, Act::Gelu(approx), x, None, out, len, par)
+    run(exec.into(), Act::Gelu(approx), x, None, out, len)
 }
 
 /// SwiGLU: `out[i] = silu(gate[i]) * up[i]` for `i < len`, in one pass.
@@ -78,33 +55,21 @@ pub fn swiglu<T: Element>(
     up: &[T],
     out: &mut [T],
     len: usize,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    swiglu_with_isa(Exec::active(par), gate, up, out, len)
-}
-
-/// [`swiglu`] on the instruction-set path and threads `exec` names.
-pub fn swiglu_with_isa<T: Element>(
-    exec: Exec,
-    gate: &[T],
-    up: &[T],
-    out: &mut [T],
-    len: usize,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
     check_len("up", len, up.len())?;
-    run(isa, Act::SwiGlu, gate, Some(up), out, len, par)
+    run(exec.into(), Act::SwiGlu, gate, Some(up), out, len)
 }
 
 fn run<T: Element>(
-    isa: Isa,
+    exec: Exec,
     act: Act,
     x: &[T],
     y: Option<&[T]>,
     out: &mut [T],
     len: usize,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec;
     isa.require()?;
     check_len(if y.is_some() { "gate" } else { "x" }, len, x.len())?;
     check_len("out", len, out.len())?;

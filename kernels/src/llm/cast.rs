@@ -6,28 +6,18 @@
 //! the f32 bit pattern (bf16 is the top half of an f32).
 
 use super::{check_len, for_flat_blocks, Element};
-use crate::{Exec, Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError};
 use half::{bf16, f16};
 
 /// Converts `src[..len]` into `dst[..len]` (`S` to `D`, rounding to nearest even when
-/// narrowing), on the path [`isa::active`](crate::isa::active) picks.
+/// narrowing), on the path and threads `exec` names.
 pub fn cast<S: Element, D: Element>(
     src: &[S],
     dst: &mut [D],
     len: usize,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    cast_with_isa(Exec::active(par), src, dst, len)
-}
-
-/// [`cast`] on the instruction-set path and threads `exec` names.
-pub fn cast_with_isa<S: Element, D: Element>(
-    exec: Exec,
-    src: &[S],
-    dst: &mut [D],
-    len: usize,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     check_len("src", len, src.len())?;
     check_len("dst", len, dst.len())?;

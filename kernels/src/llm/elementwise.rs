@@ -3,7 +3,7 @@
 
 use super::simd::{map2, simd_entry, with_f32_out, Simd};
 use super::{check_len, elements, f32_row, for_flat_blocks, for_row_blocks, Element, Scratch};
-use crate::{Exec, Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError};
 
 /// How the second operand `b` is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,31 +28,10 @@ pub fn add<T: Element>(
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    add_with_isa(Exec::active(par), a, b, out, rows, cols, bcast)
-}
-
-/// [`add`] on the instruction-set path and threads `exec` names.
-pub fn add_with_isa<T: Element>(
-    exec: Exec,
-    a: &[T],
-    b: &[T],
-    out: &mut [T],
-    rows: usize,
-    cols: usize,
-    bcast: Broadcast,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
-    binary(
-        isa,
-        BinOp::Add,
-        Some(a),
-        b,
-        out,
-        BinShape { rows, cols, bcast },
-        par,
-    )
+    let shape = BinShape { rows, cols, bcast };
+    binary(exec.into(), BinOp::Add, Some(a), b, out, shape)
 }
 
 /// `out = a * b` over `[rows, cols]`, with `b` laid out as `bcast` says.
@@ -63,31 +42,10 @@ pub fn mul<T: Element>(
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    mul_with_isa(Exec::active(par), a, b, out, rows, cols, bcast)
-}
-
-/// [`mul`] on the instruction-set path and threads `exec` names.
-pub fn mul_with_isa<T: Element>(
-    exec: Exec,
-    a: &[T],
-    b: &[T],
-    out: &mut [T],
-    rows: usize,
-    cols: usize,
-    bcast: Broadcast,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
-    binary(
-        isa,
-        BinOp::Mul,
-        Some(a),
-        b,
-        out,
-        BinShape { rows, cols, bcast },
-        par,
-    )
+    let shape = BinShape { rows, cols, bcast };
+    binary(exec.into(), BinOp::Mul, Some(a), b, out, shape)
 }
 
 /// `x += b` in place over `[rows, cols]` (a residual add), with `b` laid out as `bcast` says.
@@ -97,30 +55,10 @@ pub fn add_inplace<T: Element>(
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    add_inplace_with_isa(Exec::active(par), x, b, rows, cols, bcast)
-}
-
-/// [`add_inplace`] on the instruction-set path and threads `exec` names.
-pub fn add_inplace_with_isa<T: Element>(
-    exec: Exec,
-    x: &mut [T],
-    b: &[T],
-    rows: usize,
-    cols: usize,
-    bcast: Broadcast,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
-    binary(
-        isa,
-        BinOp::Add,
-        None,
-        b,
-        x,
-        BinShape { rows, cols, bcast },
-        par,
-    )
+    let shape = BinShape { rows, cols, bcast };
+    binary(exec.into(), BinOp::Add, None, b, x, shape)
 }
 
 /// `x *= b` in place over `[rows, cols]`, with `b` laid out as `bcast` says.
@@ -130,30 +68,10 @@ pub fn mul_inplace<T: Element>(
     rows: usize,
     cols: usize,
     bcast: Broadcast,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    mul_inplace_with_isa(Exec::active(par), x, b, rows, cols, bcast)
-}
-
-/// [`mul_inplace`] on the instruction-set path and threads `exec` names.
-pub fn mul_inplace_with_isa<T: Element>(
-    exec: Exec,
-    x: &mut [T],
-    b: &[T],
-    rows: usize,
-    cols: usize,
-    bcast: Broadcast,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
-    binary(
-        isa,
-        BinOp::Mul,
-        None,
-        b,
-        x,
-        BinShape { rows, cols, bcast },
-        par,
-    )
+    let shape = BinShape { rows, cols, bcast };
+    binary(exec.into(), BinOp::Mul, None, b, x, shape)
 }
 
 /// The operands' layout: `[rows, cols]`, with `b` laid out as `bcast` says.
@@ -166,14 +84,14 @@ struct BinShape {
 
 /// `out = a op b`; `a = None` means in place (`out` is also the first operand).
 fn binary<T: Element>(
-    isa: Isa,
+    exec: Exec,
     op: BinOp,
     a: Option<&[T]>,
     b: &[T],
     out: &mut [T],
     shape: BinShape,
-    par: Parallelism,
 ) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec;
     let BinShape { rows, cols, bcast } = shape;
     isa.require()?;
     let n = elements(rows, cols)?;

@@ -3,7 +3,7 @@
 
 use super::cast::convert_row;
 use super::{check_len, elements, for_row_blocks, Element};
-use crate::{Exec, KernelError, Parallelism};
+use crate::{Exec, KernelError};
 
 /// `out[t, :] = table[ids[t], :]` for `t < tokens`: `table` is `[vocab, dim]` row-major,
 /// `out` is `[tokens, dim]`, converted from `T` to `O` (round to nearest even when narrowing).
@@ -17,22 +17,9 @@ pub fn embedding<T: Element, O: Element>(
     ids: &[u32],
     tokens: usize,
     out: &mut [O],
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    embedding_with_isa(Exec::active(par), table, vocab, dim, ids, tokens, out)
-}
-
-/// [`embedding`] on the instruction-set path and threads `exec` names.
-pub fn embedding_with_isa<T: Element, O: Element>(
-    exec: Exec,
-    table: &[T],
-    vocab: usize,
-    dim: usize,
-    ids: &[u32],
-    tokens: usize,
-    out: &mut [O],
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     check_len("table", elements(vocab, dim)?, table.len())?;
     check_len("ids", tokens, ids.len())?;

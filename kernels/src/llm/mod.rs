@@ -3,10 +3,10 @@
 //! casts, argmax, top-k and sampling.
 //!
 //! Every op is generic over its element type ([`Element`]: `f32`, `f16`, `bf16`) and computes
-//! in f32 whatever the storage type. Each has a plain entry that runs the path
-//! [`isa::active`](crate::isa::active) picks and a `*_with_isa` entry that takes an
-//! [`Exec`](crate::Exec) (a given path and the threads) in place of the plain entry's `par`
-//! (tests force every path in [`isa::supported`](crate::isa::supported)). Shapes are explicit;
+//! in f32 whatever the storage type. Each takes, last, `exec: impl Into<Exec>`: a
+//! [`Parallelism`] runs on the path [`isa::active`](crate::isa::active) picks, an
+//! [`Exec`](crate::Exec) names the path as well (tests force every path in
+//! [`isa::supported`](crate::isa::supported)). Shapes are explicit;
 //! slices may be longer than a shape needs but never shorter. Arguments are validated before
 //! any element is written, so a bad call returns a [`KernelError`] and leaves outputs
 //! untouched.
@@ -54,23 +54,15 @@ pub mod topk;
 
 mod simd;
 
-pub use activation::{
-    gelu, gelu_with_isa, silu, silu_with_isa, swiglu, swiglu_with_isa, GeluApprox,
-};
-pub use cast::{cast, cast_with_isa, f32_to_i32, i32_to_f32};
-pub use elementwise::{
-    add, add_inplace, add_inplace_with_isa, add_with_isa, mul, mul_inplace, mul_inplace_with_isa,
-    mul_with_isa, Broadcast,
-};
-pub use embedding::{embedding, embedding_with_isa};
-pub use norm::{layer_norm, layer_norm_with_isa, rms_norm, rms_norm_with_isa, NormWeights};
-pub use rope::{
-    rope, rope_inplace, rope_inplace_with_isa, rope_with_isa, RopeParams, RopePositions, RopeShape,
-    RopeStyle,
-};
-pub use sample::{sample, sample_with_isa, SampleParams};
-pub use softmax::{softmax, softmax_with_isa};
-pub use topk::{argmax, argmax_with_isa, top_k, top_k_with_isa};
+pub use activation::{gelu, silu, swiglu, GeluApprox};
+pub use cast::{cast, f32_to_i32, i32_to_f32};
+pub use elementwise::{add, add_inplace, mul, mul_inplace, Broadcast};
+pub use embedding::embedding;
+pub use norm::{layer_norm, rms_norm, NormWeights};
+pub use rope::{rope, rope_inplace, RopeParams, RopePositions, RopeShape, RopeStyle};
+pub use sample::{sample, SampleParams};
+pub use softmax::softmax;
+pub use topk::{argmax, top_k};
 
 use crate::{Isa, KernelError, Parallelism};
 use half::{bf16, f16};

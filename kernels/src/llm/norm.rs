@@ -5,7 +5,7 @@
 
 use super::simd::{map2, map3, row_sum, simd_entry, with_f32_out, Simd};
 use super::{check_len, elements, f32_row, for_row_blocks, Element, Scratch};
-use crate::{Exec, Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError};
 
 /// RMSNorm: `out[r, c] = x[r, c] / sqrt(mean_c(x[r, c]²) + eps) * weight[c]`.
 ///
@@ -18,22 +18,9 @@ pub fn rms_norm<T: Element>(
     rows: usize,
     cols: usize,
     eps: f32,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    rms_norm_with_isa(Exec::active(par), x, weight, out, rows, cols, eps)
-}
-
-/// [`rms_norm`] on the instruction-set path and threads `exec` names.
-pub fn rms_norm_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    weight: &[T],
-    out: &mut [T],
-    rows: usize,
-    cols: usize,
-    eps: f32,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     let n = elements(rows, cols)?;
     check_len("x", n, x.len())?;
@@ -69,22 +56,9 @@ pub fn layer_norm<T: Element>(
     rows: usize,
     cols: usize,
     eps: f32,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    layer_norm_with_isa(Exec::active(par), x, weights, out, rows, cols, eps)
-}
-
-/// [`layer_norm`] on the instruction-set path and threads `exec` names.
-pub fn layer_norm_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    weights: NormWeights<'_, T>,
-    out: &mut [T],
-    rows: usize,
-    cols: usize,
-    eps: f32,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     let NormWeights { weight, bias } = weights;
     isa.require()?;
     let n = elements(rows, cols)?;

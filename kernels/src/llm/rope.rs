@@ -57,20 +57,9 @@ pub fn rope_inplace<T: Element>(
     shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    rope_inplace_with_isa(Exec::active(par), x, shape, params, positions)
-}
-
-/// [`rope_inplace`] on the instruction-set path and threads `exec` names.
-pub fn rope_inplace_with_isa<T: Element>(
-    exec: Exec,
-    x: &mut [T],
-    shape: RopeShape,
-    params: &RopeParams,
-    positions: RopePositions<'_>,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     let cols = validate(isa, shape, params, positions)?;
     let n = elements(shape.rows, cols)?;
     check_len("x", n, x.len())?;
@@ -86,21 +75,9 @@ pub fn rope<T: Element>(
     shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    rope_with_isa(Exec::active(par), x, out, shape, params, positions)
-}
-
-/// [`rope`] on the instruction-set path and threads `exec` names.
-pub fn rope_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    out: &mut [T],
-    shape: RopeShape,
-    params: &RopeParams,
-    positions: RopePositions<'_>,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     let cols = validate(isa, shape, params, positions)?;
     let n = elements(shape.rows, cols)?;
     check_len("x", n, x.len())?;

@@ -22,7 +22,7 @@
 use std::cmp::Ordering;
 
 use super::{check_len, elements, f32_row, for_row_blocks_work, topk, Element};
-use crate::{Exec, KernelError, Parallelism};
+use crate::{Exec, KernelError};
 
 /// The scalars of a sampling launch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,38 +53,16 @@ pub fn sample<T: Element>(
     rows: usize,
     vocab: usize,
     params: &SampleParams,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    sample_with_isa(
-        Exec::active(par),
-        logits,
-        uniforms,
-        out,
-        rows,
-        vocab,
-        params,
-    )
-}
-
-/// [`sample`] on the instruction-set path and threads `exec` names (the path widens f16 and
-/// bf16 rows and runs the greedy argmax).
-pub fn sample_with_isa<T: Element>(
-    exec: Exec,
-    logits: &[T],
-    uniforms: &[f64],
-    out: &mut [u32],
-    rows: usize,
-    vocab: usize,
-    params: &SampleParams,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     check_params(params, vocab)?;
     let n = elements(rows, vocab)?;
     check_len("logits", n, logits.len())?;
     check_len("out", rows, out.len())?;
     if params.is_greedy() {
-        return topk::argmax_with_isa(exec, logits, out, rows, vocab);
+        return topk::argmax(logits, out, rows, vocab, Exec { isa, par });
     }
     check_len("uniforms", rows, uniforms.len())?;
     if let Some(u) = uniforms[..rows].iter().find(|u| !(0.0..1.0).contains(*u)) {

@@ -3,7 +3,7 @@
 use super::math;
 use super::simd::{simd_entry, with_f32_out, Simd};
 use super::{check_len, elements, f32_row, for_row_blocks, Element, Scratch};
-use crate::{Exec, KernelError, Parallelism};
+use crate::{Exec, KernelError};
 
 /// Softmax over each row of `x` (`[rows, cols]` row-major) into `out`, of `scale * x`
 /// (`scale = 1.0` for the plain softmax; attention passes `1/sqrt(d)`).
@@ -18,21 +18,9 @@ pub fn softmax<T: Element>(
     rows: usize,
     cols: usize,
     scale: f32,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    softmax_with_isa(Exec::active(par), x, out, rows, cols, scale)
-}
-
-/// [`softmax`] on the instruction-set path and threads `exec` names.
-pub fn softmax_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    out: &mut [T],
-    rows: usize,
-    cols: usize,
-    scale: f32,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     let n = elements(rows, cols)?;
     check_len("x", n, x.len())?;

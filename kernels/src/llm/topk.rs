@@ -7,7 +7,7 @@
 
 use super::simd::{simd_entry, Simd};
 use super::{check_len, elements, f32_row, for_row_blocks_work, Element, Scratch};
-use crate::{Exec, Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError};
 
 /// `out[r]` = the index of the largest value in row `r` of `x` (`[rows, cols]` row-major),
 /// the lowest such index on ties; see the module docs for NaN.
@@ -18,20 +18,9 @@ pub fn argmax<T: Element>(
     out: &mut [u32],
     rows: usize,
     cols: usize,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    argmax_with_isa(Exec::active(par), x, out, rows, cols)
-}
-
-/// [`argmax`] on the instruction-set path and threads `exec` names.
-pub fn argmax_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    out: &mut [u32],
-    rows: usize,
-    cols: usize,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     let n = elements(rows, cols)?;
     check_len("x", n, x.len())?;
@@ -57,24 +46,9 @@ pub fn top_k<T: Element>(
     rows: usize,
     cols: usize,
     k: usize,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    top_k_with_isa(Exec::active(par), x, values, indices, rows, cols, k)
-}
-
-/// [`top_k`] on the instruction-set path and threads `exec` names (the path runs the
-/// widening of f16/bf16 rows and the vector compare that skips elements below the current
-/// k-th).
-pub fn top_k_with_isa<T: Element>(
-    exec: Exec,
-    x: &[T],
-    values: &mut [T],
-    indices: &mut [u32],
-    rows: usize,
-    cols: usize,
-    k: usize,
-) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     if k > cols {
         return Err(KernelError::BadShape {

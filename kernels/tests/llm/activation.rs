@@ -1,5 +1,5 @@
 use crate::common::*;
-use knpu_kernels::llm::{gelu_with_isa, silu_with_isa, swiglu_with_isa, Element, GeluApprox};
+use knpu_kernels::llm::{gelu, silu, swiglu, Element, GeluApprox};
 use knpu_kernels::{isa, Exec};
 
 /// erfc in f64 to ~1e-14: series below 3, continued fraction above.
@@ -53,17 +53,17 @@ fn run<T: Element>() {
             let ctx = |op: &str| format!("{op} {} {isa:?} n={n}", name::<T>());
             let mut out = vec![T::from_f32(f32::NAN); n];
 
-            silu_with_isa(Exec::new(isa, par), &x, &mut out, n).unwrap();
+            silu(&x, &mut out, n, Exec::new(isa, par)).unwrap();
             let want: Vec<f64> = xf.iter().map(|&v| silu64(v)).collect();
             let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
             check(&out, &want, &s, 1e-6, &ctx("silu"));
 
-            swiglu_with_isa(Exec::new(isa, par), &x, &up, &mut out, n).unwrap();
+            swiglu(&x, &up, &mut out, n, Exec::new(isa, par)).unwrap();
             let want: Vec<f64> = xf.iter().zip(&uf).map(|(&g, &u)| silu64(g) * u).collect();
             let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
             check(&out, &want, &s, 1e-6, &ctx("swiglu"));
 
-            gelu_with_isa(Exec::new(isa, par), &x, &mut out, n, GeluApprox::Erf).unwrap();
+            gelu(&x, &mut out, n, GeluApprox::Erf, Exec::new(isa, par)).unwrap();
             let want: Vec<f64> = xf
                 .iter()
                 .map(|&v| v * 0.5 * erfc64(-v / std::f64::consts::SQRT_2))
@@ -74,7 +74,7 @@ fn run<T: Element>() {
             // The f64 tanh form itself cancels for x << 0, so the reference stays in [-5, 5].
             // The f32 result is relative to the rounding of the exp argument 2y, so the error
             // bound grows with |2y| (the condition number of exp there).
-            gelu_with_isa(Exec::new(isa, par), &near, &mut out, n, GeluApprox::Tanh).unwrap();
+            gelu(&near, &mut out, n, GeluApprox::Tanh, Exec::new(isa, par)).unwrap();
             let c = (2.0 / std::f64::consts::PI).sqrt();
             let y = |v: f64| c * (v + 0.044715 * v * v * v);
             let want: Vec<f64> = nf.iter().map(|&v| 0.5 * v * (1.0 + y(v).tanh())).collect();
@@ -99,11 +99,11 @@ fn activations_of_large_inputs() {
     let x = [-1e30f32, -200.0, -90.0, 90.0, 200.0, 1e30];
     for isa in isa::supported() {
         let mut out = [0.0f32; 6];
-        silu_with_isa(
-            Exec::new(isa, knpu_kernels::Parallelism::None),
+        silu(
             &x,
             &mut out,
             6,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
         )
         .unwrap();
         assert!(
@@ -114,12 +114,12 @@ fn activations_of_large_inputs() {
         );
         assert_eq!(&out[3..], &x[3..], "{isa:?}");
         for approx in [GeluApprox::Erf, GeluApprox::Tanh] {
-            gelu_with_isa(
-                Exec::new(isa, knpu_kernels::Parallelism::None),
+            gelu(
                 &x,
                 &mut out,
                 6,
                 approx,
+                Exec::new(isa, knpu_kernels::Parallelism::None),
             )
             .unwrap();
             assert!(

@@ -1,6 +1,6 @@
 use crate::common::*;
 use half::{bf16, f16};
-use knpu_kernels::llm::{cast_with_isa, f32_to_i32, i32_to_f32, Element};
+use knpu_kernels::llm::{cast, f32_to_i32, i32_to_f32, Element};
 use knpu_kernels::{isa, Exec};
 
 /// Specials, rounding ties and range edges of all three types, then random values.
@@ -49,7 +49,7 @@ fn pair<S: Element, D: Element>() {
             .collect();
         for isa in isa::supported() {
             let mut dst = vec![D::from_f32(1.0); n];
-            cast_with_isa(Exec::new(isa, par_for(n)), &src, &mut dst, n).unwrap();
+            cast(&src, &mut dst, n, Exec::new(isa, par_for(n))).unwrap();
             for (i, (s, d)) in src.iter().zip(&dst).enumerate() {
                 let want = D::from_f32(s.to_f32());
                 let ok = if want.to_f32().is_nan() {

@@ -1,7 +1,5 @@
 use crate::common::*;
-use knpu_kernels::llm::{
-    add_inplace_with_isa, add_with_isa, mul_inplace_with_isa, mul_with_isa, Broadcast, Element,
-};
+use knpu_kernels::llm::{add, add_inplace, mul, mul_inplace, Broadcast, Element};
 use knpu_kernels::{isa, Exec};
 
 fn run<T: Element>() {
@@ -28,14 +26,14 @@ fn run<T: Element>() {
                 let ctx =
                     |op: &str| format!("{op} {} {isa:?} {rows}x{cols} {bcast:?}", name::<T>());
                 let mut out = vec![T::from_f32(f32::NAN); n];
-                add_with_isa(
-                    Exec::new(isa, par_for(n)),
+                add(
                     &a,
                     bsl,
                     &mut out,
                     rows,
                     cols,
                     bcast,
+                    Exec::new(isa, par_for(n)),
                 )
                 .unwrap();
                 let want: Vec<f64> = (0..n).map(|i| af[i] + bi(i)).collect();
@@ -43,25 +41,23 @@ fn run<T: Element>() {
                 // One f32 rounding.
                 check(&out, &want, &s, 6e-8, &ctx("add"));
                 let mut x = a.clone();
-                add_inplace_with_isa(Exec::new(isa, par_for(n)), &mut x, bsl, rows, cols, bcast)
-                    .unwrap();
+                add_inplace(&mut x, bsl, rows, cols, bcast, Exec::new(isa, par_for(n))).unwrap();
                 assert_eq!(bytes(&x), bytes(&out), "{}", ctx("add in place"));
-                mul_with_isa(
-                    Exec::new(isa, par_for(n)),
+                mul(
                     &a,
                     bsl,
                     &mut out,
                     rows,
                     cols,
                     bcast,
+                    Exec::new(isa, par_for(n)),
                 )
                 .unwrap();
                 let want: Vec<f64> = (0..n).map(|i| af[i] * bi(i)).collect();
                 let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
                 check(&out, &want, &s, 6e-8, &ctx("mul"));
                 let mut x = a.clone();
-                mul_inplace_with_isa(Exec::new(isa, par_for(n)), &mut x, bsl, rows, cols, bcast)
-                    .unwrap();
+                mul_inplace(&mut x, bsl, rows, cols, bcast, Exec::new(isa, par_for(n))).unwrap();
                 assert_eq!(bytes(&x), bytes(&out), "{}", ctx("mul in place"));
             }
         }

@@ -1,6 +1,6 @@
 use crate::common::*;
 use half::{bf16, f16};
-use knpu_kernels::llm::{embedding_with_isa, Element};
+use knpu_kernels::llm::{embedding, Element};
 use knpu_kernels::{isa, Exec};
 
 fn run<T: Element, O: Element>() {
@@ -14,14 +14,14 @@ fn run<T: Element, O: Element>() {
             for isa in isa::supported() {
                 let mut out = vec![O::from_f32(f32::NAN); tokens * dim];
                 let par = par_for(tokens * dim);
-                embedding_with_isa(
-                    Exec::new(isa, par),
+                embedding(
                     &table,
                     vocab,
                     dim,
                     &ids,
                     tokens,
                     &mut out,
+                    Exec::new(isa, par),
                 )
                 .unwrap();
                 for (t, &id) in ids.iter().enumerate() {

@@ -1,5 +1,5 @@
 use crate::common::*;
-use knpu_kernels::llm::{layer_norm_with_isa, rms_norm_with_isa, Element, NormWeights};
+use knpu_kernels::llm::{layer_norm, rms_norm, Element, NormWeights};
 use knpu_kernels::{isa, Exec};
 
 fn rms<T: Element>() {
@@ -21,14 +21,14 @@ fn rms<T: Element>() {
         let scale: Vec<f64> = want.iter().map(|v| v.abs()).collect();
         for isa in isa::supported() {
             let mut out = vec![T::from_f32(f32::NAN); rows * cols];
-            rms_norm_with_isa(
-                Exec::new(isa, par_for(rows * cols)),
+            rms_norm(
                 &x,
                 &w,
                 &mut out,
                 rows,
                 cols,
                 eps,
+                Exec::new(isa, par_for(rows * cols)),
             )
             .unwrap();
             // f32 sum of squares over up to 4097 terms plus a few roundings.
@@ -71,14 +71,14 @@ fn layer<T: Element>() {
             for isa in isa::supported() {
                 let mut out = vec![T::from_f32(f32::NAN); rows * cols];
                 let bias = with_bias.then_some(&b[..]);
-                layer_norm_with_isa(
-                    Exec::new(isa, par_for(rows * cols)),
+                layer_norm(
                     &x,
                     NormWeights { weight: &w, bias },
                     &mut out,
                     rows,
                     cols,
                     eps,
+                    Exec::new(isa, par_for(rows * cols)),
                 )
                 .unwrap();
                 let ctx = format!(

@@ -1,6 +1,6 @@
 use crate::common::*;
 use knpu_kernels::llm::{
-    rope_inplace_with_isa, rope_with_isa, Element, RopeParams, RopePositions, RopeShape, RopeStyle,
+    rope, rope_inplace, Element, RopeParams, RopePositions, RopeShape, RopeStyle,
 };
 use knpu_kernels::{isa, Exec};
 
@@ -96,8 +96,7 @@ fn run<T: Element>() {
                             name::<T>()
                         );
                         let mut out = vec![T::from_f32(f32::NAN); n];
-                        rope_with_isa(
-                            Exec::new(isa, par_for(n)),
+                        rope(
                             &x,
                             &mut out,
                             RopeShape {
@@ -107,12 +106,12 @@ fn run<T: Element>() {
                             },
                             &p,
                             positions,
+                            Exec::new(isa, par_for(n)),
                         )
                         .unwrap();
                         check(&out, &want, &scale, 1e-6, &ctx);
                         let mut inplace = x.clone();
-                        rope_inplace_with_isa(
-                            Exec::new(isa, par_for(n)),
+                        rope_inplace(
                             &mut inplace,
                             RopeShape {
                                 rows,
@@ -121,6 +120,7 @@ fn run<T: Element>() {
                             },
                             &p,
                             positions,
+                            Exec::new(isa, par_for(n)),
                         )
                         .unwrap();
                         assert_eq!(

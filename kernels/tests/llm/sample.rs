@@ -1,6 +1,6 @@
 use crate::common::*;
 use half::{bf16, f16};
-use knpu_kernels::llm::{sample, sample_with_isa, Element, SampleParams};
+use knpu_kernels::llm::{sample, Element, SampleParams};
 use knpu_kernels::{isa, Exec, KernelError, Parallelism};
 
 /// The rule of `knpu_kernels::llm::sample`, written out plainly: a full sort of the row.
@@ -138,14 +138,14 @@ fn run<T: Element>() {
                 .collect();
             for isa in isa::supported() {
                 let mut got = vec![u32::MAX; rows];
-                sample_with_isa(
-                    Exec::new(isa, par_for(rows * cols)),
+                sample(
                     &x,
                     &u,
                     &mut got,
                     rows,
                     cols,
                     &p,
+                    Exec::new(isa, par_for(rows * cols)),
                 )
                 .unwrap();
                 assert_eq!(got, want, "{} {isa:?} {rows}x{cols} {p:?}", name::<T>());

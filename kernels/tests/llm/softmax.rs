@@ -1,5 +1,5 @@
 use crate::common::*;
-use knpu_kernels::llm::{softmax_with_isa, Element};
+use knpu_kernels::llm::{softmax, Element};
 use knpu_kernels::{isa, Exec};
 
 fn reference(x: &[f64], rows: usize, cols: usize, scale: f64) -> Vec<f64> {
@@ -27,13 +27,13 @@ fn run<T: Element>() {
             let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
             for isa in isa::supported() {
                 let mut out = vec![T::from_f32(f32::NAN); rows * cols];
-                softmax_with_isa(
-                    Exec::new(isa, par_for(rows * cols)),
+                softmax(
                     &x,
                     &mut out,
                     rows,
                     cols,
                     scale,
+                    Exec::new(isa, par_for(rows * cols)),
                 )
                 .unwrap();
                 let ctx = format!(
@@ -58,13 +58,13 @@ fn softmax_special_values() {
         // -inf entries get exactly 0; a huge finite row does not overflow.
         let x = [1.0, f32::NEG_INFINITY, 1.0, 3e38, 3e38, -3e38];
         let mut out = [0.0f32; 6];
-        softmax_with_isa(
-            Exec::new(isa, knpu_kernels::Parallelism::None),
+        softmax(
             &x,
             &mut out,
             2,
             3,
             1.0,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
         )
         .unwrap();
         assert_eq!(&out[..3], &[0.5, 0.0, 0.5], "{isa:?}");
@@ -72,13 +72,13 @@ fn softmax_special_values() {
         // NaN, +inf and all -inf rows are NaN throughout.
         let x = [1.0, f32::NAN, 2.0, inf, 1.0, 0.0, -inf, -inf, -inf];
         let mut out = [0.0f32; 9];
-        softmax_with_isa(
-            Exec::new(isa, knpu_kernels::Parallelism::None),
+        softmax(
             &x,
             &mut out,
             3,
             3,
             1.0,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
         )
         .unwrap();
         assert!(out.iter().all(|v| v.is_nan()), "{isa:?} {out:?}");

@@ -1,5 +1,5 @@
 use crate::common::*;
-use knpu_kernels::llm::{argmax_with_isa, top_k_with_isa, Element};
+use knpu_kernels::llm::{argmax, top_k, Element};
 use knpu_kernels::{isa, Exec};
 use std::cmp::Ordering;
 
@@ -55,12 +55,12 @@ fn run<T: Element>() {
             for isa in isa::supported() {
                 let ctx = format!("{} {isa:?} {rows}x{cols} nan {nan_rows}", name::<T>());
                 let mut am = vec![u32::MAX; rows];
-                argmax_with_isa(
-                    Exec::new(isa, par_for(rows * cols)),
+                argmax(
                     &x,
                     &mut am,
                     rows,
                     cols,
+                    Exec::new(isa, par_for(rows * cols)),
                 )
                 .unwrap();
                 for r in 0..rows {
@@ -72,14 +72,14 @@ fn run<T: Element>() {
                     }
                     let mut vals = vec![T::from_f32(1234.0); rows * k];
                     let mut idx = vec![u32::MAX; rows * k];
-                    top_k_with_isa(
-                        Exec::new(isa, par_for(rows * cols)),
+                    top_k(
                         &x,
                         &mut vals,
                         &mut idx,
                         rows,
                         cols,
                         k,
+                        Exec::new(isa, par_for(rows * cols)),
                     )
                     .unwrap();
                     for r in 0..rows {
@@ -117,26 +117,26 @@ fn argmax_and_top_k_on_monotonic_rows() {
     let x: Vec<f32> = up.iter().chain(&down).copied().collect();
     for isa in isa::supported() {
         let mut am = [0u32; 2];
-        argmax_with_isa(
-            Exec::new(isa, knpu_kernels::Parallelism::None),
+        argmax(
             &x,
             &mut am,
             2,
             n,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
         )
         .unwrap();
         assert_eq!(am, [n as u32 - 1, 0], "{isa:?}");
         let k = 7;
         let mut vals = vec![0.0f32; 2 * k];
         let mut idx = vec![0u32; 2 * k];
-        top_k_with_isa(
-            Exec::new(isa, knpu_kernels::Parallelism::None),
+        top_k(
             &x,
             &mut vals,
             &mut idx,
             2,
             n,
             k,
+            Exec::new(isa, knpu_kernels::Parallelism::None),
         )
         .unwrap();
         let want_up: Vec<u32> = (0..k as u32).map(|j| n as u32 - 1 - j).collect();

@@ -70,64 +70,10 @@ fn cache_abi(c: &PagedKvCache) -> abi::KnpuPagedKvCache {
 
 /// An attention problem over strided K and V: `q` and `out` are
 /// `[batch, q_len, q_heads, head_dim]`, `k` and `v` are `[batch, kv_len, kv_heads, head_dim]`
-/// with `kv_heads` dividing `q_heads` (grouped-query attention).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AttentionArgs {
-    /// Queries.
-    pub q: AttnTensor,
-    /// Keys.
-    pub k: AttnTensor,
-    /// Values.
-    pub v: AttnTensor,
-    /// Output, same shape as `q`.
-    pub out: AttnTensor,
-    /// Masks and scale.
-    pub mask: AttnMask,
-}
-
-impl AttentionArgs {
-    /// Every operand dense `[batch, seq, heads, head_dim]`.
-    pub fn bshd(
-        batch: usize,
-        q_len: usize,
-        kv_len: usize,
-        q_heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        mask: AttnMask,
-    ) -> AttentionArgs {
-        let q = AttnTensor::bshd(batch, q_len, q_heads, head_dim);
-        let k = AttnTensor::bshd(batch, kv_len, kv_heads, head_dim);
-        AttentionArgs {
-            q,
-            k,
-            v: k,
-            out: q,
-            mask,
-        }
-    }
-
-    /// Every operand dense `[batch, heads, seq, head_dim]`.
-    pub fn bhsd(
-        batch: usize,
-        q_len: usize,
-        kv_len: usize,
-        q_heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        mask: AttnMask,
-    ) -> AttentionArgs {
-        let q = AttnTensor::bhsd(batch, q_len, q_heads, head_dim);
-        let k = AttnTensor::bhsd(batch, kv_len, kv_heads, head_dim);
-        AttentionArgs {
-            q,
-            k,
-            v: k,
-            out: q,
-            mask,
-        }
-    }
-}
+/// with `kv_heads` dividing `q_heads` (grouped-query attention). The kernels' own description,
+/// as for [`AttnTensor`]: [`AttentionArgs::bshd`] builds dense flash-attn operands,
+/// [`AttentionArgs::new`] any layout (PyTorch's with [`AttnTensor::bhsd`]).
+pub use knpu_kernels::attention::AttentionParams as AttentionArgs;
 
 /// An attention problem whose K and V live in a paged cache: `q` and `out`
 /// `[batch, q_len, q_heads, head_dim]`, one [`PagedKvCache`] layout for both caches, the block
@@ -305,13 +251,7 @@ pub fn attention<T: DType>(
     for (name, s) in [("q", &qs), ("k", &ks), ("v", &vs), ("out", &os)] {
         same_device(stream, name, s)?;
     }
-    let AttentionArgs {
-        q: qt,
-        k: kt,
-        v: vt,
-        out: ot,
-        mask,
-    } = args;
+    let (qt, kt, vt, ot, mask) = (&args.q, &args.k, &args.v, &args.out, &args.mask);
     check_mask(mask)?;
     check_q_out(qt, ot)?;
     if kt.batch != qt.batch {
@@ -403,13 +343,8 @@ pub fn paged_attention<T: DType>(
     for (name, s) in [("q", &qs), ("k_cache", &kc), ("v_cache", &vc), ("out", &os)] {
         same_device(stream, name, s)?;
     }
-    let PagedAttentionArgs {
-        q: qt,
-        out: ot,
-        cache,
-        max_blocks_per_seq,
-        mask,
-    } = args;
+    let (qt, ot, cache, mask) = (&args.q, &args.out, &args.cache, &args.mask);
+    let max_blocks_per_seq = args.max_blocks_per_seq;
     check_mask(mask)?;
     check_q_out(qt, ot)?;
     let cache_desc = format!(
@@ -438,7 +373,7 @@ pub fn paged_attention<T: DType>(
             "[batch {}, max_blocks_per_seq {}]",
             qt.batch, max_blocks_per_seq
         ),
-        qt.batch.checked_mul(*max_blocks_per_seq),
+        qt.batch.checked_mul(max_blocks_per_seq),
     )?;
     check_u32s(
         stream,
@@ -454,7 +389,7 @@ pub fn paged_attention<T: DType>(
     p.q_desc = tensor_abi(qt);
     p.out_desc = tensor_abi(ot);
     p.cache = cache_abi(cache);
-    p.max_blocks_per_seq = *max_blocks_per_seq as u64;
+    p.max_blocks_per_seq = max_blocks_per_seq as u64;
     p.q = qs.addr();
     p.k_cache = kc.addr();
     p.v_cache = vc.addr();

@@ -8,10 +8,7 @@
 use core::arch::x86_64::*;
 
 use super::Simd;
-use crate::gemm::blocked::{self, Job, Task};
 use crate::gemm::element::{Dtype, Element};
-use crate::gemm::gemv::{self, GemvJob, GemvTask};
-use crate::gemm::microkernel::{self, MicroArgs};
 
 /// The AVX2 + FMA + F16C instruction set.
 #[derive(Clone, Copy)]
@@ -120,82 +117,11 @@ unsafe impl Simd for Avx2 {
         }
     }
 
-    #[inline(always)]
-    unsafe fn microkernel(args: &MicroArgs) {
-        // SAFETY: forwarded caller contract; the host has AVX2 and FMA (trait contract).
-        unsafe { microkernel_avx2(args) }
-    }
-
-    #[inline(always)]
-    unsafe fn microkernel_strided(args: &MicroArgs) {
-        // SAFETY: forwarded caller contract; the host has AVX2 and FMA (trait contract).
-        unsafe { microkernel_strided_avx2(args) }
-    }
-
-    #[inline(always)]
-    unsafe fn microkernel_strided_rows(args: &MicroArgs, rows: usize) {
-        // SAFETY: forwarded caller contract; the host has the features (trait contract).
-        unsafe { microkernel_strided_rows_avx2(args, rows) }
-    }
-
-    #[inline(always)]
-    unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
-        // SAFETY: forwarded caller contract; the host has AVX2, FMA, F16C (trait contract).
-        unsafe { gemm_task_avx2(job, t) }
-    }
-
-    #[inline(always)]
-    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
-        // SAFETY: forwarded caller contract; the host has AVX2, FMA, F16C (trait contract).
-        unsafe { gemv_task_avx2(job, t) }
-    }
-}
-
-/// # Safety
-/// As [`Simd::microkernel`]; the host has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn microkernel_avx2(args: &MicroArgs) {
-    // SAFETY: forwarded caller contract.
-    unsafe { microkernel::tile::<Avx2, 6, 2, true>(args) }
-}
-
-/// # Safety
-/// As [`Simd::microkernel_strided`]; the host has the features enabled here.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn microkernel_strided_avx2(args: &MicroArgs) {
-    // SAFETY: forwarded caller contract.
-    unsafe { microkernel::tile::<Avx2, 6, 2, false>(args) }
-}
-
-/// # Safety
-/// As [`Simd::gemm_task`]; the host has AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_task_avx2<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
-    // SAFETY: forwarded caller contract.
-    unsafe { blocked::run_task::<Avx2, TA, TB, TC>(job, t) }
-}
-
-/// # Safety
-/// As [`Simd::gemv_task`]; the host has AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemv_task_avx2<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
-    // SAFETY: forwarded caller contract.
-    unsafe { gemv::run_task::<Avx2, TB, TC>(job, t) }
-}
-
-/// # Safety
-/// As [`Simd::microkernel_strided_rows`]; the host has the features enabled here.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn microkernel_strided_rows_avx2(args: &MicroArgs, rows: usize) {
-    // SAFETY: forwarded caller contract; each arm's tile height is `rows`.
-    unsafe {
-        match rows {
-            1 => microkernel::tile::<Avx2, 1, 2, false>(args),
-            2 => microkernel::tile::<Avx2, 2, 2, false>(args),
-            3 => microkernel::tile::<Avx2, 3, 2, false>(args),
-            4 => microkernel::tile::<Avx2, 4, 2, false>(args),
-            5 => microkernel::tile::<Avx2, 5, 2, false>(args),
-            _ => unreachable!("a ragged row sliver has 1..6 rows, not {rows}"),
-        }
-    }
+    simd_entry_points!(
+        Avx2,
+        attrs = [#[target_feature(enable = "avx2,fma,f16c")]],
+        mr = 6,
+        nv = 2,
+        ragged = [1, 2, 3, 4, 5],
+    );
 }

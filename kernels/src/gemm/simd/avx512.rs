@@ -7,10 +7,7 @@
 use core::arch::x86_64::*;
 
 use super::Simd;
-use crate::gemm::blocked::{self, Job, Task};
 use crate::gemm::element::{Dtype, Element};
-use crate::gemm::gemv::{self, GemvJob, GemvTask};
-use crate::gemm::microkernel::{self, MicroArgs};
 
 /// The AVX-512 instruction set.
 #[derive(Clone, Copy)]
@@ -113,88 +110,11 @@ unsafe impl Simd for Avx512 {
         }
     }
 
-    #[inline(always)]
-    unsafe fn microkernel(args: &MicroArgs) {
-        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
-        unsafe { microkernel_avx512(args) }
-    }
-
-    #[inline(always)]
-    unsafe fn microkernel_strided(args: &MicroArgs) {
-        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
-        unsafe { microkernel_strided_avx512(args) }
-    }
-
-    #[inline(always)]
-    unsafe fn microkernel_strided_rows(args: &MicroArgs, rows: usize) {
-        // SAFETY: forwarded caller contract; the host has the features (trait contract).
-        unsafe { microkernel_strided_rows_avx512(args, rows) }
-    }
-
-    #[inline(always)]
-    unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
-        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
-        unsafe { gemm_task_avx512(job, t) }
-    }
-
-    #[inline(always)]
-    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
-        // SAFETY: forwarded caller contract; the host has AVX-512 (trait contract).
-        unsafe { gemv_task_avx512(job, t) }
-    }
-}
-
-/// # Safety
-/// As [`Simd::microkernel`]; the host has AVX-512F and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-unsafe fn microkernel_avx512(args: &MicroArgs) {
-    // SAFETY: forwarded caller contract.
-    unsafe { microkernel::tile::<Avx512, 12, 2, true>(args) }
-}
-
-/// # Safety
-/// As [`Simd::microkernel_strided`]; the host has the features enabled here.
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-unsafe fn microkernel_strided_avx512(args: &MicroArgs) {
-    // SAFETY: forwarded caller contract.
-    unsafe { microkernel::tile::<Avx512, 12, 2, false>(args) }
-}
-
-/// # Safety
-/// As [`Simd::gemm_task`]; the host has AVX-512F/BW/DQ/VL, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-unsafe fn gemm_task_avx512<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
-    // SAFETY: forwarded caller contract.
-    unsafe { blocked::run_task::<Avx512, TA, TB, TC>(job, t) }
-}
-
-/// # Safety
-/// As [`Simd::gemv_task`]; the host has AVX-512F/BW/DQ/VL, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-unsafe fn gemv_task_avx512<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
-    // SAFETY: forwarded caller contract.
-    unsafe { gemv::run_task::<Avx512, TB, TC>(job, t) }
-}
-
-/// # Safety
-/// As [`Simd::microkernel_strided_rows`]; the host has the features enabled here.
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-unsafe fn microkernel_strided_rows_avx512(args: &MicroArgs, rows: usize) {
-    // SAFETY: forwarded caller contract; each arm's tile height is `rows`.
-    unsafe {
-        match rows {
-            1 => microkernel::tile::<Avx512, 1, 2, false>(args),
-            2 => microkernel::tile::<Avx512, 2, 2, false>(args),
-            3 => microkernel::tile::<Avx512, 3, 2, false>(args),
-            4 => microkernel::tile::<Avx512, 4, 2, false>(args),
-            5 => microkernel::tile::<Avx512, 5, 2, false>(args),
-            6 => microkernel::tile::<Avx512, 6, 2, false>(args),
-            7 => microkernel::tile::<Avx512, 7, 2, false>(args),
-            8 => microkernel::tile::<Avx512, 8, 2, false>(args),
-            9 => microkernel::tile::<Avx512, 9, 2, false>(args),
-            10 => microkernel::tile::<Avx512, 10, 2, false>(args),
-            11 => microkernel::tile::<Avx512, 11, 2, false>(args),
-            _ => unreachable!("a ragged row sliver has 1..12 rows, not {rows}"),
-        }
-    }
+    simd_entry_points!(
+        Avx512,
+        attrs = [#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]],
+        mr = 12,
+        nv = 2,
+        ragged = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+    );
 }

@@ -7,6 +7,8 @@
 //! must never be reached with a `Simd` whose instructions the host lacks: the safe layer in
 //! `mod.rs` checks [`crate::Isa::is_supported`] first.
 
+#[macro_use]
+mod entry;
 pub(crate) mod portable;
 
 #[cfg(target_arch = "x86_64")]

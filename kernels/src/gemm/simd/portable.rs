@@ -3,10 +3,7 @@
 //! hosts without AVX2 and as the template a new instruction set starts from.
 
 use super::Simd;
-use crate::gemm::blocked::{self, Job, Task};
 use crate::gemm::element::Element;
-use crate::gemm::gemv::{self, GemvJob, GemvTask};
-use crate::gemm::microkernel::{self, MicroArgs};
 
 /// Plain Rust, any target.
 #[derive(Clone, Copy)]
@@ -75,48 +72,11 @@ unsafe impl Simd for Portable {
         unsafe { core::ptr::write_unaligned(p as *mut [T; L], out) }
     }
 
-    #[inline(always)]
-    unsafe fn microkernel(args: &MicroArgs) {
-        // SAFETY: forwarded caller contract.
-        unsafe { microkernel::tile::<Portable, 4, 1, true>(args) }
-    }
-
-    #[inline(always)]
-    unsafe fn microkernel_strided(args: &MicroArgs) {
-        // SAFETY: forwarded caller contract.
-        unsafe { microkernel::tile::<Portable, 4, 1, false>(args) }
-    }
-
-    #[inline(always)]
-    unsafe fn microkernel_strided_rows(args: &MicroArgs, rows: usize) {
-        // SAFETY: forwarded caller contract.
-        unsafe { microkernel_strided_rows_portable(args, rows) }
-    }
-
-    #[inline(always)]
-    unsafe fn gemm_task<TA: Element, TB: Element, TC: Element>(job: &Job<TA, TB, TC>, t: &Task) {
-        // SAFETY: forwarded caller contract.
-        unsafe { blocked::run_task::<Portable, TA, TB, TC>(job, t) }
-    }
-
-    #[inline(always)]
-    unsafe fn gemv_task<TB: Element, TC: Element>(job: &GemvJob<TB, TC>, t: &GemvTask) {
-        // SAFETY: forwarded caller contract.
-        unsafe { gemv::run_task::<Portable, TB, TC>(job, t) }
-    }
-}
-
-/// # Safety
-/// As [`Simd::microkernel_strided_rows`].
-#[inline(always)]
-unsafe fn microkernel_strided_rows_portable(args: &MicroArgs, rows: usize) {
-    // SAFETY: forwarded caller contract; each arm's tile height is `rows`.
-    unsafe {
-        match rows {
-            1 => microkernel::tile::<Portable, 1, 1, false>(args),
-            2 => microkernel::tile::<Portable, 2, 1, false>(args),
-            3 => microkernel::tile::<Portable, 3, 1, false>(args),
-            _ => unreachable!("a ragged row sliver has 1..4 rows, not {rows}"),
-        }
-    }
+    simd_entry_points!(
+        Portable,
+        attrs = [#[inline(always)]],
+        mr = 4,
+        nv = 1,
+        ragged = [1, 2, 3],
+    );
 }

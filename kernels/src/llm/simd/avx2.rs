@@ -29,6 +29,15 @@ impl Simd for Avx2 {
     fn isa(self) -> crate::Isa {
         crate::Isa::Avx2
     }
+    super::one_instruction! { __m256;
+        add(a, b) => _mm256_add_ps;
+        sub(a, b) => _mm256_sub_ps;
+        mul(a, b) => _mm256_mul_ps;
+        div(a, b) => _mm256_div_ps;
+        fma(a, b, c) => _mm256_fmadd_ps;
+        max(a, b) => _mm256_max_ps;
+        min(a, b) => _mm256_min_ps;
+    }
     #[inline(always)]
     fn splat(self, x: f32) -> __m256 {
         // SAFETY: AVX is present (token).
@@ -59,41 +68,6 @@ impl Simd for Avx2 {
         self.store(v, &mut buf);
         let n = s.len().min(8);
         s[..n].copy_from_slice(&buf[..n]);
-    }
-    #[inline(always)]
-    fn add(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX is present (token).
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX is present (token).
-        unsafe { _mm256_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX is present (token).
-        unsafe { _mm256_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX is present (token).
-        unsafe { _mm256_div_ps(a, b) }
-    }
-    #[inline(always)]
-    fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
-        // SAFETY: FMA is present (token).
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX is present (token).
-        unsafe { _mm256_max_ps(a, b) }
-    }
-    #[inline(always)]
-    fn min(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX is present (token).
-        unsafe { _mm256_min_ps(a, b) }
     }
     #[inline(always)]
     fn abs(self, a: __m256) -> __m256 {

@@ -29,6 +29,16 @@ impl Simd for Avx512 {
     fn isa(self) -> crate::Isa {
         crate::Isa::Avx512
     }
+    super::one_instruction! { __m512;
+        add(a, b) => _mm512_add_ps;
+        sub(a, b) => _mm512_sub_ps;
+        mul(a, b) => _mm512_mul_ps;
+        div(a, b) => _mm512_div_ps;
+        fma(a, b, c) => _mm512_fmadd_ps;
+        max(a, b) => _mm512_max_ps;
+        min(a, b) => _mm512_min_ps;
+        abs(a) => _mm512_abs_ps;
+    }
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {
         // SAFETY: AVX-512F is present (token).
@@ -61,46 +71,6 @@ impl Simd for Avx512 {
         // SAFETY: the mask covers only the first `n` elements, which `s` has; masked-off
         // lanes are not written. AVX-512F is present (token).
         unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr(), k, v) }
-    }
-    #[inline(always)]
-    fn add(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_div_ps(a, b) }
-    }
-    #[inline(always)]
-    fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_max_ps(a, b) }
-    }
-    #[inline(always)]
-    fn min(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_min_ps(a, b) }
-    }
-    #[inline(always)]
-    fn abs(self, a: __m512) -> __m512 {
-        // SAFETY: AVX-512F is present (token).
-        unsafe { _mm512_abs_ps(a) }
     }
     #[inline(always)]
     fn round(self, a: __m512) -> __m512 {

@@ -76,6 +76,25 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn isa(self) -> Isa;
 }
 
+/// Defines the [`Simd`] methods of an x86 token that are one intrinsic each, from a table of
+/// `method(args) => intrinsic;` rows (inside the token's `impl Simd`, `$v` its vector type).
+/// A token exists only inside a function compiled for its path on a host that has it, so the
+/// intrinsic's features are present and the call is safe.
+#[cfg(target_arch = "x86_64")]
+macro_rules! one_instruction {
+    ($v:ty; $($name:ident($($arg:ident),+) => $intrinsic:path;)*) => {
+        $(
+            #[inline(always)]
+            fn $name(self, $($arg: $v),+) -> $v {
+                // SAFETY: the token proves the path's features are present (see above).
+                unsafe { $intrinsic($($arg),+) }
+            }
+        )*
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use one_instruction;
+
 /// Defines `fn $name(isa, args...)`, which runs `$kernel($token, args...)` on path `isa`.
 ///
 /// For each x86 path it defines a `#[target_feature]` function that calls the generic,
