@@ -121,9 +121,13 @@ $(VENV)/bin/cmake:
 	$(VENV)/bin/python -m pip install -q cmake
 
 ## sanitize: Miri on the allocator and the simulator's memory model, each fuzz target for
-## FUZZ_SECONDS, and ThreadSanitizer on the reliability stress tests; logs in target/sanitize/
+## FUZZ_SECONDS, and ThreadSanitizer on the simulator's host hand-off and the reliability stress
+## tests; logs in target/sanitize/
 FUZZ_SECONDS ?= 60
 SANITIZE_LOGS := target/sanitize
+TSAN_TEST := env RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
+  TSAN_OPTIONS="halt_on_error=0" $(CARGO) +nightly test -Zbuild-std \
+  --target x86_64-unknown-linux-gnu --target-dir target/tsan
 # A failure inside a `| tee` pipe fails the step.
 sanitize: SHELL := /bin/bash
 sanitize: .SHELLFLAGS := -o pipefail -c
@@ -142,12 +146,14 @@ sanitize:
 	  timeout $$(( $(FUZZ_SECONDS) + 600 )) $(CARGO) +nightly fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 2>&1 | tee ../$(SANITIZE_LOGS)/fuzz-$$t.log || rc=1; \
 	done; exit $$rc
-	RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
-	  timeout 3600 $(CARGO) +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu \
-	  --target-dir target/tsan -p knpu --test reliability --no-run 2>&1 | tee $(SANITIZE_LOGS)/tsan-build.log
-	RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" TSAN_OPTIONS="halt_on_error=0" \
-	  timeout 2400 $(CARGO) +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu \
-	  --target-dir target/tsan -p knpu --test reliability -- stress:: 2>&1 | tee $(SANITIZE_LOGS)/tsan-stress.log
+	# ThreadSanitizer: the simulator's semaphore and its host hand-off (host memory is the
+	# host's again once a wait returns), then the runtime's stress tests. Built first, bounded
+	# on its own.
+	timeout 3600 $(TSAN_TEST) -p knpu-driver-sim --lib --test host_handoff --no-run 2>&1 | tee $(SANITIZE_LOGS)/tsan-build.log
+	timeout 3600 $(TSAN_TEST) -p knpu --test reliability --no-run 2>&1 | tee -a $(SANITIZE_LOGS)/tsan-build.log
+	timeout 600 $(TSAN_TEST) -p knpu-driver-sim --lib semaphore:: 2>&1 | tee $(SANITIZE_LOGS)/tsan-sim-semaphore.log
+	timeout 600 $(TSAN_TEST) -p knpu-driver-sim --test host_handoff 2>&1 | tee $(SANITIZE_LOGS)/tsan-sim-handoff.log
+	timeout 2400 $(TSAN_TEST) -p knpu --test reliability -- stress:: 2>&1 | tee $(SANITIZE_LOGS)/tsan-stress.log
 
 clean:
 	$(CARGO) clean

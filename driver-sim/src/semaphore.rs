@@ -4,7 +4,17 @@
 //! wake-up costs tens of microseconds on the virtual machines this runs on, a spinning
 //! hand-off a fraction of one, and most waits on a launch end within a few microseconds.
 //! Signalling wakes parked waiters only when there are any, so a signal nobody sleeps on
-//! costs one atomic store and one load.
+//! costs one atomic read-modify-write and one load.
+//!
+//! Every access to the value and to the sleeper count is `SeqCst`, with no standalone
+//! fence: a signal's update of the value and its look at the sleeper count, and a sleeper's
+//! registration and its look at the value, are then in one total order, so either the
+//! sleeper sees the new value before it parks or the signal sees the sleeper and wakes it.
+//! On x86-64 these are the instructions weaker orderings give (a locked read-modify-write,
+//! plain loads). The value is never updated with `fetch_max`: ThreadSanitizer's
+//! instrumentation leaves `atomicrmw max` (and min) out, so a waiter's acquire of a signal
+//! made that way is invisible to it, and every host access after a wait was reported as a
+//! data race with the device work it waited for.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -55,7 +65,7 @@ impl Semaphore {
 
     /// The current value ([`SEMAPHORE_FAILED`] after a failure).
     pub fn value(&self) -> u64 {
-        self.value.load(Ordering::Acquire)
+        self.value.load(Ordering::SeqCst)
     }
 
     /// The recorded failure, if the semaphore has failed.
@@ -72,7 +82,7 @@ impl Semaphore {
         if value == SEMAPHORE_FAILED {
             return KNPU_STATUS_INVALID_VALUE;
         }
-        let mut current = self.value.load(Ordering::Acquire);
+        let mut current = self.value.load(Ordering::SeqCst);
         loop {
             if value < current {
                 return KNPU_STATUS_INVALID_VALUE;
@@ -80,8 +90,8 @@ impl Semaphore {
             match self.value.compare_exchange_weak(
                 current,
                 value,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => break,
                 Err(v) => current = v,
@@ -94,7 +104,13 @@ impl Semaphore {
     /// Raises the value to at least `value` (completion of device work). A failed semaphore
     /// stays failed.
     pub fn signal(&self, value: u64) {
-        self.value.fetch_max(value, Ordering::AcqRel);
+        // What `fetch_max` does, spelled out as the compare-exchange loop it compiles to on
+        // x86-64 (which has no atomic maximum), because ThreadSanitizer does not instrument
+        // `fetch_max` (see the module docs). Like `fetch_max`, it always writes, so every
+        // signal is a release the waiters acquire, even one that does not raise the value.
+        let _ = self
+            .value
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.max(value)));
         self.wake_sleepers();
     }
 
@@ -109,14 +125,15 @@ impl Semaphore {
                 });
             }
         }
-        self.value.store(SEMAPHORE_FAILED, Ordering::Release);
+        self.value.store(SEMAPHORE_FAILED, Ordering::SeqCst);
         self.wake_sleepers();
     }
 
+    /// Called after every update of the value. The update and this load are both `SeqCst`,
+    /// as are a sleeper's registration and its next look at the value (module docs): either
+    /// that look sees the update, or this load sees the sleeper and we notify under the lock
+    /// it checks the value under.
     fn wake_sleepers(&self) {
-        // SeqCst pairs with the sleeper's increment: either it sees the new value before it
-        // parks, or we see it and notify under the lock it checks the value under.
-        std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             let _guard = self.lock.lock();
             self.wake.notify_all();
@@ -226,5 +243,33 @@ mod tests {
         });
         assert_eq!(s.wait(2, u64::MAX, &|| false), KNPU_STATUS_SUCCESS);
         t.join().unwrap();
+    }
+
+    /// What a signaller wrote before `signal` is the waiter's to read and free once `wait`
+    /// returns, whether the wait ended spinning or parked. Under ThreadSanitizer (`make
+    /// sanitize`) this also checks that the edge is one it sees: it reported a data race here
+    /// while `signal` used `fetch_max`.
+    #[test]
+    fn a_wait_acquires_what_the_signaller_wrote_before_signalling() {
+        for (round, delay) in [0u64, 0, 10, 10].into_iter().enumerate() {
+            let s = Arc::new(Semaphore::new(0, 0));
+            let data = Box::into_raw(Box::new([0u64; 8]));
+            let (s2, addr) = (s.clone(), data as usize);
+            let t = std::thread::spawn(move || {
+                // A delay makes the waiter park first; the result does not depend on it.
+                std::thread::sleep(Duration::from_millis(delay));
+                let data = addr as *mut [u64; 8];
+                // SAFETY: the waiter does not touch `data` until this thread's signal.
+                unsafe { (*data)[round % 8] = round as u64 + 1 };
+                s2.signal(1);
+            });
+            assert_eq!(s.wait(1, u64::MAX, &|| false), KNPU_STATUS_SUCCESS);
+            // SAFETY: `data` came from `Box::into_raw`; the signaller's last use of it was
+            // before the signal this wait saw.
+            let data = unsafe { Box::from_raw(data) };
+            assert_eq!(data[round % 8], round as u64 + 1);
+            drop(data);
+            t.join().unwrap();
+        }
     }
 }
