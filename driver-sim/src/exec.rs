@@ -56,9 +56,13 @@ pub struct ExecContext<'a> {
     pub device: &'a Arc<Device>,
     /// The queue's priority.
     pub priority: i32,
+    /// Whether the device's profiler records commands: only then does a kernel's modeled
+    /// duration get computed (it decodes the parameters a second time).
+    pub profiling: bool,
 }
 
-/// What an executed command did, for the profiler.
+/// What an executed command did, for the profiler (`modeled_ns` is 0 for kernels when it is
+/// off).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outcome {
     /// Bytes moved by a copy or fill.
@@ -261,7 +265,11 @@ pub fn execute(ctx: &ExecContext<'_>, cmd: &Command) -> Result<Outcome, Fault> {
             (kernel.run)(&kctx, params.bytes())?;
             Ok(Outcome {
                 bytes: 0,
-                modeled_ns: (kernel.model_ns)(params.bytes(), t),
+                modeled_ns: if ctx.profiling {
+                    (kernel.model_ns)(params.bytes(), t)
+                } else {
+                    0
+                },
             })
         }
         Command::Timestamp { dst } => {

@@ -199,10 +199,21 @@ impl Worker {
     }
 
     fn process(&self, s: Submission) {
+        // Read once per submission: profiling switched on meanwhile starts with the next one.
+        let profiling = self.device.profiler.enabled();
         let ctx = ExecContext {
             driver: self.driver,
             device: &self.device,
             priority: self.priority,
+            profiling,
+        };
+        // Commands' start and end times are read only for the profiler.
+        let now = || {
+            if profiling {
+                self.driver.clock.now_ns()
+            } else {
+                0
+            }
         };
         let mut failure: Option<Fault> = None;
         if self.device.is_lost() {
@@ -233,12 +244,14 @@ impl Worker {
         for (i, cmd) in s.commands.iter().chain(listed).enumerate() {
             if let Command::HostFunction { func, user_data } = *cmd {
                 let status = failure.as_ref().map_or(KNPU_STATUS_SUCCESS, |f| f.status);
-                let start = self.driver.clock.now_ns();
+                let start = now();
                 // SAFETY: the submitter passed this function and argument to be called once on
                 // a driver thread when earlier work is done (ABI contract); it is called here
                 // exactly once, with the submission's status so far.
                 unsafe { func(user_data, status) };
-                self.record(cmd, status, start, Default::default());
+                if profiling {
+                    self.record(cmd, status, start, Default::default());
+                }
                 continue;
             }
             if failure.is_some() {
@@ -248,7 +261,7 @@ impl Worker {
                 failure = Some(self.lost_fault());
                 continue;
             }
-            let start = self.driver.clock.now_ns();
+            let start = now();
             // A panic is a driver bug; it fails this submission (INTERNAL) instead of killing
             // the worker and leaving every later submission of the queue hanging.
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(&ctx, cmd)))
@@ -256,7 +269,9 @@ impl Worker {
             let status = result
                 .as_ref()
                 .map_or_else(|f| f.status, |_| KNPU_STATUS_SUCCESS);
-            self.record(cmd, status, start, result.clone().unwrap_or_default());
+            if profiling {
+                self.record(cmd, status, start, result.clone().unwrap_or_default());
+            }
             if let Err(f) = result {
                 failure = Some(Fault::new(
                     f.status,
@@ -273,11 +288,7 @@ impl Worker {
     }
 
     fn record(&self, cmd: &Command, status: KnpuStatus, start: u64, outcome: crate::exec::Outcome) {
-        let profiler = &self.device.profiler;
-        if !profiler.enabled() {
-            return;
-        }
-        profiler.push(KnpuCommandRecord {
+        self.device.profiler.push(KnpuCommandRecord {
             struct_size: std::mem::size_of::<KnpuCommandRecord>(),
             queue_id: self.queue_id,
             type_: cmd.type_id(),

@@ -129,6 +129,28 @@ def test_graph_decode_equals_eager_decode(model):
     assert len(runs[0]) == 24
 
 
+def test_fused_projections_decode_as_the_separate_ones(model):
+    # A decode step runs Q/K/V and gate/up as one matmul each (rows concatenated at load)
+    # and one RoPE over the query and key heads; the separate matrices (views of the fused
+    # ones) must choose the same tokens.
+    prompt = PROMPTS[2]["prompt_ids"]
+    runs = []
+    saved = [(layer.w_qkv, layer.w_gate_up) for layer in model.layers]
+    assert all(qkv is not None and gu is not None for qkv, gu in saved)
+    try:
+        for fused in (True, False):
+            if not fused:
+                for layer in model.layers:
+                    layer.w_qkv = layer.w_gate_up = None
+            model.reset()
+            tokens = list(model.generate_ids(prompt, 12, use_graph=False, stop_ids=()))
+            runs.append(tokens)
+    finally:
+        for layer, (qkv, gu) in zip(model.layers, saved):
+            layer.w_qkv, layer.w_gate_up = qkv, gu
+    assert runs[0] == runs[1]
+
+
 def test_decode_position_advances_through_the_graph(model):
     # Two prompts one after the other in the same cache (a second chat turn): the captured
     # graph must read the new positions, not the ones it was captured at.

@@ -21,20 +21,6 @@ pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
     unsafe { super::dispatch_rows!(rows, a, out) }
 }
 
-/// Two f16 values (little-endian bytes at `p` and `q`) widened, in lanes 0 and 1.
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,f16c")]
-unsafe fn f16_pair(p: *const u8, q: *const u8) -> __m128 {
-    // SAFETY: the caller guarantees two readable bytes at each pointer.
-    let (a, b) = unsafe {
-        (
-            p.cast::<u16>().read_unaligned(),
-            q.cast::<u16>().read_unaligned(),
-        )
-    };
-    _mm_cvtph_ps(_mm_cvtsi32_si128((a as u32 | ((b as u32) << 16)) as i32))
-}
-
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,f16c")]
 unsafe fn f16_one(p: *const u8) -> f32 {
@@ -335,26 +321,37 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
     }
 }
 
+/// Decodes group `g` (blocks `2g` and `2g + 1`, or `2g` alone at the row's end) of a Q8_0
+/// row. A whole pair's 68 bytes are read with two overlapping 64-byte loads: one two-source
+/// word permute gathers the two blocks' 32 codes each, one more their two f16 scales (eight
+/// copies each, for the conversion to per-lane f32), so a pair costs a handful of vector
+/// instructions and no scalar loads.
+///
 /// # Safety
 /// - blocks `2g` (and `2g + 1` when `64g + 64 <= k`) of the Q8_0 row at `row` are readable.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
 unsafe fn dec_q8_0(row: *const u8, g: usize, k: usize) -> Group {
-    // SAFETY: per the contract, only bytes of the present blocks are read.
+    // SAFETY: per the contract, only bytes of the present blocks are read: for a pair, the
+    // loads cover bytes 0..64 and 4..68 of its 68.
     unsafe {
         let b0 = row.add(68 * g);
         let flip = _mm512_set1_epi8(0x80u8 as i8);
         if 64 * g + 64 <= k {
-            let b1 = b0.add(34);
-            let w = _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(2).cast())),
-                _mm256_loadu_si256(b1.add(2).cast()),
+            let z0 = _mm512_loadu_si512(b0.cast());
+            let z1 = _mm512_loadu_si512(b0.add(4).cast());
+            // Codes of block 2g are words 1..17 of z0; those of block 2g + 1 (bytes 36..68)
+            // are words 16..32 of z1, indices 48..64 of the pair. Scales: words 0 and 17.
+            let cidx = _mm512_set_epi16(
+                63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 16, 15, 14, 13, 12,
+                11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1,
             );
-            let d = f16_pair(b0, b1);
-            let sl = _mm512_permutexvar_ps(
-                _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                _mm512_castps128_ps512(d),
+            let sidx = _mm512_set_epi16(
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17, 0,
+                0, 0, 0, 0, 0, 0, 0,
             );
+            let w = _mm512_permutex2var_epi16(z0, cidx, z1);
+            let sl = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, z0)));
             (_mm512_xor_si512(w, flip), sl, _mm512_setzero_ps())
         } else {
             let w = _mm512_zextsi256_si512(_mm256_xor_si256(

@@ -147,7 +147,15 @@ class SamplingParams:
 
 
 class _Layer:
-    """One transformer block's device weights."""
+    """One transformer block's device weights.
+
+    Projections that read the same input are fused where their storage types match: the
+    rows of ``attn_q``, ``attn_k`` and ``attn_v`` are one matrix (``w_qkv``) and those of
+    ``ffn_gate`` and ``ffn_up`` another (``w_gate_up``), so a decode step runs one quantised
+    matmul for each group instead of three and two. Rows of blocks concatenate as they are
+    stored, so the fused product is the separate products side by side, value for value.
+    ``None`` when the types differ (the block then runs the separate matrices).
+    """
 
     def __init__(self, **w: knpu.Tensor) -> None:
         self.attn_norm = w["attn_norm"]
@@ -159,6 +167,35 @@ class _Layer:
         self.w_gate = w["ffn_gate"]
         self.w_up = w["ffn_up"]
         self.w_down = w["ffn_down"]
+        self.w_qkv = _concat_rows([self.wq, self.wk, self.wv])
+        if self.w_qkv is not None:
+            # The separate matrices become views of the fused one (their own copies go).
+            nq, nk = self.wq.shape[0], self.wk.shape[0]
+            self.wq = self.w_qkv[:nq]
+            self.wk = self.w_qkv[nq : nq + nk]
+            self.wv = self.w_qkv[nq + nk :]
+        self.w_gate_up = _concat_rows([self.w_gate, self.w_up])
+        if self.w_gate_up is not None:
+            nf = self.w_gate.shape[0]
+            self.w_gate = self.w_gate_up[:nf]
+            self.w_up = self.w_gate_up[nf:]
+
+
+def _concat_rows(parts: Sequence[knpu.Tensor]) -> Optional[knpu.Tensor]:
+    """The rows of ``parts`` (quantised ``[n_i, k]`` matrices of one type and ``k``) in one
+    device matrix, copied on the device; ``None`` when their types or row lengths differ."""
+    first = parts[0]
+    k = first.shape[1]
+    if any(p.dtype != first.dtype or p.shape[1] != k for p in parts):
+        return None
+    rows = sum(p.shape[0] for p in parts)
+    fused = knpu.empty(rows, k, dtype=first.dtype, device=first.device)
+    r = 0
+    for p in parts:
+        n = p.shape[0]
+        fused[r : r + n].copy_(p)
+        r += n
+    return fused
 
 
 class LlamaModel:
@@ -298,31 +335,63 @@ class LlamaModel:
     def _forward(
         self, x: knpu.Tensor, t: int, pos: knpu.Tensor, start: knpu.Tensor, lens: knpu.Tensor
     ) -> knpu.Tensor:
-        """The hidden states ``[t, n_embd]`` after every block, for embedded rows ``x``."""
+        """The hidden states ``[t, n_embd]`` after every block, for embedded rows ``x``.
+
+        Each op here is one device command (a decode step is a graph of them), so a single
+        row (decode) is written to need few: one matmul for Q/K/V and one for gate/up where
+        the weights are fused, one RoPE over the query and key heads together (they share
+        positions, and RoPE turns each head on its own), and the residual added as the
+        output projections' bias (``x`` is then exactly one bias vector; the sum is the same
+        f32 addition a separate add would make). Several rows (prefill) take the separate
+        matrices (views of the fused ones): column slices of a fused product would be
+        strided, and the ops that read them would first copy them.
+        """
         c = self.config
         kv = self.kv_dtype
+        hd, nh, nkv = c.head_dim, c.n_head, c.n_head_kv
         for layer, cache in zip(self.layers, self._caches):
             h = knpu.rms_norm(x, layer.attn_norm, eps=c.rms_eps)
-            q = knpu.qmatmul(h, layer.wq).reshape(t, c.n_head, c.head_dim)
-            k = knpu.qmatmul(h, layer.wk).reshape(t, c.n_head_kv, c.head_dim)
-            v = knpu.qmatmul(h, layer.wv).reshape(1, t, c.n_head_kv, c.head_dim)
-            q = knpu.rope(q, pos, base=c.rope_base, style="interleaved")
-            k = knpu.rope(k, pos, base=c.rope_base, style="interleaved")
-            k = k.reshape(1, t, c.n_head_kv, c.head_dim)
-            if kv != knpu.float32:
-                q, k, v = knpu.cast(q, kv), knpu.cast(k, kv), knpu.cast(v, kv)
+            if t == 1 and layer.w_qkv is not None:
+                qkv = knpu.qmatmul(h, layer.w_qkv)
+                qk = qkv[:, : (nh + nkv) * hd].reshape(t, nh + nkv, hd)
+                qk = knpu.rope(qk, pos, base=c.rope_base, style="interleaved")
+                v = qkv[:, (nh + nkv) * hd :]
+                if kv != knpu.float32:
+                    qk, v = knpu.cast(qk, kv), knpu.cast(v, kv)
+                q, k = qk[:, :nh], qk[:, nh:]
+            else:
+                q = knpu.qmatmul(h, layer.wq).reshape(t, nh, hd)
+                k = knpu.qmatmul(h, layer.wk).reshape(t, nkv, hd)
+                v = knpu.qmatmul(h, layer.wv)
+                q = knpu.rope(q, pos, base=c.rope_base, style="interleaved")
+                k = knpu.rope(k, pos, base=c.rope_base, style="interleaved")
+                if kv != knpu.float32:
+                    q, k, v = knpu.cast(q, kv), knpu.cast(k, kv), knpu.cast(v, kv)
+            k = k.reshape(1, t, nkv, hd)
+            v = v.reshape(1, t, nkv, hd)
             cache.append(k.transpose(1, 2), v.transpose(1, 2), start)
-            q = q.reshape(1, t, c.n_head, c.head_dim).transpose(1, 2)
+            q = q.reshape(1, t, nh, hd).transpose(1, 2)
             o = cache.attention(q, lens)  # [1, n_head, t, head_dim]
             o = o.transpose(1, 2).contiguous().reshape(t, c.n_embd)
             if kv != knpu.float32:
                 o = knpu.cast(o, knpu.float32)
-            x = x + knpu.qmatmul(o, layer.wo)
+            x = self._residual(x, o, layer.wo, t)
             h = knpu.rms_norm(x, layer.ffn_norm, eps=c.rms_eps)
-            gate = knpu.qmatmul(h, layer.w_gate)
-            up = knpu.qmatmul(h, layer.w_up)
-            x = x + knpu.qmatmul(knpu.swiglu(gate, up), layer.w_down)
+            if t == 1 and layer.w_gate_up is not None:
+                gate_up = knpu.qmatmul(h, layer.w_gate_up)
+                gate, up = gate_up[:, : c.n_ff], gate_up[:, c.n_ff :]
+            else:
+                gate = knpu.qmatmul(h, layer.w_gate)
+                up = knpu.qmatmul(h, layer.w_up)
+            x = self._residual(x, knpu.swiglu(gate, up), layer.w_down, t)
         return x
+
+    @staticmethod
+    def _residual(x: knpu.Tensor, a: knpu.Tensor, w: knpu.Tensor, t: int) -> knpu.Tensor:
+        """``x + a @ w.T``: in one command for one row (``x`` as the matmul's bias)."""
+        if t == 1:
+            return knpu.qmatmul(a, w, bias=x.reshape(-1))
+        return x + knpu.qmatmul(a, w)
 
     def _logits(self, x: knpu.Tensor) -> knpu.Tensor:
         h = knpu.rms_norm(x, self.output_norm, eps=self.config.rms_eps)
