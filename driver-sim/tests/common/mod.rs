@@ -53,14 +53,22 @@ pub fn elementwise(
     }
 }
 
-/// The cdylib cargo built beside this test binary (target/<profile>/).
+/// The cdylib cargo built beside this test binary: in `target/<profile>/deps/` when only
+/// `cargo test` has run, also in `target/<profile>/` after a `cargo build`.
 fn library_path() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    dir.join(libloading::library_filename("knpu_driver_sim"))
+    let deps = exe.parent().expect("deps dir");
+    let name = libloading::library_filename("knpu_driver_sim");
+    [deps, deps.parent().expect("profile dir")]
+        .iter()
+        .map(|dir| dir.join(&name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "the simulator's cdylib is not beside {}; build it with `cargo build -p knpu-driver-sim`",
+                exe.display()
+            )
+        })
 }
 
 /// The simulator's cdylib, loaded once with libloading and entered through
