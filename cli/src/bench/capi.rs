@@ -8,16 +8,56 @@
 //! both streams outside the timed region so queues never grow without bound. Each case emits
 //! the median per call of each side (`api` `c` and `rust`) and the difference (`c_minus_rust`:
 //! the difference of the medians, and `paired_ns`, the median of the per-round differences).
-//! Under a loaded machine only the same-run difference means anything.
+//! While a batch is timed, its stream is held behind a host function waiting on a gate that
+//! opens once the batch is queued, so the device's workers do not run the queued work on the
+//! other core meanwhile: the figure is the calling thread's own cost per call, not its share
+//! of the machine with the device. Under a loaded machine only the same-run difference means
+//! anything.
 
 use super::{median, Record, Sink};
 use knpu_capi::header::*;
 use knpu_capi::{
-    knpuFree, knpuGetErrorString, knpuMalloc, knpuMemcpyAsync, knpuStreamCreate, knpuStreamDestroy,
-    knpuStreamSynchronize, knpublasCreate, knpublasDestroy, knpublasSetStream, knpublasSgemm,
+    knpuFree, knpuGetErrorString, knpuLaunchHostFunc, knpuMalloc, knpuMemcpyAsync,
+    knpuStreamCreate, knpuStreamDestroy, knpuStreamSynchronize, knpublasCreate, knpublasDestroy,
+    knpublasSetStream, knpublasSgemm,
 };
 use std::ffi::{c_void, CStr};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
+
+/// Holds a stream's queued work until the timed batch behind it has been queued.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn close(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.opened.notify_all();
+    }
+
+    /// Blocks until the gate is open (run on the device's host-function thread).
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// `knpuHostFn_t` that waits on the [`Gate`] `user` points at.
+extern "C" fn wait_on_gate(user: *mut c_void) {
+    // SAFETY: `user` is the `Arc<Gate>` the bench passes, which outlives every stream it is
+    // queued on (each stream is drained before the bench returns).
+    let gate = unsafe { &*(user as *const Gate) };
+    gate.wait();
+}
 
 fn err(e: knpu::Error) -> String {
     e.to_string()
@@ -51,34 +91,44 @@ fn per_call(batch: usize, f: &mut dyn FnMut() -> Result<(), String>) -> Result<f
     Ok(t.elapsed().as_secs_f64() / batch as f64)
 }
 
-/// One side of a comparison: the timed call and the drain of its stream.
+/// One side of a comparison: the timed call, how to hold its stream behind the gate, and the
+/// drain of its stream.
 struct Side<'a> {
     call: &'a mut dyn FnMut() -> Result<(), String>,
+    hold: &'a dyn Fn() -> Result<(), String>,
     drain: &'a dyn Fn() -> Result<(), String>,
+}
+
+/// Seconds per call of one batch of `side`, its stream held while the batch is queued.
+fn held_batch(gate: &Gate, batch: usize, side: &mut Side<'_>) -> Result<f64, String> {
+    gate.close();
+    if let Err(e) = (side.hold)() {
+        gate.open();
+        return Err(e);
+    }
+    let t = per_call(batch, side.call);
+    gate.open();
+    (side.drain)()?;
+    t
 }
 
 /// Interleaved rounds of both sides; per-call seconds of C and of Rust, round by round.
 fn interleave(
+    gate: &Gate,
     rounds: usize,
     batch: usize,
-    c: Side<'_>,
-    rust: Side<'_>,
+    mut c: Side<'_>,
+    mut rust: Side<'_>,
 ) -> Result<(Vec<f64>, Vec<f64>), String> {
     let (mut tc, mut tr) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     // Warm-up rounds (caches, allocator, worker threads) are not kept.
     for round in 0..rounds + 2 {
         let (a, b) = if round % 2 == 0 {
-            let a = per_call(batch, c.call)?;
-            (c.drain)()?;
-            let b = per_call(batch, rust.call)?;
-            (rust.drain)()?;
-            (a, b)
+            let a = held_batch(gate, batch, &mut c)?;
+            (a, held_batch(gate, batch, &mut rust)?)
         } else {
-            let b = per_call(batch, rust.call)?;
-            (rust.drain)()?;
-            let a = per_call(batch, c.call)?;
-            (c.drain)()?;
-            (a, b)
+            let b = held_batch(gate, batch, &mut rust)?;
+            (held_batch(gate, batch, &mut c)?, b)
         };
         if round >= 2 {
             tc.push(a);
@@ -121,6 +171,20 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     check(unsafe { knpuStreamCreate(&mut cs) }, "knpuStreamCreate")?;
     let c_drain = || check(knpuStreamSynchronize(cs), "knpuStreamSynchronize");
     let r_drain = || rs.synchronize().map_err(err);
+    let gate = Arc::new(Gate::default());
+    let gate_ptr = Arc::as_ptr(&gate) as *mut c_void;
+    // `wait_on_gate` only reads the gate, which `gate` keeps alive past every drain.
+    let c_hold = || {
+        check(
+            knpuLaunchHostFunc(cs, Some(wait_on_gate), gate_ptr),
+            "knpuLaunchHostFunc",
+        )
+    };
+    let r_gate = Arc::clone(&gate);
+    let r_hold = || {
+        let g = Arc::clone(&r_gate);
+        rs.launch_host_func(move || g.wait()).map_err(err)
+    };
 
     // memcpy_async: 4 bytes host to device.
     let host = [1.0f32];
@@ -142,14 +206,17 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     };
     let batch = 200;
     let (c, r) = interleave(
+        &gate,
         rounds,
         batch,
         Side {
             call: &mut c_copy,
+            hold: &c_hold,
             drain: &c_drain,
         },
         Side {
             call: &mut r_copy,
+            hold: &r_hold,
             drain: &r_drain,
         },
     )?;
@@ -199,14 +266,17 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     let mut r_gemm = || knpu::ops::gemm(&rs, &g, &a, &b, &mut out, &epilogue).map_err(err);
     let batch = 20;
     let (c, r) = interleave(
+        &gate,
         rounds,
         batch,
         Side {
             call: &mut c_gemm,
+            hold: &c_hold,
             drain: &c_drain,
         },
         Side {
             call: &mut r_gemm,
+            hold: &r_hold,
             drain: &r_drain,
         },
     )?;
