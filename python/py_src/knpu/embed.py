@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from typing import List, Optional, Sequence
 
 import numpy as np
+
+from knpu.models._host import cpu_model
 
 EXAMPLES = [
     "The cat sits on the mat.",
@@ -33,17 +34,6 @@ EXAMPLES = [
     "using only flour, water, salt and a starter that I keep in the refrigerator?",
     "NPUs accelerate the matrix multiplications that dominate neural network inference.",
 ]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _short(text: str, width: int) -> str:
@@ -119,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     n_tokens = sum(len(model.tokenizer.encode(s)) for s in sentences)
     print(f"model   {model.model_dir}")
-    print(f"device  {model.device.name} (knpu device {model.device.index}) on {_cpu_model()}")
+    print(f"device  {model.device.name} (knpu device {model.device.index}) on {cpu_model()}")
     print()
     print(similarity_table(sentences, emb))
     print()

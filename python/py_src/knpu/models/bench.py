@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 import knpu
 
+from ._host import cpu_model
 from .llama import LlamaModel, SamplingParams
 
 _INSTALL_HINT = (
@@ -44,17 +44,6 @@ _TEXT = (
 
 class LlamaCppMissingError(RuntimeError):
     """``llama_cpp`` cannot be imported; the message says how to install it."""
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _threads(device: knpu.Device) -> int:
@@ -200,7 +189,7 @@ def run(
         "decode_tokens": decode_tokens,
         "rounds": rounds,
         "threads": threads,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "device": model.device.name,
         "llama_cpp": {
             "version": getattr(llama_cpp, "__version__", "unknown"),
