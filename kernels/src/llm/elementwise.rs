@@ -2,7 +2,7 @@
 //! and a `[cols]` row vector broadcast over every row (a bias, a scale).
 
 use super::simd::{map2, simd_entry, with_f32_out, Simd};
-use super::{check_len, elements, f32_row, for_flat_blocks, for_row_blocks, Element, Scratch};
+use super::{check_len, f32_row, for_flat_blocks, for_row_blocks, start_rows, Element, Scratch};
 use crate::{Exec, Isa, KernelError};
 
 /// How the second operand `b` is laid out.
@@ -91,10 +91,8 @@ fn binary<T: Element>(
     out: &mut [T],
     shape: BinShape,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec;
     let BinShape { rows, cols, bcast } = shape;
-    isa.require()?;
-    let n = elements(rows, cols)?;
+    let (isa, par, n) = start_rows(exec, rows, cols)?;
     if let Some(a) = a {
         check_len("a", n, a.len())?;
     }
@@ -111,7 +109,8 @@ fn binary<T: Element>(
                 return Ok(());
             }
             for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
-                let xs = a.map(|a| &a[first * cols..first * cols + block.len()]);
+                let start = first * cols;
+                let xs = a.map(|a| &a[start..start + block.len()]);
                 row_entry(isa, op, xs, &b[..cols], block, cols);
             })
         }

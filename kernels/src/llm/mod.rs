@@ -64,7 +64,7 @@ pub use sample::{sample, SampleParams};
 pub use softmax::softmax;
 pub use topk::{argmax, top_k};
 
-use crate::{Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError, Parallelism};
 use half::{bf16, f16};
 
 /// Problems with more elements than this are split across the rayon pool when the caller
@@ -159,49 +159,34 @@ impl Element for f32 {
     }
 }
 
-impl Element for f16 {
-    const DTYPE: DType = DType::F16;
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-    fn widen(isa: Isa, src: &[f16], dst: &mut [f32]) {
-        cast::f16_to_f32(isa, src, &mut dst[..src.len()]);
-    }
-    fn narrow(isa: Isa, src: &[f32], dst: &mut [f16]) {
-        cast::f32_to_f16(isa, src, &mut dst[..src.len()]);
-    }
-    fn as_f32(_: &[f16]) -> Option<&[f32]> {
-        None
-    }
-    fn as_f32_mut(_: &mut [f16]) -> Option<&mut [f32]> {
-        None
-    }
+/// `Element` for a 16-bit float type: conversions through the vectorised casts of [`cast`].
+macro_rules! half_element {
+    ($t:ident, $tag:ident, $widen:ident, $narrow:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$tag;
+            fn to_f32(self) -> f32 {
+                $t::to_f32(self)
+            }
+            fn from_f32(v: f32) -> Self {
+                $t::from_f32(v)
+            }
+            fn widen(isa: Isa, src: &[$t], dst: &mut [f32]) {
+                cast::$widen(isa, src, &mut dst[..src.len()]);
+            }
+            fn narrow(isa: Isa, src: &[f32], dst: &mut [$t]) {
+                cast::$narrow(isa, src, &mut dst[..src.len()]);
+            }
+            fn as_f32(_: &[$t]) -> Option<&[f32]> {
+                None
+            }
+            fn as_f32_mut(_: &mut [$t]) -> Option<&mut [f32]> {
+                None
+            }
+        }
+    };
 }
-
-impl Element for bf16 {
-    const DTYPE: DType = DType::Bf16;
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-    fn widen(isa: Isa, src: &[bf16], dst: &mut [f32]) {
-        cast::bf16_to_f32(isa, src, &mut dst[..src.len()]);
-    }
-    fn narrow(isa: Isa, src: &[f32], dst: &mut [bf16]) {
-        cast::f32_to_bf16(isa, src, &mut dst[..src.len()]);
-    }
-    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
-        None
-    }
-    fn as_f32_mut(_: &mut [bf16]) -> Option<&mut [f32]> {
-        None
-    }
-}
+half_element!(f16, F16, f16_to_f32, f32_to_f16);
+half_element!(bf16, Bf16, bf16_to_f32, f32_to_bf16);
 
 /// `rows * cols`, or an error if it overflows.
 pub(crate) fn elements(rows: usize, cols: usize) -> Result<usize, KernelError> {
@@ -211,6 +196,27 @@ pub(crate) fn elements(rows: usize, cols: usize) -> Result<usize, KernelError> {
 }
 
 pub(crate) use crate::error::check_len;
+
+/// Checks operand lengths in order: each `(name, needed, len)` holds at least `needed`
+/// elements.
+pub(crate) fn check_lens(operands: &[(&'static str, usize, usize)]) -> Result<(), KernelError> {
+    for &(name, needed, len) in operands {
+        check_len(name, needed, len)?;
+    }
+    Ok(())
+}
+
+/// Starts an op over `[rows, cols]`: checks that the chosen path runs on this machine and
+/// that `rows * cols` fits; returns the path, the parallelism and `rows * cols`.
+pub(crate) fn start_rows(
+    exec: impl Into<Exec>,
+    rows: usize,
+    cols: usize,
+) -> Result<(Isa, Parallelism, usize), KernelError> {
+    let Exec { isa, par } = exec.into();
+    isa.require()?;
+    Ok((isa, par, elements(rows, cols)?))
+}
 
 /// A row of `T` seen as f32: the row itself for f32, else widened into `scratch`.
 #[inline(always)]
@@ -254,6 +260,21 @@ pub(crate) fn for_row_blocks<T: Send>(
     f: impl Fn(usize, &mut [T]) + Sync,
 ) {
     for_row_blocks_work(par, rows, cols, rows * cols, out, f)
+}
+
+/// [`for_row_blocks`] with, beside each block of `out`, the same rows of the input `x`
+/// (`[rows, cols]` as well).
+pub(crate) fn for_row_pairs<T: Sync, U: Send>(
+    par: Parallelism,
+    (rows, cols): (usize, usize),
+    x: &[T],
+    out: &mut [U],
+    f: impl Fn(&[T], &mut [U]) + Sync,
+) {
+    for_row_blocks(par, rows, cols, out, |first, block| {
+        let start = first * cols;
+        f(&x[start..start + block.len()], block)
+    })
 }
 
 /// [`for_row_blocks`] for ops whose work is not the output size (argmax reads `work`

@@ -4,7 +4,7 @@
 //! pass (LayerNorm: a second and third) over the row while it is still in cache.
 
 use super::simd::{map2, map3, row_sum, simd_entry, with_f32_out, Simd};
-use super::{check_len, elements, f32_row, for_row_blocks, Element, Scratch};
+use super::{check_len, check_lens, f32_row, for_row_pairs, start_rows, Element, Scratch};
 use crate::{Exec, Isa, KernelError};
 
 /// RMSNorm: `out[r, c] = x[r, c] / sqrt(mean_c(x[r, c]²) + eps) * weight[c]`.
@@ -20,15 +20,14 @@ pub fn rms_norm<T: Element>(
     eps: f32,
     exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec.into();
-    isa.require()?;
-    let n = elements(rows, cols)?;
-    check_len("x", n, x.len())?;
-    check_len("weight", cols, weight.len())?;
-    check_len("out", n, out.len())?;
+    let (isa, par, n) = start_rows(exec, rows, cols)?;
+    check_lens(&[
+        ("x", n, x.len()),
+        ("weight", cols, weight.len()),
+        ("out", n, out.len()),
+    ])?;
     let w = widen_vec(isa, &weight[..cols]);
-    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
-        let xs = &x[first * cols..first * cols + block.len()];
+    for_row_pairs(par, (rows, cols), x, &mut out[..n], |xs, block| {
         rms_entry(isa, xs, &w, block, cols, eps);
     });
     Ok(())
@@ -58,12 +57,9 @@ pub fn layer_norm<T: Element>(
     eps: f32,
     exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec.into();
     let NormWeights { weight, bias } = weights;
-    isa.require()?;
-    let n = elements(rows, cols)?;
-    check_len("x", n, x.len())?;
-    check_len("weight", cols, weight.len())?;
+    let (isa, par, n) = start_rows(exec, rows, cols)?;
+    check_lens(&[("x", n, x.len()), ("weight", cols, weight.len())])?;
     if let Some(b) = bias {
         check_len("bias", cols, b.len())?;
     }
@@ -71,8 +67,7 @@ pub fn layer_norm<T: Element>(
     let w = widen_vec(isa, &weight[..cols]);
     let b = bias.map(|b| widen_vec(isa, &b[..cols]));
     let b = b.as_deref();
-    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
-        let xs = &x[first * cols..first * cols + block.len()];
+    for_row_pairs(par, (rows, cols), x, &mut out[..n], |xs, block| {
         layer_entry(isa, xs, &w, b, block, cols, eps);
     });
     Ok(())

@@ -59,10 +59,7 @@ pub fn rope_inplace<T: Element>(
     positions: RopePositions<'_>,
     exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec.into();
-    let cols = validate(isa, shape, params, positions)?;
-    let n = elements(shape.rows, cols)?;
-    check_len("x", n, x.len())?;
+    let (isa, par, n) = validate(exec.into(), shape, params, positions, x.len())?;
     run(isa, None, &mut x[..n], shape, params, positions, par);
     Ok(())
 }
@@ -77,10 +74,7 @@ pub fn rope<T: Element>(
     positions: RopePositions<'_>,
     exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec.into();
-    let cols = validate(isa, shape, params, positions)?;
-    let n = elements(shape.rows, cols)?;
-    check_len("x", n, x.len())?;
+    let (isa, par, n) = validate(exec.into(), shape, params, positions, x.len())?;
     check_len("out", n, out.len())?;
     run(
         isa,
@@ -94,17 +88,21 @@ pub fn rope<T: Element>(
     Ok(())
 }
 
+/// Checks a RoPE call whose input `x` holds `x_len` elements; returns the path, the
+/// parallelism and the elements of `x` the shape covers.
 fn validate(
-    isa: Isa,
+    exec: Exec,
     shape: RopeShape,
     params: &RopeParams,
     positions: RopePositions<'_>,
-) -> Result<usize, KernelError> {
+    x_len: usize,
+) -> Result<(Isa, Parallelism, usize), KernelError> {
     let RopeShape {
         rows,
         heads,
         head_dim,
     } = shape;
+    let Exec { isa, par } = exec;
     isa.require()?;
     if !params.rotary_dim.is_multiple_of(2) || params.rotary_dim > head_dim {
         return Err(KernelError::BadShape {
@@ -129,7 +127,9 @@ fn validate(
             }
         }
     }
-    elements(heads, head_dim)
+    let n = elements(rows, elements(heads, head_dim)?)?;
+    check_len("x", n, x_len)?;
+    Ok((isa, par, n))
 }
 
 fn run<T: Element>(

@@ -2,7 +2,7 @@
 
 use super::math;
 use super::simd::{simd_entry, with_f32_out, Simd};
-use super::{check_len, elements, f32_row, for_row_blocks, Element, Scratch};
+use super::{check_lens, f32_row, for_row_pairs, start_rows, Element, Scratch};
 use crate::{Exec, KernelError};
 
 /// Softmax over each row of `x` (`[rows, cols]` row-major) into `out`, of `scale * x`
@@ -20,13 +20,9 @@ pub fn softmax<T: Element>(
     scale: f32,
     exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec.into();
-    isa.require()?;
-    let n = elements(rows, cols)?;
-    check_len("x", n, x.len())?;
-    check_len("out", n, out.len())?;
-    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
-        let xs = &x[first * cols..first * cols + block.len()];
+    let (isa, par, n) = start_rows(exec, rows, cols)?;
+    check_lens(&[("x", n, x.len()), ("out", n, out.len())])?;
+    for_row_pairs(par, (rows, cols), x, &mut out[..n], |xs, block| {
         softmax_entry(isa, xs, block, cols, scale);
     });
     Ok(())

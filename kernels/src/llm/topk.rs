@@ -6,7 +6,7 @@
 //! lists NaNs first.
 
 use super::simd::{simd_entry, Simd};
-use super::{check_len, elements, f32_row, for_row_blocks_work, Element, Scratch};
+use super::{check_lens, elements, f32_row, for_row_blocks_work, start_rows, Element, Scratch};
 use crate::{Exec, Isa, KernelError};
 
 /// `out[r]` = the index of the largest value in row `r` of `x` (`[rows, cols]` row-major),
@@ -20,11 +20,8 @@ pub fn argmax<T: Element>(
     cols: usize,
     exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec.into();
-    isa.require()?;
-    let n = elements(rows, cols)?;
-    check_len("x", n, x.len())?;
-    check_len("out", rows, out.len())?;
+    let (isa, par, n) = start_rows(exec, rows, cols)?;
+    check_lens(&[("x", n, x.len()), ("out", rows, out.len())])?;
     check_index_range(rows, cols)?;
     if rows == 0 {
         return Ok(());
@@ -48,18 +45,18 @@ pub fn top_k<T: Element>(
     k: usize,
     exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    let Exec { isa, par } = exec.into();
-    isa.require()?;
+    let (isa, par, n) = start_rows(exec, rows, cols)?;
     if k > cols {
         return Err(KernelError::BadShape {
             detail: format!("top-k with k = {k} over rows of {cols} elements"),
         });
     }
-    let n = elements(rows, cols)?;
     let nk = elements(rows, k)?;
-    check_len("x", n, x.len())?;
-    check_len("values", nk, values.len())?;
-    check_len("indices", nk, indices.len())?;
+    check_lens(&[
+        ("x", n, x.len()),
+        ("values", nk, values.len()),
+        ("indices", nk, indices.len()),
+    ])?;
     check_index_range(rows, cols)?;
     if rows == 0 || k == 0 {
         return Ok(());
