@@ -370,27 +370,17 @@ fn tile_f32<'a, T: AttnElement>(
     d: usize,
     buf: &'a mut [f32],
 ) -> Rows<&'a [f32]> {
-    let Rows {
-        data: src,
-        off,
-        stride,
-        n: nk,
-    } = rows;
-    let widened = |buf: &'a [f32]| Rows {
-        data: buf,
-        off: 0,
-        stride: d,
-        n: nk,
-    };
-    match T::view(src) {
+    let view = T::view(rows.data);
+    match view {
         ElemSlice::F32(f) => rows.over(f),
-        ElemSlice::F16(bits) => {
-            kern.widen_f16(bits, off, stride, nk, d, buf);
-            widened(buf)
-        }
-        ElemSlice::Bf16(bits) => {
-            kern.widen_bf16(bits, off, stride, nk, d, buf);
-            widened(buf)
+        ElemSlice::F16(bits) | ElemSlice::Bf16(bits) => {
+            kern.widen(rows.over(bits), matches!(view, ElemSlice::Bf16(_)), d, buf);
+            Rows {
+                data: buf,
+                off: 0,
+                stride: d,
+                n: rows.n,
+            }
         }
     }
 }

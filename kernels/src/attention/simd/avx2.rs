@@ -424,7 +424,7 @@ pub(super) unsafe fn softmax_rows(
 /// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
 /// - The host must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen_rows<const BF16: bool>(
+pub(super) unsafe fn widen<const BF16: bool>(
     bits: &[u16],
     off: usize,
     stride: usize,
@@ -457,40 +457,4 @@ unsafe fn widen_rows<const BF16: bool>(
             };
         }
     }
-}
-
-/// f16 bits to f32, row by row (see [`super::TileKernels::widen_f16`]).
-///
-/// # Safety
-/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
-/// - The host must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn widen_f16(
-    bits: &[u16],
-    off: usize,
-    stride: usize,
-    nk: usize,
-    d: usize,
-    dst: &mut [f32],
-) {
-    // SAFETY: the same obligations, forwarded from the caller.
-    unsafe { widen_rows::<false>(bits, off, stride, nk, d, dst) }
-}
-
-/// bf16 bits to f32, row by row (see [`super::TileKernels::widen_bf16`]).
-///
-/// # Safety
-/// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
-/// - The host must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn widen_bf16(
-    bits: &[u16],
-    off: usize,
-    stride: usize,
-    nk: usize,
-    d: usize,
-    dst: &mut [f32],
-) {
-    // SAFETY: the same obligations, forwarded from the caller.
-    unsafe { widen_rows::<true>(bits, off, stride, nk, d, dst) }
 }

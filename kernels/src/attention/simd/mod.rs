@@ -242,8 +242,8 @@ impl TileKernels {
                 qk_dot: avx512::qk_dot::<f32>,
                 softmax_rows: avx512::softmax_rows,
                 pv: avx512::pv::<f32>,
-                widen_f16: avx512::widen_f16,
-                widen_bf16: avx512::widen_bf16,
+                widen_f16: avx512::widen::<false>,
+                widen_bf16: avx512::widen::<true>,
                 in_place16: Some(InPlace16 {
                     qk_dot_f16: avx512::qk_dot,
                     qk_dot_bf16: avx512::qk_dot,
@@ -258,8 +258,8 @@ impl TileKernels {
                 qk_dot: avx2::qk_dot,
                 softmax_rows: avx2::softmax_rows,
                 pv: avx2::pv,
-                widen_f16: avx2::widen_f16,
-                widen_bf16: avx2::widen_bf16,
+                widen_f16: avx2::widen::<false>,
+                widen_bf16: avx2::widen::<true>,
                 in_place16: None,
             },
             _ => TileKernels {
@@ -268,8 +268,8 @@ impl TileKernels {
                 qk_dot: portable::qk_dot,
                 softmax_rows: portable::softmax_rows,
                 pv: portable::pv,
-                widen_f16: portable::widen_f16,
-                widen_bf16: portable::widen_bf16,
+                widen_f16: portable::widen::<false>,
+                widen_bf16: portable::widen::<true>,
                 in_place16: None,
             },
         }
@@ -399,35 +399,18 @@ impl TileKernels {
         }
     }
 
-    /// Widens `nk` rows of `d` half-precision values (bits; row `j` at `off + j * stride`)
-    /// into `dst[j * d..]`.
-    pub fn widen_f16(
-        &self,
-        bits: &[u16],
-        off: usize,
-        stride: usize,
-        nk: usize,
-        d: usize,
-        dst: &mut [f32],
-    ) {
+    /// Widens `rows.n` rows of `d` 16-bit values (bits: bfloat16 when `bf16`, else f16; row
+    /// `j` at `rows.off + j * rows.stride`) into `dst[j * d..]`.
+    pub fn widen(&self, rows: Rows<&[u16]>, bf16: bool, d: usize, dst: &mut [f32]) {
+        let (bits, off, stride, nk) = rows.parts();
         check_widen(bits, off, stride, nk, d, dst);
+        let widen = if bf16 {
+            self.widen_bf16
+        } else {
+            self.widen_f16
+        };
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.widen_f16)(bits, off, stride, nk, d, dst) }
-    }
-
-    /// [`TileKernels::widen_f16`] for bfloat16 bits.
-    pub fn widen_bf16(
-        &self,
-        bits: &[u16],
-        off: usize,
-        stride: usize,
-        nk: usize,
-        d: usize,
-        dst: &mut [f32],
-    ) {
-        check_widen(bits, off, stride, nk, d, dst);
-        // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.widen_bf16)(bits, off, stride, nk, d, dst) }
+        unsafe { widen(bits, off, stride, nk, d, dst) }
     }
 }
 

@@ -117,7 +117,9 @@ pub(super) fn softmax_rows(
     }
 }
 
-pub(super) fn widen_f16(
+/// Widens rows of 16-bit values (bf16 when `BF16`, else f16): `nk` rows of `d` values,
+/// `stride` apart from `off` in `bits`, into consecutive rows of `dst`.
+pub(super) fn widen<const BF16: bool>(
     bits: &[u16],
     off: usize,
     stride: usize,
@@ -128,23 +130,11 @@ pub(super) fn widen_f16(
     for j in 0..nk {
         let row = &bits[off + j * stride..off + j * stride + d];
         for (x, &b) in dst[j * d..(j + 1) * d].iter_mut().zip(row) {
-            *x = half::f16::from_bits(b).to_f32();
-        }
-    }
-}
-
-pub(super) fn widen_bf16(
-    bits: &[u16],
-    off: usize,
-    stride: usize,
-    nk: usize,
-    d: usize,
-    dst: &mut [f32],
-) {
-    for j in 0..nk {
-        let row = &bits[off + j * stride..off + j * stride + d];
-        for (x, &b) in dst[j * d..(j + 1) * d].iter_mut().zip(row) {
-            *x = f32::from_bits((b as u32) << 16);
+            *x = if BF16 {
+                f32::from_bits((b as u32) << 16)
+            } else {
+                half::f16::from_bits(b).to_f32()
+            };
         }
     }
 }
