@@ -195,6 +195,14 @@ const FULL: AttnMask = AttnMask {
     scale: None,
 };
 
+/// `mask` with softmax scale `scale` instead of `1/sqrt(head_dim)`.
+fn scaled(mask: AttnMask, scale: f32) -> AttnMask {
+    AttnMask {
+        scale: Some(scale),
+        ..mask
+    }
+}
+
 #[test]
 fn sampled_shapes_match_reference() {
     let seqs = [1usize, 2, 7, 64, 65];
@@ -258,12 +266,7 @@ fn half_types_match_reference() {
 #[test]
 fn large_scores_rescale_correctly() {
     // Scores up to ~50 make each new tile's maximum jump, exercising the online rescale.
-    let mask = AttnMask {
-        causal: true,
-        window: None,
-        scale: Some(1.0),
-    };
-    let p = AttentionParams::bshd(1, 130, 130, 2, 1, 32, mask);
+    let p = AttentionParams::bshd(1, 130, 130, 2, 1, 32, scaled(CAUSAL, 1.0));
     run_case::<f32>(5, &p, None, Parallelism::None, 1.3);
 }
 
@@ -278,13 +281,8 @@ fn causal_with_query_offset_for_chunked_prefill_and_decode() {
         (3, 1000),
     ] {
         let p = AttentionParams::bshd(1, q_len, kv_len, 9, 3, 64, CAUSAL);
-        run_case::<f32>(
-            q_len as u64 * 7 + kv_len as u64,
-            &p,
-            None,
-            Parallelism::Rayon(2),
-            1.0,
-        );
+        let seed = q_len as u64 * 7 + kv_len as u64;
+        run_case::<f32>(seed, &p, None, Parallelism::Rayon(2), 1.0);
     }
     // More query rows than keys: the first rows see nothing and must be zeros.
     let p = AttentionParams::bshd(1, 7, 3, 2, 1, 32, CAUSAL);
@@ -358,9 +356,8 @@ fn padded_batches_mask_keys_past_each_length() {
 fn sliding_windows_match_reference() {
     for (w, causal) in [(1usize, true), (16, true), (100, true), (9, false)] {
         let mask = AttnMask {
-            causal,
             window: Some(w),
-            scale: None,
+            ..if causal { CAUSAL } else { FULL }
         };
         let p = AttentionParams::bshd(1, 150, 150, 3, 1, 32, mask);
         run_case::<f32>(w as u64, &p, None, Parallelism::Rayon(2), 1.0);
@@ -393,12 +390,7 @@ fn head_major_and_mixed_layouts_match_reference() {
 
 #[test]
 fn non_default_scale() {
-    let mask = AttnMask {
-        causal: false,
-        window: None,
-        scale: Some(0.05),
-    };
-    let p = AttentionParams::bshd(1, 7, 9, 2, 1, 96, mask);
+    let p = AttentionParams::bshd(1, 7, 9, 2, 1, 96, scaled(FULL, 0.05));
     run_case::<f32>(51, &p, None, Parallelism::None, 1.0);
 }
 
@@ -433,32 +425,13 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
         let kn: Vec<T> = rng.vec(new_t.required_len().unwrap(), 1.0);
         let vn: Vec<T> = rng.vec(new_t.required_len().unwrap(), 1.0);
         if (0..batch).all(|b| cur[b] as usize + chunk <= cap) {
-            kv_append(
-                &cache_t,
-                &mut kc,
-                &mut vc,
-                NewKv {
-                    shape: new_t,
-                    k: &kn,
-                    v: &vn,
-                },
-                &cur,
-            )
-            .unwrap();
-            paged_kv_append(
-                &paged,
-                &mut kp,
-                &mut vp,
-                NewKv {
-                    shape: new_t,
-                    k: &kn,
-                    v: &vn,
-                },
-                &table,
-                max_blocks,
-                &cur,
-            )
-            .unwrap();
+            let new = NewKv {
+                shape: new_t,
+                k: &kn,
+                v: &vn,
+            };
+            kv_append(&cache_t, &mut kc, &mut vc, new, &cur).unwrap();
+            paged_kv_append(&paged, &mut kp, &mut vp, new, &table, max_blocks, &cur).unwrap();
         }
         for b in 0..batch {
             cur[b] = (cur[b] + chunk as u32).min(lens[b] as u32);
@@ -682,64 +655,21 @@ fn bad_inputs_are_clear_errors() {
     // Appends past capacity.
     let ct = AttnTensor::bshd(1, 4, 4, 8);
     let nt = AttnTensor::bshd(1, 2, 4, 8);
+    let new = NewKv {
+        shape: nt,
+        k: &z,
+        v: &z,
+    };
     let (mut kc, mut vc) = (vec![0.0f32; 128], vec![0.0f32; 128]);
-    expect_shape_err(
-        kv_append(
-            &ct,
-            &mut kc,
-            &mut vc,
-            NewKv {
-                shape: nt,
-                k: &z,
-                v: &z,
-            },
-            &[3],
-        ),
-        "capacity",
-    );
-    kv_append(
-        &ct,
-        &mut kc,
-        &mut vc,
-        NewKv {
-            shape: nt,
-            k: &z,
-            v: &z,
-        },
-        &[2],
-    )
-    .unwrap();
+    expect_shape_err(kv_append(&ct, &mut kc, &mut vc, new, &[3]), "capacity");
+    kv_append(&ct, &mut kc, &mut vc, new, &[2]).unwrap();
     let (mut kp, mut vp) = (vec![0.0f32; 256], vec![0.0f32; 256]);
     expect_shape_err(
-        paged_kv_append(
-            &cache,
-            &mut kp,
-            &mut vp,
-            NewKv {
-                shape: nt,
-                k: &z,
-                v: &z,
-            },
-            &[0, 5],
-            2,
-            &[3],
-        ),
+        paged_kv_append(&cache, &mut kp, &mut vp, new, &[0, 5], 2, &[3]),
         "outside the cache",
     );
     expect_shape_err(
-        paged_kv_append(
-            &cache,
-            &mut kp,
-            &mut vp,
-            NewKv {
-                shape: nt,
-                k: &z,
-                v: &z,
-            },
-            &[0, 1],
-            2,
-            &[7],
-        ),
+        paged_kv_append(&cache, &mut kp, &mut vp, new, &[0, 1], 2, &[7]),
         "capacity",
     );
 }
@@ -849,39 +779,20 @@ fn head_major_cache_append_then_attend() {
     let mut vc = kc.clone();
     let mut rng = Rng(8);
     let first = AttnTensor::bshd(batch, 9, hk, d);
-    let (k1, v1): (Vec<f32>, Vec<f32>) = (
-        rng.vec(first.required_len().unwrap(), 1.0),
-        rng.vec(first.required_len().unwrap(), 1.0),
-    );
-    kv_append(
-        &cache,
-        &mut kc,
-        &mut vc,
-        NewKv {
-            shape: first,
-            k: &k1,
-            v: &v1,
-        },
-        &[0, 0],
-    )
-    .unwrap();
     let second = AttnTensor::bshd(batch, 1, hk, d);
-    let (k2, v2): (Vec<f32>, Vec<f32>) = (
-        rng.vec(second.required_len().unwrap(), 1.0),
-        rng.vec(second.required_len().unwrap(), 1.0),
-    );
-    kv_append(
-        &cache,
-        &mut kc,
-        &mut vc,
-        NewKv {
-            shape: second,
-            k: &k2,
-            v: &v2,
-        },
-        &[9, 9],
-    )
-    .unwrap();
+    let mut appended = Vec::new();
+    for (shape, at) in [(first, [0, 0]), (second, [9, 9])] {
+        let n = shape.required_len().unwrap();
+        let (k, v): (Vec<f32>, Vec<f32>) = (rng.vec(n, 1.0), rng.vec(n, 1.0));
+        let new = NewKv {
+            shape,
+            k: &k,
+            v: &v,
+        };
+        kv_append(&cache, &mut kc, &mut vc, new, &at).unwrap();
+        appended.push((k, v));
+    }
+    let (k1, v2) = (&appended[0].0, &appended[1].1);
     for b in 0..batch {
         for h in 0..hk {
             for c in 0..d {

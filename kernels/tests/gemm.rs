@@ -32,6 +32,30 @@ impl Rng {
     }
 }
 
+/// The offset of element `(row, col)` of a matrix with leading dimension `ld`, stored
+/// transposed when `trans`.
+fn offset(trans: bool, ld: usize, row: usize, col: usize) -> usize {
+    if trans {
+        col * ld + row
+    } else {
+        row * ld + col
+    }
+}
+
+/// Path `isa` on the caller's thread.
+fn serial(isa: Isa) -> Exec {
+    Exec::new(isa, Parallelism::None)
+}
+
+/// Every epilogue activation.
+const ACTIVATIONS: [Activation; 5] = [
+    Activation::None,
+    Activation::Relu,
+    Activation::GeluErf,
+    Activation::GeluTanh,
+    Activation::Silu,
+];
+
 fn erf64(x: f64) -> f64 {
     if x.abs() >= 5.0 {
         return x.signum();
@@ -119,13 +143,7 @@ fn dense_case(rng: &mut Rng, m: usize, n: usize, k: usize, batch: usize) -> Case
     Case {
         desc: d,
         bias: rng.below(2) == 0,
-        act: rng.pick(&[
-            Activation::None,
-            Activation::Relu,
-            Activation::GeluErf,
-            Activation::GeluTanh,
-            Activation::Silu,
-        ]),
+        act: rng.pick(&ACTIVATIONS),
         residual: rng.below(3) == 0,
         par: rng.pick(&[Parallelism::None, Parallelism::Rayon(2)]),
     }
@@ -165,22 +183,10 @@ fn check<TA: Element, TB: Element, TC: Element>(isa: Isa, case: Case, seed: u64)
     gemm(&d, &a, &b, &mut c, &epi, Exec::new(isa, case.par)).unwrap();
 
     let a_at = |bi: usize, i: usize, p: usize| {
-        let idx = bi * d.stride_a
-            + if d.trans_a {
-                p * d.lda + i
-            } else {
-                i * d.lda + p
-            };
-        a[idx].to_f32() as f64
+        a[bi * d.stride_a + offset(d.trans_a, d.lda, i, p)].to_f32() as f64
     };
     let b_at = |bi: usize, p: usize, j: usize| {
-        let idx = bi * d.stride_b
-            + if d.trans_b {
-                j * d.ldb + p
-            } else {
-                p * d.ldb + j
-            };
-        b[idx].to_f32() as f64
+        b[bi * d.stride_b + offset(d.trans_b, d.ldb, p, j)].to_f32() as f64
     };
     let mut written = vec![false; c.len()];
     let r = out_rounding::<TC>();
@@ -269,35 +275,23 @@ fn run_all<TA: Element, TB: Element, TC: Element>(seed: u64, count: usize) {
     }
 }
 
-#[test]
-fn f32_every_path_matches_reference() {
-    run_all::<f32, f32, f32>(0x1234_5678, 60);
+/// One test per line: `name: [(A, B, C) with seed, sampled cases]...`.
+macro_rules! sampled_tests {
+    ($($name:ident: [$(($ta:ty, $tb:ty, $tc:ty), $seed:expr, $count:expr);+])*) => {$(
+        #[test]
+        fn $name() {
+            $(run_all::<$ta, $tb, $tc>($seed, $count);)+
+        }
+    )*};
 }
 
-#[test]
-fn f16_inputs_f32_output() {
-    run_all::<f16, f16, f32>(0x2345_6789, 30);
-}
-
-#[test]
-fn bf16_inputs_f32_output() {
-    run_all::<bf16, bf16, f32>(0x3456_789a, 30);
-}
-
-#[test]
-fn f16_inputs_f16_output() {
-    run_all::<f16, f16, f16>(0x4567_89ab, 24);
-}
-
-#[test]
-fn bf16_inputs_bf16_output() {
-    run_all::<bf16, bf16, bf16>(0x5678_9abc, 24);
-}
-
-#[test]
-fn mixed_inputs_and_outputs() {
-    run_all::<f32, bf16, bf16>(0x6789_abcd, 12);
-    run_all::<bf16, f16, f16>(0x789a_bcde, 12);
+sampled_tests! {
+    f32_every_path_matches_reference: [(f32, f32, f32), 0x1234_5678, 60]
+    f16_inputs_f32_output: [(f16, f16, f32), 0x2345_6789, 30]
+    bf16_inputs_f32_output: [(bf16, bf16, f32), 0x3456_789a, 30]
+    f16_inputs_f16_output: [(f16, f16, f16), 0x4567_89ab, 24]
+    bf16_inputs_bf16_output: [(bf16, bf16, bf16), 0x5678_9abc, 24]
+    mixed_inputs_and_outputs: [(f32, bf16, bf16), 0x6789_abcd, 12; (bf16, f16, f16), 0x789a_bcde, 12]
 }
 
 #[test]
@@ -317,13 +311,7 @@ fn large_square_each_path() {
 fn every_epilogue_on_every_path() {
     let mut rng = Rng(4242);
     for isa in isa::supported() {
-        for act in [
-            Activation::None,
-            Activation::Relu,
-            Activation::GeluErf,
-            Activation::GeluTanh,
-            Activation::Silu,
-        ] {
+        for act in ACTIVATIONS {
             for (m, n, k) in [(17, 65, 63), (1, 33, 100), (70, 40, 0)] {
                 let mut case = dense_case(&mut rng, m, n, k, 1);
                 case.act = act;
@@ -342,13 +330,6 @@ fn every_epilogue_on_every_path() {
 #[test]
 fn small_in_place_path_awkward_shapes() {
     let mut rng = Rng(0x5eed_0064);
-    let acts = [
-        Activation::None,
-        Activation::Relu,
-        Activation::GeluErf,
-        Activation::GeluTanh,
-        Activation::Silu,
-    ];
     for isa in isa::supported() {
         for (si, &s) in [0usize, 1, 2, 7, 17, 63, 64, 65, 127].iter().enumerate() {
             for (m, n, k) in [(s, s, s), (s, 64, 33), (s + 5, 100, s), (s + 13, s, 64)] {
@@ -356,7 +337,7 @@ fn small_in_place_path_awkward_shapes() {
                     let batch = if si % 3 == 0 { 3 } else { 1 };
                     let mut case = dense_case(&mut rng, m, n, k, batch);
                     case.par = par;
-                    case.act = acts[(si + m) % acts.len()];
+                    case.act = ACTIVATIONS[(si + m) % ACTIVATIONS.len()];
                     case.bias = (m + n) % 2 == 0;
                     case.residual = (m + k) % 3 == 0;
                     check::<f32, f32, f32>(isa, case, (si * 31 + m) as u64);
@@ -364,6 +345,22 @@ fn small_in_place_path_awkward_shapes() {
             }
         }
     }
+}
+
+/// Checks `case` on two threads with a bias, `activation` and (when `residual`) a residual,
+/// in f32 and with bf16 inputs and an f16 output (seeds `seed` and `seed + 1`).
+fn check_two_threads_with_epilogue(
+    isa: Isa,
+    mut case: Case,
+    (activation, residual): (Activation, bool),
+    seed: u64,
+) {
+    case.par = Parallelism::Rayon(2);
+    case.bias = true;
+    case.act = activation;
+    case.residual = residual;
+    check::<f32, f32, f32>(isa, case, seed);
+    check::<bf16, bf16, f16>(isa, case, seed + 1);
 }
 
 #[test]
@@ -374,12 +371,8 @@ fn gemv_split_over_k_on_two_threads() {
         for m in 1..=4 {
             let mut case = dense_case(&mut rng, m, 700, 600, 1);
             case.desc = GemmDesc::new(m, 700, 600).scale(0.5, 0.75);
-            case.par = Parallelism::Rayon(2);
-            case.bias = true;
-            case.act = Activation::Silu;
-            case.residual = m % 2 == 0;
-            check::<f32, f32, f32>(isa, case, 17);
-            check::<bf16, bf16, f16>(isa, case, 18);
+            let epilogue = (Activation::Silu, m % 2 == 0);
+            check_two_threads_with_epilogue(isa, case, epilogue, 17);
         }
     }
 }
@@ -395,12 +388,7 @@ fn small_m_with_transposed_b_takes_the_dot_path() {
                 .transpose_b()
                 .batched(2, m * k, n * k + 3, m * n)
                 .scale(1.5, 0.5);
-            case.par = Parallelism::Rayon(2);
-            case.bias = true;
-            case.act = Activation::GeluTanh;
-            case.residual = true;
-            check::<f32, f32, f32>(isa, case, 21);
-            check::<bf16, bf16, f16>(isa, case, 22);
+            check_two_threads_with_epilogue(isa, case, (Activation::GeluTanh, true), 21);
         }
     }
 }
@@ -416,15 +404,7 @@ fn k_zero_scales_c_and_applies_epilogue() {
             activation: Activation::Relu,
             residual: None,
         };
-        gemm::<f32, f32, f32>(
-            &d,
-            &[],
-            &[],
-            &mut c,
-            &epi,
-            Exec::new(isa, Parallelism::None),
-        )
-        .unwrap();
+        gemm::<f32, f32, f32>(&d, &[], &[], &mut c, &epi, serial(isa)).unwrap();
         assert_eq!(&c[..5], &[2.0, 0.0, 1.0, 1.0, 1.0]);
     }
 }
@@ -438,15 +418,7 @@ fn beta_zero_overwrites_nan_in_c_but_nan_in_a_propagates() {
             a[3] = f32::NAN;
             let b = vec![1.0f32; 8 * 20];
             let mut c = vec![f32::NAN; m * 20];
-            gemm(
-                &d,
-                &a,
-                &b,
-                &mut c,
-                &Epilogue::none(),
-                Exec::new(isa, Parallelism::None),
-            )
-            .unwrap();
+            gemm(&d, &a, &b, &mut c, &Epilogue::none(), serial(isa)).unwrap();
             assert!(
                 c[..20].iter().all(|v| v.is_nan()),
                 "{isa:?}: row 0 should be NaN"
@@ -459,15 +431,7 @@ fn beta_zero_overwrites_nan_in_c_but_nan_in_a_propagates() {
             let mut a = vec![1.0f32; m * 8];
             a[0] = f32::INFINITY;
             let mut c = vec![0.0f32; m * 20];
-            gemm(
-                &d,
-                &a,
-                &b,
-                &mut c,
-                &Epilogue::none(),
-                Exec::new(isa, Parallelism::None),
-            )
-            .unwrap();
+            gemm(&d, &a, &b, &mut c, &Epilogue::none(), serial(isa)).unwrap();
             assert!(c[..20].iter().all(|&v| v == f32::INFINITY));
             // Relu keeps NaN: beta = 1 with NaN in C.
             let mut c = vec![f32::NAN; m * 20];
@@ -491,15 +455,7 @@ fn bf16_output_keeps_nan() {
         a[0] = bf16::NAN;
         let b = vec![bf16::ONE; 120];
         let mut c = vec![bf16::ZERO; 240];
-        gemm(
-            &d,
-            &a,
-            &b,
-            &mut c,
-            &Epilogue::none(),
-            Exec::new(isa, Parallelism::None),
-        )
-        .unwrap();
+        gemm(&d, &a, &b, &mut c, &Epilogue::none(), serial(isa)).unwrap();
         assert!(c[..40].iter().all(|v| v.is_nan()), "{isa:?}");
         assert!(c[40..].iter().all(|&v| v == bf16::from_f32(3.0)));
     }

@@ -1,5 +1,4 @@
 use crate::common::*;
-use half::{bf16, f16};
 use knpu_kernels::llm::{cast, f32_to_i32, i32_to_f32, Element};
 use knpu_kernels::{isa, Exec};
 
@@ -73,15 +72,7 @@ fn pair<S: Element, D: Element>() {
 
 #[test]
 fn casts_round_to_nearest_even_on_every_path() {
-    pair::<f32, f32>();
-    pair::<f32, f16>();
-    pair::<f32, bf16>();
-    pair::<f16, f32>();
-    pair::<f16, f16>();
-    pair::<f16, bf16>();
-    pair::<bf16, f32>();
-    pair::<bf16, f16>();
-    pair::<bf16, bf16>();
+    for_dtype_pairs!(pair);
 }
 
 #[test]

@@ -102,5 +102,21 @@ macro_rules! for_dtypes {
 }
 pub(crate) use for_dtypes;
 
+/// Calls `$f::<S, D>()` for every pair of storage types.
+macro_rules! for_dtype_pairs {
+    ($f:ident) => {
+        $f::<f32, f32>();
+        $f::<f32, half::f16>();
+        $f::<f32, half::bf16>();
+        $f::<half::f16, f32>();
+        $f::<half::f16, half::f16>();
+        $f::<half::f16, half::bf16>();
+        $f::<half::bf16, f32>();
+        $f::<half::bf16, half::f16>();
+        $f::<half::bf16, half::bf16>();
+    };
+}
+pub(crate) use for_dtype_pairs;
+
 /// Silences unused-import warnings for the half types used only through `for_dtypes!`.
 pub fn _types(_: f16, _: bf16) {}

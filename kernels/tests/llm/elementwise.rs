@@ -26,38 +26,21 @@ fn run<T: Element>() {
                 let ctx =
                     |op: &str| format!("{op} {} {isa:?} {rows}x{cols} {bcast:?}", name::<T>());
                 let mut out = vec![T::from_f32(f32::NAN); n];
-                add(
-                    &a,
-                    bsl,
-                    &mut out,
-                    rows,
-                    cols,
-                    bcast,
-                    Exec::new(isa, par_for(n)),
-                )
-                .unwrap();
+                let exec = Exec::new(isa, par_for(n));
+                add(&a, bsl, &mut out, rows, cols, bcast, exec).unwrap();
                 let want: Vec<f64> = (0..n).map(|i| af[i] + bi(i)).collect();
                 let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
                 // One f32 rounding.
                 check(&out, &want, &s, 6e-8, &ctx("add"));
                 let mut x = a.clone();
-                add_inplace(&mut x, bsl, rows, cols, bcast, Exec::new(isa, par_for(n))).unwrap();
+                add_inplace(&mut x, bsl, rows, cols, bcast, exec).unwrap();
                 assert_eq!(bytes(&x), bytes(&out), "{}", ctx("add in place"));
-                mul(
-                    &a,
-                    bsl,
-                    &mut out,
-                    rows,
-                    cols,
-                    bcast,
-                    Exec::new(isa, par_for(n)),
-                )
-                .unwrap();
+                mul(&a, bsl, &mut out, rows, cols, bcast, exec).unwrap();
                 let want: Vec<f64> = (0..n).map(|i| af[i] * bi(i)).collect();
                 let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
                 check(&out, &want, &s, 6e-8, &ctx("mul"));
                 let mut x = a.clone();
-                mul_inplace(&mut x, bsl, rows, cols, bcast, Exec::new(isa, par_for(n))).unwrap();
+                mul_inplace(&mut x, bsl, rows, cols, bcast, exec).unwrap();
                 assert_eq!(bytes(&x), bytes(&out), "{}", ctx("mul in place"));
             }
         }

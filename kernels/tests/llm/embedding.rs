@@ -1,5 +1,4 @@
 use crate::common::*;
-use half::{bf16, f16};
 use knpu_kernels::llm::{embedding, Element};
 use knpu_kernels::{isa, Exec};
 
@@ -43,12 +42,5 @@ fn run<T: Element, O: Element>() {
 
 #[test]
 fn embedding_gathers_and_converts() {
-    run::<f32, f32>();
-    run::<f16, f32>();
-    run::<bf16, f32>();
-    run::<f32, f16>();
-    run::<f16, f16>();
-    run::<bf16, bf16>();
-    run::<f32, bf16>();
-    run::<f16, bf16>();
+    for_dtype_pairs!(run);
 }

@@ -61,36 +61,15 @@ fn short_slices_are_rejected() {
         rotary_dim: 4,
         base: 10000.0,
     };
-    too_short(
-        rope(
-            &x,
-            &mut out[..8],
-            RopeShape {
-                rows: 3,
-                heads: 1,
-                head_dim: 4,
-            },
-            &p,
-            RopePositions::Start(0),
-            P,
-        ),
-        "out",
-    );
-    too_short(
-        rope(
-            &x,
-            &mut out,
-            RopeShape {
-                rows: 3,
-                heads: 1,
-                head_dim: 4,
-            },
-            &p,
-            RopePositions::PerRow(&[1, 2]),
-            P,
-        ),
-        "positions",
-    );
+    let shape = RopeShape {
+        rows: 3,
+        heads: 1,
+        head_dim: 4,
+    };
+    let start = RopePositions::Start(0);
+    too_short(rope(&x, &mut out[..8], shape, &p, start, P), "out");
+    let short = RopePositions::PerRow(&[1, 2]);
+    too_short(rope(&x, &mut out, shape, &p, short, P), "positions");
     too_short(embedding(&x, 4, 4, &[0, 1], 2, &mut out, P), "table");
     too_short(embedding(&x, 3, 4, &[0, 1], 2, &mut out[..7], P), "out");
     too_short(embedding(&x, 3, 4, &[0], 2, &mut out, P), "ids");
@@ -121,6 +100,11 @@ fn bad_shapes_and_values_are_rejected() {
     );
     // RoPE: odd or too-large rotary dim, bad base.
     let pos = RopePositions::Start(0);
+    let shape = RopeShape {
+        rows: 2,
+        heads: 2,
+        head_dim: 4,
+    };
     for (rot, base) in [
         (3, 10000.0),
         (6, 10000.0),
@@ -133,17 +117,7 @@ fn bad_shapes_and_values_are_rejected() {
             rotary_dim: rot,
             base,
         };
-        bad_shape(rope_inplace(
-            &mut out,
-            RopeShape {
-                rows: 2,
-                heads: 2,
-                head_dim: 4,
-            },
-            &p,
-            pos,
-            P,
-        ));
+        bad_shape(rope_inplace(&mut out, shape, &p, pos, P));
     }
     let p = RopeParams {
         style: RopeStyle::NeoX,
@@ -152,11 +126,7 @@ fn bad_shapes_and_values_are_rejected() {
     };
     bad_shape(rope_inplace(
         &mut out,
-        RopeShape {
-            rows: 2,
-            heads: 2,
-            head_dim: 4,
-        },
+        shape,
         &p,
         RopePositions::Start(u64::MAX - 1),
         P,

@@ -21,16 +21,8 @@ fn rms<T: Element>() {
         let scale: Vec<f64> = want.iter().map(|v| v.abs()).collect();
         for isa in isa::supported() {
             let mut out = vec![T::from_f32(f32::NAN); rows * cols];
-            rms_norm(
-                &x,
-                &w,
-                &mut out,
-                rows,
-                cols,
-                eps,
-                Exec::new(isa, par_for(rows * cols)),
-            )
-            .unwrap();
+            let exec = Exec::new(isa, par_for(rows * cols));
+            rms_norm(&x, &w, &mut out, rows, cols, eps, exec).unwrap();
             // f32 sum of squares over up to 4097 terms plus a few roundings.
             check(
                 &out,
@@ -70,17 +62,12 @@ fn layer<T: Element>() {
             }
             for isa in isa::supported() {
                 let mut out = vec![T::from_f32(f32::NAN); rows * cols];
-                let bias = with_bias.then_some(&b[..]);
-                layer_norm(
-                    &x,
-                    NormWeights { weight: &w, bias },
-                    &mut out,
-                    rows,
-                    cols,
-                    eps,
-                    Exec::new(isa, par_for(rows * cols)),
-                )
-                .unwrap();
+                let weights = NormWeights {
+                    weight: &w,
+                    bias: with_bias.then_some(&b[..]),
+                };
+                let exec = Exec::new(isa, par_for(rows * cols));
+                layer_norm(&x, weights, &mut out, rows, cols, eps, exec).unwrap();
                 let ctx = format!(
                     "layer_norm {} {isa:?} {rows}x{cols} bias={with_bias}",
                     name::<T>()

@@ -96,33 +96,16 @@ fn run<T: Element>() {
                             name::<T>()
                         );
                         let mut out = vec![T::from_f32(f32::NAN); n];
-                        rope(
-                            &x,
-                            &mut out,
-                            RopeShape {
-                                rows,
-                                heads,
-                                head_dim: hd,
-                            },
-                            &p,
-                            positions,
-                            Exec::new(isa, par_for(n)),
-                        )
-                        .unwrap();
+                        let shape = RopeShape {
+                            rows,
+                            heads,
+                            head_dim: hd,
+                        };
+                        let exec = Exec::new(isa, par_for(n));
+                        rope(&x, &mut out, shape, &p, positions, exec).unwrap();
                         check(&out, &want, &scale, 1e-6, &ctx);
                         let mut inplace = x.clone();
-                        rope_inplace(
-                            &mut inplace,
-                            RopeShape {
-                                rows,
-                                heads,
-                                head_dim: hd,
-                            },
-                            &p,
-                            positions,
-                            Exec::new(isa, par_for(n)),
-                        )
-                        .unwrap();
+                        rope_inplace(&mut inplace, shape, &p, positions, exec).unwrap();
                         assert_eq!(
                             bytemuck::cast_slice::<T, u8>(&inplace),
                             bytemuck::cast_slice::<T, u8>(&out),

@@ -27,15 +27,8 @@ fn run<T: Element>() {
             let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
             for isa in isa::supported() {
                 let mut out = vec![T::from_f32(f32::NAN); rows * cols];
-                softmax(
-                    &x,
-                    &mut out,
-                    rows,
-                    cols,
-                    scale,
-                    Exec::new(isa, par_for(rows * cols)),
-                )
-                .unwrap();
+                let exec = Exec::new(isa, par_for(rows * cols));
+                softmax(&x, &mut out, rows, cols, scale, exec).unwrap();
                 let ctx = format!(
                     "softmax {} {isa:?} {rows}x{cols} scale {scale}",
                     name::<T>()
@@ -58,29 +51,14 @@ fn softmax_special_values() {
         // -inf entries get exactly 0; a huge finite row does not overflow.
         let x = [1.0, f32::NEG_INFINITY, 1.0, 3e38, 3e38, -3e38];
         let mut out = [0.0f32; 6];
-        softmax(
-            &x,
-            &mut out,
-            2,
-            3,
-            1.0,
-            Exec::new(isa, knpu_kernels::Parallelism::None),
-        )
-        .unwrap();
+        let exec = Exec::new(isa, knpu_kernels::Parallelism::None);
+        softmax(&x, &mut out, 2, 3, 1.0, exec).unwrap();
         assert_eq!(&out[..3], &[0.5, 0.0, 0.5], "{isa:?}");
         assert_eq!(&out[3..], &[0.5, 0.5, 0.0], "{isa:?}");
         // NaN, +inf and all -inf rows are NaN throughout.
         let x = [1.0, f32::NAN, 2.0, inf, 1.0, 0.0, -inf, -inf, -inf];
         let mut out = [0.0f32; 9];
-        softmax(
-            &x,
-            &mut out,
-            3,
-            3,
-            1.0,
-            Exec::new(isa, knpu_kernels::Parallelism::None),
-        )
-        .unwrap();
+        softmax(&x, &mut out, 3, 3, 1.0, exec).unwrap();
         assert!(out.iter().all(|v| v.is_nan()), "{isa:?} {out:?}");
     }
 }

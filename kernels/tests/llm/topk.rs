@@ -54,15 +54,9 @@ fn run<T: Element>() {
             }
             for isa in isa::supported() {
                 let ctx = format!("{} {isa:?} {rows}x{cols} nan {nan_rows}", name::<T>());
+                let exec = Exec::new(isa, par_for(rows * cols));
                 let mut am = vec![u32::MAX; rows];
-                argmax(
-                    &x,
-                    &mut am,
-                    rows,
-                    cols,
-                    Exec::new(isa, par_for(rows * cols)),
-                )
-                .unwrap();
+                argmax(&x, &mut am, rows, cols, exec).unwrap();
                 for r in 0..rows {
                     assert_eq!(am[r] as usize, order[r][0], "argmax {ctx} row {r}");
                 }
@@ -72,16 +66,7 @@ fn run<T: Element>() {
                     }
                     let mut vals = vec![T::from_f32(1234.0); rows * k];
                     let mut idx = vec![u32::MAX; rows * k];
-                    top_k(
-                        &x,
-                        &mut vals,
-                        &mut idx,
-                        rows,
-                        cols,
-                        k,
-                        Exec::new(isa, par_for(rows * cols)),
-                    )
-                    .unwrap();
+                    top_k(&x, &mut vals, &mut idx, rows, cols, k, exec).unwrap();
                     for r in 0..rows {
                         for j in 0..k {
                             let want = order[r][j];
