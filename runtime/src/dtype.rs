@@ -10,49 +10,26 @@ pub trait DType: bytemuck::Pod + Send + Sync + 'static {
     const NAME: &'static str;
 }
 
-impl DType for f32 {
-    const ABI: u32 = abi::KNPU_DTYPE_F32;
-    const NAME: &'static str = "f32";
+/// Implements [`DType`] for each Rust type with its `KnpuDtype` number and name.
+macro_rules! dtypes {
+    ($($t:ty => $abi:ident, $name:literal;)*) => {$(
+        impl DType for $t {
+            const ABI: u32 = abi::$abi;
+            const NAME: &'static str = $name;
+        }
+    )*};
 }
 
-impl DType for half::f16 {
-    const ABI: u32 = abi::KNPU_DTYPE_F16;
-    const NAME: &'static str = "f16";
-}
-
-impl DType for half::bf16 {
-    const ABI: u32 = abi::KNPU_DTYPE_BF16;
-    const NAME: &'static str = "bf16";
-}
-
-impl DType for f64 {
-    const ABI: u32 = abi::KNPU_DTYPE_F64;
-    const NAME: &'static str = "f64";
-}
-
-impl DType for i8 {
-    const ABI: u32 = abi::KNPU_DTYPE_I8;
-    const NAME: &'static str = "i8";
-}
-
-impl DType for u8 {
-    const ABI: u32 = abi::KNPU_DTYPE_U8;
-    const NAME: &'static str = "u8";
-}
-
-impl DType for i32 {
-    const ABI: u32 = abi::KNPU_DTYPE_I32;
-    const NAME: &'static str = "i32";
-}
-
-impl DType for u32 {
-    const ABI: u32 = abi::KNPU_DTYPE_U32;
-    const NAME: &'static str = "u32";
-}
-
-impl DType for i64 {
-    const ABI: u32 = abi::KNPU_DTYPE_I64;
-    const NAME: &'static str = "i64";
+dtypes! {
+    f32 => KNPU_DTYPE_F32, "f32";
+    half::f16 => KNPU_DTYPE_F16, "f16";
+    half::bf16 => KNPU_DTYPE_BF16, "bf16";
+    f64 => KNPU_DTYPE_F64, "f64";
+    i8 => KNPU_DTYPE_I8, "i8";
+    u8 => KNPU_DTYPE_U8, "u8";
+    i32 => KNPU_DTYPE_I32, "i32";
+    u32 => KNPU_DTYPE_U32, "u32";
+    i64 => KNPU_DTYPE_I64, "i64";
 }
 
 /// The name of a `KnpuDtype` number (the op definitions' table).

@@ -972,22 +972,12 @@ pub fn copy_strided<S, D>(
     src_layout: &Layout,
     unit_bytes: usize,
 ) -> Result<()> {
-    for (name, d) in [("dst", dst_buf.device()), ("src", src_buf.device())] {
-        if d != stream.device() {
-            return Err(Error::DeviceMismatch {
-                operand: name,
-                expected: stream.device().ordinal(),
-                actual: d.ordinal(),
-            });
-        }
-    }
+    on_stream_device(stream, "dst", dst_buf.device())?;
+    on_stream_device(stream, "src", src_buf.device())?;
     check_in_bounds("dst", dst_buf, dst_layout, unit_bytes)?;
     check_in_bounds("src", src_buf, src_layout, unit_bytes)?;
     let (d0, s0) = (dst_buf.device_address(), src_buf.device_address());
-    let mut cmds = Vec::new();
-    let mut last = None::<u64>;
-    let mut v = 0u64;
-    Layout::for_each_run(dst_layout, src_layout, |d, s, len| {
+    let last = submit_runs(stream, dst_layout, src_layout, |d, s, len| {
         let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = abi::KNPU_COMMAND_COPY_DEVICE_TO_DEVICE;
         cmd.u.copy = abi::KnpuCopyCommand {
@@ -998,7 +988,41 @@ pub fn copy_strided<S, D>(
             size: (len * unit_bytes) as u64,
             peer_device: std::ptr::null_mut(),
         };
-        cmds.push(cmd);
+        cmd
+    })?;
+    if let Some(v) = last {
+        src_buf.note_use(stream, v);
+        dst_buf.note_use(stream, v);
+    }
+    Ok(())
+}
+
+/// `Error::DeviceMismatch` naming `operand` when `device` is not the stream's.
+fn on_stream_device(stream: &Stream, operand: &'static str, device: &crate::Device) -> Result<()> {
+    if device != stream.device() {
+        return Err(Error::DeviceMismatch {
+            operand,
+            expected: stream.device().ordinal(),
+            actual: device.ordinal(),
+        });
+    }
+    Ok(())
+}
+
+/// Submits one command per contiguous run of `dst` and `src` (made by `command(dst_unit,
+/// src_unit, units)`), in submissions of up to [`RUNS_PER_SUBMIT`] commands; returns the
+/// stream value of the last submission, if there was one.
+fn submit_runs(
+    stream: &Stream,
+    dst: &Layout,
+    src: &Layout,
+    mut command: impl FnMut(usize, usize, usize) -> abi::KnpuCommand,
+) -> Result<Option<u64>> {
+    let mut cmds = Vec::new();
+    let mut last = None::<u64>;
+    let mut v = 0u64;
+    Layout::for_each_run(dst, src, |d, s, len| {
+        cmds.push(command(d, s, len));
         if cmds.len() == RUNS_PER_SUBMIT {
             submit_batches(stream, &mut cmds, &mut v)?;
             last = Some(v);
@@ -1009,11 +1033,7 @@ pub fn copy_strided<S, D>(
         submit_batches(stream, &mut cmds, &mut v)?;
         last = Some(v);
     }
-    if let Some(v) = last {
-        src_buf.note_use(stream, v);
-        dst_buf.note_use(stream, v);
-    }
-    Ok(())
+    Ok(last)
 }
 
 /// Queues on `stream` a fill of every unit of `dst_layout` in `dst_buf` with the low
@@ -1032,19 +1052,10 @@ pub fn fill_strided<D>(
             detail: format!("fill of {unit_bytes}-byte units (1, 2, 4 or 8 only)"),
         });
     }
-    if dst_buf.device() != stream.device() {
-        return Err(Error::DeviceMismatch {
-            operand: "dst",
-            expected: stream.device().ordinal(),
-            actual: dst_buf.device().ordinal(),
-        });
-    }
+    on_stream_device(stream, "dst", dst_buf.device())?;
     check_in_bounds("dst", dst_buf, dst_layout, unit_bytes)?;
     let d0 = dst_buf.device_address();
-    let mut cmds = Vec::new();
-    let mut last = None::<u64>;
-    let mut v = 0u64;
-    Layout::for_each_run(dst_layout, dst_layout, |d, _, len| {
+    let last = submit_runs(stream, dst_layout, dst_layout, |d, _, len| {
         let mut cmd = abi::KnpuCommand::sized();
         cmd.type_ = abi::KNPU_COMMAND_FILL;
         cmd.u.fill = abi::KnpuFillCommand {
@@ -1053,17 +1064,8 @@ pub fn fill_strided<D>(
             pattern,
             pattern_size: unit_bytes as u32,
         };
-        cmds.push(cmd);
-        if cmds.len() == RUNS_PER_SUBMIT {
-            submit_batches(stream, &mut cmds, &mut v)?;
-            last = Some(v);
-        }
-        Ok(())
+        cmd
     })?;
-    if !cmds.is_empty() {
-        submit_batches(stream, &mut cmds, &mut v)?;
-        last = Some(v);
-    }
     if let Some(v) = last {
         dst_buf.note_use(stream, v);
     }

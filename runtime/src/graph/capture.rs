@@ -69,17 +69,7 @@ thread_local! {
 impl Capture {
     pub(crate) fn begin(graph: Graph, mode: CaptureMode, origin: u64) -> Arc<Capture> {
         let _ = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let cap = Arc::new(Capture {
-            graph,
-            mode,
-            origin,
-            thread: std::thread::current().id(),
-            recorder: false,
-            invalid: Mutex::new(None),
-            members: Mutex::new(Vec::new()),
-            ended: std::sync::atomic::AtomicBool::new(false),
-            abandoned: std::sync::atomic::AtomicBool::new(false),
-        });
+        let cap = Arc::new(Capture::new(graph, mode, origin, false));
         ACTIVE.lock().push(Arc::downgrade(&cap));
         match mode {
             CaptureMode::Global => {
@@ -94,17 +84,22 @@ impl Capture {
 
     /// A capture that only records into `graph` for the explicit builder.
     pub(crate) fn recorder(graph: Graph, origin: u64) -> Arc<Capture> {
-        Arc::new(Capture {
+        Arc::new(Capture::new(graph, CaptureMode::Relaxed, origin, true))
+    }
+
+    /// A capture on the calling thread, neither ended nor invalid, with no members yet.
+    fn new(graph: Graph, mode: CaptureMode, origin: u64, recorder: bool) -> Capture {
+        Capture {
             graph,
-            mode: CaptureMode::Relaxed,
+            mode,
             origin,
             thread: std::thread::current().id(),
-            recorder: true,
+            recorder,
             invalid: Mutex::new(None),
             members: Mutex::new(Vec::new()),
             ended: std::sync::atomic::AtomicBool::new(false),
             abandoned: std::sync::atomic::AtomicBool::new(false),
-        })
+        }
     }
 
     /// Marks the capture ended and unregisters it; called once.

@@ -10,7 +10,7 @@
 //! checked by the kernel before it writes anything; a bad one fails the stream's next
 //! `synchronize` with `Error::KernelFault`, after which the stream is usable again.
 
-use super::{same_device, supported};
+use super::{optional, same_device, submit, supported, Operand};
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -214,6 +214,66 @@ fn check_u32s(
     need_len(operand, what, need, s.len())
 }
 
+/// Checks a `[batch]` vector of u32 (key or sequence lengths).
+fn check_per_batch(
+    stream: &Stream,
+    operand: &'static str,
+    s: &DeviceSlice<'_, u32>,
+    batch: usize,
+) -> Result<()> {
+    check_u32s(stream, operand, s, &format!("[batch {batch}]"), Some(batch))
+}
+
+/// Checks a `[batch, max_blocks_per_seq]` block table.
+fn check_block_table(
+    stream: &Stream,
+    table: &DeviceSlice<'_, u32>,
+    batch: usize,
+    max_blocks_per_seq: usize,
+) -> Result<()> {
+    let what = format!("[batch {batch}, max_blocks_per_seq {max_blocks_per_seq}]");
+    let need = batch.checked_mul(max_blocks_per_seq);
+    check_u32s(stream, "block_table", table, &what, need)
+}
+
+/// Checks that every operand lives on the stream's device.
+fn same_devices<T>(
+    stream: &Stream,
+    operands: [(&'static str, &DeviceSlice<'_, T>); 4],
+) -> Result<()> {
+    for (name, s) in operands {
+        same_device(stream, name, s)?;
+    }
+    Ok(())
+}
+
+/// A paged cache's layout, for error messages; `Error::Shape` when its blocks hold no slot.
+fn describe_cache(cache: &PagedKvCache) -> Result<String> {
+    let desc = format!(
+        "[blocks {}, block_size {}, kv_heads {}, head_dim {}]",
+        cache.num_blocks, cache.block_size, cache.kv_heads, cache.head_dim
+    );
+    if cache.block_size == 0 {
+        return Err(Error::Shape {
+            operand: "k_cache",
+            expected: "block_size > 0".into(),
+            actual: desc,
+        });
+    }
+    Ok(desc)
+}
+
+/// Checks that both cache buffers hold `cache`'s layout.
+fn check_caches<T>(
+    cache: &PagedKvCache,
+    desc: &str,
+    k: &DeviceSlice<'_, T>,
+    v: &DeviceSlice<'_, T>,
+) -> Result<()> {
+    need_len("k_cache", desc, cache_len(cache), k.len())?;
+    need_len("v_cache", desc, cache_len(cache), v.len())
+}
+
 fn flags(mask: &AttnMask) -> u32 {
     if mask.causal {
         abi::KNPU_ATTENTION_CAUSAL
@@ -248,9 +308,7 @@ pub fn attention<T: DType>(
     let ls = lse.map(|l| l.as_device_slice_mut());
     let lens = kv_lens.map(|l| l.as_device_slice());
     check_dtype::<T>("q")?;
-    for (name, s) in [("q", &qs), ("k", &ks), ("v", &vs), ("out", &os)] {
-        same_device(stream, name, s)?;
-    }
+    same_devices(stream, [("q", &qs), ("k", &ks), ("v", &vs), ("out", &os)])?;
     let (qt, kt, vt, ot, mask) = (&args.q, &args.k, &args.v, &args.out, &args.mask);
     check_mask(mask)?;
     check_q_out(qt, ot)?;
@@ -276,13 +334,7 @@ pub fn attention<T: DType>(
     check_tensor("out", ot, os.len())?;
     check_lse(stream, &ls, qt)?;
     if let Some(l) = &lens {
-        check_u32s(
-            stream,
-            "kv_lens",
-            l,
-            &format!("[batch {}]", qt.batch),
-            Some(qt.batch),
-        )?;
+        check_per_batch(stream, "kv_lens", l, qt.batch)?;
     }
     supported::<T>(stream, abi::KNPU_KERNEL_ATTENTION, "attention")?;
     let mut p = abi::KnpuAttentionParams::sized();
@@ -300,17 +352,15 @@ pub fn attention<T: DType>(
     p.kv_lens = lens.as_ref().map_or(0, |l| l.addr());
     p.window = mask.window.unwrap_or(0) as u64;
     p.scale = mask.scale.unwrap_or(0.0);
-    let value = stream.launch_kernel(abi::KNPU_KERNEL_ATTENTION, &p)?;
-    for s in [&qs, &ks, &vs, &os] {
-        s.note_use(stream, value);
-    }
-    if let Some(l) = &ls {
-        l.note_use(stream, value);
-    }
-    if let Some(l) = &lens {
-        l.note_use(stream, value);
-    }
-    Ok(())
+    let used: [Option<&dyn Operand>; 6] = [
+        Some(&qs),
+        Some(&ks),
+        Some(&vs),
+        Some(&os),
+        optional(&ls),
+        optional(&lens),
+    ];
+    submit(stream, abi::KNPU_KERNEL_ATTENTION, &p, &used)
 }
 
 /// Queues attention with K and V read from a paged cache through `block_table`
@@ -340,48 +390,23 @@ pub fn paged_attention<T: DType>(
     let os = out.as_device_slice_mut();
     let ls = lse.map(|l| l.as_device_slice_mut());
     check_dtype::<T>("q")?;
-    for (name, s) in [("q", &qs), ("k_cache", &kc), ("v_cache", &vc), ("out", &os)] {
-        same_device(stream, name, s)?;
-    }
+    same_devices(
+        stream,
+        [("q", &qs), ("k_cache", &kc), ("v_cache", &vc), ("out", &os)],
+    )?;
     let (qt, ot, cache, mask) = (&args.q, &args.out, &args.cache, &args.mask);
     let max_blocks_per_seq = args.max_blocks_per_seq;
     check_mask(mask)?;
     check_q_out(qt, ot)?;
-    let cache_desc = format!(
-        "[blocks {}, block_size {}, kv_heads {}, head_dim {}]",
-        cache.num_blocks, cache.block_size, cache.kv_heads, cache.head_dim
-    );
+    let cache_desc = describe_cache(cache)?;
     check_head_dim("k_cache", qt, cache.head_dim, cache_desc.clone())?;
     check_heads("k_cache", qt.heads, cache.kv_heads, cache_desc.clone())?;
-    if cache.block_size == 0 {
-        return Err(Error::Shape {
-            operand: "k_cache",
-            expected: "block_size > 0".into(),
-            actual: cache_desc,
-        });
-    }
     check_tensor("q", qt, qs.len())?;
     check_tensor("out", ot, os.len())?;
-    need_len("k_cache", &cache_desc, cache_len(cache), kc.len())?;
-    need_len("v_cache", &cache_desc, cache_len(cache), vc.len())?;
+    check_caches(cache, &cache_desc, &kc, &vc)?;
     check_lse(stream, &ls, qt)?;
-    check_u32s(
-        stream,
-        "block_table",
-        &table,
-        &format!(
-            "[batch {}, max_blocks_per_seq {}]",
-            qt.batch, max_blocks_per_seq
-        ),
-        qt.batch.checked_mul(max_blocks_per_seq),
-    )?;
-    check_u32s(
-        stream,
-        "kv_lens",
-        &lens,
-        &format!("[batch {}]", qt.batch),
-        Some(qt.batch),
-    )?;
+    check_block_table(stream, &table, qt.batch, max_blocks_per_seq)?;
+    check_per_batch(stream, "kv_lens", &lens, qt.batch)?;
     supported::<T>(stream, abi::KNPU_KERNEL_PAGED_ATTENTION, "paged attention")?;
     let mut p = abi::KnpuPagedAttentionParams::sized();
     p.dtype = T::ABI;
@@ -399,16 +424,16 @@ pub fn paged_attention<T: DType>(
     p.block_table = table.addr();
     p.window = mask.window.unwrap_or(0) as u64;
     p.scale = mask.scale.unwrap_or(0.0);
-    let value = stream.launch_kernel(abi::KNPU_KERNEL_PAGED_ATTENTION, &p)?;
-    for s in [&qs, &kc, &vc, &os] {
-        s.note_use(stream, value);
-    }
-    table.note_use(stream, value);
-    lens.note_use(stream, value);
-    if let Some(l) = &ls {
-        l.note_use(stream, value);
-    }
-    Ok(())
+    let used: [Option<&dyn Operand>; 7] = [
+        Some(&qs),
+        Some(&kc),
+        Some(&vc),
+        Some(&os),
+        Some(&table),
+        Some(&lens),
+        optional(&ls),
+    ];
+    submit(stream, abi::KNPU_KERNEL_PAGED_ATTENTION, &p, &used)
 }
 
 fn check_new(operand: &'static str, new: &AttnTensor, heads: usize, head_dim: usize) -> Result<()> {
@@ -443,14 +468,15 @@ pub fn kv_append<T: DType>(
     let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
     let lens = seq_lens.as_device_slice();
     check_dtype::<T>("k_cache")?;
-    for (name, s) in [
-        ("k_cache", &kc),
-        ("v_cache", &vc),
-        ("k_new", &kn),
-        ("v_new", &vn),
-    ] {
-        same_device(stream, name, s)?;
-    }
+    same_devices(
+        stream,
+        [
+            ("k_cache", &kc),
+            ("v_cache", &vc),
+            ("k_new", &kn),
+            ("v_new", &vn),
+        ],
+    )?;
     if new.batch != cache.batch {
         return Err(Error::Shape {
             operand: "k_new",
@@ -471,13 +497,7 @@ pub fn kv_append<T: DType>(
     check_tensor("v_cache", cache, vc.len())?;
     check_tensor("k_new", new, kn.len())?;
     check_tensor("v_new", new, vn.len())?;
-    check_u32s(
-        stream,
-        "seq_lens",
-        &lens,
-        &format!("[batch {}]", new.batch),
-        Some(new.batch),
-    )?;
+    check_per_batch(stream, "seq_lens", &lens, new.batch)?;
     supported::<T>(stream, abi::KNPU_KERNEL_KV_APPEND, "kv append")?;
     let mut p = abi::KnpuKvAppendParams::sized();
     p.dtype = T::ABI;
@@ -488,14 +508,9 @@ pub fn kv_append<T: DType>(
     p.k_new = kn.addr();
     p.v_new = vn.addr();
     p.seq_lens = lens.addr();
-    let value = stream.launch_kernel(abi::KNPU_KERNEL_KV_APPEND, &p)?;
-    for s in [&kc, &vc, &kn, &vn] {
-        s.note_use(stream, value);
-    }
-    lens.note_use(stream, value);
-    Ok(())
+    let used: [Option<&dyn Operand>; 5] = [Some(&kc), Some(&vc), Some(&kn), Some(&vn), Some(&lens)];
+    submit(stream, abi::KNPU_KERNEL_KV_APPEND, &p, &used)
 }
-
 /// Queues an append of `new.seq` positions per sequence to a paged cache: sequence `b`'s new
 /// position `t` goes to position `p = seq_lens[b] + t`, block
 /// `block_table[b * max_blocks_per_seq + p / block_size]`, slot `p % block_size`.
@@ -519,25 +534,16 @@ pub fn paged_kv_append<T: DType>(
     let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
     let (table, lens) = (block_table.as_device_slice(), seq_lens.as_device_slice());
     check_dtype::<T>("k_cache")?;
-    for (name, s) in [
-        ("k_cache", &kc),
-        ("v_cache", &vc),
-        ("k_new", &kn),
-        ("v_new", &vn),
-    ] {
-        same_device(stream, name, s)?;
-    }
-    let cache_desc = format!(
-        "[blocks {}, block_size {}, kv_heads {}, head_dim {}]",
-        cache.num_blocks, cache.block_size, cache.kv_heads, cache.head_dim
-    );
-    if cache.block_size == 0 {
-        return Err(Error::Shape {
-            operand: "k_cache",
-            expected: "block_size > 0".into(),
-            actual: cache_desc,
-        });
-    }
+    same_devices(
+        stream,
+        [
+            ("k_cache", &kc),
+            ("v_cache", &vc),
+            ("k_new", &kn),
+            ("v_new", &vn),
+        ],
+    )?;
+    let cache_desc = describe_cache(cache)?;
     check_new("k_new", new, cache.kv_heads, cache.head_dim)?;
     let cap = max_blocks_per_seq.saturating_mul(cache.block_size);
     if new.seq > cap {
@@ -555,27 +561,11 @@ pub fn paged_kv_append<T: DType>(
             "operand `k_cache`: strides of {cache_desc} map several elements to one address"
         )));
     }
-    need_len("k_cache", &cache_desc, cache_len(cache), kc.len())?;
-    need_len("v_cache", &cache_desc, cache_len(cache), vc.len())?;
+    check_caches(cache, &cache_desc, &kc, &vc)?;
     check_tensor("k_new", new, kn.len())?;
     check_tensor("v_new", new, vn.len())?;
-    check_u32s(
-        stream,
-        "block_table",
-        &table,
-        &format!(
-            "[batch {}, max_blocks_per_seq {max_blocks_per_seq}]",
-            new.batch
-        ),
-        new.batch.checked_mul(max_blocks_per_seq),
-    )?;
-    check_u32s(
-        stream,
-        "seq_lens",
-        &lens,
-        &format!("[batch {}]", new.batch),
-        Some(new.batch),
-    )?;
+    check_block_table(stream, &table, new.batch, max_blocks_per_seq)?;
+    check_per_batch(stream, "seq_lens", &lens, new.batch)?;
     supported::<T>(stream, abi::KNPU_KERNEL_PAGED_KV_APPEND, "paged kv append")?;
     let mut p = abi::KnpuPagedKvAppendParams::sized();
     p.dtype = T::ABI;
@@ -588,11 +578,13 @@ pub fn paged_kv_append<T: DType>(
     p.v_new = vn.addr();
     p.block_table = table.addr();
     p.seq_lens = lens.addr();
-    let value = stream.launch_kernel(abi::KNPU_KERNEL_PAGED_KV_APPEND, &p)?;
-    for s in [&kc, &vc, &kn, &vn] {
-        s.note_use(stream, value);
-    }
-    table.note_use(stream, value);
-    lens.note_use(stream, value);
-    Ok(())
+    let used: [Option<&dyn Operand>; 6] = [
+        Some(&kc),
+        Some(&vc),
+        Some(&kn),
+        Some(&vn),
+        Some(&table),
+        Some(&lens),
+    ];
+    submit(stream, abi::KNPU_KERNEL_PAGED_KV_APPEND, &p, &used)
 }

@@ -7,77 +7,50 @@
 //! shape names (take a view to use part of a buffer). An input may be the output itself:
 //! the result is as if every input were read before any output was written.
 
-use super::{same_device, supported};
-use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
+use super::{float, optional, same_device, submit, supported_raw, Operand};
+use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-use knpu_driver_abi::ops::{self as defs, llm as rules, product};
+use knpu_driver_abi::ops::{llm as rules, OpError};
 use knpu_driver_abi::{self as abi, SizedStruct};
 
 pub use knpu_driver_abi::ops::{Activation, BinaryOp, Broadcast, RopeStyle};
 
-/// Checks that `T` is a storage type of the LLM ops.
-fn float<T: DType>(operand: &'static str) -> Result<()> {
-    defs::float_size(operand, T::ABI)?;
+/// An operand of a launcher: its name, its memory and the shape it must have.
+type Arg<'s> = (&'static str, &'s dyn Operand, &'s [usize]);
+
+/// Checks each operand's device and shape, in order.
+fn check(stream: &Stream, operands: &[Arg<'_>]) -> Result<()> {
+    for &(name, s, dims) in operands {
+        s.check_shape(stream, name, dims)?;
+    }
     Ok(())
 }
 
-/// The elements of operand `name` of shape `dims`, or InvalidValue naming the operand when
-/// the product overflows.
-fn count(name: &'static str, dims: &[usize]) -> Result<usize> {
-    // Shapes here have at most four dimensions; widened on the stack (no allocation).
-    let mut wide = [0u64; 4];
-    debug_assert!(dims.len() <= wide.len());
-    for (w, &d) in wide.iter_mut().zip(dims) {
-        *w = d as u64;
-    }
-    let n = product(name, &wide[..dims.len()])
-        .map_err(|e| Error::invalid(format!("{e}: shape {}", shape(dims))))?;
-    Ok(n as usize)
+/// A rule's verdict as `Error::InvalidValue`, followed by the values it judged.
+fn rule<R>(verdict: std::result::Result<R, OpError>, values: impl FnOnce() -> String) -> Result<R> {
+    verdict.map_err(|e| Error::invalid(format!("{e} ({})", values())))
 }
 
-fn shape(dims: &[usize]) -> String {
-    let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", parts.join(", "))
-}
-
-/// Checks that operand `s` is on the stream's device and holds exactly `dims` elements.
-fn operand<T>(
+/// Queues `params` for `kernel` (`what` in errors) once the device is known to run it on
+/// every dtype in `dtypes`, and notes every operand's use. An op without `work` passes the
+/// same checks and queues nothing.
+fn queue<P>(
     stream: &Stream,
-    name: &'static str,
-    s: &DeviceSlice<'_, T>,
-    dims: &[usize],
+    (kernel, what): (u32, &str),
+    dtypes: &[u32],
+    work: bool,
+    params: &P,
+    used: &[Option<&dyn Operand>],
 ) -> Result<()> {
-    same_device(stream, name, s)?;
-    if s.len() != count(name, dims)? {
-        return Err(Error::Shape {
-            operand: name,
-            expected: shape(dims),
-            actual: shape(&[s.len()]),
-        });
+    for &dtype in dtypes {
+        supported_raw(stream, kernel, dtype, what)?;
     }
-    Ok(())
-}
-
-/// Queues `params` for `kernel` and notes every operand's use.
-fn launch<P>(stream: &Stream, kernel: u32, params: &P, used: &[&dyn NoteUse]) -> Result<()> {
-    let v = stream.launch_kernel(kernel, params)?;
-    for u in used {
-        u.note(stream, v);
+    if !work {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// An operand whose use by queued work must be noted.
-trait NoteUse {
-    fn note(&self, stream: &Stream, value: u64);
-}
-
-impl<T> NoteUse for DeviceSlice<'_, T> {
-    fn note(&self, stream: &Stream, value: u64) {
-        self.note_use(stream, value);
-    }
+    submit(stream, kernel, params, used)
 }
 
 /// Queues RMS normalisation of the rows of `x` (`[rows, cols]`):
@@ -97,23 +70,22 @@ pub fn rms_norm<T: DType>(
         out.as_device_slice_mut(),
     );
     float::<T>("x")?;
-    operand(stream, "x", &x, &[rows, cols])?;
-    operand(stream, "weight", &w, &[cols])?;
-    operand(stream, "out", &o, &[rows, cols])?;
-    rules::check_eps(eps).map_err(|e| Error::invalid(format!("{e} (got {eps})")))?;
-    supported::<T>(stream, abi::KNPU_KERNEL_RMS_NORM, "rms_norm")?;
-    if x.is_empty() {
-        return Ok(());
-    }
+    let dims = [rows, cols];
+    check(
+        stream,
+        &[
+            ("x", &x, &dims),
+            ("weight", &w, &[cols]),
+            ("out", &o, &dims),
+        ],
+    )?;
+    rule(rules::check_eps(eps), || format!("got {eps}"))?;
     let mut p = abi::KnpuRmsNormParams::sized();
-    p.dtype = T::ABI;
-    p.rows = rows as u64;
-    p.cols = cols as u64;
-    p.x = x.addr();
-    p.weight = w.addr();
-    p.out = o.addr();
-    p.eps = eps;
-    launch(stream, abi::KNPU_KERNEL_RMS_NORM, &p, &[&x, &w, &o])
+    (p.dtype, p.rows, p.cols, p.eps) = (T::ABI, rows as u64, cols as u64, eps);
+    (p.x, p.weight, p.out) = (x.addr(), w.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_RMS_NORM, "rms_norm");
+    let used = [Some(&x as &dyn Operand), Some(&w), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !x.is_empty(), &p, &used)
 }
 
 /// Queues layer normalisation of the rows of `x` (`[rows, cols]`):
@@ -136,30 +108,20 @@ pub fn layer_norm<T: DType>(
     );
     let b = bias.map(|b| b.as_device_slice());
     float::<T>("x")?;
-    operand(stream, "x", &x, &[rows, cols])?;
-    operand(stream, "weight", &w, &[cols])?;
+    let dims = [rows, cols];
+    check(stream, &[("x", &x, &dims), ("weight", &w, &[cols])])?;
     if let Some(b) = &b {
-        operand(stream, "bias", b, &[cols])?;
+        b.check_shape(stream, "bias", &[cols])?;
     }
-    operand(stream, "out", &o, &[rows, cols])?;
-    rules::check_eps(eps).map_err(|e| Error::invalid(format!("{e} (got {eps})")))?;
-    supported::<T>(stream, abi::KNPU_KERNEL_LAYER_NORM, "layer_norm")?;
-    if x.is_empty() {
-        return Ok(());
-    }
+    o.check_shape(stream, "out", &dims)?;
+    rule(rules::check_eps(eps), || format!("got {eps}"))?;
     let mut p = abi::KnpuLayerNormParams::sized();
-    p.dtype = T::ABI;
-    p.rows = rows as u64;
-    p.cols = cols as u64;
-    p.x = x.addr();
-    p.weight = w.addr();
+    (p.dtype, p.rows, p.cols, p.eps) = (T::ABI, rows as u64, cols as u64, eps);
+    (p.x, p.weight, p.out) = (x.addr(), w.addr(), o.addr());
     p.bias = b.as_ref().map_or(0, |b| b.addr());
-    p.out = o.addr();
-    p.eps = eps;
-    match &b {
-        Some(b) => launch(stream, abi::KNPU_KERNEL_LAYER_NORM, &p, &[&x, &w, b, &o]),
-        None => launch(stream, abi::KNPU_KERNEL_LAYER_NORM, &p, &[&x, &w, &o]),
-    }
+    let kernel = (abi::KNPU_KERNEL_LAYER_NORM, "layer_norm");
+    let used = [Some(&x as &dyn Operand), Some(&w), optional(&b), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !x.is_empty(), &p, &used)
 }
 
 /// The position of each row of a rotary embedding.
@@ -199,53 +161,36 @@ pub fn rope<T: DType>(
     let (x, o) = (x.as_device_slice(), out.as_device_slice_mut());
     let dims = [rows, heads, head_dim];
     float::<T>("x")?;
-    operand(stream, "x", &x, &dims)?;
-    operand(stream, "out", &o, &dims)?;
+    check(stream, &[("x", &x, &dims), ("out", &o, &dims)])?;
+    let mut p = abi::KnpuRopeParams::sized();
     let pos = match rope.positions {
-        RopePositions::PerRow(p) => {
-            let p = p.as_device_slice();
-            operand(stream, "positions", &p, &[rows])?;
-            Some(p)
+        RopePositions::PerRow(positions) => {
+            let positions = positions.as_device_slice();
+            positions.check_shape(stream, "positions", &[rows])?;
+            p.positions = positions.addr();
+            Some(positions)
         }
         RopePositions::Start(start) => {
-            rules::check_start_position(start, rows as u64).map_err(|e| {
-                Error::invalid(format!("{e}: positions from {start} for {rows} rows"))
+            let verdict = rules::check_start_position(start, rows as u64);
+            rule(verdict, || {
+                format!("positions from {start} for {rows} rows")
             })?;
+            p.start_position = start;
             None
         }
     };
-    rules::check_rope(rope.rotary_dim as u64, head_dim as u64, rope.base).map_err(|e| {
-        Error::invalid(format!(
-            "{e} (rotary_dim {}, head_dim {head_dim}, base {})",
-            rope.rotary_dim, rope.base
-        ))
-    })?;
-    supported::<T>(stream, abi::KNPU_KERNEL_ROPE, "rope")?;
-    if x.is_empty() {
-        return Ok(());
-    }
-    let mut p = abi::KnpuRopeParams::sized();
-    p.dtype = T::ABI;
-    p.style = rope.style.raw();
-    p.rows = rows as u64;
-    p.heads = heads as u64;
-    p.head_dim = head_dim as u64;
-    p.rotary_dim = rope.rotary_dim as u64;
-    p.x = x.addr();
-    p.out = o.addr();
-    p.base = rope.base;
-    match &pos {
-        Some(pos) => {
-            p.positions = pos.addr();
-            launch(stream, abi::KNPU_KERNEL_ROPE, &p, &[&x, pos, &o])
-        }
-        None => {
-            if let RopePositions::Start(start) = rope.positions {
-                p.start_position = start;
-            }
-            launch(stream, abi::KNPU_KERNEL_ROPE, &p, &[&x, &o])
-        }
-    }
+    let (rotary_dim, base) = (rope.rotary_dim, rope.base);
+    rule(
+        rules::check_rope(rotary_dim as u64, head_dim as u64, base),
+        || format!("rotary_dim {rotary_dim}, head_dim {head_dim}, base {base}"),
+    )?;
+    (p.dtype, p.style, p.base) = (T::ABI, rope.style.raw(), base);
+    (p.rows, p.heads) = (rows as u64, heads as u64);
+    (p.head_dim, p.rotary_dim) = (head_dim as u64, rotary_dim as u64);
+    (p.x, p.out) = (x.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_ROPE, "rope");
+    let used = [Some(&x as &dyn Operand), optional(&pos), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !x.is_empty(), &p, &used)
 }
 
 /// Queues `out[i] = act(x[i])`; `x` and `out` have the same length. `act` is
@@ -259,20 +204,15 @@ pub fn activation<T: DType>(
 ) -> Result<()> {
     let (x, o) = (x.as_device_slice(), out.as_device_slice_mut());
     float::<T>("x")?;
-    operand(stream, "x", &x, &[x.len()])?;
-    operand(stream, "out", &o, &[x.len()])?;
+    let dims = [x.len()];
+    check(stream, &[("x", &x, &dims), ("out", &o, &dims)])?;
     rules::elementwise_activation(act.raw())?;
-    supported::<T>(stream, abi::KNPU_KERNEL_ACTIVATION, "activation")?;
-    if x.is_empty() {
-        return Ok(());
-    }
     let mut p = abi::KnpuActivationParams::sized();
-    p.dtype = T::ABI;
-    p.activation = act.raw();
-    p.len = x.len() as u64;
-    p.x = x.addr();
-    p.out = o.addr();
-    launch(stream, abi::KNPU_KERNEL_ACTIVATION, &p, &[&x, &o])
+    (p.dtype, p.activation, p.len) = (T::ABI, act.raw(), x.len() as u64);
+    (p.x, p.out) = (x.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_ACTIVATION, "activation");
+    let used = [Some(&x as &dyn Operand), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !x.is_empty(), &p, &used)
 }
 
 /// Queues `out = silu(x)`.
@@ -297,20 +237,17 @@ pub fn swiglu<T: DType>(
         out.as_device_slice_mut(),
     );
     float::<T>("gate")?;
-    operand(stream, "gate", &g, &[g.len()])?;
-    operand(stream, "up", &u, &[g.len()])?;
-    operand(stream, "out", &o, &[g.len()])?;
-    supported::<T>(stream, abi::KNPU_KERNEL_SWIGLU, "swiglu")?;
-    if g.is_empty() {
-        return Ok(());
-    }
+    let dims = [g.len()];
+    check(
+        stream,
+        &[("gate", &g, &dims), ("up", &u, &dims), ("out", &o, &dims)],
+    )?;
     let mut p = abi::KnpuSwigluParams::sized();
-    p.dtype = T::ABI;
-    p.len = g.len() as u64;
-    p.gate = g.addr();
-    p.up = u.addr();
-    p.out = o.addr();
-    launch(stream, abi::KNPU_KERNEL_SWIGLU, &p, &[&g, &u, &o])
+    (p.dtype, p.len) = (T::ABI, g.len() as u64);
+    (p.gate, p.up, p.out) = (g.addr(), u.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_SWIGLU, "swiglu");
+    let used = [Some(&g as &dyn Operand), Some(&u), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !g.is_empty(), &p, &used)
 }
 
 /// Queues a softmax of each row of `scale · x` (`[rows, cols]`) into `out`.
@@ -324,25 +261,15 @@ pub fn softmax<T: DType>(
 ) -> Result<()> {
     let (x, o) = (x.as_device_slice(), out.as_device_slice_mut());
     float::<T>("x")?;
-    operand(stream, "x", &x, &[rows, cols])?;
-    operand(stream, "out", &o, &[rows, cols])?;
-    if !scale.is_finite() {
-        return Err(Error::invalid(format!(
-            "softmax scale {scale} must be finite"
-        )));
-    }
-    supported::<T>(stream, abi::KNPU_KERNEL_SOFTMAX, "softmax")?;
-    if x.is_empty() {
-        return Ok(());
-    }
+    let dims = [rows, cols];
+    check(stream, &[("x", &x, &dims), ("out", &o, &dims)])?;
+    rule(rules::check_softmax_scale(scale), || format!("got {scale}"))?;
     let mut p = abi::KnpuSoftmaxParams::sized();
-    p.dtype = T::ABI;
-    p.rows = rows as u64;
-    p.cols = cols as u64;
-    p.x = x.addr();
-    p.out = o.addr();
-    p.scale = scale;
-    launch(stream, abi::KNPU_KERNEL_SOFTMAX, &p, &[&x, &o])
+    (p.dtype, p.rows, p.cols, p.scale) = (T::ABI, rows as u64, cols as u64, scale);
+    (p.x, p.out) = (x.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_SOFTMAX, "softmax");
+    let used = [Some(&x as &dyn Operand), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !x.is_empty(), &p, &used)
 }
 
 /// Queues `out = a op b` over `[rows, cols]`, `b` laid out as `broadcast` says.
@@ -363,27 +290,23 @@ pub fn binary<T: DType>(
         out.as_device_slice_mut(),
     );
     float::<T>("a")?;
-    operand(stream, "a", &a, &[rows, cols])?;
-    match broadcast {
-        Broadcast::None => operand(stream, "b", &b, &[rows, cols])?,
-        Broadcast::Row => operand(stream, "b", &b, &[cols])?,
-    }
-    operand(stream, "out", &o, &[rows, cols])?;
+    let dims = [rows, cols];
+    let b_dims: &[usize] = match broadcast {
+        Broadcast::None => &dims,
+        Broadcast::Row => &dims[1..],
+    };
+    check(
+        stream,
+        &[("a", &a, &dims), ("b", &b, b_dims), ("out", &o, &dims)],
+    )?;
     super::sample::require_minor(stream, op.since_minor(), op.name())?;
-    supported::<T>(stream, abi::KNPU_KERNEL_BINARY, "binary")?;
-    if a.is_empty() {
-        return Ok(());
-    }
     let mut p = abi::KnpuBinaryParams::sized();
-    p.op = op.raw();
-    p.dtype = T::ABI;
-    p.broadcast = broadcast.raw();
-    p.rows = rows as u64;
-    p.cols = cols as u64;
-    p.a = a.addr();
-    p.b = b.addr();
-    p.out = o.addr();
-    launch(stream, abi::KNPU_KERNEL_BINARY, &p, &[&a, &b, &o])
+    (p.op, p.dtype, p.broadcast) = (op.raw(), T::ABI, broadcast.raw());
+    (p.rows, p.cols) = (rows as u64, cols as u64);
+    (p.a, p.b, p.out) = (a.addr(), b.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_BINARY, "binary");
+    let used = [Some(&a as &dyn Operand), Some(&b), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !a.is_empty(), &p, &used)
 }
 
 /// Queues an embedding lookup: `out[t, :] = table[ids[t], :]` converted from `T` to `O`;
@@ -405,24 +328,17 @@ pub fn embedding<T: DType, O: DType>(
     );
     float::<T>("table")?;
     float::<O>("out")?;
-    operand(stream, "table", &t, &[vocab, dim])?;
+    t.check_shape(stream, "table", &[vocab, dim])?;
     same_device(stream, "ids", &i)?;
-    operand(stream, "out", &o, &[i.len(), dim])?;
-    supported::<T>(stream, abi::KNPU_KERNEL_EMBEDDING, "embedding")?;
-    supported::<O>(stream, abi::KNPU_KERNEL_EMBEDDING, "embedding")?;
-    if o.is_empty() {
-        return Ok(());
-    }
+    o.check_shape(stream, "out", &[i.len(), dim])?;
     let mut p = abi::KnpuEmbeddingParams::sized();
-    p.table_dtype = T::ABI;
-    p.out_dtype = O::ABI;
-    p.vocab = vocab as u64;
-    p.dim = dim as u64;
-    p.tokens = i.len() as u64;
-    p.table = t.addr();
-    p.ids = i.addr();
-    p.out = o.addr();
-    launch(stream, abi::KNPU_KERNEL_EMBEDDING, &p, &[&t, &i, &o])
+    (p.table_dtype, p.out_dtype) = (T::ABI, O::ABI);
+    (p.vocab, p.dim, p.tokens) = (vocab as u64, dim as u64, i.len() as u64);
+    (p.table, p.ids, p.out) = (t.addr(), i.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_EMBEDDING, "embedding");
+    let dtypes = [T::ABI, O::ABI];
+    let used = [Some(&t as &dyn Operand), Some(&i), Some(&o)];
+    queue(stream, kernel, &dtypes, !o.is_empty(), &p, &used)
 }
 
 /// Queues `dst[i] = src[i]` converted from `S` to `D` (round to nearest even); same lengths.
@@ -434,27 +350,22 @@ pub fn cast<S: DType, D: DType>(
     let (s, d) = (src.as_device_slice(), dst.as_device_slice_mut());
     float::<S>("src")?;
     float::<D>("dst")?;
-    operand(stream, "src", &s, &[s.len()])?;
-    operand(stream, "dst", &d, &[s.len()])?;
-    supported::<S>(stream, abi::KNPU_KERNEL_CAST, "cast")?;
-    supported::<D>(stream, abi::KNPU_KERNEL_CAST, "cast")?;
-    if s.is_empty() {
-        return Ok(());
-    }
+    let dims = [s.len()];
+    check(stream, &[("src", &s, &dims), ("dst", &d, &dims)])?;
     let mut p = abi::KnpuCastParams::sized();
-    p.src_dtype = S::ABI;
-    p.dst_dtype = D::ABI;
-    p.len = s.len() as u64;
-    p.src = s.addr();
-    p.dst = d.addr();
-    launch(stream, abi::KNPU_KERNEL_CAST, &p, &[&s, &d])
+    (p.src_dtype, p.dst_dtype, p.len) = (S::ABI, D::ABI, s.len() as u64);
+    (p.src, p.dst) = (s.addr(), d.addr());
+    let kernel = (abi::KNPU_KERNEL_CAST, "cast");
+    let used = [Some(&s as &dyn Operand), Some(&d)];
+    queue(stream, kernel, &[S::ABI, D::ABI], !s.is_empty(), &p, &used)
 }
 
 /// Checks the shape of a row reduction: `cols >= 1` when there are rows, and every column
 /// index fits a `u32`.
 fn reduced(rows: usize, cols: usize) -> Result<()> {
-    rules::check_reduced(rows as u64, cols as u64)
-        .map_err(|e| Error::invalid(format!("{e} ({rows} rows of {cols} columns)")))?;
+    rule(rules::check_reduced(rows as u64, cols as u64), || {
+        format!("{rows} rows of {cols} columns")
+    })?;
     Ok(())
 }
 
@@ -469,20 +380,14 @@ pub fn argmax<T: DType>(
 ) -> Result<()> {
     let (x, o) = (x.as_device_slice(), out.as_device_slice_mut());
     float::<T>("x")?;
-    operand(stream, "x", &x, &[rows, cols])?;
-    operand(stream, "out", &o, &[rows])?;
+    check(stream, &[("x", &x, &[rows, cols]), ("out", &o, &[rows])])?;
     reduced(rows, cols)?;
-    supported::<T>(stream, abi::KNPU_KERNEL_ARGMAX, "argmax")?;
-    if x.is_empty() {
-        return Ok(());
-    }
     let mut p = abi::KnpuArgmaxParams::sized();
-    p.dtype = T::ABI;
-    p.rows = rows as u64;
-    p.cols = cols as u64;
-    p.x = x.addr();
-    p.out = o.addr();
-    launch(stream, abi::KNPU_KERNEL_ARGMAX, &p, &[&x, &o])
+    (p.dtype, p.rows, p.cols) = (T::ABI, rows as u64, cols as u64);
+    (p.x, p.out) = (x.addr(), o.addr());
+    let kernel = (abi::KNPU_KERNEL_ARGMAX, "argmax");
+    let used = [Some(&x as &dyn Operand), Some(&o)];
+    queue(stream, kernel, &[T::ABI], !x.is_empty(), &p, &used)
 }
 
 /// Queues the `k` largest values of each row of `x` (`[rows, cols]`) in descending order (ties
@@ -503,23 +408,23 @@ pub fn top_k<T: DType>(
         indices.as_device_slice_mut(),
     );
     float::<T>("x")?;
-    operand(stream, "x", &x, &[rows, cols])?;
-    operand(stream, "values", &v, &[rows, k])?;
-    operand(stream, "indices", &i, &[rows, k])?;
+    let out_dims = [rows, k];
+    check(
+        stream,
+        &[
+            ("x", &x, &[rows, cols]),
+            ("values", &v, &out_dims),
+            ("indices", &i, &out_dims),
+        ],
+    )?;
     reduced(rows, cols)?;
-    rules::check_top_k(k as u64, cols as u64)
-        .map_err(|e| Error::invalid(format!("{e} (k {k}, cols {cols})")))?;
-    supported::<T>(stream, abi::KNPU_KERNEL_TOP_K, "top_k")?;
-    if v.is_empty() {
-        return Ok(());
-    }
+    rule(rules::check_top_k(k as u64, cols as u64), || {
+        format!("k {k}, cols {cols}")
+    })?;
     let mut p = abi::KnpuTopKParams::sized();
-    p.dtype = T::ABI;
-    p.rows = rows as u64;
-    p.cols = cols as u64;
-    p.k = k as u64;
-    p.x = x.addr();
-    p.values = v.addr();
-    p.indices = i.addr();
-    launch(stream, abi::KNPU_KERNEL_TOP_K, &p, &[&x, &v, &i])
+    (p.dtype, p.rows, p.cols, p.k) = (T::ABI, rows as u64, cols as u64, k as u64);
+    (p.x, p.values, p.indices) = (x.addr(), v.addr(), i.addr());
+    let kernel = (abi::KNPU_KERNEL_TOP_K, "top_k");
+    let used = [Some(&x as &dyn Operand), Some(&v), Some(&i)];
+    queue(stream, kernel, &[T::ABI], !v.is_empty(), &p, &used)
 }

@@ -73,6 +73,81 @@ pub(crate) fn same_device<T>(
     Ok(())
 }
 
+/// Device memory a launch uses, whatever its element type: one launcher notes the use of
+/// operands of several element types through one list.
+pub(crate) trait Operand {
+    /// Checks that it lives on the stream's device and holds exactly `dims` elements
+    /// (`Error::Shape` naming `name` otherwise).
+    fn check_shape(&self, stream: &Stream, name: &'static str, dims: &[usize]) -> Result<()>;
+
+    /// Notes that queued work which completes at `value` on `stream` uses it.
+    fn note(&self, stream: &Stream, value: u64);
+}
+
+impl<T> Operand for DeviceSlice<'_, T> {
+    fn check_shape(&self, stream: &Stream, name: &'static str, dims: &[usize]) -> Result<()> {
+        same_device(stream, name, self)?;
+        if self.len() != elements(name, dims)? {
+            return Err(Error::Shape {
+                operand: name,
+                expected: shape(dims),
+                actual: shape(&[self.len()]),
+            });
+        }
+        Ok(())
+    }
+
+    fn note(&self, stream: &Stream, value: u64) {
+        self.note_use(stream, value);
+    }
+}
+
+/// The elements of operand `name` of shape `dims`, or `Error::InvalidValue` naming the
+/// operand when the product overflows.
+fn elements(name: &'static str, dims: &[usize]) -> Result<usize> {
+    // Shapes here have at most four dimensions; widened on the stack (no allocation).
+    let mut wide = [0u64; 4];
+    debug_assert!(dims.len() <= wide.len());
+    for (w, &d) in wide.iter_mut().zip(dims) {
+        *w = d as u64;
+    }
+    let n = knpu_driver_abi::ops::product(name, &wide[..dims.len()])
+        .map_err(|e| Error::invalid(format!("{e}: shape {}", shape(dims))))?;
+    Ok(n as usize)
+}
+
+/// `dims` written as a shape, `[2, 3]`.
+pub(crate) fn shape(dims: &[usize]) -> String {
+    let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// Checks that `T` is a float storage type (f32, f16 or bf16) for operand `operand`.
+pub(crate) fn float<T: DType>(operand: &'static str) -> Result<()> {
+    knpu_driver_abi::ops::float_size(operand, T::ABI)?;
+    Ok(())
+}
+
+/// Queues `params` for `kernel` and notes the use of every operand in `used` (`None`: an
+/// optional operand that was not given).
+pub(crate) fn submit<P>(
+    stream: &Stream,
+    kernel: u32,
+    params: &P,
+    used: &[Option<&dyn Operand>],
+) -> Result<()> {
+    let value = stream.launch_kernel(kernel, params)?;
+    for u in used.iter().flatten() {
+        u.note(stream, value);
+    }
+    Ok(())
+}
+
+/// An optional operand as an entry of [`submit`]'s use list.
+pub(crate) fn optional<'s, T>(s: &'s Option<DeviceSlice<'_, T>>) -> Option<&'s dyn Operand> {
+    s.as_ref().map(|s| s as &dyn Operand)
+}
+
 /// Checks that the stream's device runs `kernel` on `T`.
 pub(crate) fn supported<T: DType>(stream: &Stream, kernel: u32, what: &str) -> Result<()> {
     supported_raw(stream, kernel, T::ABI, what)

@@ -14,9 +14,9 @@
 //! a view to use part of a buffer).
 
 use super::gemm::Activation;
-use super::{same_device, supported};
+use super::{float, optional, same_device, submit, supported, Operand};
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
-use crate::dtype::{dtype_name, DType};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
 use knpu_driver_abi::ops::quant::scales_extent;
@@ -166,38 +166,6 @@ fn check_plain<T>(
     Ok(())
 }
 
-/// Checks that `T` is f32, f16 or bf16.
-fn float<T: DType>(operand: &'static str) -> Result<()> {
-    match T::ABI {
-        abi::KNPU_DTYPE_F32 | abi::KNPU_DTYPE_F16 | abi::KNPU_DTYPE_BF16 => Ok(()),
-        raw => Err(Error::Dtype {
-            operand,
-            expected: "f32, f16 or bf16".into(),
-            actual: dtype_name(raw).into(),
-        }),
-    }
-}
-
-/// Queues `params` for `kernel` and notes every operand's use.
-fn launch<P>(
-    stream: &Stream,
-    kernel: u32,
-    params: &P,
-    bytes: &[&DeviceSlice<'_, u8>],
-    floats: &[&DeviceSlice<'_, f32>],
-    other: &dyn Fn(&Stream, u64),
-) -> Result<()> {
-    let v = stream.launch_kernel(kernel, params)?;
-    for s in bytes {
-        s.note_use(stream, v);
-    }
-    for s in floats {
-        s.note_use(stream, v);
-    }
-    other(stream, v);
-    Ok(())
-}
-
 /// Queues quantisation of `rows` rows of `k` f32 values from `src` (`[rows, k]`) into `dst`
 /// (exactly `rows * format.row_bytes(k)` bytes).
 ///
@@ -242,17 +210,12 @@ pub fn quantize(
     p.src = src.addr();
     p.dst = dst.addr();
     p.scales = scales.as_ref().map_or(0, |s| s.addr());
-    let floats: Vec<&DeviceSlice<'_, f32>> = [Some(&src), scales.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    launch(
+    let scales = scales.as_ref().map(|s| s as &dyn Operand);
+    submit(
         stream,
         abi::KNPU_KERNEL_QUANTIZE,
         &p,
-        &[&dst],
-        &floats,
-        &|_, _| {},
+        &[Some(&src), Some(&dst), scales],
     )
 }
 
@@ -298,17 +261,12 @@ pub fn dequantize(
     p.src = src.addr();
     p.scales = scales.as_ref().map_or(0, |s| s.addr());
     p.dst = dst.addr();
-    let floats: Vec<&DeviceSlice<'_, f32>> = [Some(&dst), scales.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    launch(
+    let scales = scales.as_ref().map(|s| s as &dyn Operand);
+    submit(
         stream,
         abi::KNPU_KERNEL_DEQUANTIZE,
         &p,
-        &[&src],
-        &floats,
-        &|_, _| {},
+        &[Some(&src), scales, Some(&dst)],
     )
 }
 
@@ -412,21 +370,14 @@ pub fn qmatmul<TX: DType, TY: DType>(
     p.w_scales = w.scales.as_ref().map_or(0, |s| s.addr());
     p.bias = q.bias.as_ref().map_or(0, |b| b.addr());
     p.y = y.addr();
-    let floats: Vec<&DeviceSlice<'_, f32>> = [w.scales.as_ref(), q.bias.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    launch(
-        stream,
-        abi::KNPU_KERNEL_QMATMUL,
-        &p,
-        &[&w.data],
-        &floats,
-        &|s, v| {
-            x.note_use(s, v);
-            y.note_use(s, v);
-        },
-    )
+    let used = [
+        Some(&x as &dyn Operand),
+        Some(&w.data),
+        optional(&w.scales),
+        optional(&q.bias),
+        Some(&y),
+    ];
+    submit(stream, abi::KNPU_KERNEL_QMATMUL, &p, &used)
 }
 
 /// Shape and epilogue of a W8A8 GEMM: `y[i, j] = act(x_scales[i] w_scales[j] Σ xq[i, l]
@@ -540,22 +491,15 @@ pub fn w8a8_gemm<TY: DType>(
     p.w_scales = ws.addr();
     p.bias = g.bias.as_ref().map_or(0, |b| b.addr());
     p.y = y.addr();
-    let floats: Vec<&DeviceSlice<'_, f32>> = [Some(&xs), Some(&ws), g.bias.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    launch(
-        stream,
-        abi::KNPU_KERNEL_W8A8_GEMM,
-        &p,
-        &[],
-        &floats,
-        &|s, v| {
-            xq.note_use(s, v);
-            wq.note_use(s, v);
-            y.note_use(s, v);
-        },
-    )
+    let used = [
+        Some(&xq as &dyn Operand),
+        Some(&xs),
+        Some(&wq),
+        Some(&ws),
+        optional(&g.bias),
+        Some(&y),
+    ];
+    submit(stream, abi::KNPU_KERNEL_W8A8_GEMM, &p, &used)
 }
 
 /// Queues an embedding lookup from a quantised table: `out[t, :]` (`[tokens, dim]`, f32,
@@ -597,16 +541,11 @@ pub fn qembedding<T: DType>(
     p.scales = table.scales.as_ref().map_or(0, |s| s.addr());
     p.ids = ids.addr();
     p.out = out.addr();
-    let floats: Vec<&DeviceSlice<'_, f32>> = table.scales.iter().collect();
-    launch(
-        stream,
-        abi::KNPU_KERNEL_QEMBEDDING,
-        &p,
-        &[&table.data],
-        &floats,
-        &|s, v| {
-            ids.note_use(s, v);
-            out.note_use(s, v);
-        },
-    )
+    let used = [
+        Some(&table.data as &dyn Operand),
+        optional(&table.scales),
+        Some(&ids),
+        Some(&out),
+    ];
+    submit(stream, abi::KNPU_KERNEL_QEMBEDDING, &p, &used)
 }

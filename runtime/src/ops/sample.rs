@@ -8,12 +8,12 @@
 //! seed and counter give the same ids on every driver. [`sample`]'s `rng_counter` is that
 //! counter; reset it (write a value to it) to replay a sequence.
 
-use super::{same_device, supported};
+use super::{float, optional, submit, supported, Operand};
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
-use knpu_driver_abi::ops::{self as defs, sample as rules};
+use knpu_driver_abi::ops::sample as rules;
 use knpu_driver_abi::{self as abi, SizedStruct};
 
 /// The scalars of a sampling launch. The default is plain sampling from the softmax
@@ -91,8 +91,8 @@ pub fn sample<T: DType, I: TokenId>(
 ) -> Result<()> {
     let (x, o) = (logits.as_device_slice(), out.as_device_slice_mut());
     let c = rng_counter.map(|c| c.as_device_slice_mut());
-    defs::float_size("logits", T::ABI)?;
-    let n = rules::check_shape(rows as u64, vocab as u64, I::ABI)
+    float::<T>("logits")?;
+    rules::check_shape(rows as u64, vocab as u64, I::ABI)
         .map_err(|e| Error::invalid(format!("{e} ({rows} rows of {vocab} ids)")))?;
     rules::check_params(
         params.temperature,
@@ -100,32 +100,10 @@ pub fn sample<T: DType, I: TokenId>(
         params.top_p,
         vocab as u64,
     )?;
-    same_device(stream, "logits", &x)?;
-    same_device(stream, "out", &o)?;
-    let shape = |n: u64| format!("[{n}]");
-    if x.len() as u64 != n {
-        return Err(Error::Shape {
-            operand: "logits",
-            expected: format!("[{rows}, {vocab}]"),
-            actual: shape(x.len() as u64),
-        });
-    }
-    if o.len() != rows {
-        return Err(Error::Shape {
-            operand: "out",
-            expected: shape(rows as u64),
-            actual: shape(o.len() as u64),
-        });
-    }
+    x.check_shape(stream, "logits", &[rows, vocab])?;
+    o.check_shape(stream, "out", &[rows])?;
     if let Some(c) = &c {
-        same_device(stream, "rng_counter", c)?;
-        if c.len() != 1 {
-            return Err(Error::Shape {
-                operand: "rng_counter",
-                expected: shape(1),
-                actual: shape(c.len() as u64),
-            });
-        }
+        c.check_shape(stream, "rng_counter", &[1])?;
     } else if params.temperature != 0.0 {
         return Err(Error::invalid(
             "sampling with temperature > 0 needs an rng_counter (one u64 of device memory)",
@@ -150,11 +128,6 @@ pub fn sample<T: DType, I: TokenId>(
     p.top_p = params.top_p;
     // The op definition's remaining rules (out and rng_counter disjoint) before queueing.
     rules::validate(&p)?;
-    let v = stream.launch_kernel(abi::KNPU_KERNEL_SAMPLE, &p)?;
-    x.note_use(stream, v);
-    o.note_use(stream, v);
-    if let Some(c) = &c {
-        c.note_use(stream, v);
-    }
-    Ok(())
+    let used = [Some(&x as &dyn Operand), Some(&o), optional(&c)];
+    submit(stream, abi::KNPU_KERNEL_SAMPLE, &p, &used)
 }
