@@ -54,6 +54,37 @@ fn assert_close_f16(what: &str, got: &[f16], want: &[f16]) {
     }
 }
 
+/// The host kernel's output of contiguous attention (one thread, no lse).
+fn host_attention<T: host::AttnElement>(
+    args: &AttentionArgs,
+    inputs: host::AttentionInputs<'_, T>,
+) -> Vec<T> {
+    let mut out = vec![T::from_f32(0.0); args.out.required_len().unwrap()];
+    host::attention(args, inputs, &mut out, None, Parallelism::None).unwrap();
+    out
+}
+
+/// The host kernel's output of paged attention over the device caches `(k, v)` (one thread,
+/// no lse).
+fn host_paged_attention(
+    args: &PagedAttentionArgs,
+    q: &[f32],
+    (k, v): (&knpu::DeviceBuffer<f32>, &knpu::DeviceBuffer<f32>),
+    block_table: &[u32],
+    kv_lens: &[u32],
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; args.out.required_len().unwrap()];
+    let inputs = host::PagedAttentionInputs {
+        q,
+        k_cache: &k.to_vec().unwrap(),
+        v_cache: &v.to_vec().unwrap(),
+        block_table,
+        kv_lens,
+    };
+    host::paged_attention(args, inputs, &mut out, None, Parallelism::None).unwrap();
+    out
+}
+
 /// Runs contiguous attention on the device and on the host and compares out and lse.
 fn check_attention(s: &Stream, args: &AttentionArgs, kv_lens: Option<&[u32]>, seed: u64) {
     let q = data(args.q.required_len().unwrap(), seed);
@@ -197,21 +228,15 @@ fn decode_with_contiguous_cache_after_kv_append() {
     let mut dout = s.alloc_zeroed::<f32>(q.len()).unwrap();
     ops::attention(&s, &args, &dq, &dk, &dv, &mut dout, None, Some(&dlens)).unwrap();
     s.synchronize().unwrap();
-    let mut out = vec![0.0f32; q.len()];
-    host::attention(
-        &args,
-        host::AttentionInputs {
-            q: &q,
-            k: &hk,
-            v: &hv,
-            kv_lens: Some(&lens),
-        },
-        &mut out,
-        None,
-        Parallelism::None,
-    )
-    .unwrap();
-    assert_close("decode out", &dout.to_vec().unwrap(), &out);
+    let inputs = host::AttentionInputs {
+        kv_lens: Some(&lens),
+        ..host::AttentionInputs::new(&q, &hk, &hv)
+    };
+    assert_close(
+        "decode out",
+        &dout.to_vec().unwrap(),
+        &host_attention(&args, inputs),
+    );
 }
 
 /// A paged cache filled by `paged_kv_append` through a scrambled block table gives the same
@@ -300,27 +325,7 @@ fn paged_matches_contiguous() {
     );
 
     // The host kernel over the device's paged cache agrees too.
-    let mut hout = vec![0.0f32; q.len()];
-    host::paged_attention(
-        &host::PagedAttentionParams {
-            q: qt,
-            out: qt,
-            cache: host::PagedKvCache::dense(paged.num_blocks, block, kv_heads, hd),
-            max_blocks_per_seq: max_blocks,
-            mask,
-        },
-        host::PagedAttentionInputs {
-            q: &q,
-            k_cache: &pk.to_vec().unwrap(),
-            v_cache: &pv.to_vec().unwrap(),
-            block_table: &table,
-            kv_lens: &lens,
-        },
-        &mut hout,
-        None,
-        Parallelism::None,
-    )
-    .unwrap();
+    let hout = host_paged_attention(&pargs, &q, (&pk, &pv), &table, &lens);
     assert_close("host paged out", &paged_out.to_vec().unwrap(), &hout);
 }
 
@@ -345,15 +350,7 @@ fn f16_prefill_matches_host_kernel() {
     let mut dout = s.alloc_zeroed::<f16>(q.len()).unwrap();
     ops::attention(&s, &args, &dq, &dk, &dv, &mut dout, None, None).unwrap();
     s.synchronize().unwrap();
-    let mut out = vec![f16::ZERO; q.len()];
-    host::attention(
-        &args,
-        host::AttentionInputs::new(&q, &k, &v),
-        &mut out,
-        None,
-        Parallelism::None,
-    )
-    .unwrap();
+    let out = host_attention(&args, host::AttentionInputs::new(&q, &k, &v));
     assert_close_f16("f16 out", &dout.to_vec().unwrap(), &out);
 }
 
@@ -668,27 +665,13 @@ fn device_side_faults_surface_at_synchronize() {
     // The stream works afterwards, and the good table gives the host kernel's answer.
     ops::paged_attention(&s, &args, &q, &pk, &pv, &table, &lens, &mut out, None).unwrap();
     s.synchronize().unwrap();
-    let mut want = vec![0.0f32; qt.required_len().unwrap()];
-    host::paged_attention(
-        &host::PagedAttentionParams {
-            q: qt,
-            out: qt,
-            cache: host::PagedKvCache::dense(4, block, kv_heads, hd),
-            max_blocks_per_seq: max_blocks,
-            mask: host::AttnMask::default(),
-        },
-        host::PagedAttentionInputs {
-            q: &q.to_vec().unwrap(),
-            k_cache: &pk.to_vec().unwrap(),
-            v_cache: &pv.to_vec().unwrap(),
-            block_table: &[0, 1, 2, 3],
-            kv_lens: &[8, 5],
-        },
-        &mut want,
-        None,
-        Parallelism::None,
-    )
-    .unwrap();
+    let want = host_paged_attention(
+        &args,
+        &q.to_vec().unwrap(),
+        (&pk, &pv),
+        &[0, 1, 2, 3],
+        &[8, 5],
+    );
     assert_close("after fault", &out.to_vec().unwrap(), &want);
 }
 

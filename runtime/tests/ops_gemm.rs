@@ -272,15 +272,8 @@ fn k_zero_honours_beta_and_the_epilogue() {
         .unwrap();
     let bias = s.from_slice(&[1.0f32, 1.0, -10.0]).unwrap();
     let g = Gemm::new(m, n, 0).scale(1.0, 0.5);
-    ops::gemm(
-        &s,
-        &g,
-        &a,
-        &b,
-        &mut cbuf,
-        &GemmEpilogue::new().bias(&bias).activation(Activation::Relu),
-    )
-    .unwrap();
+    let epilogue = GemmEpilogue::new().bias(&bias).activation(Activation::Relu);
+    ops::gemm(&s, &g, &a, &b, &mut cbuf, &epilogue).unwrap();
     s.synchronize().unwrap();
     assert_eq!(cbuf.to_vec().unwrap(), vec![2.0, 0.0, 0.0, 5.0, 6.0, 0.0]);
 }
@@ -293,15 +286,8 @@ fn empty_output_queues_nothing_and_succeeds() {
     let b = s.alloc_zeroed::<f32>(8).unwrap();
     let mut c = s.alloc_zeroed::<f32>(0).unwrap();
     ops::matmul(&s, &a, &b, &mut c, 0, 8, 1).unwrap();
-    ops::gemm(
-        &s,
-        &Gemm::new(4, 4, 4).batched(0, 16, 16, 16),
-        &a,
-        &a,
-        &mut c,
-        &GemmEpilogue::new(),
-    )
-    .unwrap();
+    let no_batches = Gemm::new(4, 4, 4).batched(0, 16, 16, 16);
+    ops::gemm(&s, &no_batches, &a, &a, &mut c, &GemmEpilogue::new()).unwrap();
     s.synchronize().unwrap();
 }
 
@@ -328,27 +314,12 @@ fn beta_one_updates_c_in_place() {
     let x: Vec<f32> = values(m * n, 3);
     let mut want = x.clone();
     // x = A B + x, as `x += linear(h)` does.
-    kg::gemm(
-        &Gemm::new(m, n, k).scale(1.0, 1.0),
-        &a,
-        &b,
-        &mut want,
-        &Epilogue::none(),
-        Parallelism::None,
-    )
-    .unwrap();
+    let g = Gemm::new(m, n, k).scale(1.0, 1.0);
+    kg::gemm(&g, &a, &b, &mut want, &Epilogue::none(), Parallelism::None).unwrap();
     let da = s.from_slice(&a).unwrap();
     let db = s.from_slice(&b).unwrap();
     let mut dx = s.from_slice(&x).unwrap();
-    ops::gemm(
-        &s,
-        &Gemm::new(m, n, k).scale(1.0, 1.0),
-        &da,
-        &db,
-        &mut dx,
-        &GemmEpilogue::new(),
-    )
-    .unwrap();
+    ops::gemm(&s, &g, &da, &db, &mut dx, &GemmEpilogue::new()).unwrap();
     s.synchronize().unwrap();
     assert_close(&dx.to_vec().unwrap(), &want, "beta = 1 in place");
 }
@@ -479,44 +450,27 @@ fn every_validation_error_names_the_operand_and_queues_nothing() {
         other => panic!("expected InvalidValue for overlapping batches, got {other:?}"),
     }
     // Bias and residual.
-    shape_error(
-        ops::gemm(
-            &s,
-            &g,
-            &a,
-            &b,
-            &mut c,
-            &GemmEpilogue::new().bias(&bias_short),
-        ),
-        "bias",
-        "[n=32]",
-    );
     let res_short = s.from_slice(&vec![0.0f32; m * n - 1]).unwrap();
-    shape_error(
-        ops::gemm(
-            &s,
-            &g,
-            &a,
-            &b,
-            &mut c,
-            &GemmEpilogue::new().residual(&res_short, n, 0),
-        ),
-        "residual",
-        "[m=8, n=32]",
-    );
     let res = s.from_slice(&vec![0.0f32; m * n]).unwrap();
-    shape_error(
-        ops::gemm(
-            &s,
-            &g,
-            &a,
-            &b,
-            &mut c,
-            &GemmEpilogue::new().residual(&res, n - 1, 0),
+    for (epilogue, operand, expected) in [
+        (GemmEpilogue::new().bias(&bias_short), "bias", "[n=32]"),
+        (
+            GemmEpilogue::new().residual(&res_short, n, 0),
+            "residual",
+            "[m=8, n=32]",
         ),
-        "residual",
-        "ld >= 32",
-    );
+        (
+            GemmEpilogue::new().residual(&res, n - 1, 0),
+            "residual",
+            "ld >= 32",
+        ),
+    ] {
+        shape_error(
+            ops::gemm(&s, &g, &a, &b, &mut c, &epilogue),
+            operand,
+            expected,
+        );
+    }
     // Dtypes: integers, and mixed inputs other than f32 x half -> f32.
     let ai = s.from_slice(&vec![1i32; m * k]).unwrap();
     match ops::gemm(&s, &g, &ai, &b, &mut c, &none) {

@@ -10,53 +10,29 @@ use knpu::{DType, DeviceBuffer, Error, Stream};
 use knpu_kernels::llm::{self, Element};
 use knpu_kernels::Parallelism;
 
+mod common;
+use common::{assert_same, down, rand_values, stream};
+
 /// Small awkward shapes, and one past the executor's inline threshold (64Ki elements) so the
 /// compute pool runs it.
 const SHAPES: &[(usize, usize)] = &[(1, 1), (3, 17), (7, 130), (300, 257)];
 
+/// The host kernels run on the caller's thread.
+const SERIAL: Parallelism = Parallelism::None;
+
 trait El: DType + Element {}
 impl<T: DType + Element> El for T {}
 
-fn stream() -> Stream {
-    Stream::new(&knpu::device(0).unwrap()).unwrap()
-}
-
 /// Deterministic values in about [-3, 3), distinct per `seed`.
 fn data<T: Element>(n: usize, seed: u64) -> Vec<T> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            T::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0)
-        })
+    rand_values(n, seed, -3.0, 3.0)
+        .into_iter()
+        .map(T::from_f32)
         .collect()
-}
-
-fn bits<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
-    bytemuck::cast_slice(v)
-}
-
-fn assert_same<T: bytemuck::Pod + std::fmt::Debug>(what: &str, got: &[T], want: &[T]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if bits(got) != bits(want) {
-        let i = got
-            .iter()
-            .zip(want)
-            .position(|(g, w)| bits(std::slice::from_ref(g)) != bits(std::slice::from_ref(w)))
-            .unwrap();
-        panic!("{what}: element {i}: got {:?}, want {:?}", got[i], want[i]);
-    }
 }
 
 fn up<T: El>(s: &Stream, v: &[T]) -> DeviceBuffer<T> {
     s.from_slice(v).unwrap()
-}
-
-fn down<T: El>(s: &Stream, b: &DeviceBuffer<T>) -> Vec<T> {
-    s.synchronize().unwrap();
-    b.to_vec().unwrap()
 }
 
 fn norms<T: El>() {
@@ -68,46 +44,19 @@ fn norms<T: El>() {
         let what = format!("{} [{rows}, {cols}]", T::NAME);
 
         let mut want = vec![T::from_f32(0.0); n];
-        llm::rms_norm(&x, &w, &mut want, rows, cols, 1e-5, Parallelism::None).unwrap();
+        llm::rms_norm(&x, &w, &mut want, rows, cols, 1e-5, SERIAL).unwrap();
         let mut out = s.alloc::<T>(n).unwrap();
         ops::rms_norm(&s, &dx, &dw, &mut out, rows, cols, 1e-5).unwrap();
         assert_same(&format!("rms_norm {what}"), &down(&s, &out), &want);
 
-        llm::layer_norm(
-            &x,
-            llm::NormWeights {
-                weight: &w,
-                bias: Some(&b),
-            },
-            &mut want,
-            rows,
-            cols,
-            1e-5,
-            Parallelism::None,
-        )
-        .unwrap();
-        ops::layer_norm(&s, &dx, &dw, Some(&db), &mut out, rows, cols, 1e-5).unwrap();
-        assert_same(&format!("layer_norm {what}"), &down(&s, &out), &want);
-
-        llm::layer_norm(
-            &x,
-            llm::NormWeights {
-                weight: &w,
-                bias: None,
-            },
-            &mut want,
-            rows,
-            cols,
-            1e-5,
-            Parallelism::None,
-        )
-        .unwrap();
-        ops::layer_norm(&s, &dx, &dw, None, &mut out, rows, cols, 1e-5).unwrap();
-        assert_same(
-            &format!("layer_norm no bias {what}"),
-            &down(&s, &out),
-            &want,
-        );
+        for (bias, dbias, named) in [(Some(&b[..]), Some(&db), ""), (None, None, " no bias")] {
+            let weights = llm::NormWeights { weight: &w, bias };
+            llm::layer_norm(&x, weights, &mut want, rows, cols, 1e-5, SERIAL).unwrap();
+            let dbias = dbias.map(|b| b as &dyn knpu::AsDeviceSlice<T>);
+            ops::layer_norm(&s, &dx, &dw, dbias, &mut out, rows, cols, 1e-5).unwrap();
+            let what = format!("layer_norm{named} {what}");
+            assert_same(&what, &down(&s, &out), &want);
+        }
     }
 }
 
@@ -144,20 +93,13 @@ fn ropes<T: El>() {
             let mut want = vec![T::from_f32(0.0); n];
             let mut out = s.alloc::<T>(n).unwrap();
 
+            let shape = llm::RopeShape {
+                rows,
+                heads,
+                head_dim,
+            };
             let start = llm::RopePositions::Start(7);
-            llm::rope(
-                &x,
-                &mut want,
-                llm::RopeShape {
-                    rows,
-                    heads,
-                    head_dim,
-                },
-                &params,
-                start,
-                Parallelism::None,
-            )
-            .unwrap();
+            llm::rope(&x, &mut want, shape, &params, start, SERIAL).unwrap();
             let rope = Rope {
                 style,
                 rotary_dim,
@@ -168,19 +110,7 @@ fn ropes<T: El>() {
             assert_same(&format!("{what} start"), &down(&s, &out), &want);
 
             let per_row = llm::RopePositions::PerRow(&positions);
-            llm::rope(
-                &x,
-                &mut want,
-                llm::RopeShape {
-                    rows,
-                    heads,
-                    head_dim,
-                },
-                &params,
-                per_row,
-                Parallelism::None,
-            )
-            .unwrap();
+            llm::rope(&x, &mut want, shape, &params, per_row, SERIAL).unwrap();
             let rope = Rope {
                 positions: RopePositions::PerRow(&dpos),
                 ..rope
@@ -207,13 +137,9 @@ fn activations<T: El>() {
         let mut out = s.alloc::<T>(n).unwrap();
         for act in [Activation::Silu, Activation::GeluErf, Activation::GeluTanh] {
             match act {
-                Activation::Silu => llm::silu(&x, &mut want, n, Parallelism::None),
-                Activation::GeluErf => {
-                    llm::gelu(&x, &mut want, n, llm::GeluApprox::Erf, Parallelism::None)
-                }
-                Activation::GeluTanh => {
-                    llm::gelu(&x, &mut want, n, llm::GeluApprox::Tanh, Parallelism::None)
-                }
+                Activation::Silu => llm::silu(&x, &mut want, n, SERIAL),
+                Activation::GeluErf => llm::gelu(&x, &mut want, n, llm::GeluApprox::Erf, SERIAL),
+                Activation::GeluTanh => llm::gelu(&x, &mut want, n, llm::GeluApprox::Tanh, SERIAL),
                 other => unreachable!("{other:?} is not in the list above"),
             }
             .unwrap();
@@ -224,7 +150,7 @@ fn activations<T: El>() {
                 &want,
             );
         }
-        llm::swiglu(&x, &u, &mut want, n, Parallelism::None).unwrap();
+        llm::swiglu(&x, &u, &mut want, n, SERIAL).unwrap();
         ops::swiglu(&s, &dx, &du, &mut out).unwrap();
         assert_same(&format!("swiglu {} [{n}]", T::NAME), &down(&s, &out), &want);
     }
@@ -246,7 +172,7 @@ fn softmax_and_binary<T: El>() {
         let mut want = vec![T::from_f32(0.0); n];
         let mut out = s.alloc::<T>(n).unwrap();
 
-        llm::softmax(&a, &mut want, rows, cols, 0.125, Parallelism::None).unwrap();
+        llm::softmax(&a, &mut want, rows, cols, 0.125, SERIAL).unwrap();
         ops::softmax(&s, &da, &mut out, rows, cols, 0.125).unwrap();
         assert_same(&format!("softmax {what}"), &down(&s, &out), &want);
 
@@ -257,24 +183,8 @@ fn softmax_and_binary<T: El>() {
                     Broadcast::Row => llm::Broadcast::Row,
                 };
                 match op {
-                    BinaryOp::Add => llm::add(
-                        &a,
-                        host_b,
-                        &mut want,
-                        rows,
-                        cols,
-                        host_bc,
-                        Parallelism::None,
-                    ),
-                    BinaryOp::Mul => llm::mul(
-                        &a,
-                        host_b,
-                        &mut want,
-                        rows,
-                        cols,
-                        host_bc,
-                        Parallelism::None,
-                    ),
+                    BinaryOp::Add => llm::add(&a, host_b, &mut want, rows, cols, host_bc, SERIAL),
+                    BinaryOp::Mul => llm::mul(&a, host_b, &mut want, rows, cols, host_bc, SERIAL),
                     // No host kernel of its own: f32 arithmetic rounded once, as the device.
                     BinaryOp::Sub | BinaryOp::Div => {
                         for (i, w) in want.iter_mut().enumerate() {
@@ -308,16 +218,7 @@ fn embedding_and_cast<T: El, O: El>() {
             .collect();
         let (dt, dids) = (up(&s, &table), s.from_slice(&ids).unwrap());
         let mut want = vec![O::from_f32(0.0); tokens * dim];
-        llm::embedding(
-            &table,
-            vocab,
-            dim,
-            &ids,
-            tokens,
-            &mut want,
-            Parallelism::None,
-        )
-        .unwrap();
+        llm::embedding(&table, vocab, dim, &ids, tokens, &mut want, SERIAL).unwrap();
         let mut out = s.alloc::<O>(tokens * dim).unwrap();
         ops::embedding(&s, &dt, vocab, dim, &dids, &mut out).unwrap();
         let what = format!("{} -> {} [{vocab}, {dim}] x {tokens}", T::NAME, O::NAME);
@@ -325,7 +226,7 @@ fn embedding_and_cast<T: El, O: El>() {
 
         let n = vocab * dim;
         let mut want = vec![O::from_f32(0.0); n];
-        llm::cast(&table, &mut want, n, Parallelism::None).unwrap();
+        llm::cast(&table, &mut want, n, SERIAL).unwrap();
         let mut out = s.alloc::<O>(n).unwrap();
         ops::cast(&s, &dt, &mut out).unwrap();
         assert_same(&format!("cast {what}"), &down(&s, &out), &want);
@@ -349,7 +250,7 @@ fn sampling<T: El>() {
         let what = format!("{} [{rows}, {cols}]", T::NAME);
 
         let mut want = vec![0u32; rows];
-        llm::argmax(&x, &mut want, rows, cols, Parallelism::None).unwrap();
+        llm::argmax(&x, &mut want, rows, cols, SERIAL).unwrap();
         let mut out = s.alloc::<u32>(rows).unwrap();
         ops::argmax(&s, &dx, &mut out, rows, cols).unwrap();
         s.synchronize().unwrap();
@@ -358,16 +259,7 @@ fn sampling<T: El>() {
         for k in [0, 1, cols.min(5), cols] {
             let mut want_v = vec![T::from_f32(0.0); rows * k];
             let mut want_i = vec![0u32; rows * k];
-            llm::top_k(
-                &x,
-                &mut want_v,
-                &mut want_i,
-                rows,
-                cols,
-                k,
-                Parallelism::None,
-            )
-            .unwrap();
+            llm::top_k(&x, &mut want_v, &mut want_i, rows, cols, k, SERIAL).unwrap();
             let mut v = s.alloc::<T>(rows * k).unwrap();
             let mut i = s.alloc::<u32>(rows * k).unwrap();
             ops::top_k(&s, &dx, &mut v, &mut i, rows, cols, k).unwrap();

@@ -10,46 +10,16 @@ use knpu::{DType, DeviceBuffer, Error, Stream};
 use knpu_kernels::quant::{self as kq, ActElem};
 use knpu_kernels::Parallelism;
 
-fn stream() -> Stream {
-    Stream::new(&knpu::device(0).unwrap()).unwrap()
-}
+mod common;
+use common::{assert_same, down, rand_values, stream};
 
 /// Deterministic values in about [-3, 3), distinct per `seed`.
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0
-        })
-        .collect()
+    rand_values(n, seed, -3.0, 3.0)
 }
 
 fn cast<T: ActElem>(v: &[f32]) -> Vec<T> {
     v.iter().map(|&x| T::from_f32(x)).collect()
-}
-
-fn bits<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
-    bytemuck::cast_slice(v)
-}
-
-fn assert_same<T: bytemuck::Pod + std::fmt::Debug>(what: &str, got: &[T], want: &[T]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if bits(got) != bits(want) {
-        let i = got
-            .iter()
-            .zip(want)
-            .position(|(g, w)| bits(std::slice::from_ref(g)) != bits(std::slice::from_ref(w)))
-            .unwrap();
-        panic!("{what}: element {i}: got {:?}, want {:?}", got[i], want[i]);
-    }
-}
-
-fn down<T: bytemuck::Pod>(s: &Stream, b: &DeviceBuffer<T>) -> Vec<T> {
-    s.synchronize().unwrap();
-    b.to_vec().unwrap()
 }
 
 /// The kernel crate's format for the runtime's.
@@ -295,38 +265,18 @@ fn w8a8_gemm_matches_the_host_kernel() {
             k,
             activation: kq::Activation::Silu,
         };
+        let x8 = kq::ScaledI8 {
+            codes: &xq,
+            scales: &xs,
+        };
+        let w8 = kq::ScaledI8 {
+            codes: &wq,
+            scales: &ws,
+        };
         let mut want = vec![0.0f32; m * n];
-        kq::w8a8_gemm(
-            &p,
-            kq::ScaledI8 {
-                codes: &xq,
-                scales: &xs,
-            },
-            kq::ScaledI8 {
-                codes: &wq,
-                scales: &ws,
-            },
-            Some(&b),
-            &mut want,
-            Parallelism::None,
-        )
-        .unwrap();
+        kq::w8a8_gemm(&p, x8, w8, Some(&b), &mut want, Parallelism::None).unwrap();
         let mut want_h = vec![bf16::ZERO; m * n];
-        kq::w8a8_gemm(
-            &p,
-            kq::ScaledI8 {
-                codes: &xq,
-                scales: &xs,
-            },
-            kq::ScaledI8 {
-                codes: &wq,
-                scales: &ws,
-            },
-            None,
-            &mut want_h,
-            Parallelism::None,
-        )
-        .unwrap();
+        kq::w8a8_gemm(&p, x8, w8, None, &mut want_h, Parallelism::None).unwrap();
 
         let (dxq, dxs) = (s.from_slice(&xq).unwrap(), s.from_slice(&xs).unwrap());
         let (dwq, dws) = (s.from_slice(&wq).unwrap(), s.from_slice(&ws).unwrap());

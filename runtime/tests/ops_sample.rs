@@ -7,23 +7,17 @@ use half::bf16;
 use knpu::abi::ops::sample::uniform;
 use knpu::graph::CaptureMode;
 use knpu::ops::{self, SampleParams};
-use knpu::{DeviceBuffer, Error, Stream};
+use knpu::{DeviceBuffer, Error};
 use knpu_kernels::llm::{self, Element};
 use knpu_kernels::Parallelism;
 
-fn stream() -> Stream {
-    Stream::new(&knpu::device(0).unwrap()).unwrap()
-}
+mod common;
+use common::{rand_values, stream};
 
 fn logits<T: Element>(n: usize, seed: u64) -> Vec<T> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            T::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0)
-        })
+    rand_values(n, seed, -4.0, 4.0)
+        .into_iter()
+        .map(T::from_f32)
         .collect()
 }
 

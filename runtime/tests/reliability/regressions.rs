@@ -19,6 +19,20 @@ fn isolated(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
     }
 }
 
+/// Queues a host callback that drops a buffer of `dropped` bytes after a pause (time for the
+/// caller to start waiting on it), then drops a buffer of `waited` bytes whose free is ordered
+/// after that callback.
+fn free_behind_a_dropping_callback(s: &Stream, waited: usize, dropped: usize) {
+    let waited_on = s.alloc::<u8>(waited).unwrap();
+    let dropped_in_callback = s.alloc::<u8>(dropped).unwrap();
+    s.launch_host_func(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(dropped_in_callback);
+    })
+    .unwrap();
+    drop(waited_on);
+}
+
 #[test]
 fn huge_allocation_is_out_of_memory_not_an_alias_of_live_memory() {
     bounded("huge allocation", 60, |p| {
@@ -51,17 +65,8 @@ fn host_callback_dropping_a_buffer_does_not_deadlock_empty_cache() {
     bounded("callback drop during empty_cache", 60, |p| {
         let d = dev();
         let s = Stream::new(&d).unwrap();
-        // Large enough for segments of their own.
-        let waited_on = s.alloc::<u8>(12 << 20).unwrap();
-        let dropped_in_callback = s.alloc::<u8>(12 << 20).unwrap();
-        s.launch_host_func(move || {
-            // Give the main thread time to enter empty_cache and wait for this callback.
-            std::thread::sleep(Duration::from_millis(200));
-            drop(dropped_in_callback);
-        })
-        .unwrap();
-        // Its free is ordered after the callback: empty_cache must wait for the callback.
-        drop(waited_on);
+        // Large enough for segments of their own; empty_cache must wait for the callback.
+        free_behind_a_dropping_callback(&s, 12 << 20, 12 << 20);
         p.at("Device::empty_cache while a callback drops a buffer");
         d.empty_cache().unwrap();
         p.at("Stream::synchronize");
@@ -78,14 +83,7 @@ fn host_callback_dropping_a_buffer_does_not_deadlock_an_allocation_retry() {
             bounded("callback drop during an allocation retry", 60, |p| {
                 let d = dev();
                 let s = Stream::new(&d).unwrap();
-                let waited_on = s.alloc::<u8>(40 << 20).unwrap();
-                let dropped_in_callback = s.alloc::<u8>(12 << 20).unwrap();
-                s.launch_host_func(move || {
-                    std::thread::sleep(Duration::from_millis(200));
-                    drop(dropped_in_callback);
-                })
-                .unwrap();
-                drop(waited_on);
+                free_behind_a_dropping_callback(&s, 40 << 20, 12 << 20);
                 // 48 MiB does not fit beside the cached 52 MiB: the allocator releases the
                 // cache, waiting for the callback, which frees a buffer meanwhile.
                 p.at("alloc of 48 MiB, retried after releasing the cache");
