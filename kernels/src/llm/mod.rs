@@ -5,7 +5,7 @@
 //! Every op is generic over its element type ([`Element`]: `f32`, `f16`, `bf16`) and computes
 //! in f32 whatever the storage type. Each takes, last, `exec: impl Into<Exec>`: a
 //! [`Parallelism`] runs on the path [`isa::active`](crate::isa::active) picks, an
-//! [`Exec`](crate::Exec) names the path as well (tests force every path in
+//! [`Exec`] names the path as well (tests force every path in
 //! [`isa::supported`](crate::isa::supported)). Shapes are explicit;
 //! slices may be longer than a shape needs but never shorter. Arguments are validated before
 //! any element is written, so a bad call returns a [`KernelError`] and leaves outputs
