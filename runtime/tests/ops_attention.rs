@@ -8,13 +8,19 @@
 
 use half::f16;
 use knpu::ops::{self, AttentionArgs, AttnMask, AttnTensor, PagedAttentionArgs, PagedKvCache};
-use knpu::{Device, Error, Stream};
+use knpu::{Error, Stream};
 use knpu_kernels::attention as host;
 use knpu_kernels::Parallelism;
 
-fn dev() -> Device {
-    knpu::device(0).unwrap()
-}
+mod common;
+use common::stream;
+
+/// Causal attention with the default scale.
+const CAUSAL: AttnMask = AttnMask {
+    causal: true,
+    window: None,
+    scale: None,
+};
 
 /// Deterministic values in [-1, 1).
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -134,19 +140,18 @@ fn check_attention(s: &Stream, args: &AttentionArgs, kv_lens: Option<&[u32]>, se
 
 #[test]
 fn prefill_causal_gqa_matches_host_kernel() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
-    let mask = AttnMask {
-        causal: true,
-        ..Default::default()
-    };
-    check_attention(&s, &AttentionArgs::bshd(2, 65, 65, 9, 3, 64, mask), None, 1);
+    let s = stream();
+    check_attention(
+        &s,
+        &AttentionArgs::bshd(2, 65, 65, 9, 3, 64, CAUSAL),
+        None,
+        1,
+    );
 }
 
 #[test]
 fn bhsd_window_kv_lens_and_scale_match_host_kernel() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let mask = AttnMask {
         causal: true,
         window: Some(17),
@@ -171,8 +176,7 @@ fn bhsd_window_kv_lens_and_scale_match_host_kernel() {
 
 #[test]
 fn decode_with_contiguous_cache_after_kv_append() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let (batch, cap, kv_heads, q_heads, hd, prefill) = (2, 80, 3, 9, 64, 65);
     let cache = AttnTensor::bshd(batch, cap, kv_heads, hd);
     let cache_len = cache.required_len().unwrap();
@@ -211,16 +215,12 @@ fn decode_with_contiguous_cache_after_kv_append() {
     assert_eq!(dk.to_vec().unwrap(), hk, "k cache");
     assert_eq!(dv.to_vec().unwrap(), hv, "v cache");
 
-    let mask = AttnMask {
-        causal: true,
-        ..Default::default()
-    };
     let args = AttentionArgs {
         q: AttnTensor::bshd(batch, 1, q_heads, hd),
         k: cache,
         v: cache,
         out: AttnTensor::bshd(batch, 1, q_heads, hd),
-        mask,
+        mask: CAUSAL,
     };
     let q = data(args.q.required_len().unwrap(), 300);
     let dq = s.from_slice(&q).unwrap();
@@ -243,8 +243,7 @@ fn decode_with_contiguous_cache_after_kv_append() {
 /// attention as a contiguous cache holding the same keys.
 #[test]
 fn paged_matches_contiguous() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let (batch, kv_heads, q_heads, hd, block) = (2, 2, 6, 32, 16);
     let max_blocks = 5;
     let seq = 70; // 5 blocks of 16 hold 80 positions
@@ -268,10 +267,6 @@ fn paged_matches_contiguous() {
 
     let lens = [seq as u32, 41];
     let dlens = s.from_slice(&lens).unwrap();
-    let mask = AttnMask {
-        causal: true,
-        ..Default::default()
-    };
     let q_len = 3;
     let qt = AttnTensor::bshd(batch, q_len, q_heads, hd);
     let q = data(qt.required_len().unwrap(), 13);
@@ -283,7 +278,7 @@ fn paged_matches_contiguous() {
         out: qt,
         cache: paged,
         max_blocks_per_seq: max_blocks,
-        mask,
+        mask: CAUSAL,
     };
     ops::paged_attention(
         &s,
@@ -298,7 +293,7 @@ fn paged_matches_contiguous() {
     )
     .unwrap();
 
-    let args = AttentionArgs::bshd(batch, q_len, seq, q_heads, kv_heads, hd, mask);
+    let args = AttentionArgs::bshd(batch, q_len, seq, q_heads, kv_heads, hd, CAUSAL);
     let mut out = s.alloc_zeroed::<f32>(q.len()).unwrap();
     let mut lse = s.alloc_zeroed::<f32>(batch * q_heads * q_len).unwrap();
     ops::attention(
@@ -331,13 +326,8 @@ fn paged_matches_contiguous() {
 
 #[test]
 fn f16_prefill_matches_host_kernel() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
-    let mask = AttnMask {
-        causal: true,
-        ..Default::default()
-    };
-    let args = AttentionArgs::bshd(2, 65, 65, 9, 3, 64, mask);
+    let s = stream();
+    let args = AttentionArgs::bshd(2, 65, 65, 9, 3, 64, CAUSAL);
     let conv = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<f16>>();
     let q = conv(data(args.q.required_len().unwrap(), 21));
     let k = conv(data(args.k.required_len().unwrap(), 22));
@@ -365,8 +355,7 @@ struct Small {
 }
 
 fn small() -> Small {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let args = AttentionArgs::bshd(2, 4, 6, 4, 2, 8, AttnMask::default());
     let q = s
         .from_slice(&data(args.q.required_len().unwrap(), 1))
@@ -520,8 +509,7 @@ fn attention_validation_errors_name_the_operand() {
 
 #[test]
 fn cache_validation_errors_name_the_operand() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let cache = AttnTensor::bshd(2, 8, 2, 4);
     let mut kc = s
         .alloc_zeroed::<f32>(cache.required_len().unwrap())
@@ -607,8 +595,7 @@ fn cache_validation_errors_name_the_operand() {
 /// its message; nothing is written and the stream goes on working.
 #[test]
 fn device_side_faults_surface_at_synchronize() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let (batch, kv_heads, q_heads, hd, block, max_blocks) = (2, 1, 2, 8, 4, 2);
     let paged = PagedKvCache::dense(4, block, kv_heads, hd);
     let plen = paged.required_len().unwrap();
