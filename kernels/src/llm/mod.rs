@@ -262,21 +262,6 @@ pub(crate) fn for_row_blocks<T: Send>(
     for_row_blocks_work(par, rows, cols, rows * cols, out, f)
 }
 
-/// [`for_row_blocks`] with, beside each block of `out`, the same rows of the input `x`
-/// (`[rows, cols]` as well).
-pub(crate) fn for_row_pairs<T: Sync, U: Send>(
-    par: Parallelism,
-    (rows, cols): (usize, usize),
-    x: &[T],
-    out: &mut [U],
-    f: impl Fn(&[T], &mut [U]) + Sync,
-) {
-    for_row_blocks(par, rows, cols, out, |first, block| {
-        let start = first * cols;
-        f(&x[start..start + block.len()], block)
-    })
-}
-
 /// [`for_row_blocks`] for ops whose work is not the output size (argmax reads `work`
 /// elements to write `rows`): the split depends on `work`.
 pub(crate) fn for_row_blocks_work<T: Send>(

@@ -4,7 +4,7 @@
 //! pass (LayerNorm: a second and third) over the row while it is still in cache.
 
 use super::simd::{map2, map3, row_sum, simd_entry, with_f32_out, Simd};
-use super::{check_len, check_lens, f32_row, for_row_pairs, start_rows, Element, Scratch};
+use super::{check_len, check_lens, f32_row, for_row_blocks, start_rows, Element, Scratch};
 use crate::{Exec, Isa, KernelError};
 
 /// RMSNorm: `out[r, c] = x[r, c] / sqrt(mean_c(x[r, c]²) + eps) * weight[c]`.
@@ -27,7 +27,8 @@ pub fn rms_norm<T: Element>(
         ("out", n, out.len()),
     ])?;
     let w = widen_vec(isa, &weight[..cols]);
-    for_row_pairs(par, (rows, cols), x, &mut out[..n], |xs, block| {
+    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
+        let xs = &x[first * cols..first * cols + block.len()];
         rms_entry(isa, xs, &w, block, cols, eps);
     });
     Ok(())
@@ -67,7 +68,8 @@ pub fn layer_norm<T: Element>(
     let w = widen_vec(isa, &weight[..cols]);
     let b = bias.map(|b| widen_vec(isa, &b[..cols]));
     let b = b.as_deref();
-    for_row_pairs(par, (rows, cols), x, &mut out[..n], |xs, block| {
+    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
+        let xs = &x[first * cols..first * cols + block.len()];
         layer_entry(isa, xs, &w, b, block, cols, eps);
     });
     Ok(())

@@ -2,7 +2,7 @@
 
 use super::math;
 use super::simd::{simd_entry, with_f32_out, Simd};
-use super::{check_lens, f32_row, for_row_pairs, start_rows, Element, Scratch};
+use super::{check_lens, f32_row, for_row_blocks, start_rows, Element, Scratch};
 use crate::{Exec, KernelError};
 
 /// Softmax over each row of `x` (`[rows, cols]` row-major) into `out`, of `scale * x`
@@ -22,7 +22,8 @@ pub fn softmax<T: Element>(
 ) -> Result<(), KernelError> {
     let (isa, par, n) = start_rows(exec, rows, cols)?;
     check_lens(&[("x", n, x.len()), ("out", n, out.len())])?;
-    for_row_pairs(par, (rows, cols), x, &mut out[..n], |xs, block| {
+    for_row_blocks(par, rows, cols, &mut out[..n], |first, block| {
+        let xs = &x[first * cols..first * cols + block.len()];
         softmax_entry(isa, xs, block, cols, scale);
     });
     Ok(())
