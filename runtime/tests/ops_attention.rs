@@ -460,30 +460,13 @@ fn attention_validation_errors_name_the_operand() {
 
     // Short lse and kv_lens.
     let mut short_lse = t.s.alloc::<f32>(2 * 4 * 4 - 1).unwrap();
-    let e = ops::attention(
-        &t.s,
-        &base,
-        &t.q,
-        &t.k,
-        &t.v,
-        &mut t.out,
-        Some(&mut short_lse),
-        None,
-    )
-    .unwrap_err();
+    let (q, k, v) = (&t.q, &t.k, &t.v);
+    let e = ops::attention(&t.s, &base, q, k, v, &mut t.out, Some(&mut short_lse), None);
+    let e = e.unwrap_err();
     assert_eq!(shape_operand(e), "lse");
     let short_lens = t.s.from_slice(&[6u32]).unwrap();
-    let e = ops::attention(
-        &t.s,
-        &base,
-        &t.q,
-        &t.k,
-        &t.v,
-        &mut t.out,
-        None,
-        Some(&short_lens),
-    )
-    .unwrap_err();
+    let e = ops::attention(&t.s, &base, q, k, v, &mut t.out, None, Some(&short_lens));
+    let e = e.unwrap_err();
     assert_eq!(shape_operand(e), "kv_lens");
     t.assert_untouched();
 
