@@ -12,7 +12,10 @@
 //! Rounds alternate a one-thread read-bandwidth probe (a sum over 256 MiB) with a few
 //! decode steps, so both see the same machine; each round's steps are set against that
 //! round's probe, and the ratio reported (`pct_of_probe`) is the median over rounds of those
-//! paired ratios. Records: the probe; one per shape (all its layers' calls in a step); one
+//! paired ratios. Every time is taken twice, by the wall clock and by the thread's CPU time
+//! (`gbps_cpu`, `pct_of_probe_cpu`): on a machine shared with other work a step is often
+//! preempted, which the wall clock counts and the CPU time does not (what the CPU time still
+//! counts is contention for the caches and memory). Records: the probe; one per shape (all its layers' calls in a step); one
 //! per format (`"part": "format_total"`: `q4_1` the layers, `q8_0` the output); the whole step (`tok_s` is the rate
 //! of steps these GEMVs alone would allow).
 
@@ -150,15 +153,38 @@ fn llc_bytes() -> Option<usize> {
     best.map(|(_, b)| b)
 }
 
-/// One pass of the probe on the calling thread: GB/s.
-fn probe_pass(buf: &[u64]) -> f64 {
-    let t = Instant::now();
-    let s = std::hint::black_box(buf)
-        .iter()
-        .fold(0u64, |a, &v| a.wrapping_add(v));
-    let secs = t.elapsed().as_secs_f64();
+/// The calling thread's CPU time in seconds.
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the clock id is a constant Linux defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Wall and CPU seconds of one run of `f`.
+fn timed(f: impl FnOnce()) -> [f64; 2] {
+    let (t, c) = (Instant::now(), cpu_now());
+    f();
+    let c = cpu_now() - c;
+    [t.elapsed().as_secs_f64(), c]
+}
+
+/// One pass of the probe on the calling thread: wall and CPU seconds.
+fn probe_pass(buf: &[u64]) -> [f64; 2] {
+    let mut s = 0u64;
+    let t = timed(|| {
+        s = std::hint::black_box(buf)
+            .iter()
+            .fold(0u64, |a, &v| a.wrapping_add(v))
+    });
     std::hint::black_box(s);
-    (buf.len() * 8) as f64 / secs / 1e9
+    t
 }
 
 /// Runs the decode case (see the module docs).
@@ -206,9 +232,9 @@ pub fn run(opts: &DecodeOpts, isa: &str, rng: &mut Lcg, sink: &mut Sink) -> Resu
         m: 1,
         ..Default::default()
     };
-    // One step: every call in order; returns the seconds spent in each slot.
-    let mut step = |times: &mut [f64]| {
-        times.fill(0.0);
+    // One step: every call in order; adds the wall and CPU seconds spent in each slot.
+    let mut step = |times: &mut [[f64; 2]]| {
+        times.fill([0.0; 2]);
         for c in &calls {
             let s = c.shape;
             let w = QWeights {
@@ -219,26 +245,30 @@ pub fn run(opts: &DecodeOpts, isa: &str, rng: &mut Lcg, sink: &mut Sink) -> Resu
                 k: s.k,
             };
             let b = s.bias.then(|| &bias[..s.n]);
-            let t = Instant::now();
-            quant::qmatmul(&p, &xs[c.slot], &w, b, &mut y[..s.n], Parallelism::None)
-                .expect("valid arguments");
-            times[c.slot] += t.elapsed().as_secs_f64();
+            let y = &mut y[..s.n];
+            let t = timed(|| {
+                quant::qmatmul(&p, &xs[c.slot], &w, b, y, Parallelism::None)
+                    .expect("valid arguments")
+            });
+            times[c.slot][0] += t[0];
+            times[c.slot][1] += t[1];
         }
     };
     let probe_buf: Vec<u64> = (0..PROBE_BYTES / 8).map(|i| i as u64).collect();
-    let mut times = vec![0.0f64; shapes.len()];
+    let mut times = vec![[0.0f64; 2]; shapes.len()];
     // Warm-up: page faults of the probe and the weights, the activation plans, the clocks.
     probe_pass(&probe_buf);
     step(&mut times);
     step(&mut times);
     let rounds = opts.rounds.max(1);
     let steps = opts.steps.max(1);
-    let mut probe_gbps = Vec::with_capacity(rounds);
-    // Per slot (then the format groups, then the whole step): seconds per step, and the
-    // round's ratio to its probe.
+    // Per clock (wall, CPU): the probe's GB/s per round; per group (the slots, then the two
+    // formats, then the whole step) the seconds of every step and each round's ratio of GB/s
+    // to that round's probe.
     let groups = shapes.len() + 3;
-    let mut secs: Vec<Vec<f64>> = vec![Vec::new(); groups];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); groups];
+    let mut probe_gbps = [Vec::new(), Vec::new()];
+    let mut secs = [vec![Vec::new(); groups], vec![Vec::new(); groups]];
+    let mut ratios = [vec![Vec::new(); groups], vec![Vec::new(); groups]];
     let group_bytes: Vec<usize> = slot_bytes
         .iter()
         .copied()
@@ -249,36 +279,40 @@ pub fn run(opts: &DecodeOpts, isa: &str, rng: &mut Lcg, sink: &mut Sink) -> Resu
         ])
         .collect();
     for _ in 0..rounds {
-        let pg = probe_pass(&probe_buf);
-        probe_gbps.push(pg);
-        let mut round: Vec<Vec<f64>> = vec![Vec::with_capacity(steps); groups];
+        let pt = probe_pass(&probe_buf);
+        let mut round = [vec![Vec::new(); groups], vec![Vec::new(); groups]];
         for _ in 0..steps {
             step(&mut times);
-            let layers: f64 = times[..LAYER.len()].iter().sum();
-            let out = times[LAYER.len()];
-            for (g, v) in times
-                .iter()
-                .copied()
-                .chain([layers, out, layers + out])
-                .enumerate()
-            {
-                round[g].push(v);
-                secs[g].push(v);
+            for clock in 0..2 {
+                let per_slot = times.iter().map(|t| t[clock]);
+                let layers: f64 = per_slot.clone().take(LAYER.len()).sum();
+                let out = times[LAYER.len()][clock];
+                for (g, v) in per_slot.chain([layers, out, layers + out]).enumerate() {
+                    round[clock][g].push(v);
+                    secs[clock][g].push(v);
+                }
             }
         }
-        for (g, r) in round.iter_mut().enumerate() {
-            let gbps = group_bytes[g] as f64 / median(r) / 1e9;
-            ratios[g].push(gbps / pg);
+        for clock in 0..2 {
+            let pg = PROBE_BYTES as f64 / pt[clock] / 1e9;
+            probe_gbps[clock].push(pg);
+            for (g, r) in round[clock].iter_mut().enumerate() {
+                let gbps = group_bytes[g] as f64 / median(r) / 1e9;
+                ratios[clock][g].push(gbps / pg);
+            }
         }
     }
-    let probe_s = PROBE_BYTES as f64 / 1e9 / median(&mut probe_gbps.clone());
+    let probe_wall = median(&mut probe_gbps[0]);
     sink.emit(Record {
         bench: "quant",
         case: case!("probe" => "read_bandwidth", "bytes" => PROBE_BYTES, "threads" => 1,
                     "for" => "decode"),
         runs: rounds,
-        median_s: probe_s,
-        rates: vec![("gbps", median(&mut probe_gbps))],
+        median_s: PROBE_BYTES as f64 / 1e9 / probe_wall,
+        rates: vec![
+            ("gbps", probe_wall),
+            ("gbps_cpu", median(&mut probe_gbps[1])),
+        ],
     });
     let llc = llc.map_or(serde_json::Value::Null, serde_json::Value::from);
     for g in 0..groups {
@@ -302,11 +336,13 @@ pub fn run(opts: &DecodeOpts, isa: &str, rng: &mut Lcg, sink: &mut Sink) -> Resu
             case.insert("n".into(), s.n.into());
             case.insert("calls".into(), calls.into());
         }
-        let t = median(&mut secs[g]);
-        let gbps = group_bytes[g] as f64 / t / 1e9;
+        let t = median(&mut secs[0][g]);
+        let t_cpu = median(&mut secs[1][g]);
         let mut rates = vec![
-            ("gbps", gbps),
-            ("pct_of_probe", 100.0 * median(&mut ratios[g])),
+            ("gbps", group_bytes[g] as f64 / t / 1e9),
+            ("pct_of_probe", 100.0 * median(&mut ratios[0][g])),
+            ("gbps_cpu", group_bytes[g] as f64 / t_cpu / 1e9),
+            ("pct_of_probe_cpu", 100.0 * median(&mut ratios[1][g])),
         ];
         if g == groups - 1 {
             rates.push(("tok_s", 1.0 / t));
