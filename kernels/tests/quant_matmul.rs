@@ -219,8 +219,8 @@ fn gemv_row_blocks_every_m_on_every_path() {
     }
 }
 
-/// Weights too large to stay in cache take the GEMV kernel's row-after-row order (more than
-/// 1 MiB per task); checked for the Q4 formats, which block rows otherwise.
+/// Weights larger than a core's L2 (more than 1 MiB per task, streamed from memory with
+/// software prefetch), for the Q4 formats.
 #[test]
 fn gemv_streamed_weights_on_every_path() {
     for fmt in [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q4_K] {
@@ -625,6 +625,70 @@ fn w8a8_large_outputs_match_whatever_their_alignment() {
                     "{isa:?} left an output unwritten"
                 );
             }
+        }
+    }
+}
+
+/// A thread keeps the activation and row-sum buffers of its last GEMV for the next one
+/// (decode calls the same few shapes over and over): a call after calls of other formats,
+/// lengths and row counts gives bitwise what the same call gives on a fresh thread, on
+/// every path. Row lengths that are not a multiple of 64 leave padding that a longer row
+/// before them filled.
+#[test]
+fn gemv_reused_buffers_match_a_fresh_thread_on_every_path() {
+    let cases = [
+        (QuantFormat::Q4_K, 3, 40, 1024),
+        (QuantFormat::Q4_1, 1, 96, 576),
+        (QuantFormat::Q8_0, 8, 33, 96),
+        (QuantFormat::Q4_0, 1, 17, 160),
+        (QuantFormat::Q6_K, 2, 9, 256),
+        (QuantFormat::Q4_1, 5, 20, 32),
+        (QuantFormat::I8, 1, 7, 224),
+    ];
+    let mut inputs = Vec::new();
+    for (c, &(fmt, m, n, k)) in cases.iter().enumerate() {
+        let (q, s, _) = weights(fmt, n, k, 40 + c as u64);
+        let mut r = Rng(90 + c as u64);
+        let x: Vec<f32> = (0..m * k).map(|_| r.f() * 3.0).collect();
+        let bias: Vec<f32> = (0..n).map(|_| r.f()).collect();
+        inputs.push((q, s, x, bias));
+    }
+    let call = |isa: isa::Isa, c: usize| {
+        let (fmt, m, n, k) = cases[c];
+        let (q, s, x, bias) = &inputs[c];
+        let w = QWeights {
+            format: fmt,
+            data: q,
+            scales: s.as_deref(),
+            n,
+            k,
+        };
+        let p = QMatmulParams {
+            m,
+            act_quant: ActQuant::Int8,
+            ..Default::default()
+        };
+        let mut y = vec![f32::NAN; m * n];
+        quant::qmatmul_with_isa(isa, &p, x, &w, Some(bias), &mut y, Parallelism::None).unwrap();
+        y
+    };
+    for isa in isa::supported() {
+        // Twice through the list, so every case also runs after the last (and the longest).
+        let reused: Vec<Vec<f32>> = (0..2 * cases.len())
+            .map(|i| call(isa, i % cases.len()))
+            .collect();
+        for (i, got) in reused.iter().enumerate() {
+            let c = i % cases.len();
+            let fresh = std::thread::scope(|s| s.spawn(|| call(isa, c)).join().unwrap());
+            let same = got
+                .iter()
+                .zip(&fresh)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{isa:?} {:?}: call {i} differs from a fresh thread's",
+                cases[c]
+            );
         }
     }
 }

@@ -1,5 +1,8 @@
 //! `knpu bench quant`: quantised GEMV/GEMM, W8A8 GEMM, and a read-bandwidth probe measured
-//! in the same run (the ceiling a decode GEMV is judged against).
+//! in the same run (the ceiling a decode GEMV is judged against); `decode` runs a decode
+//! step's GEMVs with the weights coming from memory (see [`decode`]).
+
+mod decode;
 
 use super::{time_batched, time_median, Record, Sink};
 use knpu_kernels::gemm::{self, Epilogue, GemmDesc};
@@ -49,8 +52,18 @@ pub struct Opts {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     threads: u64,
     /// Run only this part (repeatable; default all).
-    #[arg(long, value_parser = ["probe", "gemv", "w8a8", "gemm"])]
+    #[arg(long, value_parser = ["probe", "gemv", "decode", "w8a8", "gemm"])]
     only: Vec<String>,
+    /// Decode: layers of weights (each layer's matrices are allocations of their own; 30, as
+    /// SmolLM2-135M, is 96.4 MB with the output projection).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    decode_layers: u64,
+    /// Decode: rounds of (one-thread probe pass, decode steps).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    decode_rounds: u64,
+    /// Decode: steps timed per round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    decode_steps: u64,
 }
 
 /// Runs the suite.
@@ -62,15 +75,27 @@ pub fn run(opts: &Opts, sink: &mut Sink) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let want = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
-    pool.install(|| run_cases(threads, &want, sink))
+    pool.install(|| run_cases(threads, &want, sink))?;
+    if want("decode") {
+        let d = decode::DecodeOpts {
+            layers: opts.decode_layers as usize,
+            rounds: opts.decode_rounds as usize,
+            steps: opts.decode_steps as usize,
+        };
+        let isa = knpu_kernels::isa::active().name();
+        decode::run(&d, isa, &mut Lcg(11), sink)?;
+    }
+    Ok(())
 }
 
 fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Result<(), String> {
     let par = Parallelism::Rayon(threads);
     let isa = knpu_kernels::isa::active().name();
-    let (runs, t) = probe(256 << 20, threads);
-    let probe_gbps = (256u64 << 20) as f64 / t / 1e9;
+    // The probe is the peer of the GEMV cases only (the decode case measures its own).
+    let mut probe_gbps = f64::NAN;
     if want("probe") || want("gemv") {
+        let (runs, t) = probe(256 << 20, threads);
+        probe_gbps = (256u64 << 20) as f64 / t / 1e9;
         sink.emit(Record {
             bench: "quant",
             case: case!("probe" => "read_bandwidth", "bytes" => 256u64 << 20, "threads" => threads),

@@ -262,6 +262,11 @@ struct Job<'a> {
     isa: Isa,
 }
 
+thread_local! {
+    /// The row-sum buffer of the last integer GEMV on this thread (see `Job::int_range`).
+    static ACC: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Weight rows per cache tile on the prefill path.
 const N_TILE: usize = 32;
 
@@ -279,7 +284,12 @@ impl Job<'_> {
         } else {
             N_TILE
         };
-        let mut acc = vec![0.0f32; self.m.min(GEMV_MAX_M) * tile];
+        // The row sums before the epilogue, in a buffer kept per thread between calls (a
+        // decode step makes a call per matrix; the output projection's is 192 KiB).
+        let spare = ACC.try_with(|a| a.take()).unwrap_or_default();
+        let mut acc = spare;
+        acc.clear();
+        acc.resize(self.m.min(GEMV_MAX_M) * tile, 0.0);
         let mut t0 = n0;
         while t0 < n1 {
             let t1 = (t0 + tile).min(n1);
@@ -312,6 +322,7 @@ impl Job<'_> {
             }
             t0 = t1;
         }
+        let _ = ACC.try_with(|a| a.set(acc));
     }
 
     /// The prefill path on packed tiles (see [`super::prefill`]); only chosen when the host

@@ -219,6 +219,14 @@ impl Scratch {
             runs: vec![0; k / 4],
         }
     }
+
+    /// Resizes the buffers for rows of `k` values (their contents are overwritten per row).
+    fn fit(&mut self, k: usize) {
+        self.xf.resize(k, 0.0);
+        self.q.resize(k, 0);
+        self.d.resize(k / 32, 0.0);
+        self.runs.resize(k / 4, 0);
+    }
 }
 
 /// Prepares one row (see [`XPrep::new`]); inlined into per-ISA copies so the loops
@@ -425,13 +433,22 @@ impl XPrep {
         debug_assert!(k.is_multiple_of(32));
         let kp = k.div_ceil(GROUP) * GROUP;
         let lanes = kp / 4;
+        // The buffers of the last preparation dropped on this thread, refilled: a decode step
+        // prepares a row for every matmul, and allocating four buffers (and the scratch)
+        // each time costs about as much as quantising a short row.
+        let spare = SPARE.try_with(|s| s.take()).ok().flatten();
+        let Buffers { qx, dx, corr, msum } = spare.unwrap_or_default();
         let mut xp = XPrep {
             kp,
-            qx: vec![0i8; m * kp],
-            dx: vec![0.0f32; m * lanes],
-            corr: vec![0i32; m * lanes],
-            msum: vec![0.0f32; m * lanes],
+            qx,
+            dx,
+            corr,
+            msum,
         };
+        refill(&mut xp.qx, m * kp, 0);
+        refill(&mut xp.dx, m * lanes, 0.0);
+        refill(&mut xp.corr, m * lanes, 0);
+        refill(&mut xp.msum, m * lanes, 0.0);
         let plan = plan(format, layout, k);
         let rows = xp
             .qx
@@ -452,12 +469,50 @@ impl XPrep {
                 },
             );
         } else {
-            let mut sc = Scratch::new(k);
+            let spare = SCRATCH.try_with(|s| s.take()).ok().flatten();
+            let mut sc = spare.unwrap_or_else(|| Scratch::new(k));
+            sc.fit(k);
             for (i, (((q, dx), corr), msum)) in rows {
                 let out = RowOut { q, dx, corr, msum };
                 prep_row(isa, &plan, xrow(i), out, &mut sc);
             }
+            let _ = SCRATCH.try_with(|s| s.set(Some(sc)));
         }
         xp
     }
+}
+
+impl Drop for XPrep {
+    fn drop(&mut self) {
+        let bufs = Buffers {
+            qx: std::mem::take(&mut self.qx),
+            dx: std::mem::take(&mut self.dx),
+            corr: std::mem::take(&mut self.corr),
+            msum: std::mem::take(&mut self.msum),
+        };
+        // At thread exit the slot may be gone already; the buffers are then simply freed.
+        let _ = SPARE.try_with(|s| s.set(Some(bufs)));
+    }
+}
+
+/// An [`XPrep`]'s allocations, kept between preparations.
+#[derive(Default)]
+struct Buffers {
+    qx: Vec<i8>,
+    dx: Vec<f32>,
+    corr: Vec<i32>,
+    msum: Vec<f32>,
+}
+
+thread_local! {
+    /// Buffers of the last [`XPrep`] dropped on this thread.
+    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
+    /// The row scratch of the last single-threaded preparation on this thread.
+    static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets `v` to `len` copies of `fill`, reusing its allocation.
+fn refill<T: Copy>(v: &mut Vec<T>, len: usize, fill: T) {
+    v.clear();
+    v.resize(len, fill);
 }

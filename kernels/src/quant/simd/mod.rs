@@ -118,3 +118,50 @@ impl IntKernel {
         }
     }
 }
+
+/// How far ahead of the decoder the weights are prefetched, in bytes: about what one core
+/// must have in flight to stream from DRAM at full rate (25 GB/s x ~150 ns is ~4 KB). The
+/// hardware prefetchers start over at every 4 KiB page and every new matrix, which a decode
+/// step's short, skinny GEMVs hit all the time; measured on the AMD EPYC VM with
+/// `knpu bench quant --only decode` (`docs/perf-notes/quant.md`, 2026-12-07): 2 KB and
+/// 16 KB did less well, prefetching into L1 (`T0`) less well than into L2 (`T1`).
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Software prefetch of one weight stream into L2, [`PREFETCH_AHEAD`] bytes ahead of the
+/// bytes being decoded, every cache line once.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Prefetch {
+    /// Address of the next cache line to prefetch.
+    next: usize,
+    /// One past the last byte of the stream.
+    end: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Prefetch {
+    /// A prefetcher over the bytes of `w`, none prefetched yet.
+    pub(crate) fn new(w: &[u8]) -> Prefetch {
+        let start = w.as_ptr() as usize;
+        Prefetch {
+            next: start & !63,
+            end: start + w.len(),
+        }
+    }
+
+    /// Prefetches the lines up to [`PREFETCH_AHEAD`] bytes past `pos` (an address in or near
+    /// the stream) that are not prefetched yet; never past the stream's end.
+    #[inline(always)]
+    pub(crate) fn reach(&mut self, pos: *const u8) {
+        let lim = (pos as usize).saturating_add(PREFETCH_AHEAD).min(self.end);
+        while self.next < lim {
+            // SAFETY: a prefetch is a hint: it never faults and writes nothing.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                    self.next as *const i8,
+                )
+            };
+            self.next += 64;
+        }
+    }
+}
