@@ -195,7 +195,7 @@ enum Suite {
     /// Quantised GEMV/prefill through knpu::ops on device 0 beside the host call.
     QuantDevice(QuickOpts),
     /// Host cost per call of the C API against the Rust API (knpuMemcpyAsync, knpublasSgemm).
-    Capi(QuickOpts),
+    Capi(capi::Opts),
 }
 
 /// Runs the chosen suite.
