@@ -204,6 +204,55 @@ impl RawDriver {
         self.wait(sem, value)
     }
 
+    /// Runs `commands` on `q`, signalling a fresh semaphore of `d`: the wait's status and, when
+    /// it failed, the semaphore's failure message (empty on success).
+    pub fn run_once(
+        &self,
+        d: KnpuDriverDevice,
+        q: KnpuQueue,
+        commands: &[KnpuCommand],
+    ) -> (KnpuStatus, String) {
+        let s = self.semaphore(d, 0);
+        let status = self.run(q, s, 1, commands);
+        let msg = if status == KNPU_STATUS_SUCCESS {
+            String::new()
+        } else {
+            self.error(s).1
+        };
+        self.destroy_semaphore(s);
+        (status, msg)
+    }
+
+    /// Runs `commands` on `q` (signalling `s` to 1) with the device's profiler on, then reads
+    /// its records: the run's status and every record the driver returned.
+    pub fn run_profiled(
+        &self,
+        d: KnpuDriverDevice,
+        q: KnpuQueue,
+        s: KnpuSemaphore,
+        commands: &[KnpuCommand],
+    ) -> (KnpuStatus, Vec<KnpuCommandRecord>) {
+        assert_eq!(call!(self, device_set_profiling(d, 1)), KNPU_STATUS_SUCCESS);
+        let status = self.run(q, s, 1, commands);
+        assert_eq!(call!(self, device_set_profiling(d, 0)), KNPU_STATUS_SUCCESS);
+        let mut records = vec![KnpuCommandRecord::sized(); 4096];
+        let mut n = 0;
+        assert_eq!(
+            call!(
+                self,
+                device_read_profile(d, records.as_mut_ptr(), records.len(), &mut n)
+            ),
+            KNPU_STATUS_SUCCESS
+        );
+        assert!(
+            n <= records.len(),
+            "{n} records read into {}",
+            records.len()
+        );
+        records.truncate(n);
+        (status, records)
+    }
+
     /// The semaphore's value.
     pub fn value(&self, s: KnpuSemaphore) -> u64 {
         let mut v = 0;
