@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 use knpu::ops::{self, QuantFormat};
-use knpu::{Error, Stream};
+use knpu::Error;
 
 use super::pattern;
 use crate::{case_list, Case, CaseResult, Feature, RuntimeContext, Unsupported};
@@ -41,7 +41,7 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 }
 
 fn elementwise_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     for n in [1usize, 7, 1000, 100_003] {
         let x = pattern(n);
         let y: Vec<f32> = (0..n).map(|i| 1.0 + (i % 13) as f32).collect();
@@ -73,7 +73,7 @@ fn elementwise_f32(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn elementwise_half_precision(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     // Small integers: exact in bf16 and f16, and so are their sums.
     let h: Vec<bf16> = (0..50).map(|i| bf16::from_f32(i as f32)).collect();
     let a = s.from_slice(&h).unwrap();
@@ -91,7 +91,7 @@ fn elementwise_half_precision(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn matmul_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 33, 64), (64, 1, 129)] {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 * 0.25).collect();
@@ -116,7 +116,7 @@ fn matmul_f32(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn rms_norm_and_softmax_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     let (rows, cols) = (3, 67);
     let x: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 13) % 29) as f32 * 0.1 - 1.4)
@@ -152,7 +152,7 @@ fn rms_norm_and_softmax_f32(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn q8_0_round_trip(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     let (rows, k) = (3, 64);
     let format = QuantFormat::Q8_0;
     let x: Vec<f32> = (0..rows * k)
