@@ -9,14 +9,12 @@
 
 #include <knpu.h>
 
-#define OK(call)                                                                            \
-  do {                                                                                      \
-    knpuError_t ok_ = (call);                                                               \
-    if (ok_ != knpuSuccess) {                                                               \
-      fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call,                  \
-              knpuGetErrorString(ok_));                                                     \
-      exit(2);                                                                              \
-    }                                                                                       \
-  } while (0)
+static void ok_or_exit(knpuError_t err, const char *call, const char *file, int line) {
+  if (err == knpuSuccess) return;
+  fprintf(stderr, "%s:%d: %s failed: %s\n", file, line, call, knpuGetErrorString(err));
+  exit(2);
+}
+
+#define OK(call) ok_or_exit((call), #call, __FILE__, __LINE__)
 
 #endif
