@@ -21,7 +21,7 @@
 //! launches alone (the device's workers run on other threads). See docs/performance.md,
 //! "C API cost".
 
-use super::{median, Record, Sink};
+use super::{err, median, Record, Sink};
 use knpu_capi::header::*;
 use knpu_capi::{
     knpuFree, knpuGetErrorString, knpuLaunchHostFunc, knpuMalloc, knpuMemcpyAsync,
@@ -159,7 +159,7 @@ struct RustSgemm {
     b: knpu::DeviceBuffer<f32>,
     out: knpu::DeviceBuffer<f32>,
     gemm: knpu::ops::Gemm,
-    epilogue: knpu::ops::GemmEpilogue,
+    epilogue: knpu::ops::GemmEpilogue<'static, f32>,
 }
 
 impl RustSgemm {
@@ -214,10 +214,6 @@ fn launches_only(api: Api, rounds: usize) -> Result<(), String> {
             Ok(())
         }
     }
-}
-
-fn err(e: knpu::Error) -> String {
-    e.to_string()
 }
 
 /// A C API status as a Rust result, with the library's message.
