@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 use knpu::ops::{self, QuantFormat};
-use knpu::Error;
+use knpu::{Error, Stream};
 
 use super::pattern;
 use crate::{case_list, Case, CaseResult, Feature, RuntimeContext, Unsupported};
@@ -74,19 +74,22 @@ fn elementwise_f32(ctx: &RuntimeContext) -> CaseResult {
 
 fn elementwise_half_precision(ctx: &RuntimeContext) -> CaseResult {
     let s = ctx.stream();
-    // Small integers: exact in bf16 and f16, and so are their sums.
-    let h: Vec<bf16> = (0..50).map(|i| bf16::from_f32(i as f32)).collect();
+    add_small_integers(&s, "bf16 add", bf16::from_f32, bf16::to_f32)?;
+    add_small_integers(&s, "f16 add", f16::from_f32, f16::to_f32)
+}
+
+/// `0..50` added to itself in `T`: small integers, exact in bf16 and f16, and so are their
+/// sums.
+fn add_small_integers<T>(s: &Stream, what: &str, from: fn(f32) -> T, to: fn(T) -> f32) -> CaseResult
+where
+    T: knpu::DType + PartialEq + std::fmt::Debug,
+{
+    let h: Vec<T> = (0..50).map(|i| from(i as f32)).collect();
     let a = s.from_slice(&h).unwrap();
-    let mut o = s.alloc::<bf16>(50).unwrap();
-    supported(ops::add(&s, &a, &a, &mut o))?;
-    let want: Vec<bf16> = h.iter().map(|v| bf16::from_f32(v.to_f32() * 2.0)).collect();
-    assert_eq!(o.to_vec().unwrap(), want, "bf16 add");
-    let h: Vec<f16> = (0..50).map(|i| f16::from_f32(i as f32)).collect();
-    let a = s.from_slice(&h).unwrap();
-    let mut o = s.alloc::<f16>(50).unwrap();
-    supported(ops::add(&s, &a, &a, &mut o))?;
-    let want: Vec<f16> = h.iter().map(|v| f16::from_f32(v.to_f32() * 2.0)).collect();
-    assert_eq!(o.to_vec().unwrap(), want, "f16 add");
+    let mut o = s.alloc::<T>(50).unwrap();
+    supported(ops::add(s, &a, &a, &mut o))?;
+    let want: Vec<T> = h.iter().map(|&v| from(to(v) * 2.0)).collect();
+    assert_eq!(o.to_vec().unwrap(), want, "{what}");
     Ok(())
 }
 
