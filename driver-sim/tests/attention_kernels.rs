@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{call, KernelQueue, Sim};
+use common::{KernelQueue, Sim};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
@@ -62,18 +62,14 @@ fn every_attention_kernel_takes_the_float_types() {
         KNPU_KERNEL_PAGED_KV_APPEND,
     ] {
         for (dtype, want) in [
-            (KNPU_DTYPE_F32, 1),
-            (KNPU_DTYPE_F16, 1),
-            (KNPU_DTYPE_BF16, 1),
-            (KNPU_DTYPE_I8, 0),
-            (KNPU_DTYPE_F64, 0),
+            (KNPU_DTYPE_F32, true),
+            (KNPU_DTYPE_F16, true),
+            (KNPU_DTYPE_BF16, true),
+            (KNPU_DTYPE_I8, false),
+            (KNPU_DTYPE_F64, false),
         ] {
-            let mut s = 0;
-            assert_eq!(
-                call!(sim, device_supports_kernel(d, id, dtype, &mut s)),
-                KNPU_STATUS_SUCCESS
-            );
-            assert_eq!(s, want, "kernel {id:#x} dtype {dtype}");
+            let supported = sim.supports_kernel(d, id, dtype);
+            assert_eq!(supported, want, "kernel {id:#x} dtype {dtype}");
         }
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{call, KernelQueue, Sim};
+use common::{KernelQueue, Sim};
 use knpu_driver_abi::*;
 use knpu_kernels::quant as kq;
 use knpu_kernels::Parallelism;
@@ -70,26 +70,22 @@ fn the_quantised_kernels_report_their_dtypes() {
     let sim = sim();
     let d = sim.device(0);
     for (id, dtype, want) in [
-        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F32, 1),
-        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F16, 0),
-        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_F32, 1),
-        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_BF16, 0),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F32, 1),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F16, 1),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_BF16, 1),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F64, 0),
-        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I8, 1),
-        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_F16, 1),
-        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I32, 0),
-        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_BF16, 1),
-        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_U8, 0),
+        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F32, true),
+        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F16, false),
+        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_F32, true),
+        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_BF16, false),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F32, true),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F16, true),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_BF16, true),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F64, false),
+        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I8, true),
+        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_F16, true),
+        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I32, false),
+        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_BF16, true),
+        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_U8, false),
     ] {
-        let mut s = 0;
-        assert_eq!(
-            call!(sim, device_supports_kernel(d, id, dtype, &mut s)),
-            KNPU_STATUS_SUCCESS
-        );
-        assert_eq!(s, want, "kernel {id:#x} dtype {dtype}");
+        let supported = sim.supports_kernel(d, id, dtype);
+        assert_eq!(supported, want, "kernel {id:#x} dtype {dtype}");
     }
 }
 

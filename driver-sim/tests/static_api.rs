@@ -30,21 +30,14 @@ fn names_attributes_and_kernel_dtypes() {
     assert_eq!(sim.attribute(d0, KNPU_ATTR_ALLOCATION_ALIGNMENT), 256);
     assert_eq!(sim.attribute(d0, KNPU_ATTR_FAULT_INJECTION), 1);
     assert_eq!(sim.attribute(d0, KNPU_ATTR_PEER_COPY), 1);
-    let mut s = -1;
     for (dtype, want) in [
-        (KNPU_DTYPE_F32, 1),
-        (KNPU_DTYPE_F16, 1),
-        (KNPU_DTYPE_BF16, 1),
-        (KNPU_DTYPE_I8, 0),
+        (KNPU_DTYPE_F32, true),
+        (KNPU_DTYPE_F16, true),
+        (KNPU_DTYPE_BF16, true),
+        (KNPU_DTYPE_I8, false),
     ] {
-        assert_eq!(
-            call!(
-                sim,
-                device_supports_kernel(d0, KNPU_KERNEL_ELEMENTWISE, dtype, &mut s)
-            ),
-            KNPU_STATUS_SUCCESS
-        );
-        assert_eq!(s, want, "dtype {dtype}");
+        let supported = sim.supports_kernel(d0, KNPU_KERNEL_ELEMENTWISE, dtype);
+        assert_eq!(supported, want, "dtype {dtype}");
     }
 }
 
