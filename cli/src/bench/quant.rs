@@ -171,22 +171,12 @@ fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Inputs, sink
         median_s: st,
         rates: vec![("gflops", sgemm_gflops)],
     });
+    fn scaled<'a>(codes: &'a [i8], scales: &'a [f32]) -> quant::ScaledI8<'a> {
+        quant::ScaledI8 { codes, scales }
+    }
     let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
-        quant::w8a8_gemm(
-            &p,
-            quant::ScaledI8 {
-                codes: &xq,
-                scales: &xs,
-            },
-            quant::ScaledI8 {
-                codes: &wq,
-                scales: &ws,
-            },
-            None,
-            y,
-            par,
-        )
-        .expect("valid arguments");
+        let (x, w) = (scaled(&xq, &xs), scaled(&wq, &ws));
+        quant::w8a8_gemm(&p, x, w, None, y, par).expect("valid arguments");
     });
     let gops = ops / t / 1e9;
     sink.emit(Record {
