@@ -8,7 +8,7 @@
 
 use crate::device::{current_stream, resolve};
 use crate::errors::{to_py, wrong_dtype, IntoPyResult};
-use crate::ops::{from, typed, typed_mut, u32_slice, Fresh};
+use crate::ops::{from, in_place_or_copied, typed, typed_mut, u32_slice, Fresh};
 use crate::storage::{Buf, Storage, Typed};
 use crate::tensor::Tensor;
 use knpu::ops::{self, AttnMask, AttnTensor, PagedKvCache};
@@ -76,15 +76,8 @@ fn bhsd(t: &Tensor, name: &'static str) -> PyResult<(Tensor, AttnTensor)> {
             actual: format!("{shape:?}"),
         }));
     }
-    if let Some(a) = t.layout.attn_bhsd() {
-        return Ok((t.with_layout(t.layout.clone()), a));
-    }
-    let c = t.copied()?;
-    let a = c
-        .layout
-        .attn_bhsd()
-        .ok_or_else(|| crate::errors::invalid("a contiguous layout is no attention operand"))?;
-    Ok((c, a))
+    let t = t.with_layout(t.layout.clone());
+    in_place_or_copied(t, Layout::attn_bhsd, "attention operand")
 }
 
 fn check_dtype(cache: DataType, t: &Tensor, name: &'static str) -> PyResult<()> {

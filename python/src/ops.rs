@@ -102,18 +102,25 @@ fn refuse_blocks(t: &Tensor, op: &str) -> PyResult<()> {
     Ok(())
 }
 
+/// `t` and what `view` reads of its layout: `t` itself when its layout allows, else a
+/// contiguous copy (`what` names the view in the error should even that fail).
+pub(crate) fn in_place_or_copied<V>(
+    t: Tensor,
+    view: impl Fn(&Layout) -> Option<V>,
+    what: &str,
+) -> PyResult<(Tensor, V)> {
+    if let Some(v) = view(&t.layout) {
+        return Ok((t, v));
+    }
+    let c = t.copied()?;
+    let v = view(&c.layout)
+        .ok_or_else(|| crate::errors::invalid(format!("a contiguous layout is no {what}")))?;
+    Ok((c, v))
+}
+
 /// A GEMM operand read in place when its layout allows, else a contiguous copy.
 fn gemm_operand(t: &Tensor, layout: Layout) -> PyResult<(Tensor, MatrixBatch)> {
-    let v = t.with_layout(layout);
-    if let Some(m) = v.layout.matrix_batch() {
-        return Ok((v, m));
-    }
-    let c = v.copied()?;
-    let m = c
-        .layout
-        .matrix_batch()
-        .ok_or_else(|| crate::errors::invalid("a contiguous layout is no matrix batch"))?;
-    Ok((c, m))
+    in_place_or_copied(t.with_layout(layout), Layout::matrix_batch, "matrix batch")
 }
 
 /// The epilogue activation named `name` as the op definitions spell it (`"relu"`,
@@ -1029,15 +1036,7 @@ fn attn_operand(t: &Tensor, name: &'static str) -> PyResult<(Tensor, ops::AttnTe
             }))
         }
     };
-    if let Some(a) = t.layout.attn_bhsd() {
-        return Ok((t, a));
-    }
-    let c = t.copied()?;
-    let a = c
-        .layout
-        .attn_bhsd()
-        .ok_or_else(|| crate::errors::invalid("a contiguous layout is no attention operand"))?;
-    Ok((c, a))
+    in_place_or_copied(t, Layout::attn_bhsd, "attention operand")
 }
 
 /// `softmax(scale * q k^T + mask) v` with `q` `[batch, q_heads, q_len, head_dim]` and `k`,
