@@ -96,7 +96,7 @@ fn injected_kernel_fault_surfaces_at_synchronize(ctx: &RuntimeContext) -> CaseRe
 fn device_loss_fails_pending_work(ctx: &RuntimeContext) -> CaseResult {
     ctx.require_fault_injection()?;
     let dev = &ctx.device_to_lose()?;
-    let s = ctx.stream();
+    let s = Stream::new(dev).unwrap();
     let b = s.from_slice(&pattern(1000)).unwrap();
     let release = block_stream(&s);
     let mut out = s.alloc::<f32>(1000).unwrap();
