@@ -9,7 +9,7 @@
 use crate::device::{current_stream, resolve};
 use crate::errors::{to_py, wrong_dtype, IntoPyResult};
 use crate::ops::{from, in_place_or_copied, typed, typed_mut, u32_slice, Fresh};
-use crate::storage::{Buf, Storage, Typed};
+use crate::storage::{Storage, Typed};
 use crate::tensor::Tensor;
 use knpu::ops::{self, AttnMask, AttnTensor, PagedKvCache};
 use knpu::{DataType, Layout};
