@@ -91,6 +91,11 @@ pub struct RuntimeContext {
 }
 
 impl RuntimeContext {
+    /// A new stream on the device under test (a failure to make one fails the case).
+    pub fn stream(&self) -> knpu::Stream {
+        knpu::Stream::new(&self.device).expect("a stream on the device under test")
+    }
+
     /// A device this case may lose; no later case uses it.
     pub fn device_to_lose(&self) -> Result<knpu::Device, Unsupported> {
         let i = self.spares.take_losable()?;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{call, kernel, Sim};
+use common::{KernelQueue, Sim};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
@@ -30,16 +30,12 @@ fn elems(t: &KnpuAttnTensor) -> u64 {
 /// An f32 attention problem [2, 3, 4, 8] x [2, 5, 2, 8] with buffers of exactly the
 /// descriptors' sizes.
 struct Problem {
-    sim: Sim,
-    dev: KnpuDriverDevice,
-    queue: KnpuQueue,
+    k: KernelQueue,
     params: KnpuAttentionParams,
 }
 
 fn problem() -> Problem {
-    let sim = sim();
-    let dev = sim.device(0);
-    let queue = sim.queue(dev);
+    let k = KernelQueue::new();
     let (q_desc, k_desc) = (bshd(2, 3, 4, 8), bshd(2, 5, 2, 8));
     let mut params = KnpuAttentionParams::sized();
     params.dtype = KNPU_DTYPE_F32;
@@ -48,35 +44,11 @@ fn problem() -> Problem {
     params.k_desc = k_desc;
     params.v_desc = k_desc;
     params.out_desc = q_desc;
-    params.q = sim.alloc(dev, elems(&q_desc) * 4);
-    params.k = sim.alloc(dev, elems(&k_desc) * 4);
-    params.v = sim.alloc(dev, elems(&k_desc) * 4);
-    params.out = sim.alloc(dev, elems(&q_desc) * 4);
-    Problem {
-        sim,
-        dev,
-        queue,
-        params,
-    }
-}
-
-impl Problem {
-    /// Submits and waits; the wait's status and the failure message.
-    fn run<T>(&self, id: u32, params: &T) -> (KnpuStatus, String) {
-        let s = self.sim.semaphore(self.dev, 0);
-        let st = self.sim.run(self.queue, s, 1, &[kernel(id, params)]);
-        let msg = if st == KNPU_STATUS_SUCCESS {
-            String::new()
-        } else {
-            self.sim.error(s).1
-        };
-        self.sim.destroy_semaphore(s);
-        (st, msg)
-    }
-
-    fn submit<T>(&self, id: u32, params: &T) -> KnpuStatus {
-        self.sim.submit(self.queue, &[], &[kernel(id, params)], &[])
-    }
+    params.q = k.alloc(elems(&q_desc) * 4);
+    params.k = k.alloc(elems(&k_desc) * 4);
+    params.v = k.alloc(elems(&k_desc) * 4);
+    params.out = k.alloc(elems(&q_desc) * 4);
+    Problem { k, params }
 }
 
 #[test]
@@ -90,18 +62,14 @@ fn every_attention_kernel_takes_the_float_types() {
         KNPU_KERNEL_PAGED_KV_APPEND,
     ] {
         for (dtype, want) in [
-            (KNPU_DTYPE_F32, 1),
-            (KNPU_DTYPE_F16, 1),
-            (KNPU_DTYPE_BF16, 1),
-            (KNPU_DTYPE_I8, 0),
-            (KNPU_DTYPE_F64, 0),
+            (KNPU_DTYPE_F32, true),
+            (KNPU_DTYPE_F16, true),
+            (KNPU_DTYPE_BF16, true),
+            (KNPU_DTYPE_I8, false),
+            (KNPU_DTYPE_F64, false),
         ] {
-            let mut s = 0;
-            assert_eq!(
-                call!(sim, device_supports_kernel(d, id, dtype, &mut s)),
-                KNPU_STATUS_SUCCESS
-            );
-            assert_eq!(s, want, "kernel {id:#x} dtype {dtype}");
+            let supported = sim.supports_kernel(d, id, dtype);
+            assert_eq!(supported, want, "kernel {id:#x} dtype {dtype}");
         }
     }
 }
@@ -110,7 +78,7 @@ fn every_attention_kernel_takes_the_float_types() {
 fn a_valid_problem_runs() {
     let p = problem();
     assert_eq!(
-        p.run(KNPU_KERNEL_ATTENTION, &p.params),
+        p.k.run(KNPU_KERNEL_ATTENTION, &p.params),
         (KNPU_STATUS_SUCCESS, String::new())
     );
 }
@@ -121,44 +89,44 @@ fn bad_parameter_structs_are_refused_at_submit() {
     let mut short = p.params;
     short.struct_size = field_end!(KnpuAttentionParams, window);
     assert_eq!(
-        p.submit(KNPU_KERNEL_ATTENTION, &short),
+        p.k.submit(KNPU_KERNEL_ATTENTION, &short),
         KNPU_STATUS_INVALID_VALUE
     );
     let mut f64s = p.params;
     f64s.dtype = KNPU_DTYPE_F64;
     assert_eq!(
-        p.submit(KNPU_KERNEL_ATTENTION, &f64s),
+        p.k.submit(KNPU_KERNEL_ATTENTION, &f64s),
         KNPU_STATUS_NOT_SUPPORTED
     );
     let mut flags = p.params;
     flags.flags = 2;
     assert_eq!(
-        p.submit(KNPU_KERNEL_ATTENTION, &flags),
+        p.k.submit(KNPU_KERNEL_ATTENTION, &flags),
         KNPU_STATUS_INVALID_VALUE
     );
     let mut overflow = p.params;
     overflow.k_desc.batch_stride = u64::MAX / 2;
     assert_eq!(
-        p.submit(KNPU_KERNEL_ATTENTION, &overflow),
+        p.k.submit(KNPU_KERNEL_ATTENTION, &overflow),
         KNPU_STATUS_INVALID_VALUE
     );
     let mut misaligned = p.params;
     misaligned.q += 2;
     assert_eq!(
-        p.submit(KNPU_KERNEL_ATTENTION, &misaligned),
+        p.k.submit(KNPU_KERNEL_ATTENTION, &misaligned),
         KNPU_STATUS_INVALID_VALUE
     );
     let mut nan = p.params;
     nan.scale = f32::NAN;
     assert_eq!(
-        p.submit(KNPU_KERNEL_ATTENTION, &nan),
+        p.k.submit(KNPU_KERNEL_ATTENTION, &nan),
         KNPU_STATUS_INVALID_VALUE
     );
     let mut append = KnpuKvAppendParams::sized();
     append.dtype = KNPU_DTYPE_F32;
     append.reserved = 1;
     assert_eq!(
-        p.submit(KNPU_KERNEL_KV_APPEND, &append),
+        p.k.submit(KNPU_KERNEL_KV_APPEND, &append),
         KNPU_STATUS_INVALID_VALUE
     );
 }
@@ -170,18 +138,18 @@ fn an_operand_past_its_allocation_is_an_illegal_address_naming_it() {
     let mut longer = p.params;
     longer.v_desc.batch_stride += 16;
     longer.k_desc.batch_stride += 16;
-    let (st, msg) = p.run(KNPU_KERNEL_ATTENTION, &longer);
+    let (st, msg) = p.k.run(KNPU_KERNEL_ATTENTION, &longer);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `k`"), "{msg}");
     // An lse array at an unmapped address.
     let mut lse = p.params;
     lse.lse = p.params.out + (1 << 30);
-    let (st, msg) = p.run(KNPU_KERNEL_ATTENTION, &lse);
+    let (st, msg) = p.k.run(KNPU_KERNEL_ATTENTION, &lse);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `lse`"), "{msg}");
     // The queue goes on.
     assert_eq!(
-        p.run(KNPU_KERNEL_ATTENTION, &p.params).0,
+        p.k.run(KNPU_KERNEL_ATTENTION, &p.params).0,
         KNPU_STATUS_SUCCESS
     );
 
@@ -204,31 +172,19 @@ fn an_operand_past_its_allocation_is_an_illegal_address_naming_it() {
     paged.out = p.params.out;
     paged.k_cache = p.params.k;
     paged.v_cache = p.params.v;
-    paged.kv_lens = p
-        .sim
-        .upload(p.dev, p.queue, bytemuck::cast_slice::<u32, u8>(&[5, 8]));
-    paged.block_table = p
-        .sim
-        .upload(p.dev, p.queue, bytemuck::cast_slice::<u32, u8>(&[0, 1, 1]));
-    let (st, msg) = p.run(KNPU_KERNEL_PAGED_ATTENTION, &paged);
+    paged.kv_lens = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[5, 8]));
+    paged.block_table = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 1, 1]));
+    let (st, msg) = p.k.run(KNPU_KERNEL_PAGED_ATTENTION, &paged);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `block_table`"), "{msg}");
-    paged.block_table = p.sim.upload(
-        p.dev,
-        p.queue,
-        bytemuck::cast_slice::<u32, u8>(&[0, 1, 1, 0]),
-    );
+    paged.block_table = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 1, 1, 0]));
     assert_eq!(
-        p.run(KNPU_KERNEL_PAGED_ATTENTION, &paged),
+        p.k.run(KNPU_KERNEL_PAGED_ATTENTION, &paged),
         (KNPU_STATUS_SUCCESS, String::new())
     );
     // A table entry outside the cache: the kernel's own message.
-    paged.block_table = p.sim.upload(
-        p.dev,
-        p.queue,
-        bytemuck::cast_slice::<u32, u8>(&[0, 1, 1, 2]),
-    );
-    let (st, msg) = p.run(KNPU_KERNEL_PAGED_ATTENTION, &paged);
+    paged.block_table = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 1, 1, 2]));
+    let (st, msg) = p.k.run(KNPU_KERNEL_PAGED_ATTENTION, &paged);
     assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
     assert!(msg.contains("block_table[1][1] = 2"), "{msg}");
 }
@@ -238,7 +194,7 @@ fn overlapping_outputs_are_a_kernel_fault() {
     let p = problem();
     let mut lse = p.params;
     lse.lse = p.params.out;
-    let (st, msg) = p.run(KNPU_KERNEL_ATTENTION, &lse);
+    let (st, msg) = p.k.run(KNPU_KERNEL_ATTENTION, &lse);
     assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
     assert!(msg.contains("`out` and `lse` overlap"), "{msg}");
 
@@ -250,17 +206,15 @@ fn overlapping_outputs_are_a_kernel_fault() {
     append.v_cache = p.params.k;
     append.k_new = p.params.q;
     append.v_new = p.params.q;
-    append.seq_lens = p
-        .sim
-        .upload(p.dev, p.queue, bytemuck::cast_slice::<u32, u8>(&[0, 4]));
-    let (st, msg) = p.run(KNPU_KERNEL_KV_APPEND, &append);
+    append.seq_lens = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 4]));
+    let (st, msg) = p.k.run(KNPU_KERNEL_KV_APPEND, &append);
     assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
     assert!(msg.contains("`k_cache` and `v_cache` overlap"), "{msg}");
     // An input inside an output is read before the output is written.
     append.v_cache = p.params.v;
     append.k_new = p.params.k;
     assert_eq!(
-        p.run(KNPU_KERNEL_KV_APPEND, &append),
+        p.k.run(KNPU_KERNEL_KV_APPEND, &append),
         (KNPU_STATUS_SUCCESS, String::new())
     );
 }

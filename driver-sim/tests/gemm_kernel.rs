@@ -6,12 +6,8 @@
 
 mod common;
 
-use common::{kernel, Sim};
+use common::KernelQueue;
 use knpu_driver_abi::*;
-
-fn sim() -> Sim {
-    common::linked()
-}
 
 const M: u64 = 3;
 const N: u64 = 5;
@@ -19,9 +15,7 @@ const K: u64 = 4;
 
 /// An f32 problem C[3x5] = A[3x4] B[4x5] with buffers of exactly the operands' sizes.
 struct Problem {
-    sim: Sim,
-    dev: KnpuDriverDevice,
-    queue: KnpuQueue,
+    k: KernelQueue,
     params: KnpuGemmParams,
     a: Vec<f32>,
     b: Vec<f32>,
@@ -32,9 +26,7 @@ fn bytes(v: &[f32]) -> &[u8] {
 }
 
 fn problem() -> Problem {
-    let sim = sim();
-    let dev = sim.device(0);
-    let queue = sim.queue(dev);
+    let k = KernelQueue::new();
     let a: Vec<f32> = (0..M * K).map(|i| (i % 7) as f32 - 3.0).collect();
     let b: Vec<f32> = (0..K * N).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
     let mut params = KnpuGemmParams::sized();
@@ -47,17 +39,10 @@ fn problem() -> Problem {
     params.batch_count = 1;
     (params.stride_a, params.stride_b, params.stride_c) = (M * K, K * N, M * N);
     (params.alpha, params.beta) = (1.0, 0.0);
-    params.a = sim.upload(dev, queue, bytes(&a));
-    params.b = sim.upload(dev, queue, bytes(&b));
-    params.c = sim.alloc(dev, M * N * 4);
-    Problem {
-        sim,
-        dev,
-        queue,
-        params,
-        a,
-        b,
-    }
+    params.a = k.upload(bytes(&a));
+    params.b = k.upload(bytes(&b));
+    params.c = k.alloc(M * N * 4);
+    Problem { k, params, a, b }
 }
 
 /// `A B` for `m x k` A and `k x n` B, row-major, in f64.
@@ -77,28 +62,17 @@ fn reference(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
 impl Problem {
     /// Submits and waits; the wait's status and the failure message.
     fn run(&self, params: &KnpuGemmParams) -> (KnpuStatus, String) {
-        let s = self.sim.semaphore(self.dev, 0);
-        let st = self
-            .sim
-            .run(self.queue, s, 1, &[kernel(KNPU_KERNEL_GEMM, params)]);
-        let msg = if st == KNPU_STATUS_SUCCESS {
-            String::new()
-        } else {
-            self.sim.error(s).1
-        };
-        self.sim.destroy_semaphore(s);
-        (st, msg)
+        self.k.run(KNPU_KERNEL_GEMM, params)
     }
 
     /// Submits without waiting: the submit-time status.
     fn submit(&self, params: &KnpuGemmParams) -> KnpuStatus {
-        self.sim
-            .submit(self.queue, &[], &[kernel(KNPU_KERNEL_GEMM, params)], &[])
+        self.k.submit(KNPU_KERNEL_GEMM, params)
     }
 
     /// `len` floats at `addr`.
     fn read(&self, addr: u64, len: usize) -> Vec<f32> {
-        let raw = self.sim.download(self.dev, self.queue, addr, len * 4);
+        let raw = self.k.download(addr, len * 4);
         raw.chunks_exact(4)
             .map(|b| f32::from_ne_bytes(b.try_into().expect("4 bytes")))
             .collect()
@@ -152,7 +126,7 @@ fn an_operand_running_past_its_allocation_is_an_illegal_address() {
     batched.batch_count = 2;
     batched.stride_a = 0;
     batched.stride_b = K * N;
-    batched.c = p.sim.alloc(p.dev, 2 * M * N * 4);
+    batched.c = p.k.alloc(2 * M * N * 4);
     batched.stride_c = M * N;
     let (st, msg) = p.run(&batched);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
@@ -178,8 +152,8 @@ fn an_operand_running_past_its_allocation_is_an_illegal_address() {
 fn a_freed_operand_is_an_illegal_address() {
     let p = problem();
     let mut freed = p.params;
-    freed.b = p.sim.upload(p.dev, p.queue, bytes(&p.b));
-    p.sim.free(p.dev, freed.b);
+    freed.b = p.k.upload(bytes(&p.b));
+    p.k.free(freed.b);
     let (st, msg) = p.run(&freed);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
     assert!(msg.contains("operand `b`"), "{msg}");
@@ -276,8 +250,8 @@ fn inputs_overlapping_the_output_are_read_before_it_is_written() {
     let mut params = p.params;
     (params.m, params.n, params.k) = (4, 4, 4);
     (params.lda, params.ldb, params.ldc) = (4, 4, 4);
-    params.a = p.sim.upload(p.dev, p.queue, bytes(&sq));
-    params.b = p.sim.upload(p.dev, p.queue, bytes(&id));
+    params.a = p.k.upload(bytes(&sq));
+    params.b = p.k.upload(bytes(&id));
     params.c = params.a;
     params.residual = params.a;
     params.ld_residual = 4;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{call, kernel, Sim};
+use common::{KernelQueue, Sim};
 use knpu_driver_abi::*;
 use knpu_kernels::quant as kq;
 use knpu_kernels::Parallelism;
@@ -31,18 +31,14 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
 
 /// A Q8_0 qmatmul [M, K] x [N, K]^T -> [M, N] with f32 x and y, operands uploaded.
 struct Problem {
-    sim: Sim,
-    dev: KnpuDriverDevice,
-    queue: KnpuQueue,
+    k: KernelQueue,
     params: KnpuQMatmulParams,
     x: Vec<f32>,
     w: Vec<u8>,
 }
 
 fn problem() -> Problem {
-    let sim = sim();
-    let dev = sim.device(0);
-    let queue = sim.queue(dev);
+    let k = KernelQueue::new();
     let x = data((M * K) as usize, 1);
     let mut w = vec![0u8; (N * ROW) as usize];
     kq::quantize(
@@ -63,36 +59,10 @@ fn problem() -> Problem {
     params.m = M;
     params.n = N;
     params.k = K;
-    params.x = sim.upload(dev, queue, bytemuck::cast_slice(&x));
-    params.w = sim.upload(dev, queue, &w);
-    params.y = sim.alloc(dev, M * N * 4);
-    Problem {
-        sim,
-        dev,
-        queue,
-        params,
-        x,
-        w,
-    }
-}
-
-impl Problem {
-    /// Submits and waits; the wait's status and the failure message.
-    fn run<T>(&self, id: u32, params: &T) -> (KnpuStatus, String) {
-        let s = self.sim.semaphore(self.dev, 0);
-        let st = self.sim.run(self.queue, s, 1, &[kernel(id, params)]);
-        let msg = if st == KNPU_STATUS_SUCCESS {
-            String::new()
-        } else {
-            self.sim.error(s).1
-        };
-        self.sim.destroy_semaphore(s);
-        (st, msg)
-    }
-
-    fn submit<T>(&self, id: u32, params: &T) -> KnpuStatus {
-        self.sim.submit(self.queue, &[], &[kernel(id, params)], &[])
-    }
+    params.x = k.upload(bytemuck::cast_slice(&x));
+    params.w = k.upload(&w);
+    params.y = k.alloc(M * N * 4);
+    Problem { k, params, x, w }
 }
 
 #[test]
@@ -100,26 +70,22 @@ fn the_quantised_kernels_report_their_dtypes() {
     let sim = sim();
     let d = sim.device(0);
     for (id, dtype, want) in [
-        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F32, 1),
-        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F16, 0),
-        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_F32, 1),
-        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_BF16, 0),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F32, 1),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F16, 1),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_BF16, 1),
-        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F64, 0),
-        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I8, 1),
-        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_F16, 1),
-        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I32, 0),
-        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_BF16, 1),
-        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_U8, 0),
+        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F32, true),
+        (KNPU_KERNEL_QUANTIZE, KNPU_DTYPE_F16, false),
+        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_F32, true),
+        (KNPU_KERNEL_DEQUANTIZE, KNPU_DTYPE_BF16, false),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F32, true),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F16, true),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_BF16, true),
+        (KNPU_KERNEL_QMATMUL, KNPU_DTYPE_F64, false),
+        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I8, true),
+        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_F16, true),
+        (KNPU_KERNEL_W8A8_GEMM, KNPU_DTYPE_I32, false),
+        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_BF16, true),
+        (KNPU_KERNEL_QEMBEDDING, KNPU_DTYPE_U8, false),
     ] {
-        let mut s = 0;
-        assert_eq!(
-            call!(sim, device_supports_kernel(d, id, dtype, &mut s)),
-            KNPU_STATUS_SUCCESS
-        );
-        assert_eq!(s, want, "kernel {id:#x} dtype {dtype}");
+        let supported = sim.supports_kernel(d, id, dtype);
+        assert_eq!(supported, want, "kernel {id:#x} dtype {dtype}");
     }
 }
 
@@ -127,12 +93,10 @@ fn the_quantised_kernels_report_their_dtypes() {
 fn a_valid_problem_matches_the_host_kernel() {
     let p = problem();
     assert_eq!(
-        p.run(KNPU_KERNEL_QMATMUL, &p.params),
+        p.k.run(KNPU_KERNEL_QMATMUL, &p.params),
         (KNPU_STATUS_SUCCESS, String::new())
     );
-    let got = p
-        .sim
-        .download(p.dev, p.queue, p.params.y, (M * N * 4) as usize);
+    let got = p.k.download(p.params.y, (M * N * 4) as usize);
     let mut want = vec![0.0f32; (M * N) as usize];
     let w = kq::QWeights {
         format: kq::QuantFormat::Q8_0,
@@ -153,7 +117,7 @@ fn a_valid_problem_matches_the_host_kernel() {
 fn bad_parameter_structs_are_refused_at_submit() {
     let p = problem();
     let refused = |params: &KnpuQMatmulParams, want: KnpuStatus, what: &str| {
-        assert_eq!(p.submit(KNPU_KERNEL_QMATMUL, params), want, "{what}");
+        assert_eq!(p.k.submit(KNPU_KERNEL_QMATMUL, params), want, "{what}");
     };
     let mut short = p.params;
     short.struct_size = field_end!(KnpuQMatmulParams, bias);
@@ -219,13 +183,13 @@ fn bad_parameter_structs_are_refused_at_submit() {
     deq.src = p.params.w;
     deq.dst = p.params.y;
     assert_eq!(
-        p.submit(KNPU_KERNEL_DEQUANTIZE, &deq),
+        p.k.submit(KNPU_KERNEL_DEQUANTIZE, &deq),
         KNPU_STATUS_INVALID_VALUE
     );
     deq.format = KNPU_QUANT_Q4_1;
     deq.struct_size = 8;
     assert_eq!(
-        p.submit(KNPU_KERNEL_DEQUANTIZE, &deq),
+        p.k.submit(KNPU_KERNEL_DEQUANTIZE, &deq),
         KNPU_STATUS_INVALID_VALUE
     );
     let mut quant = KnpuQuantizeParams::sized();
@@ -235,7 +199,7 @@ fn bad_parameter_structs_are_refused_at_submit() {
     quant.src = p.params.x;
     quant.dst = p.params.y;
     assert_eq!(
-        p.submit(KNPU_KERNEL_QUANTIZE, &quant),
+        p.k.submit(KNPU_KERNEL_QUANTIZE, &quant),
         KNPU_STATUS_INVALID_VALUE,
         "I8 quantisation without scales"
     );
@@ -245,7 +209,7 @@ fn bad_parameter_structs_are_refused_at_submit() {
     w8.n = 1;
     w8.k = (1 << 17) + 1;
     assert_eq!(
-        p.submit(KNPU_KERNEL_W8A8_GEMM, &w8),
+        p.k.submit(KNPU_KERNEL_W8A8_GEMM, &w8),
         KNPU_STATUS_NOT_SUPPORTED
     );
     let mut emb = KnpuQEmbeddingParams::sized();
@@ -255,13 +219,13 @@ fn bad_parameter_structs_are_refused_at_submit() {
     emb.dim = 33;
     emb.tokens = 1;
     assert_eq!(
-        p.submit(KNPU_KERNEL_QEMBEDDING, &emb),
+        p.k.submit(KNPU_KERNEL_QEMBEDDING, &emb),
         KNPU_STATUS_INVALID_VALUE,
         "dim 33 for Q4_0"
     );
     // Nothing above was queued; the queue still runs work.
     assert_eq!(
-        p.run(KNPU_KERNEL_QMATMUL, &p.params),
+        p.k.run(KNPU_KERNEL_QMATMUL, &p.params),
         (KNPU_STATUS_SUCCESS, String::new())
     );
 }
@@ -272,29 +236,29 @@ fn an_operand_outside_live_memory_is_an_illegal_address_naming_it() {
     // Weights at an unmapped address.
     let mut far = p.params;
     far.w = p.params.y + (1 << 30);
-    let (st, msg) = p.run(KNPU_KERNEL_QMATMUL, &far);
+    let (st, msg) = p.k.run(KNPU_KERNEL_QMATMUL, &far);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `w`"), "{msg}");
     assert!(msg.contains(&format!("{:#x}", far.w)), "{msg}");
     // Weights one row longer than their allocation.
     let mut longer = p.params;
     longer.n = N + 1;
-    longer.y = p.sim.alloc(p.dev, M * (N + 1) * 4);
-    let (st, msg) = p.run(KNPU_KERNEL_QMATMUL, &longer);
+    longer.y = p.k.alloc(M * (N + 1) * 4);
+    let (st, msg) = p.k.run(KNPU_KERNEL_QMATMUL, &longer);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `w`"), "{msg}");
     assert!(msg.contains(&format!("{:#x}", p.params.w)), "{msg}");
     // A bias past the end of memory.
     let mut bias = p.params;
     bias.bias = p.params.y + (1 << 31);
-    let (st, msg) = p.run(KNPU_KERNEL_QMATMUL, &bias);
+    let (st, msg) = p.k.run(KNPU_KERNEL_QMATMUL, &bias);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `bias`"), "{msg}");
     // Freed weights.
     let mut freed = p.params;
-    freed.w = p.sim.upload(p.dev, p.queue, &p.w);
-    p.sim.free(p.dev, freed.w);
-    let (st, msg) = p.run(KNPU_KERNEL_QMATMUL, &freed);
+    freed.w = p.k.upload(&p.w);
+    p.k.free(freed.w);
+    let (st, msg) = p.k.run(KNPU_KERNEL_QMATMUL, &freed);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `w`"), "{msg}");
 
@@ -304,14 +268,14 @@ fn an_operand_outside_live_memory_is_an_illegal_address_naming_it() {
     deq.rows = N;
     deq.k = K;
     deq.src = p.params.w + (1 << 30);
-    deq.dst = p.sim.alloc(p.dev, N * K * 4);
-    let (st, msg) = p.run(KNPU_KERNEL_DEQUANTIZE, &deq);
+    deq.dst = p.k.alloc(N * K * 4);
+    let (st, msg) = p.k.run(KNPU_KERNEL_DEQUANTIZE, &deq);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `src`"), "{msg}");
     assert!(msg.contains(&format!("{:#x}", deq.src)), "{msg}");
     deq.src = p.params.w;
     assert_eq!(
-        p.run(KNPU_KERNEL_DEQUANTIZE, &deq),
+        p.k.run(KNPU_KERNEL_DEQUANTIZE, &deq),
         (KNPU_STATUS_SUCCESS, String::new())
     );
 
@@ -326,12 +290,12 @@ fn an_operand_outside_live_memory_is_an_illegal_address_naming_it() {
     w8.wq = p.params.w + (1 << 30);
     w8.w_scales = p.params.x;
     w8.y = p.params.y;
-    let (st, msg) = p.run(KNPU_KERNEL_W8A8_GEMM, &w8);
+    let (st, msg) = p.k.run(KNPU_KERNEL_W8A8_GEMM, &w8);
     assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert!(msg.contains("operand `wq`"), "{msg}");
     w8.wq = p.params.w;
     assert_eq!(
-        p.run(KNPU_KERNEL_W8A8_GEMM, &w8),
+        p.k.run(KNPU_KERNEL_W8A8_GEMM, &w8),
         (KNPU_STATUS_SUCCESS, String::new())
     );
 }

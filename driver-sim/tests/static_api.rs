@@ -30,21 +30,14 @@ fn names_attributes_and_kernel_dtypes() {
     assert_eq!(sim.attribute(d0, KNPU_ATTR_ALLOCATION_ALIGNMENT), 256);
     assert_eq!(sim.attribute(d0, KNPU_ATTR_FAULT_INJECTION), 1);
     assert_eq!(sim.attribute(d0, KNPU_ATTR_PEER_COPY), 1);
-    let mut s = -1;
     for (dtype, want) in [
-        (KNPU_DTYPE_F32, 1),
-        (KNPU_DTYPE_F16, 1),
-        (KNPU_DTYPE_BF16, 1),
-        (KNPU_DTYPE_I8, 0),
+        (KNPU_DTYPE_F32, true),
+        (KNPU_DTYPE_F16, true),
+        (KNPU_DTYPE_BF16, true),
+        (KNPU_DTYPE_I8, false),
     ] {
-        assert_eq!(
-            call!(
-                sim,
-                device_supports_kernel(d0, KNPU_KERNEL_ELEMENTWISE, dtype, &mut s)
-            ),
-            KNPU_STATUS_SUCCESS
-        );
-        assert_eq!(s, want, "dtype {dtype}");
+        let supported = sim.supports_kernel(d0, KNPU_KERNEL_ELEMENTWISE, dtype);
+        assert_eq!(supported, want, "dtype {dtype}");
     }
 }
 
@@ -55,37 +48,19 @@ fn fault_messages_name_the_command_and_its_kind() {
     let q = sim.queue(d);
     let a = sim.alloc(d, 256);
     let mut host = vec![0u8; 256];
-    let s = sim.semaphore(d, 0);
-    assert_eq!(
-        sim.run(q, s, 1, &[d2h_raw(host.as_mut_ptr(), a + 192, 65)]),
-        KNPU_STATUS_ILLEGAL_ADDRESS
-    );
-    let (_, msg) = sim.error(s);
+    let fault = |commands: &[KnpuCommand]| {
+        let (status, msg) = sim.run_once(d, q, commands);
+        assert_eq!(status, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
+        msg
+    };
+    let msg = fault(&[d2h_raw(host.as_mut_ptr(), a + 192, 65)]);
     assert!(msg.contains("command 0 (copy device to host)"), "{msg}");
-    let s2 = sim.semaphore(d, 0);
-    assert_eq!(
-        sim.run(
-            q,
-            s2,
-            1,
-            &[d2h_raw(host.as_mut_ptr(), a, 16), d2d(a + (1 << 30), a, 16)]
-        ),
-        KNPU_STATUS_ILLEGAL_ADDRESS
-    );
-    let (_, msg) = sim.error(s2);
+    let msg = fault(&[d2h_raw(host.as_mut_ptr(), a, 16), d2d(a + (1 << 30), a, 16)]);
     assert!(msg.contains("command 1 (copy device to device)"), "{msg}");
     // A peer copy's fault names the source device.
-    let s3 = sim.semaphore(d, 0);
-    assert_eq!(
-        sim.run(q, s3, 1, &[peer(a, d, a + (1 << 30), 16)]),
-        KNPU_STATUS_ILLEGAL_ADDRESS
-    );
-    let (_, msg) = sim.error(s3);
+    let msg = fault(&[peer(a, d, a + (1 << 30), 16)]);
     assert!(msg.contains("knpu-sim NPU 0"), "{msg}");
     sim.free(d, a);
-    for s in [s, s2, s3] {
-        sim.destroy_semaphore(s);
-    }
     sim.destroy_queue(q);
 }
 
@@ -97,22 +72,9 @@ fn profiling_models_fills_at_the_memory_bandwidth() {
     let s = sim.semaphore(d, 0);
     let size = 3 << 20;
     let a = sim.alloc(d, size);
-    assert_eq!(call!(sim, device_set_profiling(d, 1)), KNPU_STATUS_SUCCESS);
-    assert_eq!(
-        sim.run(q, s, 1, &[fill(a, size, 0, 4)]),
-        KNPU_STATUS_SUCCESS
-    );
-    assert_eq!(call!(sim, device_set_profiling(d, 0)), KNPU_STATUS_SUCCESS);
-    let mut records = vec![KnpuCommandRecord::sized(); 4096];
-    let mut n = 0;
-    assert_eq!(
-        call!(
-            sim,
-            device_read_profile(d, records.as_mut_ptr(), records.len(), &mut n)
-        ),
-        KNPU_STATUS_SUCCESS
-    );
-    let fill = records[..n]
+    let (status, records) = sim.run_profiled(d, q, s, &[fill(a, size, 0, 4)]);
+    assert_eq!(status, KNPU_STATUS_SUCCESS);
+    let fill = records
         .iter()
         .find(|r| r.type_ == KNPU_COMMAND_FILL && r.bytes == size)
         .expect("the fill was recorded");

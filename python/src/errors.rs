@@ -212,6 +212,20 @@ pub fn invalid(detail: impl Into<String>) -> PyErr {
     })
 }
 
+/// The runtime's dtype error: operand `operand` is of dtype `actual` where `expected` is
+/// needed.
+pub fn wrong_dtype(
+    operand: &'static str,
+    expected: impl Into<String>,
+    actual: impl Into<String>,
+) -> PyErr {
+    to_py(knpu::Error::Dtype {
+        operand,
+        expected: expected.into(),
+        actual: actual.into(),
+    })
+}
+
 /// A `NotSupportedError` with `detail`.
 pub fn not_supported(detail: impl Into<String>) -> PyErr {
     to_py(knpu::Error::NotSupported {

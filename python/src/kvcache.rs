@@ -7,9 +7,9 @@
 //! sequence lengths and block tables are uint32 tensors the caller keeps and advances.
 
 use crate::device::{current_stream, resolve};
-use crate::errors::{to_py, IntoPyResult};
-use crate::ops::Fresh;
-use crate::storage::{Buf, Storage, Typed};
+use crate::errors::{to_py, wrong_dtype, IntoPyResult};
+use crate::ops::{from, in_place_or_copied, typed, typed_mut, u32_slice, Fresh};
+use crate::storage::{Storage, Typed};
 use crate::tensor::Tensor;
 use knpu::ops::{self, AttnMask, AttnTensor, PagedKvCache};
 use knpu::{DataType, Layout};
@@ -76,49 +76,17 @@ fn bhsd(t: &Tensor, name: &'static str) -> PyResult<(Tensor, AttnTensor)> {
             actual: format!("{shape:?}"),
         }));
     }
-    if let Some(a) = t.layout.attn_bhsd() {
-        return Ok((t.with_layout(t.layout.clone()), a));
-    }
-    let c = t.copied()?;
-    let a = c
-        .layout
-        .attn_bhsd()
-        .ok_or_else(|| crate::errors::invalid("a contiguous layout is no attention operand"))?;
-    Ok((c, a))
-}
-
-fn u32_slice<'a>(t: &'a Tensor, name: &'static str) -> PyResult<knpu::DeviceSlice<'a, u32>> {
-    match &t.storage.buf {
-        Buf::U32(b) if t.layout.is_contiguous() => b
-            .slice(t.layout.offset()..t.layout.offset() + t.layout.numel())
-            .py(),
-        _ => Err(to_py(knpu::Error::Dtype {
-            operand: name,
-            expected: "contiguous uint32".into(),
-            actual: t.dtype.name().into(),
-        })),
-    }
-}
-
-fn typed<T: Typed>(b: &Buf) -> PyResult<&knpu::DeviceBuffer<T>> {
-    T::of(b).ok_or_else(|| crate::errors::invalid("storage differs from its dtype"))
-}
-
-fn typed_mut<T: Typed>(b: &mut Buf) -> PyResult<&mut knpu::DeviceBuffer<T>> {
-    T::of_mut(b).ok_or_else(|| crate::errors::invalid("storage differs from its dtype"))
-}
-
-fn from<T: Typed>(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, T>> {
-    typed::<T>(&t.storage.buf)?.slice(t.layout.offset()..).py()
+    let t = t.with_layout(t.layout.clone());
+    in_place_or_copied(t, Layout::attn_bhsd, "attention operand")
 }
 
 fn check_dtype(cache: DataType, t: &Tensor, name: &'static str) -> PyResult<()> {
     if t.dtype != cache {
-        return Err(to_py(knpu::Error::Dtype {
-            operand: name,
-            expected: format!("{cache} (as the cache)"),
-            actual: t.dtype.name().into(),
-        }));
+        return Err(wrong_dtype(
+            name,
+            format!("{cache} (as the cache)"),
+            t.dtype.name(),
+        ));
     }
     Ok(())
 }
@@ -129,11 +97,7 @@ macro_rules! float_dispatch {
             DataType::F32 => $f::<f32>($($args),*),
             DataType::F16 => $f::<half::f16>($($args),*),
             DataType::BF16 => $f::<half::bf16>($($args),*),
-            other => Err(to_py(knpu::Error::Dtype {
-                operand: "cache",
-                expected: "float32, float16 or bfloat16".into(),
-                actual: other.name().into(),
-            })),
+            other => Err(wrong_dtype("cache", "float32, float16 or bfloat16", other.name())),
         }
     };
 }

@@ -6,7 +6,7 @@
 //! this module only lays operands out as the launchers take them and picks the typed
 //! launcher for the storage.
 
-use crate::errors::{not_supported, to_py, IntoPyResult};
+use crate::errors::{not_supported, to_py, wrong_dtype, IntoPyResult};
 use crate::storage::{Buf, Storage, Typed};
 use crate::tensor::{encode, Tensor};
 use knpu::ops::{self, BinaryOp, Broadcast, ElementwiseOp, Gemm, GemmEpilogue};
@@ -102,18 +102,25 @@ fn refuse_blocks(t: &Tensor, op: &str) -> PyResult<()> {
     Ok(())
 }
 
+/// `t` and what `view` reads of its layout: `t` itself when its layout allows, else a
+/// contiguous copy (`what` names the view in the error should even that fail).
+pub(crate) fn in_place_or_copied<V>(
+    t: Tensor,
+    view: impl Fn(&Layout) -> Option<V>,
+    what: &str,
+) -> PyResult<(Tensor, V)> {
+    if let Some(v) = view(&t.layout) {
+        return Ok((t, v));
+    }
+    let c = t.copied()?;
+    let v = view(&c.layout)
+        .ok_or_else(|| crate::errors::invalid(format!("a contiguous layout is no {what}")))?;
+    Ok((c, v))
+}
+
 /// A GEMM operand read in place when its layout allows, else a contiguous copy.
 fn gemm_operand(t: &Tensor, layout: Layout) -> PyResult<(Tensor, MatrixBatch)> {
-    let v = t.with_layout(layout);
-    if let Some(m) = v.layout.matrix_batch() {
-        return Ok((v, m));
-    }
-    let c = v.copied()?;
-    let m = c
-        .layout
-        .matrix_batch()
-        .ok_or_else(|| crate::errors::invalid("a contiguous layout is no matrix batch"))?;
-    Ok((c, m))
+    in_place_or_copied(t.with_layout(layout), Layout::matrix_batch, "matrix batch")
 }
 
 /// The epilogue activation named `name` as the op definitions spell it (`"relu"`,
@@ -140,11 +147,11 @@ macro_rules! float_buf {
             Buf::F16($x) => $e,
             Buf::BF16($x) => $e,
             _ => {
-                return Err(to_py(knpu::Error::Dtype {
-                    operand: $what,
-                    expected: "float32, float16 or bfloat16".into(),
-                    actual: $dt.name().into(),
-                }))
+                return Err(wrong_dtype(
+                    $what,
+                    "float32, float16 or bfloat16",
+                    $dt.name(),
+                ))
             }
         }
     };
@@ -213,13 +220,7 @@ pub fn matmul(
         None => None,
         Some(t) => match &t.storage.buf {
             Buf::F32(x) => Some(elems!(x, t)),
-            _ => {
-                return Err(to_py(knpu::Error::Dtype {
-                    operand: "bias",
-                    expected: "float32".into(),
-                    actual: t.dtype.name().into(),
-                }))
-            }
+            _ => return Err(wrong_dtype("bias", "float32", t.dtype.name())),
         },
     };
     float_buf!(&ta.storage.buf, ta.dtype, "a", x => {
@@ -267,11 +268,12 @@ impl Arith {
 }
 
 /// The typed buffer of an operand whose dtype was checked to be `T`'s.
-fn typed<T: Typed>(b: &Buf) -> PyResult<&knpu::DeviceBuffer<T>> {
+pub(crate) fn typed<T: Typed>(b: &Buf) -> PyResult<&knpu::DeviceBuffer<T>> {
     T::of(b).ok_or_else(|| crate::errors::invalid("operand storage differs from its dtype"))
 }
 
-fn typed_mut<T: Typed>(b: &mut Buf) -> PyResult<&mut knpu::DeviceBuffer<T>> {
+/// The typed buffer of an output whose dtype was checked to be `T`'s.
+pub(crate) fn typed_mut<T: Typed>(b: &mut Buf) -> PyResult<&mut knpu::DeviceBuffer<T>> {
     T::of_mut(b).ok_or_else(|| crate::errors::invalid("output storage differs from its dtype"))
 }
 
@@ -359,11 +361,11 @@ pub fn arith_tensors(a: &Tensor, b: &Tensor, op: Arith) -> PyResult<Tensor> {
     refuse_blocks(b, op.symbol())?;
     let bop = binary_op(op);
     if a.dtype != b.dtype {
-        return Err(to_py(knpu::Error::Dtype {
-            operand: "b",
-            expected: format!("{} (as a; convert with .to())", a.dtype),
-            actual: b.dtype.name().into(),
-        }));
+        return Err(wrong_dtype(
+            "b",
+            format!("{} (as a; convert with .to())", a.dtype),
+            b.dtype.name(),
+        ));
     }
     if a.rt_device() != b.rt_device() {
         return Err(to_py(knpu::Error::DeviceMismatch {
@@ -656,11 +658,7 @@ pub fn norm(
     for (name, o) in [("weight", Some(&w)), ("bias", b.as_ref())] {
         if let Some(o) = o {
             if o.dtype != r.x.dtype {
-                return Err(to_py(knpu::Error::Dtype {
-                    operand: name,
-                    expected: r.x.dtype.name().into(),
-                    actual: o.dtype.name().into(),
-                }));
+                return Err(wrong_dtype(name, r.x.dtype.name(), o.dtype.name()));
             }
         }
     }
@@ -725,11 +723,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> PyResult<Tensor> {
         }));
     }
     if g.dtype != u.dtype {
-        return Err(to_py(knpu::Error::Dtype {
-            operand: "up",
-            expected: g.dtype.name().into(),
-            actual: u.dtype.name().into(),
-        }));
+        return Err(wrong_dtype("up", g.dtype.name(), u.dtype.name()));
     }
     let shape = g.values_shape();
     let stream = g.stream()?;
@@ -822,13 +816,7 @@ pub fn embedding(ids: &Tensor, table: &Tensor, out_dtype: Option<DataType>) -> P
     let mut fresh = Fresh::new(&stream, &shape, out_dtype)?;
     let sid = match &ids.storage.buf {
         Buf::U32(b) => elems!(b, ids),
-        _ => {
-            return Err(to_py(knpu::Error::Dtype {
-                operand: "ids",
-                expected: "uint32".into(),
-                actual: ids.dtype.name().into(),
-            }))
-        }
+        _ => return Err(wrong_dtype("ids", "uint32", ids.dtype.name())),
     };
     float_buf!(&t.storage.buf, t.dtype, "table", x => {
         float_buf!(&mut fresh.storage.buf, out_dtype, "out", z => {
@@ -873,13 +861,7 @@ pub fn rope(
         None => None,
         Some(p) => match &p.storage.buf {
             Buf::U32(b) => Some(elems!(b, p)),
-            _ => {
-                return Err(to_py(knpu::Error::Dtype {
-                    operand: "positions",
-                    expected: "uint32".into(),
-                    actual: p.dtype.name().into(),
-                }))
-            }
+            _ => return Err(wrong_dtype("positions", "uint32", p.dtype.name())),
         },
     };
     let r = ops::Rope {
@@ -1054,15 +1036,7 @@ fn attn_operand(t: &Tensor, name: &'static str) -> PyResult<(Tensor, ops::AttnTe
             }))
         }
     };
-    if let Some(a) = t.layout.attn_bhsd() {
-        return Ok((t, a));
-    }
-    let c = t.copied()?;
-    let a = c
-        .layout
-        .attn_bhsd()
-        .ok_or_else(|| crate::errors::invalid("a contiguous layout is no attention operand"))?;
-    Ok((c, a))
+    in_place_or_copied(t, Layout::attn_bhsd, "attention operand")
 }
 
 /// `softmax(scale * q k^T + mask) v` with `q` `[batch, q_heads, q_len, head_dim]` and `k`,
@@ -1083,11 +1057,7 @@ pub fn attention(
     same_device(&tq, &[("k", &tk), ("v", &tv)])?;
     for (name, o) in [("k", &tk), ("v", &tv)] {
         if o.dtype != tq.dtype {
-            return Err(to_py(knpu::Error::Dtype {
-                operand: name,
-                expected: tq.dtype.name().into(),
-                actual: o.dtype.name().into(),
-            }));
+            return Err(wrong_dtype(name, tq.dtype.name(), o.dtype.name()));
         }
     }
     if let Some(l) = kv_lens {
@@ -1125,7 +1095,7 @@ fn attention_t<T: Typed>(
     fresh: &mut Fresh,
 ) -> PyResult<()> {
     let (sq, sk, sv) = (from::<T>(q)?, from::<T>(k)?, from::<T>(v)?);
-    let lens = kv_lens.map(attn_lens_slice).transpose()?;
+    let lens = kv_lens.map(|t| u32_slice(t, "kv_lens")).transpose()?;
     let out = typed_mut::<T>(&mut fresh.storage.buf)?;
     ops::attention(
         stream,
@@ -1140,15 +1110,14 @@ fn attention_t<T: Typed>(
     .py()
 }
 
-/// A contiguous uint32 key-count tensor as a slice.
-fn attn_lens_slice(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, u32>> {
+/// A contiguous uint32 operand (key counts, sequence lengths, block tables) as a slice.
+pub(crate) fn u32_slice<'a>(
+    t: &'a Tensor,
+    name: &'static str,
+) -> PyResult<knpu::DeviceSlice<'a, u32>> {
     match &t.storage.buf {
         Buf::U32(b) if t.layout.is_contiguous() => Ok(elems!(b, t)),
-        _ => Err(to_py(knpu::Error::Dtype {
-            operand: "kv_lens",
-            expected: "contiguous uint32".into(),
-            actual: t.dtype.name().into(),
-        })),
+        _ => Err(wrong_dtype(name, "contiguous uint32", t.dtype.name())),
     }
 }
 
@@ -1192,13 +1161,7 @@ fn attention_lens(
                 match t.dtype {
                     DataType::U32 => return Ok(Some(t.with_layout(t.layout.clone()))),
                     DataType::I32 => {}
-                    other => {
-                        return Err(to_py(knpu::Error::Dtype {
-                            operand: "kv_lens",
-                            expected: "uint32 or int32".into(),
-                            actual: other.name().into(),
-                        }))
-                    }
+                    other => return Err(wrong_dtype("kv_lens", "uint32 or int32", other.name())),
                 }
             }
             // An int32 tensor is copied to the host to be checked (numpy refuses to read a
@@ -1217,11 +1180,11 @@ fn attention_lens(
                 }));
             }
             if kind != "i" && kind != "u" && !(batch == 0 && kind == "f") {
-                return Err(to_py(knpu::Error::Dtype {
-                    operand: "kv_lens",
-                    expected: "integers".into(),
-                    actual: arr.getattr("dtype")?.getattr("name")?.extract::<String>()?,
-                }));
+                return Err(wrong_dtype(
+                    "kv_lens",
+                    "integers",
+                    arr.getattr("dtype")?.getattr("name")?.extract::<String>()?,
+                ));
             }
             let vals: Vec<i64> = arr
                 .call_method1("astype", ("int64",))?
@@ -1299,7 +1262,7 @@ fn mask_lens(
 }
 
 /// The units of `t` from its offset on, as attention's strided views read them.
-fn from<T: Typed>(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, T>> {
+pub(crate) fn from<T: Typed>(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, T>> {
     typed::<T>(&t.storage.buf)?.slice(t.layout.offset()..).py()
 }
 
@@ -1355,13 +1318,11 @@ fn quant_bytes(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, u8>> {
             "int8 rows in knpu.qmatmul and knpu.dequantize (the runtime views only byte \
              storage as codes); use knpu.w8a8_gemm for int8 weights",
         )),
-        _ => Err(to_py(knpu::Error::Dtype {
-            operand: "w",
-            expected: "a quantised type (q4_0, q4_1, q8_0, q4_k, q6_k, float8_e4m3, \
-                       float8_e5m2 or int8)"
-                .into(),
-            actual: t.dtype.name().into(),
-        })),
+        _ => Err(wrong_dtype(
+            "w",
+            "a quantised type (q4_0, q4_1, q8_0, q4_k, q6_k, float8_e4m3, float8_e5m2 or int8)",
+            t.dtype.name(),
+        )),
     }
 }
 
@@ -1369,11 +1330,7 @@ fn quant_bytes(t: &Tensor) -> PyResult<knpu::DeviceSlice<'_, u8>> {
 fn f32_slice<'a>(t: &'a Tensor, name: &'static str) -> PyResult<knpu::DeviceSlice<'a, f32>> {
     match &t.storage.buf {
         Buf::F32(b) => Ok(elems!(b, t)),
-        _ => Err(to_py(knpu::Error::Dtype {
-            operand: name,
-            expected: "float32".into(),
-            actual: t.dtype.name().into(),
-        })),
+        _ => Err(wrong_dtype(name, "float32", t.dtype.name())),
     }
 }
 
@@ -1388,13 +1345,7 @@ pub fn quantize(x: &Tensor, dtype: DataType) -> PyResult<Tensor> {
                  own); use a block type or an 8-bit float",
             ))
         }
-        _ => {
-            return Err(to_py(knpu::Error::Dtype {
-                operand: "dtype",
-                expected: "a quantised type".into(),
-                actual: dtype.name().into(),
-            }))
-        }
+        _ => return Err(wrong_dtype("dtype", "a quantised type", dtype.name())),
     };
     let shape = x.values_shape();
     let (rows, k) = knpu::tensor::rows_cols(&shape).py()?;
@@ -1413,13 +1364,8 @@ pub fn quantize(x: &Tensor, dtype: DataType) -> PyResult<Tensor> {
 /// format takes them.
 pub fn dequantize(q: &Tensor, scales: Option<&Tensor>) -> PyResult<Tensor> {
     let q = q.contiguous_tensor()?;
-    let format = quant_format(q.dtype).ok_or_else(|| {
-        to_py(knpu::Error::Dtype {
-            operand: "q",
-            expected: "a quantised type".into(),
-            actual: q.dtype.name().into(),
-        })
-    })?;
+    let format = quant_format(q.dtype)
+        .ok_or_else(|| wrong_dtype("q", "a quantised type", q.dtype.name()))?;
     let shape = q.values_shape();
     let (rows, k) = knpu::tensor::rows_cols(&shape).py()?;
     let scales = scales.map(|s| s.contiguous_tensor()).transpose()?;
@@ -1455,13 +1401,8 @@ pub fn qmatmul(
     let x = plain(x, "qmatmul")?;
     let w = w.contiguous_tensor()?;
     same_device(&x, &[("w", &w)])?;
-    let format = quant_format(w.dtype).ok_or_else(|| {
-        to_py(knpu::Error::Dtype {
-            operand: "w",
-            expected: "a quantised type".into(),
-            actual: w.dtype.name().into(),
-        })
-    })?;
+    let format = quant_format(w.dtype)
+        .ok_or_else(|| wrong_dtype("w", "a quantised type", w.dtype.name()))?;
     let wshape = w.values_shape();
     if wshape.len() != 2 {
         return Err(to_py(knpu::Error::Shape {
@@ -1530,11 +1471,7 @@ pub fn w8a8_gemm(
     let act = activation(act)?;
     let i8s = |t: &Tensor, name: &'static str| -> PyResult<()> {
         if t.dtype != DataType::I8 {
-            return Err(to_py(knpu::Error::Dtype {
-                operand: name,
-                expected: "int8".into(),
-                actual: t.dtype.name().into(),
-            }));
+            return Err(wrong_dtype(name, "int8", t.dtype.name()));
         }
         Ok(())
     };
@@ -1576,13 +1513,7 @@ fn qembedding(ids: &Tensor, table: &Tensor, out_dtype: DataType) -> PyResult<Ten
     let qw = ops::QWeights::new(format, &data, tshape[0], tshape[1]);
     let sid = match &ids.storage.buf {
         Buf::U32(b) => elems!(b, ids),
-        _ => {
-            return Err(to_py(knpu::Error::Dtype {
-                operand: "ids",
-                expected: "uint32".into(),
-                actual: ids.dtype.name().into(),
-            }))
-        }
+        _ => return Err(wrong_dtype("ids", "uint32", ids.dtype.name())),
     };
     float_buf!(&mut fresh.storage.buf, out_dtype, "out", z => {
         ops::qembedding(&stream, &qw, &sid, z).py()?
@@ -1591,11 +1522,7 @@ fn qembedding(ids: &Tensor, table: &Tensor, out_dtype: DataType) -> PyResult<Ten
 }
 
 fn invalid_format(dtype: DataType) -> PyErr {
-    to_py(knpu::Error::Dtype {
-        operand: "table",
-        expected: "a quantised type".into(),
-        actual: dtype.name().into(),
-    })
+    wrong_dtype("table", "a quantised type", dtype.name())
 }
 
 /// The Python quantised-linear functions.

@@ -146,11 +146,11 @@ pub fn sample(
         DataType::F32 => sample_t::<f32>(&stream, x, fresh, rows, vocab, &params, counter),
         DataType::F16 => sample_t::<half::f16>(&stream, x, fresh, rows, vocab, &params, counter),
         DataType::BF16 => sample_t::<half::bf16>(&stream, x, fresh, rows, vocab, &params, counter),
-        other => Err(crate::errors::to_py(knpu::Error::Dtype {
-            operand: "logits",
-            expected: "float32, float16 or bfloat16".into(),
-            actual: other.name().into(),
-        })),
+        other => Err(crate::errors::wrong_dtype(
+            "logits",
+            "float32, float16 or bfloat16",
+            other.name(),
+        )),
     };
     launch(&x, &mut fresh, &mut counter)?;
     drop(counter);

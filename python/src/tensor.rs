@@ -7,7 +7,7 @@
 
 use crate::device::{current_stream, resolve, Device};
 use crate::dtype::{self, DType};
-use crate::errors::{invalid, not_supported, to_py, IntoPyResult};
+use crate::errors::{invalid, not_supported, to_py, wrong_dtype, IntoPyResult};
 use crate::ops::Arith;
 use crate::storage::{Buf, Storage};
 use crate::with_buf;
@@ -82,11 +82,7 @@ impl Tensor {
     /// Queues a copy of `src` (same dtype, broadcastable shape) into this tensor's units.
     pub fn copy_from(&self, stream: &knpu::Stream, src: &Tensor) -> PyResult<()> {
         if src.dtype != self.dtype {
-            return Err(to_py(knpu::Error::Dtype {
-                operand: "src",
-                expected: self.dtype.name().into(),
-                actual: src.dtype.name().into(),
-            }));
+            return Err(wrong_dtype("src", self.dtype.name(), src.dtype.name()));
         }
         if src.rt_device() != self.rt_device() {
             return Err(to_py(knpu::Error::DeviceMismatch {

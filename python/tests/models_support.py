@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 import types
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import pytest
 
@@ -61,24 +61,28 @@ def require_module(name: str) -> Any:
         require(False, f"needs the '{name}' package (pip install 'knpu[models]')")
 
 
-def smollm2_path() -> str:
-    from knpu.models.paths import ModelNotFoundError, smollm2_gguf_path
+def _model_path(find: Callable[[], str]) -> str:
+    """What ``find`` (a locator of :mod:`knpu.models.paths`) returns, or skip/fail with its
+    message when the model is not installed."""
+    from knpu.models.paths import ModelNotFoundError
 
     try:
-        return smollm2_gguf_path()
+        return find()
     except ModelNotFoundError as exc:
         require(False, str(exc))
         raise
+
+
+def smollm2_path() -> str:
+    from knpu.models.paths import smollm2_gguf_path
+
+    return _model_path(smollm2_gguf_path)
 
 
 def minilm_path() -> str:
-    from knpu.models.paths import ModelNotFoundError, minilm_dir
+    from knpu.models.paths import minilm_dir
 
-    try:
-        return minilm_dir()
-    except ModelNotFoundError as exc:
-        require(False, str(exc))
-        raise
+    return _model_path(minilm_dir)
 
 
 def load_fixture(name: str) -> Dict[str, Any]:

@@ -247,14 +247,9 @@ fn sgemm_reference(threads: usize, sink: &mut Sink) -> Result<f64, String> {
 }
 
 fn fill<T: AttnElement>(n: usize, seed: u64) -> Vec<T> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            T::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-        })
+    super::values(n, seed)
+        .into_iter()
+        .map(T::from_f32)
         .collect()
 }
 

@@ -12,7 +12,7 @@
 //! Device times are launch plus `synchronize`; host times are the plain call with the whole
 //! machine's threads.
 
-use super::{time_median, Record, Sink};
+use super::{err, time_median, values, Record, Sink};
 use knpu::ops::{self, AttentionArgs, AttnMask};
 use knpu_kernels::attention as host;
 use knpu_kernels::Parallelism;
@@ -22,20 +22,10 @@ const Q_HEADS: usize = 9;
 const KV_HEADS: usize = 3;
 const HEAD_DIM: usize = 64;
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-fn values(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-        .collect()
-}
-
 /// Times one problem on the device and on the host; returns (runs, device s, host s).
 fn measure(s: &knpu::Stream, args: &AttentionArgs) -> Result<(usize, f64, f64), String> {
-    let q = values(args.q.required_len().unwrap_or(0));
-    let k = values(args.k.required_len().unwrap_or(0));
+    let q = values(args.q.required_len().unwrap_or(0), 1);
+    let k = values(args.k.required_len().unwrap_or(0), 2);
     let (dq, dk) = (
         s.from_slice(&q).map_err(err)?,
         s.from_slice(&k).map_err(err)?,

@@ -13,8 +13,15 @@
 //! other core meanwhile: the figure is the calling thread's own cost per call, not its share
 //! of the machine with the device. Under a loaded machine only the same-run difference means
 //! anything.
+//!
+//! `--launches-only c|rust [--rounds N]` times nothing: it queues N batches of 20 of the same
+//! sgemm launches through one API, draining the stream between batches, all inside one
+//! function (`launches`), so `valgrind --tool=callgrind --collect-atstart=no
+//! --toggle-collect='*capi*launches*'` counts the calling thread's instructions for the
+//! launches alone (the device's workers run on other threads). See docs/performance.md,
+//! "C API cost".
 
-use super::{median, Record, Sink};
+use super::{err, median, Record, Sink};
 use knpu_capi::header::*;
 use knpu_capi::{
     knpuFree, knpuGetErrorString, knpuLaunchHostFunc, knpuMalloc, knpuMemcpyAsync,
@@ -59,8 +66,154 @@ extern "C" fn wait_on_gate(user: *mut c_void) {
     gate.wait();
 }
 
-fn err(e: knpu::Error) -> String {
-    e.to_string()
+/// Options of `knpu bench capi`.
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Fewer rounds (a smoke run).
+    #[arg(long)]
+    pub quick: bool,
+    /// Time nothing: queue `--rounds` batches of sgemm launches through this API only, for
+    /// counting instructions under callgrind (`--toggle-collect='*capi*launches*'`).
+    #[arg(long, value_enum)]
+    pub launches_only: Option<Api>,
+    /// Batches queued by `--launches-only`.
+    #[arg(long, default_value_t = 10, requires = "launches_only")]
+    pub rounds: usize,
+}
+
+/// The API a launch goes through.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Api {
+    /// libknpu's exported C functions.
+    C,
+    /// The Rust API (`knpu::ops`).
+    Rust,
+}
+
+/// Edge of the square sgemm both sides launch.
+const SGEMM_N: usize = 64;
+/// Launches per timed (or counted) batch of sgemm.
+const SGEMM_BATCH: usize = 20;
+
+/// `knpublasSgemm` at m = n = k = [`SGEMM_N`] on three device allocations, through a handle
+/// bound to one stream.
+struct CSgemm {
+    handle: knpublasHandle_t,
+    m: [*mut c_void; 3],
+}
+
+impl CSgemm {
+    fn new(stream: knpuStream_t) -> Result<CSgemm, String> {
+        let mut m = [std::ptr::null_mut::<c_void>(); 3];
+        for p in &mut m {
+            // SAFETY: `p` is a writable pointer.
+            check(
+                unsafe { knpuMalloc(p, SGEMM_N * SGEMM_N * 4) },
+                "knpuMalloc",
+            )?;
+        }
+        let mut handle: knpublasHandle_t = std::ptr::null_mut();
+        // SAFETY: `handle` is a writable handle.
+        check_blas(unsafe { knpublasCreate(&mut handle) }, "knpublasCreate")?;
+        check_blas(knpublasSetStream(handle, stream), "knpublasSetStream")?;
+        Ok(CSgemm { handle, m })
+    }
+
+    fn launch(&self) -> Result<(), String> {
+        let (alpha, beta, n) = (1.0f32, 0.0f32, SGEMM_N as i32);
+        let m = &self.m;
+        // SAFETY: alpha and beta are floats; the matrices are device pointers.
+        let status = unsafe {
+            knpublasSgemm(
+                self.handle,
+                KNPUBLAS_OP_N,
+                KNPUBLAS_OP_N,
+                n,
+                n,
+                n,
+                &alpha,
+                m[0].cast(),
+                n,
+                m[1].cast(),
+                n,
+                &beta,
+                m[2].cast(),
+                n,
+            )
+        };
+        check_blas(status, "knpublasSgemm")
+    }
+
+    fn free(self) -> Result<(), String> {
+        check_blas(knpublasDestroy(self.handle), "knpublasDestroy")?;
+        for p in self.m {
+            check(knpuFree(p), "knpuFree")?;
+        }
+        Ok(())
+    }
+}
+
+/// `knpu::ops::gemm` at m = n = k = [`SGEMM_N`].
+struct RustSgemm {
+    a: knpu::DeviceBuffer<f32>,
+    b: knpu::DeviceBuffer<f32>,
+    out: knpu::DeviceBuffer<f32>,
+    gemm: knpu::ops::Gemm,
+    epilogue: knpu::ops::GemmEpilogue<'static, f32>,
+}
+
+impl RustSgemm {
+    fn new(stream: &knpu::Stream) -> Result<RustSgemm, String> {
+        let ones = vec![1.0f32; SGEMM_N * SGEMM_N];
+        Ok(RustSgemm {
+            a: stream.from_slice(&ones).map_err(err)?,
+            b: stream.from_slice(&ones).map_err(err)?,
+            out: stream.alloc::<f32>(SGEMM_N * SGEMM_N).map_err(err)?,
+            gemm: knpu::ops::Gemm::new(SGEMM_N, SGEMM_N, SGEMM_N),
+            epilogue: knpu::ops::GemmEpilogue::new(),
+        })
+    }
+
+    fn launch(&mut self, stream: &knpu::Stream) -> Result<(), String> {
+        let s = self;
+        knpu::ops::gemm(stream, &s.gemm, &s.a, &s.b, &mut s.out, &s.epilogue).map_err(err)
+    }
+}
+
+/// Queues one batch of sgemm launches; the function callgrind's toggle names.
+#[inline(never)]
+fn launches(launch: &mut dyn FnMut() -> Result<(), String>) -> Result<(), String> {
+    for _ in 0..SGEMM_BATCH {
+        launch()?;
+    }
+    Ok(())
+}
+
+/// `--launches-only`: `rounds` batches through `api`, each drained outside [`launches`].
+fn launches_only(api: Api, rounds: usize) -> Result<(), String> {
+    match api {
+        Api::C => {
+            let mut stream: knpuStream_t = std::ptr::null_mut();
+            // SAFETY: `stream` is a writable handle.
+            check(unsafe { knpuStreamCreate(&mut stream) }, "knpuStreamCreate")?;
+            let sgemm = CSgemm::new(stream)?;
+            for _ in 0..rounds {
+                launches(&mut || sgemm.launch())?;
+                check(knpuStreamSynchronize(stream), "knpuStreamSynchronize")?;
+            }
+            sgemm.free()?;
+            check(knpuStreamDestroy(stream), "knpuStreamDestroy")
+        }
+        Api::Rust => {
+            let stream = knpu::Stream::new(&knpu::device(0).map_err(err)?).map_err(err)?;
+            let mut sgemm = RustSgemm::new(&stream)?;
+            for _ in 0..rounds {
+                launches(&mut || sgemm.launch(&stream))?;
+                stream.synchronize().map_err(err)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// A C API status as a Rust result, with the library's message.
@@ -162,7 +315,10 @@ fn emit(sink: &mut Sink, op: &str, batch: usize, mut c: Vec<f64>, mut rust: Vec<
 }
 
 /// Runs the suite.
-pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
+pub fn run(opts: &Opts, sink: &mut Sink) -> Result<(), String> {
+    if let Some(api) = opts.launches_only {
+        return launches_only(api, opts.rounds);
+    }
     let rounds = if opts.quick { 10 } else { 200 };
     let dev = knpu::device(0).map_err(err)?;
     let rs = knpu::Stream::new(&dev).map_err(err)?;
@@ -223,52 +379,14 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     emit(sink, "memcpy_async", batch, c, r);
 
     // sgemm_async: 64 x 64 x 64 in f32.
-    const N: usize = 64;
-    let ones = vec![1.0f32; N * N];
-    let a = rs.from_slice(&ones).map_err(err)?;
-    let b = rs.from_slice(&ones).map_err(err)?;
-    let mut out = rs.alloc::<f32>(N * N).map_err(err)?;
-    let mut cm = [std::ptr::null_mut::<c_void>(); 3];
-    for p in &mut cm {
-        // SAFETY: `p` is a writable pointer.
-        check(unsafe { knpuMalloc(p, N * N * 4) }, "knpuMalloc")?;
-    }
-    let mut handle: knpublasHandle_t = std::ptr::null_mut();
-    // SAFETY: `handle` is a writable handle.
-    check_blas(unsafe { knpublasCreate(&mut handle) }, "knpublasCreate")?;
-    check_blas(knpublasSetStream(handle, cs), "knpublasSetStream")?;
-    let (alpha, beta) = (1.0f32, 0.0f32);
-    let n = N as i32;
-    let mut c_gemm = || {
-        // SAFETY: alpha and beta are floats; the matrices are device pointers.
-        let status = unsafe {
-            knpublasSgemm(
-                handle,
-                KNPUBLAS_OP_N,
-                KNPUBLAS_OP_N,
-                n,
-                n,
-                n,
-                &alpha,
-                cm[0].cast(),
-                n,
-                cm[1].cast(),
-                n,
-                &beta,
-                cm[2].cast(),
-                n,
-            )
-        };
-        check_blas(status, "knpublasSgemm")
-    };
-    let g = knpu::ops::Gemm::new(N, N, N);
-    let epilogue = knpu::ops::GemmEpilogue::new();
-    let mut r_gemm = || knpu::ops::gemm(&rs, &g, &a, &b, &mut out, &epilogue).map_err(err);
-    let batch = 20;
+    let c_sgemm = CSgemm::new(cs)?;
+    let mut r_sgemm = RustSgemm::new(&rs)?;
+    let mut c_gemm = || c_sgemm.launch();
+    let mut r_gemm = || r_sgemm.launch(&rs);
     let (c, r) = interleave(
         &gate,
         rounds,
-        batch,
+        SGEMM_BATCH,
         Side {
             call: &mut c_gemm,
             hold: &c_hold,
@@ -280,11 +398,9 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
             drain: &r_drain,
         },
     )?;
-    emit(sink, "sgemm_async", batch, c, r);
+    emit(sink, "sgemm_async", SGEMM_BATCH, c, r);
 
-    check_blas(knpublasDestroy(handle), "knpublasDestroy")?;
-    for p in cm.into_iter().chain([cbuf]) {
-        check(knpuFree(p), "knpuFree")?;
-    }
+    c_sgemm.free()?;
+    check(knpuFree(cbuf), "knpuFree")?;
     check(knpuStreamDestroy(cs), "knpuStreamDestroy")
 }

@@ -5,34 +5,19 @@
 //! the same N kernels; both are divided by N. The device work is drained outside the timed
 //! region. Records carry `mode`, `nodes` and the rate `us` (host microseconds per node).
 
-use super::{Record, Sink};
+use super::{err, host_s_per_item, tiny_add_operands, Record, Sink};
 use knpu::{CaptureMode, Stream};
-
-fn err(e: knpu::Error) -> String {
-    e.to_string()
-}
 
 /// Runs the suite.
 pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
-    let quick = opts.quick;
     let dev = knpu::device(0).map_err(err)?;
     let s = Stream::new(&dev).map_err(err)?;
-    let a = s.from_slice(&[1.0f32; 16]).map_err(err)?;
-    let b = s.from_slice(&[2.0f32; 16]).map_err(err)?;
-    let mut o = s.alloc::<f32>(16).map_err(err)?;
-    let samples = if quick { 5 } else { 15 };
+    let [a, b, mut o] = tiny_add_operands(&s)?;
+    let samples = if opts.quick { 5 } else { 15 };
     for n in [10usize, 100, 1000] {
-        let mut eager = Vec::new();
-        for _ in 0..samples + 2 {
-            s.synchronize().map_err(err)?;
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                knpu::ops::add(&s, &a, &b, &mut o).map_err(err)?;
-            }
-            eager.push(t.elapsed().as_secs_f64() / n as f64);
-        }
-        s.synchronize().map_err(err)?;
-        let eager_s = super::median(&mut eager[2..]);
+        let eager_s = host_s_per_item(&s, samples, n, || {
+            (0..n).try_for_each(|_| knpu::ops::add(&s, &a, &b, &mut o))
+        })?;
         sink.emit(Record {
             bench: "graph",
             case: crate::case! {"mode" => "eager", "nodes" => n},
@@ -47,15 +32,7 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
         }
         let g = s.end_capture().map_err(err)?;
         let exec = g.instantiate().map_err(err)?;
-        let mut replay = Vec::new();
-        for _ in 0..samples + 2 {
-            s.synchronize().map_err(err)?;
-            let t = std::time::Instant::now();
-            exec.launch(&s).map_err(err)?;
-            replay.push(t.elapsed().as_secs_f64() / n as f64);
-        }
-        s.synchronize().map_err(err)?;
-        let graph_s = super::median(&mut replay[2..]);
+        let graph_s = host_s_per_item(&s, samples, n, || exec.launch(&s))?;
         sink.emit(Record {
             bench: "graph",
             case: crate::case! {"mode" => "graph", "nodes" => n},

@@ -98,6 +98,55 @@ pub fn time_batched(samples: usize, iters: usize, mut f: impl FnMut()) -> (usize
     (samples, median(&mut times))
 }
 
+/// `n` deterministic values in `[-1, 1)` from `seed` (an xorshift sequence): the inputs every
+/// suite times its kernels on.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A failure as the message a suite returns.
+pub fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The operands of the tiny kernel whose launch the runtime and graph suites time (an add of
+/// 16 floats on `s`): `a`, `b` and the output.
+pub fn tiny_add_operands(s: &knpu::Stream) -> Result<[knpu::DeviceBuffer<f32>; 3], String> {
+    Ok([
+        s.from_slice(&[1.0f32; 16]).map_err(err)?,
+        s.from_slice(&[2.0f32; 16]).map_err(err)?,
+        s.alloc::<f32>(16).map_err(err)?,
+    ])
+}
+
+/// Host seconds per item of `f`, which queues `items` items on `s`: the median over `samples`
+/// timed calls after two warm-up calls, `s` drained before each call and after the last,
+/// outside the timed region.
+pub fn host_s_per_item(
+    s: &knpu::Stream,
+    samples: usize,
+    items: usize,
+    mut f: impl FnMut() -> Result<(), knpu::Error>,
+) -> Result<f64, String> {
+    let mut times = Vec::with_capacity(samples + 2);
+    for _ in 0..samples + 2 {
+        s.synchronize().map_err(err)?;
+        let t = Instant::now();
+        f().map_err(err)?;
+        times.push(t.elapsed().as_secs_f64() / items as f64);
+    }
+    s.synchronize().map_err(err)?;
+    Ok(median(&mut times[2..]))
+}
+
 /// The median of `v` (sorted in place).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -195,7 +244,7 @@ enum Suite {
     /// Quantised GEMV/prefill through knpu::ops on device 0 beside the host call.
     QuantDevice(QuickOpts),
     /// Host cost per call of the C API against the Rust API (knpuMemcpyAsync, knpublasSgemm).
-    Capi(QuickOpts),
+    Capi(capi::Opts),
 }
 
 /// Runs the chosen suite.

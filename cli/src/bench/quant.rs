@@ -13,17 +13,12 @@ use knpu_kernels::Parallelism;
 use rayon::prelude::*;
 use std::time::Duration;
 
-struct Lcg(u64);
-impl Lcg {
-    fn f(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+/// Fresh inputs for each array a case needs (the next seed of [`super::values`] each time).
+struct Inputs(u64);
+impl Inputs {
     fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
+        self.0 += 1;
+        super::values(n, self.0)
     }
 }
 
@@ -104,7 +99,7 @@ fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Re
             rates: vec![("gbps", probe_gbps)],
         });
     }
-    let mut rng = Lcg(7);
+    let mut rng = Inputs(7);
     for (k, n) in [(576usize, 1536usize), (1536, 576), (4096, 4096)] {
         if !want("gemv") {
             break;
@@ -167,10 +162,10 @@ fn run_cases(threads: usize, want: &dyn Fn(&str) -> bool, sink: &mut Sink) -> Re
     Ok(())
 }
 
-fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &mut Sink) {
+fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Inputs, sink: &mut Sink) {
     let s = 1024usize;
-    let xq: Vec<i8> = (0..s * s).map(|_| (rng.f() * 127.0) as i8).collect();
-    let wq: Vec<i8> = (0..s * s).map(|_| (rng.f() * 127.0) as i8).collect();
+    let mut int8 = |n| -> Vec<i8> { rng.vec(n).iter().map(|v| (v * 127.0) as i8).collect() };
+    let (xq, wq) = (int8(s * s), int8(s * s));
     let xs = vec![0.01f32; s];
     let ws = vec![0.02f32; s];
     // The output starts on a 64-byte boundary, as device allocations do.
@@ -201,22 +196,12 @@ fn w8a8_case(threads: usize, par: Parallelism, isa: &str, rng: &mut Lcg, sink: &
         median_s: st,
         rates: vec![("gflops", sgemm_gflops)],
     });
+    fn scaled<'a>(codes: &'a [i8], scales: &'a [f32]) -> quant::ScaledI8<'a> {
+        quant::ScaledI8 { codes, scales }
+    }
     let (runs, t) = time_median(5, 50, Duration::from_millis(800), || {
-        quant::w8a8_gemm(
-            &p,
-            quant::ScaledI8 {
-                codes: &xq,
-                scales: &xs,
-            },
-            quant::ScaledI8 {
-                codes: &wq,
-                scales: &ws,
-            },
-            None,
-            y,
-            par,
-        )
-        .expect("valid arguments");
+        let (x, w) = (scaled(&xq, &xs), scaled(&wq, &ws));
+        quant::w8a8_gemm(&p, x, w, None, y, par).expect("valid arguments");
     });
     let gops = ops / t / 1e9;
     sink.emit(Record {
@@ -234,7 +219,7 @@ fn gemm_case(
     threads: usize,
     par: Parallelism,
     isa: &str,
-    rng: &mut Lcg,
+    rng: &mut Inputs,
     sink: &mut Sink,
 ) -> Result<(), String> {
     let (m, k, n) = (512usize, 576usize, 1536usize);

@@ -10,23 +10,13 @@
 //! Device times are launch plus `synchronize`; host times are the plain call with the whole
 //! machine's threads.
 
-use super::{time_median, Record, Sink};
+use super::{err, time_median, values, Record, Sink};
 use knpu::ops::{self, QMatmul, QWeights, QuantFormat};
 use knpu_kernels::quant as host;
 use knpu_kernels::Parallelism;
 use std::time::Duration;
 
 const K: usize = 4096;
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-fn values(n: usize, seed: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 50.0)
-        .collect()
-}
 
 /// The host kernels' format of the same name (both spell the header's format names), or an
 /// error naming a format the host kernels lack.

@@ -8,36 +8,22 @@
 //! - `copy_h2d` / `copy_d2h`: blocking copies of 1 MiB to 256 MiB, beside `host_memcpy`, a
 //!   single-threaded copy between two host buffers of the same size, in the same run.
 
-use super::{time_batched, time_median, Record, Sink};
+use super::{err, host_s_per_item, time_batched, time_median, tiny_add_operands, Record, Sink};
 use std::time::Duration;
-
-fn err(e: knpu::Error) -> String {
-    e.to_string()
-}
 
 /// Runs the suite.
 pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     let quick = opts.quick;
     let dev = knpu::device(0).map_err(err)?;
     let s = knpu::Stream::new(&dev).map_err(err)?;
-    let a = s.from_slice(&[1.0f32; 16]).map_err(err)?;
-    let b = s.from_slice(&[2.0f32; 16]).map_err(err)?;
-    let mut o = s.alloc::<f32>(16).map_err(err)?;
+    let [a, b, mut o] = tiny_add_operands(&s)?;
     let samples = if quick { 5 } else { 15 };
 
     // Async launch: time a batch of launches, then drain outside the timed region.
     let batch = 200;
-    let mut times = Vec::new();
-    for _ in 0..samples + 2 {
-        s.synchronize().map_err(err)?;
-        let t = std::time::Instant::now();
-        for _ in 0..batch {
-            knpu::ops::add(&s, &a, &b, &mut o).map_err(err)?;
-        }
-        times.push(t.elapsed().as_secs_f64() / batch as f64);
-    }
-    s.synchronize().map_err(err)?;
-    let med = super::median(&mut times[2..]);
+    let med = host_s_per_item(&s, samples, batch, || {
+        (0..batch).try_for_each(|_| knpu::ops::add(&s, &a, &b, &mut o))
+    })?;
     sink.emit(Record {
         bench: "runtime",
         case: case! {"op" => "launch_async"},

@@ -88,26 +88,19 @@ impl RawDriver {
 
     /// How many devices the driver has.
     pub fn device_count(&self) -> u32 {
-        let mut n = 0;
-        assert_eq!(call!(self, device_count(&mut n)), KNPU_STATUS_SUCCESS);
-        n
+        written(0, "device_count", |n| call!(self, device_count(n)))
     }
 
     /// Opens device `index`.
     pub fn device(&self, index: u32) -> KnpuDriverDevice {
-        let mut d = null_mut();
-        assert_eq!(call!(self, device_get(index, &mut d)), KNPU_STATUS_SUCCESS);
-        d
+        written(null_mut(), "device_get", |d| {
+            call!(self, device_get(index, d))
+        })
     }
 
     /// Allocates `size` bytes.
     pub fn alloc(&self, dev: KnpuDriverDevice, size: u64) -> u64 {
-        let mut a = 0;
-        assert_eq!(
-            call!(self, mem_alloc(dev, size, &mut a)),
-            KNPU_STATUS_SUCCESS
-        );
-        a
+        written(0, "mem_alloc", |a| call!(self, mem_alloc(dev, size, a)))
     }
 
     /// Frees an allocation.
@@ -117,12 +110,10 @@ impl RawDriver {
 
     /// Creates a queue of normal priority.
     pub fn queue(&self, dev: KnpuDriverDevice) -> KnpuQueue {
-        let mut q = null_mut();
-        assert_eq!(
-            call!(self, queue_create(dev, KNPU_QUEUE_PRIORITY_NORMAL, &mut q)),
-            KNPU_STATUS_SUCCESS
-        );
-        q
+        let normal = KNPU_QUEUE_PRIORITY_NORMAL;
+        written(null_mut(), "queue_create", |q| {
+            call!(self, queue_create(dev, normal, q))
+        })
     }
 
     /// Destroys a queue.
@@ -132,12 +123,9 @@ impl RawDriver {
 
     /// Creates a semaphore at `initial`.
     pub fn semaphore(&self, dev: KnpuDriverDevice, initial: u64) -> KnpuSemaphore {
-        let mut s = null_mut();
-        assert_eq!(
-            call!(self, semaphore_create(dev, initial, &mut s)),
-            KNPU_STATUS_SUCCESS
-        );
-        s
+        written(null_mut(), "semaphore_create", |s| {
+            call!(self, semaphore_create(dev, initial, s))
+        })
     }
 
     /// Destroys a semaphore.
@@ -202,6 +190,55 @@ impl RawDriver {
             KNPU_STATUS_SUCCESS
         );
         self.wait(sem, value)
+    }
+
+    /// Runs `commands` on `q`, signalling a fresh semaphore of `d`: the wait's status and, when
+    /// it failed, the semaphore's failure message (empty on success).
+    pub fn run_once(
+        &self,
+        d: KnpuDriverDevice,
+        q: KnpuQueue,
+        commands: &[KnpuCommand],
+    ) -> (KnpuStatus, String) {
+        let s = self.semaphore(d, 0);
+        let status = self.run(q, s, 1, commands);
+        let msg = if status == KNPU_STATUS_SUCCESS {
+            String::new()
+        } else {
+            self.error(s).1
+        };
+        self.destroy_semaphore(s);
+        (status, msg)
+    }
+
+    /// Runs `commands` on `q` (signalling `s` to 1) with the device's profiler on, then reads
+    /// its records: the run's status and every record the driver returned.
+    pub fn run_profiled(
+        &self,
+        d: KnpuDriverDevice,
+        q: KnpuQueue,
+        s: KnpuSemaphore,
+        commands: &[KnpuCommand],
+    ) -> (KnpuStatus, Vec<KnpuCommandRecord>) {
+        assert_eq!(call!(self, device_set_profiling(d, 1)), KNPU_STATUS_SUCCESS);
+        let status = self.run(q, s, 1, commands);
+        assert_eq!(call!(self, device_set_profiling(d, 0)), KNPU_STATUS_SUCCESS);
+        let mut records = vec![KnpuCommandRecord::sized(); 4096];
+        let mut n = 0;
+        assert_eq!(
+            call!(
+                self,
+                device_read_profile(d, records.as_mut_ptr(), records.len(), &mut n)
+            ),
+            KNPU_STATUS_SUCCESS
+        );
+        assert!(
+            n <= records.len(),
+            "{n} records read into {}",
+            records.len()
+        );
+        records.truncate(n);
+        (status, records)
     }
 
     /// The semaphore's value.
@@ -289,6 +326,13 @@ impl RawDriver {
     }
 }
 
+/// What a table call that must succeed writes through its out-pointer, starting from `init`.
+fn written<T>(init: T, what: &str, f: impl FnOnce(&mut T) -> KnpuStatus) -> T {
+    let mut out = init;
+    assert_eq!(f(&mut out), KNPU_STATUS_SUCCESS, "{what}");
+    out
+}
+
 /// The string in a NUL-terminated buffer a driver filled.
 pub fn c_string(buf: &[c_char]) -> String {
     let bytes: Vec<u8> = buf
@@ -311,7 +355,22 @@ fn command(type_: u32) -> KnpuCommand {
     c
 }
 
-fn copy(type_: u32, copy: KnpuCopyCommand) -> KnpuCommand {
+/// A copy of `size` bytes between device addresses `src` and `dst` (0 where that end is host
+/// memory); `host` sets the host end of a copy that has one.
+fn copy(
+    type_: u32,
+    (dst, src, size): (u64, u64, u64),
+    host: impl FnOnce(&mut KnpuCopyCommand),
+) -> KnpuCommand {
+    let mut copy = KnpuCopyCommand {
+        src,
+        dst,
+        host_src: std::ptr::null(),
+        host_dst: null_mut(),
+        size,
+        peer_device: null_mut(),
+    };
+    host(&mut copy);
     let mut c = command(type_);
     c.u.copy = copy;
     c
@@ -319,17 +378,10 @@ fn copy(type_: u32, copy: KnpuCopyCommand) -> KnpuCommand {
 
 /// A host-to-device copy of `src` to `dst`.
 pub fn h2d(dst: u64, src: &[u8]) -> KnpuCommand {
-    copy(
-        KNPU_COMMAND_COPY_HOST_TO_DEVICE,
-        KnpuCopyCommand {
-            src: 0,
-            dst,
-            host_src: src.as_ptr() as *const c_void,
-            host_dst: null_mut(),
-            size: src.len() as u64,
-            peer_device: null_mut(),
-        },
-    )
+    let ends = (dst, 0, src.len() as u64);
+    copy(KNPU_COMMAND_COPY_HOST_TO_DEVICE, ends, |c| {
+        c.host_src = src.as_ptr() as *const c_void
+    })
 }
 
 /// A device-to-host copy of `dst.len()` bytes at `src`.
@@ -339,47 +391,21 @@ pub fn d2h(dst: &mut [u8], src: u64) -> KnpuCommand {
 
 /// A device-to-host copy into a raw pointer (for copies still pending while the host reads).
 pub fn d2h_raw(dst: *mut u8, src: u64, size: u64) -> KnpuCommand {
-    copy(
-        KNPU_COMMAND_COPY_DEVICE_TO_HOST,
-        KnpuCopyCommand {
-            src,
-            dst: 0,
-            host_src: std::ptr::null(),
-            host_dst: dst as *mut c_void,
-            size,
-            peer_device: null_mut(),
-        },
-    )
+    copy(KNPU_COMMAND_COPY_DEVICE_TO_HOST, (0, src, size), |c| {
+        c.host_dst = dst as *mut c_void
+    })
 }
 
 /// A device-to-device copy.
 pub fn d2d(dst: u64, src: u64, size: u64) -> KnpuCommand {
-    copy(
-        KNPU_COMMAND_COPY_DEVICE_TO_DEVICE,
-        KnpuCopyCommand {
-            src,
-            dst,
-            host_src: std::ptr::null(),
-            host_dst: null_mut(),
-            size,
-            peer_device: null_mut(),
-        },
-    )
+    copy(KNPU_COMMAND_COPY_DEVICE_TO_DEVICE, (dst, src, size), |_| {})
 }
 
 /// A copy from `src` on device `peer` to `dst` on the queue's device.
 pub fn peer(dst: u64, peer: KnpuDriverDevice, src: u64, size: u64) -> KnpuCommand {
-    copy(
-        KNPU_COMMAND_COPY_PEER,
-        KnpuCopyCommand {
-            src,
-            dst,
-            host_src: std::ptr::null(),
-            host_dst: null_mut(),
-            size,
-            peer_device: peer,
-        },
-    )
+    copy(KNPU_COMMAND_COPY_PEER, (dst, src, size), |c| {
+        c.peer_device = peer
+    })
 }
 
 /// A fill of `size` bytes at `dst` with a 1, 2, 4 or 8-byte pattern.

@@ -17,12 +17,16 @@ use crate::Case;
 
 /// The ABI-level cases, by feature.
 pub fn cases() -> Vec<Case> {
-    let mut all = devices::cases();
-    all.extend(memory::cases());
-    all.extend(copies::cases());
-    all.extend(queues::cases());
-    all.extend(command_lists::cases());
-    all.extend(profiling::cases());
-    all.extend(faults::cases());
-    all
+    [
+        devices::cases,
+        memory::cases,
+        copies::cases,
+        queues::cases,
+        command_lists::cases,
+        profiling::cases,
+        faults::cases,
+    ]
+    .into_iter()
+    .flat_map(|feature| feature())
+    .collect()
 }

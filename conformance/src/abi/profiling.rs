@@ -2,7 +2,7 @@
 
 use knpu_driver_abi::*;
 
-use super::client::{call, fill, provides};
+use super::client::{fill, provides};
 use crate::{case_list, AbiContext, Case, CaseResult, Feature, Unsupported};
 
 pub(super) fn cases() -> Vec<Case> {
@@ -18,23 +18,9 @@ fn profiling_records_commands(ctx: &AbiContext) -> CaseResult {
     let q = drv.queue(d);
     let s = drv.semaphore(d, 0);
     let a = drv.alloc(d, 1 << 20);
-    assert_eq!(call!(drv, device_set_profiling(d, 1)), KNPU_STATUS_SUCCESS);
-    assert_eq!(
-        drv.run(q, s, 1, &[fill(a, 1 << 20, 0, 4)]),
-        KNPU_STATUS_SUCCESS
-    );
-    assert_eq!(call!(drv, device_set_profiling(d, 0)), KNPU_STATUS_SUCCESS);
-    let mut records = vec![KnpuCommandRecord::sized(); 4096];
-    let mut n = 0;
-    assert_eq!(
-        call!(
-            drv,
-            device_read_profile(d, records.as_mut_ptr(), records.len(), &mut n)
-        ),
-        KNPU_STATUS_SUCCESS
-    );
-    assert!(n <= records.len());
-    let fill = records[..n]
+    let (status, records) = drv.run_profiled(d, q, s, &[fill(a, 1 << 20, 0, 4)]);
+    assert_eq!(status, KNPU_STATUS_SUCCESS);
+    let fill = records
         .iter()
         .find(|r| r.type_ == KNPU_COMMAND_FILL && r.bytes == 1 << 20)
         .expect("the fill was recorded");

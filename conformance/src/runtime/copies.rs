@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::{case_list, Case, CaseResult, Feature, RuntimeContext};
-use knpu::{Error, Stream};
+use knpu::Error;
 
 pub(super) fn cases() -> Vec<Case> {
     case_list!(Runtime, Feature::Copies;
@@ -14,8 +14,7 @@ pub(super) fn cases() -> Vec<Case> {
 }
 
 fn copies_round_trip(ctx: &RuntimeContext) -> CaseResult {
-    let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     for n in [0usize, 1, 7, 4097, (1 << 20) / 4 + 3] {
         let src = pattern(n);
         let b = s.from_slice(&src).unwrap();
@@ -38,8 +37,7 @@ fn copies_round_trip(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn fills(ctx: &RuntimeContext) -> CaseResult {
-    let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let mut b8 = s.alloc::<u8>(13).unwrap();
     s.memset(&mut b8, 0xABu8).unwrap();
     assert_eq!(b8.to_vec().unwrap(), vec![0xAB; 13]);
@@ -61,8 +59,7 @@ fn fills(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn device_to_device_and_overlap(ctx: &RuntimeContext) -> CaseResult {
-    let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let a = s.from_slice(&pattern(1000)).unwrap();
     let mut b = s.alloc::<f32>(1000).unwrap();
     s.memcpy_dtod(&mut b, &a).unwrap();
@@ -79,8 +76,7 @@ fn device_to_device_and_overlap(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn views_and_bounds(ctx: &RuntimeContext) -> CaseResult {
-    let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let a = s.from_slice(&pattern(64)).unwrap();
     let mut b = s.alloc_zeroed::<f32>(64).unwrap();
     s.memcpy_dtod(&mut b.slice_mut(10..20).unwrap(), &a.slice(30..40).unwrap())
@@ -102,8 +98,7 @@ fn views_and_bounds(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn shape_errors(ctx: &RuntimeContext) -> CaseResult {
-    let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let mut a = s.alloc::<f32>(10).unwrap();
     let e = s.memcpy_htod(&mut a, &[1.0; 11]).unwrap_err();
     assert!(matches!(e, Error::Shape { operand: "src", .. }), "{e}");

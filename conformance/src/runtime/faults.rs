@@ -24,7 +24,7 @@ pub(super) fn cases() -> Vec<Case> {
 
 fn out_of_bounds_address_is_a_device_fault(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     // Return the segments earlier cases left cached, so the buffer below sits in a new,
     // small segment with nothing mapped 64 MiB past it (on a driver that hands out
     // addresses upwards, as the software NPU does).
@@ -52,7 +52,7 @@ fn use_after_free_is_a_device_fault(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
     // A buffer large enough to get a driver allocation of its own, so releasing the cache
     // returns exactly that allocation to the driver.
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let b = s.alloc_zeroed::<u8>(64 << 20).unwrap();
     let addr = b.device_address();
     s.synchronize().unwrap();
@@ -68,7 +68,7 @@ fn use_after_free_is_a_device_fault(ctx: &RuntimeContext) -> CaseResult {
 fn injected_kernel_fault_surfaces_at_synchronize(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
     ctx.require_fault_injection()?;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let a = s.from_slice(&pattern(100)).unwrap();
     let mut out = s.alloc::<f32>(100).unwrap();
     // A first launch finds out whether the device runs the op at all.

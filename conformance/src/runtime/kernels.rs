@@ -41,7 +41,7 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 }
 
 fn elementwise_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     for n in [1usize, 7, 1000, 100_003] {
         let x = pattern(n);
         let y: Vec<f32> = (0..n).map(|i| 1.0 + (i % 13) as f32).collect();
@@ -73,25 +73,28 @@ fn elementwise_f32(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn elementwise_half_precision(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
-    // Small integers: exact in bf16 and f16, and so are their sums.
-    let h: Vec<bf16> = (0..50).map(|i| bf16::from_f32(i as f32)).collect();
+    let s = ctx.stream();
+    add_small_integers(&s, "bf16 add", bf16::from_f32, bf16::to_f32)?;
+    add_small_integers(&s, "f16 add", f16::from_f32, f16::to_f32)
+}
+
+/// `0..50` added to itself in `T`: small integers, exact in bf16 and f16, and so are their
+/// sums.
+fn add_small_integers<T>(s: &Stream, what: &str, from: fn(f32) -> T, to: fn(T) -> f32) -> CaseResult
+where
+    T: knpu::DType + PartialEq + std::fmt::Debug,
+{
+    let h: Vec<T> = (0..50).map(|i| from(i as f32)).collect();
     let a = s.from_slice(&h).unwrap();
-    let mut o = s.alloc::<bf16>(50).unwrap();
-    supported(ops::add(&s, &a, &a, &mut o))?;
-    let want: Vec<bf16> = h.iter().map(|v| bf16::from_f32(v.to_f32() * 2.0)).collect();
-    assert_eq!(o.to_vec().unwrap(), want, "bf16 add");
-    let h: Vec<f16> = (0..50).map(|i| f16::from_f32(i as f32)).collect();
-    let a = s.from_slice(&h).unwrap();
-    let mut o = s.alloc::<f16>(50).unwrap();
-    supported(ops::add(&s, &a, &a, &mut o))?;
-    let want: Vec<f16> = h.iter().map(|v| f16::from_f32(v.to_f32() * 2.0)).collect();
-    assert_eq!(o.to_vec().unwrap(), want, "f16 add");
+    let mut o = s.alloc::<T>(50).unwrap();
+    supported(ops::add(s, &a, &a, &mut o))?;
+    let want: Vec<T> = h.iter().map(|&v| from(to(v) * 2.0)).collect();
+    assert_eq!(o.to_vec().unwrap(), want, "{what}");
     Ok(())
 }
 
 fn matmul_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     for (m, n, k) in [(1, 1, 1), (3, 5, 7), (17, 33, 64), (64, 1, 129)] {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 * 0.25).collect();
@@ -116,7 +119,7 @@ fn matmul_f32(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn rms_norm_and_softmax_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     let (rows, cols) = (3, 67);
     let x: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 13) % 29) as f32 * 0.1 - 1.4)
@@ -152,7 +155,7 @@ fn rms_norm_and_softmax_f32(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn q8_0_round_trip(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     let (rows, k) = (3, 64);
     let format = QuantFormat::Q8_0;
     let x: Vec<f32> = (0..rows * k)

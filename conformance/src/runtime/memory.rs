@@ -16,7 +16,7 @@ pub(super) fn cases() -> Vec<Case> {
 
 fn allocator_statistics(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     s.synchronize().unwrap();
     dev.empty_cache().unwrap();
     dev.reset_peak_memory_stats();
@@ -116,7 +116,7 @@ fn dropping_buffer_with_pending_work_is_safe(ctx: &RuntimeContext) -> CaseResult
 fn allocation_retry_after_releasing_cache(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
     ctx.require_fault_injection()?;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     // Leave a cached segment behind, then make the next driver allocation fail once.
     drop(s.alloc::<u8>(12 << 20).unwrap());
     let before = dev.memory_stats();
@@ -141,7 +141,7 @@ fn allocation_retry_after_releasing_cache(ctx: &RuntimeContext) -> CaseResult {
 
 fn out_of_memory_names_four_figures(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let keep = s.alloc::<u8>(1 << 20).unwrap();
     let (_, total) = dev.memory_info().unwrap();
     let e = s.alloc::<u8>((total + (1 << 30)) as usize).unwrap_err();

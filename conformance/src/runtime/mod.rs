@@ -22,14 +22,18 @@ use crate::Case;
 
 /// The runtime-level cases, by feature.
 pub fn cases() -> Vec<Case> {
-    let mut all = devices::cases();
-    all.extend(memory::cases());
-    all.extend(copies::cases());
-    all.extend(streams::cases());
-    all.extend(faults::cases());
-    all.extend(kernels::cases());
-    all.extend(sample::cases());
-    all
+    [
+        devices::cases,
+        memory::cases,
+        copies::cases,
+        streams::cases,
+        faults::cases,
+        kernels::cases,
+        sample::cases,
+    ]
+    .into_iter()
+    .flat_map(|feature| feature())
+    .collect()
 }
 
 /// `n` distinct small f32 values.

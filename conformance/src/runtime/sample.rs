@@ -5,7 +5,6 @@
 
 use knpu::abi::ops::sample::uniform;
 use knpu::ops::{self, BinaryOp, Broadcast, SampleParams};
-use knpu::Stream;
 
 use super::kernels::supported;
 use crate::{case_list, CaseResult, RuntimeContext};
@@ -50,7 +49,7 @@ fn rule(row: &[f32], u: f64, p: &SampleParams) -> u32 {
 }
 
 fn sample_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     let (rows, vocab) = (3, 37);
     // Distinct logits (no ties), spread enough that every rule matters.
     let x: Vec<f32> = (0..rows * vocab)
@@ -93,7 +92,7 @@ fn sample_f32(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn binary_div_f32(ctx: &RuntimeContext) -> CaseResult {
-    let s = Stream::new(&ctx.device).unwrap();
+    let s = ctx.stream();
     let (rows, cols) = (5, 33);
     let a: Vec<f32> = (0..rows * cols).map(|i| i as f32 - 40.0).collect();
     let b: Vec<f32> = (0..rows * cols)

@@ -21,8 +21,7 @@ pub(super) fn cases() -> Vec<Case> {
 }
 
 fn stream_order_and_host_callbacks(ctx: &RuntimeContext) -> CaseResult {
-    let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let log = Arc::new(Mutex::new(Vec::new()));
     // Each step fills a scratch buffer with its index and copies it into its own slot: the
     // history shows every copy saw the fill queued just before it.
@@ -87,7 +86,7 @@ fn cross_stream_event_wait(ctx: &RuntimeContext) -> CaseResult {
 
 fn query_before_and_after(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     assert!(s.query().unwrap(), "an idle stream is complete");
     let release = block_stream(&s);
     let e = Event::with_timing(dev, false);
@@ -104,7 +103,7 @@ fn query_before_and_after(ctx: &RuntimeContext) -> CaseResult {
 
 fn elapsed_times_positive_and_monotone(ctx: &RuntimeContext) -> CaseResult {
     let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let events: Vec<Event> = (0..4).map(|_| Event::new(dev)).collect();
     let src = pattern(1 << 18);
     let mut b = s.alloc::<f32>(src.len()).unwrap();
@@ -145,7 +144,7 @@ fn unrecorded_event(ctx: &RuntimeContext) -> CaseResult {
     let e = Event::new(dev);
     assert!(e.query().unwrap());
     e.synchronize().unwrap();
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     s.wait_event(&e).unwrap();
     s.synchronize().unwrap();
     let other = Event::new(dev);
@@ -159,8 +158,7 @@ fn unrecorded_event(ctx: &RuntimeContext) -> CaseResult {
 }
 
 fn destroy_stream_with_pending_work(ctx: &RuntimeContext) -> CaseResult {
-    let dev = &ctx.device;
-    let s = Stream::new(dev).unwrap();
+    let s = ctx.stream();
     let done = Arc::new(AtomicBool::new(false));
     let d2 = done.clone();
     s.launch_host_func(move || {

@@ -20,6 +20,8 @@ use knpu_kernels::attention::{
     PagedKvCache,
 };
 
+use knpu_kernels::KernelError;
+
 use super::{fault, read, with_float, Cost, Kernel, KernelContext, Peak};
 use crate::exec::Fault;
 
@@ -53,9 +55,10 @@ fn cache(d: &KnpuPagedKvCache) -> Result<PagedKvCache, OpError> {
     })
 }
 
-fn mask(window: u64, scale: f32) -> Result<AttnMask, OpError> {
+/// The mask of the ABI's encoding (`flags`, window 0: none, scale 0: 1/sqrt(head_dim)).
+fn mask(flags: u32, window: u64, scale: f32) -> Result<AttnMask, OpError> {
     Ok(AttnMask {
-        causal: false,
+        causal: flags & KNPU_ATTENTION_CAUSAL != 0,
         window: (window != 0)
             .then(|| to_usize("window", window))
             .transpose()?,
@@ -90,6 +93,54 @@ fn attention_work(batch: usize, q_heads: usize, q_len: usize, kv_len: usize, d: 
         .fold(1u64, |acc, &x| acc.saturating_mul(x as u64))
 }
 
+/// What an attention writes: `out` and, when given, `lse` (f32).
+#[derive(Clone, Copy)]
+struct AttnOutputs {
+    out: Extent,
+    lse: Option<Extent>,
+}
+
+impl AttnOutputs {
+    fn of(e: &Extents) -> AttnOutputs {
+        AttnOutputs {
+            out: must(e, "out"),
+            lse: e.get("lse").copied(),
+        }
+    }
+
+    /// The extents inputs must be copied away from (`out` twice when there is no `lse`),
+    /// after checking that the outputs do not overlap each other.
+    fn outs(&self) -> Result<[Extent; 2], Fault> {
+        let n = 1 + usize::from(self.lse.is_some());
+        let all = [self.out, self.lse.unwrap_or(self.out)];
+        disjoint_outputs(&all[..n])?;
+        Ok(all)
+    }
+
+    /// `out` as `T` and `lse` as f32.
+    ///
+    /// # Safety
+    /// - `T` matches `out`'s element size.
+    /// - [`AttnOutputs::outs`] succeeded, every input that overlaps its extents was resolved
+    ///   through [`KernelContext::input`] with them as outputs, and no other slice covers them.
+    // The slices point into device memory, not into `ctx`; exclusivity is the caller's
+    // obligation, as for `KernelContext::output`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn resolve<'c, T>(
+        &self,
+        ctx: &'c KernelContext<'_>,
+    ) -> Result<(&'c mut [T], Option<&'c mut [f32]>), Fault> {
+        // SAFETY: the caller's promises; `outs` checked the outputs disjoint.
+        let out = unsafe { ctx.output::<T>(&self.out) }?;
+        // SAFETY: as above; lse is F32.
+        let lse = self
+            .lse
+            .map(|r| unsafe { ctx.output::<f32>(&r) })
+            .transpose()?;
+        Ok((out, lse))
+    }
+}
+
 fn bytes_of(es: &[Option<Extent>]) -> u64 {
     es.iter()
         .flatten()
@@ -105,8 +156,7 @@ pub(crate) struct Attention {
     q: Extent,
     k: Extent,
     v: Extent,
-    out: Extent,
-    lse: Option<Extent>,
+    outputs: AttnOutputs,
     kv_lens: Option<Extent>,
 }
 
@@ -117,8 +167,6 @@ impl Kernel for Attention {
     fn parse(bytes: &[u8]) -> Result<Self, OpError> {
         let p: KnpuAttentionParams = read(bytes)?;
         let e = defs::validate_attention(&p)?;
-        let mut m = mask(p.window, p.scale)?;
-        m.causal = p.flags & KNPU_ATTENTION_CAUSAL != 0;
         Ok(Attention {
             dtype: p.dtype,
             params: AttentionParams {
@@ -126,13 +174,12 @@ impl Kernel for Attention {
                 k: tensor("k", &p.k_desc)?,
                 v: tensor("v", &p.v_desc)?,
                 out: tensor("out", &p.out_desc)?,
-                mask: m,
+                mask: mask(p.flags, p.window, p.scale)?,
             },
             q: must(&e, "q"),
             k: must(&e, "k"),
             v: must(&e, "v"),
-            out: must(&e, "out"),
-            lse: e.get("lse").copied(),
+            outputs: AttnOutputs::of(&e),
             kv_lens: e.get("kv_lens").copied(),
         })
     }
@@ -145,8 +192,8 @@ impl Kernel for Attention {
                 Some(self.q),
                 Some(self.k),
                 Some(self.v),
-                Some(self.out),
-                self.lse,
+                Some(self.outputs.out),
+                self.outputs.lse,
             ]),
             ops: ops.saturating_mul(4),
             peak: Peak::of_dtype(self.dtype),
@@ -160,9 +207,7 @@ impl Kernel for Attention {
 
 impl Attention {
     fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        let all = [self.out, self.lse.unwrap_or(self.out)];
-        let outs = &all[..1 + usize::from(self.lse.is_some())];
-        disjoint_outputs(outs)?;
+        let outs = &self.outputs.outs()?;
         let q = ctx.input::<T>(&self.q, outs)?;
         let k = ctx.input::<T>(&self.k, outs)?;
         let v = ctx.input::<T>(&self.v, outs)?;
@@ -170,14 +215,8 @@ impl Attention {
             .kv_lens
             .map(|r| ctx.input::<u32>(&r, outs))
             .transpose()?;
-        // SAFETY: T matches the dtype's size; the outputs overlap neither each other
-        // (checked above) nor the inputs (overlapping inputs were copied).
-        let out = unsafe { ctx.output::<T>(&self.out) }?;
-        // SAFETY: as above; lse is F32.
-        let lse = self
-            .lse
-            .map(|r| unsafe { ctx.output::<f32>(&r) })
-            .transpose()?;
+        // SAFETY: T matches the dtype's size; every input was resolved against `outs`.
+        let (out, lse) = unsafe { self.outputs.resolve::<T>(ctx) }?;
         let a = &self.params;
         let work = attention_work(a.q.batch, a.q.heads, a.q.seq, a.k.seq, a.q.head_dim);
         let (q, k, v) = (q.slice(), k.slice(), v.slice());
@@ -198,8 +237,7 @@ pub(crate) struct PagedAttention {
     q: Extent,
     k_cache: Extent,
     v_cache: Extent,
-    out: Extent,
-    lse: Option<Extent>,
+    outputs: AttnOutputs,
     kv_lens: Extent,
     block_table: Extent,
 }
@@ -211,8 +249,6 @@ impl Kernel for PagedAttention {
     fn parse(bytes: &[u8]) -> Result<Self, OpError> {
         let p: KnpuPagedAttentionParams = read(bytes)?;
         let e = defs::validate_paged_attention(&p)?;
-        let mut m = mask(p.window, p.scale)?;
-        m.causal = p.flags & KNPU_ATTENTION_CAUSAL != 0;
         Ok(PagedAttention {
             dtype: p.dtype,
             params: PagedAttentionParams {
@@ -220,13 +256,12 @@ impl Kernel for PagedAttention {
                 out: tensor("out", &p.out_desc)?,
                 cache: cache(&p.cache)?,
                 max_blocks_per_seq: to_usize("max_blocks_per_seq", p.max_blocks_per_seq)?,
-                mask: m,
+                mask: mask(p.flags, p.window, p.scale)?,
             },
             q: must(&e, "q"),
             k_cache: must(&e, "k_cache"),
             v_cache: must(&e, "v_cache"),
-            out: must(&e, "out"),
-            lse: e.get("lse").copied(),
+            outputs: AttnOutputs::of(&e),
             kv_lens: must(&e, "kv_lens"),
             block_table: must(&e, "block_table"),
         })
@@ -248,7 +283,8 @@ impl Kernel for PagedAttention {
         .iter()
         .fold(2 * size, |acc, &x| acc.saturating_mul(x as u64));
         Cost {
-            bytes: bytes_of(&[Some(self.q), Some(self.out), self.lse]).saturating_add(keys),
+            bytes: bytes_of(&[Some(self.q), Some(self.outputs.out), self.outputs.lse])
+                .saturating_add(keys),
             ops: ops.saturating_mul(4),
             peak: Peak::of_dtype(self.dtype),
         }
@@ -261,22 +297,14 @@ impl Kernel for PagedAttention {
 
 impl PagedAttention {
     fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        let all = [self.out, self.lse.unwrap_or(self.out)];
-        let outs = &all[..1 + usize::from(self.lse.is_some())];
-        disjoint_outputs(outs)?;
+        let outs = &self.outputs.outs()?;
         let q = ctx.input::<T>(&self.q, outs)?;
         let kc = ctx.input::<T>(&self.k_cache, outs)?;
         let vc = ctx.input::<T>(&self.v_cache, outs)?;
         let table = ctx.input::<u32>(&self.block_table, outs)?;
         let kv_lens = ctx.input::<u32>(&self.kv_lens, outs)?;
-        // SAFETY: T matches the dtype's size; the outputs overlap neither each other
-        // (checked above) nor the inputs (overlapping inputs were copied).
-        let out = unsafe { ctx.output::<T>(&self.out) }?;
-        // SAFETY: as above; lse is F32.
-        let lse = self
-            .lse
-            .map(|r| unsafe { ctx.output::<f32>(&r) })
-            .transpose()?;
+        // SAFETY: T matches the dtype's size; every input was resolved against `outs`.
+        let (out, lse) = unsafe { self.outputs.resolve::<T>(ctx) }?;
         let a = &self.params;
         let cap = a.max_blocks_per_seq.saturating_mul(a.cache.block_size);
         let work = attention_work(a.q.batch, a.q.heads, a.q.seq, cap, a.q.head_dim);
@@ -298,25 +326,94 @@ impl PagedAttention {
 
 // ---- KV_APPEND, PAGED_KV_APPEND ---------------------------------------------------------
 
-/// The cost of an append: new keys and values read and written once.
-fn append_cost(k_new: &Extent, v_new: &Extent) -> Cost {
-    Cost {
-        bytes: bytes_of(&[Some(*k_new), Some(*v_new)]).saturating_mul(2),
-        ops: 0,
-        peak: Peak::F32,
-    }
-}
-
-/// Validated KNPU_KERNEL_KV_APPEND parameters.
-pub(crate) struct KvAppend {
+/// What both appends share: the new keys and values, the two caches they are written into
+/// and each sequence's length.
+struct Append {
     dtype: u32,
-    cache: AttnTensor,
     new: AttnTensor,
     k_cache: Extent,
     v_cache: Extent,
     k_new: Extent,
     v_new: Extent,
     seq_lens: Extent,
+}
+
+/// The operands of an append as the kernel takes them: both caches, the new keys and values,
+/// each sequence's length and the block table of a paged cache.
+struct AppendArgs<'a, T> {
+    k_cache: &'a mut [T],
+    v_cache: &'a mut [T],
+    new: NewKv<'a, T>,
+    seq_lens: &'a [u32],
+    block_table: &'a [u32],
+}
+
+impl Append {
+    fn of(dtype: u32, new_desc: &KnpuAttnTensor, e: &Extents) -> Result<Append, OpError> {
+        Ok(Append {
+            dtype,
+            new: tensor("k_new", new_desc)?,
+            k_cache: must(e, "k_cache"),
+            v_cache: must(e, "v_cache"),
+            k_new: must(e, "k_new"),
+            v_new: must(e, "v_new"),
+            seq_lens: must(e, "seq_lens"),
+        })
+    }
+
+    /// New keys and values read and written once.
+    fn cost(&self) -> Cost {
+        Cost {
+            bytes: bytes_of(&[Some(self.k_new), Some(self.v_new)]).saturating_mul(2),
+            ops: 0,
+            peak: Peak::F32,
+        }
+    }
+
+    /// Resolves the operands as `T` (and `block_table`, when given, after the new values)
+    /// and runs `append` on them; a kernel error is a fault of kernel `name`.
+    fn run<T: AttnElement>(
+        &self,
+        ctx: &KernelContext<'_>,
+        name: &'static str,
+        block_table: Option<&Extent>,
+        append: impl FnOnce(AppendArgs<'_, T>) -> Result<(), KernelError>,
+    ) -> Result<(), Fault> {
+        let outs = [self.k_cache, self.v_cache];
+        disjoint_outputs(&outs)?;
+        let k_new = ctx.input::<T>(&self.k_new, &outs)?;
+        let v_new = ctx.input::<T>(&self.v_new, &outs)?;
+        let table = block_table
+            .map(|t| ctx.input::<u32>(t, &outs))
+            .transpose()?;
+        let seq_lens = ctx.input::<u32>(&self.seq_lens, &outs)?;
+        // SAFETY: T matches the dtype's size; the caches overlap neither each other
+        // (checked above) nor the inputs (overlapping inputs were copied).
+        let (k_cache, v_cache) = unsafe {
+            (
+                ctx.output::<T>(&self.k_cache)?,
+                ctx.output::<T>(&self.v_cache)?,
+            )
+        };
+        append(AppendArgs {
+            k_cache,
+            v_cache,
+            new: NewKv {
+                shape: self.new,
+                k: k_new.slice(),
+                v: v_new.slice(),
+            },
+            seq_lens: seq_lens.slice(),
+            block_table: table.as_ref().map_or(&[][..], |t| t.slice()),
+        })
+        .map_err(fault(name))
+    }
+}
+
+/// Validated KNPU_KERNEL_KV_APPEND parameters.
+pub(crate) struct KvAppend {
+    cache: AttnTensor,
+    append: Append,
 }
 
 impl Kernel for KvAppend {
@@ -327,68 +424,30 @@ impl Kernel for KvAppend {
         let p: KnpuKvAppendParams = read(bytes)?;
         let e = defs::validate_kv_append(&p)?;
         Ok(KvAppend {
-            dtype: p.dtype,
             cache: tensor("k_cache", &p.cache_desc)?,
-            new: tensor("k_new", &p.new_desc)?,
-            k_cache: must(&e, "k_cache"),
-            v_cache: must(&e, "v_cache"),
-            k_new: must(&e, "k_new"),
-            v_new: must(&e, "v_new"),
-            seq_lens: must(&e, "seq_lens"),
+            append: Append::of(p.dtype, &p.new_desc, &e)?,
         })
     }
 
     fn cost(&self) -> Cost {
-        append_cost(&self.k_new, &self.v_new)
+        self.append.cost()
     }
 
     fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        with_float!(self.dtype, T => self.run_typed::<T>(ctx))
-    }
-}
-
-impl KvAppend {
-    fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        let outs = [self.k_cache, self.v_cache];
-        disjoint_outputs(&outs)?;
-        let k_new = ctx.input::<T>(&self.k_new, &outs)?;
-        let v_new = ctx.input::<T>(&self.v_new, &outs)?;
-        let seq_lens = ctx.input::<u32>(&self.seq_lens, &outs)?;
-        // SAFETY: T matches the dtype's size; the caches overlap neither each other
-        // (checked above) nor the inputs (overlapping inputs were copied).
-        let (kc, vc) = unsafe {
-            (
-                ctx.output::<T>(&self.k_cache)?,
-                ctx.output::<T>(&self.v_cache)?,
-            )
-        };
-        kv_append(
-            &self.cache,
-            kc,
-            vc,
-            NewKv {
-                shape: self.new,
-                k: k_new.slice(),
-                v: v_new.slice(),
-            },
-            seq_lens.slice(),
-        )
-        .map_err(fault(Self::NAME))
+        with_float!(self.append.dtype, T => {
+            self.append.run::<T>(ctx, Self::NAME, None, |a| {
+                kv_append(&self.cache, a.k_cache, a.v_cache, a.new, a.seq_lens)
+            })
+        })
     }
 }
 
 /// Validated KNPU_KERNEL_PAGED_KV_APPEND parameters.
 pub(crate) struct PagedKvAppend {
-    dtype: u32,
     cache: PagedKvCache,
-    new: AttnTensor,
+    append: Append,
     max_blocks_per_seq: usize,
-    k_cache: Extent,
-    v_cache: Extent,
-    k_new: Extent,
-    v_new: Extent,
     block_table: Extent,
-    seq_lens: Extent,
 }
 
 impl Kernel for PagedKvAppend {
@@ -399,57 +458,24 @@ impl Kernel for PagedKvAppend {
         let p: KnpuPagedKvAppendParams = read(bytes)?;
         let e = defs::validate_paged_kv_append(&p)?;
         Ok(PagedKvAppend {
-            dtype: p.dtype,
             cache: cache(&p.cache)?,
-            new: tensor("k_new", &p.new_desc)?,
+            append: Append::of(p.dtype, &p.new_desc, &e)?,
             max_blocks_per_seq: to_usize("max_blocks_per_seq", p.max_blocks_per_seq)?,
-            k_cache: must(&e, "k_cache"),
-            v_cache: must(&e, "v_cache"),
-            k_new: must(&e, "k_new"),
-            v_new: must(&e, "v_new"),
             block_table: must(&e, "block_table"),
-            seq_lens: must(&e, "seq_lens"),
         })
     }
 
     fn cost(&self) -> Cost {
-        append_cost(&self.k_new, &self.v_new)
+        self.append.cost()
     }
 
     fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        with_float!(self.dtype, T => self.run_typed::<T>(ctx))
-    }
-}
-
-impl PagedKvAppend {
-    fn run_typed<T: AttnElement>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        let outs = [self.k_cache, self.v_cache];
-        disjoint_outputs(&outs)?;
-        let k_new = ctx.input::<T>(&self.k_new, &outs)?;
-        let v_new = ctx.input::<T>(&self.v_new, &outs)?;
-        let table = ctx.input::<u32>(&self.block_table, &outs)?;
-        let seq_lens = ctx.input::<u32>(&self.seq_lens, &outs)?;
-        // SAFETY: T matches the dtype's size; the caches overlap neither each other
-        // (checked above) nor the inputs (overlapping inputs were copied).
-        let (kc, vc) = unsafe {
-            (
-                ctx.output::<T>(&self.k_cache)?,
-                ctx.output::<T>(&self.v_cache)?,
-            )
-        };
-        paged_kv_append(
-            &self.cache,
-            kc,
-            vc,
-            NewKv {
-                shape: self.new,
-                k: k_new.slice(),
-                v: v_new.slice(),
-            },
-            table.slice(),
-            self.max_blocks_per_seq,
-            seq_lens.slice(),
-        )
-        .map_err(fault(Self::NAME))
+        let max_blocks = self.max_blocks_per_seq;
+        with_float!(self.append.dtype, T => {
+            self.append.run::<T>(ctx, Self::NAME, Some(&self.block_table), |a| {
+                let (cache, table) = (&self.cache, a.block_table);
+                paged_kv_append(cache, a.k_cache, a.v_cache, a.new, table, max_blocks, a.seq_lens)
+            })
+        })
     }
 }

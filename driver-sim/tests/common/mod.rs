@@ -31,6 +31,58 @@ pub fn linked() -> Sim {
     unsafe { RawDriver::new(knpu_driver_sim::api()) }
 }
 
+/// Device 0 of the linked simulator with one queue: where a kernel test runs its problem.
+pub struct KernelQueue {
+    /// The simulator.
+    pub sim: Sim,
+    /// Its device 0.
+    pub dev: KnpuDriverDevice,
+    /// A queue of `dev`.
+    pub queue: KnpuQueue,
+}
+
+impl KernelQueue {
+    /// A queue on device 0 of the linked simulator.
+    pub fn new() -> KernelQueue {
+        let sim = linked();
+        let dev = sim.device(0);
+        let queue = sim.queue(dev);
+        KernelQueue { sim, dev, queue }
+    }
+
+    /// Submits kernel `id` with `params` and waits: the wait's status and, on failure, the
+    /// fault's message.
+    pub fn run<T>(&self, id: u32, params: &T) -> (KnpuStatus, String) {
+        self.sim
+            .run_once(self.dev, self.queue, &[kernel(id, params)])
+    }
+
+    /// Submits kernel `id` with `params` without waiting: the submit-time status.
+    pub fn submit<T>(&self, id: u32, params: &T) -> KnpuStatus {
+        self.sim.submit(self.queue, &[], &[kernel(id, params)], &[])
+    }
+
+    /// A new allocation of `size` bytes.
+    pub fn alloc(&self, size: u64) -> u64 {
+        self.sim.alloc(self.dev, size)
+    }
+
+    /// Frees allocation `a`.
+    pub fn free(&self, a: u64) {
+        self.sim.free(self.dev, a)
+    }
+
+    /// `data` copied into a new allocation.
+    pub fn upload(&self, data: &[u8]) -> u64 {
+        self.sim.upload(self.dev, self.queue, data)
+    }
+
+    /// `len` bytes read at `a`.
+    pub fn download(&self, a: u64, len: usize) -> Vec<u8> {
+        self.sim.download(self.dev, self.queue, a, len)
+    }
+}
+
 /// Elementwise parameters for `count` elements.
 pub fn elementwise(
     op: u32,

@@ -13,6 +13,14 @@ fn example(name: &str, link: Link, env: &[(&str, &str)]) -> String {
     run_ok(&exe, env)
 }
 
+/// `ffi/capi/tests/c/{name}.c` built against the shared library and run; its output.
+fn c_test(name: &str) -> String {
+    let src = repo().join("ffi/capi/tests/c").join(format!("{name}.c"));
+    let exe = out_dir("tests").join(name);
+    build_program(&[src], &exe, false, Link::Shared);
+    run_ok(&exe, &[])
+}
+
 #[test]
 fn example_01_device_query() {
     let out = example("01-device-query", Link::Shared, &[]);
@@ -68,28 +76,19 @@ fn example_06_llm_ops_through_the_ops_header() {
 
 #[test]
 fn knpublas_matches_a_column_major_reference() {
-    let src = repo().join("ffi/capi/tests/c/blas.c");
-    let exe = out_dir("tests").join("blas");
-    build_program(&[src], &exe, false, Link::Shared);
-    let out = run_ok(&exe, &[]);
+    let out = c_test("blas");
     assert!(out.contains(" products checked, 0 failures"), "{out}");
 }
 
 #[test]
 fn dlpack_export_import_and_refusals() {
-    let src = repo().join("ffi/capi/tests/c/dlpack.c");
-    let exe = out_dir("tests").join("dlpack");
-    build_program(&[src], &exe, false, Link::Shared);
-    let out = run_ok(&exe, &[]);
+    let out = c_test("dlpack");
     assert!(out.contains(" checks, 0 failures"), "{out}");
 }
 
 #[test]
 fn an_applications_own_dlpack_h_is_used_instead_of_knpus() {
-    let src = repo().join("ffi/capi/tests/c/dlpack_own_header.c");
-    let exe = out_dir("tests").join("dlpack_own_header");
-    build_program(&[src], &exe, false, Link::Shared);
-    let out = run_ok(&exe, &[]);
+    let out = c_test("dlpack_own_header");
     assert!(out.contains("own dlpack.h: ok"), "{out}");
 }
 
@@ -134,8 +133,6 @@ fn misuse_calls_every_function_and_none_crashes() {
         .filter(|f| !text.contains(&format!("{f}(")))
         .collect();
     assert!(missing.is_empty(), "misuse.c does not call {missing:?}");
-    let exe = out_dir("tests").join("misuse");
-    build_program(&[src], &exe, false, Link::Shared);
-    let out = run_ok(&exe, &[]);
+    let out = c_test("misuse");
     assert!(out.contains(", 0 failures"), "{out}");
 }

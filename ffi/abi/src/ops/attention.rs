@@ -2,7 +2,7 @@
 //! cache, and appends to both kinds of cache. Tensors are `KnpuAttnTensor` views with logical
 //! shape `[batch, seq, heads, head_dim]` and element strides; `head_dim` is contiguous.
 
-use super::{float_size, product, strided_span, Extent, Extents, OpError};
+use super::{check_reserved, float_size, product, rule, strided_span, Extent, Extents, OpError};
 use crate::sys::*;
 
 /// The `(extent, stride)` axes of a tensor view.
@@ -67,14 +67,11 @@ pub fn check_heads(operand: &'static str, q_heads: u64, kv_heads: u64) -> Result
         0 => q_heads == 0,
         kv => q_heads.is_multiple_of(kv),
     };
-    if divides {
-        Ok(())
-    } else {
-        Err(OpError::Rule {
-            operand,
-            rule: "the number of key/value heads must divide the number of query heads",
-        })
-    }
+    rule(
+        divides,
+        operand,
+        "the number of key/value heads must divide the number of query heads",
+    )
 }
 
 /// The mask of an attention: only the CAUSAL flag, a finite scale (0: `1/sqrt(head_dim)`).
@@ -98,30 +95,21 @@ pub fn check_mask(flags: u32, scale: f32) -> Result<(), OpError> {
 /// `q` and `out`: the same logical shape, `head_dim > 0`, and an output whose elements are
 /// distinct.
 pub fn check_q_out(q: &KnpuAttnTensor, out: &KnpuAttnTensor) -> Result<(), OpError> {
-    if q.head_dim == 0 {
-        return Err(OpError::Rule {
-            operand: "q",
-            rule: "head_dim must be positive",
-        });
-    }
-    if (q.batch, q.seq, q.heads, q.head_dim) != (out.batch, out.seq, out.heads, out.head_dim) {
-        return Err(OpError::Rule {
-            operand: "out",
-            rule: "out must have the shape of q",
-        });
-    }
+    rule(q.head_dim != 0, "q", "head_dim must be positive")?;
+    rule(
+        (q.batch, q.seq, q.heads, q.head_dim) == (out.batch, out.seq, out.heads, out.head_dim),
+        "out",
+        "out must have the shape of q",
+    )?;
     check_distinct("out", &tensor_axes(out))
 }
 
 fn check_distinct(operand: &'static str, axes: &[(u64, u64); 4]) -> Result<(), OpError> {
-    if distinct_elements(*axes) {
-        Ok(())
-    } else {
-        Err(OpError::Rule {
-            operand,
-            rule: "the strides map several elements to one address",
-        })
-    }
+    rule(
+        distinct_elements(*axes),
+        operand,
+        "the strides map several elements to one address",
+    )
 }
 
 fn tensor(
@@ -148,19 +136,17 @@ pub fn validate_attention(p: &KnpuAttentionParams) -> Result<Extents, OpError> {
     check_mask(p.flags, p.scale)?;
     let (q, k, v) = (&p.q_desc, &p.k_desc, &p.v_desc);
     check_q_out(q, &p.out_desc)?;
-    if (k.batch, k.head_dim) != (q.batch, q.head_dim) {
-        return Err(OpError::Rule {
-            operand: "k",
-            rule: "k must have q's batch and head_dim",
-        });
-    }
+    rule(
+        (k.batch, k.head_dim) == (q.batch, q.head_dim),
+        "k",
+        "k must have q's batch and head_dim",
+    )?;
     check_heads("k", q.heads, k.heads)?;
-    if (v.batch, v.seq, v.heads, v.head_dim) != (k.batch, k.seq, k.heads, k.head_dim) {
-        return Err(OpError::Rule {
-            operand: "v",
-            rule: "v must have the shape of k",
-        });
-    }
+    rule(
+        (v.batch, v.seq, v.heads, v.head_dim) == (k.batch, k.seq, k.heads, k.head_dim),
+        "v",
+        "v must have the shape of k",
+    )?;
     let mut e = Extents::default();
     e.push(tensor("q", p.q, q, size, false)?);
     e.push(tensor("k", p.k, k, size, false)?);
@@ -174,13 +160,7 @@ pub fn validate_attention(p: &KnpuAttentionParams) -> Result<Extents, OpError> {
 }
 
 fn check_block_size(c: &KnpuPagedKvCache) -> Result<(), OpError> {
-    if c.block_size == 0 {
-        return Err(OpError::Rule {
-            operand: "k_cache",
-            rule: "block_size must be positive",
-        });
-    }
-    Ok(())
+    rule(c.block_size != 0, "k_cache", "block_size must be positive")
 }
 
 /// KNPU_KERNEL_PAGED_ATTENTION: extents `q`, `k_cache`, `v_cache`, `out`, `lse` when given,
@@ -190,12 +170,11 @@ pub fn validate_paged_attention(p: &KnpuPagedAttentionParams) -> Result<Extents,
     check_mask(p.flags, p.scale)?;
     let (q, c) = (&p.q_desc, &p.cache);
     check_q_out(q, &p.out_desc)?;
-    if c.head_dim != q.head_dim {
-        return Err(OpError::Rule {
-            operand: "k_cache",
-            rule: "the cache must have q's head_dim",
-        });
-    }
+    rule(
+        c.head_dim == q.head_dim,
+        "k_cache",
+        "the cache must have q's head_dim",
+    )?;
     check_heads("k_cache", q.heads, c.kv_heads)?;
     check_block_size(c)?;
     let cache = cache_elems("k_cache", c)?;
@@ -211,33 +190,21 @@ pub fn validate_paged_attention(p: &KnpuPagedAttentionParams) -> Result<Extents,
     Ok(e)
 }
 
-fn reserved(value: u32) -> Result<(), OpError> {
-    if value != 0 {
-        return Err(OpError::Rule {
-            operand: "reserved",
-            rule: "reserved fields must be 0",
-        });
-    }
-    Ok(())
-}
-
 /// KNPU_KERNEL_KV_APPEND: extents `k_cache`, `v_cache`, `k_new`, `v_new`, `seq_lens`.
 pub fn validate_kv_append(p: &KnpuKvAppendParams) -> Result<Extents, OpError> {
     let size = float_size("k_cache", p.dtype)?;
-    reserved(p.reserved)?;
+    check_reserved(p.reserved)?;
     let (c, n) = (&p.cache_desc, &p.new_desc);
-    if (n.batch, n.heads, n.head_dim) != (c.batch, c.heads, c.head_dim) {
-        return Err(OpError::Rule {
-            operand: "k_new",
-            rule: "new keys must have the cache's batch, heads and head_dim",
-        });
-    }
-    if n.seq > c.seq {
-        return Err(OpError::Rule {
-            operand: "k_new",
-            rule: "more new positions than the cache holds",
-        });
-    }
+    rule(
+        (n.batch, n.heads, n.head_dim) == (c.batch, c.heads, c.head_dim),
+        "k_new",
+        "new keys must have the cache's batch, heads and head_dim",
+    )?;
+    rule(
+        n.seq <= c.seq,
+        "k_new",
+        "more new positions than the cache holds",
+    )?;
     check_distinct("k_cache", &tensor_axes(c))?;
     let mut e = Extents::default();
     e.push(tensor("k_cache", p.k_cache, c, size, true)?);
@@ -252,21 +219,19 @@ pub fn validate_kv_append(p: &KnpuKvAppendParams) -> Result<Extents, OpError> {
 /// `block_table`, `seq_lens`.
 pub fn validate_paged_kv_append(p: &KnpuPagedKvAppendParams) -> Result<Extents, OpError> {
     let size = float_size("k_cache", p.dtype)?;
-    reserved(p.reserved)?;
+    check_reserved(p.reserved)?;
     let (c, n) = (&p.cache, &p.new_desc);
     check_block_size(c)?;
-    if (n.heads, n.head_dim) != (c.kv_heads, c.head_dim) {
-        return Err(OpError::Rule {
-            operand: "k_new",
-            rule: "new keys must have the cache's kv_heads and head_dim",
-        });
-    }
-    if n.seq > p.max_blocks_per_seq.saturating_mul(c.block_size) {
-        return Err(OpError::Rule {
-            operand: "k_new",
-            rule: "more new positions than the block table holds",
-        });
-    }
+    rule(
+        (n.heads, n.head_dim) == (c.kv_heads, c.head_dim),
+        "k_new",
+        "new keys must have the cache's kv_heads and head_dim",
+    )?;
+    rule(
+        n.seq <= p.max_blocks_per_seq.saturating_mul(c.block_size),
+        "k_new",
+        "more new positions than the block table holds",
+    )?;
     check_distinct("k_cache", &cache_axes(c))?;
     let cache = cache_elems("k_cache", c)?;
     let mut e = Extents::default();

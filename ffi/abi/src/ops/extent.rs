@@ -53,6 +53,16 @@ impl Extent {
         })
     }
 
+    /// An operand the op reads: [`Extent::new`] with `output` false.
+    pub fn input(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Self, OpError> {
+        Extent::new(name, addr, elems, size, false)
+    }
+
+    /// An operand the op writes: [`Extent::new`] with `output` true.
+    pub fn output(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Self, OpError> {
+        Extent::new(name, addr, elems, size, true)
+    }
+
     /// Elements it spans.
     pub fn elems(&self) -> u64 {
         self.bytes.checked_div(self.elem_size).unwrap_or(0)
@@ -64,6 +74,15 @@ impl Extent {
             && other.bytes > 0
             && self.addr < other.addr.saturating_add(other.bytes)
             && other.addr < self.addr.saturating_add(self.bytes)
+    }
+}
+
+/// `n` when the op has work, else 0: an op that writes nothing reads nothing.
+pub(super) fn live(work: bool, n: u64) -> u64 {
+    if work {
+        n
+    } else {
+        0
     }
 }
 

@@ -1,7 +1,7 @@
 //! KNPU_KERNEL_GEMM (`KnpuGemmParams`): `D = act(alpha * op(A) op(B) + beta * C + bias) +
 //! residual`, batched and strided, row-major.
 
-use super::{float_size, strided_span, Activation, Extent, Extents, OpError};
+use super::{float_size, rule, strided_span, Activation, Extent, Extents, OpError};
 use crate::sys::*;
 
 /// Whether A, B and C of these dtypes (each F32, F16 or BF16) form a combination GEMM
@@ -30,12 +30,11 @@ pub fn matrix_elems(
     batch: u64,
     stride: u64,
 ) -> Result<u64, OpError> {
-    if ld < cols {
-        return Err(OpError::Rule {
-            operand,
-            rule: "the leading dimension must be at least the stored columns",
-        });
-    }
+    rule(
+        ld >= cols,
+        operand,
+        "the leading dimension must be at least the stored columns",
+    )?;
     strided_span(operand, &[(batch, stride), (rows, ld), (cols, 1)])
 }
 
@@ -46,13 +45,11 @@ pub fn check_c_batches(m: u64, n: u64, ldc: u64, batch: u64, stride_c: u64) -> R
         return Ok(());
     }
     let one = strided_span("c", &[(m, ldc), (n, 1)])?;
-    if stride_c < one {
-        return Err(OpError::Rule {
-            operand: "stride_c",
-            rule: "batches of C must not overlap (stride_c >= (m - 1) * ldc + n)",
-        });
-    }
-    Ok(())
+    rule(
+        stride_c >= one,
+        "stride_c",
+        "batches of C must not overlap (stride_c >= (m - 1) * ldc + n)",
+    )
 }
 
 /// Validates a GEMM parameter struct. The extents are `a`, `b`, `c`, then `bias` and

@@ -4,20 +4,18 @@
 //! overlap outputs (the result is as if every input were read first); outputs of one kernel
 //! may not overlap each other.
 
+use super::extent::live;
 use super::RopeStyle;
-use super::{float_size, product, Activation, BinaryOp, Broadcast, Extent, Extents, OpError};
+use super::{float_size, product, rule, Activation, BinaryOp, Broadcast, Extent, Extents, OpError};
 use crate::sys::*;
 
 /// `eps` of a normalisation: finite and `>= 0`.
 pub fn check_eps(eps: f32) -> Result<(), OpError> {
-    if eps.is_finite() && eps >= 0.0 {
-        Ok(())
-    } else {
-        Err(OpError::Rule {
-            operand: "eps",
-            rule: "eps must be finite and >= 0",
-        })
-    }
+    rule(
+        eps.is_finite() && eps >= 0.0,
+        "eps",
+        "eps must be finite and >= 0",
+    )
 }
 
 /// The rotated width and frequency base of a rotary embedding: `rotary_dim` even and at
@@ -51,14 +49,11 @@ pub fn check_start_position(start: u64, rows: u64) -> Result<(), OpError> {
 
 /// The scale of a softmax: finite.
 pub fn check_softmax_scale(scale: f32) -> Result<(), OpError> {
-    if scale.is_finite() {
-        Ok(())
-    } else {
-        Err(OpError::Rule {
-            operand: "scale",
-            rule: "the softmax scale must be finite",
-        })
-    }
+    rule(
+        scale.is_finite(),
+        "scale",
+        "the softmax scale must be finite",
+    )
 }
 
 /// A `[rows, cols]` input reduced along its rows (argmax, top-k): at least one column when
@@ -70,24 +65,17 @@ pub fn check_reduced(rows: u64, cols: u64) -> Result<u64, OpError> {
             rule: "a row reduction needs at least one column",
         });
     }
-    if cols > u64::from(u32::MAX) {
-        return Err(OpError::Rule {
-            operand: "cols",
-            rule: "column indices must fit u32",
-        });
-    }
+    rule(
+        cols <= u64::from(u32::MAX),
+        "cols",
+        "column indices must fit u32",
+    )?;
     product("x", &[rows, cols])
 }
 
 /// `k` of a top-k: at most `cols`.
 pub fn check_top_k(k: u64, cols: u64) -> Result<(), OpError> {
-    if k > cols {
-        return Err(OpError::Rule {
-            operand: "k",
-            rule: "k must be at most cols",
-        });
-    }
-    Ok(())
+    rule(k <= cols, "k", "k must be at most cols")
 }
 
 /// The activation of KNPU_KERNEL_ACTIVATION: SILU, GELU_ERF or GELU_TANH.
@@ -101,32 +89,20 @@ pub fn elementwise_activation(raw: u32) -> Result<Activation, OpError> {
     }
 }
 
-/// `n` when the op has work, else 0: an op that writes nothing reads nothing.
-fn live(work: bool, n: u64) -> u64 {
-    if work {
-        n
-    } else {
-        0
-    }
-}
-
-fn input(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Extent, OpError> {
-    Extent::new(name, addr, elems, size, false)
-}
-
-fn output(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Extent, OpError> {
-    Extent::new(name, addr, elems, size, true)
-}
-
 /// KNPU_KERNEL_RMS_NORM: extents `x`, `weight`, `out`.
 pub fn validate_rms_norm(p: &KnpuRmsNormParams) -> Result<Extents, OpError> {
     let size = float_size("x", p.dtype)?;
     let n = product("x", &[p.rows, p.cols])?;
     check_eps(p.eps)?;
     let mut e = Extents::default();
-    e.push(input("x", p.x, n, size)?);
-    e.push(input("weight", p.weight, live(n > 0, p.cols), size)?);
-    e.push(output("out", p.out, n, size)?);
+    e.push(Extent::input("x", p.x, n, size)?);
+    e.push(Extent::input(
+        "weight",
+        p.weight,
+        live(n > 0, p.cols),
+        size,
+    )?);
+    e.push(Extent::output("out", p.out, n, size)?);
     Ok(e)
 }
 
@@ -137,12 +113,12 @@ pub fn validate_layer_norm(p: &KnpuLayerNormParams) -> Result<Extents, OpError> 
     check_eps(p.eps)?;
     let row = live(n > 0, p.cols);
     let mut e = Extents::default();
-    e.push(input("x", p.x, n, size)?);
-    e.push(input("weight", p.weight, row, size)?);
+    e.push(Extent::input("x", p.x, n, size)?);
+    e.push(Extent::input("weight", p.weight, row, size)?);
     if p.bias != 0 {
-        e.push(input("bias", p.bias, row, size)?);
+        e.push(Extent::input("bias", p.bias, row, size)?);
     }
-    e.push(output("out", p.out, n, size)?);
+    e.push(Extent::output("out", p.out, n, size)?);
     Ok(e)
 }
 
@@ -153,13 +129,13 @@ pub fn validate_rope(p: &KnpuRopeParams) -> Result<(RopeStyle, Extents), OpError
     let n = product("x", &[p.rows, p.heads, p.head_dim])?;
     check_rope(p.rotary_dim, p.head_dim, p.base)?;
     let mut e = Extents::default();
-    e.push(input("x", p.x, n, size)?);
+    e.push(Extent::input("x", p.x, n, size)?);
     if p.positions != 0 {
-        e.push(input("positions", p.positions, p.rows, 4)?);
+        e.push(Extent::input("positions", p.positions, p.rows, 4)?);
     } else {
         check_start_position(p.start_position, p.rows)?;
     }
-    e.push(output("out", p.out, n, size)?);
+    e.push(Extent::output("out", p.out, n, size)?);
     Ok((style, e))
 }
 
@@ -168,8 +144,8 @@ pub fn validate_activation(p: &KnpuActivationParams) -> Result<(Activation, Exte
     let size = float_size("x", p.dtype)?;
     let act = elementwise_activation(p.activation)?;
     let mut e = Extents::default();
-    e.push(input("x", p.x, p.len, size)?);
-    e.push(output("out", p.out, p.len, size)?);
+    e.push(Extent::input("x", p.x, p.len, size)?);
+    e.push(Extent::output("out", p.out, p.len, size)?);
     Ok((act, e))
 }
 
@@ -177,9 +153,9 @@ pub fn validate_activation(p: &KnpuActivationParams) -> Result<(Activation, Exte
 pub fn validate_swiglu(p: &KnpuSwigluParams) -> Result<Extents, OpError> {
     let size = float_size("gate", p.dtype)?;
     let mut e = Extents::default();
-    e.push(input("gate", p.gate, p.len, size)?);
-    e.push(input("up", p.up, p.len, size)?);
-    e.push(output("out", p.out, p.len, size)?);
+    e.push(Extent::input("gate", p.gate, p.len, size)?);
+    e.push(Extent::input("up", p.up, p.len, size)?);
+    e.push(Extent::output("out", p.out, p.len, size)?);
     Ok(e)
 }
 
@@ -189,8 +165,8 @@ pub fn validate_softmax(p: &KnpuSoftmaxParams) -> Result<Extents, OpError> {
     let n = product("x", &[p.rows, p.cols])?;
     check_softmax_scale(p.scale)?;
     let mut e = Extents::default();
-    e.push(input("x", p.x, n, size)?);
-    e.push(output("out", p.out, n, size)?);
+    e.push(Extent::input("x", p.x, n, size)?);
+    e.push(Extent::output("out", p.out, n, size)?);
     Ok(e)
 }
 
@@ -210,14 +186,14 @@ pub fn validate_binary(p: &KnpuBinaryParams) -> Result<(BinaryOp, Broadcast, Ext
     let broadcast = Broadcast::try_from(p.broadcast)?;
     let n = product("a", &[p.rows, p.cols])?;
     let mut e = Extents::default();
-    e.push(input("a", p.a, n, size)?);
-    e.push(input(
+    e.push(Extent::input("a", p.a, n, size)?);
+    e.push(Extent::input(
         "b",
         p.b,
         binary_b_elems(broadcast, p.rows, p.cols)?,
         size,
     )?);
-    e.push(output("out", p.out, n, size)?);
+    e.push(Extent::output("out", p.out, n, size)?);
     Ok((op, broadcast, e))
 }
 
@@ -232,9 +208,9 @@ pub fn validate_embedding(p: &KnpuEmbeddingParams) -> Result<Extents, OpError> {
         0
     };
     let mut e = Extents::default();
-    e.push(input("table", p.table, table, table_size)?);
-    e.push(input("ids", p.ids, live(n > 0, p.tokens), 4)?);
-    e.push(output("out", p.out, n, out_size)?);
+    e.push(Extent::input("table", p.table, table, table_size)?);
+    e.push(Extent::input("ids", p.ids, live(n > 0, p.tokens), 4)?);
+    e.push(Extent::output("out", p.out, n, out_size)?);
     Ok(e)
 }
 
@@ -243,8 +219,8 @@ pub fn validate_cast(p: &KnpuCastParams) -> Result<Extents, OpError> {
     let src_size = float_size("src", p.src_dtype)?;
     let dst_size = float_size("dst", p.dst_dtype)?;
     let mut e = Extents::default();
-    e.push(input("src", p.src, p.len, src_size)?);
-    e.push(output("dst", p.dst, p.len, dst_size)?);
+    e.push(Extent::input("src", p.src, p.len, src_size)?);
+    e.push(Extent::output("dst", p.dst, p.len, dst_size)?);
     Ok(e)
 }
 
@@ -253,8 +229,8 @@ pub fn validate_argmax(p: &KnpuArgmaxParams) -> Result<Extents, OpError> {
     let size = float_size("x", p.dtype)?;
     let n = check_reduced(p.rows, p.cols)?;
     let mut e = Extents::default();
-    e.push(input("x", p.x, n, size)?);
-    e.push(output("out", p.out, p.rows, 4)?);
+    e.push(Extent::input("x", p.x, n, size)?);
+    e.push(Extent::output("out", p.out, p.rows, 4)?);
     Ok(e)
 }
 
@@ -264,8 +240,8 @@ pub fn validate_top_k(p: &KnpuTopKParams) -> Result<Extents, OpError> {
     let n = check_reduced(p.rows, p.cols)?;
     check_top_k(p.k, p.cols)?;
     let nk = product("values", &[p.rows, p.k])?;
-    let values = output("values", p.values, nk, size)?;
-    let indices = output("indices", p.indices, nk, 4)?;
+    let values = Extent::output("values", p.values, nk, size)?;
+    let indices = Extent::output("indices", p.indices, nk, 4)?;
     if values.overlaps(&indices) {
         return Err(OpError::Overlap {
             output: "values",
@@ -273,7 +249,7 @@ pub fn validate_top_k(p: &KnpuTopKParams) -> Result<Extents, OpError> {
         });
     }
     let mut e = Extents::default();
-    e.push(input("x", p.x, n, size)?);
+    e.push(Extent::input("x", p.x, n, size)?);
     e.push(values);
     e.push(indices);
     Ok(e)

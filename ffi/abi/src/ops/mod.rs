@@ -207,6 +207,20 @@ pub fn float_size(operand: &'static str, dtype: u32) -> Result<u64, OpError> {
     }
 }
 
+/// `Ok` when `holds`, else [`OpError::Rule`]: `operand` breaks `rule`.
+pub fn rule(holds: bool, operand: &'static str, rule: &'static str) -> Result<(), OpError> {
+    if holds {
+        Ok(())
+    } else {
+        Err(OpError::Rule { operand, rule })
+    }
+}
+
+/// A reserved field: 0.
+pub fn check_reserved(value: u32) -> Result<(), OpError> {
+    rule(value == 0, "reserved", "reserved fields must be 0")
+}
+
 /// The product of `dims` for operand `operand`: [`OpError::Overflow`] when it overflows or
 /// does not fit the host's `usize`.
 pub fn product(operand: &'static str, dims: &[u64]) -> Result<u64, OpError> {

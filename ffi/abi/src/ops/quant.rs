@@ -2,8 +2,12 @@
 //! int8 GEMM and embedding lookup from quantised tables. Quantised data is raw bytes laid out
 //! as GGUF stores it; the format table is [`QuantFormat`]'s.
 
+use super::extent::live;
 use super::RowScales;
-use super::{float_size, product, ActQuant, Activation, Extent, Extents, OpError, QuantFormat};
+use super::{
+    check_reserved, float_size, product, ActQuant, Activation, Extent, Extents, OpError,
+    QuantFormat,
+};
 use crate::sys::*;
 
 /// The longest reduction the W8A8 GEMM sums exactly in i32.
@@ -58,36 +62,18 @@ pub fn qmatmul_uses_int8(
     }
 }
 
-fn reserved(value: u32) -> Result<(), OpError> {
-    if value != 0 {
-        return Err(OpError::Rule {
-            operand: "reserved",
-            rule: "reserved fields must be 0",
-        });
-    }
-    Ok(())
-}
-
 /// Validates KNPU_KERNEL_QUANTIZE: extents `src`, `dst`, then `scales` when given.
 pub fn validate_quantize(p: &KnpuQuantizeParams) -> Result<Extents, OpError> {
     let format = QuantFormat::try_from(p.format)?;
-    reserved(p.reserved)?;
+    check_reserved(p.reserved)?;
     let rb = format.row_bytes_of("dst", p.k)?;
-    let mut e = Extents::default();
-    e.push(Extent::new(
-        "src",
-        p.src,
+    let (src, dst) = (
         product("src", &[p.rows, p.k])?,
-        4,
-        false,
-    )?);
-    e.push(Extent::new(
-        "dst",
-        p.dst,
         product("dst", &[p.rows, rb])?,
-        1,
-        true,
-    )?);
+    );
+    let mut e = Extents::default();
+    e.push(Extent::input("src", p.src, src, 4)?);
+    e.push(Extent::output("dst", p.dst, dst, 1)?);
     e.push_opt(scales_extent("scales", format, p.scales, p.rows, true)?);
     e.outputs_disjoint_from_all()?;
     Ok(e)
@@ -96,26 +82,36 @@ pub fn validate_quantize(p: &KnpuQuantizeParams) -> Result<Extents, OpError> {
 /// Validates KNPU_KERNEL_DEQUANTIZE: extents `src`, `scales` when given, then `dst`.
 pub fn validate_dequantize(p: &KnpuDequantizeParams) -> Result<Extents, OpError> {
     let format = QuantFormat::try_from(p.format)?;
-    reserved(p.reserved)?;
+    check_reserved(p.reserved)?;
     let rb = format.row_bytes_of("src", p.k)?;
-    let mut e = Extents::default();
-    e.push(Extent::new(
-        "src",
-        p.src,
+    let (src, dst) = (
         product("src", &[p.rows, rb])?,
-        1,
-        false,
-    )?);
-    e.push_opt(scales_extent("scales", format, p.scales, p.rows, false)?);
-    e.push(Extent::new(
-        "dst",
-        p.dst,
         product("dst", &[p.rows, p.k])?,
-        4,
-        true,
-    )?);
+    );
+    let mut e = Extents::default();
+    e.push(Extent::input("src", p.src, src, 1)?);
+    e.push_opt(scales_extent("scales", format, p.scales, p.rows, false)?);
+    e.push(Extent::output("dst", p.dst, dst, 4)?);
     e.outputs_disjoint_from_all()?;
     Ok(e)
+}
+
+/// The end of a matmul's extents (QMATMUL, W8A8_GEMM): the f32 `bias` of `n` when given
+/// (empty when there is no work) and the `[m, n]` output `y` of `y_size`-byte elements;
+/// then the check that the outputs overlap no operand.
+fn push_bias_and_y(
+    e: &mut Extents,
+    (m, n): (u64, u64),
+    bias: u64,
+    y: u64,
+    y_size: u64,
+) -> Result<(), OpError> {
+    if bias != 0 {
+        e.push(Extent::input("bias", bias, live(m > 0 && n > 0, n), 4)?);
+    }
+    let elems = product("y", &[m, n])?;
+    e.push(Extent::output("y", y, elems, y_size)?);
+    e.outputs_disjoint_from_all()
 }
 
 /// Validates KNPU_KERNEL_QMATMUL: extents `x`, `w`, `w_scales` and `bias` when given, then
@@ -124,45 +120,24 @@ pub fn validate_qmatmul(p: &KnpuQMatmulParams) -> Result<Extents, OpError> {
     let format = QuantFormat::try_from(p.format)?;
     Activation::try_from(p.activation)?;
     let act_quant = ActQuant::try_from(p.act_quant)?;
-    reserved(p.reserved)?;
+    check_reserved(p.reserved)?;
     let x_size = float_size("x", p.x_dtype)?;
     let y_size = float_size("y", p.y_dtype)?;
     let rb = format.row_bytes_of("w", p.k)?;
     qmatmul_uses_int8(format, act_quant, p.k)?;
-    let live = |v: u64| if p.m > 0 && p.n > 0 { v } else { 0 };
+    let work = p.m > 0 && p.n > 0;
     let mut e = Extents::default();
-    e.push(Extent::new(
-        "x",
-        p.x,
-        live(product("x", &[p.m, p.k])?),
-        x_size,
-        false,
-    )?);
-    e.push(Extent::new(
+    let x = live(work, product("x", &[p.m, p.k])?);
+    e.push(Extent::input("x", p.x, x, x_size)?);
+    e.push(Extent::input(
         "w",
         p.w,
-        live(product("w", &[p.n, rb])?),
+        live(work, product("w", &[p.n, rb])?),
         1,
-        false,
     )?);
-    e.push_opt(scales_extent(
-        "w_scales",
-        format,
-        p.w_scales,
-        live(p.n),
-        false,
-    )?);
-    if p.bias != 0 {
-        e.push(Extent::new("bias", p.bias, live(p.n), 4, false)?);
-    }
-    e.push(Extent::new(
-        "y",
-        p.y,
-        product("y", &[p.m, p.n])?,
-        y_size,
-        true,
-    )?);
-    e.outputs_disjoint_from_all()?;
+    let w_scales = scales_extent("w_scales", format, p.w_scales, live(work, p.n), false)?;
+    e.push_opt(w_scales);
+    push_bias_and_y(&mut e, (p.m, p.n), p.bias, p.y, y_size)?;
     Ok(e)
 }
 
@@ -177,35 +152,19 @@ pub fn validate_w8a8_gemm(p: &KnpuW8A8GemmParams) -> Result<Extents, OpError> {
             what: "a reduction longer than 131072 (not exact in i32)",
         });
     }
-    let live = |v: u64| if p.m > 0 && p.n > 0 { v } else { 0 };
+    let work = p.m > 0 && p.n > 0;
     let mut e = Extents::default();
-    e.push(Extent::new(
-        "xq",
-        p.xq,
-        live(product("xq", &[p.m, p.k])?),
-        1,
-        false,
-    )?);
-    e.push(Extent::new("x_scales", p.x_scales, live(p.m), 4, false)?);
-    e.push(Extent::new(
+    let xq = live(work, product("xq", &[p.m, p.k])?);
+    e.push(Extent::input("xq", p.xq, xq, 1)?);
+    e.push(Extent::input("x_scales", p.x_scales, live(work, p.m), 4)?);
+    e.push(Extent::input(
         "wq",
         p.wq,
-        live(product("wq", &[p.n, p.k])?),
+        live(work, product("wq", &[p.n, p.k])?),
         1,
-        false,
     )?);
-    e.push(Extent::new("w_scales", p.w_scales, live(p.n), 4, false)?);
-    if p.bias != 0 {
-        e.push(Extent::new("bias", p.bias, live(p.n), 4, false)?);
-    }
-    e.push(Extent::new(
-        "y",
-        p.y,
-        product("y", &[p.m, p.n])?,
-        y_size,
-        true,
-    )?);
-    e.outputs_disjoint_from_all()?;
+    e.push(Extent::input("w_scales", p.w_scales, live(work, p.n), 4)?);
+    push_bias_and_y(&mut e, (p.m, p.n), p.bias, p.y, y_size)?;
     Ok(e)
 }
 
@@ -216,19 +175,14 @@ pub fn validate_qembedding(p: &KnpuQEmbeddingParams) -> Result<Extents, OpError>
     let out_size = float_size("out", p.out_dtype)?;
     let rb = format.row_bytes_of("table", p.dim)?;
     let n = product("out", &[p.tokens, p.dim])?;
-    let live = |v: u64| if n > 0 { v } else { 0 };
+    let work = n > 0;
     let mut e = Extents::default();
     let table = product("table", &[p.vocab, rb])?;
-    e.push(Extent::new("table", p.table, live(table), 1, false)?);
-    e.push_opt(scales_extent(
-        "scales",
-        format,
-        p.scales,
-        live(p.vocab),
-        false,
-    )?);
-    e.push(Extent::new("ids", p.ids, live(p.tokens), 4, false)?);
-    e.push(Extent::new("out", p.out, n, out_size, true)?);
+    e.push(Extent::input("table", p.table, live(work, table), 1)?);
+    let scales = scales_extent("scales", format, p.scales, live(work, p.vocab), false)?;
+    e.push_opt(scales);
+    e.push(Extent::input("ids", p.ids, live(work, p.tokens), 4)?);
+    e.push(Extent::output("out", p.out, n, out_size)?);
     e.outputs_disjoint_from_all()?;
     Ok(e)
 }

@@ -3,7 +3,7 @@
 //! number every driver draws ([`uniform`]), so the same seed and counter give the same ids
 //! everywhere.
 
-use super::{float_size, product, Extent, Extents, OpError};
+use super::{float_size, product, rule, Extent, Extents, OpError};
 use crate::sys::*;
 
 /// The ABI minor (of major 2) that defined KNPU_KERNEL_SAMPLE.
@@ -17,37 +17,25 @@ pub const MAX_I32_VOCAB: u64 = 1 << 31;
 
 /// `temperature`: finite and `>= 0` (0 is greedy).
 pub fn check_temperature(temperature: f32) -> Result<(), OpError> {
-    if temperature.is_finite() && temperature >= 0.0 {
-        Ok(())
-    } else {
-        Err(OpError::Rule {
-            operand: "temperature",
-            rule: "temperature must be finite and >= 0",
-        })
-    }
+    rule(
+        temperature.is_finite() && temperature >= 0.0,
+        "temperature",
+        "temperature must be finite and >= 0",
+    )
 }
 
 /// `top_p`: in `(0, 1]`.
 pub fn check_top_p(top_p: f32) -> Result<(), OpError> {
-    if top_p > 0.0 && top_p <= 1.0 {
-        Ok(())
-    } else {
-        Err(OpError::Rule {
-            operand: "top_p",
-            rule: "top_p must be in (0, 1]",
-        })
-    }
+    rule(
+        top_p > 0.0 && top_p <= 1.0,
+        "top_p",
+        "top_p must be in (0, 1]",
+    )
 }
 
 /// `top_k`: at most `vocab` (0 keeps every id).
 pub fn check_top_k(top_k: u64, vocab: u64) -> Result<(), OpError> {
-    if top_k > vocab {
-        return Err(OpError::Rule {
-            operand: "top_k",
-            rule: "top_k must be at most vocab",
-        });
-    }
-    Ok(())
+    rule(top_k <= vocab, "top_k", "top_k must be at most vocab")
 }
 
 /// The shape `[rows, vocab]` with ids of dtype `out_dtype`: at least one id when there are
@@ -71,12 +59,7 @@ pub fn check_shape(rows: u64, vocab: u64, out_dtype: u32) -> Result<u64, OpError
     } else {
         u64::from(u32::MAX) + 1
     };
-    if vocab > limit {
-        return Err(OpError::Rule {
-            operand: "vocab",
-            rule: "every id must fit out's dtype",
-        });
-    }
+    rule(vocab <= limit, "vocab", "every id must fit out's dtype")?;
     product("logits", &[rows, vocab])
 }
 

@@ -11,20 +11,13 @@
 
 #include <knpublas.h>
 
+#include "test_check.h"
+
 static int failures = 0;
 static int products = 0;
 /* The handle's stream. knpu's default stream does not wait for other streams (unlike CUDA's
  * legacy default stream), so results are copied back after synchronizing it. */
 static knpuStream_t stream = NULL;
-
-#define CHECK(call)                                                                         \
-  do {                                                                                      \
-    knpuError_t e_ = (call);                                                                \
-    if (e_ != knpuSuccess) {                                                                \
-      fprintf(stderr, "blas.c:%d: %s failed: %s\n", __LINE__, #call, knpuGetErrorString(e_)); \
-      exit(2);                                                                              \
-    }                                                                                       \
-  } while (0)
 
 #define BLAS(call)                                                                          \
   do {                                                                                      \
@@ -98,25 +91,25 @@ static void sgemm_case(knpublasHandle_t h, int ta, int tb, int m, int n, int k, 
   for (size_t i = 0; i < nc; i++) c[i] = want[i] = value(i, 3);
   float *da, *db, *dc;
   /* k = 0 leaves A and B empty; they are still passed as live allocations. */
-  CHECK(knpuMalloc((void **)&da, (na + 1) * sizeof *a));
-  CHECK(knpuMalloc((void **)&db, (nb + 1) * sizeof *b));
-  CHECK(knpuMalloc((void **)&dc, nc * sizeof *c));
-  CHECK(knpuMemcpy(da, a, na * sizeof *a, knpuMemcpyHostToDevice));
-  CHECK(knpuMemcpy(db, b, nb * sizeof *b, knpuMemcpyHostToDevice));
-  CHECK(knpuMemcpy(dc, c, nc * sizeof *c, knpuMemcpyHostToDevice));
+  OK(knpuMalloc((void **)&da, (na + 1) * sizeof *a));
+  OK(knpuMalloc((void **)&db, (nb + 1) * sizeof *b));
+  OK(knpuMalloc((void **)&dc, nc * sizeof *c));
+  OK(knpuMemcpy(da, a, na * sizeof *a, knpuMemcpyHostToDevice));
+  OK(knpuMemcpy(db, b, nb * sizeof *b, knpuMemcpyHostToDevice));
+  OK(knpuMemcpy(dc, c, nc * sizeof *c, knpuMemcpyHostToDevice));
   BLAS(knpublasSgemm(h, ta ? KNPUBLAS_OP_T : KNPUBLAS_OP_N, tb ? KNPUBLAS_OP_T : KNPUBLAS_OP_N,
                      m, n, k, &alpha, da, lda, db, ldb, &beta, dc, ldc));
-  CHECK(knpuStreamSynchronize(stream));
-  CHECK(knpuMemcpy(c, dc, nc * sizeof *c, knpuMemcpyDeviceToHost));
+  OK(knpuStreamSynchronize(stream));
+  OK(knpuMemcpy(c, dc, nc * sizeof *c, knpuMemcpyDeviceToHost));
   reference(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, want, ldc);
   char what[128];
   snprintf(what, sizeof what, "sgemm %c%c m=%d n=%d k=%d pad=%d beta=%g", ta ? 'T' : 'N',
            tb ? 'T' : 'N', m, n, k, pad, beta);
   compare(what, c, want, m, n, ldc, k, 1e-6f);
   products++;
-  CHECK(knpuFree(da));
-  CHECK(knpuFree(db));
-  CHECK(knpuFree(dc));
+  OK(knpuFree(da));
+  OK(knpuFree(db));
+  OK(knpuFree(dc));
   free(a);
   free(b);
   free(c);
@@ -138,15 +131,15 @@ static void batched_case(knpublasHandle_t h, int ta, int tb, int m, int n, int k
   for (size_t i = 0; i < total; i++) host[i] = value(i, 4);
   memcpy(want, host + na + nb, nc * sizeof *want);
   float *d;
-  CHECK(knpuMalloc((void **)&d, total * sizeof *host));
-  CHECK(knpuMemcpy(d, host, total * sizeof *host, knpuMemcpyHostToDevice));
+  OK(knpuMalloc((void **)&d, total * sizeof *host));
+  OK(knpuMemcpy(d, host, total * sizeof *host, knpuMemcpyHostToDevice));
   float alpha = 0.5f, beta = -1.25f;
   BLAS(knpublasSgemmStridedBatched(h, ta ? KNPUBLAS_OP_T : KNPUBLAS_OP_N,
                                    tb ? KNPUBLAS_OP_C : KNPUBLAS_OP_N, m, n, k, &alpha, d, lda,
                                    sa, d + na, ldb, sb, &beta, d + na + nb, ldc, sc, batch));
-  CHECK(knpuStreamSynchronize(stream));
+  OK(knpuStreamSynchronize(stream));
   float *c = malloc(nc * sizeof *c);
-  CHECK(knpuMemcpy(c, d + na + nb, nc * sizeof *c, knpuMemcpyDeviceToHost));
+  OK(knpuMemcpy(c, d + na + nb, nc * sizeof *c, knpuMemcpyDeviceToHost));
   for (int i = 0; i < batch; i++) {
     reference(ta, tb, m, n, k, alpha, host + i * sa, lda, host + na + i * sb, ldb, beta,
               want + i * sc, ldc);
@@ -156,7 +149,7 @@ static void batched_case(knpublasHandle_t h, int ta, int tb, int m, int n, int k
     compare(what, c + i * sc, want + i * sc, m, n, ldc, k, 1e-6f);
   }
   products += batch;
-  CHECK(knpuFree(d));
+  OK(knpuFree(d));
   free(host);
   free(want);
   free(c);
@@ -232,18 +225,18 @@ static void ex_case(knpublasHandle_t h, knpuDataType_t at, knpuDataType_t bt, kn
     STORE(ct, hc, i, x, want[i]);
   }
   void *da, *db, *dc;
-  CHECK(knpuMalloc(&da, na * a_size));
-  CHECK(knpuMalloc(&db, nb * b_size));
-  CHECK(knpuMalloc(&dc, nc * c_size));
-  CHECK(knpuMemcpy(da, ha, na * a_size, knpuMemcpyHostToDevice));
-  CHECK(knpuMemcpy(db, hb, nb * b_size, knpuMemcpyHostToDevice));
-  CHECK(knpuMemcpy(dc, hc, nc * c_size, knpuMemcpyHostToDevice));
+  OK(knpuMalloc(&da, na * a_size));
+  OK(knpuMalloc(&db, nb * b_size));
+  OK(knpuMalloc(&dc, nc * c_size));
+  OK(knpuMemcpy(da, ha, na * a_size, knpuMemcpyHostToDevice));
+  OK(knpuMemcpy(db, hb, nb * b_size, knpuMemcpyHostToDevice));
+  OK(knpuMemcpy(dc, hc, nc * c_size, knpuMemcpyHostToDevice));
   float alpha = 1.5f, beta = 0.25f;
   BLAS(knpublasGemmEx(h, ta ? KNPUBLAS_OP_T : KNPUBLAS_OP_N, tb ? KNPUBLAS_OP_T : KNPUBLAS_OP_N,
                       m, n, k, &alpha, da, at, lda, db, bt, ldb, &beta, dc, ct, ldc,
                       KNPUBLAS_COMPUTE_32F, KNPUBLAS_GEMM_DEFAULT));
-  CHECK(knpuStreamSynchronize(stream));
-  CHECK(knpuMemcpy(hc, dc, nc * c_size, knpuMemcpyDeviceToHost));
+  OK(knpuStreamSynchronize(stream));
+  OK(knpuMemcpy(hc, dc, nc * c_size, knpuMemcpyDeviceToHost));
   for (size_t i = 0; i < nc; i++) {
     if (ct == KNPU_R_32F) memcpy(&c[i], hc + i * 4, 4);
     else {
@@ -268,9 +261,9 @@ static void ex_case(knpublasHandle_t h, knpuDataType_t at, knpuDataType_t bt, kn
       }
     }
   products++;
-  CHECK(knpuFree(da));
-  CHECK(knpuFree(db));
-  CHECK(knpuFree(dc));
+  OK(knpuFree(da));
+  OK(knpuFree(db));
+  OK(knpuFree(dc));
   free(a); free(b); free(c); free(want); free(ha); free(hb); free(hc);
 }
 
@@ -278,7 +271,7 @@ static void ex_case(knpublasHandle_t h, knpuDataType_t at, knpuDataType_t bt, kn
 static void argument_checks(knpublasHandle_t h) {
   float one = 1.0f, zero = 0.0f;
   float *d;
-  CHECK(knpuMalloc((void **)&d, 64 * sizeof *d));
+  OK(knpuMalloc((void **)&d, 64 * sizeof *d));
   const knpublasOperation_t N = KNPUBLAS_OP_N, T = KNPUBLAS_OP_T;
   EXPECT_STATUS(KNPUBLAS_STATUS_INVALID_VALUE,
                 knpublasSgemm(h, N, N, -1, 2, 2, &one, d, 2, d, 2, &zero, d, 2));
@@ -347,14 +340,14 @@ static void argument_checks(knpublasHandle_t h) {
   EXPECT_STATUS(KNPUBLAS_STATUS_SUCCESS,
                 knpublasSgemmStridedBatched(h, N, N, 2, 2, 2, &one, d, 2, 4, d, 2, 4, &zero,
                                             d + 8, 2, 4, 0));
-  CHECK(knpuFree(d));
+  OK(knpuFree(d));
 }
 
 int main(void) {
   knpublasHandle_t h;
   BLAS(knpublasCreate(&h));
   knpuStream_t s, got = (knpuStream_t)(uintptr_t)1;
-  CHECK(knpuStreamCreate(&s));
+  OK(knpuStreamCreate(&s));
   stream = s;
   BLAS(knpublasGetStream(h, &got));
   if (got != NULL) failures++;
@@ -388,14 +381,14 @@ int main(void) {
   /* Half-precision A with f32 B and C, the runtime's mixed form. */
   ex_case(h, KNPU_R_16F, KNPU_R_32F, KNPU_R_32F, 1, 1, 7, 129, 64);
   ex_case(h, KNPU_R_16BF, KNPU_R_32F, KNPU_R_32F, 0, 0, 64, 7, 7);
-  CHECK(knpuStreamSynchronize(s));
+  OK(knpuStreamSynchronize(s));
   argument_checks(h);
 
   /* Back to the default stream, then a destroyed handle is refused. */
   BLAS(knpublasSetStream(h, NULL));
   BLAS(knpublasDestroy(h));
   EXPECT_STATUS(KNPUBLAS_STATUS_NOT_INITIALIZED, knpublasSetStream(h, NULL));
-  CHECK(knpuStreamDestroy(s));
+  OK(knpuStreamDestroy(s));
   printf("knpublas: %d products checked, %d failures\n", products, failures);
   return failures == 0 ? 0 : 1;
 }

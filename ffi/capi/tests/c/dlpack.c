@@ -11,17 +11,16 @@
 
 #include <knpu.h>
 
+#include "test_check.h"
+
 static int failures = 0;
 static int checks = 0;
 
-#define OK(call)                                                                            \
+/* A call that must succeed, counted as a check. */
+#define CHECKED_OK(call)                                                                    \
   do {                                                                                      \
-    knpuError_t e_ = (call);                                                                \
     checks++;                                                                               \
-    if (e_ != knpuSuccess) {                                                                \
-      fprintf(stderr, "dlpack.c:%d: %s failed: %s\n", __LINE__, #call, knpuGetErrorString(e_)); \
-      exit(2);                                                                              \
-    }                                                                                       \
+    OK(call);                                                                               \
   } while (0)
 
 #define EXPECT(cond)                                                                        \
@@ -56,18 +55,18 @@ static void count_delete(DLManagedTensorVersioned *self) {
 
 static uint64_t allocated(void) {
   knpuMemoryStats st = KNPU_MEMORY_STATS_INIT;
-  OK(knpuDeviceGetMemoryStats(&st, 0));
+  CHECKED_OK(knpuDeviceGetMemoryStats(&st, 0));
   return st.allocatedBytes;
 }
 
 int main(void) {
   float *d = NULL;
-  OK(knpuMalloc((void **)&d, 64 * sizeof *d));
+  CHECKED_OK(knpuMalloc((void **)&d, 64 * sizeof *d));
 
   /* A [4, 8] row-major tensor starting 8 floats into the allocation. */
   int64_t shape[2] = {4, 8};
   DLManagedTensorVersioned *t = NULL;
-  OK(knpuTensorToDLPack(d + 8, 2, shape, NULL, F32, &t));
+  CHECKED_OK(knpuTensorToDLPack(d + 8, 2, shape, NULL, F32, &t));
   EXPECT(t != NULL && t->deleter != NULL);
   EXPECT(t->version.major == DLPACK_MAJOR_VERSION);
   EXPECT(t->dl_tensor.device.device_type == kDLExtDev && t->dl_tensor.device.device_id == 0);
@@ -83,29 +82,29 @@ int main(void) {
   /* Import: the same device address, usable with knpu's functions. */
   void *p = NULL;
   int device = -1;
-  OK(knpuTensorFromDLPack(t, &p, &device));
+  CHECKED_OK(knpuTensorFromDLPack(t, &p, &device));
   EXPECT(p == (void *)(d + 8) && device == 0);
   float in[32], out[32];
   for (int i = 0; i < 32; i++) in[i] = (float)i * 0.5f;
-  OK(knpuMemcpy(p, in, sizeof in, knpuMemcpyHostToDevice));
-  OK(knpuMemcpy(out, d + 8, sizeof out, knpuMemcpyDeviceToHost));
+  CHECKED_OK(knpuMemcpy(p, in, sizeof in, knpuMemcpyHostToDevice));
+  CHECKED_OK(knpuMemcpy(out, d + 8, sizeof out, knpuMemcpyDeviceToHost));
   EXPECT(memcmp(in, out, sizeof in) == 0);
   t->deleter(t);
   /* The allocation is the caller's: still usable after the tensor is gone. */
-  OK(knpuMemcpy(out, d + 8, sizeof out, knpuMemcpyDeviceToHost));
+  CHECKED_OK(knpuMemcpy(out, d + 8, sizeof out, knpuMemcpyDeviceToHost));
 
   /* Transposed strides, negative strides and a scalar. */
   int64_t sq[2] = {4, 4}, tr[2] = {1, 4};
-  OK(knpuTensorToDLPack(d, 2, sq, tr, F32, &t));
+  CHECKED_OK(knpuTensorToDLPack(d, 2, sq, tr, F32, &t));
   EXPECT(t->dl_tensor.strides[0] == 1 && t->dl_tensor.strides[1] == 4);
   t->deleter(t);
   int64_t four[1] = {4}, back[1] = {-1};
-  OK(knpuTensorToDLPack(d + 3, 1, four, back, F32, &t));
-  OK(knpuTensorFromDLPack(t, &p, NULL));
+  CHECKED_OK(knpuTensorToDLPack(d + 3, 1, four, back, F32, &t));
+  CHECKED_OK(knpuTensorFromDLPack(t, &p, NULL));
   EXPECT(p == (void *)(d + 3));
   t->deleter(t);
   ERR(knpuErrorInvalidValue, "", knpuTensorToDLPack(d + 2, 1, four, back, F32, &t));
-  OK(knpuTensorToDLPack(d + 63, 0, NULL, NULL, F32, &t));
+  CHECKED_OK(knpuTensorToDLPack(d + 63, 0, NULL, NULL, F32, &t));
   EXPECT(t->dl_tensor.ndim == 0);
   t->deleter(t);
 
@@ -155,7 +154,7 @@ int main(void) {
   foreign.dl_tensor.byte_offset = 61 * sizeof(float); /* 61 + 4 > 64 */
   ERR(knpuErrorInvalidValue, "past the end", knpuTensorFromDLPack(&foreign, &p, &device));
   foreign.dl_tensor.byte_offset = 4 * sizeof(float);
-  OK(knpuTensorFromDLPack(&foreign, &p, &device));
+  CHECKED_OK(knpuTensorFromDLPack(&foreign, &p, &device));
   EXPECT(p == (void *)(d + 4) && device == 0);
   ERR(knpuErrorInvalidValue, "NULL", knpuTensorFromDLPack(NULL, &p, &device));
   EXPECT(deleted == 0);
@@ -164,19 +163,19 @@ int main(void) {
 
   /* An export keeps its allocation alive past knpuFree until its deleter runs, once. */
   float *e = NULL;
-  OK(knpuMalloc((void **)&e, 1 << 20));
+  CHECKED_OK(knpuMalloc((void **)&e, 1 << 20));
   uint64_t with = allocated();
   int64_t n[1] = {1 << 18};
-  OK(knpuTensorToDLPack(e, 1, n, NULL, F32, &t));
-  OK(knpuFree(e));
+  CHECKED_OK(knpuTensorToDLPack(e, 1, n, NULL, F32, &t));
+  CHECKED_OK(knpuFree(e));
   EXPECT(allocated() == with);
   ERR(knpuErrorInvalidValue, "not inside any live device allocation",
       knpuTensorFromDLPack(t, &p, NULL));
   t->deleter(t);
-  OK(knpuDeviceSynchronize());
+  CHECKED_OK(knpuDeviceSynchronize());
   EXPECT(allocated() < with);
 
-  OK(knpuFree(d));
+  CHECKED_OK(knpuFree(d));
   printf("dlpack: %d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

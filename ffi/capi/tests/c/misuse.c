@@ -13,6 +13,8 @@
 #include <knpu_ops.h>
 #include <knpublas.h>
 
+#include "test_check.h"
+
 static int failures = 0;
 static int checked = 0;
 
@@ -31,16 +33,6 @@ static void expect_error(knpuError_t got, knpuError_t want, const char *call, in
 #define ERR(call) expect_error((call), knpuSuccess, #call, __LINE__)
 /* This exact error. */
 #define ERR_IS(want, call) expect_error((call), (want), #call, __LINE__)
-#define OK(call)                                                                            \
-  do {                                                                                      \
-    knpuError_t e_ = (call);                                                                \
-    if (e_ != knpuSuccess) {                                                                \
-      fprintf(stderr, "misuse.c:%d: setup call %s failed: %s\n", __LINE__, #call,           \
-              knpuGetErrorString(e_));                                                      \
-      exit(2);                                                                              \
-    }                                                                                       \
-  } while (0)
-
 #define GARBAGE(type) ((type)(uintptr_t)0xdeadbeefcafeULL)
 #define GARBAGE2(type) ((type)(uintptr_t)UINTPTR_MAX)
 

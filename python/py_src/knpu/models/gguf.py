@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ._mapped import MappedFile
 from .errors import ModelFileError, UnsupportedModelError
 
 GGUF_MAGIC = b"GGUF"
@@ -259,7 +260,7 @@ class _Cursor:
         return self.scalar(_SCALAR_FORMATS[vt], what)
 
 
-class GGUFFile:
+class GGUFFile(MappedFile):
     """A GGUF file opened for reading: metadata, tensor infos and raw tensor bytes.
 
     The file stays memory-mapped until :meth:`close` (or the end of a ``with`` block);
@@ -276,21 +277,8 @@ class GGUFFile:
         data_offset: file offset where the tensor data section starts.
     """
 
-    def __init__(self, path: Union[str, os.PathLike]) -> None:
-        self.path = os.fspath(path)
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    raise ModelFileError(self.path, "the file is empty, not a GGUF file")
-                self._map: Optional[mmap.mmap] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as exc:
-            raise ModelFileError(self.path, f"cannot open: {exc.strerror or exc}") from exc
-        try:
-            self._parse()
-        except BaseException:
-            self.close()
-            raise
+    def _too_short(self, size: int) -> Optional[str]:
+        return "the file is empty, not a GGUF file" if size == 0 else None
 
     def _parse(self) -> None:
         assert self._map is not None
@@ -447,23 +435,6 @@ class GGUFFile:
 
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors.values())
-
-    def close(self) -> None:
-        """Unmap the file. Views handed out earlier must not be used afterwards."""
-        if getattr(self, "_map", None) is not None:
-            assert self._map is not None
-            try:
-                self._map.close()
-            except BufferError:
-                # numpy views still reference the map; it is released when they go.
-                pass
-            self._map = None
-
-    def __enter__(self) -> "GGUFFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         arch = self.metadata.get("general.architecture", "?")

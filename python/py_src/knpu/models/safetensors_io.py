@@ -13,13 +13,13 @@ tests compare the two).
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from ._mapped import MappedFile
 from .errors import ModelFileError, UnsupportedModelError
 
 _DTYPES: Dict[str, np.dtype] = {
@@ -41,7 +41,7 @@ _DTYPES: Dict[str, np.dtype] = {
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
-class SafetensorsFile:
+class SafetensorsFile(MappedFile):
     """A safetensors file opened for reading.
 
     Attributes:
@@ -50,27 +50,14 @@ class SafetensorsFile:
         specs: per tensor name, ``(dtype name, shape, begin, end)`` as the header gives them.
     """
 
-    def __init__(self, path: Union[str, os.PathLike]) -> None:
-        self.path = os.fspath(path)
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < 8:
-                    raise ModelFileError(
-                        self.path,
-                        f"truncated file: {size} bytes, too short for the 8-byte header length",
-                    )
-                self._map: Optional[mmap.mmap] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as exc:
-            raise ModelFileError(self.path, f"cannot open: {exc.strerror or exc}") from exc
-        try:
-            self._parse(size)
-        except BaseException:
-            self.close()
-            raise
+    def _too_short(self, size: int) -> Optional[str]:
+        if size < 8:
+            return f"truncated file: {size} bytes, too short for the 8-byte header length"
+        return None
 
-    def _parse(self, size: int) -> None:
+    def _parse(self) -> None:
         assert self._map is not None
+        size = len(self._map)
         (header_len,) = struct.unpack_from("<Q", self._map, 0)
         if header_len > MAX_HEADER_BYTES:
             raise ModelFileError(
@@ -163,22 +150,6 @@ class SafetensorsFile:
             offset=self.data_offset + begin,
         )
         return arr.reshape(shape)
-
-    def close(self) -> None:
-        """Unmap the file (views handed out keep their memory alive until they go)."""
-        if getattr(self, "_map", None) is not None:
-            assert self._map is not None
-            try:
-                self._map.close()
-            except BufferError:
-                pass
-            self._map = None
-
-    def __enter__(self) -> "SafetensorsFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def load_safetensors(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
