@@ -33,8 +33,8 @@ use crate::driver::Driver;
 use crate::exec::Fault;
 use crate::profile::{compute_ns, transfer_ns};
 
-/// Below this many elements a kernel runs on the queue's worker thread: waking the compute
-/// pool costs more than it saves.
+/// Below this many elements a kernel runs on its queue's worker thread alone: handing part
+/// of it to another core costs more than it saves.
 pub const INLINE_ELEMENTS: usize = 64 * 1024;
 
 /// One kernel of the registry.
