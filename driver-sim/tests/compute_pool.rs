@@ -86,7 +86,7 @@ fn reference(a: &[f32], b: &[f32]) -> Vec<f32> {
 /// Runs `rounds` GEMMs big enough for the pool (M N K > `INLINE_ELEMENTS`) on a new queue of
 /// `priority`, each with its own inputs, and checks every result.
 fn gemms_on_one_queue(sim: &Sim, priority: i32, seed: usize, rounds: usize) {
-    assert!(M * N * K > INLINE_ELEMENTS);
+    const { assert!(M * N * K > INLINE_ELEMENTS) };
     let dev = sim.device(0);
     let mut queue = std::ptr::null_mut();
     assert_eq!(
