@@ -3,6 +3,13 @@
 //!
 //! There is one instance per loaded copy of the library, created at first use from the
 //! environment. Devices live until the library is unloaded.
+//!
+//! The compute pool is the process's global rayon pool when the driver is the first to start
+//! it (the usual case: nothing else in a process that loads the simulator uses rayon first).
+//! Then a queue worker calls a kernel on its own thread and the kernel's parallel parts reach
+//! the pool, or the spinning compute team of `knpu_kernels::par`, by themselves: no hand-off
+//! to a parked pool thread and back for every kernel. When another user started the global
+//! pool first, the driver keeps a pool of its own and every kernel is handed to it.
 
 use std::sync::{Arc, OnceLock};
 
@@ -30,7 +37,15 @@ pub struct Driver {
     pub semaphores: Registry<Semaphore>,
     /// Live command lists.
     pub command_lists: Registry<crate::command::CommandList>,
-    pool: OnceLock<ThreadPool>,
+    pool: OnceLock<Pool>,
+}
+
+/// Where the compute pool's threads come from.
+enum Pool {
+    /// The process's global rayon pool, started by this driver with `config.cores` threads.
+    Global,
+    /// A pool of this driver's own (the global pool was started by someone else first).
+    Own(ThreadPool),
 }
 
 static DRIVER: OnceLock<Driver> = OnceLock::new();
@@ -58,14 +73,37 @@ impl Driver {
     }
 
     /// The compute pool shared by every queue of every device, started at first use.
-    pub fn pool(&self) -> &ThreadPool {
+    fn pool(&self) -> &Pool {
         self.pool.get_or_init(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(self.config.cores)
-                .thread_name(|i| format!("knpu-sim-core-{i}"))
-                .build()
-                .expect("the compute pool's threads start")
+            let builder = || {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.config.cores)
+                    .thread_name(|i| format!("knpu-sim-core-{i}"))
+            };
+            match builder().build_global() {
+                Ok(()) => Pool::Global,
+                Err(_) => Pool::Own(builder().build().expect("the compute pool's threads start")),
+            }
         })
+    }
+
+    /// Whether the compute pool is the process's global rayon pool, so that [`in_pool`]
+    /// runs its closure on the calling thread.
+    ///
+    /// [`in_pool`]: Driver::in_pool
+    pub fn pool_is_global(&self) -> bool {
+        matches!(self.pool(), Pool::Global)
+    }
+
+    /// Runs `f` so that rayon's parallel calls inside it (and the fallback of
+    /// `knpu_kernels::par` when its compute team is busy) run on the compute pool: on the
+    /// calling thread when the pool is the global one, else on a thread of the driver's own
+    /// pool (`install`, a hand-off to a pool thread and back).
+    pub fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match self.pool() {
+            Pool::Global => f(),
+            Pool::Own(pool) => pool.install(f),
+        }
     }
 
     /// The handle value of device `index`.

@@ -97,7 +97,7 @@ fn split(ctx: &ExecContext<'_>, size: u64, f: impl Fn(usize, usize) + Sync) {
         return;
     }
     let piece = size.div_ceil(threads).div_ceil(64) * 64;
-    ctx.driver.pool().install(|| {
+    ctx.driver.in_pool(|| {
         rayon::scope(|s| {
             for start in (0..size).step_by(piece) {
                 let f = &f;

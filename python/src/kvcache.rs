@@ -161,8 +161,11 @@ impl KVCache {
 
     /// Attention of `q` (`[batch, q_heads, q_len, head_dim]`) over the first `seq_lens[b]`
     /// cached positions of each sequence (causal masks align the queries with the last
-    /// of them).
-    #[pyo3(signature = (q, seq_lens, *, causal=true, scale=None, window=None))]
+    /// of them). The result is `[batch, q_heads, q_len, head_dim]`, or with
+    /// `out_layout="bshd"` `[batch, q_len, q_heads, head_dim]`: the kernel writes the heads
+    /// of each position side by side, the layout an output projection reads, with no
+    /// transposing copy after it.
+    #[pyo3(signature = (q, seq_lens, *, causal=true, scale=None, window=None, out_layout="bhsd"))]
     fn attention(
         &self,
         q: PyRef<'_, Tensor>,
@@ -170,17 +173,28 @@ impl KVCache {
         causal: bool,
         scale: Option<f32>,
         window: Option<usize>,
+        out_layout: &str,
     ) -> PyResult<Tensor> {
         let (tq, aq) = bhsd(&q, "q")?;
         check_dtype(self.dtype, &tq, "q")?;
+        let (b, s, h, d) = (aq.batch, aq.seq, aq.heads, aq.head_dim);
+        let (out_shape, out) = match out_layout {
+            "bhsd" => ([b, h, s, d], AttnTensor::bhsd(b, s, h, d)),
+            "bshd" => ([b, s, h, d], AttnTensor::bshd(b, s, h, d)),
+            other => {
+                return Err(crate::errors::invalid(format!(
+                    "out_layout {other:?}: expected \"bhsd\" or \"bshd\""
+                )))
+            }
+        };
         let stream = current_stream(&self.device)?;
         let lens = u32_slice(&seq_lens, "seq_lens")?;
-        let mut fresh = Fresh::new(&stream, &tq.values_shape(), self.dtype)?;
+        let mut fresh = Fresh::new(&stream, &out_shape, self.dtype)?;
         let args = ops::AttentionArgs {
             q: aq,
             k: self.layout,
             v: self.layout,
-            out: AttnTensor::bhsd(aq.batch, aq.seq, aq.heads, aq.head_dim),
+            out,
             mask: AttnMask {
                 causal,
                 window,

@@ -52,6 +52,21 @@ def test_kv_cache_appends_and_attends():
     np.testing.assert_array_equal(cache.values().numpy()[:, :lens], np.transpose(vals, (0, 2, 1, 3)))
 
 
+def test_kv_cache_attention_writes_heads_last_when_asked():
+    b, hk, hq, d, new = 2, 1, 3, 8, 5
+    cache = knpu.KVCache(b, 8, hk, d)
+    k, v, q = f32(b, hk, new, d), f32(b, hk, new, d), f32(b, hq, new, d)
+    lens = knpu.asarray(np.full(b, 0, np.uint32))
+    cache.append(knpu.asarray(k), knpu.asarray(v), lens)
+    lens = knpu.asarray(np.full(b, new, np.uint32))
+    got = cache.attention(knpu.asarray(q), lens, out_layout="bshd")
+    assert got.shape == (b, new, hq, d)
+    want = np.transpose(ref_attention(q, k, v, True), (0, 2, 1, 3))
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-5)
+    with pytest.raises(knpu.InvalidValueError, match="out_layout"):
+        cache.attention(knpu.asarray(q), lens, out_layout="sbhd")
+
+
 def test_paged_kv_cache_appends_and_attends_through_the_block_table():
     b, hk, hq, d, bs = 2, 1, 2, 16, 4
     cache = knpu.PagedKVCache(8, bs, hk, d)

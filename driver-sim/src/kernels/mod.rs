@@ -33,8 +33,8 @@ use crate::driver::Driver;
 use crate::exec::Fault;
 use crate::profile::{compute_ns, transfer_ns};
 
-/// Below this many elements a kernel runs on the queue's worker thread: waking the compute
-/// pool costs more than it saves.
+/// Below this many elements a kernel runs on its queue's worker thread alone: handing part
+/// of it to another core costs more than it saves.
 pub const INLINE_ELEMENTS: usize = 64 * 1024;
 
 /// One kernel of the registry.
@@ -110,20 +110,29 @@ impl KernelContext<'_> {
         })
     }
 
-    /// Runs `f` with the parallelism a problem of `elements` warrants: on this thread for
-    /// small problems, else on the compute pool. A LOW priority queue's kernels use at most
-    /// half the pool, so other queues always find free cores.
+    /// Runs `f` with the parallelism a problem of `elements` warrants: on this thread alone
+    /// for small problems, else split across the compute pool's cores. A LOW priority queue's
+    /// kernels use at most half the cores, so other queues always find free ones.
+    ///
+    /// When the pool is the global one ([`Driver::in_pool`]), `f` runs on this thread (the
+    /// queue's worker). A grant that covers every host core sends the kernel's tasks to the
+    /// compute team of `knpu_kernels::par`, whose helpers spin between the kernels of a
+    /// replayed graph, so no thread is woken per kernel; another queue's kernel running at
+    /// the same time finds the team busy and splits on the pool instead.
     pub fn run<R: Send>(&self, elements: usize, f: impl FnOnce(Parallelism) -> R + Send) -> R {
         let cores = self.driver.config.cores;
         if elements < INLINE_ELEMENTS || cores < 2 {
             return f(Parallelism::None);
         }
-        let grant = if self.priority < KNPU_QUEUE_PRIORITY_NORMAL {
-            Parallelism::Rayon((cores / 2).max(1))
+        let threads = if self.priority < KNPU_QUEUE_PRIORITY_NORMAL {
+            cores / 2
         } else {
-            Parallelism::Rayon(0)
+            cores
         };
-        self.driver.pool().install(|| f(grant))
+        if threads < 2 {
+            return f(Parallelism::None);
+        }
+        self.driver.in_pool(|| f(Parallelism::Rayon(threads)))
     }
 }
 

@@ -371,8 +371,10 @@ class LlamaModel:
             v = v.reshape(1, t, nkv, hd)
             cache.append(k.transpose(1, 2), v.transpose(1, 2), start)
             q = q.reshape(1, t, nh, hd).transpose(1, 2)
-            o = cache.attention(q, lens)  # [1, n_head, t, head_dim]
-            o = o.transpose(1, 2).contiguous().reshape(t, c.n_embd)
+            # [1, t, n_head, head_dim]: each position's heads side by side, as the output
+            # projection reads them (a [1, n_head, t, head_dim] result would need a
+            # transposing copy of one command per head and position).
+            o = cache.attention(q, lens, out_layout="bshd").reshape(t, c.n_embd)
             if kv != knpu.float32:
                 o = knpu.cast(o, knpu.float32)
             x = self._residual(x, o, layer.wo, t)
