@@ -14,7 +14,6 @@
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use crate::{isa, Isa, KernelError, Parallelism};
 
@@ -167,20 +166,17 @@ pub fn elementwise_with_isa<T: Element>(
         return Ok(());
     }
     let chunk = n.div_ceil(tasks).div_ceil(TILE) * TILE;
-    out.par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(i, out_chunk)| {
-            let start = i * chunk;
-            let len = out_chunk.len();
-            run_range_with_isa(
-                isa,
-                op,
-                alpha,
-                a.offset(start, len),
-                b.map(|b| b.offset(start, len)),
-                out_chunk,
-            );
-        });
+    crate::par::for_each_chunk_mut(out, chunk, tasks, |start, out_chunk| {
+        let len = out_chunk.len();
+        run_range_with_isa(
+            isa,
+            op,
+            alpha,
+            a.offset(start, len),
+            b.map(|b| b.offset(start, len)),
+            out_chunk,
+        );
+    });
     Ok(())
 }
 

@@ -2,11 +2,14 @@
 
 /// The parallelism a caller grants a kernel.
 ///
-/// `Rayon(n)` lets the kernel split its work into up to `n` parallel tasks on the rayon pool
-/// the call runs in (the software NPU installs its compute pool first); `Rayon(0)` means
-/// "as many as that pool has threads". When `n` covers every core, the tasks run on the
-/// compute team instead (see [`for_each_task`]). `None` runs everything on the calling thread, which is
-/// what small problems want: waking a pool costs more than it saves.
+/// `Rayon(n)` lets the kernel split its work into up to `n` parallel tasks; `Rayon(0)` means
+/// "as many as the current rayon pool has threads". When `n` covers every core, the tasks run
+/// on the compute team (see [`for_each_task`]), with the caller taking tasks too; otherwise,
+/// or while the team serves another caller, on the current rayon pool (the software NPU's
+/// compute pool). Kernels split through this module's functions, never through rayon
+/// directly, so a kernel launched from a queue's worker wakes no parked thread. `None` runs
+/// everything on the calling thread, which is what small problems want: waking a pool costs
+/// more than it saves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parallelism {
     /// Run on the calling thread only.
@@ -71,6 +74,20 @@ pub fn for_each_mut<T: Send>(items: &mut [T], threads: usize, f: impl Fn(usize, 
         let item = unsafe { &mut *base.at(i) };
         f(i, item);
     });
+}
+
+/// Runs `f(first_index, chunk)` over `out` cut into chunks of `chunk` elements (the last
+/// may be shorter), on up to `threads` threads as [`for_each_task`] does: so a kernel that
+/// splits its output runs on the compute team rather than waking a parked pool thread.
+pub fn for_each_chunk_mut<T: Send>(
+    out: &mut [T],
+    chunk: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let chunk = chunk.max(1);
+    let mut chunks: Vec<&mut [T]> = out.chunks_mut(chunk).collect();
+    for_each_mut(&mut chunks, threads, |i, c| f(i * chunk, c));
 }
 
 /// Runs `f(task, state)` for every task in `0..n` on up to `threads` workers (as
@@ -362,6 +379,17 @@ mod tests {
         });
         assert!(r.is_err());
         run_counted(8, 8);
+    }
+
+    #[test]
+    fn for_each_chunk_mut_covers_every_element_once_with_its_index() {
+        let mut v = vec![0usize; 1003];
+        super::for_each_chunk_mut(&mut v, 64, 8, |first, c| {
+            for (j, x) in c.iter_mut().enumerate() {
+                *x += first + j + 1;
+            }
+        });
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i + 1));
     }
 
     #[test]

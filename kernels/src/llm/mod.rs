@@ -281,11 +281,10 @@ pub(crate) fn for_row_blocks_work<T: Send>(
         f(0, out);
         return;
     }
-    use rayon::prelude::*;
     let block_rows = rows.div_ceil(tasks);
-    out.par_chunks_mut(block_rows * cols)
-        .enumerate()
-        .for_each(|(i, block)| f(i * block_rows, block));
+    crate::par::for_each_chunk_mut(out, block_rows * cols, tasks, |first, block| {
+        f(first / cols, block)
+    });
 }
 
 /// Calls `f(first_index, out_block)` over a flat `out`: on the caller's thread, or split into
@@ -304,11 +303,8 @@ pub(crate) fn for_flat_blocks<T: Send>(
         f(0, out);
         return;
     }
-    use rayon::prelude::*;
     let block = n.div_ceil(tasks).div_ceil(64) * 64;
-    out.par_chunks_mut(block)
-        .enumerate()
-        .for_each(|(i, b)| f(i * block, b));
+    crate::par::for_each_chunk_mut(out, block, tasks, f);
 }
 
 #[cfg(test)]

@@ -92,25 +92,25 @@ impl XBlocks {
                 xs[b] = dx[b] * s as f32;
             }
         };
-        let rows =
-            xb.q.chunks_mut(k)
-                .zip(xb.dx.chunks_mut(nb))
-                .zip(xb.corr.chunks_mut(nb))
-                .zip(xb.xs.chunks_mut(nb))
-                .map(|(((q, d), c), s)| (q, d, c, s))
-                .enumerate();
-        if par.threads() > 1 {
-            use rayon::prelude::*;
-            let rows: Vec<_> = rows.collect();
-            rows.into_par_iter()
-                .with_min_len(16)
-                .for_each_init(|| vec![0.0f32; k], |xf, (i, r)| one_row(i, r, xf));
-        } else {
+        // Rows in groups of 16 per task, on the compute team when threads are granted.
+        const GROUP_ROWS: usize = 16;
+        let mut groups: Vec<_> =
+            xb.q.chunks_mut(GROUP_ROWS * k)
+                .zip(xb.dx.chunks_mut(GROUP_ROWS * nb))
+                .zip(xb.corr.chunks_mut(GROUP_ROWS * nb))
+                .zip(xb.xs.chunks_mut(GROUP_ROWS * nb))
+                .collect();
+        crate::par::for_each_mut(&mut groups, par.threads(), |g, (((q, dx), corr), xs)| {
             let mut xf = vec![0.0f32; k];
-            for (i, r) in rows {
-                one_row(i, r, &mut xf);
+            let rows = q
+                .chunks_mut(k)
+                .zip(dx.chunks_mut(nb))
+                .zip(corr.chunks_mut(nb))
+                .zip(xs.chunks_mut(nb));
+            for (j, (((q, d), c), s)) in rows.enumerate() {
+                one_row(g * GROUP_ROWS + j, (q, d, c, s), &mut xf);
             }
-        }
+        });
         xb
     }
 }

@@ -450,28 +450,40 @@ impl XPrep {
         refill(&mut xp.corr, m * lanes, 0);
         refill(&mut xp.msum, m * lanes, 0.0);
         let plan = plan(format, layout, k);
-        let rows = xp
-            .qx
-            .chunks_mut(kp)
-            .zip(xp.dx.chunks_mut(lanes))
-            .zip(xp.corr.chunks_mut(lanes))
-            .zip(xp.msum.chunks_mut(lanes))
-            .enumerate();
         let xrow = |i: usize| &x[i * k..(i + 1) * k];
         if par.threads() > 1 && m > super::qmatmul::GEMV_MAX_M {
-            use rayon::prelude::*;
-            let rows: Vec<_> = rows.collect();
-            rows.into_par_iter().with_min_len(16).for_each_init(
-                || Scratch::new(k),
-                |sc, (i, (((q, dx), corr), msum))| {
+            // Rows in groups of 16 per task, on the compute team.
+            const GROUP_ROWS: usize = 16;
+            let mut groups: Vec<_> = xp
+                .qx
+                .chunks_mut(GROUP_ROWS * kp)
+                .zip(xp.dx.chunks_mut(GROUP_ROWS * lanes))
+                .zip(xp.corr.chunks_mut(GROUP_ROWS * lanes))
+                .zip(xp.msum.chunks_mut(GROUP_ROWS * lanes))
+                .collect();
+            crate::par::for_each_mut(&mut groups, par.threads(), |g, (((q, dx), corr), msum)| {
+                let mut sc = Scratch::new(k);
+                let rows = q
+                    .chunks_mut(kp)
+                    .zip(dx.chunks_mut(lanes))
+                    .zip(corr.chunks_mut(lanes))
+                    .zip(msum.chunks_mut(lanes));
+                for (j, (((q, dx), corr), msum)) in rows.enumerate() {
                     let out = RowOut { q, dx, corr, msum };
-                    prep_row(isa, &plan, xrow(i), out, sc)
-                },
-            );
+                    prep_row(isa, &plan, xrow(g * GROUP_ROWS + j), out, &mut sc)
+                }
+            });
         } else {
             let spare = SCRATCH.try_with(|s| s.take()).ok().flatten();
             let mut sc = spare.unwrap_or_else(|| Scratch::new(k));
             sc.fit(k);
+            let rows = xp
+                .qx
+                .chunks_mut(kp)
+                .zip(xp.dx.chunks_mut(lanes))
+                .zip(xp.corr.chunks_mut(lanes))
+                .zip(xp.msum.chunks_mut(lanes))
+                .enumerate();
             for (i, (((q, dx), corr), msum)) in rows {
                 let out = RowOut { q, dx, corr, msum };
                 prep_row(isa, &plan, xrow(i), out, &mut sc);
