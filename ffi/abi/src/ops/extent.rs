@@ -26,6 +26,7 @@ impl Extent {
     /// The extent of `elems` elements of `elem_size` bytes at `addr`: [`OpError::Overflow`]
     /// when the byte count or its end overflows, [`OpError::Address`] when a non-empty
     /// extent starts at 0 or at an address that is not a multiple of `elem_size`.
+    #[inline]
     pub fn new(
         operand: &'static str,
         addr: u64,

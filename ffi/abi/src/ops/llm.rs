@@ -102,6 +102,7 @@ pub fn elementwise_activation(raw: u32) -> Result<Activation, OpError> {
 }
 
 /// `n` when the op has work, else 0: an op that writes nothing reads nothing.
+#[inline]
 fn live(work: bool, n: u64) -> u64 {
     if work {
         n
@@ -110,10 +111,12 @@ fn live(work: bool, n: u64) -> u64 {
     }
 }
 
+#[inline]
 fn input(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Extent, OpError> {
     Extent::new(name, addr, elems, size, false)
 }
 
+#[inline]
 fn output(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Extent, OpError> {
     Extent::new(name, addr, elems, size, true)
 }
@@ -196,29 +199,69 @@ pub fn validate_softmax(p: &KnpuSoftmaxParams) -> Result<Extents, OpError> {
 
 /// The elements of operand `b` of a binary op over `[rows, cols]` (0 when there is no work).
 pub fn binary_b_elems(broadcast: Broadcast, rows: u64, cols: u64) -> Result<u64, OpError> {
-    let n = product("a", &[rows, cols])?;
-    Ok(match broadcast {
-        Broadcast::None => n,
-        Broadcast::Row => live(n > 0, cols),
-    })
+    Ok(b_elems_of(broadcast, product("a", &[rows, cols])?, cols))
 }
 
-/// KNPU_KERNEL_BINARY: extents `a`, `b`, `out`.
-pub fn validate_binary(p: &KnpuBinaryParams) -> Result<(BinaryOp, Broadcast, Extents), OpError> {
+/// The elements of `b` when `a` has `n` elements in rows of `cols`.
+#[inline]
+fn b_elems_of(broadcast: Broadcast, n: u64, cols: u64) -> u64 {
+    match broadcast {
+        Broadcast::None => n,
+        Broadcast::Row => live(n > 0, cols),
+    }
+}
+
+/// A KNPU_KERNEL_BINARY parameter struct that passed its rules: the decoded enums and the
+/// extents of `a`, `b` and `out`, held by value (no [`Extents`] list), for launchers and
+/// drivers that decode one on every launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryOperands {
+    /// The op.
+    pub op: BinaryOp,
+    /// How `b` maps onto `a`'s rows.
+    pub broadcast: Broadcast,
+    /// Operand `a`, `[rows, cols]`.
+    pub a: Extent,
+    /// Operand `b`: `[rows, cols]`, or one row of `cols` under [`Broadcast::Row`].
+    pub b: Extent,
+    /// The output, `[rows, cols]`.
+    pub out: Extent,
+}
+
+impl BinaryOperands {
+    /// Whether `b` has `a`'s shape, so the op is one pass over three equal, contiguous
+    /// vectors (no broadcast).
+    #[inline]
+    pub fn same_shape(&self) -> bool {
+        self.broadcast == Broadcast::None
+    }
+}
+
+/// KNPU_KERNEL_BINARY: checks `p` and decodes it into its op, broadcast and three extents.
+#[inline]
+pub fn decode_binary(p: &KnpuBinaryParams) -> Result<BinaryOperands, OpError> {
     let size = float_size("a", p.dtype)?;
     let op = BinaryOp::try_from(p.op)?;
     let broadcast = Broadcast::try_from(p.broadcast)?;
     let n = product("a", &[p.rows, p.cols])?;
+    let b_elems = b_elems_of(broadcast, n, p.cols);
+    Ok(BinaryOperands {
+        op,
+        broadcast,
+        a: input("a", p.a, n, size)?,
+        b: input("b", p.b, b_elems, size)?,
+        out: output("out", p.out, n, size)?,
+    })
+}
+
+/// KNPU_KERNEL_BINARY: extents `a`, `b`, `out` ([`decode_binary`] as an [`Extents`] list).
+pub fn validate_binary(p: &KnpuBinaryParams) -> Result<(BinaryOp, Broadcast, Extents), OpError> {
+    let d = decode_binary(p)?;
     let mut e = Extents::default();
-    e.push(input("a", p.a, n, size)?);
-    e.push(input(
-        "b",
-        p.b,
-        binary_b_elems(broadcast, p.rows, p.cols)?,
-        size,
-    )?);
-    e.push(output("out", p.out, n, size)?);
-    Ok((op, broadcast, e))
+    e.push(d.a);
+    e.push(d.b);
+    e.push(d.out);
+    Ok((d.op, d.broadcast, e))
 }
 
 /// KNPU_KERNEL_EMBEDDING: extents `table`, `ids`, `out`.
