@@ -139,14 +139,14 @@ impl Kernel for Binary {
 
     fn cost(&self) -> Cost {
         Cost {
-            bytes: self.d.a.bytes * 2 + self.d.b.bytes,
-            ops: self.d.a.elems(),
+            bytes: self.d.a().bytes * 2 + self.d.b().bytes,
+            ops: self.d.a().elems(),
             peak: Peak::of_dtype(self.dtype),
         }
     }
 
     fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        if self.d.a.bytes == 0 {
+        if self.d.a().bytes == 0 {
             return Ok(());
         }
         with_float!(self.dtype, T => self.run_typed::<T>(ctx))
@@ -156,25 +156,26 @@ impl Kernel for Binary {
 impl Binary {
     fn run_typed<T: Element + llm::Element>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
         let d = &self.d;
+        let (a, b, out) = (d.a(), d.b(), d.out());
         let op = match d.op {
             BinaryOp::Add => ElementwiseOp::Add,
             BinaryOp::Mul => ElementwiseOp::Mul,
             BinaryOp::Sub => ElementwiseOp::Sub,
             BinaryOp::Div => {
                 let row = d.broadcast == Broadcast::Row;
-                return super::divide::run::<T>(ctx, &d.a, &d.b, &d.out, self.cols as usize, row);
+                return super::divide::run::<T>(ctx, &a, &b, &out, self.cols as usize, row);
             }
         };
         if d.same_shape() {
-            return run_elementwise::<T>(ctx, op, 1.0, &d.a, Some(&d.b), &d.out, Self::NAME);
+            return run_elementwise::<T>(ctx, op, 1.0, &a, Some(&b), &out, Self::NAME);
         }
         // One row of `b` over every row of `a`.
-        let outs = [d.out];
-        let a = ctx.input::<T>(&d.a, &outs)?;
-        let b = ctx.input::<T>(&d.b, &outs)?;
+        let outs = [out];
+        let a = ctx.input::<T>(&a, &outs)?;
+        let b = ctx.input::<T>(&b, &outs)?;
         // SAFETY: T matches the dtype's size; inputs overlapping `out` were copied and `out`
         // is the only output.
-        let out = unsafe { ctx.output::<T>(&d.out) }?;
+        let out = unsafe { ctx.output::<T>(&outs[0]) }?;
         let (rows, cols) = (self.rows as usize, self.cols as usize);
         let (a, b) = (a.slice(), b.slice());
         let bc = llm::Broadcast::Row;

@@ -211,21 +211,23 @@ fn b_elems_of(broadcast: Broadcast, n: u64, cols: u64) -> u64 {
     }
 }
 
-/// A KNPU_KERNEL_BINARY parameter struct that passed its rules: the decoded enums and the
-/// extents of `a`, `b` and `out`, held by value (no [`Extents`] list), for launchers and
-/// drivers that decode one on every launch.
+/// A KNPU_KERNEL_BINARY parameter struct that passed its rules, held compactly (addresses
+/// and element counts, no [`Extents`] list and no operand names) so that a launcher or a
+/// driver that decodes one on every launch moves a few words; [`BinaryOperands::a`],
+/// [`BinaryOperands::b`] and [`BinaryOperands::out`] give the checked extents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BinaryOperands {
     /// The op.
     pub op: BinaryOp,
     /// How `b` maps onto `a`'s rows.
     pub broadcast: Broadcast,
-    /// Operand `a`, `[rows, cols]`.
-    pub a: Extent,
-    /// Operand `b`: `[rows, cols]`, or one row of `cols` under [`Broadcast::Row`].
-    pub b: Extent,
-    /// The output, `[rows, cols]`.
-    pub out: Extent,
+    /// Bytes per element.
+    elem_size: u64,
+    /// Elements of `a` and `out` (`rows * cols`).
+    elems: u64,
+    /// Elements of `b`.
+    b_elems: u64,
+    addrs: [u64; 3],
 }
 
 impl BinaryOperands {
@@ -235,9 +237,38 @@ impl BinaryOperands {
     pub fn same_shape(&self) -> bool {
         self.broadcast == Broadcast::None
     }
+
+    #[inline]
+    fn extent(&self, i: usize, operand: &'static str, elems: u64, output: bool) -> Extent {
+        Extent {
+            operand,
+            addr: self.addrs[i],
+            bytes: elems * self.elem_size,
+            elem_size: self.elem_size,
+            output,
+        }
+    }
+
+    /// Operand `a`, `[rows, cols]`.
+    #[inline]
+    pub fn a(&self) -> Extent {
+        self.extent(0, "a", self.elems, false)
+    }
+
+    /// Operand `b`: `[rows, cols]`, or one row of `cols` under [`Broadcast::Row`].
+    #[inline]
+    pub fn b(&self) -> Extent {
+        self.extent(1, "b", self.b_elems, false)
+    }
+
+    /// The output, `[rows, cols]`.
+    #[inline]
+    pub fn out(&self) -> Extent {
+        self.extent(2, "out", self.elems, true)
+    }
 }
 
-/// KNPU_KERNEL_BINARY: checks `p` and decodes it into its op, broadcast and three extents.
+/// KNPU_KERNEL_BINARY: checks `p` and decodes it into its op, broadcast and operands.
 #[inline]
 pub fn decode_binary(p: &KnpuBinaryParams) -> Result<BinaryOperands, OpError> {
     let size = float_size("a", p.dtype)?;
@@ -245,12 +276,18 @@ pub fn decode_binary(p: &KnpuBinaryParams) -> Result<BinaryOperands, OpError> {
     let broadcast = Broadcast::try_from(p.broadcast)?;
     let n = product("a", &[p.rows, p.cols])?;
     let b_elems = b_elems_of(broadcast, n, p.cols);
+    // The extents' rules (overflow, address and alignment), checked once here; the
+    // accessors rebuild the same values without checks.
+    input("a", p.a, n, size)?;
+    input("b", p.b, b_elems, size)?;
+    output("out", p.out, n, size)?;
     Ok(BinaryOperands {
         op,
         broadcast,
-        a: input("a", p.a, n, size)?,
-        b: input("b", p.b, b_elems, size)?,
-        out: output("out", p.out, n, size)?,
+        elem_size: size,
+        elems: n,
+        b_elems,
+        addrs: [p.a, p.b, p.out],
     })
 }
 
@@ -258,9 +295,9 @@ pub fn decode_binary(p: &KnpuBinaryParams) -> Result<BinaryOperands, OpError> {
 pub fn validate_binary(p: &KnpuBinaryParams) -> Result<(BinaryOp, Broadcast, Extents), OpError> {
     let d = decode_binary(p)?;
     let mut e = Extents::default();
-    e.push(d.a);
-    e.push(d.b);
-    e.push(d.out);
+    e.push(d.a());
+    e.push(d.b());
+    e.push(d.out());
     Ok((d.op, d.broadcast, e))
 }
 
