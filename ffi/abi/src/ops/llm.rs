@@ -394,4 +394,36 @@ mod tests {
             KNPU_STATUS_NOT_SUPPORTED
         );
     }
+
+    #[test]
+    fn decoded_binary_operands_are_the_checked_extents() {
+        let mut p = KnpuBinaryParams::sized();
+        (p.op, p.dtype, p.rows, p.cols) = (KNPU_BINARY_ADD, KNPU_DTYPE_F16, 3, 5);
+        (p.a, p.b, p.out) = (0x1000, 0x2000, 0x3000);
+        for (broadcast, b_elems) in [(KNPU_BROADCAST_NONE, 15), (KNPU_BROADCAST_ROW, 5)] {
+            p.broadcast = broadcast;
+            let d = decode_binary(&p).unwrap();
+            assert_eq!(d.same_shape(), broadcast == KNPU_BROADCAST_NONE);
+            assert_eq!(d.a(), Extent::new("a", 0x1000, 15, 2, false).unwrap());
+            assert_eq!(d.b(), Extent::new("b", 0x2000, b_elems, 2, false).unwrap());
+            assert_eq!(d.out(), Extent::new("out", 0x3000, 15, 2, true).unwrap());
+            let (_, _, e) = validate_binary(&p).unwrap();
+            assert_eq!(e.as_slice(), &[d.a(), d.b(), d.out()]);
+        }
+        // Every rule still applies: a misaligned operand, an overflowing shape.
+        p.b = 0x2001;
+        assert_eq!(
+            decode_binary(&p).unwrap_err(),
+            OpError::Address {
+                operand: "b",
+                addr: 0x2001
+            }
+        );
+        p.b = 0x2000;
+        p.rows = u64::MAX;
+        assert_eq!(
+            decode_binary(&p).unwrap_err(),
+            OpError::Overflow { operand: "a" }
+        );
+    }
 }
