@@ -8,7 +8,10 @@
 //! the command runs, so they are resolved when it executes.
 
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, LazyLock};
+
+use crossbeam::queue::ArrayQueue;
 
 use knpu_driver_abi::*;
 
@@ -187,6 +190,13 @@ impl SemaphoreList {
         self.len += 1;
     }
 
+    /// Removes every semaphore, keeping the storage.
+    fn clear(&mut self) {
+        self.inline.iter_mut().for_each(|slot| *slot = None);
+        self.more.clear();
+        self.len = 0;
+    }
+
     /// The semaphores in the order they were pushed.
     pub fn iter(&self) -> impl Iterator<Item = &(Arc<Semaphore>, u64)> {
         self.inline.iter().flatten().chain(&self.more)
@@ -194,7 +204,16 @@ impl SemaphoreList {
 }
 
 /// A validated submission, owned by the queue until it completes.
-pub struct Submission {
+///
+/// Its body is recycled: when the worker drops a finished submission, the body goes back to
+/// a bounded pool with its command vector's storage, and the next `queue_submit` takes it
+/// from there. A launch therefore neither allocates nor zeroes memory for its commands once
+/// the pool is warm, and the queue's channel moves one pointer per submission.
+pub struct Submission(Option<Box<SubmissionBody>>);
+
+/// What a submission holds.
+#[derive(Default)]
+pub struct SubmissionBody {
     /// Semaphores to wait on, then semaphores to signal, with their values.
     pub semaphores: SemaphoreList,
     /// How many of `semaphores` are waits.
@@ -205,6 +224,62 @@ pub struct Submission {
     pub list: Option<Arc<ListBody>>,
     /// The device the command list belongs to.
     pub list_device: Option<u32>,
+}
+
+/// Finished submission bodies kept for reuse: enough for every queue of a busy process to
+/// keep a few submissions in flight; beyond it, a finished body is freed.
+const POOLED_BODIES: usize = 256;
+
+/// A recycled body keeps at most this many command slots; a larger vector is freed, so a
+/// single long submission does not pin its memory in the pool.
+const POOLED_COMMANDS: usize = 64;
+
+static POOL: LazyLock<ArrayQueue<Box<SubmissionBody>>> =
+    LazyLock::new(|| ArrayQueue::new(POOLED_BODIES));
+
+impl Submission {
+    /// An empty submission, on a recycled body when the pool has one.
+    fn new() -> Submission {
+        Submission(Some(POOL.pop().unwrap_or_default()))
+    }
+}
+
+impl Deref for Submission {
+    type Target = SubmissionBody;
+
+    fn deref(&self) -> &SubmissionBody {
+        self.0
+            .as_deref()
+            .expect("a submission has its body until it is dropped")
+    }
+}
+
+impl DerefMut for Submission {
+    fn deref_mut(&mut self) -> &mut SubmissionBody {
+        self.0
+            .as_deref_mut()
+            .expect("a submission has its body until it is dropped")
+    }
+}
+
+impl Drop for Submission {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take() else {
+            return;
+        };
+        // Semaphores, command-list bodies and peer devices are released here, as before.
+        body.semaphores.clear();
+        body.wait_count = 0;
+        body.list = None;
+        body.list_device = None;
+        if body.commands.capacity() > POOLED_COMMANDS {
+            body.commands = Vec::new();
+        } else {
+            body.commands.clear();
+        }
+        // A full pool frees the body.
+        let _ = POOL.push(body);
+    }
 }
 
 /// The validated commands of a command list, shared by the list and its pending submissions.
@@ -236,8 +311,24 @@ pub unsafe fn commands_from(
     count: u32,
 ) -> Result<Vec<Command>, KnpuStatus> {
     let mut out = Vec::with_capacity(count as usize);
+    // SAFETY: forwarded from the caller.
+    unsafe { commands_into(driver, commands, count, &mut out) }?;
+    Ok(out)
+}
+
+/// Validates `count` commands laid out `commands[0].struct_size` bytes apart and appends
+/// them to `out`.
+///
+/// # Safety
+/// - As for [`commands_from`].
+unsafe fn commands_into(
+    driver: &Driver,
+    commands: *const KnpuCommand,
+    count: u32,
+    out: &mut Vec<Command>,
+) -> Result<(), KnpuStatus> {
     if count == 0 {
-        return Ok(out);
+        return Ok(());
     }
     if commands.is_null() {
         return Err(KNPU_STATUS_INVALID_VALUE);
@@ -249,6 +340,7 @@ pub unsafe fn commands_from(
     if stride < std::mem::size_of::<KnpuCommand>() {
         return Err(KNPU_STATUS_INVALID_VALUE);
     }
+    out.reserve(count as usize);
     let base = commands as *const u8;
     for i in 0..count as usize {
         // SAFETY: the caller guarantees count commands of struct_size bytes each; each is read
@@ -260,16 +352,17 @@ pub unsafe fn commands_from(
         // SAFETY: forwarded from the caller's guarantee about kernel params.
         out.push(unsafe { command(driver, &raw) }?);
     }
-    Ok(out)
+    Ok(())
 }
 
-// SAFETY: a Submission moves to the queue's worker thread. Its raw pointers are host memory
-// and callback arguments that the submitter handed to the driver under the ABI's contract
-// (valid until the submission completes, callbacks run on a driver thread); the driver only
-// uses them on that one worker thread.
-unsafe impl Send for Submission {}
+// SAFETY: a submission's body moves to the queue's worker thread. Its raw pointers are host
+// memory and callback arguments that the submitter handed to the driver under the ABI's
+// contract (valid until the submission completes, callbacks run on a driver thread); the
+// driver only uses them on that one worker thread. A body in the recycling pool holds no
+// commands, so nothing of it is used on the thread that takes it next.
+unsafe impl Send for SubmissionBody {}
 
-impl Submission {
+impl SubmissionBody {
     /// The wait semaphores.
     pub fn waits(&self) -> impl Iterator<Item = &(Arc<Semaphore>, u64)> {
         self.semaphores.iter().take(self.wait_count)
@@ -326,42 +419,35 @@ pub unsafe fn build(
             array(info.signal_values, info.signal_count)?,
         )
     };
-    let mut semaphores = SemaphoreList::default();
-    for (&s, &v) in wait_sems
+    let mut s = Submission::new();
+    for (&sem, &v) in wait_sems
         .iter()
         .zip(wait_values)
         .chain(signal_sems.iter().zip(signal_values))
     {
         let sem = driver
             .semaphores
-            .get(s as usize)
+            .get(sem as usize)
             .ok_or(KNPU_STATUS_INVALID_HANDLE)?;
-        semaphores.push((sem, v));
+        s.semaphores.push((sem, v));
     }
     if signal_values.contains(&SEMAPHORE_FAILED) {
         return Err(KNPU_STATUS_INVALID_VALUE);
     }
+    s.wait_count = wait_sems.len();
     // SAFETY: the caller guarantees the array holds command_count commands.
-    let commands = unsafe { commands_from(driver, info.commands, info.command_count) }?;
-    let list = if has_field(struct_size, field_end!(KnpuSubmitInfo, command_list))
+    unsafe { commands_into(driver, info.commands, info.command_count, &mut s.commands) }?;
+    if has_field(struct_size, field_end!(KnpuSubmitInfo, command_list))
         && !info.command_list.is_null()
     {
         let l = driver
             .command_lists
             .get(info.command_list as usize)
             .ok_or(KNPU_STATUS_INVALID_HANDLE)?;
-        let body = l.body.lock().clone();
-        Some((l.device, body))
-    } else {
-        None
-    };
-    Ok(Submission {
-        semaphores,
-        wait_count: wait_sems.len(),
-        commands,
-        list_device: list.as_ref().map(|(d, _)| *d),
-        list: list.map(|(_, b)| b),
-    })
+        s.list = Some(l.body.lock().clone());
+        s.list_device = Some(l.device);
+    }
+    Ok(s)
 }
 
 /// Validates one command.

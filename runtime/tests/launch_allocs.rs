@@ -73,3 +73,37 @@ fn gemm_launch_formats_no_operand_descriptions_when_the_checks_pass() {
     stream.memcpy_dtoh(&mut got, &c).unwrap();
     assert_eq!(got, [3.0f32; 16]);
 }
+
+/// The simulator recycles each finished submission's body (with its command vector), so once
+/// warm a launch of the binary kernel allocates nothing of its own on the calling thread: what
+/// is left is the queue channel's block of 31 slots, one allocation every 31 launches. It used
+/// to allocate the command vector on every launch.
+#[test]
+fn binary_launch_allocates_no_command_storage_once_warm() {
+    let stream = knpu::Stream::new(&knpu::device(0).unwrap()).unwrap();
+    let a = stream.from_slice(&[1.0f32; 16]).unwrap();
+    let b = stream.from_slice(&[2.0f32; 16]).unwrap();
+    let mut c = stream.alloc::<f32>(16).unwrap();
+    for _ in 0..64 {
+        ops::add(&stream, &a, &b, &mut c).unwrap();
+    }
+    stream.synchronize().unwrap();
+    let mut allocs = 0;
+    for _ in 0..8 {
+        allocs += allocs_during(|| {
+            for _ in 0..16 {
+                ops::add(&stream, &a, &b, &mut c).unwrap();
+            }
+        });
+        stream.synchronize().unwrap();
+    }
+    let channel_blocks = 128usize.div_ceil(31) + 1;
+    assert!(
+        allocs <= channel_blocks,
+        "128 warm binary launches allocated {allocs} times (the channel's blocks account for \
+         {channel_blocks})"
+    );
+    let mut got = [0.0f32; 16];
+    stream.memcpy_dtoh(&mut got, &c).unwrap();
+    assert_eq!(got, [3.0f32; 16]);
+}

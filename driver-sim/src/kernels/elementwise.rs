@@ -8,7 +8,7 @@
 //! other input that overlaps the output is copied first (the shared operand rule), so the
 //! result is as if every input were read before any output was written.
 
-use knpu_driver_abi::ops::llm::validate_binary;
+use knpu_driver_abi::ops::llm::{decode_binary, BinaryOperands};
 use knpu_driver_abi::ops::ElementwiseOp as AbiOp;
 use knpu_driver_abi::ops::{elementwise as defs, BinaryOp, Broadcast, Extent, OpError};
 use knpu_driver_abi::*;
@@ -116,74 +116,70 @@ impl Kernel for Elementwise {
 
 /// A validated KNPU_KERNEL_BINARY launch.
 pub(crate) struct Binary {
-    p: KnpuBinaryParams,
-    op: BinaryOp,
-    broadcast: Broadcast,
-    a: Extent,
-    b: Extent,
-    out: Extent,
+    d: BinaryOperands,
+    dtype: u32,
+    rows: u64,
+    cols: u64,
 }
 
 impl Kernel for Binary {
     const ID: u32 = KNPU_KERNEL_BINARY;
     const NAME: &'static str = "binary";
 
+    #[inline]
     fn parse(bytes: &[u8]) -> Result<Self, OpError> {
         let p: KnpuBinaryParams = read(bytes)?;
-        let (op, broadcast, e) = validate_binary(&p)?;
         Ok(Binary {
-            p,
-            op,
-            broadcast,
-            a: e.as_slice()[0],
-            b: e.as_slice()[1],
-            out: e.as_slice()[2],
+            d: decode_binary(&p)?,
+            dtype: p.dtype,
+            rows: p.rows,
+            cols: p.cols,
         })
     }
 
     fn cost(&self) -> Cost {
         Cost {
-            bytes: self.a.bytes * 2 + self.b.bytes,
-            ops: self.a.elems(),
-            peak: Peak::of_dtype(self.p.dtype),
+            bytes: self.d.a().bytes * 2 + self.d.b().bytes,
+            ops: self.d.a().elems(),
+            peak: Peak::of_dtype(self.dtype),
         }
     }
 
     fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        if self.a.bytes == 0 {
+        if self.d.a().bytes == 0 {
             return Ok(());
         }
-        with_float!(self.p.dtype, T => self.run_typed::<T>(ctx))
+        with_float!(self.dtype, T => self.run_typed::<T>(ctx))
     }
 }
 
 impl Binary {
     fn run_typed<T: Element + llm::Element>(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        let op = match self.op {
+        let d = &self.d;
+        let (a, b, out) = (d.a(), d.b(), d.out());
+        let op = match d.op {
             BinaryOp::Add => ElementwiseOp::Add,
             BinaryOp::Mul => ElementwiseOp::Mul,
             BinaryOp::Sub => ElementwiseOp::Sub,
             BinaryOp::Div => {
-                let row = self.broadcast == Broadcast::Row;
-                let (a, b, out) = (&self.a, &self.b, &self.out);
-                return super::divide::run::<T>(ctx, a, b, out, self.p.cols as usize, row);
+                let row = d.broadcast == Broadcast::Row;
+                return super::divide::run::<T>(ctx, &a, &b, &out, self.cols as usize, row);
             }
         };
-        if self.broadcast == Broadcast::None {
-            let (a, b, out) = (&self.a, Some(&self.b), &self.out);
-            return run_elementwise::<T>(ctx, op, 1.0, a, b, out, Self::NAME);
+        if d.same_shape() {
+            return run_elementwise::<T>(ctx, op, 1.0, &a, Some(&b), &out, Self::NAME);
         }
         // One row of `b` over every row of `a`.
-        let outs = [self.out];
-        let a = ctx.input::<T>(&self.a, &outs)?;
-        let b = ctx.input::<T>(&self.b, &outs)?;
+        let outs = [out];
+        let a = ctx.input::<T>(&a, &outs)?;
+        let b = ctx.input::<T>(&b, &outs)?;
         // SAFETY: T matches the dtype's size; inputs overlapping `out` were copied and `out`
         // is the only output.
-        let out = unsafe { ctx.output::<T>(&self.out) }?;
-        let (rows, cols) = (self.p.rows as usize, self.p.cols as usize);
+        let out = unsafe { ctx.output::<T>(&outs[0]) }?;
+        let (rows, cols) = (self.rows as usize, self.cols as usize);
         let (a, b) = (a.slice(), b.slice());
         let bc = llm::Broadcast::Row;
-        ctx.run(out.len(), |par| match self.op {
+        ctx.run(out.len(), |par| match d.op {
             BinaryOp::Add => llm::add(a, b, out, rows, cols, bc, par),
             BinaryOp::Mul => llm::mul(a, b, out, rows, cols, bc, par),
             // SUB (DIV returned above).

@@ -54,6 +54,7 @@ macro_rules! abi_enum {
         impl TryFrom<u32> for $name {
             type Error = OpError;
 
+            #[inline]
             fn try_from(value: u32) -> Result<$name, OpError> {
                 match value {
                     $( $raw => Ok($name::$var), )*

@@ -26,6 +26,7 @@ impl Extent {
     /// The extent of `elems` elements of `elem_size` bytes at `addr`: [`OpError::Overflow`]
     /// when the byte count or its end overflows, [`OpError::Address`] when a non-empty
     /// extent starts at 0 or at an address that is not a multiple of `elem_size`.
+    #[inline]
     pub fn new(
         operand: &'static str,
         addr: u64,
@@ -54,11 +55,13 @@ impl Extent {
     }
 
     /// An operand the op reads: [`Extent::new`] with `output` false.
+    #[inline]
     pub fn input(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Self, OpError> {
         Extent::new(name, addr, elems, size, false)
     }
 
     /// An operand the op writes: [`Extent::new`] with `output` true.
+    #[inline]
     pub fn output(name: &'static str, addr: u64, elems: u64, size: u64) -> Result<Self, OpError> {
         Extent::new(name, addr, elems, size, true)
     }
@@ -78,6 +81,7 @@ impl Extent {
 }
 
 /// `n` when the op has work, else 0: an op that writes nothing reads nothing.
+#[inline]
 pub(super) fn live(work: bool, n: u64) -> u64 {
     if work {
         n

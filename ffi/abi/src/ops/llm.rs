@@ -172,29 +172,106 @@ pub fn validate_softmax(p: &KnpuSoftmaxParams) -> Result<Extents, OpError> {
 
 /// The elements of operand `b` of a binary op over `[rows, cols]` (0 when there is no work).
 pub fn binary_b_elems(broadcast: Broadcast, rows: u64, cols: u64) -> Result<u64, OpError> {
-    let n = product("a", &[rows, cols])?;
-    Ok(match broadcast {
-        Broadcast::None => n,
-        Broadcast::Row => live(n > 0, cols),
-    })
+    Ok(b_elems_of(broadcast, product("a", &[rows, cols])?, cols))
 }
 
-/// KNPU_KERNEL_BINARY: extents `a`, `b`, `out`.
-pub fn validate_binary(p: &KnpuBinaryParams) -> Result<(BinaryOp, Broadcast, Extents), OpError> {
+/// The elements of `b` when `a` has `n` elements in rows of `cols`.
+#[inline]
+fn b_elems_of(broadcast: Broadcast, n: u64, cols: u64) -> u64 {
+    match broadcast {
+        Broadcast::None => n,
+        Broadcast::Row => live(n > 0, cols),
+    }
+}
+
+/// A KNPU_KERNEL_BINARY parameter struct that passed its rules, held compactly (addresses
+/// and element counts, no [`Extents`] list and no operand names) so that a launcher or a
+/// driver that decodes one on every launch moves a few words; [`BinaryOperands::a`],
+/// [`BinaryOperands::b`] and [`BinaryOperands::out`] give the checked extents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinaryOperands {
+    /// The op.
+    pub op: BinaryOp,
+    /// How `b` maps onto `a`'s rows.
+    pub broadcast: Broadcast,
+    /// Bytes per element.
+    elem_size: u64,
+    /// Elements of `a` and `out` (`rows * cols`).
+    elems: u64,
+    /// Elements of `b`.
+    b_elems: u64,
+    addrs: [u64; 3],
+}
+
+impl BinaryOperands {
+    /// Whether `b` has `a`'s shape, so the op is one pass over three equal, contiguous
+    /// vectors (no broadcast).
+    #[inline]
+    pub fn same_shape(&self) -> bool {
+        self.broadcast == Broadcast::None
+    }
+
+    #[inline]
+    fn extent(&self, i: usize, operand: &'static str, elems: u64, output: bool) -> Extent {
+        Extent {
+            operand,
+            addr: self.addrs[i],
+            bytes: elems * self.elem_size,
+            elem_size: self.elem_size,
+            output,
+        }
+    }
+
+    /// Operand `a`, `[rows, cols]`.
+    #[inline]
+    pub fn a(&self) -> Extent {
+        self.extent(0, "a", self.elems, false)
+    }
+
+    /// Operand `b`: `[rows, cols]`, or one row of `cols` under [`Broadcast::Row`].
+    #[inline]
+    pub fn b(&self) -> Extent {
+        self.extent(1, "b", self.b_elems, false)
+    }
+
+    /// The output, `[rows, cols]`.
+    #[inline]
+    pub fn out(&self) -> Extent {
+        self.extent(2, "out", self.elems, true)
+    }
+}
+
+/// KNPU_KERNEL_BINARY: checks `p` and decodes it into its op, broadcast and operands.
+#[inline]
+pub fn decode_binary(p: &KnpuBinaryParams) -> Result<BinaryOperands, OpError> {
     let size = float_size("a", p.dtype)?;
     let op = BinaryOp::try_from(p.op)?;
     let broadcast = Broadcast::try_from(p.broadcast)?;
     let n = product("a", &[p.rows, p.cols])?;
+    let b_elems = b_elems_of(broadcast, n, p.cols);
+    // The extents' rules (overflow, address and alignment), checked once here; the
+    // accessors rebuild the same values without checks.
+    Extent::input("a", p.a, n, size)?;
+    Extent::input("b", p.b, b_elems, size)?;
+    Extent::output("out", p.out, n, size)?;
+    Ok(BinaryOperands {
+        op,
+        broadcast,
+        elem_size: size,
+        elems: n,
+        b_elems,
+        addrs: [p.a, p.b, p.out],
+    })
+}
+
+/// KNPU_KERNEL_BINARY: extents `a`, `b`, `out` ([`decode_binary`] as an [`Extents`] list).
+pub fn validate_binary(p: &KnpuBinaryParams) -> Result<(BinaryOp, Broadcast, Extents), OpError> {
+    let d = decode_binary(p)?;
     let mut e = Extents::default();
-    e.push(Extent::input("a", p.a, n, size)?);
-    e.push(Extent::input(
-        "b",
-        p.b,
-        binary_b_elems(broadcast, p.rows, p.cols)?,
-        size,
-    )?);
-    e.push(Extent::output("out", p.out, n, size)?);
-    Ok((op, broadcast, e))
+    e.push(d.a());
+    e.push(d.b());
+    e.push(d.out());
+    Ok((d.op, d.broadcast, e))
 }
 
 /// KNPU_KERNEL_EMBEDDING: extents `table`, `ids`, `out`.
@@ -288,6 +365,38 @@ mod tests {
         assert_eq!(
             validate_activation(&a).unwrap_err().status(),
             KNPU_STATUS_NOT_SUPPORTED
+        );
+    }
+
+    #[test]
+    fn decoded_binary_operands_are_the_checked_extents() {
+        let mut p = KnpuBinaryParams::sized();
+        (p.op, p.dtype, p.rows, p.cols) = (KNPU_BINARY_ADD, KNPU_DTYPE_F16, 3, 5);
+        (p.a, p.b, p.out) = (0x1000, 0x2000, 0x3000);
+        for (broadcast, b_elems) in [(KNPU_BROADCAST_NONE, 15), (KNPU_BROADCAST_ROW, 5)] {
+            p.broadcast = broadcast;
+            let d = decode_binary(&p).unwrap();
+            assert_eq!(d.same_shape(), broadcast == KNPU_BROADCAST_NONE);
+            assert_eq!(d.a(), Extent::new("a", 0x1000, 15, 2, false).unwrap());
+            assert_eq!(d.b(), Extent::new("b", 0x2000, b_elems, 2, false).unwrap());
+            assert_eq!(d.out(), Extent::new("out", 0x3000, 15, 2, true).unwrap());
+            let (_, _, e) = validate_binary(&p).unwrap();
+            assert_eq!(e.as_slice(), &[d.a(), d.b(), d.out()]);
+        }
+        // Every rule still applies: a misaligned operand, an overflowing shape.
+        p.b = 0x2001;
+        assert_eq!(
+            decode_binary(&p).unwrap_err(),
+            OpError::Address {
+                operand: "b",
+                addr: 0x2001
+            }
+        );
+        p.b = 0x2000;
+        p.rows = u64::MAX;
+        assert_eq!(
+            decode_binary(&p).unwrap_err(),
+            OpError::Overflow { operand: "a" }
         );
     }
 }

@@ -176,6 +176,7 @@ pub fn dtype_name(dtype: u32) -> &'static str {
 }
 
 /// Bytes per element of a `KnpuDtype` number, `None` for an unknown one.
+#[inline]
 pub fn dtype_size(dtype: u32) -> Option<u64> {
     Some(match dtype {
         KNPU_DTYPE_F64 | KNPU_DTYPE_I64 => 8,
@@ -190,11 +191,13 @@ pub fn dtype_size(dtype: u32) -> Option<u64> {
 pub const FLOAT_DTYPES: &str = "f32, f16 or bf16";
 
 /// Whether `dtype` is a storage dtype of the float ops (F32, F16 or BF16).
+#[inline]
 pub fn is_float(dtype: u32) -> bool {
     matches!(dtype, KNPU_DTYPE_F32 | KNPU_DTYPE_F16 | KNPU_DTYPE_BF16)
 }
 
 /// The element size of float operand `operand` of dtype `dtype`, or [`OpError::Dtype`].
+#[inline]
 pub fn float_size(operand: &'static str, dtype: u32) -> Result<u64, OpError> {
     if is_float(dtype) {
         dtype_size(dtype).ok_or(OpError::Overflow { operand })
@@ -223,6 +226,7 @@ pub fn check_reserved(value: u32) -> Result<(), OpError> {
 
 /// The product of `dims` for operand `operand`: [`OpError::Overflow`] when it overflows or
 /// does not fit the host's `usize`.
+#[inline]
 pub fn product(operand: &'static str, dims: &[u64]) -> Result<u64, OpError> {
     let n = dims
         .iter()
