@@ -192,6 +192,25 @@ impl RawDriver {
         self.wait(sem, value)
     }
 
+    /// Submits `commands`, which a conforming driver refuses, on `q` with a signal of `sem`
+    /// to `value`. When the driver accepts them instead, waits until they have run, so that
+    /// whatever they write lands while the caller's buffers still live (a case that then
+    /// fails must not leave a driver writing into a stack frame that is gone). Returns the
+    /// submission's status.
+    pub fn submit_refused(
+        &self,
+        q: KnpuQueue,
+        sem: KnpuSemaphore,
+        value: u64,
+        commands: &[KnpuCommand],
+    ) -> KnpuStatus {
+        let status = self.submit(q, &[], commands, &[(sem, value)]);
+        if status == KNPU_STATUS_SUCCESS {
+            self.wait(sem, value);
+        }
+        status
+    }
+
     /// Runs `commands` on `q`, signalling a fresh semaphore of `d`: the wait's status and, when
     /// it failed, the semaphore's failure message (empty on success).
     pub fn run_once(
