@@ -192,21 +192,20 @@ impl RawDriver {
         self.wait(sem, value)
     }
 
-    /// Submits `commands`, which a conforming driver refuses, on `q` with a signal of `sem`
-    /// to `value`. When the driver accepts them instead, waits until they have run, so that
-    /// whatever they write lands while the caller's buffers still live (a case that then
-    /// fails must not leave a driver writing into a stack frame that is gone). Returns the
-    /// submission's status.
+    /// Submits `commands`, which a conforming driver refuses, on `q` with `signal` (a
+    /// semaphore and the value to signal it to). When the driver accepts them instead, waits
+    /// until they have run, so that whatever they write lands while the caller's buffers
+    /// still live (a case that then fails must not leave a driver writing into a stack frame
+    /// that is gone). Returns the submission's status.
     pub fn submit_refused(
         &self,
         q: KnpuQueue,
-        sem: KnpuSemaphore,
-        value: u64,
         commands: &[KnpuCommand],
+        signal: (KnpuSemaphore, u64),
     ) -> KnpuStatus {
-        let status = self.submit(q, &[], commands, &[(sem, value)]);
+        let status = self.submit(q, &[], commands, &[signal]);
         if status == KNPU_STATUS_SUCCESS {
-            self.wait(sem, value);
+            self.wait(signal.0, signal.1);
         }
         status
     }

@@ -190,7 +190,7 @@ fn timestamps(ctx: &AbiContext) -> CaseResult {
     let mut ts = timestamp(&mut words[0]);
     ts.u.timestamp.host_dst = (words.as_mut_ptr() as usize + 4) as *mut u64;
     assert_eq!(
-        drv.submit_refused(q, s, 2, &[ts]),
+        drv.submit_refused(q, &[ts], (s, 2)),
         KNPU_STATUS_INVALID_VALUE,
         "a misaligned timestamp destination"
     );
