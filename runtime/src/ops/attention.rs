@@ -247,6 +247,23 @@ fn same_devices<T>(
     Ok(())
 }
 
+/// The element type and devices of an append's `k_cache`, `v_cache`, `k_new` and `v_new`.
+fn check_append_operands<T: DType>(
+    stream: &Stream,
+    [kc, vc, kn, vn]: [&DeviceSlice<'_, T>; 4],
+) -> Result<()> {
+    check_dtype::<T>("k_cache")?;
+    same_devices(
+        stream,
+        [
+            ("k_cache", kc),
+            ("v_cache", vc),
+            ("k_new", kn),
+            ("v_new", vn),
+        ],
+    )
+}
+
 /// A paged cache's layout, for error messages; `Error::Shape` when its blocks hold no slot.
 fn describe_cache(cache: &PagedKvCache) -> Result<String> {
     let desc = format!(
@@ -467,16 +484,7 @@ pub fn kv_append<T: DType>(
     let (kc, vc) = (k_cache.as_device_slice_mut(), v_cache.as_device_slice_mut());
     let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
     let lens = seq_lens.as_device_slice();
-    check_dtype::<T>("k_cache")?;
-    same_devices(
-        stream,
-        [
-            ("k_cache", &kc),
-            ("v_cache", &vc),
-            ("k_new", &kn),
-            ("v_new", &vn),
-        ],
-    )?;
+    check_append_operands(stream, [&kc, &vc, &kn, &vn])?;
     if new.batch != cache.batch {
         return Err(Error::Shape {
             operand: "k_new",
@@ -533,16 +541,7 @@ pub fn paged_kv_append<T: DType>(
     let (kc, vc) = (k_cache.as_device_slice_mut(), v_cache.as_device_slice_mut());
     let (kn, vn) = (k_new.as_device_slice(), v_new.as_device_slice());
     let (table, lens) = (block_table.as_device_slice(), seq_lens.as_device_slice());
-    check_dtype::<T>("k_cache")?;
-    same_devices(
-        stream,
-        [
-            ("k_cache", &kc),
-            ("v_cache", &vc),
-            ("k_new", &kn),
-            ("v_new", &vn),
-        ],
-    )?;
+    check_append_operands(stream, [&kc, &vc, &kn, &vn])?;
     let cache_desc = describe_cache(cache)?;
     check_new("k_new", new, cache.kv_heads, cache.head_dim)?;
     let cap = max_blocks_per_seq.saturating_mul(cache.block_size);

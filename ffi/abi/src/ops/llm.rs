@@ -170,11 +170,6 @@ pub fn validate_softmax(p: &KnpuSoftmaxParams) -> Result<Extents, OpError> {
     Ok(e)
 }
 
-/// The elements of operand `b` of a binary op over `[rows, cols]` (0 when there is no work).
-pub fn binary_b_elems(broadcast: Broadcast, rows: u64, cols: u64) -> Result<u64, OpError> {
-    Ok(b_elems_of(broadcast, product("a", &[rows, cols])?, cols))
-}
-
 /// The elements of `b` when `a` has `n` elements in rows of `cols`.
 #[inline]
 fn b_elems_of(broadcast: Broadcast, n: u64, cols: u64) -> u64 {
