@@ -112,24 +112,107 @@ impl Tensor {
     }
 
     /// The tensor's units copied to a host vector of bytes, with the GIL released.
-    fn to_host_bytes(&self, py: Python<'_>, dst: &mut [u8]) -> PyResult<()> {
+    /// A copy in host memory as a new numpy array (waits for the copy).
+    pub fn numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.numpy_py(py, None, true)
+    }
+
+    /// The host shape of [`Self::numpy`]: values, or for block types units with the last
+    /// dimension in bytes.
+    fn host_shape(&self) -> Vec<usize> {
+        if !self.dtype.is_block() {
+            return self.values_shape();
+        }
+        let mut shape = self.layout.shape().to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last *= self.dtype.unit_bytes();
+        }
+        shape
+    }
+
+    /// A new, uninitialised numpy array of the host shape and dtype.
+    fn host_array<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let np = py.import("numpy")?;
+        np.call_method1(
+            "empty",
+            (
+                PyTuple::new(py, self.host_shape())?,
+                dtype::numpy_name(self.dtype),
+            ),
+        )
+    }
+
+    /// Checks that `out` can receive [`Self::numpy`]'s copy.
+    fn check_host_out(&self, out: &Bound<'_, PyAny>) -> PyResult<()> {
+        let np = out.py().import("numpy")?;
+        if !out.is_instance(&np.getattr("ndarray")?)? {
+            return Err(PyTypeError::new_err(format!(
+                "out must be a numpy array, got {}",
+                out.get_type().name()?
+            )));
+        }
+        let want = np.call_method1("dtype", (dtype::numpy_name(self.dtype),))?;
+        let got = out.getattr("dtype")?;
+        if !got.eq(&want)? {
+            return Err(PyTypeError::new_err(format!(
+                "out has dtype {got}, a {} tensor copies into {want}",
+                self.dtype
+            )));
+        }
+        let shape: Vec<usize> = out.getattr("shape")?.extract()?;
+        if shape != self.host_shape() {
+            return Err(invalid(format!(
+                "out has shape {shape:?}, the tensor's host shape is {:?}",
+                self.host_shape()
+            )));
+        }
+        let flags = out.getattr("flags")?;
+        if !flags.getattr("c_contiguous")?.extract::<bool>()?
+            || !flags.getattr("writeable")?.extract::<bool>()?
+        {
+            return Err(invalid("out must be a C-contiguous, writeable array"));
+        }
+        Ok(())
+    }
+
+    /// Copies the values into `len` bytes of host memory at `ptr`: waiting for the copy
+    /// (with the GIL released) when `keep` is `None`; otherwise queued, with `keep` (the
+    /// array that owns the memory) held by the stream until the copy is done.
+    fn copy_to_host(
+        &self,
+        py: Python<'_>,
+        ptr: usize,
+        len: usize,
+        keep: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
         let t = self.contiguous_tensor()?;
         let stream = t.stream()?;
         let (off, n) = (t.layout.offset(), t.layout.numel());
         let unit = t.dtype.unit_bytes();
-        let ptr = dst.as_mut_ptr() as usize;
-        let len = dst.len();
         let storage = t.storage.clone();
-        py.detach(move || {
+        let blocking = keep.is_none();
+        let copy = move || {
             with_buf!(&storage.buf, b => {
                 // Raw buffers count bytes; typed ones count units.
                 let k = unit / elem_bytes(b);
                 let src = b.slice(off * k..(off + n) * k)?;
                 let dst = host_slice(ptr, len, b)?;
-                stream.memcpy_dtoh(dst, &src)
+                match keep {
+                    None => stream.memcpy_dtoh(dst, &src),
+                    // SAFETY: `dst` lies in the array `keep` holds, which the stream keeps
+                    // alive until the copy is done.
+                    Some(arr) => unsafe {
+                        stream.memcpy_dtoh_async_keep(dst, &src, Box::new(arr))
+                    }
+                    .map(|_| ()),
+                }
             })
-        })
-        .py()
+        };
+        if blocking {
+            py.detach(copy).py()
+        } else {
+            copy().py()
+        }
     }
 
     fn fill_value(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -181,6 +264,14 @@ fn elem_bytes<T>(_: &knpu::DeviceBuffer<T>) -> usize {
 }
 
 /// A host slice of `T` over `len` bytes at `ptr`, for one device copy.
+/// The data address of a numpy array.
+fn array_address(arr: &Bound<'_, PyAny>) -> PyResult<usize> {
+    arr.getattr("__array_interface__")?
+        .get_item("data")?
+        .get_item(0)?
+        .extract()
+}
+
 fn host_slice<'a, T: bytemuck::Pod>(
     ptr: usize,
     len: usize,
@@ -195,8 +286,9 @@ fn host_slice<'a, T: bytemuck::Pod>(
             detail: format!("host memory at {ptr:#x} is not aligned for {size}-byte elements"),
         });
     }
-    // SAFETY: the caller holds the host array alive and unshared for the copy, which waits
-    // before returning; the pointer is aligned and covers `len` bytes.
+    // SAFETY: the caller keeps the host array alive and unshared for the copy (by waiting
+    // for it, or through the stream's keep-alive); the pointer is aligned and covers `len`
+    // bytes.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr as *mut T, len / size) })
 }
 
@@ -449,36 +541,30 @@ impl Tensor {
     /// A copy in host memory as a numpy array (waits for the copy; releases the GIL).
     /// Types numpy lacks come back as raw bits: bfloat16 as uint16, 8-bit floats as uint8,
     /// block types as uint8 with the last dimension in bytes.
-    pub fn numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let np = py.import("numpy")?;
-        let mut shape = self.layout.shape().to_vec();
-        if self.dtype.is_block() {
-            if let Some(last) = shape.last_mut() {
-                *last *= self.dtype.unit_bytes();
-            }
-        } else {
-            shape = self.values_shape();
-        }
-        let arr = np.call_method1(
-            "empty",
-            (PyTuple::new(py, shape)?, dtype::numpy_name(self.dtype)),
-        )?;
-        let ptr: usize = arr
-            .getattr("__array_interface__")?
-            .get_item("data")?
-            .get_item(0)?
-            .extract()?;
-        let nbytes = self.nbytes();
-        // SAFETY: `arr` is a fresh, writeable, contiguous array of `nbytes` bytes that this
-        // frame keeps alive; nothing else refers to it yet.
-        let dst = unsafe {
-            if nbytes == 0 {
-                &mut [][..]
-            } else {
-                std::slice::from_raw_parts_mut(ptr as *mut u8, nbytes)
+    ///
+    /// `out`: a C-contiguous, writeable array of that shape and dtype to copy into (and
+    /// return) instead of a new one. `blocking=False` queues the copy on the current stream
+    /// and returns at once: the array's values are only set once that stream (or an event
+    /// recorded on it afterwards) has been synchronized; the stream keeps the array alive
+    /// until then.
+    #[pyo3(name = "numpy", signature = (*, out=None, blocking=true))]
+    fn numpy_py<'py>(
+        &self,
+        py: Python<'py>,
+        out: Option<Bound<'py, PyAny>>,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arr = match out {
+            None => self.host_array(py)?,
+            Some(o) => {
+                self.check_host_out(&o)?;
+                o
             }
         };
-        self.to_host_bytes(py, dst)?;
+        let (ptr, nbytes) = (array_address(&arr)?, self.nbytes());
+        // Blocking, this frame keeps `arr` alive through the copy; otherwise the stream does.
+        let keep = (!blocking).then(|| arr.clone().unbind());
+        self.copy_to_host(py, ptr, nbytes, keep)?;
         Ok(arr)
     }
 

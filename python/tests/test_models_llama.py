@@ -129,6 +129,34 @@ def test_graph_decode_equals_eager_decode(model):
     assert len(runs[0]) == 24
 
 
+def _first_new_token(ids, start):
+    """The first index from ``start`` whose token did not come earlier."""
+    return next(i for i in range(start, len(ids)) if ids[i] not in ids[:i])
+
+
+def test_queued_steps_past_a_stop_are_undone(model):
+    # Greedy graph decoding queues the next step before reading a token: the step queued
+    # after a stop token (or after the caller stops reading) must leave no trace, so the
+    # next decode continues exactly as after step-by-step decoding.
+    prompt = PROMPTS[1]["prompt_ids"]
+    model.reset()
+    ref = list(model.generate_ids(prompt, 16, use_graph=False, stop_ids=()))
+    i = _first_new_token(ref, 4)
+    model.reset()
+    got = list(model.generate_ids(prompt, 16, stop_ids={ref[i]}))
+    assert got == ref[: i + 1]
+    assert model.n_past == len(prompt) + i
+    assert [model.decode(None) for _ in range(3)] == ref[i + 1 : i + 4]
+    # The caller stops reading after three tokens: closing the generator undoes the rest.
+    model.reset()
+    gen = model.generate_ids(prompt, 16, stop_ids=())
+    first = [next(gen) for _ in range(3)]
+    gen.close()
+    assert first == ref[:3]
+    assert model.n_past == len(prompt) + 2
+    assert model.decode(None) == ref[3]
+
+
 def test_fused_projections_decode_as_the_separate_ones(model):
     # A decode step runs Q/K/V and gate/up as one matmul each (rows concatenated at load)
     # and one RoPE over the query and key heads; the separate matrices (views of the fused

@@ -204,6 +204,45 @@ def test_numpy_protocol_refuses_implicit_conversion():
         np.array(t)
 
 
+def test_numpy_into_out_and_without_blocking():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = knpu.asarray(a)
+    out = np.zeros((3, 4), dtype=np.float32)
+    assert t.numpy(out=out) is out
+    np.testing.assert_array_equal(out, a)
+    # Non-blocking: queued behind a later-written value; set once the stream is synchronized.
+    s = knpu.current_stream()
+    u = knpu.asarray(a)
+    u.fill_(5.0)
+    host = u.numpy(blocking=False)
+    s.synchronize()
+    np.testing.assert_array_equal(host, np.full((3, 4), 5.0, dtype=np.float32))
+    # A strided view, into a reused array, read after an event recorded behind the copy.
+    got = t.transpose(0, 1).numpy(out=np.empty((4, 3), dtype=np.float32), blocking=False)
+    s.record_event().synchronize()
+    np.testing.assert_array_equal(got, a.T)
+    # The stream keeps the array alive while the copy is queued: nothing else holds it.
+    big = knpu.ones(1 << 20)
+    big.numpy(blocking=False)
+    s.synchronize()
+
+
+def test_numpy_out_must_fit():
+    t = knpu.zeros(2, 3)
+    with pytest.raises(TypeError, match="numpy array"):
+        t.numpy(out=[0.0] * 6)
+    with pytest.raises(TypeError, match="dtype float64"):
+        t.numpy(out=np.zeros((2, 3)))
+    with pytest.raises(knpu.InvalidValueError, match=r"shape \[3, 2\]"):
+        t.numpy(out=np.zeros((3, 2), dtype=np.float32))
+    with pytest.raises(knpu.InvalidValueError, match="C-contiguous"):
+        t.numpy(out=np.zeros((3, 2), dtype=np.float32).T)
+    ro = np.zeros((2, 3), dtype=np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(knpu.InvalidValueError, match="writeable"):
+        t.numpy(out=ro, blocking=False)
+
+
 def test_bad_shapes_and_dtypes():
     t = knpu.zeros(2, 3)
     with pytest.raises(knpu.ShapeError):

@@ -834,6 +834,38 @@ impl Stream {
         dst: &mut [T],
         src: &impl AsDeviceSlice<T>,
     ) -> Result<u64> {
+        // SAFETY: the caller's contract, as above.
+        unsafe { self.dtoh(dst, src, None) }
+    }
+
+    /// Queues a device-to-host copy into host memory that `keep` owns, and returns at once;
+    /// the stream keeps `keep` alive until the copy is done (for bindings that hand out the
+    /// destination, such as a numpy array, before the copy has run).
+    ///
+    /// # Safety
+    /// - `dst` must lie in memory owned by `keep` (so it lives as long as `keep`), and must not
+    ///   be written by anything else until the copy has finished.
+    pub unsafe fn memcpy_dtoh_async_keep<T: bytemuck::Pod>(
+        &self,
+        dst: &mut [T],
+        src: &impl AsDeviceSlice<T>,
+        keep: Box<dyn Any + Send>,
+    ) -> Result<u64> {
+        // SAFETY: `keep` owns `dst`'s memory and moves into the submission's keep-alive (the
+        // stream's list, or the graph when capturing), so the memory outlives the copy.
+        unsafe { self.dtoh(dst, src, Some(keep)) }
+    }
+
+    /// The device-to-host copy of [`Self::memcpy_dtoh_async`], with an optional keep-alive.
+    ///
+    /// # Safety
+    /// - `dst` must stay valid, and unwritten by anything else, until the copy has finished.
+    unsafe fn dtoh<T: bytemuck::Pod>(
+        &self,
+        dst: &mut [T],
+        src: &impl AsDeviceSlice<T>,
+        keep: Option<Box<dyn Any + Send>>,
+    ) -> Result<u64> {
         let s = src.as_device_slice();
         self.check_device("src", s.device())?;
         Self::check_len("dst", s.len(), dst.len())?;
@@ -848,8 +880,16 @@ impl Stream {
             dst.as_mut_ptr() as *mut u8,
             std::mem::size_of_val(dst) as u64,
         );
-        // SAFETY: the caller keeps `dst` valid until the copy is done.
-        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        // SAFETY: the callers keep `dst` valid until the copy is done.
+        let v = unsafe {
+            self.submit(
+                &[cmd],
+                Submit {
+                    keep,
+                    ..Default::default()
+                },
+            )
+        }?;
         s.note_use(self, v);
         Ok(v)
     }

@@ -471,10 +471,7 @@ class LlamaModel:
         x, t = self._prefill_rows(ids)
         ids_t = self._ids_for(sampling)
         ids_t.copy_(self._choose(self._logits(x[t - 1 : t]), sampling))
-        token = int(ids_t.numpy()[0])
-        self._next_sampled = token
-        self._ids_current = sampling.greedy
-        return token
+        return self._took(int(ids_t.numpy()[0]), sampling)
 
     def prefill_logits(self, ids: Sequence[int]) -> knpu.Tensor:
         """Logits ``[len(ids), vocab]`` (a device tensor) of every position of ``ids``,
@@ -504,6 +501,19 @@ class LlamaModel:
         With ``use_graph`` the step is a captured ``knpu.Graph`` replayed (captured at the
         first call for each sampling setting); otherwise it runs op by op.
         """
+        self._launch_step(token, sampling, use_graph)
+        return self._took(int(self._ids_for(sampling).numpy()[0]), sampling)
+
+    def _took(self, token: int, sampling: SamplingParams) -> int:
+        """Notes ``token`` as the last chosen one (on the device too when greedy)."""
+        self._next_sampled = token
+        self._ids_current = sampling.greedy
+        return token
+
+    def _launch_step(
+        self, token: Optional[int], sampling: SamplingParams, use_graph: bool
+    ) -> None:
+        """Queues one decode step (see :meth:`decode`) without waiting for it."""
         self._check_room(1, "decoding one more token")
         if token is not None:
             if not 0 <= int(token) < self.config.vocab_size:
@@ -515,6 +525,7 @@ class LlamaModel:
         if sampling.greedy and not self._ids_current:
             # The last id came from the host or a sampled step: put it where argmax writes.
             self._ids.copy_(np.array([self._next_sampled], dtype=np.uint32))
+            self._ids_current = True
         self._set_state(self.n_past, self.n_past + 1)
         if use_graph:
             key = (sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed)
@@ -532,10 +543,46 @@ class LlamaModel:
         else:
             self._decode_step(sampling)
         self.n_past += 1
-        token = int(self._ids_for(sampling).numpy()[0])
-        self._next_sampled = token
-        self._ids_current = sampling.greedy
-        return token
+
+    def _greedy_steps(self, count: int, stops: Collection[int]) -> Iterator[int]:
+        """Up to ``count`` greedy decode steps after the last chosen token, each token yielded
+        as its step ends, stopping after a stop token.
+
+        The next step is queued before a token is read back (each step embeds the id the last
+        one left on the device), so the device runs step after step without waiting for the
+        host in between. A step queued past the end is undone: the position goes back, and
+        the next step embeds the last token yielded (its cache row is written again).
+        """
+        greedy = SamplingParams()
+        stream = knpu.current_stream(self.device)
+        slots = [np.empty(1, dtype=np.uint32) for _ in range(2)]
+        pending: List[Tuple[Any, np.ndarray]] = []
+        launched = 0
+        last: Optional[int] = None
+        try:
+            while True:
+                while len(pending) < 2 and launched < count and self.n_past < self.n_ctx:
+                    self._launch_step(None, greedy, True)
+                    slot = slots[launched % 2]
+                    self._ids.numpy(out=slot, blocking=False)
+                    pending.append((stream.record_event(), slot))
+                    launched += 1
+                if not pending:
+                    return
+                event, slot = pending.pop(0)
+                event.synchronize()
+                last = int(slot[0])
+                yield last
+                if last in stops:
+                    return
+        finally:
+            # Steps queued but not read: forget them.
+            for event, _ in pending:
+                event.synchronize()
+            self.n_past -= len(pending)
+            if last is not None:
+                self._took(last, greedy)
+                self._ids_current = not pending
 
     def generate_ids(
         self,
@@ -558,6 +605,11 @@ class LlamaModel:
         token = self.prefill(prompt_ids, sampling)
         produced = 1
         yield token
+        if token in stops:
+            return
+        if sampling.greedy and use_graph:
+            yield from self._greedy_steps(max_tokens - produced, stops)
+            return
         while produced < max_tokens and token not in stops:
             if self.n_past >= self.n_ctx:
                 return
