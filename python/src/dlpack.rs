@@ -248,7 +248,7 @@ unsafe fn capsule_pointer<M>(
 /// # Safety
 /// - `ptr` is a live capsule; `deleter`, when given, is the deleter of the managed tensor it
 ///   is paired with, not called yet.
-unsafe fn used<M>(
+unsafe fn mark_consumed<M>(
     py: Python<'_>,
     ptr: *mut ffi::PyObject,
     used: &CStr,
@@ -296,13 +296,13 @@ fn consume(py: Python<'_>, capsule: &Bound<'_, PyAny>) -> PyResult<Tensor> {
             }
             let result = import(py, &(*m).dl_tensor, dlpack::knpu_owner_versioned(m));
             let release = (*m).deleter.map(|d| (d, m));
-            return used(py, ptr, USED_VERSIONED, release, result);
+            return mark_consumed(py, ptr, USED_VERSIONED, release, result);
         }
         if name == UNVERSIONED {
             let m: *mut DLManagedTensor = capsule_pointer(py, ptr, UNVERSIONED)?;
             let result = import(py, &(*m).dl_tensor, dlpack::knpu_owner_unversioned(m));
             let release = (*m).deleter.map(|d| (d, m));
-            return used(py, ptr, USED_UNVERSIONED, release, result);
+            return mark_consumed(py, ptr, USED_UNVERSIONED, release, result);
         }
         Err(PyTypeError::new_err(format!(
             "capsule {name:?} is not a DLPack tensor"
