@@ -225,6 +225,47 @@ fn import(
     }
 }
 
+/// The managed tensor that capsule `ptr`, named `name`, holds.
+///
+/// # Safety
+/// - `ptr` is a live capsule named `name`.
+unsafe fn capsule_pointer<M>(
+    py: Python<'_>,
+    ptr: *mut ffi::PyObject,
+    name: &CStr,
+) -> PyResult<*mut M> {
+    // SAFETY: the caller's promise.
+    let m = unsafe { ffi::PyCapsule_GetPointer(ptr, name.as_ptr()) } as *mut M;
+    if m.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(m)
+}
+
+/// Ends the consuming of capsule `ptr` once its tensor was imported (`result`): renames it
+/// `used` so it never imports again, then calls the producer's deleter on its managed tensor.
+///
+/// # Safety
+/// - `ptr` is a live capsule; `deleter`, when given, is the deleter of the managed tensor it
+///   is paired with, not called yet.
+unsafe fn mark_consumed<M>(
+    py: Python<'_>,
+    ptr: *mut ffi::PyObject,
+    used: &CStr,
+    deleter: Option<(unsafe extern "C" fn(*mut M), *mut M)>,
+    result: PyResult<Tensor>,
+) -> PyResult<Tensor> {
+    // SAFETY: the caller's promise on `ptr`.
+    if unsafe { ffi::PyCapsule_SetName(ptr, used.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    if let Some((d, m)) = deleter {
+        // SAFETY: the caller's promise: the producer's deleter, called once.
+        unsafe { d(m) };
+    }
+    result
+}
+
 /// Consumes a DLPack capsule: renames it `used_...`, imports it and calls its deleter.
 fn consume(py: Python<'_>, capsule: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let ptr = capsule.as_ptr();
@@ -244,11 +285,7 @@ fn consume(py: Python<'_>, capsule: &Bound<'_, PyAny>) -> PyResult<Tensor> {
             ));
         }
         if name == VERSIONED {
-            let m =
-                ffi::PyCapsule_GetPointer(ptr, VERSIONED.as_ptr()) as *mut DLManagedTensorVersioned;
-            if m.is_null() {
-                return Err(PyErr::fetch(py));
-            }
+            let m: *mut DLManagedTensorVersioned = capsule_pointer(py, ptr, VERSIONED)?;
             if (*m).version.major != dlpack::MAJOR_VERSION {
                 return Err(PyBufferError::new_err(format!(
                     "DLPack {}.{} is not supported (knpu speaks {}.x)",
@@ -258,27 +295,14 @@ fn consume(py: Python<'_>, capsule: &Bound<'_, PyAny>) -> PyResult<Tensor> {
                 )));
             }
             let result = import(py, &(*m).dl_tensor, dlpack::knpu_owner_versioned(m));
-            if ffi::PyCapsule_SetName(ptr, USED_VERSIONED.as_ptr()) != 0 {
-                return Err(PyErr::fetch(py));
-            }
-            if let Some(d) = (*m).deleter {
-                d(m);
-            }
-            return result;
+            let release = (*m).deleter.map(|d| (d, m));
+            return mark_consumed(py, ptr, USED_VERSIONED, release, result);
         }
         if name == UNVERSIONED {
-            let m = ffi::PyCapsule_GetPointer(ptr, UNVERSIONED.as_ptr()) as *mut DLManagedTensor;
-            if m.is_null() {
-                return Err(PyErr::fetch(py));
-            }
+            let m: *mut DLManagedTensor = capsule_pointer(py, ptr, UNVERSIONED)?;
             let result = import(py, &(*m).dl_tensor, dlpack::knpu_owner_unversioned(m));
-            if ffi::PyCapsule_SetName(ptr, USED_UNVERSIONED.as_ptr()) != 0 {
-                return Err(PyErr::fetch(py));
-            }
-            if let Some(d) = (*m).deleter {
-                d(m);
-            }
-            return result;
+            let release = (*m).deleter.map(|d| (d, m));
+            return mark_consumed(py, ptr, USED_UNVERSIONED, release, result);
         }
         Err(PyTypeError::new_err(format!(
             "capsule {name:?} is not a DLPack tensor"

@@ -32,6 +32,21 @@ pub struct Graph {
     state: parking_lot::Mutex<State>,
 }
 
+impl State {
+    /// The instance, for `action` ("replay", "update"): refused while the graph captures or
+    /// before it has been captured.
+    fn exec(&self, action: &str) -> PyResult<&knpu::GraphExec> {
+        if self.capturing.is_some() {
+            return Err(capture_error(format!(
+                "cannot {action} a graph while it is capturing"
+            )));
+        }
+        self.exec
+            .as_ref()
+            .ok_or_else(|| capture_error("the graph has not been captured"))
+    }
+}
+
 fn capture_error(detail: impl Into<String>) -> PyErr {
     to_py(knpu::Error::Capture {
         detail: detail.into(),
@@ -110,13 +125,7 @@ impl Graph {
     #[pyo3(signature = (stream=None))]
     fn replay(&self, stream: Option<&Stream>) -> PyResult<()> {
         let st = self.state.lock();
-        if st.capturing.is_some() {
-            return Err(capture_error("cannot replay a graph while it is capturing"));
-        }
-        let exec = st
-            .exec
-            .as_ref()
-            .ok_or_else(|| capture_error("the graph has not been captured"))?;
+        let exec = st.exec("replay")?;
         let s = match stream {
             Some(s) => s.inner.clone(),
             None => current_stream(&resolve(None)?)?,
@@ -145,13 +154,7 @@ impl Graph {
                 .ok_or_else(|| capture_error("the source graph has not been captured"))?
         };
         let mut st = self.state.lock();
-        if st.capturing.is_some() {
-            return Err(capture_error("cannot update a graph while it is capturing"));
-        }
-        let exec = st
-            .exec
-            .as_ref()
-            .ok_or_else(|| capture_error("the graph has not been captured"))?;
+        let exec = st.exec("update")?;
         exec.update(&from).py()?;
         st.updated_from = Some(from);
         Ok(())

@@ -277,25 +277,6 @@ pub(crate) fn typed_mut<T: Typed>(b: &mut Buf) -> PyResult<&mut knpu::DeviceBuff
     T::of_mut(b).ok_or_else(|| crate::errors::invalid("output storage differs from its dtype"))
 }
 
-/// Runs `$f::<T>($args)` for the element type `T` of `$dt`, or fails for types stored as
-/// raw bytes (8-bit floats and quantised blocks), which no elementwise launcher takes.
-macro_rules! dispatch {
-    ($dt:expr, $what:expr, $f:ident($($args:expr),*)) => {
-        match $dt {
-            DataType::F32 => $f::<f32>($($args),*),
-            DataType::F16 => $f::<half::f16>($($args),*),
-            DataType::BF16 => $f::<half::bf16>($($args),*),
-            DataType::F64 => $f::<f64>($($args),*),
-            DataType::I8 => $f::<i8>($($args),*),
-            DataType::U8 => $f::<u8>($($args),*),
-            DataType::I32 => $f::<i32>($($args),*),
-            DataType::U32 => $f::<u32>($($args),*),
-            DataType::I64 => $f::<i64>($($args),*),
-            other => Err(not_supported(format!("{} on {other} tensors", $what))),
-        }
-    };
-}
-
 /// Runs `$f::<T>($args)` for the float element type `T` of `$dt` (the binary kernel's
 /// types), or fails naming the op and dtype.
 macro_rules! float_dispatch {
@@ -309,6 +290,25 @@ macro_rules! float_dispatch {
                  bfloat16)",
                 $what
             ))),
+        }
+    };
+}
+
+/// Runs `$f::<T>($args)` for the element type `T` of `$dt`, or fails for types stored as
+/// raw bytes (8-bit floats and quantised blocks), which no elementwise launcher takes.
+macro_rules! dispatch {
+    ($dt:expr, $what:expr, $f:ident($($args:expr),*)) => {
+        match $dt {
+            dt @ (DataType::F32 | DataType::F16 | DataType::BF16) => {
+                float_dispatch!(dt, $what, $f($($args),*))
+            }
+            DataType::F64 => $f::<f64>($($args),*),
+            DataType::I8 => $f::<i8>($($args),*),
+            DataType::U8 => $f::<u8>($($args),*),
+            DataType::I32 => $f::<i32>($($args),*),
+            DataType::U32 => $f::<u32>($($args),*),
+            DataType::I64 => $f::<i64>($($args),*),
+            other => Err(not_supported(format!("{} on {other} tensors", $what))),
         }
     };
 }
@@ -452,25 +452,6 @@ fn binary_t<T: Typed>(
     .py()
 }
 
-fn two<T: Typed>(
-    stream: &knpu::Stream,
-    op: ElementwiseOp,
-    da: &Tensor,
-    db: &Tensor,
-    fresh: &mut Fresh,
-) -> PyResult<()> {
-    let (x, y) = (typed::<T>(&da.storage.buf)?, typed::<T>(&db.storage.buf)?);
-    let (sa, sb) = (elems!(x, da), elems!(y, db));
-    ops::elementwise(
-        stream,
-        op,
-        &sa,
-        Some(&sb),
-        typed_mut::<T>(&mut fresh.storage.buf)?,
-    )
-    .py()
-}
-
 /// `a op v` (or `v op a` when `reflected`) for a tensor and a number.
 pub fn arith_scalar(
     a: &Tensor,
@@ -490,15 +471,22 @@ pub fn arith_scalar(
         (Arith::Mul, _) => dispatch!(
             a.dtype,
             what(),
-            one(&stream, ElementwiseOp::Scale(x as f32), da, &mut fresh)
+            elementwise_t(
+                &stream,
+                ElementwiseOp::Scale(x as f32),
+                da,
+                None,
+                &mut fresh
+            )
         )?,
         (Arith::Div, false) => dispatch!(
             a.dtype,
             what(),
-            one(
+            elementwise_t(
                 &stream,
                 ElementwiseOp::Scale((1.0 / x) as f32),
                 da,
+                None,
                 &mut fresh
             )
         )?,
@@ -509,7 +497,7 @@ pub fn arith_scalar(
             dispatch!(
                 a.dtype,
                 what(),
-                two(&stream, ElementwiseOp::Div, &filled, da, &mut fresh)
+                elementwise_t(&stream, ElementwiseOp::Div, &filled, Some(da), &mut fresh)
             )?
         }
         (Arith::Sub, true) => {
@@ -519,7 +507,13 @@ pub fn arith_scalar(
             dispatch!(
                 a.dtype,
                 what(),
-                two(&stream, ElementwiseOp::Axpy(-1.0), da, &filled, &mut fresh)
+                elementwise_t(
+                    &stream,
+                    ElementwiseOp::Axpy(-1.0),
+                    da,
+                    Some(&filled),
+                    &mut fresh
+                )
             )?
         }
         (Arith::Add | Arith::Sub, _) => {
@@ -556,28 +550,41 @@ fn filled(
     Ok(t)
 }
 
-fn one<T: Typed>(
+/// `ops::elementwise` over `a`, and `b` when the op reads one, into `fresh`.
+fn elementwise_t<T: Typed>(
     stream: &knpu::Stream,
     op: ElementwiseOp,
-    da: &Tensor,
+    a: &Tensor,
+    b: Option<&Tensor>,
     fresh: &mut Fresh,
 ) -> PyResult<()> {
-    let x = typed::<T>(&da.storage.buf)?;
-    let sa = elems!(x, da);
-    ops::elementwise(
-        stream,
-        op,
-        &sa,
-        None,
-        typed_mut::<T>(&mut fresh.storage.buf)?,
-    )
-    .py()
+    let sa = elems!(typed::<T>(&a.storage.buf)?, a);
+    let sb = match b {
+        Some(b) => Some(elems!(typed::<T>(&b.storage.buf)?, b)),
+        None => None,
+    };
+    let out = typed_mut::<T>(&mut fresh.storage.buf)?;
+    let sb = sb.as_ref().map(|b| b as &dyn knpu::AsDeviceSlice<T>);
+    ops::elementwise(stream, op, &sa, sb, out).py()
 }
 
 /// A contiguous view (or copy) of `t`, refusing quantised blocks for `op`.
 pub(crate) fn plain(t: &Tensor, op: &str) -> PyResult<Tensor> {
     refuse_blocks(t, op)?;
     t.contiguous_tensor()
+}
+
+/// The two dimensions of 2-D tensor `t`, operand `operand`; any other rank is a shape error
+/// that says the `expected` shape.
+fn dims2(t: &Tensor, operand: &'static str, expected: &str) -> PyResult<(usize, usize)> {
+    match t.values_shape()[..] {
+        [rows, cols] => Ok((rows, cols)),
+        ref other => Err(to_py(knpu::Error::Shape {
+            operand,
+            expected: expected.into(),
+            actual: format!("{other:?}"),
+        })),
+    }
 }
 
 /// `t` and `others` on one device, or a `DeviceMismatchError` naming the operand.
@@ -596,17 +603,17 @@ fn same_device(t: &Tensor, others: &[(&'static str, &Tensor)]) -> PyResult<()> {
 
 /// A contiguous tensor seen as `[rows, cols]` rows over its last dimension, with the stream
 /// its op is queued on: what every row-wise op (norms, softmax, argmax, top-k) starts from.
-struct Rows {
-    x: Tensor,
-    shape: Vec<usize>,
-    rows: usize,
-    cols: usize,
-    stream: knpu::Stream,
+pub(crate) struct Rows {
+    pub x: Tensor,
+    pub shape: Vec<usize>,
+    pub rows: usize,
+    pub cols: usize,
+    pub stream: knpu::Stream,
 }
 
 impl Rows {
     /// `x` (a contiguous view or copy) as rows, for `op`.
-    fn of(x: &Tensor, op: &str) -> PyResult<Rows> {
+    pub fn of(x: &Tensor, op: &str) -> PyResult<Rows> {
         let x = plain(x, op)?;
         let shape = x.values_shape();
         let (rows, cols) = knpu::tensor::rows_cols(&shape).py()?;
@@ -634,7 +641,7 @@ impl Rows {
     }
 
     /// Fresh storage of `shape` values of `dtype` on this stream's device.
-    fn fresh(&self, shape: &[usize], dtype: DataType) -> PyResult<Fresh> {
+    pub fn fresh(&self, shape: &[usize], dtype: DataType) -> PyResult<Fresh> {
         Fresh::new(&self.stream, shape, dtype)
     }
 }
@@ -800,15 +807,7 @@ pub fn embedding(ids: &Tensor, table: &Tensor, out_dtype: Option<DataType>) -> P
     let ids = plain(ids, "embedding")?;
     let t = plain(table, "embedding")?;
     same_device(&t, &[("ids", &ids)])?;
-    let tshape = t.values_shape();
-    if tshape.len() != 2 {
-        return Err(to_py(knpu::Error::Shape {
-            operand: "table",
-            expected: "[vocab, dim]".into(),
-            actual: format!("{tshape:?}"),
-        }));
-    }
-    let (vocab, dim) = (tshape[0], tshape[1]);
+    let (vocab, dim) = dims2(&t, "table", "[vocab, dim]")?;
     let mut shape = ids.values_shape();
     shape.push(dim);
     let out_dtype = out_dtype.unwrap_or(t.dtype);
@@ -1403,15 +1402,7 @@ pub fn qmatmul(
     same_device(&x, &[("w", &w)])?;
     let format = quant_format(w.dtype)
         .ok_or_else(|| wrong_dtype("w", "a quantised type", w.dtype.name()))?;
-    let wshape = w.values_shape();
-    if wshape.len() != 2 {
-        return Err(to_py(knpu::Error::Shape {
-            operand: "w",
-            expected: "[n, k]".into(),
-            actual: format!("{wshape:?}"),
-        }));
-    }
-    let (n, k) = (wshape[0], wshape[1]);
+    let (n, k) = dims2(&w, "w", "[n, k]")?;
     let xshape = x.values_shape();
     let (m, _) = knpu::tensor::rows_cols(&xshape).py()?;
     let mut out_shape = xshape.clone();
@@ -1497,20 +1488,13 @@ fn qembedding(ids: &Tensor, table: &Tensor, out_dtype: DataType) -> PyResult<Ten
     let t = table.contiguous_tensor()?;
     same_device(&t, &[("ids", &ids)])?;
     let format = quant_format(t.dtype).ok_or_else(|| invalid_format(t.dtype))?;
-    let tshape = t.values_shape();
-    if tshape.len() != 2 {
-        return Err(to_py(knpu::Error::Shape {
-            operand: "table",
-            expected: "[vocab, dim]".into(),
-            actual: format!("{tshape:?}"),
-        }));
-    }
+    let (vocab, dim) = dims2(&t, "table", "[vocab, dim]")?;
     let mut shape = ids.values_shape();
-    shape.push(tshape[1]);
+    shape.push(dim);
     let stream = t.stream()?;
     let mut fresh = Fresh::new(&stream, &shape, out_dtype)?;
     let data = quant_bytes(&t)?;
-    let qw = ops::QWeights::new(format, &data, tshape[0], tshape[1]);
+    let qw = ops::QWeights::new(format, &data, vocab, dim);
     let sid = match &ids.storage.buf {
         Buf::U32(b) => elems!(b, ids),
         _ => return Err(wrong_dtype("ids", "uint32", ids.dtype.name())),

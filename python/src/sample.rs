@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 
 use crate::errors::IntoPyResult;
-use crate::ops::Fresh;
+use crate::ops::{typed, typed_mut, Fresh, Rows};
 use crate::storage::Typed;
 use crate::tensor::Tensor;
 
@@ -120,18 +120,15 @@ pub fn sample(
     generator: Option<Py<Generator>>,
     out: Option<&Bound<'_, Tensor>>,
 ) -> PyResult<Py<Tensor>> {
-    let x = crate::ops::plain(&logits, "sample")?;
-    let shape = x.values_shape();
-    if shape.is_empty() {
+    if logits.layout.ndim() == 0 {
         return Err(crate::errors::invalid(
             "sample needs logits with a last dimension (the vocabulary)",
         ));
     }
-    let (rows, vocab) = knpu::tensor::rows_cols(&shape).py()?;
-    let stream = x.stream()?;
+    let r = Rows::of(&logits, "sample")?;
     let generator = match generator {
         Some(g) => g,
-        None => default_generator(py, x.rt_device())?,
+        None => default_generator(py, r.x.rt_device())?,
     };
     let g = generator.get();
     let params = SampleParams {
@@ -140,46 +137,40 @@ pub fn sample(
         top_p,
         seed: g.seed(),
     };
-    let mut fresh = Fresh::new(&stream, &shape[..shape.len() - 1], DataType::I32)?;
+    let mut fresh = r.fresh(&r.shape[..r.shape.len() - 1], DataType::I32)?;
     let mut counter = g.counter.lock();
-    let launch = |x: &Tensor, fresh: &mut Fresh, counter: &mut DeviceBuffer<u64>| match x.dtype {
-        DataType::F32 => sample_t::<f32>(&stream, x, fresh, rows, vocab, &params, counter),
-        DataType::F16 => sample_t::<half::f16>(&stream, x, fresh, rows, vocab, &params, counter),
-        DataType::BF16 => sample_t::<half::bf16>(&stream, x, fresh, rows, vocab, &params, counter),
+    match r.x.dtype {
+        DataType::F32 => sample_t::<f32>(&r, &mut fresh, &params, &mut counter),
+        DataType::F16 => sample_t::<half::f16>(&r, &mut fresh, &params, &mut counter),
+        DataType::BF16 => sample_t::<half::bf16>(&r, &mut fresh, &params, &mut counter),
         other => Err(crate::errors::wrong_dtype(
             "logits",
             "float32, float16 or bfloat16",
             other.name(),
         )),
-    };
-    launch(&x, &mut fresh, &mut counter)?;
+    }?;
     drop(counter);
-    fresh.into_out(py, &stream, out)
+    fresh.into_out(py, &r.stream, out)
 }
 
 fn sample_t<T: Typed>(
-    stream: &knpu::Stream,
-    x: &Tensor,
+    r: &Rows,
     fresh: &mut Fresh,
-    rows: usize,
-    vocab: usize,
     params: &SampleParams,
     counter: &mut DeviceBuffer<u64>,
 ) -> PyResult<()> {
-    let buf = T::of(&x.storage.buf)
-        .ok_or_else(|| crate::errors::invalid("operand storage differs from its dtype"))?;
-    let sx = buf
-        .slice(x.layout.offset()..x.layout.offset() + x.layout.numel())
+    let sx = typed::<T>(&r.x.storage.buf)?;
+    let sx = sx
+        .slice(r.x.layout.offset()..r.x.layout.offset() + r.x.layout.numel())
         .py()?;
-    let out = i32::of_mut(&mut fresh.storage.buf)
-        .ok_or_else(|| crate::errors::invalid("output storage differs from its dtype"))?;
+    let out = typed_mut::<i32>(&mut fresh.storage.buf)?;
     // Greedy launches need no counter.
     let counter: Option<&mut dyn knpu::AsDeviceSliceMut<u64>> = if params.temperature == 0.0 {
         None
     } else {
         Some(counter)
     };
-    ops::sample(stream, &sx, out, rows, vocab, params, counter).py()
+    ops::sample(&r.stream, &sx, out, r.rows, r.cols, params, counter).py()
 }
 
 /// Adds `sample` and `Generator` to the module.

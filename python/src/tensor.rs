@@ -29,13 +29,7 @@ pub struct Tensor {
 impl Tensor {
     /// A new tensor over fresh storage, contiguous, with `shape` in values.
     pub fn empty_on(stream: &knpu::Stream, shape: &[usize], dtype: DataType) -> PyResult<Tensor> {
-        let layout = Layout::from_values(shape, dtype).py()?;
-        let storage = Storage::alloc(stream, dtype, layout.numel()).py()?;
-        Ok(Tensor {
-            storage: Arc::new(storage),
-            layout,
-            dtype,
-        })
+        Ok(crate::ops::Fresh::new(stream, shape, dtype)?.finish())
     }
 
     /// A view of the same storage with another layout.

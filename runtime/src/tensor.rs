@@ -1208,15 +1208,17 @@ pub mod dlpack {
         owner: Box<dyn Any + Send>,
     }
 
-    struct Versioned {
-        managed: DLManagedTensorVersioned,
+    /// The box knpu leaks behind an exported managed tensor `M` (found again through its
+    /// `manager_ctx`).
+    struct Exported<M> {
+        managed: M,
         ctx: Context,
     }
 
-    struct Unversioned {
-        managed: DLManagedTensor,
-        ctx: Context,
-    }
+    /// The versioned form's box.
+    type Versioned = Exported<DLManagedTensorVersioned>;
+    /// The unversioned form's box.
+    type Unversioned = Exported<DLManagedTensor>;
 
     /// A description of a tensor to export: what [`export_versioned`] and
     /// [`export_unversioned`] need.
@@ -1363,14 +1365,8 @@ pub mod dlpack {
     pub unsafe fn knpu_owner_versioned<'a>(
         m: *const DLManagedTensorVersioned,
     ) -> Option<&'a (dyn Any + Send)> {
-        // SAFETY: the caller guarantees `m` is live.
-        let m = unsafe { &*m };
-        let ours: unsafe extern "C" fn(*mut DLManagedTensorVersioned) = delete_versioned;
-        if !m.deleter.is_some_and(|d| std::ptr::fn_addr_eq(d, ours)) {
-            return None;
-        }
-        // SAFETY: our deleter means `manager_ctx` is our `Versioned` box, alive until then.
-        Some(unsafe { &*(*(m.manager_ctx as *const Versioned)).ctx.owner })
+        // SAFETY: the caller's promise, passed on.
+        unsafe { knpu_owner(m) }
     }
 
     /// As [`knpu_owner_versioned`] for the unversioned form.
@@ -1380,14 +1376,46 @@ pub mod dlpack {
     pub unsafe fn knpu_owner_unversioned<'a>(
         m: *const DLManagedTensor,
     ) -> Option<&'a (dyn Any + Send)> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { knpu_owner(m) }
+    }
+
+    /// A managed tensor form knpu exports, with the deleter knpu gives it.
+    trait Managed: Sized {
+        /// knpu's deleter of this form.
+        const DELETER: unsafe extern "C" fn(*mut Self);
+        /// The deleter and the producer's context the tensor carries.
+        fn parts(&self) -> (Option<unsafe extern "C" fn(*mut Self)>, *mut c_void);
+    }
+
+    /// Implements [`Managed`] for form `$m`, whose knpu deleter is `$deleter` (the two forms
+    /// hold these fields alike, under the same names).
+    macro_rules! managed {
+        ($m:ty, $deleter:ident) => {
+            impl Managed for $m {
+                const DELETER: unsafe extern "C" fn(*mut $m) = $deleter;
+                fn parts(&self) -> (Option<unsafe extern "C" fn(*mut $m)>, *mut c_void) {
+                    (self.deleter, self.manager_ctx)
+                }
+            }
+        };
+    }
+    managed!(DLManagedTensorVersioned, delete_versioned);
+    managed!(DLManagedTensor, delete_unversioned);
+
+    /// The keep-alive behind `m` when knpu's deleter is its deleter (then `manager_ctx` is
+    /// knpu's box [`Exported`]), else `None`.
+    ///
+    /// # Safety
+    /// - `m` must point to a live managed tensor whose deleter was not called.
+    unsafe fn knpu_owner<'a, M: Managed>(m: *const M) -> Option<&'a (dyn Any + Send)> {
         // SAFETY: the caller guarantees `m` is live.
-        let m = unsafe { &*m };
-        let ours: unsafe extern "C" fn(*mut DLManagedTensor) = delete_unversioned;
-        if !m.deleter.is_some_and(|d| std::ptr::fn_addr_eq(d, ours)) {
+        let (deleter, ctx) = unsafe { &*m }.parts();
+        if !deleter.is_some_and(|d| std::ptr::fn_addr_eq(d, M::DELETER)) {
             return None;
         }
-        // SAFETY: our deleter means `manager_ctx` is our `Unversioned` box.
-        Some(unsafe { &*(*(m.manager_ctx as *const Unversioned)).ctx.owner })
+        // SAFETY: our deleter means `manager_ctx` is our box, alive until it is called.
+        Some(unsafe { &*(*(ctx as *const Exported<M>)).ctx.owner })
     }
 
     /// The dtype and layout (in elements) a `DLTensor` describes, and the bytes to add to

@@ -16,6 +16,7 @@ use super::{err, time_median, values, Record, Sink};
 use knpu::ops::{self, AttentionArgs, AttnMask};
 use knpu_kernels::attention as host;
 use knpu_kernels::Parallelism;
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 const Q_HEADS: usize = 9;
@@ -57,6 +58,25 @@ fn measure(s: &knpu::Stream, args: &AttentionArgs) -> Result<(usize, f64, f64), 
     }
 }
 
+/// Emits the two records of one measured problem, the device path's and the host path's:
+/// `case` gives the problem's parameters for a path, `rates` the rates of a median time.
+fn emit_paths(
+    sink: &mut Sink,
+    (runs, dev_s, host_s): (usize, f64, f64),
+    case: impl Fn(&'static str) -> Map<String, Value>,
+    rates: impl Fn(f64) -> Vec<(&'static str, f64)>,
+) {
+    for (path, t) in [("device", dev_s), ("host", host_s)] {
+        sink.emit(Record {
+            bench: "attention-device",
+            case: case(path),
+            runs,
+            median_s: t,
+            rates: rates(t),
+        });
+    }
+}
+
 /// Runs the suite.
 pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     let quick = opts.quick;
@@ -69,38 +89,30 @@ pub fn run(opts: &super::QuickOpts, sink: &mut Sink) -> Result<(), String> {
     let seqs: &[usize] = if quick { &[256] } else { &[256, 1024] };
     for &seq in seqs {
         let a = AttentionArgs::bshd(1, seq, seq, Q_HEADS, KV_HEADS, HEAD_DIM, causal);
-        let (runs, dev_s, host_s) = measure(&s, &a)?;
         let flops = 4.0 * (Q_HEADS * seq * seq * HEAD_DIM) as f64 / 2.0;
-        for (path, t) in [("device", dev_s), ("host", host_s)] {
-            sink.emit(Record {
-                bench: "attention-device",
-                case: case!(
-                    "phase" => "prefill", "path" => path, "batch" => 1, "q_heads" => Q_HEADS,
-                    "kv_heads" => KV_HEADS, "head_dim" => HEAD_DIM, "seq" => seq,
-                    "causal" => true, "dtype" => "f32"
-                ),
-                runs,
-                median_s: t,
-                rates: vec![("gflops", flops / t / 1e9)],
-            });
-        }
+        let case = |path: &'static str| {
+            case!(
+                "phase" => "prefill", "path" => path, "batch" => 1, "q_heads" => Q_HEADS,
+                "kv_heads" => KV_HEADS, "head_dim" => HEAD_DIM, "seq" => seq,
+                "causal" => true, "dtype" => "f32"
+            )
+        };
+        emit_paths(sink, measure(&s, &a)?, case, |t| {
+            vec![("gflops", flops / t / 1e9)]
+        });
     }
     let kv_len = 4096;
     let a = AttentionArgs::bshd(1, 1, kv_len, Q_HEADS, KV_HEADS, HEAD_DIM, causal);
-    let (runs, dev_s, host_s) = measure(&s, &a)?;
     let bytes = (2 * kv_len * KV_HEADS * HEAD_DIM * 4) as f64;
-    for (path, t) in [("device", dev_s), ("host", host_s)] {
-        sink.emit(Record {
-            bench: "attention-device",
-            case: case!(
-                "phase" => "decode", "path" => path, "batch" => 1, "q_heads" => Q_HEADS,
-                "kv_heads" => KV_HEADS, "head_dim" => HEAD_DIM, "kv_len" => kv_len,
-                "dtype" => "f32"
-            ),
-            runs,
-            median_s: t,
-            rates: vec![("us", t * 1e6), ("gbps", bytes / t / 1e9)],
-        });
-    }
+    let case = |path: &'static str| {
+        case!(
+            "phase" => "decode", "path" => path, "batch" => 1, "q_heads" => Q_HEADS,
+            "kv_heads" => KV_HEADS, "head_dim" => HEAD_DIM, "kv_len" => kv_len,
+            "dtype" => "f32"
+        )
+    };
+    emit_paths(sink, measure(&s, &a)?, case, |t| {
+        vec![("us", t * 1e6), ("gbps", bytes / t / 1e9)]
+    });
     Ok(())
 }

@@ -116,20 +116,9 @@ pub fn run(o: &Opts, sink: &mut Sink) -> Result<(), String> {
     }
     // Decode with weights stored `[out, in]` (B transposed), the layout models ship.
     for &m in if o.quick { &[1usize][..] } else { &[1, 16][..] } {
-        bench::<f32, f32>(
-            o,
-            o.isa,
-            GemmDesc::new(m, 4096, 4096).transpose_b(),
-            o.threads,
-            sink,
-        )?;
-        bench::<bf16, f32>(
-            o,
-            o.isa,
-            GemmDesc::new(m, 4096, 4096).transpose_b(),
-            o.threads,
-            sink,
-        )?;
+        let desc = GemmDesc::new(m, 4096, 4096).transpose_b();
+        bench::<f32, f32>(o, o.isa, desc, o.threads, sink)?;
+        bench::<bf16, f32>(o, o.isa, desc, o.threads, sink)?;
     }
     let halves: &[usize] = if o.quick { &[1024] } else { &[1024, 2048] };
     for &n in halves {

@@ -12,6 +12,7 @@
 // is what the kit is for, so these methods stay safe to call with any handle.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -45,6 +46,75 @@ pub(crate) use provides;
 /// Timeout of waits that must succeed: long enough for a loaded machine, short enough that a
 /// driver that never signals fails the case instead of hanging the kit.
 pub const WAIT: u64 = 30_000_000_000;
+
+/// What most cases start from: a device with a queue and a timeline semaphore. [`Rig::ok`]
+/// and [`Rig::run`] run work to completion, signalling the semaphore's next value. Dropping
+/// it destroys the queue and the semaphore, except while a failing case unwinds (work it
+/// left queued may still wait on them, and a driver may block destroying them).
+pub struct Rig {
+    /// The driver under test.
+    pub drv: RawDriver,
+    /// The device.
+    pub d: KnpuDriverDevice,
+    /// A queue of `d`.
+    pub q: KnpuQueue,
+    /// A semaphore of `d`, signalled by `ok` and `run`.
+    pub s: KnpuSemaphore,
+    value: Cell<u64>,
+}
+
+impl Rig {
+    /// A queue and a semaphore (at 0) on device 0.
+    pub fn new(drv: RawDriver) -> Rig {
+        let d = drv.device(0);
+        Rig {
+            drv,
+            d,
+            q: drv.queue(d),
+            s: drv.semaphore(d, 0),
+            value: Cell::new(0),
+        }
+    }
+
+    /// Runs `commands` on the queue, signalling the semaphore's next value, and waits: the
+    /// wait's status. After a failure the semaphore stays failed, so a case runs nothing
+    /// more through the rig.
+    pub fn run(&self, commands: &[KnpuCommand]) -> KnpuStatus {
+        let v = self.value.get() + 1;
+        self.value.set(v);
+        self.drv.run(self.q, self.s, v, commands)
+    }
+
+    /// Runs `commands` as [`Rig::run`] does; they must succeed.
+    #[track_caller]
+    pub fn ok(&self, commands: &[KnpuCommand]) {
+        assert_eq!(
+            self.run(commands),
+            KNPU_STATUS_SUCCESS,
+            "{} commands",
+            commands.len()
+        );
+    }
+
+    /// `data` copied into a new allocation of the device.
+    pub fn upload(&self, data: &[u8]) -> u64 {
+        self.drv.upload(self.d, self.q, data)
+    }
+
+    /// `len` bytes at device address `a`.
+    pub fn download(&self, a: u64, len: usize) -> Vec<u8> {
+        self.drv.download(self.d, self.q, a, len)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.drv.destroy_semaphore(self.s);
+            self.drv.destroy_queue(self.q);
+        }
+    }
+}
 
 /// A driver under test, reached through its function table only.
 #[derive(Clone, Copy)]
@@ -131,6 +201,16 @@ impl RawDriver {
     /// Destroys a semaphore.
     pub fn destroy_semaphore(&self, s: KnpuSemaphore) {
         assert_eq!(call!(self, semaphore_destroy(s)), KNPU_STATUS_SUCCESS);
+    }
+
+    /// Destroys what a case holds: `queues`, then `semaphores`.
+    pub fn release(&self, queues: &[KnpuQueue], semaphores: &[KnpuSemaphore]) {
+        for &q in queues {
+            self.destroy_queue(q);
+        }
+        for &s in semaphores {
+            self.destroy_semaphore(s);
+        }
     }
 
     /// Submits `commands`, waiting on `waits` and signalling `signals`.

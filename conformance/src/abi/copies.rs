@@ -2,7 +2,7 @@
 
 use knpu_driver_abi::*;
 
-use super::client::{d2d, fill, h2d, pattern_bytes, peer};
+use super::client::{d2d, fill, h2d, pattern_bytes, peer, Rig};
 use crate::{case_list, AbiContext, Case, CaseResult, Feature, Unsupported};
 
 pub(super) fn cases() -> Vec<Case> {
@@ -15,117 +15,66 @@ pub(super) fn cases() -> Vec<Case> {
 }
 
 fn copies_round_trip(ctx: &AbiContext) -> CaseResult {
-    let drv = ctx.driver;
-    let d = drv.device(0);
-    let q = drv.queue(d);
-    let s = drv.semaphore(d, 0);
-    let mut v = 0;
+    let rig = Rig::new(ctx.driver);
     for &n in &[1usize, 255, 4096, (1 << 20) + 3, 3 << 20] {
         let data = pattern_bytes(n, 7);
-        let a = drv.upload(d, q, &data);
-        assert_eq!(
-            drv.download(d, q, a, n),
-            data,
-            "host to device and back, n = {n}"
-        );
-        let b = drv.alloc(d, n as u64);
-        v += 1;
-        assert_eq!(
-            drv.run(q, s, v, &[d2d(b, a, n as u64)]),
-            KNPU_STATUS_SUCCESS
-        );
-        assert_eq!(drv.download(d, q, b, n), data, "device to device, n = {n}");
-        drv.free(d, a);
-        drv.free(d, b);
+        let a = rig.upload(&data);
+        assert_eq!(rig.download(a, n), data, "host to device and back, n = {n}");
+        let b = rig.drv.alloc(rig.d, n as u64);
+        rig.ok(&[d2d(b, a, n as u64)]);
+        assert_eq!(rig.download(b, n), data, "device to device, n = {n}");
+        rig.drv.free(rig.d, a);
+        rig.drv.free(rig.d, b);
     }
     // A copy into the middle of an allocation leaves its neighbours alone.
-    let a = drv.upload(d, q, &[0u8; 64]);
-    v += 1;
-    assert_eq!(
-        drv.run(q, s, v, &[h2d(a + 10, &[9u8; 20])]),
-        KNPU_STATUS_SUCCESS
-    );
-    let got = drv.download(d, q, a, 64);
+    let a = rig.upload(&[0u8; 64]);
+    rig.ok(&[h2d(a + 10, &[9u8; 20])]);
     let want: Vec<u8> = (0..64)
         .map(|i| if (10..30).contains(&i) { 9 } else { 0 })
         .collect();
-    assert_eq!(got, want, "a copy at an offset");
-    drv.free(d, a);
-    drv.destroy_semaphore(s);
-    drv.destroy_queue(q);
+    assert_eq!(rig.download(a, 64), want, "a copy at an offset");
+    rig.drv.free(rig.d, a);
     Ok(())
 }
 
 fn overlapping_copies_move(ctx: &AbiContext) -> CaseResult {
-    let drv = ctx.driver;
-    let d = drv.device(0);
-    let q = drv.queue(d);
+    let rig = Rig::new(ctx.driver);
     let data = pattern_bytes(1000, 3);
-    let a = drv.upload(d, q, &data);
-    let s = drv.semaphore(d, 0);
-    assert_eq!(
-        drv.run(q, s, 1, &[d2d(a + 10, a, 500)]),
-        KNPU_STATUS_SUCCESS
-    );
+    let a = rig.upload(&data);
+    rig.ok(&[d2d(a + 10, a, 500)]);
     let mut want = data.clone();
     want.copy_within(0..500, 10);
-    assert_eq!(
-        drv.download(d, q, a, 1000),
-        want,
-        "overlapping copy forward"
-    );
-    assert_eq!(
-        drv.run(q, s, 2, &[d2d(a, a + 100, 800)]),
-        KNPU_STATUS_SUCCESS
-    );
+    assert_eq!(rig.download(a, 1000), want, "overlapping copy forward");
+    rig.ok(&[d2d(a, a + 100, 800)]);
     want.copy_within(100..900, 0);
-    assert_eq!(
-        drv.download(d, q, a, 1000),
-        want,
-        "overlapping copy backward"
-    );
-    drv.destroy_semaphore(s);
-    drv.free(d, a);
-    drv.destroy_queue(q);
+    assert_eq!(rig.download(a, 1000), want, "overlapping copy backward");
+    rig.drv.free(rig.d, a);
     Ok(())
 }
 
 fn empty_copies(ctx: &AbiContext) -> CaseResult {
-    let drv = ctx.driver;
-    let d = drv.device(0);
-    let q = drv.queue(d);
-    let s = drv.semaphore(d, 0);
+    let rig = Rig::new(ctx.driver);
     // Size 0 is a no-op, even with null host pointers and address 0.
     let mut c = h2d(0, &[]);
     c.u.copy.host_src = std::ptr::null();
-    assert_eq!(drv.run(q, s, 1, &[c, d2d(0, 0, 0)]), KNPU_STATUS_SUCCESS);
-    drv.destroy_semaphore(s);
-    drv.destroy_queue(q);
+    rig.ok(&[c, d2d(0, 0, 0)]);
     Ok(())
 }
 
 fn fill_patterns(ctx: &AbiContext) -> CaseResult {
-    let drv = ctx.driver;
-    let d = drv.device(0);
-    let q = drv.queue(d);
-    let s = drv.semaphore(d, 0);
+    let rig = Rig::new(ctx.driver);
     let n = 3 * (1 << 20) + 8 * 13;
-    let a = drv.alloc(d, n as u64);
-    let mut v = 0;
+    let a = rig.drv.alloc(rig.d, n as u64);
     for (ps, pattern) in [
         (1u32, 0xabu64),
         (2, 0x1234),
         (4, 0xdeadbeef),
         (8, 0x0102030405060708),
     ] {
-        v += 1;
         // Start 8 bytes in, to check the pattern is anchored at the destination.
         let size = (n - 8) as u64;
-        assert_eq!(
-            drv.run(q, s, v, &[fill(a + 8, size, pattern, ps)]),
-            KNPU_STATUS_SUCCESS
-        );
-        let got = drv.download(d, q, a + 8, size as usize);
+        rig.ok(&[fill(a + 8, size, pattern, ps)]);
+        let got = rig.download(a + 8, size as usize);
         let p = pattern.to_le_bytes();
         for (i, b) in got.iter().enumerate() {
             assert_eq!(*b, p[i % ps as usize], "pattern size {ps} byte {i}");
@@ -134,14 +83,12 @@ fn fill_patterns(ctx: &AbiContext) -> CaseResult {
     // Small and odd sizes, with the bytes around them untouched.
     for size in [8u64, 24, 200, 4096 + 8] {
         for (ps, pattern) in [(2u32, 0xa1b2u64), (4, 0x01020304), (8, 0x1122334455667788)] {
-            v += 1;
-            let cmds = [
+            rig.ok(&[
                 fill(a, 8, 0, 8),
                 fill(a + 8, size, pattern, ps),
                 fill(a + 8 + size, 8, 0, 8),
-            ];
-            assert_eq!(drv.run(q, s, v, &cmds), KNPU_STATUS_SUCCESS);
-            let got = drv.download(d, q, a, size as usize + 16);
+            ]);
+            let got = rig.download(a, size as usize + 16);
             let p = pattern.to_le_bytes();
             for (i, b) in got.iter().enumerate() {
                 let want = if i < 8 || i >= 8 + size as usize {
@@ -156,14 +103,12 @@ fn fill_patterns(ctx: &AbiContext) -> CaseResult {
     // A size that is not a multiple of the pattern, bad pattern sizes: refused at submit.
     for (size, ps) in [(6, 4), (6, 3), (8, 0)] {
         assert_eq!(
-            drv.submit(q, &[], &[fill(a, size, 1, ps)], &[]),
+            rig.drv.submit(rig.q, &[], &[fill(a, size, 1, ps)], &[]),
             KNPU_STATUS_INVALID_VALUE,
             "fill of {size} bytes with a {ps}-byte pattern"
         );
     }
-    drv.free(d, a);
-    drv.destroy_semaphore(s);
-    drv.destroy_queue(q);
+    rig.drv.free(rig.d, a);
     Ok(())
 }
 

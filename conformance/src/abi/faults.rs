@@ -62,10 +62,7 @@ fn illegal_addresses_fault_and_the_queue_recovers(ctx: &AbiContext) -> CaseResul
         "a fill of freed memory"
     );
     assert!(msg.contains(&format!("{a:#x}")), "{msg}");
-    for s in [s, s2] {
-        drv.destroy_semaphore(s);
-    }
-    drv.destroy_queue(q);
+    drv.release(&[q], &[s, s2]);
     Ok(())
 }
 
@@ -158,32 +155,21 @@ fn device_loss(ctx: &AbiContext) -> CaseResult {
     );
     // Every later call that creates work or objects on the device fails.
     let (mut x, mut hq, mut hs) = (0, null_mut(), null_mut());
-    assert_eq!(
-        call!(drv, mem_alloc(d, 64, &mut x)),
-        KNPU_STATUS_DEVICE_LOST
-    );
-    assert_eq!(
-        call!(drv, queue_create(d, 0, &mut hq)),
-        KNPU_STATUS_DEVICE_LOST
-    );
-    assert_eq!(
-        call!(drv, semaphore_create(d, 0, &mut hs)),
-        KNPU_STATUS_DEVICE_LOST
-    );
-    assert_eq!(
-        drv.submit(q, &[], &[fill(a, 8, 0, 1)], &[]),
-        KNPU_STATUS_DEVICE_LOST
-    );
-    assert_eq!(
-        call!(drv, semaphore_wait(stuck, 1, 0)),
-        KNPU_STATUS_DEVICE_LOST
-    );
+    for (call, status) in [
+        ("mem_alloc", call!(drv, mem_alloc(d, 64, &mut x))),
+        ("queue_create", call!(drv, queue_create(d, 0, &mut hq))),
+        (
+            "semaphore_create",
+            call!(drv, semaphore_create(d, 0, &mut hs)),
+        ),
+        ("queue_submit", drv.submit(q, &[], &[fill(a, 8, 0, 1)], &[])),
+        ("semaphore_wait", call!(drv, semaphore_wait(stuck, 1, 0))),
+    ] {
+        assert_eq!(status, KNPU_STATUS_DEVICE_LOST, "{call} on the lost device");
+    }
     // Releasing what was held still works.
     drv.free(d, a);
-    drv.destroy_queue(q);
-    for s in [never, stuck, done1, done2] {
-        drv.destroy_semaphore(s);
-    }
+    drv.release(&[q], &[never, stuck, done1, done2]);
     // Device 0 is unaffected.
     let q0 = drv.queue(d0);
     let data = pattern_bytes(100, 1);

@@ -7,6 +7,7 @@ use knpu_driver_abi::*;
 
 use super::client::{
     call, d2d, d2h_raw, fill, h2d, host_fn, pattern_bytes, peer, provides, timestamp, CallCounter,
+    Rig,
 };
 use crate::{case_list, AbiContext, Case, CaseResult, Feature};
 
@@ -71,9 +72,7 @@ fn queues_wait_on_host_signals(ctx: &AbiContext) -> CaseResult {
     });
     assert_eq!(drv.wait(done, 1), KNPU_STATUS_SUCCESS);
     assert_eq!(signaller.join().unwrap(), KNPU_STATUS_SUCCESS);
-    drv.destroy_queue(q);
-    drv.destroy_semaphore(s);
-    drv.destroy_semaphore(done);
+    drv.release(&[q], &[s, done]);
     Ok(())
 }
 
@@ -115,70 +114,44 @@ fn dependency_failure_propagates(ctx: &AbiContext) -> CaseResult {
         "the skipped fill did not run"
     );
     drv.free(d, a);
-    for s in [bad, after] {
-        drv.destroy_semaphore(s);
-    }
-    drv.destroy_queue(q1);
-    drv.destroy_queue(q2);
+    drv.release(&[q1, q2], &[bad, after]);
     Ok(())
 }
 
 fn host_functions(ctx: &AbiContext) -> CaseResult {
-    let drv = ctx.driver;
-    let d = drv.device(0);
-    let q = drv.queue(d);
-    let s = drv.semaphore(d, 0);
+    let rig = Rig::new(ctx.driver);
     let counter = CallCounter::default();
-    assert_eq!(drv.run(q, s, 1, &[host_fn(&counter)]), KNPU_STATUS_SUCCESS);
+    rig.ok(&[host_fn(&counter)]);
     assert_eq!(counter.get(), (1, 0, KNPU_STATUS_SUCCESS));
     // A failing command before a host function: it is called once with the failure.
-    let a = drv.alloc(d, 64);
-    drv.free(d, a);
-    assert_eq!(
-        drv.run(q, s, 2, &[fill(a, 8, 0, 1), host_fn(&counter)]),
-        KNPU_STATUS_ILLEGAL_ADDRESS
-    );
+    let a = rig.drv.alloc(rig.d, 64);
+    rig.drv.free(rig.d, a);
+    let status = rig.run(&[fill(a, 8, 0, 1), host_fn(&counter)]);
+    assert_eq!(status, KNPU_STATUS_ILLEGAL_ADDRESS);
     assert_eq!(counter.get(), (1, 1, KNPU_STATUS_ILLEGAL_ADDRESS));
     let mut c = host_fn(&counter);
     c.u.host_function.fn_ = None;
-    assert_eq!(
-        drv.submit(q, &[], &[c], &[]),
-        KNPU_STATUS_INVALID_VALUE,
-        "a null host function"
-    );
-    drv.destroy_semaphore(s);
-    drv.destroy_queue(q);
+    let status = rig.drv.submit(rig.q, &[], &[c], &[]);
+    assert_eq!(status, KNPU_STATUS_INVALID_VALUE, "a null host function");
     Ok(())
 }
 
 fn timestamps(ctx: &AbiContext) -> CaseResult {
-    let drv = ctx.driver;
-    let d = drv.device(0);
-    let q = drv.queue(d);
-    let s = drv.semaphore(d, 0);
+    let rig = Rig::new(ctx.driver);
+    let drv = rig.drv;
     let (mut t1, mut t2) = (0u64, 0u64);
     let mut before = 0;
     let has_clock = provides!(drv, device_get_clock);
     if has_clock {
-        assert_eq!(
-            call!(drv, device_get_clock(d, &mut before)),
-            KNPU_STATUS_SUCCESS
-        );
+        let status = call!(drv, device_get_clock(rig.d, &mut before));
+        assert_eq!(status, KNPU_STATUS_SUCCESS);
     }
-    let a = drv.alloc(d, 1 << 20);
-    assert_eq!(
-        drv.run(
-            q,
-            s,
-            1,
-            &[
-                timestamp(&mut t1),
-                fill(a, 1 << 20, 0, 4),
-                timestamp(&mut t2)
-            ]
-        ),
-        KNPU_STATUS_SUCCESS
-    );
+    let a = drv.alloc(rig.d, 1 << 20);
+    rig.ok(&[
+        timestamp(&mut t1),
+        fill(a, 1 << 20, 0, 4),
+        timestamp(&mut t2),
+    ]);
     assert!(t1 <= t2, "timestamps in queue order: {t1} then {t2}");
     if has_clock {
         assert!(
@@ -189,14 +162,13 @@ fn timestamps(ctx: &AbiContext) -> CaseResult {
     let mut words = [0u64; 2];
     let mut ts = timestamp(&mut words[0]);
     ts.u.timestamp.host_dst = (words.as_mut_ptr() as usize + 4) as *mut u64;
+    // The rig's one run signalled 1.
     assert_eq!(
-        drv.submit_refused(q, &[ts], (s, 2)),
+        drv.submit_refused(rig.q, &[ts], (rig.s, 2)),
         KNPU_STATUS_INVALID_VALUE,
         "a misaligned timestamp destination"
     );
-    drv.free(d, a);
-    drv.destroy_semaphore(s);
-    drv.destroy_queue(q);
+    drv.free(rig.d, a);
     Ok(())
 }
 
@@ -308,28 +280,13 @@ fn invalid_handles_are_refused(ctx: &AbiContext) -> CaseResult {
     let mut i = 0i64;
     for g in garbage {
         let (gd, gq, gs) = (g as KnpuDriverDevice, g as KnpuQueue, g as KnpuSemaphore);
-        assert_eq!(
-            call!(drv, device_get_attribute(gd, 0, &mut i)),
-            KNPU_STATUS_INVALID_HANDLE
-        );
-        assert_eq!(
-            call!(drv, mem_alloc(gd, 64, &mut v)),
-            KNPU_STATUS_INVALID_HANDLE
-        );
-        assert_eq!(call!(drv, queue_destroy(gq)), KNPU_STATUS_INVALID_HANDLE);
-        assert_eq!(drv.submit(gq, &[], &[], &[]), KNPU_STATUS_INVALID_HANDLE);
-        assert_eq!(
-            call!(drv, semaphore_query(gs, &mut v)),
-            KNPU_STATUS_INVALID_HANDLE
-        );
-        assert_eq!(
-            call!(drv, semaphore_wait(gs, 1, 0)),
-            KNPU_STATUS_INVALID_HANDLE
-        );
-        assert_eq!(
-            call!(drv, semaphore_destroy(gs)),
-            KNPU_STATUS_INVALID_HANDLE
-        );
+        handle_refused(call!(drv, device_get_attribute(gd, 0, &mut i)));
+        handle_refused(call!(drv, mem_alloc(gd, 64, &mut v)));
+        handle_refused(call!(drv, queue_destroy(gq)));
+        handle_refused(drv.submit(gq, &[], &[], &[]));
+        handle_refused(call!(drv, semaphore_query(gs, &mut v)));
+        handle_refused(call!(drv, semaphore_wait(gs, 1, 0)));
+        handle_refused(call!(drv, semaphore_destroy(gs)));
     }
     assert_eq!(
         call!(drv, semaphore_query(d as KnpuSemaphore, &mut v)),
@@ -341,23 +298,14 @@ fn invalid_handles_are_refused(ctx: &AbiContext) -> CaseResult {
     let s = drv.semaphore(d, 0);
     drv.destroy_queue(q);
     drv.destroy_semaphore(s);
-    assert_eq!(call!(drv, queue_destroy(q)), KNPU_STATUS_INVALID_HANDLE);
-    assert_eq!(drv.submit(q, &[], &[], &[]), KNPU_STATUS_INVALID_HANDLE);
-    assert_eq!(
-        call!(drv, semaphore_query(s, &mut v)),
-        KNPU_STATUS_INVALID_HANDLE
-    );
+    handle_refused(call!(drv, queue_destroy(q)));
+    handle_refused(drv.submit(q, &[], &[], &[]));
+    handle_refused(call!(drv, semaphore_query(s, &mut v)));
     // A destroyed semaphore named in a submission, and a bad peer device.
     let q = drv.queue(d);
-    assert_eq!(
-        drv.submit(q, &[(s, 1)], &[], &[]),
-        KNPU_STATUS_INVALID_HANDLE
-    );
+    handle_refused(drv.submit(q, &[(s, 1)], &[], &[]));
     let a = drv.alloc(d, 64);
-    assert_eq!(
-        drv.submit(q, &[], &[peer(a, 0x77 as KnpuDriverDevice, a, 8)], &[]),
-        KNPU_STATUS_INVALID_HANDLE
-    );
+    handle_refused(drv.submit(q, &[], &[peer(a, 0x77 as KnpuDriverDevice, a, 8)], &[]));
     drv.free(d, a);
     drv.destroy_queue(q);
     Ok(())
@@ -378,27 +326,19 @@ fn malformed_commands_are_refused(ctx: &AbiContext) -> CaseResult {
         KNPU_STATUS_INVALID_VALUE,
         "a null out-pointer"
     );
-    let mut bad = h2d(a, &[1, 2, 3]);
-    bad.type_ = 99;
-    assert_eq!(
-        drv.submit(q, &[], &[bad], &[]),
-        KNPU_STATUS_INVALID_VALUE,
-        "an unknown command"
-    );
-    let mut null_src = h2d(a, &[1, 2, 3]);
+    let copy = h2d(a, &[1, 2, 3]);
+    let (mut unknown, mut null_src, mut flags) = (copy, copy, copy);
+    unknown.type_ = 99;
     null_src.u.copy.host_src = std::ptr::null();
-    assert_eq!(
-        drv.submit(q, &[], &[null_src], &[]),
-        KNPU_STATUS_INVALID_VALUE,
-        "a copy from a null host pointer"
-    );
-    let mut flags = h2d(a, &[1, 2, 3]);
     flags.flags = 1;
-    assert_eq!(
-        drv.submit(q, &[], &[flags], &[]),
-        KNPU_STATUS_INVALID_VALUE,
-        "reserved flags set"
-    );
+    for (bad, what) in [
+        (unknown, "an unknown command"),
+        (null_src, "a copy from a null host pointer"),
+        (flags, "reserved flags set"),
+    ] {
+        let status = drv.submit(q, &[], &[bad], &[]);
+        assert_eq!(status, KNPU_STATUS_INVALID_VALUE, "{what}");
+    }
     let p = [0u8; 64];
     assert_eq!(
         drv.submit(q, &[], &[super::client::kernel(4242, &p)], &[]),
@@ -408,4 +348,10 @@ fn malformed_commands_are_refused(ctx: &AbiContext) -> CaseResult {
     drv.free(d, a);
     drv.destroy_queue(q);
     Ok(())
+}
+
+/// Asserts that a call was refused for an invalid handle.
+#[track_caller]
+fn handle_refused(status: KnpuStatus) {
+    assert_eq!(status, KNPU_STATUS_INVALID_HANDLE);
 }

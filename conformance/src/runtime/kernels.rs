@@ -5,7 +5,7 @@ use half::{bf16, f16};
 use knpu::ops::{self, QuantFormat};
 use knpu::{Error, Stream};
 
-use super::pattern;
+use super::{pattern, values};
 use crate::{case_list, Case, CaseResult, Feature, RuntimeContext, Unsupported};
 
 pub(super) fn cases() -> Vec<Case> {
@@ -121,10 +121,8 @@ fn matmul_f32(ctx: &RuntimeContext) -> CaseResult {
 fn rms_norm_and_softmax_f32(ctx: &RuntimeContext) -> CaseResult {
     let s = ctx.stream();
     let (rows, cols) = (3, 67);
-    let x: Vec<f32> = (0..rows * cols)
-        .map(|i| ((i * 13) % 29) as f32 * 0.1 - 1.4)
-        .collect();
-    let w: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 5) as f32 * 0.25).collect();
+    let x = values(rows * cols, |i| ((i * 13) % 29) as f32 * 0.1 - 1.4);
+    let w = values(cols, |i| 0.5 + (i % 5) as f32 * 0.25);
     let dx = s.from_slice(&x).unwrap();
     let dw = s.from_slice(&w).unwrap();
     let mut out = s.alloc::<f32>(rows * cols).unwrap();
@@ -158,9 +156,7 @@ fn q8_0_round_trip(ctx: &RuntimeContext) -> CaseResult {
     let s = ctx.stream();
     let (rows, k) = (3, 64);
     let format = QuantFormat::Q8_0;
-    let x: Vec<f32> = (0..rows * k)
-        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-        .collect();
+    let x = values(rows * k, |i| ((i * 37) % 101) as f32 / 50.0 - 1.0);
     let src = s.from_slice(&x).unwrap();
     let bytes = rows * format.row_bytes(k).unwrap();
     let mut q = s.alloc::<u8>(bytes).unwrap();

@@ -41,6 +41,11 @@ pub(crate) fn pattern(n: usize) -> Vec<f32> {
     (0..n).map(|i| (i as f32) * 0.5 - 3.0).collect()
 }
 
+/// The `n` values `f(0)`, `f(1)`, ...: test data.
+pub(crate) fn values(n: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
+    (0..n).map(f).collect()
+}
+
 /// Asserts `e` is an address fault that names `addr`.
 pub(crate) fn assert_fault_names_address(e: &Error, addr: u64) {
     assert!(

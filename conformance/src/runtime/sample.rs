@@ -7,6 +7,7 @@ use knpu::abi::ops::sample::uniform;
 use knpu::ops::{self, BinaryOp, Broadcast, SampleParams};
 
 use super::kernels::supported;
+use super::values;
 use crate::{case_list, CaseResult, RuntimeContext};
 
 pub(super) fn cases() -> Vec<crate::Case> {
@@ -52,9 +53,7 @@ fn sample_f32(ctx: &RuntimeContext) -> CaseResult {
     let s = ctx.stream();
     let (rows, vocab) = (3, 37);
     // Distinct logits (no ties), spread enough that every rule matters.
-    let x: Vec<f32> = (0..rows * vocab)
-        .map(|i| ((i * 7919) % 101) as f32 * 0.07 - 3.5)
-        .collect();
+    let x = values(rows * vocab, |i| ((i * 7919) % 101) as f32 * 0.07 - 3.5);
     let dx = s.from_slice(&x).unwrap();
     let mut out = s.alloc_zeroed::<u32>(rows).unwrap();
     let mut counter = s.from_slice(&[41u64]).unwrap();
@@ -94,10 +93,8 @@ fn sample_f32(ctx: &RuntimeContext) -> CaseResult {
 fn binary_div_f32(ctx: &RuntimeContext) -> CaseResult {
     let s = ctx.stream();
     let (rows, cols) = (5, 33);
-    let a: Vec<f32> = (0..rows * cols).map(|i| i as f32 - 40.0).collect();
-    let b: Vec<f32> = (0..rows * cols)
-        .map(|i| 0.25 * (1 + i % 9) as f32)
-        .collect();
+    let a = values(rows * cols, |i| i as f32 - 40.0);
+    let b = values(rows * cols, |i| 0.25 * (1 + i % 9) as f32);
     let (da, db) = (s.from_slice(&a).unwrap(), s.from_slice(&b).unwrap());
     let drow = s.from_slice(&b[..cols]).unwrap();
     let mut o = s.alloc::<f32>(rows * cols).unwrap();

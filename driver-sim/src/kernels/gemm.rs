@@ -39,6 +39,42 @@ fn to_usize(operand: &'static str, v: u64) -> Result<usize, OpError> {
     usize::try_from(v).map_err(|_| OpError::Overflow { operand })
 }
 
+/// The ABI dtype of a storage type.
+trait Stored {
+    const DTYPE: u32;
+}
+
+impl Stored for f32 {
+    const DTYPE: u32 = KNPU_DTYPE_F32;
+}
+
+impl Stored for f16 {
+    const DTYPE: u32 = KNPU_DTYPE_F16;
+}
+
+impl Stored for bf16 {
+    const DTYPE: u32 = KNPU_DTYPE_BF16;
+}
+
+/// The dtypes of storage types `A`, `B` and `C`.
+const fn dtypes<A: Stored, B: Stored, C: Stored>() -> (u32, u32, u32) {
+    (A::DTYPE, B::DTYPE, C::DTYPE)
+}
+
+/// Runs `$gemm.run_typed::<A, B, C>` for the listed combination `A B C` of storage types
+/// whose dtypes are `$gemm.dtypes`; any other combination is NOT_SUPPORTED.
+macro_rules! run_by_dtypes {
+    ($gemm:ident, $ctx:ident; $($a:ident $b:ident $c:ident),+) => {
+        match $gemm.dtypes {
+            $(d if d == dtypes::<$a, $b, $c>() => $gemm.run_typed::<$a, $b, $c>($ctx),)+
+            (a, b, c) => Err(Fault::new(
+                KNPU_STATUS_NOT_SUPPORTED,
+                format!("gemm dtypes (a {a}, b {b}, c {c}) are not supported"),
+            )),
+        }
+    };
+}
+
 impl Kernel for Gemm {
     const ID: u32 = KNPU_KERNEL_GEMM;
     const NAME: &'static str = "gemm";
@@ -106,45 +142,12 @@ impl Kernel for Gemm {
     }
 
     fn run(&self, ctx: &KernelContext<'_>) -> Result<(), Fault> {
-        match self.dtypes {
-            (KNPU_DTYPE_F32, KNPU_DTYPE_F32, KNPU_DTYPE_F32) => {
-                self.run_typed::<f32, f32, f32>(ctx)
-            }
-            (KNPU_DTYPE_F32, KNPU_DTYPE_F32, KNPU_DTYPE_F16) => {
-                self.run_typed::<f32, f32, f16>(ctx)
-            }
-            (KNPU_DTYPE_F32, KNPU_DTYPE_F32, KNPU_DTYPE_BF16) => {
-                self.run_typed::<f32, f32, bf16>(ctx)
-            }
-            (KNPU_DTYPE_F16, KNPU_DTYPE_F16, KNPU_DTYPE_F32) => {
-                self.run_typed::<f16, f16, f32>(ctx)
-            }
-            (KNPU_DTYPE_F16, KNPU_DTYPE_F16, KNPU_DTYPE_F16) => {
-                self.run_typed::<f16, f16, f16>(ctx)
-            }
-            (KNPU_DTYPE_F16, KNPU_DTYPE_F16, KNPU_DTYPE_BF16) => {
-                self.run_typed::<f16, f16, bf16>(ctx)
-            }
-            (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_F32) => {
-                self.run_typed::<bf16, bf16, f32>(ctx)
-            }
-            (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_F16) => {
-                self.run_typed::<bf16, bf16, f16>(ctx)
-            }
-            (KNPU_DTYPE_BF16, KNPU_DTYPE_BF16, KNPU_DTYPE_BF16) => {
-                self.run_typed::<bf16, bf16, bf16>(ctx)
-            }
-            (KNPU_DTYPE_F32, KNPU_DTYPE_F16, KNPU_DTYPE_F32) => {
-                self.run_typed::<f32, f16, f32>(ctx)
-            }
-            (KNPU_DTYPE_F32, KNPU_DTYPE_BF16, KNPU_DTYPE_F32) => {
-                self.run_typed::<f32, bf16, f32>(ctx)
-            }
-            (a, b, c) => Err(Fault::new(
-                KNPU_STATUS_NOT_SUPPORTED,
-                format!("gemm dtypes (a {a}, b {b}, c {c}) are not supported"),
-            )),
-        }
+        // The combinations the op definition accepts, as A B C storage types.
+        run_by_dtypes!(self, ctx;
+            f32 f32 f32, f32 f32 f16, f32 f32 bf16,
+            f16 f16 f32, f16 f16 f16, f16 f16 bf16,
+            bf16 bf16 f32, bf16 bf16 f16, bf16 bf16 bf16,
+            f32 f16 f32, f32 bf16 f32)
     }
 }
 

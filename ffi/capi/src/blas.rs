@@ -275,7 +275,7 @@ fn stride(s: c_longlong, name: &str) -> Result<usize> {
 
 /// Names the runtime's operands as the caller knows them (its `a` is the caller's B), or
 /// says in which view a message names them.
-fn column_major(e: Error) -> Error {
+fn column_major(mut e: Error) -> Error {
     let swap = |operand: &'static str| match operand {
         "a" => "B",
         "b" => "A",
@@ -284,41 +284,23 @@ fn column_major(e: Error) -> Error {
     };
     let view = "in the row-major view C^T = op(B)^T op(A)^T, whose m is n, whose n is m, \
                 whose a is B and whose b is A";
-    match e {
+    match &mut e {
         Error::Shape {
-            operand,
-            expected,
-            actual,
-        } => Error::Shape {
-            operand: swap(operand),
-            expected: format!("{expected} ({view})"),
-            actual,
-        },
-        Error::Dtype {
-            operand,
-            expected,
-            actual,
-        } => Error::Dtype {
-            operand: swap(operand),
-            expected: format!("{expected} ({view})"),
-            actual,
-        },
-        Error::DeviceMismatch {
-            operand,
-            expected,
-            actual,
-        } => Error::DeviceMismatch {
-            operand: swap(operand),
-            expected,
-            actual,
-        },
+            operand, expected, ..
+        }
+        | Error::Dtype {
+            operand, expected, ..
+        } => {
+            *operand = swap(operand);
+            *expected = format!("{expected} ({view})");
+        }
+        Error::DeviceMismatch { operand, .. } => *operand = swap(operand),
         // The launcher's other refusals (a misaligned operand, overlapping batches of C)
         // name its operands and fields in the row-major view: say which view that is.
-        Error::InvalidValue { detail } => Error::InvalidValue {
-            detail: format!("{detail} ({view})"),
-        },
-        other => other,
+        Error::InvalidValue { detail } => *detail = format!("{detail} ({view})"),
+        _ => {}
     }
+    e
 }
 
 impl BlasGemm {

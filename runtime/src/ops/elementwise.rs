@@ -116,44 +116,31 @@ pub fn elementwise<T: DType>(
     Ok(())
 }
 
-/// Queues `out = a + b`.
-pub fn add<T: DType>(
-    stream: &Stream,
-    a: &impl AsDeviceSlice<T>,
-    b: &impl AsDeviceSlice<T>,
-    out: &mut impl AsDeviceSliceMut<T>,
-) -> Result<()> {
-    elementwise(stream, ElementwiseOp::Add, a, Some(b), out)
+/// Defines launchers of the ops that combine two operands with no scalar: each queues
+/// `out = a op b` through [`elementwise`].
+macro_rules! two_operand_launchers {
+    ($($(#[$doc:meta])* $name:ident => $op:ident;)+) => {$(
+        $(#[$doc])*
+        pub fn $name<T: DType>(
+            stream: &Stream,
+            a: &impl AsDeviceSlice<T>,
+            b: &impl AsDeviceSlice<T>,
+            out: &mut impl AsDeviceSliceMut<T>,
+        ) -> Result<()> {
+            elementwise(stream, ElementwiseOp::$op, a, Some(b), out)
+        }
+    )+};
 }
 
-/// Queues `out = a * b`.
-pub fn mul<T: DType>(
-    stream: &Stream,
-    a: &impl AsDeviceSlice<T>,
-    b: &impl AsDeviceSlice<T>,
-    out: &mut impl AsDeviceSliceMut<T>,
-) -> Result<()> {
-    elementwise(stream, ElementwiseOp::Mul, a, Some(b), out)
-}
-
-/// Queues `out = a - b`.
-pub fn sub<T: DType>(
-    stream: &Stream,
-    a: &impl AsDeviceSlice<T>,
-    b: &impl AsDeviceSlice<T>,
-    out: &mut impl AsDeviceSliceMut<T>,
-) -> Result<()> {
-    elementwise(stream, ElementwiseOp::Sub, a, Some(b), out)
-}
-
-/// Queues `out = a / b` (IEEE division in f32; needs a driver of ABI 2.1).
-pub fn div<T: DType>(
-    stream: &Stream,
-    a: &impl AsDeviceSlice<T>,
-    b: &impl AsDeviceSlice<T>,
-    out: &mut impl AsDeviceSliceMut<T>,
-) -> Result<()> {
-    elementwise(stream, ElementwiseOp::Div, a, Some(b), out)
+two_operand_launchers! {
+    /// Queues `out = a + b`.
+    add => Add;
+    /// Queues `out = a * b`.
+    mul => Mul;
+    /// Queues `out = a - b`.
+    sub => Sub;
+    /// Queues `out = a / b` (IEEE division in f32; needs a driver of ABI 2.1).
+    div => Div;
 }
 
 /// Queues `out = alpha * a + b`.

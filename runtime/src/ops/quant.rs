@@ -148,6 +148,19 @@ fn check_scales(
 
 /// Checks that plain operand `s` is on the stream's device and holds exactly `elems`
 /// elements (`dims` names the shape in the message).
+/// [`check_plain`] for a `[rows, cols]` matrix operand whose dimensions are named (`m`,
+/// `k`, ...) in the expected shape.
+fn check_matrix<T>(
+    stream: &Stream,
+    name: &'static str,
+    s: &DeviceSlice<'_, T>,
+    [(rows_name, rows), (cols_name, cols)]: [(&str, usize); 2],
+) -> Result<()> {
+    let elems = mul(rows, cols, name)?;
+    let dims = format!("[{rows_name}={rows}, {cols_name}={cols}]");
+    check_plain(stream, name, s, elems, &dims)
+}
+
 fn check_plain<T>(
     stream: &Stream,
     name: &'static str,
@@ -296,18 +309,6 @@ impl<'a> QMatmul<'a> {
         }
     }
 
-    /// Adds `bias` (`n` f32 values) to every row.
-    pub fn bias(mut self, bias: &'a impl AsDeviceSlice<f32>) -> QMatmul<'a> {
-        self.bias = Some(bias.as_device_slice());
-        self
-    }
-
-    /// Applies `activation` after the bias.
-    pub fn activation(mut self, activation: Activation) -> QMatmul<'a> {
-        self.activation = activation;
-        self
-    }
-
     /// Chooses integer or f32 arithmetic.
     pub fn act_quant(mut self, act_quant: ActQuant) -> QMatmul<'a> {
         self.act_quant = act_quant;
@@ -338,8 +339,8 @@ pub fn qmatmul<TX: DType, TY: DType>(
     float::<TX>("x")?;
     float::<TY>("y")?;
     w.check(stream, "w", "w_scales")?;
-    check_plain(stream, "x", &x, mul(m, k, "x")?, &format!("[m={m}, k={k}]"))?;
-    check_plain(stream, "y", &y, mul(m, n, "y")?, &format!("[m={m}, n={n}]"))?;
+    check_matrix(stream, "x", &x, [("m", m), ("k", k)])?;
+    check_matrix(stream, "y", &y, [("m", m), ("n", n)])?;
     if let Some(b) = &q.bias {
         check_plain(stream, "bias", b, n, &format!("[n={n}]"))?;
     }
@@ -407,19 +408,28 @@ impl<'a> W8A8Gemm<'a> {
             activation: Activation::None,
         }
     }
-
-    /// Adds `bias` (`n` f32 values) to every row.
-    pub fn bias(mut self, bias: &'a impl AsDeviceSlice<f32>) -> W8A8Gemm<'a> {
-        self.bias = Some(bias.as_device_slice());
-        self
-    }
-
-    /// Applies `activation` after the bias.
-    pub fn activation(mut self, activation: Activation) -> W8A8Gemm<'a> {
-        self.activation = activation;
-        self
-    }
 }
+
+/// The epilogue builder methods of an op with a `bias` and an `activation` field.
+macro_rules! epilogue_builders {
+    ($($op:ident),+) => {$(
+        impl<'a> $op<'a> {
+            /// Adds `bias` (`n` f32 values) to every row.
+            pub fn bias(mut self, bias: &'a impl AsDeviceSlice<f32>) -> $op<'a> {
+                self.bias = Some(bias.as_device_slice());
+                self
+            }
+
+            /// Applies `activation` after the bias.
+            pub fn activation(mut self, activation: Activation) -> $op<'a> {
+                self.activation = activation;
+                self
+            }
+        }
+    )+};
+}
+
+epilogue_builders!(QMatmul, W8A8Gemm);
 
 /// The longest reduction [`w8a8_gemm`] sums exactly.
 pub const W8A8_MAX_K: usize = abi::ops::quant::W8A8_MAX_K as usize;
@@ -449,23 +459,11 @@ pub fn w8a8_gemm<TY: DType>(
     );
     let (m, n, k) = (g.m, g.n, g.k);
     float::<TY>("y")?;
-    check_plain(
-        stream,
-        "xq",
-        &xq,
-        mul(m, k, "xq")?,
-        &format!("[m={m}, k={k}]"),
-    )?;
+    check_matrix(stream, "xq", &xq, [("m", m), ("k", k)])?;
     check_plain(stream, "x_scales", &xs, m, &format!("[m={m}]"))?;
-    check_plain(
-        stream,
-        "wq",
-        &wq,
-        mul(n, k, "wq")?,
-        &format!("[n={n}, k={k}]"),
-    )?;
+    check_matrix(stream, "wq", &wq, [("n", n), ("k", k)])?;
     check_plain(stream, "w_scales", &ws, n, &format!("[n={n}]"))?;
-    check_plain(stream, "y", &y, mul(m, n, "y")?, &format!("[m={m}, n={n}]"))?;
+    check_matrix(stream, "y", &y, [("m", m), ("n", n)])?;
     if let Some(b) = &g.bias {
         check_plain(stream, "bias", b, n, &format!("[n={n}]"))?;
     }
@@ -520,13 +518,7 @@ pub fn qembedding<T: DType>(
     float::<T>("out")?;
     table.check(stream, "table", "scales")?;
     same_device(stream, "ids", &ids)?;
-    check_plain(
-        stream,
-        "out",
-        &out,
-        mul(tokens, dim, "out")?,
-        &format!("[tokens={tokens}, dim={dim}]"),
-    )?;
+    check_matrix(stream, "out", &out, [("tokens", tokens), ("dim", dim)])?;
     supported::<T>(stream, abi::KNPU_KERNEL_QEMBEDDING, "qembedding")?;
     if tokens == 0 || dim == 0 {
         return Ok(());

@@ -75,21 +75,10 @@ pub fn validate(p: &KnpuGemmParams) -> Result<Extents, OpError> {
     Activation::try_from(p.activation)?;
     let work = p.m > 0 && p.n > 0 && p.batch_count > 0;
     let live = |elems: u64| if work { elems } else { 0 };
-    let a = matrix_elems(
-        "a",
-        stored(trans_a, p.m, p.k),
-        p.lda,
-        p.batch_count,
-        p.stride_a,
-    )?;
-    let b = matrix_elems(
-        "b",
-        stored(trans_b, p.k, p.n),
-        p.ldb,
-        p.batch_count,
-        p.stride_b,
-    )?;
-    let c = matrix_elems("c", (p.m, p.n), p.ldc, p.batch_count, p.stride_c)?;
+    let operand = |name, dims, ld, stride| matrix_elems(name, dims, ld, p.batch_count, stride);
+    let a = operand("a", stored(trans_a, p.m, p.k), p.lda, p.stride_a)?;
+    let b = operand("b", stored(trans_b, p.k, p.n), p.ldb, p.stride_b)?;
+    let c = operand("c", (p.m, p.n), p.ldc, p.stride_c)?;
     check_c_batches(p.m, p.n, p.ldc, p.batch_count, p.stride_c)?;
     let mut out = Extents::default();
     out.push(Extent::new("a", p.a, live(a), size_a, false)?);
@@ -99,13 +88,7 @@ pub fn validate(p: &KnpuGemmParams) -> Result<Extents, OpError> {
         out.push(Extent::new("bias", p.bias, live(p.n), 4, false)?);
     }
     if p.residual != 0 {
-        let r = matrix_elems(
-            "residual",
-            (p.m, p.n),
-            p.ld_residual,
-            p.batch_count,
-            p.stride_residual,
-        )?;
+        let r = operand("residual", (p.m, p.n), p.ld_residual, p.stride_residual)?;
         out.push(Extent::new("residual", p.residual, live(r), size_c, false)?);
     }
     Ok(out)

@@ -91,34 +91,41 @@ pub fn elementwise_activation(raw: u32) -> Result<Activation, OpError> {
 
 /// KNPU_KERNEL_RMS_NORM: extents `x`, `weight`, `out`.
 pub fn validate_rms_norm(p: &KnpuRmsNormParams) -> Result<Extents, OpError> {
-    let size = float_size("x", p.dtype)?;
-    let n = product("x", &[p.rows, p.cols])?;
-    check_eps(p.eps)?;
-    let mut e = Extents::default();
-    e.push(Extent::input("x", p.x, n, size)?);
-    e.push(Extent::input(
-        "weight",
-        p.weight,
-        live(n > 0, p.cols),
-        size,
-    )?);
-    e.push(Extent::output("out", p.out, n, size)?);
-    Ok(e)
+    norm_extents(p.dtype, p.rows, p.cols, p.eps, [p.x, p.weight, 0, p.out])
 }
 
 /// KNPU_KERNEL_LAYER_NORM: extents `x`, `weight`, `bias` when given, `out`.
 pub fn validate_layer_norm(p: &KnpuLayerNormParams) -> Result<Extents, OpError> {
-    let size = float_size("x", p.dtype)?;
-    let n = product("x", &[p.rows, p.cols])?;
-    check_eps(p.eps)?;
-    let row = live(n > 0, p.cols);
+    norm_extents(
+        p.dtype,
+        p.rows,
+        p.cols,
+        p.eps,
+        [p.x, p.weight, p.bias, p.out],
+    )
+}
+
+/// The rules both norms share: `x` and `out` are `[rows, cols]` of float `dtype`, `weight`
+/// and `bias` (0: none) one row of it. `addrs` are `x`, `weight`, `bias`, `out`.
+fn norm_extents(
+    dtype: u32,
+    rows: u64,
+    cols: u64,
+    eps: f32,
+    addrs: [u64; 4],
+) -> Result<Extents, OpError> {
+    let [x, weight, bias, out] = addrs;
+    let size = float_size("x", dtype)?;
+    let n = product("x", &[rows, cols])?;
+    check_eps(eps)?;
+    let row = live(n > 0, cols);
     let mut e = Extents::default();
-    e.push(Extent::input("x", p.x, n, size)?);
-    e.push(Extent::input("weight", p.weight, row, size)?);
-    if p.bias != 0 {
-        e.push(Extent::input("bias", p.bias, row, size)?);
+    e.push(Extent::input("x", x, n, size)?);
+    e.push(Extent::input("weight", weight, row, size)?);
+    if bias != 0 {
+        e.push(Extent::input("bias", bias, row, size)?);
     }
-    e.push(Extent::output("out", p.out, n, size)?);
+    e.push(Extent::output("out", out, n, size)?);
     Ok(e)
 }
 
