@@ -389,6 +389,25 @@ unsafe fn array<'a, T>(ptr: *const T, count: u32) -> Result<&'a [T], KnpuStatus>
     Ok(unsafe { std::slice::from_raw_parts(ptr, count as usize) })
 }
 
+/// A caller's versioned ABI struct, read once its `struct_size` (the first field of every
+/// versioned struct of the ABI) shows at least the fields ending at `min_end`;
+/// `INVALID_VALUE` when `p` is null or the struct is older.
+///
+/// # Safety
+/// - `p` must be null or point to a readable `T` of at least its `struct_size` bytes.
+pub(crate) unsafe fn read_versioned<T>(p: *const T, min_end: usize) -> Result<T, KnpuStatus> {
+    if p.is_null() {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    // SAFETY: non-null; `struct_size` comes first and is read before the rest is trusted.
+    let size = unsafe { p.cast::<usize>().read_unaligned() };
+    if !has_field(size, min_end) {
+        return Err(KNPU_STATUS_INVALID_VALUE);
+    }
+    // SAFETY: the struct holds this version's fields (the caller's contract).
+    Ok(unsafe { p.read_unaligned() })
+}
+
 /// Validates `info` and builds the owned submission.
 ///
 /// # Safety
@@ -399,17 +418,9 @@ pub unsafe fn build(
     driver: &Driver,
     info: *const KnpuSubmitInfo,
 ) -> Result<Submission, KnpuStatus> {
-    if info.is_null() {
-        return Err(KNPU_STATUS_INVALID_VALUE);
-    }
-    // SAFETY: non-null; the caller guarantees at least struct_size readable bytes, and the
-    // first field is read before the rest is trusted.
-    let struct_size = unsafe { std::ptr::addr_of!((*info).struct_size).read_unaligned() };
-    if !has_field(struct_size, field_end!(KnpuSubmitInfo, signal_values)) {
-        return Err(KNPU_STATUS_INVALID_VALUE);
-    }
-    // SAFETY: the struct is at least as large as this version's KnpuSubmitInfo.
-    let info = unsafe { info.read_unaligned() };
+    // SAFETY: the caller's contract for `info`.
+    let info = unsafe { read_versioned(info, field_end!(KnpuSubmitInfo, signal_values)) }?;
+    let struct_size = info.struct_size;
     // SAFETY: the caller guarantees the arrays hold the counts stated.
     let (wait_sems, wait_values, signal_sems, signal_values) = unsafe {
         (

@@ -122,9 +122,21 @@ unsafe fn copy_disjoint(ctx: &ExecContext<'_>, dst: *mut u8, src: *const u8, siz
     });
 }
 
-fn overlaps(a: *const u8, b: *const u8, size: u64) -> bool {
-    let (a, b, n) = (a as usize, b as usize, size as usize);
-    a < b.saturating_add(n) && b < a.saturating_add(n)
+/// Copies `size` bytes between two resolved device ranges, which may overlap (memmove
+/// semantics, as when a device copies within one buffer or names itself as its own peer).
+///
+/// # Safety
+/// - `src` must be readable and `dst` writable for `size` bytes, and nothing else may write
+///   them while the copy runs.
+unsafe fn copy_device(ctx: &ExecContext<'_>, dst: *mut u8, src: *const u8, size: u64) {
+    let (a, b, n) = (src as usize, dst as usize, size as usize);
+    if a < b.saturating_add(n) && b < a.saturating_add(n) {
+        // SAFETY: both ranges are valid for `size` bytes (caller); ptr::copy is a memmove.
+        unsafe { std::ptr::copy(src, dst, n) };
+    } else {
+        // SAFETY: both ranges valid (caller) and disjoint.
+        unsafe { copy_disjoint(ctx, dst, src, size) };
+    }
 }
 
 /// Executes `cmd` with every earlier command of its queue done.
@@ -163,14 +175,8 @@ pub fn execute(ctx: &ExecContext<'_>, cmd: &Command) -> Result<Outcome, Fault> {
             if size > 0 {
                 let s = mem.resolve(src, size)?;
                 let d = mem.resolve(dst, size)?;
-                if overlaps(s, d, size) {
-                    // SAFETY: both ranges are `size` bytes of live allocations; ptr::copy
-                    // has memmove semantics for the overlap.
-                    unsafe { std::ptr::copy(s, d, size as usize) };
-                } else {
-                    // SAFETY: both ranges live and disjoint.
-                    unsafe { copy_disjoint(ctx, d, s, size) };
-                }
+                // SAFETY: both ranges are `size` bytes of live allocations.
+                unsafe { copy_device(ctx, d, s, size) };
             }
             Ok(Outcome {
                 bytes: size,
@@ -194,13 +200,9 @@ pub fn execute(ctx: &ExecContext<'_>, cmd: &Command) -> Result<Outcome, Fault> {
                     )
                 })?;
                 let d = mem.resolve(dst, size)?;
-                if overlaps(s, d, size) {
-                    // SAFETY: both live (the same device named as its own peer); memmove.
-                    unsafe { std::ptr::copy(s, d, size as usize) };
-                } else {
-                    // SAFETY: both ranges live and disjoint.
-                    unsafe { copy_disjoint(ctx, d, s, size) };
-                }
+                // SAFETY: both ranges are `size` bytes of live allocations (on two devices,
+                // or on one that names itself as its own peer).
+                unsafe { copy_device(ctx, d, s, size) };
             }
             Ok(Outcome {
                 bytes: size,

@@ -283,17 +283,8 @@ unsafe extern "C" fn device_inject_fault(
     guard(|| {
         let d = device_of(device)?;
         d.check_alive()?;
-        if fault.is_null() {
-            return Err(KNPU_STATUS_INVALID_VALUE);
-        }
-        // SAFETY: non-null; the caller guarantees struct_size readable bytes, and the first
-        // field is read before the rest.
-        let size = unsafe { std::ptr::addr_of!((*fault).struct_size).read_unaligned() };
-        if !has_field(size, field_end!(KnpuFaultInjection, count)) {
-            return Err(KNPU_STATUS_INVALID_VALUE);
-        }
-        // SAFETY: the struct holds at least this version's fields.
-        let f = unsafe { fault.read_unaligned() };
+        // SAFETY: the caller passes null or a struct of at least struct_size readable bytes.
+        let f = unsafe { command::read_versioned(fault, field_end!(KnpuFaultInjection, count)) }?;
         match f.kind {
             KNPU_FAULT_NONE => d.faults.clear(),
             KNPU_FAULT_FAIL_ALLOC if f.count > 0 => d.faults.arm_alloc(f.count),

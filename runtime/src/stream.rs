@@ -142,6 +142,19 @@ pub(crate) struct Submit<'a> {
     pub(crate) keep: Option<Box<dyn Any + Send>>,
 }
 
+/// The two ends of one copy command.
+#[derive(Clone, Copy)]
+enum Ends {
+    /// Host memory to a device address.
+    HostToDevice(*const u8, u64),
+    /// A device address to host memory.
+    DeviceToHost(u64, *mut u8),
+    /// Device address to device address, on the stream's device.
+    DeviceToDevice(u64, u64),
+    /// From an address on another device of the same driver (the raw device) to one here.
+    Peer(u64, u64, abi::KnpuDriverDevice),
+}
+
 struct HostFn(Box<dyn FnOnce() + Send>);
 
 thread_local! {
@@ -553,16 +566,10 @@ impl Stream {
                 Ok(s) => s,
                 Err(e2) => return dev.note(e2),
             };
-            let raw = sem.raw;
-            let one = 1u64;
-            // SAFETY: see `submit`; an empty submission only signals the fresh semaphore once
-            // everything queued before it is over.
-            let mut info = abi::KnpuSubmitInfo::sized();
-            info.signal_count = 1;
-            info.signal_semaphores = &raw;
-            info.signal_values = &one;
-            // SAFETY: the arrays outlive the call.
-            if let Err(e2) = unsafe { dev.inner.driver.queue_submit(self.inner.queue, &info) } {
+            // SAFETY: the fresh semaphore, signalled once everything queued before is over,
+            // is kept by the stream's state.
+            if let Err(e2) = unsafe { dev.inner.driver.queue_signal(self.inner.queue, sem.raw, 1) }
+            {
                 return dev.note(e2);
             }
             st.sem = sem.clone();
@@ -718,25 +725,55 @@ impl Stream {
         Ok(b)
     }
 
-    fn copy_command(
-        kind: u32,
-        src: u64,
-        dst: u64,
-        host_src: *const u8,
-        host_dst: *mut u8,
-        size: u64,
-    ) -> abi::KnpuCommand {
+    fn copy_command(ends: Ends, size: u64) -> abi::KnpuCommand {
+        use abi::{
+            KNPU_COMMAND_COPY_DEVICE_TO_DEVICE as D2D, KNPU_COMMAND_COPY_DEVICE_TO_HOST as D2H,
+            KNPU_COMMAND_COPY_HOST_TO_DEVICE as H2D, KNPU_COMMAND_COPY_PEER as PEER,
+        };
+        let (no_src, no_dst): (*const u8, *mut u8) = (std::ptr::null(), std::ptr::null_mut());
+        let no_peer: abi::KnpuDriverDevice = std::ptr::null_mut();
+        let (type_, src, dst, host_src, host_dst, peer_device) = match ends {
+            Ends::HostToDevice(h, d) => (H2D, 0, d, h, no_dst, no_peer),
+            Ends::DeviceToHost(s, h) => (D2H, s, 0, no_src, h, no_peer),
+            Ends::DeviceToDevice(s, d) => (D2D, s, d, no_src, no_dst, no_peer),
+            Ends::Peer(s, d, peer) => (PEER, s, d, no_src, no_dst, peer),
+        };
         let mut cmd = abi::KnpuCommand::sized();
-        cmd.type_ = kind;
+        cmd.type_ = type_;
         cmd.u.copy = abi::KnpuCopyCommand {
             src,
             dst,
             host_src: host_src as *const std::os::raw::c_void,
             host_dst: host_dst as *mut std::os::raw::c_void,
             size,
-            peer_device: std::ptr::null_mut(),
+            peer_device,
         };
         cmd
+    }
+
+    /// Queues one copy of `size` bytes, holding `keep` until it is done; returns the stream
+    /// value the copy signals.
+    ///
+    /// # Safety
+    /// - Host memory named by `ends` must stay valid (and a destination unwritten by anything
+    ///   else) until the copy is done.
+    unsafe fn submit_copy(
+        &self,
+        ends: Ends,
+        size: u64,
+        keep: Option<Box<dyn Any + Send>>,
+    ) -> Result<u64> {
+        let cmd = Self::copy_command(ends, size);
+        // SAFETY: the caller's contract for the host memory; device addresses need none.
+        unsafe {
+            self.submit(
+                &[cmd],
+                Submit {
+                    keep,
+                    ..Default::default()
+                },
+            )
+        }
     }
 
     fn check_device(&self, operand: &'static str, d: &Device) -> Result<()> {
@@ -811,16 +848,9 @@ impl Stream {
         if src.is_empty() {
             return Ok(self.position().1);
         }
-        let cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
-            0,
-            d.addr(),
-            src.as_ptr() as *const u8,
-            std::ptr::null_mut(),
-            std::mem::size_of_val(src) as u64,
-        );
+        let ends = Ends::HostToDevice(src.as_ptr().cast(), d.addr());
         // SAFETY: the caller keeps `src` valid until the copy is done.
-        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        let v = unsafe { self.submit_copy(ends, std::mem::size_of_val(src) as u64, None) }?;
         d.note_use(self, v);
         Ok(v)
     }
@@ -872,24 +902,10 @@ impl Stream {
         if dst.is_empty() {
             return Ok(self.position().1);
         }
-        let cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_DEVICE_TO_HOST,
-            s.addr(),
-            0,
-            std::ptr::null(),
-            dst.as_mut_ptr() as *mut u8,
-            std::mem::size_of_val(dst) as u64,
-        );
+        let size = std::mem::size_of_val(dst) as u64;
+        let ends = Ends::DeviceToHost(s.addr(), dst.as_mut_ptr().cast());
         // SAFETY: the callers keep `dst` valid until the copy is done.
-        let v = unsafe {
-            self.submit(
-                &[cmd],
-                Submit {
-                    keep,
-                    ..Default::default()
-                },
-            )
-        }?;
+        let v = unsafe { self.submit_copy(ends, size, keep) }?;
         s.note_use(self, v);
         Ok(v)
     }
@@ -907,25 +923,11 @@ impl Stream {
         if src.is_empty() {
             return Ok(());
         }
-        let cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
-            0,
-            d.addr(),
-            src.as_ptr() as *const u8,
-            std::ptr::null_mut(),
-            std::mem::size_of_val(src.as_slice()) as u64,
-        );
+        let size = std::mem::size_of_val(src.as_slice()) as u64;
+        let ends = Ends::HostToDevice(src.as_ptr().cast(), d.addr());
         // SAFETY: `src` moves into the submission's keep-alive (the stream's list, or the
         // graph when capturing), so it outlives the copy; its heap block does not move.
-        let v = unsafe {
-            self.submit(
-                &[cmd],
-                Submit {
-                    keep: Some(Box::new(src)),
-                    ..Default::default()
-                },
-            )
-        }?;
+        let v = unsafe { self.submit_copy(ends, size, Some(Box::new(src))) }?;
         d.note_use(self, v);
         Ok(())
     }
@@ -944,16 +946,9 @@ impl Stream {
         if s.is_empty() {
             return Ok(());
         }
-        let cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_DEVICE_TO_DEVICE,
-            s.addr(),
-            d.addr(),
-            std::ptr::null(),
-            std::ptr::null_mut(),
-            (s.len() * std::mem::size_of::<T>()) as u64,
-        );
+        let size = (s.len() * std::mem::size_of::<T>()) as u64;
         // SAFETY: no host memory.
-        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        let v = unsafe { self.submit_copy(Ends::DeviceToDevice(s.addr(), d.addr()), size, None) }?;
         s.note_use(self, v);
         d.note_use(self, v);
         Ok(())
@@ -983,16 +978,10 @@ impl Stream {
         }
         let es = std::mem::size_of::<T>() as u64;
         let base = buf.device_address();
-        let cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_DEVICE_TO_DEVICE,
-            base + src_offset as u64 * es,
-            base + dst_offset as u64 * es,
-            std::ptr::null(),
-            std::ptr::null_mut(),
-            count as u64 * es,
-        );
+        let ends =
+            Ends::DeviceToDevice(base + src_offset as u64 * es, base + dst_offset as u64 * es);
         // SAFETY: no host memory.
-        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        let v = unsafe { self.submit_copy(ends, count as u64 * es, None) }?;
         buf.as_device_slice().note_use(self, v);
         Ok(())
     }
@@ -1017,15 +1006,10 @@ impl Stream {
         if s.is_empty() {
             return Ok(());
         }
-        let mut cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_PEER,
-            s.addr(),
-            d.addr(),
-            std::ptr::null(),
-            std::ptr::null_mut(),
+        let cmd = Self::copy_command(
+            Ends::Peer(s.addr(), d.addr(), s.device().inner.raw),
             (s.len() * std::mem::size_of::<T>()) as u64,
         );
-        cmd.u.copy.peer_device = s.device().inner.raw;
         // The source's own stream must be done with it first.
         let src_stream = s.buffer_stream();
         let waits = [src_stream.position()];
@@ -1120,16 +1104,9 @@ impl Stream {
             return Ok(());
         }
         self.check_raw_range(src, dst.len() as u64)?;
-        let cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_DEVICE_TO_HOST,
-            src,
-            0,
-            std::ptr::null(),
-            dst.as_mut_ptr(),
-            dst.len() as u64,
-        );
+        let ends = Ends::DeviceToHost(src, dst.as_mut_ptr());
         // SAFETY: we wait before returning, so `dst` outlives the copy.
-        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        let v = unsafe { self.submit_copy(ends, dst.len() as u64, None) }?;
         self.wait_own(v)
     }
 
@@ -1141,16 +1118,9 @@ impl Stream {
             return Ok(());
         }
         self.check_raw_range(dst, src.len() as u64)?;
-        let cmd = Self::copy_command(
-            abi::KNPU_COMMAND_COPY_HOST_TO_DEVICE,
-            0,
-            dst,
-            src.as_ptr(),
-            std::ptr::null_mut(),
-            src.len() as u64,
-        );
+        let ends = Ends::HostToDevice(src.as_ptr(), dst);
         // SAFETY: we wait before returning, so `src` outlives the copy.
-        let v = unsafe { self.submit(&[cmd], Submit::default()) }?;
+        let v = unsafe { self.submit_copy(ends, src.len() as u64, None) }?;
         self.wait_own(v)
     }
 

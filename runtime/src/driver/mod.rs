@@ -432,6 +432,25 @@ impl Driver {
         check(unsafe { (self.t.queue_submit)(q, info) }, "queue_submit")
     }
 
+    /// Submits nothing but a signal of `sem` to `value`, given once everything queued on
+    /// `q` before it is over.
+    ///
+    /// # Safety
+    /// - `sem` stays alive until the submission completes.
+    pub(crate) unsafe fn queue_signal(
+        &self,
+        q: abi::KnpuQueue,
+        sem: abi::KnpuSemaphore,
+        value: u64,
+    ) -> Result<()> {
+        let mut info = abi::KnpuSubmitInfo::sized();
+        info.signal_count = 1;
+        info.signal_semaphores = &sem;
+        info.signal_values = &value;
+        // SAFETY: no commands; the arrays outlive the call and the caller keeps `sem` alive.
+        unsafe { self.queue_submit(q, &info) }
+    }
+
     pub(crate) fn semaphore_create(
         &self,
         d: abi::KnpuDriverDevice,

@@ -654,14 +654,8 @@ impl GraphExec {
             .collect::<Result<_>>()?;
         let mut drains = Vec::new();
         for (q, sem) in fresh.iter().enumerate().skip(1) {
-            let raw = sem.raw;
-            let one = 1u64;
-            let mut info = abi::KnpuSubmitInfo::sized();
-            info.signal_count = 1;
-            info.signal_semaphores = &raw;
-            info.signal_values = &one;
-            // SAFETY: the arrays outlive the call; the semaphore is held by the instance.
-            unsafe { d.driver.queue_submit(inner.queues[q - 1], &info) }
+            // SAFETY: the semaphore is held by the instance.
+            unsafe { d.driver.queue_signal(inner.queues[q - 1], sem.raw, 1) }
                 .map_err(|e| inner.device.note(e))?;
             drains.push((sem.clone(), 1));
         }
