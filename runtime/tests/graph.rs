@@ -44,7 +44,7 @@ fn v(n: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
 
 #[test]
 fn captured_replay_equals_eager_with_fork_and_join() {
-    let (_serial, d, s1, s2) = setup_two_streams();
+    let (_serial, _d, s1, s2) = setup_two_streams();
     let n = 1000;
     let x = s1.from_slice(&v(n, |i| i as f32 * 0.25)).unwrap();
 
@@ -264,7 +264,7 @@ fn whole_graph_update_reports_cuda_result_codes() {
 
 #[test]
 fn illegal_operations_during_capture_invalidate_it_and_the_stream_stays_usable() {
-    let (_serial, d, s) = setup();
+    let (_serial, _d, s) = setup();
     let a = s.from_slice(&[1.0f32; 8]).unwrap();
     let mut out = s.alloc::<f32>(8).unwrap();
     let mut host = [0f32; 8];
@@ -338,7 +338,7 @@ fn capture_modes_decide_what_other_calls_may_do() {
 
 #[test]
 fn unjoined_fork_fails_end_capture() {
-    let (_serial, _, s1, s2) = setup_two_streams();
+    let (_serial, _d, s1, s2) = setup_two_streams();
     let a = s1.from_slice(&[1.0f32; 4]).unwrap();
     let mut out = s1.alloc::<f32>(4).unwrap();
     s1.synchronize().unwrap();

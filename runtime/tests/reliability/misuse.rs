@@ -228,7 +228,7 @@ const CASES: &[(&str, Case)] = &[
         still_works(&Stream::new(&d).unwrap())
     }),
     ("buffers_dropped_with_work_pending", || {
-        let (d, s) = device_and_stream();
+        let (_d, s) = device_and_stream();
         for _ in 0..50 {
             let x = s.from_slice(&[3.0f32; 4096]).unwrap();
             let mut y = s.alloc::<f32>(4096).unwrap();

@@ -44,7 +44,7 @@ fn free_behind_a_dropping_callback(s: &Stream, waited: usize, dropped: usize) {
 #[test]
 fn huge_allocation_is_out_of_memory_not_an_alias_of_live_memory() {
     bounded("huge allocation", 60, |p| {
-        let (d, s) = device_and_stream();
+        let (_d, s) = device_and_stream();
         let live = s.from_slice(&[0x11u8; 256]).unwrap();
         p.at("alloc::<u8>(usize::MAX)");
         for r in [

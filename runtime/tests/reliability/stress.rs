@@ -42,7 +42,7 @@ fn step(a: &Stream, b: &Stream, seed: usize, p: &Progress) -> Vec<f32> {
 #[test]
 fn concurrent_streams_events_and_frees_match_a_sequential_run() {
     let expected: Vec<Vec<f32>> = bounded("sequential reference", 120, |p| {
-        let (d, s) = device_and_stream();
+        let (_d, s) = device_and_stream();
         (0..THREADS * ITERS).map(|i| step(&s, &s, i, p)).collect()
     });
     let expected = Arc::new(expected);
