@@ -9,9 +9,10 @@ numpy's elementwise ufuncs, so the comparison uses knpu's `threads = 1` records.
 """
 
 import json
+import statistics
 import subprocess
 import sys
-import time
+import timeit
 
 import numpy as np
 
@@ -19,14 +20,9 @@ ROWS, COLS, HEAD_DIM = 512, 4096, 128
 
 
 def median_time(f, runs=15):
+    """The median of `runs` timed calls of `f` after one untimed warm-up call, in seconds."""
     f()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+    return statistics.median(timeit.repeat(f, repeat=runs, number=1))
 
 
 def numpy_cases():

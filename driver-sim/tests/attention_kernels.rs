@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{KernelQueue, Sim};
+use common::{KernelQueue, Refusal, Sim, ILLEGAL, INVALID};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
@@ -37,91 +37,64 @@ struct Problem {
 fn problem() -> Problem {
     let k = KernelQueue::new();
     let (q_desc, k_desc) = (bshd(2, 3, 4, 8), bshd(2, 5, 2, 8));
-    let mut params = KnpuAttentionParams::sized();
-    params.dtype = KNPU_DTYPE_F32;
-    params.flags = KNPU_ATTENTION_CAUSAL;
-    params.q_desc = q_desc;
-    params.k_desc = k_desc;
-    params.v_desc = k_desc;
-    params.out_desc = q_desc;
-    params.q = k.alloc(elems(&q_desc) * 4);
-    params.k = k.alloc(elems(&k_desc) * 4);
-    params.v = k.alloc(elems(&k_desc) * 4);
-    params.out = k.alloc(elems(&q_desc) * 4);
+    let params = KnpuAttentionParams {
+        dtype: KNPU_DTYPE_F32,
+        flags: KNPU_ATTENTION_CAUSAL,
+        q_desc,
+        k_desc,
+        v_desc: k_desc,
+        out_desc: q_desc,
+        q: k.alloc(elems(&q_desc) * 4),
+        k: k.alloc(elems(&k_desc) * 4),
+        v: k.alloc(elems(&k_desc) * 4),
+        out: k.alloc(elems(&q_desc) * 4),
+        ..KnpuAttentionParams::sized()
+    };
     Problem { k, params }
 }
 
 #[test]
 fn every_attention_kernel_takes_the_float_types() {
-    let sim = sim();
-    let d = sim.device(0);
-    for id in [
-        KNPU_KERNEL_ATTENTION,
-        KNPU_KERNEL_PAGED_ATTENTION,
-        KNPU_KERNEL_KV_APPEND,
-        KNPU_KERNEL_PAGED_KV_APPEND,
-    ] {
-        for (dtype, want) in [
-            (KNPU_DTYPE_F32, true),
-            (KNPU_DTYPE_F16, true),
-            (KNPU_DTYPE_BF16, true),
-            (KNPU_DTYPE_I8, false),
-            (KNPU_DTYPE_F64, false),
-        ] {
-            let supported = sim.supports_kernel(d, id, dtype);
-            assert_eq!(supported, want, "kernel {id:#x} dtype {dtype}");
-        }
-    }
+    let floats: &[u32] = &[KNPU_DTYPE_F32, KNPU_DTYPE_F16, KNPU_DTYPE_BF16];
+    let others: &[u32] = &[KNPU_DTYPE_I8, KNPU_DTYPE_F64];
+    common::assert_kernel_dtypes(
+        &sim(),
+        &[
+            (KNPU_KERNEL_ATTENTION, floats, others),
+            (KNPU_KERNEL_PAGED_ATTENTION, floats, others),
+            (KNPU_KERNEL_KV_APPEND, floats, others),
+            (KNPU_KERNEL_PAGED_KV_APPEND, floats, others),
+        ],
+    );
 }
 
 #[test]
 fn a_valid_problem_runs() {
     let p = problem();
-    assert_eq!(
-        p.k.run(KNPU_KERNEL_ATTENTION, &p.params),
-        (KNPU_STATUS_SUCCESS, String::new())
-    );
+    p.k.assert_runs(KNPU_KERNEL_ATTENTION, &p.params);
 }
+
+/// Changes that make the valid problem's parameters wrong, each with the status its submit
+/// must return.
+const BAD_PARAMS: &[Refusal<KnpuAttentionParams>] = &[
+    ("struct_size short of its last field", INVALID, |x| {
+        x.struct_size = field_end!(KnpuAttentionParams, window)
+    }),
+    ("f64", KNPU_STATUS_NOT_SUPPORTED, |x| {
+        x.dtype = KNPU_DTYPE_F64
+    }),
+    ("flags 2", INVALID, |x| x.flags = 2),
+    ("k batch stride overflows", INVALID, |x| {
+        x.k_desc.batch_stride = u64::MAX / 2
+    }),
+    ("misaligned q", INVALID, |x| x.q += 2),
+    ("NaN scale", INVALID, |x| x.scale = f32::NAN),
+];
 
 #[test]
 fn bad_parameter_structs_are_refused_at_submit() {
     let p = problem();
-    let mut short = p.params;
-    short.struct_size = field_end!(KnpuAttentionParams, window);
-    assert_eq!(
-        p.k.submit(KNPU_KERNEL_ATTENTION, &short),
-        KNPU_STATUS_INVALID_VALUE
-    );
-    let mut f64s = p.params;
-    f64s.dtype = KNPU_DTYPE_F64;
-    assert_eq!(
-        p.k.submit(KNPU_KERNEL_ATTENTION, &f64s),
-        KNPU_STATUS_NOT_SUPPORTED
-    );
-    let mut flags = p.params;
-    flags.flags = 2;
-    assert_eq!(
-        p.k.submit(KNPU_KERNEL_ATTENTION, &flags),
-        KNPU_STATUS_INVALID_VALUE
-    );
-    let mut overflow = p.params;
-    overflow.k_desc.batch_stride = u64::MAX / 2;
-    assert_eq!(
-        p.k.submit(KNPU_KERNEL_ATTENTION, &overflow),
-        KNPU_STATUS_INVALID_VALUE
-    );
-    let mut misaligned = p.params;
-    misaligned.q += 2;
-    assert_eq!(
-        p.k.submit(KNPU_KERNEL_ATTENTION, &misaligned),
-        KNPU_STATUS_INVALID_VALUE
-    );
-    let mut nan = p.params;
-    nan.scale = f32::NAN;
-    assert_eq!(
-        p.k.submit(KNPU_KERNEL_ATTENTION, &nan),
-        KNPU_STATUS_INVALID_VALUE
-    );
+    p.k.assert_refused(KNPU_KERNEL_ATTENTION, &p.params, BAD_PARAMS);
     let mut append = KnpuKvAppendParams::sized();
     append.dtype = KNPU_DTYPE_F32;
     append.reserved = 1;
@@ -138,20 +111,13 @@ fn an_operand_past_its_allocation_is_an_illegal_address_naming_it() {
     let mut longer = p.params;
     longer.v_desc.batch_stride += 16;
     longer.k_desc.batch_stride += 16;
-    let (st, msg) = p.k.run(KNPU_KERNEL_ATTENTION, &longer);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
-    assert!(msg.contains("operand `k`"), "{msg}");
+    p.k.assert_fault(KNPU_KERNEL_ATTENTION, &longer, ILLEGAL, &["operand `k`"]);
     // An lse array at an unmapped address.
     let mut lse = p.params;
     lse.lse = p.params.out + (1 << 30);
-    let (st, msg) = p.k.run(KNPU_KERNEL_ATTENTION, &lse);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
-    assert!(msg.contains("operand `lse`"), "{msg}");
+    p.k.assert_fault(KNPU_KERNEL_ATTENTION, &lse, ILLEGAL, &["operand `lse`"]);
     // The queue goes on.
-    assert_eq!(
-        p.k.run(KNPU_KERNEL_ATTENTION, &p.params).0,
-        KNPU_STATUS_SUCCESS
-    );
+    p.k.assert_runs(KNPU_KERNEL_ATTENTION, &p.params);
 
     // A paged block table shorter than [batch, max_blocks_per_seq].
     let mut paged = KnpuPagedAttentionParams::sized();
@@ -174,19 +140,22 @@ fn an_operand_past_its_allocation_is_an_illegal_address_naming_it() {
     paged.v_cache = p.params.v;
     paged.kv_lens = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[5, 8]));
     paged.block_table = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 1, 1]));
-    let (st, msg) = p.k.run(KNPU_KERNEL_PAGED_ATTENTION, &paged);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS);
-    assert!(msg.contains("operand `block_table`"), "{msg}");
-    paged.block_table = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 1, 1, 0]));
-    assert_eq!(
-        p.k.run(KNPU_KERNEL_PAGED_ATTENTION, &paged),
-        (KNPU_STATUS_SUCCESS, String::new())
+    p.k.assert_fault(
+        KNPU_KERNEL_PAGED_ATTENTION,
+        &paged,
+        ILLEGAL,
+        &["operand `block_table`"],
     );
+    paged.block_table = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 1, 1, 0]));
+    p.k.assert_runs(KNPU_KERNEL_PAGED_ATTENTION, &paged);
     // A table entry outside the cache: the kernel's own message.
     paged.block_table = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 1, 1, 2]));
-    let (st, msg) = p.k.run(KNPU_KERNEL_PAGED_ATTENTION, &paged);
-    assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
-    assert!(msg.contains("block_table[1][1] = 2"), "{msg}");
+    p.k.assert_fault(
+        KNPU_KERNEL_PAGED_ATTENTION,
+        &paged,
+        KNPU_STATUS_KERNEL_FAULT,
+        &["block_table[1][1] = 2"],
+    );
 }
 
 #[test]
@@ -194,9 +163,13 @@ fn overlapping_outputs_are_a_kernel_fault() {
     let p = problem();
     let mut lse = p.params;
     lse.lse = p.params.out;
-    let (st, msg) = p.k.run(KNPU_KERNEL_ATTENTION, &lse);
-    assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
-    assert!(msg.contains("`out` and `lse` overlap"), "{msg}");
+    let fault = KNPU_STATUS_KERNEL_FAULT;
+    p.k.assert_fault(
+        KNPU_KERNEL_ATTENTION,
+        &lse,
+        fault,
+        &["`out` and `lse` overlap"],
+    );
 
     let mut append = KnpuKvAppendParams::sized();
     append.dtype = KNPU_DTYPE_F32;
@@ -207,14 +180,10 @@ fn overlapping_outputs_are_a_kernel_fault() {
     append.k_new = p.params.q;
     append.v_new = p.params.q;
     append.seq_lens = p.k.upload(bytemuck::cast_slice::<u32, u8>(&[0, 4]));
-    let (st, msg) = p.k.run(KNPU_KERNEL_KV_APPEND, &append);
-    assert_eq!(st, KNPU_STATUS_KERNEL_FAULT);
-    assert!(msg.contains("`k_cache` and `v_cache` overlap"), "{msg}");
+    let overlap = "`k_cache` and `v_cache` overlap";
+    p.k.assert_fault(KNPU_KERNEL_KV_APPEND, &append, fault, &[overlap]);
     // An input inside an output is read before the output is written.
     append.v_cache = p.params.v;
     append.k_new = p.params.k;
-    assert_eq!(
-        p.k.run(KNPU_KERNEL_KV_APPEND, &append),
-        (KNPU_STATUS_SUCCESS, String::new())
-    );
+    p.k.assert_runs(KNPU_KERNEL_KV_APPEND, &append);
 }

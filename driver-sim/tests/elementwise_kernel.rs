@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{elementwise, kernel, Sim};
+use common::{elementwise, kernel, KernelQueue, Sim, INVALID};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
@@ -26,11 +26,14 @@ type BinaryOp = fn(f32, f32) -> f32;
 
 #[test]
 fn elementwise_ops_dtypes_aliasing_and_validation() {
-    let sim = sim();
-    let d = sim.device(0);
-    let q = sim.queue(d);
+    let k = KernelQueue::new();
+    let (sim, d, q) = (&k.sim, k.dev, k.queue);
     let s = sim.semaphore(d, 0);
     let mut v = 0;
+    let mut run = |p: &KnpuElementwiseParams| {
+        v += 1;
+        sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, p)])
+    };
     for &n in &[1usize, 1000, 200_003] {
         let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.5 - 3.0).collect();
         let y: Vec<f32> = (0..n).map(|i| (i % 13) as f32 + 0.25).collect();
@@ -45,11 +48,7 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         for (op, f) in cases {
             let bb = if op == KNPU_ELEMENTWISE_SCALE { 0 } else { b };
             let p = elementwise(op, KNPU_DTYPE_F32, n as u64, a, bb, o, 2.5);
-            v += 1;
-            assert_eq!(
-                sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
-                KNPU_STATUS_SUCCESS
-            );
+            assert_eq!(run(&p), KNPU_STATUS_SUCCESS);
             let got = f32_from(&sim.download(d, q, o, 4 * n));
             for i in 0..n {
                 assert_eq!(got[i], f(x[i], y[i]), "op {op} n {n} i {i}");
@@ -65,11 +64,7 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
             a,
             1.0,
         );
-        v += 1;
-        assert_eq!(
-            sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
-            KNPU_STATUS_SUCCESS
-        );
+        assert_eq!(run(&p), KNPU_STATUS_SUCCESS);
         let got = f32_from(&sim.download(d, q, a, 4 * n));
         for i in 0..n {
             assert_eq!(got[i], x[i] + y[i]);
@@ -90,11 +85,7 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         a + 4,
         2.0,
     );
-    v += 1;
-    assert_eq!(
-        sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
-        KNPU_STATUS_SUCCESS
-    );
+    assert_eq!(run(&p), KNPU_STATUS_SUCCESS);
     let got = f32_from(&sim.download(d, q, a, 4000));
     assert_eq!(got[0], 0.0);
     for i in 1..1000 {
@@ -120,11 +111,7 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         let a = sim.upload(d, q, &ones);
         let b = sim.upload(d, q, &twos);
         let p = elementwise(KNPU_ELEMENTWISE_AXPY, dtype, 100, a, b, b, 1.0);
-        v += 1;
-        assert_eq!(
-            sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
-            KNPU_STATUS_SUCCESS
-        );
+        assert_eq!(run(&p), KNPU_STATUS_SUCCESS);
         let got = sim.download(d, q, b, 200);
         let threes: Vec<u8> = (0..100).flat_map(|_| conv(3.0).to_le_bytes()).collect();
         assert_eq!(got, threes, "dtype {dtype}");
@@ -137,43 +124,22 @@ fn elementwise_ops_dtypes_aliasing_and_validation() {
         sim.submit(q, &[], &[kernel(999, &ok)], &[]),
         KNPU_STATUS_NOT_SUPPORTED
     );
-    let mut p = ok;
-    p.dtype = KNPU_DTYPE_I32;
-    assert_eq!(
-        sim.submit(q, &[], &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)], &[]),
-        KNPU_STATUS_NOT_SUPPORTED
-    );
-    let mut p = ok;
-    p.op = 77;
-    assert_eq!(
-        sim.submit(q, &[], &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)], &[]),
-        KNPU_STATUS_INVALID_VALUE
-    );
-    let mut p = ok;
-    p.b = 0;
-    assert_eq!(
-        sim.submit(q, &[], &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)], &[]),
-        KNPU_STATUS_INVALID_VALUE
-    );
-    let mut p = ok;
-    p.out = a + 2;
-    assert_eq!(
-        sim.submit(q, &[], &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)], &[]),
-        KNPU_STATUS_INVALID_VALUE
-    );
-    let mut p = ok;
-    p.struct_size = 16;
-    assert_eq!(
-        sim.submit(q, &[], &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)], &[]),
-        KNPU_STATUS_INVALID_VALUE
+    common::assert_refused::<KnpuElementwiseParams>(
+        |p| sim.submit(q, &[], &[kernel(KNPU_KERNEL_ELEMENTWISE, p)], &[]),
+        &ok,
+        &[
+            ("i32", KNPU_STATUS_NOT_SUPPORTED, |p| {
+                p.dtype = KNPU_DTYPE_I32
+            }),
+            ("op 77", INVALID, |p| p.op = 77),
+            ("AXPY without b", INVALID, |p| p.b = 0),
+            ("misaligned out", INVALID, |p| p.out = p.a + 2),
+            ("struct_size 16", INVALID, |p| p.struct_size = 16),
+        ],
     );
     // Out of bounds at run time: the operand and the address are named.
     let p = elementwise(KNPU_ELEMENTWISE_AXPY, KNPU_DTYPE_F32, 1001, a, a, a, 1.0);
-    v += 1;
-    assert_eq!(
-        sim.run(q, s, v, &[kernel(KNPU_KERNEL_ELEMENTWISE, &p)]),
-        KNPU_STATUS_ILLEGAL_ADDRESS
-    );
+    assert_eq!(run(&p), KNPU_STATUS_ILLEGAL_ADDRESS);
     let (_, msg) = sim.error(s);
     assert!(msg.contains("command 0 (kernel elementwise)"), "{msg}");
     assert!(msg.contains(&format!("{a:#x}")), "{msg}");

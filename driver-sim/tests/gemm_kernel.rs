@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::KernelQueue;
+use common::{KernelQueue, Refusal, ILLEGAL, INVALID, UNSUPPORTED};
 use knpu_driver_abi::*;
 
 const M: u64 = 3;
@@ -65,9 +65,10 @@ impl Problem {
         self.k.run(KNPU_KERNEL_GEMM, params)
     }
 
-    /// Submits without waiting: the submit-time status.
-    fn submit(&self, params: &KnpuGemmParams) -> KnpuStatus {
-        self.k.submit(KNPU_KERNEL_GEMM, params)
+    /// Runs `params`, checks that it is an illegal address whose message holds `needles`.
+    fn fault(&self, params: &KnpuGemmParams, needles: &[&str]) {
+        self.k
+            .assert_fault(KNPU_KERNEL_GEMM, params, ILLEGAL, needles);
     }
 
     /// `len` floats at `addr`.
@@ -102,10 +103,8 @@ fn an_operand_outside_memory_is_an_illegal_address_naming_it_and_the_address() {
             "b" => bad.b = addr,
             _ => bad.c = addr,
         }
-        let (st, msg) = p.run(&bad);
-        assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{operand}: {msg}");
-        assert!(msg.contains(&format!("operand `{operand}`")), "{msg}");
-        assert!(msg.contains(&format!("{addr:#x}")), "{msg}");
+        let needles = [format!("operand `{operand}`"), format!("{addr:#x}")];
+        p.fault(&bad, &[&needles[0], &needles[1]]);
         // The next work on the same queue succeeds.
         p.run_valid();
     }
@@ -117,10 +116,7 @@ fn an_operand_running_past_its_allocation_is_an_illegal_address() {
     // A with one more row than allocated (its extent runs 16 bytes past the end).
     let mut tall = p.params;
     tall.lda = K + 1;
-    let (st, msg) = p.run(&tall);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
-    assert!(msg.contains("operand `a`"), "{msg}");
-    assert!(msg.contains("past the end"), "{msg}");
+    p.fault(&tall, &["operand `a`", "past the end"]);
     // A second batch of B that is not there (stride 0 would reuse it).
     let mut batched = p.params;
     batched.batch_count = 2;
@@ -128,23 +124,17 @@ fn an_operand_running_past_its_allocation_is_an_illegal_address() {
     batched.stride_b = K * N;
     batched.c = p.k.alloc(2 * M * N * 4);
     batched.stride_c = M * N;
-    let (st, msg) = p.run(&batched);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
-    assert!(msg.contains("operand `b`"), "{msg}");
+    p.fault(&batched, &["operand `b`"]);
     // Bias and residual are checked the same way.
     let mut bias = p.params;
     bias.bias = p.params.c + (1 << 32);
-    let (st, msg) = p.run(&bias);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
-    assert!(msg.contains("operand `bias`"), "{msg}");
+    p.fault(&bias, &["operand `bias`"]);
     let mut residual = p.params;
     // B's 20 floats hold a 3 x 5 residual only with a leading dimension up to 7.
     residual.residual = p.params.b;
     residual.ld_residual = N + 3;
     residual.stride_residual = M * N;
-    let (st, msg) = p.run(&residual);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
-    assert!(msg.contains("operand `residual`"), "{msg}");
+    p.fault(&residual, &["operand `residual`"]);
     p.run_valid();
 }
 
@@ -154,86 +144,51 @@ fn a_freed_operand_is_an_illegal_address() {
     let mut freed = p.params;
     freed.b = p.k.upload(bytes(&p.b));
     p.k.free(freed.b);
-    let (st, msg) = p.run(&freed);
-    assert_eq!(st, KNPU_STATUS_ILLEGAL_ADDRESS, "{msg}");
-    assert!(msg.contains("operand `b`"), "{msg}");
+    p.fault(&freed, &["operand `b`"]);
     p.run_valid();
 }
+
+/// Changes that make the valid problem's parameters wrong, each with the status its submit
+/// must return.
+const BAD_PARAMS: &[Refusal<KnpuGemmParams>] = &[
+    ("struct_size short of stride_residual", INVALID, |x| {
+        x.struct_size = field_end!(KnpuGemmParams, ld_residual)
+    }),
+    ("struct_size 4", INVALID, |x| x.struct_size = 4),
+    ("a dtype i8", UNSUPPORTED, |x| x.a_dtype = KNPU_DTYPE_I8),
+    ("a dtype f64", UNSUPPORTED, |x| x.a_dtype = KNPU_DTYPE_F64),
+    ("a dtype 0xdead", UNSUPPORTED, |x| x.a_dtype = 0xdead),
+    ("c dtype i8", UNSUPPORTED, |x| x.c_dtype = KNPU_DTYPE_I8),
+    ("c dtype f64", UNSUPPORTED, |x| x.c_dtype = KNPU_DTYPE_F64),
+    ("c dtype 0xdead", UNSUPPORTED, |x| x.c_dtype = 0xdead),
+    // f16 A with bf16 B has no path.
+    ("f16 x bf16", UNSUPPORTED, |x| {
+        (x.a_dtype, x.b_dtype) = (KNPU_DTYPE_F16, KNPU_DTYPE_BF16)
+    }),
+    ("lda < k", INVALID, |x| x.lda = K - 1),
+    ("lda < m with A transposed", INVALID, |x| {
+        (x.trans_a, x.lda) = (1, M - 1)
+    }),
+    ("ldb < n", INVALID, |x| x.ldb = N - 1),
+    ("ldc < n", INVALID, |x| x.ldc = N - 1),
+    ("ld_residual < n", INVALID, |x| {
+        (x.residual, x.ld_residual) = (x.c, N - 1)
+    }),
+    ("trans_b 2", INVALID, |x| x.trans_b = 2),
+    ("activation 99", INVALID, |x| x.activation = 99),
+    ("misaligned a", INVALID, |x| x.a += 2),
+    ("null b", INVALID, |x| x.b = 0),
+    // Batches of C that overlap each other: the output overlapping itself is refused.
+    ("overlapping batches of C", INVALID, |x| {
+        (x.batch_count, x.stride_c) = (2, M * N - 1)
+    }),
+    ("extent overflow", INVALID, |x| x.m = u64::MAX / 2),
+];
 
 #[test]
 fn bad_parameter_structs_are_refused_at_submit() {
     let p = problem();
-    let refused = |params: &KnpuGemmParams, want: KnpuStatus, what: &str| {
-        assert_eq!(p.submit(params), want, "{what}");
-    };
-    let mut short = p.params;
-    short.struct_size = field_end!(KnpuGemmParams, ld_residual);
-    refused(
-        &short,
-        KNPU_STATUS_INVALID_VALUE,
-        "struct_size short of stride_residual",
-    );
-    let mut tiny = p.params;
-    tiny.struct_size = 4;
-    refused(&tiny, KNPU_STATUS_INVALID_VALUE, "struct_size 4");
-    for dtype in [KNPU_DTYPE_I8, KNPU_DTYPE_F64, 0xdead] {
-        let mut d = p.params;
-        d.a_dtype = dtype;
-        refused(&d, KNPU_STATUS_NOT_SUPPORTED, "a dtype");
-        let mut d = p.params;
-        d.c_dtype = dtype;
-        refused(&d, KNPU_STATUS_NOT_SUPPORTED, "c dtype");
-    }
-    // f16 A with bf16 B has no path.
-    let mut mixed = p.params;
-    mixed.a_dtype = KNPU_DTYPE_F16;
-    mixed.b_dtype = KNPU_DTYPE_BF16;
-    refused(&mixed, KNPU_STATUS_NOT_SUPPORTED, "f16 x bf16");
-    let mut lda = p.params;
-    lda.lda = K - 1;
-    refused(&lda, KNPU_STATUS_INVALID_VALUE, "lda < k");
-    let mut lda_t = p.params;
-    lda_t.trans_a = 1;
-    lda_t.lda = M - 1;
-    refused(
-        &lda_t,
-        KNPU_STATUS_INVALID_VALUE,
-        "lda < m with A transposed",
-    );
-    let mut ldb = p.params;
-    ldb.ldb = N - 1;
-    refused(&ldb, KNPU_STATUS_INVALID_VALUE, "ldb < n");
-    let mut ldc = p.params;
-    ldc.ldc = N - 1;
-    refused(&ldc, KNPU_STATUS_INVALID_VALUE, "ldc < n");
-    let mut ldr = p.params;
-    ldr.residual = p.params.c;
-    ldr.ld_residual = N - 1;
-    refused(&ldr, KNPU_STATUS_INVALID_VALUE, "ld_residual < n");
-    let mut trans = p.params;
-    trans.trans_b = 2;
-    refused(&trans, KNPU_STATUS_INVALID_VALUE, "trans_b 2");
-    let mut act = p.params;
-    act.activation = 99;
-    refused(&act, KNPU_STATUS_INVALID_VALUE, "activation 99");
-    let mut misaligned = p.params;
-    misaligned.a += 2;
-    refused(&misaligned, KNPU_STATUS_INVALID_VALUE, "misaligned a");
-    let mut null = p.params;
-    null.b = 0;
-    refused(&null, KNPU_STATUS_INVALID_VALUE, "null b");
-    // Batches of C that overlap each other: the output overlapping itself is refused.
-    let mut batches = p.params;
-    batches.batch_count = 2;
-    batches.stride_c = M * N - 1;
-    refused(
-        &batches,
-        KNPU_STATUS_INVALID_VALUE,
-        "overlapping batches of C",
-    );
-    let mut huge = p.params;
-    huge.m = u64::MAX / 2;
-    refused(&huge, KNPU_STATUS_INVALID_VALUE, "extent overflow");
+    p.k.assert_refused(KNPU_KERNEL_GEMM, &p.params, BAD_PARAMS);
     // Nothing refused was queued: the valid problem still runs.
     p.run_valid();
 }

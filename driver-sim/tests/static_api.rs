@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{call, d2d, d2h_raw, fill, peer, Sim};
+use common::{call, d2d, d2h_raw, fill, peer, KernelQueue, Sim};
 use knpu_driver_abi::*;
 
 fn sim() -> Sim {
@@ -30,22 +30,20 @@ fn names_attributes_and_kernel_dtypes() {
     assert_eq!(sim.attribute(d0, KNPU_ATTR_ALLOCATION_ALIGNMENT), 256);
     assert_eq!(sim.attribute(d0, KNPU_ATTR_FAULT_INJECTION), 1);
     assert_eq!(sim.attribute(d0, KNPU_ATTR_PEER_COPY), 1);
-    for (dtype, want) in [
-        (KNPU_DTYPE_F32, true),
-        (KNPU_DTYPE_F16, true),
-        (KNPU_DTYPE_BF16, true),
-        (KNPU_DTYPE_I8, false),
-    ] {
-        let supported = sim.supports_kernel(d0, KNPU_KERNEL_ELEMENTWISE, dtype);
-        assert_eq!(supported, want, "dtype {dtype}");
-    }
+    common::assert_kernel_dtypes(
+        &sim,
+        &[(
+            KNPU_KERNEL_ELEMENTWISE,
+            &[KNPU_DTYPE_F32, KNPU_DTYPE_F16, KNPU_DTYPE_BF16],
+            &[KNPU_DTYPE_I8],
+        )],
+    );
 }
 
 #[test]
 fn fault_messages_name_the_command_and_its_kind() {
-    let sim = sim();
-    let d = sim.device(0);
-    let q = sim.queue(d);
+    let k = KernelQueue::new();
+    let (sim, d, q) = (&k.sim, k.dev, k.queue);
     let a = sim.alloc(d, 256);
     let mut host = vec![0u8; 256];
     let fault = |commands: &[KnpuCommand]| {
@@ -66,9 +64,8 @@ fn fault_messages_name_the_command_and_its_kind() {
 
 #[test]
 fn profiling_models_fills_at_the_memory_bandwidth() {
-    let sim = sim();
-    let d = sim.device(0);
-    let q = sim.queue(d);
+    let k = KernelQueue::new();
+    let (sim, d, q) = (&k.sim, k.dev, k.queue);
     let s = sim.semaphore(d, 0);
     let size = 3 << 20;
     let a = sim.alloc(d, size);

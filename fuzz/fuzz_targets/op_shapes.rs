@@ -9,29 +9,8 @@ use knpu::Stream;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
-        self.0 = rest;
-        b
-    }
-    /// Mostly small sizes, sometimes huge ones.
-    fn size(&mut self) -> usize {
-        match self.u8() % 8 {
-            0 => {
-                let mut v = 0usize;
-                for _ in 0..8 {
-                    v = (v << 8) | self.u8() as usize;
-                }
-                v
-            }
-            1 => 1usize << (self.u8() % 64),
-            _ => self.u8() as usize % 40,
-        }
-    }
-}
+mod input;
+use input::Input;
 
 fn stream() -> &'static Stream {
     static S: OnceLock<Stream> = OnceLock::new();

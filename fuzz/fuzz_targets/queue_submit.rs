@@ -12,6 +12,9 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+mod input;
+use input::Input;
+
 // The API table holds raw pointers (not `Sync`), so it is fetched per call, not kept here.
 struct Env {
     queue: usize,
@@ -58,26 +61,6 @@ fn env() -> &'static Env {
             buffers,
         }
     })
-}
-
-/// Reads fuzzer bytes as numbers; zeros once they run out.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
-        self.0 = rest;
-        b
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        (u64::from(self.u32()) << 32) | u64::from(self.u32())
-    }
 }
 
 const HOST: usize = 1 << 16;

@@ -18,17 +18,20 @@ use knpu_kernels::attention::{
 };
 use knpu_kernels::{isa, Isa, KernelError, Parallelism};
 
-struct Rng(u64);
+mod common;
+
+use common::Rng;
 
 impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    /// `n` values uniform in [-amp, amp).
     fn vec<T: AttnElement>(&mut self, n: usize, amp: f32) -> Vec<T> {
-        (0..n).map(|_| T::from_f32(self.next() * amp)).collect()
+        (0..n).map(|_| T::from_f32(self.unit() * amp)).collect()
+    }
+    /// Random queries, keys and values for `p`.
+    fn qkv<T: AttnElement>(&mut self, p: &AttentionParams) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let q = self.vec(p.q.required_len().unwrap(), 1.0);
+        let k = self.vec(p.k.required_len().unwrap(), 1.0);
+        (q, k, self.vec(p.v.required_len().unwrap(), 1.0))
     }
 }
 
@@ -158,20 +161,11 @@ fn run_case<T: AttnElement>(
     for isa in isa::supported() {
         let mut out = vec![T::from_f32(f32::NAN); p.out.required_len().unwrap()];
         let mut lse = vec![f32::NAN; p.q.batch * p.q.heads * p.q.seq];
-        attention_with_isa(
-            isa,
-            p,
-            AttentionInputs {
-                q: &q,
-                k: &k,
-                v: &v,
-                kv_lens,
-            },
-            &mut out,
-            Some(&mut lse),
-            par,
-        )
-        .unwrap();
+        let inputs = AttentionInputs {
+            kv_lens,
+            ..AttentionInputs::new(&q, &k, &v)
+        };
+        attention_with_isa(isa, p, inputs, &mut out, Some(&mut lse), par).unwrap();
         let what = format!(
             "{} {} q={:?} k={:?} mask={:?} lens={kv_lens:?} {par:?}",
             isa.name(),
@@ -394,6 +388,56 @@ fn non_default_scale() {
     run_case::<f32>(51, &p, None, Parallelism::None, 1.0);
 }
 
+/// The contiguous and the paged attention problem of queries `q` over keys and values laid
+/// out as `kv` (contiguous) or in `cache` (paged, `max_blocks` table entries a sequence).
+fn contiguous_and_paged(
+    q: AttnTensor,
+    kv: AttnTensor,
+    cache: PagedKvCache,
+    max_blocks: usize,
+) -> (AttentionParams, PagedAttentionParams) {
+    let paged = PagedAttentionParams {
+        q,
+        out: q,
+        cache,
+        max_blocks_per_seq: max_blocks,
+        mask: CAUSAL,
+    };
+    (
+        AttentionParams {
+            q,
+            k: kv,
+            v: kv,
+            out: q,
+            mask: CAUSAL,
+        },
+        paged,
+    )
+}
+
+/// Paged attention of `q` over the paged `(k, v)` cache through `isa`: the output and the
+/// log-sum-exp, both started as NaN so that a value the kernel leaves unwritten shows.
+fn run_paged<T: AttnElement>(
+    isa: Isa,
+    pp: &PagedAttentionParams,
+    q: &[T],
+    (k_cache, v_cache): (&[T], &[T]),
+    (block_table, kv_lens): (&[u32], &[u32]),
+    par: Parallelism,
+) -> (Vec<T>, Vec<f32>) {
+    let mut out = vec![T::from_f32(f32::NAN); pp.out.required_len().unwrap()];
+    let mut lse = vec![f32::NAN; pp.q.batch * pp.q.heads * pp.q.seq];
+    let inputs = PagedAttentionInputs {
+        q,
+        k_cache,
+        v_cache,
+        block_table,
+        kv_lens,
+    };
+    paged_attention_with_isa(isa, pp, inputs, &mut out, Some(&mut lse), par).unwrap();
+    (out, lse)
+}
+
 /// Builds a paged cache by appending in chunks through a shuffled block table, and a
 /// contiguous cache the same way; paged and contiguous attention must agree with each other
 /// and with the reference.
@@ -413,7 +457,7 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
     // Blocks handed out in a scrambled order.
     let mut ids: Vec<u32> = (0..num_blocks as u32).collect();
     for i in (1..ids.len()).rev() {
-        let j = ((rng.next() + 1.0) * 0.5 * i as f32) as usize % (i + 1);
+        let j = ((rng.unit() + 1.0) * 0.5 * i as f32) as usize % (i + 1);
         ids.swap(i, j);
     }
     let table: Vec<u32> = ids[..batch * max_blocks].to_vec();
@@ -446,27 +490,12 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
     for q_len in [1usize, 4] {
         let q_t = AttnTensor::bshd(batch, q_len, hq, d);
         let q: Vec<T> = rng.vec(q_t.required_len().unwrap(), 1.0);
-        let cp = AttentionParams {
-            q: q_t,
-            k: cache_t,
-            v: cache_t,
-            out: q_t,
-            mask: CAUSAL,
-        };
-        let pp = PagedAttentionParams {
-            q: q_t,
-            out: q_t,
-            cache: paged,
-            max_blocks_per_seq: max_blocks,
-            mask: CAUSAL,
-        };
+        let (cp, pp) = contiguous_and_paged(q_t, cache_t, paged, max_blocks);
         for isa in isa::supported() {
             for par in [Parallelism::None, Parallelism::Rayon(2)] {
                 let n = q_t.required_len().unwrap();
                 let mut oc = vec![T::from_f32(0.0); n];
-                let mut op = vec![T::from_f32(0.0); n];
                 let mut lc = vec![0.0f32; batch * hq * q_len];
-                let mut lp = lc.clone();
                 attention_with_isa(
                     isa,
                     &cp,
@@ -481,21 +510,7 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
                     par,
                 )
                 .unwrap();
-                paged_attention_with_isa(
-                    isa,
-                    &pp,
-                    PagedAttentionInputs {
-                        q: &q,
-                        k_cache: &kp,
-                        v_cache: &vp,
-                        block_table: &table,
-                        kv_lens: &kv_lens,
-                    },
-                    &mut op,
-                    Some(&mut lp),
-                    par,
-                )
-                .unwrap();
+                let (op, lp) = run_paged(isa, &pp, &q, (&kp, &vp), (&table, &kv_lens), par);
                 let what = format!("paged bs={block_size} {} {} {par:?}", isa.name(), T::NAME);
                 check_against_reference(&what, &cp, &q, &kc, &vc, &op, &lp, Some(&kv_lens));
                 for (a, b) in oc.iter().zip(&op) {
@@ -517,10 +532,7 @@ fn paged_cache_matches_contiguous_cache() {
 #[test]
 fn parallel_and_serial_agree() {
     let p = AttentionParams::bshd(2, 200, 200, 6, 2, 64, CAUSAL);
-    let mut rng = Rng(99);
-    let q: Vec<f32> = rng.vec(p.q.required_len().unwrap(), 1.0);
-    let k: Vec<f32> = rng.vec(p.k.required_len().unwrap(), 1.0);
-    let v: Vec<f32> = rng.vec(p.v.required_len().unwrap(), 1.0);
+    let (q, k, v) = Rng(99).qkv::<f32>(&p);
     let isa = isa::detected();
     let mut a = vec![0.0; q.len()];
     let mut b = vec![0.0; q.len()];
@@ -677,9 +689,7 @@ fn bad_inputs_are_clear_errors() {
 #[test]
 fn fully_masked_rows_are_zero_not_nan() {
     let p = AttentionParams::bshd(2, 3, 8, 2, 2, 16, CAUSAL);
-    let mut rng = Rng(123);
-    let q: Vec<f32> = rng.vec(p.q.required_len().unwrap(), 1.0);
-    let k: Vec<f32> = rng.vec(p.k.required_len().unwrap(), 1.0);
+    let (q, k, _) = Rng(123).qkv::<f32>(&p);
     for isa in isa::supported() {
         let mut out = vec![f32::NAN; q.len()];
         let mut lse = vec![0.0f32; 12];
@@ -872,39 +882,11 @@ fn long_paged_decode_splits_inside_blocks() {
     .unwrap();
     let q_t = AttnTensor::bshd(1, 1, hq, d);
     let q: Vec<f32> = rng.vec(q_t.required_len().unwrap(), 1.0);
-    let cp = AttentionParams {
-        q: q_t,
-        k: contiguous,
-        v: contiguous,
-        out: q_t,
-        mask: CAUSAL,
-    };
-    let pp = PagedAttentionParams {
-        q: q_t,
-        out: q_t,
-        cache,
-        max_blocks_per_seq: max_blocks,
-        mask: CAUSAL,
-    };
+    let (cp, pp) = contiguous_and_paged(q_t, contiguous, cache, max_blocks);
     for isa in isa::supported() {
         for par in [Parallelism::Rayon(2), Parallelism::Rayon(3)] {
-            let mut out = vec![f32::NAN; hq * d];
-            let mut lse = vec![f32::NAN; hq];
-            paged_attention_with_isa(
-                isa,
-                &pp,
-                PagedAttentionInputs {
-                    q: &q,
-                    k_cache: &kp,
-                    v_cache: &vp,
-                    block_table: &table,
-                    kv_lens: &[len as u32],
-                },
-                &mut out,
-                Some(&mut lse),
-                par,
-            )
-            .unwrap();
+            let lens = [len as u32];
+            let (out, lse) = run_paged(isa, &pp, &q, (&kp, &vp), (&table, &lens), par);
             let what = format!("long paged {} {par:?}", isa.name());
             check_against_reference(&what, &cp, &q, &kn, &vn, &out, &lse, None);
         }

@@ -12,25 +12,9 @@ use knpu_kernels::gemm::{gemm, Activation, Element, Epilogue, GemmDesc, Residual
 use knpu_kernels::isa;
 use knpu_kernels::{Exec, Isa, KernelError, Parallelism};
 
-struct Rng(u64);
+mod common;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len())]
-    }
-}
+use common::Rng;
 
 /// The offset of element `(row, col)` of a matrix with leading dimension `ld`, stored
 /// transposed when `trans`.

@@ -202,22 +202,17 @@ fn embedding_gathers_dequantised_rows() {
         quant::quantize(fmt, vocab, dim, &table_f, &mut table, None).unwrap();
         let mut full = vec![0.0f32; vocab * dim];
         quant::dequantize(fmt, vocab, dim, &table, None, &mut full).unwrap();
+        let w = quant::QWeights {
+            format: fmt,
+            data: &table,
+            scales: None,
+            n: vocab,
+            k: dim,
+        };
         let ids = [3u32, 0, 6, 3];
         for isa in knpu_kernels::isa::supported() {
             let mut out = vec![0.0f32; ids.len() * dim];
-            quant::embedding_with_isa(
-                isa,
-                &quant::QWeights {
-                    format: fmt,
-                    data: &table,
-                    scales: None,
-                    n: vocab,
-                    k: dim,
-                },
-                &ids,
-                &mut out,
-            )
-            .unwrap();
+            quant::embedding_with_isa(isa, &w, &ids, &mut out).unwrap();
             for (p, &id) in ids.iter().enumerate() {
                 assert_eq!(
                     &out[p * dim..(p + 1) * dim],
@@ -225,47 +220,17 @@ fn embedding_gathers_dequantised_rows() {
                 );
             }
             let mut out16 = vec![half::f16::ZERO; dim];
-            quant::embedding_with_isa(
-                isa,
-                &quant::QWeights {
-                    format: fmt,
-                    data: &table,
-                    scales: None,
-                    n: vocab,
-                    k: dim,
-                },
-                &[5],
-                &mut out16,
-            )
-            .unwrap();
+            quant::embedding_with_isa(isa, &w, &[5], &mut out16).unwrap();
             assert_eq!(out16[7], half::f16::from_f32(full[5 * dim + 7]));
         }
         let mut out = vec![0.0f32; dim];
-        let e = quant::embedding(
-            &quant::QWeights {
-                format: fmt,
-                data: &table,
-                scales: None,
-                n: vocab,
-                k: dim,
-            },
-            &[7],
-            &mut out,
-        )
-        .unwrap_err();
+        let e = quant::embedding(&w, &[7], &mut out).unwrap_err();
         assert!(e.to_string().contains("outside the vocabulary"), "{e}");
-        let e = quant::embedding(
-            &quant::QWeights {
-                format: fmt,
-                data: &table[..rb * 6],
-                scales: None,
-                n: vocab,
-                k: dim,
-            },
-            &[1],
-            &mut out,
-        )
-        .unwrap_err();
+        let short = quant::QWeights {
+            data: &table[..rb * 6],
+            ..w
+        };
+        let e = quant::embedding(&short, &[1], &mut out).unwrap_err();
         assert!(
             matches!(
                 e,

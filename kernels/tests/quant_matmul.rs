@@ -17,23 +17,78 @@ impl Rng {
     }
 }
 
-fn weights(
+/// A `[n, k]` weight matrix quantised to `fmt`, with what it dequantises to.
+struct Weights {
     fmt: QuantFormat,
     n: usize,
     k: usize,
-    seed: u64,
-) -> (Vec<u8>, Option<Vec<f32>>, Vec<f32>) {
-    let mut r = Rng(seed);
-    let src: Vec<f32> = (0..n * k)
-        .map(|i| r.f() * (1.0 + (i % 7) as f32 * 0.3))
-        .collect();
-    let mut q = vec![0u8; n * quant::row_bytes(fmt, k).unwrap()];
-    let mut s = vec![0.0f32; n];
-    let with = fmt.row_scales() != quant::RowScales::None;
-    quant::quantize(fmt, n, k, &src, &mut q, with.then_some(&mut s[..])).unwrap();
-    let mut deq = vec![0.0f32; n * k];
-    quant::dequantize(fmt, n, k, &q, with.then_some(&s[..]), &mut deq).unwrap();
-    (q, with.then_some(s), deq)
+    /// The quantised rows.
+    q: Vec<u8>,
+    /// Per-row scales, for the formats that have them.
+    scales: Option<Vec<f32>>,
+    /// The dequantised values, the reference's weights.
+    deq: Vec<f32>,
+}
+
+impl Weights {
+    fn new(fmt: QuantFormat, n: usize, k: usize, seed: u64) -> Weights {
+        let mut r = Rng(seed);
+        let src: Vec<f32> = (0..n * k)
+            .map(|i| r.f() * (1.0 + (i % 7) as f32 * 0.3))
+            .collect();
+        let mut q = vec![0u8; n * quant::row_bytes(fmt, k).unwrap()];
+        let mut s = vec![0.0f32; n];
+        let with = fmt.row_scales() != quant::RowScales::None;
+        quant::quantize(fmt, n, k, &src, &mut q, with.then_some(&mut s[..])).unwrap();
+        let mut deq = vec![0.0f32; n * k];
+        quant::dequantize(fmt, n, k, &q, with.then_some(&s[..]), &mut deq).unwrap();
+        let scales = with.then_some(s);
+        Weights {
+            fmt,
+            n,
+            k,
+            q,
+            scales,
+            deq,
+        }
+    }
+
+    /// The kernel's view of these weights.
+    fn view(&self) -> QWeights<'_> {
+        QWeights {
+            format: self.fmt,
+            data: &self.q,
+            scales: self.scales.as_deref(),
+            n: self.n,
+            k: self.k,
+        }
+    }
+
+    /// The reference result of `x` (`[m, k]`, `m` from its length) times these weights.
+    fn reference(&self, x: &[f32], bias: Option<&[f32]>, act: Activation) -> Vec<f64> {
+        let m = x.len() / self.k;
+        reference(x, &self.deq, bias, m, self.n, self.k, act)
+    }
+
+    /// `x` times these weights through `isa`'s path, into a fresh `[m, n]` output.
+    fn qmatmul(
+        &self,
+        isa: isa::Isa,
+        p: &QMatmulParams,
+        x: &[f32],
+        bias: Option<&[f32]>,
+        par: Parallelism,
+    ) -> Vec<f32> {
+        let mut y = vec![f32::NAN; p.m * self.n];
+        quant::qmatmul_with_isa(isa, p, x, &self.view(), bias, &mut y, par).unwrap();
+        y
+    }
+
+    /// Checks `got` for input `x` against `want` within `tol` (see [`check`]).
+    fn check(&self, tag: &str, got: &[f32], want: &[f64], x: &[f32], tol: Tol) {
+        let m = x.len() / self.k;
+        check(tag, got, want, x, &self.deq, (m, self.n, self.k), tol);
+    }
 }
 
 fn reference(
@@ -69,6 +124,13 @@ fn reference(
 struct Tol {
     int: bool,
     out_rel: f64,
+}
+
+impl Tol {
+    /// The tolerance of an f32 output, with the integer path's rounding where `int`.
+    fn f32_out(int: bool) -> Tol {
+        Tol { int, out_rel: 0.0 }
+    }
 }
 
 fn check(
@@ -108,11 +170,14 @@ const FORMATS: [QuantFormat; 8] = QuantFormat::ALL;
 #[test]
 fn qmatmul_matches_reference_on_every_path() {
     let shapes = [
+        // k of one, two and three 32-value blocks (formats of 256-value blocks skip them).
         (1, 1, 32),
         (1, 7, 64),
         (3, 5, 96),
+        // One and two 256-value blocks.
         (8, 17, 256),
         (2, 9, 512),
+        // Nine 32-value blocks; three 256-value blocks.
         (11, 13, 288),
         (20, 37, 768),
     ];
@@ -121,19 +186,12 @@ fn qmatmul_matches_reference_on_every_path() {
             if k % fmt.block_elems() != 0 {
                 continue;
             }
-            let (q, s, wd) = weights(fmt, n, k, (m * 1000 + n * 10 + k) as u64);
+            let w = Weights::new(fmt, n, k, (m * 1000 + n * 10 + k) as u64);
             let mut r = Rng(k as u64);
             let x: Vec<f32> = (0..m * k).map(|_| r.f() * 2.0).collect();
             let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
-            let w = QWeights {
-                format: fmt,
-                data: &q,
-                scales: s.as_deref(),
-                n,
-                k,
-            };
             for act in [Activation::None, Activation::GeluErf] {
-                let want = reference(&x, &wd, Some(&bias), m, n, k, act);
+                let want = w.reference(&x, Some(&bias), act);
                 for isa in isa::supported() {
                     for aq in [ActQuant::Auto, ActQuant::Float] {
                         for par in [Parallelism::None, Parallelism::Rayon(2)] {
@@ -142,22 +200,12 @@ fn qmatmul_matches_reference_on_every_path() {
                                 activation: act,
                                 act_quant: aq,
                             };
-                            let mut y = vec![f32::NAN; m * n];
-                            quant::qmatmul_with_isa(isa, &p, &x, &w, Some(&bias), &mut y, par)
-                                .unwrap();
+                            let y = w.qmatmul(isa, &p, &x, Some(&bias), par);
                             let int = aq == ActQuant::Auto
                                 && !matches!(fmt, QuantFormat::F8E4M3 | QuantFormat::F8E5M2);
                             // GELU's slope is at most 1.13, so the bound carries over.
                             let tag = format!("{fmt:?} {isa:?} {aq:?} {act:?} m={m} n={n} k={k}");
-                            check(
-                                &tag,
-                                &y,
-                                &want,
-                                &x,
-                                &wd,
-                                (m, n, k),
-                                Tol { int, out_rel: 0.0 },
-                            );
+                            w.check(&tag, &y, &want, &x, Tol::f32_out(int));
                         }
                     }
                 }
@@ -181,17 +229,10 @@ fn gemv_row_blocks_every_m_on_every_path() {
         for &k in ks {
             for m in 1..=8 {
                 for &n in &ns {
-                    let (q, s, wd) = weights(fmt, n, k, (m * 97 + n * 7 + k) as u64);
+                    let w = Weights::new(fmt, n, k, (m * 97 + n * 7 + k) as u64);
                     let mut r = Rng((m * n + k) as u64);
                     let x: Vec<f32> = (0..m * k).map(|_| r.f() * 3.0).collect();
-                    let w = QWeights {
-                        format: fmt,
-                        data: &q,
-                        scales: s.as_deref(),
-                        n,
-                        k,
-                    };
-                    let want = reference(&x, &wd, None, m, n, k, Activation::None);
+                    let want = w.reference(&x, None, Activation::None);
                     let int = !matches!(fmt, QuantFormat::F8E4M3 | QuantFormat::F8E5M2);
                     for isa in isa::supported() {
                         for par in [Parallelism::None, Parallelism::Rayon(2)] {
@@ -199,18 +240,9 @@ fn gemv_row_blocks_every_m_on_every_path() {
                                 m,
                                 ..Default::default()
                             };
-                            let mut y = vec![f32::NAN; m * n];
-                            quant::qmatmul_with_isa(isa, &p, &x, &w, None, &mut y, par).unwrap();
+                            let y = w.qmatmul(isa, &p, &x, None, par);
                             let tag = format!("{fmt:?} {isa:?} {par:?} m={m} n={n} k={k}");
-                            check(
-                                &tag,
-                                &y,
-                                &want,
-                                &x,
-                                &wd,
-                                (m, n, k),
-                                Tol { int, out_rel: 0.0 },
-                            );
+                            w.check(&tag, &y, &want, &x, Tol::f32_out(int));
                         }
                     }
                 }
@@ -225,32 +257,20 @@ fn gemv_row_blocks_every_m_on_every_path() {
 fn gemv_streamed_weights_on_every_path() {
     for fmt in [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q4_K] {
         let (n, k) = (520, 4096);
-        let (q, s, wd) = weights(fmt, n, k, 11);
-        assert!(q.len() > 1 << 20);
+        let w = Weights::new(fmt, n, k, 11);
+        assert!(w.q.len() > 1 << 20);
         for m in [1, 3] {
             let mut r = Rng(5 + m as u64);
             let x: Vec<f32> = (0..m * k).map(|_| r.f()).collect();
-            let w = QWeights {
-                format: fmt,
-                data: &q,
-                scales: s.as_deref(),
-                n,
-                k,
-            };
-            let want = reference(&x, &wd, None, m, n, k, Activation::None);
+            let want = w.reference(&x, None, Activation::None);
             for isa in isa::supported() {
                 let p = QMatmulParams {
                     m,
                     ..Default::default()
                 };
-                let mut y = vec![f32::NAN; m * n];
-                quant::qmatmul_with_isa(isa, &p, &x, &w, None, &mut y, Parallelism::None).unwrap();
+                let y = w.qmatmul(isa, &p, &x, None, Parallelism::None);
                 let tag = format!("{fmt:?} {isa:?} m={m} n={n} k={k}");
-                let tol = Tol {
-                    int: true,
-                    out_rel: 0.0,
-                };
-                check(&tag, &y, &want, &x, &wd, (m, n, k), tol);
+                w.check(&tag, &y, &want, &x, Tol::f32_out(true));
             }
         }
     }
@@ -272,40 +292,21 @@ fn qmatmul_prefill_edge_tiles_on_every_path() {
     ] {
         let k = if fmt.block_elems() == 256 { 512 } else { 96 };
         for &n in &ns {
-            let (q, s, wd) = weights(fmt, n, k, (n * 31 + k) as u64);
-            let w = QWeights {
-                format: fmt,
-                data: &q,
-                scales: s.as_deref(),
-                n,
-                k,
-            };
+            let w = Weights::new(fmt, n, k, (n * 31 + k) as u64);
             let bias: Vec<f32> = (0..n).map(|j| 0.5 - j as f32 * 0.125).collect();
             for &m in &ms {
                 let mut r = Rng((m * 7 + n) as u64);
                 let x: Vec<f32> = (0..m * k).map(|_| r.f() * 3.0).collect();
-                let want = reference(&x, &wd, Some(&bias), m, n, k, Activation::None);
+                let want = w.reference(&x, Some(&bias), Activation::None);
                 for isa in isa::supported() {
                     for par in [Parallelism::None, Parallelism::Rayon(2)] {
                         let p = QMatmulParams {
                             m,
                             ..Default::default()
                         };
-                        let mut y = vec![f32::NAN; m * n];
-                        quant::qmatmul_with_isa(isa, &p, &x, &w, Some(&bias), &mut y, par).unwrap();
+                        let y = w.qmatmul(isa, &p, &x, Some(&bias), par);
                         let tag = format!("{fmt:?} {isa:?} {par:?} m={m} n={n} k={k}");
-                        check(
-                            &tag,
-                            &y,
-                            &want,
-                            &x,
-                            &wd,
-                            (m, n, k),
-                            Tol {
-                                int: true,
-                                out_rel: 0.0,
-                            },
-                        );
+                        w.check(&tag, &y, &want, &x, Tol::f32_out(true));
                     }
                 }
             }
@@ -317,20 +318,13 @@ fn qmatmul_prefill_edge_tiles_on_every_path() {
 fn qmatmul_half_precision_inputs_and_outputs() {
     let (m, n, k) = (3, 10, 256);
     for fmt in [QuantFormat::Q4_K, QuantFormat::Q8_0, QuantFormat::F8E4M3] {
-        let (q, s, wd) = weights(fmt, n, k, 5);
+        let w = Weights::new(fmt, n, k, 5);
         let mut r = Rng(9);
         let x: Vec<f32> = (0..m * k).map(|_| r.f()).collect();
         let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
         let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
         let xh32: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
         let xb32: Vec<f32> = xb.iter().map(|v| v.to_f32()).collect();
-        let w = QWeights {
-            format: fmt,
-            data: &q,
-            scales: s.as_deref(),
-            n,
-            k,
-        };
         let p = QMatmulParams {
             m,
             activation: Activation::Silu,
@@ -339,74 +333,125 @@ fn qmatmul_half_precision_inputs_and_outputs() {
         let int = fmt != QuantFormat::F8E4M3;
         for isa in isa::supported() {
             let mut y = vec![f16::ZERO; m * n];
-            quant::qmatmul_with_isa(isa, &p, &xh, &w, None, &mut y, Parallelism::None).unwrap();
-            let want = reference(&xh32, &wd, None, m, n, k, Activation::Silu);
+            quant::qmatmul_with_isa(isa, &p, &xh, &w.view(), None, &mut y, Parallelism::None)
+                .unwrap();
+            let want = w.reference(&xh32, None, Activation::Silu);
             let y32: Vec<f32> = y.iter().map(|v| v.to_f32()).collect();
             // f16 output adds half an ulp of the result (gelu-free SiLU keeps the bound).
             let tol = Tol {
                 int,
                 out_rel: 1.0 / 2048.0,
             };
-            check(
-                &format!("{fmt:?} f16 {isa:?}"),
-                &y32,
-                &want,
-                &xh32,
-                &wd,
-                (m, n, k),
-                tol,
-            );
+            w.check(&format!("{fmt:?} f16 {isa:?}"), &y32, &want, &xh32, tol);
             let mut yb = vec![0.0f32; m * n];
-            quant::qmatmul_with_isa(isa, &p, &xb, &w, None, &mut yb, Parallelism::None).unwrap();
-            check(
+            quant::qmatmul_with_isa(isa, &p, &xb, &w.view(), None, &mut yb, Parallelism::None)
+                .unwrap();
+            let want = w.reference(&xb32, None, Activation::Silu);
+            w.check(
                 &format!("{fmt:?} bf16 {isa:?}"),
                 &yb,
-                &reference(&xb32, &wd, None, m, n, k, Activation::Silu),
+                &want,
                 &xb32,
-                &wd,
-                (m, n, k),
-                Tol { int, out_rel: 0.0 },
+                Tol::f32_out(int),
             );
         }
     }
 }
 
+/// One operand of a W8A8 GEMM: int8 codes with a scale per row.
+struct ScaledRows {
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl ScaledRows {
+    /// The kernel's view of these rows.
+    fn view(&self) -> quant::ScaledI8<'_> {
+        quant::ScaledI8 {
+            codes: &self.codes,
+            scales: &self.scales,
+        }
+    }
+}
+
+/// The W8A8 GEMM of `x` and `w` through `isa`'s path into `y`.
+fn w8a8(
+    isa: isa::Isa,
+    p: &W8A8Params,
+    (x, w): (&ScaledRows, &ScaledRows),
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    par: Parallelism,
+) {
+    quant::w8a8_gemm_with_isa(isa, p, x.view(), w.view(), bias, y, par).unwrap();
+}
+
+/// Checks `y[i][j]` of a W8A8 GEMM against its exact integer dot product, scaled, biased and
+/// activated, to a relative 1e-5; `tag` names the case.
+fn check_w8a8(
+    p: &W8A8Params,
+    (x, w): (&ScaledRows, &ScaledRows),
+    bias: Option<&[f32]>,
+    y: &[f32],
+    (i, j): (usize, usize),
+    tag: &str,
+) {
+    let k = p.k;
+    let dot: i64 = (0..k)
+        .map(|t| x.codes[i * k + t] as i64 * w.codes[j * k + t] as i64)
+        .sum();
+    let b = bias.map_or(0.0, |b| b[j] as f64);
+    let e = p
+        .activation
+        .apply((dot as f64 * x.scales[i] as f64 * w.scales[j] as f64 + b) as f32);
+    let g = y[i * p.n + j];
+    assert!(
+        (g - e).abs() <= 1e-5 * e.abs().max(1.0),
+        "{tag} y[{i}][{j}] = {g}, want {e}"
+    );
+}
+
+/// `(m, n, k)` of the W8A8 GEMM cases.
+const W8A8_SHAPES: [(usize, usize, usize); 10] = [
+    // One value; no k at all (y is the activated bias).
+    (1, 1, 1),
+    (3, 5, 0),
+    (9, 33, 7),
+    (17, 64, 130),
+    (8, 32, 256),
+    (30, 70, 65),
+    (41, 100, 129),
+    (10, 40, 1101),
+    // Several chunks of 128 rows, k blocks and uneven column splits.
+    (300, 97, 40),
+    (129, 200, 520),
+];
+
 #[test]
 fn w8a8_gemm_matches_integer_reference() {
-    for &(m, n, k) in &[
-        (1, 1, 1),
-        (9, 33, 7),
-        (17, 64, 130),
-        (8, 32, 256),
-        (30, 70, 65),
-        (3, 5, 0),
-        (41, 100, 129),
-        (10, 40, 1101),
-        // Several chunks of 128 rows, k blocks and uneven column splits.
-        (300, 97, 40),
-        (129, 200, 520),
-    ] {
+    for (m, n, k) in W8A8_SHAPES {
         let mut r = Rng((m * n * k) as u64 + 1);
-        let xq: Vec<i8> = (0..m * k)
-            .map(|i| {
-                if i % 37 == 0 {
-                    -128
-                } else {
-                    (r.f() * 127.0) as i8
-                }
-            })
-            .collect();
-        let wq: Vec<i8> = (0..n * k)
-            .map(|i| {
-                if i % 41 == 0 {
-                    -128
-                } else {
-                    (r.f() * 127.0) as i8
-                }
-            })
-            .collect();
-        let xs: Vec<f32> = (0..m).map(|i| 0.01 + i as f32 * 0.001).collect();
-        let ws: Vec<f32> = (0..n).map(|j| 0.02 + j as f32 * 0.0005).collect();
+        let mut codes = |len: usize, every: usize| -> Vec<i8> {
+            (0..len)
+                .map(|i| {
+                    if i % every == 0 {
+                        -128
+                    } else {
+                        (r.f() * 127.0) as i8
+                    }
+                })
+                .collect()
+        };
+        let xq = codes(m * k, 37);
+        let wq = codes(n * k, 41);
+        let x = ScaledRows {
+            codes: xq,
+            scales: (0..m).map(|i| 0.01 + i as f32 * 0.001).collect(),
+        };
+        let w = ScaledRows {
+            codes: wq,
+            scales: (0..n).map(|j| 0.02 + j as f32 * 0.0005).collect(),
+        };
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1).collect();
         for act in [Activation::None, Activation::Relu, Activation::GeluTanh] {
             let p = W8A8Params {
@@ -422,35 +467,11 @@ fn w8a8_gemm_matches_integer_reference() {
                     Parallelism::Rayon(3),
                 ] {
                     let mut y = vec![f32::NAN; m * n];
-                    quant::w8a8_gemm_with_isa(
-                        isa,
-                        &p,
-                        quant::ScaledI8 {
-                            codes: &xq,
-                            scales: &xs,
-                        },
-                        quant::ScaledI8 {
-                            codes: &wq,
-                            scales: &ws,
-                        },
-                        Some(&bias),
-                        &mut y,
-                        par,
-                    )
-                    .unwrap();
+                    w8a8(isa, &p, (&x, &w), Some(&bias), &mut y, par);
+                    let tag = format!("{isa:?} {act:?} ({m},{n},{k})");
                     for i in 0..m {
                         for j in 0..n {
-                            let dot: i64 = (0..k)
-                                .map(|t| xq[i * k + t] as i64 * wq[j * k + t] as i64)
-                                .sum();
-                            let e = act.apply(
-                                (dot as f64 * xs[i] as f64 * ws[j] as f64 + bias[j] as f64) as f32,
-                            );
-                            let g = y[i * n + j];
-                            assert!(
-                                (g - e).abs() <= 1e-5 * e.abs().max(1.0),
-                                "{isa:?} {act:?} ({m},{n},{k}) y[{i}][{j}] {g} vs {e}"
-                            );
+                            check_w8a8(&p, (&x, &w), Some(&bias), &y, (i, j), &tag);
                         }
                     }
                 }
@@ -462,7 +483,7 @@ fn w8a8_gemm_matches_integer_reference() {
 #[test]
 fn qmatmul_rejects_bad_arguments() {
     let (n, k) = (4, 64);
-    let (q, _, _) = weights(QuantFormat::Q4_0, n, k, 1);
+    let q = Weights::new(QuantFormat::Q4_0, n, k, 1).q;
     let x = vec![0.5f32; 2 * k];
     let mut y = vec![0.0f32; 2 * n];
     let p = QMatmulParams {
@@ -533,7 +554,7 @@ fn qmatmul_rejects_bad_arguments() {
 #[test]
 fn nan_and_inf_block_scales_propagate() {
     let (n, k) = (2, 64);
-    let (mut q, _, _) = weights(QuantFormat::Q8_0, n, k, 3);
+    let mut q = Weights::new(QuantFormat::Q8_0, n, k, 3).q;
     q[0..2].copy_from_slice(&f16::NAN.to_bits().to_le_bytes());
     q[68..70].copy_from_slice(&f16::INFINITY.to_bits().to_le_bytes());
     let x = vec![1.0f32; k];
@@ -577,8 +598,14 @@ fn w8a8_large_outputs_match_whatever_their_alignment() {
         let mut r = Rng((m + n + k) as u64);
         let xq: Vec<i8> = (0..m * k).map(|_| (r.f() * 127.0) as i8).collect();
         let wq: Vec<i8> = (0..n * k).map(|_| (r.f() * 127.0) as i8).collect();
-        let xs: Vec<f32> = (0..m).map(|i| 0.01 + (i % 7) as f32 * 0.001).collect();
-        let ws: Vec<f32> = (0..n).map(|j| 0.02 + (j % 5) as f32 * 0.0005).collect();
+        let x = ScaledRows {
+            codes: xq,
+            scales: (0..m).map(|i| 0.01 + (i % 7) as f32 * 0.001).collect(),
+        };
+        let w = ScaledRows {
+            codes: wq,
+            scales: (0..n).map(|j| 0.02 + (j % 5) as f32 * 0.0005).collect(),
+        };
         let p = W8A8Params {
             m,
             n,
@@ -591,33 +618,11 @@ fn w8a8_large_outputs_match_whatever_their_alignment() {
             buf.fill(f32::NAN);
             let y = &mut buf[base..base + m * n];
             for isa in isa::supported() {
-                quant::w8a8_gemm_with_isa(
-                    isa,
-                    &p,
-                    quant::ScaledI8 {
-                        codes: &xq,
-                        scales: &xs,
-                    },
-                    quant::ScaledI8 {
-                        codes: &wq,
-                        scales: &ws,
-                    },
-                    None,
-                    y,
-                    Parallelism::Rayon(2),
-                )
-                .unwrap();
+                w8a8(isa, &p, (&x, &w), None, y, Parallelism::Rayon(2));
+                let tag = format!("{isa:?} m={m} n={n} shift={shift}");
                 for i in (0..m).step_by(37).chain([m - 1]) {
                     for j in 0..n {
-                        let dot: i64 = (0..k)
-                            .map(|t| xq[i * k + t] as i64 * wq[j * k + t] as i64)
-                            .sum();
-                        let e = (dot as f64 * xs[i] as f64 * ws[j] as f64) as f32;
-                        let g = y[i * n + j];
-                        assert!(
-                            (g - e).abs() <= 1e-5 * e.abs().max(1.0),
-                            "{isa:?} m={m} n={n} shift={shift} y[{i}][{j}] = {g}, want {e}"
-                        );
+                        check_w8a8(&p, (&x, &w), None, y, (i, j), &tag);
                     }
                 }
                 assert!(
@@ -647,30 +652,20 @@ fn gemv_reused_buffers_match_a_fresh_thread_on_every_path() {
     ];
     let mut inputs = Vec::new();
     for (c, &(fmt, m, n, k)) in cases.iter().enumerate() {
-        let (q, s, _) = weights(fmt, n, k, 40 + c as u64);
+        let w = Weights::new(fmt, n, k, 40 + c as u64);
         let mut r = Rng(90 + c as u64);
         let x: Vec<f32> = (0..m * k).map(|_| r.f() * 3.0).collect();
         let bias: Vec<f32> = (0..n).map(|_| r.f()).collect();
-        inputs.push((q, s, x, bias));
+        inputs.push((w, x, bias));
     }
     let call = |isa: isa::Isa, c: usize| {
-        let (fmt, m, n, k) = cases[c];
-        let (q, s, x, bias) = &inputs[c];
-        let w = QWeights {
-            format: fmt,
-            data: q,
-            scales: s.as_deref(),
-            n,
-            k,
-        };
+        let (w, x, bias) = &inputs[c];
         let p = QMatmulParams {
-            m,
+            m: cases[c].1,
             act_quant: ActQuant::Int8,
             ..Default::default()
         };
-        let mut y = vec![f32::NAN; m * n];
-        quant::qmatmul_with_isa(isa, &p, x, &w, Some(bias), &mut y, Parallelism::None).unwrap();
-        y
+        w.qmatmul(isa, &p, x, Some(bias), Parallelism::None)
     };
     for isa in isa::supported() {
         // Twice through the list, so every case also runs after the last (and the longest).

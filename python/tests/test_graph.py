@@ -1,5 +1,3 @@
-import threading
-
 import numpy as np
 import pytest
 
@@ -71,42 +69,21 @@ def test_misuse_raises():
     g.capture_end()
 
 
-def test_graph_used_from_another_thread_while_capturing():
+def test_graph_used_from_another_thread_while_capturing(knpu_errors_on_another_thread):
     g = knpu.Graph()
     g.capture_begin(capture_error_mode="thread_local")
-    errors = []
-
-    def other():
-        for call in (g.capture_end, g.replay):
-            try:
-                call()
-            except knpu.KnpuError as e:
-                errors.append(e)
-
-    th = threading.Thread(target=other)
-    th.start()
-    th.join(timeout=30)
+    errors = [e for call in (g.capture_end, g.replay) for e in knpu_errors_on_another_thread(call)]
     g.capture_end()
     assert len(errors) == 2
     assert all(isinstance(e, knpu.CaptureError) for e in errors)
     assert "another thread" in str(errors[0])
 
 
-def test_global_capture_forbids_blocking_calls_on_other_threads():
-    errors = []
-
-    def other():
-        try:
-            knpu.synchronize()
-        except knpu.KnpuError as e:
-            errors.append(e)
-
+def test_global_capture_forbids_blocking_calls_on_other_threads(knpu_errors_on_another_thread):
     # The forbidden call also invalidates the capture, as in CUDA.
     with pytest.raises(knpu.CaptureError, match="invalidated"):
         with knpu.graph():
-            th = threading.Thread(target=other)
-            th.start()
-            th.join(timeout=30)
+            errors = knpu_errors_on_another_thread(knpu.synchronize)
     assert len(errors) == 1 and isinstance(errors[0], knpu.CaptureError)
     assert knpu.current_stream() == knpu.default_stream()
 

@@ -216,24 +216,11 @@ def test_huge_lengths_do_not_allocate(tmp_path):
     head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**63) + b"key"
     p.write_bytes(head)
     _expect_error(p, "truncated or corrupt header")
-    head = (
-        b"GGUF"
-        + struct.pack("<IQQ", 3, 0, 1)
-        + struct.pack("<Q", 1)
-        + b"k"
-        + struct.pack("<IIQ", ARR, STR, 2**62)
-    )
-    p.write_bytes(head)
-    _expect_error(p, "metadata 'k'")
-    head = (
-        b"GGUF"
-        + struct.pack("<IQQ", 3, 0, 1)
-        + struct.pack("<Q", 1)
-        + b"k"
-        + struct.pack("<IIQ", ARR, U32, 2**61)
-    )
-    p.write_bytes(head)
-    _expect_error(p, "metadata 'k'")
+    # An array of strings, and one of u32, longer than any file.
+    one_key = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k"
+    for elem_type, count in [(STR, 2**62), (U32, 2**61)]:
+        p.write_bytes(one_key + struct.pack("<IIQ", ARR, elem_type, count))
+        _expect_error(p, "metadata 'k'")
 
 
 def test_random_corruption_raises_only_model_file_errors(tmp_path):

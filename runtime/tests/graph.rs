@@ -1,9 +1,12 @@
 //! Graphs: capture, explicit building, instantiation, launch, update and their errors.
 
 use knpu::{CaptureMode, Device, Error, Event, Graph, GraphUpdateResult, Stream};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+mod common;
+use common::wait_for;
 
 /// Capture modes are process-wide and several tests read allocator statistics of the one
 /// shared device, so the tests of this file run one at a time.
@@ -13,16 +16,35 @@ fn dev() -> Device {
     knpu::device(0).unwrap()
 }
 
+/// What the tests here start with: this file's lock, device 0 and a stream on it.
+fn setup() -> (MutexGuard<'static, ()>, Device, Stream) {
+    let serial = SERIAL.lock();
+    let d = dev();
+    let s = Stream::new(&d).unwrap();
+    (serial, d, s)
+}
+
+/// [`setup`] with a second stream.
+fn setup_two_streams() -> (MutexGuard<'static, ()>, Device, Stream, Stream) {
+    let (serial, d, s1) = setup();
+    let s2 = Stream::new(&d).unwrap();
+    (serial, d, s1, s2)
+}
+
+/// `0, 1, ..., n - 1` on the device, and an output of `n` values: the operands of
+/// [`scale_graph`].
+fn ramp(s: &Stream, n: usize) -> (knpu::DeviceBuffer<f32>, knpu::DeviceBuffer<f32>) {
+    let a = s.from_slice(&v(n, |i| i as f32)).unwrap();
+    (a, s.alloc::<f32>(n).unwrap())
+}
+
 fn v(n: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
     (0..n).map(f).collect()
 }
 
 #[test]
 fn captured_replay_equals_eager_with_fork_and_join() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s1 = Stream::new(&d).unwrap();
-    let s2 = Stream::new(&d).unwrap();
+    let (_serial, _d, s1, s2) = setup_two_streams();
     let n = 1000;
     let x = s1.from_slice(&v(n, |i| i as f32 * 0.25)).unwrap();
 
@@ -82,26 +104,19 @@ fn eager(
     t3: &mut knpu::DeviceBuffer<f32>,
     t4: &mut knpu::DeviceBuffer<f32>,
 ) -> knpu::Result<()> {
-    let d = s1.device();
     knpu::ops::scale(s1, 2.0, x, t1)?;
-    let fork = Event::with_timing(d, false);
-    fork.record(s1)?;
-    s2.wait_event(&fork)?;
+    wait_for(s2, s1)?;
     knpu::ops::add(s2, x, x, t2)?;
     knpu::ops::axpy(s2, 0.5, t1, t2, t3)?;
     // Meanwhile on s1, independent of s2's branch.
     knpu::ops::scale(s1, 3.0, x, t4)?;
-    let join = Event::with_timing(d, false);
-    join.record(s2)?;
-    s1.wait_event(&join)?;
+    wait_for(s1, s2)?;
     knpu::ops::mul(s1, t4, t3, out)
 }
 
 #[test]
 fn diamond_branches_overlap_on_the_device() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let (_serial, d, s) = setup();
     let n = 4 << 20;
     let a = s.from_slice(&vec![1.0f32; n]).unwrap();
     let mut b = s.alloc::<f32>(n).unwrap();
@@ -110,23 +125,12 @@ fn diamond_branches_overlap_on_the_device() {
     s.synchronize().unwrap();
     let g = Graph::new(&d);
     let top = g.add_empty(&[]).unwrap();
-    let left = g
-        .add_work(&[top], |r| {
-            for _ in 0..4 {
-                knpu::ops::scale(r, 3.0, &a, &mut b)?;
-            }
-            Ok(())
-        })
-        .unwrap();
-    let right = g
-        .add_work(&[top], |r| {
-            for _ in 0..4 {
-                knpu::ops::scale(r, 5.0, &a, &mut c)?;
-            }
-            Ok(())
-        })
-        .unwrap();
-    let deps: Vec<_> = left.iter().chain(&right).copied().collect();
+    // Two branches of four scales each, joined by an add.
+    let mut deps = Vec::new();
+    for (factor, dst) in [(3.0, &mut b), (5.0, &mut c)] {
+        let record = |r: &Stream| (0..4).try_for_each(|_| knpu::ops::scale(r, factor, &a, dst));
+        deps.extend(g.add_work(&[top], record).unwrap());
+    }
     g.add_node(&deps, |r| knpu::ops::add(r, &b, &c, &mut out))
         .unwrap();
     let exec = g.instantiate().unwrap();
@@ -175,11 +179,8 @@ fn scale_graph(
 
 #[test]
 fn kernel_parameter_update_changes_the_replayed_result() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
-    let a = s.from_slice(&v(64, |i| i as f32)).unwrap();
-    let mut out = s.alloc::<f32>(64).unwrap();
+    let (_serial, d, s) = setup();
+    let (a, mut out) = ramp(&s, 64);
     let (g, k) = scale_graph(&d, &a, &mut out, 2.0);
     assert_eq!(g.node_type(k).unwrap(), "kernel");
     let exec = g.instantiate().unwrap();
@@ -200,11 +201,8 @@ fn kernel_parameter_update_changes_the_replayed_result() {
 
 #[test]
 fn whole_graph_update_reports_cuda_result_codes() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
-    let a = s.from_slice(&v(32, |i| i as f32)).unwrap();
-    let mut out = s.alloc::<f32>(32).unwrap();
+    let (_serial, d, s) = setup();
+    let (a, mut out) = ramp(&s, 32);
     let (g, _) = scale_graph(&d, &a, &mut out, 2.0);
     let exec = g.instantiate().unwrap();
     let (g2, _) = scale_graph(&d, &a, &mut out, 7.0);
@@ -266,9 +264,7 @@ fn whole_graph_update_reports_cuda_result_codes() {
 
 #[test]
 fn illegal_operations_during_capture_invalidate_it_and_the_stream_stays_usable() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let (_serial, _d, s) = setup();
     let a = s.from_slice(&[1.0f32; 8]).unwrap();
     let mut out = s.alloc::<f32>(8).unwrap();
     let mut host = [0f32; 8];
@@ -308,9 +304,7 @@ fn illegal_operations_during_capture_invalidate_it_and_the_stream_stays_usable()
 
 #[test]
 fn capture_modes_decide_what_other_calls_may_do() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let (_serial, d, s) = setup();
     let other = |f: fn(&Device) -> bool| {
         let d2 = d.clone();
         std::thread::spawn(move || f(&d2)).join().unwrap()
@@ -344,17 +338,12 @@ fn capture_modes_decide_what_other_calls_may_do() {
 
 #[test]
 fn unjoined_fork_fails_end_capture() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s1 = Stream::new(&d).unwrap();
-    let s2 = Stream::new(&d).unwrap();
+    let (_serial, _d, s1, s2) = setup_two_streams();
     let a = s1.from_slice(&[1.0f32; 4]).unwrap();
     let mut out = s1.alloc::<f32>(4).unwrap();
     s1.synchronize().unwrap();
     s1.begin_capture(CaptureMode::Relaxed).unwrap();
-    let e = Event::with_timing(&d, false);
-    e.record(&s1).unwrap();
-    s2.wait_event(&e).unwrap();
+    wait_for(&s2, &s1).unwrap();
     knpu::ops::scale(&s2, 2.0, &a, &mut out).unwrap();
     let err = s1.end_capture().unwrap_err();
     assert!(err.to_string().contains("not joined back"), "{err}");
@@ -365,9 +354,7 @@ fn unjoined_fork_fails_end_capture() {
 
 #[test]
 fn ten_thousand_replays_leak_nothing() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let (_serial, d, s) = setup();
     let a = s.from_slice(&[1.0f32; 16]).unwrap();
     let mut acc = s.from_slice(&[0.0f32; 16]).unwrap();
     let mut tmp = s.alloc::<f32>(16).unwrap();
@@ -407,9 +394,7 @@ fn ten_thousand_replays_leak_nothing() {
 
 #[test]
 fn allocation_nodes_use_graph_private_memory() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let (_serial, d, s) = setup();
     let a = s.from_slice(&v(256, |i| i as f32)).unwrap();
     let mut out = s.alloc::<f32>(256).unwrap();
     s.synchronize().unwrap();
@@ -467,9 +452,7 @@ fn cycles_and_bad_nodes_are_refused() {
 
 #[test]
 fn destroying_graph_and_instance_during_a_launch_is_safe() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let (_serial, d, s) = setup();
     let a = s.from_slice(&[1.0f32; 1024]).unwrap();
     let mut out = s.alloc::<f32>(1024).unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -499,10 +482,7 @@ fn destroying_graph_and_instance_during_a_launch_is_safe() {
 
 #[test]
 fn event_nodes_and_child_graphs() {
-    let _serial = SERIAL.lock();
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
-    let s2 = Stream::new(&d).unwrap();
+    let (_serial, d, s, s2) = setup_two_streams();
     let a = s.from_slice(&[2.0f32; 8]).unwrap();
     let mut b = s.alloc::<f32>(8).unwrap();
     let mut c = s.alloc::<f32>(8).unwrap();

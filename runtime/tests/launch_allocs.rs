@@ -40,12 +40,20 @@ fn allocs_during(f: impl FnOnce()) -> usize {
     ALLOCS.with(|c| c.get()) - before
 }
 
-#[test]
-fn gemm_launch_formats_no_operand_descriptions_when_the_checks_pass() {
+/// A stream on device 0 with 16 ones, 16 twos and room for 16 results.
+fn stream_and_operands() -> (knpu::Stream, Buffer, Buffer, Buffer) {
     let stream = knpu::Stream::new(&knpu::device(0).unwrap()).unwrap();
     let a = stream.from_slice(&[1.0f32; 16]).unwrap();
     let b = stream.from_slice(&[2.0f32; 16]).unwrap();
-    let mut c = stream.alloc::<f32>(16).unwrap();
+    let c = stream.alloc::<f32>(16).unwrap();
+    (stream, a, b, c)
+}
+
+type Buffer = knpu::DeviceBuffer<f32>;
+
+#[test]
+fn gemm_launch_formats_no_operand_descriptions_when_the_checks_pass() {
+    let (stream, a, b, mut c) = stream_and_operands();
     let g = Gemm::new(4, 4, 4);
     let ep = GemmEpilogue::new();
     let gemm = |c: &mut knpu::DeviceBuffer<f32>| {
@@ -80,10 +88,7 @@ fn gemm_launch_formats_no_operand_descriptions_when_the_checks_pass() {
 /// to allocate the command vector on every launch.
 #[test]
 fn binary_launch_allocates_no_command_storage_once_warm() {
-    let stream = knpu::Stream::new(&knpu::device(0).unwrap()).unwrap();
-    let a = stream.from_slice(&[1.0f32; 16]).unwrap();
-    let b = stream.from_slice(&[2.0f32; 16]).unwrap();
-    let mut c = stream.alloc::<f32>(16).unwrap();
+    let (stream, a, b, mut c) = stream_and_operands();
     for _ in 0..64 {
         ops::add(&stream, &a, &b, &mut c).unwrap();
     }

@@ -1,7 +1,7 @@
 //! Driver loading: every way a library can fail to be a usable driver gives a clear error.
 //!
-//! The odd drivers here are small C libraries compiled from `knpu_driver.h` at test time with
-//! the system C compiler, as a vendor would build one.
+//! The odd drivers here are small C libraries (`tests/drivers/*.c`) compiled against
+//! `knpu_driver.h` at test time with the system C compiler, as a vendor would build one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,12 +10,12 @@ fn header_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ffi/include")
 }
 
-fn build_c_library(name: &str, source: &str) -> PathBuf {
+/// `tests/drivers/{name}.c` compiled to a shared library in a temporary directory.
+fn build_c_library(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("knpu-loader-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
+    let c = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/drivers/{name}.c"));
     let so = dir.join(format!("lib{name}.so"));
-    std::fs::write(&c, source).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
         .args(["-shared", "-fPIC", "-std=c99", "-Wall", "-Werror", "-I"])
@@ -58,32 +58,14 @@ fn file_that_is_not_a_library_is_refused() {
 
 #[test]
 fn library_without_entry_point_is_refused() {
-    let so = build_c_library(
-        "notadriver",
-        "int knpu_something_else(void) { return 1; }\n",
-    );
-    let e = load(&so);
+    let e = load(&build_c_library("notadriver"));
     assert!(matches!(e, knpu::Error::DriverLoad { .. }), "{e}");
     assert!(e.to_string().contains("not a knpu driver"), "{e}");
 }
 
 #[test]
 fn driver_of_another_abi_major_is_refused_naming_both_versions() {
-    let so = build_c_library(
-        "futuredriver",
-        r#"#include "knpu_driver.h"
-static KnpuDriverApi api;
-const KnpuDriverApi *knpu_driver_get_api(uint32_t major, uint32_t minor) {
-  (void)major; (void)minor;
-  api.struct_size = sizeof(api);
-  api.abi_major = KNPU_DRIVER_ABI_MAJOR + 1;
-  api.abi_minor = 3;
-  api.driver_name = "future";
-  return &api;
-}
-"#,
-    );
-    let e = load(&so);
+    let e = load(&build_c_library("futuredriver"));
     match &e {
         knpu::Error::AbiMismatch {
             driver_major,
@@ -114,37 +96,12 @@ const KnpuDriverApi *knpu_driver_get_api(uint32_t major, uint32_t minor) {
 
 #[test]
 fn driver_that_declines_the_loader_version_is_refused() {
-    let so = build_c_library(
-        "decliner",
-        r#"#include "knpu_driver.h"
-const KnpuDriverApi *knpu_driver_get_api(uint32_t major, uint32_t minor) {
-  (void)major; (void)minor;
-  return 0;
-}
-"#,
-    );
-    let e = load(&so);
+    let e = load(&build_c_library("decliner"));
     assert!(e.to_string().contains("returned no function table"), "{e}");
 }
 
 #[test]
 fn truncated_table_is_refused_naming_the_missing_function() {
-    let so = build_c_library(
-        "truncated",
-        r#"#include "knpu_driver.h"
-#include <stddef.h>
-static KnpuDriverApi api;
-static KnpuStatus count(uint32_t *n) { *n = 0; return KNPU_STATUS_SUCCESS; }
-const KnpuDriverApi *knpu_driver_get_api(uint32_t major, uint32_t minor) {
-  (void)major; (void)minor;
-  api.struct_size = offsetof(KnpuDriverApi, device_get);
-  api.abi_major = KNPU_DRIVER_ABI_MAJOR;
-  api.abi_minor = 0;
-  api.device_count = count;
-  return &api;
-}
-"#,
-    );
-    let e = load(&so);
+    let e = load(&build_c_library("truncated"));
     assert!(e.to_string().contains("device_get"), "{e}");
 }

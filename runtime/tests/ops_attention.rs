@@ -8,7 +8,7 @@
 
 use half::f16;
 use knpu::ops::{self, AttentionArgs, AttnMask, AttnTensor, PagedAttentionArgs, PagedKvCache};
-use knpu::{Error, Stream};
+use knpu::{DeviceBuffer, Error, Stream};
 use knpu_kernels::attention as host;
 use knpu_kernels::Parallelism;
 
@@ -399,6 +399,11 @@ impl Small {
     }
 }
 
+/// Two zeroed f32 buffers of `len` elements: a key and a value cache.
+fn zeroed_pair(s: &Stream, len: usize) -> (DeviceBuffer<f32>, DeviceBuffer<f32>) {
+    (s.alloc_zeroed(len).unwrap(), s.alloc_zeroed(len).unwrap())
+}
+
 fn shape_operand(e: Error) -> &'static str {
     match e {
         Error::Shape { operand, .. } => operand,
@@ -494,12 +499,7 @@ fn attention_validation_errors_name_the_operand() {
 fn cache_validation_errors_name_the_operand() {
     let s = stream();
     let cache = AttnTensor::bshd(2, 8, 2, 4);
-    let mut kc = s
-        .alloc_zeroed::<f32>(cache.required_len().unwrap())
-        .unwrap();
-    let mut vc = s
-        .alloc_zeroed::<f32>(cache.required_len().unwrap())
-        .unwrap();
+    let (mut kc, mut vc) = zeroed_pair(&s, cache.required_len().unwrap());
     let lens = s.from_slice(&[0u32, 0]).unwrap();
 
     // More new positions than the cache holds.
@@ -531,26 +531,20 @@ fn cache_validation_errors_name_the_operand() {
 
     // Paged: a table shorter than [batch, max_blocks_per_seq], too many new positions.
     let paged = PagedKvCache::dense(4, 4, 2, 4);
-    let mut pk = s
-        .alloc_zeroed::<f32>(paged.required_len().unwrap())
-        .unwrap();
-    let mut pv = s
-        .alloc_zeroed::<f32>(paged.required_len().unwrap())
-        .unwrap();
+    let (mut pk, mut pv) = zeroed_pair(&s, paged.required_len().unwrap());
+    let mut append_error =
+        |new: &AttnTensor, k_new: &DeviceBuffer<f32>, table: &DeviceBuffer<u32>| {
+            let r = ops::paged_kv_append(
+                &s, &paged, &mut pk, &mut pv, new, k_new, k_new, table, 2, &lens,
+            );
+            shape_operand(r.unwrap_err())
+        };
     let table = s.from_slice(&[0u32, 1, 2]).unwrap();
-    let e = ops::paged_kv_append(
-        &s, &paged, &mut pk, &mut pv, &new, &kn, &kn, &table, 2, &lens,
-    )
-    .unwrap_err();
-    assert_eq!(shape_operand(e), "block_table");
+    assert_eq!(append_error(&new, &kn, &table), "block_table");
     let big = AttnTensor::bshd(2, 9, 2, 4);
     let bk = s.alloc_zeroed::<f32>(big.required_len().unwrap()).unwrap();
     let table = s.from_slice(&[0u32, 1, 2, 3]).unwrap();
-    let e = ops::paged_kv_append(
-        &s, &paged, &mut pk, &mut pv, &big, &bk, &bk, &table, 2, &lens,
-    )
-    .unwrap_err();
-    assert_eq!(shape_operand(e), "k_new");
+    assert_eq!(append_error(&big, &bk, &table), "k_new");
 
     // Paged attention: cache head_dim unlike q's, kv heads not dividing q heads.
     let qt = AttnTensor::bshd(2, 1, 6, 8);
@@ -614,12 +608,7 @@ fn device_side_faults_surface_at_synchronize() {
 
     // A contiguous cache append past the capacity.
     let cache = AttnTensor::bshd(batch, 4, kv_heads, hd);
-    let mut kc = s
-        .alloc_zeroed::<f32>(cache.required_len().unwrap())
-        .unwrap();
-    let mut vc = s
-        .alloc_zeroed::<f32>(cache.required_len().unwrap())
-        .unwrap();
+    let (mut kc, mut vc) = zeroed_pair(&s, cache.required_len().unwrap());
     let new = AttnTensor::bshd(batch, 2, kv_heads, hd);
     let kn = s.from_slice(&data(new.required_len().unwrap(), 4)).unwrap();
     let full = s.from_slice(&[2u32, 3]).unwrap();

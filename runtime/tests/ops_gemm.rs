@@ -7,12 +7,16 @@
 
 use half::{bf16, f16};
 use knpu::ops::{self, Activation, Gemm, GemmEpilogue};
-use knpu::{CaptureMode, DType, Device, Error, Stream};
+use knpu::{CaptureMode, DType, Error, Stream};
 use knpu_kernels::gemm::{self as kg, Element, Epilogue, Residual};
 use knpu_kernels::Parallelism;
 
-fn dev() -> Device {
-    knpu::device(0).unwrap()
+mod common;
+use common::stream;
+
+/// A and B of an `m x n x k` f32 problem (B's `k * n` values read either way round).
+fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    (values(m * k, 1), values(k * n, 2))
 }
 
 /// Deterministic values in about [-1, 1].
@@ -178,8 +182,7 @@ where
 
 #[test]
 fn f32_shapes_and_transposes_match_the_direct_kernel() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     for &(m, n, k) in &[
         (1, 1, 1),
         (7, 7, 7),
@@ -202,8 +205,7 @@ fn f32_shapes_and_transposes_match_the_direct_kernel() {
 
 #[test]
 fn batches_padding_and_epilogue_match_the_direct_kernel() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let acts = [
         Activation::None,
         Activation::Relu,
@@ -234,8 +236,7 @@ fn batches_padding_and_epilogue_match_the_direct_kernel() {
 
 #[test]
 fn half_inputs_and_outputs_match_the_direct_kernel() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     for &(m, n, k) in &[(1, 65, 7), (7, 7, 7), (65, 257, 65)] {
         let mut c = Case::new(m, n, k);
         c.trans_b = true;
@@ -255,8 +256,7 @@ fn half_inputs_and_outputs_match_the_direct_kernel() {
 
 #[test]
 fn k_zero_honours_beta_and_the_epilogue() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let mut c = Case::new(7, 65, 0);
     c.beta = 0.5;
     c.bias = true;
@@ -280,8 +280,7 @@ fn k_zero_honours_beta_and_the_epilogue() {
 
 #[test]
 fn empty_output_queues_nothing_and_succeeds() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let a = s.alloc_zeroed::<f32>(0).unwrap();
     let b = s.alloc_zeroed::<f32>(8).unwrap();
     let mut c = s.alloc_zeroed::<f32>(0).unwrap();
@@ -293,8 +292,7 @@ fn empty_output_queues_nothing_and_succeeds() {
 
 #[test]
 fn matmul_is_row_major_a_times_b() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     // [[1, 2, 3], [4, 5, 6]] x [[1, 0], [0, 1], [1, 1]]
     let a = s.from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
     let b = s.from_slice(&[1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0]).unwrap();
@@ -306,11 +304,9 @@ fn matmul_is_row_major_a_times_b() {
 
 #[test]
 fn beta_one_updates_c_in_place() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let (m, n, k) = (65, 33, 17);
-    let a: Vec<f32> = values(m * k, 1);
-    let b: Vec<f32> = values(k * n, 2);
+    let (a, b) = operands(m, n, k);
     let x: Vec<f32> = values(m * n, 3);
     let mut want = x.clone();
     // x = A B + x, as `x += linear(h)` does.
@@ -326,11 +322,9 @@ fn beta_one_updates_c_in_place() {
 
 #[test]
 fn captured_graph_replays_the_same_result() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let (m, n, k) = (65, 65, 257);
-    let a: Vec<f32> = values(m * k, 1);
-    let b: Vec<f32> = values(n * k, 2);
+    let (a, b) = operands(m, n, k);
     let bias: Vec<f32> = values(n, 3);
     let da = s.from_slice(&a).unwrap();
     let db = s.from_slice(&b).unwrap();
@@ -382,8 +376,7 @@ fn shape_error(r: knpu::Result<()>, operand: &str, expected: &str) {
 
 #[test]
 fn every_validation_error_names_the_operand_and_queues_nothing() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let (m, n, k) = (8, 32, 64);
     let a = s.from_slice(&vec![1.0f32; m * k]).unwrap();
     let b = s.from_slice(&vec![1.0f32; k * n]).unwrap();
@@ -497,8 +490,7 @@ fn every_validation_error_names_the_operand_and_queues_nothing() {
 /// operand.
 #[test]
 fn gemm_with_overflowing_shapes_is_invalid_value_naming_the_operand() {
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let a = s.from_slice(&[1.0f32; 4]).unwrap();
     let b = s.from_slice(&[1.0f32; 4]).unwrap();
     let mut c = s.from_slice(&[0.0f32; 4]).unwrap();
@@ -522,11 +514,9 @@ fn gemm_with_overflowing_shapes_is_invalid_value_naming_the_operand() {
 fn gemm_bytes_on_offsets_into_byte_buffers_matches_typed_gemm() {
     use knpu::abi::{KNPU_DTYPE_BF16, KNPU_DTYPE_F32};
     use knpu::ops::{ByteOperand, GemmDtypes};
-    let d = dev();
-    let s = Stream::new(&d).unwrap();
+    let s = stream();
     let (m, n, k) = (5, 3, 7);
-    let a: Vec<f32> = values(m * k, 1);
-    let b: Vec<f32> = values(k * n, 2);
+    let (a, b) = operands(m, n, k);
     // One byte buffer holds A at byte 16 and B right after it, with room to spare; C is at
     // byte 8 of another.
     let mut bytes = vec![0u8; 16 + 4 * (m * k + k * n) + 12];

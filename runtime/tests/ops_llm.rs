@@ -31,40 +31,50 @@ fn data<T: Element>(n: usize, seed: u64) -> Vec<T> {
         .collect()
 }
 
+/// A test, `$name`, that runs `$case::<T>(stream, rows, cols)` for each listed `T` on one
+/// stream over every shape in `SHAPES`.
+macro_rules! test_over_shapes {
+    ($name:ident: $case:ident for $($t:ty),+) => {
+        #[test]
+        fn $name() {
+            let s = stream();
+            for &(rows, cols) in SHAPES {
+                $($case::<$t>(&s, rows, cols);)+
+            }
+        }
+    };
+}
+
 fn up<T: El>(s: &Stream, v: &[T]) -> DeviceBuffer<T> {
     s.from_slice(v).unwrap()
 }
 
-fn norms<T: El>() {
-    let s = stream();
-    for &(rows, cols) in SHAPES {
-        let n = rows * cols;
-        let (x, w, b) = (data::<T>(n, 1), data::<T>(cols, 2), data::<T>(cols, 3));
-        let (dx, dw, db) = (up(&s, &x), up(&s, &w), up(&s, &b));
-        let what = format!("{} [{rows}, {cols}]", T::NAME);
+fn norms<T: El>(s: &Stream, rows: usize, cols: usize) {
+    let n = rows * cols;
+    let (x, w) = (data::<T>(n, 1), data::<T>(cols, 2));
+    let (dx, dw) = (up(s, &x), up(s, &w));
+    let what = format!("{} [{rows}, {cols}]", T::NAME);
 
-        let mut want = vec![T::from_f32(0.0); n];
-        llm::rms_norm(&x, &w, &mut want, rows, cols, 1e-5, SERIAL).unwrap();
-        let mut out = s.alloc::<T>(n).unwrap();
-        ops::rms_norm(&s, &dx, &dw, &mut out, rows, cols, 1e-5).unwrap();
-        assert_same(&format!("rms_norm {what}"), &down(&s, &out), &want);
+    let mut want = vec![T::from_f32(0.0); n];
+    llm::rms_norm(&x, &w, &mut want, rows, cols, 1e-5, SERIAL).unwrap();
+    let mut out = s.alloc::<T>(n).unwrap();
+    ops::rms_norm(s, &dx, &dw, &mut out, rows, cols, 1e-5).unwrap();
+    assert_same(&format!("rms_norm {what}"), &down(s, &out), &want);
 
-        for (bias, dbias, named) in [(Some(&b[..]), Some(&db), ""), (None, None, " no bias")] {
-            let weights = llm::NormWeights { weight: &w, bias };
-            llm::layer_norm(&x, weights, &mut want, rows, cols, 1e-5, SERIAL).unwrap();
-            let dbias = dbias.map(|b| b as &dyn knpu::AsDeviceSlice<T>);
-            ops::layer_norm(&s, &dx, &dw, dbias, &mut out, rows, cols, 1e-5).unwrap();
-            let what = format!("layer_norm{named} {what}");
-            assert_same(&what, &down(&s, &out), &want);
-        }
+    // Layer norm with and without a bias.
+    let b = data::<T>(cols, 3);
+    let db = up(s, &b);
+    for (bias, dbias, named) in [(Some(&b[..]), Some(&db), ""), (None, None, " no bias")] {
+        let weights = llm::NormWeights { weight: &w, bias };
+        llm::layer_norm(&x, weights, &mut want, rows, cols, 1e-5, SERIAL).unwrap();
+        let dbias = dbias.map(|b| b as &dyn knpu::AsDeviceSlice<T>);
+        ops::layer_norm(s, &dx, &dw, dbias, &mut out, rows, cols, 1e-5).unwrap();
+        let what = format!("layer_norm{named} {what}");
+        assert_same(&what, &down(s, &out), &want);
     }
 }
 
-#[test]
-fn norms_match_the_host_kernels() {
-    norms::<f32>();
-    norms::<f16>();
-}
+test_over_shapes!(norms_match_the_host_kernels: norms for f32, f16);
 
 fn ropes<T: El>() {
     let s = stream();
@@ -127,87 +137,69 @@ fn rope_matches_the_host_kernel() {
     ropes::<bf16>();
 }
 
-fn activations<T: El>() {
-    let s = stream();
-    for &(rows, cols) in SHAPES {
-        let n = rows * cols;
-        let (x, u) = (data::<T>(n, 5), data::<T>(n, 6));
-        let (dx, du) = (up(&s, &x), up(&s, &u));
-        let mut want = vec![T::from_f32(0.0); n];
-        let mut out = s.alloc::<T>(n).unwrap();
-        for act in [Activation::Silu, Activation::GeluErf, Activation::GeluTanh] {
-            match act {
-                Activation::Silu => llm::silu(&x, &mut want, n, SERIAL),
-                Activation::GeluErf => llm::gelu(&x, &mut want, n, llm::GeluApprox::Erf, SERIAL),
-                Activation::GeluTanh => llm::gelu(&x, &mut want, n, llm::GeluApprox::Tanh, SERIAL),
-                other => unreachable!("{other:?} is not in the list above"),
+fn activations<T: El>(s: &Stream, rows: usize, cols: usize) {
+    let n = rows * cols;
+    let (x, u) = (data::<T>(n, 5), data::<T>(n, 6));
+    let (dx, du) = (up(s, &x), up(s, &u));
+    let mut want = vec![T::from_f32(0.0); n];
+    let mut out = s.alloc::<T>(n).unwrap();
+    for act in [Activation::Silu, Activation::GeluErf, Activation::GeluTanh] {
+        match act {
+            Activation::Silu => llm::silu(&x, &mut want, n, SERIAL),
+            Activation::GeluErf => llm::gelu(&x, &mut want, n, llm::GeluApprox::Erf, SERIAL),
+            Activation::GeluTanh => llm::gelu(&x, &mut want, n, llm::GeluApprox::Tanh, SERIAL),
+            other => unreachable!("{other:?} is not in the list above"),
+        }
+        .unwrap();
+        ops::activation(s, act, &dx, &mut out).unwrap();
+        assert_same(&format!("{act:?} {} [{n}]", T::NAME), &down(s, &out), &want);
+    }
+    llm::swiglu(&x, &u, &mut want, n, SERIAL).unwrap();
+    ops::swiglu(s, &dx, &du, &mut out).unwrap();
+    assert_same(&format!("swiglu {} [{n}]", T::NAME), &down(s, &out), &want);
+}
+
+test_over_shapes!(activations_match_the_host_kernels: activations for f32, f16);
+
+fn softmax_and_binary<T: El>(s: &Stream, rows: usize, cols: usize) {
+    let n = rows * cols;
+    let (a, b, row) = (data::<T>(n, 7), data::<T>(n, 8), data::<T>(cols, 9));
+    let (da, db, drow) = (up(s, &a), up(s, &b), up(s, &row));
+    let what = format!("{} [{rows}, {cols}]", T::NAME);
+    let mut want = vec![T::from_f32(0.0); n];
+    let mut out = s.alloc::<T>(n).unwrap();
+
+    llm::softmax(&a, &mut want, rows, cols, 0.125, SERIAL).unwrap();
+    ops::softmax(s, &da, &mut out, rows, cols, 0.125).unwrap();
+    assert_same(&format!("softmax {what}"), &down(s, &out), &want);
+
+    for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub, BinaryOp::Div] {
+        for (bc, host_b, dev_b) in [(Broadcast::None, &b, &db), (Broadcast::Row, &row, &drow)] {
+            let host_bc = match bc {
+                Broadcast::None => llm::Broadcast::None,
+                Broadcast::Row => llm::Broadcast::Row,
+            };
+            match op {
+                BinaryOp::Add => llm::add(&a, host_b, &mut want, rows, cols, host_bc, SERIAL),
+                BinaryOp::Mul => llm::mul(&a, host_b, &mut want, rows, cols, host_bc, SERIAL),
+                // No host kernel of its own: f32 arithmetic rounded once, as the device.
+                BinaryOp::Sub | BinaryOp::Div => {
+                    for (i, w) in want.iter_mut().enumerate() {
+                        let bv = host_b[if bc == Broadcast::Row { i % cols } else { i }];
+                        let (x, y) = (a[i].to_f32(), bv.to_f32());
+                        *w = T::from_f32(if op == BinaryOp::Sub { x - y } else { x / y });
+                    }
+                    Ok(())
+                }
             }
             .unwrap();
-            ops::activation(&s, act, &dx, &mut out).unwrap();
-            assert_same(
-                &format!("{act:?} {} [{n}]", T::NAME),
-                &down(&s, &out),
-                &want,
-            );
-        }
-        llm::swiglu(&x, &u, &mut want, n, SERIAL).unwrap();
-        ops::swiglu(&s, &dx, &du, &mut out).unwrap();
-        assert_same(&format!("swiglu {} [{n}]", T::NAME), &down(&s, &out), &want);
-    }
-}
-
-#[test]
-fn activations_match_the_host_kernels() {
-    activations::<f32>();
-    activations::<f16>();
-}
-
-fn softmax_and_binary<T: El>() {
-    let s = stream();
-    for &(rows, cols) in SHAPES {
-        let n = rows * cols;
-        let (a, b, row) = (data::<T>(n, 7), data::<T>(n, 8), data::<T>(cols, 9));
-        let (da, db, drow) = (up(&s, &a), up(&s, &b), up(&s, &row));
-        let what = format!("{} [{rows}, {cols}]", T::NAME);
-        let mut want = vec![T::from_f32(0.0); n];
-        let mut out = s.alloc::<T>(n).unwrap();
-
-        llm::softmax(&a, &mut want, rows, cols, 0.125, SERIAL).unwrap();
-        ops::softmax(&s, &da, &mut out, rows, cols, 0.125).unwrap();
-        assert_same(&format!("softmax {what}"), &down(&s, &out), &want);
-
-        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub, BinaryOp::Div] {
-            for (bc, host_b, dev_b) in [(Broadcast::None, &b, &db), (Broadcast::Row, &row, &drow)] {
-                let host_bc = match bc {
-                    Broadcast::None => llm::Broadcast::None,
-                    Broadcast::Row => llm::Broadcast::Row,
-                };
-                match op {
-                    BinaryOp::Add => llm::add(&a, host_b, &mut want, rows, cols, host_bc, SERIAL),
-                    BinaryOp::Mul => llm::mul(&a, host_b, &mut want, rows, cols, host_bc, SERIAL),
-                    // No host kernel of its own: f32 arithmetic rounded once, as the device.
-                    BinaryOp::Sub | BinaryOp::Div => {
-                        for (i, w) in want.iter_mut().enumerate() {
-                            let bv = host_b[if bc == Broadcast::Row { i % cols } else { i }];
-                            let (x, y) = (a[i].to_f32(), bv.to_f32());
-                            *w = T::from_f32(if op == BinaryOp::Sub { x - y } else { x / y });
-                        }
-                        Ok(())
-                    }
-                }
-                .unwrap();
-                ops::binary(&s, op, &da, dev_b, &mut out, rows, cols, bc).unwrap();
-                assert_same(&format!("{op:?} {bc:?} {what}"), &down(&s, &out), &want);
-            }
+            ops::binary(s, op, &da, dev_b, &mut out, rows, cols, bc).unwrap();
+            assert_same(&format!("{op:?} {bc:?} {what}"), &down(s, &out), &want);
         }
     }
 }
 
-#[test]
-fn softmax_and_binary_match_the_host_kernels() {
-    softmax_and_binary::<f32>();
-    softmax_and_binary::<f16>();
-}
+test_over_shapes!(softmax_and_binary_match_the_host_kernels: softmax_and_binary for f32, f16);
 
 fn embedding_and_cast<T: El, O: El>() {
     let s = stream();
@@ -241,48 +233,41 @@ fn embedding_and_cast_match_the_host_kernels() {
     embedding_and_cast::<f16, bf16>();
 }
 
-fn sampling<T: El>() {
-    let s = stream();
-    for &(rows, cols) in SHAPES {
-        let n = rows * cols;
-        let x = data::<T>(n, 11);
-        let dx = up(&s, &x);
-        let what = format!("{} [{rows}, {cols}]", T::NAME);
+fn sampling<T: El>(s: &Stream, rows: usize, cols: usize) {
+    let n = rows * cols;
+    let x = data::<T>(n, 11);
+    let dx = up(s, &x);
+    let what = format!("{} [{rows}, {cols}]", T::NAME);
 
-        let mut want = vec![0u32; rows];
-        llm::argmax(&x, &mut want, rows, cols, SERIAL).unwrap();
-        let mut out = s.alloc::<u32>(rows).unwrap();
-        ops::argmax(&s, &dx, &mut out, rows, cols).unwrap();
+    let mut want = vec![0u32; rows];
+    llm::argmax(&x, &mut want, rows, cols, SERIAL).unwrap();
+    let mut out = s.alloc::<u32>(rows).unwrap();
+    ops::argmax(s, &dx, &mut out, rows, cols).unwrap();
+    s.synchronize().unwrap();
+    assert_same(&format!("argmax {what}"), &out.to_vec().unwrap(), &want);
+
+    for k in [0, 1, cols.min(5), cols] {
+        let mut want_v = vec![T::from_f32(0.0); rows * k];
+        let mut want_i = vec![0u32; rows * k];
+        llm::top_k(&x, &mut want_v, &mut want_i, rows, cols, k, SERIAL).unwrap();
+        let mut v = s.alloc::<T>(rows * k).unwrap();
+        let mut i = s.alloc::<u32>(rows * k).unwrap();
+        ops::top_k(s, &dx, &mut v, &mut i, rows, cols, k).unwrap();
         s.synchronize().unwrap();
-        assert_same(&format!("argmax {what}"), &out.to_vec().unwrap(), &want);
-
-        for k in [0, 1, cols.min(5), cols] {
-            let mut want_v = vec![T::from_f32(0.0); rows * k];
-            let mut want_i = vec![0u32; rows * k];
-            llm::top_k(&x, &mut want_v, &mut want_i, rows, cols, k, SERIAL).unwrap();
-            let mut v = s.alloc::<T>(rows * k).unwrap();
-            let mut i = s.alloc::<u32>(rows * k).unwrap();
-            ops::top_k(&s, &dx, &mut v, &mut i, rows, cols, k).unwrap();
-            s.synchronize().unwrap();
-            assert_same(
-                &format!("top_k {k} values {what}"),
-                &v.to_vec().unwrap(),
-                &want_v,
-            );
-            assert_same(
-                &format!("top_k {k} indices {what}"),
-                &i.to_vec().unwrap(),
-                &want_i,
-            );
-        }
+        assert_same(
+            &format!("top_k {k} values {what}"),
+            &v.to_vec().unwrap(),
+            &want_v,
+        );
+        assert_same(
+            &format!("top_k {k} indices {what}"),
+            &i.to_vec().unwrap(),
+            &want_i,
+        );
     }
 }
 
-#[test]
-fn argmax_and_top_k_match_the_host_kernels() {
-    sampling::<f32>();
-    sampling::<bf16>();
-}
+test_over_shapes!(argmax_and_top_k_match_the_host_kernels: sampling for f32, bf16);
 
 #[test]
 fn out_of_range_token_id_is_a_kernel_fault_and_the_stream_stays_usable() {

@@ -42,24 +42,22 @@ fn host<T: Element>(
     out
 }
 
+/// Sampling settings: greedy, plain, top-k, top-p, both, and a large top-k with top-p.
 fn grid() -> Vec<SampleParams> {
-    let mut v = Vec::new();
-    for (temperature, top_k, top_p) in [
-        (0.0, 0, 1.0),
-        (1.0, 0, 1.0),
-        (0.7, 40, 1.0),
-        (1.3, 0, 0.9),
-        (0.5, 3, 0.5),
-        (2.0, 1000, 0.99),
-    ] {
-        v.push(SampleParams {
-            temperature,
-            top_k,
-            top_p,
-            seed: 42,
-        });
-    }
-    v
+    let params = |temperature, top_k, top_p| SampleParams {
+        temperature,
+        top_k,
+        top_p,
+        seed: 42,
+    };
+    vec![
+        params(0.0, 0, 1.0),
+        params(1.0, 0, 1.0),
+        params(0.7, 40, 1.0),
+        params(1.3, 0, 0.9),
+        params(0.5, 3, 0.5),
+        params(2.0, 1000, 0.99),
+    ]
 }
 
 fn matches_host<T: Element + knpu::DType>() {
@@ -176,18 +174,17 @@ fn bad_arguments_are_errors_at_the_call() {
     let mut counter = s.from_slice(&[0u64]).unwrap();
     let mut two = s.from_slice(&[0u64, 0]).unwrap();
     let ok = SampleParams::default();
+    let with = |change: fn(&mut SampleParams)| {
+        let mut p = ok;
+        change(&mut p);
+        p
+    };
     let bad = [
-        SampleParams {
-            temperature: -1.0,
-            ..ok
-        },
-        SampleParams {
-            temperature: f32::INFINITY,
-            ..ok
-        },
-        SampleParams { top_p: 0.0, ..ok },
-        SampleParams { top_p: 1.5, ..ok },
-        SampleParams { top_k: 11, ..ok },
+        with(|p| p.temperature = -1.0),
+        with(|p| p.temperature = f32::INFINITY),
+        with(|p| p.top_p = 0.0),
+        with(|p| p.top_p = 1.5),
+        with(|p| p.top_k = 11),
     ];
     for p in bad {
         let e = ops::sample(&s, &dx, &mut out, rows, vocab, &p, Some(&mut counter)).unwrap_err();

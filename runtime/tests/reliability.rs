@@ -16,5 +16,8 @@ mod faults;
 mod misuse;
 #[path = "reliability/regressions.rs"]
 mod regressions;
+/// Helpers shared with the other runtime test binaries.
+#[path = "common/mod.rs"]
+mod shared;
 #[path = "reliability/stress.rs"]
 mod stress;

@@ -81,6 +81,68 @@ impl KernelQueue {
     pub fn download(&self, a: u64, len: usize) -> Vec<u8> {
         self.sim.download(self.dev, self.queue, a, len)
     }
+
+    /// Runs kernel `id` with `params` and checks that it succeeds.
+    pub fn assert_runs<T>(&self, id: u32, params: &T) {
+        assert_eq!(self.run(id, params), (KNPU_STATUS_SUCCESS, String::new()));
+    }
+
+    /// Submits kernel `id` with `valid` changed by each case in turn and checks that the
+    /// submit refuses it with the case's status (the case's name labels a failure).
+    pub fn assert_refused<T: Copy>(&self, id: u32, valid: &T, cases: &[Refusal<T>]) {
+        assert_refused(|params| self.submit(id, params), valid, cases);
+    }
+
+    /// Runs kernel `id` with `params`, checks that the work fails with `status` and that the
+    /// fault's message contains each of `needles`; the message.
+    pub fn assert_fault<T>(
+        &self,
+        id: u32,
+        params: &T,
+        status: KnpuStatus,
+        needles: &[&str],
+    ) -> String {
+        let (st, msg) = self.run(id, params);
+        assert_eq!(st, status, "{msg}");
+        for needle in needles {
+            assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+        }
+        msg
+    }
+}
+
+/// The status of a parameter the driver refuses.
+pub const INVALID: KnpuStatus = KNPU_STATUS_INVALID_VALUE;
+/// The status of a dtype or feature the driver does not support.
+pub const UNSUPPORTED: KnpuStatus = KNPU_STATUS_NOT_SUPPORTED;
+/// The status of work that touched memory it does not own.
+pub const ILLEGAL: KnpuStatus = KNPU_STATUS_ILLEGAL_ADDRESS;
+
+/// One refusal case for [`KernelQueue::assert_refused`]: its name, the status the submit must
+/// return, and the change that makes a valid parameter struct wrong.
+pub type Refusal<T> = (&'static str, KnpuStatus, fn(&mut T));
+
+/// Calls `submit` with `valid` changed by each case in turn and checks that it returns the
+/// case's status (the case's name labels a failure).
+pub fn assert_refused<T: Copy>(submit: impl Fn(&T) -> KnpuStatus, valid: &T, cases: &[Refusal<T>]) {
+    for (what, want, change) in cases {
+        let mut params = *valid;
+        change(&mut params);
+        assert_eq!(submit(&params), *want, "{what}");
+    }
+}
+
+/// Checks that device 0 of `sim` supports each kernel id with the first list of dtypes and
+/// not with the second.
+pub fn assert_kernel_dtypes(sim: &Sim, cases: &[(u32, &[u32], &[u32])]) {
+    let d = sim.device(0);
+    for &(id, supported, unsupported) in cases {
+        let expected = supported.iter().map(|&t| (t, true));
+        for (dtype, want) in expected.chain(unsupported.iter().map(|&t| (t, false))) {
+            let got = sim.supports_kernel(d, id, dtype);
+            assert_eq!(got, want, "kernel {id:#x} dtype {dtype}");
+        }
+    }
 }
 
 /// Elementwise parameters for `count` elements.

@@ -21,75 +21,46 @@ fn c_test(name: &str) -> String {
     run_ok(&exe, &[])
 }
 
-#[test]
-fn example_01_device_query() {
-    let out = example("01-device-query", Link::Shared, &[]);
-    assert!(out.contains("device 0:"), "{out}");
+/// One test a line: `name: program => [texts its output must contain], ...;`, where a program
+/// is `example(name, link, env)` or `c_test(name)` and each program is built and run in turn.
+macro_rules! program_tests {
+    ($($name:ident: $($program:expr => [$($want:literal),+]),+;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $(
+                    let out = $program;
+                    $(assert!(out.contains($want), "{out}");)+
+                )+
+            }
+        )*
+    };
 }
 
-#[test]
-fn example_02_memcpy_with_pointer_arithmetic() {
-    let out = example("02-memcpy", Link::Shared, &[]);
-    assert!(out.contains("past-the-end copy refused"), "{out}");
-    // With two devices the example also does a peer copy.
-    let out = example("02-memcpy", Link::Shared, &[("KNPU_SIM_DEVICES", "2")]);
-    assert!(
-        out.contains("peer copy between devices 0 and 1: ok"),
-        "{out}"
-    );
-}
-
-#[test]
-fn example_02_links_statically() {
-    let out = example("02-memcpy", Link::Static, &[]);
-    assert!(out.contains("memcpy with pointer arithmetic: ok"), "{out}");
-}
-
-#[test]
-fn example_03_streams_and_events_with_timing() {
-    let out = example("03-streams-events", Link::Shared, &[]);
-    assert!(out.contains("ms of device time"), "{out}");
-}
-
-#[test]
-fn example_04_graph_capture_and_replay() {
-    let out = example("04-graph", Link::Shared, &[]);
-    assert!(out.contains("graph capture and replay: ok"), "{out}");
-}
-
-#[test]
-fn example_05_sgemm_through_knpublas() {
-    let out = example("05-sgemm", Link::Shared, &[]);
-    assert!(out.contains("against the host loop"), "{out}");
-    let out = example("05-sgemm", Link::Static, &[]);
-    assert!(out.contains("against the host loop"), "{out}");
-}
-
-#[test]
-fn example_06_llm_ops_through_the_ops_header() {
-    let out = example("06-llm-ops", Link::Shared, &[]);
-    assert!(out.contains("max errors against the C reference"), "{out}");
-    assert!(out.contains("rotary_dim"), "{out}");
-    let out = example("06-llm-ops", Link::Static, &[]);
-    assert!(out.contains("max errors against the C reference"), "{out}");
-}
-
-#[test]
-fn knpublas_matches_a_column_major_reference() {
-    let out = c_test("blas");
-    assert!(out.contains(" products checked, 0 failures"), "{out}");
-}
-
-#[test]
-fn dlpack_export_import_and_refusals() {
-    let out = c_test("dlpack");
-    assert!(out.contains(" checks, 0 failures"), "{out}");
-}
-
-#[test]
-fn an_applications_own_dlpack_h_is_used_instead_of_knpus() {
-    let out = c_test("dlpack_own_header");
-    assert!(out.contains("own dlpack.h: ok"), "{out}");
+program_tests! {
+    example_01_device_query: example("01-device-query", Link::Shared, &[]) => ["device 0:"];
+    example_02_memcpy_with_pointer_arithmetic:
+        example("02-memcpy", Link::Shared, &[]) => ["past-the-end copy refused"],
+        // With two devices the example also does a peer copy.
+        example("02-memcpy", Link::Shared, &[("KNPU_SIM_DEVICES", "2")])
+            => ["peer copy between devices 0 and 1: ok"];
+    example_02_links_statically:
+        example("02-memcpy", Link::Static, &[]) => ["memcpy with pointer arithmetic: ok"];
+    example_03_streams_and_events_with_timing:
+        example("03-streams-events", Link::Shared, &[]) => ["ms of device time"];
+    example_04_graph_capture_and_replay:
+        example("04-graph", Link::Shared, &[]) => ["graph capture and replay: ok"];
+    example_05_sgemm_through_knpublas:
+        example("05-sgemm", Link::Shared, &[]) => ["against the host loop"],
+        example("05-sgemm", Link::Static, &[]) => ["against the host loop"];
+    example_06_llm_ops_through_the_ops_header:
+        example("06-llm-ops", Link::Shared, &[])
+            => ["max errors against the C reference", "rotary_dim"],
+        example("06-llm-ops", Link::Static, &[]) => ["max errors against the C reference"];
+    knpublas_matches_a_column_major_reference: c_test("blas") => [" products checked, 0 failures"];
+    dlpack_export_import_and_refusals: c_test("dlpack") => [" checks, 0 failures"];
+    an_applications_own_dlpack_h_is_used_instead_of_knpus:
+        c_test("dlpack_own_header") => ["own dlpack.h: ok"];
 }
 
 #[test]

@@ -117,27 +117,21 @@ fn checks() -> String {
     out + &dlpack_layouts()
 }
 
+/// `s` as tokens: each punctuation mark alone and the runs between marks and whitespace, so
+/// that a comparison ignores how the lines were wrapped.
 fn tokens(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for ch in s.chars() {
-        if ch.is_whitespace() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+    const MARKS: &str = "{}()[]<>;,:=&*#!";
+    let spaced: String = s
+        .chars()
+        .map(|c| {
+            if MARKS.contains(c) {
+                format!(" {c} ")
+            } else {
+                c.to_string()
             }
-        } else if "{}()[]<>;,:=&*#!".contains(ch) {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            out.push(ch.to_string());
-        } else {
-            cur.push(ch);
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+        })
+        .collect();
+    spaced.split_whitespace().map(str::to_string).collect()
 }
 
 fn compare_or_bless(file: &str, generated: String, preamble: &str) {
@@ -152,14 +146,15 @@ fn compare_or_bless(file: &str, generated: String, preamble: &str) {
         return;
     }
     let committed = std::fs::read_to_string(&path).expect("read the committed file");
-    let committed: String = committed
+    // The committed file's tokens after its comment lines (the generated header).
+    let committed: Vec<String> = committed
         .lines()
         .filter(|l| !l.starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n");
+        .flat_map(tokens)
+        .collect();
     let expected = format!("{preamble}{generated}");
     assert!(
-        tokens(&committed) == tokens(&expected),
+        committed == tokens(&expected),
         "ffi/capi/src/{file} is out of date with the public headers; regenerate with `KNPU_BLESS=1 cargo \
          test -p knpu-capi --test header_matches_exports`"
     );

@@ -25,15 +25,12 @@ fn run<T: Element>() {
             let x: Vec<T> = random(&mut rng, rows * cols, -16.0, 16.0);
             let want = reference(&to_f64(&x), rows, cols, scale as f64);
             let s: Vec<f64> = want.iter().map(|v| v.abs()).collect();
+            let case = format!("softmax {} {rows}x{cols} scale {scale}", name::<T>());
             for isa in isa::supported() {
                 let mut out = vec![T::from_f32(f32::NAN); rows * cols];
                 let exec = Exec::new(isa, par_for(rows * cols));
                 softmax(&x, &mut out, rows, cols, scale, exec).unwrap();
-                let ctx = format!(
-                    "softmax {} {isa:?} {rows}x{cols} scale {scale}",
-                    name::<T>()
-                );
-                check(&out, &want, &s, 1e-5, &ctx);
+                check(&out, &want, &s, 1e-5, &format!("{case} {isa:?}"));
             }
         }
     }

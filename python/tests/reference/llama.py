@@ -56,6 +56,7 @@ float32, stays the default: it carries no quantisation noise of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -83,40 +84,28 @@ class Rounding:
 ROUNDING_GGML = Rounding(act_q8=True, q8_1_sum=True, kv_f16=True, attn_f16=True)
 
 
-@dataclass
-class LlamaConfig:
-    """Hyperparameters read from a GGUF file's ``llama.*`` metadata."""
-
-    n_layer: int
-    n_embd: int
-    n_ff: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    rope_base: float
-    rms_eps: float
-    vocab_size: int
-    context_length: int
-
-    @classmethod
-    def from_gguf(cls, g: GGUFFile) -> "LlamaConfig":
-        arch = g.require("general.architecture")
-        if arch != "llama":
-            raise ValueError(f"{g.path}: architecture {arch!r} is not llama")
-        n_embd = int(g.require("llama.embedding_length"))
-        n_head = int(g.require("llama.attention.head_count"))
-        return cls(
-            n_layer=int(g.require("llama.block_count")),
-            n_embd=n_embd,
-            n_ff=int(g.require("llama.feed_forward_length")),
-            n_head=n_head,
-            n_head_kv=int(g.get("llama.attention.head_count_kv", n_head)),
-            head_dim=int(g.get("llama.rope.dimension_count", n_embd // n_head)),
-            rope_base=float(g.get("llama.rope.freq_base", 10000.0)),
-            rms_eps=float(g.require("llama.attention.layer_norm_rms_epsilon")),
-            vocab_size=len(g.require("tokenizer.ggml.tokens")),
-            context_length=int(g.require("llama.context_length")),
-        )
+def read_config(g: GGUFFile) -> SimpleNamespace:
+    """The hyperparameters in a GGUF file's ``llama.*`` metadata, as the attributes
+    ``n_layer``, ``n_embd``, ``n_ff``, ``n_head``, ``n_head_kv``, ``head_dim``, ``rope_base``,
+    ``rms_eps``, ``vocab_size`` and ``context_length``. Read here, not through
+    ``knpu.models``, so that the reference does not share the reading it checks."""
+    arch = g.require("general.architecture")
+    if arch != "llama":
+        raise ValueError(f"{g.path}: architecture {arch!r} is not llama")
+    n_embd = int(g.require("llama.embedding_length"))
+    n_head = int(g.require("llama.attention.head_count"))
+    return SimpleNamespace(
+        n_layer=int(g.require("llama.block_count")),
+        n_embd=n_embd,
+        n_ff=int(g.require("llama.feed_forward_length")),
+        n_head=n_head,
+        n_head_kv=int(g.get("llama.attention.head_count_kv", n_head)),
+        head_dim=int(g.get("llama.rope.dimension_count", n_embd // n_head)),
+        rope_base=float(g.get("llama.rope.freq_base", 10000.0)),
+        rms_eps=float(g.require("llama.attention.layer_norm_rms_epsilon")),
+        vocab_size=len(g.require("tokenizer.ggml.tokens")),
+        context_length=int(g.require("llama.context_length")),
+    )
 
 
 @dataclass
@@ -190,7 +179,7 @@ class LlamaReference:
     """The SmolLM2 forward pass in numpy, weights dequantised to float32."""
 
     def __init__(self, gguf: GGUFFile, *, rounding: Rounding = Rounding()) -> None:
-        self.cfg = LlamaConfig.from_gguf(gguf)
+        self.cfg = read_config(gguf)
         self.rounding = rounding
         c = self.cfg
         tied = "output.weight" not in gguf.tensors

@@ -1,9 +1,9 @@
-//! Helpers shared by the `ops_*` test binaries: a stream on device 0, deterministic operand
-//! values, bitwise comparison and read-back.
+//! Helpers shared by the runtime's test binaries: a stream on device 0, deterministic operand
+//! values, bitwise comparison, read-back, and one stream waiting for another.
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use knpu::{DeviceBuffer, Stream};
+use knpu::{DeviceBuffer, Event, Stream};
 
 /// A new stream on device 0.
 pub fn stream() -> Stream {
@@ -45,4 +45,12 @@ pub fn assert_same<T: bytemuck::Pod + std::fmt::Debug>(what: &str, got: &[T], wa
 pub fn down<T: bytemuck::Pod>(s: &Stream, b: &DeviceBuffer<T>) -> Vec<T> {
     s.synchronize().unwrap();
     b.to_vec().unwrap()
+}
+
+/// Makes `waiter` wait for the work queued so far on `on`, through an event recorded on `on`:
+/// how a capture forks to a second stream and joins it back.
+pub fn wait_for(waiter: &Stream, on: &Stream) -> knpu::Result<()> {
+    let e = Event::with_timing(on.device(), false);
+    e.record(on)?;
+    waiter.wait_event(&e)
 }

@@ -1,5 +1,6 @@
 //! Watchdogs and child processes for the reliability suite.
 
+use knpu::{Device, Stream};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -139,4 +140,11 @@ pub fn data(seed: usize, n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 * 0.125 - 60.0)
         .collect()
+}
+
+/// Device 0 and a new stream on it: where most cases start.
+pub fn device_and_stream() -> (Device, Stream) {
+    let d = knpu::device(0).unwrap();
+    let s = Stream::new(&d).unwrap();
+    (d, s)
 }

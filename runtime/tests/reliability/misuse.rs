@@ -2,7 +2,7 @@
 //! error and leave the runtime usable. A panic, an abort or a hang of a case is its failure,
 //! reported by name, and the other cases still run.
 
-use crate::common::{bounded, child_case, run_child};
+use crate::common::{bounded, child_case, device_and_stream, run_child};
 use knpu::{CaptureMode, Device, Error, Event, Graph, Stream};
 
 type Case = fn() -> Result<(), String>;
@@ -66,8 +66,7 @@ const CASES: &[(&str, Case)] = &[
         still_works(&s)
     }),
     ("device_synchronize_during_global_capture", || {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         s.begin_capture(CaptureMode::Global).unwrap();
         expect_err(d.synchronize(), "Capture")?;
         expect_err(s.end_capture(), "Capture")?;
@@ -75,8 +74,7 @@ const CASES: &[(&str, Case)] = &[
         still_works(&s)
     }),
     ("origin_of_a_global_capture_dropped", || {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         s.begin_capture(CaptureMode::Global).unwrap();
         drop(s);
         // The capture ended with its stream: strict mode no longer refuses calls.
@@ -91,8 +89,7 @@ const CASES: &[(&str, Case)] = &[
         still_works(&s)
     }),
     ("graph_launched_on_a_capturing_stream", || {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         let g = Graph::new(&d);
         g.add_empty(&[]).unwrap();
         let exec = g.instantiate().map_err(|e| e.to_string())?;
@@ -182,8 +179,7 @@ const CASES: &[(&str, Case)] = &[
         still_works(&s)
     }),
     ("timing_of_events_never_recorded_or_without_timing", || {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         let (a, b) = (Event::new(&d), Event::new(&d));
         expect_err(Event::elapsed_ms(&a, &b), "InvalidValue")?;
         let (c, e) = (Event::with_timing(&d, false), Event::with_timing(&d, false));
@@ -215,8 +211,7 @@ const CASES: &[(&str, Case)] = &[
         still_works(&s)
     }),
     ("last_stream_handle_dropped_inside_its_own_callback", || {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         let (tx, rx) = std::sync::mpsc::channel();
         let gone = s.clone();
         let mut b = s.alloc::<u32>(16).unwrap();
@@ -233,8 +228,7 @@ const CASES: &[(&str, Case)] = &[
         still_works(&Stream::new(&d).unwrap())
     }),
     ("buffers_dropped_with_work_pending", || {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (_d, s) = device_and_stream();
         for _ in 0..50 {
             let x = s.from_slice(&[3.0f32; 4096]).unwrap();
             let mut y = s.alloc::<f32>(4096).unwrap();

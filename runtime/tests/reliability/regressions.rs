@@ -1,6 +1,7 @@
 //! Regression tests, one per defect found under stress and misuse, named after what broke.
 
-use crate::common::{bounded, child_case, expect_child_passes};
+use crate::common::{bounded, child_case, device_and_stream, expect_child_passes, Progress};
+use crate::shared::wait_for;
 use knpu::{CaptureMode, Device, Error, Event, Fault, Stream};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -9,11 +10,18 @@ fn dev() -> Device {
     knpu::device(0).unwrap()
 }
 
-/// Runs `body` in a child process of its own (device-wide faults, stream counts, allocator
-/// totals), bounded in time.
-fn isolated(test: &str, env: &[(&str, &str)], body: impl FnOnce()) {
+/// Runs `body` as `test` in a child process of its own with `env` set (device-wide faults,
+/// stream counts, allocator totals), bounded to `secs` seconds (`part` names it in the
+/// watchdog's report).
+fn isolated(
+    test: &str,
+    env: &[(&str, &str)],
+    part: &str,
+    secs: u64,
+    body: impl FnOnce(&Progress) + Send + 'static,
+) {
     if child_case().is_some() {
-        body();
+        bounded(part, secs, body);
     } else {
         expect_child_passes(&format!("regressions::{test}"), test, env, 90);
     }
@@ -36,8 +44,7 @@ fn free_behind_a_dropping_callback(s: &Stream, waited: usize, dropped: usize) {
 #[test]
 fn huge_allocation_is_out_of_memory_not_an_alias_of_live_memory() {
     bounded("huge allocation", 60, |p| {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (_d, s) = device_and_stream();
         let live = s.from_slice(&[0x11u8; 256]).unwrap();
         p.at("alloc::<u8>(usize::MAX)");
         for r in [
@@ -63,8 +70,7 @@ fn huge_allocation_is_out_of_memory_not_an_alias_of_live_memory() {
 #[test]
 fn host_callback_dropping_a_buffer_does_not_deadlock_empty_cache() {
     bounded("callback drop during empty_cache", 60, |p| {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         // Large enough for segments of their own; empty_cache must wait for the callback.
         free_behind_a_dropping_callback(&s, 12 << 20, 12 << 20);
         p.at("Device::empty_cache while a callback drops a buffer");
@@ -79,19 +85,18 @@ fn host_callback_dropping_a_buffer_does_not_deadlock_an_allocation_retry() {
     isolated(
         "host_callback_dropping_a_buffer_does_not_deadlock_an_allocation_retry",
         &[("KNPU_SIM_MEMORY", "64M")],
-        || {
-            bounded("callback drop during an allocation retry", 60, |p| {
-                let d = dev();
-                let s = Stream::new(&d).unwrap();
-                free_behind_a_dropping_callback(&s, 40 << 20, 12 << 20);
-                // 48 MiB does not fit beside the cached 52 MiB: the allocator releases the
-                // cache, waiting for the callback, which frees a buffer meanwhile.
-                p.at("alloc of 48 MiB, retried after releasing the cache");
-                let big = s.alloc::<u8>(48 << 20).unwrap();
-                assert_eq!(d.memory_stats().num_alloc_retries, 1);
-                drop(big);
-                s.synchronize().unwrap();
-            });
+        "callback drop during an allocation retry",
+        60,
+        |p| {
+            let (d, s) = device_and_stream();
+            free_behind_a_dropping_callback(&s, 40 << 20, 12 << 20);
+            // 48 MiB does not fit beside the cached 52 MiB: the allocator releases the
+            // cache, waiting for the callback, which frees a buffer meanwhile.
+            p.at("alloc of 48 MiB, retried after releasing the cache");
+            let big = s.alloc::<u8>(48 << 20).unwrap();
+            assert_eq!(d.memory_stats().num_alloc_retries, 1);
+            drop(big);
+            s.synchronize().unwrap();
         },
     );
 }
@@ -99,8 +104,7 @@ fn host_callback_dropping_a_buffer_does_not_deadlock_an_allocation_retry() {
 #[test]
 fn waiting_from_a_host_callback_is_a_clear_error_not_a_hang() {
     bounded("synchronize from a callback", 60, |p| {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         let (tx, rx) = mpsc::channel();
         let s2 = s.clone();
         let e = Event::with_timing(&d, false);
@@ -149,27 +153,26 @@ fn graph_instance_runs_again_after_a_faulted_launch() {
     isolated(
         "graph_instance_runs_again_after_a_faulted_launch",
         &[],
-        || {
-            bounded("graph after a fault", 60, |p| {
-                let d = dev();
-                let s = Stream::new(&d).unwrap();
-                let x = s.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
-                let mut y = s.alloc_zeroed::<f32>(3).unwrap();
-                let exec = scale_graph(&s, &x, &mut y);
-                d.inject_fault(Fault::Kernel { n: 1, kernel_id: 0 })
-                    .unwrap();
-                exec.launch(&s).unwrap();
-                p.at("synchronize after the faulted launch");
-                let e = s.synchronize().unwrap_err();
-                assert!(matches!(e, Error::KernelFault { .. }), "{e}");
-                let other = Stream::new(&d).unwrap();
-                for (i, stream) in [&s, &other, &s, &s].into_iter().enumerate() {
-                    p.at(format!("launch {i} after the fault"));
-                    exec.launch(stream).unwrap();
-                    stream.synchronize().unwrap();
-                    assert_eq!(y.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
-                }
-            });
+        "graph after a fault",
+        60,
+        |p| {
+            let (d, s) = device_and_stream();
+            let x = s.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
+            let mut y = s.alloc_zeroed::<f32>(3).unwrap();
+            let exec = scale_graph(&s, &x, &mut y);
+            d.inject_fault(Fault::Kernel { n: 1, kernel_id: 0 })
+                .unwrap();
+            exec.launch(&s).unwrap();
+            p.at("synchronize after the faulted launch");
+            let e = s.synchronize().unwrap_err();
+            assert!(matches!(e, Error::KernelFault { .. }), "{e}");
+            let other = Stream::new(&d).unwrap();
+            for (i, stream) in [&s, &other, &s, &s].into_iter().enumerate() {
+                p.at(format!("launch {i} after the fault"));
+                exec.launch(stream).unwrap();
+                stream.synchronize().unwrap();
+                assert_eq!(y.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
+            }
         },
     );
 }
@@ -179,51 +182,46 @@ fn forked_graph_instance_runs_again_after_a_faulted_launch() {
     isolated(
         "forked_graph_instance_runs_again_after_a_faulted_launch",
         &[],
-        || {
-            bounded("forked graph after a fault", 60, |p| {
-                let d = dev();
-                let s1 = Stream::new(&d).unwrap();
-                let s2 = Stream::new(&d).unwrap();
-                let x = s1.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
-                let mut a = s1.alloc_zeroed::<f32>(3).unwrap();
-                let mut b = s1.alloc_zeroed::<f32>(3).unwrap();
-                s1.synchronize().unwrap();
-                s1.begin_capture(CaptureMode::Relaxed).unwrap();
-                let fork = Event::with_timing(&d, false);
-                fork.record(&s1).unwrap();
-                s2.wait_event(&fork).unwrap();
-                knpu::ops::scale(&s1, 2.0, &x, &mut a).unwrap();
-                knpu::ops::scale(&s2, 3.0, &x, &mut b).unwrap();
-                let join = Event::with_timing(&d, false);
-                join.record(&s2).unwrap();
-                s1.wait_event(&join).unwrap();
-                let exec = s1.end_capture().unwrap().instantiate().unwrap();
-                assert!(exec.queue_count() > 1);
-                for kernel in 1..=2 {
-                    d.inject_fault(Fault::Kernel {
-                        n: kernel,
-                        kernel_id: 0,
-                    })
-                    .unwrap();
+        "forked graph after a fault",
+        60,
+        |p| {
+            let (d, s1) = device_and_stream();
+            let s2 = Stream::new(&d).unwrap();
+            let x = s1.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
+            let mut a = s1.alloc_zeroed::<f32>(3).unwrap();
+            let mut b = s1.alloc_zeroed::<f32>(3).unwrap();
+            s1.synchronize().unwrap();
+            s1.begin_capture(CaptureMode::Relaxed).unwrap();
+            wait_for(&s2, &s1).unwrap();
+            knpu::ops::scale(&s1, 2.0, &x, &mut a).unwrap();
+            knpu::ops::scale(&s2, 3.0, &x, &mut b).unwrap();
+            wait_for(&s1, &s2).unwrap();
+            let exec = s1.end_capture().unwrap().instantiate().unwrap();
+            assert!(exec.queue_count() > 1);
+            for kernel in 1..=2 {
+                d.inject_fault(Fault::Kernel {
+                    n: kernel,
+                    kernel_id: 0,
+                })
+                .unwrap();
+                exec.launch(&s1).unwrap();
+                p.at("synchronize after a faulted launch");
+                let e = s1.synchronize().unwrap_err();
+                assert!(
+                    matches!(
+                        e,
+                        Error::KernelFault { .. } | Error::DependencyFailed { .. }
+                    ),
+                    "{e}"
+                );
+                for i in 0..3 {
+                    p.at(format!("launch {i} after fault {kernel}"));
                     exec.launch(&s1).unwrap();
-                    p.at("synchronize after a faulted launch");
-                    let e = s1.synchronize().unwrap_err();
-                    assert!(
-                        matches!(
-                            e,
-                            Error::KernelFault { .. } | Error::DependencyFailed { .. }
-                        ),
-                        "{e}"
-                    );
-                    for i in 0..3 {
-                        p.at(format!("launch {i} after fault {kernel}"));
-                        exec.launch(&s1).unwrap();
-                        s1.synchronize().unwrap();
-                        assert_eq!(a.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
-                        assert_eq!(b.to_vec().unwrap(), vec![3.0, 6.0, 9.0]);
-                    }
+                    s1.synchronize().unwrap();
+                    assert_eq!(a.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
+                    assert_eq!(b.to_vec().unwrap(), vec![3.0, 6.0, 9.0]);
                 }
-            });
+            }
         },
     );
 }
@@ -233,20 +231,19 @@ fn blocks_freed_on_different_streams_coalesce_and_go_back_to_the_driver() {
     isolated(
         "blocks_freed_on_different_streams_coalesce_and_go_back_to_the_driver",
         &[],
-        || {
-            bounded("cross-stream coalescing", 60, |_| {
-                let d = dev();
-                let s1 = Stream::new(&d).unwrap();
-                let s2 = Stream::new(&d).unwrap();
-                let a = s1.alloc::<f32>(1000).unwrap();
-                let b = s2.alloc::<f32>(1000).unwrap();
-                drop(a);
-                drop(b);
-                s1.synchronize().unwrap();
-                s2.synchronize().unwrap();
-                d.empty_cache().unwrap();
-                assert_eq!(d.memory_stats().reserved_bytes, 0);
-            });
+        "cross-stream coalescing",
+        60,
+        |_| {
+            let (d, s1) = device_and_stream();
+            let s2 = Stream::new(&d).unwrap();
+            let a = s1.alloc::<f32>(1000).unwrap();
+            let b = s2.alloc::<f32>(1000).unwrap();
+            drop(a);
+            drop(b);
+            s1.synchronize().unwrap();
+            s2.synchronize().unwrap();
+            d.empty_cache().unwrap();
+            assert_eq!(d.memory_stats().reserved_bytes, 0);
         },
     );
 }
@@ -256,25 +253,25 @@ fn memory_freed_on_alternating_streams_serves_a_large_allocation() {
     isolated(
         "memory_freed_on_alternating_streams_serves_a_large_allocation",
         &[("KNPU_SIM_MEMORY", "64M")],
-        || {
-            bounded("alternating streams in 64 MiB", 60, |p| {
-                let d = dev();
-                let streams = [Stream::new(&d).unwrap(), Stream::new(&d).unwrap()];
-                let bufs: Vec<_> = (0..200)
-                    .map(|i| streams[i % 2].alloc::<u8>(256 << 10).unwrap())
-                    .collect();
-                drop(bufs);
-                for s in &streams {
-                    s.synchronize().unwrap();
-                }
-                p.at("alloc of 48 MiB");
-                let big = streams[0].alloc::<u8>(48 << 20).unwrap();
-                drop(big);
-                streams[0].synchronize().unwrap();
-                d.empty_cache().unwrap();
-                let st = d.memory_stats();
-                assert_eq!((st.allocated_bytes, st.reserved_bytes), (0, 0), "{st:?}");
-            });
+        "alternating streams in 64 MiB",
+        60,
+        |p| {
+            let d = dev();
+            let streams = [Stream::new(&d).unwrap(), Stream::new(&d).unwrap()];
+            let bufs: Vec<_> = (0..200)
+                .map(|i| streams[i % 2].alloc::<u8>(256 << 10).unwrap())
+                .collect();
+            drop(bufs);
+            for s in &streams {
+                s.synchronize().unwrap();
+            }
+            p.at("alloc of 48 MiB");
+            let big = streams[0].alloc::<u8>(48 << 20).unwrap();
+            drop(big);
+            streams[0].synchronize().unwrap();
+            d.empty_cache().unwrap();
+            let st = d.memory_stats();
+            assert_eq!((st.allocated_bytes, st.reserved_bytes), (0, 0), "{st:?}");
         },
     );
 }
@@ -282,8 +279,7 @@ fn memory_freed_on_alternating_streams_serves_a_large_allocation() {
 #[test]
 fn joined_stream_leaves_a_capture_whose_origin_was_dropped() {
     bounded("dead capture", 60, |p| {
-        let d = dev();
-        let origin = Stream::new(&d).unwrap();
+        let (d, origin) = device_and_stream();
         let joined = Stream::new(&d).unwrap();
         origin.begin_capture(CaptureMode::Relaxed).unwrap();
         let fork = Event::with_timing(&d, false);
@@ -311,8 +307,7 @@ fn joined_stream_leaves_a_capture_whose_origin_was_dropped() {
 #[test]
 fn raw_copy_past_the_end_of_a_buffer_is_refused() {
     bounded("raw ranges", 60, |_| {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         let b = s.from_slice(&(0..=255u8).collect::<Vec<_>>()).unwrap();
         let base = b.device_address();
         let mut out = [0u8; 64];
@@ -337,8 +332,12 @@ fn raw_copy_past_the_end_of_a_buffer_is_refused() {
 
 #[test]
 fn stream_limit_error_names_the_limit() {
-    isolated("stream_limit_error_names_the_limit", &[], || {
-        bounded("stream limit", 60, |_| {
+    isolated(
+        "stream_limit_error_names_the_limit",
+        &[],
+        "stream limit",
+        60,
+        |_| {
             let d = dev();
             let limit = d.attribute(knpu::Attribute::MaxQueues).unwrap();
             let mut streams = Vec::new();
@@ -353,15 +352,14 @@ fn stream_limit_error_names_the_limit() {
             assert!(err.to_string().contains(&limit.to_string()), "{err}");
             streams.pop();
             Stream::new(&d).unwrap();
-        });
-    });
+        },
+    );
 }
 
 #[test]
 fn wait_on_an_event_of_an_ended_capture_agrees_with_query() {
     bounded("event of an ended capture", 60, |_| {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         let other = Stream::new(&d).unwrap();
         let x = s.from_slice(&[1.0f32]).unwrap();
         let mut y = s.alloc::<f32>(1).unwrap();

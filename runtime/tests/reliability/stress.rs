@@ -1,7 +1,7 @@
 //! Concurrency stress, compared bit for bit with a sequential run, and graph replay from
 //! several threads.
 
-use crate::common::{bounded, data, Progress};
+use crate::common::{bounded, data, device_and_stream, Progress};
 use knpu::{CaptureMode, Device, Event, Stream};
 use std::sync::Arc;
 
@@ -42,8 +42,7 @@ fn step(a: &Stream, b: &Stream, seed: usize, p: &Progress) -> Vec<f32> {
 #[test]
 fn concurrent_streams_events_and_frees_match_a_sequential_run() {
     let expected: Vec<Vec<f32>> = bounded("sequential reference", 120, |p| {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (_d, s) = device_and_stream();
         (0..THREADS * ITERS).map(|i| step(&s, &s, i, p)).collect()
     });
     let expected = Arc::new(expected);
@@ -53,8 +52,7 @@ fn concurrent_streams_events_and_frees_match_a_sequential_run() {
                 let p = p.child(format!("thread {t}"));
                 let expected = expected.clone();
                 std::thread::spawn(move || {
-                    let d = dev();
-                    let a = Stream::new(&d).unwrap();
+                    let (d, a) = device_and_stream();
                     let b = Stream::new(&d).unwrap();
                     let mut mismatches = 0;
                     for i in 0..ITERS {
@@ -79,8 +77,7 @@ fn concurrent_streams_events_and_frees_match_a_sequential_run() {
 #[test]
 fn one_graph_instance_replayed_from_several_threads_counts_every_launch() {
     bounded("graph replay from threads", 150, |p| {
-        let d = dev();
-        let s = Stream::new(&d).unwrap();
+        let (d, s) = device_and_stream();
         let one = s.from_slice(&vec![1.0f32; N]).unwrap();
         let mut acc = s.alloc_zeroed::<f32>(N).unwrap();
         let mut tmp = s.alloc::<f32>(N).unwrap();

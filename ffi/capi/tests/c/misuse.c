@@ -456,11 +456,8 @@ static void ops(knpuStream_t dead_stream) {
   pk.newKv.heads = 2;
   ERR_IS(IV, knpuPagedKvAppend(&pk, d, d + 16, d + 32, d + 36, u, u + 2, NULL));
 
-  knpuNormDesc nd = KNPU_OPS_DESC_INIT(knpuNormDesc);
-  nd.dtype = knpuDtypeF32;
-  nd.rows = 2;
-  nd.cols = 8;
-  nd.eps = 1e-5f;
+  knpuNormDesc nd = {.structSize = sizeof(knpuNormDesc), .dtype = knpuDtypeF32, .rows = 2,
+                     .cols = 8, .eps = 1e-5f};
   OK(knpuRmsNorm(&nd, d, d + 16, d + 32, NULL));
   OK(knpuLayerNorm(&nd, d, d + 16, NULL, d + 32, NULL));
   ERR_IS(IV, knpuRmsNorm(NULL, d, d + 16, d + 32, NULL));
@@ -483,14 +480,9 @@ static void ops(knpuStream_t dead_stream) {
   nd.structSize = 0;
   ERR_IS(IV, knpuRmsNorm(&nd, d, d + 16, d + 32, NULL));
 
-  knpuRopeDesc rd = KNPU_OPS_DESC_INIT(knpuRopeDesc);
-  rd.dtype = knpuDtypeF32;
-  rd.style = knpuRopeNeox;
-  rd.rows = 2;
-  rd.heads = 2;
-  rd.headDim = 4;
-  rd.rotaryDim = 4;
-  rd.base = 10000.0f;
+  knpuRopeDesc rd = {.structSize = sizeof(knpuRopeDesc), .dtype = knpuDtypeF32,
+                     .style = knpuRopeNeox, .rows = 2, .heads = 2, .headDim = 4, .rotaryDim = 4,
+                     .base = 10000.0f};
   OK(knpuRope(&rd, d, NULL, d + 16, NULL));
   OK(knpuRope(&rd, d, u, d + 16, NULL));
   ERR_IS(IV, knpuRope(NULL, d, NULL, d + 16, NULL));
@@ -506,10 +498,8 @@ static void ops(knpuStream_t dead_stream) {
   rd.startPosition = UINT64_MAX;
   ERR_IS(IV, knpuRope(&rd, d, NULL, d + 16, NULL));
 
-  knpuActivationDesc ad = KNPU_OPS_DESC_INIT(knpuActivationDesc);
-  ad.dtype = knpuDtypeF32;
-  ad.activation = knpuActivationSilu;
-  ad.len = 16;
+  knpuActivationDesc ad = {.structSize = sizeof(knpuActivationDesc), .dtype = knpuDtypeF32,
+                           .activation = knpuActivationSilu, .len = 16};
   OK(knpuActivation(&ad, d, d + 16, NULL));
   ERR_IS(IV, knpuActivation(NULL, d, d + 16, NULL));
   ERR_IS(IH, knpuActivation(&ad, d, d + 16, dead_stream));
@@ -519,9 +509,7 @@ static void ops(knpuStream_t dead_stream) {
   ad.activation = (knpuActivation_t)42;
   ERR_IS(IV, knpuActivation(&ad, d, d + 16, NULL));
 
-  knpuSwigluDesc sw = KNPU_OPS_DESC_INIT(knpuSwigluDesc);
-  sw.dtype = knpuDtypeF32;
-  sw.len = 16;
+  knpuSwigluDesc sw = {.structSize = sizeof(knpuSwigluDesc), .dtype = knpuDtypeF32, .len = 16};
   OK(knpuSwiglu(&sw, d, d + 16, d + 32, NULL));
   ERR_IS(IV, knpuSwiglu(NULL, d, d + 16, d + 32, NULL));
   ERR_IS(IH, knpuSwiglu(&sw, d, d + 16, d + 32, bad));
@@ -529,11 +517,8 @@ static void ops(knpuStream_t dead_stream) {
   sw.len = UINT64_MAX / 2;
   ERR_IS(IV, knpuSwiglu(&sw, d, d + 16, d + 32, NULL));
 
-  knpuSoftmaxDesc sd = KNPU_OPS_DESC_INIT(knpuSoftmaxDesc);
-  sd.dtype = knpuDtypeF32;
-  sd.rows = 2;
-  sd.cols = 8;
-  sd.scale = 1.0f;
+  knpuSoftmaxDesc sd = {.structSize = sizeof(knpuSoftmaxDesc), .dtype = knpuDtypeF32, .rows = 2,
+                        .cols = 8, .scale = 1.0f};
   OK(knpuSoftmax(&sd, d, d + 16, NULL));
   ERR_IS(IV, knpuSoftmax(NULL, d, d + 16, NULL));
   ERR_IS(IH, knpuSoftmax(&sd, d, d + 16, dead_stream));
@@ -541,12 +526,8 @@ static void ops(knpuStream_t dead_stream) {
   sd.scale = INFINITY;
   ERR_IS(IV, knpuSoftmax(&sd, d, d + 16, NULL));
 
-  knpuBinaryDesc bd = KNPU_OPS_DESC_INIT(knpuBinaryDesc);
-  bd.dtype = knpuDtypeF32;
-  bd.op = knpuBinarySub;
-  bd.broadcast = knpuBroadcastRow;
-  bd.rows = 2;
-  bd.cols = 8;
+  knpuBinaryDesc bd = {.structSize = sizeof(knpuBinaryDesc), .dtype = knpuDtypeF32,
+                       .op = knpuBinarySub, .broadcast = knpuBroadcastRow, .rows = 2, .cols = 8};
   OK(knpuBinary(&bd, d, d + 16, d + 32, NULL));
   ERR_IS(IV, knpuBinary(NULL, d, d + 16, d + 32, NULL));
   ERR_IS(IH, knpuBinary(&bd, d, d + 16, d + 32, bad));
@@ -561,12 +542,8 @@ static void ops(knpuStream_t dead_stream) {
   OK(knpuBinary(&bd, d, d + 16, d + 32, NULL));
   ERR_IS(IV, knpuBinary(&bd, d, d + 16, d + 56, NULL)); /* out runs past the end */
 
-  knpuEmbeddingDesc ed = KNPU_OPS_DESC_INIT(knpuEmbeddingDesc);
-  ed.tableDtype = knpuDtypeF32;
-  ed.outDtype = knpuDtypeBF16;
-  ed.vocab = 4;
-  ed.dim = 4;
-  ed.tokens = 2;
+  knpuEmbeddingDesc ed = {.structSize = sizeof(knpuEmbeddingDesc), .tableDtype = knpuDtypeF32,
+                          .outDtype = knpuDtypeBF16, .vocab = 4, .dim = 4, .tokens = 2};
   OK(knpuEmbedding(&ed, d, u, d + 16, NULL));
   ERR_IS(IV, knpuEmbedding(NULL, d, u, d + 16, NULL));
   ERR_IS(IH, knpuEmbedding(&ed, d, u, d + 16, dead_stream));
@@ -575,12 +552,8 @@ static void ops(knpuStream_t dead_stream) {
   ed.outDtype = knpuDtypeI64;
   ERR_IS(DT, knpuEmbedding(&ed, d, u, d + 16, NULL));
 
-  knpuQEmbeddingDesc qe = KNPU_OPS_DESC_INIT(knpuQEmbeddingDesc);
-  qe.format = knpuQuantI8;
-  qe.outDtype = knpuDtypeF32;
-  qe.vocab = 4;
-  qe.dim = 8;
-  qe.tokens = 2;
+  knpuQEmbeddingDesc qe = {.structSize = sizeof(knpuQEmbeddingDesc), .format = knpuQuantI8,
+                           .outDtype = knpuDtypeF32, .vocab = 4, .dim = 8, .tokens = 2};
   OK(knpuQEmbedding(&qe, d, d + 8, u, d + 16, NULL));
   ERR_IS(IV, knpuQEmbedding(NULL, d, d + 8, u, d + 16, NULL));
   ERR_IS(IH, knpuQEmbedding(&qe, d, d + 8, u, d + 16, bad));
@@ -591,10 +564,8 @@ static void ops(knpuStream_t dead_stream) {
   qe.format = (knpuQuantFormat_t)99;
   ERR_IS(IV, knpuQEmbedding(&qe, d, NULL, u, d + 16, NULL));
 
-  knpuCastDesc cd = KNPU_OPS_DESC_INIT(knpuCastDesc);
-  cd.srcDtype = knpuDtypeF32;
-  cd.dstDtype = knpuDtypeF16;
-  cd.len = 16;
+  knpuCastDesc cd = {.structSize = sizeof(knpuCastDesc), .srcDtype = knpuDtypeF32,
+                     .dstDtype = knpuDtypeF16, .len = 16};
   OK(knpuCast(&cd, d, d + 16, NULL));
   ERR_IS(IV, knpuCast(NULL, d, d + 16, NULL));
   ERR_IS(IH, knpuCast(&cd, d, d + 16, dead_stream));
@@ -602,11 +573,8 @@ static void ops(knpuStream_t dead_stream) {
   cd.dstDtype = (knpuDtype_t)12345;
   ERR_IS(DT, knpuCast(&cd, d, d + 16, NULL));
 
-  knpuReduceDesc rr = KNPU_OPS_DESC_INIT(knpuReduceDesc);
-  rr.dtype = knpuDtypeF32;
-  rr.rows = 2;
-  rr.cols = 8;
-  rr.k = 2;
+  knpuReduceDesc rr = {.structSize = sizeof(knpuReduceDesc), .dtype = knpuDtypeF32, .rows = 2,
+                       .cols = 8, .k = 2};
   OK(knpuArgmax(&rr, d, u, NULL));
   OK(knpuTopK(&rr, d, d + 16, u, NULL));
   ERR_IS(IV, knpuArgmax(NULL, d, u, NULL));
@@ -620,15 +588,10 @@ static void ops(knpuStream_t dead_stream) {
   rr.cols = 0;
   ERR_IS(IV, knpuArgmax(&rr, d, u, NULL));
 
-  knpuSampleDesc sp = KNPU_OPS_DESC_INIT(knpuSampleDesc);
   uint64_t *ctr = (uint64_t *)(d + 60);
-  sp.dtype = knpuDtypeF32;
-  sp.outDtype = knpuDtypeU32;
-  sp.rows = 2;
-  sp.vocab = 8;
-  sp.temperature = 1.0f;
-  sp.topP = 1.0f;
-  sp.seed = 7;
+  knpuSampleDesc sp = {.structSize = sizeof(knpuSampleDesc), .dtype = knpuDtypeF32,
+                       .outDtype = knpuDtypeU32, .rows = 2, .vocab = 8, .temperature = 1.0f,
+                       .topP = 1.0f, .seed = 7};
   OK(knpuSample(&sp, d, u, ctr, NULL));
   ERR_IS(IV, knpuSample(NULL, d, u, ctr, NULL));
   ERR_IS(IH, knpuSample(&sp, d, u, ctr, bad));
@@ -669,10 +632,8 @@ static void ops(knpuStream_t dead_stream) {
   sp.structSize = 8;
   ERR_IS(IV, knpuSample(&sp, d, u, ctr, NULL));
 
-  knpuQuantizeDesc qd = KNPU_OPS_DESC_INIT(knpuQuantizeDesc);
-  qd.format = knpuQuantQ8_0;
-  qd.rows = 1;
-  qd.k = 32;
+  knpuQuantizeDesc qd = {.structSize = sizeof(knpuQuantizeDesc), .format = knpuQuantQ8_0,
+                         .rows = 1, .k = 32};
   OK(knpuQuantize(&qd, d, d + 32, NULL, NULL));
   OK(knpuDequantize(&qd, d + 32, NULL, d, NULL));
   ERR_IS(IV, knpuQuantize(NULL, d, d + 32, NULL, NULL));
@@ -688,13 +649,8 @@ static void ops(knpuStream_t dead_stream) {
   qd.format = (knpuQuantFormat_t)8;
   ERR_IS(IV, knpuDequantize(&qd, d + 32, NULL, d, NULL));
 
-  knpuQMatmulDesc qm = KNPU_OPS_DESC_INIT(knpuQMatmulDesc);
-  qm.format = knpuQuantI8;
-  qm.xDtype = knpuDtypeF32;
-  qm.yDtype = knpuDtypeF32;
-  qm.m = 1;
-  qm.n = 2;
-  qm.k = 32;
+  knpuQMatmulDesc qm = {.structSize = sizeof(knpuQMatmulDesc), .format = knpuQuantI8,
+                        .xDtype = knpuDtypeF32, .yDtype = knpuDtypeF32, .m = 1, .n = 2, .k = 32};
   OK(knpuQMatmul(&qm, d, d + 32, d + 48, NULL, d + 56, NULL));
   ERR_IS(IV, knpuQMatmul(NULL, d, d + 32, d + 48, NULL, d + 56, NULL));
   ERR_IS(IH, knpuQMatmul(&qm, d, d + 32, d + 48, NULL, d + 56, bad));
@@ -710,11 +666,8 @@ static void ops(knpuStream_t dead_stream) {
   qm.xDtype = knpuDtypeI8;
   ERR_IS(DT, knpuQMatmul(&qm, d, d + 32, NULL, NULL, d + 56, NULL));
 
-  knpuW8A8GemmDesc wg = KNPU_OPS_DESC_INIT(knpuW8A8GemmDesc);
-  wg.yDtype = knpuDtypeF32;
-  wg.m = 1;
-  wg.n = 2;
-  wg.k = 32;
+  knpuW8A8GemmDesc wg = {.structSize = sizeof(knpuW8A8GemmDesc), .yDtype = knpuDtypeF32, .m = 1,
+                         .n = 2, .k = 32};
   const int8_t *i8 = (const int8_t *)d;
   OK(knpuW8A8Gemm(&wg, i8, d + 8, i8 + 64, d + 32, NULL, d + 40, NULL));
   ERR_IS(IV, knpuW8A8Gemm(NULL, i8, d + 8, i8 + 64, d + 32, NULL, d + 40, NULL));
