@@ -232,15 +232,13 @@ impl Scratch {
 /// Prepares one row (see [`XPrep::new`]); inlined into per-ISA copies so the loops
 /// vectorise with the host's vector width.
 #[inline(always)]
-fn row_body<TX: ActElem>(
-    plan: &Plan,
-    xrow: &[TX],
-    qrow: &mut [i8],
-    dx: &mut [f32],
-    corr: &mut [i32],
-    msum: &mut [f32],
-    sc: &mut Scratch,
-) {
+fn row_body<TX: ActElem>(plan: &Plan, xrow: &[TX], out: RowOut<'_>, sc: &mut Scratch) {
+    let RowOut {
+        q: qrow,
+        dx,
+        corr,
+        msum,
+    } = out;
     let k = plan.k;
     quantize_row(xrow, plan.block, &mut sc.xf, &mut sc.q, &mut sc.d);
     permute(plan.format, plan.layout, k, &sc.q, qrow);
@@ -286,32 +284,16 @@ fn row_body<TX: ActElem>(
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
 /// # Safety
 /// - the host supports AVX-512 F/BW/DQ/VL.
-unsafe fn row_avx512<TX: ActElem>(
-    plan: &Plan,
-    xrow: &[TX],
-    qrow: &mut [i8],
-    dx: &mut [f32],
-    corr: &mut [i32],
-    msum: &mut [f32],
-    sc: &mut Scratch,
-) {
-    row_body(plan, xrow, qrow, dx, corr, msum, sc)
+unsafe fn row_avx512<TX: ActElem>(plan: &Plan, xrow: &[TX], out: RowOut<'_>, sc: &mut Scratch) {
+    row_body(plan, xrow, out, sc)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 /// # Safety
 /// - the host supports AVX2, FMA and F16C.
-unsafe fn row_avx2<TX: ActElem>(
-    plan: &Plan,
-    xrow: &[TX],
-    qrow: &mut [i8],
-    dx: &mut [f32],
-    corr: &mut [i32],
-    msum: &mut [f32],
-    sc: &mut Scratch,
-) {
-    row_body(plan, xrow, qrow, dx, corr, msum, sc)
+unsafe fn row_avx2<TX: ActElem>(plan: &Plan, xrow: &[TX], out: RowOut<'_>, sc: &mut Scratch) {
+    row_body(plan, xrow, out, sc)
 }
 
 /// Where one prepared row goes: its codes, lane scales, lane corrections and minimum sums.
@@ -330,20 +312,14 @@ fn prep_row<TX: ActElem>(
     out: RowOut<'_>,
     sc: &mut Scratch,
 ) {
-    let RowOut {
-        q: qrow,
-        dx,
-        corr,
-        msum,
-    } = out;
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` is supported by the host (checked by the caller of `XPrep::new`).
-        crate::Isa::Avx512 => unsafe { row_avx512(plan, xrow, qrow, dx, corr, msum, sc) },
+        crate::Isa::Avx512 => unsafe { row_avx512(plan, xrow, out, sc) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; `Isa::Avx2` means AVX2 with FMA and F16C.
-        crate::Isa::Avx2 => unsafe { row_avx2(plan, xrow, qrow, dx, corr, msum, sc) },
-        _ => row_body(plan, xrow, qrow, dx, corr, msum, sc),
+        crate::Isa::Avx2 => unsafe { row_avx2(plan, xrow, out, sc) },
+        _ => row_body(plan, xrow, out, sc),
     }
 }
 
