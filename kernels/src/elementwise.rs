@@ -3,8 +3,8 @@
 //! Every element type is widened to f32, computed in f32 and narrowed back (round to nearest
 //! even for f16 and bf16), one tile of [`TILE`] elements at a time so the widened operands stay
 //! in L1. The work is memory-bound, so there are no intrinsics: the one tile loop is
-//! compiled twice, portable and with AVX2/FMA/F16C enabled, and [`elementwise_with_isa`]
-//! picks one.
+//! compiled twice, portable and with AVX2/FMA/F16C enabled, and [`elementwise`] runs the one
+//! its [`Exec`] names.
 //!
 //! Aliasing: the output is the only `&mut` slice. An operand that is the output itself (an
 //! in-place update such as `x = x + y` or `x = alpha * x`) is passed as [`Input::Out`], which
@@ -15,7 +15,7 @@
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use crate::{isa, Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError};
 
 /// Elements converted and computed per step; three f32 tiles of this size fit in L1.
 pub const TILE: usize = 512;
@@ -120,8 +120,9 @@ impl<'a, T> Input<'a, T> {
     }
 }
 
-/// Computes `out[i] = op(a[i], b[i])` for every `i < out.len()`, in f32, on the
-/// [`isa::active`] path.
+/// Computes `out[i] = op(a[i], b[i])` for every `i < out.len()`, in f32, on the path and
+/// threads `exec` names (a [`Parallelism`](crate::Parallelism) alone runs on the path
+/// [`isa::active`](crate::isa::active) picks; a path the host cannot run is `Unsupported`).
 ///
 /// `b` is required unless `op` is [`ElementwiseOp::Scale`] (where it is ignored). Operand
 /// slices may be longer than `out`; only the first `out.len()` elements are read.
@@ -133,21 +134,9 @@ pub fn elementwise<T: Element>(
     a: Input<'_, T>,
     b: Option<Input<'_, T>>,
     out: &mut [T],
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    elementwise_with_isa(isa::active(), op, alpha, a, b, out, par)
-}
-
-/// [`elementwise`] on a chosen path; `Unsupported` when the host cannot run `isa`.
-pub fn elementwise_with_isa<T: Element>(
-    isa: Isa,
-    op: ElementwiseOp,
-    alpha: f32,
-    a: Input<'_, T>,
-    b: Option<Input<'_, T>>,
-    out: &mut [T],
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     let n = out.len();
     a.check("a", n)?;
     let b = if op.needs_b() {
@@ -263,6 +252,7 @@ fn compute(op: ElementwiseOp, alpha: f32, a: &mut [f32], b: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{isa, Parallelism};
 
     const OPS: [ElementwiseOp; 5] = [
         ElementwiseOp::Add,
@@ -308,14 +298,13 @@ mod tests {
                 let mut out: Vec<T> = vec![from(0.0); n];
                 let alpha = 1.5f32;
                 pool.install(|| {
-                    elementwise_with_isa(
-                        isa,
+                    elementwise(
                         op,
                         alpha,
                         Input::Slice(&a),
                         Some(Input::Slice(&b)),
                         &mut out,
-                        par,
+                        Exec::new(isa, par),
                     )
                 })
                 .unwrap();
@@ -406,14 +395,13 @@ mod tests {
         for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
             if !isa.is_supported() {
                 assert!(matches!(
-                    elementwise_with_isa(
-                        isa,
+                    elementwise(
                         ElementwiseOp::Scale,
                         1.0,
                         Input::Slice(&a),
                         None,
                         &mut out[..4],
-                        Parallelism::None
+                        Exec::new(isa, Parallelism::None)
                     ),
                     Err(KernelError::Unsupported { .. })
                 ));

@@ -4,7 +4,7 @@ use half::{bf16, f16};
 use knpu_kernels::quant::{
     self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
 };
-use knpu_kernels::{isa, KernelError, Parallelism};
+use knpu_kernels::{isa, Exec, KernelError, Parallelism};
 
 struct Rng(u64);
 impl Rng {
@@ -143,7 +143,7 @@ fn qmatmul_matches_reference_on_every_path() {
                                 act_quant: aq,
                             };
                             let mut y = vec![f32::NAN; m * n];
-                            quant::qmatmul_with_isa(isa, &p, &x, &w, Some(&bias), &mut y, par)
+                            quant::qmatmul(&p, &x, &w, Some(&bias), &mut y, Exec::new(isa, par))
                                 .unwrap();
                             let int = aq == ActQuant::Auto
                                 && !matches!(fmt, QuantFormat::F8E4M3 | QuantFormat::F8E5M2);
@@ -200,7 +200,7 @@ fn gemv_row_blocks_every_m_on_every_path() {
                                 ..Default::default()
                             };
                             let mut y = vec![f32::NAN; m * n];
-                            quant::qmatmul_with_isa(isa, &p, &x, &w, None, &mut y, par).unwrap();
+                            quant::qmatmul(&p, &x, &w, None, &mut y, Exec::new(isa, par)).unwrap();
                             let tag = format!("{fmt:?} {isa:?} {par:?} m={m} n={n} k={k}");
                             check(
                                 &tag,
@@ -244,7 +244,8 @@ fn gemv_streamed_weights_on_every_path() {
                     ..Default::default()
                 };
                 let mut y = vec![f32::NAN; m * n];
-                quant::qmatmul_with_isa(isa, &p, &x, &w, None, &mut y, Parallelism::None).unwrap();
+                quant::qmatmul(&p, &x, &w, None, &mut y, Exec::new(isa, Parallelism::None))
+                    .unwrap();
                 let tag = format!("{fmt:?} {isa:?} m={m} n={n} k={k}");
                 let tol = Tol {
                     int: true,
@@ -292,7 +293,8 @@ fn qmatmul_prefill_edge_tiles_on_every_path() {
                             ..Default::default()
                         };
                         let mut y = vec![f32::NAN; m * n];
-                        quant::qmatmul_with_isa(isa, &p, &x, &w, Some(&bias), &mut y, par).unwrap();
+                        quant::qmatmul(&p, &x, &w, Some(&bias), &mut y, Exec::new(isa, par))
+                            .unwrap();
                         let tag = format!("{fmt:?} {isa:?} {par:?} m={m} n={n} k={k}");
                         check(
                             &tag,
@@ -339,7 +341,7 @@ fn qmatmul_half_precision_inputs_and_outputs() {
         let int = fmt != QuantFormat::F8E4M3;
         for isa in isa::supported() {
             let mut y = vec![f16::ZERO; m * n];
-            quant::qmatmul_with_isa(isa, &p, &xh, &w, None, &mut y, Parallelism::None).unwrap();
+            quant::qmatmul(&p, &xh, &w, None, &mut y, Exec::new(isa, Parallelism::None)).unwrap();
             let want = reference(&xh32, &wd, None, m, n, k, Activation::Silu);
             let y32: Vec<f32> = y.iter().map(|v| v.to_f32()).collect();
             // f16 output adds half an ulp of the result (gelu-free SiLU keeps the bound).
@@ -357,7 +359,15 @@ fn qmatmul_half_precision_inputs_and_outputs() {
                 tol,
             );
             let mut yb = vec![0.0f32; m * n];
-            quant::qmatmul_with_isa(isa, &p, &xb, &w, None, &mut yb, Parallelism::None).unwrap();
+            quant::qmatmul(
+                &p,
+                &xb,
+                &w,
+                None,
+                &mut yb,
+                Exec::new(isa, Parallelism::None),
+            )
+            .unwrap();
             check(
                 &format!("{fmt:?} bf16 {isa:?}"),
                 &yb,
@@ -422,8 +432,7 @@ fn w8a8_gemm_matches_integer_reference() {
                     Parallelism::Rayon(3),
                 ] {
                     let mut y = vec![f32::NAN; m * n];
-                    quant::w8a8_gemm_with_isa(
-                        isa,
+                    quant::w8a8_gemm(
                         &p,
                         quant::ScaledI8 {
                             codes: &xq,
@@ -435,7 +444,7 @@ fn w8a8_gemm_matches_integer_reference() {
                         },
                         Some(&bias),
                         &mut y,
-                        par,
+                        Exec::new(isa, par),
                     )
                     .unwrap();
                     for i in 0..m {
@@ -546,8 +555,7 @@ fn nan_and_inf_block_scales_propagate() {
     };
     for isa in isa::supported() {
         let mut y = vec![0.0f32; n];
-        quant::qmatmul_with_isa(
-            isa,
+        quant::qmatmul(
             &QMatmulParams {
                 m: 1,
                 ..Default::default()
@@ -556,7 +564,7 @@ fn nan_and_inf_block_scales_propagate() {
             &w,
             None,
             &mut y,
-            Parallelism::None,
+            Exec::new(isa, Parallelism::None),
         )
         .unwrap();
         assert!(y[0].is_nan(), "{isa:?}: NaN scale gave {}", y[0]);
@@ -591,8 +599,7 @@ fn w8a8_large_outputs_match_whatever_their_alignment() {
             buf.fill(f32::NAN);
             let y = &mut buf[base..base + m * n];
             for isa in isa::supported() {
-                quant::w8a8_gemm_with_isa(
-                    isa,
+                quant::w8a8_gemm(
                     &p,
                     quant::ScaledI8 {
                         codes: &xq,
@@ -604,7 +611,7 @@ fn w8a8_large_outputs_match_whatever_their_alignment() {
                     },
                     None,
                     y,
-                    Parallelism::Rayon(2),
+                    Exec::new(isa, Parallelism::Rayon(2)),
                 )
                 .unwrap();
                 for i in (0..m).step_by(37).chain([m - 1]) {
@@ -669,7 +676,15 @@ fn gemv_reused_buffers_match_a_fresh_thread_on_every_path() {
             ..Default::default()
         };
         let mut y = vec![f32::NAN; m * n];
-        quant::qmatmul_with_isa(isa, &p, x, &w, Some(bias), &mut y, Parallelism::None).unwrap();
+        quant::qmatmul(
+            &p,
+            x,
+            &w,
+            Some(bias),
+            &mut y,
+            Exec::new(isa, Parallelism::None),
+        )
+        .unwrap();
         y
     };
     for isa in isa::supported() {

@@ -32,8 +32,7 @@ mod simd;
 pub use kv_cache::{kv_append, paged_kv_append, NewKv};
 
 use crate::error::KernelError;
-use crate::isa::{self, Isa};
-use crate::par::Parallelism;
+use crate::isa::Exec;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
@@ -81,31 +80,27 @@ impl AttnElement for f32 {
     }
 }
 
-impl AttnElement for f16 {
-    const NAME: &'static str = "f16";
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-    fn view(src: &[Self]) -> ElemSlice<'_> {
-        ElemSlice::F16(src.reinterpret_cast())
-    }
+/// `AttnElement` for a 16-bit float type, read as bits of storage format `$format`.
+macro_rules! half_attn_element {
+    ($t:ident, $format:ident) => {
+        impl AttnElement for $t {
+            const NAME: &'static str = stringify!($t);
+            #[inline]
+            fn to_f32(self) -> f32 {
+                $t::to_f32(self)
+            }
+            #[inline]
+            fn from_f32(v: f32) -> Self {
+                $t::from_f32(v)
+            }
+            fn view(src: &[Self]) -> ElemSlice<'_> {
+                ElemSlice::$format(src.reinterpret_cast())
+            }
+        }
+    };
 }
-
-impl AttnElement for bf16 {
-    const NAME: &'static str = "bf16";
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-    fn view(src: &[Self]) -> ElemSlice<'_> {
-        ElemSlice::Bf16(src.reinterpret_cast())
-    }
-}
+half_attn_element!(f16, F16);
+half_attn_element!(bf16, Bf16);
 
 /// A strided 4-D attention tensor: logical shape `[batch, seq, heads, head_dim]`, element
 /// strides for the first three axes; `head_dim` is contiguous (stride 1).
@@ -546,7 +541,9 @@ pub struct PagedAttentionInputs<'a, T> {
     pub kv_lens: &'a [u32],
 }
 
-/// Computes attention over strided K and V with the host's best instruction set.
+/// Computes attention over strided K and V on the path and threads `exec` names (a
+/// [`Parallelism`](crate::Parallelism) alone: the host's best instruction set; a named path
+/// must be supported by the host).
 ///
 /// `lse`, when given, receives `m + ln(sum)` of each row's scaled, masked scores as a
 /// `[batch, q_heads, q_len]` array (`-inf` for a row that sees no key). `inputs.kv_lens`, when
@@ -556,20 +553,9 @@ pub fn attention<T: AttnElement>(
     inputs: AttentionInputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    attention_with_isa(isa::active(), params, inputs, out, lse, par)
-}
-
-/// [`attention`] on a chosen instruction-set path (it must be supported by the host).
-pub fn attention_with_isa<T: AttnElement>(
-    isa: Isa,
-    params: &AttentionParams,
-    inputs: AttentionInputs<'_, T>,
-    out: &mut [T],
-    lse: Option<&mut [f32]>,
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     let AttentionInputs { q, k, v, kv_lens } = inputs;
     let p = validate_contiguous(params, q, k, v, out, &lse, kv_lens)?;
     isa.require()?;
@@ -637,8 +623,8 @@ fn validate_contiguous<'a, T>(
     })
 }
 
-/// Computes attention with K and V read from a paged cache through a block table, with the
-/// host's best instruction set.
+/// Computes attention with K and V read from a paged cache through a block table, on the path
+/// and threads `exec` names (as [`attention`]).
 ///
 /// `inputs.block_table` is `[batch, max_blocks_per_seq]`; `inputs.kv_lens[b]` keys of sequence
 /// `b` are read, and every table entry those keys use must name a block of the cache. `lse` is
@@ -648,20 +634,9 @@ pub fn paged_attention<T: AttnElement>(
     inputs: PagedAttentionInputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    paged_attention_with_isa(isa::active(), params, inputs, out, lse, par)
-}
-
-/// [`paged_attention`] on a chosen instruction-set path (it must be supported by the host).
-pub fn paged_attention_with_isa<T: AttnElement>(
-    isa: Isa,
-    params: &PagedAttentionParams,
-    inputs: PagedAttentionInputs<'_, T>,
-    out: &mut [T],
-    lse: Option<&mut [f32]>,
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     let PagedAttentionInputs {
         q,
         k_cache,
