@@ -158,31 +158,25 @@ impl AttnTensor {
         b * self.batch_stride + s * self.seq_stride + h * self.head_stride
     }
 
+    /// The `(extent, stride)` of each axis, outermost first.
+    fn axes(&self) -> [(usize, usize); 4] {
+        [
+            (self.batch, self.batch_stride),
+            (self.seq, self.seq_stride),
+            (self.heads, self.head_stride),
+            (self.head_dim, 1),
+        ]
+    }
+
     /// Elements a slice must have to hold every addressed element (0 for an empty tensor).
     pub fn required_len(&self) -> Result<usize, KernelError> {
-        span(
-            &[
-                (self.batch, self.batch_stride),
-                (self.seq, self.seq_stride),
-                (self.heads, self.head_stride),
-                (self.head_dim, 1),
-            ],
-            "tensor",
-        )
+        span(&self.axes(), "tensor")
     }
 
     /// Rejects strides under which two distinct elements share memory (needed for outputs
     /// that parallel tasks write).
     pub(crate) fn check_no_overlap(&self, operand: &'static str) -> Result<(), KernelError> {
-        no_overlap(
-            &[
-                (self.batch, self.batch_stride),
-                (self.seq, self.seq_stride),
-                (self.heads, self.head_stride),
-                (self.head_dim, 1),
-            ],
-            operand,
-        )
+        no_overlap(&self.axes(), operand)
     }
 }
 
