@@ -80,27 +80,31 @@ impl AttnElement for f32 {
     }
 }
 
-/// `AttnElement` for a 16-bit float type, read as bits of storage format `$format`.
-macro_rules! half_attn_element {
-    ($t:ident, $format:ident) => {
-        impl AttnElement for $t {
-            const NAME: &'static str = stringify!($t);
-            #[inline]
-            fn to_f32(self) -> f32 {
-                $t::to_f32(self)
-            }
-            #[inline]
-            fn from_f32(v: f32) -> Self {
-                $t::from_f32(v)
-            }
-            fn view(src: &[Self]) -> ElemSlice<'_> {
-                ElemSlice::$format(src.reinterpret_cast())
-            }
-        }
-    };
+impl AttnElement for f16 {
+    const NAME: &'static str = "f16";
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+    fn view(src: &[Self]) -> ElemSlice<'_> {
+        ElemSlice::F16(src.reinterpret_cast())
+    }
 }
-half_attn_element!(f16, F16);
-half_attn_element!(bf16, Bf16);
+
+impl AttnElement for bf16 {
+    const NAME: &'static str = "bf16";
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+    fn view(src: &[Self]) -> ElemSlice<'_> {
+        ElemSlice::Bf16(src.reinterpret_cast())
+    }
+}
 
 /// A strided 4-D attention tensor: logical shape `[batch, seq, heads, head_dim]`, element
 /// strides for the first three axes; `head_dim` is contiguous (stride 1).
