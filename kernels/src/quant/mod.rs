@@ -166,6 +166,21 @@ pub(crate) fn blocks<'a, S, D>(
         .zip(dst.chunks_exact_mut(dst_block))
 }
 
+/// Four row-major buffers cut in step into pieces (of one row, or a group of rows): `q` has
+/// `q_len` values a piece, `a`, `b` and `c` have `len` each. Activation preparation keeps
+/// its codes and three per-lane arrays this way.
+pub(crate) fn split_rows<'a, Q, A, B, C>(
+    (q, a, b, c): (&'a mut [Q], &'a mut [A], &'a mut [B], &'a mut [C]),
+    q_len: usize,
+    len: usize,
+) -> impl Iterator<Item = (&'a mut [Q], &'a mut [A], &'a mut [B], &'a mut [C])> {
+    q.chunks_mut(q_len)
+        .zip(a.chunks_mut(len))
+        .zip(b.chunks_mut(len))
+        .zip(c.chunks_mut(len))
+        .map(|(((q, a), b), c)| (q, a, b, c))
+}
+
 pub(crate) fn mul_checked(a: usize, b: usize, what: &str) -> Result<usize, KernelError> {
     a.checked_mul(b).ok_or_else(|| KernelError::BadShape {
         detail: format!("{what}: {a} x {b} overflows"),

@@ -8,7 +8,7 @@
 //! (Q4_0: 8, Q6_K: 32, Q8_0/I8 on the AVX-512 path: 128), and `dx * sum(q)` for formats
 //! with a per-block minimum (Q4_1, Q4_K). Rows are padded with zeros to a multiple of 64.
 
-use super::{ActElem, QuantFormat};
+use super::{split_rows, ActElem, QuantFormat};
 
 /// Values per group: one 512-bit vector of weight bytes.
 pub(crate) const GROUP: usize = 64;
@@ -430,21 +430,18 @@ impl XPrep {
         if par.threads() > 1 && m > super::qmatmul::GEMV_MAX_M {
             // Rows in groups of 16 per task, on the compute team.
             const GROUP_ROWS: usize = 16;
-            let mut groups: Vec<_> = xp
-                .qx
-                .chunks_mut(GROUP_ROWS * kp)
-                .zip(xp.dx.chunks_mut(GROUP_ROWS * lanes))
-                .zip(xp.corr.chunks_mut(GROUP_ROWS * lanes))
-                .zip(xp.msum.chunks_mut(GROUP_ROWS * lanes))
-                .collect();
-            crate::par::for_each_mut(&mut groups, par.threads(), |g, (((q, dx), corr), msum)| {
+            let bufs = (
+                &mut xp.qx[..],
+                &mut xp.dx[..],
+                &mut xp.corr[..],
+                &mut xp.msum[..],
+            );
+            let mut groups: Vec<_> =
+                split_rows(bufs, GROUP_ROWS * kp, GROUP_ROWS * lanes).collect();
+            crate::par::for_each_mut(&mut groups, par.threads(), |g, (q, dx, corr, msum)| {
                 let mut sc = Scratch::new(k);
-                let rows = q
-                    .chunks_mut(kp)
-                    .zip(dx.chunks_mut(lanes))
-                    .zip(corr.chunks_mut(lanes))
-                    .zip(msum.chunks_mut(lanes));
-                for (j, (((q, dx), corr), msum)) in rows.enumerate() {
+                let rows = split_rows((q, dx, corr, msum), kp, lanes);
+                for (j, (q, dx, corr, msum)) in rows.enumerate() {
                     let out = RowOut { q, dx, corr, msum };
                     prep_row(isa, &plan, xrow(g * GROUP_ROWS + j), out, &mut sc)
                 }
@@ -453,14 +450,13 @@ impl XPrep {
             let spare = SCRATCH.try_with(|s| s.take()).ok().flatten();
             let mut sc = spare.unwrap_or_else(|| Scratch::new(k));
             sc.fit(k);
-            let rows = xp
-                .qx
-                .chunks_mut(kp)
-                .zip(xp.dx.chunks_mut(lanes))
-                .zip(xp.corr.chunks_mut(lanes))
-                .zip(xp.msum.chunks_mut(lanes))
-                .enumerate();
-            for (i, (((q, dx), corr), msum)) in rows {
+            let bufs = (
+                &mut xp.qx[..],
+                &mut xp.dx[..],
+                &mut xp.corr[..],
+                &mut xp.msum[..],
+            );
+            for (i, (q, dx, corr, msum)) in split_rows(bufs, kp, lanes).enumerate() {
                 let out = RowOut { q, dx, corr, msum };
                 prep_row(isa, &plan, xrow(i), out, &mut sc);
             }
