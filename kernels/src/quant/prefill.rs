@@ -94,12 +94,7 @@ impl XBlocks {
         };
         // Rows in groups of 16 per task, on the compute team when threads are granted.
         const GROUP_ROWS: usize = 16;
-        let bufs = (
-            &mut xb.q[..],
-            &mut xb.dx[..],
-            &mut xb.corr[..],
-            &mut xb.xs[..],
-        );
+        let bufs = (&mut *xb.q, &mut *xb.dx, &mut *xb.corr, &mut *xb.xs);
         let mut groups: Vec<_> = split_rows(bufs, GROUP_ROWS * k, GROUP_ROWS * nb).collect();
         crate::par::for_each_mut(&mut groups, par.threads(), |g, (q, dx, corr, xs)| {
             let mut xf = vec![0.0f32; k];

@@ -430,12 +430,7 @@ impl XPrep {
         if par.threads() > 1 && m > super::qmatmul::GEMV_MAX_M {
             // Rows in groups of 16 per task, on the compute team.
             const GROUP_ROWS: usize = 16;
-            let bufs = (
-                &mut xp.qx[..],
-                &mut xp.dx[..],
-                &mut xp.corr[..],
-                &mut xp.msum[..],
-            );
+            let bufs = (&mut *xp.qx, &mut *xp.dx, &mut *xp.corr, &mut *xp.msum);
             let mut groups: Vec<_> =
                 split_rows(bufs, GROUP_ROWS * kp, GROUP_ROWS * lanes).collect();
             crate::par::for_each_mut(&mut groups, par.threads(), |g, (q, dx, corr, msum)| {
@@ -450,12 +445,7 @@ impl XPrep {
             let spare = SCRATCH.try_with(|s| s.take()).ok().flatten();
             let mut sc = spare.unwrap_or_else(|| Scratch::new(k));
             sc.fit(k);
-            let bufs = (
-                &mut xp.qx[..],
-                &mut xp.dx[..],
-                &mut xp.corr[..],
-                &mut xp.msum[..],
-            );
+            let bufs = (&mut *xp.qx, &mut *xp.dx, &mut *xp.corr, &mut *xp.msum);
             for (i, (q, dx, corr, msum)) in split_rows(bufs, kp, lanes).enumerate() {
                 let out = RowOut { q, dx, corr, msum };
                 prep_row(isa, &plan, xrow(i), out, &mut sc);
