@@ -3,8 +3,8 @@
 //! Every element type is widened to f32, computed in f32 and narrowed back (round to nearest
 //! even for f16 and bf16), one tile of [`TILE`] elements at a time so the widened operands stay
 //! in L1. The work is memory-bound, so there are no intrinsics: the one tile loop is
-//! compiled twice, portable and with AVX2/FMA/F16C enabled, and [`elementwise_with_isa`]
-//! picks one.
+//! compiled twice, portable and with AVX2/FMA/F16C enabled, and [`elementwise`] runs the one
+//! its [`Exec`] names.
 //!
 //! Aliasing: the output is the only `&mut` slice. An operand that is the output itself (an
 //! in-place update such as `x = x + y` or `x = alpha * x`) is passed as [`Input::Out`], which
@@ -15,7 +15,7 @@
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use crate::{isa, Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError};
 
 /// Elements converted and computed per step; three f32 tiles of this size fit in L1.
 pub const TILE: usize = 512;
@@ -120,8 +120,9 @@ impl<'a, T> Input<'a, T> {
     }
 }
 
-/// Computes `out[i] = op(a[i], b[i])` for every `i < out.len()`, in f32, on the
-/// [`isa::active`] path.
+/// Computes `out[i] = op(a[i], b[i])` for every `i < out.len()`, in f32, on the path and
+/// threads `exec` names (a [`Parallelism`](crate::Parallelism) alone runs on the path
+/// [`isa::active`](crate::isa::active) picks; a path the host cannot run is `Unsupported`).
 ///
 /// `b` is required unless `op` is [`ElementwiseOp::Scale`] (where it is ignored). Operand
 /// slices may be longer than `out`; only the first `out.len()` elements are read.
@@ -133,21 +134,9 @@ pub fn elementwise<T: Element>(
     a: Input<'_, T>,
     b: Option<Input<'_, T>>,
     out: &mut [T],
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    elementwise_with_isa(isa::active(), op, alpha, a, b, out, par)
-}
-
-/// [`elementwise`] on a chosen path; `Unsupported` when the host cannot run `isa`.
-pub fn elementwise_with_isa<T: Element>(
-    isa: Isa,
-    op: ElementwiseOp,
-    alpha: f32,
-    a: Input<'_, T>,
-    b: Option<Input<'_, T>>,
-    out: &mut [T],
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     let n = out.len();
     a.check("a", n)?;
     let b = if op.needs_b() {
@@ -160,43 +149,49 @@ pub fn elementwise_with_isa<T: Element>(
         None
     };
     isa.require()?;
+    let call = Call { op, alpha, a, b };
     let tasks = par.threads().min(n / MIN_ELEMENTS_PER_TASK).max(1);
     if tasks == 1 {
-        run_range_with_isa(isa, op, alpha, a, b, out);
+        run_range_with_isa(isa, call, out);
         return Ok(());
     }
     let chunk = n.div_ceil(tasks).div_ceil(TILE) * TILE;
     crate::par::for_each_chunk_mut(out, chunk, tasks, |start, out_chunk| {
-        let len = out_chunk.len();
-        run_range_with_isa(
-            isa,
-            op,
-            alpha,
-            a.offset(start, len),
-            b.map(|b| b.offset(start, len)),
-            out_chunk,
-        );
+        run_range_with_isa(isa, call.offset(start, out_chunk.len()), out_chunk);
     });
     Ok(())
 }
 
-/// The serial loop on `isa`, which the host supports.
-fn run_range_with_isa<T: Element>(
-    isa: Isa,
+/// An elementwise call's operation and operands, validated, as the loops take them.
+#[derive(Clone, Copy)]
+struct Call<'a, T> {
     op: ElementwiseOp,
     alpha: f32,
-    a: Input<'_, T>,
-    b: Option<Input<'_, T>>,
-    out: &mut [T],
-) {
+    a: Input<'a, T>,
+    b: Option<Input<'a, T>>,
+}
+
+impl<T> Call<'_, T> {
+    /// The operands of `out[start..start + len]`.
+    fn offset(self, start: usize, len: usize) -> Self {
+        Call {
+            a: self.a.offset(start, len),
+            b: self.b.map(|b| b.offset(start, len)),
+            ..self
+        }
+    }
+}
+
+/// The serial loop on `isa`, which the host supports.
+fn run_range_with_isa<T: Element>(isa: Isa, call: Call<'_, T>, out: &mut [T]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 => {
             // SAFETY: the caller checked that the host supports `isa`, and both x86 paths
             // include AVX2, FMA and F16C (isa.rs).
-            unsafe { run_range_avx2(op, alpha, a, b, out) }
+            unsafe { run_range_avx2(call, out) }
         }
-        _ => run_range(op, alpha, a, b, out),
+        _ => run_range(call, out),
     }
 }
 
@@ -206,25 +201,14 @@ fn run_range_with_isa<T: Element>(
 /// - The host must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn run_range_avx2<T: Element>(
-    op: ElementwiseOp,
-    alpha: f32,
-    a: Input<'_, T>,
-    b: Option<Input<'_, T>>,
-    out: &mut [T],
-) {
-    run_range(op, alpha, a, b, out)
+unsafe fn run_range_avx2<T: Element>(call: Call<'_, T>, out: &mut [T]) {
+    run_range(call, out)
 }
 
 /// The serial loop over one contiguous range; operands are already sliced to `out`'s range.
 #[inline(always)]
-fn run_range<T: Element>(
-    op: ElementwiseOp,
-    alpha: f32,
-    a: Input<'_, T>,
-    b: Option<Input<'_, T>>,
-    out: &mut [T],
-) {
+fn run_range<T: Element>(call: Call<'_, T>, out: &mut [T]) {
+    let Call { op, alpha, a, b } = call;
     let mut ta = [0f32; TILE];
     let mut tb = [0f32; TILE];
     let mut start = 0;
@@ -263,6 +247,7 @@ fn compute(op: ElementwiseOp, alpha: f32, a: &mut [f32], b: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{isa, Parallelism};
 
     const OPS: [ElementwiseOp; 5] = [
         ElementwiseOp::Add,
@@ -308,14 +293,13 @@ mod tests {
                 let mut out: Vec<T> = vec![from(0.0); n];
                 let alpha = 1.5f32;
                 pool.install(|| {
-                    elementwise_with_isa(
-                        isa,
+                    elementwise(
                         op,
                         alpha,
                         Input::Slice(&a),
                         Some(Input::Slice(&b)),
                         &mut out,
-                        par,
+                        Exec::new(isa, par),
                     )
                 })
                 .unwrap();
@@ -402,32 +386,21 @@ mod tests {
     #[test]
     fn bad_arguments_are_errors() {
         let a = [1.0f32; 4];
+        // `op` of `a` alone: `Scale` needs nothing more, `Add` misses its `b`.
+        let call = |op, alpha, out: &mut [f32], exec: Exec| {
+            elementwise(op, alpha, Input::Slice(&a), None, out, exec)
+        };
+        let serial = Exec::active(Parallelism::None);
         let mut out = [0.0f32; 5];
         for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
             if !isa.is_supported() {
-                assert!(matches!(
-                    elementwise_with_isa(
-                        isa,
-                        ElementwiseOp::Scale,
-                        1.0,
-                        Input::Slice(&a),
-                        None,
-                        &mut out[..4],
-                        Parallelism::None
-                    ),
-                    Err(KernelError::Unsupported { .. })
-                ));
+                let on_isa = Exec::new(isa, Parallelism::None);
+                let got = call(ElementwiseOp::Scale, 1.0, &mut out[..4], on_isa);
+                assert!(matches!(got, Err(KernelError::Unsupported { .. })));
             }
         }
         assert!(matches!(
-            elementwise(
-                ElementwiseOp::Scale,
-                1.0,
-                Input::Slice(&a),
-                None,
-                &mut out,
-                Parallelism::None
-            ),
+            call(ElementwiseOp::Scale, 1.0, &mut out, serial),
             Err(KernelError::SliceTooShort {
                 operand: "a",
                 required: 5,
@@ -435,26 +408,9 @@ mod tests {
             })
         ));
         let mut out = [0.0f32; 4];
-        assert!(matches!(
-            elementwise(
-                ElementwiseOp::Add,
-                1.0,
-                Input::Slice(&a),
-                None,
-                &mut out,
-                Parallelism::None
-            ),
-            Err(KernelError::BadShape { .. })
-        ));
-        elementwise(
-            ElementwiseOp::Scale,
-            3.0,
-            Input::Slice(&a),
-            None,
-            &mut out,
-            Parallelism::None,
-        )
-        .unwrap();
+        let got = call(ElementwiseOp::Add, 1.0, &mut out, serial);
+        assert!(matches!(got, Err(KernelError::BadShape { .. })));
+        call(ElementwiseOp::Scale, 3.0, &mut out, serial).unwrap();
         assert_eq!(out, [3.0; 4]);
     }
 }

@@ -3,9 +3,8 @@
 //! The host's best instruction set is detected once and cached. `KNPU_ISA` (`avx512`, `avx2`,
 //! `portable`) or [`set_max_isa`] caps it, so a user can force a lower path; a cap above what
 //! the host supports is ignored, never trusted. Kernels take the path to run as an argument (an
-//! [`Exec`] for GEMM and the LLM ops, an [`Isa`] in the `*_with_isa` entry points of the
-//! others), so tests can run every path the host supports in the same process without racing
-//! on a global.
+//! [`Exec`], or a [`Parallelism`] alone for the default path), so tests can run every path the
+//! host supports in the same process without racing on a global.
 
 use crate::par::Parallelism;
 use crate::KernelError;
@@ -74,7 +73,7 @@ impl Isa {
 
 /// How a kernel runs: the instruction-set path and the threads it may use.
 ///
-/// The LLM ops take `exec: impl Into<Exec>`: a [`Parallelism`] alone runs on the default path
+/// Kernels take `exec: impl Into<Exec>`: a [`Parallelism`] alone runs on the default path
 /// ([`active`]), an `Exec` names the path too (tests force every path in [`supported`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exec {

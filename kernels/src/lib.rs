@@ -21,6 +21,8 @@ pub mod isa;
 pub mod llm;
 pub mod par;
 pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use error::KernelError;
 pub use isa::{Exec, Isa};

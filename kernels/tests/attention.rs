@@ -12,11 +12,11 @@
 
 use half::{bf16, f16};
 use knpu_kernels::attention::{
-    attention_with_isa, kv_append, paged_attention_with_isa, paged_kv_append, AttentionInputs,
-    AttentionParams, AttnElement, AttnMask, AttnTensor, NewKv, PagedAttentionInputs,
-    PagedAttentionParams, PagedKvCache,
+    attention, kv_append, paged_attention, paged_kv_append, AttentionInputs, AttentionParams,
+    AttnElement, AttnMask, AttnTensor, NewKv, PagedAttentionInputs, PagedAttentionParams,
+    PagedKvCache,
 };
-use knpu_kernels::{isa, Isa, KernelError, Parallelism};
+use knpu_kernels::{isa, Exec, Isa, KernelError, Parallelism};
 
 mod common;
 
@@ -165,7 +165,7 @@ fn run_case<T: AttnElement>(
             kv_lens,
             ..AttentionInputs::new(&q, &k, &v)
         };
-        attention_with_isa(isa, p, inputs, &mut out, Some(&mut lse), par).unwrap();
+        attention(p, inputs, &mut out, Some(&mut lse), Exec::new(isa, par)).unwrap();
         let what = format!(
             "{} {} q={:?} k={:?} mask={:?} lens={kv_lens:?} {par:?}",
             isa.name(),
@@ -434,7 +434,7 @@ fn run_paged<T: AttnElement>(
         block_table,
         kv_lens,
     };
-    paged_attention_with_isa(isa, pp, inputs, &mut out, Some(&mut lse), par).unwrap();
+    paged_attention(pp, inputs, &mut out, Some(&mut lse), Exec::new(isa, par)).unwrap();
     (out, lse)
 }
 
@@ -496,8 +496,7 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
                 let n = q_t.required_len().unwrap();
                 let mut oc = vec![T::from_f32(0.0); n];
                 let mut lc = vec![0.0f32; batch * hq * q_len];
-                attention_with_isa(
-                    isa,
+                attention(
                     &cp,
                     AttentionInputs {
                         q: &q,
@@ -507,7 +506,7 @@ fn paged_matches_contiguous<T: AttnElement>(block_size: usize, hq: usize, hk: us
                     },
                     &mut oc,
                     Some(&mut lc),
-                    par,
+                    Exec::new(isa, par),
                 )
                 .unwrap();
                 let (op, lp) = run_paged(isa, &pp, &q, (&kp, &vp), (&table, &kv_lens), par);
@@ -536,13 +535,12 @@ fn parallel_and_serial_agree() {
     let isa = isa::detected();
     let mut a = vec![0.0; q.len()];
     let mut b = vec![0.0; q.len()];
-    attention_with_isa(
-        isa,
+    attention(
         &p,
         AttentionInputs::new(&q, &k, &v),
         &mut a,
         None,
-        Parallelism::None,
+        Exec::new(isa, Parallelism::None),
     )
     .unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -550,13 +548,12 @@ fn parallel_and_serial_agree() {
         .build()
         .unwrap();
     pool.install(|| {
-        attention_with_isa(
-            isa,
+        attention(
             &p,
             AttentionInputs::new(&q, &k, &v),
             &mut b,
             None,
-            Parallelism::Rayon(0),
+            Exec::new(isa, Parallelism::Rayon(0)),
         )
         .unwrap()
     });
@@ -580,8 +577,7 @@ fn bad_inputs_are_clear_errors() {
     let z = vec![0.0f32; 1024];
     let mut out = vec![0.0f32; 1024];
     let run = |p: &AttentionParams, out: &mut [f32], lens: Option<&[u32]>| {
-        attention_with_isa(
-            isa,
+        attention(
             p,
             AttentionInputs {
                 q: &z,
@@ -591,7 +587,7 @@ fn bad_inputs_are_clear_errors() {
             },
             out,
             None,
-            Parallelism::None,
+            Exec::new(isa, Parallelism::None),
         )
     };
     // Head counts that do not divide.
@@ -621,13 +617,12 @@ fn bad_inputs_are_clear_errors() {
     // LSE too short.
     let mut lse = vec![0.0f32; 3];
     expect_shape_err(
-        attention_with_isa(
-            isa,
+        attention(
             &p,
             AttentionInputs::new(&z, &z, &z),
             &mut out,
             Some(&mut lse),
-            Parallelism::None,
+            Exec::new(isa, Parallelism::None),
         ),
         "`lse` needs 16",
     );
@@ -642,8 +637,7 @@ fn bad_inputs_are_clear_errors() {
         mask: CAUSAL,
     };
     let prun = |table: &[u32], lens: &[u32], out: &mut [f32]| {
-        paged_attention_with_isa(
-            isa,
+        paged_attention(
             &pp,
             PagedAttentionInputs {
                 q: &z,
@@ -654,7 +648,7 @@ fn bad_inputs_are_clear_errors() {
             },
             out,
             None,
-            Parallelism::None,
+            Exec::new(isa, Parallelism::None),
         )
     };
     expect_shape_err(prun(&[0, 2], &[8], &mut out), "outside the cache");
@@ -694,8 +688,7 @@ fn fully_masked_rows_are_zero_not_nan() {
         let mut out = vec![f32::NAN; q.len()];
         let mut lse = vec![0.0f32; 12];
         // Sequence 1 has no keys at all; sequence 0 has 1 key so its first two queries see none.
-        attention_with_isa(
-            isa,
+        attention(
             &p,
             AttentionInputs {
                 q: &q,
@@ -705,7 +698,7 @@ fn fully_masked_rows_are_zero_not_nan() {
             },
             &mut out,
             Some(&mut lse),
-            Parallelism::None,
+            Exec::new(isa, Parallelism::None),
         )
         .unwrap();
         assert!(out.iter().all(|x| x.is_finite()), "{}", isa.name());
@@ -834,8 +827,7 @@ fn run_case_with(p: &AttentionParams, k: &[f32], v: &[f32], kv_lens: Option<&[u3
     for isa in isa::supported() {
         let mut out = vec![f32::NAN; p.out.required_len().unwrap()];
         let mut lse = vec![f32::NAN; p.q.batch * p.q.heads * p.q.seq];
-        attention_with_isa(
-            isa,
+        attention(
             p,
             AttentionInputs {
                 q: &q,
@@ -845,7 +837,7 @@ fn run_case_with(p: &AttentionParams, k: &[f32], v: &[f32], kv_lens: Option<&[u3
             },
             &mut out,
             Some(&mut lse),
-            Parallelism::Rayon(2),
+            Exec::new(isa, Parallelism::Rayon(2)),
         )
         .unwrap();
         check_against_reference(isa.name(), p, &q, k, v, &out, &lse, kv_lens);
@@ -920,13 +912,12 @@ fn stale_tiles_from_earlier_calls_do_not_leak_into_later_ones() {
                 let k: Vec<f32> = rng.vec(pp.k.required_len().unwrap(), 1.0);
                 let v: Vec<f32> = rng.vec(pp.v.required_len().unwrap(), 1.0);
                 let mut out = vec![0.0; q.len()];
-                attention_with_isa(
-                    isa,
+                attention(
                     pp,
                     AttentionInputs::new(&q, &k, &v),
                     &mut out,
                     None,
-                    par,
+                    Exec::new(isa, par),
                 )
                 .unwrap();
                 let q: Vec<f32> = rng.vec(cp.q.required_len().unwrap(), 1.0);
@@ -934,13 +925,12 @@ fn stale_tiles_from_earlier_calls_do_not_leak_into_later_ones() {
                 let v: Vec<f32> = rng.vec(cp.v.required_len().unwrap(), 1.0);
                 let mut out = vec![0.0; q.len()];
                 let mut lse = vec![0.0; cp.q.batch * cp.q.heads * cp.q.seq];
-                attention_with_isa(
-                    isa,
+                attention(
                     cp,
                     AttentionInputs::new(&q, &k, &v),
                     &mut out,
                     Some(&mut lse),
-                    par,
+                    Exec::new(isa, par),
                 )
                 .unwrap();
                 let what = format!("{isa:?}, {threads} threads, after a poisoned call");

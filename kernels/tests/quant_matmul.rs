@@ -4,7 +4,7 @@ use half::{bf16, f16};
 use knpu_kernels::quant::{
     self, ActQuant, Activation, QMatmulParams, QWeights, QuantFormat, W8A8Params,
 };
-use knpu_kernels::{isa, KernelError, Parallelism};
+use knpu_kernels::{isa, Exec, KernelError, Parallelism};
 
 struct Rng(u64);
 impl Rng {
@@ -80,7 +80,7 @@ impl Weights {
         par: Parallelism,
     ) -> Vec<f32> {
         let mut y = vec![f32::NAN; p.m * self.n];
-        quant::qmatmul_with_isa(isa, p, x, &self.view(), bias, &mut y, par).unwrap();
+        quant::qmatmul(p, x, &self.view(), bias, &mut y, Exec::new(isa, par)).unwrap();
         y
     }
 
@@ -333,8 +333,15 @@ fn qmatmul_half_precision_inputs_and_outputs() {
         let int = fmt != QuantFormat::F8E4M3;
         for isa in isa::supported() {
             let mut y = vec![f16::ZERO; m * n];
-            quant::qmatmul_with_isa(isa, &p, &xh, &w.view(), None, &mut y, Parallelism::None)
-                .unwrap();
+            quant::qmatmul(
+                &p,
+                &xh,
+                &w.view(),
+                None,
+                &mut y,
+                Exec::new(isa, Parallelism::None),
+            )
+            .unwrap();
             let want = w.reference(&xh32, None, Activation::Silu);
             let y32: Vec<f32> = y.iter().map(|v| v.to_f32()).collect();
             // f16 output adds half an ulp of the result (gelu-free SiLU keeps the bound).
@@ -344,8 +351,15 @@ fn qmatmul_half_precision_inputs_and_outputs() {
             };
             w.check(&format!("{fmt:?} f16 {isa:?}"), &y32, &want, &xh32, tol);
             let mut yb = vec![0.0f32; m * n];
-            quant::qmatmul_with_isa(isa, &p, &xb, &w.view(), None, &mut yb, Parallelism::None)
-                .unwrap();
+            quant::qmatmul(
+                &p,
+                &xb,
+                &w.view(),
+                None,
+                &mut yb,
+                Exec::new(isa, Parallelism::None),
+            )
+            .unwrap();
             let want = w.reference(&xb32, None, Activation::Silu);
             w.check(
                 &format!("{fmt:?} bf16 {isa:?}"),
@@ -383,7 +397,7 @@ fn w8a8(
     y: &mut [f32],
     par: Parallelism,
 ) {
-    quant::w8a8_gemm_with_isa(isa, p, x.view(), w.view(), bias, y, par).unwrap();
+    quant::w8a8_gemm(p, x.view(), w.view(), bias, y, Exec::new(isa, par)).unwrap();
 }
 
 /// Checks `y[i][j]` of a W8A8 GEMM against its exact integer dot product, scaled, biased and
@@ -567,8 +581,7 @@ fn nan_and_inf_block_scales_propagate() {
     };
     for isa in isa::supported() {
         let mut y = vec![0.0f32; n];
-        quant::qmatmul_with_isa(
-            isa,
+        quant::qmatmul(
             &QMatmulParams {
                 m: 1,
                 ..Default::default()
@@ -577,7 +590,7 @@ fn nan_and_inf_block_scales_propagate() {
             &w,
             None,
             &mut y,
-            Parallelism::None,
+            Exec::new(isa, Parallelism::None),
         )
         .unwrap();
         assert!(y[0].is_nan(), "{isa:?}: NaN scale gave {}", y[0]);

@@ -651,19 +651,34 @@ fn run_unit<T: AttnElement>(
                 (j + PREFETCH_AHEAD).min(end),
                 (j + nk + PREFETCH_AHEAD).min(end),
             );
-            for hi in 0..hp {
-                let kvh = kvh0 + hi;
-                let (koff, ks, krun) = rows_at(&p.kv, false, b, kvh, j);
-                let k_ahead = ahead(ks, krun);
-                prefetch_keys(p, b, kvh..kvh + 1, false, k, later + k_ahead.rows, upto);
-                let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
-                let st = &mut s.st[hi * sh..(hi + 1) * sh];
-                let keys = Rows {
-                    data: k,
-                    off: koff,
-                    stride: ks,
+            // The key (`is_v` false) or value rows of kv head `kvh` in this tile, and how far
+            // ahead of them the kernel requests rows; the rows it will not request are
+            // requested here.
+            let kv_tile = |is_v: bool, kvh: usize| {
+                let data = if is_v { v } else { k };
+                let (off, stride, run) = rows_at(&p.kv, is_v, b, kvh, j);
+                let rows_ahead = ahead(stride, run);
+                prefetch_keys(
+                    p,
+                    b,
+                    kvh..kvh + 1,
+                    is_v,
+                    data,
+                    later + rows_ahead.rows,
+                    upto,
+                );
+                let rows = Rows {
+                    data,
+                    off,
+                    stride,
                     n: nk,
                 };
+                (rows, rows_ahead)
+            };
+            for hi in 0..hp {
+                let (keys, k_ahead) = kv_tile(false, kvh0 + hi);
+                let qt = &s.qt[hi * qsz..(hi + 1) * qsz];
+                let st = &mut s.st[hi * sh..(hi + 1) * sh];
                 let keys = tile_rows(kern, keys, d, &mut s.kbuf, in_place);
                 let args = QkDot {
                     q: qt,
@@ -680,22 +695,13 @@ fn run_unit<T: AttnElement>(
                 }
             }
             for hi in 0..hp {
-                let kvh = kvh0 + hi;
-                let (voff, vs, vrun) = rows_at(&p.kv, true, b, kvh, j);
-                let v_ahead = ahead(vs, vrun);
-                prefetch_keys(p, b, kvh..kvh + 1, true, v, later + v_ahead.rows, upto);
+                let (values, v_ahead) = kv_tile(true, kvh0 + hi);
                 let st = &mut s.st[hi * sh..(hi + 1) * sh];
                 let (m, l) = (&mut s.m[hi * rp..], &mut s.l[hi * rp..]);
                 let alpha = &mut s.alpha[hi * rp..(hi + 1) * rp];
                 let alpha = &mut *alpha;
                 kern.softmax_rows(st, bc, nr, nk, Running { m, l, alpha });
                 let o = &mut s.o[hi * od..(hi + 1) * od];
-                let values = Rows {
-                    data: v,
-                    off: voff,
-                    stride: vs,
-                    n: nk,
-                };
                 let values = tile_rows(kern, values, d, &mut s.vbuf, in_place);
                 let args = Pv {
                     pt: st,
@@ -775,44 +781,44 @@ struct TileAt {
     bc: usize,
 }
 
+impl TileAt {
+    /// Where the score of row `r` (head-major within the block) and key `jj` of the tile is.
+    #[inline(always)]
+    fn score(&self, r: usize, jj: usize) -> usize {
+        if self.dot {
+            r * self.bc + jj
+        } else {
+            jj * self.rp + r
+        }
+    }
+}
+
 /// Sets the scores of the keys the mask hides from each row to `-inf`.
 fn mask_tile(p: &Problem, st: &mut [f32], t: TileAt) {
-    let TileAt {
-        j,
-        nk,
-        i0,
-        n,
-        g,
-        kv_len,
-        pos_min,
-        dot,
-        rp,
-        bc,
-    } = t;
+    let (j, n) = (t.j, t.n);
     if p.window.is_none() {
         // Causal only: key `j + jj` is hidden from the block's first `j + jj - pos_min`
         // positions, a prefix of each head's rows.
-        for jj in 0..nk {
-            let hidden = ((j + jj) as i64 - pos_min).clamp(0, n as i64) as usize;
-            for gi in 0..g {
+        for jj in 0..t.nk {
+            let hidden = ((j + jj) as i64 - t.pos_min).clamp(0, n as i64) as usize;
+            for gi in 0..t.g {
                 let r0 = gi * n;
-                if dot {
+                if t.dot {
                     for r in r0..r0 + hidden {
-                        st[r * bc + jj] = f32::NEG_INFINITY;
+                        st[t.score(r, jj)] = f32::NEG_INFINITY;
                     }
                 } else {
-                    st[jj * rp + r0..jj * rp + r0 + hidden].fill(f32::NEG_INFINITY);
+                    let at = t.score(r0, jj);
+                    st[at..at + hidden].fill(f32::NEG_INFINITY);
                 }
             }
         }
     } else {
-        for jj in 0..nk {
+        for jj in 0..t.nk {
             for il in 0..n {
-                if !visible(p, position(kv_len, p.q_len, i0 + il), j + jj) {
-                    for gi in 0..g {
-                        let r = gi * n + il;
-                        let at = if dot { r * bc + jj } else { jj * rp + r };
-                        st[at] = f32::NEG_INFINITY;
+                if !visible(p, position(t.kv_len, p.q_len, t.i0 + il), j + jj) {
+                    for gi in 0..t.g {
+                        st[t.score(gi * n + il, jj)] = f32::NEG_INFINITY;
                     }
                 }
             }

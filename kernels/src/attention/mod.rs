@@ -32,8 +32,7 @@ mod simd;
 pub use kv_cache::{kv_append, paged_kv_append, NewKv};
 
 use crate::error::KernelError;
-use crate::isa::{self, Isa};
-use crate::par::Parallelism;
+use crate::isa::Exec;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
@@ -163,31 +162,25 @@ impl AttnTensor {
         b * self.batch_stride + s * self.seq_stride + h * self.head_stride
     }
 
+    /// The `(extent, stride)` of each axis, outermost first.
+    fn axes(&self) -> [(usize, usize); 4] {
+        [
+            (self.batch, self.batch_stride),
+            (self.seq, self.seq_stride),
+            (self.heads, self.head_stride),
+            (self.head_dim, 1),
+        ]
+    }
+
     /// Elements a slice must have to hold every addressed element (0 for an empty tensor).
     pub fn required_len(&self) -> Result<usize, KernelError> {
-        span(
-            &[
-                (self.batch, self.batch_stride),
-                (self.seq, self.seq_stride),
-                (self.heads, self.head_stride),
-                (self.head_dim, 1),
-            ],
-            "tensor",
-        )
+        span(&self.axes(), "tensor")
     }
 
     /// Rejects strides under which two distinct elements share memory (needed for outputs
     /// that parallel tasks write).
     pub(crate) fn check_no_overlap(&self, operand: &'static str) -> Result<(), KernelError> {
-        no_overlap(
-            &[
-                (self.batch, self.batch_stride),
-                (self.seq, self.seq_stride),
-                (self.heads, self.head_stride),
-                (self.head_dim, 1),
-            ],
-            operand,
-        )
+        no_overlap(&self.axes(), operand)
     }
 }
 
@@ -546,7 +539,9 @@ pub struct PagedAttentionInputs<'a, T> {
     pub kv_lens: &'a [u32],
 }
 
-/// Computes attention over strided K and V with the host's best instruction set.
+/// Computes attention over strided K and V on the path and threads `exec` names (a
+/// [`Parallelism`](crate::Parallelism) alone: the host's best instruction set; a named path
+/// must be supported by the host).
 ///
 /// `lse`, when given, receives `m + ln(sum)` of each row's scaled, masked scores as a
 /// `[batch, q_heads, q_len]` array (`-inf` for a row that sees no key). `inputs.kv_lens`, when
@@ -556,20 +551,9 @@ pub fn attention<T: AttnElement>(
     inputs: AttentionInputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    attention_with_isa(isa::active(), params, inputs, out, lse, par)
-}
-
-/// [`attention`] on a chosen instruction-set path (it must be supported by the host).
-pub fn attention_with_isa<T: AttnElement>(
-    isa: Isa,
-    params: &AttentionParams,
-    inputs: AttentionInputs<'_, T>,
-    out: &mut [T],
-    lse: Option<&mut [f32]>,
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     let AttentionInputs { q, k, v, kv_lens } = inputs;
     let p = validate_contiguous(params, q, k, v, out, &lse, kv_lens)?;
     isa.require()?;
@@ -637,8 +621,8 @@ fn validate_contiguous<'a, T>(
     })
 }
 
-/// Computes attention with K and V read from a paged cache through a block table, with the
-/// host's best instruction set.
+/// Computes attention with K and V read from a paged cache through a block table, on the path
+/// and threads `exec` names (as [`attention`]).
 ///
 /// `inputs.block_table` is `[batch, max_blocks_per_seq]`; `inputs.kv_lens[b]` keys of sequence
 /// `b` are read, and every table entry those keys use must name a block of the cache. `lse` is
@@ -648,20 +632,9 @@ pub fn paged_attention<T: AttnElement>(
     inputs: PagedAttentionInputs<'_, T>,
     out: &mut [T],
     lse: Option<&mut [f32]>,
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    paged_attention_with_isa(isa::active(), params, inputs, out, lse, par)
-}
-
-/// [`paged_attention`] on a chosen instruction-set path (it must be supported by the host).
-pub fn paged_attention_with_isa<T: AttnElement>(
-    isa: Isa,
-    params: &PagedAttentionParams,
-    inputs: PagedAttentionInputs<'_, T>,
-    out: &mut [T],
-    lse: Option<&mut [f32]>,
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     let PagedAttentionInputs {
         q,
         k_cache,

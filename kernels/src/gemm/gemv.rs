@@ -211,6 +211,14 @@ struct Chunk<TB> {
     width: usize,
 }
 
+impl<TB> Chunk<TB> {
+    /// `(b, ldb, j0, cols, out, width)`.
+    #[inline(always)]
+    fn parts(self) -> (*const TB, usize, usize, usize, *mut f32, usize) {
+        (self.b, self.ldb, self.j0, self.cols, self.out, self.width)
+    }
+}
+
 #[inline(always)]
 unsafe fn task_rows<S: Simd, TB: Element, TC: Element>(
     job: &GemvJob<TB, TC>,
@@ -281,14 +289,7 @@ unsafe fn axpy_chunk<S: Simd, TB: Element, const RM: usize>(
     k: usize,
     chunk: Chunk<TB>,
 ) {
-    let Chunk {
-        b,
-        ldb,
-        j0,
-        cols,
-        out,
-        width,
-    } = chunk;
+    let (b, ldb, j0, cols, out, width) = chunk.parts();
     const STEP: usize = 4;
     let lanes = S::LANES;
     let full = cols / lanes * lanes;
@@ -351,14 +352,7 @@ unsafe fn axpy_chunk<S: Simd, TB: Element, const RM: usize>(
 /// read from memory once.
 #[inline(always)]
 unsafe fn dot_block<S: Simd, TB: Element>(a: *const f32, k: usize, m: usize, chunk: Chunk<TB>) {
-    let Chunk {
-        b,
-        ldb,
-        j0,
-        cols,
-        out,
-        width,
-    } = chunk;
+    let (b, ldb, j0, cols, out, width) = chunk.parts();
     // SAFETY: see `task_rows`; stored rows past `cols` are clamped to the last valid one and
     // their sums discarded.
     unsafe {

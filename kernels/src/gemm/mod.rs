@@ -238,12 +238,13 @@ pub fn gemm<TA: Element, TB: Element, TC: Element>(
     let Exec { isa, par } = exec.into();
     validate(desc, a.len(), b.len(), c.len(), epilogue)?;
     isa.require()?;
+    let ops = Operands { a, b, c, epilogue };
     match isa {
-        Isa::Portable => run::<simd::portable::Portable, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        Isa::Portable => run::<simd::portable::Portable, TA, TB, TC>(desc, ops, par),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => run::<simd::avx2::Avx2, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        Isa::Avx2 => run::<simd::avx2::Avx2, TA, TB, TC>(desc, ops, par),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => run::<simd::avx512::Avx512, TA, TB, TC>(desc, a, b, c, epilogue, par),
+        Isa::Avx512 => run::<simd::avx512::Avx512, TA, TB, TC>(desc, ops, par),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("is_supported() is false for x86 paths on other targets"),
     }
@@ -343,23 +344,22 @@ const MIN_FLOPS_PER_THREAD: f64 = 2.5e5;
 /// Smallest GEMV, in bytes of B, worth a second thread.
 const MIN_GEMV_BYTES_PER_THREAD: usize = 256 << 10;
 
+/// A validated call's operands, as [`run`] and [`run_gemv`] take them.
+struct Operands<'a, TA, TB, TC> {
+    a: &'a [TA],
+    b: &'a [TB],
+    c: &'a mut [TC],
+    epilogue: &'a Epilogue<'a, TC>,
+}
+
 fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
     d: &GemmDesc,
-    a: &[TA],
-    b: &[TB],
-    c: &mut [TC],
-    epi: &Epilogue<'_, TC>,
+    ops: Operands<'_, TA, TB, TC>,
     par: Parallelism,
 ) {
     if d.m == 0 || d.n == 0 || d.batch == 0 {
         return;
     }
-    let RawEpilogue {
-        bias,
-        residual,
-        ld_residual,
-        stride_residual,
-    } = RawEpilogue::of(epi);
     let product = d.k > 0 && d.alpha != 0.0;
     let gemv_rows = if d.trans_b {
         GEMV_MAX_M_TRANS_B
@@ -367,9 +367,16 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
         GEMV_MAX_M
     };
     if product && d.m <= gemv_rows {
-        run_gemv::<S, TA, TB, TC>(d, a, b, c, epi, par);
+        run_gemv::<S, TA, TB, TC>(d, ops, par);
         return;
     }
+    let Operands {
+        a,
+        b,
+        c,
+        epilogue: epi,
+    } = ops;
+    let (bias, residual, ld_residual, stride_residual) = raw_epilogue(epi);
     let work_threads = (d.flops() / MIN_FLOPS_PER_THREAD) as usize;
     let threads = par.threads().min(work_threads.max(1));
     // f32 A read in place (few columns) has exact-height kernels for ragged row slivers, so
@@ -412,43 +419,28 @@ fn run<S: Simd, TA: Element, TB: Element, TC: Element>(
     for_each(&tasks, threads, |t| unsafe { S::gemm_task(&job, t) });
 }
 
-/// The epilogue's operands as raw pointers (null and zero strides where absent).
-struct RawEpilogue<TC> {
-    bias: *const f32,
-    residual: *const TC,
-    ld_residual: usize,
-    stride_residual: usize,
-}
-
-impl<TC: Element> RawEpilogue<TC> {
-    fn of(epi: &Epilogue<'_, TC>) -> RawEpilogue<TC> {
-        let (residual, ld_residual, stride_residual) =
-            epi.residual.map_or((core::ptr::null(), 0, 0), |r| {
-                (r.data.as_ptr(), r.ld, r.batch_stride)
-            });
-        RawEpilogue {
-            bias: epi.bias.map_or(core::ptr::null(), |s| s.as_ptr()),
-            residual,
-            ld_residual,
-            stride_residual,
-        }
+/// The epilogue's operands as raw pointers, `(bias, residual, ld_residual, stride_residual)`
+/// (null and zero strides where absent).
+fn raw_epilogue<TC: Element>(epi: &Epilogue<'_, TC>) -> (*const f32, *const TC, usize, usize) {
+    let bias = epi.bias.map_or(core::ptr::null(), |s| s.as_ptr());
+    match epi.residual {
+        Some(r) => (bias, r.data.as_ptr(), r.ld, r.batch_stride),
+        None => (bias, core::ptr::null(), 0, 0),
     }
 }
 
 fn run_gemv<S: Simd, TA: Element, TB: Element, TC: Element>(
     d: &GemmDesc,
-    a: &[TA],
-    b: &[TB],
-    c: &mut [TC],
-    epi: &Epilogue<'_, TC>,
+    ops: Operands<'_, TA, TB, TC>,
     par: Parallelism,
 ) {
-    let RawEpilogue {
-        bias,
-        residual,
-        ld_residual,
-        stride_residual,
-    } = RawEpilogue::of(epi);
+    let Operands {
+        a,
+        b,
+        c,
+        epilogue: epi,
+    } = ops;
+    let (bias, residual, ld_residual, stride_residual) = raw_epilogue(epi);
     let act = epi.activation;
     // op(A) is at most 16 x k per batch: widen it to a contiguous f32 copy once.
     let (m, k) = (d.m, d.k);

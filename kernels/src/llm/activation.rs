@@ -8,7 +8,7 @@
 //! formula's IEEE arithmetic as PyTorch does (SiLU and GELU of -inf are NaN).
 
 use super::math;
-use super::simd::{map2, simd_entry, with_f32_out, Simd};
+use super::simd::{map, simd_entry, with_f32_out, Simd};
 use super::{check_len, f32_row, for_flat_blocks, Element, Scratch};
 use crate::{Exec, KernelError};
 
@@ -93,14 +93,14 @@ fn act_block<S: Simd, T: Element>(s: S, act: Act, x: &[T], y: Option<&[T]>, out:
         let yc = y.map(|y| f32_row(isa, &y[r], &mut sc.b));
         with_f32_out!(isa, oc, &mut sc.out, |o| match (act, yc) {
             (Act::SwiGlu, Some(u)) => {
-                map2!(s, xc, u, o, |g, u| math::mul_sigmoid(s, s.mul(g, u), g))
+                map!(s, [xc, u], o, |g, u| math::mul_sigmoid(s, s.mul(g, u), g))
             }
-            (Act::Silu, _) => map2!(s, xc, xc, o, |v, _v| math::mul_sigmoid(s, v, v)),
+            (Act::Silu, _) => map!(s, [xc], o, |v| math::mul_sigmoid(s, v, v)),
             (Act::Gelu(GeluApprox::Erf), _) => {
-                map2!(s, xc, xc, o, |v, _v| s.mul(v, math::gelu_erf_phi(s, v)))
+                map!(s, [xc], o, |v| s.mul(v, math::gelu_erf_phi(s, v)))
             }
             // 0.5·x·(1 + tanh(y)) = x·σ(2y), 2y = 2·√(2/π)·x·(1 + 0.044715·x²).
-            (Act::Gelu(GeluApprox::Tanh), _) => map2!(s, xc, xc, o, |v, _v| math::mul_sigmoid(
+            (Act::Gelu(GeluApprox::Tanh), _) => map!(s, [xc], o, |v| math::mul_sigmoid(
                 s,
                 v,
                 s.mul(

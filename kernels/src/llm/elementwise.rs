@@ -1,7 +1,7 @@
 //! Elementwise add and multiply of two `[rows, cols]` tensors, or of a `[rows, cols]` tensor
 //! and a `[cols]` row vector broadcast over every row (a bias, a scale).
 
-use super::simd::{map2, simd_entry, with_f32_out, Simd};
+use super::simd::{map, simd_entry, with_f32_out, Simd};
 use super::{check_len, f32_row, for_flat_blocks, for_row_blocks, start_rows, Element, Scratch};
 use crate::{Exec, Isa, KernelError};
 
@@ -121,8 +121,8 @@ fn binary<T: Element>(
 #[inline(always)]
 fn apply<S: Simd>(s: S, op: BinOp, a: &[f32], b: &[f32], out: &mut [f32]) {
     match op {
-        BinOp::Add => map2!(s, a, b, out, |x, y| s.add(x, y)),
-        BinOp::Mul => map2!(s, a, b, out, |x, y| s.mul(x, y)),
+        BinOp::Add => map!(s, [a, b], out, |x, y| s.add(x, y)),
+        BinOp::Mul => map!(s, [a, b], out, |x, y| s.mul(x, y)),
     }
 }
 

@@ -152,17 +152,17 @@ pub(crate) fn mul_sigmoid<S: Simd>(s: S, y: S::V, x: S::V) -> S::V {
 
 #[cfg(test)]
 mod tests {
-    use super::super::simd::{map2, simd_entry, Simd};
+    use super::super::simd::{map, simd_entry, Simd};
     use crate::isa;
 
     #[inline(always)]
     fn exp_map<S: Simd>(s: S, x: &[f32], out: &mut [f32]) {
-        map2!(s, x, x, out, |v, _v| super::exp(s, v))
+        map!(s, [x], out, |v| super::exp(s, v))
     }
 
     #[inline(always)]
     fn phi_map<S: Simd>(s: S, x: &[f32], out: &mut [f32]) {
-        map2!(s, x, x, out, |v, _v| super::gelu_erf_phi(s, v))
+        map!(s, [x], out, |v| super::gelu_erf_phi(s, v))
     }
 
     simd_entry!(fn exp_entry = exp_map<>(x: &[f32], out: &mut [f32]));

@@ -139,9 +139,11 @@ pub trait Element:
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
+    #[inline]
     fn to_f32(self) -> f32 {
         self
     }
+    #[inline]
     fn from_f32(v: f32) -> Self {
         v
     }
@@ -164,9 +166,11 @@ macro_rules! half_element {
     ($t:ident, $tag:ident, $widen:ident, $narrow:ident) => {
         impl Element for $t {
             const DTYPE: DType = DType::$tag;
+            #[inline]
             fn to_f32(self) -> f32 {
                 $t::to_f32(self)
             }
+            #[inline]
             fn from_f32(v: f32) -> Self {
                 $t::from_f32(v)
             }

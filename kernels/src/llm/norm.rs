@@ -3,7 +3,7 @@
 //! Both reduce a row in f32 with several independent vector accumulators, then make a second
 //! pass (LayerNorm: a second and third) over the row while it is still in cache.
 
-use super::simd::{map2, map3, row_sum, simd_entry, with_f32_out, Simd};
+use super::simd::{map, row_sum, simd_entry, with_f32_out, Simd};
 use super::{check_len, check_lens, f32_row, for_row_blocks, start_rows, Element, Scratch};
 use crate::{Exec, Isa, KernelError};
 
@@ -92,7 +92,7 @@ fn rms_block<S: Simd, T: Element>(s: S, x: &[T], w: &[f32], out: &mut [T], cols:
             let ss = row_sum!(s, xr, 0.0, |v, a| s.fma(v, v, a));
             let inv = 1.0 / (ss / cols as f32 + eps).sqrt();
             let vi = s.splat(inv);
-            map2!(s, xr, w, o, |v, wv| s.mul(s.mul(v, vi), wv));
+            map!(s, [xr, w], o, |v, wv| s.mul(s.mul(v, vi), wv));
         });
     }
 }
@@ -121,10 +121,10 @@ fn layer_block<S: Simd, T: Element>(
             }) / cols as f32;
             let vi = s.splat(1.0 / (var + eps).sqrt());
             match b {
-                Some(b) => map3!(s, xr, w, b, o, |v, wv, bv| {
+                Some(b) => map!(s, [xr, w, b], o, |v, wv, bv| {
                     s.fma(s.mul(s.sub(v, vm), vi), wv, bv)
                 }),
-                None => map2!(s, xr, w, o, |v, wv| s.mul(s.mul(s.sub(v, vm), vi), wv)),
+                None => map!(s, [xr, w], o, |v, wv| s.mul(s.mul(s.sub(v, vm), vi), wv)),
             }
         });
     }

@@ -13,41 +13,24 @@ pub trait ActElem: Copy + Send + Sync + 'static {
     fn from_f32(v: f32) -> Self;
 }
 
-impl ActElem for f32 {
-    const NAME: &'static str = "f32";
-    #[inline]
-    fn to_f32(self) -> f32 {
-        self
-    }
-    #[inline]
-    fn from_f32(v: f32) -> Self {
-        v
-    }
+/// `ActElem` for the storage types, named as they are spelled and converted as the LLM ops
+/// convert them ([`Element`](crate::llm::Element)).
+macro_rules! act_elem {
+    ($($t:ident),*) => {$(
+        impl ActElem for $t {
+            const NAME: &'static str = stringify!($t);
+            #[inline]
+            fn to_f32(self) -> f32 {
+                crate::llm::Element::to_f32(self)
+            }
+            #[inline]
+            fn from_f32(v: f32) -> Self {
+                crate::llm::Element::from_f32(v)
+            }
+        }
+    )*};
 }
-
-impl ActElem for f16 {
-    const NAME: &'static str = "f16";
-    #[inline]
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    #[inline]
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-}
-
-impl ActElem for bf16 {
-    const NAME: &'static str = "bf16";
-    #[inline]
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    #[inline]
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-}
+act_elem!(f32, f16, bf16);
 
 /// The activation applied after the bias in a matmul epilogue: GEMM's, one enum for every
 /// matmul.

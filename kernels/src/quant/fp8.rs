@@ -27,42 +27,46 @@ pub enum Overflow {
     Saturate,
 }
 
-impl Fp8Kind {
-    const fn mant_bits(self) -> u32 {
-        match self {
-            Fp8Kind::E4M3 => 3,
-            Fp8Kind::E5M2 => 2,
-        }
-    }
-    const fn bias(self) -> i32 {
-        match self {
-            Fp8Kind::E4M3 => 7,
-            Fp8Kind::E5M2 => 15,
-        }
-    }
+/// The constants that define an FP8 encoding.
+struct Layout {
+    mant_bits: u32,
+    bias: i32,
     /// The code of the largest finite magnitude.
-    const fn max_code(self) -> u8 {
+    max_code: u8,
+    nan_code: u8,
+}
+
+impl Fp8Kind {
+    const fn layout(self) -> Layout {
         match self {
-            Fp8Kind::E4M3 => 0x7E,
-            Fp8Kind::E5M2 => 0x7B,
-        }
-    }
-    const fn nan_code(self) -> u8 {
-        match self {
-            Fp8Kind::E4M3 => 0x7F,
-            Fp8Kind::E5M2 => 0x7E,
+            Fp8Kind::E4M3 => Layout {
+                mant_bits: 3,
+                bias: 7,
+                max_code: 0x7E,
+                nan_code: 0x7F,
+            },
+            Fp8Kind::E5M2 => Layout {
+                mant_bits: 2,
+                bias: 15,
+                max_code: 0x7B,
+                nan_code: 0x7E,
+            },
         }
     }
     /// The largest finite value.
     pub fn max_finite(self) -> f32 {
-        decode(self, self.max_code())
+        decode(self, self.layout().max_code)
     }
 }
 
 /// Decodes one FP8 code.
 pub fn decode(kind: Fp8Kind, code: u8) -> f32 {
     let sign = ((code as u32) >> 7) << 31;
-    let m_bits = kind.mant_bits();
+    let Layout {
+        mant_bits: m_bits,
+        bias,
+        ..
+    } = kind.layout();
     let e = ((code & 0x7F) >> m_bits) as i32;
     let m = (code as u32) & ((1 << m_bits) - 1);
     let is_nan = match kind {
@@ -77,10 +81,10 @@ pub fn decode(kind: Fp8Kind, code: u8) -> f32 {
     }
     if e == 0 {
         // Subnormal: m units of 2^(1 - bias - mantissa bits); exact in f32.
-        let v = m as f32 * f32::from_bits(((127 + 1 - kind.bias() - m_bits as i32) as u32) << 23);
+        let v = m as f32 * f32::from_bits(((127 + 1 - bias - m_bits as i32) as u32) << 23);
         return f32::from_bits(sign | v.to_bits());
     }
-    let exp = (e - kind.bias() + 127) as u32;
+    let exp = (e - bias + 127) as u32;
     f32::from_bits(sign | (exp << 23) | (m << (23 - m_bits)))
 }
 
@@ -89,11 +93,16 @@ pub fn encode(kind: Fp8Kind, x: f32, overflow: Overflow) -> u8 {
     let bits = x.to_bits();
     let sign = ((bits >> 31) as u8) << 7;
     let abs = bits & 0x7FFF_FFFF;
+    let Layout {
+        mant_bits: m_bits,
+        bias,
+        max_code,
+        nan_code,
+    } = kind.layout();
     if abs > 0x7F80_0000 {
-        return sign | kind.nan_code();
+        return sign | nan_code;
     }
-    let m_bits = kind.mant_bits();
-    let min_normal_exp = 1 - kind.bias();
+    let min_normal_exp = 1 - bias;
     let code = if abs < ((min_normal_exp + 127) as u32) << 23 {
         // Below the smallest normal: count units of the smallest subnormal. Scaling by a power
         // of two is exact, and the result (at most 2^m_bits) is an exact f32 integer.
@@ -104,11 +113,11 @@ pub fn encode(kind: Fp8Kind, x: f32, overflow: Overflow) -> u8 {
     } else {
         let shift = 23 - m_bits;
         let rounded = abs + ((1 << (shift - 1)) - 1) + ((abs >> shift) & 1);
-        (rounded >> shift) - (((127 - kind.bias()) as u32) << m_bits)
+        (rounded >> shift) - (((127 - bias) as u32) << m_bits)
     };
-    if code > kind.max_code() as u32 {
+    if code > max_code as u32 {
         return match (overflow, kind) {
-            (Overflow::Saturate, _) => sign | kind.max_code(),
+            (Overflow::Saturate, _) => sign | max_code,
             (Overflow::Ieee, Fp8Kind::E4M3) => sign | 0x7F,
             (Overflow::Ieee, Fp8Kind::E5M2) => sign | 0x7C,
         };

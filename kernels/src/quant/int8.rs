@@ -7,8 +7,8 @@
 //! Integer sums are exact (i32) for `k < 2^17`; the scales are applied once, in f32.
 
 use super::act::store_row;
-use super::{check_len, mul_checked, Activation};
-use crate::{Isa, KernelError, Parallelism};
+use super::{check_bias, check_len, mul_checked, Activation};
+use crate::{Exec, Isa, KernelError};
 
 /// Quantises one row to `i8` codes stored as bytes; returns the scale `max|x| / 127`
 /// (codes round half away from zero; a zero row has scale 0).
@@ -91,18 +91,6 @@ pub struct ScaledI8<'a> {
     pub scales: &'a [f32],
 }
 
-/// W8A8 GEMM on the host's best path; see [`w8a8_gemm_with_isa`].
-pub fn w8a8_gemm<TY: super::ActElem>(
-    p: &W8A8Params,
-    x: ScaledI8<'_>,
-    w: ScaledI8<'_>,
-    bias: Option<&[f32]>,
-    y: &mut [TY],
-    par: Parallelism,
-) -> Result<(), KernelError> {
-    w8a8_gemm_with_isa(crate::isa::active(), p, x, w, bias, y, par)
-}
-
 const MR: usize = 8;
 const NR: usize = 32;
 /// Steps of 4 along k per cache block: 512 values, a 16 KiB block of a B panel.
@@ -114,15 +102,18 @@ const MC_PANELS: usize = 16;
 ///
 /// `xq = x.codes` is `m x k`, `wq = w.codes` is `n x k` (both row-major), `x_scales =
 /// x.scales` has `m` entries and `w_scales = w.scales` and `bias` `n`; `y` is `m x n`. Codes of -128 are accepted (the sums stay exact).
-pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
-    isa: Isa,
+///
+/// Runs on the path and threads `exec` names (a [`Parallelism`](crate::Parallelism) alone: the
+/// host's best path).
+pub fn w8a8_gemm<TY: super::ActElem>(
     p: &W8A8Params,
     x: ScaledI8<'_>,
     w: ScaledI8<'_>,
     bias: Option<&[f32]>,
     y: &mut [TY],
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     let (xq, x_scales, wq, w_scales) = (x.codes, x.scales, w.codes, w.scales);
     isa.require()?;
     let (m, n, k) = (p.m, p.n, p.k);
@@ -144,13 +135,7 @@ pub fn w8a8_gemm_with_isa<TY: super::ActElem>(
             });
         }
     }
-    if let Some(b) = bias {
-        if b.len() != n {
-            return Err(KernelError::BadShape {
-                detail: format!("bias has {} entries for {n} outputs", b.len()),
-            });
-        }
-    }
+    check_bias(bias, n)?;
     if m == 0 || n == 0 {
         return Ok(());
     }

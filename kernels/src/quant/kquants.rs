@@ -10,7 +10,7 @@
 //! bit `2s` of `qh[32h + l]`; it decodes as `d * scales[v / 16] * (q - 32)`.
 
 use super::q8_0::nan_max;
-use super::{f16_at, f16_bytes};
+use super::{blocks, f16_at, f16_bytes};
 
 pub(crate) const BLOCK: usize = 256;
 pub(crate) const Q4_K_BYTES: usize = 144;
@@ -61,10 +61,7 @@ fn nearest_u6(v: f32) -> u8 {
 /// Quantises whole Q4_K super-blocks: each sub-block of 32 gets scale `(max - min) / 15` and
 /// min `-min(0, min)`; the super-block scales `d`, `dmin` map the largest to 63.
 pub(crate) fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src
-        .chunks_exact(BLOCK)
-        .zip(dst.chunks_exact_mut(Q4_K_BYTES))
-    {
+    for (x, out) in blocks(src, BLOCK, dst, Q4_K_BYTES) {
         let mut scale = [0.0f32; 8];
         let mut mins = [0.0f32; 8];
         for j in 0..8 {
@@ -116,10 +113,7 @@ pub(crate) fn quantize_q4_k(src: &[f32], dst: &mut [u8]) {
 /// Dequantises whole Q4_K super-blocks as the reference does: `ds = d * sc`, `dm = dmin * m`,
 /// `x = ds * q - dm` (each an f32 product or difference, no fused step).
 pub(crate) fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src
-        .chunks_exact(Q4_K_BYTES)
-        .zip(dst.chunks_exact_mut(BLOCK))
-    {
+    for (b, out) in blocks(src, Q4_K_BYTES, dst, BLOCK) {
         let d = f16_at(b, 0);
         let dmin = f16_at(b, 2);
         let (sc, mn) = q4_k_scales(&b[4..16]);
@@ -139,10 +133,7 @@ pub(crate) fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
 /// Quantises whole Q6_K super-blocks: each 16-value group gets scale `max|x| / 31`, the
 /// super-block scale `d` maps the largest to 127.
 pub(crate) fn quantize_q6_k(src: &[f32], dst: &mut [u8]) {
-    for (x, out) in src
-        .chunks_exact(BLOCK)
-        .zip(dst.chunks_exact_mut(Q6_K_BYTES))
-    {
+    for (x, out) in blocks(src, BLOCK, dst, Q6_K_BYTES) {
         let mut scale = [0.0f32; 16];
         for (i, s) in scale.iter_mut().enumerate() {
             let amax = x[16 * i..16 * i + 16]
@@ -208,10 +199,7 @@ pub(crate) fn q6_k_code(ql: &[u8], qh: &[u8], h: usize, s: usize, l: usize) -> u
 /// Dequantises whole Q6_K super-blocks as the reference does: `ds = d * sc`,
 /// `x = ds * (q - 32)`.
 pub(crate) fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
-    for (b, out) in src
-        .chunks_exact(Q6_K_BYTES)
-        .zip(dst.chunks_exact_mut(BLOCK))
-    {
+    for (b, out) in blocks(src, Q6_K_BYTES, dst, BLOCK) {
         let (ql, rest) = b.split_at(128);
         let (qh, rest) = rest.split_at(64);
         let d = f16_at(rest, 16);

@@ -27,8 +27,8 @@ use crate::KernelError;
 
 pub use act::{ActElem, Activation};
 pub use embedding::{embedding, embedding_with_isa};
-pub use int8::{w8a8_gemm, w8a8_gemm_with_isa, ScaledI8, W8A8Params};
-pub use qmatmul::{qmatmul, qmatmul_with_isa, ActQuant, QMatmulParams, QWeights};
+pub use int8::{w8a8_gemm, ScaledI8, W8A8Params};
+pub use qmatmul::{qmatmul, ActQuant, QMatmulParams, QWeights};
 
 /// A weight storage format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,6 +154,33 @@ pub fn row_bytes(format: QuantFormat, k: usize) -> Result<usize, KernelError> {
         })
 }
 
+/// `src` and `dst` walked in step, whole blocks of `src_block` and `dst_block` elements: how a
+/// quantiser or dequantiser pairs each block with its output.
+pub(crate) fn blocks<'a, S, D>(
+    src: &'a [S],
+    src_block: usize,
+    dst: &'a mut [D],
+    dst_block: usize,
+) -> impl Iterator<Item = (&'a [S], &'a mut [D])> {
+    src.chunks_exact(src_block)
+        .zip(dst.chunks_exact_mut(dst_block))
+}
+
+/// Four row-major buffers cut in step into pieces (of one row, or a group of rows): `q` has
+/// `q_len` values a piece, `a`, `b` and `c` have `len` each. Activation preparation keeps
+/// its codes and three per-lane arrays this way.
+pub(crate) fn split_rows<'a, Q, A, B, C>(
+    (q, a, b, c): (&'a mut [Q], &'a mut [A], &'a mut [B], &'a mut [C]),
+    q_len: usize,
+    len: usize,
+) -> impl Iterator<Item = (&'a mut [Q], &'a mut [A], &'a mut [B], &'a mut [C])> {
+    q.chunks_mut(q_len)
+        .zip(a.chunks_mut(len))
+        .zip(b.chunks_mut(len))
+        .zip(c.chunks_mut(len))
+        .map(|(((q, a), b), c)| (q, a, b, c))
+}
+
 pub(crate) fn mul_checked(a: usize, b: usize, what: &str) -> Result<usize, KernelError> {
     a.checked_mul(b).ok_or_else(|| KernelError::BadShape {
         detail: format!("{what}: {a} x {b} overflows"),
@@ -161,6 +188,16 @@ pub(crate) fn mul_checked(a: usize, b: usize, what: &str) -> Result<usize, Kerne
 }
 
 pub(crate) use crate::error::check_len;
+
+/// Checks that a matmul's bias, when given, has one entry per output column (`n`).
+pub(crate) fn check_bias(bias: Option<&[f32]>, n: usize) -> Result<(), KernelError> {
+    match bias {
+        Some(b) if b.len() != n => Err(KernelError::BadShape {
+            detail: format!("bias has {} entries for {n} outputs", b.len()),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Checks a per-row scale tensor against the format's rule; returns it when present.
 pub(crate) fn check_row_scales(

@@ -16,7 +16,7 @@
 //! once per block into `MR x 32` f32 accumulators.
 
 use super::xprep::quantize_row;
-use super::{f16_at, ActElem, QuantFormat};
+use super::{f16_at, split_rows, ActElem, QuantFormat};
 
 /// Weight rows per packed tile (two 16-lane vectors).
 pub(crate) const NR: usize = 32;
@@ -94,21 +94,12 @@ impl XBlocks {
         };
         // Rows in groups of 16 per task, on the compute team when threads are granted.
         const GROUP_ROWS: usize = 16;
-        let mut groups: Vec<_> =
-            xb.q.chunks_mut(GROUP_ROWS * k)
-                .zip(xb.dx.chunks_mut(GROUP_ROWS * nb))
-                .zip(xb.corr.chunks_mut(GROUP_ROWS * nb))
-                .zip(xb.xs.chunks_mut(GROUP_ROWS * nb))
-                .collect();
-        crate::par::for_each_mut(&mut groups, par.threads(), |g, (((q, dx), corr), xs)| {
+        let bufs = (&mut *xb.q, &mut *xb.dx, &mut *xb.corr, &mut *xb.xs);
+        let mut groups: Vec<_> = split_rows(bufs, GROUP_ROWS * k, GROUP_ROWS * nb).collect();
+        crate::par::for_each_mut(&mut groups, par.threads(), |g, (q, dx, corr, xs)| {
             let mut xf = vec![0.0f32; k];
-            let rows = q
-                .chunks_mut(k)
-                .zip(dx.chunks_mut(nb))
-                .zip(corr.chunks_mut(nb))
-                .zip(xs.chunks_mut(nb));
-            for (j, (((q, d), c), s)) in rows.enumerate() {
-                one_row(g * GROUP_ROWS + j, (q, d, c, s), &mut xf);
+            for (j, row) in split_rows((q, dx, corr, xs), k, nb).enumerate() {
+                one_row(g * GROUP_ROWS + j, row, &mut xf);
             }
         });
         xb

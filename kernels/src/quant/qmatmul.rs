@@ -18,10 +18,10 @@
 use super::simd::IntKernel;
 use super::xprep::{XPrep, GROUP};
 use super::{
-    act::store_row, check_len, check_row_scales, dequantize_row, mul_checked, row_bytes, ActElem,
-    Activation, QuantFormat,
+    act::store_row, check_bias, check_len, check_row_scales, dequantize_row, mul_checked,
+    row_bytes, ActElem, Activation, QuantFormat,
 };
-use crate::{Isa, KernelError, Parallelism};
+use crate::{Exec, Isa, KernelError, Parallelism};
 
 /// A quantised weight matrix of `n` rows (output channels) by `k` columns, as stored.
 #[derive(Debug, Clone, Copy)]
@@ -64,32 +64,21 @@ pub struct QMatmulParams {
 /// The rows of `x` one weight pass serves; up to this many rows are "decode".
 pub const GEMV_MAX_M: usize = 8;
 
-/// `y = act(x W^T + bias)` on the host's best path. See [`qmatmul_with_isa`].
+/// `y = act(x W^T + bias)` on the path and threads `exec` names (a [`Parallelism`] alone: the
+/// host's best path).
+///
+/// `x` is `m x k` row-major, `y` is `m x n` row-major, `bias` has `n` entries. The path must be
+/// supported by the host ([`Isa::is_supported`]); the AVX-512 integer path needs VNNI and uses
+/// the AVX2 kernels without it.
 pub fn qmatmul<TX: ActElem, TY: ActElem>(
     params: &QMatmulParams,
     x: &[TX],
     w: &QWeights<'_>,
     bias: Option<&[f32]>,
     y: &mut [TY],
-    par: Parallelism,
+    exec: impl Into<Exec>,
 ) -> Result<(), KernelError> {
-    qmatmul_with_isa(crate::isa::active(), params, x, w, bias, y, par)
-}
-
-/// `y = act(x W^T + bias)` on instruction-set path `isa`.
-///
-/// `x` is `m x k` row-major, `y` is `m x n` row-major, `bias` has `n` entries. `isa` must be
-/// supported by the host ([`Isa::is_supported`]); the AVX-512 integer path needs VNNI and uses
-/// the AVX2 kernels without it.
-pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
-    isa: Isa,
-    params: &QMatmulParams,
-    x: &[TX],
-    w: &QWeights<'_>,
-    bias: Option<&[f32]>,
-    y: &mut [TY],
-    par: Parallelism,
-) -> Result<(), KernelError> {
+    let Exec { isa, par } = exec.into();
     isa.require()?;
     let (m, n, k) = (params.m, w.n, w.k);
     let rb = row_bytes(w.format, k)?;
@@ -97,13 +86,7 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
     check_len("x", mul_checked(m, k, "x")?, x.len())?;
     check_len("y", mul_checked(m, n, "y")?, y.len())?;
     let scales = check_row_scales(w.format, w.scales, n)?;
-    if let Some(b) = bias {
-        if b.len() != n {
-            return Err(KernelError::BadShape {
-                detail: format!("bias has {} entries for {n} outputs", b.len()),
-            });
-        }
-    }
+    check_bias(bias, n)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -153,8 +136,7 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
             k,
             activation: params.activation,
         };
-        return super::int8::w8a8_gemm_with_isa(
-            isa,
+        return super::int8::w8a8_gemm(
             &p,
             super::int8::ScaledI8 {
                 codes: &xq,
@@ -166,7 +148,7 @@ pub fn qmatmul_with_isa<TX: ActElem, TY: ActElem>(
             },
             bias,
             y,
-            par,
+            Exec::new(isa, par),
         );
     }
     let out = OutPtr {

@@ -8,7 +8,7 @@
 //! (Q4_0: 8, Q6_K: 32, Q8_0/I8 on the AVX-512 path: 128), and `dx * sum(q)` for formats
 //! with a per-block minimum (Q4_1, Q4_K). Rows are padded with zeros to a multiple of 64.
 
-use super::{ActElem, QuantFormat};
+use super::{split_rows, ActElem, QuantFormat};
 
 /// Values per group: one 512-bit vector of weight bytes.
 pub(crate) const GROUP: usize = 64;
@@ -232,15 +232,13 @@ impl Scratch {
 /// Prepares one row (see [`XPrep::new`]); inlined into per-ISA copies so the loops
 /// vectorise with the host's vector width.
 #[inline(always)]
-fn row_body<TX: ActElem>(
-    plan: &Plan,
-    xrow: &[TX],
-    qrow: &mut [i8],
-    dx: &mut [f32],
-    corr: &mut [i32],
-    msum: &mut [f32],
-    sc: &mut Scratch,
-) {
+fn row_body<TX: ActElem>(plan: &Plan, xrow: &[TX], out: RowOut<'_>, sc: &mut Scratch) {
+    let RowOut {
+        q: qrow,
+        dx,
+        corr,
+        msum,
+    } = out;
     let k = plan.k;
     quantize_row(xrow, plan.block, &mut sc.xf, &mut sc.q, &mut sc.d);
     permute(plan.format, plan.layout, k, &sc.q, qrow);
@@ -286,32 +284,16 @@ fn row_body<TX: ActElem>(
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
 /// # Safety
 /// - the host supports AVX-512 F/BW/DQ/VL.
-unsafe fn row_avx512<TX: ActElem>(
-    plan: &Plan,
-    xrow: &[TX],
-    qrow: &mut [i8],
-    dx: &mut [f32],
-    corr: &mut [i32],
-    msum: &mut [f32],
-    sc: &mut Scratch,
-) {
-    row_body(plan, xrow, qrow, dx, corr, msum, sc)
+unsafe fn row_avx512<TX: ActElem>(plan: &Plan, xrow: &[TX], out: RowOut<'_>, sc: &mut Scratch) {
+    row_body(plan, xrow, out, sc)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 /// # Safety
 /// - the host supports AVX2, FMA and F16C.
-unsafe fn row_avx2<TX: ActElem>(
-    plan: &Plan,
-    xrow: &[TX],
-    qrow: &mut [i8],
-    dx: &mut [f32],
-    corr: &mut [i32],
-    msum: &mut [f32],
-    sc: &mut Scratch,
-) {
-    row_body(plan, xrow, qrow, dx, corr, msum, sc)
+unsafe fn row_avx2<TX: ActElem>(plan: &Plan, xrow: &[TX], out: RowOut<'_>, sc: &mut Scratch) {
+    row_body(plan, xrow, out, sc)
 }
 
 /// Where one prepared row goes: its codes, lane scales, lane corrections and minimum sums.
@@ -330,20 +312,14 @@ fn prep_row<TX: ActElem>(
     out: RowOut<'_>,
     sc: &mut Scratch,
 ) {
-    let RowOut {
-        q: qrow,
-        dx,
-        corr,
-        msum,
-    } = out;
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` is supported by the host (checked by the caller of `XPrep::new`).
-        crate::Isa::Avx512 => unsafe { row_avx512(plan, xrow, qrow, dx, corr, msum, sc) },
+        crate::Isa::Avx512 => unsafe { row_avx512(plan, xrow, out, sc) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above; `Isa::Avx2` means AVX2 with FMA and F16C.
-        crate::Isa::Avx2 => unsafe { row_avx2(plan, xrow, qrow, dx, corr, msum, sc) },
-        _ => row_body(plan, xrow, qrow, dx, corr, msum, sc),
+        crate::Isa::Avx2 => unsafe { row_avx2(plan, xrow, out, sc) },
+        _ => row_body(plan, xrow, out, sc),
     }
 }
 
@@ -454,21 +430,13 @@ impl XPrep {
         if par.threads() > 1 && m > super::qmatmul::GEMV_MAX_M {
             // Rows in groups of 16 per task, on the compute team.
             const GROUP_ROWS: usize = 16;
-            let mut groups: Vec<_> = xp
-                .qx
-                .chunks_mut(GROUP_ROWS * kp)
-                .zip(xp.dx.chunks_mut(GROUP_ROWS * lanes))
-                .zip(xp.corr.chunks_mut(GROUP_ROWS * lanes))
-                .zip(xp.msum.chunks_mut(GROUP_ROWS * lanes))
-                .collect();
-            crate::par::for_each_mut(&mut groups, par.threads(), |g, (((q, dx), corr), msum)| {
+            let bufs = (&mut *xp.qx, &mut *xp.dx, &mut *xp.corr, &mut *xp.msum);
+            let mut groups: Vec<_> =
+                split_rows(bufs, GROUP_ROWS * kp, GROUP_ROWS * lanes).collect();
+            crate::par::for_each_mut(&mut groups, par.threads(), |g, (q, dx, corr, msum)| {
                 let mut sc = Scratch::new(k);
-                let rows = q
-                    .chunks_mut(kp)
-                    .zip(dx.chunks_mut(lanes))
-                    .zip(corr.chunks_mut(lanes))
-                    .zip(msum.chunks_mut(lanes));
-                for (j, (((q, dx), corr), msum)) in rows.enumerate() {
+                let rows = split_rows((q, dx, corr, msum), kp, lanes);
+                for (j, (q, dx, corr, msum)) in rows.enumerate() {
                     let out = RowOut { q, dx, corr, msum };
                     prep_row(isa, &plan, xrow(g * GROUP_ROWS + j), out, &mut sc)
                 }
@@ -477,14 +445,8 @@ impl XPrep {
             let spare = SCRATCH.try_with(|s| s.take()).ok().flatten();
             let mut sc = spare.unwrap_or_else(|| Scratch::new(k));
             sc.fit(k);
-            let rows = xp
-                .qx
-                .chunks_mut(kp)
-                .zip(xp.dx.chunks_mut(lanes))
-                .zip(xp.corr.chunks_mut(lanes))
-                .zip(xp.msum.chunks_mut(lanes))
-                .enumerate();
-            for (i, (((q, dx), corr), msum)) in rows {
+            let bufs = (&mut *xp.qx, &mut *xp.dx, &mut *xp.corr, &mut *xp.msum);
+            for (i, (q, dx, corr, msum)) in split_rows(bufs, kp, lanes).enumerate() {
                 let out = RowOut { q, dx, corr, msum };
                 prep_row(isa, &plan, xrow(i), out, &mut sc);
             }

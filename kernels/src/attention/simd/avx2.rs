@@ -4,7 +4,7 @@
 //! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
 //! each function's `# Safety` section, and only after `isa::detected()` reported AVX2 + FMA.
 
-use super::{Ahead, Pv, PvBlock, QkDot, Rows};
+use super::{exp_offset, Ahead, Pv, PvBlock, QkDot, Rows, Running};
 use std::arch::x86_64::*;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -120,14 +120,8 @@ pub(super) unsafe fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st:
 /// - `rp % 16 == 0`, `st.len() >= nk * rp`, and `m`, `l`, `alpha` hold at least `rp` floats.
 /// - The host must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn softmax(
-    st: &mut [f32],
-    rp: usize,
-    nk: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
+pub(super) unsafe fn softmax(st: &mut [f32], rp: usize, nk: usize, run: Running<'_>) {
+    let Running { m, l, alpha } = run;
     let sp = st.as_mut_ptr();
     let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
     for c in (0..rp).step_by(8) {
@@ -365,10 +359,9 @@ pub(super) unsafe fn softmax_rows(
     ss: usize,
     nr: usize,
     nk: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
+    run: Running<'_>,
 ) {
+    let Running { m, l, alpha } = run;
     let sp = s.as_mut_ptr();
     let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
     for r in 0..nr {
@@ -385,11 +378,7 @@ pub(super) unsafe fn softmax_rows(
         // SAFETY: 8 floats into an 8-float array.
         unsafe { _mm256_storeu_ps(lanes_out.as_mut_ptr(), mx) };
         let m_new = lanes_out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let m_use = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
+        let m_use = exp_offset(m_new);
         let mu = _mm256_set1_ps(m_use);
         let mut sum = _mm256_setzero_ps();
         // SAFETY: as above.
@@ -424,14 +413,8 @@ pub(super) unsafe fn softmax_rows(
 /// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
 /// - The host must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn widen<const BF16: bool>(
-    bits: &[u16],
-    off: usize,
-    stride: usize,
-    nk: usize,
-    d: usize,
-    dst: &mut [f32],
-) {
+pub(super) unsafe fn widen<const BF16: bool>(rows: Rows<&[u16]>, d: usize, dst: &mut [f32]) {
+    let (bits, off, stride, nk) = rows.parts();
     let full = d / 8 * 8;
     let (bp, dp) = (bits.as_ptr(), dst.as_mut_ptr());
     for j in 0..nk {

@@ -4,7 +4,7 @@
 //! Callers reach these only through [`super::TileKernels`], which checks the bounds listed in
 //! each function's `# Safety` section, and only after `isa::detected()` reported AVX-512.
 
-use super::{Ahead, KvElem, Pv, PvBlock, QkDot, Rows};
+use super::{exp_offset, Ahead, KvElem, Pv, PvBlock, QkDot, Rows, Running};
 use std::arch::x86_64::*;
 
 /// 16 elements at `p` as f32; lanes outside `m` are zero and not read.
@@ -194,14 +194,8 @@ pub(super) unsafe fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st:
 /// - `rp % 16 == 0`, `st.len() >= nk * rp`, and `m`, `l`, `alpha` hold at least `rp` floats.
 /// - The host must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn softmax(
-    st: &mut [f32],
-    rp: usize,
-    nk: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
+pub(super) unsafe fn softmax(st: &mut [f32], rp: usize, nk: usize, run: Running<'_>) {
+    let Running { m, l, alpha } = run;
     let sp = st.as_mut_ptr();
     let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
     for c in (0..rp).step_by(16) {
@@ -549,10 +543,9 @@ pub(super) unsafe fn softmax_rows(
     ss: usize,
     nr: usize,
     nk: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
+    run: Running<'_>,
 ) {
+    let Running { m, l, alpha } = run;
     let sp = s.as_mut_ptr();
     for r in 0..nr {
         let mut mx = _mm512_set1_ps(m[r]);
@@ -573,11 +566,7 @@ pub(super) unsafe fn softmax_rows(
             }
         }
         let m_new = _mm512_reduce_max_ps(mx);
-        let m_use = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
+        let m_use = exp_offset(m_new);
         let mu = _mm512_set1_ps(m_use);
         let mut sum = _mm512_setzero_ps();
         // SAFETY: as above.
@@ -614,14 +603,8 @@ pub(super) unsafe fn softmax_rows(
 /// - `dst.len() >= nk * d`; when `nk > 0`, `off + (nk - 1) * stride + d <= bits.len()`.
 /// - The host must support AVX-512F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(super) unsafe fn widen<const BF16: bool>(
-    bits: &[u16],
-    off: usize,
-    stride: usize,
-    nk: usize,
-    d: usize,
-    dst: &mut [f32],
-) {
+pub(super) unsafe fn widen<const BF16: bool>(rows: Rows<&[u16]>, d: usize, dst: &mut [f32]) {
+    let (bits, off, stride, nk) = rows.parts();
     let (bp, dp) = (bits.as_ptr(), dst.as_mut_ptr());
     for j in 0..nk {
         for c in (0..d).step_by(16) {

@@ -22,10 +22,10 @@ use crate::isa::Isa;
 pub(crate) const LANES: usize = 16;
 
 type QkFn = unsafe fn(&[f32], usize, usize, Rows<&[f32]>, &mut [f32]);
-type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, &mut [f32], &mut [f32], &mut [f32]);
+type SoftmaxFn = unsafe fn(&mut [f32], usize, usize, Running<'_>);
 type QkDotFn<E> = unsafe fn(QkDot<'_, &[E]>, &mut [f32]);
-type SoftmaxRowsFn = unsafe fn(&mut [f32], usize, usize, usize, &mut [f32], &mut [f32], &mut [f32]);
-type WidenFn = unsafe fn(&[u16], usize, usize, usize, usize, &mut [f32]);
+type SoftmaxRowsFn = unsafe fn(&mut [f32], usize, usize, usize, Running<'_>);
+type WidenFn = unsafe fn(Rows<&[u16]>, usize, &mut [f32]);
 type PvFn<E> = unsafe fn(Pv<'_, &[E]>, &mut [f32]);
 
 /// `n` key or value rows of a tile, read in place: row `j` starts at element
@@ -56,6 +56,18 @@ impl<D> Rows<D> {
             stride: self.stride,
             n: self.n,
         }
+    }
+}
+
+/// The maximum a row's scores are shifted by before exponentiating: its running maximum `m`,
+/// or 0 while the row has seen only masked (`-inf`) scores, so that they give probability 0
+/// rather than NaN.
+#[inline(always)]
+pub(crate) fn exp_offset(m: f32) -> f32 {
+    if m == f32::NEG_INFINITY {
+        0.0
+    } else {
+        m
     }
 }
 
@@ -300,7 +312,7 @@ impl TileKernels {
         assert!(rp.is_multiple_of(LANES) && st.len() >= nk * rp);
         assert!(m.len() >= rp && l.len() >= rp && alpha.len() >= rp);
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.softmax)(st, rp, nk, m, l, alpha) }
+        unsafe { (self.softmax)(st, rp, nk, Running { m, l, alpha }) }
     }
 
     /// Scores in dot-product form for a few query rows (decode): `s[r * ss + j] = sum_{c < d}
@@ -353,7 +365,7 @@ impl TileKernels {
         assert!(nk <= ss && (nr == 0 || s.len() >= (nr - 1) * ss + nk));
         assert!(m.len() >= nr && l.len() >= nr && alpha.len() >= nr);
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { (self.softmax_rows)(s, ss, nr, nk, m, l, alpha) }
+        unsafe { (self.softmax_rows)(s, ss, nr, nk, Running { m, l, alpha }) }
     }
 
     /// Output update:
@@ -410,7 +422,7 @@ impl TileKernels {
             self.widen_f16
         };
         // SAFETY: the bounds each implementation reads and writes are checked above.
-        unsafe { widen(bits, off, stride, nk, d, dst) }
+        unsafe { widen(rows, d, dst) }
     }
 }
 

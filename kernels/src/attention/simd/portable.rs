@@ -4,7 +4,7 @@
 //! pointer type with the SIMD paths, and index with bounds checks. They take no prefetch
 //! hints ([`super::Ahead`]).
 
-use super::{Pv, QkDot, Rows};
+use super::{exp_offset, Pv, QkDot, Rows, Running};
 
 pub(super) fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [f32]) {
     let (k, koff, ks, nk) = keys.parts();
@@ -21,24 +21,14 @@ pub(super) fn qk(qt: &[f32], rp: usize, d: usize, keys: Rows<&[f32]>, st: &mut [
     }
 }
 
-pub(super) fn softmax(
-    st: &mut [f32],
-    rp: usize,
-    nk: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
+pub(super) fn softmax(st: &mut [f32], rp: usize, nk: usize, run: Running<'_>) {
+    let Running { m, l, alpha } = run;
     for r in 0..rp {
         let mut m_new = m[r];
         for j in 0..nk {
             m_new = m_new.max(st[j * rp + r]);
         }
-        let m_use = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
+        let m_use = exp_offset(m_new);
         let a = (m[r] - m_use).exp();
         let mut sum = 0.0f32;
         for j in 0..nk {
@@ -88,23 +78,12 @@ pub(super) fn qk_dot(args: QkDot<'_, &[f32]>, s: &mut [f32]) {
     }
 }
 
-pub(super) fn softmax_rows(
-    s: &mut [f32],
-    ss: usize,
-    nr: usize,
-    nk: usize,
-    m: &mut [f32],
-    l: &mut [f32],
-    alpha: &mut [f32],
-) {
+pub(super) fn softmax_rows(s: &mut [f32], ss: usize, nr: usize, nk: usize, run: Running<'_>) {
+    let Running { m, l, alpha } = run;
     for r in 0..nr {
         let row = &mut s[r * ss..r * ss + nk];
         let m_new = row.iter().copied().fold(m[r], f32::max);
-        let m_use = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
+        let m_use = exp_offset(m_new);
         let a = (m[r] - m_use).exp();
         let mut sum = 0.0f32;
         for x in row.iter_mut() {
@@ -119,14 +98,8 @@ pub(super) fn softmax_rows(
 
 /// Widens rows of 16-bit values (bf16 when `BF16`, else f16): `nk` rows of `d` values,
 /// `stride` apart from `off` in `bits`, into consecutive rows of `dst`.
-pub(super) fn widen<const BF16: bool>(
-    bits: &[u16],
-    off: usize,
-    stride: usize,
-    nk: usize,
-    d: usize,
-    dst: &mut [f32],
-) {
+pub(super) fn widen<const BF16: bool>(rows: Rows<&[u16]>, d: usize, dst: &mut [f32]) {
+    let (bits, off, stride, nk) = rows.parts();
     for j in 0..nk {
         let row = &bits[off + j * stride..off + j * stride + d];
         for (x, &b) in dst[j * d..(j + 1) * d].iter_mut().zip(row) {

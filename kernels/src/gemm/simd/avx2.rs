@@ -63,13 +63,8 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
-        // SAFETY: AVX and SSE3 are present (trait contract).
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
+        // SAFETY: AVX is present (trait contract).
+        unsafe { crate::x86::hsum256(v) }
     }
     #[inline(always)]
     unsafe fn load_elem<T: Element>(p: *const T) -> __m256 {

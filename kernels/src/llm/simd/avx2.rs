@@ -106,12 +106,7 @@ impl Simd for Avx2 {
     #[inline(always)]
     fn reduce_add(self, a: __m256) -> f32 {
         // SAFETY: AVX is present (token).
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        }
+        unsafe { crate::x86::hsum256(a) }
     }
     #[inline(always)]
     fn reduce_max(self, a: __m256) -> f32 {

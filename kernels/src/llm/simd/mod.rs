@@ -109,35 +109,34 @@ macro_rules! simd_entry {
             assert!(isa.is_supported(), "{} is not supported here", isa.name());
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                $crate::Isa::Avx2 => {
-                    /// # Safety
-                    /// - The host must support AVX2, FMA and F16C.
-                    #[target_feature(enable = "avx2,fma,f16c")]
-                    unsafe fn avx2<$($g: $b),*>($($arg: $ty),*) $(-> $ret)? {
-                        // SAFETY: this function only runs where AVX2, FMA and F16C exist.
-                        let s = unsafe { $crate::llm::simd::Avx2::new_unchecked() };
-                        $kernel(s, $($arg),*)
-                    }
-                    // SAFETY: the host supports AVX2, FMA and F16C (asserted above).
-                    unsafe { avx2($($arg),*) }
-                }
+                $crate::Isa::Avx2 => $crate::llm::simd::simd_entry!(
+                    @x86 "avx2,fma,f16c", Avx2,
+                    $kernel<$($g: $b),*>($($arg: $ty),*) $(-> $ret)?
+                ),
                 #[cfg(target_arch = "x86_64")]
-                $crate::Isa::Avx512 => {
-                    /// # Safety
-                    /// - The host must support AVX-512 F/BW/DQ/VL, AVX2, FMA and F16C.
-                    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
-                    unsafe fn avx512<$($g: $b),*>($($arg: $ty),*) $(-> $ret)? {
-                        // SAFETY: this function only runs where AVX-512 F/BW/DQ/VL exist.
-                        let s = unsafe { $crate::llm::simd::Avx512::new_unchecked() };
-                        $kernel(s, $($arg),*)
-                    }
-                    // SAFETY: the host supports AVX-512 F/BW/DQ/VL, FMA and F16C (asserted).
-                    unsafe { avx512($($arg),*) }
-                }
+                $crate::Isa::Avx512 => $crate::llm::simd::simd_entry!(
+                    @x86 "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c", Avx512,
+                    $kernel<$($g: $b),*>($($arg: $ty),*) $(-> $ret)?
+                ),
                 _ => $kernel($crate::llm::simd::Portable, $($arg),*),
             }
         }
     };
+    // One x86 arm: a function compiled with `$features` that makes token `$token` (whose
+    // path needs exactly those features) and runs the kernel with it.
+    (@x86 $features:literal, $token:ident, $kernel:ident <$($g:ident : $b:path),*> ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {{
+        /// # Safety
+        /// - The host must support every feature this function enables.
+        #[target_feature(enable = $features)]
+        unsafe fn entry<$($g: $b),*>($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: this function only runs where its path's features exist.
+            let s = unsafe { $crate::llm::simd::$token::new_unchecked() };
+            $kernel(s, $($arg),*)
+        }
+        // SAFETY: the host supports this path (asserted above), and the features enabled are
+        // the path's (isa.rs).
+        unsafe { entry($($arg),*) }
+    }};
 }
 pub(crate) use simd_entry;
 
@@ -179,59 +178,32 @@ macro_rules! row_sum {
 }
 pub(crate) use row_sum;
 
-/// `$out[i] = $body` lane-wise with `$p` bound to vectors of `$a` and `$q` to vectors of `$b`
-/// (`$a`, `$b` at least as long as `$out`).
-macro_rules! map2 {
-    ($s:expr, $a:expr, $b:expr, $out:expr, |$p:ident, $q:ident| $body:expr) => {{
+/// `$out[i] = $body` lane-wise, with each `$v` bound to the vector of its input `$x` at `i`
+/// (every input at least as long as `$out`; tail lanes read as 0).
+macro_rules! map {
+    ($s:expr, [$($x:expr),+], $out:expr, |$($v:ident),+| $body:expr) => {{
         let s = $s;
-        let a: &[f32] = $a;
-        let b: &[f32] = $b;
+        // Every input is evaluated before any name is bound, as a call would.
+        let ($($v,)+) = ($({
+            let x: &[f32] = $x;
+            x
+        },)+);
         let out: &mut [f32] = $out;
         let l = <_ as $crate::llm::simd::SimdLanes>::lanes(&s);
         let n = out.len();
         let mut i = 0;
         while i + l <= n {
-            let $p = s.load(&a[i..]);
-            let $q = s.load(&b[i..]);
+            $(let $v = s.load(&$v[i..]);)+
             s.store($body, &mut out[i..]);
             i += l;
         }
         if i < n {
-            let $p = s.load_part(&a[i..n], 0.0);
-            let $q = s.load_part(&b[i..n], 0.0);
+            $(let $v = s.load_part(&$v[i..n], 0.0);)+
             s.store_part($body, &mut out[i..n]);
         }
     }};
 }
-pub(crate) use map2;
-
-/// Like [`map2`] with a third input `$c` bound to `$r`.
-macro_rules! map3 {
-    ($s:expr, $a:expr, $b:expr, $c:expr, $out:expr, |$p:ident, $q:ident, $r:ident| $body:expr) => {{
-        let s = $s;
-        let a: &[f32] = $a;
-        let b: &[f32] = $b;
-        let c: &[f32] = $c;
-        let out: &mut [f32] = $out;
-        let l = <_ as $crate::llm::simd::SimdLanes>::lanes(&s);
-        let n = out.len();
-        let mut i = 0;
-        while i + l <= n {
-            let $p = s.load(&a[i..]);
-            let $q = s.load(&b[i..]);
-            let $r = s.load(&c[i..]);
-            s.store($body, &mut out[i..]);
-            i += l;
-        }
-        if i < n {
-            let $p = s.load_part(&a[i..n], 0.0);
-            let $q = s.load_part(&b[i..n], 0.0);
-            let $r = s.load_part(&c[i..n], 0.0);
-            s.store_part($body, &mut out[i..n]);
-        }
-    }};
-}
-pub(crate) use map3;
+pub(crate) use map;
 
 /// Runs `$body` with `$o` bound to an f32 view of output row `$out` (of `T`): the row itself
 /// for f32, else `$scratch`, narrowed into `$out` afterwards.

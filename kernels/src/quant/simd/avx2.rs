@@ -6,6 +6,7 @@
 
 use super::{F_I8, F_Q4_0, F_Q4_1, F_Q4_K, F_Q6_K, F_Q8_0};
 use crate::quant::qmatmul::{groups, KernelArgs};
+use crate::x86::f16_one;
 use std::arch::x86_64::*;
 
 /// One decoded group: two halves of codes, scales and minimum terms.
@@ -106,14 +107,6 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
             out[i * a.nrows + r] = _mm_cvtss_f32(s);
         }
     }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn f16_one(p: *const u8) -> f32 {
-    // SAFETY: the caller guarantees two readable bytes at `p`.
-    let a = unsafe { p.cast::<u16>().read_unaligned() };
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(a as i32)))
 }
 
 #[inline]

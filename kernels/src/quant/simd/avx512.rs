@@ -7,6 +7,7 @@
 
 use super::{F_I8, F_Q4_0, F_Q4_1, F_Q4_K, F_Q6_K, F_Q8_0};
 use crate::quant::qmatmul::{groups, KernelArgs};
+use crate::x86::f16_one;
 use std::arch::x86_64::*;
 
 /// Runs the integer row kernel (see [`KernelArgs`]).
@@ -19,14 +20,6 @@ use std::arch::x86_64::*;
 pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
     // SAFETY: forwarded from this function's contract.
     unsafe { super::dispatch_rows!(rows, a, out) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,f16c")]
-unsafe fn f16_one(p: *const u8) -> f32 {
-    // SAFETY: the caller guarantees two readable bytes at `p`.
-    let a = unsafe { p.cast::<u16>().read_unaligned() };
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(a as i32)))
 }
 
 #[inline]

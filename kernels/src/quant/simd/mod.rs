@@ -14,19 +14,19 @@ use crate::quant::qmatmul::KernelArgs;
 use crate::quant::xprep::Layout;
 use crate::Isa;
 
-// Format codes the x86 row kernels take as a const parameter.
 #[cfg(target_arch = "x86_64")]
-pub(crate) const F_Q8_0: u8 = 0;
+pub(crate) use format_codes::*;
+
+/// Format codes the x86 row kernels take as a const parameter.
 #[cfg(target_arch = "x86_64")]
-pub(crate) const F_Q4_0: u8 = 1;
-#[cfg(target_arch = "x86_64")]
-pub(crate) const F_Q4_1: u8 = 2;
-#[cfg(target_arch = "x86_64")]
-pub(crate) const F_Q4_K: u8 = 3;
-#[cfg(target_arch = "x86_64")]
-pub(crate) const F_Q6_K: u8 = 4;
-#[cfg(target_arch = "x86_64")]
-pub(crate) const F_I8: u8 = 5;
+mod format_codes {
+    pub(crate) const F_Q8_0: u8 = 0;
+    pub(crate) const F_Q4_0: u8 = 1;
+    pub(crate) const F_Q4_1: u8 = 2;
+    pub(crate) const F_Q4_K: u8 = 3;
+    pub(crate) const F_Q6_K: u8 = 4;
+    pub(crate) const F_I8: u8 = 5;
+}
 
 /// Calls `$rows::<F, MR>($a, $out)` with the format code `F` of `$a.format` and `MR = $a.mr`
 /// (1 to 8): the dispatch every x86 path's `kernel` makes to its own `rows`.
