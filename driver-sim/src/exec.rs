@@ -11,6 +11,7 @@ use std::sync::Arc;
 use knpu_driver_abi::*;
 
 use crate::command::Command;
+use crate::config::TimingProfile;
 use crate::device::Device;
 use crate::driver::Driver;
 use crate::kernels::KernelContext;
@@ -139,6 +140,14 @@ unsafe fn copy_device(ctx: &ExecContext<'_>, dst: *mut u8, src: *const u8, size:
     }
 }
 
+/// What a copy of `size` bytes over the DMA engine did.
+fn dma(size: u64, t: &TimingProfile) -> Outcome {
+    Outcome {
+        bytes: size,
+        modeled_ns: transfer_ns(size, t.dma_bandwidth_mbps),
+    }
+}
+
 /// Executes `cmd` with every earlier command of its queue done.
 ///
 /// Host functions are not run here: the worker calls them, because they are also called
@@ -155,10 +164,7 @@ pub fn execute(ctx: &ExecContext<'_>, cmd: &Command) -> Result<Outcome, Fault> {
                 // memory is never inside the device's backing blocks.
                 unsafe { copy_disjoint(ctx, d, src.0, size) };
             }
-            Ok(Outcome {
-                bytes: size,
-                modeled_ns: transfer_ns(size, t.dma_bandwidth_mbps),
-            })
+            Ok(dma(size, t))
         }
         Command::CopyDeviceToHost { src, dst, size } => {
             if size > 0 {
@@ -166,10 +172,7 @@ pub fn execute(ctx: &ExecContext<'_>, cmd: &Command) -> Result<Outcome, Fault> {
                 // SAFETY: as for host to device, with the roles swapped.
                 unsafe { copy_disjoint(ctx, dst.0, s, size) };
             }
-            Ok(Outcome {
-                bytes: size,
-                modeled_ns: transfer_ns(size, t.dma_bandwidth_mbps),
-            })
+            Ok(dma(size, t))
         }
         Command::CopyDeviceToDevice { src, dst, size } => {
             if size > 0 {
@@ -204,10 +207,7 @@ pub fn execute(ctx: &ExecContext<'_>, cmd: &Command) -> Result<Outcome, Fault> {
                 // or on one that names itself as its own peer).
                 unsafe { copy_device(ctx, d, s, size) };
             }
-            Ok(Outcome {
-                bytes: size,
-                modeled_ns: transfer_ns(size, t.dma_bandwidth_mbps),
-            })
+            Ok(dma(size, t))
         }
         Command::Fill {
             dst,

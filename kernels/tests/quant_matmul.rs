@@ -332,16 +332,9 @@ fn qmatmul_half_precision_inputs_and_outputs() {
         };
         let int = fmt != QuantFormat::F8E4M3;
         for isa in isa::supported() {
+            let ex = Exec::new(isa, Parallelism::None);
             let mut y = vec![f16::ZERO; m * n];
-            quant::qmatmul(
-                &p,
-                &xh,
-                &w.view(),
-                None,
-                &mut y,
-                Exec::new(isa, Parallelism::None),
-            )
-            .unwrap();
+            quant::qmatmul(&p, &xh, &w.view(), None, &mut y, ex).unwrap();
             let want = w.reference(&xh32, None, Activation::Silu);
             let y32: Vec<f32> = y.iter().map(|v| v.to_f32()).collect();
             // f16 output adds half an ulp of the result (gelu-free SiLU keeps the bound).
@@ -351,15 +344,7 @@ fn qmatmul_half_precision_inputs_and_outputs() {
             };
             w.check(&format!("{fmt:?} f16 {isa:?}"), &y32, &want, &xh32, tol);
             let mut yb = vec![0.0f32; m * n];
-            quant::qmatmul(
-                &p,
-                &xb,
-                &w.view(),
-                None,
-                &mut yb,
-                Exec::new(isa, Parallelism::None),
-            )
-            .unwrap();
+            quant::qmatmul(&p, &xb, &w.view(), None, &mut yb, ex).unwrap();
             let want = w.reference(&xb32, None, Activation::Silu);
             w.check(
                 &format!("{fmt:?} bf16 {isa:?}"),

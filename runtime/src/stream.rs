@@ -11,7 +11,7 @@
 //! the device was lost.
 
 use crate::allocator::Pending;
-use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer};
+use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceBuffer, DeviceSlice};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{self, CaptureLink, CaptureMode, Graph, NodeId};
@@ -938,20 +938,7 @@ impl Stream {
         dst: &mut impl AsDeviceSliceMut<T>,
         src: &impl AsDeviceSlice<T>,
     ) -> Result<()> {
-        let s = src.as_device_slice();
-        let d = dst.as_device_slice_mut();
-        self.check_device("src", s.device())?;
-        self.check_device("dst", d.device())?;
-        Self::check_len("src", d.len(), s.len())?;
-        if s.is_empty() {
-            return Ok(());
-        }
-        let size = (s.len() * std::mem::size_of::<T>()) as u64;
-        // SAFETY: no host memory.
-        let v = unsafe { self.submit_copy(Ends::DeviceToDevice(s.addr(), d.addr()), size, None) }?;
-        s.note_use(self, v);
-        d.note_use(self, v);
-        Ok(())
+        self.device_copy(dst.as_device_slice_mut(), src.as_device_slice(), false)
     }
 
     /// Queues a copy within one buffer: `count` elements from `src_offset` to `dst_offset`.
@@ -992,11 +979,23 @@ impl Stream {
         dst: &mut impl AsDeviceSliceMut<T>,
         src: &impl AsDeviceSlice<T>,
     ) -> Result<()> {
-        let s = src.as_device_slice();
-        let d = dst.as_device_slice_mut();
+        self.device_copy(dst.as_device_slice_mut(), src.as_device_slice(), true)
+    }
+
+    /// A copy from `s` into `d` on this stream's device: `s` on the same device, or with
+    /// `peer` on another device of the same driver.
+    fn device_copy<T: bytemuck::Pod>(
+        &self,
+        d: DeviceSlice<'_, T>,
+        s: DeviceSlice<'_, T>,
+        peer: bool,
+    ) -> Result<()> {
+        if !peer {
+            self.check_device("src", s.device())?;
+        }
         self.check_device("dst", d.device())?;
         Self::check_len("src", d.len(), s.len())?;
-        if !Arc::ptr_eq(&s.device().inner.driver, &self.inner.device.inner.driver) {
+        if peer && !Arc::ptr_eq(&s.device().inner.driver, &self.inner.device.inner.driver) {
             return Err(Error::NotSupported {
                 detail:
                     "peer copies between devices of different drivers; copy through host memory"
@@ -1006,23 +1005,26 @@ impl Stream {
         if s.is_empty() {
             return Ok(());
         }
-        let cmd = Self::copy_command(
-            Ends::Peer(s.addr(), d.addr(), s.device().inner.raw),
-            (s.len() * std::mem::size_of::<T>()) as u64,
-        );
-        // The source's own stream must be done with it first.
-        let src_stream = s.buffer_stream();
-        let waits = [src_stream.position()];
-        // SAFETY: no host memory; the waited semaphore is kept alive by `submit`.
-        let v = unsafe {
-            self.submit(
-                &[cmd],
-                Submit {
-                    waits: &waits,
-                    ..Default::default()
-                },
-            )
-        }?;
+        let size = (s.len() * std::mem::size_of::<T>()) as u64;
+        let v = if peer {
+            let cmd =
+                Self::copy_command(Ends::Peer(s.addr(), d.addr(), s.device().inner.raw), size);
+            // The source's own stream must be done with it first.
+            let waits = [s.buffer_stream().position()];
+            // SAFETY: no host memory; the waited semaphore is kept alive by `submit`.
+            unsafe {
+                self.submit(
+                    &[cmd],
+                    Submit {
+                        waits: &waits,
+                        ..Default::default()
+                    },
+                )
+            }?
+        } else {
+            // SAFETY: no host memory.
+            unsafe { self.submit_copy(Ends::DeviceToDevice(s.addr(), d.addr()), size, None) }?
+        };
         s.note_use(self, v);
         d.note_use(self, v);
         Ok(())

@@ -37,25 +37,26 @@ pub(crate) fn check_block_table(
     Ok(())
 }
 
-fn check_new(
-    new: &AttnTensor,
-    k_new_len: usize,
-    v_new_len: usize,
+/// Checks the new keys and values against a cache of `heads` heads of `head_dim` and the
+/// sequence lengths; returns their shape and slices.
+fn check_new<'a, T: AttnElement>(
+    new: NewKv<'a, T>,
     heads: usize,
     head_dim: usize,
     seq_lens: &[u32],
-) -> Result<usize, KernelError> {
-    if new.heads != heads || new.head_dim != head_dim {
+) -> Result<(AttnTensor, &'a [T], &'a [T]), KernelError> {
+    let shape = new.shape;
+    if shape.heads != heads || shape.head_dim != head_dim {
         return Err(bad_shape(format!(
             "new keys have {} heads of {} elements but the cache holds {} heads of {}",
-            new.heads, new.head_dim, heads, head_dim
+            shape.heads, shape.head_dim, heads, head_dim
         )));
     }
-    let need = new.required_len()?;
-    check_len("k_new", need, k_new_len)?;
-    check_len("v_new", need, v_new_len)?;
-    check_len("seq_lens", new.batch, seq_lens.len())?;
-    Ok(need)
+    let need = shape.required_len()?;
+    check_len("k_new", need, new.k.len())?;
+    check_len("v_new", need, new.v.len())?;
+    check_len("seq_lens", shape.batch, seq_lens.len())?;
+    Ok((shape, new.k, new.v))
 }
 
 fn copy_head<T: AttnElement>(dst: &mut [T], at: usize, src: &[T], from: usize, d: usize) {
@@ -86,25 +87,13 @@ pub fn kv_append<T: AttnElement>(
     new: NewKv<'_, T>,
     seq_lens: &[u32],
 ) -> Result<(), KernelError> {
-    let NewKv {
-        shape: new,
-        k: k_new,
-        v: v_new,
-    } = new;
-    if cache.batch != new.batch {
+    if cache.batch != new.shape.batch {
         return Err(bad_shape(format!(
             "new keys have batch {} but the cache has {}",
-            new.batch, cache.batch
+            new.shape.batch, cache.batch
         )));
     }
-    check_new(
-        &new,
-        k_new.len(),
-        v_new.len(),
-        cache.heads,
-        cache.head_dim,
-        seq_lens,
-    )?;
+    let (new, k_new, v_new) = check_new(new, cache.heads, cache.head_dim, seq_lens)?;
     let need = cache.required_len()?;
     check_len("k_cache", need, k_cache.len())?;
     check_len("v_cache", need, v_cache.len())?;
@@ -147,22 +136,10 @@ pub fn paged_kv_append<T: AttnElement>(
     max_blocks_per_seq: usize,
     seq_lens: &[u32],
 ) -> Result<(), KernelError> {
-    let NewKv {
-        shape: new,
-        k: k_new,
-        v: v_new,
-    } = new;
     if cache.block_size == 0 {
         return Err(bad_shape("cache block_size is 0".into()));
     }
-    check_new(
-        &new,
-        k_new.len(),
-        v_new.len(),
-        cache.kv_heads,
-        cache.head_dim,
-        seq_lens,
-    )?;
+    let (new, k_new, v_new) = check_new(new, cache.kv_heads, cache.head_dim, seq_lens)?;
     let need = cache.required_len()?;
     check_len("k_cache", need, k_cache.len())?;
     check_len("v_cache", need, v_cache.len())?;

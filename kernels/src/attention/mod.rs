@@ -80,30 +80,27 @@ impl AttnElement for f32 {
     }
 }
 
-impl AttnElement for f16 {
-    const NAME: &'static str = "f16";
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-    fn view(src: &[Self]) -> ElemSlice<'_> {
-        ElemSlice::F16(src.reinterpret_cast())
-    }
+/// The 16-bit floats: conversions from `half`, viewed as their bits.
+macro_rules! half_attn_element {
+    ($($t:ident => $name:literal, $view:ident;)*) => {$(
+        impl AttnElement for $t {
+            const NAME: &'static str = $name;
+            fn to_f32(self) -> f32 {
+                $t::to_f32(self)
+            }
+            fn from_f32(v: f32) -> Self {
+                $t::from_f32(v)
+            }
+            fn view(src: &[Self]) -> ElemSlice<'_> {
+                ElemSlice::$view(src.reinterpret_cast())
+            }
+        }
+    )*};
 }
 
-impl AttnElement for bf16 {
-    const NAME: &'static str = "bf16";
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-    fn view(src: &[Self]) -> ElemSlice<'_> {
-        ElemSlice::Bf16(src.reinterpret_cast())
-    }
+half_attn_element! {
+    f16 => "f16", F16;
+    bf16 => "bf16", Bf16;
 }
 
 /// A strided 4-D attention tensor: logical shape `[batch, seq, heads, head_dim]`, element

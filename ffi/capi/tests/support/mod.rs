@@ -28,11 +28,15 @@ pub fn lib_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test binary path");
         let deps = exe.parent().expect("deps dir");
+        // `cargo test` builds the library into deps/; `cargo build` also copies it into the
+        // profile directory, where an older copy can outlive later test builds: take the newer.
         let find = |name: &str| {
             [deps.parent().expect("profile dir"), deps]
                 .iter()
                 .map(|d| d.join(name))
-                .find(|p| p.exists())
+                .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+                .max()
+                .map(|(_, p)| p)
                 .unwrap_or_else(|| {
                     panic!(
                         "{name} not found beside {}; `cargo build -p knpu-capi` builds it",
