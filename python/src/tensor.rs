@@ -105,7 +105,6 @@ impl Tensor {
         .py()
     }
 
-    /// The tensor's units copied to a host vector of bytes, with the GIL released.
     /// A copy in host memory as a new numpy array (waits for the copy).
     pub fn numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.numpy_py(py, None, true)
@@ -257,7 +256,6 @@ fn elem_bytes<T>(_: &knpu::DeviceBuffer<T>) -> usize {
     std::mem::size_of::<T>()
 }
 
-/// A host slice of `T` over `len` bytes at `ptr`, for one device copy.
 /// The data address of a numpy array.
 fn array_address(arr: &Bound<'_, PyAny>) -> PyResult<usize> {
     arr.getattr("__array_interface__")?
@@ -266,6 +264,7 @@ fn array_address(arr: &Bound<'_, PyAny>) -> PyResult<usize> {
         .extract()
 }
 
+/// A host slice of `T` over `len` bytes at `ptr`, for one device copy.
 fn host_slice<'a, T: bytemuck::Pod>(
     ptr: usize,
     len: usize,
@@ -1031,11 +1030,7 @@ pub fn upload(
             }
         }
     }
-    let ptr: usize = arr
-        .getattr("__array_interface__")?
-        .get_item("data")?
-        .get_item(0)?
-        .extract()?;
+    let ptr = array_address(&arr)?;
     let nbytes: usize = arr.getattr("nbytes")?.extract()?;
     let stream = current_stream(device)?;
     let layout = Layout::from_values(&shape, target).py()?;

@@ -576,13 +576,15 @@ class LlamaModel:
                 if last in stops:
                     return
         finally:
-            # Steps queued but not read: forget them.
-            for event, _ in pending:
-                event.synchronize()
+            # Steps queued but not read are forgotten: the position goes back, and the id on
+            # the device (a later step's) is no longer the last one yielded.
             self.n_past -= len(pending)
             if last is not None:
-                self._took(last, greedy)
-                self._ids_current = not pending
+                self._next_sampled = last
+            if pending:
+                self._ids_current = False
+            for event, _ in pending:
+                event.synchronize()
 
     def generate_ids(
         self,
