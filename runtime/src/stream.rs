@@ -144,7 +144,7 @@ pub(crate) struct Submit<'a> {
 
 /// The two ends of one copy command.
 #[derive(Clone, Copy)]
-enum Ends {
+pub(crate) enum Ends {
     /// Host memory to a device address.
     HostToDevice(*const u8, u64),
     /// A device address to host memory.
@@ -725,7 +725,8 @@ impl Stream {
         Ok(b)
     }
 
-    fn copy_command(ends: Ends, size: u64) -> abi::KnpuCommand {
+    /// The copy command of `size` bytes between `ends`.
+    pub(crate) fn copy_command(ends: Ends, size: u64) -> abi::KnpuCommand {
         use abi::{
             KNPU_COMMAND_COPY_DEVICE_TO_DEVICE as D2D, KNPU_COMMAND_COPY_DEVICE_TO_HOST as D2H,
             KNPU_COMMAND_COPY_HOST_TO_DEVICE as H2D, KNPU_COMMAND_COPY_PEER as PEER,
@@ -776,7 +777,8 @@ impl Stream {
         }
     }
 
-    fn check_device(&self, operand: &'static str, d: &Device) -> Result<()> {
+    /// `Error::DeviceMismatch` naming `operand` when `d` is not this stream's device.
+    pub(crate) fn check_device(&self, operand: &'static str, d: &Device) -> Result<()> {
         if d != &self.inner.device {
             return Err(Error::DeviceMismatch {
                 operand,

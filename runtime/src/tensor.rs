@@ -17,7 +17,7 @@
 
 use crate::buffer::DeviceBuffer;
 use crate::error::{Error, Result};
-use crate::stream::{Stream, Submit};
+use crate::stream::{Ends, Stream, Submit};
 use knpu_driver_abi::{self as abi, SizedStruct};
 
 /// Every element type a tensor can hold.
@@ -972,39 +972,18 @@ pub fn copy_strided<S, D>(
     src_layout: &Layout,
     unit_bytes: usize,
 ) -> Result<()> {
-    on_stream_device(stream, "dst", dst_buf.device())?;
-    on_stream_device(stream, "src", src_buf.device())?;
+    stream.check_device("dst", dst_buf.device())?;
+    stream.check_device("src", src_buf.device())?;
     check_in_bounds("dst", dst_buf, dst_layout, unit_bytes)?;
     check_in_bounds("src", src_buf, src_layout, unit_bytes)?;
     let (d0, s0) = (dst_buf.device_address(), src_buf.device_address());
     let last = submit_runs(stream, dst_layout, src_layout, |d, s, len| {
-        let mut cmd = abi::KnpuCommand::sized();
-        cmd.type_ = abi::KNPU_COMMAND_COPY_DEVICE_TO_DEVICE;
-        cmd.u.copy = abi::KnpuCopyCommand {
-            src: s0 + (s * unit_bytes) as u64,
-            dst: d0 + (d * unit_bytes) as u64,
-            host_src: std::ptr::null(),
-            host_dst: std::ptr::null_mut(),
-            size: (len * unit_bytes) as u64,
-            peer_device: std::ptr::null_mut(),
-        };
-        cmd
+        let ends = Ends::DeviceToDevice(s0 + (s * unit_bytes) as u64, d0 + (d * unit_bytes) as u64);
+        Stream::copy_command(ends, (len * unit_bytes) as u64)
     })?;
     if let Some(v) = last {
         src_buf.note_use(stream, v);
         dst_buf.note_use(stream, v);
-    }
-    Ok(())
-}
-
-/// `Error::DeviceMismatch` naming `operand` when `device` is not the stream's.
-fn on_stream_device(stream: &Stream, operand: &'static str, device: &crate::Device) -> Result<()> {
-    if device != stream.device() {
-        return Err(Error::DeviceMismatch {
-            operand,
-            expected: stream.device().ordinal(),
-            actual: device.ordinal(),
-        });
     }
     Ok(())
 }
@@ -1052,7 +1031,7 @@ pub fn fill_strided<D>(
             detail: format!("fill of {unit_bytes}-byte units (1, 2, 4 or 8 only)"),
         });
     }
-    on_stream_device(stream, "dst", dst_buf.device())?;
+    stream.check_device("dst", dst_buf.device())?;
     check_in_bounds("dst", dst_buf, dst_layout, unit_bytes)?;
     let d0 = dst_buf.device_address();
     let last = submit_runs(stream, dst_layout, dst_layout, |d, _, len| {

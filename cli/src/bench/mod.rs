@@ -99,9 +99,11 @@ pub fn time_batched(samples: usize, iters: usize, mut f: impl FnMut()) -> (usize
 }
 
 /// `n` deterministic values in `[-1, 1)` from `seed` (an xorshift sequence): the inputs every
-/// suite times its kernels on.
+/// suite times its kernels on. Every seed starts a sequence of its own.
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
+    // A nonzero state that differs for every seed below 2^63 (`seed | 1` would give seeds
+    // 2k and 2k + 1 the same sequence).
+    let mut s = (seed << 1) | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;

@@ -78,7 +78,7 @@ pub fn run(opts: &Opts, sink: &mut Sink) -> Result<(), String> {
             steps: opts.decode_steps as usize,
         };
         let isa = knpu_kernels::isa::active().name();
-        decode::run(&d, isa, &mut decode::Seeds(11), sink)?;
+        decode::run(&d, isa, &mut Inputs(11), sink)?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 use super::{
     check_len, check_row_scales, dequantize_row, mul_checked, row_bytes, ActElem, QWeights,
 };
-use crate::{Isa, KernelError};
+use crate::KernelError;
 
 /// Gathers rows `ids` of a quantised table (`vocab = table.n` rows of `dim = table.k` values)
 /// into `out` (`ids.len() x dim`).
@@ -21,17 +21,7 @@ pub fn embedding<T: ActElem>(
     ids: &[u32],
     out: &mut [T],
 ) -> Result<(), KernelError> {
-    embedding_with_isa(crate::isa::active(), table, ids, out)
-}
-
-/// [`embedding`] on a chosen instruction-set path (the row decode is scalar on every path,
-/// bound by the bytes it reads; the argument keeps the kernel family's calling shape).
-pub fn embedding_with_isa<T: ActElem>(
-    _isa: Isa,
-    table: &QWeights<'_>,
-    ids: &[u32],
-    out: &mut [T],
-) -> Result<(), KernelError> {
+    // The row decode is scalar on every instruction-set path, bound by the bytes it reads.
     let QWeights {
         format,
         data: table,

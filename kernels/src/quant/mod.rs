@@ -26,7 +26,7 @@ mod xprep;
 use crate::KernelError;
 
 pub use act::{ActElem, Activation};
-pub use embedding::{embedding, embedding_with_isa};
+pub use embedding::embedding;
 pub use int8::{w8a8_gemm, ScaledI8, W8A8Params};
 pub use qmatmul::{qmatmul, ActQuant, QMatmulParams, QWeights};
 

@@ -10,7 +10,7 @@
 //! checked by the kernel before it writes anything; a bad one fails the stream's next
 //! `synchronize` with `Error::KernelFault`, after which the stream is usable again.
 
-use super::{optional, same_device, submit, supported, Operand};
+use super::{float, optional, same_device, submit, supported, Operand};
 use crate::buffer::{AsDeviceSlice, AsDeviceSliceMut, DeviceSlice};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -79,11 +79,6 @@ pub use knpu_kernels::attention::AttentionParams as AttentionArgs;
 /// `[batch, q_len, q_heads, head_dim]`, one [`PagedKvCache`] layout for both caches, the block
 /// table's row length and the mask. The kernels' own description, as for [`AttnTensor`].
 pub use knpu_kernels::attention::PagedAttentionParams as PagedAttentionArgs;
-
-fn check_dtype<T: DType>(operand: &'static str) -> Result<()> {
-    abi::ops::float_size(operand, T::ABI)?;
-    Ok(())
-}
 
 fn need_len(
     operand: &'static str,
@@ -252,7 +247,7 @@ fn check_append_operands<T: DType>(
     stream: &Stream,
     [kc, vc, kn, vn]: [&DeviceSlice<'_, T>; 4],
 ) -> Result<()> {
-    check_dtype::<T>("k_cache")?;
+    float::<T>("k_cache")?;
     same_devices(
         stream,
         [
@@ -324,7 +319,7 @@ pub fn attention<T: DType>(
     let os = out.as_device_slice_mut();
     let ls = lse.map(|l| l.as_device_slice_mut());
     let lens = kv_lens.map(|l| l.as_device_slice());
-    check_dtype::<T>("q")?;
+    float::<T>("q")?;
     same_devices(stream, [("q", &qs), ("k", &ks), ("v", &vs), ("out", &os)])?;
     let (qt, kt, vt, ot, mask) = (&args.q, &args.k, &args.v, &args.out, &args.mask);
     check_mask(mask)?;
@@ -406,7 +401,7 @@ pub fn paged_attention<T: DType>(
     let (table, lens) = (block_table.as_device_slice(), kv_lens.as_device_slice());
     let os = out.as_device_slice_mut();
     let ls = lse.map(|l| l.as_device_slice_mut());
-    check_dtype::<T>("q")?;
+    float::<T>("q")?;
     same_devices(
         stream,
         [("q", &qs), ("k_cache", &kc), ("v_cache", &vc), ("out", &os)],

@@ -117,7 +117,7 @@ fn elements(name: &'static str, dims: &[usize]) -> Result<usize> {
 }
 
 /// `dims` written as a shape, `[2, 3]`.
-pub(crate) fn shape(dims: &[usize]) -> String {
+fn shape(dims: &[usize]) -> String {
     let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
     format!("[{}]", parts.join(", "))
 }

@@ -146,8 +146,6 @@ fn check_scales(
     }
 }
 
-/// Checks that plain operand `s` is on the stream's device and holds exactly `elems`
-/// elements (`dims` names the shape in the message).
 /// [`check_plain`] for a `[rows, cols]` matrix operand whose dimensions are named (`m`,
 /// `k`, ...) in the expected shape.
 fn check_matrix<T>(
@@ -161,6 +159,8 @@ fn check_matrix<T>(
     check_plain(stream, name, s, elems, &dims)
 }
 
+/// Checks that plain operand `s` is on the stream's device and holds exactly `elems`
+/// elements (`dims` names the shape in the message).
 fn check_plain<T>(
     stream: &Stream,
     name: &'static str,

@@ -20,6 +20,7 @@
 //! of steps these GEMVs alone would allow).
 
 use super::super::{median, Record, Sink};
+use super::Inputs;
 use knpu_kernels::quant::{self, QMatmulParams, QWeights, QuantFormat};
 use knpu_kernels::Parallelism;
 use std::time::Instant;
@@ -187,7 +188,12 @@ fn probe_pass(buf: &[u64]) -> [f64; 2] {
 }
 
 /// Runs the decode case (see the module docs).
-pub fn run(opts: &DecodeOpts, isa: &str, rng: &mut Seeds, sink: &mut Sink) -> Result<(), String> {
+pub(super) fn run(
+    opts: &DecodeOpts,
+    isa: &str,
+    rng: &mut Inputs,
+    sink: &mut Sink,
+) -> Result<(), String> {
     let shapes: Vec<&Shape> = LAYER.iter().chain([&OUTPUT]).collect();
     // One layer's matrices are quantised once and copied into every layer's buffers: the
     // values do not matter to the rate, the separate allocations do.
@@ -357,18 +363,8 @@ pub fn run(opts: &DecodeOpts, isa: &str, rng: &mut Seeds, sink: &mut Sink) -> Re
     Ok(())
 }
 
-/// Successive seeds for [`crate::bench::values`]: each `vec` call gets values of its own.
-pub struct Seeds(pub u64);
-
-impl Seeds {
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        self.0 += 1;
-        crate::bench::values(n, self.0)
-    }
-}
-
 /// A random matrix of `s`'s shape in its format.
-fn quantised(s: &Shape, rng: &mut Seeds) -> Result<Vec<u8>, String> {
+fn quantised(s: &Shape, rng: &mut Inputs) -> Result<Vec<u8>, String> {
     let rb = quant::row_bytes(s.format, s.k).map_err(|e| e.to_string())?;
     let mut w = vec![0u8; s.n * rb];
     quant::quantize(s.format, s.n, s.k, &rng.vec(s.n * s.k), &mut w, None)

@@ -83,13 +83,7 @@ pub fn check_mask(flags: u32, scale: f32) -> Result<(), OpError> {
             value: flags,
         });
     }
-    if !scale.is_finite() {
-        return Err(OpError::Rule {
-            operand: "scale",
-            rule: "the softmax scale must be finite",
-        });
-    }
-    Ok(())
+    super::llm::check_softmax_scale(scale)
 }
 
 /// `q` and `out`: the same logical shape, `head_dim > 0`, and an output whose elements are

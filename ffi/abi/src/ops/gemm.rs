@@ -1,6 +1,7 @@
 //! KNPU_KERNEL_GEMM (`KnpuGemmParams`): `D = act(alpha * op(A) op(B) + beta * C + bias) +
 //! residual`, batched and strided, row-major.
 
+use super::extent::live;
 use super::{float_size, rule, strided_span, Activation, Extent, Extents, OpError};
 use crate::sys::*;
 
@@ -74,22 +75,26 @@ pub fn validate(p: &KnpuGemmParams) -> Result<Extents, OpError> {
     let trans_b = trans("trans_b", p.trans_b)?;
     Activation::try_from(p.activation)?;
     let work = p.m > 0 && p.n > 0 && p.batch_count > 0;
-    let live = |elems: u64| if work { elems } else { 0 };
     let operand = |name, dims, ld, stride| matrix_elems(name, dims, ld, p.batch_count, stride);
     let a = operand("a", stored(trans_a, p.m, p.k), p.lda, p.stride_a)?;
     let b = operand("b", stored(trans_b, p.k, p.n), p.ldb, p.stride_b)?;
     let c = operand("c", (p.m, p.n), p.ldc, p.stride_c)?;
     check_c_batches(p.m, p.n, p.ldc, p.batch_count, p.stride_c)?;
     let mut out = Extents::default();
-    out.push(Extent::new("a", p.a, live(a), size_a, false)?);
-    out.push(Extent::new("b", p.b, live(b), size_b, false)?);
-    out.push(Extent::new("c", p.c, c, size_c, true)?);
+    out.push(Extent::input("a", p.a, live(work, a), size_a)?);
+    out.push(Extent::input("b", p.b, live(work, b), size_b)?);
+    out.push(Extent::output("c", p.c, c, size_c)?);
     if p.bias != 0 {
-        out.push(Extent::new("bias", p.bias, live(p.n), 4, false)?);
+        out.push(Extent::input("bias", p.bias, live(work, p.n), 4)?);
     }
     if p.residual != 0 {
         let r = operand("residual", (p.m, p.n), p.ld_residual, p.stride_residual)?;
-        out.push(Extent::new("residual", p.residual, live(r), size_c, false)?);
+        out.push(Extent::input(
+            "residual",
+            p.residual,
+            live(work, r),
+            size_c,
+        )?);
     }
     Ok(out)
 }

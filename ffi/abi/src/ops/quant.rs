@@ -67,12 +67,10 @@ pub fn validate_quantize(p: &KnpuQuantizeParams) -> Result<Extents, OpError> {
     let format = QuantFormat::try_from(p.format)?;
     check_reserved(p.reserved)?;
     let rb = format.row_bytes_of("dst", p.k)?;
-    let (src, dst) = (
-        product("src", &[p.rows, p.k])?,
-        product("dst", &[p.rows, rb])?,
-    );
     let mut e = Extents::default();
+    let src = product("src", &[p.rows, p.k])?;
     e.push(Extent::input("src", p.src, src, 4)?);
+    let dst = product("dst", &[p.rows, rb])?;
     e.push(Extent::output("dst", p.dst, dst, 1)?);
     e.push_opt(scales_extent("scales", format, p.scales, p.rows, true)?);
     e.outputs_disjoint_from_all()?;
@@ -84,13 +82,11 @@ pub fn validate_dequantize(p: &KnpuDequantizeParams) -> Result<Extents, OpError>
     let format = QuantFormat::try_from(p.format)?;
     check_reserved(p.reserved)?;
     let rb = format.row_bytes_of("src", p.k)?;
-    let (src, dst) = (
-        product("src", &[p.rows, rb])?,
-        product("dst", &[p.rows, p.k])?,
-    );
     let mut e = Extents::default();
+    let src = product("src", &[p.rows, rb])?;
     e.push(Extent::input("src", p.src, src, 1)?);
     e.push_opt(scales_extent("scales", format, p.scales, p.rows, false)?);
+    let dst = product("dst", &[p.rows, p.k])?;
     e.push(Extent::output("dst", p.dst, dst, 4)?);
     e.outputs_disjoint_from_all()?;
     Ok(e)

@@ -101,10 +101,8 @@ unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]
             g0 += per_unit;
         }
         for (i, &v) in acc.iter().enumerate() {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-            out[i * a.nrows + r] = _mm_cvtss_f32(s);
+            // SAFETY: this path runs only where AVX2 (and so AVX) is present.
+            out[i * a.nrows + r] = unsafe { crate::x86::hsum256(v) };
         }
     }
 }
