@@ -148,3 +148,10 @@ pub fn device_and_stream() -> (Device, Stream) {
     let s = Stream::new(&d).unwrap();
     (d, s)
 }
+
+/// Device 0 and two new streams on it: the cases that order work across streams.
+pub fn device_and_two_streams() -> (Device, Stream, Stream) {
+    let (d, a) = device_and_stream();
+    let b = Stream::new(&d).unwrap();
+    (d, a, b)
+}

@@ -1,6 +1,8 @@
 //! Regression tests, one per defect found under stress and misuse, named after what broke.
 
-use crate::common::{bounded, child_case, device_and_stream, expect_child_passes, Progress};
+use crate::common::{
+    bounded, child_case, device_and_stream, device_and_two_streams, expect_child_passes, Progress,
+};
 use crate::shared::wait_for;
 use knpu::{CaptureMode, Device, Error, Event, Fault, Stream};
 use std::sync::mpsc;
@@ -185,8 +187,7 @@ fn forked_graph_instance_runs_again_after_a_faulted_launch() {
         "forked graph after a fault",
         60,
         |p| {
-            let (d, s1) = device_and_stream();
-            let s2 = Stream::new(&d).unwrap();
+            let (d, s1, s2) = device_and_two_streams();
             let x = s1.from_slice(&[1.0f32, 2.0, 3.0]).unwrap();
             let mut a = s1.alloc_zeroed::<f32>(3).unwrap();
             let mut b = s1.alloc_zeroed::<f32>(3).unwrap();
@@ -234,8 +235,7 @@ fn blocks_freed_on_different_streams_coalesce_and_go_back_to_the_driver() {
         "cross-stream coalescing",
         60,
         |_| {
-            let (d, s1) = device_and_stream();
-            let s2 = Stream::new(&d).unwrap();
+            let (d, s1, s2) = device_and_two_streams();
             let a = s1.alloc::<f32>(1000).unwrap();
             let b = s2.alloc::<f32>(1000).unwrap();
             drop(a);
@@ -279,8 +279,7 @@ fn memory_freed_on_alternating_streams_serves_a_large_allocation() {
 #[test]
 fn joined_stream_leaves_a_capture_whose_origin_was_dropped() {
     bounded("dead capture", 60, |p| {
-        let (d, origin) = device_and_stream();
-        let joined = Stream::new(&d).unwrap();
+        let (d, origin, joined) = device_and_two_streams();
         origin.begin_capture(CaptureMode::Relaxed).unwrap();
         let fork = Event::with_timing(&d, false);
         fork.record(&origin).unwrap();
@@ -359,8 +358,7 @@ fn stream_limit_error_names_the_limit() {
 #[test]
 fn wait_on_an_event_of_an_ended_capture_agrees_with_query() {
     bounded("event of an ended capture", 60, |_| {
-        let (d, s) = device_and_stream();
-        let other = Stream::new(&d).unwrap();
+        let (d, s, other) = device_and_two_streams();
         let x = s.from_slice(&[1.0f32]).unwrap();
         let mut y = s.alloc::<f32>(1).unwrap();
         let e = Event::with_timing(&d, false);

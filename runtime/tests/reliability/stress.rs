@@ -1,7 +1,7 @@
 //! Concurrency stress, compared bit for bit with a sequential run, and graph replay from
 //! several threads.
 
-use crate::common::{bounded, data, device_and_stream, Progress};
+use crate::common::{bounded, data, device_and_stream, device_and_two_streams, Progress};
 use knpu::{CaptureMode, Device, Event, Stream};
 use std::sync::Arc;
 
@@ -52,8 +52,7 @@ fn concurrent_streams_events_and_frees_match_a_sequential_run() {
                 let p = p.child(format!("thread {t}"));
                 let expected = expected.clone();
                 std::thread::spawn(move || {
-                    let (d, a) = device_and_stream();
-                    let b = Stream::new(&d).unwrap();
+                    let (_d, a, b) = device_and_two_streams();
                     let mut mismatches = 0;
                     for i in 0..ITERS {
                         let seed = t * ITERS + i;

@@ -24,7 +24,7 @@ import numpy as np
 
 import knpu
 
-from .errors import ModelFileError, UnsupportedModelError
+from .errors import ModelFileError, UnsupportedModelError, require_supported
 from .paths import minilm_dir
 from .safetensors_io import SafetensorsFile
 from .tokenizer import WordPieceTokenizer
@@ -80,20 +80,14 @@ class BertConfig:
         exact GELU is refused with :class:`UnsupportedModelError`."""
         path = os.fspath(path)
         c = _read_json(path)
-        if c.get("model_type") != "bert":
-            raise UnsupportedModelError(
-                path, f"model_type {c.get('model_type')!r} is not supported (only 'bert')"
-            )
-        if c.get("hidden_act", "gelu") != "gelu":
-            raise UnsupportedModelError(
-                path, f"hidden_act {c.get('hidden_act')!r} is not supported (only 'gelu')"
-            )
-        if c.get("position_embedding_type", "absolute") != "absolute":
-            raise UnsupportedModelError(
-                path,
-                f"position_embedding_type {c.get('position_embedding_type')!r} is not "
-                "supported (only 'absolute')",
-            )
+        require_supported(path, "model_type", c.get("model_type"), ("bert",))
+        require_supported(path, "hidden_act", c.get("hidden_act", "gelu"), ("gelu",))
+        require_supported(
+            path,
+            "position_embedding_type",
+            c.get("position_embedding_type", "absolute"),
+            ("absolute",),
+        )
         try:
             cfg = cls(
                 n_layer=int(c["num_hidden_layers"]),

@@ -6,7 +6,7 @@ user holding a truncated download or an unsupported quantisation knows what to f
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Collection, Optional
 
 
 class ModelFileError(ValueError):
@@ -30,3 +30,14 @@ class UnsupportedModelError(ModelFileError):
     Examples: a tensor type with no known block layout, a GGUF version from the future,
     or a model architecture other than the ones :mod:`knpu.models` implements.
     """
+
+
+def require_supported(path: str, what: str, value: Any, supported: Collection[str]) -> None:
+    """Raise :class:`UnsupportedModelError` for ``path`` unless ``value`` is one of
+    ``supported``; the message names ``what``, the value found and the supported ones."""
+    if value not in supported:
+        raise UnsupportedModelError(
+            path,
+            f"{what} {value!r} is not supported "
+            f"(supported: {', '.join(repr(s) for s in sorted(supported))})",
+        )

@@ -32,7 +32,7 @@ import numpy as np
 import knpu
 
 from .chat_template import ChatTemplate
-from .errors import ModelFileError, UnsupportedModelError
+from .errors import ModelFileError, UnsupportedModelError, require_supported
 from .gguf import GGMLType, GGUFFile, read_gguf
 from .tokenizer import GGUFBPETokenizer
 
@@ -84,11 +84,7 @@ class LlamaConfig:
     @classmethod
     def from_gguf(cls, g: GGUFFile) -> "LlamaConfig":
         """The configuration of ``g``; an error naming the file if it is not a Llama model."""
-        arch = g.get("general.architecture")
-        if arch != "llama":
-            raise UnsupportedModelError(
-                g.path, f"architecture {arch!r} is not supported (supported: 'llama')"
-            )
+        require_supported(g.path, "architecture", g.get("general.architecture"), ("llama",))
 
         def need(key: str) -> Any:
             value = g.get(key)

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import ModelFileError, UnsupportedModelError
+from .errors import ModelFileError, require_supported
 from .gguf import GGUFFile
 
 # Token types of GGUF's tokenizer.ggml.token_type (llama.cpp's llama_token_type).
@@ -107,12 +107,7 @@ class GGUFBPETokenizer:
                 source,
                 f"tokenizer has {len(tokens)} tokens but {len(token_types)} token types",
             )
-        if pre not in _PRE_TOKENIZERS:
-            raise UnsupportedModelError(
-                source,
-                f"pre-tokenizer '{pre}' is not supported (supported: "
-                f"{', '.join(sorted(_PRE_TOKENIZERS))})",
-            )
+        require_supported(source, "pre-tokenizer", pre, _PRE_TOKENIZERS)
         for name, tid in (("bos", bos_id), ("eos", eos_id)):
             if tid is not None and not 0 <= tid < len(tokens):
                 raise ModelFileError(source, f"{name} token id {tid} is outside the vocabulary")
@@ -169,10 +164,7 @@ class GGUFBPETokenizer:
     def from_gguf(cls, gguf: GGUFFile) -> "GGUFBPETokenizer":
         """The tokenizer of an opened GGUF file (``tokenizer.ggml.model`` must be ``gpt2``)."""
         model = gguf.require("tokenizer.ggml.model")
-        if model != "gpt2":
-            raise UnsupportedModelError(
-                gguf.path, f"tokenizer model '{model}' is not supported (supported: gpt2)"
-            )
+        require_supported(gguf.path, "tokenizer model", model, ("gpt2",))
         tokens = gguf.require("tokenizer.ggml.tokens")
         types = gguf.get("tokenizer.ggml.token_type")
         if types is None:
