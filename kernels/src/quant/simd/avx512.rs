@@ -286,7 +286,11 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
             g0 = ng;
         }
         while g0 < ng {
-            pf.reach(rowp(js.end - 1).wrapping_add(gb * g0));
+            // Every fourth unit: a call per unit cost Q8_0 weights in cache 5-10%, and the
+            // distance ahead is many units long.
+            if g0 % 4 == 0 {
+                pf.reach(rowp(js.end - 1).wrapping_add(gb * g0));
+            }
             for j in js.clone() {
                 let row = rowp(j);
                 // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
