@@ -268,10 +268,13 @@ impl Job<'_> {
         };
         // The row sums before the epilogue, in a buffer kept per thread between calls (a
         // decode step makes a call per matrix; the output projection's is 192 KiB).
-        let spare = ACC.try_with(|a| a.take()).unwrap_or_default();
-        let mut acc = spare;
-        acc.clear();
-        acc.resize(self.m.min(GEMV_MAX_M) * tile, 0.0);
+        // The kernel writes every sum it is given room for, so what a buffer held before is
+        // never read and only growth fills it.
+        let mut acc = ACC.try_with(|a| a.take()).unwrap_or_default();
+        let need = self.m.min(GEMV_MAX_M) * tile;
+        if acc.len() < need {
+            acc.resize(need, 0.0);
+        }
         let mut t0 = n0;
         while t0 < n1 {
             let t1 = (t0 + tile).min(n1);

@@ -22,6 +22,23 @@ pub(crate) unsafe fn kernel(a: &KernelArgs<'_>, out: &mut [f32]) {
     unsafe { super::dispatch_rows!(rows, a, out) }
 }
 
+/// Two f16 values (little-endian bytes at `p` and `q`) widened, in lanes 0 and 1.
+///
+/// # Safety
+/// Two bytes are readable at each pointer.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,f16c")]
+unsafe fn f16_pair(p: *const u8, q: *const u8) -> __m128 {
+    // SAFETY: the caller guarantees two readable bytes at each pointer.
+    let (a, b) = unsafe {
+        (
+            p.cast::<u16>().read_unaligned(),
+            q.cast::<u16>().read_unaligned(),
+        )
+    };
+    _mm_cvtph_ps(_mm_cvtsi32_si128((a as u32 | ((b as u32) << 16)) as i32))
+}
+
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
 fn halves(lo: f32, hi: f32) -> __m512 {
@@ -31,15 +48,22 @@ fn halves(lo: f32, hi: f32) -> __m512 {
 /// One decoded group: weight codes, per-lane weight scales, per-lane minimum terms.
 type Group = (__m512i, __m512, __m512);
 
+/// Weight bytes per task up to which Q4_K takes rows in blocks (about one core's L2).
+const Q4_K_BLOCKED_BYTES: usize = 1 << 20;
+
 /// Runs the kernel over all rows, in blocks of `R` weight rows whose sums are reduced together
-/// (`R` shrinks as `MR` grows, so the accumulators stay in registers). For the Q4 formats (the
-/// most arithmetic per byte) the rows of a block interleave: they share each activation load
-/// and keep `R` independent accumulator chains. The other formats take rows one after the
-/// other. Either way the weights are prefetched in software a fixed distance ahead
-/// ([`Prefetch`](super::Prefetch)): without it, interleaved rows streamed from DRAM ran
-/// slower than rows one after the other (the hardware prefetchers follow a single stream
-/// best); with it, interleaving is the faster order at every size (measured with
-/// `knpu bench quant --only decode`).
+/// (`R` shrinks as `MR` grows, so the accumulators stay in registers).
+///
+/// The formats a decode streams from memory (Q4_0, Q4_1, Q8_0) prefetch their weights in
+/// software a fixed distance ahead ([`Prefetch`](super::Prefetch)), and for Q4_0 and Q4_1
+/// (the most arithmetic per byte) the rows of a block interleave: they share each activation
+/// load and keep `R` independent accumulator chains. Without the prefetch, interleaved rows
+/// streamed from DRAM ran slower than rows one after the other (the hardware prefetchers
+/// follow a single stream best); with it, interleaving is the faster order at every size.
+/// Q8_0 takes rows one after the other. The other formats do more arithmetic per byte and
+/// do not prefetch (it cost Q4_K 10-25% on weights in cache); Q4_K interleaves up to
+/// [`Q4_K_BLOCKED_BYTES`] of weights. Measured with `knpu bench quant --only gemv` and
+/// `--only decode` (`docs/perf-notes/quant.md`).
 ///
 /// # Safety
 /// As [`kernel`].
@@ -47,8 +71,12 @@ type Group = (__m512i, __m512, __m512);
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 unsafe fn rows<const F: u8, const MR: usize>(a: &KernelArgs<'_>, out: &mut [f32]) {
     let mut r0 = 0;
-    let blocked = matches!(F, F_Q4_0 | F_Q4_1 | F_Q4_K);
-    let mut pf = super::Prefetch::new(a.w);
+    let blocked = matches!(F, F_Q4_0 | F_Q4_1) || (F == F_Q4_K && a.w.len() <= Q4_K_BLOCKED_BYTES);
+    let mut pf = if matches!(F, F_Q4_0 | F_Q4_1 | F_Q8_0) {
+        super::Prefetch::new(a.w)
+    } else {
+        super::Prefetch::none()
+    };
     macro_rules! run {
         ($r:literal) => {
             while a.nrows - r0 >= $r {
@@ -138,6 +166,9 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
     let mut gs: [Group; 4] = [(_mm512_setzero_si512(), zero, zero); 4];
     // SAFETY: rows r0..r0 + R < nrows, so their `rb` bytes lie in `a.w`.
     let rowp = |j: usize| unsafe { a.w.as_ptr().add((r0 + j) * a.rb) };
+    // The rows of a block are contiguous, so one prefetch call per unit, ahead of the last
+    // row taken, covers every row's bytes: calling it per row cost weights in cache 5-15%
+    // (`knpu bench quant --only gemv`) for no gain from DRAM.
     let mut acc = [[zero; R]; MR];
     // Minimum terms (Q4_1) add into their own accumulators: two independent chains.
     let mut acc_m = [[zero; R]; MR];
@@ -155,8 +186,8 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
             // weight row and meet the activation block sums once per four quads.
             let mut mwords = [_mm512_setzero_si512(); R];
             for q in 0..nq {
+                pf.reach(rowp(js.end - 1).wrapping_add(2 * gb * q));
                 for j in js.clone() {
-                    pf.reach(rowp(j).wrapping_add(2 * gb * q));
                     // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
                     let (wa, wb, sl) = unsafe {
                         if F == F_Q4_1 {
@@ -216,8 +247,8 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
             // dependent adds per super-block run side by side.
             let mut acc_h = [[_mm256_setzero_ps(); R]; MR];
             for sb in 0..a.k / 256 {
+                pf.reach(rowp(js.end - 1).wrapping_add(144 * sb));
                 for j in js.clone() {
-                    pf.reach(rowp(j).wrapping_add(144 * sb));
                     // SAFETY: super-block `sb` lies within the row.
                     let (ws, scl, d, mf) = unsafe { dec_q4_k_wide(rowp(j).add(144 * sb)) };
                     for i in 0..MR {
@@ -255,9 +286,13 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
             g0 = ng;
         }
         while g0 < ng {
+            // Every fourth unit: a call per unit cost Q8_0 weights in cache 5-10%, and the
+            // distance ahead is many units long.
+            if g0 % 4 == 0 {
+                pf.reach(rowp(js.end - 1).wrapping_add(gb * g0));
+            }
             for j in js.clone() {
                 let row = rowp(j);
-                pf.reach(row.wrapping_add(gb * g0));
                 // SAFETY: each decoder reads only the bytes of unit `g0 / per_unit` of this row,
                 // which exist since the row holds `k` values (a multiple of the block size).
                 unsafe {
@@ -321,36 +356,29 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
 }
 
 /// Decodes group `g` (blocks `2g` and `2g + 1`, or `2g` alone at the row's end) of a Q8_0
-/// row. A whole pair's 68 bytes are read with two overlapping 64-byte loads: one two-source
-/// word permute gathers the two blocks' 32 codes each, one more their two f16 scales (eight
-/// copies each, for the conversion to per-lane f32), so a pair costs a handful of vector
-/// instructions and no scalar loads.
+/// row: each block's 32 codes by a 256-bit load, its f16 scale by a scalar load. A version
+/// with two overlapping 512-bit loads and two word permutes per pair ran fewer instructions
+/// but 5-30% slower with two threads (`knpu bench quant --only gemv`, AMD EPYC Zen 4).
 ///
 /// # Safety
 /// - blocks `2g` (and `2g + 1` when `64g + 64 <= k`) of the Q8_0 row at `row` are readable.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,f16c")]
 unsafe fn dec_q8_0(row: *const u8, g: usize, k: usize) -> Group {
-    // SAFETY: per the contract, only bytes of the present blocks are read: for a pair, the
-    // loads cover bytes 0..64 and 4..68 of its 68.
+    // SAFETY: per the contract, only bytes of the present blocks are read.
     unsafe {
         let b0 = row.add(68 * g);
         let flip = _mm512_set1_epi8(0x80u8 as i8);
         if 64 * g + 64 <= k {
-            let z0 = _mm512_loadu_si512(b0.cast());
-            let z1 = _mm512_loadu_si512(b0.add(4).cast());
-            // Codes of block 2g are words 1..17 of z0; those of block 2g + 1 (bytes 36..68)
-            // are words 16..32 of z1, indices 48..64 of the pair. Scales: words 0 and 17.
-            let cidx = _mm512_set_epi16(
-                63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 16, 15, 14, 13, 12,
-                11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1,
+            let b1 = b0.add(34);
+            let w = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(2).cast())),
+                _mm256_loadu_si256(b1.add(2).cast()),
             );
-            let sidx = _mm512_set_epi16(
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17, 0,
-                0, 0, 0, 0, 0, 0, 0,
+            let sl = _mm512_permutexvar_ps(
+                _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                _mm512_castps128_ps512(f16_pair(b0, b1)),
             );
-            let w = _mm512_permutex2var_epi16(z0, cidx, z1);
-            let sl = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, z0)));
             (_mm512_xor_si512(w, flip), sl, _mm512_setzero_ps())
         } else {
             let w = _mm512_zextsi256_si512(_mm256_xor_si256(

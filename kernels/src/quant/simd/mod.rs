@@ -149,6 +149,11 @@ impl Prefetch {
         }
     }
 
+    /// A prefetcher that prefetches nothing.
+    pub(crate) fn none() -> Prefetch {
+        Prefetch { next: 0, end: 0 }
+    }
+
     /// Prefetches the lines up to [`PREFETCH_AHEAD`] bytes past `pos` (an address in or near
     /// the stream) that are not prefetched yet; never past the stream's end.
     #[inline(always)]
