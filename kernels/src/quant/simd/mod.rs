@@ -119,14 +119,16 @@ impl IntKernel {
     }
 }
 
-/// How far ahead of the decoder the weights are prefetched, in bytes: about what one core
-/// must have in flight to stream from DRAM at full rate (25 GB/s x ~150 ns is ~4 KB). The
-/// hardware prefetchers start over at every 4 KiB page and every new matrix, which a decode
-/// step's short, skinny GEMVs hit all the time; measured on the AMD EPYC VM with
-/// `knpu bench quant --only decode` (`docs/perf-notes/quant.md`, 2026-12-07): 2 KB and
-/// 16 KB did less well, prefetching into L1 (`T0`) less well than into L2 (`T1`).
+/// How far ahead of the decoder the weights are prefetched, in bytes: at least what one core
+/// must have in flight to stream from DRAM at full rate (25 GB/s x ~150 ns is ~4 KB), with
+/// room for the time a decode spends between prefetch calls. The hardware prefetchers start
+/// over at every 4 KiB page and every new matrix, which a decode step's short, skinny GEMVs
+/// hit all the time. Measured on the AMD EPYC (Zen 4) VM, one prefetch call per unit of a
+/// row block (`docs/perf-notes/quant.md`, 2026-12-08): a decode step's GEMVs from memory ran
+/// 10-17% faster at 8 KB than at 4 KB, and no better at 10, 12 or 16 KB; prefetching into L1
+/// (`T0`) did less well than into L2 (`T1`).
 #[cfg(target_arch = "x86_64")]
-const PREFETCH_AHEAD: usize = 4096;
+const PREFETCH_AHEAD: usize = 8192;
 
 /// Software prefetch of one weight stream into L2, [`PREFETCH_AHEAD`] bytes ahead of the
 /// bytes being decoded, every cache line once.
