@@ -31,10 +31,27 @@ pub const DEVICE_SPAN: u64 = 1 << 44;
 /// How many freed ranges are remembered to explain use-after-free faults.
 const FREED_HISTORY: usize = 4096;
 
+/// Host blocks at least this large are mapped on their own, aligned to it, and marked for
+/// transparent huge pages (Linux). The runtime's allocator asks for segments of 2 MiB and
+/// more, so every tensor it hands out lives in such a block: a decode step streams ~100 MB of
+/// weights, and with 4 KiB pages the page walks cost it a third of its time (SmolLM2, one
+/// thread: 9.6-10.8 ms a step on 4 KiB pages, 6.4-7.3 ms on huge pages, AMD EPYC Zen 4).
+#[cfg(all(target_os = "linux", not(miri)))]
+const HUGE_PAGE: usize = 2 << 20;
+
+/// How a [`HostBlock`]'s memory was obtained.
+enum Backing {
+    /// From the global allocator with this layout.
+    Heap(Layout),
+    /// An anonymous mapping of this many bytes (a whole number of pages) of its own.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    Mapped(usize),
+}
+
 /// A 64-byte aligned, zero-initialised host block that never moves.
 struct HostBlock {
     ptr: NonNull<u8>,
-    layout: Layout,
+    backing: Backing,
 }
 
 // SAFETY: HostBlock owns its allocation exclusively (like Box<[u8]>); the raw pointer is only
@@ -47,20 +64,75 @@ unsafe impl Sync for HostBlock {}
 impl HostBlock {
     fn new(size: u64) -> Option<HostBlock> {
         let size = usize::try_from(size).ok()?;
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if size >= HUGE_PAGE {
+            return HostBlock::mapped(size);
+        }
         let layout = Layout::from_size_align(size, HOST_ALIGNMENT).ok()?;
         // SAFETY: layout has a non-zero size (callers reject size 0).
         let ptr = unsafe { alloc_zeroed(layout) };
         Some(HostBlock {
             ptr: NonNull::new(ptr)?,
-            layout,
+            backing: Backing::Heap(layout),
+        })
+    }
+
+    /// `size` bytes of fresh anonymous memory (zero until written, committed page by page as
+    /// it is touched) starting on a [`HUGE_PAGE`] boundary, advised for huge pages. `None`
+    /// when the host refuses the mapping.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn mapped(size: usize) -> Option<HostBlock> {
+        let len = size.checked_next_multiple_of(4096)?;
+        // Map one huge page more than needed and unmap what lies outside the aligned part.
+        let reserve = len.checked_add(HUGE_PAGE)?;
+        // SAFETY: a new private anonymous mapping; no existing memory is affected.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let start = (raw as usize).next_multiple_of(HUGE_PAGE);
+        let head = start - raw as usize;
+        let tail = reserve - head - len;
+        // SAFETY: [raw, start) and [start + len, raw + reserve) are page-aligned parts of the
+        // mapping just made, outside the part kept; unmapping them touches nothing else.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + len) as *mut libc::c_void, tail);
+            }
+            // Advice only: without transparent huge pages (or with them off) it fails and
+            // the block keeps its 4 KiB pages.
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        Some(HostBlock {
+            ptr: NonNull::new(start as *mut u8)?,
+            backing: Backing::Mapped(len),
         })
     }
 }
 
 impl Drop for HostBlock {
     fn drop(&mut self) {
-        // SAFETY: ptr was returned by alloc_zeroed with this exact layout and is freed once.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+        match self.backing {
+            // SAFETY: ptr was returned by alloc_zeroed with this exact layout and is freed once.
+            Backing::Heap(layout) => unsafe { dealloc(self.ptr.as_ptr(), layout) },
+            #[cfg(all(target_os = "linux", not(miri)))]
+            // SAFETY: ptr and len are exactly the mapping `mapped` kept, unmapped once.
+            Backing::Mapped(len) => unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), len);
+            },
+        }
     }
 }
 
@@ -324,6 +396,48 @@ mod tests {
         );
         assert!(m.free(a));
         assert!(m.alloc(4096).is_ok());
+    }
+
+    #[test]
+    fn large_blocks_are_zeroed_aligned_and_usable_across_reuse() {
+        // Sizes around the huge-page threshold, one not a whole number of 4 KiB pages.
+        let m = AddressSpace::new(0, 64 << 20);
+        for round in 0..3u8 {
+            for size in [(2 << 20) - 64, 2 << 20, (5 << 20) + 100] {
+                let a = m.alloc(size).unwrap();
+                let p = m.resolve(a, size).unwrap();
+                assert_eq!(p as usize % HOST_ALIGNMENT, 0);
+                #[cfg(all(target_os = "linux", not(miri)))]
+                if size >= HUGE_PAGE as u64 {
+                    assert_eq!(p as usize % HUGE_PAGE, 0, "{size}");
+                }
+                // SAFETY: resolve returned `size` bytes owned by this allocation.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(p, size as usize) };
+                assert!(bytes.iter().all(|&b| b == 0), "round {round}, size {size}");
+                bytes.fill(round + 1);
+                assert_eq!(bytes[size as usize - 1], round + 1);
+                assert!(m.free(a));
+            }
+        }
+        assert_eq!(m.allocated(), 0);
+    }
+
+    #[test]
+    fn a_block_the_host_cannot_back_is_host_exhausted() {
+        // 8 TiB: inside the device's address range and limit, far beyond this host's memory.
+        // Linux refuses such a mapping unless overcommit is unconditional (mode 1).
+        if std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "1")
+        {
+            eprintln!("skipped: vm.overcommit_memory = 1 maps any size");
+            return;
+        }
+        let size = 1u64 << 43;
+        let m = AddressSpace::new(0, u64::MAX >> 1);
+        assert_eq!(
+            m.alloc(size),
+            Err(AllocError::HostExhausted { requested: size })
+        );
+        assert_eq!(m.allocated(), 0);
     }
 
     #[test]
