@@ -3,7 +3,9 @@
 //! Device addresses are plain numbers in a range of the 64-bit space reserved per device
 //! (device `i` starts at `(i + 1) << 44`), never host pointers. Each allocation is backed by
 //! its own 64-byte aligned host block, allocated lazily (zeroed pages from the host cost
-//! nothing until touched) and never moved until it is freed. Addresses are handed out upward
+//! nothing until touched) and never moved until it is freed; blocks of 2 MiB and more are
+//! mappings of their own in transparent huge pages where the host has them (see
+//! `HUGE_PAGE`). Addresses are handed out upward
 //! with an unmapped guard gap after every allocation and are not reused until the range is
 //! exhausted, so an off-by-one or a use after free resolves to no allocation and becomes a
 //! device fault, never an access to a neighbour.
