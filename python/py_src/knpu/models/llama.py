@@ -261,6 +261,9 @@ class LlamaModel:
             except KeyError:
                 pass
         self.stop_ids = frozenset(i for i in stops if i is not None)
+        # The uploads and the caches' zero fills are queued; the model is loaded when they
+        # have run, so the first request's time to first token does not include them.
+        knpu.synchronize(dev)
 
     # ---- loading ---------------------------------------------------------------------
 
