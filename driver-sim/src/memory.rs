@@ -45,7 +45,7 @@ const HUGE_PAGE: usize = 2 << 20;
 enum Backing {
     /// From the global allocator with this layout.
     Heap(Layout),
-    /// An anonymous mapping of this many bytes (a whole number of pages) of its own.
+    /// An anonymous mapping of this many bytes (a whole number of host pages) of its own.
     #[cfg(all(target_os = "linux", not(miri)))]
     Mapped(usize),
 }
@@ -84,7 +84,9 @@ impl HostBlock {
     /// when the host refuses the mapping.
     #[cfg(all(target_os = "linux", not(miri)))]
     fn mapped(size: usize) -> Option<HostBlock> {
-        let len = size.checked_next_multiple_of(4096)?;
+        // SAFETY: sysconf only reads a configuration value.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let len = size.checked_next_multiple_of(page)?;
         // Map one huge page more than needed and unmap what lies outside the aligned part.
         let reserve = len.checked_add(HUGE_PAGE)?;
         // SAFETY: a new private anonymous mapping; no existing memory is affected.

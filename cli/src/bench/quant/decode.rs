@@ -4,9 +4,10 @@
 //! Per layer (after the model's fusion): QKV (960 x 576), attention output (576 x 576, the
 //! residual as bias), gate/up (3072 x 576), down (576 x 1536, the residual as bias), all
 //! Q4_1; then the tied Q8_0 output projection (49152 x 576). Each matrix of each layer is an
-//! allocation of its own (64-byte aligned, as device buffers are), so with the default 30
-//! layers the step reads 96.4 MB, three times a 32 MiB last-level cache: every GEMV streams
-//! its weights from DRAM, as in decode. A GEMV's activations are prepared inside the call
+//! allocation of its own (64-byte aligned host memory on the host's default pages; the
+//! software NPU keeps device memory in huge pages, where the same GEMVs avoid most page
+//! walks and run faster), so with the default 30 layers the step reads 96.4 MB, three times
+//! a 32 MiB last-level cache: every GEMV streams its weights from DRAM, as in decode. A GEMV's activations are prepared inside the call
 //! (the integer path quantises `x` each time), so the per-call fixed costs are counted.
 //!
 //! Rounds alternate a one-thread read-bandwidth probe (a sum over 256 MiB) with a few

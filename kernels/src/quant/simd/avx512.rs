@@ -166,9 +166,6 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
     let mut gs: [Group; 4] = [(_mm512_setzero_si512(), zero, zero); 4];
     // SAFETY: rows r0..r0 + R < nrows, so their `rb` bytes lie in `a.w`.
     let rowp = |j: usize| unsafe { a.w.as_ptr().add((r0 + j) * a.rb) };
-    // The rows of a block are contiguous, so one prefetch call per unit, ahead of the last
-    // row taken, covers every row's bytes: calling it per row cost weights in cache 5-15%
-    // (`knpu bench quant --only gemv`) for no gain from DRAM.
     let mut acc = [[zero; R]; MR];
     // Minimum terms (Q4_1) add into their own accumulators: two independent chains.
     let mut acc_m = [[zero; R]; MR];
@@ -186,6 +183,9 @@ unsafe fn block<const F: u8, const MR: usize, const R: usize, const INTERLEAVE: 
             // weight row and meet the activation block sums once per four quads.
             let mut mwords = [_mm512_setzero_si512(); R];
             for q in 0..nq {
+                // The rows of a block are contiguous, so one prefetch call per unit, ahead of
+                // the last row taken, covers every row's bytes (here and in the loops below):
+                // calling it per row cost weights in cache 5-15% for no gain from DRAM.
                 pf.reach(rowp(js.end - 1).wrapping_add(2 * gb * q));
                 for j in js.clone() {
                     // SAFETY: blocks 4q..4q + 4 lie within the row (4q + 4 <= k / 32).
